@@ -1,0 +1,41 @@
+# Shoal: every target bootstraps what it needs (.venv, Python packages, Debian packages).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: venv test lint typecheck unit demo bench clean sysdeps
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages the tests need; installed only when missing (we run as root).
+sysdeps:
+	@bash scripts/bootstrap-debian.sh
+
+lint: venv
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: venv sysdeps lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+unit: venv
+	$(BIN)/pytest -q -m "not slow"
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+bench: venv sysdeps
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The Kubernetes REST API: discovery, CRUD, list/watch, patch, subresources, authentication."""

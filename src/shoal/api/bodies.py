@@ -1,0 +1,85 @@
+"""Reading request bodies: size limits, JSON and YAML, and the checks on apiVersion/kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import yaml
+from aiohttp import web
+
+from shoal.api.errors import ApiError
+from shoal.model.kinds import Kind
+
+MAX_BODY = 3 * 1024 * 1024  # the apiserver's limit for a request body
+
+
+async def read_raw(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, f"request entity too large: limit is {MAX_BODY}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise ApiError(413, f"request entity too large: limit is {MAX_BODY}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(raw: bytes, content_type: str) -> Any:
+    """Decode a JSON or YAML body; a malformed one is a 400."""
+    if not raw.strip():
+        raise ApiError(400, "the body of the request was empty")
+    if "yaml" in content_type:
+        try:
+            return yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ApiError(400, f"error converting YAML to JSON: {e}") from e
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise ApiError(400, f"couldn't get version/kind; json parse error: {e}") from e
+
+
+SUPPORTED = ("application/json", "application/yaml", "application/x-yaml", "text/yaml",
+             "application/octet-stream", "text/plain")
+
+
+def check_media_type(content_type: str) -> None:
+    """Bodies are JSON or YAML; protobuf and CBOR get 415, and client-go falls back to JSON."""
+    if content_type and content_type not in SUPPORTED:
+        raise ApiError(
+            415,
+            f"the body of the request was in an unknown format - accepted media types include: "
+            f"application/json, application/yaml",
+        )
+
+
+async def read_object(request: web.Request) -> dict[str, Any]:
+    check_media_type(request.content_type)
+    body = parse(await read_raw(request), request.content_type or "application/json")
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body of the request must be a JSON object")
+    return body
+
+
+def check_type(kind: Kind, obj: dict[str, Any]) -> None:
+    """The body's apiVersion and kind must be the ones the URL names (when given)."""
+    av = obj.get("apiVersion")
+    k = obj.get("kind")
+    if av is not None and not isinstance(av, str) or k is not None and not isinstance(k, str):
+        raise ApiError(400, "apiVersion and kind must be strings")
+    if av and av != kind.api_version:
+        raise ApiError(
+            400,
+            f"the API version in the data ({av}) does not match the expected API version "
+            f"({kind.api_version})",
+        )
+    if k and k != kind.kind:
+        raise ApiError(
+            400, f"the kind in the data ({k}) does not match the expected kind ({kind.kind})"
+        )
+    meta = obj.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ApiError(400, "metadata must be an object")

@@ -1,0 +1,476 @@
+"""The resource endpoints: CRUD, list/watch, patch and the status and scale subresources."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shoal.api import bodies
+from shoal.api.errors import ApiError, success_status
+from shoal.api.patch import (
+    PatchError,
+    apply_json_patch,
+    apply_merge_patch,
+    apply_strategic_merge_patch,
+)
+from shoal.api.routing import Target
+from shoal.api.tables import build_table
+from shoal.api.watch import WatchStream
+from shoal.model.jsonpath import get_first, set_value
+from shoal.model.kinds import Kind
+from shoal.model.selectors import FieldSelector, LabelSelector, SelectorError
+from shoal.store.objects import ObjectStore, StoreError
+
+JSON = "application/json"
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+MAX_WATCH_SECONDS = 1800.0
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=JSON)
+
+
+def wants_table(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "as=Table" in accept
+
+
+def _include_object(request: web.Request) -> str:
+    v = request.query.get("includeObject", "Metadata")
+    return v if v in ("None", "Metadata", "Object") else "Metadata"
+
+
+def from_store_error(e: StoreError) -> ApiError:
+    causes = [{"reason": c.reason, "message": c.message, "field": c.field} for c in e.causes]
+    return ApiError(e.code, e.message, e.reason, kind=e.kind, name=e.name, causes=causes)
+
+
+def _selectors(request: web.Request) -> tuple[LabelSelector, FieldSelector]:
+    try:
+        labels = LabelSelector.parse(request.query.get("labelSelector", ""))
+        fields = FieldSelector.parse(request.query.get("fieldSelector", ""))
+    except SelectorError as e:
+        raise ApiError(400, str(e)) from e
+    return labels, fields
+
+
+def _dry_run(request: web.Request) -> bool:
+    values = request.query.getall("dryRun", [])
+    for v in values:
+        if v != "All":
+            raise ApiError(400, f"unsupported dryRun value {v!r}: only All is supported")
+    return bool(values)
+
+
+def _encode_continue(rv: int, after: tuple[str, str]) -> str:
+    raw = orjson.dumps({"rv": rv, "ns": after[0], "name": after[1]})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
+    try:
+        pad = "=" * (-len(token) % 4)
+        data = orjson.loads(base64.urlsafe_b64decode(token + pad))
+        return int(data["rv"]), (str(data["ns"]), str(data["name"]))
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ApiError(400, "continue key is not valid: incorrect encoded start resourceVersion "
+                       "(version meta.k8s.io/v1)") from e
+
+
+def _key_of(obj: dict[str, Any]) -> tuple[str, str]:
+    m = obj["metadata"]
+    return (m.get("namespace", ""), m["name"])
+
+
+class ResourceHandlers:
+    """Serves one request on a resolved target."""
+
+    def __init__(self, store: ObjectStore, bookmark_interval: float = 60.0) -> None:
+        self.store = store
+        self.bookmark_interval = bookmark_interval
+
+    async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
+        try:
+            return await self._dispatch(request, t)
+        except StoreError as e:
+            raise from_store_error(e) from e
+        except PatchError as e:
+            raise ApiError(e.code, e.message) from e
+
+    async def _dispatch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        m = request.method
+        if t.name is None:
+            if t.watch_path or (m == "GET" and request.query.get("watch") in ("true", "1")):
+                if m != "GET":
+                    raise ApiError(405, f"the server does not allow this method on the requested resource")
+                return await self.watch(request, t)
+            if m == "GET":
+                return self.list(request, t)
+            if m == "POST":
+                return await self.create(request, t)
+            if m == "DELETE":
+                return await self.delete_collection(request, t)
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        if t.watch_path:
+            return await self.watch(request, t)
+        if t.subresource == "scale":
+            return await self.scale(request, t)
+        if t.subresource == "binding":
+            if m != "POST":
+                raise ApiError(405, "the server does not allow this method on the requested resource")
+            return await self.bind(request, t)
+        if t.subresource in ("log", "exec", "attach", "portforward", "eviction"):
+            raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
+        if m == "GET":
+            return self.get(request, t)
+        if m == "PUT":
+            return await self.update(request, t)
+        if m == "PATCH":
+            return await self.patch(request, t)
+        if m == "DELETE" and t.subresource is None:
+            return await self.delete(request, t)
+        raise ApiError(405, "the server does not allow this method on the requested resource")
+
+    # -- reads -----------------------------------------------------------------
+
+    def _ns(self, t: Target) -> str | None:
+        return t.namespace if t.kind.namespaced else None
+
+    def get(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        obj = self.store.get(t.kind, self._ns(t), t.name)
+        if t.subresource == "status":
+            return json_response(obj)
+        if wants_table(request):
+            return json_response(build_table(
+                t.kind, [obj], now=datetime.datetime.now(datetime.UTC),
+                include_object=_include_object(request),
+                resource_version=obj["metadata"].get("resourceVersion", ""),
+            ))
+        return json_response(obj)
+
+    def list(self, request: web.Request, t: Target) -> web.Response:
+        labels, fields = _selectors(request)
+        replica = self.store.replica
+        rv_param = request.query.get("resourceVersion", "")
+        if rv_param and rv_param != "0":
+            try:
+                want = int(rv_param)
+            except ValueError as e:
+                raise ApiError(400, f"invalid resourceVersion {rv_param!r}") from e
+            if want > replica.revision:
+                raise ApiError(504, f"Too large resource version: {want}, current: {replica.revision}",
+                               "Timeout")
+        revision = replica.revision
+        items = self.store.list(t.kind, t.namespace)
+        if not labels.empty or not fields.empty:
+            items = [o for o in items
+                     if labels.matches((o.get("metadata") or {}).get("labels") or {})
+                     and fields.matches(o)]
+        cont = request.query.get("continue", "")
+        if cont:
+            revision, after = _decode_continue(cont)
+            items = [o for o in items if _key_of(o) > after]
+        limit_s = request.query.get("limit", "")
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
+        next_token = ""
+        if limit_s:
+            try:
+                limit = int(limit_s)
+            except ValueError as e:
+                raise ApiError(400, f"invalid limit {limit_s!r}") from e
+            if 0 < limit < len(items):
+                meta["remainingItemCount"] = len(items) - limit
+                items = items[:limit]
+                next_token = _encode_continue(revision, _key_of(items[-1]))
+                meta["continue"] = next_token
+        if wants_table(request):
+            return json_response(build_table(
+                t.kind, items, now=datetime.datetime.now(datetime.UTC),
+                include_object=_include_object(request), resource_version=str(revision),
+                continue_token=next_token,
+            ))
+        body = {"kind": t.kind.list_kind, "apiVersion": t.kind.api_version, "metadata": meta,
+                "items": items}
+        return json_response(body)
+
+    async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
+        labels, fields = _selectors(request)
+        q = request.query
+        if t.name is not None:
+            fields = FieldSelector.parse(
+                ",".join(x for x in (q.get("fieldSelector", ""), f"metadata.name={t.name}") if x)
+            )
+        timeout = MAX_WATCH_SECONDS
+        if "timeoutSeconds" in q:
+            try:
+                timeout = min(float(q["timeoutSeconds"]), MAX_WATCH_SECONDS)
+            except ValueError as e:
+                raise ApiError(400, "invalid timeoutSeconds") from e
+        stream = WatchStream(
+            request, self.store.replica, t.kind, t.namespace, labels, fields,
+            resource_version=q.get("resourceVersion"),
+            timeout=timeout,
+            bookmarks=q.get("allowWatchBookmarks") in ("true", "1"),
+            bookmark_interval=self.bookmark_interval,
+            send_initial_events=q.get("sendInitialEvents") in ("true", "1"),
+            as_table=wants_table(request),
+            include_object=_include_object(request),
+        )
+        return await stream.run()
+
+    # -- writes ----------------------------------------------------------------
+
+    def _check_body_target(self, t: Target, obj: dict[str, Any]) -> None:
+        bodies.check_type(t.kind, obj)
+        meta = obj.get("metadata") or {}
+        ns = meta.get("namespace")
+        if t.kind.namespaced and ns and t.namespace and ns != t.namespace:
+            raise ApiError(400, "the namespace of the provided object does not match the "
+                                "namespace sent on the request")
+        if t.name is not None and meta.get("name") and meta["name"] != t.name:
+            raise ApiError(400, "the name of the object "
+                                f"({meta['name']}) does not match the name on the URL ({t.name})")
+
+    async def create(self, request: web.Request, t: Target) -> web.Response:
+        obj = await bodies.read_object(request)
+        self._check_body_target(t, obj)
+        if t.kind.namespaced and t.namespace is None:
+            raise ApiError(404, "the server could not find the requested resource")
+        meta = obj.get("metadata") or {}
+        if not meta.get("name") and not meta.get("generateName"):
+            raise ApiError(422, f'{t.kind.kind} "" is invalid: metadata.name: Required value: '
+                                "name or generateName is required", "Invalid", kind=t.kind,
+                           causes=[{"reason": "FieldValueRequired",
+                                    "message": "Required value: name or generateName is required",
+                                    "field": "metadata.name"}])
+        stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
+        return json_response(stored, 201)
+
+    async def update(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        obj = await bodies.read_object(request)
+        self._check_body_target(t, obj)
+        if t.subresource not in (None, "status"):
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        if self.store.find(t.kind, self._ns(t), t.name) is None and t.subresource is None:
+            # PUT on a missing object creates it, as the apiserver does for most kinds.
+            obj.setdefault("metadata", {})["name"] = t.name
+            stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
+            return json_response(stored, 201)
+        stored = await self.store.update(t.kind, obj, self._ns(t), t.name, t.subresource,
+                                         dry_run=_dry_run(request))
+        return json_response(stored)
+
+    def _apply_patch(self, request: web.Request, kind: Kind, current: dict[str, Any],
+                     raw: bytes) -> dict[str, Any]:
+        ctype = request.content_type
+        if ctype not in PATCH_TYPES:
+            raise ApiError(415, f"the body of the request was in an unknown format - accepted "
+                                f"media types include: {', '.join(PATCH_TYPES)}")
+        patch = bodies.parse(raw, "yaml" if ctype.endswith("yaml") else "json")
+        if ctype == "application/json-patch+json":
+            return apply_json_patch(current, patch)
+        if not isinstance(patch, dict):
+            raise ApiError(400, "the patch must be a JSON object")
+        if ctype == "application/merge-patch+json":
+            return apply_merge_patch(current, patch)
+        if ctype == "application/strategic-merge-patch+json":
+            if kind.is_custom:
+                raise ApiError(415, "strategic merge patch is not supported for custom resources; "
+                                    "use a merge patch or a JSON patch")
+            return apply_strategic_merge_patch(current, patch, kind.group, kind.kind)
+        # Server-side apply without field ownership: the applied config is merged in.
+        if kind.is_custom:
+            return apply_merge_patch(current, patch)
+        return apply_strategic_merge_patch(current, patch, kind.group, kind.kind)
+
+    async def patch(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        raw = await bodies.read_raw(request)
+        ns = self._ns(t)
+        current = self.store.find(t.kind, ns, t.name)
+        dry = _dry_run(request)
+        if current is None:
+            if request.content_type == "application/apply-patch+yaml" and t.subresource is None:
+                obj = bodies.parse(raw, "yaml")
+                if not isinstance(obj, dict):
+                    raise ApiError(400, "the applied configuration must be an object")
+                self._check_body_target(t, obj)
+                obj.setdefault("metadata", {})["name"] = t.name
+                return json_response(await self.store.create(t.kind, obj, t.namespace, dry), 201)
+            raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
+        patched = self._apply_patch(request, t.kind, current, raw)
+        if not isinstance(patched, dict):
+            raise ApiError(422, "the patched object must be a JSON object")
+        bodies.check_type(t.kind, patched)
+        pmeta = patched.get("metadata") or {}
+        if pmeta.get("name") not in (None, t.name):
+            raise ApiError(400, "the name of the object does not match the name on the URL")
+        stored = await self.store.update(t.kind, patched, ns, t.name, t.subresource, dry_run=dry,
+                                         check_rv=pmeta.get("resourceVersion") !=
+                                         current["metadata"].get("resourceVersion"))
+        return json_response(stored)
+
+    async def _delete_options(self, request: web.Request) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if request.can_read_body:
+            raw = await bodies.read_raw(request)
+            if raw.strip():
+                body = bodies.parse(raw, request.content_type or JSON)
+                if not isinstance(body, dict):
+                    raise ApiError(400, "DeleteOptions must be an object")
+                opts = body
+        q = request.query
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "gracePeriodSeconds" in q:
+            try:
+                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError as e:
+                raise ApiError(400, "invalid gracePeriodSeconds") from e
+        if q.get("orphanDependents") in ("true", "false") and "propagationPolicy" not in opts:
+            opts["propagationPolicy"] = "Orphan" if q["orphanDependents"] == "true" else "Background"
+        if "orphanDependents" in opts and "propagationPolicy" not in opts:
+            opts["propagationPolicy"] = "Orphan" if opts["orphanDependents"] else "Background"
+        return opts
+
+    async def delete(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        opts = await self._delete_options(request)
+        pre = opts.get("preconditions") or {}
+        obj, gone = await self.store.delete(
+            t.kind, self._ns(t), t.name,
+            propagation=opts.get("propagationPolicy"),
+            precondition_uid=pre.get("uid"),
+            precondition_rv=pre.get("resourceVersion"),
+            dry_run=bool(opts.get("dryRun")) or _dry_run(request),
+        )
+        if gone and t.kind.kind not in ("Pod", "Namespace") and not t.kind.is_custom:
+            return json_response(success_status(t.kind, t.name, obj["metadata"].get("uid", "")))
+        return json_response(obj, 200 if gone else 202)
+
+    async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
+        labels, fields = _selectors(request)
+        opts = await self._delete_options(request)
+        items = [o for o in self.store.list(t.kind, t.namespace)
+                 if labels.matches((o.get("metadata") or {}).get("labels") or {})
+                 and fields.matches(o)]
+        deleted = []
+        for o in items:
+            m = o["metadata"]
+            try:
+                obj, _ = await self.store.delete(t.kind, m.get("namespace"), m["name"],
+                                                 propagation=opts.get("propagationPolicy"),
+                                                 dry_run=_dry_run(request))
+            except StoreError:
+                continue
+            deleted.append(obj)
+        return json_response({"kind": t.kind.list_kind, "apiVersion": t.kind.api_version,
+                              "metadata": {"resourceVersion": str(self.store.replica.revision)},
+                              "items": deleted})
+
+    # -- subresources ----------------------------------------------------------
+
+    def _scale_of(self, kind: Kind, obj: dict[str, Any]) -> dict[str, Any]:
+        assert kind.scale is not None
+        meta = obj["metadata"]
+        status: dict[str, Any] = {
+            "replicas": get_first(kind.scale.status_replicas_path, obj, 0) or 0,
+        }
+        if kind.is_custom:
+            if kind.scale.label_selector_path:
+                sel = get_first(kind.scale.label_selector_path, obj)
+                if sel:
+                    status["selector"] = sel
+        else:
+            sel = (obj.get("spec") or {}).get("selector")
+            if isinstance(sel, dict):
+                status["selector"] = _selector_string(sel)
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                              "creationTimestamp") if k in meta},
+            "spec": {"replicas": get_first(kind.scale.spec_replicas_path, obj, 0) or 0},
+            "status": status,
+        }
+
+    async def scale(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None and t.kind.scale is not None
+        ns = self._ns(t)
+        obj = self.store.get(t.kind, ns, t.name)
+        current = self._scale_of(t.kind, obj)
+        if request.method == "GET":
+            return json_response(current)
+        if request.method == "PUT":
+            new_scale = await bodies.read_object(request)
+        elif request.method == "PATCH":
+            raw = await bodies.read_raw(request)
+            new_scale = self._apply_patch(request, t.kind, current, raw) if not (
+                request.content_type == "application/strategic-merge-patch+json"
+            ) else apply_merge_patch(current, bodies.parse(raw, JSON))
+        else:
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        replicas = (new_scale.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise ApiError(422, f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid '
+                                f"value: {replicas}: must be greater than or equal to 0",
+                           "Invalid", kind=t.kind, name=t.name)
+        rv = (new_scale.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != obj["metadata"].get("resourceVersion"):
+            raise ApiError(409, f'Operation cannot be fulfilled on {t.kind.resource} "{t.name}": '
+                                "the object has been modified; please apply your changes to the "
+                                "latest version and try again", "Conflict", kind=t.kind, name=t.name)
+        updated = copy.deepcopy(obj)
+        set_value(t.kind.scale.spec_replicas_path, updated, replicas)
+        stored = await self.store.update(t.kind, updated, ns, t.name, dry_run=_dry_run(request),
+                                         check_rv=False)
+        return json_response(self._scale_of(t.kind, stored))
+
+    async def bind(self, request: web.Request, t: Target) -> web.Response:
+        assert t.name is not None
+        body = await bodies.read_object(request)
+        target = (body.get("target") or {}).get("name")
+        if not target:
+            raise ApiError(422, "Binding is invalid: target.name: Required value")
+        ns = self._ns(t)
+        pod = self.store.get(t.kind, ns, t.name)
+        if (pod.get("spec") or {}).get("nodeName"):
+            raise ApiError(409, f'Operation cannot be fulfilled on pods/binding "{t.name}": pod '
+                                f"{t.name} is already assigned to node "
+                                f'"{pod["spec"]["nodeName"]}"', "Conflict")
+        updated = copy.deepcopy(pod)
+        updated["spec"]["nodeName"] = target
+        # The binding is a spec change made by the server, not by the user: keep the generation.
+        await self.store.update(t.kind, updated, ns, t.name, check_rv=False)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                              "status": "Success", "code": 201}, 201)
+
+
+def _selector_string(sel: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        op = e.get("operator")
+        key = e.get("key")
+        vals = ",".join(sorted(e.get("values") or []))
+        if op == "In":
+            parts.append(f"{key} in ({vals})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({vals})")
+        elif op == "Exists":
+            parts.append(str(key))
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)

@@ -1,0 +1,54 @@
+"""Turning a resource path into what it names: kind, namespace, name, subresource."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.api.errors import ApiError, not_found_path
+from shoal.model.kinds import Kind, KindRegistry
+
+NAMESPACE_SUBRESOURCES = ("status", "finalize")
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: Kind
+    namespace: str | None  # None: all namespaces, or a cluster-scoped kind
+    name: str | None
+    subresource: str | None
+    watch_path: bool  # the legacy /watch/ form
+
+
+def resolve(registry: KindRegistry, group: str, version: str, segs: list[str]) -> Target:
+    """Resolve the segments after ``/api/v1`` or ``/apis/GROUP/VERSION``."""
+    watch_path = False
+    if segs and segs[0] == "watch":
+        watch_path = True
+        segs = segs[1:]
+    if not segs or any(s == "" for s in segs):
+        raise not_found_path()
+    namespace: str | None = None
+    if segs[0] == "namespaces" and len(segs) >= 3 and not (
+        len(segs) == 3 and segs[2] in NAMESPACE_SUBRESOURCES
+    ):
+        namespace = segs[1]
+        segs = segs[2:]
+    plural = segs[0]
+    kind = registry.by_resource(group, version, plural)
+    if kind is None:
+        raise not_found_path()
+    if namespace is not None and not kind.namespaced:
+        raise not_found_path()
+    name = segs[1] if len(segs) > 1 else None
+    sub = segs[2] if len(segs) > 2 else None
+    if len(segs) > 3:
+        raise not_found_path()
+    if sub is not None and sub not in kind.subresources and not (
+        kind.kind == "Pod" and sub in ("binding", "log", "exec", "eviction", "attach", "portforward")
+    ) and not (kind.kind == "Namespace" and sub == "finalize"):
+        raise not_found_path()
+    if watch_path and sub is not None:
+        raise not_found_path()
+    if name is not None and len(name) > 253:
+        raise ApiError(400, f"name too long: {len(name)} characters")
+    return Target(kind, namespace, name, sub, watch_path)

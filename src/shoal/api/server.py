@@ -1,0 +1,253 @@
+"""The HTTPS server: authentication, routing, discovery, OpenAPI and request logging."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shoal.api import discovery
+from shoal.api.errors import ApiError, error_response, not_found_path
+from shoal.api.openapi import OpenAPIDocuments
+from shoal.api.resources import ResourceHandlers, json_response
+from shoal.api.routing import resolve
+from shoal.model.kinds import KindRegistry
+from shoal.store.objects import ObjectStore
+
+log = logging.getLogger("shoal.api")
+access_log = logging.getLogger("shoal.api.access")
+
+PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class RequestStats:
+    """Counts for the periodic summary line."""
+
+    requests: int = 0
+    by_code: Counter[int] = field(default_factory=Counter)
+    total_ms: float = 0.0
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.by_code.clear()
+        self.total_ms = 0.0
+
+
+@dataclass
+class Credentials:
+    """What the API accepts as proof of identity."""
+
+    tokens: dict[str, str]  # bearer token -> user name
+
+
+def _user_from_cert(request: web.Request) -> str | None:
+    transport = request.transport
+    if transport is None:
+        return None
+    cert = transport.get_extra_info("peercert")
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "unknown"
+
+
+class ApiServer:
+    """Builds the aiohttp application for one node."""
+
+    def __init__(self, store: ObjectStore, registry: KindRegistry, credentials: Credentials,
+                 *, server_address: str = "", bookmark_interval: float = 60.0) -> None:
+        self.store = store
+        self.registry = registry
+        self.credentials = credentials
+        self.server_address = server_address
+        self.openapi = OpenAPIDocuments(registry)
+        self.handlers = ResourceHandlers(store, bookmark_interval=bookmark_interval)
+        self.stats = RequestStats()
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._errors, self._auth],
+            client_max_size=8 * 1024 * 1024,
+        )
+        r = app.router
+        r.add_get("/version", self._version)
+        r.add_get("/version/", self._version)
+        for p in ("/healthz", "/livez", "/readyz"):
+            r.add_get(p, self._health)
+        r.add_get("/api", self._core_versions)
+        r.add_get("/api/", self._core_versions)
+        r.add_get("/apis", self._groups)
+        r.add_get("/apis/", self._groups)
+        r.add_get("/openapi/v2", self._openapi_v2)
+        r.add_get("/openapi/v3", self._openapi_v3_index)
+        r.add_get("/openapi/v3/{tail:.*}", self._openapi_v3)
+        r.add_route("*", "/api/v1", self._core_resource_list)
+        r.add_route("*", "/api/v1/", self._core_resource_list)
+        r.add_route("*", "/api/v1/{tail:.*}", self._core)
+        r.add_route("*", "/apis/{group}", self._group)
+        r.add_route("*", "/apis/{group}/", self._group)
+        r.add_route("*", "/apis/{group}/{version}", self._group_resource_list)
+        r.add_route("*", "/apis/{group}/{version}/", self._group_resource_list)
+        r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self._grouped)
+        r.add_route("*", "/{tail:.*}", self._not_found)
+        return app
+
+    # -- middleware ------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        code = 500
+        try:
+            resp = await handler(request)
+            code = resp.status
+            return resp
+        except ApiError as e:
+            code = e.code
+            return error_response(e)
+        except web.HTTPException as e:
+            code = e.status
+            msg = e.reason if e.status != 413 else "request entity too large"
+            return error_response(ApiError(e.status, msg))
+        except (ConnectionResetError, asyncio.CancelledError):
+            code = 499
+            raise
+        except Exception:
+            log.exception("internal error serving %s %s", request.method, request.path_qs)
+            return error_response(ApiError(500, "an internal error occurred; see the node's log"))
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            self.stats.requests += 1
+            self.stats.by_code[code] += 1
+            self.stats.total_ms += ms
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug("%s %s %d %.1fms", request.method, request.path_qs, code, ms)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in PUBLIC_PATHS:
+            return await handler(request)
+        user = _user_from_cert(request)
+        if user is None:
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Bearer "):
+                token = header[7:].strip()
+                for known, name in self.credentials.tokens.items():
+                    if hmac.compare_digest(known, token):
+                        user = name
+                        break
+        if user is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        request["user"] = user
+        return await handler(request)
+
+    async def summary_loop(self, interval: float = 60.0) -> None:
+        """One info line per interval with what was served."""
+        while True:
+            await asyncio.sleep(interval)
+            s = self.stats
+            if s.requests:
+                codes = " ".join(f"{c}:{n}" for c, n in sorted(s.by_code.items()))
+                log.info(
+                    "served %d requests in the last %.0fs (mean %.1f ms; codes %s); "
+                    "revision %d, %d watchers",
+                    s.requests, interval, s.total_ms / s.requests, codes,
+                    self.store.replica.revision, self.store.replica.feed.watchers,
+                )
+                s.reset()
+
+    # -- discovery -------------------------------------------------------------
+
+    async def _version(self, request: web.Request) -> web.Response:
+        return json_response(discovery.version_info())
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _core_versions(self, request: web.Request) -> web.Response:
+        return json_response(discovery.core_api_versions(self.server_address))
+
+    async def _groups(self, request: web.Request) -> web.Response:
+        return json_response(discovery.api_group_list(self.registry))
+
+    async def _core_resource_list(self, request: web.Request) -> web.Response:
+        if request.method != "GET":
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        body = discovery.api_resource_list(self.registry, "", "v1")
+        if body is None:
+            raise not_found_path()
+        return json_response(body)
+
+    async def _group(self, request: web.Request) -> web.Response:
+        body = discovery.api_group(self.registry, request.match_info["group"])
+        if body is None or request.method != "GET":
+            raise not_found_path()
+        return json_response(body)
+
+    async def _group_resource_list(self, request: web.Request) -> web.Response:
+        body = discovery.api_resource_list(
+            self.registry, request.match_info["group"], request.match_info["version"]
+        )
+        if body is None or request.method != "GET":
+            raise not_found_path()
+        return json_response(body)
+
+    async def _openapi_v2(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi.v2(), content_type="application/json")
+
+    async def _openapi_v3_index(self, request: web.Request) -> web.Response:
+        return json_response(self.openapi.v3_index())
+
+    async def _openapi_v3(self, request: web.Request) -> web.Response:
+        tail = request.match_info["tail"].strip("/")
+        parts = tail.split("/")
+        doc: bytes | None = None
+        if parts == ["api", "v1"]:
+            doc = self.openapi.v3_group_version("", "v1")
+        elif len(parts) == 3 and parts[0] == "apis":
+            doc = self.openapi.v3_group_version(parts[1], parts[2])
+        if doc is None:
+            raise not_found_path()
+        headers = {"Cache-Control": "public, immutable" if "hash" in request.query else "no-cache"}
+        return web.Response(body=doc, content_type="application/json", headers=headers)
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        raise not_found_path()
+
+    # -- resources -------------------------------------------------------------
+
+    async def _core(self, request: web.Request) -> web.StreamResponse:
+        segs = request.match_info["tail"].rstrip("/").split("/")
+        return await self.handlers.handle(request, resolve(self.registry, "", "v1", segs))
+
+    async def _grouped(self, request: web.Request) -> web.StreamResponse:
+        mi = request.match_info
+        segs = mi["tail"].rstrip("/").split("/")
+        return await self.handlers.handle(
+            request, resolve(self.registry, mi["group"], mi["version"], segs)
+        )
+
+
+def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
+    """TLS for the API: the node's serving cert; client certs signed by the CA are accepted."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    ctx.load_verify_locations(ca)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+

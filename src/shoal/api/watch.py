@@ -1,0 +1,194 @@
+"""Streaming watch: newline-delimited JSON events from the local change feed.
+
+Semantics follow the apiserver: without a resourceVersion (or with "0") the
+stream starts with a synthetic ADDED event per existing object; with one, it
+replays the changes after it, or sends a 410 ERROR event if they were
+compacted. An object that stops matching a label or field selector is sent as
+DELETED, one that starts matching as ADDED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shoal.api.errors import status_body
+from shoal.api.tables import build_table
+from shoal.model.kinds import Kind
+from shoal.model.selectors import FieldSelector, LabelSelector
+from shoal.store.change_feed import Change, Expired
+from shoal.store.replica import Replica
+
+log = logging.getLogger(__name__)
+
+Transform = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _matches(obj: dict[str, Any] | None, labels: LabelSelector, fields: FieldSelector) -> bool:
+    if obj is None:
+        return False
+    meta = obj.get("metadata") or {}
+    return labels.matches(meta.get("labels") or {}) and fields.matches(obj)
+
+
+def translate(change: Change, labels: LabelSelector, fields: FieldSelector) -> str | None:
+    """The event type a watcher with these selectors should see, or None."""
+    now = _matches(change.obj, labels, fields)
+    before = _matches(change.old, labels, fields)
+    if change.type == "DELETED":
+        return "DELETED" if before else None
+    if change.type == "ADDED":
+        return "ADDED" if now else None
+    if now and before:
+        return "MODIFIED"
+    if now:
+        return "ADDED"
+    if before:
+        return "DELETED"
+    return None
+
+
+class WatchStream:
+    """One client's watch."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        replica: Replica,
+        kind: Kind,
+        namespace: str | None,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        *,
+        resource_version: str | None,
+        timeout: float,
+        bookmarks: bool,
+        bookmark_interval: float,
+        send_initial_events: bool,
+        as_table: bool,
+        include_object: str,
+    ) -> None:
+        self.request = request
+        self.replica = replica
+        self.kind = kind
+        self.namespace = namespace
+        self.labels = labels
+        self.fields = fields
+        self.rv_param = resource_version
+        self.timeout = timeout
+        self.bookmarks = bookmarks
+        self.bookmark_interval = bookmark_interval
+        self.send_initial_events = send_initial_events
+        self.as_table = as_table
+        self.include_object = include_object
+        self._first_table = True
+
+    def _accept(self, c: Change) -> bool:
+        if c.resource != self.kind.resource:
+            return False
+        return self.namespace is None or c.namespace == self.namespace
+
+    def _encode(self, etype: str, obj: dict[str, Any]) -> bytes:
+        if self.as_table and etype in ("ADDED", "MODIFIED", "DELETED"):
+            table = build_table(
+                self.kind, [obj], now=datetime.datetime.now(datetime.UTC),
+                include_object=self.include_object,
+            )
+            if not self._first_table:
+                table["columnDefinitions"] = []
+            self._first_table = False
+            obj = table
+        return orjson.dumps({"type": etype, "object": obj}) + b"\n"
+
+    def _bookmark(self, rv: int, initial_end: bool = False) -> bytes:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        obj = {"kind": self.kind.kind, "apiVersion": self.kind.api_version, "metadata": meta}
+        return orjson.dumps({"type": "BOOKMARK", "object": obj}) + b"\n"
+
+    async def run(self) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "application/json"
+        resp.headers["Cache-Control"] = "no-cache, private"
+        resp.enable_chunked_encoding()
+        # Subscribe before reading the backlog so nothing falls in between.
+        sub = self.replica.subscribe(self._accept)
+        try:
+            await resp.prepare(self.request)
+            start_rv: int
+            initial: list[bytes] = []
+            rv_param = self.rv_param
+            if rv_param in (None, "", "0") or self.send_initial_events:
+                start_rv = self.replica.revision
+                objs = self.replica.list(self.kind.resource, self.namespace)
+                for o in objs:
+                    if _matches(o, self.labels, self.fields):
+                        initial.append(self._encode("ADDED", o))
+                if self.send_initial_events:
+                    initial.append(self._bookmark(start_rv, initial_end=True))
+                backlog: list[Change] = []
+            else:
+                assert rv_param is not None
+                try:
+                    start_rv = int(rv_param)
+                except ValueError:
+                    await resp.write(self._error(400, f"invalid resourceVersion {rv_param!r}",
+                                                 "BadRequest"))
+                    return resp
+                try:
+                    backlog = self.replica.feed.since(start_rv, self._accept)
+                except Expired as e:
+                    await resp.write(self._error(410, str(e), "Expired"))
+                    return resp
+            for chunk in initial:
+                await resp.write(chunk)
+            last_rv = start_rv
+            for c in backlog:
+                last_rv = await self._send(resp, c, last_rv)
+            # Drop queued changes the backlog or the initial list already covered.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            next_bookmark = loop.time() + self.bookmark_interval
+            while True:
+                now = loop.time()
+                if now >= deadline:
+                    break
+                wait = deadline - now
+                if self.bookmarks:
+                    wait = min(wait, max(0.0, next_bookmark - now))
+                try:
+                    c = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                except TimeoutError:
+                    if self.bookmarks and loop.time() >= next_bookmark:
+                        await resp.write(self._bookmark(max(last_rv, self.replica.revision)))
+                        next_bookmark = loop.time() + self.bookmark_interval
+                    continue
+                if c is None:
+                    break  # the feed dropped a watcher that fell too far behind
+                last_rv = await self._send(resp, c, last_rv)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            sub.close()
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof()
+        return resp
+
+    async def _send(self, resp: web.StreamResponse, c: Change, last_rv: int) -> int:
+        if c.rv <= last_rv:
+            return last_rv
+        etype = translate(c, self.labels, self.fields)
+        if etype is not None:
+            await resp.write(self._encode(etype, c.obj))
+        return c.rv
+
+    def _error(self, code: int, message: str, reason: str) -> bytes:
+        return orjson.dumps({"type": "ERROR", "object": status_body(code, message, reason)}) + b"\n"

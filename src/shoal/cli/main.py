@@ -1,0 +1,105 @@
+"""The ``shoal`` command: ``shoal server``, ``shoal kubeconfig``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import socket
+import sys
+from pathlib import Path
+
+from shoal import __version__
+
+
+def parse_duration(text: str) -> float:
+    """``10s``, ``5m``, ``1h30m``, ``250ms`` or plain seconds."""
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    total = 0.0
+    pos = 0
+    for m in re.finditer(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 10s, 5m, 1h)")
+    return total
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shoal", description="Shoal: a leaderless Kubernetes for the edge.")
+    p.add_argument("--version", action="version", version=f"shoal {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("server", help="run a Shoal node",
+                       description="Run a Shoal node: the Kubernetes API, the replica of the "
+                                   "cluster state and the controllers.")
+    s.add_argument("--name", default=socket.gethostname(),
+                   help="the node's name, unique in the cluster (default: the host name)")
+    s.add_argument("--data-dir", type=Path, required=True,
+                   help="where the node keeps its state, certificates and keys (created if missing)")
+    s.add_argument("--bind", default="127.0.0.1",
+                   help="the address the API listens on (default: 127.0.0.1)")
+    s.add_argument("--api-port", type=int, default=6443,
+                   help="the HTTPS port of the Kubernetes API (default: 6443)")
+    s.add_argument("--advertise", default=None,
+                   help="the address clients and peers use to reach this node (default: --bind, "
+                        "or 127.0.0.1 when binding to all addresses)")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="debug logs one line per request; info logs a summary line every minute "
+                        "(default: info)")
+    s.add_argument("--bookmark-interval", type=parse_duration, default=60.0,
+                   help="how often a watch that allows bookmarks gets one (default: 60s)")
+    s.add_argument("--summary-interval", type=parse_duration, default=60.0,
+                   help="how often the request summary line is logged (default: 60s)")
+
+    k = sub.add_parser("kubeconfig", help="print a kubeconfig for a node",
+                       description="Print a kubeconfig holding the cluster CA and the admin "
+                                   "credential.")
+    k.add_argument("--data-dir", type=Path, required=True, help="the node's data dir")
+    k.add_argument("--server", default=None,
+                   help="the API URL, e.g. https://127.0.0.1:6443 (default: the URL the node "
+                        "last served on)")
+    k.add_argument("--token", action="store_true",
+                   help="use the admin bearer token instead of the admin client certificate")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "server":
+        from shoal.cli.node import NodeConfig, serve
+
+        logging.basicConfig(
+            level=getattr(logging, args.log_level.upper()),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        cfg = NodeConfig(
+            name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
+            advertise=args.advertise, bookmark_interval=args.bookmark_interval,
+            summary_interval=args.summary_interval,
+        )
+        try:
+            asyncio.run(serve(cfg))
+        except OSError as e:
+            print(f"shoal server: {e}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "kubeconfig":
+        from shoal.cli.kubeconfig import default_server, render
+
+        try:
+            sys.stdout.write(render(args.data_dir, args.server or default_server(args.data_dir),
+                                    use_token=args.token))
+        except FileNotFoundError as e:
+            print(f"shoal kubeconfig: {e}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

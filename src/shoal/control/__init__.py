@@ -1,0 +1,1 @@
+"""The leaderless controllers: garbage collection, namespace lifecycle, and (later) the scheduler."""

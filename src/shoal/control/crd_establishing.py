@@ -1,0 +1,87 @@
+"""CustomResourceDefinitions: serve their kinds, report them Established, clean up after them."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from shoal.control.controller import Controller
+from shoal.crdt.document import Path
+from shoal.model.kinds import Kind
+from shoal.store.change_feed import Change
+from shoal.store.objects import StoreError, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+CRD_RESOURCE = "customresourcedefinitions.apiextensions.k8s.io"
+
+
+def _no_keys(_: Path) -> str | None:
+    return None
+
+
+def crd_observer(kind: Kind, old: dict[str, Any] | None, new: dict[str, Any] | None,
+                 registry: Any) -> None:
+    """Register or drop a CRD's kinds as soon as the CRD is written, so the next request sees them."""
+    if kind.resource != CRD_RESOURCE:
+        return
+    if new is None:
+        if old is not None:
+            registry.unregister_crd(old["metadata"]["name"])
+        return
+    registry.register_crd(new)
+
+
+class CRDEstablishing(Controller):
+    name = "crd-establishing"
+
+    def relevant(self, change: Change) -> bool:
+        return change.resource == CRD_RESOURCE
+
+    async def sync(self) -> bool:
+        registry = self.store.registry
+        crd_kind = registry.by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+        assert crd_kind is not None
+        served: set[str] = set()
+        for crd in self.store.list(crd_kind):
+            spec = crd.get("spec") or {}
+            names = spec.get("names") or {}
+            served.add(f"{names.get('plural', '')}.{spec.get('group', '')}")
+            conds = (crd.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
+                continue
+            new = copy.deepcopy(crd)
+            now = now_rfc3339(self.store.replica.wall.now())
+            accepted = {k: v for k, v in names.items() if k in (
+                "plural", "singular", "kind", "listKind", "shortNames", "categories")}
+            accepted.setdefault("listKind", f"{names.get('kind', '')}List")
+            accepted.setdefault("singular", str(names.get("kind", "")).lower())
+            new["status"] = {
+                "acceptedNames": accepted,
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+                     "message": "no conflicts found", "lastTransitionTime": now},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+                     "message": "the initial names have been accepted", "lastTransitionTime": now},
+                ],
+                "storedVersions": [v["name"] for v in spec.get("versions") or []
+                                   if v.get("storage")],
+            }
+            try:
+                await self.store.update(crd_kind, new, None, crd["metadata"]["name"], "status",
+                                        check_rv=False)
+            except StoreError as e:
+                log.warning("could not mark CRD %s established: %s", crd["metadata"]["name"], e)
+        # Custom resources whose definition is gone are deleted with it.
+        replica = self.store.replica
+        for resource in replica.resources():
+            if "." not in resource or resource in served:
+                continue
+            if registry.by_storage_resource(resource) is not None:
+                continue
+            for (ns, name), entry in replica.iter_entries(resource):
+                if entry.value is not None and entry.value.get("apiVersion", "").count("/") == 1:
+                    _, durable = replica.put(resource, ns, name, None, _no_keys)
+                    await durable
+        return False

@@ -1,0 +1,113 @@
+"""Garbage collection by ownerReferences, with Foreground, Background and Orphan deletion.
+
+- An object whose owners are all gone is deleted (Background).
+- An owner being deleted with the ``foregroundDeletion`` finalizer first has its
+  dependents deleted; the finalizer is removed once none is left.
+- An owner being deleted with the ``orphan`` finalizer has its dependents'
+  ownerReferences to it removed, then the finalizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from shoal.control.controller import Controller
+from shoal.model.kinds import Kind
+from shoal.store.change_feed import Change
+from shoal.store.objects import FOREGROUND, ORPHAN, StoreError
+
+log = logging.getLogger(__name__)
+
+Obj = tuple[Kind, dict[str, Any]]
+
+
+def _meta(o: dict[str, Any]) -> dict[str, Any]:
+    m = o.get("metadata")
+    return m if isinstance(m, dict) else {}
+
+
+class GarbageCollector(Controller):
+    name = "garbage-collector"
+
+    def relevant(self, change: Change) -> bool:
+        if change.type == "DELETED":
+            return True
+        m = _meta(change.obj)
+        return bool(m.get("deletionTimestamp") or m.get("ownerReferences"))
+
+    def _all(self) -> list[Obj]:
+        out: list[Obj] = []
+        for resource in self.store.replica.resources():
+            kind = self.store.registry.by_storage_resource(resource)
+            if kind is None:
+                continue
+            out.extend((kind, o) for o in self.store.replica.list(resource))
+        return out
+
+    async def sync(self) -> bool:
+        objs = self._all()
+        by_uid = {_meta(o).get("uid"): (k, o) for k, o in objs}
+        dependents: dict[str, list[Obj]] = {}
+        for k, o in objs:
+            for ref in _meta(o).get("ownerReferences") or []:
+                if isinstance(ref, dict) and ref.get("uid"):
+                    dependents.setdefault(ref["uid"], []).append((k, o))
+        pending = False
+        for k, o in objs:
+            m = _meta(o)
+            fins = m.get("finalizers") or []
+            if not m.get("deletionTimestamp"):
+                continue
+            deps = dependents.get(m.get("uid", ""), [])
+            if ORPHAN in fins:
+                for dk, d in deps:
+                    await self._drop_owner(dk, d, m["uid"])
+                await self._remove_finalizer(k, o, ORPHAN)
+                pending = True
+            elif FOREGROUND in fins:
+                live = [(dk, d) for dk, d in deps if not _meta(d).get("deletionTimestamp")]
+                for dk, d in live:
+                    await self._delete(dk, d, "Foreground")
+                if not deps:
+                    await self._remove_finalizer(k, o, FOREGROUND)
+                pending = True
+        for k, o in objs:
+            refs = _meta(o).get("ownerReferences") or []
+            if not refs or _meta(o).get("deletionTimestamp"):
+                continue
+            owners = [by_uid.get(r.get("uid")) for r in refs if isinstance(r, dict)]
+            if all(ow is None for ow in owners):
+                await self._delete(k, o, "Background")
+                pending = True
+        return pending
+
+    async def _delete(self, kind: Kind, o: dict[str, Any], propagation: str) -> None:
+        m = _meta(o)
+        try:
+            await self.store.delete(kind, m.get("namespace"), m["name"], propagation=propagation,
+                                    precondition_uid=m.get("uid"))
+            log.info("garbage-collected %s %s/%s", kind.kind, m.get("namespace", ""), m["name"])
+        except StoreError as e:
+            log.debug("gc delete of %s failed: %s", m.get("name"), e)
+
+    async def _drop_owner(self, kind: Kind, o: dict[str, Any], uid: str) -> None:
+        new = copy.deepcopy(o)
+        m = new["metadata"]
+        m["ownerReferences"] = [r for r in m.get("ownerReferences") or [] if r.get("uid") != uid]
+        if not m["ownerReferences"]:
+            del m["ownerReferences"]
+        try:
+            await self.store.update(kind, new, m.get("namespace"), m["name"], check_rv=False)
+        except StoreError as e:
+            log.debug("gc orphaning of %s failed: %s", m.get("name"), e)
+
+    async def _remove_finalizer(self, kind: Kind, o: dict[str, Any], fin: str) -> None:
+        new = copy.deepcopy(o)
+        m = new["metadata"]
+        m["finalizers"] = [f for f in m.get("finalizers") or [] if f != fin]
+        try:
+            await self.store.update(kind, new, m.get("namespace"), m["name"], check_rv=False)
+        except StoreError as e:
+            log.debug("gc finalizer removal on %s failed: %s", m.get("name"), e)

@@ -1,0 +1,60 @@
+"""Namespace deletion: empty the namespace, then drop its ``kubernetes`` finalizer."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from shoal.control.controller import Controller
+from shoal.store.change_feed import Change
+from shoal.store.objects import NAMESPACE_FINALIZER, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceLifecycle(Controller):
+    name = "namespace-lifecycle"
+
+    def relevant(self, change: Change) -> bool:
+        if change.resource == "namespaces":
+            return True
+        return change.type == "DELETED"
+
+    async def sync(self) -> bool:
+        ns_kind = self.store.registry.by_kind("v1", "Namespace")
+        assert ns_kind is not None
+        pending = False
+        for ns in self.store.list(ns_kind):
+            meta = ns["metadata"]
+            if not meta.get("deletionTimestamp"):
+                continue
+            name = meta["name"]
+            remaining = 0
+            for resource in self.store.replica.resources():
+                kind = self.store.registry.by_storage_resource(resource)
+                if kind is None or not kind.namespaced:
+                    continue
+                for o in self.store.replica.list(resource, name):
+                    remaining += 1
+                    if o["metadata"].get("deletionTimestamp"):
+                        continue
+                    try:
+                        await self.store.delete(kind, name, o["metadata"]["name"],
+                                                propagation="Background")
+                    except StoreError as e:
+                        log.debug("namespace %s: delete failed: %s", name, e)
+            if remaining:
+                pending = True
+                continue
+            new = copy.deepcopy(ns)
+            fins = [f for f in (new.get("spec") or {}).get("finalizers") or []
+                    if f != NAMESPACE_FINALIZER]
+            new.setdefault("spec", {})["finalizers"] = fins
+            try:
+                await self.store.update(ns_kind, new, None, name, check_rv=False,
+                                        finalize=True)
+                log.info("namespace %s deleted", name)
+            except StoreError as e:
+                log.debug("namespace %s: finalize failed: %s", name, e)
+                pending = True
+        return pending

@@ -1,0 +1,1 @@
+"""The document CRDT: hybrid logical clocks, stamped documents and their deterministic merge."""

@@ -1,0 +1,1 @@
+"""Peers: identity and certificates, membership, transport, anti-entropy replication and scopes."""

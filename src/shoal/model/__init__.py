@@ -1,0 +1,1 @@
+"""Kubernetes kinds, defaulting, validation, selectors and the merge keys of keyed lists."""

@@ -1,0 +1,1 @@
+"""The node agent: pod lifecycle, runtimes, probes, logs and node status."""

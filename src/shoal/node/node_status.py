@@ -1,0 +1,145 @@
+"""This node's Node object and its Lease heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import platform
+import socket
+from typing import Any
+
+from shoal import __version__
+from shoal.store.objects import NotFound, ObjectStore, StoreError, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_SECONDS = 40
+
+
+def _memory_kib() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def node_object(name: str, address: str, now: str) -> dict[str, Any]:
+    cpus = os.cpu_count() or 1
+    mem = f"{_memory_kib()}Ki"
+    resources = {"cpu": str(cpus), "memory": mem, "pods": "110", "ephemeral-storage": "0"}
+    ready = {
+        "type": "Ready", "status": "True", "reason": "ShoalReady",
+        "message": "shoal node agent is posting ready status",
+        "lastHeartbeatTime": now, "lastTransitionTime": now,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": _arch(),
+                "node.shoal.dev/peer": "true",
+            },
+        },
+        "spec": {},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [ready],
+            "addresses": [
+                {"type": "InternalIP", "address": address},
+                {"type": "Hostname", "address": socket.gethostname()},
+            ],
+            "nodeInfo": {
+                "architecture": _arch(),
+                "operatingSystem": "linux",
+                "osImage": platform.platform(),
+                "kernelVersion": platform.release(),
+                "kubeletVersion": f"v1.37.0-shoal-{__version__}",
+                "kubeProxyVersion": "",
+                "containerRuntimeVersion": "shoal-process://" + __version__,
+                "machineID": "", "systemUUID": "", "bootID": "",
+            },
+        },
+    }
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+class NodeStatusReporter:
+    """Registers the node and renews its Lease and Ready heartbeat."""
+
+    def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0) -> None:
+        self.store = store
+        self.name = name
+        self.address = address
+        self.interval = interval
+
+    def _kinds(self) -> tuple[Any, Any, Any]:
+        r = self.store.registry
+        return (r.by_kind("v1", "Node"), r.by_kind("coordination.k8s.io/v1", "Lease"),
+                r.by_kind("v1", "Namespace"))
+
+    async def register(self) -> None:
+        node_k, _, ns_k = self._kinds()
+        now = now_rfc3339(self.store.replica.wall.now())
+        for ns in ("default", "kube-system", "kube-public", LEASE_NAMESPACE):
+            if self.store.find(ns_k, None, ns) is None:
+                await self.store.create(ns_k, {"metadata": {"name": ns}})
+        desired = node_object(self.name, self.address, now)
+        current = self.store.find(node_k, None, self.name)
+        if current is None:
+            created = await self.store.create(node_k, {k: v for k, v in desired.items()
+                                                       if k != "status"})
+            current = created
+        new = copy.deepcopy(current)
+        new["status"] = desired["status"]
+        await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
+        log.info("node %s registered (%s)", self.name, self.address)
+
+    async def heartbeat(self) -> None:
+        node_k, lease_k, _ = self._kinds()
+        now_s = self.store.replica.wall.now()
+        now = now_rfc3339(now_s)
+        micro = now.replace("Z", ".000000Z")
+        lease = self.store.find(lease_k, LEASE_NAMESPACE, self.name)
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS,
+                "renewTime": micro}
+        if lease is None:
+            await self.store.create(lease_k, {"metadata": {"name": self.name}, "spec": spec},
+                                    LEASE_NAMESPACE)
+        else:
+            new = copy.deepcopy(lease)
+            new["spec"] = {**(new.get("spec") or {}), **spec}
+            await self.store.update(lease_k, new, LEASE_NAMESPACE, self.name, check_rv=False)
+        try:
+            node = self.store.get(node_k, None, self.name)
+        except NotFound:
+            await self.register()
+            return
+        new = copy.deepcopy(node)
+        for c in (new.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "Ready":
+                c["lastHeartbeatTime"] = now
+        await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.heartbeat()
+            except StoreError as e:
+                log.warning("heartbeat failed: %s", e)
+            await asyncio.sleep(self.interval)

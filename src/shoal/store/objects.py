@@ -1,0 +1,370 @@
+"""Object semantics on top of the replica: what create, update and delete mean.
+
+This is where Kubernetes' registry rules live, so that the API and the
+controllers apply them alike: uid and creation time, generation bumps, the
+spec/status split of the status subresource, optimistic concurrency, and
+deletion with finalizers and propagation policies.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import random
+import uuid
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from shoal.crdt.document import KeyFn, Path
+from shoal.model.defaults import apply_defaults
+from shoal.model.kinds import Kind, KindRegistry
+from shoal.model.merge_keys import list_merge_key
+from shoal.model.validation import Cause, invalid_message, validate
+from shoal.store.replica import Conflict as ReplicaConflict
+from shoal.store.replica import Replica
+
+FOREGROUND = "foregroundDeletion"
+ORPHAN = "orphan"
+NAMESPACE_FINALIZER = "kubernetes"
+
+
+class StoreError(Exception):
+    """An error with a Kubernetes reason and HTTP code, turned into a Status by the API."""
+
+    code = 500
+    reason = "InternalError"
+
+    def __init__(self, message: str, *, kind: Kind | None = None, name: str = "",
+                 causes: list[Cause] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.name = name
+        self.causes = causes or []
+
+
+class NotFound(StoreError):
+    code, reason = 404, "NotFound"
+
+
+class AlreadyExists(StoreError):
+    code, reason = 409, "AlreadyExists"
+
+
+class Conflict(StoreError):
+    code, reason = 409, "Conflict"
+
+
+class Invalid(StoreError):
+    code, reason = 422, "Invalid"
+
+
+class Forbidden(StoreError):
+    code, reason = 403, "Forbidden"
+
+
+class BadRequest(StoreError):
+    code, reason = 400, "BadRequest"
+
+
+def qualified(kind: Kind) -> str:
+    """``deployments.apps`` style name used in Kubernetes error messages."""
+    return kind.resource
+
+
+def now_rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(int(seconds), tz=datetime.UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+@cache
+def key_fn(group: str, kind: str) -> KeyFn:
+    def kf(path: Path) -> str | None:
+        return list_merge_key(group, kind, path)
+
+    return kf
+
+
+def _split(obj: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The object without metadata and status (what bumps generation), and its status."""
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+    return rest, obj.get("status")
+
+
+def _namespace_of(kind: Kind, namespace: str | None) -> str:
+    return (namespace or "") if kind.namespaced else ""
+
+
+class ObjectStore:
+    """Create, read, update and delete Kubernetes objects in the local replica."""
+
+    def __init__(self, replica: Replica, registry: KindRegistry,
+                 rng: random.Random | None = None) -> None:
+        self.replica = replica
+        self.registry = registry
+        self._rng = rng or random.Random()
+        # Called with (kind, old, new) after each committed write, e.g. to serve new CRDs.
+        self.observers: list[Callable[[Kind, dict[str, Any] | None, dict[str, Any] | None], None]] = []
+
+    # -- reads -----------------------------------------------------------------
+
+    def get(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any]:
+        obj = self.replica.get(kind.resource, _namespace_of(kind, namespace), name)
+        if obj is None:
+            raise NotFound(f'{qualified(kind)} "{name}" not found', kind=kind, name=name)
+        return obj
+
+    def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return self.replica.get(kind.resource, _namespace_of(kind, namespace), name)
+
+    def list(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
+        return self.replica.list(kind.resource, namespace if kind.namespaced else None)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _now(self) -> str:
+        return now_rfc3339(self.replica.wall.now())
+
+    def _generate_name(self, prefix: str) -> str:
+        alphabet = "bcdfghjklmnpqrstvwxz2456789"
+        return prefix[:58] + "".join(self._rng.choice(alphabet) for _ in range(5))
+
+    def _check_namespace(self, kind: Kind, namespace: str) -> None:
+        if not kind.namespaced:
+            return
+        ns = self.replica.get("namespaces", "", namespace)
+        if ns is None:
+            raise NotFound(f'namespaces "{namespace}" not found',
+                           kind=self.registry.by_kind("v1", "Namespace"), name=namespace)
+        if (ns.get("metadata") or {}).get("deletionTimestamp"):
+            raise Forbidden(
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated"
+            )
+
+    def _validate(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        causes = validate(kind, obj, old)
+        if causes:
+            name = (obj.get("metadata") or {}).get("name", "")
+            raise Invalid(invalid_message(kind, name, causes), kind=kind, name=name, causes=causes)
+
+    async def _put(self, kind: Kind, namespace: str, name: str, value: dict[str, Any] | None,
+                   old: dict[str, Any] | None, expect_rv: int | None = None) -> dict[str, Any] | None:
+        try:
+            stored, durable = self.replica.put(
+                kind.resource, namespace, name, value, key_fn(kind.group, kind.kind), expect_rv
+            )
+        except ReplicaConflict as e:
+            raise Conflict(
+                f'Operation cannot be fulfilled on {qualified(kind)} "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                kind=kind, name=name,
+            ) from e
+        await durable
+        for obs in self.observers:
+            obs(kind, old, stored)
+        return stored
+
+    # -- create ----------------------------------------------------------------
+
+    def prepare_create(self, kind: Kind, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        """The object as it would be stored: named, defaulted, stamped and validated."""
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"] = kind.api_version
+        obj["kind"] = kind.kind
+        meta = obj.setdefault("metadata", {})
+        if not isinstance(meta, dict):
+            raise BadRequest("metadata must be an object")
+        if kind.namespaced:
+            meta["namespace"] = namespace or meta.get("namespace") or "default"
+        else:
+            meta.pop("namespace", None)
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = self._generate_name(str(meta["generateName"]))
+        for k in ("resourceVersion", "managedFields", "deletionTimestamp",
+                  "deletionGracePeriodSeconds", "selfLink"):
+            meta.pop(k, None)
+        meta["uid"] = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        meta["creationTimestamp"] = self._now()
+        if kind.has_status or kind.is_custom:
+            meta["generation"] = 1
+        if kind.has_status and kind.kind not in ("Namespace", "Node", "CustomResourceDefinition"):
+            obj.pop("status", None)
+        if kind.kind == "Pod":
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        if kind.kind == "Namespace":
+            obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
+            obj["status"] = {"phase": "Active"}
+        apply_defaults(kind, obj)
+        self._validate(kind, obj, None)
+        return obj
+
+    async def create(self, kind: Kind, obj: dict[str, Any], namespace: str | None = None,
+                     dry_run: bool = False) -> dict[str, Any]:
+        obj = self.prepare_create(kind, obj, namespace)
+        meta = obj["metadata"]
+        ns = _namespace_of(kind, meta.get("namespace"))
+        name = meta["name"]
+        self._check_namespace(kind, ns)
+        if self.replica.get(kind.resource, ns, name) is not None:
+            raise AlreadyExists(f'{qualified(kind)} "{name}" already exists', kind=kind, name=name)
+        if dry_run:
+            return obj
+        stored = await self._put(kind, ns, name, obj, None)
+        assert stored is not None
+        return stored
+
+    # -- update ----------------------------------------------------------------
+
+    def prepare_update(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any],
+                       subresource: str | None = None, finalize: bool = False) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"] = kind.api_version
+        obj["kind"] = kind.kind
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = obj["metadata"] = {}
+        old_meta = old["metadata"]
+        # Fields the server owns.
+        for k in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp",
+                  "deletionGracePeriodSeconds"):
+            if k in old_meta:
+                meta[k] = old_meta[k]
+            else:
+                meta.pop(k, None)
+        meta.pop("managedFields", None)
+        meta.pop("selfLink", None)
+        if subresource == "status":
+            # Only status changes through the status subresource.
+            new = copy.deepcopy(old)
+            if "status" in obj:
+                new["status"] = obj["status"]
+            else:
+                new.pop("status", None)
+            return new
+        if kind.kind == "Namespace" and not finalize:
+            # Only the finalize subresource changes a namespace's finalizers.
+            old_fins = (old.get("spec") or {}).get("finalizers")
+            spec = obj.setdefault("spec", {})
+            if old_fins is None:
+                spec.pop("finalizers", None)
+            else:
+                spec["finalizers"] = list(old_fins)
+        if kind.has_status and "status" in old:
+            obj["status"] = copy.deepcopy(old["status"])
+        elif kind.has_status and "status" not in old:
+            obj.pop("status", None)
+        apply_defaults(kind, obj)
+        if "generation" in old_meta:
+            gen = int(old_meta["generation"])
+            if _split(obj)[0] != _split(old)[0]:
+                gen += 1
+            meta["generation"] = gen
+        self._validate(kind, obj, old)
+        return obj
+
+    async def update(self, kind: Kind, obj: dict[str, Any], namespace: str | None, name: str,
+                     subresource: str | None = None, dry_run: bool = False,
+                     check_rv: bool = True, finalize: bool = False) -> dict[str, Any]:
+        ns = _namespace_of(kind, namespace)
+        entry = self.replica.entry(kind.resource, ns, name)
+        if entry is None or entry.value is None:
+            raise NotFound(f'{qualified(kind)} "{name}" not found', kind=kind, name=name)
+        old = entry.value
+        meta = obj.get("metadata") or {}
+        body_name = meta.get("name")
+        if body_name and body_name != name:
+            raise BadRequest(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
+        expect: int | None = None
+        rv = meta.get("resourceVersion")
+        if check_rv and rv:
+            try:
+                expect = int(rv)
+            except ValueError as e:
+                raise BadRequest(f"invalid resourceVersion {rv!r}") from e
+            if expect != entry.rv:
+                raise Conflict(
+                    f'Operation cannot be fulfilled on {qualified(kind)} "{name}": the object has '
+                    "been modified; please apply your changes to the latest version and try again",
+                    kind=kind, name=name,
+                )
+        new = self.prepare_update(kind, obj, old, subresource, finalize)
+        old_cmp = {k: v for k, v in old.items()}
+        old_cmp["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
+        new_cmp = dict(new)
+        new_cmp["metadata"] = {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}
+        if new_cmp == old_cmp:
+            return old  # a no-op update keeps the resourceVersion, as in Kubernetes
+        if dry_run:
+            return new
+        new_meta = new["metadata"]
+        if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers") and not (
+            kind.kind == "Namespace" and (new.get("spec") or {}).get("finalizers")
+        ):
+            await self._put(kind, ns, name, None, old, expect_rv=entry.rv)
+            return new
+        stored = await self._put(kind, ns, name, new, old, expect_rv=entry.rv)
+        assert stored is not None
+        return stored
+
+    # -- delete ----------------------------------------------------------------
+
+    async def delete(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        name: str,
+        propagation: str | None = None,
+        precondition_uid: str | None = None,
+        precondition_rv: str | None = None,
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
+        """Delete an object. Returns (the object, whether it is gone now)."""
+        ns = _namespace_of(kind, namespace)
+        entry = self.replica.entry(kind.resource, ns, name)
+        if entry is None or entry.value is None:
+            raise NotFound(f'{qualified(kind)} "{name}" not found', kind=kind, name=name)
+        old = entry.value
+        meta = old["metadata"]
+        if precondition_uid and precondition_uid != meta.get("uid"):
+            raise Conflict(
+                f"Precondition failed: UID in precondition: {precondition_uid}, "
+                f"UID in object meta: {meta.get('uid')}", kind=kind, name=name,
+            )
+        if precondition_rv and precondition_rv != meta.get("resourceVersion"):
+            raise Conflict(
+                f"Precondition failed: ResourceVersion in precondition: {precondition_rv}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}", kind=kind, name=name,
+            )
+        if propagation not in (None, "Foreground", "Background", "Orphan"):
+            raise BadRequest(f"unsupported propagation policy {propagation!r}")
+        finalizers = list(meta.get("finalizers") or [])
+        if propagation == "Foreground" and FOREGROUND not in finalizers:
+            finalizers.append(FOREGROUND)
+        if propagation == "Orphan" and ORPHAN not in finalizers:
+            finalizers.append(ORPHAN)
+        pending = bool(finalizers)
+        if kind.kind == "Namespace":
+            pending = pending or bool((old.get("spec") or {}).get("finalizers"))
+        if not pending:
+            if not dry_run:
+                await self._put(kind, ns, name, None, old, expect_rv=entry.rv)
+            return old, True
+        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
+            return old, False
+        new = copy.deepcopy(old)
+        new_meta = new["metadata"]
+        new_meta.setdefault("deletionTimestamp", self._now())
+        new_meta.setdefault("deletionGracePeriodSeconds", 0)
+        if finalizers:
+            new_meta["finalizers"] = finalizers
+        if kind.kind == "Namespace":
+            new.setdefault("status", {})["phase"] = "Terminating"
+        if dry_run:
+            return new, False
+        stored = await self._put(kind, ns, name, new, old, expect_rv=entry.rv)
+        assert stored is not None
+        return stored, False
+

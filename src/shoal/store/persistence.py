@@ -1,0 +1,163 @@
+"""SQLite persistence with group commit.
+
+Every row is one object: its CRDT document, its materialized value (NULL once
+deleted) and the local revision of its last change. Writes from the event loop
+are queued; a writer thread commits whatever has queued in one transaction
+(``synchronous=FULL`` in WAL mode, so a commit is on disk), then resolves the
+writers' futures. Many concurrent writes share one fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS objects (
+    resource  TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    rv        INTEGER NOT NULL,
+    doc       BLOB NOT NULL,
+    value     BLOB,
+    PRIMARY KEY (resource, namespace, name)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    resource: str
+    namespace: str
+    name: str
+    rv: int
+    doc: bytes
+    value: bytes | None
+
+
+_STOP = object()
+
+
+class Persistence:
+    """The on-disk half of the replica."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.commits = 0
+        self.rows_written = 0
+
+    def load(self) -> Iterator[Row]:
+        cur = self._db.execute("SELECT resource, namespace, name, rv, doc, value FROM objects")
+        for r in cur:
+            yield Row(*r)
+
+    def get_meta(self, key: str) -> str | None:
+        r = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if r is None else str(r[0])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="shoal-sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def write(
+        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[None]:
+        """Queue rows for the next commit; the future resolves once they are durable."""
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put((rows, meta, fut, loop))
+        return fut
+
+    def write_sync(self, rows: list[Row], meta: dict[str, str]) -> None:
+        """Commit now from the calling thread (start-up and tests)."""
+        self._commit([(rows, meta, None, None)])
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while True:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)  # type: ignore[arg-type]
+            if stop:
+                return
+
+    def _commit(self, batch: list[tuple[list[Row], dict[str, str], object, object]]) -> None:
+        error: BaseException | None = None
+        try:
+            self._db.execute("BEGIN")
+            meta: dict[str, str] = {}
+            n = 0
+            for rows, m, _, _ in batch:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO objects (resource, namespace, name, rv, doc, value) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(r.resource, r.namespace, r.name, r.rv, r.doc, r.value) for r in rows],
+                )
+                n += len(rows)
+                meta.update(m)
+            if meta:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(meta.items())
+                )
+            self._db.execute("COMMIT")
+            self.commits += 1
+            self.rows_written += n
+        except BaseException as e:  # report to every waiter; the loop decides what to do
+            log.exception("sqlite commit failed")
+            error = e
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        for _, _, fut, loop in batch:
+            if fut is None:
+                if error is not None:
+                    raise error
+                continue
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            assert isinstance(fut, asyncio.Future)
+            loop.call_soon_threadsafe(_resolve, fut, error)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._db.close()
+
+
+def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.done():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)

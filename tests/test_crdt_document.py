@@ -1,0 +1,187 @@
+"""The document CRDT: per-leaf stamps, keyed lists, tombstones, and the merge laws."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.crdt.document import Document, Path
+
+
+def containers_by_name(path: Path) -> str | None:
+    return "name" if path and path[-1] == "containers" else None
+
+
+POD = {
+    "metadata": {"name": "web", "labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "a", "image": "nginx:1"}, {"name": "b", "image": "busybox"}]},
+}
+
+
+def test_a_created_document_reads_back_its_value() -> None:
+    d = Document.create(POD, 10, "n1", containers_by_name)
+    assert d.value() == POD
+
+
+def test_a_write_only_stamps_the_leaves_it_changes() -> None:
+    d = Document.create(POD, 10, "n1", containers_by_name)
+    new = copy.deepcopy(POD)
+    new["metadata"]["labels"]["tier"] = "front"
+    d.write(new, 20, "n1", containers_by_name)
+    root = d.root
+    assert root[3]["metadata"][3]["labels"][3]["tier"][0] == 20
+    assert root[3]["metadata"][3]["labels"][3]["app"][0] == 10
+    assert d.value() == new
+
+
+def test_spec_and_status_written_concurrently_both_survive() -> None:
+    base = Document.create(POD, 10, "n1", containers_by_name)
+    user, agent = base.copy(), base.copy()
+    u = copy.deepcopy(POD)
+    u["spec"]["containers"][0]["image"] = "nginx:2"
+    user.write(u, 20, "n1", containers_by_name)
+    a = copy.deepcopy(POD)
+    a["status"] = {"phase": "Running"}
+    agent.write(a, 21, "n2", containers_by_name)
+    user.merge(agent)
+    v = user.value()
+    assert v is not None
+    assert v["spec"]["containers"][0]["image"] == "nginx:2"
+    assert v["status"] == {"phase": "Running"}
+
+
+def test_containers_added_concurrently_on_two_peers_merge_by_name() -> None:
+    base = Document.create(POD, 10, "n1", containers_by_name)
+    x, y = base.copy(), base.copy()
+    vx = copy.deepcopy(POD)
+    vx["spec"]["containers"].append({"name": "c", "image": "redis"})
+    x.write(vx, 20, "n1", containers_by_name)
+    vy = copy.deepcopy(POD)
+    vy["spec"]["containers"].append({"name": "d", "image": "memcached"})
+    y.write(vy, 21, "n2", containers_by_name)
+    x.merge(y)
+    v = x.value()
+    assert v is not None
+    assert [c["name"] for c in v["spec"]["containers"]] in (["a", "b", "d", "c"], ["a", "b", "c", "d"])
+
+
+def test_a_deletion_is_not_undone_by_a_concurrent_update() -> None:
+    base = Document.create(POD, 10, "n1", containers_by_name)
+    deleter, updater = base.copy(), base.copy()
+    deleter.delete(20, "n1")
+    u = copy.deepcopy(POD)
+    u["metadata"]["labels"]["x"] = "y"
+    updater.write(u, 30, "n2", containers_by_name)
+    deleter.merge(updater)
+    updater.merge(base)
+    assert deleter.value() is None
+    # And in the other direction.
+    updater.merge(deleter)
+    assert updater.value() is None
+
+
+def test_an_object_created_again_after_deletion_has_only_its_new_fields() -> None:
+    d = Document.create(POD, 10, "n1", containers_by_name)
+    d.delete(20, "n1")
+    fresh = {"metadata": {"name": "web"}, "spec": {"containers": [{"name": "z", "image": "x"}]}}
+    d.write(fresh, 30, "n1", containers_by_name)
+    assert d.value() == fresh
+
+
+def test_a_document_survives_serialisation() -> None:
+    d = Document.create(POD, 10, "n1", containers_by_name)
+    assert Document.from_bytes(d.to_bytes()).value() == POD
+
+
+# -- merge laws ----------------------------------------------------------------
+
+leaf = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(["a", "b", "c"]))
+small_obj: st.SearchStrategy[Any] = st.recursive(
+    leaf,
+    lambda inner: st.one_of(
+        st.dictionaries(st.sampled_from(["x", "y", "z"]), inner, max_size=3),
+        st.lists(st.fixed_dictionaries({"name": st.sampled_from(["p", "q", "r"]), "v": inner}),
+                 max_size=3).map(lambda xs: xs).filter(
+            lambda xs: len({x["name"] for x in xs}) == len(xs)),
+    ),
+    max_leaves=8,
+)
+objects = st.fixed_dictionaries({"spec": st.dictionaries(
+    st.sampled_from(["containers", "a", "b"]), small_obj, max_size=3)})
+
+# An operation is (writer, value or None for delete).
+ops = st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3"]), st.one_of(st.none(), objects)),
+               min_size=1, max_size=6)
+
+
+def _replicas(history: list[tuple[str, Any]]) -> list[Document]:
+    """Each op is applied on its writer's replica, which has seen only its own earlier ops."""
+    docs = {n: Document.empty() for n in ("n1", "n2", "n3")}
+    out = []
+    for stamp, (writer, value) in enumerate(history, start=1):
+        d = docs[writer]
+        if value is None:
+            if d.value() is not None:
+                d.delete(stamp, writer)
+        else:
+            d.write(value, stamp, writer, containers_by_name)
+        out.append(d.copy())
+    return out
+
+
+def _merged(docs: list[Document]) -> Document:
+    acc = Document.empty()
+    for d in docs:
+        acc.merge(d)
+    return acc
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_merge_is_commutative(history: list[tuple[str, Any]]) -> None:
+    states = _replicas(history)
+    for a, b in itertools.combinations(states, 2):
+        ab, ba = a.copy(), b.copy()
+        ab.merge(b)
+        ba.merge(a)
+        assert ab.root == ba.root
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_merge_is_associative(history: list[tuple[str, Any]]) -> None:
+    states = _replicas(history)
+    for a, b, c in itertools.combinations(states, 3):
+        left = a.copy()
+        left.merge(b)
+        left.merge(c)
+        bc = b.copy()
+        bc.merge(c)
+        right = a.copy()
+        right.merge(bc)
+        assert left.root == right.root
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops)
+def test_merge_is_idempotent(history: list[tuple[str, Any]]) -> None:
+    for s in _replicas(history):
+        twice = s.copy()
+        assert not twice.merge(s)
+        assert twice.root == s.root
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops, st.randoms(use_true_random=False))
+def test_any_delivery_order_with_duplicates_converges(history: list[tuple[str, Any]], rnd: Any) -> None:
+    states = _replicas(history)
+    deliveries = states + rnd.sample(states, k=min(len(states), 3))
+    rnd.shuffle(deliveries)
+    a = _merged(deliveries)
+    b = _merged(list(reversed(states)))
+    assert a.root == b.root
+    assert a.value() == b.value()
