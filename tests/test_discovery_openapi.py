@@ -706,6 +706,14 @@ async def test_kubectl_apply_dry_run_validates_on_server(server: Running, kubect
     assert any(p.startswith("/openapi/v3/apis/apps/v1?hash=") for _, p in server.stub.log)
     assert "/openapi/v2" not in paths
     assert "/apis/apps/v1/namespaces/default/deployments/web" in paths
+    # The same holds for a custom resource: its PATCH operation has fieldValidation too.
+    crontab = tmp_path / "crontab.yaml"
+    crontab.write_text("apiVersion: stable.example.com/v1\nkind: CronTab\n"
+                       "metadata: {name: nightly}\nspec: {cronSpec: '0 3 * * *'}\n")
+    _, out, _ = await server.kubectl(kubectl, "apply", "--dry-run=client", "-f", str(crontab))
+    assert "crontab.stable.example.com/nightly created (dry run)" in out
+    assert "/openapi/v2" not in server.stub.paths()
+    assert "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" not in server.stub.paths()
 
 
 @pytest.mark.parametrize("kubectl", KUBECTLS)

@@ -51,8 +51,8 @@ def check_media_type(content_type: str) -> None:
     if content_type and content_type not in SUPPORTED:
         raise ApiError(
             415,
-            f"the body of the request was in an unknown format - accepted media types include: "
-            f"application/json, application/yaml",
+            "the body of the request was in an unknown format - accepted media types include: "
+            "application/json, application/yaml",
         )
 
 
@@ -68,7 +68,7 @@ def check_type(kind: Kind, obj: dict[str, Any]) -> None:
     """The body's apiVersion and kind must be the ones the URL names (when given)."""
     av = obj.get("apiVersion")
     k = obj.get("kind")
-    if av is not None and not isinstance(av, str) or k is not None and not isinstance(k, str):
+    if (av is not None and not isinstance(av, str)) or (k is not None and not isinstance(k, str)):
         raise ApiError(400, "apiVersion and kind must be strings")
     if av and av != kind.api_version:
         raise ApiError(

@@ -796,8 +796,19 @@ class _Parts:
     definitions: dict[str, JSON]
 
 
+# The catalog's caches are shared by every OpenAPIDocuments in the process.
+_build_lock = threading.Lock()
+
+
 def _build_parts(group: str, version: str, kinds: list[Kind], v3: bool) -> _Parts:
     cat = _get_catalog()
+    with _build_lock:
+        return _build_parts_locked(cat, group, version, kinds, v3)
+
+
+def _build_parts_locked(
+    cat: _Catalog, group: str, version: str, kinds: list[Kind], v3: bool
+) -> _Parts:
     custom_defs: dict[str, JSON] = {}
     roots: set[str] = {"V1Status", "V1DeleteOptions", "V1ListMeta", "V1ObjectMeta",
                        "V1APIResourceList"}

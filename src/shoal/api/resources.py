@@ -113,7 +113,7 @@ class ResourceHandlers:
         if t.name is None:
             if t.watch_path or (m == "GET" and request.query.get("watch") in ("true", "1")):
                 if m != "GET":
-                    raise ApiError(405, f"the server does not allow this method on the requested resource")
+                    raise ApiError(405, "the server does not allow this method on the requested resource")
                 return await self.watch(request, t)
             if m == "GET":
                 return self.list(request, t)
@@ -418,9 +418,7 @@ class ResourceHandlers:
             new_scale = await bodies.read_object(request)
         elif request.method == "PATCH":
             raw = await bodies.read_raw(request)
-            new_scale = self._apply_patch(request, t.kind, current, raw) if not (
-                request.content_type == "application/strategic-merge-patch+json"
-            ) else apply_merge_patch(current, bodies.parse(raw, JSON))
+            new_scale = self._apply_patch(request, t.kind, current, raw) if request.content_type != "application/strategic-merge-patch+json" else apply_merge_patch(current, bodies.parse(raw, JSON))
         else:
             raise ApiError(405, "the server does not allow this method on the requested resource")
         replicas = (new_scale.get("spec") or {}).get("replicas")

@@ -10,9 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from shoal.api import discovery

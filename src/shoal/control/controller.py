@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 
@@ -39,10 +40,8 @@ class Controller(ABC):
             again = True
             while True:
                 if not again:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.resync)
-                    except TimeoutError:
-                        pass
                 await asyncio.sleep(self.debounce)
                 self._wake.clear()
                 try:

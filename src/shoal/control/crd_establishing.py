@@ -81,7 +81,7 @@ class CRDEstablishing(Controller):
             if registry.by_storage_resource(resource) is not None:
                 continue
             for (ns, name), entry in replica.iter_entries(resource):
-                if entry.value is not None and entry.value.get("apiVersion", "").count("/") == 1:
+                if entry.value is not None:
                     _, durable = replica.put(resource, ns, name, None, _no_keys)
                     await durable
         return False

@@ -116,9 +116,8 @@ def _assign(node: Node, old: Any, new: Any, s: int, w: str, path: Path, kf: KeyF
         if children is None:
             children = node[C] = {}
         for k, child in children.items():
-            if k not in new and (revive or k in old):
-                if not _is_deleted(child):
-                    _tombstone(child, s, w)
+            if k not in new and (revive or k in old) and not _is_deleted(child):
+                _tombstone(child, s, w)
         for k, nv in new.items():
             child = children.get(k)
             if child is None:

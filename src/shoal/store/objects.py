@@ -21,6 +21,7 @@ from shoal.model.defaults import apply_defaults
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.merge_keys import list_merge_key
 from shoal.model.validation import Cause, invalid_message, validate
+from shoal.store import service_ips
 from shoal.store.replica import Conflict as ReplicaConflict
 from shoal.store.replica import Replica
 
@@ -198,6 +199,8 @@ class ObjectStore:
             obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
             obj["status"] = {"phase": "Active"}
         apply_defaults(kind, obj)
+        if kind.resource == "services":
+            service_ips.assign(obj, self.replica.list("services"))
         self._validate(kind, obj, None)
         return obj
 
@@ -256,6 +259,11 @@ class ObjectStore:
             obj["status"] = copy.deepcopy(old["status"])
         elif kind.has_status and "status" not in old:
             obj.pop("status", None)
+        if kind.resource == "services":
+            spec, old_spec = obj.setdefault("spec", {}), old.get("spec") or {}
+            for k in ("clusterIP", "clusterIPs"):
+                if not spec.get(k) and old_spec.get(k):
+                    spec[k] = copy.deepcopy(old_spec[k])
         apply_defaults(kind, obj)
         if "generation" in old_meta:
             gen = int(old_meta["generation"])

@@ -10,6 +10,7 @@ writers' futures. Many concurrent writes share one fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -133,10 +134,8 @@ class Persistence:
         except BaseException as e:  # report to every waiter; the loop decides what to do
             log.exception("sqlite commit failed")
             error = e
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
         for _, _, fut, loop in batch:
             if fut is None:
                 if error is not None:

@@ -8,6 +8,7 @@ committed it; watchers hear of it only then, in revision order.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ class Replica:
         items.sort(key=lambda kv: kv[0])
         return [v for _, v in items if v is not None]
 
-    def resources(self) -> list[str]:
+    def resources(self) -> builtins.list[str]:
         return list(self._objects)
 
     def count(self, resource: str) -> int:
