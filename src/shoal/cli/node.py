@@ -64,17 +64,21 @@ class ShoalNode:
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.heartbeat_interval)
         await reporter.register()
+        # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
+        warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
-        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.bind, self.cfg.api_port, ssl_context=ctx,
                            backlog=1024)
         await site.start()
+        await warm
         (self.cfg.data_dir / "server-url").write_text(self.url + "\n")
         log.info("node %s serving the Kubernetes API on %s (data in %s, revision %d)",
                  self.cfg.name, self.url, self.cfg.data_dir, self.replica.revision)

@@ -2146,12 +2146,24 @@ _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
 }
 
 
-def validate(kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None = None) -> list[Cause]:
+def validate(
+    kind: Kind,
+    obj: dict[str, Any],
+    old: dict[str, Any] | None = None,
+    *,
+    subresource: str | None = None,
+) -> list[Cause]:
     """The field errors of ``obj``, and of the change from ``old`` when it is an update.
 
     Call it after defaulting (and, for Jobs, after the selector is generated), as the
     apiserver does. The server fills ``metadata.name`` from ``generateName`` first,
     so a name is required here. ``uid`` and ``creationTimestamp`` are the server's.
+
+    ``subresource`` names the subresource an update goes through. The update rules of
+    the kind (immutable fields, the pod spec) apply to the object itself and to
+    ``scale``; ``status``, ``binding`` (which sets a pod's ``spec.nodeName``),
+    ``resize`` and ``ephemeralcontainers`` write fields those rules protect, so
+    Kubernetes skips them there and so does this.
     """
     e = _Errors()
     _object_meta(e, obj.get("metadata"), kind.namespaced, _name_check(kind))
@@ -2166,6 +2178,6 @@ def validate(kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None = None)
     if old is not None:
         _object_meta_update(e, obj.get("metadata"), old.get("metadata"))
         update_check = _UPDATE_CHECKS.get((kind.group, kind.kind))
-        if update_check is not None and not kind.is_custom:
+        if update_check is not None and not kind.is_custom and subresource in (None, "scale"):
             update_check(e, obj, old)
     return e.causes
