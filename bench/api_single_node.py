@@ -115,6 +115,13 @@ def _wrk(node: Node, path: str, seconds: int, connections: int, threads: int,
             "socket_errors": errors.group(1) if errors else "", "raw": out}
 
 
+async def _any_pod(node: Node) -> str:
+    ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {node.token}"}) as s:
+        async with s.get(f"{node.url}/api/v1/namespaces/default/pods?limit=1", ssl=ctx) as r:
+            return str((await r.json())["items"][0]["metadata"]["name"])
+
+
 async def _list_pods(node: Node) -> dict[str, Any]:
     ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
     headers = {"Authorization": f"Bearer {node.token}"}
@@ -202,7 +209,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                         max(2, int((10_000 - count) / max(create["requests_per_s"], 1)) + 2), 16, 2,
                         CREATE_LUA.replace("bench-", "fill-"))
             result["fill"] = {"requests_per_s": fill["requests_per_s"]}
-        get = _wrk(node, "/api/v1/namespaces/default/pods/bench-0-1", seconds, 16, 2)
+        target = asyncio.run(_any_pod(node))
+        get = _wrk(node, f"/api/v1/namespaces/default/pods/{target}", seconds, 16, 2)
         result["get_16_clients"] = {k: v for k, v in get.items() if k != "raw"}
         result["list_pods"] = asyncio.run(_list_pods(node))
         result["watch_fanout"] = asyncio.run(_watch_fanout(node, 1000))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ShoalProcess, kubectl_binary
+from tests.conftest import IN_CI, ShoalProcess, kubectl_binary
 
 pytestmark = pytest.mark.slow
 
@@ -248,13 +248,30 @@ def test_bad_input_gets_a_clear_error_and_the_node_keeps_serving(shoal_module: S
     assert node.kubectl("get", "namespaces").returncode == 0
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/kubectl"), reason="no second kubectl release here")
-def test_an_older_kubectl_release_works_too(shoal_module: ShoalProcess) -> None:
+def _older_kubectls() -> list[str]:
+    """kubectl 1.36 from the bootstrap, and any other release the machine carries."""
+    pinned = ROOT / ".venv" / "kubectl-1.36" / "bin" / "kubectl"
+    if not pinned.exists() and IN_CI:
+        pytest.fail("the bootstrap did not install kubectl 1.36 (`make venv`)")
+    found = [str(pinned)] if pinned.exists() else []
+    if os.path.exists("/usr/bin/kubectl"):
+        found.append("/usr/bin/kubectl")
+    return found
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["kubectl-1.36", "system-kubectl"])
+def test_an_older_kubectl_release_works_too(shoal_module: ShoalProcess, which: int) -> None:
+    olds = _older_kubectls()
+    if which >= len(olds):
+        pytest.skip("no such kubectl on this machine")
+    old = olds[which]
     node = shoal_module
-    old = "/usr/bin/kubectl"
     ver = subprocess.run([old, "version", "--client", "-o", "json"], capture_output=True, text=True)
     assert ver.returncode == 0
     node.kubectl("apply", "-f", str(APP), binary=old)
     out = node.kubectl("get", "deployments", binary=old).stdout
     assert "hello" in out
+    node.kubectl("scale", "deployment/hello", "--replicas=2", binary=old)
+    node.kubectl("label", "deployment/hello", "older=yes", "--overwrite", binary=old)
+    assert getj(node, "deployment", "hello")["metadata"]["labels"]["older"] == "yes"
     assert "image" in node.kubectl("explain", "pods.spec.containers.image", binary=old).stdout

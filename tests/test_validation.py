@@ -2263,3 +2263,33 @@ def test_a_status_update_is_not_held_to_the_spec_rules() -> None:
     assert [c.field for c in validate(DEPLOYMENT, new, old, subresource="scale")] == [
         "spec.selector"
     ]
+
+
+def test_a_map_list_may_not_repeat_a_key() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "ports": {
+                        "type": "array",
+                        "x-kubernetes-list-type": "map",
+                        "x-kubernetes-list-map-keys": ["port"],
+                        "items": {
+                            "type": "object",
+                            "properties": {"port": {"type": "integer"}, "name": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+    }
+    k = KindRegistry().register_crd(crd(schema))[0]
+    obj = {
+        "metadata": meta("w"),
+        "spec": {"ports": [{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]},
+    }
+    assert validate(k, obj) == [
+        Cause(DUPLICATE, 'Duplicate value: map[string]interface {}{"port":80}', "spec.ports[1]")
+    ]

@@ -25,6 +25,7 @@ from shoal.api.watch import WatchStream
 from shoal.model.jsonpath import get_first, set_value
 from shoal.model.kinds import Kind
 from shoal.model.selectors import FieldSelector, LabelSelector, SelectorError
+from shoal.model.validation import unknown_fields
 from shoal.store.objects import ObjectStore, StoreError
 
 JSON = "application/json"
@@ -71,6 +72,22 @@ def _dry_run(request: web.Request) -> bool:
         if v != "All":
             raise ApiError(400, f"unsupported dryRun value {v!r}: only All is supported")
     return bool(values)
+
+
+def check_fields(request: web.Request, kind: Kind, obj: dict[str, Any]) -> None:
+    """``fieldValidation``: Strict rejects unknown fields, Warn (the default) warns of them."""
+    mode = request.query.get("fieldValidation", "Warn")
+    if mode not in ("Strict", "Warn", "Ignore"):
+        raise ApiError(400, f"fieldValidation must be one of Strict, Warn, Ignore; got {mode!r}")
+    if mode == "Ignore":
+        return
+    unknown = unknown_fields(kind, obj)
+    if not unknown:
+        return
+    if mode == "Strict":
+        raise ApiError(400, "strict decoding error: "
+                       + ", ".join(f'unknown field "{f}"' for f in unknown))
+    request.setdefault("warnings", []).extend(f'unknown field "{f}"' for f in unknown)
 
 
 def _encode_continue(rv: int, after: tuple[str, str]) -> str:
@@ -255,6 +272,7 @@ class ResourceHandlers:
                            causes=[{"reason": "FieldValueRequired",
                                     "message": "Required value: name or generateName is required",
                                     "field": "metadata.name"}])
+        check_fields(request, t.kind, obj)
         stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
         return json_response(stored, 201)
 
@@ -264,6 +282,7 @@ class ResourceHandlers:
         self._check_body_target(t, obj)
         if t.subresource not in (None, "status"):
             raise ApiError(405, "the server does not allow this method on the requested resource")
+        check_fields(request, t.kind, obj)
         if self.store.find(t.kind, self._ns(t), t.name) is None and t.subresource is None:
             # PUT on a missing object creates it, as the apiserver does for most kinds.
             obj.setdefault("metadata", {})["name"] = t.name
@@ -315,6 +334,7 @@ class ResourceHandlers:
         if not isinstance(patched, dict):
             raise ApiError(422, "the patched object must be a JSON object")
         bodies.check_type(t.kind, patched)
+        check_fields(request, t.kind, patched)
         pmeta = patched.get("metadata") or {}
         if pmeta.get("name") not in (None, t.name):
             raise ApiError(400, "the name of the object does not match the name on the URL")
@@ -451,8 +471,7 @@ class ResourceHandlers:
                                 f'"{pod["spec"]["nodeName"]}"', "Conflict")
         updated = copy.deepcopy(pod)
         updated["spec"]["nodeName"] = target
-        # The binding is a spec change made by the server, not by the user: keep the generation.
-        await self.store.update(t.kind, updated, ns, t.name, check_rv=False)
+        await self.store.update(t.kind, updated, ns, t.name, "binding", check_rv=False)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
 

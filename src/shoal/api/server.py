@@ -116,6 +116,9 @@ class ApiServer:
         try:
             resp = await handler(request)
             code = resp.status
+            for w in request.get("warnings", ()):
+                if not resp.prepared:
+                    resp.headers.add("Warning", f'299 - "{w}"')
             return resp
         except ApiError as e:
             code = e.code

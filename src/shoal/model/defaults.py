@@ -3,8 +3,9 @@
 This mirrors the defaulters of ``pkg/apis/core/v1``, ``apps/v1``, ``batch/v1``,
 ``discovery/v1`` and ``apiextensions/v1``, plus the few defaults that Kubernetes sets
 in its registry strategies rather than its defaulters (a namespace's ``kubernetes``
-finalizer and phase, a service's IP families). Custom resources get the ``default``
-values of their structural schema.
+finalizer and phase, a service's IP families, a Job's selector generated from its
+uid) or while decoding (a Secret's ``stringData`` merged into ``data``). Custom
+resources get the ``default`` values of their structural schema.
 
 Defaulting only fills what is unset, so :func:`apply_defaults` is idempotent. As in
 Go, an empty string counts as unset for string fields; for pointer fields (numbers,
@@ -337,6 +338,10 @@ def _default_job(obj: dict[str, Any]) -> None:
         "Failed" if isinstance(failure_policy, dict) else "TerminatingOrFailed",
     )
     _default_template(spec)
+    # The selector is generated from the uid, which the server assigns before defaulting.
+    uid = meta.get("uid")
+    if isinstance(uid, str) and uid:
+        apply_job_selector(obj, uid)
 
 
 def job_selector_labels(uid: str, name: str) -> dict[str, str]:
@@ -350,22 +355,23 @@ def job_selector_labels(uid: str, name: str) -> dict[str, str]:
 
 
 def apply_job_selector(obj: dict[str, Any], uid: str) -> None:
-    """Generate a new Job's selector and template labels, as the Job strategy does on create.
+    """Generate a Job's selector and template labels, as the Job strategy does on create.
 
-    Skipped when ``spec.manualSelector`` is true. The selector is
-    ``{matchLabels: {batch.kubernetes.io/controller-uid: uid}}``; the template gets
-    :func:`job_selector_labels`. A job without labels of its own then shows the
-    template's labels, which is what Kubernetes' defaulting does when it reads it back.
+    Skipped when ``spec.manualSelector`` is true. The template gets
+    :func:`job_selector_labels` (labels the user set are not overwritten) and the
+    selector gets ``batch.kubernetes.io/controller-uid: uid`` added to its
+    ``matchLabels``. A wrong value the user wrote is left for validation to reject.
+    A job without labels of its own then shows the template's, which is what
+    Kubernetes' defaulting does when it reads the job back. Idempotent.
     """
     spec = _map(obj, "spec")
     if spec.get("manualSelector") is True:
         return
     meta = _map(obj, "metadata")
-    name = meta.get("name") or ""
-    template_meta = _map(_map(spec, "template"), "metadata")
-    template_labels = _map(template_meta, "labels")
-    template_labels.update(job_selector_labels(uid, name))
-    spec["selector"] = {"matchLabels": {JOB_CONTROLLER_UID_LABEL: uid}}
+    template_labels = _map(_map(_map(spec, "template"), "metadata"), "labels")
+    for key, value in job_selector_labels(uid, meta.get("name") or "").items():
+        template_labels.setdefault(key, value)
+    _map(_map(spec, "selector"), "matchLabels").setdefault(JOB_CONTROLLER_UID_LABEL, uid)
     if not meta.get("labels"):
         meta["labels"] = dict(template_labels)
 
@@ -553,7 +559,8 @@ def apply_defaults(kind: Kind, obj: dict[str, Any]) -> None:
     """Fill in the defaults Kubernetes applies to an object of ``kind``, in place.
 
     Idempotent. Kinds without defaulters (ConfigMap, Event, Lease, ...) are left as
-    they are. Job selectors are not generated here: see :func:`apply_job_selector`.
+    they are. A Job that has a ``metadata.uid`` also gets its selector generated
+    (:func:`apply_job_selector`); the server sets the uid before defaulting.
     """
     if kind.is_custom:
         _default_custom(kind, obj)

@@ -219,6 +219,9 @@ class _Errors:
     def duplicate(self, field: str, value: Any) -> None:
         self._add(DUPLICATE, field, f"Duplicate value: {_go(value)}")
 
+    def duplicate_shown(self, field: str, shown: str) -> None:
+        self._add(DUPLICATE, field, f"Duplicate value: {shown}")
+
     def not_found(self, field: str, value: Any) -> None:
         self._add(NOT_FOUND, field, f"Not found: {_go(value)}")
 
@@ -1129,7 +1132,9 @@ def _config_data(
                 try:
                     total += len(base64.b64decode(_s(value), validate=True))
                 except (binascii.Error, ValueError):
-                    e.invalid(p, "<secret contents redacted>", "illegal base64 data")
+                    # A secret's data is never echoed back, even when it is malformed.
+                    shown = "<secret contents redacted>" if field == "data" else value
+                    e.invalid(p, shown, "illegal base64 data")
             elif isinstance(value, str):
                 total += len(value.encode())
             else:
@@ -1837,9 +1842,7 @@ def _schema_array(e: _Errors, schema: dict[str, Any], value: list[Any], path: st
             key = _json_key(key_values)
             if key in seen_keys:
                 shown = ", ".join(f"{_q(k)}:{_go(v)}" for k, v in key_values.items())
-                e._add(
-                    DUPLICATE, _i(path, i), f"Duplicate value: map[string]interface {{}}{{{shown}}}"
-                )
+                e.duplicate_shown(_i(path, i), f"map[string]interface {{}}{{{shown}}}")
             seen_keys.add(key)
     items = schema.get("items")
     if isinstance(items, dict):

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import orjson
+
 from shoal.crdt.document import KeyFn, Path
 from shoal.model.defaults import apply_defaults
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.merge_keys import list_merge_key
-from shoal.model.validation import Cause, invalid_message, validate
+from shoal.model.validation import Cause, invalid_message, prune_unknown, validate
 from shoal.store import service_ips
 from shoal.store.replica import Conflict as ReplicaConflict
 from shoal.store.replica import Replica
@@ -94,12 +96,34 @@ def _split(obj: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return rest, obj.get("status")
 
 
+def _clone(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy; a JSON round trip is several times faster than copy.deepcopy."""
+    try:
+        out: dict[str, Any] = orjson.loads(orjson.dumps(obj))
+    except TypeError:
+        return copy.deepcopy(obj)
+    return out
+
+
+def _prune(kind: Kind, obj: dict[str, Any]) -> None:
+    """Custom resources keep only the fields their schema knows, as in Kubernetes."""
+    if kind.crd_version is None:
+        return
+    schema = (kind.crd_version.get("schema") or {}).get("openAPIV3Schema")
+    if isinstance(schema, dict):
+        prune_unknown(schema, obj)
+
+
 def _namespace_of(kind: Kind, namespace: str | None) -> str:
     return (namespace or "") if kind.namespaced else ""
 
 
 class ObjectStore:
-    """Create, read, update and delete Kubernetes objects in the local replica."""
+    """Create, read, update and delete Kubernetes objects in the local replica.
+
+    Objects it returns are the replica's own (as with a Kubernetes informer cache):
+    copy one before changing it.
+    """
 
     def __init__(self, replica: Replica, registry: KindRegistry,
                  rng: random.Random | None = None) -> None:
@@ -145,8 +169,9 @@ class ObjectStore:
                 "terminated"
             )
 
-    def _validate(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        causes = validate(kind, obj, old)
+    def _validate(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None,
+                  subresource: str | None = None) -> None:
+        causes = validate(kind, obj, old, subresource=subresource)
         if causes:
             name = (obj.get("metadata") or {}).get("name", "")
             raise Invalid(invalid_message(kind, name, causes), kind=kind, name=name, causes=causes)
@@ -172,7 +197,7 @@ class ObjectStore:
 
     def prepare_create(self, kind: Kind, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
         """The object as it would be stored: named, defaulted, stamped and validated."""
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
         meta = obj.setdefault("metadata", {})
@@ -198,6 +223,7 @@ class ObjectStore:
         if kind.kind == "Namespace":
             obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
             obj["status"] = {"phase": "Active"}
+        _prune(kind, obj)
         apply_defaults(kind, obj)
         if kind.resource == "services":
             service_ips.assign(obj, self.replica.list("services"))
@@ -223,7 +249,7 @@ class ObjectStore:
 
     def prepare_update(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any],
                        subresource: str | None = None, finalize: bool = False) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
+        obj = _clone(obj)
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
         meta = obj.get("metadata")
@@ -246,6 +272,7 @@ class ObjectStore:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
+            self._validate(kind, new, old, "status")
             return new
         if kind.kind == "Namespace" and not finalize:
             # Only the finalize subresource changes a namespace's finalizers.
@@ -259,6 +286,7 @@ class ObjectStore:
             obj["status"] = copy.deepcopy(old["status"])
         elif kind.has_status and "status" not in old:
             obj.pop("status", None)
+        _prune(kind, obj)
         if kind.resource == "services":
             spec, old_spec = obj.setdefault("spec", {}), old.get("spec") or {}
             for k in ("clusterIP", "clusterIPs"):
@@ -270,7 +298,7 @@ class ObjectStore:
             if _split(obj)[0] != _split(old)[0]:
                 gen += 1
             meta["generation"] = gen
-        self._validate(kind, obj, old)
+        self._validate(kind, obj, old, subresource)
         return obj
 
     async def update(self, kind: Kind, obj: dict[str, Any], namespace: str | None, name: str,

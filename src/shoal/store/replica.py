@@ -169,6 +169,7 @@ class Replica:
                 raise Conflict(f"expected revision {expect_rv}, have {current}")
         stamp = self.hlc.now()
         old_value = entry.value if entry is not None else None
+        plain: dict[str, Any] | None = None
         if value is None:
             if entry is None or entry.value is None:
                 raise NotFound(name)
@@ -182,7 +183,8 @@ class Replica:
                 doc = entry.document()
                 current_plain = _strip_rv(entry.value) if entry.value is not None else None
                 doc.write(plain, stamp, self.node_id, kf, current=current_plain)
-        return self._commit(resource, namespace, name, doc, old_value, loop)
+        # A local write reads back as exactly what was written, so skip materializing it.
+        return self._commit(resource, namespace, name, doc, old_value, loop, plain)
 
     def merge(
         self, resource: str, namespace: str, name: str, remote: Document
@@ -210,10 +212,12 @@ class Replica:
         doc: Document,
         old_value: dict[str, Any] | None,
         loop: asyncio.AbstractEventLoop,
+        plain: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
         self.revision += 1
         rv = self.revision
-        plain = doc.value()
+        if plain is None:
+            plain = doc.value()
         doc_bytes = doc.to_bytes()
         new_value = _with_rv(plain, rv) if plain is not None else None
         self._objects[resource][(namespace, name)] = Entry(new_value, rv, doc_bytes, doc)
