@@ -117,9 +117,10 @@ def _wrk(node: Node, path: str, seconds: int, connections: int, threads: int,
 
 async def _any_pod(node: Node) -> str:
     ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {node.token}"}) as s:
-        async with s.get(f"{node.url}/api/v1/namespaces/default/pods?limit=1", ssl=ctx) as r:
-            return str((await r.json())["items"][0]["metadata"]["name"])
+    headers = {"Authorization": f"Bearer {node.token}"}
+    url = f"{node.url}/api/v1/namespaces/default/pods?limit=1"
+    async with aiohttp.ClientSession(headers=headers) as s, s.get(url, ssl=ctx) as r:
+        return str((await r.json())["items"][0]["metadata"]["name"])
 
 
 async def _list_pods(node: Node) -> dict[str, Any]:
