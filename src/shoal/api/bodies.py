@@ -1,4 +1,4 @@
-"""Reading request bodies: size limits, JSON and YAML, and the checks on apiVersion/kind."""
+"""Reading request bodies: size limits, JSON, YAML and protobuf, and the apiVersion/kind checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from shoal.api import protobuf
 from shoal.api.errors import ApiError
 from shoal.model.kinds import Kind
 
@@ -28,9 +29,14 @@ async def read_raw(request: web.Request) -> bytes:
 
 
 def parse(raw: bytes, content_type: str) -> Any:
-    """Decode a JSON or YAML body; a malformed one is a 400."""
+    """Decode a JSON, YAML or Kubernetes protobuf body; a malformed one is a 400."""
     if not raw.strip():
         raise ApiError(400, "the body of the request was empty")
+    if content_type == protobuf.PROTOBUF:
+        try:
+            return protobuf.decode(raw)
+        except protobuf.ProtobufError as e:
+            raise ApiError(e.code, e.message) from e
     if "yaml" in content_type:
         try:
             return yaml.safe_load(raw)
@@ -47,8 +53,8 @@ SUPPORTED = ("application/json", "application/yaml", "application/x-yaml", "text
 
 
 def check_media_type(content_type: str) -> None:
-    """Bodies are JSON or YAML; protobuf and CBOR get 415, and client-go falls back to JSON."""
-    if content_type and content_type not in SUPPORTED:
+    """Bodies are JSON, YAML or protobuf; CBOR gets 415, and client-go falls back to JSON."""
+    if content_type and content_type not in SUPPORTED and content_type != protobuf.PROTOBUF:
         raise ApiError(
             415,
             "the body of the request was in an unknown format - accepted media types include: "

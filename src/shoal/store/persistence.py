@@ -153,6 +153,46 @@ class Persistence:
         self._db.close()
 
 
+class MemoryPersistence:
+    """Keeps rows in memory; a write is "durable" on the next loop iteration.
+
+    For the simulator (deterministic: no thread) and for tests that need no disk.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str, str], Row] = {}
+        self.meta: dict[str, str] = {}
+        self.commits = 0
+        self.rows_written = 0
+
+    def load(self) -> Iterator[Row]:
+        return iter(list(self.rows.values()))
+
+    def get_meta(self, key: str) -> str | None:
+        return self.meta.get(key)
+
+    def start(self) -> None:
+        pass
+
+    def write(
+        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[None]:
+        self.write_sync(rows, meta)
+        fut: asyncio.Future[None] = loop.create_future()
+        loop.call_soon(_resolve, fut, None)
+        return fut
+
+    def write_sync(self, rows: list[Row], meta: dict[str, str]) -> None:
+        for r in rows:
+            self.rows[(r.resource, r.namespace, r.name)] = r
+        self.meta.update(meta)
+        self.commits += 1
+        self.rows_written += len(rows)
+
+    def close(self) -> None:
+        pass
+
+
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
     if fut.done():
         return

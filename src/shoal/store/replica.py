@@ -20,7 +20,7 @@ import orjson
 from shoal.crdt.document import Document, KeyFn
 from shoal.crdt.hlc import HybridLogicalClock, SystemClock, WallClock
 from shoal.store.change_feed import Change, ChangeFeed
-from shoal.store.persistence import Persistence, Row
+from shoal.store.persistence import MemoryPersistence, Persistence, Row
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,20 @@ class Replica:
 
     def __init__(
         self,
-        data_dir: Path,
+        data_dir: Path | None,
         node_id: str,
         clock: WallClock | None = None,
         feed_capacity: int = 50_000,
     ) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        """``data_dir=None`` keeps everything in memory (the simulator, some tests)."""
         self.node_id = node_id
         self.wall = clock or SystemClock()
-        self.persistence = Persistence(data_dir / "state.db")
+        self.persistence: Persistence | MemoryPersistence
+        if data_dir is None:
+            self.persistence = MemoryPersistence()
+        else:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.persistence = Persistence(data_dir / "state.db")
         self._objects: dict[str, dict[Key, Entry]] = {}
         self.revision = 0
         hlc_last = 0
@@ -249,6 +254,20 @@ class Replica:
             self._next_publish += 1
             if c is not None:
                 self.feed.publish(c)
+
+    def changed_since(self, rv: int, limit: int = 1000) -> builtins.list[tuple[str, str, str, Entry]]:
+        """Objects (tombstones included) whose last change here is after ``rv``, oldest first.
+
+        What a peer that has seen this node up to ``rv`` is missing (anti-entropy).
+        """
+        out = [
+            (resource, ns, name, e)
+            for resource, objs in self._objects.items()
+            for (ns, name), e in objs.items()
+            if e.rv > rv
+        ]
+        out.sort(key=lambda t: t[3].rv)
+        return out[:limit]
 
     def iter_entries(self, resource: str) -> Iterable[tuple[Key, Entry]]:
         return list(self._objects.get(resource, {}).items())
