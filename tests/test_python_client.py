@@ -232,3 +232,32 @@ def test_a_deployment_without_an_image_is_rejected_with_the_field_path(
     assert code == 422
     fields = [c["field"] for c in status["details"]["causes"]]
     assert "spec.template.spec.containers[0].image" in fields
+
+
+def test_deletecollection_removes_only_what_the_selector_matches(api: client.ApiClient) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="sweep")))
+    for name, keep in (("a", "no"), ("b", "no"), ("c", "yes")):
+        m = cm(name)
+        m.metadata.labels = {"keep": keep}
+        core.create_namespaced_config_map("sweep", m)
+    core.delete_collection_namespaced_config_map("sweep", label_selector="keep=no")
+    left = [i.metadata.name for i in core.list_namespaced_config_map("sweep").items]
+    assert left == ["c"]
+
+
+def test_a_watch_that_allows_bookmarks_gets_them(shoal_module: ShoalProcess) -> None:
+    # The test server sends a bookmark every second (--bookmark-interval 1s).
+    ctx = ssl.create_default_context(cafile=str(shoal_module.data_dir / "pki" / "ca.crt"))
+    token = (shoal_module.data_dir / "pki" / "admin.token").read_text().strip()
+    _, listed = raw(shoal_module, "GET", "/api/v1/namespaces/default/configmaps")
+    rv = listed["metadata"]["resourceVersion"]
+    req = urllib.request.Request(
+        f"{shoal_module.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+        "&allowWatchBookmarks=true&timeoutSeconds=3",
+        headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+        events = [json.loads(line) for line in r.read().splitlines() if line.strip()]
+    bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert bookmarks, events
+    assert int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) >= int(rv)
