@@ -71,7 +71,8 @@ def _new(value: Any, s: int, w: str, path: Path, kf: KeyFn) -> Node:
         if keys is not None:
             reg = {"$": "l", "k": kf(path), "o": keys}
             return [s, w, reg, {k: _new(v, s, w, path, kf) for k, v in zip(keys, value, strict=True)}]
-        return [s, w, copy.deepcopy(value), None]
+        # The document takes ownership of the value (callers hand over fresh objects).
+        return [s, w, value, None]
     return [s, w, value, None]
 
 
@@ -158,7 +159,6 @@ def _assign(node: Node, old: Any, new: Any, s: int, w: str, path: Path, kf: KeyF
                     if revive or ov is _ABSENT or ov != nv:
                         _assign(child, ov, nv, s, w, path, kf)
             return
-        new = copy.deepcopy(new)
     if old is _ABSENT or type(old) is not type(new) or old != new or type(node[V]) is dict:
         node[S], node[W], node[V] = s, w, new
 
