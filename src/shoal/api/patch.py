@@ -22,8 +22,12 @@ lists tagged ``patchStrategy:"merge"`` merge by their merge key (see
 
 Deviations, chosen so that no directive ever ends up stored in an object:
 ``$patch: merge`` is accepted (a no-op) where apimachinery rejects it, a new map value
-that holds ``$patch: replace`` is kept instead of dropped, and directives inside a value
-that replaces an atomic list are stripped.
+that holds ``$patch: replace`` is kept instead of dropped, directives inside a value
+that replaces an atomic list are stripped, ``$setElementOrder`` of an atomic list is
+ignored, and malformed directives are 400s where apimachinery sometimes answers 500.
+Quirks kept on purpose, because clients see them: an element a patch adds to a keyed
+list without ``$setElementOrder`` goes first, ``$patch: delete`` on a map leaves an
+empty map, and an element holding ``$patch: replace`` replaces its whole list.
 
 No function here mutates its arguments, and results never share containers with them.
 """
@@ -515,13 +519,16 @@ class _StrategicMerge:
             original = []
         server_order = list(original)
         merged = list(original)
+        position: dict[tuple[str, Any], int] = {}
+        for n, element in enumerate(merged):
+            position.setdefault(_element_key(element, key), n)
         for item in items:
             wanted = _scalar_key(item[key])
-            for n, element in enumerate(merged):
-                if _element_key(element, key) == wanted:
-                    merged[n] = self.merge_map(element, item, path)
-                    break
+            n = position.get(wanted, -1)
+            if n >= 0:
+                merged[n] = self.merge_map(merged[n], item, path)
             else:
+                position[wanted] = len(merged)
                 merged.append(self.merge_map({}, item, path))
         if replace:
             return merged
@@ -554,7 +561,7 @@ class _StrategicMerge:
         current: Any = original.get(field, _MISSING)
         found_original = isinstance(current, list)
         merge_key, merging = self.lookup(sub)
-        if isinstance(patch_list, list):
+        if merging and isinstance(patch_list, list):
             _check_order(patch_list, order, merge_key, sub)
 
         if patch_list is _MISSING:
@@ -563,7 +570,9 @@ class _StrategicMerge:
             merged: list[Any] = current
         elif found_original:
             live_order: list[Any] = []
-            merged = self.merge_list(current, patch_list, sub, deleting=False, live_order=live_order)
+            merged = self.merge_list(
+                current, patch_list, sub, deleting=False, live_order=live_order
+            )
             # Lists of values (and lists replaced whole) keep the live order as it was.
             current = live_order or list(current)
         else:

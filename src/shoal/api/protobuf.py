@@ -107,6 +107,8 @@ _PACKAGES = {
     "apps": "k8s.io.api.apps.v1.",
     "batch": "k8s.io.api.batch.v1.",
     "autoscaling": "k8s.io.api.autoscaling.v1.",
+    "coordination": "k8s.io.api.coordination.v1.",
+    "discovery": "k8s.io.api.discovery.v1.",
     "intstr": "k8s.io.apimachinery.pkg.util.intstr.",
     "resource": "k8s.io.apimachinery.pkg.api.resource.",
     "runtime": _RUNTIME,
@@ -252,6 +254,33 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
                           3: ("status", "autoscaling.ScaleStatus")},
     "autoscaling.ScaleSpec": {1: ("replicas", "int32")},
     "autoscaling.ScaleStatus": {1: ("replicas", "int32"), 2: ("selector", "string")},
+    # coordination/v1: leader election
+    "coordination.Lease": {1: ("metadata", _OBJECT), 2: ("spec", "coordination.LeaseSpec")},
+    "coordination.LeaseSpec": {
+        1: ("holderIdentity", "string"), 2: ("leaseDurationSeconds", "int32"),
+        3: ("acquireTime", "meta.MicroTime"), 4: ("renewTime", "meta.MicroTime"),
+        5: ("leaseTransitions", "int32"), 6: ("strategy", "string"),
+        7: ("preferredHolder", "string"),
+    },
+    # discovery/v1
+    "discovery.EndpointSlice": {
+        1: ("metadata", _OBJECT), 2: ("endpoints", "[]discovery.Endpoint"),
+        3: ("ports", "[]discovery.EndpointPort"), 4: ("addressType", "string"),
+    },
+    "discovery.Endpoint": {
+        1: ("addresses", "[]string"), 2: ("conditions", "discovery.EndpointConditions"),
+        3: ("hostname", "string"), 4: ("targetRef", "core.ObjectReference"),
+        5: ("deprecatedTopology", "{}string"), 6: ("nodeName", "string"), 7: ("zone", "string"),
+        8: ("hints", "discovery.EndpointHints"),
+    },
+    "discovery.EndpointConditions": {1: ("ready", "bool"), 2: ("serving", "bool"),
+                                     3: ("terminating", "bool")},
+    "discovery.EndpointHints": {1: ("forZones", "[]discovery.ForZone"),
+                                2: ("forNodes", "[]discovery.ForNode")},
+    "discovery.ForZone": {1: ("name", "string")},
+    "discovery.ForNode": {1: ("name", "string")},
+    "discovery.EndpointPort": {1: ("name", "string"), 2: ("protocol", "string"),
+                               3: ("port", "int32"), 4: ("appProtocol", "string")},
     # meta/v1 fields and messages added since k8s-proto's build
     "meta.ManagedFieldsEntry": {6: ("fieldsType", "string"), 7: ("fieldsV1", "meta.FieldsV1"),
                                 8: ("subresource", "string")},
@@ -511,20 +540,22 @@ _KEEP_ZERO: dict[str, str] = {
     "batch.JobStatus": "terminating failedIndexes ready",
     "batch.JobCondition": "type status",
     "autoscaling.ScaleStatus": "replicas",
+    "coordination.LeaseSpec": (
+        "holderIdentity leaseDurationSeconds leaseTransitions strategy preferredHolder"
+    ),
+    "discovery.EndpointSlice": "addressType",
+    "discovery.Endpoint": "hostname nodeName zone",
+    "discovery.EndpointConditions": "ready serving terminating",
+    "discovery.ForZone": "name",
+    "discovery.ForNode": "name",
+    "discovery.EndpointPort": "name protocol port appProtocol",
     "meta.ObjectMeta": "deletionGracePeriodSeconds",
     "meta.OwnerReference": "apiVersion kind name uid controller blockOwnerDeletion",
-    "meta.ListOptions": "timeoutSeconds",
     "meta.DeleteOptions": (
         "gracePeriodSeconds orphanDependents propagationPolicy "
         "ignoreStoreReadErrorWithClusterBreakingPotential"
     ),
-    "meta.PatchOptions": "force",
     "meta.Preconditions": "uid resourceVersion",
-    "meta.APIGroup": "name",
-    "meta.ServerAddressByClientCIDR": "clientCIDR serverAddress",
-    "meta.GroupVersionForDiscovery": "groupVersion version",
-    "meta.APIResource": "name singularName namespaced kind",
-    "meta.APIResourceList": "groupVersion",
     "meta.LabelSelectorRequirement": "key operator",
     "meta.Condition": "type status reason message",
 }
@@ -541,6 +572,13 @@ _INLINE: dict[str, str] = {
     "core.SecretKeySelector": "localObjectReference",
     "core.ConfigMapEnvSource": "localObjectReference",
     "core.SecretEnvSource": "localObjectReference",
+}
+
+# Fields that k8s-proto has and Kubernetes has since removed (ManagedFieldsEntry.fields became
+# fieldsV1; clusterName and initializers left ObjectMeta): an error if sent, not stale JSON.
+_REMOVED: dict[str, tuple[int, ...]] = {
+    "meta.ManagedFieldsEntry": (5,),
+    "meta.ObjectMeta": (15, 16),
 }
 
 # Options messages that every API group registers under its own apiVersion.
@@ -634,6 +672,9 @@ def registry() -> dict[str, Message]:
         msg = messages.setdefault(_full(name), Message(_full(name)))
         for number, (json_name, spec) in fields.items():
             msg.fields[number] = _own_field(json_name, spec)
+    for name, numbers in _REMOVED.items():
+        for number in numbers:
+            messages[_full(name)].fields.pop(number, None)
     for name, names in _KEEP_ZERO.items():
         keep = set(names.split())
         msg = messages[_full(name)]

@@ -1,0 +1,277 @@
+"""The wire messages between peers, as compact JSON arrays (orjson).
+
+Every message is ``[tag, field, ...]``; the tags are below. Decoding checks shape
+and types and raises :class:`MessageError` for anything malformed, so a caller
+logs, counts and drops garbage with one ``except``.
+
+=====  ==========  ==========================================================
+tag    message     fields
+=====  ==========  ==========================================================
+0      Ping        target name, updates
+1      Ack         updates
+2      PingReq     target name, target address, updates
+3      Nack        (none): the intermediary could not reach the target
+4      Gossip      updates
+5      Join        the joiner's own alive update
+6      State       every member this node knows (a push-pull exchange)
+7      Push        hops, documents
+8      Pull        cursor (the responder's revision already held), limit
+9      PullReply   revision reached, whether more follows, documents
+=====  ==========  ==========================================================
+
+An update is ``[state, name, address, incarnation, source]``; a document is
+``[resource, namespace, name, node]`` with the node of ``shoal.crdt.document``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shoal.crdt.document import Document
+
+
+class MessageError(Exception):
+    """A payload that is not a well-formed mesh message."""
+
+
+class State(enum.IntEnum):
+    ALIVE = 0
+    SUSPECT = 1
+    DEAD = 2
+    LEFT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A membership fact: ``name`` at ``address`` is in ``state`` at ``incarnation``.
+
+    ``source`` is who asserts a suspicion or death (empty for alive)."""
+
+    state: State
+    name: str
+    address: str
+    incarnation: int
+    source: str = ""
+
+    def encode(self) -> list[Any]:
+        return [int(self.state), self.name, self.address, self.incarnation, self.source]
+
+
+@dataclass(frozen=True, slots=True)
+class DocRecord:
+    """One object's document. ``data`` is the encoded document when sending (spliced in
+    without re-parsing) and the decoded node once received."""
+
+    resource: str
+    namespace: str
+    name: str
+    data: bytes | list[Any]
+
+    def document(self) -> Document:
+        if isinstance(self.data, bytes):
+            return Document.from_bytes(self.data)
+        return Document(self.data)
+
+    def encode(self) -> list[Any]:
+        data = orjson.Fragment(self.data) if isinstance(self.data, bytes) else self.data
+        return [self.resource, self.namespace, self.name, data]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    target: str
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PingReq:
+    target: str
+    address: str
+    updates: tuple[Update, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Nack:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    updates: tuple[Update, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    member: Update
+
+
+@dataclass(frozen=True, slots=True)
+class StateSync:
+    members: tuple[Update, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    hops: int
+    docs: tuple[DocRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    cursor: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullReply:
+    revision: int
+    more: bool
+    docs: tuple[DocRecord, ...]
+
+
+Message = Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
+
+
+def _updates(us: tuple[Update, ...]) -> list[Any]:
+    return [u.encode() for u in us]
+
+
+def _docs(ds: tuple[DocRecord, ...]) -> list[Any]:
+    return [d.encode() for d in ds]
+
+
+def encode(msg: Message) -> bytes:
+    body: list[Any]
+    match msg:
+        case Ping():
+            body = [0, msg.target, _updates(msg.updates)]
+        case Ack():
+            body = [1, _updates(msg.updates)]
+        case PingReq():
+            body = [2, msg.target, msg.address, _updates(msg.updates)]
+        case Nack():
+            body = [3]
+        case Gossip():
+            body = [4, _updates(msg.updates)]
+        case Join():
+            body = [5, msg.member.encode()]
+        case StateSync():
+            body = [6, _updates(msg.members)]
+        case Push():
+            body = [7, msg.hops, _docs(msg.docs)]
+        case Pull():
+            body = [8, msg.cursor, msg.limit]
+        case PullReply():
+            body = [9, msg.revision, 1 if msg.more else 0, _docs(msg.docs)]
+    return orjson.dumps(body)
+
+
+# -- decoding -----------------------------------------------------------------
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or v < 0:
+        raise MessageError(f"expected a non-negative integer, got {type(v).__name__}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str or len(v) > 1024:
+        raise MessageError(f"expected a short string, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, n: int | None = None) -> list[Any]:
+    if type(v) is not list or (n is not None and len(v) != n):
+        raise MessageError("expected a list" + ("" if n is None else f" of {n}"))
+    return v
+
+
+def _update(v: Any) -> Update:
+    f = _list(v, 5)
+    try:
+        state = State(_int(f[0]))
+    except ValueError as e:
+        raise MessageError(f"unknown member state {f[0]!r}") from e
+    name = _str(f[1])
+    if not name:
+        raise MessageError("empty member name")
+    return Update(state, name, _str(f[2]), _int(f[3]), _str(f[4]))
+
+
+def _update_list(v: Any) -> tuple[Update, ...]:
+    return tuple(_update(u) for u in _list(v))
+
+
+def _node(v: Any) -> list[Any]:
+    # Only the root is checked here; a deeper malformation fails the merge, which the
+    # caller treats as garbage too.
+    n = _list(v, 4)
+    if type(n[0]) is not int or type(n[1]) is not str or not (n[3] is None or type(n[3]) is dict):
+        raise MessageError("malformed document")
+    return n
+
+
+def _doc_list(v: Any) -> tuple[DocRecord, ...]:
+    out = []
+    for d in _list(v):
+        f = _list(d, 4)
+        out.append(DocRecord(_str(f[0]), _str(f[1]), _str(f[2]), _node(f[3])))
+    return tuple(out)
+
+
+def decode(data: bytes) -> Message:
+    """Parse a payload; raises MessageError for anything that is not a valid message."""
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise MessageError(f"not JSON: {e}") from e
+    if type(body) is not list or not body:
+        raise MessageError("not a message")
+    tag = body[0]
+    try:
+        match tag:
+            case 0:
+                _list(body, 3)
+                return Ping(_str(body[1]), _update_list(body[2]))
+            case 1:
+                _list(body, 2)
+                return Ack(_update_list(body[1]))
+            case 2:
+                _list(body, 4)
+                return PingReq(_str(body[1]), _str(body[2]), _update_list(body[3]))
+            case 3:
+                _list(body, 1)
+                return Nack()
+            case 4:
+                _list(body, 2)
+                return Gossip(_update_list(body[1]))
+            case 5:
+                _list(body, 2)
+                return Join(_update(body[1]))
+            case 6:
+                _list(body, 2)
+                return StateSync(_update_list(body[1]))
+            case 7:
+                _list(body, 3)
+                return Push(_int(body[1]), _doc_list(body[2]))
+            case 8:
+                _list(body, 3)
+                return Pull(_int(body[1]), _int(body[2]))
+            case 9:
+                _list(body, 4)
+                return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]))
+    except MessageError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError) as e:  # belt and braces
+        raise MessageError(str(e)) from e
+    raise MessageError(f"unknown message tag {tag!r}")
