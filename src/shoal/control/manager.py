@@ -6,14 +6,20 @@ import asyncio
 
 from shoal.control.controller import Controller
 from shoal.control.crd_establishing import CRDEstablishing
+from shoal.control.deployment import DeploymentController
 from shoal.control.garbage_collector import GarbageCollector
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
+from shoal.control.ownership import PeerView
+from shoal.control.replicaset import ReplicaSetController
 from shoal.store.objects import ObjectStore
 
 
-def controllers(store: ObjectStore) -> list[Controller]:
-    return [GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store)]
+def controllers(store: ObjectStore, view: PeerView | None = None) -> list[Controller]:
+    return [
+        GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
+        DeploymentController(store, view), ReplicaSetController(store, view),
+    ]
 
 
-def start(store: ObjectStore) -> list[asyncio.Task[None]]:
-    return [asyncio.create_task(c.run(), name=c.name) for c in controllers(store)]
+def start(store: ObjectStore, view: PeerView | None = None) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(c.run(), name=c.name) for c in controllers(store, view)]

@@ -1,0 +1,158 @@
+"""The ReplicaSet controller: keep spec.replicas pods, with names every peer agrees on.
+
+Pod names are derived from the ReplicaSet's uid and a slot number, so two peers
+that create "the same" replica while apart create one object, which the merge
+keeps once. When there are more active pods than desired, the extras are
+trimmed by a deterministic rank (``pod_state.deletion_rank``) that keeps the
+pods that have been running longest.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+from typing import Any
+
+from shoal.control.controller import Controller
+from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.pod_state import controller_uid, deletion_rank, is_active, is_available, is_ready
+from shoal.model.kinds import Kind
+from shoal.model.selectors import LabelSelector, SelectorError
+from shoal.store.change_feed import Change
+from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+MAX_SLOTS_SCANNED = 100_000
+
+
+def slot_name(owner_name: str, owner_uid: str, slot: int) -> str:
+    """The name of the pod in ``slot``: the same on every peer."""
+    digest = hashlib.blake2b(f"{owner_uid}/{slot}".encode(), digest_size=8).digest()
+    n = int.from_bytes(digest, "big")
+    suffix = ""
+    for _ in range(5):
+        n, r = divmod(n, len(ALPHABET))
+        suffix += ALPHABET[r]
+    return f"{owner_name[:57]}-{suffix}"
+
+
+def pod_from_template(owner: dict[str, Any], owner_kind: Kind, name: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    template = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+    tmeta = template.get("metadata") or {}
+    pod_meta: dict[str, Any] = {
+        "name": name,
+        "namespace": meta.get("namespace", "default"),
+        "labels": dict(tmeta.get("labels") or {}),
+        "ownerReferences": [{
+            "apiVersion": owner_kind.api_version, "kind": owner_kind.kind, "name": meta["name"],
+            "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True,
+        }],
+    }
+    if tmeta.get("annotations"):
+        pod_meta["annotations"] = dict(tmeta["annotations"])
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
+            "spec": template.get("spec") or {}}
+
+
+class ReplicaSetController(Controller):
+    name = "replicaset"
+
+    def __init__(self, store: ObjectStore, view: PeerView | None = None, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self.view = view or SinglePeer(store.replica.node_id)
+        r = store.registry
+        rs, pod = r.by_kind("apps/v1", "ReplicaSet"), r.by_kind("v1", "Pod")
+        assert rs is not None and pod is not None
+        self.rs_kind, self.pod_kind = rs, pod
+
+    def relevant(self, change: Change) -> bool:
+        return change.resource in ("replicasets.apps", "pods")
+
+    async def sync(self) -> bool:
+        pods_by_owner: dict[str, list[dict[str, Any]]] = {}
+        for p in self.store.list(self.pod_kind):
+            uid = controller_uid(p)
+            if uid:
+                pods_by_owner.setdefault(uid, []).append(p)
+        pending = False
+        now = self.store.replica.wall.now()
+        for rs in self.store.list(self.rs_kind):
+            meta = rs["metadata"]
+            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
+                continue
+            try:
+                if await self.reconcile(rs, pods_by_owner.get(meta["uid"], []), now):
+                    pending = True
+            except StoreError as e:
+                log.debug("replicaset %s/%s: %s", meta.get("namespace"), meta["name"], e)
+                pending = True
+        return pending
+
+    async def reconcile(self, rs: dict[str, Any], owned: list[dict[str, Any]], now: float) -> bool:
+        meta = rs["metadata"]
+        ns = meta.get("namespace", "default")
+        spec = rs.get("spec") or {}
+        desired = int(spec.get("replicas", 1))
+        try:
+            selector = LabelSelector.from_api(spec.get("selector"))
+        except SelectorError:
+            return False
+        owned = [p for p in owned
+                 if selector.matches((p.get("metadata") or {}).get("labels") or {})]
+        active = [p for p in owned if is_active(p)]
+        changed = False
+        if len(active) < desired:
+            taken = {p["metadata"]["name"] for p in self.store.list(self.pod_kind, ns)}
+            missing = desired - len(active)
+            slot = 0
+            while missing > 0 and slot < MAX_SLOTS_SCANNED:
+                name = slot_name(meta["name"], meta["uid"], slot)
+                slot += 1
+                if name in taken:
+                    continue
+                try:
+                    await self.store.create(self.pod_kind, pod_from_template(rs, self.rs_kind, name),
+                                            ns)
+                    changed = True
+                except AlreadyExists:
+                    pass
+                missing -= 1
+        elif len(active) > desired:
+            extra = sorted(active, key=deletion_rank)[: len(active) - desired]
+            for p in extra:
+                try:
+                    await self.store.delete(self.pod_kind, ns, p["metadata"]["name"],
+                                            precondition_uid=p["metadata"]["uid"])
+                    changed = True
+                except StoreError as e:
+                    log.debug("trim of %s failed: %s", p["metadata"]["name"], e)
+        await self._write_status(rs, owned, now)
+        return changed
+
+    async def _write_status(self, rs: dict[str, Any], owned: list[dict[str, Any]],
+                            now: float) -> None:
+        spec = rs.get("spec") or {}
+        min_ready = int(spec.get("minReadySeconds", 0) or 0)
+        template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        active = [p for p in owned if is_active(p)]
+        status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": sum(
+                1 for p in active
+                if all(((p["metadata"].get("labels") or {}).get(k) == v)
+                       for k, v in template_labels.items())),
+            "readyReplicas": sum(1 for p in active if is_ready(p)),
+            "availableReplicas": sum(1 for p in active if is_available(p, min_ready, now)),
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        old = rs.get("status") or {}
+        if all(old.get(k, 0) == v for k, v in status.items()):
+            return
+        new = copy.deepcopy(rs)
+        new["status"] = {**old, **status}
+        await self.store.update(self.rs_kind, new, rs["metadata"].get("namespace"),
+                                rs["metadata"]["name"], "status", check_rv=False)

@@ -1,0 +1,175 @@
+"""ReplicaSet and Deployment controllers, in process, with a stand-in kubelet."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.control.deployment import REVISION, DeploymentController
+from shoal.control.ownership import preferred_actor
+from shoal.control.replicaset import ReplicaSetController, slot_name
+from shoal.model.kinds import KindRegistry
+from shoal.store.objects import ObjectStore, now_rfc3339
+from shoal.store.replica import Replica
+
+REG = KindRegistry()
+NS = REG.by_kind("v1", "Namespace")
+POD = REG.by_kind("v1", "Pod")
+RS = REG.by_kind("apps/v1", "ReplicaSet")
+DEPLOY = REG.by_kind("apps/v1", "Deployment")
+
+
+def deployment(name: str, replicas: int, image: str = "nginx:1", **strategy: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                         "spec": {"containers": [{"name": "c", "image": image}]}},
+        },
+    }
+    if strategy:
+        d["spec"]["strategy"] = strategy
+    return d
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    r = Replica(None, "n1")
+    s = ObjectStore(r, REG)
+    await s.create(NS, {"metadata": {"name": "default"}})
+    yield s
+    r.close()
+
+
+async def kubelet(store: ObjectStore, ready: bool = True) -> None:
+    """Mark every pending pod Running (and Ready), as a node agent would."""
+    now = now_rfc3339(store.replica.wall.now())
+    for p in store.list(POD):
+        if (p.get("status") or {}).get("phase") == "Running":
+            continue
+        new = copy.deepcopy(p)
+        new["status"] = {"phase": "Running", "startTime": now, "conditions": [
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now}]}
+        await store.update(POD, new, "default", p["metadata"]["name"], "status", check_rv=False)
+
+
+async def settle(store: ObjectStore, rounds: int = 30, ready: bool = True) -> None:
+    d, rs = DeploymentController(store), ReplicaSetController(store)
+    for _ in range(rounds):
+        a = await d.sync()
+        b = await rs.sync()
+        await kubelet(store, ready)
+        # When both are idle, one more pass picks up the status the kubelet wrote.
+        if not a and not b and not await d.sync() and not await rs.sync():
+            return
+
+
+def pods(store: ObjectStore) -> list[dict[str, Any]]:
+    return [p for p in store.list(POD) if not p["metadata"].get("deletionTimestamp")]
+
+
+async def test_a_deployment_gets_a_replicaset_and_its_pods(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("web", 3), "default")
+    await settle(store)
+    rss = store.list(RS)
+    assert len(rss) == 1
+    assert rss[0]["metadata"]["annotations"][REVISION] == "1"
+    assert len(pods(store)) == 3
+    d = store.get(DEPLOY, "default", "web")
+    assert d["status"]["availableReplicas"] == 3
+    assert d["status"]["updatedReplicas"] == 3
+    assert d["status"]["observedGeneration"] == d["metadata"]["generation"]
+    progressing = next(c for c in d["status"]["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "NewReplicaSetAvailable"
+
+
+async def test_pod_names_come_from_the_replicaset_uid_and_a_slot(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("named", 2), "default")
+    await settle(store)
+    rs = store.list(RS)[0]["metadata"]
+    expected = {slot_name(rs["name"], rs["uid"], i) for i in range(2)}
+    assert {p["metadata"]["name"] for p in pods(store)} == expected
+
+
+async def test_scaling_down_keeps_the_pods_that_have_run_longest(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("trim", 4), "default")
+    await settle(store)
+    # Make one pod clearly the oldest by backdating its readiness.
+    oldest = sorted(pods(store), key=lambda p: p["metadata"]["name"])[-1]
+    new = copy.deepcopy(oldest)
+    new["status"]["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    await store.update(POD, new, "default", oldest["metadata"]["name"], "status", check_rv=False)
+    d = copy.deepcopy(store.get(DEPLOY, "default", "trim"))
+    d["spec"]["replicas"] = 1
+    await store.update(DEPLOY, d, "default", "trim")
+    await settle(store)
+    left = pods(store)
+    assert [p["metadata"]["name"] for p in left] == [oldest["metadata"]["name"]]
+
+
+async def test_a_rolling_update_never_drops_below_max_unavailable(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("roll", 4, maxSurge=1, maxUnavailable=1,
+                                          type="RollingUpdate") | {}, "default")
+    d = copy.deepcopy(store.get(DEPLOY, "default", "roll"))
+    d["spec"]["strategy"] = {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}}
+    await store.update(DEPLOY, d, "default", "roll")
+    await settle(store)
+    d = copy.deepcopy(store.get(DEPLOY, "default", "roll"))
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    await store.update(DEPLOY, d, "default", "roll")
+    dc, rc = DeploymentController(store), ReplicaSetController(store)
+    lowest = 99
+    highest = 0
+    for _ in range(40):
+        await dc.sync()
+        await rc.sync()
+        ready = [p for p in pods(store) if (p.get("status") or {}).get("phase") == "Running"]
+        lowest = min(lowest, len(ready))
+        highest = max(highest, len(pods(store)))
+        await kubelet(store)
+    images = {p["spec"]["containers"][0]["image"] for p in pods(store)}
+    assert images == {"nginx:2"}
+    assert len(pods(store)) == 4
+    assert lowest >= 3, "maxUnavailable=1 of 4"
+    assert highest <= 5, "maxSurge=1 of 4"
+    assert {r["metadata"]["annotations"][REVISION] for r in store.list(RS)} == {"1", "2"}
+
+
+async def test_recreate_stops_the_old_pods_before_starting_new_ones(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("re", 2, type="Recreate"), "default")
+    await settle(store)
+    d = copy.deepcopy(store.get(DEPLOY, "default", "re"))
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    await store.update(DEPLOY, d, "default", "re")
+    await settle(store)
+    assert {p["spec"]["containers"][0]["image"] for p in pods(store)} == {"nginx:2"}
+    assert len(pods(store)) == 2
+
+
+async def test_a_paused_deployment_does_not_roll(store: ObjectStore) -> None:
+    await store.create(DEPLOY, deployment("paused", 1), "default")
+    await settle(store)
+    d = copy.deepcopy(store.get(DEPLOY, "default", "paused"))
+    d["spec"]["paused"] = True
+    d["spec"]["template"]["spec"]["containers"][0]["image"] = "nginx:2"
+    await store.update(DEPLOY, d, "default", "paused")
+    await settle(store)
+    assert {p["spec"]["containers"][0]["image"] for p in pods(store)} == {"nginx:1"}
+
+
+def test_rendezvous_hashing_picks_one_peer_and_moves_only_what_it_must() -> None:
+    peers = [f"n{i}" for i in range(5)]
+    keys = [f"uid-{i}" for i in range(500)]
+    before = {k: preferred_actor(k, peers) for k in keys}
+    after = {k: preferred_actor(k, peers[:-1]) for k in keys}
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(before[k] == "n4" for k in moved), "only the departed peer's keys move"
+    counts = {p: sum(1 for v in before.values() if v == p) for p in peers}
+    assert min(counts.values()) > 50, counts
