@@ -224,6 +224,10 @@ def test_delete_removes_the_sample_app(shoal_module: ShoalProcess) -> None:
     node.kubectl("apply", "-n", "gone", "-f", str(APP))
     out = node.kubectl("delete", "-n", "gone", "-f", str(APP)).stdout
     assert 'deployment.apps "hello" deleted' in out
+    # The garbage collector removes the ReplicaSet and its pods in the background.
+    deadline = time.monotonic() + 20
+    while getj(node, "all", "-n", "gone")["items"] and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert getj(node, "all", "-n", "gone")["items"] == []
 
 
