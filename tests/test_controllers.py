@@ -173,3 +173,33 @@ def test_rendezvous_hashing_picks_one_peer_and_moves_only_what_it_must() -> None
     assert all(before[k] == "n4" for k in moved), "only the departed peer's keys move"
     counts = {p: sum(1 for v in before.values() if v == p) for p in peers}
     assert min(counts.values()) > 50, counts
+
+
+async def test_pods_on_a_lost_node_are_replaced_and_the_trim_keeps_the_originals(
+    store: ObjectStore,
+) -> None:
+    from shoal.control.node_lifecycle import UNREACHABLE
+
+    node_kind = REG.by_kind("v1", "Node")
+    await store.create(node_kind, {"metadata": {"name": "far"}})
+    await store.create(DEPLOY, deployment("edge", 2), "default")
+    await settle(store)
+    originals = sorted(p["metadata"]["name"] for p in pods(store))
+    for name in originals:  # bind them to the far node
+        p = copy.deepcopy(store.get(POD, "default", name))
+        p["spec"]["nodeName"] = "far"
+        await store.update(POD, p, "default", name, "binding", check_rv=False)
+    # The far node has been unreachable for longer than the eviction timeout.
+    n = copy.deepcopy(store.get(node_kind, None, "far"))
+    n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
+                             "timeAdded": "2020-01-01T00:00:00Z"}]}
+    await store.update(node_kind, n, None, "far")
+    await settle(store)
+    names = sorted(p["metadata"]["name"] for p in pods(store))
+    assert len(names) == 4 and set(originals) <= set(names), "replacements, originals kept"
+    # It comes back: the replacements (younger) are trimmed, the originals stay.
+    n = copy.deepcopy(store.get(node_kind, None, "far"))
+    n["spec"] = {}
+    await store.update(node_kind, n, None, "far")
+    await settle(store)
+    assert sorted(p["metadata"]["name"] for p in pods(store)) == originals

@@ -9,17 +9,23 @@ from shoal.control.crd_establishing import CRDEstablishing
 from shoal.control.deployment import DeploymentController
 from shoal.control.garbage_collector import GarbageCollector
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
+from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
 from shoal.control.replicaset import ReplicaSetController
 from shoal.store.objects import ObjectStore
 
 
-def controllers(store: ObjectStore, view: PeerView | None = None) -> list[Controller]:
+def controllers(store: ObjectStore, view: PeerView | None = None,
+                pod_eviction_timeout: float = 300.0) -> list[Controller]:
     return [
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
-        DeploymentController(store, view), ReplicaSetController(store, view),
+        DeploymentController(store, view),
+        ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout),
+        NodeLifecycle(store, view),
     ]
 
 
-def start(store: ObjectStore, view: PeerView | None = None) -> list[asyncio.Task[None]]:
-    return [asyncio.create_task(c.run(), name=c.name) for c in controllers(store, view)]
+def start(store: ObjectStore, view: PeerView | None = None,
+          pod_eviction_timeout: float = 300.0) -> list[asyncio.Task[None]]:
+    return [asyncio.create_task(c.run(), name=c.name)
+            for c in controllers(store, view, pod_eviction_timeout)]

@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
+from shoal.control.node_lifecycle import is_lost
 from shoal.control.ownership import PeerView, SinglePeer, should_act
 from shoal.control.pod_state import controller_uid, deletion_rank, is_active, is_available, is_ready
 from shoal.model.kinds import Kind
@@ -61,18 +62,31 @@ def pod_from_template(owner: dict[str, Any], owner_kind: Kind, name: str) -> dic
 class ReplicaSetController(Controller):
     name = "replicaset"
 
-    def __init__(self, store: ObjectStore, view: PeerView | None = None, **kw: Any) -> None:
+    def __init__(self, store: ObjectStore, view: PeerView | None = None,
+                 eviction_timeout: float = 300.0, **kw: Any) -> None:
         super().__init__(store, **kw)
         self.view = view or SinglePeer(store.replica.node_id)
+        self.eviction_timeout = eviction_timeout
         r = store.registry
-        rs, pod = r.by_kind("apps/v1", "ReplicaSet"), r.by_kind("v1", "Pod")
-        assert rs is not None and pod is not None
-        self.rs_kind, self.pod_kind = rs, pod
+        rs, pod, node = (r.by_kind("apps/v1", "ReplicaSet"), r.by_kind("v1", "Pod"),
+                         r.by_kind("v1", "Node"))
+        assert rs is not None and pod is not None and node is not None
+        self.rs_kind, self.pod_kind, self.node_kind = rs, pod, node
+        self._lost_nodes: set[str] = set()
 
     def relevant(self, change: Change) -> bool:
-        return change.resource in ("replicasets.apps", "pods")
+        return change.resource in ("replicasets.apps", "pods", "nodes")
+
+    def _counts(self, pod: dict[str, Any]) -> bool:
+        """Active, and not on a node lost for longer than its eviction timeout."""
+        return is_active(pod) and (pod.get("spec") or {}).get("nodeName") not in self._lost_nodes
 
     async def sync(self) -> bool:
+        now_s = self.store.replica.wall.now()
+        self._lost_nodes = {
+            n["metadata"]["name"] for n in self.store.list(self.node_kind)
+            if is_lost(n, now_s, self.eviction_timeout)
+        }
         pods_by_owner: dict[str, list[dict[str, Any]]] = {}
         for p in self.store.list(self.pod_kind):
             uid = controller_uid(p)
@@ -103,7 +117,7 @@ class ReplicaSetController(Controller):
             return False
         owned = [p for p in owned
                  if selector.matches((p.get("metadata") or {}).get("labels") or {})]
-        active = [p for p in owned if is_active(p)]
+        active = [p for p in owned if self._counts(p)]
         changed = False
         if len(active) < desired:
             taken = {p["metadata"]["name"] for p in self.store.list(self.pod_kind, ns)}
@@ -138,7 +152,7 @@ class ReplicaSetController(Controller):
         spec = rs.get("spec") or {}
         min_ready = int(spec.get("minReadySeconds", 0) or 0)
         template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-        active = [p for p in owned if is_active(p)]
+        active = [p for p in owned if self._counts(p)]
         status = {
             "replicas": len(active),
             "fullyLabeledReplicas": sum(

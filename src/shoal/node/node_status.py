@@ -134,6 +134,10 @@ class NodeStatusReporter:
         for c in (new.get("status") or {}).get("conditions") or []:
             if c.get("type") == "Ready":
                 c["lastHeartbeatTime"] = now
+                if c.get("status") != "True":
+                    # Peers marked us Unknown while we were unreachable; we are back.
+                    c.update(status="True", reason="ShoalReady", lastTransitionTime=now,
+                             message="shoal node agent is posting ready status")
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
 
     async def run(self) -> None:
