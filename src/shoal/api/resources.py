@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shoal.api import bodies
+from shoal.api import bodies, pod_streams
 from shoal.api.errors import ApiError, success_status
 from shoal.api.patch import (
     PatchError,
@@ -26,6 +26,7 @@ from shoal.model.jsonpath import get_first, set_value
 from shoal.model.kinds import Kind
 from shoal.model.selectors import FieldSelector, LabelSelector, SelectorError
 from shoal.model.validation import unknown_fields
+from shoal.node.agent import NodeAgent
 from shoal.store.objects import ObjectStore, StoreError
 
 JSON = "application/json"
@@ -116,6 +117,7 @@ class ResourceHandlers:
     def __init__(self, store: ObjectStore, bookmark_interval: float = 60.0) -> None:
         self.store = store
         self.bookmark_interval = bookmark_interval
+        self.node_agent: NodeAgent | None = None  # set by the node; serves pods/log and exec
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:
@@ -147,7 +149,9 @@ class ResourceHandlers:
             if m != "POST":
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             return await self.bind(request, t)
-        if t.subresource in ("log", "exec", "attach", "portforward", "eviction"):
+        if t.subresource in ("log", "exec", "attach", "portforward"):
+            return await pod_streams.serve(request, t, self.store, self.node_agent)
+        if t.subresource == "eviction":
             raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
         if m == "GET":
             return self.get(request, t)
@@ -376,6 +380,7 @@ class ResourceHandlers:
             precondition_uid=pre.get("uid"),
             precondition_rv=pre.get("resourceVersion"),
             dry_run=bool(opts.get("dryRun")) or _dry_run(request),
+            grace_period=_grace(opts),
         )
         if gone and t.kind.kind not in ("Pod", "Namespace") and not t.kind.is_custom:
             return json_response(success_status(t.kind, t.name, obj["metadata"].get("uid", "")))
@@ -393,7 +398,8 @@ class ResourceHandlers:
             try:
                 obj, _ = await self.store.delete(t.kind, m.get("namespace"), m["name"],
                                                  propagation=opts.get("propagationPolicy"),
-                                                 dry_run=_dry_run(request))
+                                                 dry_run=_dry_run(request),
+                                                 grace_period=_grace(opts))
             except StoreError:
                 continue
             deleted.append(obj)
@@ -441,7 +447,8 @@ class ResourceHandlers:
             new_scale = self._apply_patch(request, t.kind, current, raw) if request.content_type != "application/strategic-merge-patch+json" else apply_merge_patch(current, bodies.parse(raw, JSON))
         else:
             raise ApiError(405, "the server does not allow this method on the requested resource")
-        replicas = (new_scale.get("spec") or {}).get("replicas")
+        # Go clients omit replicas: 0 (omitempty), so a missing value means zero.
+        replicas = (new_scale.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise ApiError(422, f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid '
                                 f"value: {replicas}: must be greater than or equal to 0",
@@ -474,6 +481,12 @@ class ResourceHandlers:
         await self.store.update(t.kind, updated, ns, t.name, "binding", check_rv=False)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
+
+
+def _grace(opts: dict[str, Any]) -> int | None:
+    """DeleteOptions.gracePeriodSeconds (0: at once, e.g. kubectl delete --force)."""
+    g = opts.get("gracePeriodSeconds")
+    return int(g) if isinstance(g, int) and not isinstance(g, bool) else None
 
 
 def _selector_string(sel: dict[str, Any]) -> str:
