@@ -203,3 +203,32 @@ async def test_pods_on_a_lost_node_are_replaced_and_the_trim_keeps_the_originals
     await store.update(node_kind, n, None, "far")
     await settle(store)
     assert sorted(p["metadata"]["name"] for p in pods(store)) == originals
+
+
+async def test_the_scheduler_binds_pending_pods_and_explains_the_ones_it_cannot(
+    store: ObjectStore,
+) -> None:
+    from shoal.control.scheduling import Scheduler
+
+    node_kind = REG.by_kind("v1", "Node")
+    alloc = {"cpu": "2", "memory": "4Gi", "pods": "110"}
+    await store.create(node_kind, {"metadata": {"name": "small", "labels": {"zone": "a"}}})
+    n = copy.deepcopy(store.get(node_kind, None, "small"))
+    n["status"] = {"allocatable": alloc, "capacity": alloc,
+                   "conditions": [{"type": "Ready", "status": "True"}]}
+    await store.update(node_kind, n, None, "small", "status")
+    fits = {"metadata": {"name": "fits"}, "spec": {"containers": [
+        {"name": "c", "image": "x", "resources": {"requests": {"cpu": "1"}}}]}}
+    huge = {"metadata": {"name": "huge"}, "spec": {"containers": [
+        {"name": "c", "image": "x", "resources": {"requests": {"cpu": "64"}}}]}}
+    await store.create(POD, fits, "default")
+    await store.create(POD, huge, "default")
+    await Scheduler(store).sync()
+    assert store.get(POD, "default", "fits")["spec"]["nodeName"] == "small"
+    h = store.get(POD, "default", "huge")
+    assert not h["spec"].get("nodeName")
+    cond = next(c for c in h["status"]["conditions"] if c["type"] == "PodScheduled")
+    assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+    assert "Insufficient cpu" in cond["message"]
+    events = store.list(REG.by_kind("v1", "Event"), "default")
+    assert {e["reason"] for e in events} == {"Scheduled", "FailedScheduling"}

@@ -12,6 +12,7 @@ from shoal.control.namespace_lifecycle import NamespaceLifecycle
 from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
 from shoal.control.replicaset import ReplicaSetController
+from shoal.control.scheduling import Scheduler
 from shoal.store.objects import ObjectStore
 
 
@@ -22,6 +23,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         DeploymentController(store, view),
         ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout),
         NodeLifecycle(store, view),
+        Scheduler(store, view),
     ]
 
 

@@ -1,0 +1,123 @@
+"""The scheduler loop: bind pending pods with the pure scheduler, on every peer at once.
+
+Each pending pod is scheduled by its rendezvous-preferred peer (any peer when that
+one is unreachable). The choice is deterministic for a given view of the nodes,
+so two peers that schedule the same pod while apart usually pick the same node;
+when they do not, the merge keeps one binding (last writer wins on
+``spec.nodeName``) and the node that lost stops its copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from shoal.control import events
+from shoal.control.controller import Controller
+from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.scheduler import Snapshot, default_profile, schedule
+from shoal.store.change_feed import Change
+from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_NAMES = ("default-scheduler", "shoal-scheduler")
+
+
+def _condition(pod: dict[str, Any]) -> dict[str, Any] | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "PodScheduled":
+            return c
+    return None
+
+
+class Scheduler(Controller):
+    name = "scheduler"
+
+    def __init__(self, store: ObjectStore, view: PeerView | None = None, **kw: Any) -> None:
+        kw.setdefault("debounce", 0.005)
+        super().__init__(store, **kw)
+        self.view = view or SinglePeer(store.replica.node_id)
+        self.profile = default_profile()
+        r = store.registry
+        pod, node, ns = r.by_kind("v1", "Pod"), r.by_kind("v1", "Node"), r.by_kind("v1", "Namespace")
+        assert pod is not None and node is not None and ns is not None
+        self.pod_kind, self.node_kind, self.ns_kind = pod, node, ns
+        self.bound = 0
+
+    def relevant(self, change: Change) -> bool:
+        if change.resource == "nodes":
+            return True
+        if change.resource != "pods":
+            return False
+        return not (change.obj.get("spec") or {}).get("nodeName") or change.type == "DELETED"
+
+    def _pending(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for p in pods:
+            spec = p.get("spec") or {}
+            if spec.get("nodeName") or p["metadata"].get("deletionTimestamp"):
+                continue
+            if spec.get("schedulerName", "default-scheduler") not in SCHEDULER_NAMES:
+                continue
+            if spec.get("schedulingGates"):
+                continue
+            out.append(p)
+        out.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+        return out
+
+    async def sync(self) -> bool:
+        pods = self.store.list(self.pod_kind)
+        pending = [p for p in self._pending(pods) if should_act(self.view, p["metadata"]["uid"])]
+        if not pending:
+            return False
+        snapshot = Snapshot(self.store.list(self.node_kind), pods, self.store.list(self.ns_kind))
+        for pod in pending:
+            result = schedule(pod, snapshot, self.profile)
+            try:
+                if result.node_name is not None:
+                    await self._bind(pod, result.node_name)
+                    snapshot.bind(pod, result.node_name)
+                else:
+                    await self._unschedulable(pod, result.message)
+            except StoreError as e:
+                log.debug("scheduling %s: %s", pod["metadata"]["name"], e)
+        return False
+
+    async def _bind(self, pod: dict[str, Any], node: str) -> None:
+        meta = pod["metadata"]
+        ns = meta.get("namespace")
+        bound = copy.deepcopy(pod)
+        bound["spec"]["nodeName"] = node
+        bound = await self.store.update(self.pod_kind, bound, ns, meta["name"], "binding",
+                                        check_rv=False)
+        status = copy.deepcopy(bound)
+        now = now_rfc3339(self.store.replica.wall.now())
+        conds = [c for c in (status.get("status") or {}).get("conditions") or []
+                 if c.get("type") != "PodScheduled"]
+        conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                      "lastTransitionTime": now})
+        status.setdefault("status", {})["conditions"] = conds
+        await self.store.update(self.pod_kind, status, ns, meta["name"], "status", check_rv=False)
+        self.bound += 1
+        await events.record(self.store, bound, "Normal", "Scheduled",
+                            f"Successfully assigned {ns}/{meta['name']} to {node}",
+                            "default-scheduler")
+
+    async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        c = _condition(pod)
+        if c is not None and c.get("status") == "False" and c.get("message") == message:
+            return  # already said; wait for the nodes to change
+        meta = pod["metadata"]
+        now = now_rfc3339(self.store.replica.wall.now())
+        new = copy.deepcopy(pod)
+        conds = [x for x in (new.get("status") or {}).get("conditions") or []
+                 if x.get("type") != "PodScheduled"]
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                      "message": message, "lastProbeTime": None, "lastTransitionTime": now})
+        new.setdefault("status", {})["conditions"] = conds
+        await self.store.update(self.pod_kind, new, meta.get("namespace"), meta["name"], "status",
+                                check_rv=False)
+        await events.record(self.store, pod, "Warning", "FailedScheduling", message,
+                            "default-scheduler")
