@@ -67,7 +67,7 @@ class ShoalProcess:
         args = [
             str(VENV_BIN / "shoal"), "server", "--name", self.name,
             "--data-dir", str(self.data_dir), "--api-port", str(self.port),
-            "--bookmark-interval", "1s", "--log-level", "debug",
+            "--bookmark-interval", "1s", "--log-level", "debug", "--peer-port", "0",
             *(extra or []),
         ]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process

@@ -1,4 +1,4 @@
-"""The ``shoal`` command: ``shoal server``, ``shoal kubeconfig``."""
+"""The ``shoal`` command: ``shoal server``, ``shoal kubeconfig``, ``shoal token``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,26 @@ def _parser() -> argparse.ArgumentParser:
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
+    # --- node agent ---
+    s.add_argument("--runtime", default="process", choices=["process"],
+                   help="how pods run: process runs each container as a host process "
+                        "(default: process; runc comes later)")
+    # --- end node agent ---
+    # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
+    s.add_argument("--peer-port", type=int, default=None,
+                   help="the mutual-TLS port peers and joining nodes connect to, on --bind "
+                        "(default: 7443; 0 picks a free port; if the default is taken, a free "
+                        "port is used and a warning is logged)")
+    s.add_argument("--join", default=None, metavar="HOST:PORT",
+                   help="on first start, join the cluster through the peer port of any member; "
+                        "ignored once this data dir holds a node certificate")
+    s.add_argument("--token", default=None,
+                   help="the join token from `shoal token create` on a member (with --join)")
+    # --- end peers and joining ---
+
+    from shoal.cli import token as token_cli
+
+    token_cli.add_parser(sub)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for a node",
                        description="Print a kubeconfig holding the cluster CA and the admin "
@@ -93,13 +113,24 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
             advertise=args.advertise, bookmark_interval=args.bookmark_interval,
             summary_interval=args.summary_interval,
+            runtime=args.runtime,  # node agent
+            peer_port=args.peer_port, join=args.join, join_token=args.token,
         )
+        if (args.join is None) != (args.token is None):
+            print("shoal server: --join and --token go together", file=sys.stderr)
+            return 2
+        from shoal.mesh.join import JoinError
+
         try:
             run_event_loop(serve(cfg))
-        except OSError as e:
+        except (OSError, JoinError) as e:
             print(f"shoal server: {e}", file=sys.stderr)
             return 1
         return 0
+    if args.command == "token":
+        from shoal.cli import token as token_cli
+
+        return token_cli.run(args)
     if args.command == "kubeconfig":
         from shoal.cli.kubeconfig import default_server, render
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,14 @@ from aiohttp import web
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.mesh import config as mesh_config
+from shoal.mesh import join
+from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
+from shoal.mesh.tls_transport import TlsTransport
+from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
+from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
@@ -33,6 +40,13 @@ class NodeConfig:
     bookmark_interval: float = 60.0
     summary_interval: float = 60.0
     heartbeat_interval: float = 10.0
+    runtime: str = "process"  # node agent: process (runc later)
+    # --- peers and joining ---
+    peer_port: int | None = None
+    """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
+    join: str | None = None
+    join_token: str | None = None
+    # --- end peers and joining ---
 
 
 class ShoalNode:
@@ -47,9 +61,12 @@ class ShoalNode:
         for crd in self.replica.list(CRD_RESOURCE):
             self.registry.register_crd(crd)
         self.pki = NodePKI(cfg.data_dir / "pki")
-        advertise = cfg.advertise or (cfg.bind if cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1")
+        advertise = _advertise(cfg)
         self.advertise = advertise
-        self.pki.ensure(cfg.name, [cfg.bind, advertise])
+        # A joined node has no CA key: prepare_pki says when a signer must renew its serving cert.
+        self._renew_serving_cert = join.prepare_pki(self.pki, cfg.name, [cfg.bind, advertise])
+        self.transport: TlsTransport | None = None
+        self.mesh: MeshPeer | None = None
         self.url = f"https://{_host_for_url(advertise)}:{cfg.api_port}"
         self.api = ApiServer(
             self.store, self.registry,
@@ -59,11 +76,18 @@ class ShoalNode:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        # --- node agent: runs the pods bound here; logs and exec reach it through the API ---
+        self.agent = NodeAgent(self.store, cfg.name, advertise, cfg.data_dir,
+                               make_runtime(cfg.runtime, cfg.data_dir))
+        self.api.handlers.node_agent = self.agent
+        # --- end node agent ---
 
     async def start(self) -> None:
+        await self._start_peer()
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.heartbeat_interval)
         await reporter.register()
+        await self.agent.start()  # node agent: brings back this node's pods, offline too
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store)
@@ -83,7 +107,52 @@ class ShoalNode:
         log.info("node %s serving the Kubernetes API on %s (data in %s, revision %d)",
                  self.cfg.name, self.url, self.cfg.data_dir, self.replica.revision)
 
+    # --- peers and joining: the peer listener, the join service and the mesh hook ---
+    async def _start_peer(self) -> None:
+        port = DEFAULT_PEER_PORT if self.cfg.peer_port is None else self.cfg.peer_port
+        identity = join.node_identity(self.pki)
+        self.transport = TlsTransport(identity, bind=self.cfg.bind, port=port,
+                                      advertise=self.advertise)
+        try:
+            await self.transport.start()
+        except OSError as e:
+            if self.cfg.peer_port is not None:
+                raise
+            log.warning("peer port %d is taken (%s); using a free port instead: pass "
+                        "--peer-port to choose one", port, e)
+            self.transport = TlsTransport(identity, bind=self.cfg.bind, port=0,
+                                          advertise=self.advertise)
+            await self.transport.start()
+        self.transport.set_control_handler(join.JoinService(self.pki, self.transport).handle)
+        (self.cfg.data_dir / "peer-address").write_text(self.transport.address + "\n")
+        if self._renew_serving_cert:
+            try:
+                await join.renew_serving_cert(self.pki, self.transport, self.cfg.name,
+                                              [self.cfg.bind, self.advertise])
+                log.info("a signer renewed the serving certificate for the new addresses")
+            except join.JoinError as e:
+                log.warning("serving with the old certificate, which does not cover %s: %s",
+                            [self.cfg.bind, self.advertise], e)
+        # The mesh over this transport: membership and replication (shoal.mesh.peer).
+        self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica, mesh_config.default(),
+                             random.Random())
+        await self.mesh.start()
+        # Seeds: the peer we joined through on first start, then the signers we learnt.
+        seeds = [a for a in dict.fromkeys([*([self.cfg.join] if self.cfg.join else []),
+                                           *join.read_signers(self.pki)])
+                 if a != self.transport.address]
+        if seeds:
+            self._tasks.append(asyncio.create_task(self._mesh_join(seeds), name="mesh-join"))
+
+    async def _mesh_join(self, seeds: list[str]) -> None:
+        assert self.mesh is not None
+        answered = await self.mesh.join(seeds)
+        log.info("mesh: joined through %d of %d seeds (%s)", answered, len(seeds),
+                 ", ".join(seeds))
+    # --- end peers and joining ---
+
     async def stop(self) -> None:
+        await self.agent.stop()  # node agent: stops the pods it runs
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -91,7 +160,34 @@ class ShoalNode:
                 await t
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.mesh is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.mesh.stop(leave=True), 3.0)
+        if self.transport is not None:
+            await self.transport.close()
         self.replica.close()
+
+
+DEFAULT_PEER_PORT = 7443
+
+
+def _advertise(cfg: NodeConfig) -> str:
+    return cfg.advertise or (cfg.bind if cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1")
+
+
+async def _join_if_needed(cfg: NodeConfig) -> None:
+    """First start with --join: get certificates from the cluster before anything serves."""
+    if cfg.join is None or cfg.join_token is None:
+        return
+    pki = NodePKI(cfg.data_dir / "pki")
+    if join.is_joined(pki):
+        log.info("%s already holds a node certificate; ignoring --join", cfg.data_dir)
+        return
+    if pki.ca_key.exists():
+        raise join.JoinError(f"{cfg.data_dir} already holds its own cluster CA (it was started "
+                             "without --join); use a fresh --data-dir to join another cluster")
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    await join.join_cluster(pki, cfg.name, [cfg.bind, _advertise(cfg)], cfg.join, cfg.join_token)
 
 
 def _host_for_url(host: str) -> str:
@@ -99,6 +195,10 @@ def _host_for_url(host: str) -> str:
 
 
 async def serve(cfg: NodeConfig) -> None:
+    try:
+        await _join_if_needed(cfg)
+    except TransportError as e:
+        raise join.JoinError(f"cannot join through {cfg.join}: {e}") from e
     node = ShoalNode(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
-    probe_interval: float = 1.0
+    probe_interval: float = 2.0
     """Seconds between two failure-detector probes of this node (one random member each).
 
     Scaled by the local health (awareness): an unhealthy node probes less often.
     Idle traffic is about one ping and one ack per node per interval."""
 
-    probe_timeout: float = 0.5
+    probe_timeout: float = 0.8
     """Seconds to wait for the direct ack before asking others (indirect probe).
 
     Scaled by the local health: timeout × (awareness score + 1). Should be above the
@@ -83,7 +83,12 @@ class MeshConfig:
     request ("what changed since N?") and one small answer ("nothing, I am at N")."""
 
     pull_fanout: int = 1
-    """How many peers each anti-entropy round pulls from."""
+    """How many partners each anti-entropy round pulls from (in turn)."""
+
+    pull_partners: int = 8
+    """How many stable partners a peer pulls from (``ring.py``: its ring successor and
+    fingers half, a quarter, ... of the ring away). A cursor is kept per partner, so few
+    partners keep every pull a delta; news crosses N peers in about log2(N) pull hops."""
 
     pull_batch: int = 200
     """At most this many documents in one pull answer; the puller pages with its cursor."""

@@ -17,6 +17,8 @@ tag    message     fields
 7      Push        hops, documents
 8      Pull        cursor (the responder's revision already held), limit
 9      PullReply   revision reached, whether more follows, documents
+10     Digest      a hash of every member's (name, incarnation, state): a push-pull
+                   that costs a few bytes when both sides already agree
 =====  ==========  ==========================================================
 
 An update is ``[state, name, address, incarnation, source]``; a document is
@@ -138,7 +140,12 @@ class PullReply:
     docs: tuple[DocRecord, ...]
 
 
-Message = Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
+@dataclass(frozen=True, slots=True)
+class Digest:
+    digest: str
+
+
+Message = Digest | Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
 
 
 def _updates(us: tuple[Update, ...]) -> list[Any]:
@@ -172,6 +179,8 @@ def encode(msg: Message) -> bytes:
             body = [8, msg.cursor, msg.limit]
         case PullReply():
             body = [9, msg.revision, 1 if msg.more else 0, _docs(msg.docs)]
+        case Digest():
+            body = [10, msg.digest]
     return orjson.dumps(body)
 
 
@@ -212,13 +221,32 @@ def _update_list(v: Any) -> tuple[Update, ...]:
     return tuple(_update(u) for u in _list(v))
 
 
-def _node(v: Any) -> list[Any]:
-    # Only the root is checked here; a deeper malformation fails the merge, which the
-    # caller treats as garbage too.
-    n = _list(v, 4)
-    if type(n[0]) is not int or type(n[1]) is not str or not (n[3] is None or type(n[3]) is dict):
-        raise MessageError("malformed document")
-    return n
+_MAX_DEPTH = 64
+
+
+def _node(v: Any, depth: int = 0) -> list[Any]:
+    """Check a whole document node: a malformed one must never reach a merge, which would
+    copy it into the replica."""
+    if depth > _MAX_DEPTH:
+        raise MessageError("document too deep")
+    if type(v) is not list or len(v) != 4 or type(v[0]) is not int or type(v[1]) is not str:
+        raise MessageError("malformed document node")
+    reg, children = v[2], v[3]
+    if type(reg) is dict:
+        tag = reg.get("$")
+        if tag == "l":
+            if type(reg.get("k")) is not str or type(reg.get("o")) is not list or any(
+                type(k) is not str for k in reg["o"]
+            ):
+                raise MessageError("malformed keyed list")
+        elif tag not in ("m", "d"):
+            raise MessageError("unknown document marker")
+    if children is not None:
+        if type(children) is not dict:
+            raise MessageError("malformed document children")
+        for c in children.values():
+            _node(c, depth + 1)
+    return v
 
 
 def _doc_list(v: Any) -> tuple[DocRecord, ...]:
@@ -270,6 +298,9 @@ def decode(data: bytes) -> Message:
             case 9:
                 _list(body, 4)
                 return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]))
+            case 10:
+                _list(body, 2)
+                return Digest(_str(body[1]))
     except MessageError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as e:  # belt and braces

@@ -55,7 +55,7 @@ def node_object(name: str, address: str, now: str) -> dict[str, Any]:
         "status": {
             "capacity": resources,
             "allocatable": resources,
-            "conditions": [ready],
+            "conditions": [*_pressure(now), ready],
             "addresses": [
                 {"type": "InternalIP", "address": address},
                 {"type": "Hostname", "address": socket.gethostname()},
@@ -72,6 +72,15 @@ def node_object(name: str, address: str, now: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _pressure(now: str) -> list[dict[str, Any]]:
+    """The kubelet's pressure conditions; the node agent does not evict, so they stay False."""
+    return [{"type": t, "status": "False", "reason": f"KubeletHasSufficient{what}",
+             "message": f"kubelet has sufficient {what.lower()} available",
+             "lastHeartbeatTime": now, "lastTransitionTime": now}
+            for t, what in (("MemoryPressure", "Memory"), ("DiskPressure", "Disk"),
+                            ("PIDPressure", "PID"))]
 
 
 def _arch() -> str:
@@ -132,12 +141,11 @@ class NodeStatusReporter:
             return
         new = copy.deepcopy(node)
         for c in (new.get("status") or {}).get("conditions") or []:
-            if c.get("type") == "Ready":
-                c["lastHeartbeatTime"] = now
-                if c.get("status") != "True":
-                    # Peers marked us Unknown while we were unreachable; we are back.
-                    c.update(status="True", reason="ShoalReady", lastTransitionTime=now,
-                             message="shoal node agent is posting ready status")
+            c["lastHeartbeatTime"] = now  # every condition, as the kubelet (node agent)
+            if c.get("type") == "Ready" and c.get("status") != "True":
+                # Peers marked us Unknown while we were unreachable; we are back.
+                c.update(status="True", reason="ShoalReady", lastTransitionTime=now,
+                         message="shoal node agent is posting ready status")
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
 
     async def run(self) -> None:

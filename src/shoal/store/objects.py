@@ -338,7 +338,7 @@ class ObjectStore:
         new_meta = new["metadata"]
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers") and not (
             kind.kind == "Namespace" and (new.get("spec") or {}).get("finalizers")
-        ):
+        ) and not new_meta.get("deletionGracePeriodSeconds"):  # a terminating pod stays
             await self._put(kind, ns, name, None, old, expect_rv=entry.rv)
             return new
         stored = await self._put(kind, ns, name, new, old, expect_rv=entry.rv)
@@ -356,6 +356,7 @@ class ObjectStore:
         precondition_uid: str | None = None,
         precondition_rv: str | None = None,
         dry_run: bool = False,
+        grace_period: int | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Delete an object. Returns (the object, whether it is gone now)."""
         ns = _namespace_of(kind, namespace)
@@ -384,16 +385,34 @@ class ObjectStore:
         pending = bool(finalizers)
         if kind.kind == "Namespace":
             pending = pending or bool((old.get("spec") or {}).get("finalizers"))
+        # -- graceful pod deletion (the node agent stops it, then deletes with grace 0) --
+        grace = self._pod_grace(kind, old, grace_period)
+        if grace is not None:
+            if meta.get("deletionTimestamp") and int(meta.get("deletionGracePeriodSeconds")
+                                                     or 0) <= grace:
+                return old, False
+            new = copy.deepcopy(old)
+            new["metadata"].setdefault("deletionTimestamp", self._now())
+            new["metadata"]["deletionGracePeriodSeconds"] = grace
+            if finalizers:
+                new["metadata"]["finalizers"] = finalizers
+            if dry_run:
+                return new, False
+            stored = await self._put(kind, ns, name, new, old, expect_rv=entry.rv)
+            assert stored is not None
+            return stored, False
+        # -- end graceful pod deletion --
         if not pending:
             if not dry_run:
                 await self._put(kind, ns, name, None, old, expect_rv=entry.rv)
             return old, True
-        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
+        if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []) \
+                and not meta.get("deletionGracePeriodSeconds"):
             return old, False
         new = copy.deepcopy(old)
         new_meta = new["metadata"]
         new_meta.setdefault("deletionTimestamp", self._now())
-        new_meta.setdefault("deletionGracePeriodSeconds", 0)
+        new_meta["deletionGracePeriodSeconds"] = 0
         if finalizers:
             new_meta["finalizers"] = finalizers
         if kind.kind == "Namespace":
@@ -404,3 +423,21 @@ class ObjectStore:
         assert stored is not None
         return stored, False
 
+    def _pod_grace(self, kind: Kind, pod: dict[str, Any], requested: int | None) -> int | None:
+        """The grace period of a graceful pod deletion; None when it is deleted at once.
+
+        A pod a node agent runs (bound to an existing Node and not terminal) stays,
+        marked with deletionTimestamp, until that agent has stopped it.
+        """
+        if kind.kind != "Pod" or requested == 0:
+            return None
+        spec = pod.get("spec") or {}
+        node = spec.get("nodeName")
+        if not node or self.replica.get("nodes", "", node) is None:
+            return None
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        if requested is not None and requested > 0:
+            return requested
+        tgps = spec.get("terminationGracePeriodSeconds")
+        return int(tgps) if tgps is not None else 30

@@ -1,0 +1,339 @@
+"""pods/log, pods/exec and pods/attach for pods that run on this node.
+
+``log`` streams the container's log file (kubectl's -f, --previous, --tail, --since,
+--since-time, --timestamps, --limit-bytes). ``exec`` speaks the WebSocket remote
+command protocol that current kubectl uses (``v5.channel.k8s.io``, and
+``v4.channel.k8s.io``): every binary message starts with a channel byte, 0 stdin,
+1 stdout, 2 stderr, 3 the final Status, 4 terminal resize, and in v5 255 closes the
+channel named by the next byte. Pods on other nodes get 501 until the mesh proxies
+these requests to the pod's node. SPDY is not served: kubectl only falls back to it
+when the WebSocket upgrade is refused.
+
+``portforward`` serves the WebSocket channel protocol (the ``kubernetes`` Python
+client's): with ``?ports=P1,P2``, port i has data channel 2i and error channel
+2i+1, each opened with the port number (2 bytes, little-endian). kubectl speaks
+SPDY for port-forward (tunnelled over WebSocket since 1.31), which is not served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import struct
+import termios
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from shoal.api.errors import ApiError
+from shoal.api.routing import Target
+from shoal.node.agent import NodeAgent
+from shoal.node.logs import LogOptions, log_file, read_logs
+from shoal.node.runtime import ExecSession
+from shoal.store.objects import ObjectStore
+
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+async def serve(request: web.Request, t: Target, store: ObjectStore,
+                agent: NodeAgent | None) -> web.StreamResponse:
+    assert t.name is not None
+    pod = store.get(t.kind, t.namespace, t.name)
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        raise ApiError(400, f"pod {t.name} does not have a host assigned", "BadRequest")
+    if agent is None or node != agent.node_name:
+        raise ApiError(501, f'pod {t.name} runs on node "{node}": pods/{t.subresource} for pods '
+                            "on other nodes is not served yet (it will be proxied over the peer "
+                            "link)", "NotImplemented")
+    if t.subresource == "log":
+        if request.method != "GET":
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        return await _logs(request, pod, agent)
+    if t.subresource in ("exec", "attach"):
+        return await _exec(request, pod, agent, attach=t.subresource == "attach")
+    if t.subresource == "portforward":
+        return await _portforward(request, pod, agent)
+    raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
+
+
+def _container(request: web.Request, pod: dict[str, Any]) -> str:
+    spec = pod.get("spec") or {}
+    names = [c.get("name") for c in spec.get("containers") or []]
+    all_names = names + [c.get("name") for c in spec.get("initContainers") or []]
+    name = request.query.get("container")
+    pod_name = pod["metadata"]["name"]
+    if name:
+        if name not in all_names:
+            raise ApiError(400, f"container {name} is not valid for pod {pod_name}", "BadRequest")
+        return name
+    if len(names) == 1:
+        return str(names[0])
+    raise ApiError(400, f"a container name must be specified for pod {pod_name}, choose one of: "
+                        f"[{' '.join(str(n) for n in names)}]", "BadRequest")
+
+
+def _int(request: web.Request, key: str) -> int | None:
+    v = request.query.get(key)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError as e:
+        raise ApiError(400, f"invalid {key} {v!r}", "BadRequest") from e
+
+
+def _bool(request: web.Request, key: str) -> bool:
+    return request.query.get(key, "").lower() in ("true", "1")
+
+
+# -- logs ------------------------------------------------------------------------
+
+async def _logs(request: web.Request, pod: dict[str, Any], agent: NodeAgent) -> web.StreamResponse:
+    container = _container(request, pod)
+    since = _int(request, "sinceSeconds")
+    opts = LogOptions(
+        follow=_bool(request, "follow"), previous=_bool(request, "previous"),
+        tail_lines=_int(request, "tailLines"),
+        since_seconds=float(since) if since is not None else None,
+        since_time=request.query.get("sinceTime") or None,
+        timestamps=_bool(request, "timestamps"), limit_bytes=_int(request, "limitBytes"),
+    )
+    cdir = agent.container_dir(pod, container)
+    path = log_file(cdir, opts.previous)
+    pod_name = pod["metadata"]["name"]
+    if path is None:
+        if opts.previous:
+            raise ApiError(400, f'previous terminated container "{container}" in pod "{pod_name}" '
+                                "not found", "BadRequest")
+        raise ApiError(400, f'container "{container}" in pod "{pod_name}" is waiting to start: '
+                            "ContainerCreating", "BadRequest")
+    worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
+
+    def running() -> bool:
+        if opts.previous or worker is None:
+            return False
+        handle = worker.running_handle(container)
+        return handle is not None and handle.config.log_path == path
+
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await resp.prepare(request)
+    try:
+        async for chunk in read_logs(path, opts, running):
+            await resp.write(chunk)
+    except (ConnectionResetError, asyncio.CancelledError):
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+# -- exec ------------------------------------------------------------------------
+
+def _status(code: int, message: str = "") -> bytes:
+    """The final Status on the error channel, as the kubelet writes it."""
+    if code == 0:
+        return orjson.dumps({"metadata": {}, "status": "Success"})
+    return orjson.dumps({
+        "metadata": {}, "status": "Failure",
+        "message": message or f"command terminated with non-zero exit code: exit status {code}",
+        "reason": "NonZeroExitCode",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+    })
+
+
+async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
+                attach: bool) -> web.StreamResponse:
+    container = _container(request, pod)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(400, "only the WebSocket streaming protocols (v5.channel.k8s.io, "
+                            "v4.channel.k8s.io) are served; upgrade kubectl to 1.30 or later",
+                       "BadRequest")
+    if attach:
+        raise ApiError(501, "pods/attach is not served yet by this node", "NotImplemented")
+    argv = request.query.getall("command", [])
+    if not argv:
+        raise ApiError(400, "you must specify at least 1 command", "BadRequest")
+    stdin, tty = _bool(request, "stdin"), _bool(request, "tty")
+    pod_name = pod["metadata"]["name"]
+    worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
+    handle = worker.running_handle(container) if worker is not None else None
+    if handle is None:
+        raise ApiError(400, f"unable to upgrade connection: container {container} not found in "
+                            f'pod {pod_name} or not running', "BadRequest")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
+    await ws.prepare(request)
+    v5 = ws.ws_protocol == PROTOCOLS[0]
+    try:
+        session = await agent.runtime.exec(handle, list(argv), stdin=stdin, tty=tty)
+    except OSError as e:
+        code = 127 if isinstance(e, FileNotFoundError) else 126
+        msg = f'exec: "{argv[0]}": {e.strerror or e}'
+        await ws.send_bytes(bytes([STDERR]) + msg.encode() + b"\n")
+        await ws.send_bytes(bytes([ERROR]) + _status(code, msg))
+        await ws.close()
+        return ws
+    await _pump_session(ws, session, v5)
+    return ws
+
+
+def _resize(fd: int, data: bytes) -> None:
+    with contextlib.suppress(ValueError, OSError, orjson.JSONDecodeError):
+        size = orjson.loads(data)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", int(size.get("Height", 24)), int(size.get("Width", 80)),
+                                0, 0))
+
+
+async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: bool) -> None:
+    proc = session.process
+    master = session.pty_master
+    loop = asyncio.get_running_loop()
+
+    async def send(channel: int, data: bytes) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(bytes([channel]) + data)
+
+    async def copy_out(reader: asyncio.StreamReader | None, channel: int) -> None:
+        if reader is None:
+            return
+        while chunk := await reader.read(65536):
+            await send(channel, chunk)
+
+    async def copy_pty() -> None:
+        assert master is not None
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+        def readable() -> None:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                data = b""  # EIO: every holder of the terminal is gone
+            if not data:
+                loop.remove_reader(master)
+            queue.put_nowait(data)
+
+        loop.add_reader(master, readable)
+        while data := await queue.get():
+            await send(STDOUT, data)
+
+    async def copy_in() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, data = msg.data[0], msg.data[1:]
+            if channel == STDIN and data:
+                if master is not None:
+                    os.write(master, data)
+                elif proc.stdin is not None:
+                    proc.stdin.write(data)
+                    with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                        await proc.stdin.drain()
+            elif channel == RESIZE and master is not None:
+                _resize(master, data)
+            elif channel == CLOSE and v5 and data[:1] == bytes([STDIN]):
+                if master is not None:
+                    os.write(master, b"\x04")
+                elif proc.stdin is not None:
+                    proc.stdin.close()
+
+    async def copy_all() -> None:
+        if master is not None:
+            await copy_pty()
+        else:
+            await asyncio.gather(copy_out(proc.stdout, STDOUT), copy_out(proc.stderr, STDERR))
+
+    reader = asyncio.ensure_future(copy_in())
+    out_task = asyncio.ensure_future(copy_all())
+    done, _ = await asyncio.wait({out_task, reader}, return_when=asyncio.FIRST_COMPLETED)
+    if out_task not in done:  # the client went away: stop the command
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        out_task.cancel()
+    rc = await proc.wait()
+    code = 128 - rc if rc < 0 else rc
+    await send(ERROR, _status(code))
+    reader.cancel()
+    if master is not None:
+        with contextlib.suppress(OSError):
+            loop.remove_reader(master)
+            os.close(master)
+    await ws.close()
+
+
+# -- port-forward ----------------------------------------------------------------
+
+def _ports(request: web.Request) -> list[int]:
+    ports: list[int] = []
+    for value in request.query.getall("ports", []):
+        for part in value.split(","):
+            if not part.strip().isdigit() or not 0 < int(part) < 65536:
+                raise ApiError(400, f"invalid port {part!r}", "BadRequest")
+            ports.append(int(part))
+    if not ports:
+        raise ApiError(400, "query parameter \"ports\" is required", "BadRequest")
+    return ports
+
+
+async def _portforward(request: web.Request, pod: dict[str, Any],
+                       agent: NodeAgent) -> web.StreamResponse:
+    ports = _ports(request)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(400, "port-forward is served over WebSocket (v4.channel.k8s.io) only; "
+                            "kubectl's SPDY port-forward is not supported yet", "BadRequest")
+    ws = web.WebSocketResponse(protocols=(*PROTOCOLS, "portforward.k8s.io"), max_msg_size=0)
+    await ws.prepare(request)
+    writers: dict[int, asyncio.StreamWriter] = {}
+    tasks: list[asyncio.Task[None]] = []
+
+    async def send(channel: int, data: bytes) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(bytes([channel]) + data)
+
+    async def copy_out(i: int, reader: asyncio.StreamReader) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                await send(2 * i, chunk)
+        # The pod closed the connection: the channel protocol cannot close one port, so the
+        # session ends when every port's connection has.
+        w = writers.pop(i, None)
+        if w is not None:
+            w.close()
+        if not writers:
+            await ws.close()
+
+    # Host networking: the pod's ports are the node's.
+    for i, port in enumerate(ports):
+        header = port.to_bytes(2, "little")
+        await send(2 * i, header)
+        await send(2 * i + 1, header)
+        try:
+            reader, writer = await asyncio.open_connection(agent.address, port)
+        except OSError as e:
+            await send(2 * i + 1, f"error forwarding port {port} to pod "
+                                  f"{pod['metadata']['name']}: {e}".encode())
+            continue
+        writers[i] = writer
+        tasks.append(asyncio.ensure_future(copy_out(i, reader)))
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                continue
+            channel, data = msg.data[0], msg.data[1:]
+            w = writers.get(channel // 2)
+            if channel % 2 == 0 and w is not None and data:
+                w.write(data)
+                with contextlib.suppress(ConnectionError):
+                    await w.drain()
+    finally:
+        for t in tasks:
+            t.cancel()
+        for w in writers.values():
+            w.close()
+        await ws.close()
+    return ws

@@ -1,0 +1,480 @@
+"""Membership and failure detection: SWIM with Lifeguard, as memberlist does it.
+
+Every ``probe_interval`` a node pings the next member of a shuffled round-robin
+list. With no ack within ``probe_timeout`` it asks ``indirect_checks`` others to
+ping the target (ping-req); with no ack at all it *suspects* the target and
+gossips that. A suspect that hears of the suspicion refutes it by bumping its
+incarnation; otherwise the suspicion timer (``suspicion.py``) declares it dead.
+Facts about members travel piggybacked on pings and acks and in gossip rounds
+(``broadcast.py``), and a periodic full-state exchange with one peer (push-pull)
+repairs what gossip missed. Facts are ordered by incarnation: for one
+incarnation, dead beats suspect beats alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from shoal.mesh.awareness import Awareness
+from shoal.mesh.broadcast import BroadcastQueue
+from shoal.mesh.config import MeshConfig
+from shoal.mesh.messages import (
+    Ack,
+    Digest,
+    Gossip,
+    Join,
+    Message,
+    MessageError,
+    Nack,
+    Ping,
+    PingReq,
+    State,
+    StateSync,
+    Update,
+    decode,
+    encode,
+)
+from shoal.mesh.suspicion import Suspicion
+from shoal.mesh.transport import Transport, TransportError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Member:
+    name: str
+    address: str
+    incarnation: int
+    state: State
+    since: float
+    """Loop time of the last state change."""
+
+    def update(self, source: str = "") -> Update:
+        return Update(self.state, self.name, self.address, self.incarnation, source)
+
+
+class MembershipHooks(Protocol):
+    """What the layers above hear about members (Serf's event delegate)."""
+
+    def on_join(self, member: Member) -> None:
+        """A member became alive: new, or back from dead or left."""
+
+    def on_leave(self, member: Member) -> None:
+        """A member was declared dead or left."""
+
+    def on_update(self, member: Member) -> None:
+        """A member's incarnation, address or suspicion changed."""
+
+
+class NoHooks:
+    def on_join(self, member: Member) -> None:
+        pass
+
+    def on_leave(self, member: Member) -> None:
+        pass
+
+    def on_update(self, member: Member) -> None:
+        pass
+
+
+class Membership:
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        config: MeshConfig,
+        rng: random.Random,
+        hooks: MembershipHooks | None = None,
+    ) -> None:
+        self.name = name
+        self.transport = transport
+        self.config = config
+        self.rng = rng
+        self.hooks: MembershipHooks = hooks or NoHooks()
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.broadcasts = BroadcastQueue(lambda: config.retransmit_limit(len(self.members)))
+        self.members: dict[str, Member] = {
+            name: Member(name, transport.address, 0, State.ALIVE, 0.0)
+        }
+        self._suspicions: dict[str, Suspicion] = {}
+        self._probe_order: list[str] = []
+        self._probe_index = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.left = False
+        self.version = 0
+        """Bumped whenever a member is added, removed or changes state (for caches)."""
+        self._others: dict[tuple[State, ...], list[Member]] = {}
+        self._others_version = -1
+        self.probes = 0
+        self.failed_probes = 0
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        # Looked up on use, so a Membership can be built before the loop runs.
+        return asyncio.get_running_loop()
+
+    # -- views -------------------------------------------------------------------
+
+    @property
+    def me(self) -> Member:
+        return self.members[self.name]
+
+    @property
+    def incarnation(self) -> int:
+        return self.me.incarnation
+
+    def others(self, states: Iterable[State] = (State.ALIVE,)) -> list[Member]:
+        """Other members in the given states (a cached list: do not change it)."""
+        key = tuple(states)
+        if self._others_version != self.version:
+            self._others.clear()
+            self._others_version = self.version
+        cached = self._others.get(key)
+        if cached is None:
+            wanted = set(key)
+            cached = [m for n, m in self.members.items() if n != self.name and m.state in wanted]
+            self._others[key] = cached
+        return cached
+
+    def live(self) -> list[Member]:
+        return self.others((State.ALIVE,))
+
+    def snapshot(self) -> tuple[Update, ...]:
+        return tuple(m.update() for m in self.members.values())
+
+    def digest(self) -> str:
+        """A short hash of every member's (name, incarnation, state)."""
+        h = hashlib.blake2b(digest_size=8)
+        for name in sorted(self.members):
+            m = self.members[name]
+            h.update(f"{name} {m.incarnation} {int(m.state)}\n".encode())
+        return h.hexdigest()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        for coro in (self._probe_loop(), self._gossip_loop(), self._push_pull_loop(),
+                     self._reconnect_loop()):
+            self._tasks.append(self._loop.create_task(coro))
+
+    async def stop(self) -> None:
+        for s in self._suspicions.values():
+            s.cancel()
+        self._suspicions.clear()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+
+    async def join(self, seeds: Iterable[str]) -> int:
+        """Exchange full member lists with each seed address; returns how many answered."""
+        joined = 0
+        for address in seeds:
+            if address == self.transport.address:
+                continue
+            reply = await self._request(address, Join(self.me.update()), self.config.request_timeout)
+            if isinstance(reply, StateSync):
+                self.apply_all(reply.members)
+                joined += 1
+        return joined
+
+    def add_known(self, members: Iterable[tuple[str, str]]) -> None:
+        """Record (name, address) pairs as alive without gossiping them: a peer restoring
+        the member list it persisted, or a simulation that starts with a formed cluster."""
+        now = self._loop.time()
+        for name, address in members:
+            if name != self.name and name not in self.members:
+                m = self.members[name] = Member(name, address, 0, State.ALIVE, now)
+                self._joined(m)
+
+    async def leave(self) -> None:
+        """Tell the others this node leaves on purpose (not a failure)."""
+        self.left = True
+        me = self.me
+        me.incarnation += 1
+        me.state = State.LEFT
+        self.broadcasts.queue(me.update(self.name))
+        await self._gossip_round()
+
+    # -- incoming ------------------------------------------------------------------
+
+    async def handle(self, msg: Message) -> Message | None:
+        """Serve a membership message; returns the answer for a request."""
+        match msg:
+            case Ping():
+                self.apply_all(msg.updates)
+                if msg.target != self.name:
+                    return Nack()  # the address now belongs to someone else
+                return Ack(self._piggyback())
+            case PingReq():
+                self.apply_all(msg.updates)
+                # Leave the requester time to hear our nack before its own timeout.
+                timeout = 0.8 * (self.config.probe_interval - self.config.probe_timeout)
+                reply = await self._request(msg.address, Ping(msg.target, self._piggyback()), timeout)
+                if isinstance(reply, Ack):
+                    self.apply_all(reply.updates)
+                    return Ack()
+                return Nack()
+            case Gossip():
+                self.apply_all(msg.updates)
+                return None
+            case Join():
+                self.apply(msg.member)
+                return StateSync(self.snapshot())
+            case Digest():
+                # Agreeing views need no exchange; otherwise send ours and the asker
+                # follows with its own.
+                if msg.digest == self.digest():
+                    return StateSync(())
+                return StateSync(self.snapshot())
+            case StateSync():
+                # Take theirs first, so our answer already carries any refutation.
+                self.apply_all(msg.members)
+                return StateSync(self.snapshot())
+        return None
+
+    def apply_all(self, updates: Iterable[Update]) -> None:
+        for u in updates:
+            self.apply(u)
+
+    def apply(self, u: Update) -> None:
+        if u.state == State.ALIVE:
+            self._on_alive(u)
+        elif u.state == State.SUSPECT:
+            self._on_suspect(u)
+        else:
+            self._on_dead(u)
+
+    def _joined(self, m: Member) -> None:
+        self.version += 1
+        self.hooks.on_join(m)
+
+    def _updated(self, m: Member) -> None:
+        self.version += 1
+        self.hooks.on_update(m)
+
+    def _left(self, m: Member) -> None:
+        self.version += 1
+        self.hooks.on_leave(m)
+
+    def _refute(self, incarnation: int) -> None:
+        if self.left:
+            return
+        me = self.me
+        if incarnation >= me.incarnation:
+            me.incarnation = incarnation + 1
+            self.awareness.apply(1)  # being suspected hints that our own links are bad
+            self.broadcasts.queue(me.update())
+
+    def _on_alive(self, u: Update) -> None:
+        if u.name == self.name:
+            # A fact about a previous life of ours (before a restart): move past it.
+            if u.incarnation > self.me.incarnation or (
+                u.incarnation == self.me.incarnation and u.address != self.me.address
+            ):
+                self._refute(u.incarnation)
+            return
+        m = self.members.get(u.name)
+        now = self._loop.time()
+        if m is None:
+            m = self.members[u.name] = Member(u.name, u.address, u.incarnation, State.ALIVE, now)
+            self.broadcasts.queue(m.update())
+            self._joined(m)
+            return
+        if u.incarnation <= m.incarnation:
+            return
+        was = m.state
+        m.incarnation, m.address = u.incarnation, u.address
+        self._clear_suspicion(m.name)
+        self.broadcasts.queue(u)
+        if was != State.ALIVE:
+            m.state, m.since = State.ALIVE, now
+        if was in (State.DEAD, State.LEFT):
+            self._joined(m)
+        else:
+            self._updated(m)
+
+    def _on_suspect(self, u: Update) -> None:
+        if u.name == self.name:
+            self._refute(u.incarnation)
+            return
+        m = self.members.get(u.name)
+        if m is None or u.incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):
+            return
+        if m.state == State.SUSPECT and u.incarnation == m.incarnation:
+            s = self._suspicions.get(m.name)
+            if s is not None and s.confirm(u.source):
+                self.broadcasts.queue(u)
+            return
+        m.incarnation, m.state, m.since = u.incarnation, State.SUSPECT, self._loop.time()
+        self._start_suspicion(m, u.source)
+        self.broadcasts.queue(u)
+        self._updated(m)
+
+    def _on_dead(self, u: Update) -> None:
+        if u.name == self.name:
+            if not self.left:
+                self._refute(u.incarnation)
+            return
+        m = self.members.get(u.name)
+        if m is None or u.incarnation < m.incarnation or m.state in (State.DEAD, State.LEFT):
+            return
+        self._clear_suspicion(m.name)
+        m.incarnation, m.since = u.incarnation, self._loop.time()
+        m.state = State.LEFT if u.state == State.LEFT else State.DEAD
+        self.broadcasts.queue(u)
+        self._left(m)
+
+    # -- suspicion -------------------------------------------------------------------
+
+    def _start_suspicion(self, m: Member, source: str) -> None:
+        self._clear_suspicion(m.name)
+        n = len(self.members)
+        k = min(self.config.suspicion_mult - 2, max(0, n - 2))
+        low, high = self.config.suspicion_bounds(n)
+        name, inc = m.name, m.incarnation
+
+        def expire() -> None:
+            self._suspicions.pop(name, None)
+            cur = self.members.get(name)
+            if cur is not None and cur.state == State.SUSPECT and cur.incarnation == inc:
+                log.info("%s: declaring %s dead", self.name, name)
+                self._on_dead(Update(State.DEAD, name, cur.address, inc, self.name))
+
+        self._suspicions[m.name] = Suspicion(source, k, low, high, expire)
+
+    def _clear_suspicion(self, name: str) -> None:
+        s = self._suspicions.pop(name, None)
+        if s is not None:
+            s.cancel()
+
+    # -- outgoing --------------------------------------------------------------------
+
+    def _piggyback(self) -> tuple[Update, ...]:
+        return self.broadcasts.take(self.config.max_piggyback)
+
+    async def _request(self, address: str, msg: Message, timeout: float) -> Message | None:
+        try:
+            return decode(await self.transport.request(address, encode(msg), timeout))
+        except (TransportError, MessageError):
+            return None
+
+    def _next_probe_target(self) -> Member | None:
+        for _ in range(2):
+            while self._probe_index < len(self._probe_order):
+                m = self.members.get(self._probe_order[self._probe_index])
+                self._probe_index += 1
+                if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+                    return m
+            self._reshuffle()
+        return None
+
+    def _reshuffle(self) -> None:
+        now = self._loop.time()
+        for n, m in list(self.members.items()):
+            if m.state in (State.DEAD, State.LEFT) and now - m.since > self.config.dead_reclaim_time:
+                del self.members[n]
+                self.version += 1
+        self._probe_order = [n for n in self.members if n != self.name]
+        self.rng.shuffle(self._probe_order)
+        self._probe_index = 0
+
+    async def _probe_loop(self) -> None:
+        # Stagger the first probe so that peers started together do not probe in lockstep.
+        await asyncio.sleep(self.rng.uniform(0, self.config.probe_interval))
+        while True:
+            start = self._loop.time()
+            target = self._next_probe_target()
+            if target is not None:
+                await self.probe(target)
+            period = self.awareness.scale(self.config.probe_interval)
+            await asyncio.sleep(max(0.0, start + period - self._loop.time()))
+
+    async def probe(self, m: Member) -> bool:
+        """Ping ``m``, directly and then through others; suspect it if nobody reaches it."""
+        self.probes += 1
+        cfg = self.config
+        reply = await self._request(
+            m.address, Ping(m.name, self._piggyback()), self.awareness.scale(cfg.probe_timeout)
+        )
+        if isinstance(reply, Ack):
+            self.apply_all(reply.updates)
+            self.awareness.apply(-1)
+            return True
+        helpers = [h for h in self.others((State.ALIVE,)) if h.name != m.name]
+        helpers = self.rng.sample(helpers, min(cfg.indirect_checks, len(helpers)))
+        acked = False
+        if helpers:
+            timeout = self.awareness.scale(cfg.probe_interval - cfg.probe_timeout)
+            replies = await asyncio.gather(*(
+                self._request(h.address, PingReq(m.name, m.address, self._piggyback()), timeout)
+                for h in helpers
+            ))
+            acked = any(isinstance(r, Ack) for r in replies)
+            nacks = sum(1 for r in replies if isinstance(r, Nack))
+            # Lifeguard: helpers that did not even nack point at our own connectivity.
+            missed = len(helpers) - nacks - sum(1 for r in replies if isinstance(r, Ack))
+            self.awareness.apply(1 if missed > 0 else (-1 if acked else 0))
+        if acked:
+            return True
+        self.failed_probes += 1
+        cur = self.members.get(m.name)
+        if cur is not None and cur.state == State.ALIVE and cur.incarnation == m.incarnation:
+            self._on_suspect(Update(State.SUSPECT, m.name, m.address, m.incarnation, self.name))
+        return False
+
+    async def _gossip_round(self) -> None:
+        if not len(self.broadcasts):
+            return
+        targets = self.others((State.ALIVE, State.SUSPECT))
+        targets = self.rng.sample(targets, min(self.config.gossip_nodes, len(targets)))
+        for t in targets:
+            updates = self._piggyback()
+            if not updates:
+                break
+            with contextlib.suppress(TransportError):
+                await self.transport.send(t.address, encode(Gossip(updates)))
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.gossip_interval)
+            await self._gossip_round()
+
+    async def sync_with(self, address: str) -> bool:
+        """A membership-state exchange with one peer (push-pull), digest first."""
+        timeout = self.config.request_timeout
+        reply = await self._request(address, Digest(self.digest()), timeout)
+        if not isinstance(reply, StateSync):
+            return False
+        if not reply.members:
+            return True
+        self.apply_all(reply.members)
+        reply = await self._request(address, StateSync(self.snapshot()), timeout)
+        if isinstance(reply, StateSync):
+            self.apply_all(reply.members)
+            return True
+        return False
+
+    async def _push_pull_loop(self) -> None:
+        while True:
+            period = self.config.push_pull_period(len(self.members))
+            await asyncio.sleep(period * self.rng.uniform(0.5, 1.5))
+            live = self.live()
+            if live:
+                await self.sync_with(self.rng.choice(live).address)
+
+    async def _reconnect_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reconnect_interval * self.rng.uniform(0.5, 1.5))
+            dead = self.others((State.DEAD,))
+            if dead:
+                await self.sync_with(self.rng.choice(dead).address)

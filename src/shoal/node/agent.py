@@ -1,0 +1,252 @@
+"""The node agent: runs the pods bound to this node and reports their status.
+
+It watches the local replica for pods whose ``spec.nodeName`` is this node and
+runs a :class:`PodWorker` for each. Status goes through the status subresource,
+batched (one pass every ``status_interval``) and only when it changed. On start it
+kills whatever an earlier run left behind and starts every non-terminal pod the
+replica says is bound here, with no peer needed: that is offline autonomy. A pod
+being deleted is stopped gracefully and then deleted for good (grace 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
+from shoal.node.runtime import Runtime
+from shoal.node.runtime_process import ProcessRuntime
+from shoal.store.change_feed import Change
+from shoal.store.objects import NotFound, ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+FORCE_DELETE_GRACE = 2  # seconds a force-deleted pod's containers still get, as the kubelet
+
+
+@dataclass
+class AgentConfig:
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    status_interval: float = 0.05
+    """Status changes within this window go out together."""
+    resync: float = 10.0
+    """How often every pod is re-examined even without a change."""
+
+
+def make_runtime(name: str, data_dir: Path) -> Runtime:
+    """The runtime ``shoal server --runtime`` names."""
+    if name == "process":
+        return ProcessRuntime(data_dir)
+    raise ValueError(f"unknown runtime {name!r} (only process is available)")
+
+
+def _terminal(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+class NodeAgent:
+    def __init__(self, store: ObjectStore, node_name: str, address: str, data_dir: Path,
+                 runtime: Runtime, config: AgentConfig | None = None) -> None:
+        self.store = store
+        self.node_name = node_name
+        self.address = address
+        self.runtime = runtime
+        self.config = config or AgentConfig()
+        self.pods_dir = data_dir / "pods"
+        pod_kind = store.registry.by_kind("v1", "Pod")
+        assert pod_kind is not None
+        self.pod_kind = pod_kind
+        self.workers: dict[str, PodWorker] = {}  # by pod uid
+        self._by_key: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        self.status_writes = 0
+        self._stopping = False
+
+    # -- wiring ----------------------------------------------------------------
+
+    def _mine(self, pod: dict[str, Any] | None) -> bool:
+        return pod is not None and (pod.get("spec") or {}).get("nodeName") == self.node_name
+
+    def _accept(self, c: Change) -> bool:
+        return c.resource == "pods" and (self._mine(c.obj) or self._mine(c.old))
+
+    def _lookup(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.store.replica.get(resource, namespace, name)
+
+    def _context(self) -> PodContext:
+        node = self.store.replica.get("nodes", "", self.node_name) or {}
+        alloc = dict((node.get("status") or {}).get("allocatable") or {})
+        return PodContext(self.runtime, self._lookup, self.address, self.pods_dir, self._notify,
+                          self.config.worker, alloc)
+
+    async def start(self) -> None:
+        """Clean up after an earlier run and bring back this node's pods."""
+        killed = await asyncio.to_thread(self.runtime.cleanup_orphans, set())
+        if killed:
+            log.info("killed %d process(es) left by an earlier run of this node", killed)
+        sub = self.store.replica.subscribe(self._accept)
+        self.sync_all()
+        log.info("node agent (%s runtime) running %d pod(s)", self.runtime.name, len(self.workers))
+        loop = asyncio.get_running_loop()
+        self._tasks += [loop.create_task(self._watch(sub), name="agent-watch"),
+                        loop.create_task(self._status_loop(), name="agent-status"),
+                        loop.create_task(self._resync_loop(), name="agent-resync")]
+
+    async def stop(self) -> None:
+        """Kill this node's pods without recording it: they are not done, the node is stopping,
+        and the next start brings them back."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*(w.kill_now() for w in self.workers.values()),
+                             return_exceptions=True)
+        tasks = list(self._worker_tasks.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch(self, sub: Any) -> None:
+        while True:
+            change = await sub.queue.get()
+            if change is None:  # the feed dropped us: start over
+                sub = self.store.replica.subscribe(self._accept)
+                self.sync_all()
+                continue
+            self.sync_pod(change.namespace, change.name)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.resync)
+            self.sync_all()
+
+    # -- reconciling -----------------------------------------------------------
+
+    def sync_all(self) -> None:
+        keys = {(p["metadata"].get("namespace", ""), p["metadata"]["name"])
+                for p in self.store.list(self.pod_kind) if self._mine(p)}
+        for key in keys | set(self._by_key):
+            self.sync_pod(*key)
+
+    def sync_pod(self, namespace: str, name: str) -> None:
+        pod = self.store.find(self.pod_kind, namespace, name)
+        if not self._mine(pod):
+            pod = None
+        uid = self._by_key.get((namespace, name))
+        worker = self.workers.get(uid) if uid else None
+        if worker is not None and (pod is None or pod["metadata"].get("uid") != worker.uid):
+            # Deleted for good (force) or replaced by a pod of the same name.
+            if not worker.terminating.is_set():
+                gone = copy.deepcopy(worker.pod)
+                gone["metadata"]["deletionTimestamp"] = "now"
+                gone["metadata"]["deletionGracePeriodSeconds"] = min(worker.grace,
+                                                                     FORCE_DELETE_GRACE)
+                worker.update(gone)
+            if worker.finished.is_set():
+                self._forget(worker)
+            worker = None
+        if pod is None:
+            return
+        if worker is None:
+            if (namespace, name) in self._by_key or (_terminal(pod) \
+                    and not pod["metadata"].get("deletionTimestamp")):
+                return
+            if pod["metadata"].get("deletionTimestamp"):
+                # Being deleted and not running here (e.g. it completed): finish the deletion.
+                asyncio.get_running_loop().create_task(self._finish_delete(pod))
+                return
+            worker = PodWorker(pod, self._context())
+            self.workers[worker.uid] = worker
+            self._by_key[(namespace, name)] = worker.uid
+            self._worker_tasks[worker.uid] = asyncio.get_running_loop().create_task(
+                self._run_worker(worker), name=f"pod-{namespace}/{name}")
+            return
+        worker.update(pod)
+
+    async def _run_worker(self, worker: PodWorker) -> None:
+        await worker.run()
+        if self._stopping:
+            return
+        await self._write_status(worker.uid)
+        pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
+        if pod is not None and pod["metadata"].get("uid") == worker.uid \
+                and pod["metadata"].get("deletionTimestamp"):
+            await self._finish_delete(pod)
+        pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
+        if pod is None or pod["metadata"].get("uid") != worker.uid or not self._mine(pod):
+            self._forget(worker)
+            self.sync_pod(worker.namespace, worker.name)  # a new pod of the same name
+
+    async def _finish_delete(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            await self.store.delete(self.pod_kind, meta.get("namespace"), meta["name"],
+                                    precondition_uid=meta.get("uid"), grace_period=0)
+        except NotFound:
+            pass
+        except StoreError as e:
+            log.warning("pod %s/%s: deletion failed: %s", meta.get("namespace"), meta["name"], e)
+
+    def _forget(self, worker: PodWorker) -> None:
+        if self.workers.get(worker.uid) is not worker:
+            return
+        del self.workers[worker.uid]
+        self._worker_tasks.pop(worker.uid, None)
+        if self._by_key.get((worker.namespace, worker.name)) == worker.uid:
+            del self._by_key[(worker.namespace, worker.name)]
+        worker.cleanup()
+        shutil.rmtree(worker.pod_dir, ignore_errors=True)
+
+    # -- status ----------------------------------------------------------------
+
+    def _notify(self, uid: str) -> None:
+        self._dirty.add(uid)
+        self._dirty_event.set()
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            await asyncio.sleep(self.config.status_interval)
+            self._dirty_event.clear()
+            batch, self._dirty = self._dirty, set()
+            await asyncio.gather(*(self._write_status(uid) for uid in batch))
+
+    async def _write_status(self, uid: str) -> None:
+        worker = self.workers.get(uid)
+        if worker is None or self._stopping:
+            return
+        pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
+        if pod is None or pod["metadata"].get("uid") != uid:
+            return
+        status = worker.status()
+        if pod.get("status") == status:
+            return
+        new = dict(pod)
+        new["status"] = status
+        try:
+            await self.store.update(self.pod_kind, new, worker.namespace, worker.name, "status",
+                                    check_rv=False)
+            self.status_writes += 1
+        except StoreError as e:
+            log.debug("pod %s/%s: status not written: %s", worker.namespace, worker.name, e)
+
+    # -- for logs and exec -----------------------------------------------------
+
+    def worker_for(self, namespace: str, name: str) -> PodWorker | None:
+        uid = self._by_key.get((namespace, name))
+        return self.workers.get(uid) if uid else None
+
+    def container_dir(self, pod: dict[str, Any], container: str) -> Path:
+        return self.pods_dir / str(pod["metadata"].get("uid")) / container
+
+    async def flush(self) -> None:
+        """Write every pending status now (tests, shutdown)."""
+        batch, self._dirty = self._dirty, set()
+        await asyncio.gather(*(self._write_status(uid) for uid in batch))

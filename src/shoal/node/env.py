@@ -1,0 +1,174 @@
+"""A container's environment and command line, resolved as the kubelet does.
+
+Env comes from ``envFrom`` (ConfigMaps and Secrets, with a prefix) and then ``env``
+(literal values, ConfigMap and Secret keys, the downward API's ``fieldRef`` and
+``resourceFieldRef``); a later name wins. ``$(VAR)`` in values, command and args is
+replaced by a variable defined before it, ``$$`` is a literal ``$``, and an unknown
+reference is left as written.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shoal.model.quantity import parse_quantity
+
+# (resource, namespace, name) -> the object, or None
+Lookup = Callable[[str, str, str], dict[str, Any] | None]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+class ConfigError(Exception):
+    """The container cannot be configured yet (a missing ConfigMap, Secret or key)."""
+
+    reason = "CreateContainerConfigError"
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion."""
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "$" and i + 1 < n:
+            nxt = text[i + 1]
+            if nxt == "$":
+                out.append("$")
+                i += 2
+                continue
+            if nxt == "(":
+                end = text.find(")", i + 2)
+                if end != -1:
+                    name = text[i + 2:end]
+                    out.append(env[name] if name in env else text[i:end + 1])
+                    i = end + 1
+                    continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _data_of(obj: dict[str, Any], secret: bool) -> dict[str, str]:
+    data: dict[str, str] = {}
+    if secret:
+        for k, v in (obj.get("data") or {}).items():
+            data[k] = base64.b64decode(v).decode("utf-8", "replace")
+        for k, v in (obj.get("stringData") or {}).items():
+            data[k] = str(v)
+    else:
+        data.update({k: str(v) for k, v in (obj.get("data") or {}).items()})
+        for k, v in (obj.get("binaryData") or {}).items():
+            data.setdefault(k, base64.b64decode(v).decode("utf-8", "replace"))
+    return data
+
+
+def _source(lookup: Lookup, secret: bool, ns: str, name: str, optional: bool
+            ) -> dict[str, str] | None:
+    obj = lookup("secrets" if secret else "configmaps", ns, name)
+    if obj is None:
+        if optional:
+            return None
+        raise ConfigError(f'{"secret" if secret else "configmap"} "{name}" not found')
+    return _data_of(obj, secret)
+
+
+def field_ref(pod: dict[str, Any], path: str, node_ip: str) -> str:
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    m = _SUBSCRIPT.match(path)
+    if m:
+        return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+    simple: dict[str, Any] = {
+        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
+        "spec.serviceAccountName": spec.get("serviceAccountName"),
+        "status.hostIP": node_ip, "status.hostIPs": node_ip,
+        "status.podIP": node_ip, "status.podIPs": node_ip,
+    }
+    if path == "metadata.labels" or path == "metadata.annotations":
+        items = sorted((meta.get(path.split(".")[1]) or {}).items())
+        return "\n".join(f'{k}="{v}"' for k, v in items)
+    if path not in simple:
+        raise ConfigError(f"unsupported fieldRef {path!r}")
+    return str(simple[path] or "")
+
+
+def resource_field_ref(pod: dict[str, Any], container: dict[str, Any], ref: dict[str, Any],
+                       node_allocatable: Mapping[str, str]) -> str:
+    target = container
+    if ref.get("containerName"):
+        target = next((c for c in (pod.get("spec") or {}).get("containers") or []
+                       if c.get("name") == ref["containerName"]), container)
+    resource = str(ref.get("resource", ""))
+    section, _, res = resource.partition(".")
+    value = ((target.get("resources") or {}).get(section) or {}).get(res)
+    if value is None:
+        # Like the kubelet: an unset limit is the node's allocatable amount.
+        value = node_allocatable.get(res, "0")
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    if divisor == 0:
+        divisor = parse_quantity("1")
+    return str(math.ceil(parse_quantity(value) / divisor))
+
+
+def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
+                  node_ip: str, node_allocatable: Mapping[str, str] | None = None
+                  ) -> dict[str, str]:
+    """The variables the container sees (before the runtime adds its own)."""
+    meta = pod.get("metadata") or {}
+    ns = meta.get("namespace") or "default"
+    alloc = node_allocatable or {}
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": str(meta.get("name", "")),
+                           "HOME": "/root"}
+    for src in container.get("envFrom") or []:
+        prefix = str(src.get("prefix") or "")
+        for key, secret in (("configMapRef", False), ("secretRef", True)):
+            ref = src.get(key)
+            if not ref:
+                continue
+            data = _source(lookup, secret, ns, str(ref.get("name", "")), bool(ref.get("optional")))
+            for k, v in (data or {}).items():
+                if _ENV_NAME.match(prefix + k):
+                    env[prefix + k] = v
+    for var in container.get("env") or []:
+        name = str(var.get("name", ""))
+        if "value" in var or "valueFrom" not in var:
+            env[name] = expand(str(var.get("value") or ""), env)
+            continue
+        vf = var["valueFrom"] or {}
+        if "fieldRef" in vf:
+            env[name] = field_ref(pod, str((vf["fieldRef"] or {}).get("fieldPath", "")), node_ip)
+        elif "resourceFieldRef" in vf:
+            env[name] = resource_field_ref(pod, container, vf["resourceFieldRef"] or {}, alloc)
+        else:
+            for key, secret in (("configMapKeyRef", False), ("secretKeyRef", True)):
+                ref = vf.get(key)
+                if not ref:
+                    continue
+                optional = bool(ref.get("optional"))
+                data = _source(lookup, secret, ns, str(ref.get("name", "")), optional)
+                k = str(ref.get("key", ""))
+                if data is not None and k in data:
+                    env[name] = data[k]
+                elif not optional:
+                    raise ConfigError(f'couldn\'t find key {k} in {"Secret" if secret else "ConfigMap"}'
+                                      f' {ns}/{ref.get("name", "")}')
+    return env
+
+
+def command_line(container: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """command + args, expanded. With no command, args alone are the command line
+    (the process runtime has no image entrypoint to fall back on)."""
+    argv = [expand(str(a), env) for a in (container.get("command") or [])]
+    argv += [expand(str(a), env) for a in (container.get("args") or [])]
+    if not argv:
+        raise ConfigError("the process runtime needs a command (it cannot read the image's "
+                          "entrypoint)")
+    return argv

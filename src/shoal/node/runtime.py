@@ -1,0 +1,87 @@
+"""What the node agent needs from a container runtime, whatever runs the containers.
+
+A runtime starts one container (one attempt: a restart is a new start), stops it
+with a signal and a grace period, waits for it, and runs extra commands in its
+context (exec probes, preStop hooks, ``kubectl exec``). Pod-level concerns (restarts,
+probes, volumes, status) live in the pod worker, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """Everything needed to start one attempt of one container."""
+
+    pod_uid: str
+    pod_namespace: str
+    pod_name: str
+    name: str
+    attempt: int  # the restart count this attempt will have
+    image: str
+    argv: list[str]
+    env: dict[str, str]
+    working_dir: Path
+    log_path: Path
+    cpu_millis: int | None = None  # limits.cpu; None: unlimited
+    memory_bytes: int | None = None  # limits.memory; None: unlimited
+
+
+@dataclass
+class ContainerHandle:
+    """One started container attempt, as the runtime tracks it."""
+
+    config: ContainerConfig
+    id: str  # e.g. process://<hex>, shown as containerStatuses[].containerID
+    pid: int
+    started_at: float  # wall clock seconds
+    exit_code: int | None = None  # set once it has exited
+    finished_at: float | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class ExecSession:
+    """A command running in a container's context, with pipes (or a pty) to stream."""
+
+    process: asyncio.subprocess.Process
+    pty_master: int | None = None  # with a tty, stdin and stdout are this fd
+
+
+class Runtime(Protocol):
+    """A container runtime (``process`` today, ``runc`` later)."""
+
+    name: str
+
+    async def start(self, config: ContainerConfig) -> ContainerHandle:
+        """Start the container; raises RuntimeStartError if it cannot."""
+
+    async def stop(self, handle: ContainerHandle, grace: float, sig: int | None = None) -> None:
+        """Send ``sig`` (SIGTERM by default), then SIGKILL after ``grace`` seconds."""
+
+    async def wait(self, handle: ContainerHandle) -> int:
+        """The exit code, once the container has exited (128+N for signal N)."""
+
+    async def exec(self, handle: ContainerHandle, argv: list[str], *, stdin: bool = False,
+                   tty: bool = False) -> ExecSession:
+        """Run a command in the container's context."""
+
+    def cleanup_orphans(self, keep: set[str]) -> int:
+        """Kill what an earlier run of this node left behind, except container ids in ``keep``.
+
+        Returns how many processes (or containers) it killed.
+        """
+
+
+class RuntimeStartError(Exception):
+    """The container could not be started (bad command, working dir, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message

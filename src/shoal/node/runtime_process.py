@@ -1,0 +1,247 @@
+"""The ``process`` runtime: a container is a host process in its own process group.
+
+The command and args run directly on the host with the container's env and working
+dir. Output goes through the agent, which stamps each line and writes it to
+``DATA_DIR/pods/<pod-uid>/<container>/<restartCount>.log`` in the CRI log format
+(``<RFC3339Nano> <stdout|stderr> <F|P> <text>``), so logs have timestamps like the
+kubelet's. CPU and memory limits use a cgroup v2 when ``/sys/fs/cgroup`` is a
+writable v2 hierarchy; otherwise they are not enforced (logged once). The image is
+recorded, not pulled.
+
+Every process carries ``SHOAL_DATA_DIR`` and ``SHOAL_CONTAINER_ID`` in its
+environment, which is how a restarted agent recognises what an earlier run left
+behind (its pipes to the agent are gone, so it is killed and replaced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import pty
+import shutil
+import signal
+import time
+import uuid
+from pathlib import Path
+
+from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
+
+log = logging.getLogger(__name__)
+
+PARTIAL_LINE = 16 * 1024  # longer lines are split into P(artial) records, as CRI does
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def cri_timestamp(seconds: float) -> str:
+    """RFC 3339 with nanoseconds, as kubelet log files carry."""
+    dt = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int((seconds % 1) * 1e9):09d}Z"
+
+
+def exit_code_of(returncode: int) -> int:
+    """asyncio reports death by signal N as -N; containers report 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class _Cgroups:
+    """Best-effort cgroup v2 limits under ``/sys/fs/cgroup/shoal``."""
+
+    def __init__(self, root: Path = CGROUP_ROOT) -> None:
+        self.base = root / "shoal"
+        self.usable = False
+        try:
+            if (root / "cgroup.controllers").exists() and os.access(root, os.W_OK):
+                self.base.mkdir(exist_ok=True)
+                (root / "cgroup.subtree_control").write_text("+cpu +memory")
+                (self.base / "cgroup.subtree_control").write_text("+cpu +memory")
+                self.usable = True
+        except OSError as e:
+            log.info("cgroup v2 not usable (%s): CPU and memory limits are not enforced", e)
+            return
+        if not self.usable:
+            log.info("%s is not a writable cgroup v2 hierarchy: CPU and memory limits are not "
+                     "enforced by the process runtime", root)
+
+    def attach(self, cfg: ContainerConfig, pid: int) -> Path | None:
+        if not self.usable or (cfg.cpu_millis is None and cfg.memory_bytes is None):
+            return None
+        path = self.base / f"{cfg.pod_uid}-{cfg.name}-{cfg.attempt}"
+        try:
+            path.mkdir(exist_ok=True)
+            if cfg.cpu_millis is not None:
+                (path / "cpu.max").write_text(f"{max(cfg.cpu_millis, 1) * 100} 100000")
+            if cfg.memory_bytes is not None:
+                (path / "memory.max").write_text(str(cfg.memory_bytes))
+            (path / "cgroup.procs").write_text(str(pid))
+        except OSError as e:
+            log.warning("cgroup for %s/%s: %s", cfg.pod_name, cfg.name, e)
+            return None
+        return path
+
+    @staticmethod
+    def remove(path: Path | None) -> None:
+        if path is not None:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+async def _pump(reader: asyncio.StreamReader | None, stream: str, out: _LogFile) -> None:
+    """Copy one pipe into the log file, one CRI record per line."""
+    if reader is None:
+        return
+    buf = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        now = time.time()
+        for line in lines:
+            out.record(now, stream, b"F", line)
+        while len(buf) >= PARTIAL_LINE:
+            out.record(now, stream, b"P", buf[:PARTIAL_LINE])
+            buf = buf[PARTIAL_LINE:]
+    if buf:
+        out.record(time.time(), stream, b"F", buf)
+
+
+class _LogFile:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed when the container ends
+
+    def record(self, now: float, stream: str, tag: bytes, text: bytes) -> None:
+        self.f.write(b"%s %s %s %s\n" % (cri_timestamp(now).encode(), stream.encode(), tag, text))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class ProcessRuntime:
+    """Runs containers as host processes (see the module docstring)."""
+
+    name = "process"
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._cgroups = _Cgroups()
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+
+    def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
+        return {**cfg.env, "SHOAL_DATA_DIR": str(self.data_dir),
+                "SHOAL_CONTAINER_ID": container_id}
+
+    async def start(self, config: ContainerConfig) -> ContainerHandle:
+        cid = f"process://{uuid.uuid4().hex}"
+        try:
+            config.working_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RuntimeStartError("CreateContainerError",
+                                    f"working dir {config.working_dir}: {e.strerror}") from e
+        logf = _LogFile(config.log_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *config.argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env=self._env(config, cid), cwd=str(config.working_dir), start_new_session=True,
+            )
+        except OSError as e:
+            logf.close()
+            raise RuntimeStartError(
+                "StartError", f"failed to start container process {config.argv[0]!r}: "
+                f"{e.strerror or e}") from e
+        handle = ContainerHandle(config, cid, proc.pid, time.time())
+        self._procs[cid] = proc
+        cgroup = self._cgroups.attach(config, proc.pid)
+        asyncio.get_running_loop().create_task(self._supervise(handle, proc, logf, cgroup))
+        return handle
+
+    async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
+                         logf: _LogFile, cgroup: Path | None) -> None:
+        pumps = asyncio.gather(_pump(proc.stdout, "stdout", logf),
+                               _pump(proc.stderr, "stderr", logf))
+        rc = await proc.wait()
+        # The container is its process group: what the main process left running goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(pumps, timeout=2.0)
+        except (TimeoutError, OSError, ValueError):
+            pumps.cancel()
+        logf.close()
+        self._cgroups.remove(cgroup)
+        handle.exit_code = exit_code_of(rc)
+        handle.finished_at = time.time()
+        self._procs.pop(handle.id, None)
+        handle.exited.set()
+
+    async def stop(self, handle: ContainerHandle, grace: float, sig: int | None = None) -> None:
+        if handle.exited.is_set():
+            return
+        # Like a container's PID 1, only the main process hears SIGTERM; SIGKILL takes the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(handle.pid, sig or signal.SIGTERM)
+        try:
+            await asyncio.wait_for(handle.exited.wait(), timeout=max(grace, 0.0))
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(handle.pid, signal.SIGKILL)
+            await handle.exited.wait()
+
+    async def wait(self, handle: ContainerHandle) -> int:
+        await handle.exited.wait()
+        assert handle.exit_code is not None
+        return handle.exit_code
+
+    async def exec(self, handle: ContainerHandle, argv: list[str], *, stdin: bool = False,
+                   tty: bool = False) -> ExecSession:
+        env = self._env(handle.config, handle.id)
+        cwd = str(handle.config.working_dir)
+        if tty:
+            master, slave = pty.openpty()
+            env.setdefault("TERM", "xterm")
+            try:
+                # setsid -c makes the pty the controlling terminal (job control works); a
+                # preexec_fn cannot, as uvloop runs it before the pty is on fd 0.
+                setsid = shutil.which("setsid")
+                proc = await asyncio.create_subprocess_exec(
+                    *([setsid, "-c", *argv] if setsid else argv), stdin=slave, stdout=slave,
+                    stderr=slave, env=env, cwd=cwd, start_new_session=setsid is None)
+            except OSError:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            return ExecSession(proc, master)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
+            start_new_session=True)
+        return ExecSession(proc)
+
+    def cleanup_orphans(self, keep: set[str]) -> int:
+        marker = f"SHOAL_DATA_DIR={self.data_dir}".encode()
+        killed = 0
+        me = os.getpid()
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if marker not in env:
+                continue
+            cid = next((v[len(b"SHOAL_CONTAINER_ID="):].decode() for v in env
+                        if v.startswith(b"SHOAL_CONTAINER_ID=")), "")
+            if cid in keep:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        return killed

@@ -1,0 +1,48 @@
+"""Replicas converge: every replica holds identical documents (tombstones included) and values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from shoal.store.replica import Replica
+
+
+def _state(replica: Replica) -> dict[tuple[str, str, str], Any]:
+    out: dict[tuple[str, str, str], Any] = {}
+    for resource in replica.resources():
+        for (ns, name), entry in replica.iter_entries(resource):
+            out[(resource, ns, name)] = entry.document().root
+    return out
+
+
+def check(replicas: Mapping[str, Replica], limit: int = 5) -> list[str]:
+    """Differences between each replica and the first; empty when all are identical."""
+    problems: list[str] = []
+    items = list(replicas.items())
+    if not items:
+        return problems
+    ref_name, ref = items[0]
+    ref_state = _state(ref)
+    for name, replica in items[1:]:
+        state = _state(replica)
+        if state == ref_state:
+            continue
+        keys = sorted(set(state) | set(ref_state))
+        for k in keys:
+            if state.get(k) != ref_state.get(k):
+                problems.append(f"{name} and {ref_name} differ on {'/'.join(k)}")
+                break
+        if len(problems) >= limit:
+            break
+    if not problems:
+        # Identical documents must read back identically (resourceVersions aside).
+        for resource in ref.resources():
+            for (ns, n), entry in ref.iter_entries(resource):
+                value = entry.document().value()
+                for name, replica in items[1:]:
+                    other = replica.entry(resource, ns, n)
+                    if other is None or other.document().value() != value:
+                        problems.append(f"{name} reads {resource}/{n} differently")
+                        return problems
+    return problems

@@ -1,0 +1,204 @@
+"""A simulated cluster: N real peers (replica, object store, mesh) on one simulated network.
+
+Each node has an in-memory ``Replica`` on its own skewed virtual wall clock and an
+``ObjectStore``, so writes go through the real object semantics. A node can be
+killed (its tasks stop, its transport detaches, its replica is kept as a disk
+would be) and restarted (a new ``MeshPeer`` on the same replica, rejoining
+through live peers). The workload writes ConfigMaps from a small pool of names,
+so that creates, updates and deletes of the same names collide across nodes;
+every acknowledged write is recorded for the checkers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.crdt.document import Document
+from shoal.mesh.config import MeshConfig
+from shoal.mesh.messages import State
+from shoal.mesh.peer import MeshPeer
+from shoal.model.kinds import Kind, KindRegistry
+from shoal.sim.loop import VirtualEventLoop, VirtualWallClock
+from shoal.sim.network import LinkFaults, SimNetwork
+from shoal.store.objects import ObjectStore, StoreError
+from shoal.store.replica import Replica
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "default"
+RESOURCE = "configmaps"
+
+
+@dataclass(frozen=True, slots=True)
+class AckedWrite:
+    """A write the store acknowledged, with the document right after it."""
+
+    node: str
+    op: str  # create, update or delete
+    name: str
+    snapshot: Document
+    at: float  # virtual seconds
+
+
+@dataclass(slots=True)
+class SimNode:
+    name: str
+    address: str
+    replica: Replica
+    store: ObjectStore
+    peer: MeshPeer | None = None
+    restarts: int = 0
+    known: list[tuple[str, str]] = field(default_factory=list)
+    """The members it knew when killed: what a real peer persists to rejoin without seeds."""
+
+    @property
+    def up(self) -> bool:
+        return self.peer is not None
+
+
+@dataclass
+class SimCluster:
+    size: int
+    seed: int
+    config: MeshConfig
+    loop: VirtualEventLoop
+    faults: LinkFaults = field(default_factory=LinkFaults)
+    clock_skew: float = 0.05
+    """Each node's wall clock is off by up to this many seconds (either way)."""
+    name_pool: int = 12
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"{self.seed}:cluster")
+        self.network = SimNetwork(random.Random(f"{self.seed}:network"), self.faults)
+        self.registry = KindRegistry()
+        cm = self.registry.by_kind("v1", "ConfigMap")
+        ns = self.registry.by_kind("v1", "Namespace")
+        assert cm is not None and ns is not None
+        self.configmap: Kind = cm
+        self.namespace_kind: Kind = ns
+        self.nodes: dict[str, SimNode] = {}
+        for i in range(self.size):
+            name = f"n{i:04d}"
+            skew = self.rng.uniform(-self.clock_skew, self.clock_skew)
+            replica = Replica(None, name, clock=VirtualWallClock(self.loop, skew))
+            store = ObjectStore(replica, self.registry, rng=random.Random(f"{self.seed}:store:{name}"))
+            self.nodes[name] = SimNode(name, f"{name}:7443", replica, store)
+        self.acked: list[AckedWrite] = []
+        self.write_errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _peer(self, node: SimNode) -> MeshPeer:
+        transport = self.network.transport(node.address)
+        rng = random.Random(f"{self.seed}:peer:{node.name}:{node.restarts}")
+        return MeshPeer(node.name, transport, node.replica, self.config, rng)
+
+    async def start(self, preformed: bool = True) -> None:
+        """Create the ``default`` namespace everywhere, start every peer and form the cluster.
+
+        ``preformed`` gives every peer the full member list at once (a cluster that has
+        been running); otherwise each peer joins through the first one."""
+        first = next(iter(self.nodes.values()))
+        await first.store.create(self.namespace_kind, {"metadata": {"name": NAMESPACE}})
+        entry = first.replica.entry("namespaces", "", NAMESPACE)
+        assert entry is not None
+        for node in self.nodes.values():
+            if node is not first:
+                node.replica.merge("namespaces", "", NAMESPACE, entry.document().copy())
+        everyone = [(n.name, n.address) for n in self.nodes.values()]
+        for node in self.nodes.values():
+            node.peer = self._peer(node)
+            await node.peer.start()
+            if preformed:
+                node.peer.membership.add_known(everyone)
+        if not preformed:
+            for node in self.nodes.values():
+                if node is not first and node.peer is not None:
+                    await node.peer.join([first.address])
+
+    async def kill(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.peer is None:
+            return
+        self.network.note(f"kill {name}")
+        peer, node.peer = node.peer, None
+        node.known = [(m.name, m.address) for m in peer.members() if m.state != State.LEFT]
+        await peer.stop()
+
+    async def restart(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.peer is not None:
+            return
+        self.network.note(f"restart {name}")
+        node.restarts += 1
+        node.peer = self._peer(node)
+        await node.peer.start()
+        node.peer.membership.add_known(node.known)
+        others = [n.address for n in self.up_nodes() if n.name != name]
+        seeds = self.rng.sample(others, min(3, len(others)))
+        await node.peer.join(seeds)
+
+    async def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.peer is not None:
+                await node.peer.stop()
+                node.peer = None
+            node.replica.close()
+
+    def up_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.up]
+
+    def members_converged(self) -> bool:
+        """Every running peer sees every other running peer alive."""
+        up = {n.name for n in self.up_nodes()}
+        for n in self.up_nodes():
+            assert n.peer is not None
+            alive = {m.name for m in n.peer.members() if m.state == State.ALIVE}
+            if not up <= alive:
+                return False
+        return True
+
+    # -- workload --------------------------------------------------------------------
+
+    async def write(self, node: SimNode, op: str, name: str, data: dict[str, str]) -> bool:
+        """Apply one operation through the node's object store; records it if acknowledged."""
+        store = node.store
+        try:
+            if op == "create":
+                await store.create(self.configmap, {"metadata": {"name": name}, "data": data},
+                                   NAMESPACE)
+            elif op == "update":
+                obj = store.find(self.configmap, NAMESPACE, name)
+                if obj is None:
+                    return False
+                new: dict[str, Any] = copy.deepcopy(obj)
+                new.setdefault("data", {}).update(data)
+                await store.update(self.configmap, new, NAMESPACE, name)
+            else:
+                await store.delete(self.configmap, NAMESPACE, name)
+        except StoreError:
+            self.write_errors += 1
+            self.network.note(f"{node.name} {op} {name} refused")
+            return False
+        entry = node.replica.entry(RESOURCE, NAMESPACE, name)
+        assert entry is not None
+        now = self.loop.time()
+        self.acked.append(AckedWrite(node.name, op, name, entry.document().copy(), now))
+        self.network.note(f"{node.name} {op} {name} ok")
+        return True
+
+    async def random_write(self, rng: random.Random) -> bool:
+        up = self.up_nodes()
+        if not up:
+            return False
+        node = rng.choice(up)
+        name = f"cm-{rng.randrange(self.name_pool)}"
+        exists = node.replica.get(RESOURCE, NAMESPACE, name) is not None
+        roll = rng.random()
+        op = "create" if not exists else ("update" if roll < 0.7 else "delete")
+        data = {f"k{rng.randrange(4)}": str(rng.randrange(1_000_000))}
+        return await self.write(node, op, name, data)

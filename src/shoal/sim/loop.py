@@ -1,0 +1,103 @@
+"""A virtual-time asyncio event loop: the real async code runs unchanged, and never waits.
+
+``asyncio``'s own loop computes how long it may sleep until the next timer and
+asks its selector to wait that long. Here the "selector" waits for nothing: it
+advances the virtual clock by that timeout and returns, and ``time()`` reads the
+virtual clock. Timers then fire in order, exactly as they would in real time,
+as fast as the CPU runs them. The loop refuses real I/O (sockets, readers,
+executors, DNS), so nothing in a simulation can depend on the outside world.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import asyncio.base_events
+import selectors
+from collections.abc import Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+EPOCH = 1_700_000_000.0
+"""Wall-clock seconds at virtual time zero (a fixed date, so runs are reproducible)."""
+
+
+class SimDeadlock(RuntimeError):
+    """Nothing is ready and no timer is pending: the simulation can never progress."""
+
+
+class RealIOForbidden(RuntimeError):
+    """Code under simulation tried to use real I/O."""
+
+
+class _VirtualSelector:
+    def __init__(self, loop: VirtualEventLoop) -> None:
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None:
+            raise SimDeadlock("no ready callbacks and no timers: the simulation is stuck")
+        if timeout > 0:
+            self._loop.advance(timeout)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class VirtualEventLoop(asyncio.base_events.BaseEventLoop):
+    def __init__(self) -> None:
+        super().__init__()
+        self._now = 0.0
+        self._clock_resolution = 1e-9
+        self._selector = _VirtualSelector(self)
+
+    def time(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    # BaseEventLoop leaves these to the I/O-capable subclasses.
+    def _process_events(self, event_list: list[Any]) -> None:
+        pass
+
+    def _write_to_self(self) -> None:
+        pass
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise RealIOForbidden("real I/O is not allowed inside the simulator")
+
+    add_reader = add_writer = remove_reader = remove_writer = _refuse  # type: ignore[assignment]
+    getaddrinfo = getnameinfo = _refuse  # type: ignore[assignment]
+    sock_recv = sock_sendall = sock_connect = sock_accept = _refuse  # type: ignore[assignment]
+    create_connection = create_server = create_datagram_endpoint = _refuse  # type: ignore[assignment]
+    subprocess_exec = subprocess_shell = _refuse  # type: ignore[assignment]
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> NoReturn:  # type: ignore[override]
+        self._refuse()
+
+
+class VirtualWallClock:
+    """A ``WallClock`` for one simulated node: the virtual time plus a fixed skew."""
+
+    def __init__(self, loop: VirtualEventLoop, skew: float = 0.0) -> None:
+        self._loop = loop
+        self.skew = skew
+
+    def now(self) -> float:
+        return EPOCH + self.skew + self._loop.time()
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion on a fresh virtual loop, then cancel what it left."""
+    loop = VirtualEventLoop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        loop.close()

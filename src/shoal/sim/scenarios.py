@@ -1,0 +1,327 @@
+"""Simulation runs: a seeded chaos run with a safety and a liveness phase, and the benchmarks.
+
+Every run builds its own virtual loop, so a run is a pure function of its options:
+the same options give the same trace hash.
+
+- ``chaos``: writes from every peer while the network loses, duplicates and delays
+  messages, partitions come and go and peers are killed and restarted (safety
+  phase); then the faults stop and the replicas must converge (liveness phase);
+  then the checkers run and the idle traffic is measured.
+- ``one_write``: a formed, quiet cluster; one write; time until every replica has it.
+- ``partition_heal``: both halves write (the same names too, deletes against
+  updates) while split; time from the heal until every replica is identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shoal.mesh import config as mesh_config
+from shoal.mesh.config import MeshConfig
+from shoal.sim.checkers import convergence, durability, membership, resurrection
+from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
+from shoal.sim.loop import VirtualEventLoop
+from shoal.sim.loop import run as virtual_run
+from shoal.sim.network import LinkFaults
+
+log = logging.getLogger("shoal.sim")
+
+
+@dataclass
+class Options:
+    peers: int = 5
+    seed: int = 0
+    scenario: str = "chaos"
+    writes: int = 60
+    partitions: int = 2
+    kills: int = 1
+    drop: float = 0.02
+    duplicate: float = 0.02
+    delay_mean: float = 0.004
+    safety_seconds: float = 30.0
+    liveness_timeout: float = 300.0
+    idle_seconds: float = 20.0
+    preformed: bool = True
+    config: MeshConfig = field(default_factory=mesh_config.sim)
+
+    def command(self) -> str:
+        """The command line that reproduces this run."""
+        return (
+            f"python -m shoal.sim --scenario {self.scenario} --peers {self.peers} "
+            f"--seed {self.seed} --writes {self.writes} --partitions {self.partitions} "
+            f"--kills {self.kills} --drop {self.drop} --duplicate {self.duplicate} "
+            f"--safety-seconds {self.safety_seconds}"
+            + ("" if self.preformed else " --join")
+        )
+
+
+@dataclass
+class Report:
+    options: dict[str, Any]
+    trace: str = ""
+    failures: list[str] = field(default_factory=list)
+    converge_seconds: float | None = None
+    """Virtual seconds from the end of the faults (or from the write) to identical replicas."""
+    rounds: int | None = None
+    """Anti-entropy rounds (pull intervals) those seconds span."""
+    members_converge_seconds: float | None = None
+    bytes_per_node: float = 0.0
+    """Bytes sent per node over the whole run."""
+    messages_per_node: float = 0.0
+    idle_bytes_per_node_per_second: float = 0.0
+    idle_kbit_per_node: float = 0.0
+    acked_writes: int = 0
+    refused_writes: int = 0
+    virtual_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    garbage: int = 0
+    handler_errors: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def _until(loop: VirtualEventLoop, cond: Callable[[], bool], timeout: float,
+                 step: float) -> float | None:
+    """Virtual seconds until ``cond()`` holds (checked every ``step``), or None on timeout."""
+    start = loop.time()
+    while True:
+        if cond():
+            return loop.time() - start
+        if loop.time() - start >= timeout:
+            return None
+        await asyncio.sleep(step)
+
+
+def _rounds(seconds: float | None, cfg: MeshConfig) -> int | None:
+    return None if seconds is None else max(1, math.ceil(seconds / cfg.pull_interval))
+
+
+def _converged(cluster: SimCluster) -> bool:
+    return not convergence.check({n.name: n.replica for n in cluster.up_nodes()}, limit=1)
+
+
+async def _measure_idle(cluster: SimCluster, seconds: float, report: Report) -> None:
+    """Bytes sent per node per second once quiet: after one full cycle of pull partners,
+    so that catching up lagging cursors is not counted as idle traffic."""
+    cfg = cluster.config
+    await asyncio.sleep(cfg.pull_interval * (cfg.pull_partners + 1))
+    cluster.network.reset_counters()
+    await asyncio.sleep(seconds)
+    total = sum(cluster.network.bytes_sent.values())
+    n = max(1, len(cluster.up_nodes()))
+    report.idle_bytes_per_node_per_second = total / n / seconds if seconds else 0.0
+    report.idle_kbit_per_node = report.idle_bytes_per_node_per_second * 8 / 1000
+
+
+def _finish(cluster: SimCluster, report: Report, run_bytes: float, run_messages: float) -> None:
+    n = len(cluster.nodes)
+    report.bytes_per_node = run_bytes / n
+    report.messages_per_node = run_messages / n
+    report.acked_writes = len(cluster.acked)
+    report.refused_writes = cluster.write_errors
+    report.trace = cluster.network.trace_hash
+    report.garbage = sum(
+        n.peer.garbage + n.peer.anti_entropy.garbage for n in cluster.up_nodes() if n.peer
+    )
+    report.handler_errors = cluster.network.handler_errors
+    if report.handler_errors:
+        report.failures.append(f"{report.handler_errors} message handlers raised")
+
+
+async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    cfg = opts.config
+    faults = LinkFaults(drop=opts.drop, duplicate=opts.duplicate, delay_mean=opts.delay_mean)
+    cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults)
+    rng = random.Random(f"{opts.seed}:workload")
+    await cluster.start(preformed=opts.preformed)
+    names = list(cluster.nodes)
+    # -- safety: writes and faults on a schedule drawn up front ---------------------------
+    events: list[tuple[float, int, str, Callable[[], Awaitable[Any]]]] = []
+    seq = 0
+
+    def at(t: float, what: str, action: Callable[[], Awaitable[Any]]) -> None:
+        nonlocal seq
+        seq += 1
+        events.append((t, seq, what, action))
+
+    for _ in range(opts.writes):
+        at(rng.uniform(0, opts.safety_seconds), "write", lambda: cluster.random_write(rng))
+    for _ in range(opts.partitions):
+        start = rng.uniform(0, opts.safety_seconds * 0.8)
+        length = rng.uniform(2.0, opts.safety_seconds * 0.5)
+        side = set(rng.sample(names, rng.randint(1, max(1, len(names) // 2))))
+        groups = [sorted(f"{n}:7443" for n in side),
+                  sorted(f"{n}:7443" for n in names if n not in side)]
+
+        def cut(groups: list[list[str]] = groups) -> Awaitable[None]:
+            cluster.network.partition(groups)
+            cluster.network.note(f"partition {len(groups[0])}/{len(groups[1])}")
+            return asyncio.sleep(0)
+
+        def heal() -> Awaitable[None]:
+            cluster.network.heal()
+            cluster.network.note("heal")
+            return asyncio.sleep(0)
+
+        at(start, "partition", cut)
+        at(min(start + length, opts.safety_seconds), "heal", heal)
+    for _ in range(opts.kills):
+        victim = rng.choice(names)
+        start = rng.uniform(0, opts.safety_seconds * 0.8)
+        at(start, "kill", lambda v=victim: cluster.kill(v))  # type: ignore[misc]
+        at(start + rng.uniform(1.0, 10.0), "restart",
+           lambda v=victim: cluster.restart(v))  # type: ignore[misc]
+    events.sort(key=lambda e: (e[0], e[1]))
+    # Debug output draws from its own stream, so turning it on never changes the run.
+    debug_rng = random.Random(f"{opts.seed}:debug")
+    t0 = loop.time()
+    for t, _, what, action in events:
+        await asyncio.sleep(max(0.0, t0 + t - loop.time()))
+        await action()
+        if what != "write" and log.isEnabledFor(logging.INFO):
+            up = cluster.up_nodes()
+            if up:
+                n = debug_rng.choice(up)
+                live = len(n.peer.live_peers()) if n.peer else 0
+                log.info("%.3fs %s; %s sees %d live, revision %d", loop.time(), what, n.name,
+                         live, n.replica.revision)
+    await asyncio.sleep(max(0.0, t0 + opts.safety_seconds - loop.time()))
+    # -- liveness: no more faults; everyone must converge ----------------------------
+    cluster.network.heal()
+    cluster.network.note("liveness")
+    for name in names:
+        await cluster.restart(name)
+    report.converge_seconds = await _until(loop, lambda: _converged(cluster),
+                                           opts.liveness_timeout, 0.25)
+    report.rounds = _rounds(report.converge_seconds, cfg)
+    report.members_converge_seconds = await _until(
+        loop, cluster.members_converged, opts.liveness_timeout, 0.25
+    )
+    run_bytes = sum(cluster.network.bytes_sent.values())
+    run_messages = sum(cluster.network.messages_sent.values())
+    replicas = {n.name: n.replica for n in cluster.up_nodes()}
+    final = cluster.nodes[names[0]].replica
+    if report.converge_seconds is None:
+        report.failures += [f"no convergence within {opts.liveness_timeout}s"]
+        report.failures += convergence.check(replicas)
+    report.failures += durability.check(cluster.acked, final)
+    report.failures += resurrection.check(cluster.acked, final)
+    if report.members_converge_seconds is None:
+        report.failures += membership.check(n.peer for n in cluster.up_nodes() if n.peer)
+    await _measure_idle(cluster, opts.idle_seconds, report)
+    _finish(cluster, report, run_bytes, run_messages)
+    await cluster.stop()
+
+
+async def _one_write(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    cfg = opts.config
+    cluster = SimCluster(opts.peers, opts.seed, cfg, loop,
+                         LinkFaults(drop=opts.drop, delay_mean=opts.delay_mean))
+    await cluster.start(preformed=True)
+    await asyncio.sleep(2 * cfg.pull_interval)  # let the start-up pulls settle
+    await _measure_idle(cluster, opts.idle_seconds, report)
+    cluster.network.reset_counters()
+    writer = next(iter(cluster.nodes.values()))
+    await cluster.write(writer, "create", "one", {"k": "v"})
+    entry = writer.replica.entry(RESOURCE, NAMESPACE, "one")
+    assert entry is not None
+    want = entry.document().root
+
+    def everywhere() -> bool:
+        for n in cluster.nodes.values():
+            e = n.replica.entry(RESOURCE, NAMESPACE, "one")
+            if e is None or e.document().root != want:
+                return False
+        return True
+
+    report.converge_seconds = await _until(loop, everywhere, opts.liveness_timeout, 0.01)
+    report.rounds = _rounds(report.converge_seconds, cfg)
+    if report.converge_seconds is None:
+        report.failures.append("the write did not reach every replica")
+    _finish(cluster, report, sum(cluster.network.bytes_sent.values()),
+            sum(cluster.network.messages_sent.values()))
+    await cluster.stop()
+
+
+async def _partition_heal(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    cfg = opts.config
+    cluster = SimCluster(opts.peers, opts.seed, cfg, loop,
+                         LinkFaults(drop=opts.drop, duplicate=opts.duplicate,
+                                    delay_mean=opts.delay_mean))
+    rng = random.Random(f"{opts.seed}:workload")
+    await cluster.start(preformed=True)
+    nodes = list(cluster.nodes.values())
+    half = len(nodes) // 2
+    a, b = nodes[:half], nodes[half:]
+    # Objects both sides know before the split: one will be deleted on one side and
+    # updated on the other.
+    for i in range(3):
+        await cluster.write(a[0], "create", f"cm-{i}", {"before": "split"})
+    await _until(loop, lambda: _converged(cluster), opts.liveness_timeout, 0.25)
+    cluster.network.partition([[n.address for n in a], [n.address for n in b]])
+    cluster.network.note("partition")
+    for side, other in ((a, "a"), (b, "b")):
+        for i in range(max(1, opts.writes // 2)):
+            node = rng.choice(side)
+            await cluster.write(node, "create", f"cm-{3 + i % 6}", {"side": other})
+            await asyncio.sleep(rng.uniform(0, 0.2))
+    await cluster.write(a[0], "delete", "cm-0", {})
+    await cluster.write(b[-1], "update", "cm-0", {"side": "b"})
+    await cluster.write(b[-1], "delete", "cm-1", {})
+    await cluster.write(a[-1], "update", "cm-1", {"side": "a"})
+    await asyncio.sleep(opts.safety_seconds)  # long enough for the halves to declare each other dead
+    cluster.network.heal()
+    cluster.network.note("heal")
+    cluster.network.reset_counters()
+    report.converge_seconds = await _until(loop, lambda: _converged(cluster),
+                                           opts.liveness_timeout, 0.1)
+    report.rounds = _rounds(report.converge_seconds, cfg)
+    report.members_converge_seconds = await _until(loop, cluster.members_converged,
+                                                   opts.liveness_timeout, 0.25)
+    final = nodes[0].replica
+    if report.converge_seconds is None:
+        report.failures.append(f"no convergence within {opts.liveness_timeout}s after the heal")
+    report.failures += durability.check(cluster.acked, final)
+    report.failures += resurrection.check(cluster.acked, final)
+    for gone in ("cm-0", "cm-1"):
+        if final.get(RESOURCE, NAMESPACE, gone) is not None:
+            report.failures.append(f"{gone} was deleted and updated concurrently and came back")
+    _finish(cluster, report, sum(cluster.network.bytes_sent.values()),
+            sum(cluster.network.messages_sent.values()))
+    await cluster.stop()
+
+
+SCENARIOS: dict[str, Callable[[Options, VirtualEventLoop, Report], Awaitable[None]]] = {
+    "chaos": _chaos,
+    "one-write": _one_write,
+    "partition-heal": _partition_heal,
+}
+
+
+def run(opts: Options) -> Report:
+    """Run one simulation to completion on a fresh virtual loop."""
+    report = Report(options={k: v for k, v in asdict(opts).items() if k != "config"})
+    report.options["config"] = asdict(opts.config)
+    wall = time.perf_counter()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, VirtualEventLoop)
+        await SCENARIOS[opts.scenario](opts, loop, report)
+        report.virtual_seconds = loop.time()
+
+    virtual_run(main())
+    report.wall_seconds = time.perf_counter() - wall
+    return report

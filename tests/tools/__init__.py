@@ -1,0 +1,1 @@
+"""Reusable test tools: link emulation and network namespaces."""
