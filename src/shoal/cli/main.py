@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
+    s.add_argument("--pod-eviction-timeout", type=parse_duration, default=300.0,
+                   help="how long a node may be unreachable before its pods are replaced on "
+                        "other nodes (they are not deleted; when it returns the copies that "
+                        "ran longest are kept); a node's annotation "
+                        "shoal.dev/pod-eviction-timeout overrides it (default: 5m)")
     # --- node agent ---
     s.add_argument("--runtime", default="process", choices=["process"],
                    help="how pods run: process runs each container as a host process "
@@ -113,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
             advertise=args.advertise, bookmark_interval=args.bookmark_interval,
             summary_interval=args.summary_interval,
+            pod_eviction_timeout=args.pod_eviction_timeout,
             runtime=args.runtime,  # node agent
             peer_port=args.peer_port, join=args.join, join_token=args.token,
         )

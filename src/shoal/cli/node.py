@@ -41,6 +41,8 @@ class NodeConfig:
     summary_interval: float = 60.0
     heartbeat_interval: float = 10.0
     runtime: str = "process"  # node agent: process (runc later)
+    pod_eviction_timeout: float = 300.0
+    """Seconds a node may be unreachable before its pods are replaced elsewhere."""
     # --- peers and joining ---
     peer_port: int | None = None
     """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
@@ -90,7 +92,7 @@ class ShoalNode:
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
-        self._tasks += manager.start(self.store)
+        self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))
@@ -169,6 +171,22 @@ class ShoalNode:
 
 
 DEFAULT_PEER_PORT = 7443
+
+
+class MeshView:
+    """The controllers' view of the live peers: this node plus what membership believes alive."""
+
+    def __init__(self, node: ShoalNode) -> None:
+        self._node = node
+
+    @property
+    def name(self) -> str:
+        return self._node.cfg.name
+
+    def live(self) -> list[str]:
+        mesh = self._node.mesh
+        others = [m.name for m in mesh.live_peers()] if mesh is not None else []
+        return [self.name, *others]
 
 
 def _advertise(cfg: NodeConfig) -> str:

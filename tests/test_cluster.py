@@ -1,0 +1,147 @@
+"""Several real ``shoal server`` processes on loopback form one cluster with no leader."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN, ShoalProcess, free_port, kubectl_binary
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_cluster(tmp: Path, n: int) -> list[ShoalProcess]:
+    first = ShoalProcess("node-a", tmp / "a", free_port(), tmp / "a.log")
+    first.start()
+    nodes = [first]
+    token = subprocess.run(
+        [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(first.data_dir)],
+        check=True, capture_output=True, text=True).stdout.strip()
+    seed = (first.data_dir / "peer-address").read_text().strip()
+    for i in range(1, n):
+        name = f"node-{chr(ord('a') + i)}"
+        node = ShoalProcess(name, tmp / name, free_port(), tmp / f"{name}.log")
+        node.start(["--join", seed, "--token", token])
+        nodes.append(node)
+    return nodes
+
+
+def node_names(node: ShoalProcess) -> set[str]:
+    r = node.kubectl("get", "nodes", "-o", "json", check=False)
+    if r.returncode != 0:
+        return set()
+    return {i["metadata"]["name"] for i in json.loads(r.stdout)["items"]}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ShoalProcess]]:
+    nodes = start_cluster(tmp_path_factory.mktemp("cluster"), 3)
+    try:
+        want = {n.name for n in nodes}
+        for n in nodes:
+            wait_for(lambda n=n: node_names(n) == want, 30, f"{n.name} to see every node")
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_every_peer_lists_every_node(cluster: list[ShoalProcess]) -> None:
+    for n in cluster:
+        out = n.kubectl("get", "nodes").stdout
+        assert all(m.name in out for m in cluster)
+
+
+def test_a_write_on_one_peer_reaches_a_watch_on_another(cluster: list[ShoalProcess]) -> None:
+    a, _, c = cluster
+    proc = subprocess.Popen(
+        [kubectl_binary(), "--kubeconfig", str(c.kubeconfig), "get", "configmaps", "-w",
+         "-o", "name"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        a.kubectl("create", "configmap", "from-a", "--from-literal=k=v")
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if "from-a" in line:
+                    return
+
+        t = threading.Thread(target=read, daemon=True)
+        t.start()
+        t.join(timeout=15)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert any("configmap/from-a" in line for line in lines), lines
+
+
+def test_the_same_kubeconfig_works_against_every_peer(cluster: list[ShoalProcess]) -> None:
+    a = cluster[0]
+    for n in cluster[1:]:
+        r = subprocess.run(
+            [kubectl_binary(), "--kubeconfig", str(a.kubeconfig), "--server", n.url,
+             "get", "namespaces"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert "kube-system" in r.stdout
+
+
+def test_writes_on_every_peer_converge_to_identical_replicas(cluster: list[ShoalProcess]) -> None:
+    for i, n in enumerate(cluster):
+        n.kubectl("apply", "-f", "-", input=(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\n"
+            f"  labels:\n    from-{n.name}: 'yes'\ndata:\n  k{i}: v{i}\n"))
+
+    def views() -> list[str]:
+        out = []
+        for n in cluster:
+            r = n.kubectl("get", "configmap", "shared", "-o", "json", check=False)
+            if r.returncode != 0:
+                return ["missing"]
+            obj = json.loads(r.stdout)
+            out.append(json.dumps({"labels": obj["metadata"].get("labels"),
+                                   "data": obj.get("data"), "uid": obj["metadata"]["uid"]},
+                                  sort_keys=True))
+        return out
+
+    wait_for(lambda: len(set(views())) == 1, 20, "the replicas to agree")
+    merged = json.loads(views()[0])
+    assert len(merged["labels"]) >= 1
+
+
+def test_a_peer_killed_during_a_write_stream_converges_after_restart(
+    cluster: list[ShoalProcess],
+) -> None:
+    a, b, _ = cluster
+    for i in range(20):
+        a.kubectl("create", "configmap", f"stream-{i}")
+        if i == 8:
+            b.kill9()
+    b.start()
+    want = {f"stream-{i}" for i in range(20)}
+
+    def b_has_all() -> bool:
+        r = b.kubectl("get", "configmaps", "-o", "json", check=False)
+        if r.returncode != 0:
+            return False
+        return want <= {i["metadata"]["name"] for i in json.loads(r.stdout)["items"]}
+
+    wait_for(b_has_all, 30, "the restarted peer to catch up")
