@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -58,10 +59,13 @@ class ShoalProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     kubeconfig: Path = field(default_factory=Path)
+    netns: Any = None
+    """A tests.tools.netns.Namespace to run in (then kubectl runs there too, via loopback)."""
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def start(self, extra: list[str] | None = None) -> None:
         args = [
@@ -70,6 +74,8 @@ class ShoalProcess:
             "--bookmark-interval", "1s", "--log-level", "debug", "--peer-port", "0",
             *(extra or []),
         ]
+        if self.netns is not None:
+            args = self.netns.exec_args([*args, "--bind", "0.0.0.0", "--advertise", self.host])
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -119,6 +125,10 @@ class ShoalProcess:
                 env: dict[str, str] | None = None, timeout: float = 60,
                 binary: str | None = None) -> subprocess.CompletedProcess[str]:
         cmd = [binary or kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args]
+        if self.netns is not None:
+            # From inside the node's namespace, so it works while the node is cut off.
+            cmd = self.netns.exec_args([*cmd[:3], "--server", f"https://127.0.0.1:{self.port}",
+                                        *cmd[3:]])
         full_env = {**os.environ, **(env or {})}
         r = subprocess.run(cmd, capture_output=True, text=True, input=input, env=full_env,
                            timeout=timeout)
