@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
+    s.add_argument("--peer-advertise", default=None, metavar="HOST:PORT",
+                   help="the address peers dial to reach this node's peer port, when it is not "
+                        "--advertise and --peer-port (a NAT port mapping, a proxy)")
     s.add_argument("--pod-eviction-timeout", type=parse_duration, default=300.0,
                    help="how long a node may be unreachable before its pods are replaced on "
                         "other nodes (they are not deleted; when it returns the copies that "
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             pod_eviction_timeout=args.pod_eviction_timeout,
             runtime=args.runtime,  # node agent
             peer_port=args.peer_port, join=args.join, join_token=args.token,
+            peer_advertise=args.peer_advertise,
         )
         if (args.join is None) != (args.token is None):
             print("shoal server: --join and --token go together", file=sys.stderr)

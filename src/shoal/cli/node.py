@@ -48,6 +48,8 @@ class NodeConfig:
     """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
     join: str | None = None
     join_token: str | None = None
+    peer_advertise: str | None = None
+    """host:port peers dial to reach this node, when that is not --advertise:--peer-port."""
     # --- end peers and joining ---
 
 
@@ -114,7 +116,8 @@ class ShoalNode:
         port = DEFAULT_PEER_PORT if self.cfg.peer_port is None else self.cfg.peer_port
         identity = join.node_identity(self.pki)
         self.transport = TlsTransport(identity, bind=self.cfg.bind, port=port,
-                                      advertise=self.advertise)
+                                      advertise=self.advertise,
+                                      advertise_address=self.cfg.peer_advertise)
         try:
             await self.transport.start()
         except OSError as e:
@@ -123,7 +126,8 @@ class ShoalNode:
             log.warning("peer port %d is taken (%s); using a free port instead: pass "
                         "--peer-port to choose one", port, e)
             self.transport = TlsTransport(identity, bind=self.cfg.bind, port=0,
-                                          advertise=self.advertise)
+                                          advertise=self.advertise,
+                                          advertise_address=self.cfg.peer_advertise)
             await self.transport.start()
         self.transport.set_control_handler(join.JoinService(self.pki, self.transport).handle)
         (self.cfg.data_dir / "peer-address").write_text(self.transport.address + "\n")

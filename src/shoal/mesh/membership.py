@@ -428,7 +428,11 @@ class Membership:
             return True
         self.failed_probes += 1
         cur = self.members.get(m.name)
-        if cur is not None and cur.state == State.ALIVE and cur.incarnation == m.incarnation:
+        # For a member someone else already suspects, our failure is an independent
+        # confirmation that shortens the suspicion (Lifeguard).
+        if cur is not None and cur.state in (State.ALIVE, State.SUSPECT) and (
+            cur.incarnation == m.incarnation
+        ):
             self._on_suspect(Update(State.SUSPECT, m.name, m.address, m.incarnation, self.name))
         return False
 

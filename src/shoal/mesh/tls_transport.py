@@ -264,12 +264,15 @@ class TlsTransport:
     def __init__(self, identity: TlsIdentity, *, bind: str = "127.0.0.1", port: int = 0,
                  advertise: str | None = None, max_frame: int = MAX_FRAME,
                  connect_timeout: float = CONNECT_TIMEOUT,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 advertise_address: str | None = None) -> None:
         self.identity = identity
         self.name = identity.name
         self._bind = bind
         self._port = port
         self._advertise_host = advertise or (bind if bind not in ("0.0.0.0", "::") else "127.0.0.1")
+        # host:port peers dial, when it is not ours (a NAT port mapping, a proxy).
+        self._advertise_address = advertise_address
         self._max_frame = max_frame
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
@@ -291,6 +294,8 @@ class TlsTransport:
 
     @property
     def address(self) -> str:
+        if self._advertise_address:
+            return self._advertise_address
         return join_address(self._advertise_host, self._port)
 
     def set_handler(self, handler: Handler) -> None:
