@@ -145,3 +145,17 @@ def test_a_peer_killed_during_a_write_stream_converges_after_restart(
         return want <= {i["metadata"]["name"] for i in json.loads(r.stdout)["items"]}
 
     wait_for(b_has_all, 30, "the restarted peer to catch up")
+
+
+def test_a_deployment_spreads_over_the_peers_and_runs(cluster: list[ShoalProcess]) -> None:
+    a, b, c = cluster
+    a.kubectl("create", "deployment", "spread", "--image=busybox:1.36", "--replicas=6",
+              "--", "sh", "-c", "while true; do sleep 1; done")
+    a.kubectl("rollout", "status", "deployment/spread", "--timeout=60s", timeout=90)
+    pods = json.loads(c.kubectl("get", "pods", "-l", "app=spread", "-o", "json").stdout)["items"]
+    assert len(pods) == 6
+    assert all(p["status"]["phase"] == "Running" for p in pods)
+    per_node: dict[str, int] = {}
+    for p in pods:
+        per_node[p["spec"]["nodeName"]] = per_node.get(p["spec"]["nodeName"], 0) + 1
+    assert per_node == {a.name: 2, b.name: 2, c.name: 2}, per_node

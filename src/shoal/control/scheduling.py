@@ -16,6 +16,7 @@ from typing import Any
 from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.pod_state import controller_uid
 from shoal.control.scheduler import Snapshot, default_profile, schedule
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
@@ -69,7 +70,9 @@ class Scheduler(Controller):
 
     async def sync(self) -> bool:
         pods = self.store.list(self.pod_kind)
-        pending = [p for p in self._pending(pods) if should_act(self.view, p["metadata"]["uid"])]
+        # Siblings share an actor (the owner's), so one snapshot spreads them evenly.
+        pending = [p for p in self._pending(pods)
+                   if should_act(self.view, controller_uid(p) or p["metadata"]["uid"])]
         if not pending:
             return False
         snapshot = Snapshot(self.store.list(self.node_kind), pods, self.store.list(self.ns_kind))
