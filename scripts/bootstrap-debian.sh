@@ -6,6 +6,12 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # iptables: the partition tests drop a namespace's packets (iproute2 gives ip netns, veth).
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# --- images and the runc runtime (tests/test_images.py, tests/test_runtime_runc.py) ---
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
+# busybox-static: the test images are /bin/busybox in one layer, so it must be static.
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+# --- end images and runc ---
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root to install them)" >&2

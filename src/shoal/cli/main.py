@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
     token_cli.add_parser(sub)
 
+    _image_parser(sub)  # images (shoal.node.images)
+
     k = sub.add_parser("kubeconfig", help="print a kubeconfig for a node",
                        description="Print a kubeconfig holding the cluster CA and the admin "
                                    "credential.")
@@ -108,8 +110,55 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# --- images (shoal.node.images, shoal.node.registry_client) ---
+DEFAULT_DATA_DIR = Path("/var/lib/shoal")
+
+
+def _image_parser(sub: Any) -> None:
+    i = sub.add_parser("image", help="manage the node's local images (for the runc runtime)")
+    isub = i.add_subparsers(dest="image_command", required=True)
+    for name, help_ in (("import", "import an OCI layout (directory or tar) or a docker save "
+                         "archive; safe while the node runs"),
+                        ("pull", "pull an image from its registry"),
+                        ("ls", "list the images in the store")):
+        c = isub.add_parser(name, help=help_, description=help_)
+        c.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                       help=f"the node's data dir (default: {DEFAULT_DATA_DIR})")
+        if name != "ls":
+            c.add_argument("source", metavar="FILE" if name == "import" else "IMAGE")
+
+
+def _image(args: argparse.Namespace) -> int:
+    from shoal.node.images import ImageError, ImageStore
+    from shoal.node.registry_client import ImagePuller
+
+    store = ImageStore(args.data_dir)
+    try:
+        if args.image_command == "import":
+            for ref in store.import_archive(Path(args.source)):
+                print(f"imported {ref}")
+        elif args.image_command == "pull":
+            async def pull() -> None:
+                puller = ImagePuller(store)
+                try:
+                    print(f"{args.source} {await puller.pull(args.source)}")
+                finally:
+                    await puller.registry.close()
+            run_event_loop(pull())
+        else:
+            for ref, digest in store.images():
+                print(f"{ref}\t{digest}")
+    except (ImageError, OSError) as e:
+        print(f"shoal image {args.image_command}: {e}", file=sys.stderr)
+        return 1
+    return 0
+# --- end images ---
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "image":
+        return _image(args)
     if args.command == "server":
         from shoal.cli.node import NodeConfig, serve
 

@@ -151,6 +151,15 @@ def scaled(value: Any, total: int, default: int) -> int:
     return default
 
 
+def owner_kind(obj: Mapping[str, Any]) -> str | None:
+    """The kind of an object's controller, from its ownerReferences."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            kind = ref.get("kind")
+            return kind if isinstance(kind, str) else None
+    return None
+
+
 def pod_hash(pod: Mapping[str, Any]) -> str | None:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     value = labels.get(HASH_LABEL)
@@ -170,7 +179,9 @@ class DaemonSetController(Controller):
         self.ds_kind, self.pod_kind, self.node_kind = ds, pod, node
 
     def relevant(self, change: Change) -> bool:
-        return change.resource in ("daemonsets.apps", "pods", "nodes")
+        if change.resource == "pods":
+            return owner_kind(change.obj) == "DaemonSet"
+        return change.resource in ("daemonsets.apps", "nodes")
 
     async def sync(self) -> bool:
         pods_by_owner: dict[str, list[dict[str, Any]]] = {}
@@ -204,7 +215,6 @@ class DaemonSetController(Controller):
 
     async def reconcile(self, ds: dict[str, Any], nodes: list[dict[str, Any]],
                         owned: list[dict[str, Any]]) -> bool:
-        meta = ds["metadata"]
         spec = ds.get("spec") or {}
         try:
             selector = LabelSelector.from_api(spec.get("selector"))

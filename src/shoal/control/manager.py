@@ -6,8 +6,11 @@ import asyncio
 
 from shoal.control.controller import Controller
 from shoal.control.crd_establishing import CRDEstablishing
+from shoal.control.daemonset import DaemonSetController  # workload controllers (issue 4)
 from shoal.control.deployment import DeploymentController
+from shoal.control.endpoints import EndpointsController
 from shoal.control.garbage_collector import GarbageCollector
+from shoal.control.job import JobController
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
 from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
@@ -22,6 +25,10 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
         ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout),
+        # -- workload and endpoints controllers (issue 4) --
+        DaemonSetController(store, view), JobController(store, view),
+        EndpointsController(store, view),
+        # -- end --
         NodeLifecycle(store, view),
         Scheduler(store, view),
     ]

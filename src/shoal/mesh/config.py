@@ -73,7 +73,7 @@ class MeshConfig:
     push_fanout: int = 3
     """Eager replication: a local write is pushed to this many random live peers at once."""
 
-    push_max_hops: int = 6
+    push_max_hops: int = 10
     """A peer that a push changed forwards it to ``push_fanout`` others, at most this many hops
     from the writer; pull anti-entropy repairs whatever the epidemic missed."""
 

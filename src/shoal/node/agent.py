@@ -42,6 +42,8 @@ def make_runtime(name: str, data_dir: Path) -> Runtime:
     """The runtime ``shoal server --runtime`` names."""
     if name == "process":
         return ProcessRuntime(data_dir)
+    if name == "runc":  # images and runc: shoal.node.runtime_runc
+        from shoal.node.runtime_runc import RuncRuntime; return RuncRuntime(data_dir)  # noqa: E702, I001
     raise ValueError(f"unknown runtime {name!r} (only process is available)")
 
 

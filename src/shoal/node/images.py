@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -54,6 +54,7 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # OCI annotation that names an image inside an OCI layout's index.json.
 REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
 
 DEFAULT_REGISTRY = "docker.io"
 WHITEOUT = ".wh."
@@ -273,7 +274,7 @@ class ImageStore:
         for d in (self.blobs, self.tmp_dir, self.rootfs_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._refs: dict[str, str] = {}
-        self._index_mtime: int | None = None
+        self._index_mtime: tuple[int, int] | None = None
 
     # blobs
 
@@ -318,9 +319,10 @@ class ImageStore:
     def refs(self) -> dict[str, str]:
         """Normalised reference -> manifest digest, re-read when another process changed it."""
         try:
-            mtime = self.index_path.stat().st_mtime_ns
+            st = self.index_path.stat()
         except FileNotFoundError:
             return {}
+        mtime = (st.st_ino, st.st_mtime_ns)  # a rewrite is a rename: a new inode
         if mtime != self._index_mtime:
             self._refs = dict(_json(self.index_path.read_bytes(), "image index").get("refs") or {})
             self._index_mtime = mtime
@@ -402,7 +404,7 @@ class ImageStore:
             # whatever the manifest said they were compressed as.
             if magic == b"\x1f\x8b":
                 with gzip.GzipFile(fileobj=raw) as gz:
-                    yield gz
+                    yield cast(IO[bytes], gz)
             else:
                 yield raw
 
@@ -432,7 +434,9 @@ class ImageStore:
         for entry in index.get("manifests") or []:
             d = Descriptor.of(entry)
             self._copy_tree(src, d)
-            name = (entry.get("annotations") or {}).get(REF_NAME)
+            notes = entry.get("annotations") or {}
+            # docker save (25+) writes the full name in containerd's annotation, the tag in OCI's.
+            name = notes.get(CONTAINERD_NAME) or notes.get(REF_NAME)
             if not name:
                 continue
             # A bare tag ("v1") names nothing we could pull; keep it under its own name.

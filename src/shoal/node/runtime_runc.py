@@ -1,0 +1,401 @@
+"""The ``runc`` runtime: each container attempt is an OCI bundle run by Debian's ``runc``.
+
+Per attempt, ``DATA_DIR/runc/bundles/<id>/`` holds ``config.json`` and ``rootfs``:
+an overlay of the image's shared, read-only unpacked rootfs (``images.ImageStore``)
+with a writable upper directory of its own, or, where overlayfs cannot be mounted,
+a plain copy of the rootfs. The bundle goes when the attempt ends.
+
+``runc run`` is used in the foreground (not ``--detach``) and acts as the
+container's shim: it stays the parent of the container's init, so it can report
+the exit code (a detached init is reparented to PID 1, and its status is lost),
+and it is a child of ours that we can wait for. It passes our pipes straight to
+the container as stdout and stderr, which the agent writes to the same CRI log
+files as the process runtime (``<pod dir>/<container>/<restartCount>.log``).
+``runc state`` is not needed to track it; ``runc kill`` signals it, ``runc exec``
+runs commands in it (with a pty when asked), and foreground ``runc run`` deletes
+the container itself when it ends (``runc delete -f`` tidies after a crash).
+
+Networking is the host's: containers get pid, ipc, uts and mount namespaces but
+no network namespace, so a pod's ports are the node's ports (as ``hostNetwork``).
+CPU and memory limits go into the bundle's ``linux.resources``, applied by runc
+in the cgroup ``/shoal/<id>`` (v1 or v2, whichever the host has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pty
+import resource
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shoal.node.images import ImageConfig, ImageError, ImageStore
+from shoal.node.registry_client import ImagePuller, PullError
+
+# The process runtime's log writer, so both runtimes write byte-identical CRI logs.
+from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
+from shoal.node.runtime_process import _LogFile, _pump, exit_code_of
+
+log = logging.getLogger(__name__)
+
+ID_PREFIX = "runc://"
+START_TIMEOUT = 30.0  # seconds for runc to create the container and write its pid file
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Docker's default capability set: what images expect to be allowed as root.
+CAPABILITIES = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+                "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+          "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+          "/proc/scsi"]
+READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# With the host's network, the host's resolver and hosts file are the right ones.
+HOST_FILES = ["/etc/resolv.conf", "/etc/hosts"]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A volume bind-mounted into the container (what ContainerConfig should carry)."""
+
+    source: Path
+    destination: str
+    read_only: bool = False
+
+
+def find_runc() -> str | None:
+    return shutil.which("runc") or next(
+        (p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.access(p, os.X_OK)), None)
+
+
+def _user(rootfs: Path, spec: str) -> tuple[int, int]:
+    """uid and gid for an image's ``User`` (numbers, or names from the image's passwd)."""
+    if not spec:
+        return 0, 0
+    user, _, group = spec.partition(":")
+
+    def lookup(name: str, file: str, gid_field: bool) -> tuple[int, int] | None:
+        with contextlib.suppress(OSError):
+            for line in (rootfs / "etc" / file).read_text(errors="replace").splitlines():
+                f = line.split(":")
+                if len(f) > 3 and f[0] == name:
+                    return int(f[2]), int(f[3] if not gid_field else f[2])
+        return None
+
+    if user.isdigit():
+        uid, gid = int(user), 0
+    else:
+        found = lookup(user, "passwd", False)
+        if found is None:
+            raise RuntimeStartError("CreateContainerConfigError", f"user {user!r} not in image")
+        uid, gid = found
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            g = lookup(group, "group", True)
+            if g is None:
+                raise RuntimeStartError("CreateContainerConfigError",
+                                        f"group {group!r} not in image")
+            gid = g[0]
+    return uid, gid
+
+
+def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, container_id: str,
+                  data_dir: Path, mounts: Sequence[Mount] = ()) -> dict[str, Any]:
+    """The OCI runtime spec (config.json) for one container attempt."""
+    argv = list(cfg.argv) or [*image.entrypoint, *image.cmd]
+    if not argv:
+        raise RuntimeStartError("CreateContainerConfigError",
+                                "no command given and the image has no entrypoint or cmd")
+    env: dict[str, str] = {"PATH": DEFAULT_PATH}
+    for kv in image.env:
+        k, _, v = kv.partition("=")
+        env[k] = v
+    env.update(cfg.env)
+    env["HOSTNAME"] = cfg.pod_name
+    # The pod worker defaults the working dir to a host directory under the pod's
+    # data dir; inside a container that means "the image's working dir".
+    wd = str(cfg.working_dir)
+    if cfg.working_dir.is_relative_to(data_dir):
+        wd = image.working_dir or "/"
+    uid, gid = _user(rootfs, image.user)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
+    if cfg.cpu_millis is not None:
+        resources["cpu"] = {"quota": max(cfg.cpu_millis, 1) * 100, "period": 100000}
+    if cfg.memory_bytes is not None:
+        resources["memory"] = {"limit": cfg.memory_bytes}
+    mount_list: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+    ]
+    for f in HOST_FILES:
+        if os.path.isfile(f):
+            mount_list.append({"destination": f, "type": "bind", "source": f,
+                               "options": ["rbind", "ro", "nosuid", "nodev"]})
+    for m in mounts:
+        opts = ["rbind", "rprivate"] + (["ro"] if m.read_only else [])
+        mount_list.append({"destination": m.destination, "type": "bind",
+                           "source": str(m.source), "options": opts})
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": uid, "gid": gid},
+            "args": argv,
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": wd if wd.startswith("/") else "/" + wd,
+            "capabilities": {k: CAPABILITIES for k in
+                             ("bounding", "effective", "permitted")},
+            # The node's own file limit: more than the host allows is EPERM in runc's init.
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": cfg.pod_name[:63],
+        "mounts": mount_list,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": f"/shoal/{container_id}",
+            # No "network" namespace: containers use the host's network (see the docstring).
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "maskedPaths": MASKED,
+            "readonlyPaths": READONLY,
+        },
+    }
+
+
+class RuncRuntime:
+    """Runs containers with runc (see the module docstring)."""
+
+    name = "runc"
+
+    def __init__(self, data_dir: Path, store: ImageStore | None = None,
+                 puller: ImagePuller | None = None, runc: str | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.store = store or ImageStore(self.data_dir)
+        self.puller = puller or ImagePuller(self.store)
+        runc = runc or find_runc()
+        if runc is None:
+            raise RuntimeError("runc is not installed (Debian package runc)")
+        self.runc = runc
+        self.state_root = self.data_dir / "runc" / "state"
+        self.bundles = self.data_dir / "runc" / "bundles"
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        self.last_start_seconds: float | None = None  # runc run until the pid file: a figure
+
+    def _cmd(self, *args: str) -> list[str]:
+        return [self.runc, "--root", str(self.state_root), *args]
+
+    async def _runc(self, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self._cmd(*args), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace").strip()
+
+    async def start(self, config: ContainerConfig) -> ContainerHandle:
+        hexid = uuid.uuid4().hex
+        cid = ID_PREFIX + hexid
+        policy = getattr(config, "image_pull_policy", None)  # not in ContainerConfig yet
+        try:
+            digest = await self.puller.ensure(config.image, policy)
+            image_rootfs = await asyncio.to_thread(self.store.rootfs, digest)
+            image = self.store.config(digest)
+        except PullError as e:
+            raise RuntimeStartError(e.reason, e.message) from e
+        except ImageError as e:
+            raise RuntimeStartError("ErrImagePull", f"{config.image}: {e}") from e
+        bundle = self.bundles / hexid
+        try:
+            rootfs = await asyncio.to_thread(_prepare_rootfs, image_rootfs, bundle)
+            spec = bundle_config(config, image, rootfs, hexid, self.data_dir,
+                                 getattr(config, "mounts", ()))
+            (bundle / "config.json").write_bytes(orjson.dumps(spec))
+        except RuntimeStartError:
+            await asyncio.to_thread(_remove_bundle, bundle)
+            raise
+        except OSError as e:
+            await asyncio.to_thread(_remove_bundle, bundle)
+            raise RuntimeStartError("CreateContainerError", f"bundle: {e}") from e
+        return await self._run(config, cid, hexid, bundle)
+
+    async def _run(self, config: ContainerConfig, cid: str, hexid: str,
+                   bundle: Path) -> ContainerHandle:
+        logf = _LogFile(config.log_path)
+        pid_file = bundle / "pid"
+        runc_log = bundle / "runc.log"
+        t0 = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            self.runc, "--root", str(self.state_root), "--log", str(runc_log),
+            "--log-format", "json", "run",
+            "--bundle", str(bundle), "--pid-file", str(pid_file), hexid,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        pumps = asyncio.gather(_pump(proc.stdout, "stdout", logf),
+                               _pump(proc.stderr, "stderr", logf))
+        pid = 0
+        wait = asyncio.ensure_future(proc.wait())
+        while time.monotonic() - t0 < START_TIMEOUT:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pid_file.read_text())
+                break
+            if wait.done():
+                break
+            await asyncio.sleep(0.005)
+        if not pid:
+            if not wait.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            await wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(pumps, 2.0)
+            logf.close()
+            message = _runc_error(runc_log) or f"runc exited with {proc.returncode}"
+            await self._delete(hexid, bundle)
+            raise RuntimeStartError("StartError", message)
+        self.last_start_seconds = time.monotonic() - t0
+        handle = ContainerHandle(config, cid, pid, time.time())
+        asyncio.get_running_loop().create_task(
+            self._supervise(handle, proc, wait, pumps, logf, bundle))
+        return handle
+
+    async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
+                         wait: asyncio.Future[int], pumps: asyncio.Future[Any],
+                         logf: _LogFile, bundle: Path) -> None:
+        rc = await wait
+        try:
+            await asyncio.wait_for(pumps, timeout=2.0)
+        except (TimeoutError, OSError, ValueError):
+            pumps.cancel()
+        logf.close()
+        await self._delete(handle.id.removeprefix(ID_PREFIX), bundle)
+        # runc reports death by signal N as 128+N already; a killed runc itself as -N.
+        handle.exit_code = exit_code_of(rc)
+        handle.finished_at = time.time()
+        handle.exited.set()
+
+    async def _delete(self, hexid: str, bundle: Path) -> None:
+        await self._runc("delete", "--force", hexid)
+        await asyncio.to_thread(_remove_bundle, bundle)
+
+    async def stop(self, handle: ContainerHandle, grace: float, sig: int | None = None) -> None:
+        if handle.exited.is_set():
+            return
+        hexid = handle.id.removeprefix(ID_PREFIX)
+        await self._runc("kill", hexid, str(int(sig or signal.SIGTERM)))
+        try:
+            await asyncio.wait_for(handle.exited.wait(), timeout=max(grace, 0.0))
+        except TimeoutError:
+            await self._runc("kill", "--all", hexid, "KILL")
+            await handle.exited.wait()
+
+    async def wait(self, handle: ContainerHandle) -> int:
+        await handle.exited.wait()
+        assert handle.exit_code is not None
+        return handle.exit_code
+
+    async def exec(self, handle: ContainerHandle, argv: list[str], *, stdin: bool = False,
+                   tty: bool = False) -> ExecSession:
+        hexid = handle.id.removeprefix(ID_PREFIX)
+        if tty:
+            master, slave = pty.openpty()
+            try:
+                # runc, seeing a terminal on its stdin, allocates the container's pty and
+                # relays it to ours (and follows our window size on SIGWINCH).
+                setsid = shutil.which("setsid")
+                cmd = self._cmd("exec", "--tty", "--env", "TERM=xterm", hexid, *argv)
+                proc = await asyncio.create_subprocess_exec(
+                    *([setsid, "-c", *cmd] if setsid else cmd), stdin=slave, stdout=slave,
+                    stderr=slave, start_new_session=setsid is None)
+            except OSError:
+                os.close(master)
+                raise
+            finally:
+                os.close(slave)
+            return ExecSession(proc, master)
+        proc = await asyncio.create_subprocess_exec(
+            *self._cmd("exec", hexid, *argv),
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)
+        return ExecSession(proc)
+
+    def cleanup_orphans(self, keep: set[str]) -> int:
+        """Kill and delete the containers an earlier run left (their log pipes are gone)."""
+        keep_hex = {k.removeprefix(ID_PREFIX) for k in keep}
+        out = subprocess.run(self._cmd("list", "--quiet"), capture_output=True, text=True,
+                             check=False).stdout
+        killed = 0
+        for hexid in out.split():
+            if hexid in keep_hex:
+                continue
+            subprocess.run(self._cmd("kill", "--all", hexid, "KILL"), capture_output=True,
+                           check=False)
+            subprocess.run(self._cmd("delete", "--force", hexid), capture_output=True,
+                           check=False)
+            killed += 1
+        for bundle in self.bundles.iterdir():
+            if bundle.name not in keep_hex:
+                _remove_bundle(bundle)
+        return killed
+
+
+def _runc_error(runc_log: Path) -> str:
+    """The last error runc logged (JSON lines with ``msg``), for the container's status."""
+    msg = ""
+    with contextlib.suppress(OSError):
+        for line in runc_log.read_bytes().splitlines():
+            with contextlib.suppress(orjson.JSONDecodeError):
+                rec = orjson.loads(line)
+                if isinstance(rec, dict) and rec.get("level") in ("error", "fatal"):
+                    msg = str(rec.get("msg", ""))
+            if not msg and line.strip():
+                msg = line.decode(errors="replace")
+    return msg.removeprefix("runc run failed: ")
+
+
+def _prepare_rootfs(image_rootfs: Path, bundle: Path) -> Path:
+    """The container's root: the image under a private writable overlay, or a copy of it."""
+    rootfs = bundle / "rootfs"
+    for d in (rootfs, bundle / "upper", bundle / "work"):
+        d.mkdir(parents=True, exist_ok=True)
+    opts = f"lowerdir={image_rootfs},upperdir={bundle / 'upper'},workdir={bundle / 'work'}"
+    r = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(rootfs)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode == 0:
+        return rootfs
+    log.info("overlayfs unavailable (%s); copying the image rootfs", r.stderr.strip())
+    rootfs.rmdir()
+    subprocess.run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(rootfs)], check=True)
+    return rootfs
+
+
+def _remove_bundle(bundle: Path) -> None:
+    rootfs = bundle / "rootfs"
+    if os.path.ismount(rootfs):
+        subprocess.run(["umount", "-l", str(rootfs)], capture_output=True, check=False)
+    shutil.rmtree(bundle, ignore_errors=True)
