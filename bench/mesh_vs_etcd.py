@@ -50,7 +50,7 @@ def propagation(work: Path, peers: int = 5, writes: int = 200) -> dict[str, Any]
         start_shoal_cluster(members)
         a, b = members[0], members[1]
         arrived: dict[str, float] = {}
-        code, body = b.request("GET", "/api/v1/namespaces/default/configmaps")
+        _, body = b.request("GET", "/api/v1/namespaces/default/configmaps")
         rv = body["metadata"]["resourceVersion"]
         req = urllib.request.Request(
             f"{b.url}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
