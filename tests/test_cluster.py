@@ -159,3 +159,22 @@ def test_a_deployment_spreads_over_the_peers_and_runs(cluster: list[ShoalProcess
     for p in pods:
         per_node[p["spec"]["nodeName"]] = per_node.get(p["spec"]["nodeName"], 0) + 1
     assert per_node == {a.name: 2, b.name: 2, c.name: 2}, per_node
+
+
+def test_a_restarted_peer_rejoins_from_its_saved_member_list_when_its_seed_is_down(
+    tmp_path: Path,
+) -> None:
+    a, b, c = start_cluster(tmp_path, 3)
+    try:
+        names = {a.name, b.name, c.name}
+        wait_for(lambda: node_names(c) == names, 30, "c to see everyone")
+        time.sleep(1.5)  # the member list is saved a second after it changes
+        a.stop()  # a was c's only seed
+        c.stop()
+        c.start()
+        b.kubectl("create", "configmap", "after-restart")
+        wait_for(lambda: "after-restart" in c.kubectl("get", "configmaps").stdout, 30,
+                 "c to replicate from b without its seed")
+    finally:
+        for n in (a, b, c):
+            n.stop()

@@ -16,7 +16,8 @@ from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.mesh import config as mesh_config
-from shoal.mesh import join
+from shoal.mesh import join, member_list
+from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.tls_transport import TlsTransport
@@ -140,9 +141,12 @@ class ShoalNode:
                 log.warning("serving with the old certificate, which does not cover %s: %s",
                             [self.cfg.bind, self.advertise], e)
         # The mesh over this transport: membership and replication (shoal.mesh.peer).
+        keeper = MemberListKeeper(self.replica, self.cfg.name)
         self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica, mesh_config.default(),
-                             random.Random())
+                             random.Random(), hooks=keeper)
         await self.mesh.start()
+        # The members we knew before a restart: we rejoin even if every seed is down.
+        self.mesh.restore_members(member_list.load(self.replica))
         # Seeds: the peer we joined through on first start, then the signers we learnt.
         seeds = [a for a in dict.fromkeys([*([self.cfg.join] if self.cfg.join else []),
                                            *join.read_signers(self.pki)])
