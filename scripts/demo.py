@@ -1,12 +1,15 @@
-"""`make demo`: start a Shoal node on loopback, deploy the sample app, and show it."""
+"""`make demo`: three Shoal peers on loopback, an app spread over them, a partition and a heal.
+
+Each peer binds its own loopback address (127.0.0.11-13), so iptables can cut one
+off from the others while kubectl (from 127.0.0.1) still reaches every peer.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,106 +17,231 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"shoal server exited:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"shoal server did not start:\n{log.read_text()}")
+PEERS = [("edge-1", "127.0.0.11"), ("edge-2", "127.0.0.12"), ("edge-3", "127.0.0.13")]
+API_PORT = 6443
+PEER_PORT = 7443
+HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
 
 
 def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
 
-def run(cmd: list[str], kubeconfig: Path) -> None:
-    shown = " ".join(["kubectl", *cmd])
-    print(f"$ {shown}", flush=True)
-    subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig), *cmd], check=False)
+def say(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+class Peer:
+    def __init__(self, name: str, ip: str, work: Path) -> None:
+        self.name, self.ip, self.work = name, ip, work
+        self.data = work / name
+        self.log = work / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.ip}:{API_PORT}"
+
+    def start(self, *extra: str) -> None:
+        with open(self.log, "ab") as lf:
+            self.proc = subprocess.Popen(
+                [str(BIN / "shoal"), "server", "--name", self.name, "--data-dir", str(self.data),
+                 "--bind", self.ip, "--api-port", str(API_PORT), "--peer-port", str(PEER_PORT),
+                 "--heartbeat-interval", HEARTBEAT, "--node-monitor-grace-period", GRACE,
+                 "--pod-eviction-timeout", EVICTION, *extra],
+                stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Demo:
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
+        self.peers = [Peer(n, ip, self.work) for n, ip in PEERS]
+        self.kubeconfig = self.work / "kubeconfig"
+        self.cut_rules: list[list[str]] = []
+
+    def kubectl(self, peer: Peer, *args: str, show: bool = True, check: bool = False) -> str:
+        if show:
+            print(f"$ kubectl --server {peer.url} {' '.join(args)}", flush=True)
+        r = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig),
+                            "--server", peer.url, *args], capture_output=True, text=True,
+                           timeout=60)
+        if show:
+            sys.stdout.write(r.stdout)
+            if r.returncode != 0:
+                sys.stdout.write(r.stderr)
+        if check and r.returncode != 0:
+            sys.exit(f"kubectl {' '.join(args)} failed: {r.stderr}")
+        return r.stdout
+
+    def pods(self, peer: Peer) -> list[dict[str, Any]]:
+        out = self.kubectl(peer, "get", "pods", "-l", "app=hello", "-o", "json", show=False)
+        if not out:
+            return []
+        return [p for p in json.loads(out)["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+
+    def spread(self, peer: Peer) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.pods(peer):
+            if (p.get("status") or {}).get("phase") == "Running":
+                node = p["spec"].get("nodeName", "?")
+                counts[node] = counts.get(node, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def wait(self, check: Any, timeout: float, what: str) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if check():
+                return time.monotonic() - t0
+            time.sleep(0.3)
+        say(f"(still waiting for {what} after {timeout:.0f}s; moving on)")
+        return time.monotonic() - t0
+
+    # -- partition: iptables between the peers' loopback addresses -------------------------
+
+    def can_cut(self) -> str | None:
+        if os.geteuid() != 0:
+            return "not root"
+        if shutil.which("iptables") is None:
+            return "iptables is missing (make sysdeps installs it)"
+        return None
+
+    def cut(self, victim: Peer) -> None:
+        for other in self.peers:
+            if other is victim:
+                continue
+            for src, dst in ((victim.ip, other.ip), (other.ip, victim.ip)):
+                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--dport", str(PEER_PORT),
+                        "-j", "DROP"]
+                subprocess.run(["iptables", "-I", *rule], check=True)
+                self.cut_rules.append(rule)
+                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--sport", str(PEER_PORT),
+                        "-j", "DROP"]
+                subprocess.run(["iptables", "-I", *rule], check=True)
+                self.cut_rules.append(rule)
+
+    def heal(self) -> None:
+        for rule in self.cut_rules:
+            subprocess.run(["iptables", "-D", *rule], check=False)
+        self.cut_rules.clear()
+
+    # -- the story ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        a, b, c = self.peers
+        step("three peers on loopback, no leader: every one serves the Kubernetes API")
+        a.start()
+        token = subprocess.run([str(BIN / "shoal"), "token", "create", "--data-dir",
+                                str(a.data)], check=True, capture_output=True,
+                               text=True).stdout.strip()
+        for p in (b, c):
+            p.start("--join", f"{a.ip}:{PEER_PORT}", "--token", token)
+        self.kubeconfig.write_bytes(subprocess.run(
+            [str(BIN / "shoal"), "kubeconfig", "--data-dir", str(a.data), "--server", a.url],
+            check=True, capture_output=True).stdout)
+        say(f"data and logs in {self.work}; one kubeconfig for all: {self.kubeconfig}")
+        self.wait(lambda: len(json.loads(self.kubectl(c, "get", "nodes", "-o", "json",
+                                                      show=False) or "{}").get("items", [])) == 3,
+                  30, "every peer to see every node")
+        self.kubectl(c, "get", "nodes", "-o", "wide")
+
+        step("a write on edge-1 appears on edge-3")
+        t0 = time.monotonic()
+        self.kubectl(a, "create", "configmap", "greeting", "--from-literal=hello=from-edge-1")
+        took = self.wait(lambda: "from-edge-1" in self.kubectl(
+            c, "get", "configmap", "greeting", "-o", "jsonpath={.data.hello}", show=False),
+            10, "replication")
+        say(f"seen on edge-3 {took * 1000:.0f} ms after the write on edge-1 (polling every 300 ms)")
+        self.kubectl(c, "get", "configmap", "greeting", "-o", "jsonpath={.data}{\"\\n\"}")
+
+        step("deploy the sample app (6 replicas) through edge-2; it spreads over the peers")
+        self.kubectl(b, "apply", "-f", str(ROOT / "examples" / "app.yaml"))
+        self.kubectl(b, "scale", "deployment/hello", "--replicas=6")
+        self.kubectl(b, "rollout", "status", "deployment/hello", "--timeout=60s")
+        self.kubectl(b, "get", "pods", "-l", "app=hello", "-o", "wide")
+        originals = {p["metadata"]["name"] for p in self.pods(b)
+                     if p["spec"].get("nodeName") == c.name}
+        say(f"running per peer: {self.spread(b)}")
+        pod = next(iter(originals), None)
+        if pod:
+            self.kubectl(a, "logs", pod, "--tail=1")
+
+        why = self.can_cut()
+        if why is not None:
+            step(f"(skipping the partition: {why})")
+            return
+        step("cut edge-3 off from the others (iptables between the peers' addresses)")
+        self.cut(c)
+        say("edge-3 keeps serving reads and writes on its own:")
+        self.kubectl(c, "create", "configmap", "written-while-cut",
+                     "--from-literal=by=edge-3")
+        self.kubectl(c, "get", "configmaps")
+        say(f"waiting for edge-1 to see edge-3 NotReady (grace {GRACE}), then replace its pods "
+            f"elsewhere (eviction timeout {EVICTION}; they are not deleted)...")
+        self.wait(lambda: "NotReady" in self.kubectl(a, "get", "node", c.name, show=False), 30,
+                  "edge-3 to turn NotReady")
+        self.kubectl(a, "get", "nodes")
+        self.wait(lambda: sum(n for node, n in self.spread(a).items() if node != c.name) >= 6,
+                  60, "replacements on edge-1 and edge-2")
+        self.kubectl(a, "get", "pods", "-l", "app=hello", "-o", "wide")
+        say(f"majority side, running per peer: {self.spread(a)}")
+        say(f"edge-3's own view, running per peer: {self.spread(c)}")
+
+        step("heal: the replicas merge; the trim keeps the pods that have run longest")
+        self.heal()
+        t0 = time.monotonic()
+        self.wait(lambda: "NotReady" not in self.kubectl(a, "get", "nodes", show=False), 30,
+                  "edge-3 to be Ready again")
+        self.wait(lambda: sum(self.spread(a).values()) == 6 and len(self.pods(a)) == 6, 60,
+                  "the trim back to 6")
+        say(f"converged {time.monotonic() - t0:.1f}s after the heal")
+        self.kubectl(a, "get", "pods", "-l", "app=hello", "-o", "wide")
+        kept = {p["metadata"]["name"] for p in self.pods(a)} & originals
+        say(f"edge-3's original pods still there: {len(kept)} of {len(originals)}")
+        say("the write made on edge-3 while it was cut off is on edge-1:")
+        self.kubectl(a, "get", "configmap", "written-while-cut", "-o",
+                     "jsonpath={.metadata.name} {.data}{\"\\n\"}")
+
+    def close(self) -> None:
+        self.heal()
+        for p in self.peers:
+            p.stop()
+        if os.environ.get("SHOAL_DEMO_KEEP") is None:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
-    data = work / "node-1"
-    port = free_port(6443)
-    log = work / "node-1.log"
-    step(f"starting node-1 (data in {data}, API on https://127.0.0.1:{port})")
-    with open(log, "wb") as lf:
-        proc = subprocess.Popen(
-            [str(BIN / "shoal"), "server", "--name", "node-1", "--data-dir", str(data),
-             "--api-port", str(port)],
-            stdout=lf, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    demo = Demo()
     try:
-        url = f"https://127.0.0.1:{port}"
-        wait_ready(url, proc, log)
-        kubeconfig = work / "kubeconfig"
-        kubeconfig.write_bytes(subprocess.run(
-            [str(BIN / "shoal"), "kubeconfig", "--data-dir", str(data), "--server", url],
-            check=True, capture_output=True).stdout)
-        print(f"kubeconfig: {kubeconfig}")
-        print(f"try:        {BIN / 'kubectl'} --kubeconfig {kubeconfig} get all -A")
-        step("the node serves the Kubernetes API")
-        run(["get", "nodes", "-o", "wide"], kubeconfig)
-        run(["get", "namespaces"], kubeconfig)
-        step("deploying the sample app")
-        run(["apply", "-f", str(ROOT / "examples" / "app.yaml")], kubeconfig)
-        run(["get", "deployments,services,configmaps", "-l", "app=hello"], kubeconfig)
-        step("scaling, labelling and reading it back")
-        run(["scale", "deployment/hello", "--replicas=5"], kubeconfig)
-        run(["label", "deployment/hello", "tier=edge"], kubeconfig)
-        run(["get", "deployment", "hello", "-o",
-             "jsonpath={.metadata.name} replicas={.spec.replicas} "
-             "labels={.metadata.labels} generation={.metadata.generation}{\"\\n\"}"], kubeconfig)
-        step("kill -9 the node, start it again: every acknowledged write is still there")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        print(f"node-1 (pid {proc.pid}) killed with SIGKILL")
-        with open(log, "ab") as lf:
-            proc = subprocess.Popen(
-                [str(BIN / "shoal"), "server", "--name", "node-1", "--data-dir", str(data),
-                 "--api-port", str(port)],
-                stdout=lf, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        wait_ready(url, proc, log)
-        run(["get", "deployment", "hello", "-o",
-             "jsonpath={.metadata.name} replicas={.spec.replicas} labels={.metadata.labels}"
-             "{\"\\n\"}"], kubeconfig)
-        print("\nThe pods themselves are scheduled and run once the controllers and the node "
-              "agent land (issues 4 and 5); this node stores and serves the objects today.")
-        if sys.stdin.isatty() and os.environ.get("CI") is None:
-            step("node-1 keeps running; press Ctrl-C to stop it")
-            with contextlib.suppress(KeyboardInterrupt):
-                proc.wait()
+        demo.run()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        if os.environ.get("SHOAL_DEMO_KEEP") is None:
-            shutil.rmtree(work, ignore_errors=True)
+        demo.close()
+    print("\nDone. SHOAL_DEMO_KEEP=1 make demo keeps the data dirs and logs.")
     return 0
 
 

@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
+    s.add_argument("--heartbeat-interval", type=parse_duration, default=10.0,
+                   help="how often the node renews its Lease and Ready condition (default: 10s)")
+    s.add_argument("--node-monitor-grace-period", type=parse_duration, default=40.0,
+                   help="how long a node may go without renewing its Lease before the others "
+                        "mark it unreachable, NotReady (default: 40s)")
     s.add_argument("--peer-advertise", default=None, metavar="HOST:PORT",
                    help="the address peers dial to reach this node's peer port, when it is not "
                         "--advertise and --peer-port (a NAT port mapping, a proxy)")
@@ -76,9 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                         "ran longest are kept); a node's annotation "
                         "shoal.dev/pod-eviction-timeout overrides it (default: 5m)")
     # --- node agent ---
-    s.add_argument("--runtime", default="process", choices=["process"],
-                   help="how pods run: process runs each container as a host process "
-                        "(default: process; runc comes later)")
+    s.add_argument("--runtime", default="process", choices=["process", "runc"],
+                   help="how pods run: process runs each container as a host process; runc "
+                        "runs OCI containers from images (Debian's runc package; images come "
+                        "from `shoal image import`, registries and peers) (default: process)")
     # --- end node agent ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
     s.add_argument("--peer-port", type=int, default=None,
@@ -171,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             advertise=args.advertise, bookmark_interval=args.bookmark_interval,
             summary_interval=args.summary_interval,
             pod_eviction_timeout=args.pod_eviction_timeout,
+            heartbeat_interval=args.heartbeat_interval,
+            node_monitor_grace=args.node_monitor_grace_period,
             runtime=args.runtime,  # node agent
             peer_port=args.peer_port, join=args.join, join_token=args.token,
             peer_advertise=args.peer_advertise,

@@ -20,7 +20,8 @@ from shoal.store.objects import ObjectStore
 
 
 def controllers(store: ObjectStore, view: PeerView | None = None,
-                pod_eviction_timeout: float = 300.0) -> list[Controller]:
+                pod_eviction_timeout: float = 300.0,
+                node_monitor_grace: float = 40.0) -> list[Controller]:
     return [
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
@@ -29,12 +30,13 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         DaemonSetController(store, view), JobController(store, view),
         EndpointsController(store, view),
         # -- end --
-        NodeLifecycle(store, view),
+        NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
     ]
 
 
 def start(store: ObjectStore, view: PeerView | None = None,
-          pod_eviction_timeout: float = 300.0) -> list[asyncio.Task[None]]:
+          pod_eviction_timeout: float = 300.0,
+          node_monitor_grace: float = 40.0) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(c.run(), name=c.name)
-            for c in controllers(store, view, pod_eviction_timeout)]
+            for c in controllers(store, view, pod_eviction_timeout, node_monitor_grace)]

@@ -69,6 +69,8 @@ class FrameType(enum.IntEnum):
 class Channel(enum.IntEnum):
     MESH = 0
     CONTROL = 1
+    STREAM = 2
+    """Long-lived byte streams between nodes (pod logs, exec): :mod:`shoal.mesh.streams`."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class PeerIdentity:
 
 
 ControlHandler = Callable[[PeerIdentity, bytes], Awaitable[bytes]]
+
+# --- streams: the sink gets every STREAM frame of an authenticated connection, in order ---
+StreamSink = Callable[["_Conn", int, bytes], None]
+# --- end streams ---
 
 _current_peer: contextvars.ContextVar[PeerIdentity | None] = contextvars.ContextVar(
     "shoal_mesh_peer", default=None
@@ -187,6 +193,33 @@ class _Conn:
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.closed = False
         self.tasks: set[asyncio.Task[None]] = set()
+        # --- streams: what shoal.mesh.streams needs of a connection (a StreamLink) ---
+        self.outbound = False
+        self._close_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def peer_name(self) -> str | None:
+        return self.peer.name
+
+    @property
+    def is_open(self) -> bool:
+        return not self.closed and not self.writer.is_closing()
+
+    def send_stream_frame(self, sid: int, payload: bytes) -> None:
+        self.write(FrameType.ONEWAY, Channel.STREAM, sid, payload)
+
+    async def drain(self) -> None:
+        try:
+            await self.writer.drain()
+        except (ConnectionError, OSError) as e:
+            raise TransportError(f"{self.peer.address}: {e}") from e
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        if self.closed:
+            callback()
+        else:
+            self._close_callbacks.append(callback)
+        # --- end streams ---
 
     def write(self, ftype: FrameType, channel: Channel, rid: int, payload: bytes) -> None:
         if self.closed or self.writer.is_closing():
@@ -241,6 +274,10 @@ class _Conn:
             return
         self.closed = True
         self.fail_pending(f"connection to {self.peer.address} closed")
+        for callback in self._close_callbacks:  # streams: fail the streams it carried
+            with contextlib.suppress(Exception):
+                callback()
+        self._close_callbacks.clear()
         for t in list(self.tasks):
             t.cancel()
         self.writer.close()
@@ -287,6 +324,7 @@ class TlsTransport:
         self._inbound: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats: dict[str, PeerStats] = {}
+        self._stream_sink: StreamSink | None = None  # streams
         self.refused = 0
         """Connections refused since start (no node certificate, bad TLS, bad frames)."""
 
@@ -366,6 +404,31 @@ class TlsTransport:
         """Bytes and frames per peer address, both directions, headers included."""
         return dict(self._stats)
 
+    # --- streams: the hooks of shoal.mesh.streams ---
+    def set_stream_sink(self, sink: StreamSink) -> None:
+        self._stream_sink = sink
+
+    async def link_to(self, name: str, address: str | None, timeout: float) -> _Conn:
+        """An open connection to the node called ``name``, in either direction.
+
+        A connection the peer dialled counts: a node behind NAT cannot be dialled, but the
+        connection it opened to us carries frames both ways. Only then is ``address`` dialled.
+        """
+        for conn in [*self._out.values(), *self._inbound]:
+            if conn.peer.name == name and conn.is_open:
+                return conn
+        if address is None:
+            raise TransportError(f"no connection to node {name} and no address to dial")
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await self._connection(address)
+        except TimeoutError:
+            raise TransportError(f"could not reach {address} within {timeout:.3g}s") from None
+        if conn.peer.name != name:
+            raise TransportError(f"{address} is node {conn.peer.name}, not {name}")
+        return conn
+    # --- end streams ---
+
     # -- outbound ------------------------------------------------------------------------------
 
     async def _request(self, address: str, channel: Channel, payload: bytes,
@@ -375,8 +438,16 @@ class TlsTransport:
         try:
             async with asyncio.timeout(timeout):
                 conn = await self._connection(address)
-        except TimeoutError:
-            raise TransportError(f"could not reach {address} within {timeout:.3g}s") from None
+        except (TimeoutError, TransportError) as e:
+            # A peer behind NAT cannot be dialled, but the connection it opened carries requests
+            # back (the other end serves every frame type on any connection).
+            back = next((c for c in self._inbound
+                         if c.peer.address == address and c.peer.name and c.is_open), None)
+            if back is None:
+                if isinstance(e, TransportError):
+                    raise
+                raise TransportError(f"could not reach {address} within {timeout:.3g}s") from None
+            conn = back
         try:
             return await conn.request(channel, payload, max(0.0, deadline - loop.time()))
         except TransportError:
@@ -396,12 +467,22 @@ class TlsTransport:
         # Shield: one caller giving up must not cancel the dial the others wait on.
         return await asyncio.shield(task)
 
+    def _source_address(self, host: str) -> tuple[str, int] | None:
+        """Dial from the bind address when it is a specific one (multi-homed hosts, and
+        several nodes on one machine told apart by their loopback address)."""
+        if self._bind in ("0.0.0.0", "::", ""):
+            return None
+        if (":" in self._bind) != (":" in host):
+            return None  # address families differ
+        return (self._bind, 0)
+
     async def _dial(self, address: str) -> _Conn:
         host, port = split_address(address)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, ssl=self._client_ctx,
-                                        ssl_handshake_timeout=self._handshake_timeout),
+                                        ssl_handshake_timeout=self._handshake_timeout,
+                                        local_addr=self._source_address(host)),
                 self._connect_timeout + self._handshake_timeout,
             )
         except TimeoutError:
@@ -414,6 +495,7 @@ class TlsTransport:
             raise TransportError(f"{address} does not present a cluster node certificate")
         conn = _Conn(self, reader, writer, PeerIdentity(address, name),
                      max_frame=self._max_frame, stats=self._stats_for(address))
+        conn.outbound = True  # streams: this side numbers its streams odd
         conn.write(FrameType.HELLO, Channel.MESH, 0, self.address.encode())
         old = self._out.get(address)
         self._out[address] = conn
@@ -529,6 +611,12 @@ class TlsTransport:
                     continue
                 if ftype == FrameType.HELLO:
                     raise FrameError("a second hello")
+                # --- streams: in order and on the reading task, never one task per frame ---
+                if channel == Channel.STREAM and conn.peer.name is not None \
+                        and self._stream_sink is not None:
+                    self._stream_sink(conn, rid, payload)
+                    continue
+                # --- end streams ---
                 if channel not in limits.channels or (
                         conn.peer.name is None and ftype != FrameType.REQUEST):
                     raise FrameError(f"{ftype.name} on the {channel.name} channel is not "
