@@ -37,7 +37,8 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 bench: venv sysdeps
-	$(BIN)/python -m bench.run
+	@bash scripts/bootstrap-bench.sh
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,16 +1,24 @@
-"""Run every benchmark and write the results as JSON under bench/results/."""
+"""Run every benchmark and write the results as JSON under bench/results/.
+
+`make bench` runs them all; `make bench BENCH_ARGS="--quick"` runs shorter versions;
+`BENCH_ARGS="--only api_single_node,mesh_vs_etcd"` picks some.
+"""
 
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import resource
 import sys
+import time
+import traceback
 from pathlib import Path
-
-from bench import api_single_node
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup",
+          "pod_startup_runc", "control_plane"]
 
 
 def main() -> int:
@@ -18,13 +26,30 @@ def main() -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 8192), hard), hard))
     quick = "--quick" in sys.argv
+    only = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")), None)
+    suites = only.split(",") if only else SUITES
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    result = {"when": stamp, "command": "make bench", "api_single_node": api_single_node.run(quick)}
+    result: dict[str, Any] = {"when": stamp, "command": "make bench", "quick": quick}
+    for name in suites:
+        print(f"== {name}", flush=True)
+        t0 = time.monotonic()
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ImportError as e:
+            result[name] = {"error": f"not available: {e}"}
+            continue
+        try:
+            result[name] = module.run(quick)
+        except Exception as e:  # one failing suite must not lose the others' figures
+            traceback.print_exc()
+            result[name] = {"error": f"{type(e).__name__}: {e}"}
+        result[name]["wall_seconds"] = round(time.monotonic() - t0, 1)
+        print(json.dumps(result[name], indent=2), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"api-single-node-{stamp}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    out = RESULTS / f"bench-{stamp}.json"
+    text = json.dumps(result, indent=2) + "\n"
+    out.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
     print(f"written to {out}")
     return 0
 
