@@ -31,7 +31,15 @@ from typing import Any
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
 from shoal.control.ownership import PeerView, SinglePeer, should_act
-from shoal.control.pod_state import controller_uid, deletion_rank, is_active, is_available, is_ready
+from shoal.control.pod_control import delete_pod
+from shoal.control.pod_state import (
+    by_controller,
+    controller_uid,
+    deletion_rank,
+    is_active,
+    is_available,
+    is_ready,
+)
 from shoal.control.replicaset import pod_from_template
 from shoal.control.scheduler.plugins.node_affinity import RequiredNodeAffinity
 from shoal.control.scheduler.plugins.taint_toleration import (
@@ -184,11 +192,7 @@ class DaemonSetController(Controller):
         return change.resource in ("daemonsets.apps", "nodes")
 
     async def sync(self) -> bool:
-        pods_by_owner: dict[str, list[dict[str, Any]]] = {}
-        for p in self.store.list(self.pod_kind):
-            uid = controller_uid(p)
-            if uid:
-                pods_by_owner.setdefault(uid, []).append(p)
+        pods_by_owner = by_controller(self.store.list(self.pod_kind))
         nodes = self.store.list(self.node_kind)
         pending = False
         for ds in self.store.list(self.ds_kind):
@@ -303,16 +307,7 @@ class DaemonSetController(Controller):
         return False
 
     async def _delete(self, pod: dict[str, Any]) -> bool:
-        m = pod["metadata"]
-        if m.get("deletionTimestamp"):
-            return False
-        try:
-            await self.store.delete(self.pod_kind, m.get("namespace"), m["name"],
-                                    precondition_uid=m.get("uid"))
-            return True
-        except StoreError as e:
-            log.debug("daemon pod %s not deleted: %s", m["name"], e)
-            return False
+        return await delete_pod(self.store, self.pod_kind, pod)
 
     async def _roll(self, ds: dict[str, Any], template: dict[str, Any], revision: str,
                     eligible: list[str], by_node: dict[str, list[dict[str, Any]]]) -> bool:

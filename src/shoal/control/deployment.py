@@ -20,7 +20,7 @@ import orjson
 
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, should_act
-from shoal.control.pod_state import controller_uid, parse_time
+from shoal.control.pod_state import by_controller, parse_time
 from shoal.store.change_feed import Change
 from shoal.store.objects import AlreadyExists, ObjectStore, StoreError, now_rfc3339
 
@@ -94,11 +94,7 @@ class DeploymentController(Controller):
         return change.resource in ("deployments.apps", "replicasets.apps")
 
     async def sync(self) -> bool:
-        by_owner: dict[str, list[dict[str, Any]]] = {}
-        for rs in self.store.list(self.rs_kind):
-            uid = controller_uid(rs)
-            if uid:
-                by_owner.setdefault(uid, []).append(rs)
+        by_owner = by_controller(self.store.list(self.rs_kind))
         pending = False
         for d in self.store.list(self.d_kind):
             meta = d["metadata"]

@@ -28,7 +28,15 @@ from typing import Any
 from shoal.control.controller import Controller
 from shoal.control.daemonset import owner_kind
 from shoal.control.ownership import PeerView, SinglePeer, should_act
-from shoal.control.pod_state import controller_uid, deletion_rank, is_active, is_ready, parse_time
+from shoal.control.pod_control import delete_pod
+from shoal.control.pod_state import (
+    by_controller,
+    controller_uid,
+    deletion_rank,
+    is_active,
+    is_ready,
+    parse_time,
+)
 from shoal.control.replicaset import pod_from_template, slot_name
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
@@ -152,11 +160,7 @@ class JobController(Controller):
     async def sync(self) -> bool:
         now = self.store.replica.wall.now()
         self._due = None
-        pods_by_owner: dict[str, list[dict[str, Any]]] = {}
-        for p in self.store.list(self.pod_kind):
-            uid = controller_uid(p)
-            if uid:
-                pods_by_owner.setdefault(uid, []).append(p)
+        pods_by_owner = by_controller(self.store.list(self.pod_kind))
         pending = False
         for job in self.store.list(self.job_kind):
             meta = job["metadata"]
@@ -435,16 +439,7 @@ class JobController(Controller):
             return None
 
     async def _delete(self, pod: dict[str, Any]) -> bool:
-        m = pod["metadata"]
-        if m.get("deletionTimestamp"):
-            return False
-        try:
-            await self.store.delete(self.pod_kind, m.get("namespace"), m["name"],
-                                    precondition_uid=m.get("uid"))
-            return True
-        except StoreError as e:
-            log.debug("job pod %s not deleted: %s", m["name"], e)
-            return False
+        return await delete_pod(self.store, self.pod_kind, pod)
 
     async def _expire(self, job: dict[str, Any], now: float) -> bool:
         """Delete a finished Job ``ttlSecondsAfterFinished`` after it finished."""

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, preferred_actor
 from shoal.control.pod_state import parse_time
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
@@ -90,7 +90,7 @@ class NodeLifecycle(Controller):
         now = self.store.replica.wall.now()
         for node in self.store.list(self.node_kind):
             name = node["metadata"]["name"]
-            if name == self.view.name or not should_act(self.view, f"node/{name}"):
+            if name == self.view.name or not self._acts_for(name):
                 continue
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
@@ -100,6 +100,15 @@ class NodeLifecycle(Controller):
             except StoreError as e:
                 log.debug("node %s: %s", name, e)
         return False
+
+    def _acts_for(self, node: str) -> bool:
+        """Whether this peer is the preferred actor for ``node`` among the live peers other
+        than that node: a node never judges itself, so if it were its own preferred actor
+        nobody would clear the taint it got while cut off."""
+        live = [p for p in self.view.live() if p != node]
+        if self.view.name not in live:
+            live.append(self.view.name)
+        return preferred_actor(f"node/{node}", live) == self.view.name
 
     async def _set(self, node: dict[str, Any], reachable: bool, now: float) -> None:
         name = node["metadata"]["name"]

@@ -84,3 +84,13 @@ def controller_uid(obj: dict[str, Any]) -> str | None:
             uid = ref.get("uid")
             return uid if isinstance(uid, str) else None
     return None
+
+
+def by_controller(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Objects grouped by the uid of their controlling owner (those without one are left out)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in objs:
+        uid = controller_uid(o)
+        if uid:
+            out.setdefault(uid, []).append(o)
+    return out

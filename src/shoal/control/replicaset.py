@@ -17,7 +17,13 @@ from typing import Any
 from shoal.control.controller import Controller
 from shoal.control.node_lifecycle import is_lost
 from shoal.control.ownership import PeerView, SinglePeer, should_act
-from shoal.control.pod_state import controller_uid, deletion_rank, is_active, is_available, is_ready
+from shoal.control.pod_state import (
+    by_controller,
+    deletion_rank,
+    is_active,
+    is_available,
+    is_ready,
+)
 from shoal.model.kinds import Kind
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
@@ -87,11 +93,7 @@ class ReplicaSetController(Controller):
             n["metadata"]["name"] for n in self.store.list(self.node_kind)
             if is_lost(n, now_s, self.eviction_timeout)
         }
-        pods_by_owner: dict[str, list[dict[str, Any]]] = {}
-        for p in self.store.list(self.pod_kind):
-            uid = controller_uid(p)
-            if uid:
-                pods_by_owner.setdefault(uid, []).append(p)
+        pods_by_owner = by_controller(self.store.list(self.pod_kind))
         pending = False
         now = self.store.replica.wall.now()
         for rs in self.store.list(self.rs_kind):
