@@ -178,3 +178,59 @@ def test_a_restarted_peer_rejoins_from_its_saved_member_list_when_its_seed_is_do
     finally:
         for n in (a, b, c):
             n.stop()
+
+
+def test_a_deployment_survives_kill_9_of_a_peer_and_trims_back_when_it_returns(
+    tmp_path: Path,
+) -> None:
+    fast = ["--heartbeat-interval", "1s", "--node-monitor-grace-period", "3s",
+            "--pod-eviction-timeout", "3s"]
+    first = ShoalProcess("node-a", tmp_path / "a", free_port(), tmp_path / "a.log")
+    first.start(fast)
+    token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                            str(first.data_dir)], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    seed = (first.data_dir / "peer-address").read_text().strip()
+    nodes = [first]
+    for name in ("node-b", "node-c"):
+        n = ShoalProcess(name, tmp_path / name, free_port(), tmp_path / f"{name}.log")
+        n.start([*fast, "--join", seed, "--token", token])
+        nodes.append(n)
+    a, _, c = nodes
+    try:
+        wait_for(lambda: node_names(a) == {"node-a", "node-b", "node-c"}, 30, "membership")
+
+        def running() -> dict[str, list[str]]:
+            r = a.kubectl("get", "pods", "-l", "app=ten", "-o", "json", check=False)
+            out: dict[str, list[str]] = {}
+            for p in json.loads(r.stdout or '{"items": []}')["items"]:
+                if p["metadata"].get("deletionTimestamp"):
+                    continue
+                if (p.get("status") or {}).get("phase") == "Running":
+                    out.setdefault(p["spec"]["nodeName"], []).append(p["metadata"]["name"])
+            return out
+
+        a.kubectl("create", "deployment", "ten", "--image=busybox:1.36", "--replicas=10",
+                  "--", "sh", "-c", "while true; do sleep 1; done")
+        wait_for(lambda: sum(map(len, running().values())) == 10, 60, "10 running pods")
+        before = running()
+        assert set(before) == {"node-a", "node-b", "node-c"}
+        survivors = before["node-a"] + before["node-b"]
+        c.kill9()
+        wait_for(lambda: sum(len(v) for k, v in running().items() if k != "node-c") == 10, 60,
+                 "replacements on the surviving peers")
+        c.start(fast)
+        wait_for(lambda: "NotReady" not in a.kubectl("get", "nodes").stdout, 30, "c Ready again")
+
+        def settled() -> bool:
+            r = running()
+            total = sum(map(len, r.values()))
+            pods = json.loads(a.kubectl("get", "pods", "-l", "app=ten", "-o", "json").stdout)
+            return total == 10 and len(pods["items"]) == 10
+
+        wait_for(settled, 60, "the trim back to 10")
+        after = [n for v in running().values() for n in v]
+        assert set(survivors) <= set(after), "the pods that never stopped were kept"
+    finally:
+        for n in nodes:
+            n.stop()
