@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup",
+SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup", "deploy_30",
           "pod_startup_runc", "control_plane"]
 
 
