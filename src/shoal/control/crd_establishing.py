@@ -69,8 +69,7 @@ class CRDEstablishing(Controller):
                                    if v.get("storage")],
             }
             try:
-                await self.store.update(crd_kind, new, None, crd["metadata"]["name"], "status",
-                                        check_rv=False)
+                await self.store.update(crd_kind, new, None, crd["metadata"]["name"], "status")
             except StoreError as e:
                 log.warning("could not mark CRD %s established: %s", crd["metadata"]["name"], e)
         # Custom resources whose definition is gone are deleted with it.

@@ -399,5 +399,4 @@ class DaemonSetController(Controller):
         new["status"] = {**status, **({"conditions": old["conditions"]}
                                       if "conditions" in old else {})}
         m = ds["metadata"]
-        await self.store.update(self.ds_kind, new, m.get("namespace"), m["name"], "status",
-                                check_rv=False)
+        await self.store.update(self.ds_kind, new, m.get("namespace"), m["name"], "status")

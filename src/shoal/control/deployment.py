@@ -195,8 +195,7 @@ class DeploymentController(Controller):
         if annotations:
             new["metadata"].setdefault("annotations", {}).update(annotations)
         m = rs["metadata"]
-        return await self.store.update(self.rs_kind, new, m.get("namespace"), m["name"],
-                                       check_rv=False)
+        return await self.store.update(self.rs_kind, new, m.get("namespace"), m["name"])
 
     async def _recreate(self, new_rs: dict[str, Any], olds: list[dict[str, Any]],
                         replicas: int) -> bool:
@@ -339,10 +338,8 @@ class DeploymentController(Controller):
         if new_annotations is not None:
             fresh = copy.deepcopy(d)
             fresh["metadata"].setdefault("annotations", {})[REVISION] = new_annotations
-            d = await self.store.update(self.d_kind, fresh, m.get("namespace"), m["name"],
-                                        check_rv=False)
+            d = await self.store.update(self.d_kind, fresh, m.get("namespace"), m["name"])
         if status != (d.get("status") or {}):
             new = copy.deepcopy(d)
             new["status"] = status
-            await self.store.update(self.d_kind, new, m.get("namespace"), m["name"], "status",
-                                    check_rv=False)
+            await self.store.update(self.d_kind, new, m.get("namespace"), m["name"], "status")

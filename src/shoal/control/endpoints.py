@@ -313,7 +313,7 @@ class EndpointsController(Controller):
         new.pop("subsets", None)
         if "subsets" in want:
             new["subsets"] = want["subsets"]
-        await self.store.update(self.ep_kind, new, m["namespace"], m["name"], check_rv=False)
+        await self.store.update(self.ep_kind, new, m["namespace"], m["name"])
         self.writes += 1
 
     # -- discovery.k8s.io/v1 EndpointSlices ------------------------------------
@@ -406,7 +406,7 @@ class EndpointsController(Controller):
                 new[f] = want[f]
             new["metadata"]["labels"] = want["metadata"]["labels"]
             new["metadata"]["ownerReferences"] = want["metadata"]["ownerReferences"]
-            await self.store.update(self.slice_kind, new, ns, name, check_rv=False)
+            await self.store.update(self.slice_kind, new, ns, name)
             self.writes += 1
         for s in existing:
             if s["metadata"]["name"] not in names:

@@ -28,7 +28,7 @@ async def record(store: ObjectStore, obj: dict[str, Any], event_type: str, reaso
             new = copy.deepcopy(existing)
             new["count"] = int(existing.get("count", 1)) + 1
             new["lastTimestamp"] = now
-            await store.update(kind, new, ns, name, check_rv=False)
+            await store.update(kind, new, ns, name)
             return
         await store.create(kind, {
             "metadata": {"name": name, "namespace": ns},

@@ -99,7 +99,7 @@ class GarbageCollector(Controller):
         if not m["ownerReferences"]:
             del m["ownerReferences"]
         try:
-            await self.store.update(kind, new, m.get("namespace"), m["name"], check_rv=False)
+            await self.store.update(kind, new, m.get("namespace"), m["name"])
         except StoreError as e:
             log.debug("gc orphaning of %s failed: %s", m.get("name"), e)
 
@@ -108,6 +108,6 @@ class GarbageCollector(Controller):
         m = new["metadata"]
         m["finalizers"] = [f for f in m.get("finalizers") or [] if f != fin]
         try:
-            await self.store.update(kind, new, m.get("namespace"), m["name"], check_rv=False)
+            await self.store.update(kind, new, m.get("namespace"), m["name"])
         except StoreError as e:
             log.debug("gc finalizer removal on %s failed: %s", m.get("name"), e)

@@ -257,8 +257,7 @@ class JobController(Controller):
             new = copy.deepcopy(job)
             new["status"] = status
             m = job["metadata"]
-            await self.store.update(self.job_kind, new, m.get("namespace"), m["name"], "status",
-                                    check_rv=False)
+            await self.store.update(self.job_kind, new, m.get("namespace"), m["name"], "status")
         return changed
 
     @staticmethod

@@ -51,7 +51,7 @@ class NamespaceLifecycle(Controller):
                     if f != NAMESPACE_FINALIZER]
             new.setdefault("spec", {})["finalizers"] = fins
             try:
-                await self.store.update(ns_kind, new, None, name, check_rv=False,
+                await self.store.update(ns_kind, new, None, name,
                                         finalize=True)
                 log.info("namespace %s deleted", name)
             except StoreError as e:

@@ -126,7 +126,7 @@ class NodeLifecycle(Controller):
         new.setdefault("spec", {})["taints"] = taints
         if not taints:
             del new["spec"]["taints"]
-        node = await self.store.update(self.node_kind, new, None, name, check_rv=False)
+        node = await self.store.update(self.node_kind, new, None, name)
         if not reachable:
             status = copy.deepcopy(node)
             for c in (status.get("status") or {}).get("conditions") or []:
@@ -134,7 +134,7 @@ class NodeLifecycle(Controller):
                     c.update(status="Unknown", reason="NodeStatusUnknown",
                              message="Node stopped renewing its lease.",
                              lastTransitionTime=stamp)
-            await self.store.update(self.node_kind, status, None, name, "status", check_rv=False)
+            await self.store.update(self.node_kind, status, None, name, "status")
             log.warning("node %s is unreachable: its lease was last renewed over %.0fs ago",
                         name, self.grace)
         else:

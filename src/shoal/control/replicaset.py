@@ -171,4 +171,4 @@ class ReplicaSetController(Controller):
         new = copy.deepcopy(rs)
         new["status"] = {**old, **status}
         await self.store.update(self.rs_kind, new, rs["metadata"].get("namespace"),
-                                rs["metadata"]["name"], "status", check_rv=False)
+                                rs["metadata"]["name"], "status")

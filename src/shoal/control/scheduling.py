@@ -93,8 +93,7 @@ class Scheduler(Controller):
         ns = meta.get("namespace")
         bound = copy.deepcopy(pod)
         bound["spec"]["nodeName"] = node
-        bound = await self.store.update(self.pod_kind, bound, ns, meta["name"], "binding",
-                                        check_rv=False)
+        bound = await self.store.update(self.pod_kind, bound, ns, meta["name"], "binding")
         status = copy.deepcopy(bound)
         now = now_rfc3339(self.store.replica.wall.now())
         conds = [c for c in (status.get("status") or {}).get("conditions") or []
@@ -102,7 +101,7 @@ class Scheduler(Controller):
         conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                       "lastTransitionTime": now})
         status.setdefault("status", {})["conditions"] = conds
-        await self.store.update(self.pod_kind, status, ns, meta["name"], "status", check_rv=False)
+        await self.store.update(self.pod_kind, status, ns, meta["name"], "status")
         self.bound += 1
         await events.record(self.store, bound, "Normal", "Scheduled",
                             f"Successfully assigned {ns}/{meta['name']} to {node}",
@@ -120,7 +119,6 @@ class Scheduler(Controller):
         conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                       "message": message, "lastProbeTime": None, "lastTransitionTime": now})
         new.setdefault("status", {})["conditions"] = conds
-        await self.store.update(self.pod_kind, new, meta.get("namespace"), meta["name"], "status",
-                                check_rv=False)
+        await self.store.update(self.pod_kind, new, meta.get("namespace"), meta["name"], "status")
         await events.record(self.store, pod, "Warning", "FailedScheduling", message,
                             "default-scheduler")
