@@ -5,14 +5,15 @@
 command protocol that current kubectl uses (``v5.channel.k8s.io``, and
 ``v4.channel.k8s.io``): every binary message starts with a channel byte, 0 stdin,
 1 stdout, 2 stderr, 3 the final Status, 4 terminal resize, and in v5 255 closes the
-channel named by the next byte. Pods on other nodes get 501 until the mesh proxies
-these requests to the pod's node. SPDY is not served: kubectl only falls back to it
+channel named by the next byte. Pods on other nodes are proxied to the pod's node over
+the peer link (:mod:`shoal.api.pod_proxy`). SPDY is not served: kubectl only falls back to it
 when the WebSocket upgrade is refused.
 
 ``portforward`` serves the WebSocket channel protocol (the ``kubernetes`` Python
 client's): with ``?ports=P1,P2``, port i has data channel 2i and error channel
 2i+1, each opened with the port number (2 bytes, little-endian). kubectl speaks
-SPDY for port-forward (tunnelled over WebSocket since 1.31), which is not served.
+SPDY for port-forward, tunnelled over WebSocket since 1.31: that is served by
+:mod:`shoal.api.spdy_portforward`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import fcntl
 import os
 import struct
 import termios
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from shoal.api import spdy_portforward
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.node.agent import NodeAgent
@@ -35,17 +37,22 @@ from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.runtime import ExecSession
 from shoal.store.objects import ObjectStore
 
+if TYPE_CHECKING:  # pod_proxy imports this module's request helpers
+    from shoal.api.pod_proxy import PodProxy
+
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 
 async def serve(request: web.Request, t: Target, store: ObjectStore,
-                agent: NodeAgent | None) -> web.StreamResponse:
+                agent: NodeAgent | None, proxy: PodProxy | None = None) -> web.StreamResponse:
     assert t.name is not None
     pod = store.get(t.kind, t.namespace, t.name)
     node = (pod.get("spec") or {}).get("nodeName")
     if not node:
         raise ApiError(400, f"pod {t.name} does not have a host assigned", "BadRequest")
+    if (agent is None or node != agent.node_name) and proxy is not None:
+        return await proxy.serve(request, t, pod, node)  # over the peer link to the pod's node
     if agent is None or node != agent.node_name:
         raise ApiError(501, f'pod {t.name} runs on node "{node}": pods/{t.subresource} for pods '
                             "on other nodes is not served yet (it will be proxied over the peer "
@@ -281,6 +288,12 @@ def _ports(request: web.Request) -> list[int]:
 
 async def _portforward(request: web.Request, pod: dict[str, Any],
                        agent: NodeAgent) -> web.StreamResponse:
+    if spdy_portforward.offered(request):  # kubectl port-forward: SPDY inside the WebSocket
+        ws = web.WebSocketResponse(protocols=(spdy_portforward.PROTOCOL,), max_msg_size=0)
+        await ws.prepare(request)
+        await spdy_portforward.serve(
+            ws, lambda port: spdy_portforward.TcpDuplex.open(agent.address, port))
+        return ws
     ports = _ports(request)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "port-forward is served over WebSocket (v4.channel.k8s.io) only; "

@@ -19,6 +19,7 @@ from shoal.api.patch import (
     apply_merge_patch,
     apply_strategic_merge_patch,
 )
+from shoal.api.pod_proxy import PodProxy
 from shoal.api.routing import Target
 from shoal.api.tables import build_table
 from shoal.api.watch import WatchStream
@@ -118,6 +119,7 @@ class ResourceHandlers:
         self.store = store
         self.bookmark_interval = bookmark_interval
         self.node_agent: NodeAgent | None = None  # set by the node; serves pods/log and exec
+        self.pod_proxy: PodProxy | None = None  # set by the node; pods/log, exec on other nodes
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:
@@ -150,7 +152,8 @@ class ResourceHandlers:
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             return await self.bind(request, t)
         if t.subresource in ("log", "exec", "attach", "portforward"):
-            return await pod_streams.serve(request, t, self.store, self.node_agent)
+            return await pod_streams.serve(request, t, self.store, self.node_agent,
+                                         self.pod_proxy)
         if t.subresource == "eviction":
             raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
         if m == "GET":
