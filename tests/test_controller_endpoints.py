@@ -221,6 +221,7 @@ async def test_pod_writes_that_change_no_listed_field_do_not_wake_the_controller
 ) -> None:
     from shoal.store.change_feed import Change
 
+    await store.create(SVC, service("quiet"), "default")
     await add_pod(store, "quiet", "quiet", "10.0.0.8", ready=True)
     old = store.get(POD, "default", "quiet")
     probed = copy.deepcopy(old)
@@ -230,6 +231,8 @@ async def test_pod_writes_that_change_no_listed_field_do_not_wake_the_controller
     c = EndpointsController(store)
     assert not c.relevant(Change("MODIFIED", "pods", "default", "quiet", 99, probed, old))
     assert c.relevant(Change("MODIFIED", "pods", "default", "quiet", 99, unready, old))
+    # With no Service in its namespace, nothing a pod does can matter here.
+    assert not c.relevant(Change("MODIFIED", "pods", "elsewhere", "quiet", 99, unready, old))
 
 
 APP_YAML = """

@@ -39,6 +39,7 @@ from shoal.control.pod_state import (
     is_active,
     is_available,
     is_ready,
+    owner_kind,
 )
 from shoal.control.replicaset import pod_from_template
 from shoal.control.scheduler.plugins.node_affinity import RequiredNodeAffinity
@@ -157,15 +158,6 @@ def scaled(value: Any, total: int, default: int) -> int:
         except ValueError:
             return default
     return default
-
-
-def owner_kind(obj: Mapping[str, Any]) -> str | None:
-    """The kind of an object's controller, from its ownerReferences."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            kind = ref.get("kind")
-            return kind if isinstance(kind, str) else None
-    return None
 
 
 def pod_hash(pod: Mapping[str, Any]) -> str | None:

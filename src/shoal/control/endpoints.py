@@ -162,6 +162,8 @@ class EndpointsController(Controller):
         self.writes = 0
 
     def relevant(self, change: Change) -> bool:
+        if change.resource == "pods" and not self.store.replica.list("services", change.namespace):
+            return False  # no Service in its namespace can select it
         if change.resource == "pods" and change.type == "MODIFIED" and change.old is not None:
             # Most pod writes (container statuses, probes) change nothing listed here.
             return _listed_fields(change.obj) != _listed_fields(change.old)

@@ -16,11 +16,19 @@ from typing import Any
 from shoal.control.controller import Controller
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
-from shoal.store.objects import FOREGROUND, ORPHAN, StoreError
+from shoal.store.objects import FOREGROUND, ORPHAN, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
 Obj = tuple[Kind, dict[str, Any]]
+
+ORPHAN_GRACE = 30.0
+"""Seconds an owner may be missing from this replica before its dependents are collected.
+
+Replication does not keep causal order across writers: a pod created on one peer can
+reach a third peer before the ReplicaSet created on another, so an owner absent here
+is not yet proof that it was deleted. An owner known to be gone (a tombstone, or a
+live object of that name with another uid) is acted on at once."""
 
 
 def _meta(o: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +38,11 @@ def _meta(o: dict[str, Any]) -> dict[str, Any]:
 
 class GarbageCollector(Controller):
     name = "garbage-collector"
+
+    def __init__(self, store: ObjectStore, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self._missing: dict[str, float] = {}
+        """Dependents (by uid) whose owners are all absent here, and since when."""
 
     def relevant(self, change: Change) -> bool:
         if change.type == "DELETED":
@@ -73,15 +86,32 @@ class GarbageCollector(Controller):
                 if not deps:
                     await self._remove_finalizer(k, o, FOREGROUND)
                 pending = True
+        now = self.store.replica.wall.now()
+        before, self._missing = self._missing, {}
         for k, o in objs:
             refs = _meta(o).get("ownerReferences") or []
             if not refs or _meta(o).get("deletionTimestamp"):
                 continue
             owners = [by_uid.get(r.get("uid")) for r in refs if isinstance(r, dict)]
             if all(ow is None for ow in owners):
-                await self._delete(k, o, "Background")
-                pending = True
+                uid = str(_meta(o).get("uid", ""))
+                since = self._missing[uid] = before.get(uid, now)
+                gone = all(self._owner_gone(o, r) for r in refs if isinstance(r, dict))
+                if gone or now - since >= ORPHAN_GRACE:
+                    await self._delete(k, o, "Background")
+                    pending = True
         return pending
+
+    def _owner_gone(self, o: dict[str, Any], ref: dict[str, Any]) -> bool:
+        """Whether this replica knows the owner was deleted or replaced (not merely unseen)."""
+        kind = self.store.registry.by_kind(str(ref.get("apiVersion", "")), str(ref.get("kind", "")))
+        if kind is None:
+            return False
+        ns = str(_meta(o).get("namespace", "")) if kind.namespaced else ""
+        entry = self.store.replica.entry(kind.resource, ns, str(ref.get("name", "")))
+        if entry is None:
+            return False
+        return entry.value is None or _meta(entry.value).get("uid") != ref.get("uid")
 
     async def _delete(self, kind: Kind, o: dict[str, Any], propagation: str) -> None:
         m = _meta(o)

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.daemonset import owner_kind
 from shoal.control.ownership import PeerView, SinglePeer, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import (
@@ -35,6 +34,7 @@ from shoal.control.pod_state import (
     deletion_rank,
     is_active,
     is_ready,
+    owner_kind,
     parse_time,
 )
 from shoal.control.replicaset import pod_from_template, slot_name

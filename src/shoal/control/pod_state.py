@@ -94,3 +94,12 @@ def by_controller(objs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
         if uid:
             out.setdefault(uid, []).append(o)
     return out
+
+
+def owner_kind(obj: dict[str, Any]) -> str | None:
+    """The kind of an object's controller, from its ownerReferences."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            kind = ref.get("kind")
+            return kind if isinstance(kind, str) else None
+    return None

@@ -23,6 +23,7 @@ from shoal.control.pod_state import (
     is_active,
     is_available,
     is_ready,
+    owner_kind,
 )
 from shoal.model.kinds import Kind
 from shoal.model.selectors import LabelSelector, SelectorError
@@ -81,7 +82,9 @@ class ReplicaSetController(Controller):
         self._lost_nodes: set[str] = set()
 
     def relevant(self, change: Change) -> bool:
-        return change.resource in ("replicasets.apps", "pods", "nodes")
+        if change.resource == "pods":
+            return owner_kind(change.obj) == "ReplicaSet"
+        return change.resource in ("replicasets.apps", "nodes")
 
     def _counts(self, pod: dict[str, Any]) -> bool:
         """Active, and not on a node lost for longer than its eviction timeout."""

@@ -52,7 +52,11 @@ class Scheduler(Controller):
             return True
         if change.resource != "pods":
             return False
-        return not (change.obj.get("spec") or {}).get("nodeName") or change.type == "DELETED"
+        if change.type == "DELETED":
+            return True  # room freed on a node
+        spec = change.obj.get("spec") or {}
+        return not spec.get("nodeName") and spec.get(
+            "schedulerName", "default-scheduler") in SCHEDULER_NAMES
 
     def _pending(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
