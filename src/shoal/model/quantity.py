@@ -9,7 +9,7 @@ exponent (``e3``, ``E-2``). Note that a bare ``E`` is exa (10^18), not an expone
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation
 
 __all__ = ["QUANTITY_REGEX", "QuantityError", "is_quantity", "parse_quantity"]
 
@@ -27,6 +27,8 @@ _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "
 
 # Exponents beyond this are rejected instead of building enormous decimals.
 _MAX_EXPONENT = 1000
+# Built once: making a context per call costs more than the parse itself.
+_WIDE = Context(prec=2 * _MAX_EXPONENT, Emax=10 * _MAX_EXPONENT, Emin=-10 * _MAX_EXPONENT)
 
 
 class QuantityError(ValueError):
@@ -58,22 +60,20 @@ def parse_quantity(value: str | int | float) -> Decimal:
         raise QuantityError(_FORMAT_ERROR) from exc
     if sign == "-":
         base = -base
-    with localcontext() as ctx:
-        # Enough digits that no suffix or exponent below rounds the result.
-        ctx.prec = 2 * _MAX_EXPONENT
-        ctx.Emax = 10 * _MAX_EXPONENT
-        ctx.Emin = -10 * _MAX_EXPONENT
-        if suffix in _BINARY:
-            return base * (Decimal(2) ** _BINARY[suffix])
-        if suffix in _DECIMAL:
-            return base.scaleb(_DECIMAL[suffix])
-        e = _EXPONENT.fullmatch(suffix)
-        if e is None:
-            raise QuantityError(_SUFFIX_ERROR)
-        exponent = int(e.group(1))
-        if abs(exponent) > _MAX_EXPONENT:
-            raise QuantityError(_SUFFIX_ERROR)
-        return base.scaleb(exponent)
+    # Enough digits (the _WIDE context) that no suffix or exponent below rounds the result.
+    if not suffix:
+        return base
+    if suffix in _BINARY:
+        return _WIDE.multiply(base, _WIDE.power(2, _BINARY[suffix]))
+    if suffix in _DECIMAL:
+        return base.scaleb(_DECIMAL[suffix], context=_WIDE)
+    e = _EXPONENT.fullmatch(suffix)
+    if e is None:
+        raise QuantityError(_SUFFIX_ERROR)
+    exponent = int(e.group(1))
+    if abs(exponent) > _MAX_EXPONENT:
+        raise QuantityError(_SUFFIX_ERROR)
+    return base.scaleb(exponent, context=_WIDE)
 
 
 def is_quantity(value: object) -> bool:
