@@ -467,3 +467,56 @@ async def test_a_registry_that_wants_a_bearer_token_gets_one(tmp_path: Path,
         await puller.registry.close()
         await runner.cleanup()
         await asyncio.sleep(0)
+
+
+# -- peer-to-peer (shoal.node.peer_images; the two-node test is in tests/test_runc_e2e.py) ---
+
+
+class _Loopback:
+    """The control channel between in-process peers: address -> their control handler."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+        self.requests = 0
+
+    async def request_control(self, address: str, payload: bytes, timeout: float) -> bytes:
+        from shoal.mesh.tls_transport import PeerIdentity
+
+        self.requests += 1
+        return bytes(await self.handlers[address](PeerIdentity("me:1", "me"), payload))
+
+
+async def test_blobs_and_manifests_come_from_a_peer_in_chunks_and_other_requests_pass_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shoal.mesh.tls_transport import PeerIdentity
+    from shoal.node import peer_images
+    from shoal.node.peer_images import PeerBlobSource, PeerImageService
+
+    monkeypatch.setattr(peer_images, "CHUNK", 256 << 10)  # several chunks per layer
+    img = Built([busybox_layer()])
+    holder = ImageStore(tmp_path / "holder")
+    for d, data in img.blobs.items():
+        holder.put_blob(data, d)
+    holder.tag("127.0.0.1:9/shoal/p2p:v1", img.digest)
+
+    async def join_service(peer: PeerIdentity, raw: bytes) -> bytes:
+        return b'{"passed": true}'
+
+    net = _Loopback()
+    handler = PeerImageService(holder).chain(join_service)
+    net.handlers = {"b:1": handler, "c:1": PeerImageService(ImageStore(tmp_path / "c")).chain(None)}
+    source = PeerBlobSource(net, lambda: {"b": "b:1", "c": "c:1"})
+    # The registry is unreachable (port 9): the manifest comes from the peer that has it.
+    puller = ImagePuller(ImageStore(tmp_path / "fetcher"))
+    puller.add_peers(source)
+    try:
+        assert await puller.ensure("127.0.0.1:9/shoal/p2p:v1", "IfNotPresent") == img.digest
+    finally:
+        await puller.registry.close()
+    assert puller.store.missing_blobs(img.digest) == []
+    assert source.fetched_from == {"b": 2}  # config and layer; c was asked and had nothing
+    assert await handler(PeerIdentity("x:1", "x"), b'{"op": "renew"}') == b'{"passed": true}'
+    # A client with no node certificate (a joining one) gets no image data.
+    refused = await handler(PeerIdentity("x:1", None), orjson.dumps(
+        {"op": "image.blob", "digest": img.layer_digests[0]}))
+    assert b"node certificate" in refused and len(refused) < 200

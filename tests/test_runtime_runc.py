@@ -73,7 +73,7 @@ def config(rt: RuncRuntime, name: str, argv: list[str], attempt: int = 0,
     return ContainerConfig(
         pod_uid="uid-1", pod_namespace="default", pod_name="pod-1", name=name, attempt=attempt,
         image=str(kw.pop("image", IMAGE)), argv=argv, env={"GREETING": "hello"},
-        working_dir=pod_dir / name, log_path=pod_dir / name / f"{attempt}.log",
+        working_dir=None, log_path=pod_dir / name / f"{attempt}.log",
         **kw)  # type: ignore[arg-type]
 
 

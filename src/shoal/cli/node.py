@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
@@ -20,11 +21,13 @@ from shoal.mesh import join, member_list
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
+from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
+from shoal.node.stream_service import PodStreamService
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
 
@@ -42,6 +45,8 @@ class NodeConfig:
     summary_interval: float = 60.0
     heartbeat_interval: float = 10.0
     runtime: str = "process"  # node agent: process (runc later)
+    node_monitor_grace: float = 40.0
+    """Seconds without a Lease renewal before a node is unreachable (NotReady)."""
     pod_eviction_timeout: float = 300.0
     """Seconds a node may be unreachable before its pods are replaced elsewhere."""
     # --- peers and joining ---
@@ -71,6 +76,7 @@ class ShoalNode:
         # A joined node has no CA key: prepare_pki says when a signer must renew its serving cert.
         self._renew_serving_cert = join.prepare_pki(self.pki, cfg.name, [cfg.bind, advertise])
         self.transport: TlsTransport | None = None
+        self.streams: StreamMux | None = None  # pod streams
         self.mesh: MeshPeer | None = None
         self.url = f"https://{_host_for_url(advertise)}:{cfg.api_port}"
         self.api = ApiServer(
@@ -89,13 +95,15 @@ class ShoalNode:
 
     async def start(self) -> None:
         await self._start_peer()
+        self._start_peer_images()  # peer-to-peer images
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.heartbeat_interval)
         await reporter.register()
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
-        self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout)
+        self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
+                                     self.cfg.node_monitor_grace)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))
@@ -145,6 +153,13 @@ class ShoalNode:
         self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica, mesh_config.default(),
                              random.Random(), hooks=keeper)
         await self.mesh.start()
+        # --- pod streams: logs, exec and port-forward to and from other peers' pods ---
+        self.streams = StreamMux(self.transport)
+        self.streams.set_acceptor(PodStreamService(self.agent).handle)
+        mesh = self.mesh
+        self.api.handlers.pod_proxy = PodProxy(
+            self.streams, lambda: {m.name: m.address for m in mesh.members()})
+        # --- end pod streams ---
         # The members we knew before a restart: we rejoin even if every seed is down.
         self.mesh.restore_members(member_list.load(self.replica))
         # Seeds: the peer we joined through on first start, then the signers we learnt.
@@ -161,6 +176,15 @@ class ShoalNode:
                  ", ".join(seeds))
     # --- end peers and joining ---
 
+    # --- peer-to-peer images: blobs from peers that hold them (shoal.node.peer_images) ---
+    def _start_peer_images(self) -> None:
+        from shoal.node import peer_images
+
+        if self.transport is not None and self.mesh is not None:
+            peer_images.attach(self.agent.runtime, self.transport, self.mesh.members,
+                               self.cfg.name)
+    # --- end peer-to-peer images ---
+
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
         for t in self._tasks:
@@ -173,6 +197,8 @@ class ShoalNode:
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mesh.stop(leave=True), 3.0)
+        if self.streams is not None:  # pod streams
+            await self.streams.close()
         if self.transport is not None:
             await self.transport.close()
         self.replica.close()

@@ -14,6 +14,12 @@ Merge is a last-writer-wins register per node plus a union of children, so it
 is commutative, associative and idempotent. A tombstone dominates every child
 write under it (a concurrent update never revives a deleted object), and a
 node written back into existence tombstones whatever children it did not name.
+
+The root's map marker may carry ``"x"``, the *cleared* stamp: the newest deletion
+of the object that any replica merged (a max register, merged apart from the
+root register). Whatever under the root is stamped at or before it is hidden,
+at any depth, so fields of a deleted object never show through a later create,
+even one made where the old document had already been collected.
 """
 
 from __future__ import annotations
@@ -76,30 +82,56 @@ def _new(value: Any, s: int, w: str, path: Path, kf: KeyFn) -> Node:
     return [s, w, value, None]
 
 
-def materialize(node: Node) -> Any:
-    """The plain JSON value of a node, or ``_ABSENT`` for a tombstone."""
+def _hidden(node: Node, floor: int) -> bool:
+    return _is_deleted(node) or (floor > 0 and max_stamp(node) <= floor)
+
+
+def materialize(node: Node, floor: int = 0) -> Any:
+    """The plain JSON value of a node, or ``_ABSENT`` for a tombstone.
+
+    Children stamped at or before ``floor`` throughout are hidden (the cleared stamp)."""
     v = node[V]
     if type(v) is dict:
         tag = v["$"]
         if tag == "m":
             children = node[C] or {}
-            return {k: materialize(c) for k, c in children.items() if not _is_deleted(c)}
+            return {k: materialize(c, floor) for k, c in children.items() if not _hidden(c, floor)}
         if tag == "l":
             children = node[C] or {}
             out = []
             seen = set()
             for k in v["o"]:
                 c = children.get(k)
-                if c is not None and not _is_deleted(c):
-                    out.append(materialize(c))
+                if c is not None and not _hidden(c, floor):
+                    out.append(materialize(c, floor))
                     seen.add(k)
             # Elements added concurrently elsewhere, not yet in the order we know.
             for k in sorted(children):
-                if k not in seen and not _is_deleted(children[k]):
-                    out.append(materialize(children[k]))
+                if k not in seen and not _hidden(children[k], floor):
+                    out.append(materialize(children[k], floor))
             return out
         return _ABSENT
     return v
+
+
+def cleared(node: Node) -> int:
+    """A root's cleared stamp: its own stamp if deleted, else the marker's ``x``."""
+    v = node[V]
+    if type(v) is not dict:
+        return 0
+    if v["$"] == "d":
+        return node[S]  # type: ignore[no-any-return]
+    x = v.get("x", 0)
+    return x if type(x) is int else 0
+
+
+def _set_cleared(node: Node, x: int) -> bool:
+    """Record ``x`` on a live map root (a deleted root's own stamp already covers it)."""
+    v = node[V]
+    if x <= 0 or type(v) is not dict or v["$"] != "m" or v.get("x", 0) >= x:
+        return False
+    node[V] = {**v, "x": x}  # markers may be shared (MAP): never change one in place
+    return True
 
 
 def _tombstone(node: Node, s: int, w: str) -> None:
@@ -221,9 +253,20 @@ class Document:
     def stamp(self) -> tuple[int, str]:
         return (self.root[S], self.root[W])
 
+    @property
+    def cleared(self) -> int:
+        """The newest deletion merged into this object; older fields are hidden."""
+        return cleared(self.root)
+
+    def clear_below(self, stamp: int) -> bool:
+        """Hide everything stamped at or before ``stamp`` (a deletion known only by its
+        stamp: a collected tombstone). Returns whether the document changed."""
+        return _set_cleared(self.root, stamp)
+
     def value(self) -> dict[str, Any] | None:
-        v = materialize(self.root)
-        return None if v is _ABSENT else v  # type: ignore[no-any-return]
+        root = self.root
+        v = materialize(root, cleared(root) if not _is_deleted(root) else 0)
+        return None if v is _ABSENT else v  # type: ignore[no-any-return,unused-ignore]
 
     def write(
         self, new: dict[str, Any], stamp: int, writer: str, kf: KeyFn = _no_keys,
@@ -234,13 +277,17 @@ class Document:
         ``current`` may pass the already materialized value to save recomputing it.
         """
         old = current if current is not None else self.value()
+        x = cleared(self.root)
         _assign(self.root, _ABSENT if old is None else old, new, stamp, writer, (), kf)
+        _set_cleared(self.root, x)  # a revived root keeps the deletion it replaces
 
     def delete(self, stamp: int, writer: str) -> None:
         _tombstone(self.root, stamp, writer)
 
     def merge(self, other: Document) -> bool:
-        return merge_nodes(self.root, other.root)
+        x = max(cleared(self.root), cleared(other.root))
+        changed = merge_nodes(self.root, other.root)
+        return _set_cleared(self.root, x) or changed
 
     def max_stamp(self) -> int:
         return max_stamp(self.root)

@@ -17,6 +17,9 @@ round is one tiny exchange: "what changed since N?", "nothing, I am at N".
 
 The cursors are kept in the replica's ``meta`` table, written after the
 documents they cover, so a restart resumes where it stopped.
+
+*Coverage.* The same exchange carries the peers' coverage vectors, from which
+``tombstones.py`` decides when a deletion may be forgotten.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from shoal.mesh import ring
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.messages import (
+    CoverageRow,
     DocRecord,
     Message,
     MessageError,
@@ -41,6 +45,7 @@ from shoal.mesh.messages import (
     decode,
     encode,
 )
+from shoal.mesh.tombstones import COVERAGE_META, Coverage, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
 from shoal.store.replica import Replica
@@ -78,6 +83,11 @@ class AntiEntropy:
         # Revisions produced by merges here: the change feed reports them like local
         # writes, but pulls are not pushed on and pushes are forwarded by the handler.
         self._merged_rvs: set[int] = set()
+        self.coverage = Coverage(membership.name, replica, replica.hlc)
+        self.collector = TombstoneCollector(replica, self.coverage, membership, config)
+        # Per partner: the coverage revision of theirs whose rows we hold (memory only:
+        # after a restart the first pull fetches every row once).
+        self._coverage_cursors: dict[str, int] = {}
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.docs_merged = 0
@@ -90,6 +100,8 @@ class AntiEntropy:
         loop = asyncio.get_running_loop()
         self._sub = self.replica.subscribe(lambda c: True)
         self._tasks = [loop.create_task(self._push_loop()), loop.create_task(self._pull_loop())]
+        if self.config.gc_interval > 0:
+            self._tasks.append(loop.create_task(self.collector.run()))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -189,22 +201,28 @@ class AntiEntropy:
 
     def serve_pull(self, msg: Pull) -> PullReply:
         limit = max(1, min(msg.limit, self.config.pull_batch))
+        rows = self.coverage.since(msg.coverage_cursor)
+        cov = self.coverage.revision if rows else 0
         if msg.cursor >= self.replica.revision:
-            return PullReply(self.replica.revision, False, ())
+            return PullReply(self.replica.revision, False, (), cov, rows)
         entries = self.replica.changed_since(msg.cursor, limit)
         docs = tuple(self._record(r, ns, n, e.doc_bytes) for r, ns, n, e in entries)
         if len(entries) == limit:
-            return PullReply(entries[-1][3].rv, True, docs)
-        return PullReply(self.replica.revision, False, docs)
+            return PullReply(entries[-1][3].rv, True, docs, cov, rows)
+        return PullReply(self.replica.revision, False, docs, cov, rows)
 
     async def pull_from(self, peer: Member) -> int:
         """Pull everything ``peer`` changed since our cursor for it; returns documents merged."""
         cursor = self.cursors.get(peer.name, 0)
         merged = 0
         for _ in range(MAX_PAGES):
+            # The partner's row as of before the request: published before it answers.
+            row: CoverageRow | None = self.coverage.row(peer.name)
             try:
                 raw = await self.transport.request(
-                    peer.address, encode(Pull(cursor, self.config.pull_batch)),
+                    peer.address,
+                    encode(Pull(cursor, self.config.pull_batch,
+                                self._coverage_cursors.get(peer.name, 0))),
                     self.config.request_timeout,
                 )
                 reply = decode(raw)
@@ -216,31 +234,54 @@ class AntiEntropy:
             if not isinstance(reply, PullReply):
                 self.garbage += 1
                 return merged
+            if reply.coverage:
+                self.coverage.receive(reply.coverage)
+                self._coverage_cursors[peer.name] = reply.coverage_revision
+                for r in reply.coverage:
+                    if r.owner == peer.name:
+                        row = r
             if reply.revision < cursor:
                 # The peer's revisions went back (it lost its state): start over.
                 log.info("peer %s went back from revision %d to %d", peer.name, cursor,
                          reply.revision)
                 cursor = 0
+                self.coverage.reset(peer.name)
                 continue
             changed = self.merge(reply.docs)
             merged += len(changed)
-            if changed:
-                # News that reached us by pull spreads on by push, as if pushed to us.
-                await self.push(changed, 1, exclude=peer.address)
+            # Before any await: the coverage claims match exactly what was just merged.
+            covered = self.coverage.advance(peer.name, reply.revision)
+            if not reply.more:
+                # We now hold all the partner held: what it covered, we cover.
+                covered = self.coverage.absorb(row) or covered
             if reply.revision != cursor:
                 cursor = reply.revision
                 self.cursors[peer.name] = cursor
+                covered = True
+            if covered:
                 self._persist_cursors()
+            if changed:
+                # News that reached us by pull spreads on by push, as if pushed to us.
+                await self.push(changed, 1, exclude=peer.address)
             if not reply.more:
                 break
         return merged
 
     def _persist_cursors(self) -> None:
+        vector = dict(self.coverage.vector)
         fut = self.replica.persistence.write(
-            [], {CURSORS_META: orjson.dumps(self.cursors).decode()}, asyncio.get_running_loop()
+            [], {CURSORS_META: orjson.dumps(self.cursors).decode(),
+                 COVERAGE_META: orjson.dumps(vector).decode()},
+            asyncio.get_running_loop(),
         )
-        # A lost cursor write only means pulling some documents again.
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+        def done(f: asyncio.Future[None]) -> None:
+            # A lost cursor write only means pulling some documents again; only a durable
+            # vector may be published, or a crash could break a claim others act on.
+            if not f.cancelled() and f.exception() is None:
+                self.coverage.published(vector)
+
+        fut.add_done_callback(done)
 
     def partners(self) -> list[Member]:
         """The stable peers this one pulls from (recomputed when membership changes)."""

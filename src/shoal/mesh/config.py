@@ -93,6 +93,21 @@ class MeshConfig:
     pull_batch: int = 200
     """At most this many documents in one pull answer; the puller pages with its cursor."""
 
+    gc_interval: float = 60.0
+    """Seconds between two tombstone-collection rounds (``tombstones.py``); 0 turns
+    collection off. A round is local work only: it sends nothing."""
+
+    gc_min_age: float = 3600.0
+    """Seconds a deletion must be old (by its stamp, against this node's wall clock)
+    before its tombstone may be collected, even once every member has pulled it: it
+    outlasts pushes still in flight and clock skew."""
+
+    fence_ttl: float = 7 * 24 * 3600.0
+    """Seconds a collected tombstone's fence (its name and delete stamp) is kept. A peer
+    that comes back after being forgotten (``dead_reclaim_time``) but within this time
+    is told of the deletion and cannot resurrect the object; one away longer must be
+    wiped before it rejoins."""
+
     def retransmit_limit(self, members: int) -> int:
         """How many times one membership update is piggybacked in a cluster of ``members``."""
         return self.retransmit_mult * max(1, math.ceil(math.log10(members + 1)))

@@ -15,14 +15,18 @@ tag    message     fields
 5      Join        the joiner's own alive update
 6      State       every member this node knows (a push-pull exchange)
 7      Push        hops, documents
-8      Pull        cursor (the responder's revision already held), limit
-9      PullReply   revision reached, whether more follows, documents
+8      Pull        cursor (the responder's revision already held), limit[, coverage cursor]
+9      PullReply   revision reached, whether more follows, documents[, coverage revision,
+                   coverage rows]
 10     Digest      a hash of every member's (name, incarnation, state): a push-pull
                    that costs a few bytes when both sides already agree
 =====  ==========  ==========================================================
 
 An update is ``[state, name, address, incarnation, source]``; a document is
 ``[resource, namespace, name, node]`` with the node of ``shoal.crdt.document``.
+A coverage row is ``[owner, version, {peer: revision, ...}]``: the owner's version
+vector (``shoal.mesh.tombstones``); the optional trailing fields are omitted when
+empty, so an idle pull stays a few bytes.
 """
 
 from __future__ import annotations
@@ -128,9 +132,24 @@ class Push:
 
 
 @dataclass(frozen=True, slots=True)
+class CoverageRow:
+    """``owner`` has merged every peer's state up to ``vector[peer]`` (its revision),
+    durably. ``version`` (the owner's clock when it published the row) orders rows."""
+
+    owner: str
+    version: int
+    vector: dict[str, int]
+
+    def encode(self) -> list[Any]:
+        return [self.owner, self.version, self.vector]
+
+
+@dataclass(frozen=True, slots=True)
 class Pull:
     cursor: int
     limit: int
+    coverage_cursor: int = 0
+    """The responder's coverage revision this puller already holds rows up to."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +157,9 @@ class PullReply:
     revision: int
     more: bool
     docs: tuple[DocRecord, ...]
+    coverage_revision: int = 0
+    coverage: tuple[CoverageRow, ...] = ()
+    """The rows the responder learnt after the puller's coverage cursor."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +199,12 @@ def encode(msg: Message) -> bytes:
             body = [7, msg.hops, _docs(msg.docs)]
         case Pull():
             body = [8, msg.cursor, msg.limit]
+            if msg.coverage_cursor:
+                body.append(msg.coverage_cursor)
         case PullReply():
             body = [9, msg.revision, 1 if msg.more else 0, _docs(msg.docs)]
+            if msg.coverage_revision or msg.coverage:
+                body += [msg.coverage_revision, [r.encode() for r in msg.coverage]]
         case Digest():
             body = [10, msg.digest]
     return orjson.dumps(body)
@@ -249,6 +275,18 @@ def _node(v: Any, depth: int = 0) -> list[Any]:
     return v
 
 
+def _coverage_rows(v: Any) -> tuple[CoverageRow, ...]:
+    out = []
+    for r in _list(v):
+        f = _list(r, 3)
+        vector = f[2]
+        if type(vector) is not dict:
+            raise MessageError("malformed coverage vector")
+        out.append(CoverageRow(_str(f[0]), _int(f[1]),
+                               {_str(k): _int(n) for k, n in vector.items()}))
+    return tuple(out)
+
+
 def _doc_list(v: Any) -> tuple[DocRecord, ...]:
     out = []
     for d in _list(v):
@@ -293,9 +331,14 @@ def decode(data: bytes) -> Message:
                 _list(body, 3)
                 return Push(_int(body[1]), _doc_list(body[2]))
             case 8:
+                if len(body) == 4:
+                    return Pull(_int(body[1]), _int(body[2]), _int(body[3]))
                 _list(body, 3)
                 return Pull(_int(body[1]), _int(body[2]))
             case 9:
+                if len(body) == 6:
+                    return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]),
+                                     _int(body[4]), _coverage_rows(body[5]))
                 _list(body, 4)
                 return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]))
             case 10:

@@ -42,9 +42,11 @@ def make_runtime(name: str, data_dir: Path) -> Runtime:
     """The runtime ``shoal server --runtime`` names."""
     if name == "process":
         return ProcessRuntime(data_dir)
-    if name == "runc":  # images and runc: shoal.node.runtime_runc
-        from shoal.node.runtime_runc import RuncRuntime; return RuncRuntime(data_dir)  # noqa: E702, I001
-    raise ValueError(f"unknown runtime {name!r} (only process is available)")
+    if name == "runc":  # imported here: the process runtime needs none of the image code
+        from shoal.node.runtime_runc import RuncRuntime
+
+        return RuncRuntime(data_dir)
+    raise ValueError(f"unknown runtime {name!r} (process or runc)")
 
 
 def _terminal(pod: dict[str, Any]) -> bool:

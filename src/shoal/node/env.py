@@ -10,6 +10,7 @@ reference is left as written.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -161,6 +162,55 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup
                     raise ConfigError(f'couldn\'t find key {k} in {"Secret" if secret else "ConfigMap"}'
                                       f' {ns}/{ref.get("name", "")}')
     return env
+
+
+def command_and_args(container: dict[str, Any], env: Mapping[str, str]
+                     ) -> tuple[list[str] | None, list[str] | None]:
+    """``command`` and ``args`` expanded, each None when the spec does not give it (then a
+    runtime with images uses the image's Entrypoint or Cmd in its place)."""
+    command = container.get("command")
+    args = container.get("args")
+    return ([expand(str(a), env) for a in command] if command is not None else None,
+            [expand(str(a), env) for a in args] if args is not None else None)
+
+
+def _registry_key(server: str) -> str:
+    """A docker config's registry key ("https://index.docker.io/v1/", "host:5000") as the
+    registry part of an image reference."""
+    host = server.split("://", 1)[-1].split("/", 1)[0]
+    return "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
+def pull_credentials(pod: dict[str, Any], lookup: Lookup) -> list[tuple[str, str, str]]:
+    """(registry, username, password) from the pod's imagePullSecrets, which are Secrets of
+    type kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg. Missing ones are
+    ignored, as the kubelet does (the pull may not need them)."""
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    out: list[tuple[str, str, str]] = []
+    for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+        obj = lookup("secrets", ns, str((ref or {}).get("name", "")))
+        if obj is None:
+            continue
+        data = _data_of(obj, True)
+        try:
+            if ".dockerconfigjson" in data:
+                auths = json.loads(data[".dockerconfigjson"]).get("auths") or {}
+            else:
+                auths = json.loads(data.get(".dockercfg", "{}"))
+        except (ValueError, AttributeError):
+            continue
+        if not isinstance(auths, dict):
+            continue
+        for server, entry in auths.items():
+            if not isinstance(entry, dict):
+                continue
+            user, password = str(entry.get("username") or ""), str(entry.get("password") or "")
+            if not user and entry.get("auth"):
+                user, _, password = base64.b64decode(str(entry["auth"])).decode(
+                    "utf-8", "replace").partition(":")
+            if user:
+                out.append((_registry_key(str(server)), user, password))
+    return out
 
 
 def command_line(container: dict[str, Any], env: Mapping[str, str]) -> list[str]:

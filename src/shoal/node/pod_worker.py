@@ -25,9 +25,24 @@ from typing import Any
 
 from shoal.model.quantity import parse_quantity
 from shoal.node import volumes
-from shoal.node.env import ConfigError, Lookup, command_line, container_env
+from shoal.node.env import (
+    ConfigError,
+    Lookup,
+    command_and_args,
+    command_line,
+    container_env,
+    pull_credentials,
+)
+from shoal.node.images import ImageError, normalise
 from shoal.node.probes import Prober, probe_once
-from shoal.node.runtime import ContainerConfig, ContainerHandle, Runtime, RuntimeStartError
+from shoal.node.runtime import (
+    ContainerConfig,
+    ContainerHandle,
+    Mount,
+    RegistryCredential,
+    Runtime,
+    RuntimeStartError,
+)
 from shoal.store.objects import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -126,12 +141,19 @@ class ContainerRecord:
             t.cancel()
         self.probers = []
 
-    def status(self, image_default: str = "") -> dict[str, Any]:
-        image = str(self.spec.get("image") or image_default)
+    def status(self, images: bool = False) -> dict[str, Any]:
+        image = str(self.spec.get("image") or "")
+        image_id = image  # the process runtime records the image, it has no digest
+        if images:
+            # As the kubelet with containerd: the normalised reference, and the digest
+            # actually run (pinned when the container started; "" until then).
+            with contextlib.suppress(ImageError):
+                image = normalise(image)
+            image_id = self.handle.image_id if self.handle is not None else ""
         st: dict[str, Any] = {
             "name": self.name, "state": self.state, "lastState": self.last_state,
             "ready": self.ready, "restartCount": self.restart_count, "image": image,
-            "imageID": image, "started": self.started,
+            "imageID": image_id, "started": self.started,
         }
         if self.handle is not None:
             st["containerID"] = self.handle.id
@@ -330,24 +352,42 @@ class PodWorker:
     async def _start(self, rec: ContainerRecord) -> ContainerHandle | None:
         rec.exit_code = None
         spec = rec.spec
+        images = self.ctx.runtime.images
+        binds: tuple[Mount, ...] = ()
+        command: list[str] | None = None
+        args: list[str] | None = None
         try:
             env = container_env(self.pod, spec, self.ctx.lookup, self.ctx.node_ip,
                                 self.ctx.node_allocatable)
-            mounts = volumes.mount(spec, self.volumes)
-            self.links += mounts.links
-            env.update(mounts.env)
-            argv = command_line(spec, env)
-        except ConfigError as e:
-            rec.state = {"waiting": {"reason": e.reason, "message": str(e)}}
+            if images:
+                # Mounted in the container: no host links, no SHOAL_VOLUME_* variables.
+                binds = volumes.bind_mounts(spec, self.pod.get("spec") or {}, self.volumes)
+                command, args = command_and_args(spec, env)
+                argv = [*(command or []), *(args or [])]
+            else:
+                mounts = volumes.mount(spec, self.volumes)
+                self.links += mounts.links
+                env.update(mounts.env)
+                argv = command_line(spec, env)
+        except (ConfigError, OSError) as e:
+            reason = e.reason if isinstance(e, ConfigError) else "CreateContainerConfigError"
+            rec.state = {"waiting": {"reason": reason, "message": str(e)}}
             self._notify()
             return None
         cpu, mem = _limits(spec)
-        wd = Path(str(spec["workingDir"])) if spec.get("workingDir") else self.pod_dir / rec.name
+        # An unset workingDir is the image's WorkingDir, or for the process runtime (which
+        # has no image) the container's own directory under the pod's.
+        wd: Path | None = Path(str(spec["workingDir"])) if spec.get("workingDir") else (
+            None if images else self.pod_dir / rec.name)
+        creds = tuple(RegistryCredential(*c) for c in pull_credentials(self.pod, self.ctx.lookup)
+                      ) if images else ()
         cfg = ContainerConfig(
             pod_uid=self.uid, pod_namespace=self.namespace, pod_name=self.name, name=rec.name,
             attempt=rec.restart_count, image=str(spec.get("image") or ""), argv=argv, env=env,
             working_dir=wd, log_path=self.pod_dir / rec.name / f"{rec.restart_count}.log",
-            cpu_millis=cpu, memory_bytes=mem,
+            cpu_millis=cpu, memory_bytes=mem, command=command, args=args,
+            image_pull_policy=spec.get("imagePullPolicy") or None, mounts=binds,
+            pull_credentials=creds,
         )
         try:
             handle = await self.ctx.runtime.start(cfg)
@@ -484,8 +524,11 @@ class PodWorker:
             r.stop_probers()
             if r.handle is not None:
                 await self.ctx.runtime.stop(r.handle, 0.5)
-        for t in list(self._tasks):
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
+        # Awaited so probe and hook execs are reaped now, not garbage-collected later.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def cleanup(self) -> None:
         volumes.unmount(self.links)
@@ -527,13 +570,14 @@ class PodWorker:
             self._condition("PodScheduled", True),
         ]
         ip = self.ctx.node_ip
+        images = self.ctx.runtime.images
         st: dict[str, Any] = {
             "phase": phase, "conditions": conditions, "hostIP": ip, "hostIPs": [{"ip": ip}],
             "podIP": ip, "podIPs": [{"ip": ip}], "startTime": self.start_time,
-            "containerStatuses": [r.status() for r in self.records],
+            "containerStatuses": [r.status(images) for r in self.records],
         }
         if self.init_records:
-            st["initContainerStatuses"] = [r.status() for r in self.init_records]
+            st["initContainerStatuses"] = [r.status(images) for r in self.init_records]
         if self.volume_error:
             st["message"] = self.volume_error
         qos = (self.pod.get("status") or {}).get("qosClass")

@@ -7,14 +7,12 @@ any source is as good as any other: the registry is one source, and a peer that
 already holds the blob is another. A site with one slow uplink then pulls each
 layer once and its nodes share it.
 
-Peer-to-peer (the mesh side comes later): a peer source implements ``BlobSource``
-by asking peers (chosen by rendezvous hashing of the digest, or the ones that
-advertise it in their node status) for ``GET /blobs/sha256/<hex>`` over the peer
-link, and answers the same request from its own ``ImageStore``. It is passed to
-``ImagePuller(peers=[...])`` ahead of the registry. A peer may also serve a
-manifest *by digest*, which lets an offline site start a pinned image with no
-registry at all; a tag still needs the registry (or is used as it is when the
-registry is unreachable and the policy allows the local copy).
+Peer-to-peer (``shoal.node.peer_images``): a ``PeerSource`` asks peers (in
+rendezvous-hash order of the digest) for blobs over the mesh's mutual-TLS control
+channel, and answers the same requests from its own ``ImageStore``. It is added with
+``ImagePuller.add_peers`` ahead of the registry. When the registry cannot be reached,
+manifests come from peers too: by digest (verified), or for a tag, whatever a peer
+holds under it; so a site whose uplink is down still starts an image a neighbour has.
 
 Registries on loopback addresses are spoken to over http, all others over https
 (``insecure`` names more http registries). Anonymous pulls and Bearer tokens
@@ -91,6 +89,15 @@ class BlobSource(Protocol):
 
         Raises on a transfer that failed partway or a blob that does not verify.
         """
+
+
+class PeerSource(BlobSource, Protocol):
+    """Blobs, and manifests, from the cluster's peers (shoal.node.peer_images)."""
+
+    async def find_manifest(self, ref: Reference, reference: str | None = None
+                            ) -> tuple[str, str, bytes] | None:
+        """(digest, media type, body) from a peer that has it (verified against
+        ``reference`` when that is a digest); None if no peer has it."""
 
 
 @dataclass
@@ -240,8 +247,28 @@ class ImagePuller:
         self.store = store
         self.registry = registry or RegistryClient()
         self.sources: list[BlobSource] = [*peers, self.registry]
+        self.manifest_peers: list[PeerSource] = []
         self._inflight: dict[str, asyncio.Future[str]] = {}
         self.last_pull_seconds: float | None = None
+
+    def add_peers(self, source: PeerSource) -> None:
+        """Blobs from ``source`` before the registry; manifests from it when the registry
+        cannot be reached (a tag is then what a peer has under it)."""
+        self.sources.insert(0, source)
+        self.manifest_peers.append(source)
+
+    async def _manifest(self, ref: Reference, reference: str | None = None
+                        ) -> tuple[str, str, bytes]:
+        try:
+            return await self.registry.get_manifest(ref, reference)
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            for peers in self.manifest_peers:
+                found = await peers.find_manifest(ref, reference)
+                if found is not None:
+                    log.info("registry for %s unreachable (%s); manifest from %s", ref, e,
+                             peers.name)
+                    return found
+            raise
 
     async def ensure(self, image: str, policy: str | None = None) -> str:
         """The image's manifest digest, pulling it first if the policy says so."""
@@ -283,13 +310,13 @@ class ImagePuller:
     async def _pull(self, image: str) -> str:
         started = time.monotonic()
         ref = Reference.parse(image)
-        digest, mtype, body = await self.registry.get_manifest(ref)
+        digest, mtype, body = await self._manifest(ref)
         self.store.put_blob(body, digest)
         manifest_body = body
         if mtype in INDEX_TYPES:
             want = select_platform(body)
             if not self.store.has_blob(want.digest):
-                _, _, manifest_body = await self.registry.get_manifest(ref, want.digest)
+                _, _, manifest_body = await self._manifest(ref, want.digest)
                 self.store.put_blob(manifest_body, want.digest)
             else:
                 manifest_body = self.store.read_blob(want.digest)

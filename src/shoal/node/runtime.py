@@ -15,6 +15,24 @@ from typing import Protocol
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A volume bind-mounted into a container (runtimes that can mount: runc)."""
+
+    source: Path
+    destination: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class RegistryCredential:
+    """A username and password for one registry, from the pod's imagePullSecrets."""
+
+    registry: str
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """Everything needed to start one attempt of one container."""
 
@@ -24,12 +42,20 @@ class ContainerConfig:
     name: str
     attempt: int  # the restart count this attempt will have
     image: str
-    argv: list[str]
+    argv: list[str]  # command + args: what the process runtime runs (it reads no image)
     env: dict[str, str]
-    working_dir: Path
+    working_dir: Path | None  # None: the image's WorkingDir (a host dir for the process runtime)
     log_path: Path
     cpu_millis: int | None = None  # limits.cpu; None: unlimited
     memory_bytes: int | None = None  # limits.memory; None: unlimited
+    # Kept apart so a runtime with images can apply Kubernetes' rules: command replaces the
+    # image's Entrypoint (and drops its Cmd), args alone replace only its Cmd.
+    # None: not given in the pod spec.
+    command: list[str] | None = None
+    args: list[str] | None = None
+    image_pull_policy: str | None = None  # None: Kubernetes' default for the tag
+    mounts: tuple[Mount, ...] = ()
+    pull_credentials: tuple[RegistryCredential, ...] = ()
 
 
 @dataclass
@@ -43,6 +69,7 @@ class ContainerHandle:
     exit_code: int | None = None  # set once it has exited
     finished_at: float | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
+    image_id: str = ""  # the image it runs, pinned (repo@sha256:...); "" if not pulled
 
 
 @dataclass
@@ -54,9 +81,12 @@ class ExecSession:
 
 
 class Runtime(Protocol):
-    """A container runtime (``process`` today, ``runc`` later)."""
+    """A container runtime (``process`` or ``runc``)."""
 
     name: str
+    images: bool
+    """Whether it runs images (then a container may rely on the image's Entrypoint, Cmd and
+    WorkingDir, and volumes are mounted rather than linked on the host)."""
 
     async def start(self, config: ContainerConfig) -> ContainerHandle:
         """Start the container; raises RuntimeStartError if it cannot."""
@@ -66,6 +96,7 @@ class Runtime(Protocol):
 
     async def wait(self, handle: ContainerHandle) -> int:
         """The exit code, once the container has exited (128+N for signal N)."""
+
 
     async def exec(self, handle: ContainerHandle, argv: list[str], *, stdin: bool = False,
                    tty: bool = False) -> ExecSession:

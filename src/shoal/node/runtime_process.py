@@ -88,7 +88,7 @@ class _Cgroups:
                 path.rmdir()
 
 
-async def _pump(reader: asyncio.StreamReader | None, stream: str, out: _LogFile) -> None:
+async def pump(reader: asyncio.StreamReader | None, stream: str, out: LogFile) -> None:
     """Copy one pipe into the log file, one CRI record per line."""
     if reader is None:
         return
@@ -109,7 +109,9 @@ async def _pump(reader: asyncio.StreamReader | None, stream: str, out: _LogFile)
         out.record(time.time(), stream, b"F", buf)
 
 
-class _LogFile:
+class LogFile:
+    """A container attempt's CRI log file (shared by both runtimes, so logs read the same)."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed when the container ends
@@ -125,6 +127,7 @@ class ProcessRuntime:
     """Runs containers as host processes (see the module docstring)."""
 
     name = "process"
+    images = False
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
@@ -135,19 +138,25 @@ class ProcessRuntime:
         return {**cfg.env, "SHOAL_DATA_DIR": str(self.data_dir),
                 "SHOAL_CONTAINER_ID": container_id}
 
+    @staticmethod
+    def _cwd(config: ContainerConfig) -> Path:
+        # No image WorkingDir here: the container's own directory next to its logs.
+        return config.working_dir or config.log_path.parent
+
     async def start(self, config: ContainerConfig) -> ContainerHandle:
         cid = f"process://{uuid.uuid4().hex}"
+        cwd = self._cwd(config)
         try:
-            config.working_dir.mkdir(parents=True, exist_ok=True)
+            cwd.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise RuntimeStartError("CreateContainerError",
-                                    f"working dir {config.working_dir}: {e.strerror}") from e
-        logf = _LogFile(config.log_path)
+                                    f"working dir {cwd}: {e.strerror}") from e
+        logf = LogFile(config.log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *config.argv, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=self._env(config, cid), cwd=str(config.working_dir), start_new_session=True,
+                env=self._env(config, cid), cwd=str(cwd), start_new_session=True,
             )
         except OSError as e:
             logf.close()
@@ -161,9 +170,9 @@ class ProcessRuntime:
         return handle
 
     async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
-                         logf: _LogFile, cgroup: Path | None) -> None:
-        pumps = asyncio.gather(_pump(proc.stdout, "stdout", logf),
-                               _pump(proc.stderr, "stderr", logf))
+                         logf: LogFile, cgroup: Path | None) -> None:
+        pumps = asyncio.gather(pump(proc.stdout, "stdout", logf),
+                               pump(proc.stderr, "stderr", logf))
         rc = await proc.wait()
         # The container is its process group: what the main process left running goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -200,7 +209,7 @@ class ProcessRuntime:
     async def exec(self, handle: ContainerHandle, argv: list[str], *, stdin: bool = False,
                    tty: bool = False) -> ExecSession:
         env = self._env(handle.config, handle.id)
-        cwd = str(handle.config.working_dir)
+        cwd = str(self._cwd(handle.config))
         if tty:
             master, slave = pty.openpty()
             env.setdefault("TERM", "xterm")

@@ -35,18 +35,23 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from shoal.node.images import ImageConfig, ImageError, ImageStore
-from shoal.node.registry_client import ImagePuller, PullError
+from shoal.node.images import ImageConfig, ImageError, ImageStore, Reference
+from shoal.node.registry_client import Credentials, ImagePuller, PeerSource, PullError
+from shoal.node.runtime import (
+    ContainerConfig,
+    ContainerHandle,
+    ExecSession,
+    Mount,
+    RuntimeStartError,
+)
 
 # The process runtime's log writer, so both runtimes write byte-identical CRI logs.
-from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
-from shoal.node.runtime_process import _LogFile, _pump, exit_code_of
+from shoal.node.runtime_process import LogFile, exit_code_of, pump
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +68,6 @@ MASKED = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/late
 READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 # With the host's network, the host's resolver and hosts file are the right ones.
 HOST_FILES = ["/etc/resolv.conf", "/etc/hosts"]
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A volume bind-mounted into the container (what ContainerConfig should carry)."""
-
-    source: Path
-    destination: str
-    read_only: bool = False
 
 
 def find_runc() -> str | None:
@@ -112,10 +108,21 @@ def _user(rootfs: Path, spec: str) -> tuple[int, int]:
     return uid, gid
 
 
+def container_argv(cfg: ContainerConfig, image: ImageConfig) -> list[str]:
+    """Kubernetes' rules: command replaces Entrypoint and Cmd, args alone replace only Cmd."""
+    if cfg.command:
+        return [*cfg.command, *(cfg.args or [])]
+    if cfg.args:
+        return [*image.entrypoint, *cfg.args]
+    if cfg.command is None and cfg.args is None and cfg.argv:
+        return list(cfg.argv)  # a caller that only resolved a command line
+    return [*image.entrypoint, *image.cmd]
+
+
 def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, container_id: str,
-                  data_dir: Path, mounts: Sequence[Mount] = ()) -> dict[str, Any]:
+                  mounts: Sequence[Mount] = ()) -> dict[str, Any]:
     """The OCI runtime spec (config.json) for one container attempt."""
-    argv = list(cfg.argv) or [*image.entrypoint, *image.cmd]
+    argv = container_argv(cfg, image)
     if not argv:
         raise RuntimeStartError("CreateContainerConfigError",
                                 "no command given and the image has no entrypoint or cmd")
@@ -125,11 +132,7 @@ def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, contai
         env[k] = v
     env.update(cfg.env)
     env["HOSTNAME"] = cfg.pod_name
-    # The pod worker defaults the working dir to a host directory under the pod's
-    # data dir; inside a container that means "the image's working dir".
-    wd = str(cfg.working_dir)
-    if cfg.working_dir.is_relative_to(data_dir):
-        wd = image.working_dir or "/"
+    wd = str(cfg.working_dir) if cfg.working_dir is not None else (image.working_dir or "/")
     uid, gid = _user(rootfs, image.user)
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
@@ -191,6 +194,7 @@ class RuncRuntime:
     """Runs containers with runc (see the module docstring)."""
 
     name = "runc"
+    images = True
 
     def __init__(self, data_dir: Path, store: ImageStore | None = None,
                  puller: ImagePuller | None = None, runc: str | None = None) -> None:
@@ -217,12 +221,19 @@ class RuncRuntime:
         out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
+    def add_peer_source(self, source: PeerSource) -> None:
+        """Fetch blobs from ``source`` (peers) before the registry, and manifests from it
+        when the registry cannot be reached."""
+        self.puller.add_peers(source)
+
     async def start(self, config: ContainerConfig) -> ContainerHandle:
         hexid = uuid.uuid4().hex
         cid = ID_PREFIX + hexid
-        policy = getattr(config, "image_pull_policy", None)  # not in ContainerConfig yet
+        for c in config.pull_credentials:
+            # Shared by every pull from that registry, as the kubelet's keyring is per node.
+            self.puller.registry.credentials[c.registry] = Credentials(c.username, c.password)
         try:
-            digest = await self.puller.ensure(config.image, policy)
+            digest = await self.puller.ensure(config.image, config.image_pull_policy)
             image_rootfs = await asyncio.to_thread(self.store.rootfs, digest)
             image = self.store.config(digest)
         except PullError as e:
@@ -232,8 +243,7 @@ class RuncRuntime:
         bundle = self.bundles / hexid
         try:
             rootfs = await asyncio.to_thread(_prepare_rootfs, image_rootfs, bundle)
-            spec = bundle_config(config, image, rootfs, hexid, self.data_dir,
-                                 getattr(config, "mounts", ()))
+            spec = bundle_config(config, image, rootfs, hexid, config.mounts)
             (bundle / "config.json").write_bytes(orjson.dumps(spec))
         except RuntimeStartError:
             await asyncio.to_thread(_remove_bundle, bundle)
@@ -241,11 +251,14 @@ class RuncRuntime:
         except OSError as e:
             await asyncio.to_thread(_remove_bundle, bundle)
             raise RuntimeStartError("CreateContainerError", f"bundle: {e}") from e
-        return await self._run(config, cid, hexid, bundle)
+        handle = await self._run(config, cid, hexid, bundle)
+        ref = Reference.parse(config.image)
+        handle.image_id = f"{ref.registry}/{ref.repository}@{digest}"
+        return handle
 
     async def _run(self, config: ContainerConfig, cid: str, hexid: str,
                    bundle: Path) -> ContainerHandle:
-        logf = _LogFile(config.log_path)
+        logf = LogFile(config.log_path)
         pid_file = bundle / "pid"
         runc_log = bundle / "runc.log"
         t0 = time.monotonic()
@@ -255,8 +268,8 @@ class RuncRuntime:
             "--bundle", str(bundle), "--pid-file", str(pid_file), hexid,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
-        pumps = asyncio.gather(_pump(proc.stdout, "stdout", logf),
-                               _pump(proc.stderr, "stderr", logf))
+        pumps = asyncio.gather(pump(proc.stdout, "stdout", logf),
+                               pump(proc.stderr, "stderr", logf))
         pid = 0
         wait = asyncio.ensure_future(proc.wait())
         while time.monotonic() - t0 < START_TIMEOUT:
@@ -285,7 +298,7 @@ class RuncRuntime:
 
     async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
                          wait: asyncio.Future[int], pumps: asyncio.Future[Any],
-                         logf: _LogFile, bundle: Path) -> None:
+                         logf: LogFile, bundle: Path) -> None:
         rc = await wait
         try:
             await asyncio.wait_for(pumps, timeout=2.0)

@@ -1,4 +1,4 @@
-"""Pod volumes for runtimes that cannot mount: each volume is a host directory.
+"""Pod volumes: each volume is a host directory, linked or bind-mounted into containers.
 
 emptyDir, configMap and secret volumes are directories under
 ``DATA_DIR/pods/<pod-uid>/volumes/<name>``; a hostPath volume is the host path
@@ -7,6 +7,8 @@ container finds each mounted volume (a) in ``SHOAL_VOLUME_<NAME>`` (the volume n
 upper-cased, other characters as ``_``) and (b) at ``mountPath`` itself when that path
 is absolute, does not exist yet and its parent is writable: there we put a symlink,
 removed when the pod goes. Volume kinds we do not know yet become empty directories.
+A runtime that can mount (runc) bind-mounts the same directories instead
+(:func:`bind_mounts`), and no host link is made.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.node.env import Lookup
+from shoal.node.runtime import Mount
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,28 @@ def mount(container: dict[str, Any], volumes: dict[str, Path]) -> Mounts:
                 mp.symlink_to(target, target_is_directory=target.is_dir())
                 m.links.append((mp, target))
     return m
+
+
+def bind_mounts(container: dict[str, Any], pod_spec: dict[str, Any],
+                volumes: dict[str, Path]) -> tuple[Mount, ...]:
+    """The container's volumeMounts as bind mounts of the volumes' host directories."""
+    kinds = {str(v.get("name", "")): v for v in pod_spec.get("volumes") or []}
+    out: list[Mount] = []
+    for vm in container.get("volumeMounts") or []:
+        name = str(vm.get("name", ""))
+        src = volumes.get(name)
+        mp = str(vm.get("mountPath", ""))
+        if src is None or not mp.startswith("/"):
+            continue
+        if vm.get("subPath"):
+            src = src / str(vm["subPath"])
+            if not src.exists():  # as the kubelet: a missing subPath is created as a directory
+                src.mkdir(parents=True, exist_ok=True)
+        # ConfigMap and Secret volumes are read-only in Kubernetes whatever the mount says.
+        ro = bool(vm.get("readOnly")) or any(k in kinds.get(name, {})
+                                             for k in ("configMap", "secret"))
+        out.append(Mount(src, mp, ro))
+    return tuple(out)
 
 
 def unmount(links: list[tuple[Path, Path]]) -> None:

@@ -14,7 +14,7 @@ import random
 import sys
 
 from shoal.mesh import config as mesh_config
-from shoal.sim.scenarios import SCENARIOS, Options, run
+from shoal.sim.scenarios import SCENARIOS, Options, run, sim_config
 
 
 def parse(argv: list[str]) -> Options:
@@ -34,7 +34,7 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(2**32)
-    cfg = getattr(mesh_config, a.preset)()
+    cfg = sim_config() if a.preset == "sim" else getattr(mesh_config, a.preset)()
     logging.basicConfig(level=logging.INFO if a.verbose else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     return Options(
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     report = run(opts)
     out = report.to_dict()
     del out["options"]
+    if "control" in report.options:  # control-partition: its own figures (shoal.sim.workloads)
+        out["control"] = report.options["control"]
     print(json.dumps(out, indent=2))
     if not report.ok:
         print("FAILED:", file=sys.stderr)

@@ -15,6 +15,7 @@ the same options give the same trace hash.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -25,13 +26,18 @@ from typing import Any
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
-from shoal.sim.checkers import convergence, durability, membership, resurrection
+from shoal.sim.checkers import convergence, durability, membership, resurrection, tombstones
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
 from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
 from shoal.sim.network import LinkFaults
 
 log = logging.getLogger("shoal.sim")
+
+
+def sim_config() -> MeshConfig:
+    """The simulator's preset with tombstones collected within seconds, so runs exercise it."""
+    return dataclasses.replace(mesh_config.sim(), gc_interval=2.0, gc_min_age=10.0)
 
 
 @dataclass
@@ -49,7 +55,7 @@ class Options:
     liveness_timeout: float = 300.0
     idle_seconds: float = 20.0
     preformed: bool = True
-    config: MeshConfig = field(default_factory=mesh_config.sim)
+    config: MeshConfig = field(default_factory=sim_config)
 
     def command(self) -> str:
         """The command line that reproduces this run."""
@@ -83,6 +89,14 @@ class Report:
     wall_seconds: float = 0.0
     garbage: int = 0
     handler_errors: int = 0
+    tombstones_held: int | None = None
+    """Tombstone documents in all replicas once converged (with collection on)."""
+    tombstones_left: int | None = None
+    """... once the collection had time to run: 0 unless a tombstone is stuck."""
+    fences: int | None = None
+    """Fences (collected tombstones' stamps) in all replicas at the end."""
+    gc_seconds: float | None = None
+    """Virtual seconds from convergence until no replica held a tombstone."""
 
     @property
     def ok(self) -> bool:
@@ -220,9 +234,32 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     report.failures += resurrection.check(cluster.acked, final)
     if report.members_converge_seconds is None:
         report.failures += membership.check(n.peer for n in cluster.up_nodes() if n.peer)
+    if cfg.gc_interval > 0 and cfg.gc_min_age <= opts.liveness_timeout:
+        # (With production horizons a run would wait an hour of virtual time.)
+        await _collect(cluster, opts, report)
     await _measure_idle(cluster, opts.idle_seconds, report)
     _finish(cluster, report, run_bytes, run_messages)
     await cluster.stop()
+
+
+async def _collect(cluster: SimCluster, opts: Options, report: Report) -> None:
+    """Tombstone collection: every tombstone goes within its horizon, and the replicas
+    still agree, lose nothing and revive nothing once they are gone."""
+    cfg = cluster.config
+    loop = cluster.loop
+    replicas = {n.name: n.replica for n in cluster.up_nodes()}
+    report.tombstones_held = tombstones.held(replicas)
+    report.gc_seconds = await _until(loop, lambda: tombstones.held(replicas) == 0,
+                                     cfg.gc_min_age + opts.liveness_timeout, cfg.gc_interval)
+    report.tombstones_left = tombstones.held(replicas)
+    report.fences = sum(len(r.fences) for r in replicas.values())
+    if report.gc_seconds is None:
+        report.failures += tombstones.check(replicas)
+    report.failures += convergence.check(replicas)
+    for name, replica in replicas.items():
+        report.failures += [f"after collection on {name}: {p}"
+                            for p in durability.check(cluster.acked, replica)
+                            + resurrection.check(cluster.acked, replica)]
 
 
 async def _one_write(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
@@ -303,10 +340,26 @@ async def _partition_heal(opts: Options, loop: VirtualEventLoop, report: Report)
     await cluster.stop()
 
 
+# -- the control plane under a 3/2 split (issue 4): shoal.sim.workloads --
+async def _control_partition(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    from shoal.sim import workloads  # only this scenario needs the controllers
+
+    ctl = workloads.ControlReport(options={})
+    await workloads.execute(
+        workloads.ControlOptions(seed=opts.seed, peers=opts.peers, drop=opts.drop), ctl)
+    report.failures += ctl.failures
+    report.converge_seconds = ctl.converge_seconds
+    report.trace = ctl.trace
+    report.options["control"] = {k: v for k, v in ctl.to_dict().items()
+                                 if k not in ("options", "failures", "trace")}
+# -- end control plane --
+
+
 SCENARIOS: dict[str, Callable[[Options, VirtualEventLoop, Report], Awaitable[None]]] = {
     "chaos": _chaos,
     "one-write": _one_write,
     "partition-heal": _partition_heal,
+    "control-partition": _control_partition,
 }
 
 

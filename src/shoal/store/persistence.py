@@ -1,7 +1,9 @@
 """SQLite persistence with group commit.
 
 Every row is one object: its CRDT document, its materialized value (NULL once
-deleted) and the local revision of its last change. Writes from the event loop
+deleted) and the local revision of its last change. A row with ``drop`` set
+deletes the object's row instead (a collected tombstone). The ``fences`` table
+keeps a compact record of each collected tombstone (``shoal.mesh.tombstones``). Writes from the event loop
 are queued; a writer thread commits whatever has queued in one transaction
 (``synchronous=FULL`` in WAL mode, so a commit is on disk), then resolves the
 writers' futures. Many concurrent writes share one fsync.
@@ -31,6 +33,16 @@ CREATE TABLE IF NOT EXISTS objects (
     value     BLOB,
     PRIMARY KEY (resource, namespace, name)
 );
+CREATE TABLE IF NOT EXISTS fences (
+    resource  TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    name      TEXT NOT NULL,
+    rv        INTEGER NOT NULL,
+    stamp     INTEGER NOT NULL,
+    writer    TEXT NOT NULL,
+    at        REAL NOT NULL,
+    PRIMARY KEY (resource, namespace, name)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -46,6 +58,29 @@ class Row:
     rv: int
     doc: bytes
     value: bytes | None
+    drop: bool = False
+    """Delete this object's row (``doc`` and ``value`` are ignored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FenceRow:
+    """A collected tombstone: the object's delete stamp, kept after its row is gone.
+
+    ``rv`` is the revision of the collected row, ``at`` the wall seconds of the
+    collection. With ``drop`` set, the fence itself is removed (it expired, or the
+    name was written again)."""
+
+    resource: str
+    namespace: str
+    name: str
+    rv: int
+    stamp: int
+    writer: str
+    at: float
+    drop: bool = False
+
+
+Batch = tuple[list[Row], dict[str, str], list[FenceRow]]
 
 
 _STOP = object()
@@ -70,6 +105,13 @@ class Persistence:
         for r in cur:
             yield Row(*r)
 
+    def load_fences(self) -> Iterator[FenceRow]:
+        cur = self._db.execute(
+            "SELECT resource, namespace, name, rv, stamp, writer, at FROM fences"
+        )
+        for r in cur:
+            yield FenceRow(*r)
+
     def get_meta(self, key: str) -> str | None:
         r = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if r is None else str(r[0])
@@ -79,16 +121,19 @@ class Persistence:
         self._thread.start()
 
     def write(
-        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop
+        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop,
+        fences: list[FenceRow] | None = None,
     ) -> asyncio.Future[None]:
         """Queue rows for the next commit; the future resolves once they are durable."""
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put((rows, meta, fut, loop))
+        self._queue.put(((rows, meta, fences or []), fut, loop))
         return fut
 
-    def write_sync(self, rows: list[Row], meta: dict[str, str]) -> None:
+    def write_sync(
+        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None
+    ) -> None:
         """Commit now from the calling thread (start-up and tests)."""
-        self._commit([(rows, meta, None, None)])
+        self._commit([((rows, meta, fences or []), None, None)])
 
     def _run(self) -> None:
         while True:
@@ -110,19 +155,47 @@ class Persistence:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[list[Row], dict[str, str], object, object]]) -> None:
+    def _commit(self, batch: list[tuple[Batch, object, object]]) -> None:
         error: BaseException | None = None
         try:
             self._db.execute("BEGIN")
             meta: dict[str, str] = {}
             n = 0
-            for rows, m, _, _ in batch:
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO objects (resource, namespace, name, rv, doc, value) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(r.resource, r.namespace, r.name, r.rv, r.doc, r.value) for r in rows],
-                )
+            for (rows, m, fences), _, _ in batch:
                 n += len(rows)
+                if not any(r.drop for r in rows):
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO objects "
+                        "(resource, namespace, name, rv, doc, value) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(r.resource, r.namespace, r.name, r.rv, r.doc, r.value) for r in rows],
+                    )
+                    rows = []
+                # In queue order, so a later write of a name wins over an earlier drop.
+                for r in rows:
+                    if r.drop:
+                        self._db.execute(
+                            "DELETE FROM objects WHERE resource = ? AND namespace = ? AND name = ?",
+                            (r.resource, r.namespace, r.name),
+                        )
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO objects "
+                            "(resource, namespace, name, rv, doc, value) VALUES (?, ?, ?, ?, ?, ?)",
+                            (r.resource, r.namespace, r.name, r.rv, r.doc, r.value),
+                        )
+                for f in fences:
+                    if f.drop:
+                        self._db.execute(
+                            "DELETE FROM fences WHERE resource = ? AND namespace = ? AND name = ?",
+                            (f.resource, f.namespace, f.name),
+                        )
+                    else:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO fences "
+                            "(resource, namespace, name, rv, stamp, writer, at) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (f.resource, f.namespace, f.name, f.rv, f.stamp, f.writer, f.at),
+                        )
                 meta.update(m)
             if meta:
                 self._db.executemany(
@@ -136,7 +209,7 @@ class Persistence:
             error = e
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-        for _, _, fut, loop in batch:
+        for _, fut, loop in batch:
             if fut is None:
                 if error is not None:
                     raise error
@@ -161,12 +234,16 @@ class MemoryPersistence:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], Row] = {}
+        self.fences: dict[tuple[str, str, str], FenceRow] = {}
         self.meta: dict[str, str] = {}
         self.commits = 0
         self.rows_written = 0
 
     def load(self) -> Iterator[Row]:
         return iter(list(self.rows.values()))
+
+    def load_fences(self) -> Iterator[FenceRow]:
+        return iter(list(self.fences.values()))
 
     def get_meta(self, key: str) -> str | None:
         return self.meta.get(key)
@@ -175,16 +252,29 @@ class MemoryPersistence:
         pass
 
     def write(
-        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop
+        self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop,
+        fences: list[FenceRow] | None = None,
     ) -> asyncio.Future[None]:
-        self.write_sync(rows, meta)
+        self.write_sync(rows, meta, fences)
         fut: asyncio.Future[None] = loop.create_future()
         loop.call_soon(_resolve, fut, None)
         return fut
 
-    def write_sync(self, rows: list[Row], meta: dict[str, str]) -> None:
+    def write_sync(
+        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None
+    ) -> None:
         for r in rows:
-            self.rows[(r.resource, r.namespace, r.name)] = r
+            key = (r.resource, r.namespace, r.name)
+            if r.drop:
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = r
+        for f in fences or []:
+            key = (f.resource, f.namespace, f.name)
+            if f.drop:
+                self.fences.pop(key, None)
+            else:
+                self.fences[key] = f
         self.meta.update(meta)
         self.commits += 1
         self.rows_written += len(rows)

@@ -17,14 +17,15 @@ from typing import Any
 
 import orjson
 
-from shoal.crdt.document import Document, KeyFn
+from shoal.crdt.document import DEL, Document, KeyFn
 from shoal.crdt.hlc import HybridLogicalClock, SystemClock, WallClock
 from shoal.store.change_feed import Change, ChangeFeed
-from shoal.store.persistence import MemoryPersistence, Persistence, Row
+from shoal.store.persistence import FenceRow, MemoryPersistence, Persistence, Row
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, name)
+FullKey = tuple[str, str, str]  # (resource, namespace, name)
 
 
 class Conflict(Exception):
@@ -100,6 +101,13 @@ class Replica:
                 value, row.rv, row.doc, None
             )
             self.revision = max(self.revision, row.rv)
+        # Collected tombstones (``shoal.mesh.tombstones``): a remote document that such a
+        # tombstone dominates is refused, and pullers behind ``rv`` are still sent it.
+        self.fences: dict[FullKey, FenceRow] = {
+            (f.resource, f.namespace, f.name): f for f in self.persistence.load_fences()
+        }
+        for f in self.fences.values():
+            self.revision = max(self.revision, f.rv)
         stored_rev = self.persistence.get_meta("revision")
         if stored_rev is not None:
             self.revision = max(self.revision, int(stored_rev))
@@ -184,6 +192,11 @@ class Replica:
             plain = _strip_rv(value)
             if entry is None:
                 doc = Document.create(plain, stamp, self.node_id, kf)
+                fence = self.fences.get((resource, namespace, name))
+                if fence is not None:
+                    # Created again after a collected deletion: peers may still hold
+                    # the old fields; the cleared stamp keeps them hidden.
+                    doc.clear_below(fence.stamp)
             else:
                 doc = entry.document()
                 current_plain = _strip_rv(entry.value) if entry.value is not None else None
@@ -199,13 +212,22 @@ class Replica:
         self._loop = loop
         self.hlc.observe(remote.max_stamp())
         entry = self._objects.setdefault(resource, {}).get((namespace, name))
+        fence = self.fences.get((resource, namespace, name))
         if entry is None:
+            if fence is not None and remote.stamp <= (fence.stamp, fence.writer):
+                # Older than a deletion collected here: merged, it would read as deleted.
+                return None
             doc = remote.copy()
+            if fence is not None:
+                doc.clear_below(fence.stamp)
             old_value = None
         else:
             doc = entry.document()
             old_value = entry.value
-            if not doc.merge(remote):
+            changed = doc.merge(remote)
+            if fence is not None:
+                changed = doc.clear_below(fence.stamp) or changed
+            if not changed:
                 return None
         return self._commit(resource, namespace, name, doc, old_value, loop)
 
@@ -266,11 +288,76 @@ class Replica:
             for (ns, name), e in objs.items()
             if e.rv > rv
         ]
+        # A collected tombstone travels as a bare root tombstone at its old revision, so
+        # a peer that was away when it was collected still learns of the deletion.
+        out += [
+            (f.resource, f.namespace, f.name, Entry(None, f.rv, fence_document(f).to_bytes(), None))
+            for f in self.fences.values()
+            if f.rv > rv and (f.namespace, f.name) not in self._objects.get(f.resource, {})
+        ]
         out.sort(key=lambda t: t[3].rv)
         return out[:limit]
+
+    # -- tombstone collection (the policy is in shoal.mesh.tombstones) ---------------------
+
+    def tombstones(self) -> builtins.list[tuple[FullKey, Entry]]:
+        """Every deleted object still held (its document kept for merging)."""
+        return [
+            ((resource, ns, name), e)
+            for resource, objs in self._objects.items()
+            for (ns, name), e in objs.items()
+            if e.value is None
+        ]
+
+    def collect(self, keys: Iterable[FullKey], now: float) -> int:
+        """Drop the rows of these deleted objects, keeping a fence for each; returns how many.
+
+        Not a change: the objects already read as deleted, so no revision is taken and
+        watchers hear nothing."""
+        rows: list[Row] = []
+        fences: list[FenceRow] = []
+        for key in keys:
+            resource, ns, name = key
+            objs = self._objects.get(resource, {})
+            e = objs.get((ns, name))
+            if e is None or e.value is not None:
+                continue
+            stamp, writer = e.document().stamp
+            del objs[(ns, name)]
+            fence = FenceRow(resource, ns, name, e.rv, stamp, writer, now)
+            self.fences[key] = fence
+            rows.append(Row(resource, ns, name, e.rv, b"", None, drop=True))
+            fences.append(fence)
+        if rows:
+            self._write_quietly(rows, fences)
+        return len(rows)
+
+    def expire_fences(self, before: float) -> int:
+        """Forget fences collected before ``before`` (wall seconds); returns how many."""
+        old = [k for k, f in self.fences.items() if f.at < before]
+        dropped = [_dropped(self.fences.pop(k)) for k in old]
+        if dropped:
+            self._write_quietly([], dropped)
+        return len(dropped)
+
+    def _write_quietly(self, rows: builtins.list[Row], fences: builtins.list[FenceRow]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        fut = self.persistence.write(rows, {}, loop, fences)
+        # A lost drop only keeps a tombstone (or fence) one more round: it is collected again.
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def iter_entries(self, resource: str) -> Iterable[tuple[Key, Entry]]:
         return list(self._objects.get(resource, {}).items())
 
     def subscribe(self, accept: Callable[[Change], bool]) -> Any:
         return self.feed.subscribe(accept)
+
+
+def fence_document(f: FenceRow) -> Document:
+    """The bare tombstone a fence stands for: it dominates every older write of the name."""
+    return Document([f.stamp, f.writer, dict(DEL), None])
+
+
+def _dropped(f: FenceRow) -> FenceRow:
+    return FenceRow(f.resource, f.namespace, f.name, f.rv, f.stamp, f.writer, f.at, drop=True)

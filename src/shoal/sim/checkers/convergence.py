@@ -1,10 +1,15 @@
-"""Replicas converge: every replica holds identical documents (tombstones included) and values."""
+"""Replicas converge: every replica holds identical documents (tombstones included) and values.
+
+A tombstone that one replica has collected (``shoal.mesh.tombstones``) and another
+still holds reads the same on both: deleted.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from shoal.crdt.document import Document
 from shoal.store.replica import Replica
 
 
@@ -30,7 +35,8 @@ def check(replicas: Mapping[str, Replica], limit: int = 5) -> list[str]:
             continue
         keys = sorted(set(state) | set(ref_state))
         for k in keys:
-            if state.get(k) != ref_state.get(k):
+            mine, theirs = state.get(k), ref_state.get(k)
+            if mine != theirs and not _collected_on_one_side(mine, theirs):
                 problems.append(f"{name} and {ref_name} differ on {'/'.join(k)}")
                 break
         if len(problems) >= limit:
@@ -42,7 +48,16 @@ def check(replicas: Mapping[str, Replica], limit: int = 5) -> list[str]:
                 value = entry.document().value()
                 for name, replica in items[1:]:
                     other = replica.entry(resource, ns, n)
+                    if other is None and value is None:
+                        continue
                     if other is None or other.document().value() != value:
                         problems.append(f"{name} reads {resource}/{n} differently")
                         return problems
     return problems
+
+
+def _collected_on_one_side(a: Any, b: Any) -> bool:
+    """One side has no document and the other a tombstone."""
+    if a is None:
+        a, b = b, a
+    return b is None and a is not None and Document(a).deleted

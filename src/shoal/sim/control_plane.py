@@ -1,0 +1,137 @@
+"""Every simulated peer runs the real controllers and a simulated kubelet, as ``shoal server`` does.
+
+Each peer gets ``shoal.control.manager.controllers(store, view, pod_eviction_timeout)``
+as tasks on the virtual loop, with a ``PeerView`` backed by its own ``MeshPeer``
+(this peer plus the members its membership believes alive), and a ``SimKubelet``.
+Killing a peer stops its controllers, its kubelet (and so its pods) and its mesh
+peer; restarting brings all three back over the same replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.control import manager
+from shoal.sim.cluster import SimCluster, SimNode
+from shoal.sim.kubelet import KubeletTiming, SimKubelet
+from shoal.sim.timeline import Timeline
+from shoal.store.replica import Replica
+
+
+class MeshPeerView:
+    """``shoal.control.ownership.PeerView`` over one simulated peer's membership."""
+
+    def __init__(self, node: SimNode) -> None:
+        self._node = node
+
+    @property
+    def name(self) -> str:
+        return self._node.name
+
+    def live(self) -> list[str]:
+        peer = self._node.peer
+        others = [m.name for m in peer.live_peers()] if peer is not None else []
+        return [self.name, *others]
+
+
+class _OrderedSubscribers(dict[Any, None]):
+    """The change feed's subscriber set, in subscription order.
+
+    ``ChangeFeed`` keeps its subscribers in a ``set``, which iterates by object address,
+    so the order in which controllers and kubelets wake on a change differs from run to
+    run and the same seed gives different traces. Until the store keeps them ordered,
+    the simulator swaps in this (same operations: add, discard, iterate, len)."""
+
+    def add(self, sub: Any) -> None:
+        self[sub] = None
+
+    def discard(self, sub: Any) -> None:
+        self.pop(sub, None)
+
+
+def _order_subscribers(replica: Replica) -> None:
+    feed = replica.feed
+    if type(feed._subs) is set:  # see _OrderedSubscribers
+        ordered = _OrderedSubscribers()
+        for sub in feed._subs:  # none yet: this runs before anything subscribes
+            ordered.add(sub)
+        feed._subs = ordered  # type: ignore[assignment]
+
+
+class _ErrorCounter(logging.Handler):
+    """Counts the controllers' ``sync failed`` reports: a crash is a finding, not noise."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage() + (f": {record.exc_info[1]!r}"
+                                                    if record.exc_info else ""))
+
+
+@dataclass
+class ControlCluster:
+    """A ``SimCluster`` whose peers also schedule, control and run pods."""
+
+    cluster: SimCluster
+    pod_eviction_timeout: float = 20.0
+    timing: KubeletTiming = field(default_factory=KubeletTiming)
+
+    def __post_init__(self) -> None:
+        self.timeline = Timeline()
+        self.kubelets: dict[str, SimKubelet] = {}
+        self._tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self.errors = _ErrorCounter()
+        # Every kubelet event goes into the run's trace, so determinism covers it.
+        self.timeline.listeners.append(
+            lambda tl, _now: self.cluster.network.note(tl.events[-1][1]))
+
+    async def start(self) -> None:
+        logging.getLogger("shoal.control").addHandler(self.errors)
+        await self.cluster.start(preformed=True)
+        for name in self.cluster.nodes:
+            await self._start_node(name)
+
+    async def _start_node(self, name: str) -> None:
+        node = self.cluster.nodes[name]
+        _order_subscribers(node.replica)
+        rng = random.Random(f"{self.cluster.seed}:kubelet:{name}:{node.restarts}")
+        kubelet = SimKubelet(node.store, name, node.address, self.timeline, rng, self.timing)
+        self.kubelets[name] = kubelet
+        await kubelet.start()
+        loop = asyncio.get_running_loop()
+        self._tasks[name] = [
+            loop.create_task(c.run(), name=f"{name}:{c.name}")
+            for c in manager.controllers(node.store, MeshPeerView(node), self.pod_eviction_timeout)
+        ]
+
+    async def _stop_node(self, name: str) -> None:
+        tasks = self._tasks.pop(name, [])
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        kubelet = self.kubelets.pop(name, None)
+        if kubelet is not None:
+            await kubelet.stop()
+
+    async def kill(self, name: str) -> None:
+        await self._stop_node(name)
+        await self.cluster.kill(name)
+
+    async def restart(self, name: str) -> None:
+        await self.cluster.restart(name)
+        await self._start_node(name)
+
+    async def stop(self) -> None:
+        for name in list(self._tasks):
+            await self._stop_node(name)
+        await self.cluster.stop()
+        logging.getLogger("shoal.control").removeHandler(self.errors)
+
+    def up(self) -> list[SimNode]:
+        return self.cluster.up_nodes()
