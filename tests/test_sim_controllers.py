@@ -14,7 +14,7 @@ import pytest
 
 from shoal.sim import workloads
 
-SEEDS = int(os.environ.get("SHOAL_SIM_SEEDS", "16"))
+SEEDS = int(os.environ.get("SHOAL_SIM_SEEDS", "40"))
 
 
 def run(seed: int, **kw: object) -> workloads.ControlReport:

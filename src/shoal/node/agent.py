@@ -173,6 +173,9 @@ class NodeAgent:
                 self._run_worker(worker), name=f"pod-{namespace}/{name}")
             return
         worker.update(pod)
+        if pod.get("status") != worker.status():
+            # A merge replaced the status this node wrote: write it again.
+            self._notify(worker.uid)
 
     async def _run_worker(self, worker: PodWorker) -> None:
         await worker.run()
@@ -181,7 +184,7 @@ class NodeAgent:
         await self._write_status(worker.uid)
         pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
         if pod is not None and pod["metadata"].get("uid") == worker.uid \
-                and pod["metadata"].get("deletionTimestamp"):
+                and pod["metadata"].get("deletionTimestamp") and self._mine(pod):
             await self._finish_delete(pod)
         pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
         if pod is None or pod["metadata"].get("uid") != worker.uid or not self._mine(pod):
@@ -227,7 +230,8 @@ class NodeAgent:
         if worker is None or self._stopping:
             return
         pod = self.store.find(self.pod_kind, worker.namespace, worker.name)
-        if pod is None or pod["metadata"].get("uid") != uid:
+        # A merge may have bound the pod elsewhere: the status is the other node's to write.
+        if pod is None or pod["metadata"].get("uid") != uid or not self._mine(pod):
             return
         status = worker.status()
         if pod.get("status") == status:

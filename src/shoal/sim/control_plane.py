@@ -13,13 +13,11 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
 
 from shoal.control import manager
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
 from shoal.sim.timeline import Timeline
-from shoal.store.replica import Replica
 
 
 class MeshPeerView:
@@ -36,30 +34,6 @@ class MeshPeerView:
         peer = self._node.peer
         others = [m.name for m in peer.live_peers()] if peer is not None else []
         return [self.name, *others]
-
-
-class _OrderedSubscribers(dict[Any, None]):
-    """The change feed's subscriber set, in subscription order.
-
-    ``ChangeFeed`` keeps its subscribers in a ``set``, which iterates by object address,
-    so the order in which controllers and kubelets wake on a change differs from run to
-    run and the same seed gives different traces. Until the store keeps them ordered,
-    the simulator swaps in this (same operations: add, discard, iterate, len)."""
-
-    def add(self, sub: Any) -> None:
-        self[sub] = None
-
-    def discard(self, sub: Any) -> None:
-        self.pop(sub, None)
-
-
-def _order_subscribers(replica: Replica) -> None:
-    feed = replica.feed
-    if type(feed._subs) is set:  # see _OrderedSubscribers
-        ordered = _OrderedSubscribers()
-        for sub in feed._subs:  # none yet: this runs before anything subscribes
-            ordered.add(sub)
-        feed._subs = ordered  # type: ignore[assignment]
 
 
 class _ErrorCounter(logging.Handler):
@@ -99,7 +73,6 @@ class ControlCluster:
 
     async def _start_node(self, name: str) -> None:
         node = self.cluster.nodes[name]
-        _order_subscribers(node.replica)
         rng = random.Random(f"{self.cluster.seed}:kubelet:{name}:{node.restarts}")
         kubelet = SimKubelet(node.store, name, node.address, self.timeline, rng, self.timing)
         self.kubelets[name] = kubelet

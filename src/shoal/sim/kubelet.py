@@ -42,10 +42,12 @@ class KubeletTiming:
     """Lease renewal interval, as ``shoal server``'s default."""
     resync: float = 10.0
     """Every pod is re-examined this often even without a change, as the real agent does."""
-    status_after_lost_binding: bool = False
-    """Write the stopped copy's final status (Failed, not ready) after losing a binding, as
-    ``shoal.node.agent.NodeAgent._run_worker`` does today: it checks the pod's uid but not
-    its ``nodeName`` before writing. Off: what the agent should do."""
+    like_agent_today: bool = False
+    """Behave as ``shoal.node.agent.NodeAgent`` does today where the two differ: after losing
+    a binding, write the stopped copy's final status (Failed, not ready), since
+    ``_run_worker``/``_write_status`` check the pod's uid but not its ``nodeName``; and never
+    re-assert a status that a merge replaced, since status is written only when the
+    worker's own status changes. Off: what the agent should do."""
 
 
 class _SimNodeStatus(NodeStatusReporter):
@@ -153,7 +155,7 @@ class SimKubelet:
                 self._act(namespace, name, self._stop(running, "replaced by another uid"))
             elif mine["metadata"].get("deletionTimestamp"):
                 self._act(namespace, name, self._stop(running, "deleted", finish=mine))
-            elif running.ready and not _ready_in(mine):
+            elif running.ready and not _ready_in(mine) and not self.timing.like_agent_today:
                 self._act(namespace, name, self._report(mine))  # a merge hid our status
             return
         if mine is None:
@@ -217,7 +219,7 @@ class SimKubelet:
         self.timeline.stop(running, why)
         if finish is not None:
             await self._finish_delete(finish)
-        if lost is not None and self.timing.status_after_lost_binding:
+        if lost is not None and self.timing.like_agent_today:
             await self._write_final_status(running)
 
     async def _write_final_status(self, running: Copy) -> None:

@@ -70,7 +70,8 @@ class ChangeFeed:
 
     def __init__(self, capacity: int = 50_000, watcher_queue_limit: int = 100_000) -> None:
         self._changes: deque[Change] = deque(maxlen=capacity)
-        self._subs: set[Subscription] = set()
+        # Insertion-ordered, so watchers wake in a deterministic order (the simulator replays).
+        self._subs: dict[Subscription, None] = {}
         self.watcher_queue_limit = watcher_queue_limit
         # Revisions up to this one are fully reflected by the held changes.
         self.start_rv = 0
@@ -95,11 +96,11 @@ class ChangeFeed:
 
     def subscribe(self, accept: Callable[[Change], bool]) -> Subscription:
         sub = Subscription(self, accept, self.watcher_queue_limit)
-        self._subs.add(sub)
+        self._subs[sub] = None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        self._subs.pop(sub, None)
 
     @property
     def watchers(self) -> int:
