@@ -79,7 +79,8 @@ def propagation(work: Path, peers: int = 5, writes: int = 200) -> dict[str, Any]
             time.sleep(0.01)
         conn.close()
         wait_until(lambda: len(arrived) >= writes, 30, "every write to reach B's watch")
-        stream.close()
+        # The reader thread holds the stream; it ends when the peers stop (closing it from
+        # here would wait on the reader's lock).
         return {"peers": peers, **percentiles([arrived[n] - sent[n] for n in sent])}
     finally:
         for m in members:
