@@ -88,6 +88,9 @@ class AntiEntropy:
         # Per partner: the coverage revision of theirs whose rows we hold (memory only:
         # after a restart the first pull fetches every row once).
         self._coverage_cursors: dict[str, int] = {}
+        self._durable_vector: dict[str, int] | None = None
+        self._publish_timer: asyncio.TimerHandle | None = None
+        self._last_publish = float("-inf")
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.docs_merged = 0
@@ -104,6 +107,9 @@ class AntiEntropy:
             self._tasks.append(loop.create_task(self.collector.run()))
 
     async def stop(self) -> None:
+        if self._publish_timer is not None:
+            self._publish_timer.cancel()
+            self._publish_timer = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -279,9 +285,29 @@ class AntiEntropy:
             # A lost cursor write only means pulling some documents again; only a durable
             # vector may be published, or a crash could break a claim others act on.
             if not f.cancelled() and f.exception() is None:
-                self.coverage.published(vector)
+                self._publish_later(vector)
 
         fut.add_done_callback(done)
+
+    def _publish_later(self, durable: dict[str, int]) -> None:
+        """Publish the newest durable vector, at most once per coverage_publish_interval:
+        every publication reaches every peer, so a burst of writes must not become a
+        burst of vectors."""
+        if self.config.gc_interval <= 0:
+            return  # no collection, so nobody needs our coverage
+        self._durable_vector = durable
+        if self._publish_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        wait = max(0.0, self._last_publish + self.config.coverage_publish_interval - loop.time())
+
+        def publish() -> None:
+            self._publish_timer = None
+            self._last_publish = loop.time()
+            if self._durable_vector is not None:
+                self.coverage.published(self._durable_vector)
+
+        self._publish_timer = loop.call_later(wait, publish)
 
     def partners(self) -> list[Member]:
         """The stable peers this one pulls from (recomputed when membership changes)."""

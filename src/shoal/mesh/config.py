@@ -97,6 +97,13 @@ class MeshConfig:
     """Seconds between two tombstone-collection rounds (``tombstones.py``); 0 turns
     collection off. A round is local work only: it sends nothing."""
 
+    coverage_publish_interval: float = 30.0
+    """Seconds between two publications of this peer's coverage vector (what tombstone
+    collection waits on). Each publication travels to every peer, with one entry per
+    peer: O(N) numbers to each of N peers. Publishing at most this often bounds that
+    traffic after a burst of writes; collection is correspondingly that much later.
+    Nothing is published while ``gc_interval`` is 0."""
+
     gc_min_age: float = 3600.0
     """Seconds a deletion must be old (by its stamp, against this node's wall clock)
     before its tombstone may be collected, even once every member has pulled it: it
