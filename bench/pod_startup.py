@@ -14,6 +14,7 @@ import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,15 @@ def _pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-async def _measure(node: Node, count: int) -> dict[str, Any]:
+def process_pod(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "bench-1", "containers": [
+                {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}
+
+
+async def measure(node: Node, count: int, pod: Callable[[str], dict[str, Any]] = process_pod,
+                  settle: float = 2.0) -> dict[str, Any]:
+    """Create ``count`` pods 10 at a time; create-to-Running latencies from a watch."""
     ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
     headers = {"Authorization": f"Bearer {node.token}"}
     base = f"{node.url}/api/v1/namespaces/default/pods"
@@ -60,9 +69,7 @@ async def _measure(node: Node, count: int) -> dict[str, Any]:
 
         async def create(i: int) -> None:
             name = f"bench-{i}"
-            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                    "spec": {"nodeName": "bench-1", "containers": [
-                        {"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}
+            body = pod(name)
             async with sem:
                 created[name] = time.monotonic()
                 async with s.post(base, data=orjson.dumps(body),
@@ -74,7 +81,7 @@ async def _measure(node: Node, count: int) -> dict[str, Any]:
         await asyncio.wait_for(all_running.wait(), timeout=120)
         total = time.monotonic() - t0
         watcher.cancel()
-        await asyncio.sleep(2.0)  # let status writes and allocations settle
+        await asyncio.sleep(settle)  # let status writes and allocations settle
         rss = node.rss_mb()
         lat = [running[n] - created[n] for n in created]
         async with s.delete(base, params={"gracePeriodSeconds": "0"}) as r:
@@ -96,7 +103,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     try:
         time.sleep(1.0)
         idle = node.rss_mb()
-        result = asyncio.run(_measure(node, 20 if quick else 100))
+        result = asyncio.run(measure(node, 20 if quick else 100))
         result["server_rss_idle_mb"] = round(idle, 1)
         result["agent_rss_delta_mb"] = round(result["server_rss_with_pods_mb"] - idle, 1)
         result["goals"] = {"p99_s": 1.0, "rss_mb": 60}

@@ -12,18 +12,14 @@ from __future__ import annotations
 import asyncio
 import shutil
 import ssl
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import orjson
-
 from bench.api_single_node import BIN, Node
-from bench.pod_startup import _pct
+from bench.pod_startup import measure
 
 IMAGE = "shoal.bench/busybox:v1"
 
@@ -65,66 +61,11 @@ def _import_image(node: Node) -> float:
     return time.monotonic() - t0
 
 
-async def _measure(node: Node, count: int) -> dict[str, Any]:
-    ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
-    headers = {"Authorization": f"Bearer {node.token}"}
-    base = f"{node.url}/api/v1/namespaces/default/pods"
-    created: dict[str, float] = {}
-    running: dict[str, float] = {}
-    all_running = asyncio.Event()
-    async with aiohttp.ClientSession(headers=headers,
-                                     connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-        async with s.get(base) as r:
-            rv = (await r.json())["metadata"]["resourceVersion"]
-
-        async def watch() -> None:
-            async with s.get(base, params={"watch": "true", "resourceVersion": rv},
-                             timeout=aiohttp.ClientTimeout(total=None)) as r:
-                async for line in r.content:
-                    obj = orjson.loads(line)["object"]
-                    name = obj["metadata"]["name"]
-                    if (obj.get("status") or {}).get("phase") == "Running" \
-                            and name not in running:
-                        running[name] = time.monotonic()
-                        if len(running) == count:
-                            all_running.set()
-                            return
-
-        watcher = asyncio.create_task(watch())
-        await asyncio.sleep(0.2)
-        sem = asyncio.Semaphore(10)
-
-        async def create(i: int) -> None:
-            name = f"runc-{i}"
-            body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-                    "spec": {"nodeName": "bench-1", "terminationGracePeriodSeconds": 0,
-                             "containers": [{"name": "c", "image": IMAGE,
-                                             "imagePullPolicy": "Never",
-                                             "command": ["sleep", "3600"]}]}}
-            async with sem:
-                created[name] = time.monotonic()
-                async with s.post(base, data=orjson.dumps(body),
-                                  headers={"Content-Type": "application/json"}) as r:
-                    assert r.status == 201, await r.text()
-
-        t0 = time.monotonic()
-        await asyncio.gather(*(create(i) for i in range(count)))
-        await asyncio.wait_for(all_running.wait(), timeout=120)
-        total = time.monotonic() - t0
-        watcher.cancel()
-        await asyncio.sleep(1.0)
-        rss = node.rss_mb()
-        lat = [running[n] - created[n] for n in created]
-        async with s.delete(base, params={"gracePeriodSeconds": "0"}) as r:
-            assert r.status == 200
-    return {
-        "pods": count,
-        "create_to_running_p50_s": round(statistics.median(lat), 3),
-        "create_to_running_p99_s": round(_pct(lat, 99), 3),
-        "create_to_running_max_s": round(max(lat), 3),
-        "all_running_after_s": round(total, 3),
-        "server_rss_with_pods_mb": round(rss, 1),
-    }
+def runc_pod(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "bench-1", "terminationGracePeriodSeconds": 0,
+                     "containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                                     "command": ["sleep", "3600"]}]}}
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -133,7 +74,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     node.start()
     try:
         imported = _import_image(node)
-        result = asyncio.run(_measure(node, 10 if quick else 20))
+        result = asyncio.run(measure(node, 10 if quick else 20, runc_pod, settle=1.0))
         result["image_import_s"] = round(imported, 3)
         result["goals"] = {"p99_s": 2.0}
         return result

@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
-import struct
-import termios
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiohttp import WSMsgType, web
 
 from shoal.api import spdy_portforward
@@ -35,6 +31,7 @@ from shoal.api.routing import Target
 from shoal.node.agent import NodeAgent
 from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.runtime import ExecSession
+from shoal.node.stream_service import exec_status, resize_tty
 from shoal.store.objects import ObjectStore
 
 if TYPE_CHECKING:  # pod_proxy imports this module's request helpers
@@ -140,18 +137,6 @@ async def _logs(request: web.Request, pod: dict[str, Any], agent: NodeAgent) -> 
 
 # -- exec ------------------------------------------------------------------------
 
-def _status(code: int, message: str = "") -> bytes:
-    """The final Status on the error channel, as the kubelet writes it."""
-    if code == 0:
-        return orjson.dumps({"metadata": {}, "status": "Success"})
-    return orjson.dumps({
-        "metadata": {}, "status": "Failure",
-        "message": message or f"command terminated with non-zero exit code: exit status {code}",
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
-    })
-
-
 async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
                 attach: bool) -> web.StreamResponse:
     container = _container(request, pod)
@@ -180,19 +165,11 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
         code = 127 if isinstance(e, FileNotFoundError) else 126
         msg = f'exec: "{argv[0]}": {e.strerror or e}'
         await ws.send_bytes(bytes([STDERR]) + msg.encode() + b"\n")
-        await ws.send_bytes(bytes([ERROR]) + _status(code, msg))
+        await ws.send_bytes(bytes([ERROR]) + exec_status(code, msg))
         await ws.close()
         return ws
     await _pump_session(ws, session, v5)
     return ws
-
-
-def _resize(fd: int, data: bytes) -> None:
-    with contextlib.suppress(ValueError, OSError, orjson.JSONDecodeError):
-        size = orjson.loads(data)
-        fcntl.ioctl(fd, termios.TIOCSWINSZ,
-                    struct.pack("HHHH", int(size.get("Height", 24)), int(size.get("Width", 80)),
-                                0, 0))
 
 
 async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: bool) -> None:
@@ -241,7 +218,7 @@ async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: boo
                     with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                         await proc.stdin.drain()
             elif channel == RESIZE and master is not None:
-                _resize(master, data)
+                resize_tty(master, data)
             elif channel == CLOSE and v5 and data[:1] == bytes([STDIN]):
                 if master is not None:
                     os.write(master, b"\x04")
@@ -263,7 +240,7 @@ async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: boo
         out_task.cancel()
     rc = await proc.wait()
     code = 128 - rc if rc < 0 else rc
-    await send(ERROR, _status(code))
+    await send(ERROR, exec_status(code))
     reader.cancel()
     if master is not None:
         with contextlib.suppress(OSError):

@@ -342,6 +342,12 @@ class TlsTransport:
     def set_control_handler(self, handler: ControlHandler) -> None:
         self._control = handler
 
+    @property
+    def control_handler(self) -> ControlHandler | None:
+        """The installed control handler, so a service can wrap it (answer its own requests
+        and pass the rest on)."""
+        return self._control
+
     async def request(self, address: str, payload: bytes, timeout: float) -> bytes:
         return await self._request(address, Channel.MESH, payload, timeout)
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from shoal.crdt.hlc import HybridLogicalClock
+from shoal.crdt.hlc import HybridLogicalClock, stamp_to_seconds
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Membership
 from shoal.mesh.messages import CoverageRow, State
@@ -133,11 +133,6 @@ class Coverage:
         return _NO_MEMBERS if low is None else low
 
 
-def stamp_seconds(stamp: int) -> float:
-    """Wall seconds of a hybrid-logical-clock stamp (milliseconds << 16)."""
-    return (stamp >> 16) / 1000.0
-
-
 class TombstoneCollector:
     """Every ``gc_interval``: collect covered tombstones, expire old fences."""
 
@@ -161,7 +156,7 @@ class TombstoneCollector:
         floor = self.coverage.floor(self.required())
         oldest = now - self.config.gc_min_age
         due = [key for key, e in self.replica.tombstones()
-               if e.rv <= floor and stamp_seconds(e.document().stamp[0]) <= oldest]
+               if e.rv <= floor and stamp_to_seconds(e.document().stamp[0]) <= oldest]
         n = self.replica.collect(due, now)
         self.collected += n
         self.fences_expired += self.replica.expire_fences(now - self.config.fence_ttl)

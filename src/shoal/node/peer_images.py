@@ -217,9 +217,8 @@ def attach(runtime: Runtime, transport: TlsTransport, members: Callable[[], Iter
     add = getattr(runtime, "add_peer_source", None)
     if not runtime.images or not isinstance(store, ImageStore) or add is None:
         return None
-    # The handler installed before ours (the join service), read because the transport
-    # keeps one control handler and offers no chaining of its own.
-    transport.set_control_handler(PeerImageService(store).chain(transport._control))
+    # Wrap the handler installed before ours (the join service).
+    transport.set_control_handler(PeerImageService(store).chain(transport.control_handler))
 
     def peers() -> dict[str, str]:
         return {m.name: m.address for m in members()

@@ -214,7 +214,8 @@ async def _until_first(*coros: Any) -> None:
         t.result()
 
 
-def _resize(fd: int, data: bytes) -> None:
+def resize_tty(fd: int, data: bytes) -> None:
+    """Apply a resize message (``{"Width": …, "Height": …}``) to a pty."""
     with contextlib.suppress(ValueError, OSError, orjson.JSONDecodeError):
         size = orjson.loads(data)
         fcntl.ioctl(fd, termios.TIOCSWINSZ,
@@ -264,7 +265,7 @@ async def _pump_session(stream: Stream, session: ExecSession) -> None:
                     with contextlib.suppress(ConnectionResetError, BrokenPipeError):
                         await proc.stdin.drain()
             elif channel == RESIZE and master is not None:
-                _resize(master, data)
+                resize_tty(master, data)
             elif channel == CLOSE and data[:1] == bytes([STDIN]):
                 if master is not None:
                     os.write(master, b"\x04")
