@@ -101,7 +101,8 @@ class NetnsLab:
         tag = f"{os.getpid() % 10000:04d}"
         # Interface names have at most 15 characters; the pid keeps parallel runs apart.
         self.prefix = f"sh{tag}"
-        self.subnet = subnet if subnet is not None else 100 + os.getpid() % 100
+        # 10.112-211.x: clear of the pod CIDR 10.42.0.0/16 and the service CIDR 10.96.0.0/12.
+        self.subnet = subnet if subnet is not None else 112 + os.getpid() % 100
         self.bridge = f"{self.prefix}br"
         self.namespaces: list[Namespace] = []
         self._cut: dict[str, CutMode] = {}
