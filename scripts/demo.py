@@ -52,7 +52,7 @@ class Peer:
                 [str(BIN / "shoal"), "server", "--name", self.name, "--data-dir", str(self.data),
                  "--bind", self.ip, "--api-port", str(API_PORT), "--peer-port", str(PEER_PORT),
                  "--heartbeat-interval", HEARTBEAT, "--node-monitor-grace-period", GRACE,
-                 "--pod-eviction-timeout", EVICTION, *extra],
+                 "--pod-eviction-timeout", EVICTION, "--runtime", "process", *extra],
                 stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
         ctx = ssl.create_default_context()
         ctx.check_hostname = False

@@ -62,6 +62,8 @@ class ShoalProcess:
     netns: Any = None
     """A tests.tools.netns.Namespace to run in (then kubectl runs there too, via loopback)."""
     host: str = "127.0.0.1"
+    runtime: str = "process"
+    """--runtime, unless start() is given one: most tests run pods with no real image."""
 
     @property
     def url(self) -> str:
@@ -72,6 +74,7 @@ class ShoalProcess:
             str(VENV_BIN / "shoal"), "server", "--name", self.name,
             "--data-dir", str(self.data_dir), "--api-port", str(self.port),
             "--bookmark-interval", "1s", "--log-level", "debug", "--peer-port", "0",
+            *([] if "--runtime" in (extra or []) else ["--runtime", self.runtime]),
             *(extra or []),
         ]
         if self.netns is not None:

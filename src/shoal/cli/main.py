@@ -81,10 +81,12 @@ def _parser() -> argparse.ArgumentParser:
                         "ran longest are kept); a node's annotation "
                         "shoal.dev/pod-eviction-timeout overrides it (default: 5m)")
     # --- node agent ---
-    s.add_argument("--runtime", default="process", choices=["process", "runc"],
-                   help="how pods run: process runs each container as a host process; runc "
-                        "runs OCI containers from images (Debian's runc package; images come "
-                        "from `shoal image import`, registries and peers) (default: process)")
+    s.add_argument("--runtime", default="auto", choices=["auto", "process", "runc"],
+                   help="how pods run: runc runs OCI containers from images (Debian's runc "
+                        "package, as root; images come from `shoal image import`, registries "
+                        "and peers); process runs each container's command as a host process, "
+                        "with no image; auto picks runc when a test container runs here, else "
+                        "process, and logs why (default: auto)")
     # --- end node agent ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
     s.add_argument("--peer-port", type=int, default=None,

@@ -45,7 +45,7 @@ class NodeConfig:
     bookmark_interval: float = 60.0
     summary_interval: float = 60.0
     heartbeat_interval: float = 10.0
-    runtime: str = "process"  # node agent: process (runc later)
+    runtime: str = "auto"  # node agent: auto, process or runc (shoal.node.agent.make_runtime)
     node_monitor_grace: float = 40.0
     """Seconds without a Lease renewal before a node is unreachable (NotReady)."""
     pod_eviction_timeout: float = 300.0

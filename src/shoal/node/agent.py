@@ -38,15 +38,31 @@ class AgentConfig:
     """How often every pod is re-examined even without a change."""
 
 
+def choose_runtime(data_dir: Path) -> tuple[str, str]:
+    """``--runtime auto``: runc if it can run a container here, else the process runtime;
+    with the reason, for the start-up log."""
+    # Imported here: a node on the process runtime needs none of the image code.
+    from shoal.node.runtime_runc import RuncUnusable, check_runc
+
+    try:
+        return "runc", check_runc(data_dir / "runc")
+    except RuncUnusable as e:
+        return "process", f"no runc: {e}"
+
+
 def make_runtime(name: str, data_dir: Path) -> Runtime:
-    """The runtime ``shoal server --runtime`` names."""
+    """The runtime ``shoal server --runtime`` names (auto, process or runc)."""
+    why = f"--runtime {name}"
+    if name == "auto":
+        name, why = choose_runtime(data_dir)
+    if name not in ("process", "runc"):
+        raise ValueError(f"unknown runtime {name!r} (auto, process or runc)")
+    log.info("runtime: %s (%s)", name, why)
     if name == "process":
         return ProcessRuntime(data_dir)
-    if name == "runc":  # imported here: the process runtime needs none of the image code
-        from shoal.node.runtime_runc import RuncRuntime
+    from shoal.node.runtime_runc import RuncRuntime
 
-        return RuncRuntime(data_dir)
-    raise ValueError(f"unknown runtime {name!r} (process or runc)")
+    return RuncRuntime(data_dir)
 
 
 def _terminal(pod: dict[str, Any]) -> bool:

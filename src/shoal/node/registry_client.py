@@ -270,12 +270,20 @@ class ImagePuller:
                     return found
             raise
 
+    def present(self, image: str, policy: str | None = None) -> str | None:
+        """The image's manifest digest if the policy lets the local copy be used as it is."""
+        local = self.store.resolve(image)
+        if local is None or (policy or default_pull_policy(image)) == ALWAYS \
+                or self.store.missing_blobs(local):
+            return None
+        return local
+
     async def ensure(self, image: str, policy: str | None = None) -> str:
         """The image's manifest digest, pulling it first if the policy says so."""
         policy = policy or default_pull_policy(image)
+        if (present := self.present(image, policy)) is not None:
+            return present
         local = self.store.resolve(image)
-        if local is not None and policy != ALWAYS and not self.store.missing_blobs(local):
-            return local
         if policy == NEVER:
             raise PullError("ErrImageNeverPull", f'Container image "{image}" is not present '
                             "with pull policy of Never")

@@ -9,6 +9,7 @@ probes, volumes, status) live in the pod worker, not here.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,17 @@ class ContainerConfig:
     image_pull_policy: str | None = None  # None: Kubernetes' default for the tag
     mounts: tuple[Mount, ...] = ()
     pull_credentials: tuple[RegistryCredential, ...] = ()
+    # --- images: the manifest digest the pull step just made present (Runtime.pull) ---
+    image_digest: str | None = None  # None: start() resolves the image itself, pulling if needed
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """An image made present for a container: what the kubelet's Pulled event tells."""
+
+    digest: str  # the manifest digest
+    pulled: bool  # False: it was already present on the machine
+    seconds: float  # how long the pull took (0 when it was present)
 
 
 @dataclass
@@ -87,6 +99,12 @@ class Runtime(Protocol):
     images: bool
     """Whether it runs images (then a container may rely on the image's Entrypoint, Cmd and
     WorkingDir, and volumes are mounted rather than linked on the host)."""
+
+    async def pull(self, config: ContainerConfig, pulling: Callable[[], None]
+                   ) -> PulledImage | None:
+        """Make the container's image present as its pull policy says, calling ``pulling``
+        first if it must be fetched. None: this runtime runs no images. Raises
+        RuntimeStartError with the kubelet's reason (ErrImagePull, ErrImageNeverPull)."""
 
     async def start(self, config: ContainerConfig) -> ContainerHandle:
         """Start the container; raises RuntimeStartError if it cannot."""

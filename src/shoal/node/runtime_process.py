@@ -25,6 +25,7 @@ import shutil
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
@@ -142,6 +143,9 @@ class ProcessRuntime:
     def _cwd(config: ContainerConfig) -> Path:
         # No image WorkingDir here: the container's own directory next to its logs.
         return config.working_dir or config.log_path.parent
+
+    async def pull(self, config: ContainerConfig, pulling: Callable[[], None]) -> None:
+        return None  # no images: the command runs on the host
 
     async def start(self, config: ContainerConfig) -> ContainerHandle:
         cid = f"process://{uuid.uuid4().hex}"

@@ -32,9 +32,10 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from shoal.node.runtime import (
     ContainerHandle,
     ExecSession,
     Mount,
+    PulledImage,
     RuntimeStartError,
 )
 
@@ -73,6 +75,57 @@ HOST_FILES = ["/etc/resolv.conf", "/etc/hosts"]
 def find_runc() -> str | None:
     return shutil.which("runc") or next(
         (p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.access(p, os.X_OK)), None)
+
+
+class RuncUnusable(Exception):
+    """runc cannot run containers on this node; the message says why."""
+
+
+CHECK_EXEC = "/shoal-runc-check"  # absent from the check's empty rootfs, on purpose
+
+
+def check_runc(work_dir: Path, runc: str | None = None) -> str:
+    """runc's path and version once a throwaway container got as far as its exec here.
+
+    The container has an empty rootfs and runs a program that is not there: runc only
+    reports that missing program after it has made the namespaces, the cgroup and the
+    mounts, so that error means everything but the program works, with no image needed.
+    Raises RuncUnusable with the reason otherwise (not installed, not root, ...).
+    """
+    runc = runc or find_runc()
+    if runc is None:
+        raise RuncUnusable("runc is not installed (Debian package runc)")
+    if os.geteuid() != 0:
+        raise RuncUnusable(f"not running as root (uid {os.geteuid()})")
+    try:
+        version = subprocess.run([runc, "--version"], capture_output=True, text=True,
+                                 timeout=10, check=False).stdout.split("\n")[0].strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuncUnusable(f"{runc} --version: {e}") from e
+    work_dir.mkdir(parents=True, exist_ok=True)
+    bundle = Path(tempfile.mkdtemp(dir=work_dir, prefix="runc-check-"))
+    hexid = "check-" + uuid.uuid4().hex[:12]
+    state = bundle / "state"
+    try:
+        (bundle / "rootfs").mkdir()
+        cfg = ContainerConfig(pod_uid="", pod_namespace="", pod_name="runc-check", name="check",
+                              attempt=0, image="", argv=[CHECK_EXEC], env={},
+                              working_dir=None, log_path=bundle / "log")
+        spec = bundle_config(cfg, ImageConfig(), bundle / "rootfs", hexid)
+        (bundle / "config.json").write_bytes(orjson.dumps(spec))
+        r = subprocess.run([runc, "--root", str(state), "run", "--bundle", str(bundle), hexid],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+                           check=False)
+        out = (r.stdout + r.stderr).strip()
+        if r.returncode != 0 and f"stat {CHECK_EXEC}: no such file" not in out:
+            raise RuncUnusable(f"a test container failed: {out.splitlines()[-1] if out else r}")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuncUnusable(f"a test container failed: {e}") from e
+    finally:
+        subprocess.run([runc, "--root", str(state), "delete", "--force", hexid],
+                       capture_output=True, check=False)
+        shutil.rmtree(bundle, ignore_errors=True)
+    return f"{version} at {runc}, running as root: a test container started"
 
 
 def _user(rootfs: Path, spec: str) -> tuple[int, int]:
@@ -226,14 +279,34 @@ class RuncRuntime:
         when the registry cannot be reached."""
         self.puller.add_peers(source)
 
-    async def start(self, config: ContainerConfig) -> ContainerHandle:
-        hexid = uuid.uuid4().hex
-        cid = ID_PREFIX + hexid
+    async def pull(self, config: ContainerConfig, pulling: Callable[[], None]) -> PulledImage:
+        """The kubelet's pull step: the image present as its pull policy says."""
+        self._use_credentials(config)
+        try:
+            present = self.puller.present(config.image, config.image_pull_policy)
+            if present is not None:
+                return PulledImage(present, pulled=False, seconds=0.0)
+            pulling()
+            t0 = time.monotonic()
+            digest = await self.puller.ensure(config.image, config.image_pull_policy)
+        except PullError as e:
+            raise RuntimeStartError(e.reason, e.message) from e
+        except ImageError as e:
+            raise RuntimeStartError("ErrImagePull", f"{config.image}: {e}") from e
+        return PulledImage(digest, pulled=True, seconds=time.monotonic() - t0)
+
+    def _use_credentials(self, config: ContainerConfig) -> None:
         for c in config.pull_credentials:
             # Shared by every pull from that registry, as the kubelet's keyring is per node.
             self.puller.registry.credentials[c.registry] = Credentials(c.username, c.password)
+
+    async def start(self, config: ContainerConfig) -> ContainerHandle:
+        hexid = uuid.uuid4().hex
+        cid = ID_PREFIX + hexid
+        self._use_credentials(config)
         try:
-            digest = await self.puller.ensure(config.image, config.image_pull_policy)
+            digest = config.image_digest or await self.puller.ensure(config.image,
+                                                                     config.image_pull_policy)
             image_rootfs = await asyncio.to_thread(self.store.rootfs, digest)
             image = self.store.config(digest)
         except PullError as e:
