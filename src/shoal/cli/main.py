@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--peer-advertise", default=None, metavar="HOST:PORT",
                    help="the address peers dial to reach this node's peer port, when it is not "
                         "--advertise and --peer-port (a NAT port mapping, a proxy)")
+    s.add_argument("--cluster-cidr", default="10.42.0.0/16",
+                   help="the pod address range: each node gets a /24 of it in spec.podCIDR; "
+                        "every peer must be given the same (default: 10.42.0.0/16)")
     s.add_argument("--pod-eviction-timeout", type=parse_duration, default=300.0,
                    help="how long a node may be unreachable before its pods are replaced on "
                         "other nodes (they are not deleted; when it returns the copies that "
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             pod_eviction_timeout=args.pod_eviction_timeout,
             heartbeat_interval=args.heartbeat_interval,
             node_monitor_grace=args.node_monitor_grace_period,
+            cluster_cidr=args.cluster_cidr,
             runtime=args.runtime,  # node agent
             peer_port=args.peer_port, join=args.join, join_token=args.token,
             peer_advertise=args.peer_advertise,

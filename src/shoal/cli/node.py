@@ -50,6 +50,8 @@ class NodeConfig:
     """Seconds without a Lease renewal before a node is unreachable (NotReady)."""
     pod_eviction_timeout: float = 300.0
     """Seconds a node may be unreachable before its pods are replaced elsewhere."""
+    cluster_cidr: str = "10.42.0.0/16"
+    """The pod address range; each node gets a /24 of it (shoal.control.node_ipam)."""
     # --- peers and joining ---
     peer_port: int | None = None
     """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
@@ -104,7 +106,7 @@ class ShoalNode:
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
-                                     self.cfg.node_monitor_grace)
+                                     self.cfg.node_monitor_grace, self.cfg.cluster_cidr)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))

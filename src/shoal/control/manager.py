@@ -12,16 +12,20 @@ from shoal.control.endpoints import EndpointsController
 from shoal.control.garbage_collector import GarbageCollector
 from shoal.control.job import JobController
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
+from shoal.control.node_ipam import DEFAULT_CLUSTER_CIDR, NodeIpam
 from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
+from shoal.control.pod_gc import PodGC
 from shoal.control.replicaset import ReplicaSetController
 from shoal.control.scheduling import Scheduler
+from shoal.control.service_ip_repair import ServiceIpRepair
 from shoal.store.objects import ObjectStore
 
 
 def controllers(store: ObjectStore, view: PeerView | None = None,
                 pod_eviction_timeout: float = 300.0,
-                node_monitor_grace: float = 40.0) -> list[Controller]:
+                node_monitor_grace: float = 40.0,
+                cluster_cidr: str = DEFAULT_CLUSTER_CIDR) -> list[Controller]:
     return [
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
@@ -32,11 +36,14 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         # -- end --
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
+        NodeIpam(store, view, cluster_cidr), ServiceIpRepair(store, view), PodGC(store, view),
     ]
 
 
 def start(store: ObjectStore, view: PeerView | None = None,
           pod_eviction_timeout: float = 300.0,
-          node_monitor_grace: float = 40.0) -> list[asyncio.Task[None]]:
+          node_monitor_grace: float = 40.0,
+          cluster_cidr: str = DEFAULT_CLUSTER_CIDR) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(c.run(), name=c.name)
-            for c in controllers(store, view, pod_eviction_timeout, node_monitor_grace)]
+            for c in controllers(store, view, pod_eviction_timeout, node_monitor_grace,
+                                 cluster_cidr)]

@@ -8,6 +8,15 @@
   elsewhere. When the node comes back the taint goes, its pods count again, and
   the ReplicaSet's trim keeps whichever copies have run longest: reconnecting does
   not restart healthy workloads, and there is no eviction storm.
+- Its pods are marked not ready at once, as Kubernetes' ``MarkPodsNotReady``: the
+  pod's Ready condition turns False (its reason and message are kept) and the pod
+  gets a Warning ``NodeNotReady`` event, "Node is not ready". The endpoints
+  controller then lists them as not ready, so Services stop routing to a node that
+  cannot answer. When the node returns, its agent writes the status it knows
+  (the agent re-asserts a status that a merge replaced), and its newer stamp wins.
+
+A pass is scheduled for the moment the next Lease runs out, so a node is judged
+``grace`` seconds after its last renewal, not up to a resync later.
 """
 
 from __future__ import annotations
@@ -16,9 +25,11 @@ import copy
 import logging
 from typing import Any
 
+from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, preferred_actor
-from shoal.control.pod_state import parse_time
+from shoal.control.pod_state import is_ready, parse_time
+from shoal.control.wake_timer import WakeTimer
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
 
@@ -28,6 +39,9 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
 EVICTION_ANNOTATION = "shoal.dev/pod-eviction-timeout"
 LEASE_NAMESPACE = "kube-node-lease"
+NODE_NOT_READY = "NodeNotReady"
+NODE_NOT_READY_MESSAGE = "Node is not ready"
+COMPONENT = "node-controller"
 
 
 def parse_seconds(text: str) -> float | None:
@@ -78,16 +92,28 @@ class NodeLifecycle(Controller):
         super().__init__(store, **kw)
         self.view = view or SinglePeer(store.replica.node_id)
         self.grace = grace
-        node, lease = store.registry.by_kind("v1", "Node"), store.registry.by_kind(
-            "coordination.k8s.io/v1", "Lease")
-        assert node is not None and lease is not None
-        self.node_kind, self.lease_kind = node, lease
+        r = store.registry
+        node, lease = r.by_kind("v1", "Node"), r.by_kind("coordination.k8s.io/v1", "Lease")
+        pod = r.by_kind("v1", "Pod")
+        assert node is not None and lease is not None and pod is not None
+        self.node_kind, self.lease_kind, self.pod_kind = node, lease, pod
+        self.pods_marked = 0
+        self._not_ready: set[str] = set()
+        """The nodes the last pass judged unreachable (their pods are kept not ready)."""
+        self._timer = WakeTimer(self._wake)
 
     def relevant(self, change: Change) -> bool:
+        if change.resource == "pods":
+            # A pod bound to (or turning ready on) a node judged not ready must be marked.
+            return change.type != "DELETED" and is_ready(change.obj) and \
+                (change.obj.get("spec") or {}).get("nodeName") in self._not_ready
         return change.resource in ("nodes", "leases.coordination.k8s.io")
 
     async def sync(self) -> bool:
         now = self.store.replica.wall.now()
+        pending = False
+        not_ready: set[str] = set()
+        next_expiry: float | None = None
         for node in self.store.list(self.node_kind):
             name = node["metadata"]["name"]
             if name == self.view.name or not self._acts_for(name):
@@ -95,11 +121,48 @@ class NodeLifecycle(Controller):
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             fresh = renew is not None and now - renew < self.grace
+            if fresh and renew is not None:
+                expiry = renew + self.grace
+                next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
             try:
                 await self._set(node, reachable=fresh, now=now)
             except StoreError as e:
                 log.debug("node %s: %s", name, e)
-        return False
+            if not fresh:
+                # Judged by the Lease, not the Ready condition: after a heal the node's
+                # Ready=True lags its Lease by up to a heartbeat, and marking its pods
+                # then would fight the agent re-asserting them.
+                not_ready.add(name)
+        self._not_ready = not_ready
+        if not_ready:
+            pending = await self._mark_pods_not_ready(not_ready, now)
+        # The next pass runs just after the next Lease runs out.
+        self._timer.arm(None if next_expiry is None else next_expiry - now + 0.01)
+        return pending
+
+    async def _mark_pods_not_ready(self, nodes: set[str], now: float) -> bool:
+        """Kubernetes' MarkPodsNotReady for the pods bound to ``nodes``."""
+        pending = False
+        stamp = now_rfc3339(now)
+        for pod in self.store.list(self.pod_kind):
+            if (pod.get("spec") or {}).get("nodeName") not in nodes or not is_ready(pod):
+                continue
+            new = copy.deepcopy(pod)
+            for c in new["status"]["conditions"]:
+                if isinstance(c, dict) and c.get("type") == "Ready":
+                    c.update(status="False", lastTransitionTime=stamp)
+            m = pod["metadata"]
+            try:
+                stored = await self.store.update(self.pod_kind, new, m.get("namespace"),
+                                                 m["name"], "status")
+            except StoreError as e:
+                log.debug("pod %s/%s not marked not ready: %s", m.get("namespace"), m["name"], e)
+                pending = True
+                continue
+            self.pods_marked += 1
+            await events.record(self.store, stored, "Warning", NODE_NOT_READY,
+                                NODE_NOT_READY_MESSAGE, COMPONENT)
+        return pending
 
     def _acts_for(self, node: str) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
