@@ -30,6 +30,7 @@ from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.node.agent import NodeAgent
 from shoal.node.logs import LogOptions, log_file, read_logs
+from shoal.node.pod_worker import waiting_to_start
 from shoal.node.runtime import ExecSession
 from shoal.node.stream_service import exec_status, resize_tty
 from shoal.store.objects import ObjectStore
@@ -114,8 +115,7 @@ async def _logs(request: web.Request, pod: dict[str, Any], agent: NodeAgent) -> 
         if opts.previous:
             raise ApiError(400, f'previous terminated container "{container}" in pod "{pod_name}" '
                                 "not found", "BadRequest")
-        raise ApiError(400, f'container "{container}" in pod "{pod_name}" is waiting to start: '
-                            "ContainerCreating", "BadRequest")
+        raise ApiError(400, waiting_to_start(pod, container), "BadRequest")
     worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
 
     def running() -> bool:

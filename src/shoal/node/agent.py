@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.control import events
+from shoal.node.pod_network import PodNetwork
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
 from shoal.node.runtime import Runtime
 from shoal.node.runtime_process import ProcessRuntime
@@ -27,6 +30,7 @@ from shoal.store.objects import NotFound, ObjectStore, StoreError
 log = logging.getLogger(__name__)
 
 FORCE_DELETE_GRACE = 2  # seconds a force-deleted pod's containers still get, as the kubelet
+EVENT_COMPONENT = "kubelet"  # events.source.component, as kubectl describe shows them
 
 
 @dataclass
@@ -36,6 +40,9 @@ class AgentConfig:
     """Status changes within this window go out together."""
     resync: float = 10.0
     """How often every pod is re-examined even without a change."""
+    event_backlog: int = 1000
+    """Events waiting to be written; beyond this they are dropped (and counted), so a storm
+    of events never holds up pods or grows memory without bound."""
 
 
 def choose_runtime(data_dir: Path) -> tuple[str, str]:
@@ -89,6 +96,10 @@ class NodeAgent:
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self.status_writes = 0
         self._stopping = False
+        self.pod_network: PodNetwork | None = None  # pod network; None: the node's network
+        self._events: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(
+            self.config.event_backlog)
+        self.events_dropped = 0
 
     # -- wiring ----------------------------------------------------------------
 
@@ -102,10 +113,13 @@ class NodeAgent:
         return self.store.replica.get(resource, namespace, name)
 
     def _context(self) -> PodContext:
+        return dataclasses.replace(self._node_context(), network=self.pod_network)
+
+    def _node_context(self) -> PodContext:
         node = self.store.replica.get("nodes", "", self.node_name) or {}
         alloc = dict((node.get("status") or {}).get("allocatable") or {})
         return PodContext(self.runtime, self._lookup, self.address, self.pods_dir, self._notify,
-                          self.config.worker, alloc)
+                          self.config.worker, alloc, event=self._event)
 
     async def start(self) -> None:
         """Clean up after an earlier run and bring back this node's pods."""
@@ -118,7 +132,8 @@ class NodeAgent:
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._watch(sub), name="agent-watch"),
                         loop.create_task(self._status_loop(), name="agent-status"),
-                        loop.create_task(self._resync_loop(), name="agent-resync")]
+                        loop.create_task(self._resync_loop(), name="agent-resync"),
+                        loop.create_task(self._event_loop(), name="agent-events")]
 
     async def stop(self) -> None:
         """Kill this node's pods without recording it: they are not done, the node is stopping,
@@ -260,6 +275,30 @@ class NodeAgent:
             self.status_writes += 1
         except StoreError as e:
             log.debug("pod %s/%s: status not written: %s", worker.namespace, worker.name, e)
+
+    # -- events ----------------------------------------------------------------
+
+    def _event(self, pod: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+        """Queued: a pod worker never waits for an event to be written."""
+        try:
+            self._events.put_nowait((pod, event_type, reason, message))
+        except asyncio.QueueFull:
+            self.events_dropped += 1
+            log.debug("event %s on pod %s dropped: %d waiting", reason,
+                      (pod.get("metadata") or {}).get("name"), self._events.qsize())
+
+    async def _event_loop(self) -> None:
+        while True:
+            pod, event_type, reason, message = await self._events.get()
+            try:
+                await events.record(self.store, pod, event_type, reason, message,
+                                    EVENT_COMPONENT)
+            finally:
+                self._events.task_done()
+
+    async def flush_events(self) -> None:
+        """Wait until every queued event is written (tests)."""
+        await self._events.join()
 
     # -- for logs and exec -----------------------------------------------------
 

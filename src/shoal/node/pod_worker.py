@@ -8,14 +8,24 @@ doubles from ``backoff_initial`` to ``backoff_max``, and a container that ran fo
 restart a container whose liveness or startup probe fails. When the pod is deleted
 it runs the preStop hooks, sends SIGTERM, and SIGKILL at the end of the grace period.
 
+With a runtime that runs images, each attempt first pulls the image (the kubelet's
+order: pull, create, start). A failed pull leaves the container ``waiting`` with
+``ErrImagePull``, then ``ImagePullBackOff`` while the worker backs off (its own
+backoff, per container, 10 s doubling to 300 s as the kubelet's image backoff), and
+the pod stays Pending: a pull failure is not a crash.
+
 The worker never writes to the store: it calls ``notify`` when its status changes,
-and the agent reads :meth:`PodWorker.status` and writes it in batches.
+and the agent reads :meth:`PodWorker.status` and writes it in batches. Likewise it
+reports the kubelet's events (Pulling, Pulled, Created, Started, Killing, BackOff,
+Unhealthy, FailedMount, Failed) through ``PodContext.event``, and the agent records
+them off the pod's critical path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +44,7 @@ from shoal.node.env import (
     pull_credentials,
 )
 from shoal.node.images import ImageError, normalise
+from shoal.node.pod_network import PodNetwork, PodNetworkError, PodSandbox, host_network
 from shoal.node.probes import Prober, probe_once
 from shoal.node.runtime import (
     ContainerConfig,
@@ -62,6 +73,10 @@ class WorkerConfig:
     """How often a pod waiting for a ConfigMap, Secret or host path tries again."""
     probe_time_scale: float = 1.0
     """Multiplies probes' periodSeconds and initialDelaySeconds (tests use 0.1)."""
+    image_backoff_initial: float = 10.0
+    """Delay after a failed image pull before the next, doubled after each failure."""
+    image_backoff_max: float = 300.0
+    """The longest delay between image pulls (5 minutes)."""
 
 
 @dataclass
@@ -75,10 +90,39 @@ class PodContext:
     notify: Callable[[str], None]  # called with the pod uid when its status changed
     config: WorkerConfig = field(default_factory=WorkerConfig)
     node_allocatable: dict[str, str] = field(default_factory=dict)
+    network: PodNetwork | None = None
+    """The pod network (shoal.node.pod_network); None: every pod on the node's network."""
+    event: Callable[[dict[str, Any], str, str, str], None] = lambda pod, type_, reason, msg: None
+    """Records an event about the pod: (pod, Normal or Warning, reason, message)."""
+
+
+# The reasons a pull fails with: the container waits (the pod stays Pending), it did not crash.
+PULL_ERRORS = ("ErrImagePull", "ErrImageNeverPull", "InvalidImageName")
 
 
 def _now() -> str:
     return now_rfc3339(time.time())
+
+
+def waiting_to_start(pod: dict[str, Any], container: str) -> str:
+    """What ``kubectl logs`` says of a container that has no log yet: the kubelet's words."""
+    status = pod.get("status") or {}
+    reason = "ContainerCreating"
+    for c in [*(status.get("initContainerStatuses") or []),
+              *(status.get("containerStatuses") or [])]:
+        if c.get("name") == container:
+            reason = ((c.get("state") or {}).get("waiting") or {}).get("reason") or reason
+    if reason in ("ErrImagePull", "ImagePullBackOff"):
+        reason = "trying and failing to pull image"
+    name = (pod.get("metadata") or {}).get("name")
+    return f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+
+
+def _duration(seconds: float) -> str:
+    """As Go prints a duration truncated to milliseconds (the kubelet's Pulled event)."""
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 async def _no_exec(argv: list[str], timeout: float) -> tuple[int, bytes]:
@@ -110,6 +154,8 @@ class ContainerRecord:
         self.final = False  # terminated and will not run again
         self.exit_code: int | None = None
         self.backoff = 0.0
+        self.pull_backoff = 0.0
+        self.pull_failed = False  # the last attempt stopped at its image pull
         self.kill_message = ""
         self.probers: list[asyncio.Task[None]] = []
         if previous:
@@ -135,6 +181,11 @@ class ContainerRecord:
         delay = self.backoff
         self.backoff = cfg.backoff_initial if delay == 0 else min(delay * 2, cfg.backoff_max)
         return delay
+
+    def next_pull_backoff(self, cfg: WorkerConfig) -> float:
+        self.pull_backoff = cfg.image_backoff_initial if self.pull_backoff == 0 else min(
+            self.pull_backoff * 2, cfg.image_backoff_max)
+        return self.pull_backoff
 
     def stop_probers(self) -> None:
         for t in self.probers:
@@ -189,6 +240,10 @@ class PodWorker:
         self.links: list[tuple[Path, Path]] = []
         self._conditions: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # --- pod network ---
+        self.sandbox: PodSandbox | None = None
+        self.network_error = ""
+        self.node_stopping = False  # kill_now: the pod is not done, its network stays
 
     # -- inputs ----------------------------------------------------------------
 
@@ -224,6 +279,9 @@ class PodWorker:
     def _notify(self) -> None:
         self.ctx.notify(self.uid)
 
+    def _event(self, event_type: str, reason: str, message: str) -> None:
+        self.ctx.event(self.pod, event_type, reason, message)
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
@@ -243,6 +301,7 @@ class PodWorker:
             log.exception("pod %s/%s: worker failed", self.namespace, self.name)
         if self.terminating.is_set():
             await self.terminate()
+        await self._release_sandbox()
         self.finished.set()
         self._notify()
 
@@ -257,8 +316,11 @@ class PodWorker:
                 for rec in self.init_records + self.records:
                     rec.state = {"waiting": {"reason": "ContainerCreating"}}
                 self._notify()
+                self._event("Warning", "FailedMount", self.volume_error)
                 if await self._sleep_or_terminate(self.ctx.config.config_retry):
                     return
+        if not await self._setup_sandbox():
+            return
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
         for rec in self.init_records:
             while True:
@@ -298,6 +360,8 @@ class PodWorker:
 
     async def _backoff(self, rec: ContainerRecord, code: int | None) -> bool:
         """Wait before the next attempt; True if the pod started terminating meanwhile."""
+        if rec.pull_failed:
+            return await self._pull_backoff(rec)
         if code is None:  # not started (config error): retry soon, it is not a crash
             return await self._sleep_or_terminate(self.ctx.config.config_retry)
         h = rec.handle
@@ -309,10 +373,29 @@ class PodWorker:
                 "message": f"back-off {delay:g}s restarting failed container={rec.name} "
                            f"pod={self.name}_{self.namespace}({self.uid})"}}
             self._notify()
+            self._event("Warning", "BackOff", f"Back-off restarting failed container {rec.name} "
+                        f"in pod {self.name}_{self.namespace}({self.uid})")
             if await self._sleep_or_terminate(delay):
                 return True
         rec.restart_count += 1
         return False
+
+    async def _pull_backoff(self, rec: ContainerRecord) -> bool:
+        """After a failed pull: the error for a moment, then ImagePullBackOff until the next
+        pull. True if the pod started terminating meanwhile."""
+        delay = rec.next_pull_backoff(self.ctx.config)
+        shown = min(self.ctx.config.config_retry, delay / 2)
+        if await self._sleep_or_terminate(shown):
+            return True
+        waiting = rec.state.get("waiting") or {}
+        if waiting.get("reason") == "ErrImagePull":
+            image = rec.spec.get("image") or ""
+            message = f'Back-off pulling image "{image}"'
+            rec.state = {"waiting": {"reason": "ImagePullBackOff", "message": message}}
+            self._notify()
+            self._event("Normal", "BackOff", message)
+            self._event("Warning", "Failed", "Error: ImagePullBackOff")
+        return await self._sleep_or_terminate(delay - shown)
 
     async def _attempt(self, rec: ContainerRecord) -> int | None:
         """Start the container and wait for it to exit. None: not started, or terminating."""
@@ -373,6 +456,7 @@ class PodWorker:
             reason = e.reason if isinstance(e, ConfigError) else "CreateContainerConfigError"
             rec.state = {"waiting": {"reason": reason, "message": str(e)}}
             self._notify()
+            self._event("Warning", "Failed", f"Error: {e}")
             return None
         cpu, mem = _limits(spec)
         # An unset workingDir is the image's WorkingDir, or for the process runtime (which
@@ -386,12 +470,27 @@ class PodWorker:
             attempt=rec.restart_count, image=str(spec.get("image") or ""), argv=argv, env=env,
             working_dir=wd, log_path=self.pod_dir / rec.name / f"{rec.restart_count}.log",
             cpu_millis=cpu, memory_bytes=mem, command=command, args=args,
-            image_pull_policy=spec.get("imagePullPolicy") or None, mounts=binds,
+            image_pull_policy=spec.get("imagePullPolicy") or None, mounts=binds + self._sandbox_mounts(images),
             pull_credentials=creds,
+            netns=self.sandbox.netns if images and self.sandbox is not None else None,
         )
+        rec.pull_failed = False
         try:
+            pulled = await self.ctx.runtime.pull(cfg, lambda: self._event(
+                "Normal", "Pulling", f'Pulling image "{cfg.image}"'))
+            if pulled is not None:
+                rec.pull_backoff = 0.0
+                self._event("Normal", "Pulled", (
+                    f'Successfully pulled image "{cfg.image}" in {_duration(pulled.seconds)}'
+                    if pulled.pulled else
+                    f'Container image "{cfg.image}" already present on machine'))
+                cfg = dataclasses.replace(cfg, image_digest=pulled.digest)
             handle = await self.ctx.runtime.start(cfg)
         except RuntimeStartError as e:
+            if e.reason in PULL_ERRORS:
+                self._pull_failed(rec, cfg.image, e)
+                return None
+            self._event("Warning", "Failed", f"Error: {e.message}")
             now = _now()
             term = {"exitCode": 128, "reason": e.reason, "message": e.message,
                     "startedAt": now, "finishedAt": now}
@@ -406,7 +505,71 @@ class PodWorker:
         rec.ready = False
         self._start_probes(rec, handle)
         self._notify()
+        # The runtimes create and start in one step; the kubelet reports both.
+        self._event("Normal", "Created", f"Created container: {rec.name}")
+        self._event("Normal", "Started", f"Started container {rec.name}")
         return handle
+
+    def _pull_failed(self, rec: ContainerRecord, image: str, e: RuntimeStartError) -> None:
+        rec.pull_failed = True
+        rec.state = {"waiting": {"reason": e.reason, "message": e.message}}
+        self._notify()
+        if e.reason == "ErrImagePull":
+            self._event("Warning", "Failed", f'Failed to pull image "{image}": {e.message}')
+        else:
+            self._event("Warning", e.reason, e.message)
+        self._event("Warning", "Failed", f"Error: {e.reason}")
+
+    # -- the pod network ---------------------------------------------------------
+
+    async def _setup_sandbox(self) -> bool:
+        """The pod's network, before its first container; False if it started terminating."""
+        network = self.ctx.network
+        if network is None:
+            return True
+        while not self.terminating.is_set():
+            try:
+                self.sandbox = await network.setup(self.pod)
+                self.network_error = ""
+                self._notify()
+                return True
+            except PodNetworkError as e:
+                # The kubelet's FailedCreatePodSandBox: the pod waits in ContainerCreating.
+                if str(e) != self.network_error:
+                    log.warning("pod %s/%s: %s", self.namespace, self.name, e)
+                self.network_error = f"FailedCreatePodSandBox: {e}"
+                self._notify()
+                if await self._sleep_or_terminate(self.ctx.config.config_retry):
+                    return False
+        return False
+
+    async def _release_sandbox(self) -> None:
+        """Give the pod's network back once the pod is done (not when the node stops)."""
+        if self.ctx.network is None or self.node_stopping or self.sandbox is None:
+            return
+        try:
+            await self.ctx.network.teardown(self.uid, self.namespace, self.name)
+        except Exception:
+            log.exception("pod %s/%s: releasing its network failed", self.namespace, self.name)
+
+    def _sandbox_mounts(self, images: bool) -> tuple[Mount, ...]:
+        """The pod's own /etc/resolv.conf and /etc/hosts, for containers in its namespace."""
+        sb = self.sandbox
+        if not images or sb is None or sb.netns is None:
+            return ()
+        return tuple(Mount(src, dest) for src, dest in ((sb.resolv_conf, "/etc/resolv.conf"),
+                                                        (sb.hosts, "/etc/hosts"))
+                     if src is not None)
+
+    def _pod_ips(self, node_ip: str) -> dict[str, Any]:
+        """status.podIP(s): the sandbox's addresses; none yet while it is being made."""
+        if self.sandbox is not None:
+            ips = list(self.sandbox.ips)
+        elif self.ctx.network is None or host_network(self.pod):
+            ips = [node_ip]
+        else:
+            return {}
+        return {"podIP": ips[0], "podIPs": [{"ip": i} for i in ips]}
 
     # -- probes ----------------------------------------------------------------
 
@@ -437,6 +600,9 @@ class PodWorker:
         def on_result(kind: str, ok: bool, message: str) -> None:
             if rec.handle is not handle or handle.exited.is_set():
                 return
+            if not ok:
+                self._event("Warning", "Unhealthy",
+                            f"{kind.capitalize()} probe failed: {message}")
             if kind == "readiness":
                 rec.ready = ok
             elif kind == "startup" and ok:
@@ -447,6 +613,8 @@ class PodWorker:
                          self.name, rec.name, kind, message)
                 rec.kill_message = (f"Container {rec.name} failed {kind} probe, will be "
                                     f"restarted: {message}")
+                self._event("Normal", "Killing",
+                            f"Container {rec.name} failed {kind} probe, will be restarted")
                 rec.ready = False
                 rec.stop_probers()
                 grace = probe.get("terminationGracePeriodSeconds")
@@ -502,6 +670,7 @@ class PodWorker:
         def left() -> float:
             return max(deadline - time.monotonic(), 0.0)
 
+        self._event("Normal", "Killing", f"Stopping container {rec.name}")
         try:
             if "exec" in hook:
                 argv = [str(a) for a in (hook["exec"] or {}).get("command") or []]
@@ -519,6 +688,7 @@ class PodWorker:
 
     async def kill_now(self) -> None:
         """Stop every container at once (the agent is shutting down)."""
+        self.node_stopping = True
         self.terminating.set()
         for r in self.init_records + self.records:
             r.stop_probers()
@@ -573,13 +743,15 @@ class PodWorker:
         images = self.ctx.runtime.images
         st: dict[str, Any] = {
             "phase": phase, "conditions": conditions, "hostIP": ip, "hostIPs": [{"ip": ip}],
-            "podIP": ip, "podIPs": [{"ip": ip}], "startTime": self.start_time,
+            **self._pod_ips(ip), "startTime": self.start_time,
             "containerStatuses": [r.status(images) for r in self.records],
         }
         if self.init_records:
             st["initContainerStatuses"] = [r.status(images) for r in self.init_records]
         if self.volume_error:
             st["message"] = self.volume_error
+        elif self.network_error:
+            st["message"] = self.network_error
         qos = (self.pod.get("status") or {}).get("qosClass")
         if qos:
             st["qosClass"] = qos

@@ -31,6 +31,7 @@ import orjson
 from shoal.mesh.streams import Stream
 from shoal.node.agent import NodeAgent
 from shoal.node.logs import LogOptions, log_file, read_logs
+from shoal.node.pod_worker import waiting_to_start
 from shoal.node.runtime import ExecSession
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,7 @@ class PodStreamService:
             if opts.previous:
                 raise StreamError(400, f'previous terminated container "{container}" in pod '
                                        f'"{pod_name}" not found')
-            raise StreamError(400, f'container "{container}" in pod "{pod_name}" is waiting to '
-                                   "start: ContainerCreating")
+            raise StreamError(400, waiting_to_start(pod, container))
         worker = self.agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
 
         def running() -> bool:
