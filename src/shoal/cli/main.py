@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
                         "with no image; auto picks runc when a test container runs here, else "
                         "process, and logs why (default: auto)")
     # --- end node agent ---
+    # --- cluster dns (shoal.net.cluster_dns) ---
+    s.add_argument("--dns-port", type=int, default=53,
+                   help="the port cluster DNS answers on at --bind when there is no pod "
+                        "network (with one it answers on the pod bridge's gateway, port 53); "
+                        "0 turns cluster DNS off (default: 53)")
+    s.add_argument("--cluster-domain", default="cluster.local",
+                   help="the DNS domain of Services and pods (default: cluster.local)")
+    # --- end cluster dns ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
     s.add_argument("--peer-port", type=int, default=None,
                    help="the mutual-TLS port peers and joining nodes connect to, on --bind "
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             runtime=args.runtime,  # node agent
             peer_port=args.peer_port, join=args.join, join_token=args.token,
             peer_advertise=args.peer_advertise,
+            dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
         )
         if (args.join is None) != (args.token is None):
             print("shoal server: --join and --token go together", file=sys.stderr)

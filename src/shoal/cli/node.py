@@ -26,6 +26,7 @@ from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
+from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.stream_service import PodStreamService
@@ -60,6 +61,11 @@ class NodeConfig:
     peer_advertise: str | None = None
     """host:port peers dial to reach this node, when that is not --advertise:--peer-port."""
     # --- end peers and joining ---
+    # --- cluster dns ---
+    dns_port: int = 53
+    """Where cluster DNS answers on --bind when there is no pod network; 0 turns it off."""
+    cluster_domain: str = "cluster.local"
+    # --- end cluster dns ---
 
 
 class ShoalNode:
@@ -95,6 +101,11 @@ class ShoalNode:
                                make_runtime(cfg.runtime, cfg.data_dir))
         self.api.handlers.node_agent = self.agent
         # --- end node agent ---
+        # --- cluster dns: answered from this replica (shoal.net.cluster_dns) ---
+        self.dns = ClusterDns(self.store, DnsSettings(port=cfg.dns_port, bind=cfg.bind,
+                                                      cluster_domain=cfg.cluster_domain),
+                              gateway=self._dns_gateway)
+        # --- end cluster dns ---
 
     async def start(self) -> None:
         await self._start_peer()
@@ -103,6 +114,7 @@ class ShoalNode:
                                       self.cfg.heartbeat_interval)
         await reporter.register()
         await self.agent.start()  # node agent: brings back this node's pods, offline too
+        await self.dns.start()  # cluster dns
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
@@ -179,6 +191,15 @@ class ShoalNode:
                  ", ".join(seeds))
     # --- end peers and joining ---
 
+    # --- cluster dns: on the pod bridge's gateway when the pod network is on ---
+    def _dns_gateway(self) -> str | None:
+        network = self.agent.pod_network
+        if network is None or network.name != "cni":
+            return None
+        node = self.replica.get("nodes", "", self.cfg.name) or {}
+        return pod_gateway((node.get("spec") or {}).get("podCIDR"))
+    # --- end cluster dns ---
+
     # --- peer-to-peer images: blobs from peers that hold them (shoal.node.peer_images) ---
     def _start_peer_images(self) -> None:
         from shoal.node import peer_images
@@ -190,6 +211,7 @@ class ShoalNode:
 
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
+        await self.dns.stop()  # cluster dns
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

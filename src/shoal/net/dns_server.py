@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import struct
 import time
 from collections.abc import Coroutine, Iterable
@@ -61,8 +62,9 @@ def read_upstreams(path: Path = Path("/etc/resolv.conf"),
         return out
     for line in lines:
         parts = line.split()
-        if len(parts) >= 2 and parts[0] == "nameserver" and parts[1] not in skip:
-            out.append((parts[1].split("%", 1)[0], 53))
+        if (len(parts) >= 2 and parts[0] == "nameserver"
+                and parts[1].split("%", 1)[0] not in skip):
+            out.append((parts[1], 53))
     return out
 
 
@@ -84,18 +86,23 @@ class DnsServer:
 
     # -- listening -------------------------------------------------------------
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on UDP and TCP ``host:port`` (0: a free port); returns the port."""
+    async def start(self, host: str, port: int, freebind: bool = False) -> int:
+        """Listen on UDP and TCP ``host:port`` (0: a free port); returns the port.
+
+        ``freebind`` binds an address the host does not have yet (the pod bridge's
+        gateway before the first pod creates the bridge): packets arrive once it does.
+        """
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port))
-        self._udp = transport
-        port = int(transport.get_extra_info("sockname")[1])
+        udp = _bound_socket(host, port, socket.SOCK_DGRAM, freebind)
         try:
-            self._tcp = await asyncio.start_server(self._serve_tcp, host, port)
+            port = int(udp.getsockname()[1])
+            tcp = _bound_socket(host, port, socket.SOCK_STREAM, freebind)
         except OSError:
-            transport.close()
+            udp.close()
             raise
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
+        self._udp = transport
+        self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp, backlog=128)
         return port
 
     async def close(self) -> None:
@@ -242,6 +249,25 @@ class DnsServer:
             log.warning("dropped a malformed DNS packet from %s (%s); %d dropped so far",
                         peer, why, self._malformed)
             self._malformed_logged_at = now
+
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)  # Linux's value, missing before Python 3.12
+
+
+def _bound_socket(host: str, port: int, kind: socket.SocketKind, freebind: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if freebind:
+            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)  # IPv6 sockets honour it too
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def _udp_limit(request: DNSRecord) -> int:
