@@ -9,20 +9,9 @@ from shoal.control.ownership import preferred_actor
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore, now_rfc3339
 from shoal.store.replica import Replica
+from tests.tools.stores import FixedView
 
 REG = KindRegistry()
-
-
-class View:
-    def __init__(self, name: str, live: list[str]) -> None:
-        self._name, self._live = name, live
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def live(self) -> list[str]:
-        return self._live
 
 
 async def test_a_node_that_is_its_own_preferred_actor_still_gets_its_taint_cleared() -> None:
@@ -46,8 +35,8 @@ async def test_a_node_that_is_its_own_preferred_actor_still_gets_its_taint_clear
         # Every other peer defers to the judge; the judge must act although the node is live.
         for p in peers:
             if p not in (node, judge):
-                assert not NodeLifecycle(store, View(p, peers))._acts_for(node)
-        await NodeLifecycle(store, View(judge, peers)).sync()
+                assert not NodeLifecycle(store, FixedView(p, peers))._acts_for(node)
+        await NodeLifecycle(store, FixedView(judge, peers)).sync()
         after = copy.deepcopy(store.get(node_k, None, node))
         assert not (after.get("spec") or {}).get("taints")
     finally:
