@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.exception
@@ -18,17 +18,9 @@ import dns.rdatatype
 import pytest
 
 from tests.conftest import VENV_BIN, ShoalProcess, free_port
+from tests.test_cluster import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def query(port: int, name: str, rdtype: str = "A") -> dns.message.Message:
