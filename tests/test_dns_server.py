@@ -16,6 +16,7 @@ import dns.rdatatype
 import pytest
 from dnslib import QTYPE, RR, A, DNSRecord
 
+from shoal.net.cluster_dns import forwards_to_itself
 from shoal.net.dns_records import PODS, SERVICES, SLICES, DnsIndex
 from shoal.net.dns_server import DnsServer, read_upstreams
 
@@ -207,8 +208,21 @@ async def test_an_answer_changes_as_soon_as_the_index_does(server: tuple[DnsServ
     assert (await ask(server[1], f"web.shop.svc.{ZONE}")).rcode() == dns.rcode.NXDOMAIN
 
 
-def test_upstreams_are_the_hosts_nameservers_without_our_own_address(tmp_path: Any) -> None:
+def test_upstreams_are_the_hosts_nameservers(tmp_path: Any) -> None:
     conf = tmp_path / "resolv.conf"
-    conf.write_text("# comment\nnameserver 10.0.0.2\nnameserver 10.42.0.1\nsearch lan\n"
-                    "nameserver fe80::1%eth0\n")
-    assert read_upstreams(conf, exclude=["10.42.0.1"]) == [("10.0.0.2", 53), ("fe80::1%eth0", 53)]
+    conf.write_text("# comment\nnameserver 10.0.0.2\nsearch lan\nnameserver fe80::1%eth0\n")
+    assert read_upstreams(conf) == [("10.0.0.2", 53), ("fe80::1%eth0", 53)]
+
+
+@pytest.mark.parametrize(("upstream", "listener", "loops"), [
+    (("10.42.0.1", 53), ("10.42.0.1", 53), True),
+    (("127.0.0.53", 53), ("0.0.0.0", 53), True),
+    (("127.0.0.53", 53), ("10.42.0.1", 53), False),
+    (("127.0.0.53", 53), ("0.0.0.0", 5353), False),
+    (("10.0.0.2", 53), ("0.0.0.0", 53), False),
+], ids=["our own gateway address", "loopback while we listen on every address",
+        "loopback while we listen on the gateway only", "the same address on another port",
+        "another host"])
+def test_an_upstream_that_is_this_server_is_never_forwarded_to(
+        upstream: tuple[str, int], listener: tuple[str, int], loops: bool) -> None:
+    assert forwards_to_itself(upstream, listener) is loops

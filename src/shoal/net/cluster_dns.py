@@ -51,6 +51,20 @@ def pod_gateway(pod_cidr: str | None) -> str | None:
         return None
 
 
+def forwards_to_itself(upstream: tuple[str, int], listener: Listener) -> bool:
+    """Whether forwarding to ``upstream`` would reach this very server (a loop)."""
+    host, port = upstream
+    if port != listener[1]:
+        return False
+    if host.split("%", 1)[0] == listener[0]:
+        return True
+    try:
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+    return listener[0] in ("0.0.0.0", "::") and loopback
+
+
 class ClusterDns:
     def __init__(self, store: ObjectStore, settings: DnsSettings,
                  gateway: Callable[[], str | None] = lambda: None) -> None:
@@ -95,8 +109,8 @@ class ClusterDns:
             self.server, self._listening = None, None
         if want is None:
             return
-        own = {want[0], self.settings.bind}
-        server = DnsServer(self.index, read_upstreams(self.settings.resolv_conf, exclude=own))
+        server = DnsServer(self.index, [u for u in read_upstreams(self.settings.resolv_conf)
+                                        if not forwards_to_itself(u, want)])
         try:
             await server.start(*want, freebind=want[0] != self.settings.bind)
         except OSError as e:

@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +50,8 @@ CACHE_LIMIT = 20_000
 PLAIN_UDP_SIZE = 512
 
 
-def read_upstreams(path: Path = Path("/etc/resolv.conf"),
-                   exclude: Iterable[str] = ()) -> list[Upstream]:
-    """The host's resolvers (``nameserver`` lines), without our own addresses (no loops)."""
-    skip = set(exclude)
+def read_upstreams(path: Path = Path("/etc/resolv.conf")) -> list[Upstream]:
+    """The host's resolvers: the ``nameserver`` lines of its resolv.conf."""
     out: list[Upstream] = []
     try:
         lines = path.read_text().splitlines()
@@ -62,8 +60,7 @@ def read_upstreams(path: Path = Path("/etc/resolv.conf"),
         return out
     for line in lines:
         parts = line.split()
-        if (len(parts) >= 2 and parts[0] == "nameserver"
-                and parts[1].split("%", 1)[0] not in skip):
+        if len(parts) >= 2 and parts[0] == "nameserver":
             out.append((parts[1], 53))
     return out
 
