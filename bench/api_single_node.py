@@ -68,7 +68,8 @@ class Node:
         log = open(self.work / "shoal.log", "wb")  # noqa: SIM115 - kept for the process's life
         self.proc = subprocess.Popen(
             [str(BIN / "shoal"), "server", "--name", "bench-1", "--data-dir", str(self.data),
-             "--api-port", str(self.port), "--log-level", "warning", "--runtime", "process"],
+             "--api-port", str(self.port), "--log-level", "warning", "--runtime", "process",
+             "--proxy-mode", "none"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         ctx = ssl.create_default_context()

@@ -67,7 +67,9 @@ class ShoalMember:
         args = [*self.prefix, str(BIN / "shoal"), "server", "--name", self.name,
                 "--data-dir", str(self.data), "--api-port", str(self.api_port),
                 "--peer-port", str(self.peer_port), "--log-level", "warning", *bind,
-                *([] if "--runtime" in extra else ["--runtime", "process"]), *extra]
+                *([] if "--runtime" in extra else ["--runtime", "process"]),
+                *([] if self.prefix else ["--proxy-mode", "none"]),  # host nftables untouched
+                *extra]
         log = open(self.work / f"{self.name}.log", "ab")  # noqa: SIM115 - the process's life
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

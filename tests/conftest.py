@@ -75,6 +75,8 @@ class ShoalProcess:
             "--data-dir", str(self.data_dir), "--api-port", str(self.port),
             "--bookmark-interval", "1s", "--log-level", "debug", "--peer-port", "0",
             *([] if "--runtime" in (extra or []) else ["--runtime", self.runtime]),
+            # service proxy: a server outside a test namespace leaves the host's nftables alone
+            *(["--proxy-mode", "none"] if self.netns is None else []),
             *(extra or []),
         ]
         if self.netns is not None:

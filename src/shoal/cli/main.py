@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cluster-domain", default="cluster.local",
                    help="the DNS domain of Services and pods (default: cluster.local)")
     # --- end cluster dns ---
+    # --- service proxy (shoal.net.service_proxy) ---
+    s.add_argument("--proxy-mode", default="auto", choices=["auto", "nftables", "none"],
+                   help="how Services answer on this node: nftables programs cluster IPs "
+                        "and node ports in the table ip shoal-services, as kube-proxy's "
+                        "nftables mode; none leaves them unanswered; auto is nftables when "
+                        "nft works here (root), else none (default: auto)")
+    # --- end service proxy ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
     s.add_argument("--peer-port", type=int, default=None,
                    help="the mutual-TLS port peers and joining nodes connect to, on --bind "
@@ -197,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_port=args.peer_port, join=args.join, join_token=args.token,
             peer_advertise=args.peer_advertise,
             dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
+            proxy_mode=args.proxy_mode,  # service proxy
         )
         if (args.join is None) != (args.token is None):
             print("shoal server: --join and --token go together", file=sys.stderr)

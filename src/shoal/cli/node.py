@@ -20,6 +20,7 @@ from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.mesh import config as mesh_config
 from shoal.mesh import join, member_list
 from shoal.mesh.member_list import MemberListKeeper
+from shoal.mesh.messages import State  # service proxy
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.streams import StreamMux
@@ -27,6 +28,7 @@ from shoal.mesh.tls_transport import TlsTransport
 from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
+from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.stream_service import PodStreamService
@@ -66,6 +68,10 @@ class NodeConfig:
     """Where cluster DNS answers on --bind when there is no pod network; 0 turns it off."""
     cluster_domain: str = "cluster.local"
     # --- end cluster dns ---
+    # --- service proxy ---
+    proxy_mode: str = "auto"
+    """auto, nftables or none (shoal.net.service_proxy.proxy_enabled)."""
+    # --- end service proxy ---
 
 
 class ShoalNode:
@@ -106,6 +112,13 @@ class ShoalNode:
                                                       cluster_domain=cfg.cluster_domain),
                               gateway=self._dns_gateway)
         # --- end cluster dns ---
+        # --- service proxy: Service rules in nftables from this replica (shoal.net) ---
+        self.service_proxy: ServiceProxy | None = None
+        if proxy_enabled(cfg.proxy_mode):
+            self.service_proxy = ServiceProxy(self.replica, cfg.name, ProxySettings(
+                cluster_cidr=cfg.cluster_cidr, dns_listener=self.dns.listener,
+                is_reachable=self._node_reachable))
+        # --- end service proxy ---
 
     async def start(self) -> None:
         await self._start_peer()
@@ -115,6 +128,8 @@ class ShoalNode:
         await reporter.register()
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         await self.dns.start()  # cluster dns
+        if self.service_proxy is not None:  # service proxy
+            self.service_proxy.start()
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
@@ -200,6 +215,15 @@ class ShoalNode:
         return pod_gateway((node.get("spec") or {}).get("podCIDR"))
     # --- end cluster dns ---
 
+    # --- service proxy: which nodes' endpoints this node may route to now ---
+    def _node_reachable(self, node: str) -> bool:
+        """False once the mesh holds the node dead or gone (not merely suspect)."""
+        if self.mesh is None or node == self.cfg.name:
+            return True
+        member = self.mesh.membership.members.get(node)
+        return member is None or member.state in (State.ALIVE, State.SUSPECT)
+    # --- end service proxy ---
+
     # --- peer-to-peer images: blobs from peers that hold them (shoal.node.peer_images) ---
     def _start_peer_images(self) -> None:
         from shoal.node import peer_images
@@ -212,6 +236,8 @@ class ShoalNode:
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
         await self.dns.stop()  # cluster dns
+        if self.service_proxy is not None:  # service proxy: its table goes too
+            await self.service_proxy.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -196,3 +196,22 @@ class ServiceProxy:
             await asyncio.sleep(self.settings.membership_poll)
             if self._facts is not None and self.facts() != self._facts:
                 self._mark_changed()
+
+
+def proxy_enabled(mode: str, nft: Sequence[str] = ("nft",)) -> bool:
+    """Whether ``--proxy-mode`` asks for the proxy here; ``nftables`` insists, ``auto`` falls back.
+
+    Raises NftError when ``nftables`` is asked for and nft cannot be used.
+    """
+    if mode == "none":
+        log.info("service proxy: off (--proxy-mode none): Services answer on no address")
+        return False
+    why = nft_usable(nft)
+    if why is None:
+        log.info("service proxy: nftables (table ip %s)", TABLE)
+        return True
+    if mode == "nftables":
+        raise NftError(f"--proxy-mode nftables: {why}")
+    log.warning("service proxy: off, Services answer on no address: %s (--proxy-mode auto "
+                "needs nftables and root)", why)
+    return False
