@@ -168,6 +168,17 @@ async def test_an_external_name_service_is_a_cname(server: tuple[DnsServer, int]
     assert [rd.to_text() for rrset in reply.answer for rd in rrset] == ["db.example.org."]
 
 
+async def test_an_external_name_service_is_followed_to_its_targets_address_upstream(
+        server: tuple[DnsServer, int], upstream: tuple[FakeUpstream, int]) -> None:
+    for tcp in (False, True):
+        reply = await ask(server[1], f"ext.shop.svc.{ZONE}", tcp=tcp)
+        assert [(rrset.name.to_text(), rrset.rdtype) for rrset in reply.answer] == [
+            (f"ext.shop.svc.{ZONE}.", dns.rdatatype.CNAME),
+            ("db.example.org.", dns.rdatatype.A)]
+        assert addresses(reply) == ["192.0.2.1"]
+    assert upstream[0].asked == ["db.example.org."] * 2
+
+
 async def test_other_names_are_forwarded_to_the_host_resolver(
         server: tuple[DnsServer, int], upstream: tuple[FakeUpstream, int]) -> None:
     for tcp in (False, True):

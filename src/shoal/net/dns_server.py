@@ -73,6 +73,8 @@ class DnsServer:
         self.upstream_timeout = upstream_timeout
         self._cache: dict[tuple[str, int, int, int], bytes] = {}
         self._cache_generation = -1
+        self._external: set[tuple[str, int, int, int]] = set()
+        """Cached keys whose answer also needs an upstream (ExternalName targets)."""
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -140,11 +142,12 @@ class DnsServer:
         request, local = self.answer_locally(data, tcp, peer)
         if local is not None or request is None:
             return local
-        return await self._forward(request, data, tcp)
+        return await self.answer_remotely(request, data, tcp)
 
     def answer_locally(self, data: bytes, tcp: bool,
                        peer: object = None) -> tuple[DNSRecord | None, bytes | None]:
-        """(request, reply) for a cluster name, (request, None) to forward, (None, None) to drop."""
+        """(request, reply) from the index alone; (request, None) when the answer needs an
+        upstream resolver (:meth:`answer_remotely`); (None, None) to drop the packet."""
         try:
             request = DNSRecord.parse(data)
         except Exception as e:  # dnslib raises several types on garbage; none may stop us
@@ -165,15 +168,50 @@ class DnsServer:
             return request, None
         if self._cache_generation != self.index.generation or len(self._cache) > CACHE_LIMIT:
             self._cache.clear()
+            self._external.clear()
             self._cache_generation = self.index.generation
         key = (asked, q.qtype, q.qclass, request.header.rd)
         packed = self._cache.get(key)
         if packed is None:
             packed = self._build(request, name, q.qtype).pack()
             self._cache[key] = packed
+            if self._external_target(name, q.qtype) is not None:
+                self._external.add(key)
+        if self._external and key in self._external:
+            return request, None
+        return request, self._fit(request, packed, tcp)
+
+    def _fit(self, request: DNSRecord, packed: bytes, tcp: bool) -> bytes:
+        """The packed reply with the request's id, or a truncated one if UDP cannot carry it."""
         if not tcp and len(packed) > _udp_limit(request):
-            return request, _truncated(request).pack()
-        return request, struct.pack("!H", request.header.id) + packed[2:]
+            return bytes(_truncated(request).pack())
+        return struct.pack("!H", request.header.id) + packed[2:]
+
+    def _external_target(self, name: str, qtype: int) -> str | None:
+        """The target of an ExternalName CNAME that an upstream must resolve, if any."""
+        if qtype in (QTYPE.CNAME, QTYPE.SRV):
+            return None
+        records = self.index.lookup(name)
+        target = records.cname if records is not None else None
+        return target if target is not None and not self.index.in_zone(target) else None
+
+    async def answer_remotely(self, request: DNSRecord, data: bytes, tcp: bool) -> bytes:
+        """Forward a name outside the cluster; for an ExternalName Service, resolve its target
+        upstream and answer with the CNAME followed by the target's records (as CoreDNS does:
+        stub resolvers do not chase a CNAME themselves)."""
+        q = request.q
+        name = str(q.qname).rstrip(".").lower()
+        if not self.index.in_zone(name):
+            return await self._forward(request, data, tcp)
+        reply = self._build(request, name, q.qtype)
+        target = self._external_target(name, q.qtype)
+        if target is not None:
+            question = DNSRecord.question(target, QTYPE[q.qtype])
+            found = DNSRecord.parse(await self._forward(question, question.pack(), tcp))
+            reply.header.rcode = found.header.rcode
+            for rr in found.rr:
+                reply.add_answer(rr)
+        return self._fit(request, reply.pack(), tcp)
 
     def _build(self, request: DNSRecord, name: str, qtype: int) -> DNSRecord:
         reply = request.reply()
@@ -295,10 +333,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
             assert self.transport is not None
             self.transport.sendto(reply, addr)
         elif request is not None:
-            self.server._spawn(self._forward(request, data, addr))
+            self.server._spawn(self._answer_remotely(request, data, addr))
 
-    async def _forward(self, request: DNSRecord, data: bytes, addr: tuple[str, int]) -> None:
-        reply = await self.server._forward(request, data, False)
+    async def _answer_remotely(self, request: DNSRecord, data: bytes,
+                               addr: tuple[str, int]) -> None:
+        reply = await self.server.answer_remotely(request, data, False)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
 
