@@ -91,6 +91,14 @@ def _parser() -> argparse.ArgumentParser:
                         "with no image; auto picks runc when a test container runs here, else "
                         "process, and logs why (default: auto)")
     # --- end node agent ---
+    # --- pod network (shoal.net.node_pod_network) ---
+    s.add_argument("--pod-network", default="auto", choices=["auto", "cni", "host"],
+                   help="how pods are networked: cni gives each runc pod its own network "
+                        "namespace and an address from the node's podCIDR (CNI plugins from "
+                        "containernetworking-plugins, VXLAN between nodes); host keeps every "
+                        "pod on the node's network (the process runtime always does); auto is "
+                        "cni with runc and the plugins installed, else host (default: auto)")
+    # --- end pod network ---
     # --- cluster dns (shoal.net.cluster_dns) ---
     s.add_argument("--dns-port", type=int, default=53,
                    help="the port cluster DNS answers on at --bind when there is no pod "
@@ -201,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             node_monitor_grace=args.node_monitor_grace_period,
             cluster_cidr=args.cluster_cidr,
             runtime=args.runtime,  # node agent
+            pod_network=args.pod_network,  # pod network
             peer_port=args.peer_port, join=args.join, join_token=args.token,
             peer_advertise=args.peer_advertise,
             dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns

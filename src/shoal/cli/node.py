@@ -29,6 +29,7 @@ from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
+from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.stream_service import PodStreamService
@@ -55,6 +56,10 @@ class NodeConfig:
     """Seconds a node may be unreachable before its pods are replaced elsewhere."""
     cluster_cidr: str = "10.42.0.0/16"
     """The pod address range; each node gets a /24 of it (shoal.control.node_ipam)."""
+    # --- pod network ---
+    pod_network: str = "auto"
+    """auto, cni or host (shoal.net.node_pod_network.choose_mode)."""
+    # --- end pod network ---
     # --- peers and joining ---
     peer_port: int | None = None
     """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
@@ -107,6 +112,11 @@ class ShoalNode:
                                make_runtime(cfg.runtime, cfg.data_dir))
         self.api.handlers.node_agent = self.agent
         # --- end node agent ---
+        # --- pod network: pods' namespaces and addresses, the overlay (shoal.net) ---
+        self.pod_network = NodePodNetwork(cfg.pod_network, self.agent.runtime.name, self.replica,
+                                          cfg.name, advertise, cfg.data_dir, cfg.cluster_cidr)
+        self.agent.pod_network = self.pod_network.network
+        # --- end pod network ---
         # --- cluster dns: answered from this replica (shoal.net.cluster_dns) ---
         self.dns = ClusterDns(self.store, DnsSettings(port=cfg.dns_port, bind=cfg.bind,
                                                       cluster_domain=cfg.cluster_domain),
@@ -126,6 +136,7 @@ class ShoalNode:
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.heartbeat_interval)
         await reporter.register()
+        await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         await self.dns.start()  # cluster dns
         if self.service_proxy is not None:  # service proxy
@@ -235,6 +246,7 @@ class ShoalNode:
 
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
+        await self.pod_network.stop()  # pod network
         await self.dns.stop()  # cluster dns
         if self.service_proxy is not None:  # service proxy: its table goes too
             await self.service_proxy.stop()

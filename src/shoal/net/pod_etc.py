@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-CLUSTER_DNS = "10.96.0.10"
-CLUSTER_DOMAIN = "cluster.local"
+from shoal.node.dns_config import CLUSTER_DNS_IP, CLUSTER_DOMAIN, search_path
+
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 
 
@@ -34,8 +34,8 @@ def resolv_conf(pod: dict[str, Any], host_resolv: str = "") -> str:
             elif words and words[0] == "options":
                 options += words[1:]
     elif policy != "None":
-        nameservers = [CLUSTER_DNS]
-        searches = [f"{ns}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN]
+        nameservers = [CLUSTER_DNS_IP]
+        searches = search_path(ns)
         options = ["ndots:5"]
     extra = spec.get("dnsConfig") or {}
     nameservers += [str(n) for n in extra.get("nameservers") or []]

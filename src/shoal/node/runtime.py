@@ -57,6 +57,8 @@ class ContainerConfig:
     image_pull_policy: str | None = None  # None: Kubernetes' default for the tag
     mounts: tuple[Mount, ...] = ()
     pull_credentials: tuple[RegistryCredential, ...] = ()
+    # --- pod network: the network namespace the container joins (shoal.node.pod_network) ---
+    netns: Path | None = None  # None: the node's own network
     # --- images: the manifest digest the pull step just made present (Runtime.pull) ---
     image_digest: str | None = None  # None: start() resolves the image itself, pulling if needed
 

@@ -15,8 +15,10 @@ files as the process runtime (``<pod dir>/<container>/<restartCount>.log``).
 runs commands in it (with a pty when asked), and foreground ``runc run`` deletes
 the container itself when it ends (``runc delete -f`` tidies after a crash).
 
-Networking is the host's: containers get pid, ipc, uts and mount namespaces but
-no network namespace, so a pod's ports are the node's ports (as ``hostNetwork``).
+Networking: a container joins its pod's network namespace (``ContainerConfig.netns``,
+made by the pod network, ``shoal.node.pod_network``) and sees the pod's own
+``/etc/resolv.conf`` and ``/etc/hosts`` (mounts the pod worker adds). Without one
+(``hostNetwork``, no pod network) it shares the node's network and files.
 CPU and memory limits go into the bundle's ``linux.resources``, applied by runc
 in the cgroup ``/shoal/<id>`` (v1 or v2, whichever the host has).
 """
@@ -208,7 +210,7 @@ def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, contai
         {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
          "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
     ]
-    for f in HOST_FILES:
+    for f in HOST_FILES if cfg.netns is None else ():
         if os.path.isfile(f):
             mount_list.append({"destination": f, "type": "bind", "source": f,
                                "options": ["rbind", "ro", "nosuid", "nodev"]})
@@ -235,12 +237,17 @@ def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, contai
         "linux": {
             "resources": resources,
             "cgroupsPath": f"/shoal/{container_id}",
-            # No "network" namespace: containers use the host's network (see the docstring).
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+            + _network_namespace(cfg),
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
     }
+
+
+def _network_namespace(cfg: ContainerConfig) -> list[dict[str, Any]]:
+    """The pod's network namespace; none (the node's network) without a pod network."""
+    return [] if cfg.netns is None else [{"type": "network", "path": str(cfg.netns)}]
 
 
 class RuncRuntime:
