@@ -1016,6 +1016,7 @@ def _validate_service(e: _Errors, obj: dict[str, Any]) -> None:
         e.required("spec.ports")
     names: set[str] = set()
     seen: set[tuple[Any, Any]] = set()
+    seen_node_ports: set[tuple[Any, Any]] = set()
     for i, port in ports:
         p = _i("spec.ports", i)
         name = port.get("name")
@@ -1047,6 +1048,10 @@ def _validate_service(e: _Errors, obj: dict[str, Any]) -> None:
         if number is not None and port_key in seen:
             e.duplicate(p, {"port": number, "protocol": protocol or "TCP"})
         seen.add(port_key)
+        # Two ports of one Service may not share a node port (per protocol), as in Kubernetes.
+        if node_port and (node_port, protocol or "TCP") in seen_node_ports:
+            e.duplicate(_c(p, "nodePort"), node_port)
+        seen_node_ports.add((node_port, protocol or "TCP"))
     if svc_type == "ExternalName":
         external = spec.get("externalName")
         if not external:
@@ -1055,6 +1060,9 @@ def _validate_service(e: _Errors, obj: dict[str, Any]) -> None:
             e.each("spec.externalName", external, is_dns1123_subdomain(external.rstrip(".")))
         if cluster_ip:
             e.forbidden("spec.clusterIPs", "may not be set for ExternalName services")
+    elif headless and svc_type in ("NodePort", "LoadBalancer"):
+        e.invalid(_i("spec.clusterIPs", 0), cluster_ip,
+                  f"may not be set to 'None' for {svc_type} services")
     elif isinstance(cluster_ip, str) and cluster_ip not in ("", "None") and not _is_ip(cluster_ip):
         e.invalid(
             _i("spec.clusterIPs", 0), cluster_ip, "must be empty, 'None', or a valid IP address"
