@@ -118,9 +118,9 @@ class ShoalNode:
         self.agent.pod_network = self.pod_network.network
         # --- end pod network ---
         # --- cluster dns: answered from this replica (shoal.net.cluster_dns) ---
-        self.dns = ClusterDns(self.store, DnsSettings(port=cfg.dns_port, bind=cfg.bind,
-                                                      cluster_domain=cfg.cluster_domain),
-                              gateway=self._dns_gateway)
+        self.dns = ClusterDns(self.store, DnsSettings(
+            port=cfg.dns_port, bind=cfg.bind, cluster_domain=cfg.cluster_domain,
+            ensure_delay=JOINING_DNS_DELAY if cfg.join else 0.0), gateway=self._dns_gateway)
         # --- end cluster dns ---
         # --- service proxy: Service rules in nftables from this replica (shoal.net) ---
         self.service_proxy: ServiceProxy | None = None
@@ -268,6 +268,7 @@ class ShoalNode:
 
 
 DEFAULT_PEER_PORT = 7443
+JOINING_DNS_DELAY = 15.0  # cluster dns: seconds a joining node lets its replica fill first
 
 
 class MeshView:

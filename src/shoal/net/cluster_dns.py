@@ -39,6 +39,12 @@ class DnsSettings:
     """The host's resolvers, to which names outside the cluster domain are forwarded."""
     placement_interval: float = 2.0
     """Seconds between checks of where the listener belongs (the podCIDR may change)."""
+    ensure_delay: float = 0.0
+    """Seconds before this node first creates the kube-dns Service if it lacks it. A node
+    that is joining waits for its replica to fill: otherwise its own create, being the
+    later one, would replace the cluster's Service (its uid) in the merge."""
+    ensure_interval: float = 30.0
+    """Seconds between checks that kube-dns still exists (a deleted one comes back)."""
 
 
 def pod_gateway(pod_cidr: str | None) -> str | None:
@@ -91,13 +97,15 @@ class ClusterDns:
         return (self.settings.bind, self.settings.port)
 
     async def start(self) -> None:
-        await ensure_kube_dns(self.store)
+        if self.settings.ensure_delay <= 0:
+            await ensure_kube_dns(self.store)
         self.index.load(self.store.replica)
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(follow(self.store.replica, self.index),
                                             name="dns-index"))
         await self.place()
         self._tasks.append(loop.create_task(self._placement_loop(), name="dns-placement"))
+        self._tasks.append(loop.create_task(self._ensure_loop(), name="dns-service"))
 
     async def place(self) -> None:
         """Listen where :meth:`wanted` says, moving the listener if needed."""
@@ -131,6 +139,15 @@ class ClusterDns:
                 await self.place()
             except Exception:  # the next round tries again; DNS must not take the node down
                 log.exception("cluster DNS placement failed")
+
+    async def _ensure_loop(self) -> None:
+        await asyncio.sleep(self.settings.ensure_delay or self.settings.ensure_interval)
+        while True:
+            try:
+                await ensure_kube_dns(self.store)
+            except Exception:
+                log.exception("cannot check the kube-dns Service")
+            await asyncio.sleep(self.settings.ensure_interval)
 
     async def stop(self) -> None:
         for t in self._tasks:
