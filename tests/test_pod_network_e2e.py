@@ -1,0 +1,233 @@
+"""The pod network for real: two runc nodes, each in its own network namespace.
+
+Each node runs ``shoal server --runtime runc --pod-network cni`` inside a
+NetnsLab namespace, so its bridge ``shoal0``, its ``shoal.vxlan`` device, its
+pods' namespaces and its nftables table all live (and die) with that namespace.
+The image is busybox-static's busybox (tests/test_images.py), which has httpd,
+wget and ip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import VENV_BIN, ShoalProcess, free_port
+from tests.test_cluster import wait_for
+from tests.test_images import busybox_layer, write_docker_save
+from tests.test_runtime_runc import runc_works
+from tests.tools import netns
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["runc_works"]  # a fixture, used by name
+
+IMAGE = "shoal.test/busybox:v1"
+NODE_ARGS = ["--runtime", "runc", "--pod-network", "cni", "--peer-port", "7443"]
+HTTPD = ("mkdir -p /www && echo \"$HOSTNAME\" > /www/index.html && "
+         "exec busybox httpd -f -p 8080 -h /www")
+
+
+def require_cni() -> None:
+    if not Path("/usr/lib/cni/bridge").exists():
+        if netns._in_ci():
+            pytest.fail("the CNI plugins are missing (containernetworking-plugins; CI=true)")
+        pytest.skip("the CNI plugins are missing (Debian package containernetworking-plugins)")
+
+
+class NodeNamespace:
+    """A lab namespace entered with ``nsenter --net`` only: ``ip netns exec`` would also mount a
+    fresh /sys, hiding the cgroup filesystem runc needs."""
+
+    def __init__(self, ns: netns.Namespace) -> None:
+        self.ns = ns
+        self.name = ns.name
+        self.ip = ns.ip
+
+    def exec_args(self, args: list[str]) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.name}", *args]
+
+
+def unmount_under(root: Path) -> None:
+    """The pods' namespace mounts a node left in the host's mount table."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        target = line.split()[4]
+        if target.startswith(str(root) + "/"):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def pod(name: str, node: str, command: str = HTTPD, **spec: Any) -> str:
+    container: dict[str, Any] = {"name": "main", "image": IMAGE, "imagePullPolicy": "Never",
+                                 "command": ["sh", "-c", command]}
+    if "ports" in spec:
+        container["ports"] = spec.pop("ports")
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                       "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                                "containers": [container], **spec}})
+
+
+def get(node: ShoalProcess, kind: str, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(node.kubectl("get", kind, name, "-o", "json").stdout)
+    return out
+
+
+def running_pod(node: ShoalProcess, name: str, timeout: float = 40) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def check() -> bool:
+        nonlocal seen
+        r = node.kubectl("get", "pod", name, "-o", "json", check=False)
+        seen = json.loads(r.stdout) if r.returncode == 0 else {}
+        st = seen.get("status") or {}
+        cs = (st.get("containerStatuses") or [{}])[0]
+        return st.get("phase") == "Running" and "running" in (cs.get("state") or {}) \
+            and bool(st.get("podIP"))
+
+    try:
+        wait_for(check, timeout, f"pod {name} Running with a podIP")
+    except AssertionError:
+        raise AssertionError(json.dumps(seen.get("status"), indent=1) + "\n"
+                             + node.log_path.read_text()[-4000:]) from None
+    return seen
+
+
+def exec_in(node: ShoalProcess, name: str, *argv: str) -> str:
+    return node.kubectl("exec", name, "--", *argv).stdout
+
+
+def fetch(node: ShoalProcess, name: str, ip: str, port: int = 8080) -> str:
+    """An HTTP GET from inside a pod (busybox nc: the static busybox's wget crashes resolving),
+    retried briefly (a route may be a moment behind the pod). The body."""
+    last = None
+    for _ in range(30):
+        last = node.kubectl("exec", name, "--", "sh", "-c",
+                            f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 {ip} {port}",
+                            check=False)
+        if last.returncode == 0 and "\n\n" in last.stdout:  # text mode: \r\n read as \n
+            return str(last.stdout.split("\n\n", 1)[1])
+        time.sleep(0.3)
+    assert last is not None
+    raise AssertionError(f"GET {ip}:{port} from {name}: {last.stdout} {last.stderr}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, runc_works: str) -> Iterator[list[ShoalProcess]]:
+    netns.require()
+    require_cni()
+    archive = tmp_path / "busybox.tar"
+    write_docker_save(archive, [busybox_layer()], IMAGE)
+    with netns.NetnsLab() as lab:
+        nodes: list[ShoalProcess] = []
+        try:
+            token = ""
+            for letter in "ab":
+                ns = lab.add(letter)
+                node = ShoalProcess(f"node-{letter}", tmp_path / letter, free_port(),
+                                    tmp_path / f"{letter}.log", netns=NodeNamespace(ns),
+                                    host=ns.ip)
+                subprocess.run([str(VENV_BIN / "shoal"), "image", "import", "--data-dir",
+                                str(node.data_dir), str(archive)], check=True,
+                               capture_output=True)
+                extra = list(NODE_ARGS)
+                if nodes:
+                    extra += ["--join", f"{nodes[0].host}:7443", "--token", token]
+                node.start(extra)
+                if not nodes:
+                    token = subprocess.run(
+                        [str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                         str(node.data_dir)], check=True, capture_output=True, text=True,
+                    ).stdout.strip()
+                nodes.append(node)
+            yield nodes
+        finally:
+            for n in nodes:
+                n.stop()
+            unmount_under(tmp_path)
+
+
+def pod_cidr(node: ShoalProcess, name: str) -> str:
+    cidr = ""
+
+    def assigned() -> bool:
+        nonlocal cidr
+        cidr = (get(node, "node", name).get("spec") or {}).get("podCIDR") or ""
+        return bool(cidr)
+
+    wait_for(assigned, 30, f"{name} to get a podCIDR")
+    return cidr
+
+
+def test_pods_get_their_own_addresses_and_reach_each_other_across_nodes(
+        cluster: list[ShoalProcess]) -> None:
+    a, b = cluster
+    cidr_a, cidr_b = pod_cidr(a, "node-a"), pod_cidr(a, "node-b")
+    for cidr in (cidr_a, cidr_b):
+        assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("10.42.0.0/16"))
+    assert cidr_a != cidr_b
+
+    # Two pods on one node both listen on 8080; one pod on the other node, with a hostPort.
+    a.kubectl("apply", "-f", "-", input=pod("web-a1", "node-a"))
+    a.kubectl("apply", "-f", "-", input=pod("web-a2", "node-a"))
+    a.kubectl("apply", "-f", "-", input=pod(
+        "web-b", "node-b", ports=[{"containerPort": 8080, "hostPort": 9090}]))
+    a.kubectl("apply", "-f", "-", input=pod("on-host", "node-a", "exec sleep 600",
+                                            hostNetwork=True))
+    a1, a2 = running_pod(a, "web-a1"), running_pod(a, "web-a2")
+    wb = running_pod(b, "web-b")
+    host = running_pod(a, "on-host")
+
+    ip_a1, ip_a2, ip_b = (p["status"]["podIP"] for p in (a1, a2, wb))
+    assert ipaddress.ip_address(ip_a1) in ipaddress.ip_network(cidr_a)
+    assert ipaddress.ip_address(ip_a2) in ipaddress.ip_network(cidr_a)
+    assert ipaddress.ip_address(ip_b) in ipaddress.ip_network(cidr_b)
+    assert ip_a1 != ip_a2
+    assert a1["status"]["podIPs"] == [{"ip": ip_a1}]
+    assert a1["status"]["hostIP"] == a.host
+    # The pod sees its own address on its own eth0, not the node's.
+    addrs = exec_in(a, "web-a1", "busybox", "ip", "-o", "-4", "addr")
+    assert ip_a1 in addrs and a.host not in addrs
+
+    # Same node, same port, by pod IP; then across nodes over VXLAN.
+    assert fetch(a, "web-a1", ip_a2) == "web-a2\n"
+    assert fetch(a, "web-a1", ip_b) == "web-b\n"
+    assert fetch(b, "web-b", ip_a1) == "web-a1\n"
+
+    # hostPort: node-b's address, port 9090, from outside the cluster (the lab's root side).
+    with urllib.request.urlopen(f"http://{b.host}:9090/", timeout=5) as r:
+        assert r.read() == b"web-b\n"
+
+    # hostNetwork: the node's address, in the pod and in its status.
+    assert host["status"]["podIP"] == a.host
+    assert a.host in exec_in(a, "on-host", "busybox", "ip", "-o", "-4", "addr")
+
+    # Cluster DNS settings in the pod's resolv.conf.
+    resolv = exec_in(a, "web-a1", "cat", "/etc/resolv.conf")
+    assert "nameserver 10.96.0.10" in resolv
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv
+    assert "options ndots:5" in resolv
+    assert f"{ip_a1}\tweb-a1" in exec_in(a, "web-a1", "cat", "/etc/hosts")
+
+    # Deleting a pod releases its address and its namespace.
+    uid_a2 = a2["metadata"]["uid"]
+    a.kubectl("delete", "pod", "web-a2", "--wait=true")
+    sandbox = a.data_dir / "net" / "pods" / uid_a2
+    leases = a.data_dir / "net" / "ipam" / "shoal"
+    wait_for(lambda: not sandbox.exists() and not (leases / ip_a2).exists(), 15,
+             "web-a2's sandbox and address to be released")
+    assert (leases / ip_a1).exists()
+
+    # A restart of node-a: its pod comes back with a network and is reachable again.
+    a.stop()
+    a.start(NODE_ARGS)
+    a1 = running_pod(a, "web-a1", timeout=60)
+    new_ip = a1["status"]["podIP"]
+    assert ipaddress.ip_address(new_ip) in ipaddress.ip_network(cidr_a)
+    assert fetch(b, "web-b", new_ip) == "web-a1\n"
