@@ -84,7 +84,8 @@ def image_with_config(config: dict[str, Any]) -> Built:
 def auto_node(tmp_path: Path, runc_works: str) -> Iterator[ShoalProcess]:
     node = ShoalProcess("node-1", tmp_path / "data", free_port(), tmp_path / "shoal.log",
                         runtime="auto")
-    node.start()
+    # Only the runtime is under test: the host's own network is left alone.
+    node.start(["--pod-network", "host", "--proxy-mode", "none", "--dns-port", "0"])
     try:
         yield node
     finally:
