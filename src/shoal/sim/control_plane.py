@@ -1,6 +1,7 @@
 """Every simulated peer runs the real controllers and a simulated kubelet, as ``shoal server`` does.
 
-Each peer gets ``shoal.control.manager.controllers(store, view, pod_eviction_timeout)``
+Each peer gets ``shoal.control.manager.controllers(store, view, pod_eviction_timeout,
+node_monitor_grace)``
 as tasks on the virtual loop, with a ``PeerView`` backed by its own ``MeshPeer``
 (this peer plus the members its membership believes alive), and a ``SimKubelet``.
 Killing a peer stops its controllers, its kubelet (and so its pods) and its mesh
@@ -10,9 +11,12 @@ peer; restarting brings all three back over the same replica.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shoal.control import manager
 from shoal.sim.cluster import SimCluster, SimNode
@@ -55,6 +59,7 @@ class ControlCluster:
     cluster: SimCluster
     pod_eviction_timeout: float = 20.0
     timing: KubeletTiming = field(default_factory=KubeletTiming)
+    node_monitor_grace: float = 40.0
 
     def __post_init__(self) -> None:
         self.timeline = Timeline()
@@ -80,7 +85,8 @@ class ControlCluster:
         loop = asyncio.get_running_loop()
         self._tasks[name] = [
             loop.create_task(c.run(), name=f"{name}:{c.name}")
-            for c in manager.controllers(node.store, MeshPeerView(node), self.pod_eviction_timeout)
+            for c in manager.controllers(node.store, MeshPeerView(node), self.pod_eviction_timeout,
+                                         self.node_monitor_grace)
         ]
 
     async def _stop_node(self, name: str) -> None:
@@ -108,3 +114,28 @@ class ControlCluster:
 
     def up(self) -> list[SimNode]:
         return self.cluster.up_nodes()
+
+
+class ScenarioReport(Protocol):
+    """The fields every control-plane scenario's report shares."""
+
+    failures: list[str]
+    trace: str
+    controller_errors: int
+    virtual_seconds: float
+
+
+async def finish_after(body: Awaitable[None], cp: ControlCluster,
+                       report: ScenarioReport) -> None:
+    """Run a scenario's body, then (whatever happened) record the controllers' errors, the
+    trace (network and timeline, what determinism is judged by), and stop the peers."""
+    try:
+        await body
+    finally:
+        report.controller_errors = len(cp.errors.messages)
+        if cp.errors.messages:
+            report.failures.append(f"controllers raised: {cp.errors.messages[:2]}")
+        report.trace = hashlib.sha256(
+            (cp.cluster.network.trace_hash + repr(cp.timeline.events)).encode()).hexdigest()
+        report.virtual_seconds = round(asyncio.get_running_loop().time(), 3)
+        await cp.stop()

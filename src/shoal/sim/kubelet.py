@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import hashlib
+import ipaddress
 import logging
 import random
 from dataclasses import dataclass
@@ -97,6 +99,9 @@ class SimKubelet:
         pod_kind = store.registry.by_kind("v1", "Pod")
         assert pod_kind is not None
         self.pod_kind = pod_kind
+        node_kind = store.registry.by_kind("v1", "Node")
+        assert node_kind is not None
+        self.status_kind = node_kind
         self._actions: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -209,8 +214,22 @@ class SimKubelet:
                   for t in ("Initialized", "ContainersReady", "Ready")]
         new["status"] = {**old_status, "phase": "Running", "startTime": since,
                          "hostIP": self.status.address, "conditions": conds}
+        ip = self.pod_ip(meta["uid"])
+        if ip is not None:
+            new["status"] |= {"podIP": ip, "podIPs": [{"ip": ip}]}
         await self.store.update(self.pod_kind, new, meta.get("namespace"), meta["name"],
                                 "status", check_rv=False)
+
+    def pod_ip(self, uid: str) -> str | None:
+        """An address in this node's pod CIDR, from the pod's uid (no pod network runs here;
+        Services and endpoints only need one); None until the node has a CIDR."""
+        node = self.store.find(self.status_kind, None, self.node) or {}
+        cidr = (node.get("spec") or {}).get("podCIDR")
+        if not cidr:
+            return None
+        net = ipaddress.ip_network(cidr)
+        host = int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=4).digest(), "big")
+        return str(net.network_address + 2 + host % (net.num_addresses - 3))
 
     async def _stop(self, running: Copy, why: str, finish: dict[str, Any] | None = None,
                     lost: dict[str, Any] | None = None) -> None:

@@ -355,11 +355,25 @@ async def _control_partition(opts: Options, loop: VirtualEventLoop, report: Repo
 # -- end control plane --
 
 
+async def _node_death(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    """A node killed behind a Service (shoal.sim.node_death)."""
+    from shoal.sim import node_death
+
+    death = node_death.DeathReport(options={})
+    await node_death.execute(node_death.DeathOptions(seed=opts.seed, peers=opts.peers,
+                                                     drop=opts.drop), death)
+    report.failures += death.failures
+    report.trace = death.trace
+    report.options["control"] = {k: v for k, v in asdict(death).items()
+                                 if k not in ("options", "failures", "trace")}
+
+
 SCENARIOS: dict[str, Callable[[Options, VirtualEventLoop, Report], Awaitable[None]]] = {
     "chaos": _chaos,
     "one-write": _one_write,
     "partition-heal": _partition_heal,
     "control-partition": _control_partition,
+    "node-death": _node_death,
 }
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +30,7 @@ from typing import Any
 from shoal.mesh import config as mesh_config
 from shoal.sim.checkers import availability, bindings, replicas
 from shoal.sim.cluster import NAMESPACE, SimCluster
-from shoal.sim.control_plane import ControlCluster
+from shoal.sim.control_plane import ControlCluster, finish_after
 from shoal.sim.kubelet import KubeletTiming
 from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
@@ -307,16 +306,7 @@ async def execute(opts: ControlOptions, report: ControlReport) -> None:
     loop = asyncio.get_running_loop()
     assert isinstance(loop, VirtualEventLoop)
     r = _Run(opts, loop, report)
-    try:
-        await r.run()
-    finally:
-        report.controller_errors = len(r.cp.errors.messages)
-        if r.cp.errors.messages:
-            report.failures.append(f"controllers raised: {r.cp.errors.messages[:2]}")
-        report.trace = hashlib.sha256(
-            (r.cluster.network.trace_hash + repr(r.cp.timeline.events)).encode()).hexdigest()
-        report.virtual_seconds = round(loop.time(), 3)
-        await r.cp.stop()
+    await finish_after(r.run(), r.cp, report)
 
 
 def run(opts: ControlOptions) -> ControlReport:
