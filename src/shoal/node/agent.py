@@ -98,7 +98,7 @@ class NodeAgent:
         self._stopping = False
         self.pod_network: PodNetwork | None = None  # pod network; None: the node's network
         self._events: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(
-            self.config.event_backlog)
+            max(self.config.event_backlog, 1))  # 0 would be an unbounded queue
         self.events_dropped = 0
 
     # -- wiring ----------------------------------------------------------------
