@@ -183,3 +183,11 @@ def test_a_pods_resolv_conf_names_the_cluster_dns_and_the_search_path() -> None:
         "nameserver 10.96.0.10\n"
         "search shop.svc.edge.local svc.edge.local edge.local\n"
         "options ndots:5\n")
+
+
+def test_a_malformed_merged_object_is_skipped_and_the_others_still_answer() -> None:
+    index = index_with((SERVICES, svc("web")))
+    index.apply(SERVICES, "default", "odd", {"metadata": {"name": "odd"},
+                                             "spec": {"clusterIPs": 7}})
+    found = index.lookup(f"web.default.svc.{D}")
+    assert found is not None and found.a == ["10.96.0.20"]

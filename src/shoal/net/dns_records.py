@@ -215,12 +215,16 @@ class DnsIndex:
     def apply(self, resource: str, namespace: str, name: str,
               obj: Mapping[str, Any] | None) -> None:
         """Take the current value of one object (None: deleted)."""
-        if resource == SERVICES:
-            self._apply_service(namespace, name, obj)
-        elif resource == SLICES:
-            self._apply_slice(namespace, name, obj)
-        elif resource == PODS:
-            self._apply_pod(namespace, name, obj)
+        try:
+            if resource == SERVICES:
+                self._apply_service(namespace, name, obj)
+            elif resource == SLICES:
+                self._apply_slice(namespace, name, obj)
+            elif resource == PODS:
+                self._apply_pod(namespace, name, obj)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            # A merged object is not validated: one odd value must not stop cluster DNS.
+            log.exception("DNS: cannot index %s %s/%s", resource, namespace, name)
 
     def apply_change(self, change: Change) -> None:
         self.apply(change.resource, change.namespace, change.name,
