@@ -265,10 +265,12 @@ def test_the_rules_do_not_depend_on_the_order_of_their_input() -> None:
     assert render(services[::-1], slices[::-1], NodeFacts(ME)).text() == one
 
 
-def test_a_first_transaction_replaces_the_table_and_later_ones_rewrite_it_in_place() -> None:
-    before = render([svc(sessionAffinity="ClientIP")],
-                    [slice_("web", ep("10.42.1.10"), ep("10.42.2.10", OTHER))], NodeFacts(ME))
-    after = render([svc(sessionAffinity="ClientIP")], [slice_("web", ep("10.42.1.10"))],
+def test_a_first_transaction_replaces_the_table_and_later_ones_change_only_what_differs() -> None:
+    before = render([svc(sessionAffinity="ClientIP"), svc("other", "10.96.0.3")],
+                    [slice_("web", ep("10.42.1.10"), ep("10.42.2.10", OTHER)),
+                     slice_("other", ep("10.42.3.10", THIRD))], NodeFacts(ME))
+    after = render([svc(sessionAffinity="ClientIP"), svc("other", "10.96.0.3")],
+                   [slice_("web", ep("10.42.1.10")), slice_("other", ep("10.42.3.10", THIRD))],
                    NodeFacts(ME))
     first = before.script(None).splitlines()
     assert first[:3] == ["add table ip shoal-services", "delete table ip shoal-services",
@@ -281,7 +283,20 @@ def test_a_first_transaction_replaces_the_table_and_later_ones_rewrite_it_in_pla
     assert update[-3:] == [f"flush chain ip shoal-services {gone[0]}",
                            f"delete chain ip shoal-services {gone[0]}",
                            f"delete set ip shoal-services {stale_set}"]
+    web = chain_for(after, "service", "default/web/tcp/http")
+    assert f"flush chain ip shoal-services {web}" in update
+    untouched = [chain_for(after, "service", "default/other/tcp/http"), "services"]
+    assert not [line for line in update if any(c in line.split() for c in untouched)]
     kept = next(iter(after.sets))
-    assert f"add set ip shoal-services {kept} {{ {after.sets[kept]} }}" in update
-    assert not any(line.startswith(("flush set", "delete set")) and kept in line
-                   for line in update)  # a client keeps its endpoint across updates
+    assert not [line for line in update  # a client keeps its endpoint across updates
+                if line.startswith(("add set", "flush set", "delete set")) and kept in line]
+    assert not [line for line in update if "element" in line]  # the cluster IP's entry stays
+
+
+def test_a_changed_map_entry_is_deleted_by_its_key_and_added_again() -> None:
+    before = render([svc()], [slice_("web", ep("10.42.1.10"))], NodeFacts(ME))
+    after = render([svc()], [slice_("web")], NodeFacts(ME))
+    update = after.script(before).splitlines()
+    assert "delete element ip shoal-services service-ips { 10.96.0.20 . tcp . 80 }" in update
+    assert ("add element ip shoal-services no-endpoint-services "
+            "{ 10.96.0.20 . tcp . 80 : goto reject-chain }") in update

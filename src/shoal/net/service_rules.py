@@ -34,9 +34,10 @@ Shoal-specific choices:
   serve localhost node ports either).
 
 :meth:`Ruleset.script` turns a ruleset into one ``nft -f`` transaction that
-rewrites the table in place: chains and maps are flushed and refilled, stale
-ones deleted, and the affinity sets kept, so that clients keep their endpoint
-across updates.
+changes the table in place from the previous ruleset: only chains whose rules
+changed are flushed and refilled, map elements are added and removed one by
+one, stale chains and sets deleted, and the affinity sets kept, so that
+clients keep their endpoint across updates.
 """
 
 from __future__ import annotations
@@ -127,28 +128,42 @@ class Ruleset:
         return "\n".join(out) + "\n"
 
     def script(self, previous: Ruleset | None) -> str:
-        """One ``nft -f`` transaction from ``previous`` (None: unknown, replace the table)."""
+        """One ``nft -f`` transaction from ``previous`` (None: unknown, replace the table).
+
+        Only what differs is written: new and changed chains, added and removed
+        map elements, stale chains and sets. An update costs what changed, not
+        the size of the table (a full rewrite of 1,000 Services takes ~1 s).
+        """
         t = f"ip {TABLE}"
         out = [f"add table {t}"]
+        before = previous or Ruleset(chains={}, sets={}, elements={})
         if previous is None:
             out += [f"delete table {t}", f"add table {t}"]
-        for name, definition in self.sets.items():
-            out.append(f"add set {t} {name} {{ {definition} }}")
-        for name, definition in _MAPS.items():
-            out += [f"add map {t} {name} {{ {definition} }}", f"flush map {t} {name}"]
-        for name in self.chains:
-            base = f" {{ {_BASE_CHAINS[name]} }}" if name in _BASE_CHAINS else ""
-            out += [f"add chain {t} {name}{base}", f"flush chain {t} {name}"]
-        for name, rules in self.chains.items():
-            out += [f"add rule {t} {name} {r}" for r in rules]
-        for name, elements in self.elements.items():
-            if elements:
-                out.append(f"add element {t} {name} {{ {', '.join(elements)} }}")
-        if previous is not None:
-            stale = [c for c in previous.chains if c not in self.chains]
-            out += [f"flush chain {t} {c}" for c in stale]
-            out += [f"delete chain {t} {c}" for c in stale]
-            out += [f"delete set {t} {s}" for s in previous.sets if s not in self.sets]
+            out += [f"add map {t} {name} {{ {d} }}" for name, d in _MAPS.items()]
+        out += [f"add set {t} {name} {{ {d} }}" for name, d in self.sets.items()
+                if name not in before.sets]
+        changed = [c for c, rules in self.chains.items() if before.chains.get(c) != rules]
+        for name in changed:
+            if name in before.chains:
+                out.append(f"flush chain {t} {name}")
+            else:
+                base = f" {{ {_BASE_CHAINS[name]} }}" if name in _BASE_CHAINS else ""
+                out.append(f"add chain {t} {name}{base}")
+        for name in changed:
+            out += [f"add rule {t} {name} {r}" for r in self.chains[name]]
+        for name in _MAPS:
+            old, new = before.elements.get(name, []), self.elements.get(name, [])
+            old_set, new_set = set(old), set(new)
+            gone = [e.split(" : ", 1)[0] for e in old if e not in new_set]
+            added = [e for e in new if e not in old_set]
+            if gone:
+                out.append(f"delete element {t} {name} {{ {', '.join(gone)} }}")
+            if added:
+                out.append(f"add element {t} {name} {{ {', '.join(added)} }}")
+        stale = [c for c in before.chains if c not in self.chains]
+        out += [f"flush chain {t} {c}" for c in stale]
+        out += [f"delete chain {t} {c}" for c in stale]
+        out += [f"delete set {t} {s}" for s in before.sets if s not in self.sets]
         return "\n".join(out) + "\n"
 
 
