@@ -27,12 +27,17 @@ IMAGE = "shoal.bench/busybox:v1"
 class RuncNode(Node):
     """The benchmark's node, running pods with runc."""
 
+    # pod network: the host's network by default, so nothing is left on the machine;
+    # bench/pod_startup_podnet.py runs one in a network namespace with --pod-network cni.
+    argv_prefix: tuple[str, ...] = ()
+    pod_network_args: tuple[str, ...] = ("--pod-network", "host")
+
     def start(self) -> None:
         log = open(self.work / "shoal.log", "wb")  # noqa: SIM115 - kept for the process's life
         self.proc = subprocess.Popen(
-            [str(BIN / "shoal"), "server", "--name", "bench-1", "--data-dir", str(self.data),
-             "--api-port", str(self.port), "--log-level", "warning", "--runtime", "runc",
-             "--peer-port", "0"],
+            [*self.argv_prefix, str(BIN / "shoal"), "server", "--name", "bench-1",
+             "--data-dir", str(self.data), "--api-port", str(self.port), "--log-level",
+             "warning", "--runtime", "runc", "--peer-port", "0", *self.pod_network_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         ctx = ssl.create_default_context()

@@ -75,6 +75,10 @@ class ShoalProcess:
             "--data-dir", str(self.data_dir), "--api-port", str(self.port),
             "--bookmark-interval", "1s", "--log-level", "debug", "--peer-port", "0",
             *([] if "--runtime" in (extra or []) else ["--runtime", self.runtime]),
+            # pod network: a node in the host's own namespace keeps pods on the host's network,
+            # so no test leaves a bridge, a VXLAN device or nftables rules on the machine.
+            *([] if "--pod-network" in (extra or []) or self.netns is not None
+              else ["--pod-network", "host"]),
             # service proxy: a server outside a test namespace leaves the host's nftables alone
             *(["--proxy-mode", "none"] if self.netns is None else []),
             *(extra or []),

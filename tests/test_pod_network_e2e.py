@@ -43,19 +43,6 @@ def require_cni() -> None:
         pytest.skip("the CNI plugins are missing (Debian package containernetworking-plugins)")
 
 
-class NodeNamespace:
-    """A lab namespace entered with ``nsenter --net`` only: ``ip netns exec`` would also mount a
-    fresh /sys, hiding the cgroup filesystem runc needs."""
-
-    def __init__(self, ns: netns.Namespace) -> None:
-        self.ns = ns
-        self.name = ns.name
-        self.ip = ns.ip
-
-    def exec_args(self, args: list[str]) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{self.name}", *args]
-
-
 def unmount_under(root: Path) -> None:
     """The pods' namespace mounts a node left in the host's mount table."""
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -131,8 +118,7 @@ def cluster(tmp_path: Path, runc_works: str) -> Iterator[list[ShoalProcess]]:
             for letter in "ab":
                 ns = lab.add(letter)
                 node = ShoalProcess(f"node-{letter}", tmp_path / letter, free_port(),
-                                    tmp_path / f"{letter}.log", netns=NodeNamespace(ns),
-                                    host=ns.ip)
+                                    tmp_path / f"{letter}.log", netns=ns, host=ns.ip)
                 subprocess.run([str(VENV_BIN / "shoal"), "image", "import", "--data-dir",
                                 str(node.data_dir), str(archive)], check=True,
                                capture_output=True)

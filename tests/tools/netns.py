@@ -81,7 +81,9 @@ class Namespace:
     procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     def exec_args(self, args: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *args]
+        # nsenter, not `ip netns exec`: that also mounts a fresh /sys, which hides the cgroup
+        # filesystem runc needs to start a container.
+        return ["nsenter", f"--net=/run/netns/{self.name}", *args]
 
     def run(self, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         return subprocess.run(self.exec_args(args), **kwargs)
