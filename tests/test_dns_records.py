@@ -15,7 +15,7 @@ from shoal.net.dns_records import (
     Srv,
     service_names,
 )
-from shoal.node.dns_config import resolv_conf
+from shoal.node.dns_config import search_path
 
 D = "cluster.local"
 
@@ -178,16 +178,14 @@ def test_names_outside_the_cluster_domain_are_not_in_the_zone() -> None:
     assert not index.in_zone("example.org") and not index.in_zone("notcluster.local")
 
 
-def test_a_pods_resolv_conf_names_the_cluster_dns_and_the_search_path() -> None:
-    assert resolv_conf("shop", "edge.local", "10.96.0.10") == (
-        "nameserver 10.96.0.10\n"
-        "search shop.svc.edge.local svc.edge.local edge.local\n"
-        "options ndots:5\n")
-
-
 def test_a_malformed_merged_object_is_skipped_and_the_others_still_answer() -> None:
     index = index_with((SERVICES, svc("web")))
     index.apply(SERVICES, "default", "odd", {"metadata": {"name": "odd"},
                                              "spec": {"clusterIPs": 7}})
     found = index.lookup(f"web.default.svc.{D}")
     assert found is not None and found.a == ["10.96.0.20"]
+
+
+def test_the_search_path_tries_the_pods_namespace_first() -> None:
+    assert search_path("shop", "edge.local") == ["shop.svc.edge.local", "svc.edge.local",
+                                                 "edge.local"]
