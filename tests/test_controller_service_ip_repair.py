@@ -11,7 +11,7 @@ from shoal.control.ownership import SinglePeer
 from shoal.control.service_ip_repair import IP_CLASH, PORT_CLASH, ServiceIpRepair
 from shoal.model.kinds import KindRegistry
 from shoal.store import service_ips
-from shoal.store.objects import ObjectStore
+from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
 from tests.tools.stores import heal
 
@@ -104,6 +104,7 @@ async def test_a_node_port_chosen_on_both_sides_stays_with_the_older_service() -
 async def test_kube_dns_keeps_its_address_against_an_older_service_that_held_it() -> None:
     s = await _store("p")
     try:
+        # A user asked for the address before kube-dns existed; kube-dns may still take it.
         await s.create(SVC, service("squatter", service_ips.DNS_IP), "default")
         await s.create(SVC, service("kube-dns", service_ips.DNS_IP, namespace="kube-system"),
                        "kube-system")
@@ -130,3 +131,22 @@ def test_the_repair_plan_does_not_depend_on_the_order_services_are_listed() -> N
     assert len({s["spec"]["clusterIP"] for s in after}) == len(after)
     assert len({s["spec"]["ports"][0]["nodePort"] for s in after}) == len(after)
     assert service_ips.repairs(after) == []
+
+
+async def test_an_address_or_node_port_this_replica_knows_is_taken_is_refused_as_kubernetes_does(
+) -> None:
+    s = await _store("p")
+    try:
+        await s.create(SVC, service("web", "10.96.7.7", node_port=30080), "default")
+        for clash, text in (
+            (service("a", "10.96.7.7"), 'spec.clusterIPs: Invalid value: []string{"10.96.7.7"}: '
+                                        "failed to allocate IP 10.96.7.7: provided IP is "
+                                        "already allocated"),
+            (service("b", node_port=30080), "spec.ports[0].nodePort: Invalid value: 30080: "
+                                            "provided port is already allocated"),
+        ):
+            with pytest.raises(Invalid) as e:
+                await s.create(SVC, clash, "default")
+            assert text in str(e.value)
+    finally:
+        s.replica.close()

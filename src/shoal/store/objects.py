@@ -227,6 +227,10 @@ class ObjectStore:
         apply_defaults(kind, obj)
         if kind.resource == "services":
             service_ips.assign(obj, self.replica.list("services"))
+            taken = service_ips.clashes(obj, self.replica.list("services"))
+            if taken:
+                raise Invalid(invalid_message(kind, meta.get("name", ""), taken), kind=kind,
+                              name=meta.get("name", ""), causes=taken)
         self._validate(kind, obj, None)
         return obj
 

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.model.validation import INVALID, Cause
+
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 NODE_PORT_RANGE = range(30000, 32768)
 KUBERNETES_IP = str(SERVICE_CIDR.network_address + 1)
@@ -90,6 +92,27 @@ def assign(service: dict[str, Any], others: Iterable[dict[str, Any]]) -> None:
                 p["nodePort"] = allocate_node_port(meta.get("namespace", ""), meta.get("name", ""),
                                                    int(p.get("port", 0)), used_ports)
                 used_ports.add(p["nodePort"])
+
+
+def clashes(service: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> list[Cause]:
+    """A new Service's explicit cluster IP or node ports that this replica knows are taken,
+    with Kubernetes' messages. (Two sides of a partition cannot see each other's: that is
+    what :func:`repairs` is for.)"""
+    spec = service.get("spec") or {}
+    used_ips, used_ports = _used(others)
+    out = []
+    ip = spec.get("clusterIP")
+    if RESERVED.get(str(ip)) == _key(service):
+        used_ips.discard(str(ip))  # the owner always gets it; the repair moves the holder
+    if ip and ip != "None" and ip in used_ips:
+        out.append(Cause(INVALID, f'Invalid value: []string{{"{ip}"}}: failed to allocate IP '
+                                  f"{ip}: provided IP is already allocated", "spec.clusterIPs"))
+    for i, p in enumerate(spec.get("ports") or []):
+        port = p.get("nodePort") if isinstance(p, dict) else None
+        if isinstance(port, int) and port in used_ports:
+            out.append(Cause(INVALID, f"Invalid value: {port}: provided port is already "
+                                      "allocated", f"spec.ports[{i}].nodePort"))
+    return out
 
 
 # -- after a merge ---------------------------------------------------------------
