@@ -17,10 +17,14 @@ from shoal.node.node_status import NodeStatusReporter
 from shoal.node.pod_worker import WorkerConfig, waiting_to_start
 from shoal.node.runtime import ContainerConfig, PulledImage, RuntimeStartError
 from shoal.node.runtime_process import ProcessRuntime
+from shoal.node.runtime_runc import RuncRuntime
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.test_runtime_runc import config, rt, runc_works
 
 pytestmark = pytest.mark.slow
+
+__all__ = ["rt", "runc_works"]  # fixtures, used by name
 
 NODE = "node-1"
 FAST = WorkerConfig(backoff_initial=0.4, backoff_max=1.6, backoff_reset=600, config_retry=0.2,
@@ -290,3 +294,20 @@ def test_logs_of_a_container_that_has_not_started_say_why_as_the_kubelet_does(
         pod["status"]["containerStatuses"] = [{"name": "web", "state": state}]
     assert waiting_to_start(pod, "web") == \
         f'container "web" in pod "x" is waiting to start: {says}'
+
+
+async def test_runc_pulls_only_what_is_missing_and_never_tries_with_pull_policy_never(
+        rt: RuncRuntime) -> None:
+    calls: list[str] = []
+    here = await rt.pull(config(rt, "here", ["true"]), lambda: calls.append("here"))
+    assert here is not None and not here.pulled and here.digest.startswith("sha256:")
+    with pytest.raises(RuntimeStartError) as never:
+        await rt.pull(config(rt, "never", ["true"], image="127.0.0.1:9/absent:v1",
+                             image_pull_policy="Never"), lambda: calls.append("never"))
+    assert never.value.reason == "ErrImageNeverPull"
+    with pytest.raises(RuntimeStartError) as absent:
+        # Nothing listens on the discard port: the pull is tried, and fails.
+        await rt.pull(config(rt, "absent", ["true"], image="127.0.0.1:9/absent:v1"),
+                      lambda: calls.append("absent"))
+    assert absent.value.reason == "ErrImagePull"
+    assert calls == ["absent"]  # Pulling is announced only for a pull that is tried

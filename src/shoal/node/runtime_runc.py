@@ -44,7 +44,14 @@ from typing import Any
 import orjson
 
 from shoal.node.images import ImageConfig, ImageError, ImageStore, Reference
-from shoal.node.registry_client import Credentials, ImagePuller, PeerSource, PullError
+from shoal.node.registry_client import (
+    NEVER,
+    Credentials,
+    ImagePuller,
+    PeerSource,
+    PullError,
+    default_pull_policy,
+)
 from shoal.node.runtime import (
     ContainerConfig,
     ContainerHandle,
@@ -293,7 +300,8 @@ class RuncRuntime:
             present = self.puller.present(config.image, config.image_pull_policy)
             if present is not None:
                 return PulledImage(present, pulled=False, seconds=0.0)
-            pulling()
+            if (config.image_pull_policy or default_pull_policy(config.image)) != NEVER:
+                pulling()  # Never fails below without trying, as the kubelet
             t0 = time.monotonic()
             digest = await self.puller.ensure(config.image, config.image_pull_policy)
         except PullError as e:
