@@ -139,6 +139,8 @@ class CniRunner:
     async def _invoke(self, command: str, conflist: dict[str, Any], plugin: dict[str, Any],
                       container_id: str, netns: Path | None, prev: dict[str, Any] | None,
                       ports: Sequence[PortMapping]) -> dict[str, Any] | None:
+        if (plugin.get("capabilities") or {}).get("portMappings") and not ports:
+            return prev  # no hostPort: portmap would do nothing, save its exec
         config = {"cniVersion": conflist["cniVersion"], "name": conflist["name"],
                   **{k: v for k, v in plugin.items() if k != "capabilities"}}
         if prev is not None:
