@@ -98,7 +98,8 @@ class Env:
         uid = self.pod(name)["metadata"]["uid"]
         found = [e for e in self.store.list(self.event_kind)
                  if e["involvedObject"].get("uid") == uid]
-        found.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
+        # Named as the kubelet names them, by the time they first happened.
+        found.sort(key=lambda e: str(e["metadata"]["name"]))
         for e in found:
             assert e["source"]["component"] == e["reportingComponent"] == "kubelet"
             assert e["reportingInstance"] == NODE

@@ -142,12 +142,15 @@ def test_auto_picks_runc_and_a_user_sees_the_kubelets_statuses_and_events(
             and time.monotonic() < deadline:
         time.sleep(0.2)
     events = described[described.index("Events:"):]
+    lines = events.splitlines()
+    at = []
     for reason, message in (("Pulling", f'Pulling image "{image}"'),
                             ("Pulled", f'Successfully pulled image "{image}" in '),
                             ("Created", "Created container: web"),
                             ("Started", "Started container web")):
-        line = next((x for x in events.splitlines() if f" {reason} " in x), "")
-        assert "kubelet" in line and message in line, events
+        at.append(next((i for i, x in enumerate(lines) if f" {reason} " in x), -1))
+        assert "kubelet" in lines[at[-1]] and message in lines[at[-1]], events
+    assert at == sorted(at), events  # in the order they happened
     listed = node.kubectl("events", "--for", "pod/web").stdout
     assert not [r for r in ("Pulling", "Pulled", "Created", "Started")
                 if f" {r} " not in listed], listed

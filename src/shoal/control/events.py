@@ -13,14 +13,20 @@ log = logging.getLogger(__name__)
 
 
 async def record(store: ObjectStore, obj: dict[str, Any], event_type: str, reason: str,
-                 message: str, component: str) -> None:
-    """An Event about ``obj``; a repeat of the same one bumps its count."""
+                 message: str, component: str, name: str | None = None) -> None:
+    """An Event about ``obj``; a repeat of the same one bumps its count.
+
+    ``name`` None: derived from the object, reason and message, so that every peer
+    recording the same event writes the same one. A single recorder (the node agent)
+    may name events by time instead, so that they list in the order they happened.
+    """
     kind = store.registry.by_kind("v1", "Event")
     assert kind is not None
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace") or "default"
     key = f"{meta.get('uid', '')}/{reason}/{message}"
-    name = f"{meta.get('name', 'unknown')}.{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}"
+    name = name or (f"{meta.get('name', 'unknown')}."
+                    f"{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}")
     now = now_rfc3339(store.replica.wall.now())
     try:
         existing = store.find(kind, ns, name)

@@ -15,6 +15,8 @@ import copy
 import dataclasses
 import logging
 import shutil
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 FORCE_DELETE_GRACE = 2  # seconds a force-deleted pod's containers still get, as the kubelet
 EVENT_COMPONENT = "kubelet"  # events.source.component, as kubectl describe shows them
+EVENT_NAMES_KEPT = 4096  # repeats of the last this many events bump a count (client-go's LRU)
 
 
 @dataclass
@@ -97,9 +100,11 @@ class NodeAgent:
         self.status_writes = 0
         self._stopping = False
         self.pod_network: PodNetwork | None = None  # pod network; None: the node's network
-        self._events: asyncio.Queue[tuple[dict[str, Any], str, str, str]] = asyncio.Queue(
+        self._events: asyncio.Queue[tuple[dict[str, Any], str, str, str, str]] = asyncio.Queue(
             max(self.config.event_backlog, 1))  # 0 would be an unbounded queue
         self.events_dropped = 0
+        self._event_names: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._last_event_ns = 0
 
     # -- wiring ----------------------------------------------------------------
 
@@ -281,18 +286,33 @@ class NodeAgent:
     def _event(self, pod: dict[str, Any], event_type: str, reason: str, message: str) -> None:
         """Queued: a pod worker never waits for an event to be written."""
         try:
-            self._events.put_nowait((pod, event_type, reason, message))
+            self._events.put_nowait((pod, event_type, reason, message,
+                                     self._event_name(pod, reason, message)))
         except asyncio.QueueFull:
             self.events_dropped += 1
             log.debug("event %s on pod %s dropped: %d waiting", reason,
                       (pod.get("metadata") or {}).get("name"), self._events.qsize())
 
+    def _event_name(self, pod: dict[str, Any], reason: str, message: str) -> str:
+        """The kubelet's: ``<pod>.<first time in ns, hex>``, so events list in the order they
+        first happened (kubectl sorts by seconds only); a repeat gets the same name."""
+        meta = pod.get("metadata") or {}
+        key = (str(meta.get("uid")), reason, message)
+        name = self._event_names.pop(key, None)
+        if name is None:
+            self._last_event_ns = max(time.time_ns(), self._last_event_ns + 1)
+            name = f"{meta.get('name')}.{self._last_event_ns:x}"
+        self._event_names[key] = name
+        if len(self._event_names) > EVENT_NAMES_KEPT:
+            self._event_names.popitem(last=False)
+        return name
+
     async def _event_loop(self) -> None:
         while True:
-            pod, event_type, reason, message = await self._events.get()
+            pod, event_type, reason, message, name = await self._events.get()
             try:
                 await events.record(self.store, pod, event_type, reason, message,
-                                    EVENT_COMPONENT)
+                                    EVENT_COMPONENT, name)
             finally:
                 self._events.task_done()
 
