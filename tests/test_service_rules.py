@@ -139,6 +139,11 @@ def _dns_to_listener(rs: Ruleset) -> None:
             f"goto service kube-system/kube-dns/{proto}/{name}"
 
 
+def _dns_redirected(rs: Ruleset) -> None:
+    chain = chain_for(rs, "service", "kube-system/kube-dns/udp/dns")
+    assert rs.chains[chain] == ["meta l4proto udp redirect to :5353"]
+
+
 def _dns_to_endpoints(rs: Ruleset) -> None:
     chain = chain_for(rs, "service", "kube-system/kube-dns/udp/dns")
     assert targets(rs, chain) == {"10.42.1.53:53"}
@@ -229,6 +234,9 @@ CASES = [
          [slice_("kube-dns", ep("10.42.1.53", OTHER), ns="kube-system", port=53,
                  port_name="dns", protocol="UDP")],
          _dns_to_listener, NodeFacts(ME, dns_listener=("10.42.1.1", 53))),
+    Case("a DNS listener on every address is reached by a redirect, not a DNAT to 0.0.0.0",
+         [svc("kube-dns", "10.96.0.10", "kube-system", ports=DNS_PORTS)], [],
+         _dns_redirected, NodeFacts(ME, dns_listener=("0.0.0.0", 5353))),
     Case("without a DNS listener, cluster DNS goes to its endpoints like any Service",
          [svc("kube-dns", "10.96.0.10", "kube-system", ports=DNS_PORTS)],
          [slice_("kube-dns", ep("10.42.1.53", OTHER), ns="kube-system", port=53,

@@ -293,7 +293,13 @@ class _Builder:
     def _to_dns_listener(self, key: str, cluster_ip: str, proto: str,
                          listener: tuple[str, int]) -> None:
         chain = _named("service", key)
-        self.rs.chains[chain] = [f"meta l4proto {proto} dnat to {listener[0]}:{listener[1]}"]
+        if listener[0] in ("0.0.0.0", "::", ""):
+            # Listening on every address: redirect (to the address the packet came in on,
+            # 127.0.0.1 from the node itself), since a DNAT to 0.0.0.0 goes nowhere.
+            action = f"redirect to :{listener[1]}"
+        else:
+            action = f"dnat to {listener[0]}:{listener[1]}"
+        self.rs.chains[chain] = [f"meta l4proto {proto} {action}"]
         self.rs.elements["service-ips"].append(
             f"{cluster_ip} . {proto} . {DNS_PORT} : goto {chain}")
 
