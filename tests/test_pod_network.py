@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from shoal.model.kinds import KindRegistry
-from shoal.net import cni, masquerade, overlay
+from shoal.net import cni, masquerade, overlay, wireguard
 from shoal.net.node_pod_network import choose_mode
 from shoal.net.pod_etc import hosts_file, resolv_conf
 from shoal.node.agent import AgentConfig, NodeAgent
@@ -124,6 +124,24 @@ def test_the_overlay_routes_to_every_other_node_with_a_pod_cidr_and_an_internal_
     (b,) = overlay.remote_nodes(nodes, "me")
     assert (b.name, b.underlay, b.pod_cidr, b.gateway) == ("b", "192.0.2.2", "10.42.2.0/24",
                                                            "10.42.2.0")
+
+
+def test_other_sites_go_over_wireguard_to_nodes_that_published_a_key() -> None:
+    def in_zone(n: dict[str, Any], zone: str, key: str | None = None) -> dict[str, Any]:
+        n["metadata"]["labels"] = {"topology.kubernetes.io/zone": zone}
+        if key:
+            n["metadata"]["annotations"] = {wireguard.KEY_ANNOTATION: key}
+        return n
+
+    nodes = [in_zone(node("me", "10.42.1.0/24", "192.0.2.1"), "edge", "k-me"),
+             in_zone(node("near", "10.42.2.0/24", "192.0.2.2"), "edge", "k-near"),
+             in_zone(node("far", "10.42.3.0/24", "198.51.100.3"), "cloud", "k-far"),
+             in_zone(node("no-key", "10.42.4.0/24", "198.51.100.4"), "cloud")]
+    assert {r.name for r in overlay.remote_nodes(nodes, "me")} == {"near"}
+    assert wireguard.site_peers(nodes, "me") == {
+        wireguard.SitePeer("far", "k-far", "198.51.100.3", "10.42.3.0/24")}
+    assert wireguard.interface_name("me") != wireguard.interface_name("near")
+    assert len(wireguard.interface_name("a-very-long-node-name-indeed")) <= 15
 
 
 def test_only_pod_traffic_leaving_the_cluster_is_masqueraded() -> None:

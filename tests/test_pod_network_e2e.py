@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -217,3 +218,41 @@ def test_pods_get_their_own_addresses_and_reach_each_other_across_nodes(
     assert a1["status"]["podIP"] == ip_a1
     assert a1["status"]["containerStatuses"][0]["restartCount"] == 1
     assert fetch(b, "web-b", ip_a1) == "web-a1\n"
+
+
+def wg_transfer(node: ShoalProcess) -> int:
+    """Bytes received over the node's WireGuard device, from inside its namespace."""
+    out = subprocess.run(node.netns.exec_args(["wg", "show", "all", "transfer"]),
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[2]) for line in out.splitlines() if line.strip())
+
+
+def test_pods_of_another_site_are_reached_over_wireguard(cluster: list[ShoalProcess]) -> None:
+    if not (shutil.which("wireguard-go") and shutil.which("wg")):
+        if netns._in_ci():
+            pytest.fail("wireguard-go or wg is missing (CI=true)")
+        pytest.skip("wireguard-go or wg is missing (Debian packages wireguard-go, "
+                    "wireguard-tools)")
+    a, b = cluster
+    keys = {}
+    for name in ("node-a", "node-b"):
+        wait_for(lambda name=name: bool((get(a, "node", name)["metadata"].get("annotations")
+                                          or {}).get("shoal.dev/wireguard-public-key")),
+                 20, f"{name}'s WireGuard key on its Node")
+        keys[name] = get(a, "node", name)["metadata"]["annotations"][
+            "shoal.dev/wireguard-public-key"]
+    assert keys["node-a"] != keys["node-b"]
+    pod_cidr(a, "node-a")
+    pod_cidr(a, "node-b")
+    a.kubectl("apply", "-f", "-", input=pod("web-a", "node-a"))
+    b.kubectl("apply", "-f", "-", input=pod("web-b", "node-b"))
+    ip_a = running_pod(a, "web-a")["status"]["podIP"]
+    ip_b = running_pod(b, "web-b")["status"]["podIP"]
+    assert fetch(a, "web-a", ip_b) == "web-b\n"  # one site: VXLAN
+    assert wg_transfer(a) == 0
+
+    # node-b is now another site: its pods are reached through WireGuard, both ways.
+    a.kubectl("label", "node", "node-b", "topology.kubernetes.io/zone=site-b")
+    assert fetch(a, "web-a", ip_b) == "web-b\n"
+    assert fetch(b, "web-b", ip_a) == "web-a\n"
+    assert wg_transfer(a) > 0 and wg_transfer(b) > 0

@@ -30,6 +30,7 @@ from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
+from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.stream_service import PodStreamService
@@ -113,7 +114,7 @@ class ShoalNode:
         self.api.handlers.node_agent = self.agent
         # --- end node agent ---
         # --- pod network: pods' namespaces and addresses, the overlay (shoal.net) ---
-        self.pod_network = NodePodNetwork(cfg.pod_network, self.agent.runtime.name, self.replica,
+        self.pod_network = NodePodNetwork(cfg.pod_network, self.agent.runtime.name, self.store,
                                           cfg.name, advertise, cfg.data_dir, cfg.cluster_cidr)
         self.agent.pod_network = self.pod_network.network
         # --- end pod network ---

@@ -1,8 +1,11 @@
 """One node's pod network, assembled: which one (``--pod-network``), and what keeps it current.
 
 ``cni`` gives every runc pod its own namespace and address (``cni_network``),
-routes to the other nodes' pods over VXLAN (``overlay``) and masquerades pod
-traffic leaving the cluster (``masquerade``). ``host`` leaves every pod on the
+routes to the pods of the other nodes of its site over VXLAN (``overlay``) and
+of other sites over WireGuard (``wireguard``, when ``wireguard-go`` and ``wg``
+are installed), and masquerades pod traffic leaving the cluster
+(``masquerade``). Both are re-derived from the replica's Node objects whenever
+one changes, and re-asserted every 30 s. ``host`` leaves every pod on the
 node's network, as the process runtime must (it cannot put a process in a
 namespace of its own). ``auto`` is ``cni`` when the runtime is runc and the CNI
 plugins are installed, else ``host``; the choice and its reason are logged.
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,14 @@ from shoal.net import masquerade
 from shoal.net.cni import CniRunner
 from shoal.net.cni_network import CniPodNetwork
 from shoal.net.overlay import Overlay, node_pod_cidr
+from shoal.net.wireguard import WireGuard
 from shoal.node.pod_network import HostNetwork, PodNetwork
-from shoal.store.replica import Replica
+from shoal.store.objects import ObjectStore
 from shoal.store.service_ips import SERVICE_CIDR
 
 log = logging.getLogger(__name__)
+
+RESYNC = 30.0  # seconds: re-assert every route and peer, in case something flushed them
 
 MODES = ("auto", "cni", "host")
 
@@ -52,20 +59,27 @@ def choose_mode(mode: str, runtime: str, runner: CniRunner | None = None) -> tup
 class NodePodNetwork:
     """The pod network of this node and its background loops (overlay, garbage collection)."""
 
-    def __init__(self, mode: str, runtime: str, replica: Replica, node_name: str, node_ip: str,
-                 data_dir: Path, cluster_cidr: str = "10.42.0.0/16") -> None:
+    def __init__(self, mode: str, runtime: str, store: ObjectStore, node_name: str,
+                 node_ip: str, data_dir: Path, cluster_cidr: str = "10.42.0.0/16") -> None:
         self.mode, why = choose_mode(mode, runtime)
         log.info("pod network: %s (%s)", self.mode, why)
-        self.replica = replica
+        self.replica = replica = store.replica
         self.node_name = node_name
         self.cluster_cidr = cluster_cidr
         self.overlay: Overlay | None = None
+        self.wireguard: WireGuard | None = None
         self.cni: CniPodNetwork | None = None
+        self._wake = asyncio.Event()
         self.network: PodNetwork = HostNetwork(node_ip)
         if self.mode == "cni":
             self.cni = CniPodNetwork(data_dir, node_ip, self.pod_cidr)
             self.network = self.cni
             self.overlay = Overlay(node_name, node_ip, lambda: replica.list("nodes"))
+            if shutil.which("wireguard-go") and shutil.which("wg"):
+                self.wireguard = WireGuard(node_name, data_dir, store)
+            else:
+                log.warning("pod network: no wireguard-go or wg (Debian packages wireguard-go, "
+                            "wireguard-tools): pods of other sites (zones) are unreachable")
         self._tasks: list[asyncio.Task[Any]] = []
 
     def pod_cidr(self) -> str | None:
@@ -80,22 +94,43 @@ class NodePodNetwork:
         if self.cni is None or self.overlay is None:
             return
         await masquerade.apply(self.cluster_cidr, str(SERVICE_CIDR))
+        if self.wireguard is not None:
+            try:
+                await self.wireguard.start()
+            except (RuntimeError, OSError) as e:
+                log.error("wireguard: %s; pods of other sites (zones) are unreachable", e)
+                self.wireguard = None
         loop = asyncio.get_running_loop()
         self._tasks += [
-            loop.create_task(self.overlay.run(), name="pod-network-overlay"),
+            loop.create_task(self._sync_loop(), name="pod-network-routes"),
             loop.create_task(self._watch_nodes(), name="pod-network-nodes"),
             loop.create_task(self.cni.run_garbage_collector(self.bound_here),
                              name="pod-network-gc"),
         ]
 
     async def _watch_nodes(self) -> None:
-        assert self.overlay is not None
         sub = self.replica.subscribe(lambda c: c.resource == "nodes")
         while True:
             change = await sub.queue.get()
             if change is None:  # the feed dropped us: subscribe again and resync
                 sub = self.replica.subscribe(lambda c: c.resource == "nodes")
-            self.overlay.wake()
+            self._wake.set()
+
+    async def _sync_loop(self) -> None:
+        """Routes to the other nodes' pods, each time the Node objects change."""
+        assert self.overlay is not None
+        while True:
+            self._wake.clear()
+            try:
+                await self.overlay.sync()
+                if self.wireguard is not None:
+                    await self.wireguard.sync(self.replica.list("nodes"))
+            except Exception:
+                log.exception("pod network: routes to other nodes failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), RESYNC)
+            except TimeoutError:
+                self.overlay.forget()
 
     async def stop(self) -> None:
         """Stop the loops; namespaces, routes and rules stay for the pods and the next start."""

@@ -14,9 +14,11 @@ A packet from a local pod to a remote pod leaves the pod's veth, crosses
 ``shoal0``, is routed into ``shoal.vxlan``, encapsulated in UDP to the remote
 node's InternalIP, decapsulated there and routed onto its ``shoal0``.
 
+Only nodes of this node's site (the same ``topology.kubernetes.io/zone`` label)
+are reached this way; other sites go over WireGuard (``shoal.net.wireguard``).
 Everything comes from the Node objects in this node's replica (``spec.podCIDR``,
-``status.addresses``), so it works offline and follows nodes as they come and
-go. A node that is unreachable keeps its route: a partition is not a deletion,
+``status.addresses``, labels), so it works offline and follows nodes as they
+come and go. A node that is unreachable keeps its route: a partition is not a deletion,
 and the route works again the moment the link does.
 """
 
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 DEVICE = "shoal.vxlan"
 VNI = 1
 PORT = 8472
-RESYNC = 30.0  # seconds: re-assert every entry, in case something flushed them
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 def vtep_mac(node_name: str) -> str:
@@ -77,13 +79,22 @@ class RemoteNode:
         return subnet_zero(self.pod_cidr)
 
 
+def zone(node: dict[str, Any] | None) -> str:
+    """The node's site: its ``topology.kubernetes.io/zone`` label ("" without one)."""
+    return str((((node or {}).get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL) or "")
+
+
 def remote_nodes(nodes: Iterable[dict[str, Any]], self_name: str) -> set[RemoteNode]:
-    """The other nodes this node routes pods to (those with a podCIDR and an InternalIP)."""
+    """The other nodes of this node's site that VXLAN reaches (with a podCIDR and an
+    InternalIP); other sites' nodes are WireGuard's (``shoal.net.wireguard``)."""
+    nodes = list(nodes)
+    my_zone = zone(next((n for n in nodes if (n.get("metadata") or {}).get("name") == self_name),
+                        None))
     out = set()
     for n in nodes:
         name = str((n.get("metadata") or {}).get("name") or "")
         cidr, ip = node_pod_cidr(n), internal_ip(n)
-        if name and name != self_name and cidr and ip:
+        if name and name != self_name and cidr and ip and zone(n) == my_zone:
             out.add(RemoteNode(name, ip, cidr))
     return out
 
@@ -107,23 +118,10 @@ class Overlay:
         self.nodes = nodes
         self.programmed: set[RemoteNode] = set()
         self.local_cidr: str | None = None
-        self._wake = asyncio.Event()
 
-    def wake(self) -> None:
-        """The Node objects changed."""
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("overlay: sync failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), RESYNC)
-            except TimeoutError:
-                self.programmed = set()  # re-assert everything on the periodic pass
+    def forget(self) -> None:
+        """Re-assert every entry on the next sync (something may have flushed them)."""
+        self.programmed = set()
 
     async def sync(self) -> None:
         nodes = self.nodes()
