@@ -30,7 +30,6 @@ from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
-from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.stream_service import PodStreamService
