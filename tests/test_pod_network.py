@@ -333,23 +333,32 @@ def unmount_under(root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_sandbox_is_reused_while_it_lives_and_released_on_teardown_or_when_its_pod_is_gone(
+def test_a_sandbox_is_reused_while_it_lives_new_pods_follow_the_pod_cidr_and_all_are_released(
         node_ns: str, tmp_path: Path) -> None:
     try:
         out = in_ns(node_ns, """
             from shoal.net.cni_network import CniPodNetwork
-            net = CniPodNetwork(Path(sys.argv[1]), "192.0.2.1", lambda: "10.42.7.0/24")
+            cidr = ["10.42.7.0/24"]
+            net = CniPodNetwork(Path(sys.argv[1]), "192.0.2.1", lambda: cidr[0])
             pods = [{"metadata": {"uid": f"uid-{i}", "name": f"p{i}", "namespace": "default"},
-                     "spec": {"containers": [{"name": "c"}]}} for i in range(2)]
-            first = await asyncio.gather(*(net.setup(p) for p in pods))
+                     "spec": {"containers": [{"name": "c"}]}} for i in range(3)]
+            first = await asyncio.gather(*(net.setup(p) for p in pods[:2]))
+            cidr[0] = "10.42.8.0/24"  # the node's podCIDR changed: new pods use the new one
             again = await net.setup(pods[0])
+            moved = await net.setup(pods[2])
             import subprocess
-            ping = subprocess.run(["nsenter", f"--net={first[0].netns}", "busybox", "ping",
-                                   "-c1", "-W2", first[1].ips[0]]).returncode
+            bridge = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "shoal0"],
+                                    capture_output=True, text=True).stdout
+            await net.teardown("uid-2", "default", "p2")
+            import subprocess
+            ping = [subprocess.run(["nsenter", f"--net={first[0].netns}", "busybox", "ping",
+                                    "-c1", "-W2", to]).returncode
+                    for to in (first[1].ips[0], "10.42.7.1")]  # a pod; its (old) gateway
             await net.teardown("uid-0", "default", "p0")
             # uid-1's pod went while the node was down: the sweep releases it.
             swept = await net.collect_garbage(lambda: {"uid-0"})
             result = {"first": [s.ips[0] for s in first], "again": again.ips[0], "ping": ping,
+                      "moved": moved.ips[0], "bridge": bridge,
                       "swept": swept, "left": net.sandboxes()}
         """, tmp_path)
     finally:
@@ -358,7 +367,10 @@ def test_a_sandbox_is_reused_while_it_lives_and_released_on_teardown_or_when_its
     assert len(set(ips)) == 2
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network("10.42.7.0/24") for ip in ips)
     assert out["again"] == ips[0]  # the live namespace passed CNI CHECK: same address
-    assert out["ping"] == 0  # two pods on one bridge
+    assert ipaddress.ip_address(out["moved"]) in ipaddress.ip_network("10.42.8.0/24")
+    # Both gateways on the bridge: the new range's and the old one, for the pods still in it.
+    assert "10.42.8.1/24" in out["bridge"] and "10.42.7.1/24" in out["bridge"]
+    assert out["ping"] == [0, 0]  # two pods on one bridge; the old range's gateway
     assert out["swept"] == 1 and out["left"] == []
     leases = tmp_path / "data" / "net" / "ipam" / "shoal"
     assert not any((leases / ip).exists() for ip in ips)

@@ -61,6 +61,9 @@ def pod_conflist(pod_cidr: str, ipam_dir: Path, mtu: int = POD_MTU) -> dict[str,
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "hairpinMode": True,
              # Masquerading is Shoal's own nftables rule: only traffic leaving the cluster.
              "ipMasq": False, "mtu": mtu,
+             # A changed podCIDR moves the bridge to its new gateway (the old one is put
+             # back beside it for the pods still in the old range: cni_network).
+             "forceAddress": True,
              "ipam": {"type": "host-local", "dataDir": str(ipam_dir),
                       "ranges": [[{"subnet": pod_cidr, "gateway": gateway}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},

@@ -32,6 +32,7 @@ import orjson
 
 from shoal.net import netns
 from shoal.net.cni import (
+    BRIDGE,
     LOOPBACK,
     CniError,
     CniRunner,
@@ -40,6 +41,7 @@ from shoal.net.cni import (
     pod_ips,
     port_mappings,
 )
+from shoal.net.overlay import run_ip
 from shoal.net.pod_etc import HOST_RESOLV_CONF, hosts_file, resolv_conf
 from shoal.node.pod_network import PodNetworkError, PodSandbox, host_network
 
@@ -119,11 +121,24 @@ class CniPodNetwork:
             raise PodNetworkError(f"pod network: {e}") from e
         _save(d, {"conflist": conflist, "result": result,
                   "ports": [p.__dict__ for p in ports]})
+        await self._keep_old_gateways(cidr)
         ips = pod_ips(result)
         log.info("pod %s/%s: %s in its own network namespace",
                  (pod["metadata"].get("namespace") or "default"), pod["metadata"]["name"],
                  ", ".join(ips))
         return ips
+
+    async def _keep_old_gateways(self, cidr: str) -> None:
+        """After the podCIDR changed: the bridge holds only the new gateway, so give it back
+        the gateways of the pods still running in an older range (their default route)."""
+        for uid in self.sandboxes():
+            saved = _load(self.pods_root / uid)
+            if saved is None:
+                continue
+            rng = saved["conflist"]["plugins"][0]["ipam"]["ranges"][0][0]
+            if rng["subnet"] != cidr:
+                prefix = rng["subnet"].split("/")[1]
+                await run_ip("addr", "replace", f"{rng['gateway']}/{prefix}", "dev", BRIDGE)
 
     async def teardown(self, uid: str, namespace: str, name: str) -> None:
         async with self._lock(uid):
