@@ -219,6 +219,13 @@ def test_pods_get_their_own_addresses_and_reach_each_other_across_nodes(
     assert a1["status"]["containerStatuses"][0]["restartCount"] == 1
     assert fetch(b, "web-b", ip_a1) == "web-a1\n"
 
+    # kill -9 of node-a: the same again, the namespace outlived the process.
+    a.kill9()
+    a.start(NODE_ARGS)
+    a1 = running_pod(a, "web-a1", timeout=60)
+    assert a1["status"]["podIP"] == ip_a1
+    assert fetch(b, "web-b", ip_a1) == "web-a1\n"
+
 
 def wg_transfer(node: ShoalProcess) -> int:
     """Bytes received over the node's WireGuard device, from inside its namespace."""
