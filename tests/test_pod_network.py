@@ -53,7 +53,7 @@ def test_the_conflist_is_a_bridge_with_host_local_addresses_from_the_pod_cidr_th
     assert bridge["ipam"]["type"] == "host-local"
     assert bridge["ipam"]["ranges"] == [[{"subnet": "10.42.3.0/24", "gateway": "10.42.3.1"}]]
     assert bridge["ipam"]["dataDir"] == str(tmp_path / "ipam")
-    assert bridge["mtu"] == 1450  # room for the VXLAN header on a 1500-byte underlay
+    assert bridge["mtu"] == 1420  # room for WireGuard's (and VXLAN's) header on a 1500 underlay
     assert portmap == {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
 
 

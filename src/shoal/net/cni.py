@@ -31,8 +31,10 @@ PLUGIN_DIR = Path("/usr/lib/cni")
 BRIDGE = "shoal0"
 IFNAME = "eth0"
 NETWORK_NAME = "shoal"
-VXLAN_OVERHEAD = 50  # bytes VXLAN adds (outer IPv4 + UDP + VXLAN + inner Ethernet)
-POD_MTU = 1500 - VXLAN_OVERHEAD
+# Pods' MTU on a 1500-byte underlay: WireGuard's overhead (80 bytes with an IPv6 outer
+# header; its device's default MTU 1420) is larger than VXLAN's (50), and one MTU for every
+# pod means no packet between sites needs path MTU discovery to fit.
+POD_MTU = 1420
 
 
 class CniError(Exception):
