@@ -105,10 +105,12 @@ async def test_after_the_heal_the_agents_newer_status_wins_over_the_not_ready_ma
     judge, far = await cluster(clock, "judge"), ObjectStore(Replica(None, "far", clock), REG)
     try:
         await heal(judge, far)
+        lifecycle = NodeLifecycle(judge, SinglePeer("judge"), grace=40.0)
+        await lifecycle.sync()
         clock.t += 41.0  # partition: far keeps running its pod and renewing its lease alone
         await renew(far, "far")
         await renew(judge, "judge")
-        await NodeLifecycle(judge, SinglePeer("judge"), grace=40.0).sync()
+        await lifecycle.sync()
         assert not is_ready(judge.get(POD, "default", "web-far"))
         clock.t += 1.0
         await heal(judge, far)
@@ -121,11 +123,28 @@ async def test_after_the_heal_the_agents_newer_status_wins_over_the_not_ready_ma
                 c["status"] = "True"
         await far.update(POD, pod, "default", "web-far", "status", check_rv=False)
         await heal(judge, far)
-        lifecycle = NodeLifecycle(judge, SinglePeer("judge"), grace=40.0)
-        await lifecycle.sync()  # the lease is fresh again: nothing is marked
-        assert lifecycle.pods_marked == 0
+        marked = lifecycle.pods_marked
+        await lifecycle.sync()  # the lease is fresh again: nothing more is marked
+        assert lifecycle.pods_marked == marked
         for s in (judge, far):
             assert is_ready(s.get(POD, "default", "web-far"))
     finally:
         judge.replica.close()
         far.replica.close()
+
+
+async def test_a_peer_that_starts_with_a_stale_replica_judges_nobody_before_the_grace_period(
+) -> None:
+    clock = ManualClock()
+    s = await cluster(clock, "judge")
+    try:
+        clock.t += 3600.0  # the replica was saved an hour ago; no lease is fresh in it
+        lifecycle = NodeLifecycle(s, SinglePeer("judge"), grace=40.0)
+        await lifecycle.sync()
+        assert is_ready(s.get(POD, "default", "web-far"))
+        assert not (s.get(NODE, None, "far").get("spec") or {}).get("taints")
+        clock.t += 41.0  # watched for the grace period with no renewal arriving
+        await lifecycle.sync()
+        assert not is_ready(s.get(POD, "default", "web-far"))
+    finally:
+        s.replica.close()

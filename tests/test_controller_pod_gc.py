@@ -60,6 +60,26 @@ async def test_the_pods_of_a_deleted_node_go_after_the_quarantine_and_others_sta
         s.replica.close()
 
 
+async def test_a_node_this_replica_never_held_gets_a_longer_wait_than_a_deleted_one() -> None:
+    clock = ManualClock()
+    s = await _store(clock)
+    try:
+        await s.create(NODE, {"metadata": {"name": "deleted"}})
+        await bound_pod(s, "of-deleted", "deleted")
+        await s.delete(NODE, None, "deleted")
+        await bound_pod(s, "of-unknown", "not-here-yet")  # e.g. a peer's first pull
+        gc = PodGC(s, SinglePeer("p"), quarantine=40.0, never_seen_wait=300.0)
+        await gc.sync()
+        clock.t += 41.0
+        await gc.sync()
+        assert names(s) == {"of-unknown"}
+        clock.t += 260.0
+        await gc.sync()
+        assert names(s) == set()
+    finally:
+        s.replica.close()
+
+
 async def test_a_pod_whose_node_has_not_arrived_yet_is_not_deleted_when_the_node_comes() -> None:
     clock = ManualClock()
     s = await _store(clock)
@@ -102,7 +122,7 @@ async def test_a_pod_kept_by_a_finalizer_is_marked_failed_with_the_podgc_conditi
     s = await _store(clock)
     try:
         await bound_pod(s, "held", "ghost", finalizers=["example.com/keep"])
-        gc = PodGC(s, SinglePeer("p"), quarantine=5.0)
+        gc = PodGC(s, SinglePeer("p"), quarantine=5.0, never_seen_wait=5.0)
         await gc.sync()
         clock.t += 6.0
         await gc.sync()
@@ -125,7 +145,7 @@ async def test_only_the_preferred_actor_collects_while_it_is_reachable() -> None
     s = await _store(clock)
     try:
         await bound_pod(s, "orphan", "ghost")
-        gc = PodGC(s, FixedView(bystander, peers), quarantine=1.0)
+        gc = PodGC(s, FixedView(bystander, peers), quarantine=1.0, never_seen_wait=1.0)
         await gc.sync()
         clock.t += 2.0
         await gc.sync()

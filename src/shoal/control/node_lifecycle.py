@@ -15,8 +15,13 @@
   cannot answer. When the node returns, its agent writes the status it knows
   (the agent re-asserts a status that a merge replaced), and its newer stamp wins.
 
-A pass is scheduled for the moment the next Lease runs out, so a node is judged
-``grace`` seconds after its last renewal, not up to a resync later.
+A node is unreachable when its Lease's renewTime is ``grace`` seconds old by this
+peer's clock. (Counting from when a renewal *arrived*, as Kubernetes does, would
+take a dead node's last renewal, delivered late by a heal, for a fresh one.) A
+peer that has just started judges nobody unreachable for ``grace`` seconds: its
+replica may be stale, and the leases it holds old. A pass is scheduled for the
+moment the next Lease runs out, so a node is judged ``grace`` seconds after its
+last renewal, not up to a resync later.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class NodeLifecycle(Controller):
         assert node is not None and lease is not None and pod is not None
         self.node_kind, self.lease_kind, self.pod_kind = node, lease, pod
         self.pods_marked = 0
+        self._started: float | None = None
         self._not_ready: set[str] = set()
         """The nodes the last pass judged unreachable (their pods are kept not ready)."""
         self._timer = WakeTimer(self._wake)
@@ -111,9 +117,12 @@ class NodeLifecycle(Controller):
 
     async def sync(self) -> bool:
         now = self.store.replica.wall.now()
+        if self._started is None:
+            self._started = now
+        watching = now - self._started < self.grace
         pending = False
         not_ready: set[str] = set()
-        next_expiry: float | None = None
+        wake: list[float] = [self._started + self.grace] if watching else []
         for node in self.store.list(self.node_kind):
             name = node["metadata"]["name"]
             if name == self.view.name or not self._acts_for(name):
@@ -122,8 +131,9 @@ class NodeLifecycle(Controller):
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             fresh = renew is not None and now - renew < self.grace
             if fresh and renew is not None:
-                expiry = renew + self.grace
-                next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
+                wake.append(renew + self.grace)
+            elif watching:
+                continue  # a stale replica after a restart: judge nobody unreachable yet
             try:
                 await self._set(node, reachable=fresh, now=now)
             except StoreError as e:
@@ -137,7 +147,7 @@ class NodeLifecycle(Controller):
         if not_ready:
             pending = await self._mark_pods_not_ready(not_ready, now)
         # The next pass runs just after the next Lease runs out.
-        self._timer.arm(None if next_expiry is None else next_expiry - now + 0.01)
+        self._timer.arm(min(wake) - now + 0.01 if wake else None)
         return pending
 
     async def _mark_pods_not_ready(self, nodes: set[str], now: float) -> bool:

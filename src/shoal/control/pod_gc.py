@@ -10,7 +10,8 @@ The quarantine matters more without a coordinator than in Kubernetes: a pod can
 reach a replica before its Node does (they replicate independently), and a node
 whose Node object was deleted while it still runs registers again at its next
 heartbeat. So the clock starts when *this peer* first sees the pod's node
-missing, and any sight of the Node resets it. The preferred actor of the node's
+missing, any sight of the Node resets it, and a node this replica holds no
+tombstone of (it never saw it) waits ``NEVER_SEEN_WAIT`` instead. The preferred actor of the node's
 name deletes its pods; any peer does when that actor is unreachable.
 """
 
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 QUARANTINE = 40.0
 """Seconds a pod's node must stay missing before the pod goes (Kubernetes' quarantineTime)."""
+NEVER_SEEN_WAIT = 300.0
+"""Seconds instead, when this replica holds no trace of the node at all (no tombstone): it
+may be a peer still pulling its first copy, where a busy Node (updated by every heartbeat)
+can arrive after the pods bound to it."""
 REASON = "DeletionByPodGC"
 MESSAGE = "PodGC: node no longer exists"
 
@@ -38,11 +43,13 @@ class PodGC(Controller):
     name = "pod-gc"
 
     def __init__(self, store: ObjectStore, view: PeerView | None = None,
-                 quarantine: float = QUARANTINE, **kw: Any) -> None:
+                 quarantine: float = QUARANTINE, never_seen_wait: float = NEVER_SEEN_WAIT,
+                 **kw: Any) -> None:
         kw.setdefault("resync", 10.0)
         super().__init__(store, **kw)
         self.view = view or SinglePeer(store.replica.node_id)
         self.quarantine = quarantine
+        self.never_seen_wait = never_seen_wait
         r = store.registry
         pod, node = r.by_kind("v1", "Pod"), r.by_kind("v1", "Node")
         assert pod is not None and node is not None
@@ -66,20 +73,25 @@ class PodGC(Controller):
             if bound and bound not in nodes:
                 orphans.setdefault(bound, []).append(pod)
         self.missing_since = {n: self.missing_since.get(n, now) for n in orphans}
-        pending = False
+        ends = []
         for node, pods in sorted(orphans.items()):
-            waited = now - self.missing_since[node]
-            if waited < self.quarantine:
-                pending = True
+            end = self.missing_since[node] + self._wait(node)
+            if now < end:
+                ends.append(end - now)
                 continue
             if not should_act(self.view, f"pod-gc/{node}"):
                 continue
             for pod in pods:
-                pending |= not await self._delete(pod, node)
-        # Look again when the next quarantine ends, or soon if a deletion failed.
-        ends = [self.missing_since[n] + self.quarantine - now for n in orphans]
-        self._timer.arm(max(0.5, min(ends)) if pending and ends else None)
+                if not await self._delete(pod, node):
+                    ends.append(0.5)
+        # Look again when the next wait ends, or soon if a deletion failed.
+        self._timer.arm(max(0.5, min(ends)) if ends else None)
         return False
+
+    def _wait(self, node: str) -> float:
+        """The quarantine, or longer when this replica never held the node."""
+        entry = self.store.replica.entry("nodes", "", node)
+        return self.quarantine if entry is not None else self.never_seen_wait
 
     async def _delete(self, pod: dict[str, Any], node: str) -> bool:
         m = pod["metadata"]
