@@ -80,7 +80,7 @@ def _source(lookup: Lookup, secret: bool, ns: str, name: str, optional: bool
     return _data_of(obj, secret)
 
 
-def field_ref(pod: dict[str, Any], path: str, node_ip: str) -> str:
+def field_ref(pod: dict[str, Any], path: str, node_ip: str, pod_ip: str | None = None) -> str:
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     m = _SUBSCRIPT.match(path)
@@ -91,7 +91,8 @@ def field_ref(pod: dict[str, Any], path: str, node_ip: str) -> str:
         "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName"),
         "spec.serviceAccountName": spec.get("serviceAccountName"),
         "status.hostIP": node_ip, "status.hostIPs": node_ip,
-        "status.podIP": node_ip, "status.podIPs": node_ip,
+        # A pod in its own network namespace has its own address; else it is the node's.
+        "status.podIP": pod_ip or node_ip, "status.podIPs": pod_ip or node_ip,
     }
     if path == "metadata.labels" or path == "metadata.annotations":
         items = sorted((meta.get(path.split(".")[1]) or {}).items())
@@ -120,8 +121,8 @@ def resource_field_ref(pod: dict[str, Any], container: dict[str, Any], ref: dict
 
 
 def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
-                  node_ip: str, node_allocatable: Mapping[str, str] | None = None
-                  ) -> dict[str, str]:
+                  node_ip: str, node_allocatable: Mapping[str, str] | None = None,
+                  pod_ip: str | None = None) -> dict[str, str]:
     """The variables the container sees (before the runtime adds its own)."""
     meta = pod.get("metadata") or {}
     ns = meta.get("namespace") or "default"
@@ -145,7 +146,8 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup
             continue
         vf = var["valueFrom"] or {}
         if "fieldRef" in vf:
-            env[name] = field_ref(pod, str((vf["fieldRef"] or {}).get("fieldPath", "")), node_ip)
+            env[name] = field_ref(pod, str((vf["fieldRef"] or {}).get("fieldPath", "")), node_ip,
+                                  pod_ip)
         elif "resourceFieldRef" in vf:
             env[name] = resource_field_ref(pod, container, vf["resourceFieldRef"] or {}, alloc)
         else:
