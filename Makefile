@@ -33,7 +33,9 @@ test: venv sysdeps lint
 unit: venv
 	$(BIN)/pytest -q -m "not slow"
 
+# Without the Debian packages (or root) the demo falls back to loopback and says why.
 demo: venv
+	@bash scripts/bootstrap-debian.sh || echo "(Debian packages missing: the demo runs on loopback)"
 	$(BIN)/python scripts/demo.py
 
 bench: venv sysdeps

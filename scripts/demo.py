@@ -1,7 +1,10 @@
-"""`make demo`: three Shoal peers on loopback, an app spread over them, a partition and a heal.
+"""`make demo`: three Shoal peers, an app spread over them, a partition and a heal.
 
-Each peer binds its own loopback address (127.0.0.11-13), so iptables can cut one
-off from the others while kubectl (from 127.0.0.1) still reaches every peer.
+As root with runc, nftables and the CNI plugins, the peers run in network
+namespaces with the pod network, Services and cluster DNS (scripts/demo_netns.py).
+Otherwise, or with SHOAL_DEMO_LOOPBACK=1, each peer binds its own loopback address
+(127.0.0.11-13), so iptables can cut one off from the others while kubectl (from
+127.0.0.1) still reaches every peer.
 """
 
 from __future__ import annotations
@@ -9,30 +12,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+import demo_netns
+from demo_common import BIN, ROOT, kubectl, say, start_server, step, stop_server, wait
+
 PEERS = [("edge-1", "127.0.0.11"), ("edge-2", "127.0.0.12"), ("edge-3", "127.0.0.13")]
 API_PORT = 6443
 PEER_PORT = 7443
 HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
-
-
-def step(title: str) -> None:
-    print(f"\n\033[1m== {title}\033[0m", flush=True)
-
-
-def say(text: str) -> None:
-    print(f"   {text}", flush=True)
 
 
 class Peer:
@@ -47,34 +40,16 @@ class Peer:
         return f"https://{self.ip}:{API_PORT}"
 
     def start(self, *extra: str) -> None:
-        with open(self.log, "ab") as lf:
-            self.proc = subprocess.Popen(
-                [str(BIN / "shoal"), "server", "--name", self.name, "--data-dir", str(self.data),
-                 "--bind", self.ip, "--api-port", str(API_PORT), "--peer-port", str(PEER_PORT),
-                 "--heartbeat-interval", HEARTBEAT, "--node-monitor-grace-period", GRACE,
-                 "--pod-eviction-timeout", EVICTION, "--runtime", "process", *extra],
-                stdout=lf, stderr=subprocess.STDOUT, start_new_session=True)
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        sys.exit(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
+        # No Service proxy: three peers in one namespace would fight over one nftables table.
+        self.proc = start_server(
+            [str(BIN / "shoal"), "server", "--name", self.name, "--data-dir", str(self.data),
+             "--bind", self.ip, "--api-port", str(API_PORT), "--peer-port", str(PEER_PORT),
+             "--heartbeat-interval", HEARTBEAT, "--node-monitor-grace-period", GRACE,
+             "--pod-eviction-timeout", EVICTION, "--runtime", "process", "--proxy-mode", "none",
+             *extra], self.log, self.url, self.name)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_server(self.proc)
 
 
 class Demo:
@@ -85,18 +60,7 @@ class Demo:
         self.cut_rules: list[list[str]] = []
 
     def kubectl(self, peer: Peer, *args: str, show: bool = True, check: bool = False) -> str:
-        if show:
-            print(f"$ kubectl --server {peer.url} {' '.join(args)}", flush=True)
-        r = subprocess.run([str(BIN / "kubectl"), "--kubeconfig", str(self.kubeconfig),
-                            "--server", peer.url, *args], capture_output=True, text=True,
-                           timeout=60)
-        if show:
-            sys.stdout.write(r.stdout)
-            if r.returncode != 0:
-                sys.stdout.write(r.stderr)
-        if check and r.returncode != 0:
-            sys.exit(f"kubectl {' '.join(args)} failed: {r.stderr}")
-        return r.stdout
+        return kubectl(self.kubeconfig, peer.url, *args, show=show, check=check)
 
     def pods(self, peer: Peer) -> list[dict[str, Any]]:
         out = self.kubectl(peer, "get", "pods", "-l", "app=hello", "-o", "json", show=False)
@@ -114,13 +78,7 @@ class Demo:
         return dict(sorted(counts.items()))
 
     def wait(self, check: Any, timeout: float, what: str) -> float:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            if check():
-                return time.monotonic() - t0
-            time.sleep(0.3)
-        say(f"(still waiting for {what} after {timeout:.0f}s; moving on)")
-        return time.monotonic() - t0
+        return wait(check, timeout, what)
 
     # -- partition: iptables between the peers' loopback addresses -------------------------
 
@@ -236,11 +194,18 @@ class Demo:
 
 
 def main() -> int:
-    demo = Demo()
-    try:
-        demo.run()
-    finally:
-        demo.close()
+    why = "SHOAL_DEMO_LOOPBACK is set" if os.environ.get("SHOAL_DEMO_LOOPBACK") \
+        else demo_netns.missing()
+    if why is None:
+        demo_netns.main()
+    else:
+        step(f"(no network namespaces: {why}; the peers run on loopback with the process "
+             "runtime, no pod network, Services or DNS)")
+        demo = Demo()
+        try:
+            demo.run()
+        finally:
+            demo.close()
     print("\nDone. SHOAL_DEMO_KEEP=1 make demo keeps the data dirs and logs.")
     return 0
 

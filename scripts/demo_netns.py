@@ -1,0 +1,488 @@
+"""`make demo` with the real network: three peers, each in its own network namespace.
+
+Each peer runs ``shoal server --runtime runc --pod-network cni --proxy-mode nftables``
+inside a namespace of its own, linked to the others by a veth on one bridge, so its pod
+bridge, VXLAN device, pods' namespaces and nftables tables live and die with that
+namespace. The app: a ``backend`` Deployment spread over the peers and a ``frontend``
+DaemonSet whose pods fetch ``http://backend.demo.svc.cluster.local`` by name. A peer is
+cut off by pulling its cable (its veth goes down). kubectl runs inside each peer's
+namespace, as a user on that site would, so it reaches the cut-off peer too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import demo_image
+from demo_common import BIN, kubectl, say, start_server, step, stop_server, wait
+
+IMAGE = "shoal.demo/app:v1"
+NS = "demo"
+BACKEND = f"backend.{NS}.svc.cluster.local"
+BRIDGE = "shoaldemo0"
+SUBNET = "10.213.0"
+"""The peers' underlay, 10.213.0.0/24: clear of the pod CIDR and the service CIDR."""
+PEERS = ["edge-1", "edge-2", "edge-3"]
+API_PORT, PEER_PORT = 6443, 7443
+HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
+ASKS = 12
+"""Requests per look at a frontend: all 12 miss a backend that gets a third of them 0.8% of
+the time."""
+
+# No readiness probes: the node agent probes the node's address, not the pod's, so under the
+# pod network a tcpSocket probe never succeeds (reported); httpd listens as soon as it starts.
+APP = [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+    {"apiVersion": "apps/v1", "kind": "Deployment",
+     "metadata": {"name": "backend", "namespace": NS},
+     "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "backend"}},
+              "template": {"metadata": {"labels": {"app": "backend"}}, "spec": {
+                  "terminationGracePeriodSeconds": 1,
+                  "topologySpreadConstraints": [{
+                      "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                      "whenUnsatisfiable": "DoNotSchedule",
+                      "labelSelector": {"matchLabels": {"app": "backend"}}}],
+                  "containers": [{
+                      "name": "backend", "image": IMAGE, "command": ["/app/backend"],
+                      "env": [{"name": "POD_NAME",
+                               "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                              {"name": "NODE_NAME",
+                               "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                      "ports": [{"name": "http", "containerPort": 8080}]}]}}}},
+    {"apiVersion": "v1", "kind": "Service",
+     "metadata": {"name": "backend", "namespace": NS},
+     "spec": {"selector": {"app": "backend"},
+              "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
+    {"apiVersion": "apps/v1", "kind": "DaemonSet",
+     "metadata": {"name": "frontend", "namespace": NS},
+     "spec": {"selector": {"matchLabels": {"app": "frontend"}},
+              "template": {"metadata": {"labels": {"app": "frontend"}}, "spec": {
+                  "terminationGracePeriodSeconds": 1,
+                  "containers": [{
+                      "name": "frontend", "image": IMAGE, "command": ["/app/frontend"],
+                      "env": [{"name": "BACKEND", "value": BACKEND},
+                              {"name": "NODE_NAME",
+                               "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                      "ports": [{"name": "http", "containerPort": 8080}]}]}}}},
+]
+
+# Runs inside a peer's namespace: ASKS requests at once to a frontend pod, one body each.
+CLIENT = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+ip, n = sys.argv[1], int(sys.argv[2])
+def ask(_):
+    try:
+        with socket.create_connection((ip, 8080), timeout=5) as s:
+            s.settimeout(5)
+            s.sendall(b"GET /cgi-bin/ask HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        return data.split(b"\r\n\r\n", 1)[-1].decode().strip()
+    except OSError as e:
+        return "error: " + type(e).__name__
+with ThreadPoolExecutor(n) as pool:
+    print(json.dumps(list(pool.map(ask, range(n)))))
+"""
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(list(args), capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def missing() -> str | None:
+    """Why this demo cannot run here (then `make demo` falls back to loopback), or None."""
+    if os.geteuid() != 0:
+        return "network namespaces, runc and nftables need root"
+    for tool, package in (("ip", "iproute2"), ("nsenter", "util-linux"), ("runc", "runc"),
+                          ("nft", "nftables")):
+        if shutil.which(tool) is None and not os.access(f"/usr/sbin/{tool}", os.X_OK):
+            return f"`{tool}` is missing (Debian package {package}; make sysdeps installs it)"
+    if not Path("/usr/lib/cni/bridge").exists():
+        return "the CNI plugins are missing (Debian package containernetworking-plugins)"
+    why = demo_image.missing()
+    if why is not None:
+        return why
+    probe = f"shoaldemoprobe{os.getpid()}"
+    r = run("ip", "netns", "add", probe, check=False)
+    if r.returncode != 0:
+        return f"`ip netns add` does not work here: {r.stderr.strip()}"
+    run("ip", "netns", "del", probe, check=False)
+    return None
+
+
+@dataclass
+class Peer:
+    name: str
+    index: int
+    work: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def ip(self) -> str:
+        return f"{SUBNET}.{self.index + 2}"
+
+    @property
+    def netns(self) -> str:
+        return f"shoal-demo-{self.name}"
+
+    @property
+    def host_if(self) -> str:
+        return f"sdemo-h{self.index + 1}"
+
+    @property
+    def data(self) -> Path:
+        return self.work / self.name
+
+    @property
+    def log(self) -> Path:
+        return self.work / f"{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.ip}:{API_PORT}"
+
+    def inside(self, args: list[str]) -> list[str]:
+        # nsenter, not `ip netns exec`: that mounts a fresh /sys, hiding the cgroups runc needs.
+        return ["nsenter", f"--net=/run/netns/{self.netns}", *args]
+
+
+class Lab:
+    """The bridge and the peers' namespaces; :meth:`close` removes all of it."""
+
+    def __init__(self, peers: list[Peer]) -> None:
+        self.peers = peers
+        self.close()  # what an earlier demo killed with SIGKILL may have left
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
+        run("ip", "link", "set", BRIDGE, "up")
+        for p in peers:
+            ns_if = f"sdemo-n{p.index + 1}"
+            run("ip", "netns", "add", p.netns)
+            run("ip", "link", "add", p.host_if, "type", "veth", "peer", "name", ns_if)
+            run("ip", "link", "set", ns_if, "netns", p.netns)
+            run("ip", "link", "set", p.host_if, "master", BRIDGE)
+            run("ip", "link", "set", p.host_if, "up")
+            run(*p.inside(["ip", "addr", "add", f"{p.ip}/24", "dev", ns_if]))
+            run(*p.inside(["ip", "link", "set", ns_if, "up"]))
+            run(*p.inside(["ip", "link", "set", "lo", "up"]))
+
+    def cut(self, peer: Peer) -> None:
+        run("ip", "link", "set", peer.host_if, "down")
+
+    def heal(self, peer: Peer) -> None:
+        run("ip", "link", "set", peer.host_if, "up")
+
+    def close(self) -> None:
+        for p in self.peers:
+            # Deleting a namespace deletes what lives in it: shoal0, shoal.vxlan, the nftables
+            # tables, the veth pair.
+            run("ip", "netns", "del", p.netns, check=False)
+            run("ip", "link", "del", p.host_if, check=False)
+        run("ip", "link", "del", BRIDGE, check=False)
+
+
+def remove_pods(peer: Peer) -> None:
+    """Containers and pod namespaces outlive ``shoal server`` by design: remove them."""
+    runc = shutil.which("runc") or "/usr/sbin/runc"
+    state = peer.data / "runc" / "state"
+    if state.exists():
+        ids = run(runc, "--root", str(state), "list", "-q", check=False).stdout.split()
+        for cid in ids:
+            run(runc, "--root", str(state), "delete", "--force", cid, check=False)
+    for line in reversed(Path("/proc/self/mountinfo").read_text().splitlines()):
+        target = line.split()[4]
+        if target.startswith(str(peer.data) + "/"):
+            run("umount", "-l", target, check=False)
+
+
+def backend_node(body: str) -> str:
+    """``frontend on edge-1 <- backend-x on edge-2`` -> ``edge-2``; anything else as is."""
+    if " <- " not in body or " on " not in body.split(" <- ", 1)[1]:
+        return body
+    return body.rsplit(" on ", 1)[1]
+
+
+class NetworkDemo:
+    def __init__(self) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
+        self.peers = [Peer(n, i, self.work) for i, n in enumerate(PEERS)]
+        self.kubeconfig = self.work / "kubeconfig"
+        self.lab: Lab | None = None
+        self.frontend_ip: dict[str, str] = {}
+        self.originals: set[str] = set()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def kubectl(self, peer: Peer, *args: str, show: bool = True, stdin: str | None = None,
+                check: bool = False) -> str:
+        return kubectl(self.kubeconfig, peer.url, *args, show=show, check=check, stdin=stdin,
+                       prefix=tuple(peer.inside([])))
+
+    def items(self, peer: Peer, kind: str, *args: str) -> list[dict[str, Any]]:
+        out = self.kubectl(peer, "get", kind, "-o", "json", *args, show=False)
+        try:
+            items: list[dict[str, Any]] = json.loads(out)["items"]
+        except (ValueError, KeyError):
+            return []
+        return [i for i in items if not i["metadata"].get("deletionTimestamp")]
+
+    def pods(self, peer: Peer, app: str) -> list[dict[str, Any]]:
+        return self.items(peer, "pods", "-n", NS, "-l", f"app={app}")
+
+    def running(self, peer: Peer, app: str) -> dict[str, list[str]]:
+        """Node -> names of the app's pods Running there, in ``peer``'s view."""
+        out: dict[str, list[str]] = {}
+        for p in self.pods(peer, app):
+            if (p.get("status") or {}).get("phase") == "Running":
+                out.setdefault(p["spec"].get("nodeName", "?"), []).append(p["metadata"]["name"])
+        return dict(sorted(out.items()))
+
+    def ask(self, peer: Peer, n: int = ASKS) -> list[str]:
+        """``n`` requests to ``peer``'s frontend pod, from a process on ``peer``."""
+        r = subprocess.run(peer.inside([sys.executable, "-c", CLIENT,
+                                        self.frontend_ip[peer.name], str(n)]),
+                           capture_output=True, text=True, timeout=60)
+        try:
+            answers: list[str] = json.loads(r.stdout)
+        except ValueError:
+            return [f"error: {r.stderr.strip()[-200:]}"]
+        return answers
+
+    @staticmethod
+    def tally(answers: list[str]) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for a in answers:
+            node = backend_node(a)
+            counts[node] = counts.get(node, 0) + 1
+        return dict(sorted(counts.items()))
+
+    # -- the story ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        step("three peers, each in its own network namespace: runc, the pod network "
+             "(CNI, VXLAN), the Service proxy (nftables) and cluster DNS")
+        self.lab = Lab(self.peers)
+        archive = self.work / "app.tar"
+        demo_image.write_image(archive, IMAGE)
+        token = ""
+        for p in self.peers:
+            subprocess.run([str(BIN / "shoal"), "image", "import", "--data-dir", str(p.data),
+                            str(archive)], check=True, capture_output=True)
+            join = ["--join", f"{self.peers[0].ip}:{PEER_PORT}", "--token", token] if token \
+                else []
+            p.proc = start_server(p.inside([
+                str(BIN / "shoal"), "server", "--name", p.name, "--data-dir", str(p.data),
+                "--bind", "0.0.0.0", "--advertise", p.ip, "--api-port", str(API_PORT),
+                "--peer-port", str(PEER_PORT), "--heartbeat-interval", HEARTBEAT,
+                "--node-monitor-grace-period", GRACE, "--pod-eviction-timeout", EVICTION,
+                "--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftables",
+                *join]), p.log, p.url, p.name)
+            if not token:
+                token = subprocess.run([str(BIN / "shoal"), "token", "create", "--data-dir",
+                                        str(p.data)], check=True, capture_output=True,
+                                       text=True).stdout.strip()
+                self.kubeconfig.write_bytes(subprocess.run(
+                    [str(BIN / "shoal"), "kubeconfig", "--data-dir", str(p.data), "--server",
+                     p.url], check=True, capture_output=True).stdout)
+        say(f"namespaces shoal-demo-edge-1..3 on the bridge {BRIDGE} ({SUBNET}.0/24); data "
+            f"and logs in {self.work}")
+        say("kubectl runs inside each peer's namespace, as a user on that site would")
+        a = self.peers[0]
+        self.wait_for(lambda: sum(1 for n in self.items(a, "nodes")
+                                  if (n.get("spec") or {}).get("podCIDR")) == 3,
+                      30, "every peer to get a podCIDR")
+        self.kubectl(a, "get", "nodes", "-o", "custom-columns=NAME:.metadata.name,"
+                     "INTERNAL-IP:.status.addresses[0].address,POD-CIDR:.spec.podCIDR")
+
+    def wait_for(self, check: Any, timeout: float, what: str) -> float:
+        return wait(check, timeout, what, every=0.5)
+
+    def deploy(self) -> None:
+        a, b, _ = self.peers
+        step("deploy through edge-2: a backend Deployment (3 replicas, spread over the peers) "
+             "and a frontend DaemonSet that fetches http://" + BACKEND)
+        t0 = time.monotonic()
+        self.kubectl(b, "apply", "-f", "-", stdin="\n---\n".join(json.dumps(o) for o in APP))
+        self.kubectl(b, "-n", NS, "rollout", "status", "deployment/backend", "--timeout=90s",
+                     check=True)
+        self.kubectl(b, "-n", NS, "rollout", "status", "daemonset/frontend", "--timeout=90s",
+                     check=True)
+        say(f"all 6 pods Running {time.monotonic() - t0:.1f}s after the apply")
+        self.kubectl(a, "-n", NS, "get", "pods", "-o", "wide")
+        cidrs = {n["metadata"]["name"]: ipaddress.ip_network(n["spec"]["podCIDR"])
+                 for n in self.items(a, "nodes")}
+        inside = 0
+        pods = self.pods(a, "backend") + self.pods(a, "frontend")
+        for p in pods:
+            node, ip = p["spec"].get("nodeName"), (p.get("status") or {}).get("podIP")
+            if node in cidrs and ip and ipaddress.ip_address(ip) in cidrs[node]:
+                inside += 1
+            if p["metadata"]["labels"].get("app") == "frontend" and ip:
+                self.frontend_ip[node] = ip
+        say(f"{inside} of {len(pods)} pods have an address from their own node's podCIDR")
+
+    def ask_everyone(self) -> None:
+        step("each peer's frontend asks for " + BACKEND + f" ({ASKS} requests each)")
+        for p in self.peers:
+            seen: dict[str, int] = {}
+
+            def all_three(p: Peer = p) -> bool:
+                nonlocal seen
+                seen = self.tally(self.ask(p))
+                return set(seen) == set(PEERS)
+
+            took = self.wait_for(all_three, 30, f"{p.name}'s frontend to reach every backend")
+            say(f"{p.name}'s frontend was answered by backends on {seen}"
+                + (f" (after {took:.1f}s of retries)" if took > 1 else ""))
+        say("for example: " + self.ask(self.peers[0], 1)[0])
+
+    def partition(self) -> None:
+        a, _, c = self.peers
+        assert self.lab is not None
+        originals = self.running(a, "backend")
+        step("pull edge-3's cable: it is cut off from edge-1 and edge-2 (and from this host)")
+        self.lab.cut(c)
+        t_cut = time.monotonic()
+        say("edge-3 keeps accepting writes on its own:")
+        self.kubectl(c, "-n", NS, "create", "configmap", "written-on-edge-3-while-cut",
+                     "--from-literal=by=edge-3")
+        majority: dict[str, int] = {}
+        alone: dict[str, int] = {}
+        times: dict[str, float] = {}
+        answered_by_c = [0, 0]
+
+        def settled() -> bool:
+            nonlocal majority, alone
+            now = time.monotonic() - t_cut
+            majority = self.tally(self.ask(a))
+            if "majority" not in times and set(majority) <= {"edge-1", "edge-2"}:
+                times["majority"] = now
+            answers = self.ask(c)
+            alone = self.tally(answers)
+            answered_by_c[0] += sum(1 for x in answers if " <- " in x and "no answer" not in x)
+            answered_by_c[1] += len(answers)
+            if "alone" not in times and set(alone) == {"edge-3"}:
+                times["alone"] = time.monotonic() - t_cut
+            return len(times) == 2
+
+        self.wait_for(settled, 60, "both sides to route only to the backends they reach")
+        say(f"edge-1's frontend only reaches backends on edge-1 and edge-2 "
+            f"{times.get('majority', float('nan')):.1f}s after the cut: {majority}")
+        say(f"edge-3's frontend only uses its own backend {times.get('alone', float('nan')):.1f}s"
+            f" after the cut: {alone}; before that it answered {answered_by_c[0]} of "
+            f"{answered_by_c[1]} requests (those sent to the far backends timed out)")
+        say("(the Service proxy leaves out endpoints on peers the mesh's failure detection "
+            "holds dead; the Lease grace would be " + GRACE + ")")
+        say("edge-3's cluster DNS keeps answering, from its own replica:")
+        fe = self.frontend_pod(c)
+        self.kubectl(c, "-n", NS, "exec", fe, "--", "nslookup", BACKEND)
+        steady = self.tally(self.ask(c))
+        say(f"edge-3's frontend, {time.monotonic() - t_cut:.0f}s into the cut: {steady}")
+
+        say(f"edge-1 sees edge-3 NotReady after the grace ({GRACE}) and replaces its backend "
+            f"after the eviction timeout ({EVICTION}); nothing is deleted:")
+        self.wait_for(lambda: "NotReady" in self.kubectl(a, "get", "node", "edge-3",
+                                                         show=False), 30, "edge-3 NotReady")
+        self.wait_for(lambda: sum(len(v) for k, v in self.running(a, "backend").items()
+                                  if k != "edge-3") >= 3, 60, "a replacement backend")
+        say(f"{time.monotonic() - t_cut:.1f}s after the cut, edge-1's view: "
+            f"{self.running(a, 'backend')}; edge-3's view: {self.running(c, 'backend')}")
+        self.originals = {n for names in originals.values() for n in names}
+
+    def frontend_pod(self, peer: Peer) -> str:
+        for p in self.pods(peer, "frontend"):
+            if p["spec"].get("nodeName") == peer.name:
+                return str(p["metadata"]["name"])
+        return "frontend"
+
+    def heal(self) -> None:
+        a, _, c = self.peers
+        assert self.lab is not None
+        step("heal: plug edge-3 back in; the replicas merge, endpoints return, the trim runs")
+        before = {n for names in self.running(a, "backend").values() for n in names}
+        self.lab.heal(c)
+        t_heal = time.monotonic()
+        times: dict[str, float] = {}
+        seen: dict[str, int] = {}
+        running: dict[str, list[str]] = {}
+
+        def settled() -> bool:
+            nonlocal seen, running
+            seen = self.tally(self.ask(a))
+            now = time.monotonic() - t_heal
+            if "edge-3" in seen:
+                times.setdefault("back", now)
+            running = self.running(a, "backend")
+            if sum(len(v) for v in running.values()) == 3 \
+                    and len(self.pods(a, "backend")) == 3:
+                times.setdefault("trim", now)
+                return set(seen) == set(running)
+            return False
+
+        took = self.wait_for(settled, 60, "the trim and edge-1's frontend to settle")
+        if "back" in times:
+            say(f"edge-1's frontend is answered by edge-3's backends again "
+                f"{times['back']:.1f}s after the heal")
+        say(f"trimmed back to 3 backends {times.get('trim', float('nan')):.1f}s after the heal;"
+            f" edge-1's frontend reaches every one of them {took:.1f}s after the heal: {seen}")
+        kept = {n for names in running.values() for n in names}
+        say(f"kept: {running}; {len(kept & self.originals)} of 3 are the backends from before "
+            f"the cut; removed: {sorted(before - kept)}")
+        say("the write made on edge-3 while it was cut off, read on edge-1:")
+        self.kubectl(a, "-n", NS, "get", "configmap", "written-on-edge-3-while-cut", "-o",
+                     "jsonpath={.metadata.name} {.data}{\"\\n\"}")
+        for p in self.peers:
+            say(f"{p.name}'s frontend now: {self.tally(self.ask(p))}")
+
+    def run(self) -> None:
+        self.start()
+        self.deploy()
+        self.ask_everyone()
+        self.partition()
+        self.heal()
+
+    def close(self) -> None:
+        for p in self.peers:
+            stop_server(p.proc)
+        for p in self.peers:
+            remove_pods(p)
+        if self.lab is not None:
+            self.lab.close()
+        if os.environ.get("SHOAL_DEMO_KEEP") is None:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+def main() -> None:
+    """Run the story; on Ctrl-C, SIGTERM or an error, remove everything it made."""
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    demo = NetworkDemo()
+    try:
+        demo.run()
+    except KeyboardInterrupt:
+        say("interrupted")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        say("cleaning up: servers, containers, namespaces, the bridge")
+        demo.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
