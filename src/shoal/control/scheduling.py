@@ -5,10 +5,18 @@ one is unreachable). The choice is deterministic for a given view of the nodes,
 so two peers that schedule the same pod while apart usually pick the same node;
 when they do not, the merge keeps one binding (last writer wins on
 ``spec.nodeName``) and the node that lost stops its copy.
+
+A peer that has just started (a node that has just joined) may hold pods before it
+holds the Node objects of the peers it already sees: a write is pushed to it at once,
+older objects come with its first pulls. Scheduling then would put every pod on the
+nodes it happens to know (a topology spread over one node is no spread). So for its
+first ``CATCH_UP`` seconds it schedules only once it holds the Node of every other live
+peer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any
@@ -24,6 +32,8 @@ from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
 log = logging.getLogger(__name__)
 
 SCHEDULER_NAMES = ("default-scheduler", "shoal-scheduler")
+CATCH_UP = 10.0
+"""Seconds after start during which the scheduler waits for the live peers' Nodes."""
 
 
 def _condition(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -46,6 +56,17 @@ class Scheduler(Controller):
         assert pod is not None and node is not None and ns is not None
         self.pod_kind, self.node_kind, self.ns_kind = pod, node, ns
         self.bound = 0
+        self._started: float | None = None
+
+    def _catching_up(self, nodes: list[dict[str, Any]]) -> bool:
+        """Whether this replica still lacks the Node of a live peer, shortly after start."""
+        assert self._started is not None
+        if asyncio.get_running_loop().time() - self._started >= CATCH_UP:
+            return False
+        missing = set(self.view.live()) - {self.view.name} - {n["metadata"]["name"] for n in nodes}
+        if missing:
+            log.debug("scheduling waits for the Node objects of %s", sorted(missing))
+        return bool(missing)
 
     def relevant(self, change: Change) -> bool:
         if change.resource == "nodes":
@@ -73,13 +94,18 @@ class Scheduler(Controller):
         return out
 
     async def sync(self) -> bool:
+        if self._started is None:  # the first pass runs at start
+            self._started = asyncio.get_running_loop().time()
         pods = self.store.list(self.pod_kind)
         # Siblings share an actor (the owner's), so one snapshot spreads them evenly.
         pending = [p for p in self._pending(pods)
                    if should_act(self.view, controller_uid(p) or p["metadata"]["uid"])]
         if not pending:
             return False
-        snapshot = Snapshot(self.store.list(self.node_kind), pods, self.store.list(self.ns_kind))
+        nodes = self.store.list(self.node_kind)
+        if self._catching_up(nodes):
+            return True  # look again shortly: the Nodes come with the first pulls
+        snapshot = Snapshot(nodes, pods, self.store.list(self.ns_kind))
         for pod in pending:
             result = schedule(pod, snapshot, self.profile)
             try:
