@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ while true; do
   ip=$(busybox nslookup {BACKEND_NAME} 2>/dev/null \\
        | busybox awk '/^Name:/ {{n=1}} n && /^Address/ {{print $2; exit}}')
   if [ -z "$ip" ]; then echo "$up dns-failed"; sleep 0.3; continue; fi
-  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 "$ip" 80 | busybox tail -n 1)
+  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 "$ip" 80 2>/dev/null | busybox tail -n 1)
   echo "$up ${{body:-http-failed}}"
   sleep 0.3
 done
@@ -338,3 +338,110 @@ def srv_query(cluster: Cluster, node: str, name: str) -> dict[str, Any]:
 def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as r:
         return str(r.read().decode())
+
+
+def backend_ips(cluster: Cluster) -> dict[str, str]:
+    """Each node's backend pod's address."""
+    return {p["spec"]["nodeName"]: p["status"]["podIP"] for p in cluster.pods("node-a", "backend")}
+
+
+def wait_timed(check: Callable[[], bool], since: float, what: str, timeout: float = 60) -> float:
+    """Seconds from ``since`` (uptime) until ``check`` holds."""
+    wait_for(check, timeout, what)
+    return uptime() - since
+
+
+def last_streak(lines: list[tuple[float, str]], ok: set[str]) -> list[tuple[float, str]]:
+    """The lines after the last one answered by something outside ``ok``."""
+    streak: list[tuple[float, str]] = []
+    for line in lines:
+        streak = [*streak, line] if line[1] in ok else []
+    return streak
+
+
+def test_a_cut_off_peer_serves_itself_and_the_others_stop_routing_to_it(cluster: Cluster) -> None:
+    ips = backend_ips(cluster)
+    cluster_ip = cluster.kubectl_json("node-a", "get", "service", "-n", NS, "backend")[
+        "spec"]["clusterIP"]
+    rest = ("node-a", "node-b")
+    cut_at = uptime()
+    cluster.lab.cut(cluster.ns("node-c"), mode="link")
+
+    # node-c's frontend: after the failure detection, every request is answered, by node-c.
+    def c_serves_itself() -> bool:
+        return len(last_streak(frontend_log(cluster, "node-c", cut_at), {"node-c"})) >= 10
+
+    wait_timed(c_serves_itself, cut_at, "node-c's frontend to be answered by its own backend")
+    lines = frontend_log(cluster, "node-c", cut_at)
+    assert {who for _, who in lines} <= {"node-c", "http-failed"}, lines
+    recovered = last_streak(lines, {"node-c"})[0][0] - cut_at
+    failed = sum(who == "http-failed" for _, who in lines)
+    print(f"\ncut to node-c's frontend no longer failing: {recovered:.1f} s "
+          f"({failed} failed requests)")
+    # Its DNS never failed, and still answers for the Service.
+    assert a_query(cluster, "node-c", BACKEND_NAME) == [cluster_ip]
+
+    # The other side drops node-c's backend from its rules, then only answers from itself.
+    for node in rest:
+        took = wait_timed(lambda node=node: ips["node-c"] not in cluster.rules(node), cut_at,
+                          f"{node} to drop node-c's endpoint from its rules")
+        print(f"cut to {node}'s rules without node-c's backend: {took:.1f} s")
+    dropped_at = uptime()
+    for node in rest:
+        wait_for(lambda node=node: len(last_streak(frontend_log(cluster, node, dropped_at),
+                                                   set(rest))) >= 10, 30,
+                 f"{node}'s frontend to be answered by node-a and node-b")
+        assert {who for _, who in frontend_log(cluster, node, dropped_at)} <= set(rest)
+
+    healed_at = uptime()
+    cluster.lab.heal(cluster.ns("node-c"))
+    for node in NODES:
+        took = wait_timed(lambda node=node: all(ip in cluster.rules(node) for ip in ips.values()),
+                          healed_at, f"{node}'s rules to hold every backend again")
+        print(f"heal to every backend back in {node}'s rules: {took:.1f} s")
+    for node in NODES:
+        wait_for(lambda node=node: set(NODES) <= answered_by(cluster, node, healed_at), 60,
+                 f"{node}'s frontend to be answered from all three peers after the heal")
+    # Each side marked the other's pods not ready while apart; every replica ends up with
+    # the agents' word: every backend ready, in every node's EndpointSlices too.
+    for node in NODES:
+        wait_for(lambda node=node: ready_pods(cluster, node) == set(ips.values()), 30,
+                 f"{node}'s replica to hold every backend pod ready")
+        wait_for(lambda node=node: ready_endpoints(cluster, node) == set(ips.values()), 30,
+                 f"{node}'s EndpointSlices to list every backend ready")
+
+
+def ready_endpoints(cluster: Cluster, via: str) -> set[str]:
+    """The addresses of the ready endpoints of ``backend`` in ``via``'s replica."""
+    slices = cluster.kubectl_json(via, "get", "endpointslices", "-n", NS, "-l",
+                                  "kubernetes.io/service-name=backend")["items"]
+    return {addr for s in slices for e in s.get("endpoints") or []
+            if (e.get("conditions") or {}).get("ready") is not False
+            for addr in e.get("addresses") or []}
+
+
+def ready_pods(cluster: Cluster, via: str) -> set[str]:
+    """The addresses of the backend pods Ready in ``via``'s replica."""
+    return {p["status"]["podIP"] for p in cluster.pods(via, "backend")
+            if any(c["type"] == "Ready" and c["status"] == "True"
+                   for c in p["status"].get("conditions") or [])}
+
+
+def test_a_killed_peers_pods_leave_every_endpoint_list(cluster: Cluster) -> None:
+    ips = backend_ips(cluster)
+    rest = ("node-a", "node-c")
+    killed_at = uptime()
+    cluster.nodes["node-b"].kill9()
+    # Its containers run on (runc is their parent, in a session of its own), so only the
+    # others' endpoint lists can keep traffic away from them.
+    for node in rest:
+        took = wait_timed(lambda node=node: ips["node-b"] not in cluster.rules(node), killed_at,
+                          f"{node} to drop node-b's backend from its rules", GRACE + 30)
+        print(f"\nkill -9 to {node}'s rules without node-b's backend: {took:.1f} s")
+    for node in rest:
+        took = wait_timed(lambda node=node: ips["node-b"] not in ready_endpoints(cluster, node),
+                          killed_at, f"{node}'s EndpointSlice to list node-b's backend not ready",
+                          GRACE + 30)
+        print(f"kill -9 to node-b's backend not ready in {node}'s EndpointSlice: {took:.1f} s")
+        assert ready_endpoints(cluster, node) == {ips["node-a"], ips["node-c"]}, \
+            f"{node}'s replica: ready pods {ready_pods(cluster, node)}"

@@ -232,3 +232,44 @@ async def test_the_scheduler_binds_pending_pods_and_explains_the_ones_it_cannot(
     assert "Insufficient cpu" in cond["message"]
     events = store.list(REG.by_kind("v1", "Event"), "default")
     assert {e["reason"] for e in events} == {"Scheduled", "FailedScheduling"}
+
+
+# -- helper e2e: a peer that has just joined schedules only once it holds the live peers' Nodes
+async def test_a_peer_that_just_started_schedules_only_once_it_holds_every_live_peers_node(
+    store: ObjectStore,
+) -> None:
+    from shoal.control.scheduling import CATCH_UP, Scheduler
+    from tests.tools.stores import FixedView
+
+    node_kind = REG.by_kind("v1", "Node")
+    alloc = {"cpu": "2", "memory": "4Gi", "pods": "110"}
+
+    async def add_node(name: str) -> None:
+        await store.create(node_kind, {"metadata": {"name": name}})
+        n = copy.deepcopy(store.get(node_kind, None, name))
+        n["status"] = {"allocatable": alloc, "capacity": alloc,
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        await store.update(node_kind, n, None, name, "status")
+
+    pod = await store.create(POD, {"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "c", "image": "x"}]}}, "default")
+    peers = ["here", "there"]
+    me = preferred_actor(pod["metadata"]["uid"], peers)
+    assert me is not None
+    await add_node(me)
+    scheduler = Scheduler(store, FixedView(me, peers))
+    assert await scheduler.sync() is True  # the other peer's Node has not arrived yet
+    assert not store.get(POD, "default", "p")["spec"].get("nodeName")
+    await add_node(next(p for p in peers if p != me))
+    await scheduler.sync()
+    assert store.get(POD, "default", "p")["spec"].get("nodeName") in peers
+
+    # Later than CATCH_UP after start, a live peer without a Node holds nothing up.
+    await store.create(POD, {"metadata": {"name": "q"}, "spec": {"containers": [
+        {"name": "c", "image": "x"}]}}, "default")
+    late = Scheduler(store, FixedView(me, [*peers, "nodeless"]))
+    await late.sync()
+    assert late._started is not None
+    late._started -= CATCH_UP
+    await late.sync()
+    assert store.get(POD, "default", "q")["spec"].get("nodeName") in peers
