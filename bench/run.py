@@ -1,7 +1,9 @@
 """Run every benchmark and write the results as JSON under bench/results/.
 
 `make bench` runs them all; `make bench BENCH_ARGS="--quick"` runs shorter versions;
-`BENCH_ARGS="--only api_single_node,mesh_vs_etcd"` picks some.
+`BENCH_ARGS="--only=api_single_node,mesh_vs_etcd"` picks some. A run's file holds
+the suites it ran; ``latest.json`` keeps the newest figures of every suite (each
+with the ``when`` of its run), so a run of some suites does not drop the others.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup", "
           "pod_startup_runc", "control_plane",
           "pod_startup_podnet",  # pod network: runc pods, each with its own CNI network
           "dns",  # cluster DNS: queries/s and latency of one node
-          "service_proxy"]  # Service rules: slice change to rules applied, ClusterIP cost
+          "service_proxy",  # Service rules: slice change to rules applied, ClusterIP cost
+          "services_across_nodes"]  # two runc nodes: ClusterIP cost, Ready to traffic
 
 
 def main() -> int:
@@ -52,13 +55,23 @@ def main() -> int:
             result[name] = {"error": f"{type(e).__name__}: {e}"}
         result[name]["wall_seconds"] = round(time.monotonic() - t0, 1)
         result[name]["quick"] = suite_quick
+        result[name]["when"] = stamp
         print(json.dumps(result[name], indent=2), flush=True)
         # Written after every suite, so a later crash keeps what was measured.
-        text = json.dumps(result, indent=2) + "\n"
-        out.write_text(text)
-        (RESULTS / "latest.json").write_text(text)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        _update_latest(result)
     print(f"written to {out}")
     return 0
+
+
+def _update_latest(result: dict[str, Any]) -> None:
+    latest_path = RESULTS / "latest.json"
+    try:
+        latest: dict[str, Any] = json.loads(latest_path.read_text())
+    except (OSError, ValueError):
+        latest = {}
+    latest.update(result)
+    latest_path.write_text(json.dumps(latest, indent=2) + "\n")
 
 
 if __name__ == "__main__":
