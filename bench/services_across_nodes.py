@@ -358,16 +358,16 @@ def run(quick: bool = False) -> dict[str, Any]:
             one_pod = f"{pods}?fieldSelector=metadata.name%3Dflip"
             slices = ("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
                       "?labelSelector=kubernetes.io%2Fservice-name%3Dflip")
-            watches = [_Watch(b, one_pod, _pod_ready), _Watch(a, one_pod, _pod_ready),
-                       _Watch(a, slices, _slice_ready)]
+            ready_b, ready_a = _Watch(b, one_pod, _pod_ready), _Watch(a, one_pod, _pod_ready)
+            slice_a = _Watch(a, slices, _slice_ready)
             prober = _Prober(netns, flip_ip, 80)
             try:
                 prober.wait("up", 0, timeout=60)
-                result |= _ready_to_traffic(*watches, prober, flags / "ready",
+                result |= _ready_to_traffic(ready_b, ready_a, slice_a, prober, flags / "ready",
                                             10 if quick else 25)
             finally:
                 prober.close()
-                for w in watches:
+                for w in (ready_b, ready_a, slice_a):
                     w.close()
             result["goals"] = {"ready_to_traffic_p99_ms": 1000}
             return result
