@@ -2,8 +2,8 @@
 
 Two ``shoal server --runtime runc --pod-network cni`` peers, each in its own
 network namespace (tests/tools/netns.py), joined into one cluster. A client pod
-(``sleep``) runs on node-a; the backends (busybox ``httpd``) run on node-b, so
-every request crosses the VXLAN overlay. The load generators run as Python
+(``sleep``) runs on node-a (``bench-svc-a``); the backends (busybox ``httpd``)
+run on node-b (``bench-svc-b``), so every request crosses the VXLAN overlay. The load generators run as Python
 processes inside the client pod's network namespace (``nsenter --net``): the
 container image is busybox alone, and the packets take the pod's own path
 (its eth0, node-a's bridge and Service rules, the overlay).
@@ -59,6 +59,9 @@ NODE_ARGS = ("--runtime", "runc", "--pod-network", "cni", "--bookmark-interval",
 HTTPD = ("mkdir -p /www && echo \"$HOSTNAME\" > /www/index.html && "
          "exec busybox httpd -f -p 8080 -h /www")
 POD_PORT = 8080
+# Names no test uses: a node's WireGuard device is named after it and its wireguard-go socket
+# lives in the host's /var/run/wireguard, so two runs with one node name would collide.
+NODE_A, NODE_B = "bench-svc-a", "bench-svc-b"
 
 # Asks a Service over and over from the client pod's namespace; prints one line per change
 # between answered ("up") and not ("down"), stamped with CLOCK_MONOTONIC, which every process
@@ -154,7 +157,7 @@ def _two_nodes(lab: NetnsLab, work: Path) -> Iterator[tuple[ShoalMember, ShoalMe
     try:
         for letter in "ab":
             ns = lab.add(letter)
-            m = ShoalMember(f"node-{letter}", work, host=ns.ip, prefix=ns.exec_args([]))
+            m = ShoalMember(f"bench-svc-{letter}", work, host=ns.ip, prefix=ns.exec_args([]))
             subprocess.run([str(BIN / "shoal"), "image", "import", "--data-dir", str(m.data),
                             str(archive)], check=True, capture_output=True)
             join = ["--join", members[0].peer_address, "--token", members[0].join_token()] \
@@ -162,7 +165,7 @@ def _two_nodes(lab: NetnsLab, work: Path) -> Iterator[tuple[ShoalMember, ShoalMe
             members.append(m)
             m.start(*NODE_ARGS, *join)
         a, b = members
-        for name in ("node-a", "node-b"):
+        for name in (NODE_A, NODE_B):
             wait_until(lambda name=name: bool((_get(a, f"/api/v1/nodes/{name}").get("spec")
                                                or {}).get("podCIDR")), 60,
                        f"{name} to get a podCIDR")
@@ -336,10 +339,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     services = "/api/v1/namespaces/default/services"
     try:
         with NetnsLab() as lab, _two_nodes(lab, work) as (a, b):
-            _create(a, pods, _pod("client", "node-a", "exec sleep 3600", {"app": "client"}))
-            _create(a, pods, _pod("web", "node-b", HTTPD, {"app": "web"}))
+            _create(a, pods, _pod("client", NODE_A, "exec sleep 3600", {"app": "client"}))
+            _create(a, pods, _pod("web", NODE_B, HTTPD, {"app": "web"}))
             _create(a, pods, _pod(
-                "flip", "node-b", HTTPD, {"app": "flip"},
+                "flip", NODE_B, HTTPD, {"app": "flip"},
                 volumes=[{"name": "flags", "hostPath": {"path": str(flags)}}],
                 container={"volumeMounts": [{"name": "flags", "mountPath": "/flags"}],
                            "readinessProbe": {"exec": {"command": ["test", "-f", "/flags/ready"]},
