@@ -140,8 +140,17 @@ def test_other_sites_go_over_wireguard_to_nodes_that_published_a_key() -> None:
     assert {r.name for r in overlay.remote_nodes(nodes, "me")} == {"near"}
     assert wireguard.site_peers(nodes, "me") == {
         wireguard.SitePeer("far", "k-far", "198.51.100.3", "10.42.3.0/24")}
-    assert wireguard.interface_name("me") != wireguard.interface_name("near")
-    assert len(wireguard.interface_name("a-very-long-node-name-indeed")) <= 15
+    here = Path("/var/lib/shoal")
+    assert wireguard.interface_name("me", here) != wireguard.interface_name("near", here)
+    assert wireguard.interface_name("me", here) == wireguard.interface_name("me", here)
+    assert len(wireguard.interface_name("a-very-long-node-name-indeed", here)) <= 15
+
+
+def test_two_nodes_of_one_name_on_one_host_get_different_wireguard_devices() -> None:
+    # Their UAPI sockets share the host's /var/run/wireguard: two test runs (or the demo and
+    # a test) with a node-a each must not reach each other's device.
+    assert (wireguard.interface_name("node-a", Path("/tmp/run-1/a"))
+            != wireguard.interface_name("node-a", Path("/tmp/run-2/a")))
 
 
 def test_only_pod_traffic_leaving_the_cluster_is_masqueraded() -> None:

@@ -81,6 +81,7 @@ class NodePodNetwork:
                 log.warning("pod network: no wireguard-go or wg (Debian packages wireguard-go, "
                             "wireguard-tools): pods of other sites (zones) are unreachable")
         self._tasks: list[asyncio.Task[Any]] = []
+        self._wireguard_retry_at = 0.0  # loop time before which a failed start is not retried
 
     def pod_cidr(self) -> str | None:
         node = self.replica.get("nodes", "", self.node_name)
@@ -94,12 +95,7 @@ class NodePodNetwork:
         if self.cni is None or self.overlay is None:
             return
         await masquerade.apply(self.cluster_cidr, str(SERVICE_CIDR))
-        if self.wireguard is not None:
-            try:
-                await self.wireguard.start()
-            except (RuntimeError, OSError) as e:
-                log.error("wireguard: %s; pods of other sites (zones) are unreachable", e)
-                self.wireguard = None
+        await self._start_wireguard()
         loop = asyncio.get_running_loop()
         self._tasks += [
             loop.create_task(self._sync_loop(), name="pod-network-routes"),
@@ -107,6 +103,24 @@ class NodePodNetwork:
             loop.create_task(self.cni.run_garbage_collector(self.bound_here),
                              name="pod-network-gc"),
         ]
+
+    async def _start_wireguard(self) -> bool:
+        """Whether WireGuard runs. A failed start is tried again at most every RESYNC seconds
+        (an older wireguard-go of this node may still be exiting), never given up on."""
+        wg = self.wireguard
+        if wg is None or wg.started:
+            return wg is not None
+        now = asyncio.get_running_loop().time()
+        if now < self._wireguard_retry_at:
+            return False
+        try:
+            await wg.start()
+        except (RuntimeError, OSError) as e:
+            self._wireguard_retry_at = now + RESYNC
+            log.error("wireguard: %s; pods of other sites (zones) are unreachable until it "
+                      "starts (next try in %.0f s)", e, RESYNC)
+            return False
+        return True
 
     async def _watch_nodes(self) -> None:
         sub = self.replica.subscribe(lambda c: c.resource == "nodes")
@@ -123,7 +137,7 @@ class NodePodNetwork:
             self._wake.clear()
             try:
                 await self.overlay.sync()
-                if self.wireguard is not None:
+                if self.wireguard is not None and await self._start_wireguard():
                     await self.wireguard.sync(self.replica.list("nodes"))
             except Exception:
                 log.exception("pod network: routes to other nodes failed")

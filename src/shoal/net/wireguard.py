@@ -9,9 +9,14 @@ no wireguard module) and configured with ``wg``.
   The public key is published as the Node annotation
   ``shoal.dev/wireguard-public-key``, so the other nodes learn it from their
   replicas: no extra exchange, and it works offline.
-- The device is named after the node (``wg-<8 hex>``): ``wg`` finds a userspace
-  device by a socket under ``/var/run/wireguard`` named after the interface, so
-  two nodes on one host (the tests) must not share a name. UDP port 51820.
+- The device is named after the node and its data dir (``wg-<8 hex>``): ``wg``
+  finds a userspace device by a socket under ``/var/run/wireguard`` named after
+  the interface, and that directory is the host's, whatever the network
+  namespace. Two nodes on one host (the tests, the demo, two test runs at once)
+  must not share a name: with the same name the second ``wireguard-go`` fails
+  ("UAPI listen error: unix socket in use"), or worse, ``wg set`` reconfigures
+  the other node's device. The name of a node's data dir is stable across its
+  restarts, so a restarted node finds its device again. UDP port 51820.
 - Every node dials every other site's node at its InternalIP with a persistent
   keepalive of 25 s. A node behind NAT cannot be dialled, but it dials out; its
   peer learns the NAT's address from the authenticated handshake (WireGuard's
@@ -43,8 +48,11 @@ KEEPALIVE = 25  # seconds: holds a NAT mapping open from the side that dials
 KEY_ANNOTATION = "shoal.dev/wireguard-public-key"
 
 
-def interface_name(node_name: str) -> str:
-    return "wg-" + hashlib.sha256(node_name.encode()).hexdigest()[:8]
+def interface_name(node_name: str, data_dir: Path) -> str:
+    """Unique per node and data dir on a host (its UAPI socket is host-wide), at most 15
+    characters (IFNAMSIZ)."""
+    ident = f"{node_name}\0{data_dir.resolve()}"
+    return "wg-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -89,9 +97,10 @@ class WireGuard:
         self.dir = data_dir.resolve() / "wireguard"
         self.store = store
         self.port = port
-        self.device = interface_name(node_name)
+        self.device = interface_name(node_name, data_dir)
         self.public_key = ""
         self.peers: dict[str, SitePeer] = {}  # by public key
+        self.started = False
 
     async def start(self) -> None:
         """Keys, the published public key, and the device."""
@@ -116,6 +125,7 @@ class WireGuard:
         await _wg("set", self.device, "private-key", str(private), "listen-port", str(self.port))
         if err := await run_ip("link", "set", self.device, "up"):
             raise RuntimeError(f"{self.device} up: {err}")
+        self.started = True
         log.info("wireguard: %s on UDP %d, public key %s", self.device, self.port,
                  self.public_key)
 
@@ -136,7 +146,7 @@ class WireGuard:
             log.warning("wireguard: public key not published: %s", e)
 
     async def sync(self, nodes: list[dict[str, Any]]) -> None:
-        if not self.public_key:
+        if not self.started:
             return
         await self.publish()
         want = {p.public_key: p for p in site_peers(nodes, self.node_name)}
