@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import subprocess
 import sys
 import time
@@ -61,6 +62,7 @@ NODE_ARGS = ["--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftab
              "--peer-port", "7443", "--heartbeat-interval", "2s",
              "--node-monitor-grace-period", f"{GRACE:g}s"]
 BACKEND_NAME = f"backend.{NS}.svc.cluster.local"
+GOTO = re.compile(r'goto\s+"?([^\s",}]+)')
 
 BACKEND_SH = ('mkdir -p /www && echo "$POD_NAME $NODE_NAME $POD_IP" > /www/index.html && '
               "exec busybox httpd -f -p 8080 -h /www")
@@ -144,6 +146,11 @@ class Cluster:
     def rules(self, node: str) -> str:
         return self.ns(node).run(["nft", "list", "table", "ip", "shoal-services"],
                                  capture_output=True, text=True).stdout
+
+    def routes_to(self, node: str, ip: str) -> bool:
+        """Whether ``node``'s Service rules send traffic to ``ip`` (a chain of an endpoint
+        left out may stay in the table; what counts is whether any rule jumps to it)."""
+        return any(ip in chain for chain in GOTO.findall(self.rules(node)))
 
     def dns_listener(self, node: str) -> str:
         cidr = self.kubectl_json(node, "get", "node", node)["spec"]["podCIDR"]
@@ -345,10 +352,32 @@ def backend_ips(cluster: Cluster) -> dict[str, str]:
     return {p["spec"]["nodeName"]: p["status"]["podIP"] for p in cluster.pods("node-a", "backend")}
 
 
-def wait_timed(check: Callable[[], bool], since: float, what: str, timeout: float = 60) -> float:
-    """Seconds from ``since`` (uptime) until ``check`` holds."""
-    wait_for(check, timeout, what)
-    return uptime() - since
+def first_times(checks: dict[str, Callable[[], bool]], since: float, what: str,
+                timeout: float = 60) -> dict[str, float]:
+    """Polls every check in turn until all have held once: seconds from ``since`` (uptime)
+    to the first poll at which each held. Polled together, so each time is its own."""
+    took: dict[str, float] = {}
+
+    def all_held() -> bool:
+        for name, check in checks.items():
+            if name not in took and check():
+                took[name] = uptime() - since
+        return len(took) == len(checks)
+
+    wait_for(all_held, timeout, f"{what} (held so far: {sorted(took)})")
+    return took
+
+
+def not_routing(cluster: Cluster, node: str, ip: str) -> Callable[[], bool]:
+    return lambda: not cluster.routes_to(node, ip)
+
+
+def routing_to_all(cluster: Cluster, node: str, ips: list[str]) -> Callable[[], bool]:
+    return lambda: all(cluster.routes_to(node, ip) for ip in ips)
+
+
+def not_ready_in_slices(cluster: Cluster, node: str, ip: str) -> Callable[[], bool]:
+    return lambda: ip not in ready_endpoints(cluster, node)
 
 
 def last_streak(lines: list[tuple[float, str]], ok: set[str]) -> list[tuple[float, str]]:
@@ -364,28 +393,30 @@ def test_a_cut_off_peer_serves_itself_and_the_others_stop_routing_to_it(cluster:
     cluster_ip = cluster.kubectl_json("node-a", "get", "service", "-n", NS, "backend")[
         "spec"]["clusterIP"]
     rest = ("node-a", "node-b")
+    assert all(cluster.routes_to(node, ip) for node in NODES for ip in ips.values())
     cut_at = uptime()
     cluster.lab.cut(cluster.ns("node-c"), mode="link")
 
-    # node-c's frontend: after the failure detection, every request is answered, by node-c.
+    # node-c's frontend: after the failure detection, every request is answered, by node-c;
+    # the others drop node-c's backend from their rules.
     def c_serves_itself() -> bool:
         return len(last_streak(frontend_log(cluster, "node-c", cut_at), {"node-c"})) >= 10
 
-    wait_timed(c_serves_itself, cut_at, "node-c's frontend to be answered by its own backend")
+    checks = {"node-c": c_serves_itself}
+    for node in rest:
+        checks[node] = not_routing(cluster, node, ips["node-c"])
+    took = first_times(checks, cut_at, "each side to route to its own backends only")
     lines = frontend_log(cluster, "node-c", cut_at)
     assert {who for _, who in lines} <= {"node-c", "http-failed"}, lines
     recovered = last_streak(lines, {"node-c"})[0][0] - cut_at
     failed = sum(who == "http-failed" for _, who in lines)
     print(f"\ncut to node-c's frontend no longer failing: {recovered:.1f} s "
           f"({failed} failed requests)")
-    # Its DNS never failed, and still answers for the Service.
-    assert a_query(cluster, "node-c", BACKEND_NAME) == [cluster_ip]
-
-    # The other side drops node-c's backend from its rules, then only answers from itself.
     for node in rest:
-        took = wait_timed(lambda node=node: ips["node-c"] not in cluster.rules(node), cut_at,
-                          f"{node} to drop node-c's endpoint from its rules")
-        print(f"cut to {node}'s rules without node-c's backend: {took:.1f} s")
+        print(f"cut to {node}'s rules without node-c's backend: {took[node]:.1f} s")
+    # node-c's DNS never failed (no dns-failed line above), and still answers.
+    assert a_query(cluster, "node-c", BACKEND_NAME) == [cluster_ip]
+    # The others' frontends are answered by node-a and node-b alone.
     dropped_at = uptime()
     for node in rest:
         wait_for(lambda node=node: len(last_streak(frontend_log(cluster, node, dropped_at),
@@ -395,10 +426,10 @@ def test_a_cut_off_peer_serves_itself_and_the_others_stop_routing_to_it(cluster:
 
     healed_at = uptime()
     cluster.lab.heal(cluster.ns("node-c"))
+    back = first_times({node: routing_to_all(cluster, node, list(ips.values()))
+                        for node in NODES}, healed_at, "every node to route to every backend")
     for node in NODES:
-        took = wait_timed(lambda node=node: all(ip in cluster.rules(node) for ip in ips.values()),
-                          healed_at, f"{node}'s rules to hold every backend again")
-        print(f"heal to every backend back in {node}'s rules: {took:.1f} s")
+        print(f"heal to every backend back in {node}'s rules: {back[node]:.1f} s")
     for node in NODES:
         wait_for(lambda node=node: set(NODES) <= answered_by(cluster, node, healed_at), 60,
                  f"{node}'s frontend to be answered from all three peers after the heal")
@@ -430,18 +461,20 @@ def ready_pods(cluster: Cluster, via: str) -> set[str]:
 def test_a_killed_peers_pods_leave_every_endpoint_list(cluster: Cluster) -> None:
     ips = backend_ips(cluster)
     rest = ("node-a", "node-c")
+    assert all(cluster.routes_to(node, ips["node-b"]) for node in rest)
     killed_at = uptime()
     cluster.nodes["node-b"].kill9()
     # Its containers run on (runc is their parent, in a session of its own), so only the
     # others' endpoint lists can keep traffic away from them.
+    checks: dict[str, Callable[[], bool]] = {}
     for node in rest:
-        took = wait_timed(lambda node=node: ips["node-b"] not in cluster.rules(node), killed_at,
-                          f"{node} to drop node-b's backend from its rules", GRACE + 30)
-        print(f"\nkill -9 to {node}'s rules without node-b's backend: {took:.1f} s")
+        checks[f"{node}'s rules"] = not_routing(cluster, node, ips["node-b"])
+        checks[f"{node}'s EndpointSlice"] = not_ready_in_slices(cluster, node, ips["node-b"])
+    took = first_times(checks, killed_at, "node-b's backend to leave every endpoint list",
+                       GRACE + 30)
+    print()
+    for what, seconds in sorted(took.items()):
+        print(f"kill -9 to node-b's backend out of {what}: {seconds:.1f} s")
     for node in rest:
-        took = wait_timed(lambda node=node: ips["node-b"] not in ready_endpoints(cluster, node),
-                          killed_at, f"{node}'s EndpointSlice to list node-b's backend not ready",
-                          GRACE + 30)
-        print(f"kill -9 to node-b's backend not ready in {node}'s EndpointSlice: {took:.1f} s")
         assert ready_endpoints(cluster, node) == {ips["node-a"], ips["node-c"]}, \
             f"{node}'s replica: ready pods {ready_pods(cluster, node)}"
