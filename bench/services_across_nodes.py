@@ -64,33 +64,43 @@ POD_PORT = 8080
 # lives in the host's /var/run/wireguard, so two runs with one node name would collide.
 NODE_A, NODE_B = "bench-svc-a", "bench-svc-b"
 
-# Requests by pod IP and through the ClusterIP in pairs, from one process, the order swapped
-# every pair, so that drift on the shared machine hits both alike. Prints a JSON list of
-# [seconds by pod IP, seconds through the ClusterIP], null for a request that failed.
-PAIRED = """
+# One HTTP/1.0 GET, for the scripts below: whether the reply says 200; OSError (TimeoutError
+# when the connect timed out) when it could not be asked.
+ASK = """
 import json, socket, sys, time
-def ask(host, port):
-    t0 = time.perf_counter()
+def ask(host, port, connect_timeout=2.0):
+    s = socket.create_connection((host, int(port)), timeout=connect_timeout)
     try:
-        s = socket.create_connection((host, int(port)), timeout=2)
         s.settimeout(2)
         s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
         data = b""
         while chunk := s.recv(4096):
             data += chunk
+    finally:
         s.close()
+    return b" 200 " in data.split(b"\\r\\n", 1)[0]
+"""
+
+# Requests by pod IP and through the ClusterIP in pairs, from one process, the order swapped
+# every pair, so that drift on the shared machine hits both alike. Prints a JSON list of
+# [seconds by pod IP, seconds through the ClusterIP], null for a request that failed.
+PAIRED = ASK + """
+def timed(host, port):
+    t0 = time.perf_counter()
+    try:
+        ok = ask(host, port)
     except OSError:
         return None
-    return time.perf_counter() - t0 if b" 200 " in data.split(b"\\r\\n", 1)[0] else None
+    return time.perf_counter() - t0 if ok else None
 direct, via = sys.argv[1:3], sys.argv[3:5]
 out = []
 for i in range(int(sys.argv[5])):
     if i % 2:
-        b = ask(*via)
-        a = ask(*direct)
+        b = timed(*via)
+        a = timed(*direct)
     else:
-        a = ask(*direct)
-        b = ask(*via)
+        a = timed(*direct)
+        b = timed(*via)
     out.append([a, b])
 print(json.dumps(out))
 """
@@ -102,20 +112,12 @@ print(json.dumps(out))
 # timeout: the rules reject them, but the kernel rate-limits those ICMP errors (about one a
 # second per client), so most attempts see nothing and would otherwise wait out a long
 # timeout. Answered attempts repeat every 50 ms, to spare node-b a fork per request.
-PROBER = """
-import socket, sys, time
+PROBER = ASK + """
 host, port = sys.argv[1], int(sys.argv[2])
 state, refused, timed_out = None, 0, 0
 while True:
     try:
-        s = socket.create_connection((host, port), timeout=0.02 if state == "down" else 0.5)
-        s.settimeout(2)
-        s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-        s.close()
-        now = "up" if b"200" in data.split(b"\\r\\n", 1)[0] else "down"
+        now = "up" if ask(host, port, 0.02 if state == "down" else 0.5) else "down"
     except TimeoutError:
         now, timed_out = "down", timed_out + 1
     except OSError:
