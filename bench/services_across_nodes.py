@@ -13,6 +13,11 @@ container image is busybox alone, and the packets take the pod's own path
   pairs from one process so drift on a shared machine hits both alike;
   ``cluster_ip_over_pod_ip`` is the ratio of the medians,
   ``median_of_paired_ratios`` the median of each pair's ratio.
+- ``dns_from_pod_us``: an A query for the backend's Service name from the
+  client pod, to ``10.96.0.10`` as its resolv.conf says (the node's rules send
+  it to the node's own DNS listener) and straight to that listener on the pod
+  gateway, in pairs; a query counts only with NOERROR and the ClusterIP in the
+  answer.
 - ``ready_to_traffic_ms``: a second backend's readiness probe (exec, every
   1 s) checks a file on a hostPath volume. The benchmark removes the file,
   waits until the client's requests to that Service fail, creates the file
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import random
 import shutil
@@ -101,6 +107,41 @@ for i in range(int(sys.argv[5])):
     else:
         a = timed(*direct)
         b = timed(*via)
+    out.append([a, b])
+print(json.dumps(out))
+"""
+
+# DNS from the pod as its resolv.conf sends it (to the kube-dns ClusterIP, which the node's
+# rules send to its own listener) and straight to that listener (the pod gateway), in pairs.
+# Prints a JSON list of [seconds via 10.96.0.10, seconds to the listener], null for a query
+# with no NOERROR answer naming the expected address within 1 s.
+DNS_PAIRED = """
+import json, socket, sys, time
+import dns.message
+name, expected, listener, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+query = dns.message.make_query(name, "A")
+def timed(server):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    t0 = time.perf_counter()
+    try:
+        s.sendto(query.to_wire(), (server, 53))
+        reply = dns.message.from_wire(s.recv(4096))
+    except (OSError, ValueError):
+        return None
+    finally:
+        s.close()
+    took = time.perf_counter() - t0
+    found = any(expected in rr.to_text() for rr in reply.answer)
+    return took if reply.rcode() == 0 and found else None
+out = []
+for i in range(n):
+    if i % 2:
+        b = timed(listener)
+        a = timed("10.96.0.10")
+    else:
+        a = timed("10.96.0.10")
+        b = timed(listener)
     out.append([a, b])
 print(json.dumps(out))
 """
@@ -232,6 +273,18 @@ def _request_latency(netns: Path, pod_ip: str, cluster_ip: str, n: int) -> dict[
             "cluster_ip_over_pod_ip": round(statistics.median(via) / statistics.median(direct), 3),
             "median_of_paired_ratios": round(statistics.median(v / d for d, v in pairs), 3),
             "failed_requests": 2 * n - len(direct) - len(via)}
+
+
+def _dns_latency(netns: Path, name: str, expected: str, listener: str,
+                 n: int) -> dict[str, Any]:
+    r = subprocess.run(_in_pod(netns, DNS_PAIRED, name, expected, listener, str(n)),
+                       capture_output=True, text=True, timeout=600, check=True)
+    pairs = json.loads(r.stdout)
+    via = [p[0] for p in pairs if p[0] is not None]
+    direct = [p[1] for p in pairs if p[1] is not None]
+    return {"dns_from_pod_us": {"kube_dns_cluster_ip": _summary(via, 1e6),
+                                "node_listener": _summary(direct, 1e6)},
+            "dns_failed_queries": 2 * n - len(via) - len(direct)}
 
 
 def _pod_ready(obj: dict[str, Any]) -> bool:
@@ -386,6 +439,10 @@ def run(quick: bool = False) -> dict[str, Any]:
                                    _requests(netns, web_ip, 80, 3)), 60,
                        "the client pod to reach web through its ClusterIP")
             result = _request_latency(netns, pod_ip, web_ip, 200 if quick else 1000)
+            cidr = (_get(a, f"/api/v1/nodes/{NODE_A}").get("spec") or {})["podCIDR"]
+            gateway = str(ipaddress.ip_network(cidr).network_address + 1)
+            result |= _dns_latency(netns, "web.default.svc.cluster.local", web_ip, gateway,
+                                   200 if quick else 1000)
 
             one_pod = f"{pods}?fieldSelector=metadata.name%3Dflip"
             slices = ("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
