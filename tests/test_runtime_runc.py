@@ -227,6 +227,31 @@ async def test_a_restarted_agent_removes_the_containers_it_left_behind(rt: RuncR
         await rt.stop(keep, 0)
 
 
+async def test_a_start_cancelled_while_runc_starts_the_container_leaves_nothing_behind(
+        rt: RuncRuntime) -> None:
+    # The agent, stopping, cancels a pod worker that is waiting for runc's pid file: that
+    # `runc run` was neither killed nor reaped, and its transport, collected once the loop
+    # had closed, failed whichever test ran next with "Event loop is closed".
+    cancelled = 0
+    for attempt in range(3):
+        start = asyncio.ensure_future(rt.start(config(rt, f"cut{attempt}", ["sleep", "30"])))
+        while not start.done() and not any(rt.state_root.iterdir()):
+            await asyncio.sleep(0.001)  # until runc has begun to create the container
+        start.cancel()
+        try:
+            handle = await start
+        except asyncio.CancelledError:
+            cancelled += 1
+        else:  # runc was quicker: stop it, and try again
+            await rt.stop(handle, 0)
+        assert not any(rt.state_root.iterdir()), "runc still holds a container"
+        assert not any(rt.bundles.iterdir()), "a bundle is left behind"
+        listed = subprocess.run(rt._cmd("list", "--quiet"), capture_output=True, text=True)
+        assert listed.stdout.split() == []
+    assert cancelled > 0, "runc started every container before the cancellation landed"
+    await settle()
+
+
 async def test_a_pod_runs_in_runc_under_the_node_agent_and_a_failing_liveness_probe_restarts_it(
         tmp_path: Path, runc_works: str) -> None:
     from shoal.model.kinds import KindRegistry

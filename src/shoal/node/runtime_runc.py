@@ -360,21 +360,23 @@ class RuncRuntime:
                                pump(proc.stderr, "stderr", logf))
         pid = 0
         wait = asyncio.ensure_future(proc.wait())
-        while time.monotonic() - t0 < START_TIMEOUT:
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text())
-                break
-            if wait.done():
-                break
-            await asyncio.sleep(0.005)
+        try:
+            while time.monotonic() - t0 < START_TIMEOUT:
+                with contextlib.suppress(OSError, ValueError):
+                    pid = int(pid_file.read_text())
+                    break
+                if wait.done():
+                    break
+                await asyncio.sleep(0.005)
+        except asyncio.CancelledError:
+            # Cancelled (the agent stopping) while runc starts the container: nothing would
+            # supervise it, and `runc run`'s transport, collected after the loop had closed,
+            # failed a later test with "Event loop is closed". Take it down and reap it.
+            await self._abandon(proc, wait, pumps, logf)
+            await self._delete(hexid, bundle)
+            raise
         if not pid:
-            if not wait.done():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            await wait
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(pumps, 2.0)
-            logf.close()
+            await self._abandon(proc, wait, pumps, logf)
             message = _runc_error(runc_log) or f"runc exited with {proc.returncode}"
             await self._delete(hexid, bundle)
             raise RuntimeStartError("StartError", message)
@@ -383,6 +385,19 @@ class RuncRuntime:
         asyncio.get_running_loop().create_task(
             self._supervise(handle, proc, wait, pumps, logf, bundle))
         return handle
+
+    @staticmethod
+    async def _abandon(proc: asyncio.subprocess.Process, wait: asyncio.Future[int],
+                       pumps: asyncio.Future[Any], logf: LogFile) -> None:
+        """Kill a ``runc run`` that did not start its container (its session: whatever it
+        started goes too), reap it and close its log."""
+        if not wait.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        await wait
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pumps, 2.0)
+        logf.close()
 
     async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
                          wait: asyncio.Future[int], pumps: asyncio.Future[Any],
