@@ -375,3 +375,46 @@ async def test_log_options_tail_limit_since_and_partial_lines(tmp_path: Path) ->
     assert await read(since_seconds=3600) == b"partial\nlast\n"
     assert await read(since_time="2099-01-01T00:00:01Z") == b"last\n"
     assert (await read(timestamps=True, tail_lines=1)) == b"2099-01-01T00:00:01.000000000Z last\n"
+
+
+
+class LateStartRuntime(ProcessRuntime):
+    """The process runtime, where pod "late" starts only while pod "first" is being stopped."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.stopping_first = asyncio.Event()
+        self.late: Any = None
+
+    async def start(self, config: Any) -> Any:
+        if config.pod_name == "late":
+            await self.stopping_first.wait()
+            self.late = await super().start(config)
+            return self.late
+        return await super().start(config)
+
+    async def stop(self, handle: Any, grace: float, sig: int | None = None) -> None:
+        if handle.config.pod_name == "first":
+            self.stopping_first.set()
+            await asyncio.sleep(0.3)  # time for "late" to start and its worker to see it
+        await super().stop(handle, grace, sig)
+
+
+async def test_a_container_that_starts_while_the_agent_stops_is_killed_too(
+        tmp_path: Path) -> None:
+    # The agent stopped the containers it knew of, then cancelled the pod workers: a container
+    # that started meanwhile got only its worker's SIGTERM and, ignoring it, kept running.
+    store = ObjectStore(Replica(None, NODE), KindRegistry())
+    await NodeStatusReporter(store, NODE, "127.0.0.1").register()
+    runtime = LateStartRuntime(tmp_path)
+    agent = NodeAgent(store, NODE, "127.0.0.1", tmp_path, runtime,
+                      AgentConfig(worker=FAST, status_interval=0.02))
+    await agent.start()
+    e = Env(store, agent)
+    await e.create("first", [{"name": "c", "command": ["sleep", "30"]}])
+    await e.until("first", lambda p: phase(p) == "Running")
+    await e.create("late", [{"name": "c", "command": ["sh", "-c", "trap '' TERM; sleep 30"]}])
+    await asyncio.sleep(0.2)  # its worker is waiting in start
+    await agent.stop()
+    assert runtime.late is not None
+    await asyncio.wait_for(runtime.late.exited.wait(), 5)

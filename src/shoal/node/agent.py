@@ -152,6 +152,10 @@ class NodeAgent:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # Again, now that no worker runs: a container whose start was under way the first
+        # time got only its worker's SIGTERM, cut short by the cancellation.
+        await asyncio.gather(*(w.kill_now() for w in self.workers.values()),
+                             return_exceptions=True)
 
     async def _watch(self, sub: Any) -> None:
         while True:
