@@ -265,9 +265,16 @@ async def test_a_peer_that_just_started_schedules_only_once_it_holds_every_live_
     assert store.get(POD, "default", "p")["spec"].get("nodeName") in peers
 
     # Later than CATCH_UP after start, a live peer without a Node holds nothing up.
-    await store.create(POD, {"metadata": {"name": "q"}, "spec": {"containers": [
+    q = await store.create(POD, {"metadata": {"name": "q"}, "spec": {"containers": [
         {"name": "c", "image": "x"}]}}, "default")
-    late = Scheduler(store, FixedView(me, [*peers, "nodeless"]))
+    # A nodeless peer that is not q's preferred actor (its uid is random), and the scheduler
+    # of the peer that is: else every scheduler here would rightly leave q to another.
+    uid = q["metadata"]["uid"]
+    nodeless = next(n for n in (f"nodeless-{i}" for i in range(100))
+                    if preferred_actor(uid, [*peers, n]) != n)
+    actor = preferred_actor(uid, [*peers, nodeless])
+    assert actor is not None
+    late = Scheduler(store, FixedView(actor, [*peers, nodeless]))
     await late.sync()
     assert late._started is not None
     late._started -= CATCH_UP
