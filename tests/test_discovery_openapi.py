@@ -30,6 +30,7 @@ from shoal.api.openapi import (
     wants_v2_protobuf,
 )
 from shoal.model.kinds import KindRegistry
+from shoal.node.subprocesses import communicate
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL_NEW = REPO / ".venv" / "bin" / "kubectl"
@@ -294,7 +295,7 @@ class Running:
             stderr=asyncio.subprocess.PIPE, env=env,
         )
         out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin is not None else None), timeout=60)
+            communicate(proc, stdin.encode() if stdin is not None else None), timeout=60)
         rc = proc.returncode or 0
         if check and rc != 0:
             raise AssertionError(

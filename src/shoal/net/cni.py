@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from shoal.node.subprocesses import communicate
+
 CNI_VERSION = "1.0.0"
 PLUGIN_DIR = Path("/usr/lib/cni")
 BRIDGE = "shoal0"
@@ -165,7 +167,7 @@ class CniRunner:
         proc = await asyncio.create_subprocess_exec(
             str(self.plugin_dir / kind), env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        out, err = await proc.communicate(orjson.dumps(config))
+        out, err = await communicate(proc, orjson.dumps(config))
         if proc.returncode != 0:
             code, msg = proc.returncode or 1, err.decode(errors="replace").strip()
             try:

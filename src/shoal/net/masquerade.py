@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 
+from shoal.node.subprocesses import communicate
+
 TABLE = "shoal-podnet"
 
 
@@ -44,6 +46,6 @@ async def _nft(script: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         "nft", "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
+    _, err = await communicate(proc, script.encode())
     if proc.returncode != 0:
         raise RuntimeError(f"nft: {err.decode(errors='replace').strip()}")

@@ -15,6 +15,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from shoal.node.subprocesses import communicate
+
 
 class NetnsError(Exception):
     pass
@@ -54,5 +56,5 @@ async def _run(*argv: str) -> str | None:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
+    _, err = await communicate(proc)
     return None if proc.returncode == 0 else err.decode(errors="replace").strip()

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.node.subprocesses import communicate
+
 log = logging.getLogger(__name__)
 
 DEVICE = "shoal.vxlan"
@@ -104,7 +106,7 @@ async def run_ip(*args: str, tool: str = "ip") -> str | None:
     proc = await asyncio.create_subprocess_exec(
         tool, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate()
+    _, err = await communicate(proc)
     return None if proc.returncode == 0 else err.decode(errors="replace").strip()
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from shoal.net.service_rules import TABLE, NodeFacts, Ruleset, render
+from shoal.node.subprocesses import communicate
 from shoal.store.change_feed import Change
 from shoal.store.replica import Replica
 
@@ -70,7 +71,7 @@ async def run_nft(nft: Sequence[str], script: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         *nft, "-f", "-", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    _, err = await proc.communicate(script.encode())
+    _, err = await communicate(proc, script.encode())
     if proc.returncode != 0:
         raise NftError(err.decode(errors="replace").strip() or f"exit {proc.returncode}")
 

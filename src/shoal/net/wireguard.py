@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.net.overlay import internal_ip, node_pod_cidr, run_ip, zone
+from shoal.node.subprocesses import communicate
 from shoal.store.objects import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ async def _wg(*args: str, stdin: bytes | None = None) -> str:
         "wg", *args, stdin=asyncio.subprocess.PIPE if stdin is not None else
         asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
-    out, err = await proc.communicate(stdin)
+    out, err = await communicate(proc, stdin)
     if proc.returncode != 0:
         raise RuntimeError(f"wg {' '.join(args[:2])}: {err.decode(errors='replace').strip()}")
     return out.decode().strip()
@@ -119,7 +120,8 @@ class WireGuard:
                 proc = await asyncio.create_subprocess_exec(
                     "wireguard-go", self.device, stdin=asyncio.subprocess.DEVNULL,
                     stdout=out, stderr=out)
-                if await proc.wait() != 0:
+                await communicate(proc)
+                if proc.returncode != 0:
                     raise RuntimeError(f"wireguard-go {self.device} failed: see {out.name}")
             self.peers = {}
         await _wg("set", self.device, "private-key", str(private), "listen-port", str(self.port))

@@ -54,6 +54,7 @@ from shoal.node.runtime import (
     Runtime,
     RuntimeStartError,
 )
+from shoal.node.subprocesses import communicate
 from shoal.store.objects import now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -640,15 +641,10 @@ class PodWorker:
         except OSError as e:
             return 126, str(e).encode()
         proc = session.process
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        try:  # timed out or cancelled, it is killed and reaped: nothing is left behind
+            out, err = await asyncio.wait_for(communicate(proc), timeout)
         except TimeoutError:
             return 124, b"command timed out"
-        finally:
-            if proc.returncode is None:  # timed out or cancelled: reap it, leave nothing behind
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
         return (proc.returncode if proc.returncode is not None else 255), out + err
 
     # -- termination -----------------------------------------------------------

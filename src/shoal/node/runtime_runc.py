@@ -63,6 +63,7 @@ from shoal.node.runtime import (
 
 # The process runtime's log writer, so both runtimes write byte-identical CRI logs.
 from shoal.node.runtime_process import LogFile, exit_code_of, pump
+from shoal.node.subprocesses import communicate
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +286,7 @@ class RuncRuntime:
         proc = await asyncio.create_subprocess_exec(
             *self._cmd(*args), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await proc.communicate()
+        out, _ = await communicate(proc)
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     def add_peer_source(self, source: PeerSource) -> None:
