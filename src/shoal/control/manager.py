@@ -29,7 +29,8 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
     return [
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
-        ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout),
+        ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout,
+                             grace=node_monitor_grace),
         # -- workload and endpoints controllers (issue 4) --
         DaemonSetController(store, view), JobController(store, view),
         EndpointsController(store, view),

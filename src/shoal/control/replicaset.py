@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.node_lifecycle import is_lost
+from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, marked_by_a_peer, renewed_within
 from shoal.control.ownership import PeerView, SinglePeer, should_act
 from shoal.control.pod_state import (
     by_controller,
@@ -25,6 +25,8 @@ from shoal.control.pod_state import (
     is_ready,
     owner_kind,
 )
+from shoal.control.trim_gate import TrimGate
+from shoal.control.wake_timer import WakeTimer
 from shoal.model.kinds import Kind
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
@@ -70,15 +72,23 @@ class ReplicaSetController(Controller):
     name = "replicaset"
 
     def __init__(self, store: ObjectStore, view: PeerView | None = None,
-                 eviction_timeout: float = 300.0, **kw: Any) -> None:
+                 eviction_timeout: float = 300.0, grace: float = 40.0, settle: float = 2.0,
+                 **kw: Any) -> None:
         super().__init__(store, **kw)
         self.view = view or SinglePeer(store.replica.node_id)
         self.eviction_timeout = eviction_timeout
+        self.grace = grace
+        """The node monitor grace period: a node whose Lease is younger is reachable, and
+        its agent re-asserts its pods' status within it (``TrimGate.status_wait``)."""
+        self.gate = TrimGate(settle, status_wait=grace)
+        self._timer = WakeTimer(self._wake)
+        self._holds: list[float] = []
         r = store.registry
         rs, pod, node = (r.by_kind("apps/v1", "ReplicaSet"), r.by_kind("v1", "Pod"),
                          r.by_kind("v1", "Node"))
-        assert rs is not None and pod is not None and node is not None
-        self.rs_kind, self.pod_kind, self.node_kind = rs, pod, node
+        lease = r.by_kind("coordination.k8s.io/v1", "Lease")
+        assert rs is not None and pod is not None and node is not None and lease is not None
+        self.rs_kind, self.pod_kind, self.node_kind, self.lease_kind = rs, pod, node, lease
         self._lost_nodes: set[str] = set()
 
     def relevant(self, change: Change) -> bool:
@@ -99,16 +109,23 @@ class ReplicaSetController(Controller):
         pods_by_owner = by_controller(self.store.list(self.pod_kind))
         pending = False
         now = self.store.replica.wall.now()
+        self._holds = []
+        self.gate.peers(self.view.live(), now)
+        acting: set[str] = set()
         for rs in self.store.list(self.rs_kind):
             meta = rs["metadata"]
             if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
                 continue
+            acting.add(meta["uid"])
             try:
                 if await self.reconcile(rs, pods_by_owner.get(meta["uid"], []), now):
                     pending = True
             except StoreError as e:
                 log.debug("replicaset %s/%s: %s", meta.get("namespace"), meta["name"], e)
                 pending = True
+        self.gate.keep_only(acting)
+        # A held-back trim is looked at again when its wait ends.
+        self._timer.arm(min(self._holds) + 0.01 if self._holds else None)
         return pending
 
     async def reconcile(self, rs: dict[str, Any], owned: list[dict[str, Any]], now: float) -> bool:
@@ -140,7 +157,12 @@ class ReplicaSetController(Controller):
                 except AlreadyExists:
                     pass
                 missing -= 1
-        elif len(active) > desired:
+        if len(active) <= desired:
+            self.gate.settled(meta["uid"])
+        elif hold := self.gate.hold(meta["uid"], [p["metadata"]["uid"] for p in active
+                                                  if self._status_unknown(p)], now):
+            self._holds.append(hold)
+        else:
             extra = sorted(active, key=deletion_rank)[: len(active) - desired]
             for p in extra:
                 try:
@@ -151,6 +173,14 @@ class ReplicaSetController(Controller):
                     log.debug("trim of %s failed: %s", p["metadata"]["name"], e)
         await self._write_status(rs, owned, now)
         return changed
+
+    def _status_unknown(self, pod: dict[str, Any]) -> bool:
+        """A peer marked the pod not ready while its node was unreachable, and the node
+        renews its Lease again: until its agent re-asserts the pod, its status says nothing."""
+        node = (pod.get("spec") or {}).get("nodeName")
+        return isinstance(node, str) and marked_by_a_peer(self.store.replica, pod) and renewed_within(
+            self.store.find(self.lease_kind, LEASE_NAMESPACE, node),
+            self.store.replica.wall.now(), self.grace)
 
     async def _write_status(self, rs: dict[str, Any], owned: list[dict[str, Any]],
                             now: float) -> None:

@@ -284,6 +284,20 @@ class Document:
     def delete(self, stamp: int, writer: str) -> None:
         _tombstone(self.root, stamp, writer)
 
+    # -- who wrote a field (the trim tells a node's own status from a peer's mark) --
+    def writer_at(self, *path: str) -> str | None:
+        """The writer of the register at ``path``: field names, and a keyed list's elements
+        by their key's value (``"status", "conditions", "Ready", "status"``). None where
+        the document has no such register."""
+        node: Node = self.root
+        for name in path:
+            child = (node[C] or {}).get(name)
+            if child is None:
+                return None
+            node = child
+        return node[W]  # type: ignore[no-any-return]
+    # -- end --
+
     def merge(self, other: Document) -> bool:
         x = max(cleared(self.root), cleared(other.root))
         changed = merge_nodes(self.root, other.root)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shoal.mesh import config as mesh_config
-from shoal.sim.checkers import availability, bindings, replicas
+from shoal.sim.checkers import availability, bindings, longest_kept, replicas
 from shoal.sim.cluster import NAMESPACE, SimCluster
 from shoal.sim.control_plane import ControlCluster, finish_after
 from shoal.sim.kubelet import KubeletTiming
@@ -85,6 +85,10 @@ class ControlReport:
     (the kubelet then starts it again: a restart of a healthy pod)."""
     longest_double_run: float = 0.0
     """Virtual seconds the longest double run after the heal lasted."""
+    trimmed_after_heal: int = 0
+    """Pods running at the heal that the trim deleted after it (``checkers.longest_kept``)."""
+    started_after_heal: int = 0
+    """Copies running once converged that started after the heal."""
     rollout_seconds: float | None = None
     lowest_ready_during_rollout: int | None = None
     rollout_floor: int = 0
@@ -135,6 +139,7 @@ class _Run:
         self.unavailable = unavailable if opts.max_unavailable is None else opts.max_unavailable
         report.plan["strategy"] = {"maxSurge": self.surge, "maxUnavailable": self.unavailable}
         self.cp.timeline.listeners.append(self.bindings)
+        self.longest = longest_kept.LongestKeptChecker({"app": APP})
 
     # -- reading the state -----------------------------------------------------------
 
@@ -196,6 +201,8 @@ class _Run:
         assert self.deploy_kind is not None
         await self.cp.start()
         names = list(self.cluster.nodes)
+        for node in self.cluster.nodes.values():
+            self.longest.watch(node.replica, self.loop.time)
         first = self.cluster.nodes[names[0]]
         await first.store.create(
             self.deploy_kind, deployment(opts.replicas, self.surge, self.unavailable),
@@ -217,6 +224,9 @@ class _Run:
             report.failures += replicas.check(n.replica, ref.wall.now(),
                                               opts.pod_eviction_timeout)
         report.failures += self.bindings.check(self.cp.timeline, ref)
+        report.failures += self.longest.check(self.cp.timeline)
+        report.trimmed_after_heal = len(self.longest.trimmed())
+        report.started_after_heal = self.longest.created_after_heal(self.cp.timeline)
         report.longest_double_run = round(self.bindings.longest(self.loop.time()), 3)
         report.lost_bindings = sum(1 for t, e in self.cp.timeline.events
                                    if t >= heal_at and "binding moved" in e)
@@ -267,6 +277,7 @@ class _Run:
         self.cluster.network.note("heal")
         self.bindings.since = self.loop.time()
         self.bindings(self.cp.timeline, self.loop.time())
+        self.longest.healed(self.cp.timeline, self.loop.time())
         if restart:
             await self.cp.restart(victim)
 
