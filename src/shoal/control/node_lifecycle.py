@@ -37,7 +37,6 @@ from shoal.control.pod_state import is_ready, parse_time
 from shoal.control.wake_timer import WakeTimer
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
-from shoal.store.replica import Replica
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +92,6 @@ def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bo
     """Whether a node's Lease was renewed less than ``grace`` seconds ago by this clock."""
     renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
     return renew is not None and now - renew < grace
-
-
-def marked_by_a_peer(replica: Replica, pod: dict[str, Any]) -> bool:
-    """Whether the pod's Ready=False is a peer's mark (``MarkPodsNotReady``) rather than
-    the word of the node it is bound to: the writer of that leaf is another node. The
-    CRDT records who wrote each field, so this needs no marker in the pod."""
-    node = (pod.get("spec") or {}).get("nodeName")
-    if not node or is_ready(pod):
-        return False
-    meta = pod.get("metadata") or {}
-    entry = replica.entry("pods", meta.get("namespace", ""), meta.get("name", ""))
-    if entry is None or entry.value is None:
-        return False
-    writer = entry.document().writer_at("status", "conditions", "Ready", "status")
-    return writer is not None and writer != node
 
 
 class NodeLifecycle(Controller):

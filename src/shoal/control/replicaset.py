@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, marked_by_a_peer, renewed_within
+from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, renewed_within
 from shoal.control.ownership import PeerView, SinglePeer, should_act
 from shoal.control.pod_state import (
     by_controller,
@@ -25,7 +25,7 @@ from shoal.control.pod_state import (
     is_ready,
     owner_kind,
 )
-from shoal.control.trim_gate import TrimGate
+from shoal.control.trim_gate import TrimGate, hearsay
 from shoal.control.wake_timer import WakeTimer
 from shoal.model.kinds import Kind
 from shoal.model.selectors import LabelSelector, SelectorError
@@ -157,14 +157,19 @@ class ReplicaSetController(Controller):
                 except AlreadyExists:
                     pass
                 missing -= 1
-        if len(active) <= desired:
+        # Pods on nodes this peer cannot reach are never trimmed: deleting one would stop
+        # nothing until the heal, and then it may be the copy that ran longest. The trim
+        # brings the pods it can reach down to the desired count; the rest wait for the
+        # heal, or stop counting once their node is lost.
+        reachable = [p for p in active if self._reachable(p, now)]
+        surplus = min(len(active), len(reachable)) - desired
+        if surplus <= 0:
             self.gate.settled(meta["uid"])
-        elif hold := self.gate.hold(meta["uid"], [p["metadata"]["uid"] for p in active
+        elif hold := self.gate.hold(meta["uid"], [p["metadata"]["uid"] for p in reachable
                                                   if self._status_unknown(p)], now):
             self._holds.append(hold)
         else:
-            extra = sorted(active, key=deletion_rank)[: len(active) - desired]
-            for p in extra:
+            for p in sorted(reachable, key=deletion_rank)[:surplus]:
                 try:
                     await self.store.delete(self.pod_kind, ns, p["metadata"]["name"],
                                             precondition_uid=p["metadata"]["uid"])
@@ -174,13 +179,22 @@ class ReplicaSetController(Controller):
         await self._write_status(rs, owned, now)
         return changed
 
-    def _status_unknown(self, pod: dict[str, Any]) -> bool:
-        """A peer marked the pod not ready while its node was unreachable, and the node
-        renews its Lease again: until its agent re-asserts the pod, its status says nothing."""
+    def _node_lease(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         node = (pod.get("spec") or {}).get("nodeName")
-        return isinstance(node, str) and marked_by_a_peer(self.store.replica, pod) and renewed_within(
-            self.store.find(self.lease_kind, LEASE_NAMESPACE, node),
-            self.store.replica.wall.now(), self.grace)
+        return self.store.find(self.lease_kind, LEASE_NAMESPACE, node) \
+            if isinstance(node, str) and node else None
+
+    def _reachable(self, pod: dict[str, Any], now: float) -> bool:
+        """Unscheduled, or on a node with no Lease, or whose Lease is younger than the grace
+        period by this peer's clock (as ``NodeLifecycle`` judges it)."""
+        lease = self._node_lease(pod)
+        return lease is None or renewed_within(lease, now, self.grace)
+
+    def _status_unknown(self, pod: dict[str, Any]) -> bool:
+        """The pod's status is not its node's word (``trim_gate.hearsay``) and the node has
+        an agent renewing its Lease: until that agent re-asserts the pod, its status says
+        nothing."""
+        return self._node_lease(pod) is not None and hearsay(self.store.replica, pod)
 
     async def _write_status(self, rs: dict[str, Any], owned: list[dict[str, Any]],
                             now: float) -> None:

@@ -3,8 +3,7 @@
 A trim deletes running pods, which cannot be undone, so it waits for two things
 that a merge can show half-done:
 
-- *No peer came back in the last ``settle`` seconds* (a heal, a restart, this
-  peer's own start). Then the other side's state arrives over several messages,
+- *No peer came back in the last ``settle`` seconds* (a heal, a restart). Then the other side's state arrives over several messages,
   in any order: a ReplicaSet scaled by a peer whose Deployment was still the old
   one, Nodes carrying the other side's taints before their renewed Leases. A
   count seen for an instant mid-merge is as often wrong as right. Only then:
@@ -12,9 +11,11 @@ that a merge can show half-done:
   trim would leave the Deployment counting pods about to go). Creating pods is
   never held back: under-replication is worse than a few seconds of
   over-replication.
-- *Every counted pod's status is its own node's word.* A pod that a peer marked
-  not ready while its node was unreachable (``node_lifecycle.marked_by_a_peer``),
-  on a node that renews its Lease again, has an unknown status until its agent
+- *Every counted pod's status is its own node's word* (``hearsay``). A pod that
+  a peer marked not ready while its node was unreachable, or that both sides
+  created and ran while apart (the merge mixes their statuses field by field: a
+  create's ``phase: Pending`` can win over the other side's ``Running``), on a
+  node that renews its Lease again, has an unknown status until its agent
   re-asserts it; ranked as it stands it would go first, though it may have run
   longest. Kubernetes' controllers wait for their expectations the same way.
   The wait is bounded by ``status_wait``: if the agent has not spoken by then,
@@ -24,22 +25,43 @@ that a merge can show half-done:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from shoal.store.replica import Replica
+
+
+def hearsay(replica: Replica, pod: dict[str, Any]) -> bool:
+    """Whether a node has reported the pod (it has a startTime) but its phase or Ready
+    status was last written by another peer than the node it is bound to. The CRDT
+    records who wrote each field, so this needs no marker in the pod."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or not (pod.get("status") or {}).get("startTime"):
+        return False
+    meta = pod.get("metadata") or {}
+    entry = replica.entry("pods", meta.get("namespace", ""), meta.get("name", ""))
+    if entry is None or entry.value is None:
+        return False
+    doc = entry.document()
+    writers = {doc.writer_at("status", "phase"),
+               doc.writer_at("status", "conditions", "Ready", "status")}
+    return bool(writers - {node, None})
 
 
 class TrimGate:
     def __init__(self, settle: float, status_wait: float) -> None:
         self.settle = settle
         self.status_wait = status_wait
-        self._live: set[str] = set()
+        self._live: set[str] | None = None
         self._returned_at: float | None = None
         """When a peer last joined this peer's live set."""
         self._unknown_since: dict[str, dict[str, float]] = {}
         """Owner uid -> pod uid -> when this peer first saw that pod's status unknown."""
 
     def peers(self, live: Iterable[str], now: float) -> None:
-        """Note the peers this one sees alive; one that was not before starts a settle."""
+        """Note the peers this one sees alive; one that was not before starts a settle
+        (the first call only sets what "before" is)."""
         current = set(live)
-        if current - self._live:
+        if self._live is not None and current - self._live:
             self._returned_at = now
         self._live = current
 
