@@ -88,7 +88,13 @@ class ShoalProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # Fixtures stop only the nodes that started: one that never became ready would
+            # run (with its wireguard-go) for the rest of the suite.
+            self.stop()
+            raise
         out = subprocess.run(
             [str(VENV_BIN / "shoal"), "kubeconfig", "--data-dir", str(self.data_dir),
              "--server", self.url],
