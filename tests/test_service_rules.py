@@ -261,8 +261,18 @@ def test_a_cluster_ip_is_masqueraded_only_for_clients_outside_the_pod_cidr() -> 
 
 def test_unknown_ports_of_a_cluster_ip_are_rejected_and_unallocated_addresses_dropped() -> None:
     rs = render([svc(), svc("b", "10.96.0.3")], [], NodeFacts(ME))
-    assert rs.chains["cluster-ips-check"] == ["ip daddr { 10.96.0.3, 10.96.0.20 } reject",
-                                              "ip daddr 10.96.0.0/12 drop"]
+    assert rs.chains["cluster-ips-check"] == [
+        "ip daddr { 10.96.0.3, 10.96.0.20 } meta l4proto tcp reject with tcp reset",
+        "ip daddr { 10.96.0.3, 10.96.0.20 } reject",
+        "ip daddr 10.96.0.0/12 drop"]
+
+
+def test_a_tcp_connection_to_a_service_without_endpoints_is_reset_and_udp_gets_icmp() -> None:
+    # The kernel rate-limits ICMP (about one per second per source): with a bare reject,
+    # most TCP clients would wait for their timeout instead of being refused at once.
+    rs = render([svc()], [slice_("web")], NodeFacts(ME))
+    assert element(rs, "no-endpoint-services", "10.96.0.20 . tcp . 80") == "goto reject-chain"
+    assert rs.chains["reject-chain"] == ["meta l4proto tcp reject with tcp reset", "reject"]
 
 
 def test_the_rules_do_not_depend_on_the_order_of_their_input() -> None:

@@ -15,7 +15,7 @@ layout follows kube-proxy's nftables mode, in a table of our own
   traffic, which is masqueraded unless ``externalTrafficPolicy: Local``.
 - One ``endpoint-…`` chain per endpoint DNATs to it, and masquerades a pod
   that reaches itself through its Service (hairpin).
-- A Service port with no endpoint is rejected (ICMP or TCP reset) from filter
+- A Service port with no endpoint is rejected (TCP reset, ICMP for UDP) from filter
   chains that run before the DNAT, and one whose only endpoints are on other
   nodes under a ``Local`` traffic policy is dropped, as kube-proxy does.
   Packets to a cluster IP on a port it does not serve are rejected, and to an
@@ -74,6 +74,7 @@ _MAPS = {
     "no-endpoint-nodeports": "type inet_proto . inet_service : verdict;",
 }
 _LOCAL_DESTINATION = "fib daddr type local ip daddr != 127.0.0.0/8"
+_REJECT_TCP = "meta l4proto tcp reject with tcp reset"
 
 
 @dataclass(frozen=True)
@@ -255,14 +256,18 @@ class _Builder:
                              f"meta mark set meta mark ^ {mark}",
                              "masquerade fully-random"]
         c["mark-for-masquerade"] = [f"meta mark set meta mark | {mark}"]
-        c["reject-chain"] = ["reject"]
+        # A TCP reset for TCP: the ICMP that a bare reject sends is rate-limited by the
+        # kernel (about one per second per source), so most clients would wait for their
+        # timeout instead of being refused. ICMP port unreachable for UDP and SCTP.
+        c["reject-chain"] = [_REJECT_TCP, "reject"]
         c["cluster-ips-check"] = []  # filled in by finish(), once the cluster IPs are known
 
     def finish(self) -> Ruleset:
         rules = self.rs.chains["cluster-ips-check"]
         if self.cluster_ips:
             ips = ", ".join(sorted(set(self.cluster_ips), key=ipaddress.ip_address))
-            rules.append(f"ip daddr {{ {ips} }} reject")  # a port the cluster IP does not serve
+            # A port the cluster IP does not serve.
+            rules += [f"ip daddr {{ {ips} }} {_REJECT_TCP}", f"ip daddr {{ {ips} }} reject"]
         rules.append(f"ip daddr {self.node.service_cidr} drop")  # an unallocated cluster IP
         return self.rs
 
