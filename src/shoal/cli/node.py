@@ -20,7 +20,6 @@ from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.mesh import config as mesh_config
 from shoal.mesh import join, member_list
 from shoal.mesh.member_list import MemberListKeeper
-from shoal.mesh.messages import State  # service proxy
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.streams import StreamMux
@@ -228,11 +227,10 @@ class ShoalNode:
 
     # --- service proxy: which nodes' endpoints this node may route to now ---
     def _node_reachable(self, node: str) -> bool:
-        """False once the mesh holds the node dead or gone (not merely suspect)."""
-        if self.mesh is None or node == self.cfg.name:
-            return True
-        member = self.mesh.membership.members.get(node)
-        return member is None or member.state in (State.ALIVE, State.SUSPECT)
+        """False once the mesh holds the node dead or gone, or suspect for a few seconds
+        (``MeshConfig.routing_unreachable_after``): no side of a partition waits for the
+        suspicion timeout, which nobody confirms on a node cut off from the rest."""
+        return self.mesh is None or node == self.cfg.name or self.mesh.routable(node)
     # --- end service proxy ---
 
     # --- peer-to-peer images: blobs from peers that hold them (shoal.node.peer_images) ---

@@ -64,6 +64,20 @@ class MeshConfig:
     """Seconds between attempts to exchange membership state with one random dead member, so
     the two sides of a healed partition find each other again (Serf's reconnect)."""
 
+    reconnect_fast_for: float = 300.0
+    """Seconds after a member is declared dead during which the reconnect attempts (one
+    random dead member each) come every ``probe_interval`` instead of every
+    ``reconnect_interval``: a partition that heals within minutes is noticed in a couple
+    of seconds, at the cost of one failed connection attempt per probe interval while
+    it lasts."""
+
+    routing_unreachable_after: float = 5.0
+    """Seconds a member may stay suspect before this node stops routing Service traffic to
+    it (``Membership.routable``). About two probe intervals: longer than a live member
+    takes to refute a suspicion, far shorter than the suspicion timeout, which an isolated
+    node's Lifeguard stretches and nobody confirms. Dead or left members are unroutable
+    at once."""
+
     dead_reclaim_time: float = 3600.0
     """Seconds after which a dead or left member is forgotten."""
 

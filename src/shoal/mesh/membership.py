@@ -146,6 +146,22 @@ class Membership:
     def live(self) -> list[Member]:
         return self.others((State.ALIVE,))
 
+    def routable(self, name: str) -> bool:
+        """Whether traffic may still be sent to ``name`` (Service endpoints on it).
+
+        False once the member is dead or left, or has been suspect here for
+        ``routing_unreachable_after`` seconds. That needs nobody's confirmation, so a
+        node cut off from everyone (whose suspicions nobody confirms and whose own
+        Lifeguard timers stretch) stops routing to the others as soon as the healthy
+        side does; a live member refutes a suspicion well within that time, so it is
+        not flapped out of routing. An unknown member counts as routable."""
+        m = self.members.get(name)
+        if m is None or m.state == State.ALIVE:
+            return True
+        if m.state == State.SUSPECT:
+            return self._loop.time() - m.since < self.config.routing_unreachable_after
+        return False
+
     def snapshot(self) -> tuple[Update, ...]:
         return tuple(m.update() for m in self.members.values())
 
@@ -207,14 +223,15 @@ class Membership:
 
     # -- incoming ------------------------------------------------------------------
 
-    async def handle(self, msg: Message) -> Message | None:
-        """Serve a membership message; returns the answer for a request."""
+    async def handle(self, msg: Message, sender: str = "") -> Message | None:
+        """Serve a membership message from the peer at address ``sender``; returns the
+        answer for a request."""
         match msg:
             case Ping():
                 self.apply_all(msg.updates)
                 if msg.target != self.name:
                     return Nack()  # the address now belongs to someone else
-                return Ack(self._piggyback())
+                return Ack((*self._piggyback(), *self._dead_at(sender)))
             case PingReq():
                 self.apply_all(msg.updates)
                 # Leave the requester time to hear our nack before its own timeout.
@@ -265,6 +282,15 @@ class Membership:
     def _left(self, m: Member) -> None:
         self.version += 1
         self.hooks.on_leave(m)
+
+    def _dead_at(self, address: str) -> tuple[Update, ...]:
+        """What we hold about the dead members at ``address``: a peer that pings us while
+        we hold it dead is back from a partition, and hearing it is dead makes it refute
+        at once (its next gossip re-admits it) instead of at our next reconnect."""
+        if not address:
+            return ()
+        return tuple(m.update(self.name) for m in self.others((State.DEAD,))
+                     if m.address == address)
 
     def _refute(self, incarnation: int) -> None:
         if self.left:
@@ -403,8 +429,13 @@ class Membership:
         """Ping ``m``, directly and then through others; suspect it if nobody reaches it."""
         self.probes += 1
         cfg = self.config
+        updates = self._piggyback()
+        if m.state == State.SUSPECT:
+            # As memberlist: tell a suspect that it is, so that it refutes in its ack. The
+            # gossip of the suspicion may have been spent while it was out of reach.
+            updates = (*updates, m.update(self.name))
         reply = await self._request(
-            m.address, Ping(m.name, self._piggyback()), self.awareness.scale(cfg.probe_timeout)
+            m.address, Ping(m.name, updates), self.awareness.scale(cfg.probe_timeout)
         )
         if isinstance(reply, Ack):
             self.apply_all(reply.updates)
@@ -477,8 +508,22 @@ class Membership:
                 await self.sync_with(self.rng.choice(live).address)
 
     async def _reconnect_loop(self) -> None:
+        # Ticks every probe interval, so that a member that has just died is tried soon;
+        # the others are tried every reconnect interval.
+        cfg = self.config
+        next_any = self._loop.time() + cfg.reconnect_interval * self.rng.uniform(0.5, 1.5)
         while True:
-            await asyncio.sleep(self.config.reconnect_interval * self.rng.uniform(0.5, 1.5))
-            dead = self.others((State.DEAD,))
+            await asyncio.sleep(cfg.probe_interval * self.rng.uniform(0.5, 1.5))
+            dead = self._recently_dead()
+            if not dead and self._loop.time() >= next_any:
+                next_any = self._loop.time() + cfg.reconnect_interval * self.rng.uniform(0.5, 1.5)
+                dead = self.others((State.DEAD,))
             if dead:
                 await self.sync_with(self.rng.choice(dead).address)
+
+    def _recently_dead(self) -> list[Member]:
+        """Members declared dead less than ``reconnect_fast_for`` seconds ago: the other
+        side of a partition that may heal soon, tried every probe interval."""
+        now = self._loop.time()
+        return [m for m in self.others((State.DEAD,))
+                if now - m.since < self.config.reconnect_fast_for]

@@ -94,6 +94,10 @@ class MeshPeer:
         """The other members believed alive."""
         return list(self.membership.live())
 
+    def routable(self, name: str) -> bool:
+        """Whether Service traffic may still go to ``name`` (``Membership.routable``)."""
+        return self.membership.routable(name)
+
     async def _handle(self, sender: str, payload: bytes) -> bytes | None:
         if not self.running:
             return None
@@ -105,7 +109,7 @@ class MeshPeer:
             return None
         match msg:
             case Ping() | PingReq() | Gossip() | Join() | StateSync() | Digest():
-                reply = await self.membership.handle(msg)
+                reply = await self.membership.handle(msg, sender)
             case Push() | Pull():
                 reply = await self.anti_entropy.handle(sender, msg)
             case _:
