@@ -106,11 +106,20 @@ class ReplicaSetController(Controller):
             n["metadata"]["name"] for n in self.store.list(self.node_kind)
             if is_lost(n, now_s, self.eviction_timeout)
         }
-        pods_by_owner = by_controller(self.store.list(self.pod_kind))
+        pods = self.store.list(self.pod_kind)
+        pods_by_owner = by_controller(pods)
         pending = False
         now = self.store.replica.wall.now()
         self._holds = []
-        self.gate.peers(self.view.live(), now)
+        # A heal or a restart, whose merge may be half-way through: a peer back in the live
+        # set, a node whose Lease is fresh again, or pods new to this peer on a node it
+        # cannot reach (the other side's, arriving before their node's Lease).
+        leases = {lease["metadata"]["name"]: renewed_within(lease, now, self.grace)
+                  for lease in self.store.list(self.lease_kind, LEASE_NAMESPACE)}
+        far = {f"pod/{p['metadata']['uid']}" for p in pods
+               if leases.get((p.get("spec") or {}).get("nodeName") or "") is False}
+        self.gate.peers({f"peer/{p}" for p in self.view.live()} | far
+                        | {f"lease/{n}" for n, fresh in leases.items() if fresh}, now)
         acting: set[str] = set()
         for rs in self.store.list(self.rs_kind):
             meta = rs["metadata"]

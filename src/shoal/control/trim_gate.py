@@ -3,7 +3,10 @@
 A trim deletes running pods, which cannot be undone, so it waits for two things
 that a merge can show half-done:
 
-- *No peer came back in the last ``settle`` seconds* (a heal, a restart). Then the other side's state arrives over several messages,
+- *No peer came back in the last ``settle`` seconds* (a heal, a restart): none
+  joined this peer's live set, no node's Lease turned fresh again, and no pod new
+  to this peer appeared on a node it cannot reach (the other side's pods can
+  arrive before their node's Lease). Then the other side's state arrives over several messages,
   in any order: a ReplicaSet scaled by a peer whose Deployment was still the old
   one, Nodes carrying the other side's taints before their renewed Leases. A
   count seen for an instant mid-merge is as often wrong as right. Only then:
@@ -57,10 +60,10 @@ class TrimGate:
         self._unknown_since: dict[str, dict[str, float]] = {}
         """Owner uid -> pod uid -> when this peer first saw that pod's status unknown."""
 
-    def peers(self, live: Iterable[str], now: float) -> None:
-        """Note the peers this one sees alive; one that was not before starts a settle
-        (the first call only sets what "before" is)."""
-        current = set(live)
+    def peers(self, seen: Iterable[str], now: float) -> None:
+        """Note what signals a return (reachable peers and nodes, pods of unreachable
+        ones); anything new starts a settle (the first call only sets what was there)."""
+        current = set(seen)
         if self._live is not None and current - self._live:
             self._returned_at = now
         self._live = current

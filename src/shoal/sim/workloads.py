@@ -11,7 +11,8 @@ Phases, all on virtual time and drawn from the seed up front:
 3. *Heal* (liveness): the network heals and, with ``restart_probability``, the dead peer
    comes back. The run waits until the replicas agree, the replica counts are met
    (``checkers.replicas``), and what actually runs is exactly the desired pods, each on
-   one node (``checkers.bindings``); the wait is the convergence time.
+   one node (``checkers.bindings``); the wait is the convergence time. The pods kept are
+   the ones that ran longest (``checkers.longest_kept``).
 4. *Roll*: in the healed mesh the image changes; ``checkers.availability`` samples the
    timeline at every change and fails on any instant with fewer ready pods than
    ``maxUnavailable`` allows.
