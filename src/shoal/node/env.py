@@ -127,8 +127,9 @@ def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup
     meta = pod.get("metadata") or {}
     ns = meta.get("namespace") or "default"
     alloc = node_allocatable or {}
-    env: dict[str, str] = {"PATH": DEFAULT_PATH, "HOSTNAME": str(meta.get("name", "")),
-                           "HOME": "/root"}
+    # No PATH: under runc the image's PATH applies (the runtime's default when it has none),
+    # as with containerd; the process runtime adds the default itself.
+    env: dict[str, str] = {"HOSTNAME": str(meta.get("name", "")), "HOME": "/root"}
     for src in container.get("envFrom") or []:
         prefix = str(src.get("prefix") or "")
         for key, secret in (("configMapRef", False), ("secretRef", True)):

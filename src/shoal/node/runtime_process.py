@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from shoal.node.env import DEFAULT_PATH
 from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ class ProcessRuntime:
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
     def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
-        return {**cfg.env, "SHOAL_DATA_DIR": str(self.data_dir),
+        return {"PATH": DEFAULT_PATH, **cfg.env, "SHOAL_DATA_DIR": str(self.data_dir),
                 "SHOAL_CONTAINER_ID": container_id}
 
     @staticmethod
