@@ -9,6 +9,7 @@ availability (``shoal.sim.workloads``). ``SHOAL_SIM_SEEDS=300`` runs more seeds;
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,23 @@ def test_the_kubelet_that_lost_a_binding_in_the_merge_stops_its_copy() -> None:
     assert report.ok, report.failures
     assert report.lost_bindings >= 1
     assert report.longest_double_run < 5.0
+
+
+def test_the_longest_kept_checker_catches_a_trim_that_trusts_a_peers_not_ready_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The trim as it was: a peer's mark counts as not ready, the other side's pods are
+    # trimmed like any, and nothing waits for a merge to finish.
+    from shoal.control import replicaset
+
+    init = replicaset.ReplicaSetController.__init__
+
+    def eager(self: replicaset.ReplicaSetController, *a: Any, **kw: Any) -> None:
+        init(self, *a, **{**kw, "settle": 0.0})
+
+    monkeypatch.setattr(replicaset.ReplicaSetController, "__init__", eager)
+    monkeypatch.setattr(replicaset.ReplicaSetController, "_status_unknown", lambda *_: False)
+    monkeypatch.setattr(replicaset.ReplicaSetController, "_reachable", lambda *_: True)
+    report = run(3, roll=False)
+    assert any("was kept" in f for f in report.failures), report.failures
+    assert report.trimmed_after_heal > 0
