@@ -78,7 +78,9 @@ def status_body(
     if kind is not None:
         if kind.group:
             details["group"] = kind.group
-        details["kind"] = kind.plural
+        # As the apiserver: Invalid names the kind (kubectl prints 'The Service "x" is
+        # invalid'), every other reason the resource.
+        details["kind"] = kind.kind if code == 422 else kind.plural
     if causes:
         details["causes"] = causes
     if details:
