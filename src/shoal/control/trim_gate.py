@@ -34,8 +34,9 @@ from shoal.store.replica import Replica
 
 
 def hearsay(replica: Replica, pod: dict[str, Any]) -> bool:
-    """Whether a node has reported the pod (it has a startTime) but its phase or Ready
-    status was last written by another peer than the node it is bound to. The CRDT
+    """Whether a node has reported the pod (it has a startTime) but its phase, startTime
+    or Ready condition was last written by another peer than the node it is bound to
+    (the ages the trim ranks by come from them). The CRDT
     records who wrote each field, so this needs no marker in the pod."""
     node = (pod.get("spec") or {}).get("nodeName")
     if not node or not (pod.get("status") or {}).get("startTime"):
@@ -45,8 +46,9 @@ def hearsay(replica: Replica, pod: dict[str, Any]) -> bool:
     if entry is None or entry.value is None:
         return False
     doc = entry.document()
-    writers = {doc.writer_at("status", "phase"),
-               doc.writer_at("status", "conditions", "Ready", "status")}
+    writers = {doc.writer_at("status", field) for field in ("phase", "startTime")} | {
+        doc.writer_at("status", "conditions", "Ready", field)
+        for field in ("status", "lastTransitionTime")}
     return bool(writers - {node, None})
 
 

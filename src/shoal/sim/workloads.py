@@ -203,7 +203,7 @@ class _Run:
         await self.cp.start()
         names = list(self.cluster.nodes)
         for node in self.cluster.nodes.values():
-            self.longest.watch(node.replica, self.loop.time)
+            self.longest.watch(node.replica, self.cp.timeline, self.loop.time)
         first = self.cluster.nodes[names[0]]
         await first.store.create(
             self.deploy_kind, deployment(opts.replicas, self.surge, self.unavailable),

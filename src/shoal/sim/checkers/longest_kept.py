@@ -37,9 +37,13 @@ class LongestKeptChecker:
     """uid -> (namespace/name, virtual seconds it turned ready), for ready copies at the heal."""
     deleted_at: dict[str, float] = field(default_factory=dict)
     """uid -> virtual seconds a deletion of it was first seen on any peer."""
+    ready_when_deleted: dict[str, float] = field(default_factory=dict)
+    """uid -> since when its copy running at the deletion had been ready (a merge that
+    gave a pod the other side's uid restarts the copy: it is young, whatever ran before)."""
 
-    def watch(self, replica: Replica, now: Callable[[], float]) -> None:
-        """Note the deletions committed on ``replica``, at the instant of the commit."""
+    def watch(self, replica: Replica, timeline: Timeline, now: Callable[[], float]) -> None:
+        """Note the deletions committed on ``replica``, at the instant of the commit, and
+        since when the copy of that uid then running had been ready."""
 
         def seen(change: Change) -> bool:
             if change.resource == "pods":
@@ -48,6 +52,10 @@ class LongestKeptChecker:
                 if isinstance(uid, str) and uid not in self.deleted_at and (
                         change.type == "DELETED" or meta.get("deletionTimestamp")):
                     self.deleted_at[uid] = now()
+                    ages = [c.ready_at for c in timeline.copies.values()
+                            if c.uid == uid and c.ready_at is not None and not c.terminating]
+                    if ages:
+                        self.ready_when_deleted[uid] = min(ages)
             return False  # an observer: nothing is queued
 
         replica.subscribe(seen)
@@ -64,10 +72,13 @@ class LongestKeptChecker:
         return all(labels.get(k) == v for k, v in self.labels.items())
 
     def trimmed(self) -> dict[str, tuple[str, float]]:
-        """The pods running at the heal that a peer decided to delete after it."""
+        """The pods running at the heal that a peer decided to delete after it, with since
+        when the copy it stopped had been ready."""
         assert self.heal is not None
-        return {uid: v for uid, v in self.running_at_heal.items()
-                if self.deleted_at.get(uid, -1.0) >= self.heal}
+        return {uid: (name, self.ready_when_deleted[uid])
+                for uid, (name, _) in self.running_at_heal.items()
+                if self.deleted_at.get(uid, -1.0) >= self.heal
+                and uid in self.ready_when_deleted}
 
     def check(self, timeline: Timeline) -> list[str]:
         """Run once the control plane has converged: each pod trimmed after the heal is
