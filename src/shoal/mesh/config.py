@@ -62,7 +62,8 @@ class MeshConfig:
 
     reconnect_interval: float = 10.0
     """Seconds between attempts to exchange membership state with one random dead member, so
-    the two sides of a healed partition find each other again (Serf's reconnect)."""
+    the two sides of a healed partition find each other again (Serf's reconnect). Members
+    dead for less than ``reconnect_fast_for`` are tried every ``probe_interval`` instead."""
 
     reconnect_fast_for: float = 300.0
     """Seconds after a member is declared dead during which the reconnect attempts (one

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import random
@@ -199,7 +200,7 @@ class Membership:
                 continue
             reply = await self._request(address, Join(self.me.update()), self.config.request_timeout)
             if isinstance(reply, StateSync):
-                self.apply_all(reply.members)
+                self.merge_state(reply.members)
                 joined += 1
         return joined
 
@@ -255,12 +256,24 @@ class Membership:
                 return StateSync(self.snapshot())
             case StateSync():
                 # Take theirs first, so our answer already carries any refutation.
-                self.apply_all(msg.members)
+                self.merge_state(msg.members)
                 return StateSync(self.snapshot())
         return None
 
     def apply_all(self, updates: Iterable[Update]) -> None:
         for u in updates:
+            self.apply(u)
+
+    def merge_state(self, members: Iterable[Update]) -> None:
+        """Take another member's full view (join, push-pull, reconnect).
+
+        As memberlist's mergeRemoteState, a death in it is taken as a suspicion: a node
+        back from a partition still holds the other side dead at the incarnations they
+        had, and a member that is alive then refutes instead of being taken for dead
+        (and out of routing) by everyone who syncs with that node."""
+        for u in members:
+            if u.state == State.DEAD and u.name != self.name:
+                u = dataclasses.replace(u, state=State.SUSPECT)
             self.apply(u)
 
     def apply(self, u: Update) -> None:
@@ -492,10 +505,10 @@ class Membership:
             return False
         if not reply.members:
             return True
-        self.apply_all(reply.members)
+        self.merge_state(reply.members)
         reply = await self._request(address, StateSync(self.snapshot()), timeout)
         if isinstance(reply, StateSync):
-            self.apply_all(reply.members)
+            self.merge_state(reply.members)
             return True
         return False
 
