@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ipaddress
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -110,6 +111,22 @@ async def run_ip(*args: str, tool: str = "ip") -> str | None:
     return None if proc.returncode == 0 else err.decode(errors="replace").strip()
 
 
+async def device_local_ip() -> str | None:
+    """The underlay address of an existing ``shoal.vxlan``, or None when there is none."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "-d", "-j", "link", "show", DEVICE, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await communicate(proc)
+    if proc.returncode != 0:
+        return None
+    try:
+        links = json.loads(out)
+        local = links[0]["linkinfo"]["info_data"].get("local")
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return None
+    return str(local) if local is not None else None
+
+
 class Overlay:
     """Keeps ``shoal.vxlan`` and its per-node entries equal to the replica's Node objects."""
 
@@ -143,6 +160,14 @@ class Overlay:
         self.programmed = want
 
     async def _device(self, local_cidr: str | None) -> None:
+        local = await device_local_ip()
+        if local is not None and local != self.local_ip:
+            # Left by an earlier start with another address (--bind changed): its packets
+            # would leave from the old underlay address, so make it afresh.
+            log.info("overlay: %s had underlay %s; recreating it on %s", DEVICE, local,
+                     self.local_ip)
+            await run_ip("link", "del", DEVICE)
+            self.programmed = set()
         if await run_ip("link", "show", DEVICE) is not None:
             err = await run_ip("link", "add", DEVICE, "type", "vxlan", "id", str(VNI),
                                "dstport", str(PORT), "local", self.local_ip, "nolearning")
