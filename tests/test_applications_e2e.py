@@ -20,9 +20,11 @@ pod start with the pod network, the time a cut-off peer's frontend takes to stop
 failing, the time the others take to drop its endpoints, the time to get them back
 after the heal, and the time from kill -9 to the endpoints removed.
 
-The nodes run with ``--heartbeat-interval 2s --node-monitor-grace-period 10s``, so the
-node lifecycle marks a silent node's pods not ready 10 s after its last Lease
-renewal (the default grace is 40 s).
+The nodes run with the default timers (a 10 s heartbeat, a 40 s Lease grace), so that
+the cut shows routing following the mesh's failure detection (a peer suspect for a
+few seconds, ``MeshConfig.routing_unreachable_after``), not the Lease grace: both
+sides stop routing across the cut while their replicas still hold the other side's
+pods ready.
 """
 
 from __future__ import annotations
@@ -57,10 +59,10 @@ IMAGE = "shoal.test/busybox:v1"
 NS = "shop"
 NODES = ("node-a", "node-b", "node-c")
 NODE_PORT = 30080
-GRACE = 10.0
+GRACE = 40.0
+"""The default --node-monitor-grace-period."""
 NODE_ARGS = ["--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftables",
-             "--peer-port", "7443", "--heartbeat-interval", "2s",
-             "--node-monitor-grace-period", f"{GRACE:g}s"]
+             "--peer-port", "7443"]
 BACKEND_NAME = f"backend.{NS}.svc.cluster.local"
 GOTO = re.compile(r'goto\s+"?([^\s",}]+)')
 
@@ -406,6 +408,11 @@ def test_a_cut_off_peer_serves_itself_and_the_others_stop_routing_to_it(cluster:
     for node in rest:
         checks[node] = not_routing(cluster, node, ips["node-c"])
     took = first_times(checks, cut_at, "each side to route to its own backends only")
+    # Neither side waited for the Lease grace: each replica still holds the other side's
+    # backends ready (the node lifecycle has not marked them), yet nobody routes to them.
+    assert {ips["node-a"], ips["node-b"]} <= ready_endpoints(cluster, "node-c")
+    for node in rest:
+        assert ips["node-c"] in ready_endpoints(cluster, node)
     lines = frontend_log(cluster, "node-c", cut_at)
     assert {who for _, who in lines} <= {"node-c", "http-failed"}, lines
     recovered = last_streak(lines, {"node-c"})[0][0] - cut_at
