@@ -12,6 +12,12 @@ from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
 log = logging.getLogger(__name__)
 
 
+def time_ordered_name(object_name: str, seconds: float) -> str:
+    """``<object>.<time in ns, hex>``, as client-go names events: kubectl sorts events by
+    their second, and events of one second keep the list's order, which is by name."""
+    return f"{object_name}.{round(seconds * 1e9):x}"
+
+
 async def record(store: ObjectStore, obj: dict[str, Any], event_type: str, reason: str,
                  message: str, component: str, name: str | None = None) -> None:
     """An Event about ``obj``; a repeat of the same one bumps its count.

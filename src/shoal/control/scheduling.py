@@ -133,9 +133,13 @@ class Scheduler(Controller):
         status.setdefault("status", {})["conditions"] = conds
         await self.store.update(self.pod_kind, status, ns, meta["name"], "status")
         self.bound += 1
+        # Named by time, so it lists before the node agent's events of the same second
+        # (a hash name put Scheduled last in kubectl describe). One binder records it.
         await events.record(self.store, bound, "Normal", "Scheduled",
                             f"Successfully assigned {ns}/{meta['name']} to {node}",
-                            "default-scheduler")
+                            "default-scheduler",
+                            name=events.time_ordered_name(meta["name"],
+                                                          self.store.replica.wall.now()))
 
     async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         c = _condition(pod)
