@@ -426,3 +426,24 @@ def test_setup_fails_clearly_until_the_node_has_a_pod_cidr(tmp_path: Path) -> No
         asyncio.run(net.setup(a_pod()))
     host = asyncio.run(net.setup(a_pod(hostNetwork=True)))
     assert host == PodSandbox(ips=("192.0.2.1",))
+
+
+# -- port-forward reaches the pod where it listens -----------------------------------
+
+
+async def test_port_forward_connects_to_a_pods_own_address_and_to_the_node_for_host_network(
+        agent: tuple[NodeAgent, FakeNetwork]) -> None:
+    a, network = agent
+    network.ready = True
+    kind = a.store.registry.by_kind("v1", "Pod")
+    assert kind is not None
+    for name, host in (("own", False), ("host", True)):
+        await a.store.create(kind, {"metadata": {"name": name}, "spec": {
+            "nodeName": "node-1", "hostNetwork": host,
+            "containers": [{"name": "c", "image": "x", "command": ["sleep", "30"]}]}},
+            "default")
+        await until_status(a, name, lambda st: st.get("phase") == "Running")
+    # Connecting to the node's address reached nothing for a pod in its own namespace.
+    assert a.pod_address("default", "own") == "10.42.9.2"
+    assert a.pod_address("default", "host") == "127.0.0.1"
+    assert a.pod_address("default", "gone") == "127.0.0.1"

@@ -265,11 +265,13 @@ def _ports(request: web.Request) -> list[int]:
 
 async def _portforward(request: web.Request, pod: dict[str, Any],
                        agent: NodeAgent) -> web.StreamResponse:
+    meta = pod["metadata"]
+    address = agent.pod_address(meta.get("namespace", ""), meta["name"])
     if spdy_portforward.offered(request):  # kubectl port-forward: SPDY inside the WebSocket
         ws = web.WebSocketResponse(protocols=(spdy_portforward.PROTOCOL,), max_msg_size=0)
         await ws.prepare(request)
         await spdy_portforward.serve(
-            ws, lambda port: spdy_portforward.TcpDuplex.open(agent.address, port))
+            ws, lambda port: spdy_portforward.TcpDuplex.open(address, port))
         return ws
     ports = _ports(request)
     if request.headers.get("Upgrade", "").lower() != "websocket":
@@ -297,13 +299,12 @@ async def _portforward(request: web.Request, pod: dict[str, Any],
         if not writers:
             await ws.close()
 
-    # Host networking: the pod's ports are the node's.
     for i, port in enumerate(ports):
         header = port.to_bytes(2, "little")
         await send(2 * i, header)
         await send(2 * i + 1, header)
         try:
-            reader, writer = await asyncio.open_connection(agent.address, port)
+            reader, writer = await asyncio.open_connection(address, port)
         except OSError as e:
             await send(2 * i + 1, f"error forwarding port {port} to pod "
                                   f"{pod['metadata']['name']}: {e}".encode())

@@ -255,7 +255,7 @@ async def serve(ws: web.WebSocketResponse, connect: Connect) -> None:
 
 
 class TcpDuplex:
-    """A forwarded connection to a port on this host (host networking)."""
+    """A forwarded connection to a port of the pod (its address, or the host's)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer

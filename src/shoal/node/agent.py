@@ -330,6 +330,12 @@ class NodeAgent:
         uid = self._by_key.get((namespace, name))
         return self.workers.get(uid) if uid else None
 
+    def pod_address(self, namespace: str, name: str) -> str:
+        """Where the pod's ports are, from this node (for port-forward): its own address when
+        it has a network namespace of its own, else the node's."""
+        worker = self.worker_for(namespace, name)
+        return worker.pod_ip() if worker is not None else self.address
+
     def container_dir(self, pod: dict[str, Any], container: str) -> Path:
         return self.pods_dir / str(pod["metadata"].get("uid")) / container
 

@@ -442,7 +442,7 @@ class PodWorker:
         args: list[str] | None = None
         try:
             env = container_env(self.pod, spec, self.ctx.lookup, self.ctx.node_ip,
-                                self.ctx.node_allocatable, pod_ip=self._pod_ip())
+                                self.ctx.node_allocatable, pod_ip=self.pod_ip())
             if images:
                 # Mounted in the container: no host links, no SHOAL_VOLUME_* variables.
                 binds = volumes.bind_mounts(spec, self.pod.get("spec") or {}, self.volumes)
@@ -572,9 +572,10 @@ class PodWorker:
             return {}
         return {"podIP": ips[0], "podIPs": [{"ip": i} for i in ips]}
 
-    def _pod_ip(self) -> str:
+    def pod_ip(self) -> str:
         """The pod's own address if it has one (else the node's): where probes and hooks reach
-        it, as the kubelet's do, and its ``status.podIP`` for the downward API."""
+        it, as the kubelet's do, port-forward connects to, and its ``status.podIP`` for the
+        downward API."""
         if self.sandbox is not None and self.sandbox.ips:
             return self.sandbox.ips[0]
         return self.ctx.node_ip
@@ -630,7 +631,7 @@ class PodWorker:
                                                                 else self.grace)))
             self._notify()
 
-        return Prober(kind, probe, rec.spec, self._pod_ip(), exec_fn, on_result,
+        return Prober(kind, probe, rec.spec, self.pod_ip(), exec_fn, on_result,
                       initial=kind == "liveness", time_scale=self.ctx.config.probe_time_scale)
 
     async def exec_capture(self, handle: ContainerHandle, argv: list[str],
@@ -680,7 +681,7 @@ class PodWorker:
                 await self.exec_capture(handle, argv, left())
             elif "httpGet" in hook:
                 await probe_once({"httpGet": hook["httpGet"], "timeoutSeconds": left()},
-                                 rec.spec, self._pod_ip(), _no_exec)
+                                 rec.spec, self.pod_ip(), _no_exec)
             elif "sleep" in hook:
                 await asyncio.sleep(min(float((hook["sleep"] or {}).get("seconds") or 0), left()))
         except Exception as e:

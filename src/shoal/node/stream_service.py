@@ -79,7 +79,7 @@ class PodStreamService:
             elif op == "exec":
                 await self._exec(stream, pod, h)
             elif op == "portforward":
-                await self._portforward(stream, h)
+                await self._portforward(stream, pod, h)
             else:
                 raise StreamError(400, f"unknown stream operation {op!r}")
         except StreamError as e:
@@ -160,13 +160,15 @@ class PodStreamService:
 
     # -- port-forward ----------------------------------------------------------------
 
-    async def _portforward(self, stream: Stream, h: dict[str, Any]) -> None:
+    async def _portforward(self, stream: Stream, pod: dict[str, Any],
+                           h: dict[str, Any]) -> None:
         port = _opt_int(h.get("port"))
         if port is None or not 0 < port < 65536:
             raise StreamError(400, f"invalid port {h.get('port')!r}")
         try:
-            # Host networking: the pod's ports are the node's.
-            reader, writer = await asyncio.open_connection(self.agent.address, port)
+            meta = pod["metadata"]
+            address = self.agent.pod_address(meta.get("namespace", ""), meta["name"])
+            reader, writer = await asyncio.open_connection(address, port)
         except OSError as e:
             raise StreamError(500, f"error forwarding port {port} to pod {h.get('pod')}: {e}",
                               "InternalError") from e
