@@ -115,6 +115,12 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     _k("batch", "v1", "Job", "jobs", categories=_ALL),
     _k("coordination.k8s.io", "v1", "Lease", "leases", status=False),
     _k("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", status=False),
+    _k("rbac.authorization.k8s.io", "v1", "Role", "roles", status=False),
+    _k("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", namespaced=False,
+       status=False),
+    _k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", status=False),
+    _k("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings",
+       namespaced=False, status=False),
     _k(
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
         namespaced=False, short=("crd", "crds"),
