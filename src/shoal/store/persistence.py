@@ -7,6 +7,14 @@ keeps a compact record of each collected tombstone (``shoal.mesh.tombstones``). 
 are queued; a writer thread commits whatever has queued in one transaction
 (``synchronous=FULL`` in WAL mode, so a commit is on disk), then resolves the
 writers' futures. Many concurrent writes share one fsync.
+
+Secrets are encrypted at rest (``shoal.store.secret_encryption``): with a cipher, the
+``doc`` and ``value`` of a Secret's row are sealed on their way to SQLite and opened
+as they are loaded, so neither the table, the WAL nor a freed page ever holds one in
+plaintext. Rows a data dir kept in plaintext from before are sealed on open, and the
+file rewritten (VACUUM, then the WAL truncated), so no old value is left on disk.
+``state.db`` and its ``-wal`` and ``-shm`` are 0600 (SQLite gives the last two the
+database's mode).
 """
 
 from __future__ import annotations
@@ -14,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from shoal.store.secret_encryption import ENCRYPTED_RESOURCES, SecretCipher, is_encrypted
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +93,9 @@ class FenceRow:
 
 Batch = tuple[list[Row], dict[str, str], list[FenceRow]]
 
+SEALED_META = "secrets-at-rest"
+"""Set once every Secret row is encrypted and the file rewritten without the plaintext."""
+
 
 _STOP = object()
 
@@ -89,12 +103,19 @@ _STOP = object()
 class Persistence:
     """The on-disk half of the replica."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cipher: SecretCipher | None = None) -> None:
         self.path = path
+        self._cipher = cipher
+        # Created 0600 before SQLite opens it: the -wal and -shm files inherit its mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        _make_private(path)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        _make_private(path)
+        if cipher is not None:
+            self._seal_plaintext(cipher)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.commits = 0
@@ -103,7 +124,60 @@ class Persistence:
     def load(self) -> Iterator[Row]:
         cur = self._db.execute("SELECT resource, namespace, name, rv, doc, value FROM objects")
         for r in cur:
-            yield Row(*r)
+            row = Row(*r)
+            if self._cipher is not None and row.resource in ENCRYPTED_RESOURCES:
+                row = self._open(self._cipher, row)
+            yield row
+
+    # -- Secrets at rest ---------------------------------------------------------
+
+    @staticmethod
+    def _context(r: Row, column: str) -> bytes:
+        return f"{r.resource}/{r.namespace}/{r.name}/{column}".encode()
+
+    def _open(self, cipher: SecretCipher, r: Row) -> Row:
+        doc = cipher.decrypt(r.doc, self._context(r, "doc")) if is_encrypted(r.doc) else r.doc
+        value = r.value
+        if value is not None and is_encrypted(value):
+            value = cipher.decrypt(value, self._context(r, "value"))
+        return Row(r.resource, r.namespace, r.name, r.rv, doc, value)
+
+    def _stored(self, r: Row) -> tuple[str, str, str, int, bytes, bytes | None]:
+        """The row's columns as they go to disk: a Secret's sealed."""
+        doc, value = r.doc, r.value
+        cipher = self._cipher
+        if cipher is not None and r.resource in ENCRYPTED_RESOURCES:
+            doc = cipher.encrypt(doc, self._context(r, "doc"))
+            if value is not None:
+                value = cipher.encrypt(value, self._context(r, "value"))
+        return (r.resource, r.namespace, r.name, r.rv, doc, value)
+
+    def _seal_plaintext(self, cipher: SecretCipher) -> None:
+        """Encrypt the Secret rows an older Shoal stored in plaintext, then rewrite the file
+        so that neither a freed page nor the WAL keeps the old bytes."""
+        placeholders = ", ".join("?" * len(ENCRYPTED_RESOURCES))
+        plain = [
+            r for r in (Row(*t) for t in self._db.execute(
+                "SELECT resource, namespace, name, rv, doc, value FROM objects "
+                f"WHERE resource IN ({placeholders})", sorted(ENCRYPTED_RESOURCES)))
+            if not is_encrypted(r.doc) or (r.value is not None and not is_encrypted(r.value))
+        ]
+        if not plain and self.get_meta(SEALED_META) is not None:
+            return
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT OR REPLACE INTO objects (resource, namespace, name, rv, doc, value) "
+            "VALUES (?, ?, ?, ?, ?, ?)", [self._stored(self._open(cipher, r)) for r in plain])
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                         (SEALED_META, "aesgcm"))
+        self._db.execute("COMMIT")
+        # VACUUM rebuilds the file (no free page keeps an old value); the checkpoint then
+        # copies it into state.db and empties the WAL, where the rebuilt pages passed.
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if plain:
+            log.info("encrypted %d Secret rows stored in plaintext by an earlier version",
+                     len(plain))
 
     def load_fences(self) -> Iterator[FenceRow]:
         cur = self._db.execute(
@@ -167,7 +241,7 @@ class Persistence:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO objects "
                         "(resource, namespace, name, rv, doc, value) VALUES (?, ?, ?, ?, ?, ?)",
-                        [(r.resource, r.namespace, r.name, r.rv, r.doc, r.value) for r in rows],
+                        [self._stored(r) for r in rows],
                     )
                     rows = []
                 # In queue order, so a later write of a name wins over an earlier drop.
@@ -181,7 +255,7 @@ class Persistence:
                         self._db.execute(
                             "INSERT OR REPLACE INTO objects "
                             "(resource, namespace, name, rv, doc, value) VALUES (?, ?, ?, ?, ?, ?)",
-                            (r.resource, r.namespace, r.name, r.rv, r.doc, r.value),
+                            self._stored(r),
                         )
                 for f in fences:
                     if f.drop:
@@ -281,6 +355,13 @@ class MemoryPersistence:
 
     def close(self) -> None:
         pass
+
+
+def _make_private(db: Path) -> None:
+    """state.db and its companions 0600 (an older data dir made them 0644)."""
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path, 0o600)
 
 
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import orjson
 
 from shoal.crdt.document import DEL, Document, KeyFn
 from shoal.crdt.hlc import HybridLogicalClock, SystemClock, WallClock
+from shoal.store import secret_encryption
 from shoal.store.change_feed import Change, ChangeFeed
 from shoal.store.persistence import FenceRow, MemoryPersistence, Persistence, Row
 
@@ -88,8 +90,11 @@ class Replica:
         if data_dir is None:
             self.persistence = MemoryPersistence()
         else:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            self.persistence = Persistence(data_dir / "state.db")
+            # Only the node's own user may enter the data dir: it holds the keys and the replica.
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(data_dir, 0o700)
+            cipher = secret_encryption.load_or_create(secret_encryption.key_path(data_dir))
+            self.persistence = Persistence(data_dir / "state.db", cipher)
         self._objects: dict[str, dict[Key, Entry]] = {}
         self.revision = 0
         hlc_last = 0
