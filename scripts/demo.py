@@ -114,7 +114,7 @@ class Demo:
         a, b, c = self.peers
         step("three peers on loopback, no leader: every one serves the Kubernetes API")
         a.start()
-        token = subprocess.run([str(BIN / "shoal"), "token", "create", "--data-dir",
+        token = subprocess.run([str(BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                                 str(a.data)], check=True, capture_output=True,
                                text=True).stdout.strip()
         for p in (b, c):

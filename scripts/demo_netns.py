@@ -295,7 +295,7 @@ class NetworkDemo:
                 "--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftables",
                 *join]), p.log, p.url, p.name)
             if not token:
-                token = subprocess.run([str(BIN / "shoal"), "token", "create", "--data-dir",
+                token = subprocess.run([str(BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                                         str(p.data)], check=True, capture_output=True,
                                        text=True).stdout.strip()
                 self.kubeconfig.write_bytes(subprocess.run(

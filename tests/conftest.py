@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -49,6 +50,19 @@ def kubectl_binary() -> str:
     return found
 
 
+_SIGNER_DIRS: dict[str, Path] = {}
+"""Peer address -> data dir of the signers started in this session: a joined node has no
+admin credential, so its kubeconfig is made on the signer it joined through."""
+
+
+def admin_kubeconfig(signer_data_dir: Path, server: str, output: Path) -> Path:
+    """``shoal kubeconfig`` on a signer's data dir, pointed at any peer's API."""
+    subprocess.run([str(VENV_BIN / "shoal"), "kubeconfig", "--data-dir", str(signer_data_dir),
+                    "--server", server, "--output", str(output)], check=True,
+                   capture_output=True)
+    return output
+
+
 @dataclass
 class ShoalProcess:
     """One running node, with a kubeconfig for it."""
@@ -64,6 +78,11 @@ class ShoalProcess:
     host: str = "127.0.0.1"
     runtime: str = "process"
     """--runtime, unless start() is given one: most tests run pods with no real image."""
+    signer_data_dir: Path | None = None
+    """Where this node's admin kubeconfig is made (a signer's data dir); by default its own
+    if it holds the CA key, else that of the signer it joined through."""
+    env: dict[str, str] | None = None
+    """Extra environment for the server (SHOAL_TOKEN, SHOAL_CERT_LIFETIME)."""
 
     @property
     def url(self) -> str:
@@ -87,7 +106,8 @@ class ShoalProcess:
             args = self.netns.exec_args([*args, "--bind", "0.0.0.0", "--advertise", self.host])
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     env={**os.environ, **self.env} if self.env else None)
         try:
             self.wait_ready()
         except BaseException:
@@ -95,13 +115,28 @@ class ShoalProcess:
             # run (with its wireguard-go) for the rest of the suite.
             self.stop()
             raise
-        out = subprocess.run(
-            [str(VENV_BIN / "shoal"), "kubeconfig", "--data-dir", str(self.data_dir),
-             "--server", self.url],
-            check=True, capture_output=True,
-        )
-        self.kubeconfig = self.data_dir / "kubeconfig"
-        self.kubeconfig.write_bytes(out.stdout)
+        self.kubeconfig = admin_kubeconfig(self._signer_dir(extra or []), self.url,
+                                           self.data_dir / "kubeconfig")
+
+    def _signer_dir(self, extra: list[str]) -> Path:
+        pki = self.data_dir / "pki"
+        if (pki / "ca.key").exists():
+            address = (self.data_dir / "peer-address").read_text().strip()
+            _SIGNER_DIRS[address] = self.data_dir
+            return self.data_dir
+        if self.signer_data_dir is not None:
+            return self.signer_data_dir
+        joined = [extra[extra.index("--join") + 1]] if "--join" in extra else []
+        try:
+            signers = json.loads((pki / "signers.json").read_text())
+        except (OSError, ValueError):
+            signers = []
+        for address in [*joined, *signers]:
+            if address in _SIGNER_DIRS:
+                self.signer_data_dir = _SIGNER_DIRS[address]
+                return self.signer_data_dir
+        raise RuntimeError(f"{self.name} is a joined node and no signer it knows was started "
+                           "here: set ShoalProcess.signer_data_dir")
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         ctx = ssl.create_default_context()

@@ -207,7 +207,7 @@ def start_nodes(lab: netns.NetnsLab, tmp: Path, archive: Path) -> dict[str, Shoa
                    else [*NODE_ARGS, "--join", f"{first.host}:7443", "--token", token])
         if node is first:
             token = subprocess.run(
-                [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(node.data_dir)],
+                [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir", str(node.data_dir)],
                 check=True, capture_output=True, text=True).stdout.strip()
     return nodes
 

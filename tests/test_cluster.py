@@ -30,7 +30,7 @@ def start_cluster(tmp: Path, n: int) -> list[ShoalProcess]:
     first.start()
     nodes = [first]
     token = subprocess.run(
-        [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(first.data_dir)],
+        [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir", str(first.data_dir)],
         check=True, capture_output=True, text=True).stdout.strip()
     seed = (first.data_dir / "peer-address").read_text().strip()
     for i in range(1, n):
@@ -187,7 +187,7 @@ def test_a_deployment_survives_kill_9_of_a_peer_and_trims_back_when_it_returns(
             "--pod-eviction-timeout", "3s"]
     first = ShoalProcess("node-a", tmp_path / "a", free_port(), tmp_path / "a.log")
     first.start(fast)
-    token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+    token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                             str(first.data_dir)], check=True, capture_output=True,
                            text=True).stdout.strip()
     seed = (first.data_dir / "peer-address").read_text().strip()

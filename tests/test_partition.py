@@ -56,7 +56,7 @@ def test_writes_on_both_sides_of_a_partition_survive_the_merge(
             if i == 0:
                 node.start(["--peer-port", "7443"])
                 token = subprocess.run(
-                    [str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                    [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                      str(node.data_dir)], check=True, capture_output=True, text=True,
                 ).stdout.strip()
             else:

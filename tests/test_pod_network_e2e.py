@@ -129,7 +129,7 @@ def cluster(tmp_path: Path, runc_works: str) -> Iterator[list[ShoalProcess]]:
                 node.start(extra)
                 if not nodes:
                     token = subprocess.run(
-                        [str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                        [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                          str(node.data_dir)], check=True, capture_output=True, text=True,
                     ).stdout.strip()
                 nodes.append(node)

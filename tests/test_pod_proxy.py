@@ -40,7 +40,7 @@ def start_nat_cluster(tmp: Path) -> list[ShoalProcess]:
     nodes = [a]
     try:
         token = subprocess.run(
-            [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(a.data_dir)],
+            [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir", str(a.data_dir)],
             check=True, capture_output=True, text=True).stdout.strip()
         seed = (a.data_dir / "peer-address").read_text().strip()
         for name, extra in (("node-b", []),

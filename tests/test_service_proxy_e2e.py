@@ -97,7 +97,7 @@ def test_a_node_port_and_a_cluster_ip_reach_both_nodes_and_a_cut_off_node_drops_
             if i == 0:
                 node.start(extra)
                 token = subprocess.run(
-                    [str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                    [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                      str(node.data_dir)], check=True, capture_output=True, text=True,
                 ).stdout.strip()
             else:

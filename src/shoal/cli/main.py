@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import socket
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__
+from shoal.mesh.pki import LIFETIME_ENV
 
 
 def parse_duration(text: str) -> float:
@@ -122,8 +124,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--join", default=None, metavar="HOST:PORT",
                    help="on first start, join the cluster through the peer port of any member; "
                         "ignored once this data dir holds a node certificate")
+    s.add_argument("--token-file", type=Path, default=None, metavar="FILE",
+                   help="a file holding the join token from `shoal token create` on a signer "
+                        "(with --join); the environment variable SHOAL_TOKEN works too. "
+                        "Either keeps the token out of `ps`")
     s.add_argument("--token", default=None,
-                   help="the join token from `shoal token create` on a member (with --join)")
+                   help="the join token itself (visible in `ps` to every user of this host: "
+                        "prefer --token-file or SHOAL_TOKEN)")
+    s.add_argument("--cert-lifetime", type=parse_duration, default=None,
+                   help=argparse.SUPPRESS)  # tests: short-lived node certificates, to renew
     # --- end peers and joining ---
 
     from shoal.cli import token as token_cli
@@ -132,15 +141,29 @@ def _parser() -> argparse.ArgumentParser:
 
     _image_parser(sub)  # images (shoal.node.images)
 
-    k = sub.add_parser("kubeconfig", help="print a kubeconfig for a node",
+    k = sub.add_parser("kubeconfig", help="print a kubeconfig (on a signer)",
                        description="Print a kubeconfig holding the cluster CA and the admin "
-                                   "credential.")
-    k.add_argument("--data-dir", type=Path, required=True, help="the node's data dir")
+                                   "credential, or with --user a new credential for a person. "
+                                   "Run it on a signer's data dir (one holding pki/ca.key, "
+                                   "such as the first node's); with --server it works against "
+                                   "any peer. The output holds a private key: a file it is "
+                                   "written or redirected to is made 0600.")
+    k.add_argument("--data-dir", type=Path, required=True, help="a signer's data dir")
     k.add_argument("--server", default=None,
-                   help="the API URL, e.g. https://127.0.0.1:6443 (default: the URL the node "
-                        "last served on)")
+                   help="the API URL of any peer, e.g. https://127.0.0.1:6443 (default: the "
+                        "URL this node last served on)")
     k.add_argument("--token", action="store_true",
-                   help="use the admin bearer token instead of the admin client certificate")
+                   help="use the admin bearer token instead of the admin client certificate "
+                        "(it is accepted only by signers)")
+    k.add_argument("--user", default=None, metavar="NAME",
+                   help="issue a client certificate for NAME (not an administrator: what it "
+                        "may do is what RBAC bindings for NAME and its groups allow)")
+    k.add_argument("--group", action="append", default=[], metavar="GROUP",
+                   help="a group of --user (repeatable)")
+    k.add_argument("--ttl", type=parse_duration, default=8760 * 3600.0,
+                   help="how long the --user certificate is valid (default: 8760h)")
+    k.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
+                   help="write to FILE (mode 0600) instead of stdout")
     return p
 
 
@@ -189,6 +212,51 @@ def _image(args: argparse.Namespace) -> int:
 # --- end images ---
 
 
+# --- peer identity: the join token off the command line; kubeconfigs ---
+def _join_token(args: argparse.Namespace) -> str | None:
+    """The join token from --token-file, SHOAL_TOKEN or --token (warned about: `ps` shows
+    a process's arguments to every user of the host)."""
+    if args.token_file is not None:
+        try:
+            return str(args.token_file.read_text().strip()) or None
+        except OSError as e:
+            print(f"shoal server: cannot read --token-file: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+    if args.token is not None:
+        print("shoal server: warning: --token shows the join token in `ps` to every user of "
+              "this host; prefer --token-file FILE or the SHOAL_TOKEN environment variable",
+              file=sys.stderr)
+        return str(args.token)
+    env = os.environ.get("SHOAL_TOKEN", "").strip()
+    return env if env and args.join is not None else None
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    from shoal.cli.kubeconfig import (
+        NoCredential,
+        default_server,
+        render,
+        render_user,
+        write_private,
+    )
+
+    server = args.server or default_server(args.data_dir)
+    try:
+        if args.user is not None:
+            text = render_user(args.data_dir, server, args.user, args.group, args.ttl)
+        else:
+            if args.group:
+                print("shoal kubeconfig: --group goes with --user", file=sys.stderr)
+                return 2
+            text = render(args.data_dir, server, use_token=args.token)
+        write_private(text, args.output)
+    except (NoCredential, OSError) as e:
+        print(f"shoal kubeconfig: {e}", file=sys.stderr)
+        return 1
+    return 0
+# --- end peer identity ---
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "image":
@@ -210,19 +278,24 @@ def main(argv: list[str] | None = None) -> int:
             cluster_cidr=args.cluster_cidr,
             runtime=args.runtime,  # node agent
             pod_network=args.pod_network,  # pod network
-            peer_port=args.peer_port, join=args.join, join_token=args.token,
+            peer_port=args.peer_port, join=args.join, join_token=_join_token(args),
             peer_advertise=args.peer_advertise,
             dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
             proxy_mode=args.proxy_mode,  # service proxy
         )
-        if (args.join is None) != (args.token is None):
-            print("shoal server: --join and --token go together", file=sys.stderr)
+        if (args.join is None) != (cfg.join_token is None):
+            print("shoal server: --join needs a token (--token-file FILE, SHOAL_TOKEN or "
+                  "--token), and a token needs --join", file=sys.stderr)
             return 2
+        if args.cert_lifetime:
+            os.environ[LIFETIME_ENV] = str(args.cert_lifetime)
+        from shoal.cli.data_dir_lock import DataDirInUse
         from shoal.mesh.join import JoinError
+        from shoal.mesh.join_tokens import TokenError
 
         try:
             run_event_loop(serve(cfg))
-        except (OSError, JoinError) as e:
+        except (OSError, JoinError, TokenError, DataDirInUse) as e:
             print(f"shoal server: {e}", file=sys.stderr)
             return 1
         return 0
@@ -231,15 +304,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return token_cli.run(args)
     if args.command == "kubeconfig":
-        from shoal.cli.kubeconfig import default_server, render
-
-        try:
-            sys.stdout.write(render(args.data_dir, args.server or default_server(args.data_dir),
-                                    use_token=args.token))
-        except FileNotFoundError as e:
-            print(f"shoal kubeconfig: {e}", file=sys.stderr)
-            return 1
-        return 0
+        return _kubeconfig(args)
     return 2
 
 

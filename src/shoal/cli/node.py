@@ -15,10 +15,11 @@ from aiohttp import web
 
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
+from shoal.cli.data_dir_lock import DataDirLock  # peer identity
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
-from shoal.mesh import join, member_list
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
@@ -149,6 +150,7 @@ class ShoalNode:
                                                name="summary"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
+        self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
         await self._runner.setup()
@@ -156,6 +158,9 @@ class ShoalNode:
                            backlog=1024)
         await site.start()
         await warm
+        # --- peer identity: renew node.crt and server.crt before they expire ---
+        self._tasks.append(asyncio.create_task(self._renew_certificates(), name="cert-renewal"))
+        # --- end peer identity ---
         (self.cfg.data_dir / "server-url").write_text(self.url + "\n")
         log.info("node %s serving the Kubernetes API on %s (data in %s, revision %d)",
                  self.cfg.name, self.url, self.cfg.data_dir, self.replica.revision)
@@ -178,7 +183,8 @@ class ShoalNode:
                                           advertise=self.advertise,
                                           advertise_address=self.cfg.peer_advertise)
             await self.transport.start()
-        self.transport.set_control_handler(join.JoinService(self.pki, self.transport).handle)
+        self.transport.set_control_handler(join.JoinService(
+            self.pki, self.transport, live_member=self._live_member).handle)  # peer identity
         (self.cfg.data_dir / "peer-address").write_text(self.transport.address + "\n")
         if self._renew_serving_cert:
             try:
@@ -215,6 +221,27 @@ class ShoalNode:
         log.info("mesh: joined through %d of %d seeds (%s)", answered, len(seeds),
                  ", ".join(seeds))
     # --- end peers and joining ---
+
+    # --- peer identity: who holds a live member's name; certificate renewal ---
+    def _live_member(self, name: str) -> str | None:
+        """The peer address of the live member called ``name`` (the join service refuses
+        that name to anyone who does not hold its key)."""
+        mesh = self.mesh
+        if mesh is None:
+            return None
+        return next((m.address for m in mesh.live_peers() if m.name == name), None)
+
+    async def _renew_certificates(self) -> None:
+        assert self.transport is not None
+        transport = self.transport
+        hosts = [self.cfg.bind, self.advertise]
+
+        def reload() -> None:
+            transport.reload_identity()
+            self._api_ssl.load_cert_chain(str(self.pki.server_cert), str(self.pki.server_key))
+
+        await cert_renewal.keep_renewed(self.pki, transport, self.cfg.name, hosts, reload)
+    # --- end peer identity ---
 
     # --- cluster dns: on the pod bridge's gateway when the pod network is on ---
     def _dns_gateway(self) -> str | None:
@@ -304,11 +331,34 @@ async def _join_if_needed(cfg: NodeConfig) -> None:
     await join.join_cluster(pki, cfg.name, [cfg.bind, _advertise(cfg)], cfg.join, cfg.join_token)
 
 
+# --- peer identity: the admin token is a signer's alone ---
+def _admin_tokens(pki: NodePKI) -> dict[str, str]:
+    """The admin bearer token, accepted only where it was made: a joined node has no admin
+    credential (one left by an older version's join is ignored, and logged)."""
+    if not join.is_signer(pki):
+        if pki.admin_token.exists() or pki.admin_key.exists():
+            log.warning("%s holds an admin credential from an older join; it is not used: "
+                        "delete admin.crt, admin.key and admin.token there", pki.dir)
+        return {}
+    return {pki.admin_token.read_text().strip(): "shoal-admin"}
+# --- end peer identity ---
+
+
 def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
 async def serve(cfg: NodeConfig) -> None:
+    # --- peer identity: the data dir's lock, before anything reads or writes there ---
+    lock = DataDirLock.acquire(cfg.data_dir)
+    try:
+        await _serve_locked(cfg)
+    finally:
+        lock.release()
+    # --- end peer identity ---
+
+
+async def _serve_locked(cfg: NodeConfig) -> None:
     try:
         await _join_if_needed(cfg)
     except TransportError as e:

@@ -1,43 +1,37 @@
-"""Join tokens, node certificates, and the join exchange on the peer port.
+"""Node certificates and the join exchange on the peer port.
 
-A token reads ``SHOAL1::sha256:<ca key hash>::<id>.<secret>``. The node that
-creates it (``shoal token create``) keeps only ``sha256(secret)`` and the expiry,
-in ``DATA_DIR/pki/join-tokens.json``; the signer checks it, so a token made on
-a signer works through any peer.
+A joining node has no certificate yet. It opens TLS to any peer without verifying
+it, asks for the CA certificate, and trusts nothing until that CA's key hash equals
+the join token's (:mod:`shoal.mesh.join_tokens`) and the peer's own certificate is
+issued by it. It then sends two CSRs (its keys never leave it: one for its node
+identity on the peer port, one for serving the API on its bind and advertise
+addresses) with the token, and gets back both certificates and the CA certificate:
+its own node credential and nothing more. The admin credential stays on the signer;
+``shoal kubeconfig`` there makes kubeconfigs that work against every peer.
 
-The joining node, which has no certificate yet, opens TLS to any peer without
-verifying it, asks for the CA certificate, and trusts nothing until that CA's
-key hash equals the token's and the peer's own certificate is issued by it.
-It then sends two CSRs (its keys never leave it: one for its node identity on
-the peer port, one for serving the API on its bind and advertise addresses)
-with the token, and gets back both certificates, the CA certificate and the
-cluster's admin credentials, so that one kubeconfig works against every peer.
+A *signer* holds ``ca.key`` (the first node). A peer without it relays the request,
+token included, over its authenticated connection to a signer it knows
+(``pki/signers.json``, learnt from its own join). Only the signer checks and spends
+the token, and it refuses a name that is a live member of the cluster unless the
+request's node key is the key that member holds now, which it reads from the
+member's TLS certificate over a mutual-TLS connection (so a replica write cannot
+forge it): a node that rejoins proves possession of its key; a stranger cannot take
+a running node's name. Everything is persisted under ``DATA_DIR/pki``, so a restart
+needs no ``--join``.
 
-A *signer* holds ``ca.key`` (the first node). A peer without it relays the
-request over its authenticated connection to a signer it knows
-(``pki/signers.json``, learnt from its own join), and vouches for the token
-if the token was made on it. Everything is persisted under ``DATA_DIR/pki``,
-so a restart needs no ``--join``.
-
-Control requests (JSON): ``ca`` and ``join`` from anyone; ``renew`` (a new
-serving certificate for the caller's own name) only from an authenticated node.
+Control requests (JSON): ``ca`` and ``join`` from anyone; ``renew`` (new node and
+serving certificates for the caller's own name, never another's) only from an
+authenticated node. A request for another node's name is refused and logged.
 """
 
 from __future__ import annotations
 
-import datetime
-import fcntl
-import hashlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
-import secrets
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +41,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shoal.mesh import pki as pkimod
-from shoal.mesh.pki import KeyPair, NodePKI, ca_hash
+from shoal.mesh.join_tokens import TokenError, check_token, parse_token, spend_token
+from shoal.mesh.pki import KeyPair, NodePKI, ca_hash, write_private
 from shoal.mesh.tls_transport import (
     NODE_ORG,
     JoinConnection,
@@ -59,8 +54,6 @@ from shoal.mesh.transport import TransportError
 
 log = logging.getLogger("shoal.mesh.join")
 
-TOKEN_PREFIX = "SHOAL1"
-DEFAULT_TTL = 24 * 3600.0
 JOIN_TIMEOUT = 30.0
 
 
@@ -77,10 +70,6 @@ def node_cert_path(pki: NodePKI) -> Path:
 
 def node_key_path(pki: NodePKI) -> Path:
     return pki.dir / "node.key"
-
-
-def tokens_path(pki: NodePKI) -> Path:
-    return pki.dir / "join-tokens.json"
 
 
 def signers_path(pki: NodePKI) -> Path:
@@ -101,16 +90,6 @@ def is_joined(pki: NodePKI) -> bool:
     return pki.ca_cert.exists() and not pki.ca_key.exists() and node_cert_path(pki).exists()
 
 
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
 def read_signers(pki: NodePKI) -> list[str]:
     try:
         data = json.loads(signers_path(pki).read_text())
@@ -123,86 +102,7 @@ def remember_signers(pki: NodePKI, addresses: list[str]) -> None:
     known = read_signers(pki)
     merged = known + [a for a in addresses if a and a not in known]
     if merged != known:
-        _write(signers_path(pki), json.dumps(merged).encode())
-
-
-# -- tokens --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Token:
-    ca_hash: str
-    id: str
-    secret: str
-
-    def __str__(self) -> str:
-        return f"{TOKEN_PREFIX}::{self.ca_hash}::{self.id}.{self.secret}"
-
-
-def parse_token(text: str) -> Token:
-    parts = text.strip().split("::")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1].startswith("sha256:"):
-        raise JoinError(f"malformed join token (want {TOKEN_PREFIX}::sha256:<hash>::<id>.<secret>)")
-    tid, dot, secret = parts[2].partition(".")
-    if not dot or not tid or not secret:
-        raise JoinError("malformed join token: the last part must be <id>.<secret>")
-    return Token(parts[1], tid, secret)
-
-
-def _secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-@contextmanager
-def _locked_tokens(pki: NodePKI) -> Iterator[dict[str, dict[str, Any]]]:
-    """The token table, locked against concurrent ``token create`` runs, saved on exit."""
-    pki.dir.mkdir(parents=True, exist_ok=True)
-    with open(pki.dir / "join-tokens.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            table = _read_tokens(pki)
-            yield table
-            _write(tokens_path(pki), json.dumps(table, indent=1, sort_keys=True).encode())
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _read_tokens(pki: NodePKI) -> dict[str, dict[str, Any]]:
-    try:
-        data = json.loads(tokens_path(pki).read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def create_token(pki: NodePKI, ttl: float = DEFAULT_TTL, now: float | None = None) -> Token:
-    """Make a join token for the cluster whose CA is in ``pki``; only its hash is stored."""
-    if not pki.ca_cert.exists():
-        raise JoinError(f"{pki.ca_cert} does not exist: start `shoal server` on this data dir "
-                        "first")
-    now = time.time() if now is None else now
-    token = Token(ca_hash(pki.ca_cert.read_bytes()), secrets.token_hex(4),
-                  secrets.token_urlsafe(24))
-    with _locked_tokens(pki) as table:
-        for tid in [t for t, v in table.items() if float(v.get("expires", 0)) < now]:
-            del table[tid]  # expired ones are useless; keep the file small
-        table[token.id] = {"sha256": _secret_hash(token.secret), "expires": now + ttl}
-    return token
-
-
-def check_token(pki: NodePKI, text: str, now: float | None = None) -> None:
-    """Raise :class:`JoinError` unless the token is known here, matches and has not expired."""
-    token = parse_token(text)
-    if token.ca_hash != ca_hash(pki.ca_cert.read_bytes()):
-        raise JoinError("the join token is for another cluster (its CA hash differs)")
-    entry = _read_tokens(pki).get(token.id)
-    if entry is None or not hmac.compare_digest(str(entry.get("sha256", "")),
-                                                _secret_hash(token.secret)):
-        raise JoinError("the join token is not valid (unknown id or wrong secret)")
-    expires = float(entry.get("expires", 0))
-    if (time.time() if now is None else now) > expires:
-        when = datetime.datetime.fromtimestamp(expires, datetime.UTC).isoformat(timespec="seconds")
-        raise JoinError(f"the join token expired at {when}")
+        write_private(signers_path(pki), json.dumps(merged).encode())
 
 
 # -- certificates --------------------------------------------------------------------------
@@ -247,15 +147,15 @@ def sign_csr(ca: KeyPair, csr_pem: bytes, name: str, *, node: bool) -> bytes:
     ca_cert = ca.cert
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORG)] if node else []
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
-    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = pkimod.validity(pkimod.node_cert_lifetime())
     b = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(attrs))
         .issuer_name(ca_cert.subject)
         .public_key(csr.public_key())  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=pkimod.LEAF_DAYS))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
@@ -285,7 +185,7 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
     """Make sure this node has its certificates; True if the serving one must be renewed.
 
     A signer (or a brand-new first node) creates and signs whatever is missing. A joined
-    node cannot sign: if its addresses changed it asks a signer (:func:`renew_serving_cert`).
+    node cannot sign: if its addresses changed it asks a signer (:func:`renew_certificates`).
     """
     if is_joined(pki):
         cn = _cn(x509.load_pem_x509_certificate(node_cert_path(pki).read_bytes()).subject)
@@ -302,9 +202,10 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
         dns = [str(d.value) for d in _hosts_sans(hosts, name) if isinstance(d, x509.DNSName)]
         ips = [str(i.value) for i in _hosts_sans(hosts, name) if isinstance(i, x509.IPAddress)]
         leaf = pkimod.issue(pki.ca(), name, organizations=(NODE_ORG,), dns_names=tuple(dns),
-                            ips=tuple(ips), server=True, client=True)
-        _write(node_key_path(pki), leaf.key_pem)
-        _write(ncert, leaf.cert_pem)
+                            ips=tuple(ips), server=True, client=True,
+                            lifetime=pkimod.node_cert_lifetime())
+        write_private(node_key_path(pki), leaf.key_pem)
+        write_private(ncert, leaf.cert_pem)
     return False
 
 
@@ -322,11 +223,23 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (FileNotFoundError, ValueError):
+        return None
+    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
+
+
+def spki_der(public_key: Any) -> bytes:
+    """A public key as DER SubjectPublicKeyInfo: what two keys are compared by."""
+    return bytes(public_key.public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
 def _same_key(cert_pem: bytes, key: ec.EllipticCurvePrivateKey) -> bool:
-    def spki(k: Any) -> bytes:
-        return bytes(k.public_bytes(serialization.Encoding.DER,
-                                    serialization.PublicFormat.SubjectPublicKeyInfo))
-    return spki(x509.load_pem_x509_certificate(cert_pem).public_key()) == spki(key.public_key())
+    return spki_der(x509.load_pem_x509_certificate(cert_pem).public_key()) == spki_der(
+        key.public_key())
 
 
 def _issued_by(cert: x509.Certificate, ca_pem: bytes) -> bool:
@@ -354,7 +267,10 @@ def _decode(raw: bytes) -> dict[str, Any]:
 
 async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, token_text: str,
                        timeout: float = JOIN_TIMEOUT) -> None:
-    """Get this node's certificates from the cluster through ``peer`` and persist them."""
+    """Get this node's certificates from the cluster through ``peer`` and persist them.
+
+    A node key already in the data dir (a join that was interrupted, a node rejoining)
+    is reused, so that the signer can see it is the key the node holds."""
     token = parse_token(token_text)
     conn = await JoinConnection.open(peer, timeout)
     try:
@@ -369,7 +285,8 @@ async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, tok
         leaf = x509.load_der_x509_certificate(conn.peer_cert_der())
         if not _issued_by(leaf, ca_pem):
             raise JoinError(f"{peer}'s certificate is not issued by the pinned cluster CA")
-        node_key, serving_key = _new_key(), _new_key()
+        node_key = _load_key(node_key_path(pki)) or _new_key()
+        serving_key = _new_key()
         request = {
             "op": "join", "token": str(token), "name": name,
             "node_csr": make_csr(node_key, name, node=True, hosts=hosts).decode(),
@@ -385,54 +302,130 @@ async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, tok
             raise JoinError("the signer returned a certificate that does not match our request")
     pki.dir.mkdir(parents=True, exist_ok=True)
     os.chmod(pki.dir, 0o700)
-    _write(pki.admin_cert, str(answer["admin_cert"]).encode())
-    _write(pki.admin_key, str(answer["admin_key"]).encode())
-    _write(pki.admin_token, str(answer["admin_token"]).encode())
-    _write(pki.server_key, _key_pem(serving_key))
-    _write(pki.server_cert, serving_pem)
-    _write(node_key_path(pki), _key_pem(node_key))
-    _write(node_cert_path(pki), node_pem)
+    write_private(pki.server_key, _key_pem(serving_key))
+    write_private(pki.server_cert, serving_pem)
+    write_private(node_key_path(pki), _key_pem(node_key))
+    write_private(node_cert_path(pki), node_pem)
     remember_signers(pki, [str(a) for a in answer.get("signers", [])])
     # The CA last: its presence with a node certificate is what marks the join as complete.
-    _write(pki.ca_cert, ca_pem)
+    write_private(pki.ca_cert, ca_pem)
     log.info("joined the cluster through %s as %s", peer, name)
+
+
+def _cert_hosts(cert_path: Path) -> list[str]:
+    """The addresses and names a certificate covers (its SANs)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (FileNotFoundError, x509.ExtensionNotFound):
+        return []
+    return [*san.get_values_for_type(x509.DNSName),
+            *(str(i) for i in san.get_values_for_type(x509.IPAddress))]
+
+
+def _renewal_csrs(pki: NodePKI, name: str, hosts: list[str], *, node: bool, serving: bool
+                  ) -> tuple[dict[str, str], dict[str, ec.EllipticCurvePrivateKey]]:
+    """CSRs for the certificates to renew, with the keys on disk (a renewal keeps the key,
+    so the transport and the API only swap certificates, and a connection that proved the
+    old certificate's key still proves the node's)."""
+    csrs: dict[str, str] = {}
+    keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+    wanted = [("node", node, node_key_path(pki), node_cert_path(pki)),
+              ("serving", serving, pki.server_key, pki.server_cert)]
+    for kind, want, key_path, cert_path in wanted:
+        if not want:
+            continue
+        key = _load_key(key_path) or _new_key()
+        keys[kind] = key
+        csrs[f"{kind}_csr"] = make_csr(key, name, node=kind == "node",
+                                       hosts=[*hosts, *_cert_hosts(cert_path)]).decode()
+    return csrs, keys
+
+
+def _store_renewed(pki: NodePKI, answer: dict[str, Any],
+                   keys: dict[str, ec.EllipticCurvePrivateKey], source: str) -> None:
+    paths = {"node": (node_key_path(pki), node_cert_path(pki)),
+             "serving": (pki.server_key, pki.server_cert)}
+    for kind, key in keys.items():
+        pem = str(answer[f"{kind}_cert"]).encode()
+        if not _same_key(pem, key) or not _issued_by(x509.load_pem_x509_certificate(pem),
+                                                     pki.ca_cert.read_bytes()):
+            raise JoinError(f"{source} returned a {kind} certificate that does not match our "
+                            "request")
+    for kind, key in keys.items():
+        key_path, cert_path = paths[kind]
+        on_disk = _load_key(key_path)
+        if on_disk is None or spki_der(on_disk.public_key()) != spki_der(key.public_key()):
+            write_private(key_path, _key_pem(key))
+        write_private(cert_path, str(answer[f"{kind}_cert"]).encode())
+
+
+def sign_renewal(ca: KeyPair, name: str, csrs: dict[str, Any]) -> dict[str, Any]:
+    """``{node,serving}_cert`` for whichever of ``{node,serving}_csr`` is given, as ``name``."""
+    answer: dict[str, Any] = {}
+    for kind in ("node", "serving"):
+        csr = csrs.get(f"{kind}_csr")
+        if csr:
+            answer[f"{kind}_cert"] = sign_csr(ca, str(csr).encode(), name,
+                                              node=kind == "node").decode()
+    return answer
+
+
+async def renew_certificates(pki: NodePKI, transport: TlsTransport, name: str,
+                             hosts: list[str], *, node: bool = True, serving: bool = True,
+                             timeout: float = JOIN_TIMEOUT) -> None:
+    """New node and/or serving certificates for this node's own name: signed here on a
+    signer, else by a known signer over the authenticated transport."""
+    csrs, keys = _renewal_csrs(pki, name, hosts, node=node, serving=serving)
+    if is_signer(pki):
+        _store_renewed(pki, sign_renewal(pki.ca(), name, csrs), keys, "this signer")
+        return
+    request = json.dumps({"op": "renew", **csrs}).encode()
+    errors = []
+    for signer in read_signers(pki):
+        try:
+            answer = _decode(await transport.request_control(signer, request, timeout))
+        except (TransportError, JoinError) as e:
+            errors.append(f"{signer}: {e}")
+            continue
+        _store_renewed(pki, answer, keys, signer)
+        return
+    raise JoinError("no signer renewed the certificates: " + ("; ".join(errors) or
+                                                             "no signer is known"))
 
 
 async def renew_serving_cert(pki: NodePKI, transport: TlsTransport, name: str,
                              hosts: list[str], timeout: float = JOIN_TIMEOUT) -> None:
-    """Ask a known signer, over the authenticated transport, for a serving cert for ``hosts``."""
-    key = _new_key()
-    request = json.dumps({"op": "renew",
-                          "serving_csr": make_csr(key, name, node=False, hosts=hosts).decode()})
-    errors = []
-    for signer in read_signers(pki):
-        try:
-            answer = _decode(await transport.request_control(signer, request.encode(), timeout))
-        except (TransportError, JoinError) as e:
-            errors.append(f"{signer}: {e}")
-            continue
-        pem = str(answer["serving_cert"]).encode()
-        if not _same_key(pem, key):
-            raise JoinError(f"{signer} returned a certificate for another key")
-        _write(pki.server_key, _key_pem(key))
-        _write(pki.server_cert, pem)
-        return
-    raise JoinError("no signer renewed the serving certificate: " + ("; ".join(errors) or
-                                                                     "no signer is known"))
+    """A serving certificate for new addresses (the node certificate is kept)."""
+    await renew_certificates(pki, transport, name, hosts, node=False, serving=True,
+                             timeout=timeout)
 
 
 # -- the serving side ----------------------------------------------------------------------
+
+LiveMember = Callable[[str], "str | None"]
+"""The peer address of the live member called ``name``, or None if no live member has it."""
+
+
+def _csr_key(csr_pem: str) -> bytes:
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    if not csr.is_signature_valid:
+        raise JoinError("the certificate request's signature is not valid")
+    return spki_der(csr.public_key())
 
 
 class JoinService:
     """Answers control requests on the peer port: signs when it can, relays when it cannot."""
 
-    def __init__(self, pki: NodePKI, transport: TlsTransport, timeout: float = JOIN_TIMEOUT) -> None:
+    def __init__(self, pki: NodePKI, transport: TlsTransport,
+                 live_member: LiveMember | None = None, timeout: float = JOIN_TIMEOUT) -> None:
         self.pki = pki
         self.transport = transport
+        self.live_member = live_member
         self.timeout = timeout
 
     async def handle(self, peer: PeerIdentity, raw: bytes) -> bytes:
+        who = peer.address + (f" (node {peer.name})" if peer.name else "")
         try:
             msg = json.loads(raw)
             if not isinstance(msg, dict):
@@ -446,11 +439,11 @@ class JoinService:
                 answer = self._renew(peer.name, msg)
             else:
                 raise JoinError(f"unknown or unauthorised control request {op!r}")
-        except JoinError as e:
-            log.warning("join request from %s refused: %s", peer.address, e)
+        except (JoinError, TokenError) as e:
+            log.warning("join request from %s refused: %s", who, e)
             answer = {"error": str(e)}
         except (ValueError, KeyError, TypeError) as e:
-            log.warning("bad control request from %s: %r", peer.address, e)
+            log.warning("bad control request from %s: %r", who, e)
             answer = {"error": f"bad request: {e}"}
         return json.dumps(answer).encode()
 
@@ -462,37 +455,53 @@ class JoinService:
         name = str(msg["name"])
         if not name or len(name) > 253:
             raise JoinError("a node name must have 1 to 253 characters")
-        vouched = bool(msg.get("vouched")) and peer.name is not None
-        if not vouched:
-            try:
-                check_token(self.pki, str(msg["token"]))
-                local_ok = True
-            except JoinError:
-                if is_signer(self.pki):
-                    raise
-                local_ok = False  # the signer may know the token even if we do not
         if not is_signer(self.pki):
-            return await self._relay(peer, {**msg, "vouched": vouched or local_ok})
+            return await self._relay(peer, msg)
+        check_token(self.pki, str(msg.get("token", "")))
+        node_csr, serving_csr = str(msg["node_csr"]), str(msg["serving_csr"])
+        _csr_key(serving_csr)
+        await self._refuse_a_live_name(name, _csr_key(node_csr))
         ca = self.pki.ca()
-        node_cert = sign_csr(ca, str(msg["node_csr"]).encode(), name, node=True)
-        serving_cert = sign_csr(ca, str(msg["serving_csr"]).encode(), name, node=False)
-        log.info("signed certificates for node %s (request from %s%s)", name, peer.address,
-                 f", relayed by {peer.name}" if peer.name else "")
-        return {
-            "node_cert": node_cert.decode(), "serving_cert": serving_cert.decode(),
-            "admin_cert": self.pki.admin_cert.read_text(),
-            "admin_key": self.pki.admin_key.read_text(),
-            "admin_token": self.pki.admin_token.read_text().strip(),
-            "signers": self._signers(),
-        }
+        node_cert = sign_csr(ca, node_csr.encode(), name, node=True)
+        serving_cert = sign_csr(ca, serving_csr.encode(), name, node=False)
+        # Spent only now, and atomically: of two joins racing for its last use one fails.
+        left = spend_token(self.pki, str(msg["token"]))
+        relayed = msg.get("relayed_for")
+        log.info("signed certificates for node %s (request from %s%s; the token has %d "
+                 "uses left)", name, relayed or peer.address,
+                 f", relayed by {peer.name}" if peer.name else "", left)
+        return {"node_cert": node_cert.decode(), "serving_cert": serving_cert.decode(),
+                "signers": self._signers()}
+
+    async def _refuse_a_live_name(self, name: str, key: bytes) -> None:
+        """A live member's name goes only to the holder of that member's key."""
+        if name == self.transport.name:
+            held = spki_der(x509.load_pem_x509_certificate(
+                node_cert_path(self.pki).read_bytes()).public_key())
+        else:
+            address = self.live_member(name) if self.live_member is not None else None
+            if address is None:
+                return
+            try:
+                held = await self.transport.peer_public_key(name, address, self.timeout)
+            except TransportError as e:
+                raise JoinError(f"node {name} is a live member of the cluster and its key "
+                                f"could not be checked ({e}); try again later") from e
+        if held != key:
+            raise JoinError(f"node {name} is a live member of the cluster: a join with its "
+                            "name must prove possession of its key (the request's node key "
+                            "is not the key it holds)")
 
     async def _relay(self, peer: PeerIdentity, msg: dict[str, Any]) -> dict[str, Any]:
         if peer.name is not None:
             raise JoinError("relayed join requests are not relayed again")
+        request = {k: v for k, v in msg.items() if k in
+                   ("op", "token", "name", "node_csr", "serving_csr")}
+        request["relayed_for"] = peer.address
         errors = []
         for signer in read_signers(self.pki):
             try:
-                raw = await self.transport.request_control(signer, json.dumps(msg).encode(),
+                raw = await self.transport.request_control(signer, json.dumps(request).encode(),
                                                            self.timeout)
             except TransportError as e:
                 errors.append(f"{signer}: {e}")
@@ -505,9 +514,18 @@ class JoinService:
         raise JoinError("this peer cannot sign and reached no signer: " + ("; ".join(errors) or
                                                                           "none is known"))
 
-    def _renew(self, name: str, msg: dict[str, Any]) -> dict[str, Any]:
+    def _renew(self, caller: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """New certificates for the caller's own name: the name is the one its certificate
+        proves, whatever the request says, and a request naming another node is refused."""
+        asked = msg.get("name")
+        if asked is not None and asked != caller:
+            raise JoinError(f"node {caller} may renew only its own certificates, not those of "
+                            f"{asked!r}")
         if not is_signer(self.pki):
             raise JoinError("this peer does not hold the CA key")
-        cert = sign_csr(self.pki.ca(), str(msg["serving_csr"]).encode(), name, node=False)
-        log.info("renewed the serving certificate of node %s", name)
-        return {"serving_cert": cert.decode()}
+        answer = sign_renewal(self.pki.ca(), caller, msg)
+        if not answer:
+            raise JoinError("a renewal needs a node_csr or a serving_csr")
+        log.info("renewed the %s certificate(s) of node %s",
+                 " and ".join(k.removesuffix("_cert") for k in answer), caller)
+        return answer

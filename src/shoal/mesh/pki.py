@@ -3,7 +3,8 @@
 On first start a node creates the cluster CA under its data dir. Serving
 certificates cover the node's bind and advertise addresses. The admin
 credential is a client certificate (``O=system:masters``) plus a bearer token,
-so any kubeconfig style works.
+so any kubeconfig style works; both exist only on the node that created the CA
+(a joined node gets its own node credential, nothing more).
 """
 
 from __future__ import annotations
@@ -23,6 +24,30 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
+
+LIFETIME_ENV = "SHOAL_CERT_LIFETIME"
+"""Seconds a node's own certificates (``node.crt``, ``server.crt``) stay valid, when set in
+the signer's environment: tests use it to watch a renewal. Unset: :data:`LEAF_DAYS`."""
+
+
+def node_cert_lifetime() -> datetime.timedelta:
+    """How long the node and serving certificates this signer issues are valid."""
+    raw = os.environ.get(LIFETIME_ENV, "")
+    try:
+        seconds = float(raw) if raw else 0.0
+    except ValueError:
+        seconds = 0.0
+    return datetime.timedelta(seconds=seconds) if seconds > 0 else datetime.timedelta(
+        days=LEAF_DAYS)
+
+
+def validity(lifetime: datetime.timedelta) -> tuple[datetime.datetime, datetime.datetime]:
+    """(not before, not after) of a certificate issued now: backdated a little for clocks
+    that lag ours, but never by more than a tenth of its life (so that a short-lived one is
+    not due for renewal the moment it is issued)."""
+    now = datetime.datetime.now(datetime.UTC)
+    backdate = min(datetime.timedelta(minutes=5), lifetime / 10)
+    return now - backdate, now + lifetime
 
 
 @dataclass(frozen=True)
@@ -47,7 +72,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, atomically (a crash leaves the old one)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -93,15 +119,18 @@ def issue(
     ips: tuple[str, ...] = (),
     server: bool = False,
     client: bool = False,
+    lifetime: datetime.timedelta | None = None,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> KeyPair:
-    """Sign a leaf certificate with the CA."""
+    """Sign a leaf certificate with the CA (for ``key``, or a new one); valid
+    :data:`LEAF_DAYS` unless ``lifetime`` says otherwise."""
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = ca.cert
-    key = _key()
+    key = key or _key()
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = validity(lifetime or datetime.timedelta(days=LEAF_DAYS))
     usages = []
     if server:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
@@ -113,8 +142,8 @@ def issue(
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=LEAF_DAYS))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
@@ -182,15 +211,15 @@ class NodePKI:
         os.chmod(self.dir, 0o700)
         if not self.ca_cert.exists():
             ca = create_ca()
-            _write_private(self.ca_key, ca.key_pem)
-            _write_private(self.ca_cert, ca.cert_pem)
+            write_private(self.ca_key, ca.key_pem)
+            write_private(self.ca_cert, ca.cert_pem)
         ca = self.ca()
         if not self.admin_cert.exists():
             admin = issue(ca, "shoal-admin", organizations=("system:masters",), client=True)
-            _write_private(self.admin_key, admin.key_pem)
-            _write_private(self.admin_cert, admin.cert_pem)
+            write_private(self.admin_key, admin.key_pem)
+            write_private(self.admin_cert, admin.cert_pem)
         if not self.admin_token.exists():
-            _write_private(self.admin_token, secrets.token_urlsafe(32).encode())
+            write_private(self.admin_token, secrets.token_urlsafe(32).encode())
         self.ensure_server_cert(node_name, hosts)
 
     def ensure_server_cert(self, node_name: str, hosts: list[str]) -> None:
@@ -206,9 +235,9 @@ class NodePKI:
             except x509.ExtensionNotFound:
                 pass
         leaf = issue(self.ca(), node_name, dns_names=tuple(dns), ips=tuple(ips), server=True,
-                     client=True)
-        _write_private(self.server_key, leaf.key_pem)
-        _write_private(self.server_cert, leaf.cert_pem)
+                     client=True, lifetime=node_cert_lifetime())
+        write_private(self.server_key, leaf.key_pem)
+        write_private(self.server_cert, leaf.cert_pem)
 
 
 def _split_hosts(hosts: list[str]) -> tuple[list[str], list[str]]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from shoal.mesh.transport import Handler, TransportError
@@ -450,6 +451,25 @@ class TlsTransport:
             raise TransportError(f"{address} is node {conn.peer.name}, not {name}")
         return conn
     # --- end streams ---
+
+    # --- peer identity: certificate renewal and proof of a member's key ---
+    def reload_identity(self) -> None:
+        """Load the identity's certificate and key again (after a renewal): new connections,
+        both directions, present the new certificate; open ones keep theirs."""
+        self._server_ctx.load_cert_chain(self.identity.cert, self.identity.key)
+        self._client_ctx.load_cert_chain(self.identity.cert, self.identity.key)
+
+    async def peer_public_key(self, name: str, address: str | None, timeout: float) -> bytes:
+        """The public key (DER SubjectPublicKeyInfo) that node ``name`` proved it holds in the
+        mutual-TLS handshake of a connection to it, dialled if there is none."""
+        conn = await self.link_to(name, address, timeout)
+        ssl_obj = conn.writer.get_extra_info("ssl_object")
+        der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
+        if not der:
+            raise TransportError(f"the connection to node {name} carries no certificate")
+        return x509.load_der_x509_certificate(der).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    # --- end peer identity ---
 
     # -- outbound ------------------------------------------------------------------------------
 
