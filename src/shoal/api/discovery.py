@@ -42,6 +42,42 @@ _POD_SUBRESOURCES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("log", "", "v1", "Pod", ("get",)),
 )
 
+# Create-only kinds that are answered and never stored (shoal.api.reviews); the registry,
+# which is what is stored, does not hold them.
+REVIEW_KINDS: tuple[Kind, ...] = (
+    Kind("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+         "selfsubjectreview", False),
+    Kind("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews",
+         "localsubjectaccessreview", True),
+    Kind("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews",
+         "selfsubjectaccessreview", False),
+    Kind("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews",
+         "selfsubjectrulesreview", False),
+    Kind("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews",
+         "subjectaccessreview", False),
+)
+
+
+def review_kind(group: str, version: str, plural: str) -> Kind | None:
+    return next((k for k in REVIEW_KINDS
+                 if (k.group, k.version, k.plural) == (group, version, plural)), None)
+
+
+def _served_groups(registry: KindRegistry) -> dict[str, list[str]]:
+    """The registry's groups and versions, and the review kinds' (which it does not hold)."""
+    groups = {g: list(vs) for g, vs in registry.groups().items()}
+    for k in REVIEW_KINDS:
+        versions = groups.setdefault(k.group, [])
+        if k.version not in versions:
+            versions.append(k.version)
+    return groups
+
+
+def _kinds_in(registry: KindRegistry, group: str, version: str) -> list[Kind]:
+    return sorted([*registry.kinds_in(group, version),
+                   *(k for k in REVIEW_KINDS if (k.group, k.version) == (group, version))],
+                  key=lambda k: k.plural)
+
 _GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
             "armv7l": "arm", "armv6l": "arm", "i686": "386", "i386": "386"}
 
@@ -109,7 +145,8 @@ def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
 def api_group_list(registry: KindRegistry) -> dict[str, Any]:
     """The body of ``/apis`` (``APIGroupList``): every group except the core group."""
     groups = [
-        _group_entry(g, versions) for g, versions in registry.groups().items() if g and versions
+        _group_entry(g, versions) for g, versions in _served_groups(registry).items()
+        if g and versions
     ]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
@@ -118,7 +155,7 @@ def api_group(registry: KindRegistry, group: str) -> dict[str, Any] | None:
     """The body of ``/apis/GROUP`` (``APIGroup``), or ``None`` if the group is not served."""
     if not group:
         return None
-    versions = registry.groups().get(group)
+    versions = _served_groups(registry).get(group)
     if not versions:
         return None
     return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group, versions)}
@@ -142,6 +179,8 @@ def storage_version_hash(registry: KindRegistry, kind: Kind) -> str:
 
 
 def _verbs(kind: Kind) -> list[str]:
+    if kind in REVIEW_KINDS:
+        return ["create"]
     # Kubernetes serves no deletecollection on namespaces; mirror that.
     if kind.group == "" and kind.plural == "namespaces":
         return [v for v in VERBS_ALL if v != "deletecollection"]
@@ -172,13 +211,14 @@ def _resource_entry(registry: KindRegistry, kind: Kind) -> dict[str, Any]:
         entry["shortNames"] = list(kind.short_names)
     if kind.categories:
         entry["categories"] = list(kind.categories)
-    entry["storageVersionHash"] = storage_version_hash(registry, kind)
+    if kind not in REVIEW_KINDS:  # never stored, so no storage version
+        entry["storageVersionHash"] = storage_version_hash(registry, kind)
     return entry
 
 
 def api_resource_list(registry: KindRegistry, group: str, version: str) -> dict[str, Any] | None:
     """The body of ``/api/v1`` or ``/apis/G/V`` (``APIResourceList``), or ``None``."""
-    kinds = sorted(registry.kinds_in(group, version), key=lambda k: k.plural)
+    kinds = _kinds_in(registry, group, version)
     if not kinds:
         return None
     resources: list[dict[str, Any]] = []
@@ -264,12 +304,12 @@ def aggregated_discovery(registry: KindRegistry, core: bool) -> dict[str, Any]:
     which :func:`wants_aggregated` is true.
     """
     items: list[dict[str, Any]] = []
-    for group, versions in registry.groups().items():
+    for group, versions in _served_groups(registry).items():
         if bool(group) == core:
             continue
         vs = []
         for v in _sorted_versions(versions):
-            kinds = sorted(registry.kinds_in(group, v), key=lambda k: k.plural)
+            kinds = _kinds_in(registry, group, v)
             vs.append({
                 "version": v,
                 "resources": [_aggregated_resource(k) for k in kinds],

@@ -10,7 +10,8 @@ Field numbers and types come from the descriptors that the ``k8s-proto`` package
 (core/v1 and apimachinery, a 2019 build): we read each ``generated_pb2.py``'s serialized
 ``FileDescriptorProto`` without importing the module, since generated code that old may not load
 under a current protobuf runtime. Messages it lacks (apps/v1, batch/v1, autoscaling/v1 Scale,
-coordination/v1 Lease, discovery/v1 EndpointSlice, policy/v1 Eviction) and fields added to core/v1 and meta/v1
+coordination/v1 Lease, discovery/v1 EndpointSlice, policy/v1 Eviction, rbac/v1, the review
+kinds of authentication/v1 and authorization/v1, TokenRequest) and fields added to core/v1 and meta/v1
 since then are in :data:`_OWN`, checked against kubernetes/api's ``generated.proto``. A field number that neither knows is an error, never dropped silently.
 
 JSON is not a plain rendering of the message: Go writes every non-pointer scalar, zero or not,
@@ -111,6 +112,9 @@ _PACKAGES = {
     "coordination": "k8s.io.api.coordination.v1.",
     "discovery": "k8s.io.api.discovery.v1.",
     "policy": "k8s.io.api.policy.v1.",
+    "rbac": "k8s.io.api.rbac.v1.",
+    "authentication": "k8s.io.api.authentication.v1.",
+    "authorization": "k8s.io.api.authorization.v1.",
     "intstr": "k8s.io.apimachinery.pkg.util.intstr.",
     "resource": "k8s.io.apimachinery.pkg.api.resource.",
     "runtime": _RUNTIME,
@@ -378,6 +382,83 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
     "core.ServiceStatus": {2: ("conditions", "[]meta.Condition")},
     "core.ServicePort": {6: ("appProtocol", "string")},
     "core.EndpointPort": {4: ("appProtocol", "string")},
+    # rbac/v1, authentication/v1 and authorization/v1 (kubectl create role/rolebinding,
+    # create token, auth can-i, auth whoami), from kubernetes/api's generated.proto.
+    "rbac.Role": {1: ("metadata", _OBJECT), 2: ("rules", "[]rbac.PolicyRule")},
+    "rbac.ClusterRole": {1: ("metadata", _OBJECT), 2: ("rules", "[]rbac.PolicyRule"),
+                         3: ("aggregationRule", "rbac.AggregationRule")},
+    "rbac.AggregationRule": {1: ("clusterRoleSelectors", "[]" + _SELECTOR)},
+    "rbac.PolicyRule": {1: ("verbs", "[]string"), 2: ("apiGroups", "[]string"),
+                        3: ("resources", "[]string"), 4: ("resourceNames", "[]string"),
+                        5: ("nonResourceURLs", "[]string")},
+    "rbac.RoleBinding": {1: ("metadata", _OBJECT), 2: ("subjects", "[]rbac.Subject"),
+                         3: ("roleRef", "rbac.RoleRef")},
+    "rbac.ClusterRoleBinding": {1: ("metadata", _OBJECT), 2: ("subjects", "[]rbac.Subject"),
+                                3: ("roleRef", "rbac.RoleRef")},
+    "rbac.Subject": {1: ("kind", "string"), 2: ("apiGroup", "string"), 3: ("name", "string"),
+                     4: ("namespace", "string")},
+    "rbac.RoleRef": {1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string")},
+    "authentication.SelfSubjectReview": {1: ("metadata", _OBJECT),
+                                         2: ("status", "authentication.SelfSubjectReviewStatus")},
+    "authentication.SelfSubjectReviewStatus": {1: ("userInfo", "authentication.UserInfo")},
+    "authentication.UserInfo": {1: ("username", "string"), 2: ("uid", "string"),
+                                3: ("groups", "[]string"),
+                                4: ("extra", "{}authentication.ExtraValue")},
+    "authentication.TokenRequest": {1: ("metadata", _OBJECT),
+                                    2: ("spec", "authentication.TokenRequestSpec"),
+                                    3: ("status", "authentication.TokenRequestStatus")},
+    "authentication.TokenRequestSpec": {
+        1: ("audiences", "[]string"), 4: ("expirationSeconds", "int64"),
+        3: ("boundObjectRef", "authentication.BoundObjectReference"),
+        5: ("attestations", "{}authentication.AttestationValue")},
+    "authentication.BoundObjectReference": {1: ("kind", "string"), 2: ("apiVersion", "string"),
+                                            3: ("name", "string"), 4: ("uid", "string")},
+    "authentication.TokenRequestStatus": {1: ("token", "string"),
+                                          2: ("expirationTimestamp", _TIME)},
+    "authorization.SelfSubjectAccessReview": {
+        1: ("metadata", _OBJECT), 2: ("spec", "authorization.SelfSubjectAccessReviewSpec"),
+        3: ("status", "authorization.SubjectAccessReviewStatus")},
+    "authorization.SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "authorization.ResourceAttributes"),
+        2: ("nonResourceAttributes", "authorization.NonResourceAttributes")},
+    "authorization.SubjectAccessReview": {
+        1: ("metadata", _OBJECT), 2: ("spec", "authorization.SubjectAccessReviewSpec"),
+        3: ("status", "authorization.SubjectAccessReviewStatus")},
+    "authorization.LocalSubjectAccessReview": {
+        1: ("metadata", _OBJECT), 2: ("spec", "authorization.SubjectAccessReviewSpec"),
+        3: ("status", "authorization.SubjectAccessReviewStatus")},
+    "authorization.SubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "authorization.ResourceAttributes"),
+        2: ("nonResourceAttributes", "authorization.NonResourceAttributes"),
+        3: ("user", "string"), 4: ("groups", "[]string"),
+        5: ("extra", "{}authorization.ExtraValue"), 6: ("uid", "string")},
+    "authorization.ResourceAttributes": {
+        1: ("namespace", "string"), 2: ("verb", "string"), 3: ("group", "string"),
+        4: ("version", "string"), 5: ("resource", "string"), 6: ("subresource", "string"),
+        7: ("name", "string"), 8: ("fieldSelector", "authorization.FieldSelectorAttributes"),
+        9: ("labelSelector", "authorization.LabelSelectorAttributes")},
+    "authorization.FieldSelectorAttributes": {
+        1: ("rawSelector", "string"), 2: ("requirements", "[]meta.FieldSelectorRequirement")},
+    "authorization.LabelSelectorAttributes": {
+        1: ("rawSelector", "string"), 2: ("requirements", "[]meta.LabelSelectorRequirement")},
+    "authorization.NonResourceAttributes": {1: ("path", "string"), 2: ("verb", "string")},
+    "authorization.SubjectAccessReviewStatus": {
+        1: ("allowed", "bool"), 4: ("denied", "bool"), 2: ("reason", "string"),
+        3: ("evaluationError", "string")},
+    "authorization.SelfSubjectRulesReview": {
+        1: ("metadata", _OBJECT), 2: ("spec", "authorization.SelfSubjectRulesReviewSpec"),
+        3: ("status", "authorization.SubjectRulesReviewStatus")},
+    "authorization.SelfSubjectRulesReviewSpec": {1: ("namespace", "string")},
+    "authorization.SubjectRulesReviewStatus": {
+        1: ("resourceRules", "[]authorization.ResourceRule"),
+        2: ("nonResourceRules", "[]authorization.NonResourceRule"),
+        3: ("incomplete", "bool"), 4: ("evaluationError", "string")},
+    "authorization.ResourceRule": {1: ("verbs", "[]string"), 2: ("apiGroups", "[]string"),
+                                   3: ("resources", "[]string"), 4: ("resourceNames", "[]string")},
+    "authorization.NonResourceRule": {1: ("verbs", "[]string"),
+                                      2: ("nonResourceURLs", "[]string")},
+    "meta.FieldSelectorRequirement": {1: ("key", "string"), 2: ("operator", "string"),
+                                      3: ("values", "[]string")},
 }
 
 # Scalars whose zero is a value: Go pointers (*int32, *bool, *string) and fields without
@@ -562,6 +643,13 @@ _KEEP_ZERO: dict[str, str] = {
     "meta.Preconditions": "uid resourceVersion",
     "meta.LabelSelectorRequirement": "key operator",
     "meta.Condition": "type status reason message",
+    "meta.FieldSelectorRequirement": "key operator",
+    "rbac.RoleRef": "apiGroup kind name",
+    "rbac.Subject": "kind name",
+    "authentication.TokenRequestSpec": "expirationSeconds",
+    "authentication.TokenRequestStatus": "token",
+    "authorization.SubjectAccessReviewStatus": "allowed",
+    "authorization.SubjectRulesReviewStatus": "incomplete",
 }
 
 # Go embedded structs (a proto field of their own, but inlined in JSON), by proto field name.
@@ -874,7 +962,21 @@ def _raw_json(data: bytes) -> Any:
         raise _malformed(f"embedded JSON does not parse: {e}") from e
 
 
+def _string_list(data: bytes) -> list[str]:
+    """authentication/v1 and authorization/v1 ExtraValue, AttestationValue: a Go []string,
+    which JSON writes as a plain array and protobuf wraps in a message of one field."""
+    items: list[str] = []
+    for number, wire, value in _fields(data):
+        if number != 1 or wire != 2 or not isinstance(value, bytes):
+            raise _malformed("a string list has a field other than items")
+        items.append(_scalar("string", value))
+    return items
+
+
 _SPECIAL: dict[str, Callable[[bytes], Any]] = {
+    "k8s.io.api.authentication.v1.ExtraValue": _string_list,
+    "k8s.io.api.authentication.v1.AttestationValue": _string_list,
+    "k8s.io.api.authorization.v1.ExtraValue": _string_list,
     TIME: lambda d: _timestamp(d, micro=False),
     MICROTIME: lambda d: _timestamp(d, micro=True),
     INT_OR_STRING: _int_or_string,

@@ -1,10 +1,10 @@
-"""The HTTPS server: authentication, routing, discovery, OpenAPI and request logging."""
+"""The HTTPS server: authentication and authorization of every request, routing, discovery,
+OpenAPI, the review kinds and request logging."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
-import hmac
 import logging
 import ssl
 import time
@@ -16,18 +16,28 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shoal.api import discovery
+from shoal.api import bodies, discovery, reviews
+from shoal.api.admission import Admission
+from shoal.api.authentication import Authenticator, Credentials
+from shoal.api.authorization import (
+    IMPERSONATE_USER,
+    authorize,
+    impersonate,
+    request_attributes,
+)
 from shoal.api.errors import ApiError, error_response, not_found_path
 from shoal.api.openapi import V2_PROTOBUF_CONTENT_TYPE, OpenAPIDocuments, wants_v2_protobuf
 from shoal.api.resources import ResourceHandlers, json_response
 from shoal.api.routing import resolve
+from shoal.authz.authorizer import Authorizer
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 
 log = logging.getLogger("shoal.api")
 access_log = logging.getLogger("shoal.api.access")
 
-PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+PUBLIC_PATHS = ("/version", "/version/", "/healthz", "/livez", "/readyz")
+"""Served to anyone, with no credential (Kubernetes grants them to system:unauthenticated)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -45,25 +55,7 @@ class RequestStats:
         self.total_ms = 0.0
 
 
-@dataclass
-class Credentials:
-    """What the API accepts as proof of identity."""
-
-    tokens: dict[str, str]  # bearer token -> user name
-
-
-def _user_from_cert(request: web.Request) -> str | None:
-    transport = request.transport
-    if transport is None:
-        return None
-    cert = transport.get_extra_info("peercert")
-    if not cert:
-        return None
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return "unknown"
+__all__ = ["ApiServer", "Credentials", "server_ssl_context"]
 
 
 class ApiServer:
@@ -77,6 +69,9 @@ class ApiServer:
         self.server_address = server_address
         self.openapi = OpenAPIDocuments(registry)
         self.handlers = ResourceHandlers(store, bookmark_interval=bookmark_interval)
+        self.authenticator = Authenticator(credentials, store.replica)
+        self.authorizer = Authorizer(store.replica)
+        self.handlers.admission = Admission(self.authorizer, store.replica)
         self.stats = RequestStats()
 
     def app(self) -> web.Application:
@@ -103,6 +98,9 @@ class ApiServer:
         r.add_route("*", "/apis/{group}/", self._group)
         r.add_route("*", "/apis/{group}/{version}", self._group_resource_list)
         r.add_route("*", "/apis/{group}/{version}/", self._group_resource_list)
+        r.add_route("*", "/apis/{group}/{version}/{plural:[a-z]*reviews}", self._review)
+        r.add_route("*", "/apis/{group}/{version}/namespaces/{namespace}/"
+                         "{plural:localsubjectaccessreviews}", self._review)
         r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self._grouped)
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
@@ -146,20 +144,16 @@ class ApiServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Authenticate (401), impersonate and authorize (403) before any handler runs."""
         if request.path in PUBLIC_PATHS:
             return await handler(request)
-        user = _user_from_cert(request)
-        if user is None:
-            header = request.headers.get("Authorization", "")
-            if header.startswith("Bearer "):
-                token = header[7:].strip()
-                for known, name in self.credentials.tokens.items():
-                    if hmac.compare_digest(known, token):
-                        user = name
-                        break
-        if user is None:
-            raise ApiError(401, "Unauthorized", "Unauthorized")
+        user = self.authenticator.authenticate(request)
+        if IMPERSONATE_USER in request.headers or "Impersonate-Group" in request.headers:
+            user = impersonate(self.authorizer, user, request.headers)
+        attrs = request_attributes(user, request.method, request.path, request.query)
+        authorize(self.authorizer, attrs)
         request["user"] = user
+        request["attributes"] = attrs
         return await handler(request)
 
     async def summary_loop(self, interval: float = 60.0) -> None:
@@ -263,6 +257,17 @@ class ApiServer:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         raise not_found_path()
+
+    async def _review(self, request: web.Request) -> web.Response:
+        mi = request.match_info
+        kind = discovery.review_kind(mi["group"], mi["version"], mi["plural"])
+        if kind is None or kind.namespaced != ("namespace" in mi):
+            raise not_found_path()
+        if request.method != "POST":
+            raise ApiError(405, "the server does not allow this method on the requested resource")
+        body = await bodies.read_object(request)
+        return json_response(reviews.answer(kind, body, request["user"], self.authorizer,
+                                            mi.get("namespace")), 201)
 
     # -- resources -------------------------------------------------------------
 

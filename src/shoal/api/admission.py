@@ -1,0 +1,160 @@
+"""Admission: checks of a write's body, after authorization and before the write, as
+kube-apiserver's admission chain and RBAC's registry rules.
+
+Hooks run in order; a hook refuses a write by raising an :class:`ApiError` (403 for a
+permission, 422 for a value). Today:
+
+- RBAC escalation prevention. A Role or ClusterRole may be written by a user who may
+  ``escalate`` it or who holds every rule it grants; a RoleBinding or ClusterRoleBinding by a
+  user who may ``bind`` the role it references or who holds every rule of that role. A member
+  of ``system:masters`` may do anything. An update that only touches what the garbage
+  collector needs (ownerReferences, finalizers) is not checked, as Kubernetes does.
+
+Other parts add theirs to :attr:`Admission.hooks` (NodeRestriction, for one).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shoal.api.authorization import forbidden, go_quote_list
+from shoal.authz.attributes import Attributes
+from shoal.authz.authorizer import Authorizer
+from shoal.authz.reader import ObjectReader
+from shoal.authz.user import UserInfo
+from shoal.model.kinds import Kind
+
+RBAC_GROUP = "rbac.authorization.k8s.io"
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    """One write, as an admission plugin sees it."""
+
+    user: UserInfo
+    operation: str  # CREATE, UPDATE or DELETE (Kubernetes' admission.Operation)
+    kind: Kind
+    namespace: str  # "" for a cluster-scoped object
+    name: str
+    subresource: str  # "" for the object itself
+    obj: dict[str, Any] | None  # the object as it will be written (None for DELETE)
+    old: dict[str, Any] | None  # the object as stored (None for CREATE)
+
+
+@dataclass(frozen=True)
+class AdmissionContext:
+    """What hooks may consult: the authorizer and the replica it reads."""
+
+    authorizer: Authorizer
+    reader: ObjectReader
+
+
+AdmissionHook = Callable[[AdmissionRequest, AdmissionContext], None]
+
+
+class Admission:
+    """The hook list every write goes through."""
+
+    def __init__(self, authorizer: Authorizer, reader: ObjectReader) -> None:
+        self.context = AdmissionContext(authorizer, reader)
+        self.hooks: list[AdmissionHook] = [rbac_escalation]
+
+    def admit(self, request: AdmissionRequest) -> None:
+        for hook in self.hooks:
+            hook(request, self.context)
+
+
+# -- RBAC escalation prevention --------------------------------------------------------------
+
+_ROLES = ("Role", "ClusterRole")
+_BINDINGS = ("RoleBinding", "ClusterRoleBinding")
+
+
+def rbac_escalation(req: AdmissionRequest, ctx: AdmissionContext) -> None:
+    if (req.kind.group != RBAC_GROUP or req.operation not in ("CREATE", "UPDATE")
+            or req.obj is None or req.subresource or req.user.is_admin):
+        return
+    if req.old is not None and only_gc_fields_change(req.obj, req.old):
+        return
+    if req.kind.kind in _ROLES:
+        _check_role(req, ctx)
+    elif req.kind.kind in _BINDINGS:
+        _check_binding(req, ctx)
+
+
+def _check_role(req: AdmissionRequest, ctx: AdmissionContext) -> None:
+    assert req.obj is not None
+    escalate = Attributes(req.user, "escalate", True, RBAC_GROUP, "*", req.kind.plural, "",
+                          req.namespace, req.name)
+    if ctx.authorizer.authorize(escalate).allowed:
+        return
+    if req.kind.kind == "ClusterRole" and req.obj.get("aggregationRule"):
+        # An aggregated ClusterRole gathers whatever rules match its selectors, now or later.
+        full = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]},
+                {"verbs": ["*"], "nonResourceURLs": ["*"]}]
+        if ctx.authorizer.uncovered(req.user, req.namespace, full):
+            raise forbidden(RBAC_GROUP, req.kind.plural, req.name,
+                            "must have cluster-admin privileges to use the aggregationRule")
+    rules = [r for r in req.obj.get("rules") or [] if isinstance(r, dict)]
+    _confirm_no_escalation(req, ctx, rules)
+
+
+def _check_binding(req: AdmissionRequest, ctx: AdmissionContext) -> None:
+    assert req.obj is not None
+    ref = req.obj.get("roleRef") or {}
+    ref_kind, ref_name = str(ref.get("kind") or ""), str(ref.get("name") or "")
+    resource = {"ClusterRole": "clusterroles", "Role": "roles"}.get(ref_kind)
+    if resource is None:
+        return  # validation refuses the binding
+    bind = Attributes(req.user, "bind", True, str(ref.get("apiGroup") or ""), "", resource, "",
+                      req.namespace, ref_name)
+    if ctx.authorizer.authorize(bind).allowed:
+        return
+    role = (ctx.reader.get(f"{resource}.{RBAC_GROUP}", "", ref_name) if ref_kind == "ClusterRole"
+            else ctx.reader.get(f"{resource}.{RBAC_GROUP}", req.namespace, ref_name))
+    if role is None:
+        raise forbidden(RBAC_GROUP, req.kind.plural, req.name,
+                        f'{resource}.{RBAC_GROUP} "{ref_name}" not found')
+    rules = [r for r in role.get("rules") or [] if isinstance(r, dict)]
+    _confirm_no_escalation(req, ctx, rules)
+
+
+def _confirm_no_escalation(req: AdmissionRequest, ctx: AdmissionContext,
+                           rules: list[dict[str, Any]]) -> None:
+    missing = ctx.authorizer.uncovered(req.user, req.namespace, rules)
+    if not missing:
+        return
+    described = "\n".join(sorted({compact_rule(r) for r in missing}))
+    raise forbidden(RBAC_GROUP, req.kind.plural, req.name,
+                    f"user {_quote(req.user.username)} (groups={go_quote_list(req.user.groups)}) "
+                    f"is attempting to grant RBAC permissions not currently held:\n{described}")
+
+
+def compact_rule(rule: dict[str, Any]) -> str:
+    """A PolicyRule as Kubernetes prints a missing one: ``{APIGroups:[""], Verbs:["get"]}``."""
+    parts = [f"{label}:{go_quote_list([str(v) for v in rule.get(key) or []])}"
+             for label, key in (("APIGroups", "apiGroups"), ("Resources", "resources"),
+                                ("NonResourceURLs", "nonResourceURLs"),
+                                ("ResourceNames", "resourceNames"), ("Verbs", "verbs"))
+             if rule.get(key)]
+    return "{" + ", ".join(parts) + "}"
+
+
+def only_gc_fields_change(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether an update changes nothing but ownerReferences and finalizers (and what the
+    server sets itself)."""
+    def strip(obj: dict[str, Any]) -> dict[str, Any]:
+        out = copy.deepcopy(obj)
+        meta = out.setdefault("metadata", {})
+        for key in ("ownerReferences", "finalizers", "resourceVersion", "managedFields",
+                    "generation", "uid", "creationTimestamp"):
+            meta.pop(key, None)
+        return out
+    return strip(new) == strip(old)
+
+
+def _quote(s: str) -> str:
+    return go_quote_list([s])[1:-1]
