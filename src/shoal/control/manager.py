@@ -16,6 +16,7 @@ from shoal.control.node_ipam import DEFAULT_CLUSTER_CIDR, NodeIpam
 from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
 from shoal.control.pod_gc import PodGC
+from shoal.control.rbac_bootstrap import RbacBootstrap  # authz: the default RBAC policy
 from shoal.control.replicaset import ReplicaSetController
 from shoal.control.scheduling import Scheduler
 from shoal.control.service_ip_repair import ServiceIpRepair
@@ -38,6 +39,9 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
         NodeIpam(store, view, cluster_cidr), ServiceIpRepair(store, view), PodGC(store, view),
+        # --- authz ---
+        RbacBootstrap(store),
+        # --- end authz ---
     ]
 
 

@@ -448,6 +448,12 @@ _NAME_CHECKS: dict[tuple[str, str], _NameCheck] = {
     ("", "Service"): is_dns1035_label,
     # Core/v1 events keep their legacy, unchecked names (beyond the URL rules).
     ("", "Event"): lambda _name: [],
+    # --- authz: RBAC names are path segments only (ValidateRBACName), e.g. "system:node" ---
+    ("rbac.authorization.k8s.io", "Role"): lambda _name: [],
+    ("rbac.authorization.k8s.io", "ClusterRole"): lambda _name: [],
+    ("rbac.authorization.k8s.io", "RoleBinding"): lambda _name: [],
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): lambda _name: [],
+    # --- end authz ---
 }
 
 
