@@ -101,7 +101,7 @@ class ShoalNode:
         self.url = f"https://{_host_for_url(advertise)}:{cfg.api_port}"
         self.api = ApiServer(
             self.store, self.registry,
-            Credentials({self.pki.admin_token.read_text().strip(): "shoal-admin"}),
+            Credentials(_admin_tokens(self.pki)),  # peer identity: only on signers
             server_address=f"{advertise}:{cfg.api_port}",
             bookmark_interval=cfg.bookmark_interval,
         )
