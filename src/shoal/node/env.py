@@ -2,7 +2,8 @@
 
 Env comes from ``envFrom`` (ConfigMaps and Secrets, with a prefix) and then ``env``
 (literal values, ConfigMap and Secret keys, the downward API's ``fieldRef`` and
-``resourceFieldRef``); a later name wins. ``$(VAR)`` in values, command and args is
+``resourceFieldRef``); a later name wins. Before all of them come the variables that name
+the API (:func:`kubernetes_service_env`), so ``$(KUBERNETES_SERVICE_HOST)`` expands. ``$(VAR)`` in values, command and args is
 replaced by a variable defined before it, ``$$`` is a literal ``$``, and an unknown
 reference is left as written.
 """
@@ -120,16 +121,29 @@ def resource_field_ref(pod: dict[str, Any], container: dict[str, Any], ref: dict
     return str(math.ceil(parse_quantity(value) / divisor))
 
 
+def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
+    """The variables Kubernetes gives every pod for the ``kubernetes`` Service (what
+    client-go's in-cluster config reads). In Shoal they name the pod's own node's API."""
+    hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    url = f"tcp://{hostport}"
+    tcp = f"KUBERNETES_PORT_{port}_TCP"
+    return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port), "KUBERNETES_PORT": url,
+            tcp: url, f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": str(port), f"{tcp}_ADDR": host}
+
+
 def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
                   node_ip: str, node_allocatable: Mapping[str, str] | None = None,
-                  pod_ip: str | None = None) -> dict[str, str]:
+                  pod_ip: str | None = None,
+                  service_env: Mapping[str, str] | None = None) -> dict[str, str]:
     """The variables the container sees (before the runtime adds its own)."""
     meta = pod.get("metadata") or {}
     ns = meta.get("namespace") or "default"
     alloc = node_allocatable or {}
     # No PATH: under runc the image's PATH applies (the runtime's default when it has none),
     # as with containerd; the process runtime adds the default itself.
-    env: dict[str, str] = {"HOSTNAME": str(meta.get("name", "")), "HOME": "/root"}
+    env: dict[str, str] = {"HOSTNAME": str(meta.get("name", "")), "HOME": "/root",
+                           **(service_env or {})}
     for src in container.get("envFrom") or []:
         prefix = str(src.get("prefix") or "")
         for key, secret in (("configMapRef", False), ("secretRef", True)):

@@ -7,6 +7,13 @@ container finds each mounted volume (a) in ``SHOAL_VOLUME_<NAME>`` (the volume n
 upper-cased, other characters as ``_``) and (b) at ``mountPath`` itself when that path
 is absolute, does not exist yet and its parent is writable: there we put a symlink,
 removed when the pod goes. Volume kinds we do not know yet become empty directories.
+
+Projected volumes (and downwardAPI volumes) are written as Kubernetes' AtomicWriter does:
+the files go into a fresh hidden directory ``..<stamp>``, the symlink ``..data`` is swapped
+to it with one rename, and each top-level name is a symlink through ``..data``; a reader
+never sees half of an update. A projected ServiceAccount token is rewritten (with the CA
+and namespace beside it) once it is 80 % through its lifetime or 24 h old, as the kubelet
+does: :func:`refresh_projected` says when next.
 A runtime that can mount (runc) bind-mounts the same directories instead
 (:func:`bind_mounts`), and no host link is made.
 """
@@ -15,20 +22,33 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import os
 import re
+import secrets
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.node.env import Lookup
+from shoal.node.env import ConfigError, Lookup, field_ref
 from shoal.node.runtime import Mount
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODE = 0o644
+DATA_LINK = "..data"
+DEFAULT_TOKEN_EXPIRATION = 3600
+REFRESH_FRACTION = 0.8
+REFRESH_MAX_AGE = 24 * 3600.0
+RETRY_SECONDS = 10.0  # after a failed renewal
+
+TokenSource = Callable[[dict[str, Any], str, int], str]
+"""(pod, audience ("" for the API's), expirationSeconds) -> a token bound to the pod; raises
+:class:`VolumeError` when it cannot be issued yet."""
 
 
 class VolumeError(Exception):
@@ -74,7 +94,8 @@ def _object_data(obj: dict[str, Any], secret: bool) -> dict[str, bytes]:
     return out
 
 
-def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup) -> dict[str, Path]:
+def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup,
+            tokens: TokenSource | None = None) -> dict[str, Path]:
     """Create every volume of the pod; returns volume name -> host directory."""
     ns = (pod.get("metadata") or {}).get("namespace") or "default"
     out: dict[str, Path] = {}
@@ -94,6 +115,10 @@ def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup) -> dict[str, Pat
                 raise VolumeError(f"hostPath type check failed: {path} does not exist")
             out[name] = path
             continue
+        if "projected" in vol or "downwardAPI" in vol:
+            _write_projected(pod, vol, local, lookup, tokens)
+            out[name] = local
+            continue
         for key, secret in (("configMap", False), ("secret", True)):
             if key not in vol:
                 continue
@@ -110,12 +135,174 @@ def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup) -> dict[str, Pat
             break
         else:
             if "emptyDir" not in vol:
-                log.warning("volume %s of pod %s: only emptyDir, configMap, secret and hostPath "
-                            "are supported; using an empty directory", name,
+                log.warning("volume %s of pod %s: only emptyDir, configMap, secret, projected, "
+                            "downwardAPI and hostPath are supported; using an empty directory",
+                            name,
                             (pod.get("metadata") or {}).get("name"))
             local.mkdir(parents=True, exist_ok=True)
             out[name] = local
     return out
+
+
+class TokenUnavailable(VolumeError):
+    """A token cannot be issued yet (its ServiceAccount has not reached this replica)."""
+
+
+def _selected(data: dict[str, bytes], items: list[dict[str, Any]] | None, mode: int,
+              optional: bool, what: str) -> list[tuple[str, bytes, int]]:
+    if not items:
+        return [(k, v, mode) for k, v in data.items()]
+    out = []
+    for it in items:
+        key = str(it.get("key", ""))
+        if key not in data:
+            if optional:
+                continue
+            raise VolumeError(f"{what}: key {key!r} not found")
+        out.append((str(it.get("path") or key), data[key], int(it.get("mode", mode))))
+    return out
+
+
+def _downward_files(pod: dict[str, Any], items: list[dict[str, Any]], mode: int
+                    ) -> list[tuple[str, bytes, int]]:
+    out = []
+    for it in items:
+        ref = it.get("fieldRef") or {}
+        if not ref:
+            raise VolumeError(f"downwardAPI {it.get('path')!r}: only fieldRef is supported")
+        try:
+            value = field_ref(pod, str(ref.get("fieldPath", "")), "")
+        except ConfigError as e:
+            raise VolumeError(str(e)) from e
+        out.append((str(it.get("path", "")), value.encode(), int(it.get("mode", mode))))
+    return out
+
+
+def projected_files(pod: dict[str, Any], sources: list[dict[str, Any]], mode: int,
+                    lookup: Lookup, tokens: TokenSource | None) -> list[tuple[str, bytes, int]]:
+    """The files of a projected volume: (path, content, mode)."""
+    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    out: list[tuple[str, bytes, int]] = []
+    for src in sources:
+        if "serviceAccountToken" in src:
+            sat = src["serviceAccountToken"] or {}
+            if tokens is None:
+                raise TokenUnavailable("this node issues no ServiceAccount tokens")
+            token = tokens(pod, str(sat.get("audience") or ""),
+                           int(sat.get("expirationSeconds") or DEFAULT_TOKEN_EXPIRATION))
+            out.append((str(sat.get("path") or "token"), token.encode(), mode))
+        elif "downwardAPI" in src:
+            out += _downward_files(pod, (src["downwardAPI"] or {}).get("items") or [], mode)
+        for key, secret in (("configMap", False), ("secret", True)):
+            if key not in src:
+                continue
+            ref = src[key] or {}
+            name = str(ref.get("name", ""))
+            obj = lookup("secrets" if secret else "configmaps", ns, name)
+            what = f'{"secret" if secret else "configmap"} "{name}"'
+            if obj is None:
+                if ref.get("optional"):
+                    continue
+                raise VolumeError(f"{what} not found")
+            out += _selected(_object_data(obj, secret), ref.get("items"), mode,
+                             bool(ref.get("optional")), what)
+    return out
+
+
+def write_atomically(target: Path, files: list[tuple[str, bytes, int]]) -> None:
+    """Kubernetes' AtomicWriter: the files in a new ``..<stamp>`` directory, ``..data``
+    swapped to it by a rename, each top-level name a symlink through ``..data``."""
+    target.mkdir(parents=True, exist_ok=True)
+    stamp = target / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{secrets.token_hex(4)}"
+    stamp.mkdir()
+    top: set[str] = set()
+    for rel, content, mode in files:
+        path = (stamp / rel).resolve()
+        if rel.startswith("..") or not path.is_relative_to(stamp.resolve()):
+            shutil.rmtree(stamp, ignore_errors=True)
+            raise VolumeError(f"path {rel!r} leaves the volume")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.chmod(path, mode)
+        top.add(Path(rel).parts[0])
+    os.chmod(stamp, 0o755)
+    data = target / DATA_LINK
+    old = os.readlink(data) if data.is_symlink() else None
+    tmp = target / f"{DATA_LINK}_tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(stamp.name)
+    os.rename(tmp, data)  # the one step a reader can see: all old files, then all new ones
+    for name in top:
+        link = target / name
+        if not link.is_symlink():
+            if link.is_dir():
+                shutil.rmtree(link)
+            elif link.exists():
+                link.unlink()
+            link.symlink_to(f"{DATA_LINK}/{name}")
+    for entry in target.iterdir():
+        if not entry.name.startswith("..") and entry.is_symlink() and entry.name not in top:
+            entry.unlink()
+    if old and old != stamp.name:
+        shutil.rmtree(target / old, ignore_errors=True)
+
+
+def _write_projected(pod: dict[str, Any], vol: dict[str, Any], local: Path, lookup: Lookup,
+                     tokens: TokenSource | None) -> None:
+    if "projected" in vol:
+        proj = vol["projected"] or {}
+        mode = int(proj.get("defaultMode", DEFAULT_MODE))
+        files = projected_files(pod, proj.get("sources") or [], mode, lookup, tokens)
+    else:
+        dapi = vol["downwardAPI"] or {}
+        files = _downward_files(pod, dapi.get("items") or [],
+                                int(dapi.get("defaultMode", DEFAULT_MODE)))
+    write_atomically(local, files)
+
+
+def _token_due(local: Path, vol: dict[str, Any]) -> float | None:
+    """When the projected volume's token is due for renewal (unix seconds); None if it has
+    no token. A token we cannot read is due now."""
+    sources = ((vol.get("projected") or {}).get("sources")) or []
+    paths = [str((s["serviceAccountToken"] or {}).get("path") or "token")
+             for s in sources if "serviceAccountToken" in s]
+    if not paths:
+        return None
+    due = float("inf")
+    for rel in paths:
+        try:
+            body = (local / rel).read_text().split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            iat, exp = float(claims["iat"]), float(claims["exp"])
+        except (OSError, IndexError, ValueError, KeyError, TypeError):
+            return 0.0
+        due = min(due, iat + min(REFRESH_FRACTION * (exp - iat), REFRESH_MAX_AGE))
+    return due
+
+
+def refresh_projected(pod: dict[str, Any], pod_dir: Path, lookup: Lookup,
+                      tokens: TokenSource | None, now: float) -> float | None:
+    """Rewrites the projected volumes whose token is due; returns when the next one is due
+    (unix seconds), or None when the pod has no token to renew."""
+    next_due: float | None = None
+    for vol in (pod.get("spec") or {}).get("volumes") or []:
+        if "projected" not in vol:
+            continue
+        local = pod_dir / "volumes" / str(vol.get("name", ""))
+        due = _token_due(local, vol)
+        if due is None:
+            continue
+        if due <= now:
+            try:
+                _write_projected(pod, vol, local, lookup, tokens)
+                due = _token_due(local, vol) or now + RETRY_SECONDS
+            except (VolumeError, OSError) as e:
+                log.warning("pod %s: cannot renew the token in volume %s: %s",
+                            (pod.get("metadata") or {}).get("name"), vol.get("name"), e)
+                due = now + RETRY_SECONDS
+        next_due = due if next_due is None else min(next_due, due)
+    return next_due
 
 
 @dataclass
@@ -159,9 +346,10 @@ def bind_mounts(container: dict[str, Any], pod_spec: dict[str, Any],
             src = src / str(vm["subPath"])
             if not src.exists():  # as the kubelet: a missing subPath is created as a directory
                 src.mkdir(parents=True, exist_ok=True)
-        # ConfigMap and Secret volumes are read-only in Kubernetes whatever the mount says.
-        ro = bool(vm.get("readOnly")) or any(k in kinds.get(name, {})
-                                             for k in ("configMap", "secret"))
+        # ConfigMap, Secret, projected and downwardAPI volumes are read-only in Kubernetes
+        # whatever the mount says.
+        ro = bool(vm.get("readOnly")) or any(
+            k in kinds.get(name, {}) for k in ("configMap", "secret", "projected", "downwardAPI"))
         out.append(Mount(src, mp, ro))
     return tuple(out)
 
