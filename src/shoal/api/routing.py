@@ -45,7 +45,9 @@ def resolve(registry: KindRegistry, group: str, version: str, segs: list[str]) -
         raise not_found_path()
     if sub is not None and sub not in kind.subresources and not (
         kind.kind == "Pod" and sub in ("binding", "log", "exec", "eviction", "attach", "portforward")
-    ) and not (kind.kind == "Namespace" and sub == "finalize"):
+    ) and not (kind.kind == "Namespace" and sub == "finalize") and not (
+        kind.kind == "ServiceAccount" and sub == "token"  # service accounts: TokenRequest
+    ):
         raise not_found_path()
     if watch_path and sub is not None:
         raise not_found_path()

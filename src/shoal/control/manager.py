@@ -19,6 +19,7 @@ from shoal.control.pod_gc import PodGC
 from shoal.control.rbac_bootstrap import RbacBootstrap  # authz: the default RBAC policy
 from shoal.control.replicaset import ReplicaSetController
 from shoal.control.scheduling import Scheduler
+from shoal.control.service_accounts import ServiceAccountsController  # service accounts
 from shoal.control.service_ip_repair import ServiceIpRepair
 from shoal.store.objects import ObjectStore
 
@@ -26,8 +27,13 @@ from shoal.store.objects import ObjectStore
 def controllers(store: ObjectStore, view: PeerView | None = None,
                 pod_eviction_timeout: float = 300.0,
                 node_monitor_grace: float = 40.0,
-                cluster_cidr: str = DEFAULT_CLUSTER_CIDR) -> list[Controller]:
-    return [
+                cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
+                ca_cert_pem: bytes | None = None) -> list[Controller]:
+    # --- service accounts: needs the cluster CA for kube-root-ca.crt ---
+    accounts: list[Controller] = (
+        [ServiceAccountsController(store, ca_cert_pem, view)] if ca_cert_pem else [])
+    # --- end service accounts ---
+    return [*accounts,
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
         ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout,
@@ -48,7 +54,8 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
 def start(store: ObjectStore, view: PeerView | None = None,
           pod_eviction_timeout: float = 300.0,
           node_monitor_grace: float = 40.0,
-          cluster_cidr: str = DEFAULT_CLUSTER_CIDR) -> list[asyncio.Task[None]]:
+          cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
+          ca_cert_pem: bytes | None = None) -> list[asyncio.Task[None]]:
     return [asyncio.create_task(c.run(), name=c.name)
             for c in controllers(store, view, pod_eviction_timeout, node_monitor_grace,
-                                 cluster_cidr)]
+                                 cluster_cidr, ca_cert_pem)]

@@ -132,6 +132,11 @@ class ObjectStore:
         self._rng = rng or random.Random()
         # Called with (kind, old, new) after each committed write, e.g. to serve new CRDs.
         self.observers: list[Callable[[Kind, dict[str, Any] | None, dict[str, Any] | None], None]] = []
+        # --- service accounts ---
+        # Mutating admission on create (kind, new object), before defaulting and validation:
+        # e.g. shoal.control.service_accounts.admit_pod. May raise a StoreError to refuse.
+        self.admission: list[Callable[[Kind, dict[str, Any]], None]] = []
+        # --- end service accounts ---
 
     # -- reads -----------------------------------------------------------------
 
@@ -223,6 +228,10 @@ class ObjectStore:
         if kind.kind == "Namespace":
             obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
             obj["status"] = {"phase": "Active"}
+        # --- service accounts ---
+        for admit in self.admission:
+            admit(kind, obj)
+        # --- end service accounts ---
         _prune(kind, obj)
         apply_defaults(kind, obj)
         if kind.resource == "services":
