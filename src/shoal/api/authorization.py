@@ -188,12 +188,12 @@ def impersonate(authorizer: Authorizer, user: UserInfo,
     if sa is not None:
         checks.append(Attributes(user, "impersonate", True, "", "v1", "serviceaccounts", "",
                                  sa[0], sa[1]))
-        if not groups:
-            groups = [SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{sa[0]}"]
     else:
         checks.append(Attributes(user, "impersonate", True, "", "", "users", "", "", name))
     checks += [Attributes(user, "impersonate", True, "", "", "groups", "", "", g)
                for g in groups]
+    if sa is not None and not groups:  # a ServiceAccount's groups follow from its name
+        groups = [SERVICE_ACCOUNTS, f"{SERVICE_ACCOUNTS}:{sa[0]}"]
     if uid:
         checks.append(Attributes(user, "impersonate", True, "authentication.k8s.io", "v1",
                                  "uids", "", "", uid))

@@ -6,12 +6,18 @@ import base64
 import binascii
 import copy
 import datetime
+from dataclasses import replace
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from shoal.api import bodies, pod_streams
+from shoal.api import (
+    bodies,
+    pod_streams,
+    token_request,  # service accounts
+)
+from shoal.api.admission import Admission, AdmissionRequest
 from shoal.api.errors import ApiError, success_status
 from shoal.api.patch import (
     PatchError,
@@ -120,6 +126,20 @@ class ResourceHandlers:
         self.bookmark_interval = bookmark_interval
         self.node_agent: NodeAgent | None = None  # set by the node; serves pods/log and exec
         self.pod_proxy: PodProxy | None = None  # set by the node; pods/log, exec on other nodes
+        # --- service accounts: set by the node; serves serviceaccounts/token ---
+        self.token_requests: token_request.TokenRequests | None = None
+        # --- end service accounts ---
+        self.admission: Admission | None = None  # set by the server; checks writes' bodies
+
+    def _admit(self, request: web.Request, operation: str, t: Target,
+               obj: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
+        """Run the admission hooks on a write, before it is made (raises to refuse it)."""
+        if self.admission is None:
+            return
+        meta = (obj if obj is not None else old or {}).get("metadata") or {}
+        self.admission.admit(AdmissionRequest(
+            request["user"], operation, t.kind, (t.namespace or "") if t.kind.namespaced else "",
+            t.name or str(meta.get("name") or ""), t.subresource or "", obj, old))
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:
@@ -154,6 +174,10 @@ class ResourceHandlers:
         if t.subresource in ("log", "exec", "attach", "portforward"):
             return await pod_streams.serve(request, t, self.store, self.node_agent,
                                          self.pod_proxy)
+        # --- service accounts: the TokenRequest subresource ---
+        if t.subresource == "token" and t.kind.kind == "ServiceAccount":
+            return await token_request.serve(request, t, self.store, self.token_requests)
+        # --- end service accounts ---
         if t.subresource == "eviction":
             raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
         if m == "GET":
@@ -280,6 +304,7 @@ class ResourceHandlers:
                                     "message": "Required value: name or generateName is required",
                                     "field": "metadata.name"}])
         check_fields(request, t.kind, obj)
+        self._admit(request, "CREATE", t, obj, None)
         stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
         return json_response(stored, 201)
 
@@ -290,11 +315,14 @@ class ResourceHandlers:
         if t.subresource not in (None, "status"):
             raise ApiError(405, "the server does not allow this method on the requested resource")
         check_fields(request, t.kind, obj)
-        if self.store.find(t.kind, self._ns(t), t.name) is None and t.subresource is None:
+        old = self.store.find(t.kind, self._ns(t), t.name)
+        if old is None and t.subresource is None:
             # PUT on a missing object creates it, as the apiserver does for most kinds.
             obj.setdefault("metadata", {})["name"] = t.name
+            self._admit(request, "CREATE", t, obj, None)
             stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
             return json_response(stored, 201)
+        self._admit(request, "UPDATE", t, obj, old)
         stored = await self.store.update(t.kind, obj, self._ns(t), t.name, t.subresource,
                                          dry_run=_dry_run(request))
         return json_response(stored)
@@ -335,6 +363,7 @@ class ResourceHandlers:
                     raise ApiError(400, "the applied configuration must be an object")
                 self._check_body_target(t, obj)
                 obj.setdefault("metadata", {})["name"] = t.name
+                self._admit(request, "CREATE", t, obj, None)
                 return json_response(await self.store.create(t.kind, obj, t.namespace, dry), 201)
             raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
         patched = self._apply_patch(request, t.kind, current, raw)
@@ -345,6 +374,7 @@ class ResourceHandlers:
         pmeta = patched.get("metadata") or {}
         if pmeta.get("name") not in (None, t.name):
             raise ApiError(400, "the name of the object does not match the name on the URL")
+        self._admit(request, "UPDATE", t, patched, current)
         stored = await self.store.update(t.kind, patched, ns, t.name, t.subresource, dry_run=dry,
                                          check_rv=pmeta.get("resourceVersion") !=
                                          current["metadata"].get("resourceVersion"))
@@ -377,6 +407,7 @@ class ResourceHandlers:
         assert t.name is not None
         opts = await self._delete_options(request)
         pre = opts.get("preconditions") or {}
+        self._admit(request, "DELETE", t, None, self.store.find(t.kind, self._ns(t), t.name))
         obj, gone = await self.store.delete(
             t.kind, self._ns(t), t.name,
             propagation=opts.get("propagationPolicy"),
@@ -398,6 +429,7 @@ class ResourceHandlers:
         deleted = []
         for o in items:
             m = o["metadata"]
+            self._admit(request, "DELETE", replace(t, name=m["name"]), None, o)
             try:
                 obj, _ = await self.store.delete(t.kind, m.get("namespace"), m["name"],
                                                  propagation=opts.get("propagationPolicy"),
@@ -463,6 +495,7 @@ class ResourceHandlers:
                                 "latest version and try again", "Conflict", kind=t.kind, name=t.name)
         updated = copy.deepcopy(obj)
         set_value(t.kind.scale.spec_replicas_path, updated, replicas)
+        self._admit(request, "UPDATE", t, updated, obj)
         stored = await self.store.update(t.kind, updated, ns, t.name, dry_run=_dry_run(request),
                                          check_rv=False)
         return json_response(self._scale_of(t.kind, stored))
@@ -481,6 +514,7 @@ class ResourceHandlers:
                                 f'"{pod["spec"]["nodeName"]}"', "Conflict")
         updated = copy.deepcopy(pod)
         updated["spec"]["nodeName"] = target
+        self._admit(request, "CREATE", t, body, None)
         await self.store.update(t.kind, updated, ns, t.name, "binding", check_rv=False)
         return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {},
                               "status": "Success", "code": 201}, 201)
