@@ -142,7 +142,11 @@ def test_offline_reboot_brings_the_pod_back(shoal: ShoalProcess) -> None:
 
 
 def _pids_of(node: ShoalProcess) -> list[int]:
-    marker = f"SHOAL_DATA_DIR={node.data_dir.resolve()}".encode()
+    # --- at rest: pods carry an opaque marker, not the data dir ---
+    from shoal.node.runtime_process import MARKER_ENV, node_marker
+
+    marker = f"{MARKER_ENV}={node_marker(node.data_dir)}".encode()
+    # --- end at rest ---
     out = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():

@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
                         "nft works here (root), else none (default: auto)")
     # --- end service proxy ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
+    # --- at rest: process pods' users and files ---
+    s.add_argument("--allow-root-pods", action="store_true",
+                   help="let process-runtime pods run as root (securityContext.runAsUser: 0); "
+                        "by default they run as 65534 or the user they ask for")
+    s.add_argument("--pods-dir", type=Path, default=None,
+                   help="where process-runtime pods' working dirs and volumes go, outside the "
+                        "0700 data dir (default /var/lib/shoal-pods/<node marker>)")
+    # --- end at rest ---
     s.add_argument("--peer-port", type=int, default=None,
                    help="the mutual-TLS port peers and joining nodes connect to, on --bind "
                         "(default: 7443; 0 picks a free port; if the default is taken, a free "
@@ -282,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             peer_advertise=args.peer_advertise,
             dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
             proxy_mode=args.proxy_mode,  # service proxy
+            allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,  # at rest
         )
         if (args.join is None) != (cfg.join_token is None):
             print("shoal server: --join needs a token (--token-file FILE, SHOAL_TOKEN or "

@@ -32,6 +32,8 @@ from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
 from shoal.node.node_status import NodeStatusReporter
+from shoal.node.pod_user import PodIsolation  # at rest
+from shoal.node.runtime_process import ProcessRuntime  # at rest
 from shoal.node.stream_service import PodStreamService
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
@@ -77,6 +79,12 @@ class NodeConfig:
     proxy_mode: str = "auto"
     """auto, nftables or none (shoal.net.service_proxy.proxy_enabled)."""
     # --- end service proxy ---
+    # --- at rest: process pods' users and files (shoal.node.pod_user) ---
+    allow_root_pods: bool = False
+    """A process-runtime container may run as uid 0 (runAsUser: 0)."""
+    pods_dir: Path | None = None
+    """Process pods' working dirs and volumes; None: /var/lib/shoal-pods/<node marker>."""
+    # --- end at rest ---
 
 
 class ShoalNode:
@@ -111,6 +119,11 @@ class ShoalNode:
         self.agent = NodeAgent(self.store, cfg.name, advertise, cfg.data_dir,
                                make_runtime(cfg.runtime, cfg.data_dir))
         self.api.handlers.node_agent = self.agent
+        # --- at rest: process pods run as their own user, their files outside the data dir ---
+        if isinstance(self.agent.runtime, ProcessRuntime):
+            self.agent.pod_isolation = PodIsolation.for_node(
+                self.agent.runtime.marker, cfg.allow_root_pods, cfg.pods_dir)
+        # --- end at rest ---
         # --- end node agent ---
         # --- pod network: pods' namespaces and addresses, the overlay (shoal.net) ---
         self.pod_network = NodePodNetwork(cfg.pod_network, self.agent.runtime.name, self.store,

@@ -23,6 +23,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.node.pod_network import PodNetwork
+from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
 from shoal.node.runtime import Runtime
 from shoal.node.runtime_process import ProcessRuntime
@@ -88,6 +89,9 @@ class NodeAgent:
         self.runtime = runtime
         self.config = config or AgentConfig()
         self.pods_dir = data_dir / "pods"
+        # --- at rest: process pods' users and files (shoal.node.pod_user; set by the node) ---
+        self.pod_isolation = PodIsolation()
+        # --- end at rest ---
         pod_kind = store.registry.by_kind("v1", "Pod")
         assert pod_kind is not None
         self.pod_kind = pod_kind
@@ -124,7 +128,8 @@ class NodeAgent:
         node = self.store.replica.get("nodes", "", self.node_name) or {}
         alloc = dict((node.get("status") or {}).get("allocatable") or {})
         return PodContext(self.runtime, self._lookup, self.address, self.pods_dir, self._notify,
-                          self.config.worker, alloc, event=self._event)
+                          self.config.worker, alloc, event=self._event,
+                          isolation=self.pod_isolation)  # at rest
 
     async def start(self) -> None:
         """Clean up after an earlier run and bring back this node's pods."""

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from shoal.node.env import (
 )
 from shoal.node.images import ImageError, normalise
 from shoal.node.pod_network import PodNetwork, PodNetworkError, PodSandbox, host_network
+from shoal.node.pod_user import PodIsolation, PodUserError, open_to, open_volumes
 from shoal.node.probes import Prober, probe_once
 from shoal.node.runtime import (
     ContainerConfig,
@@ -95,6 +97,8 @@ class PodContext:
     """The pod network (shoal.node.pod_network); None: every pod on the node's network."""
     event: Callable[[dict[str, Any], str, str, str], None] = lambda pod, type_, reason, msg: None
     """Records an event about the pod: (pod, Normal or Warning, reason, message)."""
+    isolation: PodIsolation = field(default_factory=PodIsolation)
+    """Who process-runtime containers run as and where their files go (shoal.node.pod_user)."""
 
 
 # The reasons a pull fails with: the container waits (the pod stays Pending), it did not crash.
@@ -222,7 +226,8 @@ class PodWorker:
         self.uid = str(meta["uid"])
         self.namespace = str(meta.get("namespace") or "default")
         self.name = str(meta["name"])
-        self.pod_dir = ctx.pods_dir / self.uid
+        self.pod_dir = ctx.pods_dir / self.uid  # logs (and, unless isolated, files)
+        self.files_dir = self.pod_dir  # working dirs and volumes: set up in _lifecycle
         spec = pod.get("spec") or {}
         status = pod.get("status") or {}
         prev = {c.get("name"): c for c in status.get("containerStatuses") or []}
@@ -309,7 +314,10 @@ class PodWorker:
     async def _lifecycle(self) -> None:
         while not self.terminating.is_set():
             try:
-                self.volumes = volumes.prepare(self.pod, self.pod_dir, self.ctx.lookup)
+                if not self.ctx.runtime.images:
+                    self.files_dir = self.ctx.isolation.files_dir(self.uid, self.pod_dir)
+                self.volumes = volumes.prepare(self.pod, self.files_dir, self.ctx.lookup)
+                open_volumes(self.pod, self.volumes, self.files_dir)
                 self.volume_error = ""
                 break
             except (volumes.VolumeError, OSError) as e:
@@ -346,6 +354,7 @@ class PodWorker:
             rec.state = {"waiting": {"reason": "ContainerCreating"}}
         self._notify()
         await asyncio.gather(*(self._container_loop(rec, policy) for rec in self.records))
+
 
     async def _container_loop(self, rec: ContainerRecord, policy: str) -> None:
         while not self.terminating.is_set():
@@ -440,6 +449,8 @@ class PodWorker:
         binds: tuple[Mount, ...] = ()
         command: list[str] | None = None
         args: list[str] | None = None
+        user = None
+        wd: Path | None = None
         try:
             env = container_env(self.pod, spec, self.ctx.lookup, self.ctx.node_ip,
                                 self.ctx.node_allocatable, pod_ip=self.pod_ip())
@@ -449,21 +460,26 @@ class PodWorker:
                 command, args = command_and_args(spec, env)
                 argv = [*(command or []), *(args or [])]
             else:
+                user = self.ctx.isolation.user_for(self.pod, spec)
                 mounts = volumes.mount(spec, self.volumes)
                 self.links += mounts.links
                 env.update(mounts.env)
                 argv = command_line(spec, env)
-        except (ConfigError, OSError) as e:
-            reason = e.reason if isinstance(e, ConfigError) else "CreateContainerConfigError"
+                # No image WorkingDir: the container's own directory, its user's.
+                wd = Path(str(spec["workingDir"])) if spec.get("workingDir") else None
+                if wd is None:
+                    wd = self.files_dir / rec.name
+                    open_to(wd, user)
+        except (ConfigError, PodUserError, OSError) as e:
+            reason = e.reason if isinstance(e, ConfigError | PodUserError) else \
+                "CreateContainerConfigError"
             rec.state = {"waiting": {"reason": reason, "message": str(e)}}
             self._notify()
             self._event("Warning", "Failed", f"Error: {e}")
             return None
         cpu, mem = _limits(spec)
-        # An unset workingDir is the image's WorkingDir, or for the process runtime (which
-        # has no image) the container's own directory under the pod's.
-        wd: Path | None = Path(str(spec["workingDir"])) if spec.get("workingDir") else (
-            None if images else self.pod_dir / rec.name)
+        if images:  # an unset workingDir is the image's WorkingDir
+            wd = Path(str(spec["workingDir"])) if spec.get("workingDir") else None
         creds = tuple(RegistryCredential(*c) for c in pull_credentials(self.pod, self.ctx.lookup)
                       ) if images else ()
         cfg = ContainerConfig(
@@ -474,6 +490,7 @@ class PodWorker:
             image_pull_policy=spec.get("imagePullPolicy") or None, mounts=binds + self._sandbox_mounts(images),
             pull_credentials=creds,
             netns=self.sandbox.netns if images and self.sandbox is not None else None,
+            user=user,
         )
         rec.pull_failed = False
         try:
@@ -706,6 +723,8 @@ class PodWorker:
 
     def cleanup(self) -> None:
         volumes.unmount(self.links)
+        if self.files_dir != self.pod_dir:  # the logs' directory is the agent's to remove
+            shutil.rmtree(self.files_dir, ignore_errors=True)
 
     # -- status ----------------------------------------------------------------
 

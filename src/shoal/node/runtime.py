@@ -34,6 +34,15 @@ class RegistryCredential:
 
 
 @dataclass(frozen=True)
+class ContainerUser:
+    """The uid, gid and supplementary groups a container's processes get."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """Everything needed to start one attempt of one container."""
 
@@ -61,6 +70,8 @@ class ContainerConfig:
     netns: Path | None = None  # None: the node's own network
     # --- images: the manifest digest the pull step just made present (Runtime.pull) ---
     image_digest: str | None = None  # None: start() resolves the image itself, pulling if needed
+    # --- at rest: who the process runtime runs it as (shoal.node.pod_user) ---
+    user: ContainerUser | None = None  # None: the node's own user
 
 
 @dataclass(frozen=True)

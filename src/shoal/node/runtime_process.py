@@ -8,9 +8,14 @@ kubelet's. CPU and memory limits use a cgroup v2 when ``/sys/fs/cgroup`` is a
 writable v2 hierarchy; otherwise they are not enforced (logged once). The image is
 recorded, not pulled.
 
-Every process carries ``SHOAL_DATA_DIR`` and ``SHOAL_CONTAINER_ID`` in its
-environment, which is how a restarted agent recognises what an earlier run left
-behind (its pipes to the agent are gone, so it is killed and replaced).
+A container with a user (``ContainerConfig.user``, decided by ``shoal.node.pod_user``)
+runs under ``setpriv`` with that uid, gid and groups, and so do its execs; its pipes
+are opened before the switch, so its logs need nothing of the user.
+
+Every process carries ``SHOAL_NODE_MARKER`` (an opaque hash of the data dir, which a
+pod is not told) and ``SHOAL_CONTAINER_ID`` in its environment, which is how a
+restarted agent recognises what an earlier run left behind (its pipes to the agent
+are gone, so it is killed and replaced).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import logging
 import os
 import pty
@@ -29,12 +35,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.node.env import DEFAULT_PATH
-from shoal.node.runtime import ContainerConfig, ContainerHandle, ExecSession, RuntimeStartError
+from shoal.node.runtime import (
+    ContainerConfig,
+    ContainerHandle,
+    ContainerUser,
+    ExecSession,
+    RuntimeStartError,
+)
 
 log = logging.getLogger(__name__)
 
 PARTIAL_LINE = 16 * 1024  # longer lines are split into P(artial) records, as CRI does
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+MARKER_ENV = "SHOAL_NODE_MARKER"
+
+
+def node_marker(data_dir: Path) -> str:
+    """What marks this node's pod processes: opaque, so a pod learns nothing of the data dir."""
+    return hashlib.sha256(b"shoal-node:" + str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def as_user(argv: list[str], user: ContainerUser | None, env: dict[str, str]) -> list[str]:
+    """The command line that runs ``argv`` as ``user`` (unchanged without one).
+
+    uvloop's subprocesses take no ``user``/``group``, and a ``preexec_fn`` is unsafe in a
+    process with threads; ``setpriv`` (util-linux) switches after the fork instead. The
+    program is looked up first on the container's PATH, so a missing one is still a
+    StartError and not an exit code."""
+    if user is None:
+        return argv
+    program = shutil.which(argv[0], path=env.get("PATH", DEFAULT_PATH))
+    if program is None:
+        raise RuntimeStartError("StartError", f"failed to start container process "
+                                f"{argv[0]!r}: executable file not found in $PATH")
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise RuntimeStartError("CreateContainerError", "setpriv (util-linux) is needed to run "
+                                "a pod as its own user")
+    groups = ",".join(str(g) for g in user.groups)
+    return [setpriv, f"--reuid={user.uid}", f"--regid={user.gid}",
+            f"--groups={groups}" if groups else "--clear-groups", "--", program, *argv[1:]]
 
 
 def cri_timestamp(seconds: float) -> str:
@@ -132,12 +174,12 @@ class ProcessRuntime:
     images = False
 
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir.resolve()
+        self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
         self._procs: dict[str, asyncio.subprocess.Process] = {}
 
     def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
-        return {"PATH": DEFAULT_PATH, **cfg.env, "SHOAL_DATA_DIR": str(self.data_dir),
+        return {"PATH": DEFAULT_PATH, **cfg.env, MARKER_ENV: self.marker,
                 "SHOAL_CONTAINER_ID": container_id}
 
     @staticmethod
@@ -156,12 +198,14 @@ class ProcessRuntime:
         except OSError as e:
             raise RuntimeStartError("CreateContainerError",
                                     f"working dir {cwd}: {e.strerror}") from e
+        env = self._env(config, cid)
+        argv = as_user(config.argv, config.user, env)
         logf = LogFile(config.log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *config.argv, stdin=asyncio.subprocess.DEVNULL,
+                *argv, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=self._env(config, cid), cwd=str(cwd), start_new_session=True,
+                env=env, cwd=str(cwd), start_new_session=True,
             )
         except OSError as e:
             logf.close()
@@ -215,6 +259,10 @@ class ProcessRuntime:
                    tty: bool = False) -> ExecSession:
         env = self._env(handle.config, handle.id)
         cwd = str(self._cwd(handle.config))
+        try:
+            argv = as_user(argv, handle.config.user, env)
+        except RuntimeStartError as e:
+            raise OSError(e.message) from e
         if tty:
             master, slave = pty.openpty()
             env.setdefault("TERM", "xterm")
@@ -238,7 +286,7 @@ class ProcessRuntime:
         return ExecSession(proc)
 
     def cleanup_orphans(self, keep: set[str]) -> int:
-        marker = f"SHOAL_DATA_DIR={self.data_dir}".encode()
+        marker = f"{MARKER_ENV}={self.marker}".encode()
         killed = 0
         me = os.getpid()
         for entry in os.scandir("/proc"):
