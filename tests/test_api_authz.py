@@ -399,3 +399,21 @@ def test_a_subject_access_review_asks_about_the_named_subject_not_the_caller() -
         answer(_review("SubjectAccessReview"), {"spec": {"resourceAttributes": {}}}, ALICE,
                authz, None)  # type: ignore[arg-type]
     assert e.value.code == 422 and "at least one of user or group" in e.value.message
+
+
+POD_KIND = REGISTRY.by_kind("v1", "Pod")
+
+
+def test_a_node_may_not_write_the_status_of_a_pod_bound_elsewhere() -> None:
+    node = authenticated("system:node:n2", ("system:nodes",))
+    pod = {"metadata": {"name": "p", "namespace": "team-a"}, "spec": {"nodeName": "n1"}}
+    admission = Admission(ListAuthorizer(), FakeReader({}))  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as e:
+        admission.admit(AdmissionRequest(node, "UPDATE", POD_KIND, "team-a", "p", "status",
+                                         pod, pod))
+    assert e.value.code == 403
+    assert e.value.message == ('pods "p" is forbidden: node "n2" can only update pod status for '
+                               "pods with spec.nodeName set to itself")
+    admission.admit(AdmissionRequest(node, "UPDATE", POD_KIND, "team-a", "p", "status",
+                                     {**pod, "spec": {"nodeName": "n2"}},
+                                     {**pod, "spec": {"nodeName": "n2"}}))

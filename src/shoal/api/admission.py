@@ -10,7 +10,11 @@ permission, 422 for a value). Today:
   of ``system:masters`` may do anything. An update that only touches what the garbage
   collector needs (ownerReferences, finalizers) is not checked, as Kubernetes does.
 
-Other parts add theirs to :attr:`Admission.hooks` (NodeRestriction, for one).
+- NodeRestriction (:func:`shoal.authz.node_restriction.admit`): what a node's credential
+  may write in a body (its own Node and Lease, the status of pods bound to it), which the
+  Node authorizer cannot see from the path.
+
+Other parts add theirs to :attr:`Admission.hooks`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.api.authorization import forbidden, go_quote_list
+from shoal.authz import node_restriction
 from shoal.authz.attributes import Attributes
-from shoal.authz.authorizer import Authorizer
+from shoal.authz.authorizer import Authorizer, role_rules
 from shoal.authz.reader import ObjectReader
 from shoal.authz.user import UserInfo
 from shoal.model.kinds import Kind
@@ -60,11 +65,18 @@ class Admission:
 
     def __init__(self, authorizer: Authorizer, reader: ObjectReader) -> None:
         self.context = AdmissionContext(authorizer, reader)
-        self.hooks: list[AdmissionHook] = [rbac_escalation]
+        self.hooks: list[AdmissionHook] = [node_restriction_hook, rbac_escalation]
 
     def admit(self, request: AdmissionRequest) -> None:
         for hook in self.hooks:
             hook(request, self.context)
+
+
+def node_restriction_hook(req: AdmissionRequest, ctx: AdmissionContext) -> None:
+    refusal = node_restriction.admit(req.user, req.kind.plural, req.subresource, req.operation,
+                                     req.old, req.obj)
+    if refusal is not None:
+        raise forbidden(req.kind.group, req.kind.plural, req.name, refusal)
 
 
 # -- RBAC escalation prevention --------------------------------------------------------------
@@ -113,13 +125,12 @@ def _check_binding(req: AdmissionRequest, ctx: AdmissionContext) -> None:
                       req.namespace, ref_name)
     if ctx.authorizer.authorize(bind).allowed:
         return
-    role = (ctx.reader.get(f"{resource}.{RBAC_GROUP}", "", ref_name) if ref_kind == "ClusterRole"
-            else ctx.reader.get(f"{resource}.{RBAC_GROUP}", req.namespace, ref_name))
-    if role is None:
+    role_namespace = "" if ref_kind == "ClusterRole" else req.namespace
+    if ctx.reader.get(f"{resource}.{RBAC_GROUP}", role_namespace, ref_name) is None:
         raise forbidden(RBAC_GROUP, req.kind.plural, req.name,
                         f'{resource}.{RBAC_GROUP} "{ref_name}" not found')
-    rules = [r for r in role.get("rules") or [] if isinstance(r, dict)]
-    _confirm_no_escalation(req, ctx, rules)
+    # A ClusterRole's rules as RBAC evaluates them: aggregated ones gathered live.
+    _confirm_no_escalation(req, ctx, role_rules(ctx.reader, ref_kind, ref_name, req.namespace))
 
 
 def _confirm_no_escalation(req: AdmissionRequest, ctx: AdmissionContext,
