@@ -242,7 +242,32 @@ COLUMNS: list[tuple[str, str, list[str], list[str]]] = [
         [],
     ),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition", ["Name", "Created At"], []),
+    # --- authz ---
+    ("rbac.authorization.k8s.io/v1", "Role", ["Name", "Created At"], []),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", ["Name", "Created At"], []),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", ["Name", "Role", "Age"],
+     ["Users", "Groups", "ServiceAccounts"]),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", ["Name", "Role", "Age"],
+     ["Users", "Groups", "ServiceAccounts"]),
+    # --- end authz ---
 ]
+
+
+# --- authz ---
+def test_a_binding_prints_its_role_and_subjects_by_kind() -> None:
+    binding = {"metadata": meta("team"),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                           "name": "edit"},
+               "subjects": [{"kind": "User", "name": "ann"}, {"kind": "User", "name": "bo"},
+                            {"kind": "Group", "name": "devs"},
+                            {"kind": "ServiceAccount", "name": "ci", "namespace": "build"}]}
+    assert cells("rbac.authorization.k8s.io/v1", "RoleBinding", binding) == {
+        "Name": "team", "Role": "ClusterRole/edit", "Age": "5m", "Users": "ann, bo",
+        "Groups": "devs", "ServiceAccounts": "build:ci"}
+    role = {"metadata": {"name": "r", "creationTimestamp": "2026-01-02T03:04:05Z"}}
+    assert cells("rbac.authorization.k8s.io/v1", "ClusterRole", role) == {
+        "Name": "r", "Created At": "2026-01-02T03:04:05Z"}
+# --- end authz ---
 
 
 @pytest.mark.parametrize(
@@ -259,8 +284,9 @@ def test_columns_match_kubernetes(
 
 
 def test_a_kind_without_a_printer_prints_name_and_age() -> None:
-    role = Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", namespaced=True)
-    t = build_table(role, [{"metadata": meta("reader")}], now=NOW)
+    # authz: Role has a printer now; a kind with none is made up here.
+    widget = Kind("example.com", "v1", "Widget", "widgets", "widget", namespaced=True)
+    t = build_table(widget, [{"metadata": meta("reader")}], now=NOW)
     assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Age"]
     assert t["rows"][0]["cells"] == ["reader", "5m"]
 

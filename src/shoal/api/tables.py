@@ -865,6 +865,47 @@ def _created_at_cells(obj: dict[str, Any], now: datetime.datetime) -> _Cells:
     return [_name(obj), stamp.strftime("%Y-%m-%dT%H:%M:%SZ")]
 
 
+# --- authz: RBAC (printers.go: roles print when they were created, bindings their role) ---
+
+_ROLE_REF_DOC = (
+    "RoleRef can reference a Role in the current namespace or a ClusterRole in the global "
+    "namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This "
+    "field is immutable."
+)
+
+
+def _binding_columns(kind: str) -> tuple[_Column, ...]:
+    return (
+        _NAME,
+        _Column("Role", description=_ROLE_REF_DOC),
+        _AGE,
+        _Column("Users", priority=1, description=f"Users in the {kind}"),
+        _Column("Groups", priority=1, description=f"Groups in the {kind}"),
+        _Column("ServiceAccounts", priority=1, description=f"ServiceAccounts in the {kind}"),
+    )
+
+
+def _binding_cells(binding: dict[str, Any], now: datetime.datetime) -> _Cells:
+    ref = _dict(binding.get("roleRef"))
+    users: list[str] = []
+    groups: list[str] = []
+    accounts: list[str] = []
+    for subject in _list(binding.get("subjects")):
+        subject = _dict(subject)
+        kind, name = subject.get("kind"), str(subject.get("name") or "")
+        if kind == "User":
+            users.append(name)
+        elif kind == "Group":
+            groups.append(name)
+        elif kind == "ServiceAccount":
+            ns = str(subject.get("namespace") or "")
+            accounts.append(f"{ns}:{name}" if ns else name)
+    return [_name(binding), f"{ref.get('kind') or ''}/{ref.get('name') or ''}",
+            _age(binding, now), ", ".join(users), ", ".join(groups), ", ".join(accounts)]
+
+
+# --- end authz ---
+
 _DEFAULT_COLUMNS = (_NAME, _AGE)
 
 
@@ -890,6 +931,14 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("coordination.k8s.io", "Lease"): (_LEASE_COLUMNS, _lease_cells),
     ("discovery.k8s.io", "EndpointSlice"): (_ENDPOINTSLICE_COLUMNS, _endpointslice_cells),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): (_CREATED_AT_COLUMNS, _created_at_cells),
+    # --- authz ---
+    ("rbac.authorization.k8s.io", "Role"): (_CREATED_AT_COLUMNS, _created_at_cells),
+    ("rbac.authorization.k8s.io", "ClusterRole"): (_CREATED_AT_COLUMNS, _created_at_cells),
+    ("rbac.authorization.k8s.io", "RoleBinding"): (_binding_columns("roleBinding"),
+                                                   _binding_cells),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"): (
+        _binding_columns("clusterRoleBinding"), _binding_cells),
+    # --- end authz ---
 }
 
 
