@@ -8,9 +8,13 @@ commands named above each one, run against Shoal.
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client, config
 from multidict import MultiDict
 
 from shoal.api.admission import (
@@ -33,6 +37,8 @@ from shoal.api.reviews import answer
 from shoal.authz.attributes import Attributes, Decision
 from shoal.authz.user import UserInfo, authenticated
 from shoal.model.kinds import KindRegistry
+from tests.conftest import ShoalProcess
+from tests.test_api_authn import kubectl, node_cert_args, user_kubeconfig
 
 ALICE = authenticated("alice", ("team",))
 REGISTRY = KindRegistry()
@@ -417,3 +423,131 @@ def test_a_node_may_not_write_the_status_of_a_pod_bound_elsewhere() -> None:
     admission.admit(AdmissionRequest(node, "UPDATE", POD_KIND, "team-a", "p", "status",
                                      {**pod, "spec": {"nodeName": "n2"}},
                                      {**pod, "spec": {"nodeName": "n2"}}))
+
+
+# -- real kubectl and the Python client, per credential (slow) -------------------------------
+
+
+@pytest.fixture(scope="module")
+def team_a(shoal_module: ShoalProcess) -> dict[str, Path]:
+    """team-a with alice bound to edit and bob to admin there; their kubeconfigs."""
+    shoal_module.kubectl("create", "namespace", "team-a")
+    shoal_module.kubectl("-n", "team-a", "create", "rolebinding", "alice-edit",
+                         "--clusterrole=edit", "--user=alice")
+    shoal_module.kubectl("-n", "team-a", "create", "rolebinding", "bob-admin",
+                         "--clusterrole=admin", "--user=bob")
+    return {u: user_kubeconfig(shoal_module, u) for u in ("alice", "bob")}
+
+
+def _denied(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode != 0, r.stdout
+    return r.stderr.strip()
+
+
+@pytest.mark.slow
+def test_edit_in_team_a_can_create_deployments_and_read_secrets_there(
+        shoal_module: ShoalProcess, team_a: dict[str, Path]) -> None:
+    alice = team_a["alice"]
+    assert kubectl(alice, "-n", "team-a", "create", "deployment", "web",
+                   "--image=busybox").returncode == 0
+    shoal_module.kubectl("-n", "team-a", "create", "secret", "generic", "s1",
+                         "--from-literal=k=v")
+    r = kubectl(alice, "-n", "team-a", "get", "secret", "s1", "-o", "jsonpath={.data.k}")
+    assert (r.returncode, r.stdout) == (0, "dg==")
+
+
+@pytest.mark.slow
+def test_edit_in_team_a_is_refused_elsewhere_with_the_apiservers_messages(
+        team_a: dict[str, Path]) -> None:
+    alice = team_a["alice"]
+    assert _denied(kubectl(alice, "create", "deployment", "web", "--image=busybox")) == (
+        'error: failed to create deployment: deployments.apps is forbidden: User "alice" cannot '
+        'create resource "deployments" in API group "apps" in the namespace "default"')
+    assert _denied(kubectl(alice, "get", "secrets")) == (
+        'Error from server (Forbidden): secrets is forbidden: User "alice" cannot list resource '
+        '"secrets" in API group "" in the namespace "default"')
+    assert _denied(kubectl(alice, "get", "nodes")) == (
+        'Error from server (Forbidden): nodes is forbidden: User "alice" cannot list resource '
+        '"nodes" in API group "" at the cluster scope')
+    # edit grants no RBAC writes at all: refused before escalation is even asked about.
+    assert _denied(kubectl(alice, "-n", "team-a", "create", "rolebinding", "esc",
+                           "--clusterrole=cluster-admin", "--user=alice")) == (
+        "error: failed to create rolebinding: rolebindings.rbac.authorization.k8s.io is "
+        'forbidden: User "alice" cannot create resource "rolebindings" in API group '
+        '"rbac.authorization.k8s.io" in the namespace "team-a"')
+
+
+@pytest.mark.slow
+def test_admin_in_a_namespace_can_grant_what_it_holds_and_not_cluster_admin(
+        team_a: dict[str, Path]) -> None:
+    bob = team_a["bob"]
+    assert kubectl(bob, "-n", "team-a", "create", "rolebinding", "carol-view",
+                   "--clusterrole=view", "--user=carol").returncode == 0
+    assert _denied(kubectl(bob, "-n", "team-a", "create", "rolebinding", "esc",
+                           "--clusterrole=cluster-admin", "--user=bob")) == (
+        'error: failed to create rolebinding: rolebindings.rbac.authorization.k8s.io "esc" is '
+        'forbidden: user "bob" (groups=["system:authenticated"]) is attempting to grant RBAC '
+        'permissions not currently held:\n{APIGroups:["*"], Resources:["*"], Verbs:["*"]}\n'
+        '{NonResourceURLs:["*"], Verbs:["*"]}')
+    assert _denied(kubectl(bob, "-n", "team-a", "create", "role", "nodes", "--verb=get",
+                           "--resource=nodes")) == (
+        'Error from server (Forbidden): roles.rbac.authorization.k8s.io "nodes" is forbidden: '
+        'user "bob" (groups=["system:authenticated"]) is attempting to grant RBAC permissions '
+        'not currently held:\n{APIGroups:[""], Resources:["nodes"], Verbs:["get"]}')
+
+
+def _flatten(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule.get("apiGroups") or []
+            for r in rule.get("resources") or [] for v in rule.get("verbs") or []
+            if not rule.get("resourceNames")}
+
+
+@pytest.mark.slow
+def test_can_i_list_in_team_a_is_what_the_bindings_grant(
+        shoal_module: ShoalProcess, team_a: dict[str, Path]) -> None:
+    def role(name: str) -> list[dict[str, Any]]:
+        out = shoal_module.kubectl("get", "clusterrole", name, "-o", "json").stdout
+        rules: list[dict[str, Any]] = json.loads(out).get("rules") or []
+        return rules
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(team_a["alice"]), client_configuration=cfg)
+    with client.ApiClient(cfg) as api:
+        review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
+            client.V1SelfSubjectRulesReview(
+                spec=client.V1SelfSubjectRulesReviewSpec(namespace="team-a")))
+    got = _flatten([api.sanitize_for_serialization(r) for r in review.status.resource_rules])
+    assert got == _flatten(role("edit")) | _flatten(role("system:basic-user"))
+    table = kubectl(team_a["alice"], "auth", "can-i", "--list", "-n", "team-a").stdout
+    assert "deployments.apps " in table and "secrets " in table and "\nnodes " not in table
+    elsewhere = kubectl(team_a["alice"], "auth", "can-i", "--list", "-n", "default").stdout
+    assert "deployments.apps " not in elsewhere
+
+
+@pytest.mark.slow
+def test_can_i_answers_yes_and_no_per_namespace(team_a: dict[str, Path]) -> None:
+    alice = team_a["alice"]
+    yes = kubectl(alice, "auth", "can-i", "create", "pods", "-n", "team-a")
+    no = kubectl(alice, "auth", "can-i", "create", "pods", "-n", "default")
+    assert (yes.returncode, yes.stdout.strip()) == (0, "yes")
+    assert (no.returncode, no.stdout.strip()) == (1, "no")
+    log = kubectl(alice, "auth", "can-i", "get", "pods", "--subresource=log", "-n", "team-a")
+    assert log.stdout.strip() == "yes"
+
+
+@pytest.mark.slow
+def test_a_node_certificate_reads_and_updates_its_own_node_only(
+        shoal_module: ShoalProcess) -> None:
+    args = node_cert_args(shoal_module)
+    r = kubectl(None, *args, "get", "node", "node-1", "-o", "name", node=shoal_module)
+    assert (r.returncode, r.stdout.strip()) == (0, "node/node-1")
+    patch = '{"status":{"capacity":{"example.com/dongle":"1"}}}'
+    r = kubectl(None, *args, "patch", "node", "node-1", "--subresource=status", "--type=merge",
+                "-p", patch, node=shoal_module)
+    assert r.returncode == 0, r.stderr
+    shoal_module.kubectl("create", "-f", "-",
+                         input='{"apiVersion":"v1","kind":"Node","metadata":{"name":"other"}}')
+    assert _denied(kubectl(None, *args, "delete", "node", "other", node=shoal_module)) == (
+        'Error from server (Forbidden): nodes "other" is forbidden: User "system:node:node-1" '
+        'cannot delete resource "nodes" in API group "" at the cluster scope: '
+        "node 'node-1' cannot delete node 'other'")
+    assert shoal_module.kubectl("get", "node", "other", "-o", "name").stdout.strip() == "node/other"
