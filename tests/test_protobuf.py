@@ -389,9 +389,9 @@ def test_a_field_number_the_server_does_not_know_is_a_415_naming_it() -> None:
 
 
 def test_a_kind_without_a_table_is_a_415_that_says_to_send_json() -> None:
-    e = error_of(envelope("rbac.authorization.k8s.io/v1", "Role", msg(1, text(1, "r"))))
+    e = error_of(envelope("storage.k8s.io/v1", "StorageClass", msg(1, text(1, "r"))))
     assert e.code == 415
-    assert e.message == ("protobuf bodies of rbac.authorization.k8s.io/v1 Role are not "
+    assert e.message == ("protobuf bodies of storage.k8s.io/v1 StorageClass are not "
                          "supported by this server; send JSON")
     assert error_of(envelope("v1", "ConfigMap", encoding="gzip")).code == 415
 
