@@ -14,6 +14,9 @@ import pytest
 
 from shoal.control.service_accounts import projected_volume
 from shoal.node import volumes
+from tests.test_runtime_runc import runc_works
+
+__all__ = ["runc_works"]  # a fixture, used by name
 
 POD: dict[str, Any] = {"metadata": {"name": "web", "namespace": "team", "uid": "u1"},
                        "spec": {"nodeName": "pi-1", "volumes": [projected_volume("kube-api-access-x")]}}
@@ -172,3 +175,30 @@ def test_kubectl_create_token_on_the_signer_gives_a_token_the_api_accepts(shoal:
     assert code(token[:-4] + "AAAA") == 401
     too_short = shoal.kubectl("create", "token", "default", "--duration", "5m", check=False)
     assert too_short.returncode != 0 and "less than 10 minutes" in too_short.stderr
+
+
+@pytest.mark.slow
+def test_a_runc_container_finds_its_token_ca_and_namespace_mounted_read_only(
+        tmp_path: Path, runc_works: str) -> None:
+    from tests.conftest import ShoalProcess, free_port
+    from tests.test_images import busybox_layer, write_docker_save
+    from tests.test_runc_e2e import IMAGE, shoal_cli
+
+    node = ShoalProcess("node-1", tmp_path / "data", free_port(), tmp_path / "shoal.log")
+    node.start(["--runtime", "runc"])
+    try:
+        archive = tmp_path / "busybox.tar"
+        write_docker_save(archive, [busybox_layer()], IMAGE)
+        shoal_cli("image", "import", "--data-dir", str(node.data_dir), str(archive))
+        sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+        script = (f"cat {sa}/namespace; echo; head -c 3 {sa}/token; echo; "
+                  f"grep -c BEGIN {sa}/ca.crt; echo $KUBERNETES_SERVICE_HOST:"
+                  f"$KUBERNETES_SERVICE_PORT; touch {sa}/x || echo read-only; sleep 60")
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "reader"},
+               "spec": {"containers": [{"name": "c", "image": IMAGE, "imagePullPolicy": "Never",
+                                        "command": ["sh", "-c", script]}]}}
+        node.kubectl("apply", "-f", "-", input=json.dumps(pod))
+        out = _wait_log(node, "reader", "read-only")
+        assert out.split("\n")[:4] == ["default", "eyJ", "1", f"127.0.0.1:{node.port}"]
+    finally:
+        node.stop()
