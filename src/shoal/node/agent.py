@@ -27,6 +27,7 @@ from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
 from shoal.node.runtime import Runtime
 from shoal.node.runtime_process import ProcessRuntime
+from shoal.node.volumes import TokenSource  # service accounts
 from shoal.store.change_feed import Change
 from shoal.store.objects import NotFound, ObjectStore, StoreError
 
@@ -92,6 +93,10 @@ class NodeAgent:
         # --- at rest: process pods' users and files (shoal.node.pod_user; set by the node) ---
         self.pod_isolation = PodIsolation()
         # --- end at rest ---
+        # --- service accounts: set by the node ---
+        self.tokens: TokenSource | None = None  # signs pods' projected tokens
+        self.service_env: dict[str, str] = {}  # KUBERNETES_SERVICE_HOST/PORT...
+        # --- end service accounts ---
         pod_kind = store.registry.by_kind("v1", "Pod")
         assert pod_kind is not None
         self.pod_kind = pod_kind
@@ -129,7 +134,8 @@ class NodeAgent:
         alloc = dict((node.get("status") or {}).get("allocatable") or {})
         return PodContext(self.runtime, self._lookup, self.address, self.pods_dir, self._notify,
                           self.config.worker, alloc, event=self._event,
-                          isolation=self.pod_isolation)  # at rest
+                          isolation=self.pod_isolation,  # at rest
+                          tokens=self.tokens, service_env=self.service_env)  # service accounts
 
     async def start(self) -> None:
         """Clean up after an earlier run and bring back this node's pods."""

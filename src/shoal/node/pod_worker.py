@@ -97,6 +97,12 @@ class PodContext:
     """The pod network (shoal.node.pod_network); None: every pod on the node's network."""
     event: Callable[[dict[str, Any], str, str, str], None] = lambda pod, type_, reason, msg: None
     """Records an event about the pod: (pod, Normal or Warning, reason, message)."""
+    # --- service accounts ---
+    tokens: volumes.TokenSource | None = None
+    """Signs the projected ServiceAccount tokens of this node's pods (shoal.node.pod_tokens)."""
+    service_env: dict[str, str] = field(default_factory=dict)
+    """KUBERNETES_SERVICE_HOST and the rest (shoal.node.env.kubernetes_service_env)."""
+    # --- end service accounts ---
     isolation: PodIsolation = field(default_factory=PodIsolation)
     """Who process-runtime containers run as and where their files go (shoal.node.pod_user)."""
 
@@ -316,7 +322,8 @@ class PodWorker:
             try:
                 if not self.ctx.runtime.images:
                     self.files_dir = self.ctx.isolation.files_dir(self.uid, self.pod_dir)
-                self.volumes = volumes.prepare(self.pod, self.files_dir, self.ctx.lookup)
+                self.volumes = volumes.prepare(self.pod, self.files_dir, self.ctx.lookup,
+                                               self.ctx.tokens)  # service accounts: tokens
                 open_volumes(self.pod, self.volumes, self.files_dir)
                 self.volume_error = ""
                 break
@@ -328,6 +335,7 @@ class PodWorker:
                 self._event("Warning", "FailedMount", self.volume_error)
                 if await self._sleep_or_terminate(self.ctx.config.config_retry):
                     return
+        self._spawn(self._renew_tokens())  # service accounts
         if not await self._setup_sandbox():
             return
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
@@ -355,6 +363,16 @@ class PodWorker:
         self._notify()
         await asyncio.gather(*(self._container_loop(rec, policy) for rec in self.records))
 
+    # --- service accounts: projected tokens renewed before they expire ---
+    async def _renew_tokens(self) -> None:
+        while not self.terminating.is_set():
+            due = volumes.refresh_projected(self.pod, self.files_dir, self.ctx.lookup,
+                                            self.ctx.tokens, time.time())
+            if due is None:
+                return
+            if await self._sleep_or_terminate(max(due - time.time(), 1.0)):
+                return
+    # --- end service accounts ---
 
     async def _container_loop(self, rec: ContainerRecord, policy: str) -> None:
         while not self.terminating.is_set():
@@ -453,7 +471,8 @@ class PodWorker:
         wd: Path | None = None
         try:
             env = container_env(self.pod, spec, self.ctx.lookup, self.ctx.node_ip,
-                                self.ctx.node_allocatable, pod_ip=self.pod_ip())
+                                self.ctx.node_allocatable, pod_ip=self.pod_ip(),
+                                service_env=self.ctx.service_env)  # service accounts
             if images:
                 # Mounted in the container: no host links, no SHOAL_VOLUME_* variables.
                 binds = volumes.bind_mounts(spec, self.pod.get("spec") or {}, self.volumes)
