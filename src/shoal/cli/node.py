@@ -15,9 +15,12 @@ from aiohttp import web
 
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
+from shoal.api.token_request import TokenRequests  # service accounts
+from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.cli.data_dir_lock import DataDirLock  # peer identity
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
 from shoal.mesh.member_list import MemberListKeeper
@@ -31,7 +34,9 @@ from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluste
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
+from shoal.node.env import kubernetes_service_env  # service accounts
 from shoal.node.node_status import NodeStatusReporter
+from shoal.node.pod_tokens import PodTokens  # service accounts
 from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.runtime_process import ProcessRuntime  # at rest
 from shoal.node.stream_service import PodStreamService
@@ -119,6 +124,16 @@ class ShoalNode:
         self.agent = NodeAgent(self.store, cfg.name, advertise, cfg.data_dir,
                                make_runtime(cfg.runtime, cfg.data_dir))
         self.api.handlers.node_agent = self.agent
+        # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
+        self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
+        issuer = IssuerFiles(self.pki, cfg.name)
+        self.api.handlers.token_requests = TokenRequests(
+            issuer.current, signers=lambda: join.read_signers(self.pki))
+        self.agent.tokens = PodTokens(issuer.current, self.replica.get)
+        # The pod's own node's API at the address the serving certificate covers; a pod in a
+        # network namespace of its own reaches it there when the API listens on it (--bind).
+        self.agent.service_env = kubernetes_service_env(advertise, cfg.api_port)
+        # --- end service accounts ---
         # --- at rest: process pods run as their own user, their files outside the data dir ---
         if isinstance(self.agent.runtime, ProcessRuntime):
             self.agent.pod_isolation = PodIsolation.for_node(
@@ -157,7 +172,8 @@ class ShoalNode:
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
-                                     self.cfg.node_monitor_grace, self.cfg.cluster_cidr)
+                                     self.cfg.node_monitor_grace, self.cfg.cluster_cidr,
+                                     ca_cert_pem=self.pki.ca_cert.read_bytes())  # service accounts
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))
@@ -355,6 +371,28 @@ def _admin_tokens(pki: NodePKI) -> dict[str, str]:
         return {}
     return {pki.admin_token.read_text().strip(): "shoal-admin"}
 # --- end peer identity ---
+
+
+# --- service accounts ---
+class IssuerFiles:
+    """The token issuer from this node's key files, reloaded when a renewal replaced them."""
+
+    def __init__(self, pki: NodePKI, name: str) -> None:
+        self.pki = pki
+        self.name = name
+        self._stamp: tuple[float, ...] = ()
+        self._issuer: TokenIssuer | None = None
+
+    def current(self) -> TokenIssuer:
+        paths = (join.node_key_path(self.pki), join.node_cert_path(self.pki), self.pki.ca_key)
+        stamp = tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
+        if self._issuer is None or stamp != self._stamp:
+            key, cert, ca_key = paths
+            self._issuer = TokenIssuer(self.name, key.read_bytes(), cert.read_bytes(),
+                                       ca_key.read_bytes() if ca_key.exists() else None)
+            self._stamp = stamp
+        return self._issuer
+# --- end service accounts ---
 
 
 def _host_for_url(host: str) -> str:
