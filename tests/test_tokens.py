@@ -166,3 +166,14 @@ def test_a_token_on_the_command_line_is_warned_about_and_the_environment_is_not(
     # Both got as far as dialling the (absent) peer with the token.
     for r in (on_line, from_env):
         assert r.returncode == 1 and "cannot join through 127.0.0.1:1" in r.stderr
+
+
+def test_a_token_redirected_to_a_file_is_written_0600(tmp_path: Path) -> None:
+    signer_pki(tmp_path)
+    out = tmp_path / "join.token"
+    with open(out, "w") as f:
+        os.fchmod(f.fileno(), 0o644)
+        subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(tmp_path)],
+                       stdout=f, check=True, timeout=60)
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    parse_token(out.read_text())

@@ -5,19 +5,16 @@ node gets its own node credential, nothing more). Every peer's serving certifica
 chains to that CA and every peer accepts client certificates it signed, so one
 kubeconfig, made on a signer, works against any peer with ``--server``.
 
-A kubeconfig holds a private key: written to a file it is 0600, and so is the file
-stdout is redirected to.
+A kubeconfig holds a private key: the command writes it with
+:func:`shoal.cli.private_output.write_private` (0600).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
-import os
-import stat
-import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import yaml
 
@@ -95,34 +92,6 @@ def render_user(data_dir: Path, server: str, name: str, groups: list[str],
     user = {"client-certificate-data": _b64(leaf.cert_pem),
             "client-key-data": _b64(leaf.key_pem)}
     return _config(pki, server, cluster, f"{cluster}-{name}", user)
-
-
-def write_private(text: str, output: Path | None, stdout: TextIO = sys.stdout) -> None:
-    """Write to ``output`` (created or truncated, mode 0600) or to stdout; a regular file
-    stdout is redirected to is made 0600 too (``shoal kubeconfig > file``)."""
-    if output is not None:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)  # an existing file keeps its mode on O_CREAT
-            f.write(text)
-        return
-    try:
-        fd = stdout.fileno()
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            os.fchmod(fd, 0o600)
-    except (OSError, ValueError) as e:  # not our file, or no descriptor (a test's StringIO)
-        if not isinstance(e, ValueError) and not _is_private(stdout):
-            print(f"shoal kubeconfig: warning: could not make the output file 0600: {e}",
-                  file=sys.stderr)
-    stdout.write(text)
-    stdout.flush()
-
-
-def _is_private(stream: TextIO) -> bool:
-    try:
-        return stat.S_IMODE(os.fstat(stream.fileno()).st_mode) & 0o077 == 0
-    except (OSError, ValueError):
-        return False
 
 
 def default_server(data_dir: Path) -> str:

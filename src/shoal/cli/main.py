@@ -240,13 +240,8 @@ def _join_token(args: argparse.Namespace) -> str | None:
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    from shoal.cli.kubeconfig import (
-        NoCredential,
-        default_server,
-        render,
-        render_user,
-        write_private,
-    )
+    from shoal.cli.kubeconfig import NoCredential, default_server, render, render_user
+    from shoal.cli.private_output import write_private
 
     server = args.server or default_server(args.data_dir)
     try:
@@ -257,7 +252,7 @@ def _kubeconfig(args: argparse.Namespace) -> int:
                 print("shoal kubeconfig: --group goes with --user", file=sys.stderr)
                 return 2
             text = render(args.data_dir, server, use_token=args.token)
-        write_private(text, args.output)
+        write_private(text, args.output, "shoal kubeconfig")
     except (NoCredential, OSError) as e:
         print(f"shoal kubeconfig: {e}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from shoal.cli.private_output import write_private
 from shoal.mesh.join_tokens import (
     DEFAULT_TTL,
     DEFAULT_USES,
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     pki = NodePKI(args.data_dir / "pki")
     try:
         if args.token_command == "create":
-            print(create_token(pki, ttl=args.ttl, uses=args.uses))
+            token = create_token(pki, ttl=args.ttl, uses=args.uses)
+            write_private(f"{token}\n", None, "shoal token create")
         elif args.token_command == "list":
             rows = [("TOKEN ID", "USES LEFT", "EXPIRES", "CREATED")]
             rows += [(t.id, str(t.uses_left), _when(t.expires), _when(t.created))
