@@ -172,6 +172,14 @@ def test_kubectl_create_token_on_the_signer_gives_a_token_the_api_accepts(shoal:
             return int(e.code)
 
     assert code(token) == 200
+    review = urllib.request.Request(
+        f"{shoal.url}/apis/authentication.k8s.io/v1/selfsubjectreviews", method="POST",
+        data=b'{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(review, context=ctx, timeout=5) as r:
+        user = json.loads(r.read())["status"]["userInfo"]
+    assert user["username"] == "system:serviceaccount:default:default"
+    assert "system:serviceaccounts:default" in user["groups"]
     assert code(token[:-4] + "AAAA") == 401
     too_short = shoal.kubectl("create", "token", "default", "--duration", "5m", check=False)
     assert too_short.returncode != 0 and "less than 10 minutes" in too_short.stderr
