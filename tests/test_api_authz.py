@@ -551,3 +551,17 @@ def test_a_node_certificate_reads_and_updates_its_own_node_only(
         'cannot delete resource "nodes" in API group "" at the cluster scope: '
         "node 'node-1' cannot delete node 'other'")
     assert shoal_module.kubectl("get", "node", "other", "-o", "name").stdout.strip() == "node/other"
+
+
+@pytest.mark.slow
+def test_kubectl_creates_a_review_from_a_manifest_and_explains_it(
+        shoal_module: ShoalProcess) -> None:
+    manifest = json.dumps({
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+        "spec": {"user": "nobody", "resourceAttributes": {"verb": "list", "resource": "nodes"}}})
+    r = shoal_module.kubectl("create", "-f", "-", "-o", "json", input=manifest)
+    assert json.loads(r.stdout)["status"] == {"allowed": False}
+    r = shoal_module.kubectl("explain", "selfsubjectaccessreview.spec")
+    assert "resourceAttributes" in r.stdout
+    assert shoal_module.kubectl("get", "--raw", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                                check=False).returncode != 0  # create-only

@@ -63,7 +63,7 @@ def review_kind(group: str, version: str, plural: str) -> Kind | None:
                  if (k.group, k.version, k.plural) == (group, version, plural)), None)
 
 
-def _served_groups(registry: KindRegistry) -> dict[str, list[str]]:
+def served_groups(registry: KindRegistry) -> dict[str, list[str]]:
     """The registry's groups and versions, and the review kinds' (which it does not hold)."""
     groups = {g: list(vs) for g, vs in registry.groups().items()}
     for k in REVIEW_KINDS:
@@ -73,7 +73,7 @@ def _served_groups(registry: KindRegistry) -> dict[str, list[str]]:
     return groups
 
 
-def _kinds_in(registry: KindRegistry, group: str, version: str) -> list[Kind]:
+def served_kinds(registry: KindRegistry, group: str, version: str) -> list[Kind]:
     return sorted([*registry.kinds_in(group, version),
                    *(k for k in REVIEW_KINDS if (k.group, k.version) == (group, version))],
                   key=lambda k: k.plural)
@@ -145,7 +145,7 @@ def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
 def api_group_list(registry: KindRegistry) -> dict[str, Any]:
     """The body of ``/apis`` (``APIGroupList``): every group except the core group."""
     groups = [
-        _group_entry(g, versions) for g, versions in _served_groups(registry).items()
+        _group_entry(g, versions) for g, versions in served_groups(registry).items()
         if g and versions
     ]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
@@ -155,7 +155,7 @@ def api_group(registry: KindRegistry, group: str) -> dict[str, Any] | None:
     """The body of ``/apis/GROUP`` (``APIGroup``), or ``None`` if the group is not served."""
     if not group:
         return None
-    versions = _served_groups(registry).get(group)
+    versions = served_groups(registry).get(group)
     if not versions:
         return None
     return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(group, versions)}
@@ -218,7 +218,7 @@ def _resource_entry(registry: KindRegistry, kind: Kind) -> dict[str, Any]:
 
 def api_resource_list(registry: KindRegistry, group: str, version: str) -> dict[str, Any] | None:
     """The body of ``/api/v1`` or ``/apis/G/V`` (``APIResourceList``), or ``None``."""
-    kinds = _kinds_in(registry, group, version)
+    kinds = served_kinds(registry, group, version)
     if not kinds:
         return None
     resources: list[dict[str, Any]] = []
@@ -304,12 +304,12 @@ def aggregated_discovery(registry: KindRegistry, core: bool) -> dict[str, Any]:
     which :func:`wants_aggregated` is true.
     """
     items: list[dict[str, Any]] = []
-    for group, versions in _served_groups(registry).items():
+    for group, versions in served_groups(registry).items():
         if bool(group) == core:
             continue
         vs = []
         for v in _sorted_versions(versions):
-            kinds = _kinds_in(registry, group, v)
+            kinds = served_kinds(registry, group, v)
             vs.append({
                 "version": v,
                 "resources": [_aggregated_resource(k) for k in kinds],

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from shoal.api.discovery import GIT_VERSION
+from shoal.api.discovery import GIT_VERSION, REVIEW_KINDS, served_groups, served_kinds
 from shoal.model import merge_keys
 from shoal.model.kinds import BUILTIN_KINDS, Kind, KindRegistry
 
@@ -240,7 +240,7 @@ class _Catalog:
         for root in _META_ROOTS:
             self._claim(root, "meta")
         self.gvks["V1Status"] = [dict(_STATUS_GVK)]
-        specs = [(k.group, k.version, k.kind) for k in BUILTIN_KINDS]
+        specs = [(k.group, k.version, k.kind) for k in (*BUILTIN_KINDS, *REVIEW_KINDS)]
         for group, version, kind in [*specs, _BINDING, _SCALE, _EVICTION]:
             model = _model_for_kind(group, version, kind)
             if model is None:
@@ -785,6 +785,19 @@ def _resource_paths(ops: _Ops, k: Kind, kind_def: str, list_def: str) -> dict[st
     return out
 
 
+def _review_paths(ops: _Ops, k: Kind, kind_def: str) -> dict[str, JSON]:
+    """A review kind is create-only: one POST on its collection (shoal.api.reviews)."""
+    scope = "/namespaces/{namespace}" if k.namespaced else ""
+    obj = _ref(kind_def, ops.v3)
+    ns_word = "Namespaced" if k.namespaced else ""
+    return {f"/apis/{k.group}/{k.version}{scope}/{k.plural}": {
+        "post": ops.op("post", f"create{_op_prefix(k.group, k.version)}{ns_word}{k.kind}",
+                       f"create a {k.kind}", _gvk(k.group, k.version, k.kind), _WRITE_PARAMS,
+                       obj, body=obj, created=True),
+        "parameters": ops.path_params(["namespace"] if k.namespaced else [], k.kind),
+    }}
+
+
 # -- documents -----------------------------------------------------------------------------
 
 
@@ -822,6 +835,12 @@ def _build_parts_locked(
         resources_op.pop(key)
     paths: dict[str, JSON] = {f"{prefix}/": {"get": resources_op}}
     for k in sorted(kinds, key=lambda k: k.plural):
+        if k in REVIEW_KINDS:
+            model = cat.kind_models.get((k.group, k.version, k.kind))
+            if model is not None:
+                roots.add(model)
+                paths.update(_review_paths(ops, k, cat.name_of(model)))
+            continue
         if k.is_custom:
             defs = _crd_definitions(k, v3)
             custom_defs.update(defs)
@@ -917,9 +936,9 @@ class OpenAPIDocuments:
         if generation == self._generation:
             return
         signatures: dict[tuple[str, str], bytes] = {}
-        for group, versions in self._registry.groups().items():
+        for group, versions in served_groups(self._registry).items():
             for version in versions:
-                kinds = self._registry.kinds_in(group, version)
+                kinds = served_kinds(self._registry, group, version)
                 if kinds:
                     signatures[(group, version)] = _signature(kinds)
         client = _client_version()
@@ -975,7 +994,7 @@ class OpenAPIDocuments:
             cached = self._v3_docs.get((group, version))
             if cached is not None and cached[0] == sig:
                 return cached[1]
-            kinds = self._registry.kinds_in(group, version)
+            kinds = served_kinds(self._registry, group, version)
             doc = orjson.dumps(_v3_document(_build_parts(group, version, kinds, v3=True)))
             self._v3_docs[(group, version)] = (sig, doc)
             return doc
@@ -989,7 +1008,7 @@ class OpenAPIDocuments:
             paths: dict[str, JSON] = {}
             definitions: dict[str, JSON] = {}
             for group, version in sorted(self._signatures):
-                kinds = self._registry.kinds_in(group, version)
+                kinds = served_kinds(self._registry, group, version)
                 parts = _build_parts(group, version, kinds, v3=False)
                 paths.update(parts.paths)
                 definitions.update(parts.definitions)
