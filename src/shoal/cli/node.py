@@ -118,6 +118,9 @@ class ShoalNode:
             server_address=f"{advertise}:{cfg.api_port}",
             bookmark_interval=cfg.bookmark_interval,
         )
+        # --- api authentication: ServiceAccount tokens are verified against the cluster CA ---
+        self.api.credentials.ca_cert_pem = self.pki.ca_cert.read_bytes()
+        # --- end api authentication ---
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         # --- node agent: runs the pods bound here; logs and exec reach it through the API ---
