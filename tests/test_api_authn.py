@@ -135,3 +135,14 @@ def test_the_python_client_gets_a_403_status_for_a_person_without_bindings(
         review = client.AuthenticationV1Api(api).create_self_subject_review(
             client.V1SelfSubjectReview())
         assert review.status.user_info.username == "dave"
+
+
+def test_kubectl_as_impersonates_only_for_those_allowed_to(shoal_module: ShoalProcess) -> None:
+    me = whoami(kubectl(shoal_module.kubeconfig, "--as=erin", "--as-group=ops", "auth",
+                        "whoami", "-o", "json"))
+    assert me == {"username": "erin", "groups": ["ops", "system:authenticated"]}
+    r = kubectl(user_kubeconfig(shoal_module, "frank"), "--as=erin", "get", "pods")
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        'Error from server (Forbidden): users "erin" is forbidden: User "frank" cannot '
+        'impersonate resource "users" in API group "" at the cluster scope')
