@@ -281,12 +281,12 @@ class NetworkDemo:
         self.lab = Lab(self.peers)
         archive = self.work / "app.tar"
         demo_image.write_image(archive, IMAGE)
-        token = ""
+        token_file = self.work / "join.token"
         for p in self.peers:
             subprocess.run([str(BIN / "shoal"), "image", "import", "--data-dir", str(p.data),
                             str(archive)], check=True, capture_output=True)
-            join = ["--join", f"{self.peers[0].ip}:{PEER_PORT}", "--token", token] if token \
-                else []
+            join = ["--join", f"{self.peers[0].ip}:{PEER_PORT}", "--token-file",
+                    str(token_file)] if token_file.exists() else []
             p.proc = start_server(p.inside([
                 str(BIN / "shoal"), "server", "--name", p.name, "--data-dir", str(p.data),
                 "--bind", "0.0.0.0", "--advertise", p.ip, "--api-port", str(API_PORT),
@@ -294,13 +294,15 @@ class NetworkDemo:
                 "--node-monitor-grace-period", GRACE, "--pod-eviction-timeout", EVICTION,
                 "--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftables",
                 *join]), p.log, p.url, p.name)
-            if not token:
-                token = subprocess.run([str(BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
-                                        str(p.data)], check=True, capture_output=True,
-                                       text=True).stdout.strip()
-                self.kubeconfig.write_bytes(subprocess.run(
-                    [str(BIN / "shoal"), "kubeconfig", "--data-dir", str(p.data), "--server",
-                     p.url], check=True, capture_output=True).stdout)
+            if not token_file.exists():
+                # The first peer is the signer: one token (0600, out of `ps`) for the others,
+                # and the kubeconfig, which works on every peer.
+                with open(token_file, "w") as f:
+                    subprocess.run([str(BIN / "shoal"), "token", "create", "--uses",
+                                    str(len(self.peers) - 1), "--data-dir", str(p.data)],
+                                   check=True, stdout=f)
+                subprocess.run([str(BIN / "shoal"), "kubeconfig", "--data-dir", str(p.data),
+                                "--server", p.url, "--output", str(self.kubeconfig)], check=True)
         say(f"namespaces shoal-demo-edge-1..3 on the bridge {BRIDGE} ({SUBNET}.0/24); data "
             f"and logs in {self.work}")
         say("kubectl runs inside each peer's namespace, as a user on that site would")
