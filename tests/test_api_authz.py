@@ -24,6 +24,9 @@ from shoal.api.admission import (
     only_gc_fields_change,
 )
 from shoal.api.authorization import (
+    DENIAL_LOG_BURST,
+    DENIAL_LOG_WINDOW,
+    DenialLog,
     ForbiddenError,
     denial_message,
     forbidden_for,
@@ -565,3 +568,20 @@ def test_kubectl_creates_a_review_from_a_manifest_and_explains_it(
     assert "resourceAttributes" in r.stdout
     assert shoal_module.kubectl("get", "--raw", "/apis/authorization.k8s.io/v1/subjectaccessreviews",
                                 check=False).returncode != 0  # create-only
+
+
+def test_denials_are_logged_with_user_verb_and_target_but_a_flood_is_summed_up(
+        caplog: pytest.LogCaptureFixture) -> None:
+    denials = DenialLog()
+    attrs = Attributes(ALICE, "get", True, "", "v1", "secrets", namespace="default", name="s1")
+    with caplog.at_level("INFO", logger="shoal.api.authz"):
+        for _ in range(DENIAL_LOG_BURST + 5):
+            denials(attrs, Decision(False))
+        assert len(caplog.records) == DENIAL_LOG_BURST
+        assert caplog.records[0].getMessage() == (
+            "denied: user=alice groups=team,system:authenticated verb=get "
+            "target=secrets/ns=default/s1")
+        denials.window_start -= DENIAL_LOG_WINDOW
+        denials(attrs, Decision(False))
+    assert caplog.records[-2].getMessage().startswith("5 more denials in the last ")
+    assert len(caplog.records) == DENIAL_LOG_BURST + 2

@@ -225,7 +225,9 @@ a client retrying a forbidden request in a loop cannot flood the log."""
 DENIAL_LOG_WINDOW = 10.0
 
 
-class _DenialLog:
+class DenialLog:
+    """Logs denials at info, at most DENIAL_LOG_BURST per DENIAL_LOG_WINDOW."""
+
     def __init__(self) -> None:
         self.window_start = 0.0
         self.logged = 0
@@ -251,7 +253,7 @@ class _DenialLog:
                  f" ({decision.reason})" if decision.reason else "")
 
 
-log_denial = _DenialLog()
+log_denial = DenialLog()
 
 
 def authorize(authorizer: Authorizer, attrs: Attributes) -> None:
