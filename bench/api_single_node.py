@@ -119,10 +119,10 @@ def _wrk(node: Node, path: str, seconds: int, connections: int, threads: int,
             "socket_errors": errors.group(1) if errors else "", "raw": out}
 
 
-async def _any_pod(node: Node) -> str:
+async def _any_pod(node: Node, namespace: str = "default") -> str:
     ctx = ssl.create_default_context(cafile=str(node.data / "pki" / "ca.crt"))
     headers = {"Authorization": f"Bearer {node.token}"}
-    url = f"{node.url}/api/v1/namespaces/default/pods?limit=1"
+    url = f"{node.url}/api/v1/namespaces/{namespace}/pods?limit=1"
     async with aiohttp.ClientSession(headers=headers) as s, s.get(url, ssl=ctx) as r:
         return str((await r.json())["items"][0]["metadata"]["name"])
 

@@ -24,7 +24,8 @@ SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup", "
           "pod_startup_podnet",  # pod network: runc pods, each with its own CNI network
           "dns",  # cluster DNS: queries/s and latency of one node
           "service_proxy",  # Service rules: slice change to rules applied, ClusterIP cost
-          "services_across_nodes"]  # two runc nodes: ClusterIP cost, Ready to traffic
+          "services_across_nodes",  # two runc nodes: ClusterIP cost, Ready to traffic
+          "authz"]  # authz: authorize() per call; creates/gets as admin vs an edit user
 
 
 def main() -> int:
