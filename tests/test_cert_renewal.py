@@ -90,6 +90,30 @@ async def test_a_transport_presents_the_renewed_certificate_on_new_connections(
         await a.close()
 
 
+async def test_a_node_whose_certificate_expired_must_rejoin_and_keeps_its_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a_pki = NodePKI(tmp_path / "a" / "pki")
+    join.prepare_pki(a_pki, "a", ["127.0.0.1"])
+    a = TlsTransport(join.node_identity(a_pki))
+    await a.start()
+    a.set_control_handler(join.JoinService(a_pki, a).handle)
+    try:
+        b_pki = NodePKI(tmp_path / "b" / "pki")
+        monkeypatch.setenv(LIFETIME_ENV, "0.001")  # expired as soon as issued
+        await join.join_cluster(b_pki, "b", ["127.0.0.1"], a.address, str(create_token(a_pki)))
+        monkeypatch.delenv(LIFETIME_ENV)
+        key = join.node_key_path(b_pki).read_bytes()
+        assert join.node_cert_expired(b_pki) is not None
+        with pytest.raises(join.JoinError, match=r"expired at .*rejoin with --join"):
+            join.prepare_pki(b_pki, "b", ["127.0.0.1"])
+        await join.join_cluster(b_pki, "b", ["127.0.0.1"], a.address, str(create_token(a_pki)))
+        assert join.node_cert_expired(b_pki) is None
+        assert join.node_key_path(b_pki).read_bytes() == key
+        assert join.prepare_pki(b_pki, "b", ["127.0.0.1"]) is False
+    finally:
+        await a.close()
+
+
 def _served_serial(host: str, port: int) -> int:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

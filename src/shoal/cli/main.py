@@ -235,7 +235,9 @@ def _join_token(args: argparse.Namespace) -> str | None:
               "this host; prefer --token-file FILE or the SHOAL_TOKEN environment variable",
               file=sys.stderr)
         return str(args.token)
-    env = os.environ.get("SHOAL_TOKEN", "").strip()
+    # Taken out of the environment, so that no helper process (runc, CNI plugins,
+    # wireguard-go) inherits it.
+    env = os.environ.pop("SHOAL_TOKEN", "").strip()
     return env if env and args.join is not None else None
 
 

@@ -353,7 +353,7 @@ async def _join_if_needed(cfg: NodeConfig) -> None:
     if cfg.join is None or cfg.join_token is None:
         return
     pki = NodePKI(cfg.data_dir / "pki")
-    if join.is_joined(pki):
+    if join.is_joined(pki) and join.node_cert_expired(pki) is None:  # peer identity: or rejoin
         log.info("%s already holds a node certificate; ignoring --join", cfg.data_dir)
         return
     if pki.ca_key.exists():

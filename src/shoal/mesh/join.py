@@ -26,6 +26,7 @@ authenticated node. A request for another node's name is refused and logged.
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import ipaddress
 import json
@@ -191,6 +192,11 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
         cn = _cn(x509.load_pem_x509_certificate(node_cert_path(pki).read_bytes()).subject)
         if cn != name:
             raise JoinError(f"this data dir belongs to node {cn!r}, not {name!r}")
+        expired = node_cert_expired(pki)
+        if expired is not None:
+            raise JoinError(f"this node's certificate expired at {expired} (it was not renewed "
+                            "in time, so no peer accepts it): rejoin with --join and a new "
+                            "token; the data dir keeps its key and its state")
         return not _covers(pki.server_cert, hosts, name)
     if pki.ca_cert.exists() and not pki.ca_key.exists():
         raise JoinError(f"{pki.dir} has a CA certificate but neither the CA key nor a node "
@@ -207,6 +213,14 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
         write_private(node_key_path(pki), leaf.key_pem)
         write_private(ncert, leaf.cert_pem)
     return False
+
+
+def node_cert_expired(pki: NodePKI, now: datetime.datetime | None = None) -> str | None:
+    """When the node certificate expired (ISO 8601), or None while it is valid."""
+    cert = x509.load_pem_x509_certificate(node_cert_path(pki).read_bytes())
+    if (now or datetime.datetime.now(datetime.UTC)) < cert.not_valid_after_utc:
+        return None
+    return cert.not_valid_after_utc.isoformat(timespec="seconds")
 
 
 def _cn(subject: x509.Name) -> str:
