@@ -45,9 +45,6 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
         NodeIpam(store, view, cluster_cidr), ServiceIpRepair(store, view), PodGC(store, view),
-        # --- authz ---
-        RbacBootstrap(store),
-        # --- end authz ---
     ]
 
 
@@ -56,6 +53,11 @@ def start(store: ObjectStore, view: PeerView | None = None,
           node_monitor_grace: float = 40.0,
           cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
           ca_cert_pem: bytes | None = None) -> list[asyncio.Task[None]]:
+    # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
+    # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
+    # calibrated on the objects they replicate. ---
+    policy = [RbacBootstrap(store)]
+    # --- end authz ---
     return [asyncio.create_task(c.run(), name=c.name)
-            for c in controllers(store, view, pod_eviction_timeout, node_monitor_grace,
-                                 cluster_cidr, ca_cert_pem)]
+            for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
+                                   cluster_cidr, ca_cert_pem), *policy]]
