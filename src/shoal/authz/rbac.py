@@ -118,36 +118,38 @@ def _namespace(obj: dict[str, Any]) -> str:
 
 
 def aggregated_rules(cluster_roles: dict[str, dict[str, Any]], name: str,
-                     _seen: frozenset[str] = frozenset()) -> list[Rule]:
-    """A ClusterRole's rules: its own, or, with an aggregationRule, the union of the rules
-    of the ClusterRoles it selects (name order, first occurrence kept, cycles cut)."""
+                     _seen: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """A ClusterRole's rules as PolicyRule JSON: its own, or, with an aggregationRule, the
+    union of the rules of the ClusterRoles it selects (name order, each rule once, as
+    written in its role, cycles cut), as Kubernetes' aggregation controller writes them."""
     role = cluster_roles.get(name)
     if role is None:
         return []
     agg = role.get("aggregationRule")
     if not isinstance(agg, dict):
-        return list(rules_from_api(role.get("rules")))
+        rules = role.get("rules")
+        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
     selectors = agg.get("clusterRoleSelectors")
     seen = _seen | {name}
-    out: dict[Rule, None] = {}
+    out: list[dict[str, Any]] = []
     for other in sorted(cluster_roles):
         if other in seen or not _matches(selectors, _labels(cluster_roles[other])):
             continue
-        for rule in aggregated_rules(cluster_roles, other, seen):
-            out[rule] = None
-    return list(out)
+        out.extend(r for r in aggregated_rules(cluster_roles, other, seen) if r not in out)
+    return out
 
 
 def role_rules(reader: ObjectReader, role_ref_kind: str, role_ref_name: str,
                namespace: str) -> list[dict[str, Any]]:
-    """The rules a roleRef grants (a ClusterRole's aggregated live), as PolicyRule JSON; []
-    when the role does not exist. For the API's ``bind`` check."""
+    """The rules a roleRef grants (a ClusterRole's aggregated live), as PolicyRule JSON as
+    written; [] when the role does not exist. For the API's ``bind`` check."""
     if role_ref_kind == "ClusterRole":
         cluster_roles = {_name(r): r for r in reader.list(CLUSTER_ROLES)}
-        return [r.to_api() for r in aggregated_rules(cluster_roles, role_ref_name)]
+        return aggregated_rules(cluster_roles, role_ref_name)
     if role_ref_kind == "Role":
         role = reader.get(ROLES, namespace, role_ref_name)
-        return [] if role is None else [r.to_api() for r in rules_from_api(role.get("rules"))]
+        rules = role.get("rules") if role is not None else None
+        return [r for r in rules if isinstance(r, dict)] if isinstance(rules, list) else []
     return []
 
 
@@ -221,7 +223,8 @@ class RbacIndex:
         rules = self._role_rules.get(key)
         if rules is None:
             if b.role_kind == "ClusterRole":
-                rules = tuple(aggregated_rules(self._cluster_roles, b.role_name))
+                rules = tuple(dict.fromkeys(rules_from_api(
+                    aggregated_rules(self._cluster_roles, b.role_name))))
             elif b.role_kind == "Role" and b.namespace:
                 role = self.reader.get(ROLES, b.namespace, b.role_name)
                 rules = rules_from_api(role.get("rules")) if role else ()

@@ -102,7 +102,7 @@ class RbacBootstrap(Controller):
         for name, role in roles.items():
             if not isinstance(role.get("aggregationRule"), dict):
                 continue
-            rules = [r.to_api() for r in aggregated_rules(roles, name)]
+            rules = aggregated_rules(roles, name)
             if (role.get("rules") or []) == rules:
                 continue
             new = copy.deepcopy(role)
