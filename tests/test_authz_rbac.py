@@ -270,3 +270,18 @@ def test_uncovered_finds_each_permission_a_role_would_grant_beyond_the_users_own
     assert authz.uncovered(ed, "elsewhere", held) != []
     assert authz.uncovered(authenticated("root", ("system:masters",)), "x",
                            [_rule(["*"], ["*"], ["*"])]) == []
+
+
+def test_an_authorizer_told_of_changes_rebuilds_only_when_an_rbac_object_changed() -> None:
+    reader = _with_default_policy()
+    crb = binding("ClusterRoleBinding", "ops", "ClusterRole", "view",
+                  [{"kind": "User", "name": "ops"}])
+    reader.put(CLUSTER_ROLE_BINDINGS, crb)
+    authz = Authorizer(reader, self_checking=False)
+    ops = authenticated("ops")
+    assert authz.authorize(_ask(ops, "list", "pods", "any")).allowed
+    reader.remove(CLUSTER_ROLE_BINDINGS, "", "ops")
+    authz.notice("pods")
+    assert authz.authorize(_ask(ops, "list", "pods", "any")).allowed  # not told: stale
+    authz.notice(CLUSTER_ROLE_BINDINGS)
+    assert not authz.authorize(_ask(ops, "list", "pods", "any")).allowed

@@ -164,8 +164,12 @@ class _Binding:
 class RbacIndex:
     """Bindings by subject and each user's resolved rules, kept fresh from a reader."""
 
-    def __init__(self, reader: ObjectReader) -> None:
+    def __init__(self, reader: ObjectReader, *, self_checking: bool = True) -> None:
+        """With ``self_checking=False`` the index trusts its caller to ``invalidate()`` it
+        on every change to an RBAC object (and saves the check after each write)."""
         self.reader = reader
+        self.self_checking = self_checking
+        self._built = False
         self._revision: object = None
         self._fingerprint: tuple[tuple[str, ...], ...] | None = None
         self._by_user: dict[str, list[tuple[_Binding, str]]] = {}
@@ -175,6 +179,7 @@ class RbacIndex:
         self._users: dict[tuple[str, tuple[str, ...]], UserRules] = {}
 
     def invalidate(self) -> None:
+        self._built = False
         self._revision = None
         self._fingerprint = None
 
@@ -186,6 +191,8 @@ class RbacIndex:
 
     def refresh(self) -> None:
         """Rebuild if an RBAC object changed since the last call."""
+        if self._built and not self.self_checking:
+            return
         revision = getattr(self.reader, "revision", None)
         if revision is not None and revision == self._revision:
             return
@@ -195,6 +202,7 @@ class RbacIndex:
             return
         self._fingerprint = fingerprint
         self._rebuild()
+        self._built = True
 
     def _rebuild(self) -> None:
         self._cluster_roles = {_name(r): r for r in self.reader.list(CLUSTER_ROLES)}
