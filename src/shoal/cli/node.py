@@ -176,7 +176,9 @@ class ShoalNode:
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
                                      self.cfg.node_monitor_grace, self.cfg.cluster_cidr,
-                                     ca_cert_pem=self.pki.ca_cert.read_bytes())  # service accounts
+                                     ca_cert_pem=self.pki.ca_cert.read_bytes(),  # service accounts
+                                     # --- authz: a joining node lets its replica fill first ---
+                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.join else 0.0)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))

@@ -52,11 +52,12 @@ def start(store: ObjectStore, view: PeerView | None = None,
           pod_eviction_timeout: float = 300.0,
           node_monitor_grace: float = 40.0,
           cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
-          ca_cert_pem: bytes | None = None) -> list[asyncio.Task[None]]:
+          ca_cert_pem: bytes | None = None,
+          rbac_ensure_delay: float = 0.0) -> list[asyncio.Task[None]]:
     # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
     # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
-    # calibrated on the objects they replicate. ---
-    policy = [RbacBootstrap(store)]
+    # calibrated on the objects they replicate. A joining node waits rbac_ensure_delay. ---
+    policy = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
     # --- end authz ---
     return [asyncio.create_task(c.run(), name=c.name)
             for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,

@@ -1,6 +1,6 @@
 """The default RBAC policy on every peer, and the ClusterRole aggregation controller.
 
-At start each peer creates the default ClusterRoles and ClusterRoleBindings it does not
+At start (a joining peer after ``ensure_delay``) each peer creates the default ClusterRoles and ClusterRoleBindings it does not
 hold (:mod:`shoal.authz.bootstrap_policy`); one that exists with the autoupdate annotation
 ``"true"`` gets back any rule, subject, label or aggregation selector it lost, as
 Kubernetes' reconciliation at apiserver start. Peers that do this concurrently write the
@@ -16,6 +16,7 @@ stored rules are for readers, such as ``kubectl describe clusterrole edit``.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any
@@ -60,9 +61,19 @@ def reconciled(current: dict[str, Any], default: dict[str, Any]) -> dict[str, An
 class RbacBootstrap(Controller):
     name = "rbac-bootstrap"
 
-    def __init__(self, store: ObjectStore, resync: float = 30.0) -> None:
+    def __init__(self, store: ObjectStore, resync: float = 30.0,
+                 ensure_delay: float = 0.0) -> None:
+        """``ensure_delay``: seconds a joining peer lets its replica fill first. Its creations
+        would be newer than the cluster's objects and win the merge, undoing what an
+        administrator changed in the defaults (a subject removed, autoupdate turned off)."""
         super().__init__(store, resync)
+        self.ensure_delay = ensure_delay
         self._ensured = False
+
+    async def run(self) -> None:
+        if self.ensure_delay > 0:
+            await asyncio.sleep(self.ensure_delay)
+        await super().run()
 
     def relevant(self, change: Change) -> bool:
         return change.resource == CLUSTER_ROLES
@@ -77,7 +88,7 @@ class RbacBootstrap(Controller):
     async def ensure_policy(self) -> int:
         """Create or complete the default objects; returns how many were written."""
         role_kind, binding_kind = self._kinds()
-        written = 0
+        written = failed = 0
         for kind, defaults in ((role_kind, bootstrap_policy.cluster_roles()),
                                (binding_kind, bootstrap_policy.cluster_role_bindings())):
             for obj in defaults:
@@ -92,6 +103,8 @@ class RbacBootstrap(Controller):
                         written += 1
                 except StoreError as e:  # e.g. created meanwhile by a merge: next pass
                     log.debug("rbac bootstrap: %s %s: %s", kind.kind, name, e)
+                    failed += 1
+        self._ensured = not failed
         return written
 
     async def aggregate(self) -> int:
@@ -117,6 +130,5 @@ class RbacBootstrap(Controller):
     async def sync(self) -> bool:
         if not self._ensured:
             await self.ensure_policy()
-            self._ensured = True
         await self.aggregate()
-        return False
+        return not self._ensured
