@@ -92,13 +92,20 @@ class DnsServer:
         gateway before the first pod creates the bridge): packets arrive once it does.
         """
         loop = asyncio.get_running_loop()
-        udp = _bound_socket(host, port, socket.SOCK_DGRAM, freebind)
-        try:
+        # A free UDP port may be taken on TCP: with port 0, try other ports.
+        attempts = 20 if port == 0 else 1
+        for attempt in range(attempts):
+            udp = _bound_socket(host, port, socket.SOCK_DGRAM, freebind)
+            try:
+                tcp = _bound_socket(host, int(udp.getsockname()[1]), socket.SOCK_STREAM,
+                                    freebind)
+            except OSError:
+                udp.close()
+                if attempt == attempts - 1:
+                    raise
+                continue
             port = int(udp.getsockname()[1])
-            tcp = _bound_socket(host, port, socket.SOCK_STREAM, freebind)
-        except OSError:
-            udp.close()
-            raise
+            break
         transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=udp)
         self._udp = transport
         self._tcp = await asyncio.start_server(self._serve_tcp, sock=tcp, backlog=128)
