@@ -22,7 +22,7 @@ tag    message     fields
                    that costs a few bytes when both sides already agree
 =====  ==========  ==========================================================
 
-An update is ``[state, name, address, incarnation, source]``; a document is
+An update is ``[state, name, address, incarnation, source[, tags]]``; a document is
 ``[resource, namespace, name, node]`` with the node of ``shoal.crdt.document``.
 A coverage row is ``[owner, version, {peer: revision, ...}]``: the owner's version
 vector (``shoal.mesh.tombstones``); the optional trailing fields are omitted when
@@ -62,9 +62,14 @@ class Update:
     address: str
     incarnation: int
     source: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    """The member's tags (role, site, ...), sorted by key; they change with the incarnation."""
 
     def encode(self) -> list[Any]:
-        return [int(self.state), self.name, self.address, self.incarnation, self.source]
+        out: list[Any] = [int(self.state), self.name, self.address, self.incarnation, self.source]
+        if self.tags:
+            out.append(dict(self.tags))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +236,21 @@ def _list(v: Any, n: int | None = None) -> list[Any]:
     return v
 
 
+MAX_TAGS = 16
+
+
+def _tags(v: Any) -> tuple[tuple[str, str], ...]:
+    if type(v) is not dict or len(v) > MAX_TAGS:
+        raise MessageError("malformed member tags")
+    return tuple(sorted((_str(k), _str(t)) for k, t in v.items()))
+
+
 def _update(v: Any) -> Update:
-    f = _list(v, 5)
+    f = _list(v)
+    if len(f) == 6:
+        u = _update(f[:5])
+        return Update(u.state, u.name, u.address, u.incarnation, u.source, _tags(f[5]))
+    _list(f, 5)
     try:
         state = State(_int(f[0]))
     except ValueError as e:

@@ -96,6 +96,9 @@ class Replica:
             cipher = secret_encryption.load_or_create(secret_encryption.key_path(data_dir))
             self.persistence = Persistence(data_dir / "state.db", cipher)
         self._objects: dict[str, dict[Key, Entry]] = {}
+        # Per resource: the last revision that changed one of its objects (scope maps,
+        # authorizers and other derived views check it to know when to rebuild).
+        self._resource_rv: dict[str, int] = {}
         self.revision = 0
         hlc_last = 0
         for row in self.persistence.load():
@@ -106,6 +109,8 @@ class Replica:
                 value, row.rv, row.doc, None
             )
             self.revision = max(self.revision, row.rv)
+            if row.rv > self._resource_rv.get(row.resource, 0):
+                self._resource_rv[row.resource] = row.rv
         # Collected tombstones (``shoal.mesh.tombstones``): a remote document that such a
         # tombstone dominates is refused, and pullers behind ``rv`` are still sent it.
         self.fences: dict[FullKey, FenceRow] = {
@@ -153,6 +158,10 @@ class Replica:
             items = [(k, e.value) for k, e in objs.items() if e.value is not None and k[0] == namespace]
         items.sort(key=lambda kv: kv[0])
         return [v for _, v in items if v is not None]
+
+    def resource_revision(self, resource: str) -> int:
+        """The last local revision that changed an object of ``resource`` (0: never)."""
+        return self._resource_rv.get(resource, 0)
 
     def resources(self) -> builtins.list[str]:
         return list(self._objects)
@@ -248,6 +257,7 @@ class Replica:
     ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
         self.revision += 1
         rv = self.revision
+        self._resource_rv[resource] = rv
         if plain is None:
             plain = doc.value()
         doc_bytes = doc.to_bytes()

@@ -1,0 +1,217 @@
+"""Scopes: which peers may hold, and which may write, each object.
+
+A ``Scope`` (``shoal.dev/v1alpha1``, cluster-scoped) names namespaces (a list, or a
+selector on Namespace labels) and the peers that hold them (a list, or a selector on
+Node labels), and among those the *writers* that may accept user writes (default:
+every member). Every other object is in the *cluster scope* (``CLUSTER``), which every
+full peer holds. A namespace that several Scopes name belongs to the one whose name
+sorts first, so every peer decides the same from the same Scope objects.
+
+The Namespace object itself stays in the cluster scope (every peer may know that a
+namespace exists); what is inside it does not.
+
+``ScopeMap`` is an immutable answer built from one replica state; ``ScopeIndex``
+keeps one current for a reader whose per-resource revisions it can check cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shoal.authz.reader import ObjectReader
+from shoal.model.selectors import LabelSelector, SelectorError
+
+CLUSTER = ""
+"""The cluster scope: every object not in a Scope. Every full peer is a member."""
+
+SCOPES = "scopes.shoal.dev"
+NAMESPACES = "namespaces"
+NODES = "nodes"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeRule:
+    """One Scope object, parsed."""
+
+    name: str
+    namespaces: frozenset[str]
+    namespace_selector: LabelSelector | None
+    members: frozenset[str]
+    member_selector: LabelSelector | None
+    writers: frozenset[str] | None  # None: every member
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> ScopeRule | None:
+        """None for an object too malformed to mean anything (validation refuses those)."""
+        name = (obj.get("metadata") or {}).get("name")
+        spec = obj.get("spec")
+        if not isinstance(name, str) or not isinstance(spec, Mapping):
+            return None
+        try:
+            return cls(
+                name=name,
+                namespaces=_names(spec.get("namespaces")),
+                namespace_selector=_selector(spec.get("namespaceSelector")),
+                members=_names(spec.get("members")),
+                member_selector=_selector(spec.get("memberSelector")),
+                writers=_names(spec["writers"]) if spec.get("writers") is not None else None,
+            )
+        except SelectorError:
+            return None
+
+
+def _names(value: Any) -> frozenset[str]:
+    if not isinstance(value, list):
+        return frozenset()
+    return frozenset(v for v in value if isinstance(v, str))
+
+
+def _selector(value: Any) -> LabelSelector | None:
+    return None if value is None else LabelSelector.from_api(value)
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    labels = (obj.get("metadata") or {}).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+class ScopeMap:
+    """Scope membership and writer rules as of one replica state."""
+
+    def __init__(self, rules: Iterable[ScopeRule],
+                 namespace_labels: Mapping[str, Mapping[str, str]] | None = None,
+                 node_labels: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.rules: dict[str, ScopeRule] = {r.name: r for r in sorted(rules, key=lambda r: r.name)}
+        ns_labels = namespace_labels or {}
+        node_lbls = node_labels or {}
+        self._ns_scope: dict[str, str] = {}
+        self._members: dict[str, frozenset[str]] = {}
+        self._writers: dict[str, frozenset[str]] = {}
+        for rule in self.rules.values():  # sorted by name: the first claim wins
+            for ns in rule.namespaces:
+                self._ns_scope.setdefault(ns, rule.name)
+            if rule.namespace_selector is not None and not rule.namespace_selector.empty:
+                for ns, labels in ns_labels.items():
+                    if rule.namespace_selector.matches(labels):
+                        self._ns_scope.setdefault(ns, rule.name)
+            members = set(rule.members)
+            if rule.member_selector is not None and not rule.member_selector.empty:
+                members.update(n for n, labels in node_lbls.items()
+                               if rule.member_selector.matches(labels))
+            self._members[rule.name] = frozenset(members)
+            writers = members if rule.writers is None else rule.writers & members
+            self._writers[rule.name] = frozenset(writers)
+        self._by_peer: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def build(cls, reader: ObjectReader) -> ScopeMap:
+        rules = [r for r in (ScopeRule.parse(o) for o in reader.list(SCOPES)) if r is not None]
+        ns_labels: dict[str, Mapping[str, str]] = {}
+        node_labels: dict[str, Mapping[str, str]] = {}
+        if any(r.namespace_selector is not None for r in rules):
+            ns_labels = {o["metadata"]["name"]: _labels(o) for o in reader.list(NAMESPACES)}
+        if any(r.member_selector is not None for r in rules):
+            node_labels = {o["metadata"]["name"]: _labels(o) for o in reader.list(NODES)}
+        return cls(rules, ns_labels, node_labels)
+
+    # -- which scope ---------------------------------------------------------------
+
+    def scope_of(self, resource: str, namespace: str) -> str:
+        """The scope of an object (its namespace's; ``CLUSTER`` for cluster-scoped ones)."""
+        if not namespace or resource == SCOPES:
+            return CLUSTER
+        return self._ns_scope.get(namespace, CLUSTER)
+
+    def scope_of_namespace(self, namespace: str) -> str:
+        return self._ns_scope.get(namespace, CLUSTER)
+
+    def names(self) -> list[str]:
+        """Every scope but the cluster scope, sorted."""
+        return list(self.rules)
+
+    # -- who ------------------------------------------------------------------------
+
+    def members(self, scope: str) -> frozenset[str] | None:
+        """The peers that hold ``scope``; None for the cluster scope (every full peer).
+
+        A scope that no longer exists has no members: whoever still holds its objects
+        drops them once it learns which scope they are in now."""
+        if scope == CLUSTER:
+            return None
+        return self._members.get(scope, frozenset())
+
+    def is_member(self, scope: str, peer: str) -> bool:
+        if scope == CLUSTER:
+            return True
+        return peer in self._members.get(scope, frozenset())
+
+    def is_writer(self, scope: str, peer: str) -> bool:
+        """Whether ``peer`` may accept user writes for ``scope`` (and so originate them)."""
+        if scope == CLUSTER:
+            return True
+        return peer in self._writers.get(scope, frozenset())
+
+    def writers(self, scope: str) -> frozenset[str] | None:
+        if scope == CLUSTER:
+            return None
+        return self._writers.get(scope, frozenset())
+
+    def scopes_of(self, peer: str) -> frozenset[str]:
+        """The scopes ``peer`` holds, the cluster scope included."""
+        held = self._by_peer.get(peer)
+        if held is None:
+            held = frozenset([CLUSTER, *(s for s, m in self._members.items() if peer in m)])
+            self._by_peer[peer] = held
+        return held
+
+    def namespaces_of(self, scope: str) -> frozenset[str]:
+        """The namespaces that are in ``scope`` now (not meaningful for ``CLUSTER``)."""
+        return frozenset(ns for ns, s in self._ns_scope.items() if s == scope)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Equal for two maps that place and admit everything the same."""
+        return (tuple(sorted(self._ns_scope.items())),
+                tuple(sorted(self._members.items(), key=lambda kv: kv[0])),
+                tuple(sorted(self._writers.items(), key=lambda kv: kv[0])))
+
+
+EMPTY = ScopeMap(())
+"""No Scope objects: everything is in the cluster scope."""
+
+
+class VersionedReader(ObjectReader, Protocol):
+    def resource_revision(self, resource: str) -> int:
+        """The last local revision that changed an object of ``resource`` (0: never)."""
+        ...
+
+
+class ScopeIndex:
+    """The current ``ScopeMap`` of a reader, rebuilt only when what it is made of changed.
+
+    Checking costs a few dict lookups, so the mesh may ask on every document."""
+
+    def __init__(self, reader: VersionedReader) -> None:
+        self.reader = reader
+        self._map = EMPTY
+        self._key: tuple[int, int, int] | None = None
+        self.rebuilds = 0
+
+    def _key_for(self, m: ScopeMap) -> tuple[int, int, int]:
+        r = self.reader
+        rules = m.rules.values()
+        return (
+            r.resource_revision(SCOPES),
+            r.resource_revision(NAMESPACES)
+            if any(x.namespace_selector is not None for x in rules) else 0,
+            r.resource_revision(NODES) if any(x.member_selector is not None for x in rules) else 0,
+        )
+
+    def current(self) -> ScopeMap:
+        if self._key_for(self._map) != self._key:
+            self._map = ScopeMap.build(self.reader)
+            self.rebuilds += 1
+            # A new rule may bring a selector: key the next check on what this map reads.
+            self._key = self._key_for(self._map)
+        return self._map
