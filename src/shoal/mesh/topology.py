@@ -1,0 +1,72 @@
+"""Roles and sites: which peers exchange state with which.
+
+Every member carries tags in the membership protocol: ``role`` (``full``, ``super`` or
+``weak``) and ``site``. A *weak* peer (``--sync-via super``) exchanges state only with
+the super-peers of its site; super-peers exchange with each other, with the full peers
+and with the weak peers of their site; full peers exchange with each other and with the
+super-peers. So a weak peer's traffic does not grow with the cluster, and a weak peer
+with two super-peers keeps syncing when one dies (memberlist's LAN/WAN pools and
+Cassandra's one replica per remote datacenter are the models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+ROLE_TAG = "role"
+SITE_TAG = "site"
+
+
+class Role(StrEnum):
+    FULL = "full"
+    SUPER = "super"
+    WEAK = "weak"
+
+
+class Tagged(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+
+
+def role_of(member: Tagged) -> Role:
+    try:
+        return Role(member.tags.get(ROLE_TAG, Role.FULL))
+    except ValueError:
+        return Role.FULL  # an unknown role from a newer peer: treat it as an ordinary peer
+
+
+def site_of(member: Tagged) -> str:
+    return member.tags.get(SITE_TAG, "")
+
+
+def may_sync(a: Tagged, b: Tagged) -> bool:
+    """Whether ``a`` and ``b`` exchange state directly (symmetric)."""
+    ra, rb = role_of(a), role_of(b)
+    if ra == Role.WEAK and rb == Role.WEAK:
+        return False
+    if Role.WEAK in (ra, rb):
+        weak, other = (a, b) if ra == Role.WEAK else (b, a)
+        return role_of(other) == Role.SUPER and site_of(other) == site_of(weak)
+    return True
+
+
+T = TypeVar("T", bound=Tagged)
+
+
+def sync_peers(me: Tagged, peers: Iterable[T]) -> list[T]:
+    """The peers among ``peers`` that ``me`` exchanges state with.
+
+    A weak peer whose site has no live super-peer falls back to every super-peer, and
+    failing that to every full peer, rather than to nobody: a cut-off weak peer still
+    syncs as soon as anyone it may sync with is reachable."""
+    others = [p for p in peers if p.name != me.name]
+    direct = [p for p in others if may_sync(me, p)]
+    if direct or role_of(me) != Role.WEAK:
+        return direct
+    supers = [p for p in others if role_of(p) == Role.SUPER]
+    return supers or [p for p in others if role_of(p) == Role.FULL]
