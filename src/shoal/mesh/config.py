@@ -11,9 +11,22 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from shoal.mesh.topology import ROLE_TAG, SITE_TAG, Role
+
 
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
+    role: str = Role.FULL.value
+    """This peer's role (``topology.Role``): ``full``, ``super`` (``--super-peer``) or
+    ``weak`` (``--sync-via super``). Carried in the membership protocol as the ``role`` tag."""
+
+    site: str = ""
+    """This peer's site (``--site``), the ``site`` tag: a weak peer syncs through the
+    super-peers of its site."""
+
+    tags: tuple[tuple[str, str], ...] = ()
+    """Any other tags this peer announces to the members (sorted key, value pairs)."""
+
     probe_interval: float = 2.0
     """Seconds between two failure-detector probes of this node (one random member each).
 
@@ -129,6 +142,16 @@ class MeshConfig:
     that comes back after being forgotten (``dead_reclaim_time``) but within this time
     is told of the deletion and cannot resurrect the object; one away longer must be
     wiped before it rejoins."""
+
+    def member_tags(self) -> dict[str, str]:
+        """The tags this peer announces. A full peer with no site announces none, so its
+        membership messages are the same bytes as before tags existed."""
+        out = dict(self.tags)
+        if self.role != Role.FULL:
+            out[ROLE_TAG] = str(self.role)
+        if self.site:
+            out[SITE_TAG] = self.site
+        return out
 
     def retransmit_limit(self, members: int) -> int:
         """How many times one membership update is piggybacked in a cluster of ``members``."""

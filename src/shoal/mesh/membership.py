@@ -19,8 +19,9 @@ import dataclasses
 import hashlib
 import logging
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 from shoal.mesh.awareness import Awareness
@@ -48,6 +49,25 @@ from shoal.mesh.transport import Transport, TransportError
 log = logging.getLogger(__name__)
 
 
+NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+_interned: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
+
+
+def frozen_tags(tags: Mapping[str, str] | Iterable[tuple[str, str]]) -> Mapping[str, str]:
+    """A read-only tag mapping, one shared object per distinct set of tags: thousands of
+    members mostly carry the same few (role, site) combinations."""
+    pairs = tuple(sorted(tags.items() if isinstance(tags, Mapping) else tags))
+    if not pairs:
+        return NO_TAGS
+    found = _interned.get(pairs)
+    if found is None:
+        if len(_interned) > 4096:  # tags are few in practice; never let a peer grow this
+            _interned.clear()
+        found = _interned[pairs] = MappingProxyType(dict(pairs))
+    return found
+
+
 @dataclass(slots=True)
 class Member:
     name: str
@@ -56,9 +76,13 @@ class Member:
     state: State
     since: float
     """Loop time of the last state change."""
+    tags: Mapping[str, str] = field(default_factory=lambda: NO_TAGS)
+    """Role, site and any other tags the member announced (``topology``); they change
+    only with its incarnation, as in Serf."""
 
     def update(self, source: str = "") -> Update:
-        return Update(self.state, self.name, self.address, self.incarnation, source)
+        pairs = tuple(sorted(self.tags.items())) if self.tags else ()
+        return Update(self.state, self.name, self.address, self.incarnation, source, pairs)
 
 
 class MembershipHooks(Protocol):
@@ -102,7 +126,8 @@ class Membership:
         self.awareness = Awareness(config.awareness_max_multiplier)
         self.broadcasts = BroadcastQueue(lambda: config.retransmit_limit(len(self.members)))
         self.members: dict[str, Member] = {
-            name: Member(name, transport.address, 0, State.ALIVE, 0.0)
+            name: Member(name, transport.address, 0, State.ALIVE, 0.0,
+                         frozen_tags(config.member_tags()))
         }
         self._suspicions: dict[str, Suspicion] = {}
         self._probe_order: list[str] = []
@@ -204,14 +229,29 @@ class Membership:
                 joined += 1
         return joined
 
-    def add_known(self, members: Iterable[tuple[str, str]]) -> None:
-        """Record (name, address) pairs as alive without gossiping them: a peer restoring
+    def add_known(self, members: Iterable[tuple[str, str] | tuple[str, str, Mapping[str, str]]],
+                  ) -> None:
+        """Record (name, address[, tags]) as alive without gossiping them: a peer restoring
         the member list it persisted, or a simulation that starts with a formed cluster."""
         now = self._loop.time()
-        for name, address in members:
+        for known in members:
+            name, address = known[0], known[1]
+            tags = frozen_tags(known[2]) if len(known) > 2 else NO_TAGS  # type: ignore[misc]
             if name != self.name and name not in self.members:
-                m = self.members[name] = Member(name, address, 0, State.ALIVE, now)
+                m = self.members[name] = Member(name, address, 0, State.ALIVE, now, tags)
                 self._joined(m)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Announce new tags: they ride on a new incarnation, so every member takes them
+        (an older incarnation's tags never overwrite newer ones)."""
+        me = self.me
+        new = frozen_tags(tags)
+        if new == me.tags or self.left:
+            return
+        me.tags = new
+        me.incarnation += 1
+        self.version += 1
+        self.broadcasts.queue(me.update())
 
     async def leave(self) -> None:
         """Tell the others this node leaves on purpose (not a failure)."""
@@ -325,14 +365,24 @@ class Membership:
         m = self.members.get(u.name)
         now = self._loop.time()
         if m is None:
-            m = self.members[u.name] = Member(u.name, u.address, u.incarnation, State.ALIVE, now)
+            m = self.members[u.name] = Member(u.name, u.address, u.incarnation, State.ALIVE, now,
+                                              frozen_tags(u.tags))
             self.broadcasts.queue(m.update())
             self._joined(m)
             return
-        if u.incarnation <= m.incarnation:
+        if u.incarnation < m.incarnation or (u.incarnation == m.incarnation and (
+                m.tags or not u.tags)):
+            return
+        if u.incarnation == m.incarnation:
+            # A member restored without its tags (from disk, or preformed) learns them
+            # from a fact of the same incarnation: filling in is not a change.
+            m.tags = frozen_tags(u.tags)
+            self._updated(m)
             return
         was = m.state
         m.incarnation, m.address = u.incarnation, u.address
+        if u.tags or m.tags:
+            m.tags = frozen_tags(u.tags)
         self._clear_suspicion(m.name)
         self.broadcasts.queue(u)
         if was != State.ALIVE:
