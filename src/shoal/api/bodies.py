@@ -11,8 +11,20 @@ from aiohttp import web
 from shoal.api import protobuf
 from shoal.api.errors import ApiError
 from shoal.model.kinds import Kind
+from shoal.store.objects import MAX_OBJECT_DEPTH
 
 MAX_BODY = 3 * 1024 * 1024  # the apiserver's limit for a request body
+MAX_DEPTH = MAX_OBJECT_DEPTH  # a body deeper than an object may be is refused on arrival
+
+
+class _JsonYamlLoader(yaml.SafeLoader):
+    """YAML as Kubernetes reads it: converted to JSON, so timestamps stay strings."""
+
+
+_JsonYamlLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp",
+    lambda loader, node: loader.construct_scalar(node),  # type: ignore[arg-type]
+)
 
 
 async def read_raw(request: web.Request) -> bytes:
@@ -39,13 +51,46 @@ def parse(raw: bytes, content_type: str) -> Any:
             raise ApiError(e.code, e.message) from e
     if "yaml" in content_type:
         try:
-            return yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_JsonYamlLoader)  # a SafeLoader
         except yaml.YAMLError as e:
             raise ApiError(400, f"error converting YAML to JSON: {e}") from e
+        except RecursionError as e:
+            raise ApiError(400, "error converting YAML to JSON: the document is nested too "
+                           "deeply") from e
+        check_json_value(value, "error converting YAML to JSON")
+        return value
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise ApiError(400, f"couldn't get version/kind; json parse error: {e}") from e
+    check_json_value(value, "couldn't get version/kind; json parse error")
+    return value
+
+
+def check_json_value(value: Any, prefix: str) -> None:
+    """A 400 for what JSON cannot hold (YAML's binary, sets, non-string keys, infinities)
+    and for nesting deeper than ``MAX_DEPTH``; walked without recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                raise ApiError(400, f"{prefix}: the object is nested more than {MAX_DEPTH} "
+                               "levels deep")
+            for k, child in v.items():
+                if not isinstance(k, str):
+                    raise ApiError(400, f"{prefix}: a map key is not a string: {k!r:.40}")
+                stack.append((child, depth + 1))
+        elif isinstance(v, list):
+            if depth > MAX_DEPTH:
+                raise ApiError(400, f"{prefix}: the object is nested more than {MAX_DEPTH} "
+                               "levels deep")
+            stack.extend((child, depth + 1) for child in v)
+        elif isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ApiError(400, f"{prefix}: {v} is not a JSON number")
+        elif v is not None and not isinstance(v, (str, int, bool)):
+            raise ApiError(400, f"{prefix}: a value of type {type(v).__name__} has no JSON form")
 
 
 SUPPORTED = ("application/json", "application/yaml", "application/x-yaml", "text/yaml",

@@ -107,7 +107,11 @@ def _decode_continue(token: str) -> tuple[int, tuple[str, str]]:
     try:
         pad = "=" * (-len(token) % 4)
         data = orjson.loads(base64.urlsafe_b64decode(token + pad))
-        return int(data["rv"]), (str(data["ns"]), str(data["name"]))
+        rv, ns, name = data["rv"], data["ns"], data["name"]
+        if type(rv) is not int or not 0 <= rv < 2**63 or not isinstance(ns, str) \
+                or not isinstance(name, str):
+            raise ValueError("not a continue token of this server")
+        return rv, (ns, name)
     except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ApiError(400, "continue key is not valid: incorrect encoded start resourceVersion "
                        "(version meta.k8s.io/v1)") from e

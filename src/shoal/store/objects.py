@@ -59,6 +59,27 @@ class Conflict(StoreError):
     code, reason = 409, "Conflict"
 
 
+MAX_OBJECT_DEPTH = 50
+"""How deeply an object may nest. Real objects stay under 20 levels; the mesh refuses
+documents deeper than 64 (``shoal.mesh.messages``), so no node may store one."""
+
+
+def _deeper_than(value: Any, limit: int) -> str | None:
+    """The path of a value nested more than ``limit`` levels deep, if any (no recursion)."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        v, depth, path = stack.pop()
+        if isinstance(v, dict):
+            if depth > limit:
+                return path
+            stack.extend((c, depth + 1, f"{path}.{k}" if path else str(k)) for k, c in v.items())
+        elif isinstance(v, list):
+            if depth > limit:
+                return path
+            stack.extend((c, depth + 1, f"{path}[{i}]") for i, c in enumerate(v))
+    return None
+
+
 class Invalid(StoreError):
     code, reason = 422, "Invalid"
 
@@ -176,6 +197,13 @@ class ObjectStore:
 
     def _validate(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any] | None,
                   subresource: str | None = None) -> None:
+        too_deep = _deeper_than(obj, MAX_OBJECT_DEPTH)
+        if too_deep is not None:
+            # Checked before validation walks it recursively, and before anything is stored.
+            name = (obj.get("metadata") or {}).get("name", "")
+            causes = [Cause("FieldValueInvalid",
+                            f"must have at most {MAX_OBJECT_DEPTH} levels of nesting", too_deep)]
+            raise Invalid(invalid_message(kind, name, causes), kind=kind, name=name, causes=causes)
         causes = validate(kind, obj, old, subresource=subresource)
         if causes:
             name = (obj.get("metadata") or {}).get("name", "")
