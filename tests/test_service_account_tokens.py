@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import time
 from typing import Any
@@ -171,3 +172,23 @@ def test_a_tampered_token_is_refused(objects: Objects) -> None:
     evil = base64.urlsafe_b64encode(json.dumps(claims_).encode()).decode().rstrip("=")
     assert _check(f"{head}.{evil}.{sig}", objects) is None
     assert _check("a.b.c", objects) is None
+
+
+def test_a_token_verified_once_is_refused_once_its_node_certificate_has_expired(
+        objects: Objects) -> None:
+    short = pki.issue(CA, "pi-1", organizations=("shoal:nodes",), client=True,
+                      lifetime=datetime.timedelta(minutes=5))
+    token = _issuer(short, "pi-1").issue("team", "default", "sa-uid", now=NOW,
+                                         expiration_seconds=3600, binding=POD).token
+    assert _check(token, objects, now=NOW + 10) is not None  # the signature is remembered
+    assert _check(token, objects, now=NOW + 600) is None  # the certificate is not
+
+
+def test_a_remembered_token_still_follows_the_replica(objects: Objects) -> None:
+    token = _issuer(PI1, "pi-1").issue("team", "default", "sa-uid", now=NOW,
+                                       binding=POD).token
+    for _ in range(3):
+        assert _check(token, objects) is not None
+    objects.add("pods", "team", "web", "pod-uid", spec={"nodeName": "pi-2",
+                                                        "serviceAccountName": "default"})
+    assert _check(token, objects) is None  # the pod is bound elsewhere now

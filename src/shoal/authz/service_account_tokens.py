@@ -35,9 +35,9 @@ changes when they are recreated), or by expiry.
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -209,35 +209,57 @@ def _verify_signature(key: ec.EllipticCurvePublicKey, signed: bytes, sig: bytes)
     return True
 
 
-def _signer_node(header: dict[str, Any], signed: bytes, sig: bytes, ca_cert_pem: bytes,
-                 now: float) -> str | None:
-    """"" for the CA, the node's name for a node certificate, None for a bad signature."""
+_FOREVER = (float("-inf"), float("inf"))
+
+
+def _signer_node(header: dict[str, Any], signed: bytes, sig: bytes, ca_cert_pem: bytes
+                 ) -> tuple[str, tuple[float, float]] | None:
+    """("", always) for the CA; (the node's name, its certificate's validity) for a node
+    certificate; None for a bad signature."""
     ca_cert, ca_kid = _ca(ca_cert_pem)
     x5c = header.get("x5c")
     if x5c is None:
         pub = ca_cert.public_key()
         assert isinstance(pub, ec.EllipticCurvePublicKey)
         ok = header.get("kid") in (None, ca_kid) and _verify_signature(pub, signed, sig)
-        return "" if ok else None
+        return ("", _FOREVER) if ok else None
     if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
         return None
     cert = _node_cert(base64.b64decode(x5c[0]), ca_cert_pem)
     if cert is None:
         return None
-    at = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
-        return None
     pub = cert.public_key()
     if not isinstance(pub, ec.EllipticCurvePublicKey) or not _verify_signature(pub, signed, sig):
         return None
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns and cns[0].value else None
+    if not cns or not cns[0].value:
+        return None
+    window = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
+    return str(cns[0].value), window
 
 
-def decode(token: str, *, ca_cert_pem: bytes, now: float
-           ) -> tuple[dict[str, Any], str] | None:
-    """(claims, signer) of a token whose signature and time window hold: the signer is ""
-    for the CA, else the signing node's name. Nothing about the replica is checked."""
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    payload: dict[str, Any]
+    signer: str
+    cert_window: tuple[float, float]
+    exp: float
+    nbf: float
+
+
+_VERIFIED_MAX = 4096
+_verified: OrderedDict[tuple[str, bytes], _Signed] = OrderedDict()
+"""Tokens whose signature held, most recently used last: verifying an ES256 signature
+costs more than the rest of a GET, and a pod sends the same token for up to an hour.
+Only the signature is remembered; every use checks the time and the replica again."""
+
+
+def _signed(token: str, ca_cert_pem: bytes) -> _Signed | None:
+    key = (token, ca_cert_pem)
+    hit = _verified.get(key)
+    if hit is not None:
+        _verified.move_to_end(key)
+        return hit
     try:
         head_b64, body_b64, sig_b64 = token.split(".")
         header = orjson.loads(_unb64(head_b64))
@@ -247,18 +269,34 @@ def decode(token: str, *, ca_cert_pem: bytes, now: float
         return None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         return None
-    if header.get("alg") != ALGORITHM:
+    if header.get("alg") != ALGORITHM or payload.get("iss") != ISSUER:
         return None
     try:
-        signer = _signer_node(header, f"{head_b64}.{body_b64}".encode(), sig, ca_cert_pem, now)
         exp, nbf = float(payload["exp"]), float(payload.get("nbf") or payload.get("iat") or 0)
     except (KeyError, TypeError, ValueError):
         return None
-    if signer is None or payload.get("iss") != ISSUER:
+    signer = _signer_node(header, f"{head_b64}.{body_b64}".encode(), sig, ca_cert_pem)
+    if signer is None:
         return None
-    if now > exp + LEEWAY or now + LEEWAY < nbf:
+    out = _Signed(payload, signer[0], signer[1], exp, nbf)
+    _verified[key] = out
+    if len(_verified) > _VERIFIED_MAX:
+        _verified.popitem(last=False)
+    return out
+
+
+def decode(token: str, *, ca_cert_pem: bytes, now: float
+           ) -> tuple[dict[str, Any], str] | None:
+    """(claims, signer) of a token whose signature and time window hold: the signer is ""
+    for the CA, else the signing node's name. Nothing about the replica is checked."""
+    signed = _signed(token, ca_cert_pem)
+    if signed is None:
         return None
-    return payload, signer
+    if now > signed.exp + LEEWAY or now + LEEWAY < signed.nbf:
+        return None
+    if not signed.cert_window[0] <= now <= signed.cert_window[1]:
+        return None
+    return signed.payload, signed.signer
 
 
 def verify(token: str, *, ca_cert_pem: bytes, reader: ObjectReader, now: float,
