@@ -41,6 +41,7 @@ import orjson
 from shoal.api.discovery import GIT_VERSION, REVIEW_KINDS, served_groups, served_kinds
 from shoal.model import merge_keys
 from shoal.model.kinds import BUILTIN_KINDS, Kind, KindRegistry
+from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
 
 JSON = dict[str, Any]
 
@@ -455,6 +456,12 @@ def _crd_definitions(kind: Kind, v3: bool) -> dict[str, JSON]:
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,
     }
+    return _schema_definitions(kind, base, v3)
+
+
+def _schema_definitions(kind: Kind, base: JSON, v3: bool) -> dict[str, JSON]:
+    """The definitions of a kind and its list from a structural schema (a CRD's, or one of
+    :data:`HAND_WRITTEN_SCHEMAS`), named after the reversed group as Kubernetes names CRDs'."""
     schema: JSON = copy.deepcopy(base)
     props = dict(schema.get("properties") or {})
     props["apiVersion"] = {"type": "string", "description": _API_VERSION_DOC}
@@ -846,6 +853,11 @@ def _build_parts_locked(
             custom_defs.update(defs)
             kind_def, list_def = list(defs)
             k_ops = _Ops(group, version, v3, custom=True)
+        elif (k.group, k.kind) in HAND_WRITTEN_SCHEMAS:
+            defs = _schema_definitions(k, HAND_WRITTEN_SCHEMAS[(k.group, k.kind)], v3)
+            custom_defs.update(defs)
+            kind_def, list_def = list(defs)
+            k_ops = ops
         else:
             model = cat.kind_models.get((k.group, k.version, k.kind)) or _model_for_kind(
                 k.group, k.version, k.kind)

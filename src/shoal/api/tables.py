@@ -906,6 +906,39 @@ def _binding_cells(binding: dict[str, Any], now: datetime.datetime) -> _Cells:
 
 # --- end authz ---
 
+# --- Scope (shoal.dev): lists and selectors as kubectl would print them ---
+
+_SCOPE_COLUMNS = (
+    _NAME,
+    _Column("Namespaces", description="The namespaces in the scope: the list, then the "
+            "namespaceSelector."),
+    _Column("Members", description="The peers that hold the scope: the list, then the "
+            "memberSelector."),
+    _Column("Writers", description="The members that accept user writes for the scope "
+            "(<members>: every member)."),
+    _AGE,
+)
+
+
+def _names_and_selector(names: Any, selector: Any, empty: str) -> str:
+    parts = [str(n) for n in _list(names)]
+    if selector is not None:
+        parts.append(_selector_string(selector, none="<none>"))
+    return ",".join(parts) or empty
+
+
+def _scope_cells(scope: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec = _dict(scope.get("spec"))
+    writers = spec.get("writers")
+    return [
+        _name(scope),
+        _names_and_selector(spec.get("namespaces"), spec.get("namespaceSelector"), "<none>"),
+        _names_and_selector(spec.get("members"), spec.get("memberSelector"), "<none>"),
+        "<members>" if writers is None else ",".join(str(w) for w in _list(writers)) or "<none>",
+        _age(scope, now),
+    ]
+
+
 _DEFAULT_COLUMNS = (_NAME, _AGE)
 
 
@@ -939,6 +972,7 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("rbac.authorization.k8s.io", "ClusterRoleBinding"): (
         _binding_columns("clusterRoleBinding"), _binding_cells),
     # --- end authz ---
+    ("shoal.dev", "Scope"): (_SCOPE_COLUMNS, _scope_cells),
 }
 
 

@@ -125,6 +125,8 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
         namespaced=False, short=("crd", "crds"),
     ),
+    # Shoal's own: which namespaces a set of peers holds (shoal.authz.scopes).
+    _k("shoal.dev", "v1alpha1", "Scope", "scopes", namespaced=False, status=False),
 )
 
 

@@ -48,6 +48,7 @@ from shoal.model.defaults import (
 )
 from shoal.model.kinds import Kind
 from shoal.model.quantity import QuantityError, parse_quantity
+from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
 from shoal.model.selectors import LabelSelector, SelectorError, is_label_value, is_qualified_name
 
 __all__ = [
@@ -1958,6 +1959,54 @@ def _crd_schema(kind: Kind) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
+# --- Scope (shoal.dev) ------------------------------------------------------------------
+
+
+def _scope_names(e: _Errors, value: Any, path: str,
+                 check: _NameCheck = is_dns1123_subdomain) -> list[str]:
+    """A list of DNS-1123 names (node names; namespace names are labels), each once."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        return []  # the schema check reports the type
+    seen: set[str] = set()
+    out: list[str] = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str):
+            continue
+        p = _i(path, i)
+        if not name:
+            e.required(p)
+            continue
+        e.each(p, name, check(name))
+        if name in seen:
+            e.duplicate(p, name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def _validate_scope(e: _Errors, obj: dict[str, Any]) -> None:
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return  # the schema check says spec is required or of the wrong type
+    namespaces = _scope_names(e, spec.get("namespaces"), "spec.namespaces", is_dns1123_label)
+    ns_selector = spec.get("namespaceSelector")
+    for key in ("namespaceSelector", "memberSelector"):
+        if spec.get(key) is not None:
+            _label_selector(e, spec[key], _c("spec", key))
+    if not namespaces and ns_selector is None and isinstance(spec.get("namespaces"), list | None):
+        e.required("spec.namespaces", "at least one of namespaces and namespaceSelector "
+                   "is required")
+    members = _scope_names(e, spec.get("members"), "spec.members")
+    writers = _scope_names(e, spec.get("writers"), "spec.writers")
+    if spec.get("writers") is not None and spec.get("memberSelector") is None:
+        # With a selector, membership depends on Node labels, so it cannot be checked here.
+        for i, w in enumerate(writers):
+            if w not in members:
+                e.invalid(_i("spec.writers", i), w, "must be one of spec.members")
+
+
 # --- pruning and unknown fields -------------------------------------------------------
 
 # The fields of ObjectMeta that a client may send; anything else in metadata is unknown.
@@ -2115,6 +2164,9 @@ def unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
     if kind.is_custom:
         schema = _crd_schema(kind)
         return prune_unknown(schema, copy.deepcopy(obj)) if schema is not None else []
+    own = HAND_WRITTEN_SCHEMAS.get((kind.group, kind.kind))
+    if own is not None:
+        return prune_unknown(own, copy.deepcopy(obj))
     name = _CLIENT_MODELS.get((kind.group, kind.kind))
     models = _client_models()
     if name is None or models is None:
@@ -2146,6 +2198,7 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("coordination.k8s.io", "Lease"): _validate_lease,
     ("discovery.k8s.io", "EndpointSlice"): _validate_endpoint_slice,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd,
+    ("shoal.dev", "Scope"): _validate_scope,
 }
 
 _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
@@ -2189,6 +2242,9 @@ def validate(
         if schema is not None:
             e.causes.extend(validate_schema(schema, obj))
     else:
+        own = HAND_WRITTEN_SCHEMAS.get((kind.group, kind.kind))
+        if own is not None:
+            e.causes.extend(validate_schema(own, obj))
         check = _CHECKS.get((kind.group, kind.kind))
         if check is not None:
             check(e, obj)
