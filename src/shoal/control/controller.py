@@ -7,6 +7,7 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 
+from shoal.authz.scopes import ScopeIndex
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore
 
@@ -24,6 +25,9 @@ class Controller(ABC):
         self.debounce = debounce
         self._wake = asyncio.Event()
         self.passes = 0
+        # Which scope each object is in (shoal.control.ownership acts for a scope only on its
+        # writers); the manager gives every controller of a node the same index.
+        self.scopes = ScopeIndex(store.replica)
 
     def relevant(self, change: Change) -> bool:
         """Whether a change should wake the controller."""

@@ -74,13 +74,16 @@ class CRDEstablishing(Controller):
                 log.warning("could not mark CRD %s established: %s", crd["metadata"]["name"], e)
         # Custom resources whose definition is gone are deleted with it.
         replica = self.store.replica
+        scopes = self.scopes.current()
         for resource in replica.resources():
             if "." not in resource or resource in served:
                 continue
             if registry.by_storage_resource(resource) is not None:
                 continue
             for (ns, name), entry in replica.iter_entries(resource):
-                if entry.value is not None:
+                # A scope's objects are deleted by its writers (others' deletes are refused).
+                if entry.value is not None and scopes.is_writer(
+                        scopes.scope_of(resource, ns), replica.node_id):
                     _, durable = replica.put(resource, ns, name, None, _no_keys)
                     await durable
         return False

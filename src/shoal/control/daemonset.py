@@ -30,7 +30,7 @@ from typing import Any
 
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import (
     by_controller,
@@ -187,9 +187,11 @@ class DaemonSetController(Controller):
         pods_by_owner = by_controller(self.store.list(self.pod_kind))
         nodes = self.store.list(self.node_kind)
         pending = False
+        scopes = self.scopes.current()
         for ds in self.store.list(self.ds_kind):
             meta = ds["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, meta["uid"], scope_of(scopes, self.ds_kind.resource, ds), scopes):
                 continue
             try:
                 if await self.reconcile(ds, nodes, pods_by_owner.get(meta["uid"], [])):

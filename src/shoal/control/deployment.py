@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import by_controller, parse_time
 from shoal.store.change_feed import Change
 from shoal.store.objects import AlreadyExists, ObjectStore, StoreError, now_rfc3339
@@ -96,9 +96,11 @@ class DeploymentController(Controller):
     async def sync(self) -> bool:
         by_owner = by_controller(self.store.list(self.rs_kind))
         pending = False
+        scopes = self.scopes.current()
         for d in self.store.list(self.d_kind):
             meta = d["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, meta["uid"], scope_of(scopes, self.d_kind.resource, d), scopes):
                 continue
             try:
                 if await self.reconcile(d, by_owner.get(meta["uid"], [])):

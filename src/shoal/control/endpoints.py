@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
@@ -184,6 +184,7 @@ class EndpointsController(Controller):
                 slices_by_svc.setdefault(key, []).append(s)
         pending = False
         services: set[tuple[str, str]] = set()
+        scopes = self.scopes.current()
         for svc in self.store.list(self.svc_kind):
             m = svc["metadata"]
             key = (m.get("namespace", "default"), m["name"])
@@ -192,7 +193,7 @@ class EndpointsController(Controller):
                     or m.get("deletionTimestamp"):
                 continue  # Endpoints of a selector-less Service are the user's
             services.add(key)
-            if not should_act(self.view, m["uid"]):
+            if not should_act(self.view, m["uid"], scopes.scope_of("services", key[0]), scopes):
                 continue
             try:
                 await self._sync_service(svc, pods_by_ns.get(key[0], []), zones,
@@ -217,9 +218,11 @@ class EndpointsController(Controller):
                     (m.get("labels") or {}).get(ENDPOINTS_MANAGED_BY_LABEL) == ENDPOINTS_MANAGER and \
                     self.store.find(self.svc_kind, m.get("namespace"), m["name"]) is None:
                 leftovers.append((self.ep_kind, ep))
+        scopes = self.scopes.current()
         for kind, obj in leftovers:
             m = obj["metadata"]
-            if not should_act(self.view, f"{kind.resource}/{m.get('namespace')}/{m['name']}"):
+            if not should_act(self.view, f"{kind.resource}/{m.get('namespace')}/{m['name']}",
+                              scope_of(scopes, kind.resource, obj), scopes):
                 continue
             try:
                 await self.store.delete(kind, m.get("namespace"), m["name"],

@@ -5,6 +5,9 @@
   dependents deleted; the finalizer is removed once none is left.
 - An owner being deleted with the ``orphan`` finalizer has its dependents'
   ownerReferences to it removed, then the finalizer.
+
+Every peer collects, but only what it may write: objects of a scope only on the scope's
+writers (a change made elsewhere would be refused by its members).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
+from shoal.control.ownership import scope_of
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
 from shoal.store.objects import FOREGROUND, ORPHAN, ObjectStore, StoreError
@@ -62,6 +66,11 @@ class GarbageCollector(Controller):
     async def sync(self) -> bool:
         objs = self._all()
         by_uid = {_meta(o).get("uid"): (k, o) for k, o in objs}
+        scopes, me = self.scopes.current(), self.store.replica.node_id
+
+        def writable(k: Kind, o: dict[str, Any]) -> bool:
+            return scopes.is_writer(scope_of(scopes, k.resource, o), me)
+
         dependents: dict[str, list[Obj]] = {}
         for k, o in objs:
             for ref in _meta(o).get("ownerReferences") or []:
@@ -71,9 +80,11 @@ class GarbageCollector(Controller):
         for k, o in objs:
             m = _meta(o)
             fins = m.get("finalizers") or []
-            if not m.get("deletionTimestamp"):
+            if not m.get("deletionTimestamp") or not writable(k, o):
                 continue
             deps = dependents.get(m.get("uid", ""), [])
+            if not all(writable(dk, d) for dk, d in deps):
+                continue  # the writers of the dependents' scope finish it
             if ORPHAN in fins:
                 for dk, d in deps:
                     await self._drop_owner(dk, d, m["uid"])
@@ -90,7 +101,7 @@ class GarbageCollector(Controller):
         before, self._missing = self._missing, {}
         for k, o in objs:
             refs = _meta(o).get("ownerReferences") or []
-            if not refs or _meta(o).get("deletionTimestamp"):
+            if not refs or _meta(o).get("deletionTimestamp") or not writable(k, o):
                 continue
             owners = [by_uid.get(r.get("uid")) for r in refs if isinstance(r, dict)]
             if all(ow is None for ow in owners):

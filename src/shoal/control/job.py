@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import (
     by_controller,
@@ -162,9 +162,11 @@ class JobController(Controller):
         self._due = None
         pods_by_owner = by_controller(self.store.list(self.pod_kind))
         pending = False
+        scopes = self.scopes.current()
         for job in self.store.list(self.job_kind):
             meta = job["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, meta["uid"], scope_of(scopes, self.job_kind.resource, job), scopes):
                 continue
             try:
                 if await self.reconcile(job, pods_by_owner.get(meta["uid"], []), now):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from shoal.authz.scopes import ScopeIndex
 from shoal.control.controller import Controller
 from shoal.control.crd_establishing import CRDEstablishing
 from shoal.control.daemonset import DaemonSetController  # workload controllers (issue 4)
@@ -33,7 +34,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
     accounts: list[Controller] = (
         [ServiceAccountsController(store, ca_cert_pem, view)] if ca_cert_pem else [])
     # --- end service accounts ---
-    return [*accounts,
+    built: list[Controller] = [*accounts,
         GarbageCollector(store), NamespaceLifecycle(store), CRDEstablishing(store),
         DeploymentController(store, view),
         ReplicaSetController(store, view, eviction_timeout=pod_eviction_timeout,
@@ -46,6 +47,11 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         Scheduler(store, view),
         NodeIpam(store, view, cluster_cidr), ServiceIpRepair(store, view), PodGC(store, view),
     ]
+    # One scope index per node: every controller asks which scope an object is in.
+    scopes = ScopeIndex(store.replica)
+    for c in built:
+        c.scopes = scopes
+    return built
 
 
 def start(store: ObjectStore, view: PeerView | None = None,

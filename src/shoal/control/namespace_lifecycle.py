@@ -1,4 +1,8 @@
-"""Namespace deletion: empty the namespace, then drop its ``kubernetes`` finalizer."""
+"""Namespace deletion: empty the namespace, then drop its ``kubernetes`` finalizer.
+
+A namespace of a scope is emptied and finalized only by the scope's writers: they hold
+what is in it and may delete it, while a peer outside the scope would find it empty and
+drop the finalizer before the scope's objects are gone."""
 
 from __future__ import annotations
 
@@ -24,11 +28,14 @@ class NamespaceLifecycle(Controller):
         ns_kind = self.store.registry.by_kind("v1", "Namespace")
         assert ns_kind is not None
         pending = False
+        scopes, me = self.scopes.current(), self.store.replica.node_id
         for ns in self.store.list(ns_kind):
             meta = ns["metadata"]
             if not meta.get("deletionTimestamp"):
                 continue
             name = meta["name"]
+            if not scopes.is_writer(scopes.scope_of_namespace(name), me):
+                continue
             remaining = 0
             for resource in self.store.replica.resources():
                 kind = self.store.registry.by_storage_resource(resource)

@@ -30,9 +30,10 @@ import copy
 import logging
 from typing import Any
 
+from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
 from shoal.control import events
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, preferred_actor
+from shoal.control.ownership import PeerView, SinglePeer, actors, preferred_actor, scope_of
 from shoal.control.pod_state import is_ready, parse_time
 from shoal.control.wake_timer import WakeTimer
 from shoal.store.change_feed import Change
@@ -129,9 +130,15 @@ class NodeLifecycle(Controller):
         pending = False
         not_ready: set[str] = set()
         wake: list[float] = [self._started + self.grace] if watching else []
+        scopes = self.scopes.current()
+        # The scopes whose pods this peer may mark (it is one of their writers).
+        mine = [s for s in scopes.names() if scopes.is_writer(s, self.view.name)]
         for node in self.store.list(self.node_kind):
             name = node["metadata"]["name"]
-            if name == self.view.name or not self._acts_for(name):
+            if name == self.view.name:
+                continue
+            judge = self._acts_for(name)
+            if not judge and not any(self._acts_for(name, s, scopes) for s in mine):
                 continue
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
@@ -141,7 +148,8 @@ class NodeLifecycle(Controller):
             elif watching:
                 continue  # a stale replica after a restart: judge nobody unreachable yet
             try:
-                await self._set(node, reachable=fresh, now=now)
+                if judge:
+                    await self._set(node, reachable=fresh, now=now)
             except StoreError as e:
                 log.debug("node %s: %s", name, e)
             if not fresh:
@@ -151,17 +159,23 @@ class NodeLifecycle(Controller):
                 not_ready.add(name)
         self._not_ready = not_ready
         if not_ready:
-            pending = await self._mark_pods_not_ready(not_ready, now)
+            pending = await self._mark_pods_not_ready(not_ready, now, scopes)
         # The next pass runs just after the next Lease runs out.
         self._timer.arm(min(wake) - now + 0.01 if wake else None)
         return pending
 
-    async def _mark_pods_not_ready(self, nodes: set[str], now: float) -> bool:
-        """Kubernetes' MarkPodsNotReady for the pods bound to ``nodes``."""
+    async def _mark_pods_not_ready(self, nodes: set[str], now: float,
+                                   scopes: ScopeMap = EMPTY) -> bool:
+        """Kubernetes' MarkPodsNotReady for the pods bound to ``nodes``: a pod of a scope is
+        marked by the scope's preferred writer for its node."""
         pending = False
         stamp = now_rfc3339(now)
         for pod in self.store.list(self.pod_kind):
-            if (pod.get("spec") or {}).get("nodeName") not in nodes or not is_ready(pod):
+            node = (pod.get("spec") or {}).get("nodeName")
+            if node not in nodes or not is_ready(pod):
+                continue
+            scope = scope_of(scopes, "pods", pod)
+            if not self._acts_for(str(node), scope, scopes):
                 continue
             new = copy.deepcopy(pod)
             for c in new["status"]["conditions"]:
@@ -180,14 +194,13 @@ class NodeLifecycle(Controller):
                                 NODE_NOT_READY_MESSAGE, COMPONENT)
         return pending
 
-    def _acts_for(self, node: str) -> bool:
+    def _acts_for(self, node: str, scope: str = CLUSTER, scopes: ScopeMap = EMPTY) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
-        than that node: a node never judges itself, so if it were its own preferred actor
-        nobody would clear the taint it got while cut off."""
-        live = [p for p in self.view.live() if p != node]
-        if self.view.name not in live:
-            live.append(self.view.name)
-        return preferred_actor(f"node/{node}", live) == self.view.name
+        than that node (for a scope's pods: its live writers other than that node): a node
+        never judges itself, so if it were its own preferred actor nobody would clear the
+        taint it got while cut off."""
+        return preferred_actor(f"node/{node}",
+                               actors(self.view, scope, scopes, exclude=node)) == self.view.name
 
     async def _set(self, node: dict[str, Any], reachable: bool, now: float) -> None:
         name = node["metadata"]["name"]

@@ -5,13 +5,20 @@ of the live peers, so with a healthy mesh each decision is made once. A peer
 acts on an object when it is the preferred actor, or when the preferred actor
 is not among the peers it can reach: under a partition each side decides for
 itself, and the merge plus a deterministic trim reconcile afterwards.
+
+Objects of a scope (:mod:`shoal.authz.scopes`) are acted for only by the scope's
+*writers*: the rendezvous is over its live writers, and a peer that is not one never
+acts (its writes would be refused by the scope's members). With no Scope objects
+everything is in the cluster scope and every live peer takes part, as before.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
 
 
 class PeerView(Protocol):
@@ -54,9 +61,36 @@ def preferred_actor(key: str, peers: Iterable[str]) -> str | None:
     return None if best is None else best[1]
 
 
-def should_act(view: PeerView, key: str) -> bool:
-    """Whether this node should act on ``key`` now."""
-    live = view.live()
-    if view.name not in live:
-        live = [*live, view.name]
-    return preferred_actor(key, live) == view.name
+def actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
+           exclude: str | None = None) -> list[str]:
+    """The live peers that may act for objects of ``scope``, this node included if it may.
+
+    Cluster scope: every live peer. A scope: its live writers (none if this node is not
+    one of them, since then it does not act whoever else is reachable). ``exclude`` leaves
+    one peer out (a node never judges itself)."""
+    live = [p for p in view.live() if p != exclude]
+    if view.name not in live and view.name != exclude:
+        live.append(view.name)
+    if scope == CLUSTER:
+        return live
+    writers = scopes.writers(scope) or frozenset()
+    if view.name not in writers:
+        return []
+    return [p for p in live if p in writers]
+
+
+def should_act(view: PeerView, key: str, scope: str = CLUSTER,
+               scopes: ScopeMap = EMPTY) -> bool:
+    """Whether this node should act on ``key`` (an object of ``scope``) now."""
+    if scope == CLUSTER:
+        live = view.live()
+        if view.name not in live:
+            live = [*live, view.name]
+        return preferred_actor(key, live) == view.name
+    return preferred_actor(key, actors(view, scope, scopes)) == view.name
+
+
+def scope_of(scopes: ScopeMap, resource: str, obj: Mapping[str, Any]) -> str:
+    """The scope of a stored object of ``resource``."""
+    ns = (obj.get("metadata") or {}).get("namespace")
+    return scopes.scope_of(resource, ns if isinstance(ns, str) else "")

@@ -22,7 +22,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.wake_timer import WakeTimer
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
@@ -79,9 +79,12 @@ class PodGC(Controller):
             if now < end:
                 ends.append(end - now)
                 continue
-            if not should_act(self.view, f"pod-gc/{node}"):
-                continue
+            scopes = self.scopes.current()
             for pod in pods:
+                # The pods of a scope are deleted by its writers only.
+                if not should_act(self.view, f"pod-gc/{node}",
+                                  scope_of(scopes, "pods", pod), scopes):
+                    continue
                 if not await self._delete(pod, node):
                     ends.append(0.5)
         # Look again when the next wait ends, or soon if a deletion failed.

@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal.control.controller import Controller
 from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, renewed_within
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import (
     by_controller,
     deletion_rank,
@@ -121,9 +121,11 @@ class ReplicaSetController(Controller):
         self.gate.peers({f"peer/{p}" for p in self.view.live()} | far
                         | {f"lease/{n}" for n, fresh in leases.items() if fresh}, now)
         acting: set[str] = set()
+        scopes = self.scopes.current()
         for rs in self.store.list(self.rs_kind):
             meta = rs["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"]):
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, meta["uid"], scope_of(scopes, self.rs_kind.resource, rs), scopes):
                 continue
             acting.add(meta["uid"])
             try:

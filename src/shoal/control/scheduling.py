@@ -23,7 +23,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import controller_uid
 from shoal.control.scheduler import Snapshot, default_profile, schedule
 from shoal.store.change_feed import Change
@@ -97,15 +97,18 @@ class Scheduler(Controller):
         if self._started is None:  # the first pass runs at start
             self._started = asyncio.get_running_loop().time()
         pods = self.store.list(self.pod_kind)
-        # Siblings share an actor (the owner's), so one snapshot spreads them evenly.
+        scopes = self.scopes.current()
+        # Siblings share an actor (the owner's), so one snapshot spreads them evenly. A
+        # scope's pods are bound by its writers (a binding is a write of the pod).
         pending = [p for p in self._pending(pods)
-                   if should_act(self.view, controller_uid(p) or p["metadata"]["uid"])]
+                   if should_act(self.view, controller_uid(p) or p["metadata"]["uid"],
+                                 scope_of(scopes, "pods", p), scopes)]
         if not pending:
             return False
         nodes = self.store.list(self.node_kind)
         if self._catching_up(nodes):
             return True  # look again shortly: the Nodes come with the first pulls
-        snapshot = Snapshot(nodes, pods, self.store.list(self.ns_kind))
+        snapshot = Snapshot(nodes, pods, self.store.list(self.ns_kind), scopes)
         for pod in pending:
             result = schedule(pod, snapshot, self.profile)
             try:

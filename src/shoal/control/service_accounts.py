@@ -73,10 +73,13 @@ class ServiceAccountsController(Controller):
 
     async def sync(self) -> bool:
         pending = False
+        scopes = self.scopes.current()
         for ns in self.store.list(self.ns_kind):
             meta = ns["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(self.view,
-                                                              f"namespace/{meta.get('uid')}"):
+            # The Namespace is in the cluster scope; what is created in it, in its scope.
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, f"namespace/{meta.get('uid')}",
+                    scopes.scope_of_namespace(meta["name"]), scopes):
                 continue
             try:
                 await self._ensure(meta["name"])

@@ -50,8 +50,10 @@ class ServiceIpRepair(Controller):
 
     async def sync(self) -> bool:
         pending = False
+        scopes = self.scopes.current()
         for r in service_ips.repairs(self.store.list(self.svc_kind)):
-            if not should_act(self.view, f"service/{r.uid}"):
+            if not should_act(self.view, f"service/{r.uid}",
+                              scopes.scope_of("services", r.namespace), scopes):
                 continue
             try:
                 await self._move(r)

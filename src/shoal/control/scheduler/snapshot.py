@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from shoal.authz.scopes import EMPTY, ScopeMap
 from shoal.control.scheduler.pod_info import PodInfo
 from shoal.control.scheduler.resources import Resource, node_allocatable
 
@@ -97,7 +98,10 @@ class Snapshot:
         nodes: Iterable[Mapping[str, Any]],
         pods: Iterable[Mapping[str, Any]] = (),
         namespaces: Iterable[Mapping[str, Any]] = (),
+        scopes: ScopeMap = EMPTY,
     ) -> None:
+        # Which scope a pod is in and which nodes hold it (the ScopeMembership filter).
+        self.scopes = scopes
         infos = [NodeInfo(n) for n in nodes]
         infos.sort(key=lambda n: n.name)
         self.nodes: list[NodeInfo] = infos

@@ -4,7 +4,8 @@ The default profile filters and scores in kube-scheduler's order, with its
 default score weights (``pkg/scheduler/apis/config/v1/default_plugins.go``):
 TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
 NodeResourcesFit 1. Kubernetes' NodeResourcesBalancedAllocation and
-ImageLocality scores are not implemented.
+ImageLocality scores are not implemented. Shoal's own ScopeMembership filters last:
+a pod of a scope runs only on the scope's members.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shoal.control.scheduler.plugins import (
     node_resources_fit,
     node_unschedulable,
     pod_topology_spread,
+    scope_membership,
     taint_toleration,
 )
 
@@ -41,6 +43,7 @@ DEFAULT_FILTERS: tuple[str, ...] = (
     node_resources_fit.NAME,
     pod_topology_spread.NAME,
     inter_pod_affinity.NAME,
+    scope_membership.NAME,
 )
 
 DEFAULT_SCORE_WEIGHTS: tuple[tuple[str, int], ...] = (
@@ -63,6 +66,7 @@ def default_registry() -> Registry:
             node_resources_fit.NAME: node_resources_fit.new,
             pod_topology_spread.NAME: pod_topology_spread.new,
             inter_pod_affinity.NAME: inter_pod_affinity.new,
+            scope_membership.NAME: scope_membership.new,
         }
     )
 
