@@ -14,6 +14,9 @@ permission, 422 for a value). Today:
   may write in a body (its own Node and Lease, the status of pods bound to it), which the
   Node authorizer cannot see from the path.
 
+- Scope writers (:class:`ScopeWriters`): a write to an object of a scope is accepted only
+  on a peer that is one of the scope's writers (403 naming the scope and its writers).
+
 Other parts add theirs to :attr:`Admission.hooks`.
 """
 
@@ -29,6 +32,7 @@ from shoal.authz import node_restriction
 from shoal.authz.attributes import Attributes
 from shoal.authz.authorizer import Authorizer, role_rules
 from shoal.authz.reader import ObjectReader
+from shoal.authz.scopes import CLUSTER, ScopeIndex
 from shoal.authz.user import UserInfo
 from shoal.model.kinds import Kind
 
@@ -77,6 +81,44 @@ def node_restriction_hook(req: AdmissionRequest, ctx: AdmissionContext) -> None:
                                      req.old, req.obj)
     if refusal is not None:
         raise forbidden(req.kind.group, req.kind.plural, req.name, refusal)
+
+
+# -- scopes ----------------------------------------------------------------------------------
+
+
+class ScopeWriters:
+    """Refuses a write to an object of a scope on a peer that is not one of its writers.
+
+    The replicas of the scope's other members would refuse the change anyway (it was not
+    written by a writer), so it is refused before it is stored, with a message that says
+    where to write instead. A peer that is not even a member holds nothing of the scope:
+    a create there would make an object it cannot keep. Objects of the cluster scope
+    (Namespaces, Nodes, Scopes themselves) are writable on every peer.
+    """
+
+    def __init__(self, node_name: str, scopes: ScopeIndex) -> None:
+        self.node_name = node_name
+        self.scopes = scopes
+
+    def __call__(self, req: AdmissionRequest, ctx: AdmissionContext) -> None:
+        if not req.namespace:
+            return  # cluster-scoped: always in the cluster scope
+        scope_map = self.scopes.current()
+        scope = scope_map.scope_of(req.kind.resource, req.namespace)
+        if scope == CLUSTER or scope_map.is_writer(scope, self.node_name):
+            return
+        raise forbidden(req.kind.group, req.kind.plural, req.name,
+                        scope_refusal(scope, self.node_name,
+                                      scope_map.is_member(scope, self.node_name),
+                                      sorted(scope_map.writers(scope) or ())))
+
+
+def scope_refusal(scope: str, node: str, member: bool, writers: list[str]) -> str:
+    """Why a write of ``scope`` is refused on ``node``, and where it would be accepted."""
+    what = "a writer" if member else "a member"
+    where = f"write through one of: {', '.join(writers)}" if writers else \
+        "the scope has no writers"
+    return f'scopes "{scope}": this node ({node}) is not {what} of the scope; {where}'
 
 
 # -- RBAC escalation prevention --------------------------------------------------------------

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shoal.api import bodies, discovery, reviews
-from shoal.api.admission import Admission
+from shoal.api import bodies, discovery, reviews, scope_status
+from shoal.api.admission import Admission, ScopeWriters
 from shoal.api.authentication import Authenticator, Credentials
 from shoal.api.authorization import (
     IMPERSONATE_USER,
@@ -30,6 +30,7 @@ from shoal.api.openapi import V2_PROTOBUF_CONTENT_TYPE, OpenAPIDocuments, wants_
 from shoal.api.resources import ResourceHandlers, json_response
 from shoal.api.routing import resolve
 from shoal.authz.authorizer import Authorizer
+from shoal.authz.scopes import ScopeIndex
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 
@@ -72,6 +73,11 @@ class ApiServer:
         self.authenticator = Authenticator(credentials, store.replica)
         self.authorizer = Authorizer(store.replica)
         self.handlers.admission = Admission(self.authorizer, store.replica)
+        # --- scopes: writes of a scope only on its writers; what this node holds of each ---
+        self.scopes = ScopeIndex(store.replica)
+        self.handlers.admission.hooks.append(ScopeWriters(store.replica.node_id, self.scopes))
+        self.mesh_scope_status: scope_status.MeshScopeStatus | None = None  # set by the node
+        # --- end scopes ---
         self.stats = RequestStats()
 
     def app(self) -> web.Application:
@@ -88,6 +94,7 @@ class ApiServer:
         r.add_get("/api/", self._core_versions)
         r.add_get("/apis", self._groups)
         r.add_get("/apis/", self._groups)
+        r.add_get(scope_status.PATH, self._scope_status)
         r.add_get("/openapi/v2", self._openapi_v2)
         r.add_get("/openapi/v3", self._openapi_v3_index)
         r.add_get("/openapi/v3/{tail:.*}", self._openapi_v3)
@@ -254,6 +261,12 @@ class ApiServer:
         else:
             headers["Cache-Control"] = "no-cache, private"
         return web.Response(body=doc, content_type="application/json", headers=headers)
+
+    async def _scope_status(self, request: web.Request) -> web.Response:
+        """What this node holds of each scope (authorized as the non-resource path)."""
+        return json_response(scope_status.scope_report(
+            self.store.replica.node_id, self.store.replica, self.scopes.current(),
+            self.mesh_scope_status))
 
     async def _not_found(self, request: web.Request) -> web.Response:
         raise not_found_path()

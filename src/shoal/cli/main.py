@@ -147,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
 
     token_cli.add_parser(sub)
 
+    from shoal.cli import scopes as scopes_cli  # scopes: what a node holds, and its lag
+
+    scopes_cli.add_parser(sub)
+
     _image_parser(sub)  # images (shoal.node.images)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig (on a signer)",
@@ -311,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         return token_cli.run(args)
     if args.command == "kubeconfig":
         return _kubeconfig(args)
+    if args.command == "scopes":
+        from shoal.cli import scopes as scopes_cli
+
+        return scopes_cli.run(args)
     return 2
 
 

@@ -233,6 +233,8 @@ class ShoalNode:
         self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica, mesh_config.default(),
                              random.Random(), hooks=keeper)
         await self.mesh.start()
+        # --- scopes: GET /shoal/v1/scopes reports the mesh's lag per scope, once it has one ---
+        self.api.mesh_scope_status = getattr(self.mesh.anti_entropy, "scope_status", None)
         # --- pod streams: logs, exec and port-forward to and from other peers' pods ---
         self.streams = StreamMux(self.transport)
         self.streams.set_acceptor(PodStreamService(self.agent).handle)

@@ -1,0 +1,124 @@
+"""``GET /shoal/v1/scopes``: which scopes the serving node holds, and how far behind it is.
+
+Computed on the node that answers, from its own replica and mesh, and never stored: each
+peer has its own answer, and a Scope's status written by every peer would be a stream of
+writes that replicate everywhere. ``kubectl get --raw /shoal/v1/scopes`` prints the JSON;
+``shoal scopes`` prints it as a table.
+
+The body::
+
+    {"kind": "ScopeStatus", "apiVersion": "shoal.dev/v1alpha1", "node": "n3",
+     "scopes": [{"scope": "", "member": true, "writer": true, "objects": 120,
+                 "behind": 0, "replication": {...}}, ...]}
+
+``scope`` is ``""`` for the cluster scope. ``objects`` counts the live objects of the
+scope in this replica (0 on a peer that is not a member). ``behind`` is the largest
+number of revisions this node's cursors trail its partners' for the scope (as the mesh
+reports it: ``AntiEntropy.scope_status()``), or null when the mesh does not say.
+``replication`` is the mesh's own entry for the scope, as it gives it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shoal.authz.scopes import CLUSTER, ScopeMap
+from shoal.store.replica import Replica
+
+MeshScopeStatus = Callable[[], Mapping[str, Any]]
+"""The mesh's report, by scope name (``""`` for the cluster scope)."""
+
+PATH = "/shoal/v1/scopes"
+
+
+def _counts(replica: Replica, scopes: ScopeMap) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for resource in replica.resources():
+        for (ns, _name), entry in replica.iter_entries(resource):
+            if entry.value is not None:
+                out[scopes.scope_of(resource, ns)] += 1
+    return out
+
+
+def _lag(value: Any) -> int | None:
+    """The largest lag in a partner entry, a list or a map of them (None: none given)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Mapping):
+        for key in ("lag", "behind"):
+            if key in value:
+                return _lag(value[key])
+        lags = [x for x in (_lag(v) for v in value.values()) if x is not None]
+        return max(lags) if lags else None
+    if isinstance(value, list | tuple):
+        lags = [x for x in (_lag(v) for v in value) if x is not None]
+        return max(lags) if lags else None
+    return None
+
+
+def _behind(entry: Any) -> int | None:
+    if not isinstance(entry, Mapping):
+        return None
+    for key in ("behind", "lag"):
+        if key in entry:
+            return _lag(entry[key])
+    return _lag(entry.get("partners"))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly: sets and tuples become sorted lists, keys strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+def scope_report(node: str, replica: Replica, scopes: ScopeMap,
+                 mesh: MeshScopeStatus | None) -> dict[str, Any]:
+    counts = _counts(replica, scopes)
+    try:
+        reported: Mapping[str, Any] = mesh() if mesh is not None else {}
+    except Exception:  # a diagnostic must answer even if the mesh cannot say now
+        reported = {}
+    rows = []
+    for scope in [CLUSTER, *scopes.names()]:
+        entry = reported.get(scope)
+        row: dict[str, Any] = {
+            "scope": scope,
+            "member": scopes.is_member(scope, node),
+            "writer": scopes.is_writer(scope, node),
+            "objects": counts.get(scope, 0),
+            "behind": _behind(entry),
+        }
+        if entry is not None:
+            row["replication"] = _plain(entry)
+        rows.append(row)
+    return {"kind": "ScopeStatus", "apiVersion": "shoal.dev/v1alpha1", "node": node,
+            "scopes": rows}
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """``SCOPE MEMBER WRITER OBJECTS BEHIND``, as ``shoal scopes`` prints it."""
+    header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND")
+    lines = [header]
+    for row in report.get("scopes") or []:
+        behind = row.get("behind")
+        lines.append((
+            str(row.get("scope") or "<cluster>"),
+            "yes" if row.get("member") else "no",
+            "yes" if row.get("writer") else "no",
+            str(row.get("objects", 0)),
+            "<unknown>" if behind is None else str(behind),
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines) + "\n"

@@ -1,0 +1,63 @@
+"""``shoal scopes``: which scopes a node holds, whether it writes them, and how far behind it is.
+
+It asks the node the kubeconfig points at (``GET /shoal/v1/scopes``, served by
+:mod:`shoal.api.scope_status`) and prints ``SCOPE MEMBER WRITER OBJECTS BEHIND``; ``-o
+json`` prints the answer as it came. Each node answers for itself: point ``--server`` at
+another peer to ask it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from shoal.api.scope_status import PATH, format_table
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "scopes", help="show the scopes a node holds and how far behind it is in each",
+        description="Ask one node which scopes it holds (member), which it accepts writes "
+                    "for (writer), how many of their objects it has and how many revisions "
+                    "it trails its replication partners by (behind).")
+    p.add_argument("--kubeconfig", default=None,
+                   help="the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
+    p.add_argument("--context", default=None, help="the kubeconfig context to use")
+    p.add_argument("--server", default=None,
+                   help="the node to ask (https://HOST:PORT), instead of the kubeconfig's")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
+def fetch(kubeconfig: str | None, context: str | None, server: str | None) -> dict[str, Any]:
+    from kubernetes import client, config  # slow to import: only for this command
+
+    configuration = client.Configuration()
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, context=context, client_configuration=configuration)
+    if server:
+        configuration.host = server
+    with client.ApiClient(configuration) as api:
+        request = api.param_serialize("GET", PATH, header_params={"Accept": "application/json"},
+                                      auth_settings=["BearerToken"])
+        resp = api.call_api(*request)
+        if resp.status != 200:
+            raise RuntimeError(f"{resp.status}: {resp.read().decode(errors='replace')}")
+        body: dict[str, Any] = json.loads(resp.read())
+        return body
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        report = fetch(args.kubeconfig, args.context, args.server)
+    except Exception as e:  # the client raises several kinds; the message is what matters
+        reason = getattr(e, "reason", None) or e
+        print(f"shoal scopes: {reason}", file=sys.stderr)
+        return 1
+    if args.output == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"node {report.get('node', '?')}")
+        sys.stdout.write(format_table(report))
+    return 0

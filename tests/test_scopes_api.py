@@ -1,0 +1,261 @@
+"""The Scope kind in the API (kubectl and the Python client), and writes refused on a peer
+that is not a writer of the scope they touch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+
+from shoal.api.admission import AdmissionContext, AdmissionRequest, ScopeWriters
+from shoal.api.authorization import ForbiddenError
+from shoal.api.scope_status import format_table, scope_report
+from shoal.authz.scopes import ScopeIndex
+from shoal.authz.user import authenticated
+from shoal.model.kinds import KindRegistry
+from shoal.model.validation import validate
+from shoal.store.objects import ObjectStore
+from shoal.store.replica import Replica
+from tests.conftest import VENV_BIN, ShoalProcess
+
+REG = KindRegistry()
+SCOPE = REG.by_kind("shoal.dev/v1alpha1", "Scope")
+NS = REG.by_kind("v1", "Namespace")
+CM = REG.by_kind("v1", "ConfigMap")
+assert SCOPE is not None and NS is not None and CM is not None
+
+
+def scope(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "shoal.dev/v1alpha1", "kind": "Scope", "metadata": {"name": name},
+            "spec": spec}
+
+
+# -- the kind ------------------------------------------------------------------------------
+
+
+def test_the_scope_kind_is_cluster_scoped_in_shoal_dev() -> None:
+    assert SCOPE is not None
+    assert (SCOPE.group, SCOPE.version, SCOPE.plural, SCOPE.namespaced) == \
+        ("shoal.dev", "v1alpha1", "scopes", False)
+    assert SCOPE.resource == "scopes.shoal.dev"
+
+
+@pytest.mark.parametrize(("spec", "errors"), [
+    ({"namespaces": ["team-a"], "members": ["n1", "n2"], "writers": ["n1"]}, []),
+    ({"namespaceSelector": {"matchLabels": {"t": "a"}}, "memberSelector": {}}, []),
+    ({"members": ["n1"]},
+     [("spec.namespaces", "Required value: at least one of namespaces and namespaceSelector "
+                          "is required")]),
+    ({"namespaces": ["Team_A"], "members": ["n1"]}, [("spec.namespaces[0]", None)]),
+    ({"namespaces": ["a", "a"], "members": ["n1"]},
+     [("spec.namespaces[1]", 'Duplicate value: "a"')]),
+    ({"namespaces": ["a"], "members": ["n1"], "writers": ["n2"]},
+     [("spec.writers[0]", 'Invalid value: "n2": must be one of spec.members')]),
+    # With a member selector, writers are checked against Node labels later, not here.
+    ({"namespaces": ["a"], "memberSelector": {"matchLabels": {"x": "y"}}, "writers": ["n2"]}, []),
+    ({"namespaces": ["a"], "memberSelector": {"matchExpressions": [
+        {"key": "site", "operator": "Near"}]}},
+     [("spec.memberSelector.matchExpressions[0].operator",
+       'Invalid value: "Near": not a valid selector operator')]),
+    ({"namespaces": "team-a"}, [("spec.namespaces", None)]),
+])
+def test_scope_validation(spec: dict[str, Any], errors: list[tuple[str, str | None]]) -> None:
+    assert SCOPE is not None
+    causes = validate(SCOPE, scope("s", **spec))
+    assert [c.field for c in causes] == [f for f, _ in errors]
+    for cause, (_, message) in zip(causes, errors, strict=True):
+        if message is not None:
+            assert cause.message == message
+
+
+# -- writers -------------------------------------------------------------------------------
+
+
+async def _store(node: str) -> ObjectStore:
+    s = ObjectStore(Replica(None, node), REG)
+    assert NS is not None and SCOPE is not None
+    for ns in ("team-a", "team-b", "open"):
+        await s.create(NS, {"metadata": {"name": ns}})
+    await s.create(SCOPE, scope("tenant-a", namespaces=["team-a"], members=["n1", "n2", "n3"],
+                                writers=["n1", "n2"]))
+    await s.create(SCOPE, scope("tenant-b", namespaces=["team-b"], members=["n1"]))
+    return s
+
+
+def _write(hook: ScopeWriters, namespace: str, name: str = "cfg",
+           operation: str = "CREATE", subresource: str = "") -> None:
+    assert CM is not None
+    obj = {"metadata": {"name": name, "namespace": namespace}}
+    hook(AdmissionRequest(authenticated("alice", ()), operation, CM, namespace, name,
+                          subresource, obj, None),
+         AdmissionContext(None, None))  # type: ignore[arg-type]
+
+
+async def test_a_write_in_a_scope_is_refused_on_a_member_that_is_not_a_writer() -> None:
+    s = await _store("n3")
+    try:
+        hook = ScopeWriters("n3", ScopeIndex(s.replica))
+        with pytest.raises(ForbiddenError) as refused:
+            _write(hook, "team-a")
+        assert refused.value.code == 403
+        assert refused.value.message == (
+            'configmaps "cfg" is forbidden: scopes "tenant-a": this node (n3) is not a writer '
+            "of the scope; write through one of: n1, n2")
+        for op in ("UPDATE", "DELETE"):
+            with pytest.raises(ForbiddenError):
+                _write(hook, "team-a", operation=op)
+        _write(hook, "open")  # the cluster scope: writable everywhere
+    finally:
+        s.replica.close()
+
+
+async def test_a_write_in_a_scope_is_refused_on_a_peer_outside_it_and_allowed_on_a_writer(
+) -> None:
+    s = await _store("n2")
+    try:
+        hook = ScopeWriters("n2", ScopeIndex(s.replica))
+        _write(hook, "team-a")
+        with pytest.raises(ForbiddenError) as refused:
+            _write(hook, "team-b")
+        assert refused.value.message.endswith(
+            'scopes "tenant-b": this node (n2) is not a member of the scope; write through one '
+            "of: n1")
+    finally:
+        s.replica.close()
+
+
+async def test_what_a_node_holds_of_each_scope_is_reported_with_the_mesh_lag() -> None:
+    s = await _store("n1")
+    try:
+        assert CM is not None
+        await s.create(CM, {"metadata": {"name": "x"}}, "team-a")
+        await s.create(CM, {"metadata": {"name": "y"}}, "team-a")
+        mesh = {"tenant-a": {"partners": {"n2": {"cursor": 10, "lag": 3},
+                                          "n3": {"cursor": 4, "lag": 0}}}}
+        report = scope_report("n1", s.replica, ScopeIndex(s.replica).current(), lambda: mesh)
+        rows = {r["scope"]: r for r in report["scopes"]}
+        assert rows["tenant-a"]["objects"] == 2
+        assert rows["tenant-a"]["behind"] == 3
+        assert rows["tenant-a"]["member"] and rows["tenant-a"]["writer"]
+        assert rows["tenant-b"]["objects"] == 0 and rows["tenant-b"]["behind"] is None
+        assert rows[""]["objects"] >= 5  # namespaces and the scopes themselves
+        table = format_table(report).splitlines()
+        assert table[0].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]
+        assert table[1].split()[0] == "<cluster>"
+        assert table[2].split() == ["tenant-a", "yes", "yes", "2", "3"]
+    finally:
+        s.replica.close()
+
+
+# -- real kubectl and the Python client against a real server --------------------------------
+
+SCOPE_YAML = textwrap.dedent("""\
+    apiVersion: shoal.dev/v1alpha1
+    kind: Scope
+    metadata:
+      name: tenant-a
+    spec:
+      namespaces: [team-a]
+      members: [node-1, n2]
+      writers: [node-1]
+    """)
+
+
+@pytest.mark.slow
+def test_kubectl_applies_gets_and_explains_scopes(shoal_module: ShoalProcess) -> None:
+    node = shoal_module
+    assert "scope.shoal.dev/tenant-a created" in node.kubectl(
+        "apply", "-f", "-", input=SCOPE_YAML).stdout
+    assert "unchanged" in node.kubectl("apply", "-f", "-", input=SCOPE_YAML).stdout
+    table = node.kubectl("get", "scopes").stdout.splitlines()
+    assert table[0].split() == ["NAME", "NAMESPACES", "MEMBERS", "WRITERS", "AGE"]
+    assert table[1].split()[:4] == ["tenant-a", "team-a", "node-1,n2", "node-1"]
+    changed = SCOPE_YAML.replace("members: [node-1, n2]", "members: [node-1, n2, n3]")
+    assert "configured" in node.kubectl("apply", "-f", "-", input=changed).stdout
+    obj = json.loads(node.kubectl("get", "scope", "tenant-a", "-o", "json").stdout)
+    assert obj["spec"] == {"namespaces": ["team-a"], "members": ["node-1", "n2", "n3"],
+                           "writers": ["node-1"]}
+    assert "writers:" in node.kubectl("get", "scope", "tenant-a", "-o", "yaml").stdout
+    explained = node.kubectl("explain", "scope.spec").stdout
+    assert "KIND:       Scope" in explained and "GROUP:      shoal.dev" in explained
+    assert "memberSelector" in explained and "writers" in explained
+    bad = node.kubectl("apply", "-f", "-", check=False,
+                       input=SCOPE_YAML.replace("writers: [node-1]", "writers: [n9]"))
+    assert bad.returncode != 0
+    assert 'Scope "tenant-a" is invalid: spec.writers[0]: Invalid value: "n9": must be one ' \
+           "of spec.members" in bad.stderr
+    unknown = node.kubectl("apply", "-f", "-", check=False,
+                           input=SCOPE_YAML.replace("  writers:", "  readers: [x]\n  writers:"))
+    assert unknown.returncode != 0 and 'unknown field "spec.readers"' in unknown.stderr
+
+
+@pytest.mark.slow
+def test_writes_in_a_scope_this_node_does_not_write_are_refused_with_a_403(
+    shoal_module: ShoalProcess,
+) -> None:
+    node = shoal_module
+    node.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+        apiVersion: shoal.dev/v1alpha1
+        kind: Scope
+        metadata: {name: locked}
+        spec: {namespaces: [locked-ns], members: [node-1, n2], writers: [n2]}
+        ---
+        apiVersion: shoal.dev/v1alpha1
+        kind: Scope
+        metadata: {name: elsewhere}
+        spec: {namespaces: [far], members: [n9]}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: locked-ns}
+        ---
+        apiVersion: v1
+        kind: Namespace
+        metadata: {name: far}
+        """))
+    refused = node.kubectl("create", "configmap", "cfg", "-n", "locked-ns",
+                           "--from-literal=k=v", check=False)
+    assert refused.returncode != 0
+    assert ('configmaps "cfg" is forbidden: scopes "locked": this node (node-1) is not a writer '
+            "of the scope; write through one of: n2") in refused.stderr
+    applied = node.kubectl("apply", "-f", "-", check=False, input=textwrap.dedent("""\
+        apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: applied, namespace: locked-ns}
+        """))
+    assert "Error from server (Forbidden)" in applied.stderr
+    assert "No resources found" in node.kubectl("get", "configmaps", "-n", "far").stderr
+    outside = node.kubectl("create", "configmap", "cfg", "-n", "far", check=False)
+    assert outside.returncode != 0
+    assert "this node (node-1) is not a member of the scope; write through one of: n9" \
+        in outside.stderr
+    # The Python client sees the same 403, as a Status naming the resource.
+    config.load_kube_config(str(node.kubeconfig))
+    with pytest.raises(client.ApiException) as e:
+        client.CoreV1Api().create_namespaced_config_map(
+            "locked-ns", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py")))
+    assert e.value.status == 403
+    status = json.loads(e.value.body)
+    assert status["reason"] == "Forbidden" and status["details"]["kind"] == "configmaps"
+    # The controllers of this node do not act in the scope: no default ServiceAccount there.
+    assert "No resources found" in node.kubectl("get", "serviceaccounts", "-n",
+                                                "locked-ns").stderr
+    # Scopes are written through the client like any cluster-scoped custom object.
+    made = client.CustomObjectsApi().create_cluster_custom_object(
+        "shoal.dev", "v1alpha1", "scopes", scope("py", namespaces=["py-ns"], members=["node-1"]))
+    assert made["metadata"]["uid"]
+    raw = json.loads(node.kubectl("get", "--raw", "/shoal/v1/scopes").stdout)
+    rows = {r["scope"]: r for r in raw["scopes"]}
+    assert raw["node"] == "node-1"
+    assert rows["locked"]["member"] and not rows["locked"]["writer"]
+    assert not rows["elsewhere"]["member"] and rows["elsewhere"]["objects"] == 0
+    printed = subprocess.run([str(VENV_BIN / "shoal"), "scopes", "--kubeconfig",
+                              str(node.kubeconfig)], capture_output=True, text=True, check=True)
+    lines = printed.stdout.splitlines()
+    assert lines[0] == "node node-1"
+    assert lines[1].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]
+    assert any(line.split()[:3] == ["locked", "yes", "no"] for line in lines)
