@@ -1,0 +1,201 @@
+"""Controllers and the scheduler in a scope: only its writers act, only its members run pods."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap, ScopeRule
+from shoal.control.garbage_collector import GarbageCollector
+from shoal.control.namespace_lifecycle import NamespaceLifecycle
+from shoal.control.ownership import actors, preferred_actor, should_act
+from shoal.control.replicaset import ReplicaSetController
+from shoal.control.scheduler import Snapshot, default_profile, schedule
+from shoal.control.scheduler.plugins.scope_membership import ERR_REASON_NOT_MEMBER
+from shoal.control.scheduling import Scheduler
+from shoal.control.service_accounts import ServiceAccountsController
+from shoal.model.kinds import KindRegistry
+from shoal.store.objects import ObjectStore
+from shoal.store.replica import Replica
+from tests.tools.stores import FixedView
+
+REG = KindRegistry()
+NS = REG.by_kind("v1", "Namespace")
+POD = REG.by_kind("v1", "Pod")
+NODE = REG.by_kind("v1", "Node")
+CM = REG.by_kind("v1", "ConfigMap")
+SA = REG.by_kind("v1", "ServiceAccount")
+RS = REG.by_kind("apps/v1", "ReplicaSet")
+SCOPE = REG.by_kind("shoal.dev/v1alpha1", "Scope")
+assert None not in (NS, POD, NODE, CM, SA, RS, SCOPE)
+PEERS = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def scope(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "shoal.dev/v1alpha1", "kind": "Scope", "metadata": {"name": name},
+            "spec": spec}
+
+
+def scope_map(*objs: dict[str, Any]) -> ScopeMap:
+    return ScopeMap([r for r in (ScopeRule.parse(o) for o in objs) if r is not None])
+
+
+TENANT = scope_map(scope("tenant-a", namespaces=["team-a"], members=["n1", "n2", "n3"],
+                         writers=["n1", "n2"]))
+
+
+# -- ownership -----------------------------------------------------------------------------
+
+
+def test_in_the_cluster_scope_every_live_peer_takes_part_as_before() -> None:
+    for key in (f"uid-{i}" for i in range(50)):
+        acting = [p for p in PEERS if should_act(FixedView(p, PEERS), key, CLUSTER, TENANT)]
+        assert acting == [preferred_actor(key, PEERS)]
+        assert acting == [p for p in PEERS if should_act(FixedView(p, PEERS), key)]
+
+
+def test_a_scope_object_has_exactly_one_actor_among_its_live_writers() -> None:
+    chosen = set()
+    for key in (f"uid-{i}" for i in range(60)):
+        acting = [p for p in PEERS
+                  if should_act(FixedView(p, PEERS), key, "tenant-a", TENANT)]
+        assert len(acting) == 1 and acting[0] in {"n1", "n2"}
+        chosen.add(acting[0])
+    assert chosen == {"n1", "n2"}, "the rendezvous spreads the work over the writers"
+
+
+def test_a_member_that_is_not_a_writer_and_a_peer_outside_never_act() -> None:
+    for p in ("n3", "n4"):
+        assert actors(FixedView(p, PEERS), "tenant-a", TENANT) == []
+        assert not any(should_act(FixedView(p, [p]), f"k{i}", "tenant-a", TENANT)
+                       for i in range(20)), "not even when it is alone"
+
+
+def test_a_writer_acts_for_everything_when_the_other_writers_are_unreachable() -> None:
+    cut_off = FixedView("n2", ["n2", "n3", "n4"])
+    assert actors(cut_off, "tenant-a", TENANT) == ["n2"]
+    assert all(should_act(cut_off, f"k{i}", "tenant-a", TENANT) for i in range(20))
+
+
+def test_a_scope_that_is_gone_has_no_actor() -> None:
+    assert not any(should_act(FixedView(p, PEERS), "k", "gone", TENANT) for p in PEERS)
+    assert actors(FixedView("n1", PEERS), "tenant-a", EMPTY) == []
+
+
+# -- the scheduler plugin ------------------------------------------------------------------
+
+
+def _node(name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}
+
+
+def _pod(ns: str, name: str = "p") -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns, "uid": f"uid-{ns}-{name}"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}
+
+
+def test_a_pod_of_a_scope_is_scheduled_only_onto_its_members() -> None:
+    snap = Snapshot([_node(p) for p in PEERS], scopes=TENANT)
+    profile = default_profile()
+    for i in range(20):
+        result = schedule(_pod("team-a", f"p{i}"), snap, profile)
+        assert result.node_name in {"n1", "n2", "n3"}
+        assert set(result.statuses) == {"n4", "n5"}
+        assert all(s.reasons == (ERR_REASON_NOT_MEMBER,) for s in result.statuses.values())
+    spread = {schedule(_pod("team-b", f"p{i}"), snap, profile).node_name for i in range(30)}
+    assert spread == set(PEERS), "a pod of the cluster scope may go anywhere"
+
+
+def test_a_pod_of_a_scope_with_no_member_node_is_unschedulable_with_kubernetes_words() -> None:
+    snap = Snapshot([_node("n4"), _node("n5")], scopes=TENANT)
+    result = schedule(_pod("team-a"), snap, default_profile())
+    assert result.node_name is None
+    assert result.message.startswith(
+        "0/2 nodes are available: 2 node(s) were not members of the pod's scope. preemption:")
+
+
+# -- controllers in process ----------------------------------------------------------------
+
+
+async def _store(node: str) -> ObjectStore:
+    s = ObjectStore(Replica(None, node), REG)
+    assert NS is not None and SCOPE is not None and NODE is not None
+    for ns in ("team-a", "default"):
+        await s.create(NS, {"metadata": {"name": ns}})
+    for p in PEERS:
+        await s.create(NODE, _node(p))
+    await s.create(SCOPE, scope("tenant-a", namespaces=["team-a"], members=["n1", "n2", "n3"],
+                                writers=["n1", "n2"]))
+    return s
+
+
+def _replica_set(name: str, replicas: int) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}}
+
+
+async def test_a_replica_set_in_a_scope_gets_its_pods_on_members_only() -> None:
+    s = await _store("n1")
+    try:
+        assert RS is not None and POD is not None
+        await s.create(RS, _replica_set("web", 6), "team-a")
+        alone = FixedView("n1", ["n1"])
+        await ReplicaSetController(s, alone).sync()
+        scheduler = Scheduler(s, alone)
+        scheduler._started = -1e9  # long started: no catch-up wait for other peers' Nodes
+        await scheduler.sync()
+        pods = s.list(POD, "team-a")
+        assert len(pods) == 6
+        assert {p["spec"].get("nodeName") for p in pods} <= {"n1", "n2", "n3"}
+        assert all(p["spec"].get("nodeName") for p in pods)
+    finally:
+        s.replica.close()
+
+
+async def test_controllers_on_a_member_that_is_not_a_writer_write_nothing_in_the_scope() -> None:
+    s = await _store("n3")
+    try:
+        assert RS is not None and POD is not None and SA is not None and CM is not None
+        await s.create(RS, _replica_set("web", 3), "team-a")
+        await s.create(RS, _replica_set("web", 2), "default")
+        view = FixedView("n3", ["n3"])
+        rs = ReplicaSetController(s, view)
+        await rs.sync()
+        assert s.list(POD, "team-a") == [], "its creates would be refused by the scope"
+        assert len(s.list(POD, "default")) == 2, "the cluster scope is as before"
+        accounts = ServiceAccountsController(s, b"-----BEGIN CERTIFICATE-----\n", view)
+        await accounts.sync()
+        assert s.find(SA, "team-a", "default") is None
+        assert s.find(SA, "default", "default") is not None
+        # An orphan in the scope stays for the scope's writers to collect.
+        orphan = {"metadata": {"name": "orphan", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "gone-uid"}]}}
+        await s.create(CM, copy.deepcopy(orphan), "team-a")
+        await s.create(CM, copy.deepcopy(orphan), "default")
+        gc = GarbageCollector(s)
+        await gc.sync()
+        gc._missing = {k: v - 1e6 for k, v in gc._missing.items()}
+        await gc.sync()
+        assert s.find(CM, "team-a", "orphan") is not None
+        assert s.find(CM, "default", "orphan") is None
+    finally:
+        s.replica.close()
+
+
+async def test_a_namespace_of_a_scope_is_emptied_and_finalized_only_by_its_writers() -> None:
+    for node, emptied in (("n4", False), ("n1", True)):
+        s = await _store(node)
+        try:
+            assert CM is not None and NS is not None
+            await s.create(CM, {"metadata": {"name": "c"}}, "team-a")
+            await s.delete(NS, None, "team-a")
+            lifecycle = NamespaceLifecycle(s)
+            for _ in range(3):
+                await lifecycle.sync()
+            assert (s.find(CM, "team-a", "c") is None) == emptied
+            assert (s.find(NS, None, "team-a") is None) == emptied
+        finally:
+            s.replica.close()
