@@ -42,6 +42,8 @@ class AckedWrite:
     name: str
     snapshot: Document
     at: float  # virtual seconds
+    resource: str = RESOURCE
+    namespace: str = NAMESPACE
 
 
 @dataclass(slots=True)
@@ -77,8 +79,10 @@ class SimCluster:
         self.registry = KindRegistry()
         cm = self.registry.by_kind("v1", "ConfigMap")
         ns = self.registry.by_kind("v1", "Namespace")
-        assert cm is not None and ns is not None
+        secret = self.registry.by_kind("v1", "Secret")
+        assert cm is not None and ns is not None and secret is not None
         self.configmap: Kind = cm
+        self.secret: Kind = secret
         self.namespace_kind: Kind = ns
         self.nodes: dict[str, SimNode] = {}
         for i in range(self.size):
@@ -164,31 +168,35 @@ class SimCluster:
 
     # -- workload --------------------------------------------------------------------
 
-    async def write(self, node: SimNode, op: str, name: str, data: dict[str, str]) -> bool:
-        """Apply one operation through the node's object store; records it if acknowledged."""
+    async def write(self, node: SimNode, op: str, name: str, data: dict[str, str],
+                    kind: Kind | None = None, namespace: str = NAMESPACE) -> bool:
+        """Apply one operation through the node's object store; records it if acknowledged.
+
+        ``kind`` defaults to ConfigMap; its ``data`` map is what ``data`` updates."""
         store = node.store
+        kind = kind or self.configmap
         try:
             if op == "create":
-                await store.create(self.configmap, {"metadata": {"name": name}, "data": data},
-                                   NAMESPACE)
+                await store.create(kind, {"metadata": {"name": name}, "data": data}, namespace)
             elif op == "update":
-                obj = store.find(self.configmap, NAMESPACE, name)
+                obj = store.find(kind, namespace, name)
                 if obj is None:
                     return False
                 new: dict[str, Any] = copy.deepcopy(obj)
                 new.setdefault("data", {}).update(data)
-                await store.update(self.configmap, new, NAMESPACE, name)
+                await store.update(kind, new, namespace, name)
             else:
-                await store.delete(self.configmap, NAMESPACE, name)
+                await store.delete(kind, namespace, name)
         except StoreError:
             self.write_errors += 1
-            self.network.note(f"{node.name} {op} {name} refused")
+            self.network.note(f"{node.name} {op} {_where(kind, namespace)}{name} refused")
             return False
-        entry = node.replica.entry(RESOURCE, NAMESPACE, name)
+        entry = node.replica.entry(kind.resource, namespace, name)
         assert entry is not None
         now = self.loop.time()
-        self.acked.append(AckedWrite(node.name, op, name, entry.document().copy(), now))
-        self.network.note(f"{node.name} {op} {name} ok")
+        self.acked.append(AckedWrite(node.name, op, name, entry.document().copy(), now,
+                                     kind.resource, namespace))
+        self.network.note(f"{node.name} {op} {_where(kind, namespace)}{name} ok")
         return True
 
     async def random_write(self, rng: random.Random) -> bool:
@@ -202,3 +210,11 @@ class SimCluster:
         op = "create" if not exists else ("update" if roll < 0.7 else "delete")
         data = {f"k{rng.randrange(4)}": str(rng.randrange(1_000_000))}
         return await self.write(node, op, name, data)
+
+
+def _where(kind: Kind, namespace: str) -> str:
+    """How a write's target is named in the trace: as before for default ConfigMaps, so
+    the traces of unscoped runs do not change."""
+    if kind.resource == RESOURCE and namespace == NAMESPACE:
+        return ""
+    return f"{kind.resource}/{namespace}/"

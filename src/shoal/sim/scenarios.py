@@ -6,7 +6,11 @@ the same options give the same trace hash.
 - ``chaos``: writes from every peer while the network loses, duplicates and delays
   messages, partitions come and go and peers are killed and restarted (safety
   phase); then the faults stop and the replicas must converge (liveness phase);
-  then the checkers run and the idle traffic is measured.
+  then the checkers run and the idle traffic is measured. With ``scopes``, Scope
+  objects over subsets of the peers are written and spread first, the writes go to
+  their namespaces (on their writers) and to unscoped ones (``shoal.sim.tenants``),
+  visibility is checked after every step, and convergence, durability and
+  resurrection are judged per scope, among its members.
 - ``one_write``: a formed, quiet cluster; one write; time until every replica has it.
 - ``partition_heal``: both halves write (the same names too, deletes against
   updates) while split; time from the heal until every replica is identical.
@@ -26,7 +30,17 @@ from typing import Any
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
-from shoal.sim.checkers import convergence, durability, membership, resurrection, tombstones
+from shoal.sim import tenants as scoped
+from shoal.sim.checkers import (
+    convergence,
+    durability,
+    membership,
+    resurrection,
+    scope_convergence,
+    scope_durability,
+    tombstones,
+    visibility,
+)
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
 from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
@@ -55,6 +69,8 @@ class Options:
     liveness_timeout: float = 300.0
     idle_seconds: float = 20.0
     preformed: bool = True
+    scopes: int = 0
+    """Scope objects (tenants) in the chaos run; 0: everything in the cluster scope."""
     config: MeshConfig = field(default_factory=sim_config)
 
     def command(self) -> str:
@@ -65,6 +81,7 @@ class Options:
             f"--kills {self.kills} --drop {self.drop} --duplicate {self.duplicate} "
             f"--safety-seconds {self.safety_seconds}"
             + ("" if self.preformed else " --join")
+            + (f" --scopes {self.scopes}" if self.scopes else "")
         )
 
 
@@ -97,6 +114,10 @@ class Report:
     """Fences (collected tombstones' stamps) in all replicas at the end."""
     gc_seconds: float | None = None
     """Virtual seconds from convergence until no replica held a tombstone."""
+    scope_leaks: int | None = None
+    """With scopes: (peer, object) pairs held by a non-member at the end (0 unless leaked)."""
+    visibility_checks: int = 0
+    """With scopes: how many times every replica was checked for foreign objects."""
 
     @property
     def ok(self) -> bool:
@@ -122,8 +143,34 @@ def _rounds(seconds: float | None, cfg: MeshConfig) -> int | None:
     return None if seconds is None else max(1, math.ceil(seconds / cfg.pull_interval))
 
 
-def _converged(cluster: SimCluster) -> bool:
-    return not convergence.check({n.name: n.replica for n in cluster.up_nodes()}, limit=1)
+def _converged(cluster: SimCluster, tenants: scoped.Tenants | None = None) -> bool:
+    replicas = {n.name: n.replica for n in cluster.up_nodes()}
+    if tenants is not None:
+        return not scope_convergence.check(replicas, tenants.scopes, limit=1)
+    return not convergence.check(replicas, limit=1)
+
+
+class _ScopeWatch:
+    """The per-step checks of a scoped run: visibility and early forgetting, on every
+    replica (a killed peer's too: its disk keeps what it held). Only the first failing
+    step is reported, with when and after what."""
+
+    def __init__(self, cluster: SimCluster, tenants: scoped.Tenants, report: Report) -> None:
+        self.cluster, self.tenants, self.report = cluster, tenants, report
+        self.failed = False
+
+    def step(self, after: str) -> None:
+        if self.failed:
+            return
+        replicas = {n.name: n.replica for n in self.cluster.nodes.values()}
+        scopes = self.tenants.scopes
+        self.report.visibility_checks += 1
+        problems = (visibility.check(replicas, scopes, limit=3)
+                    + scope_durability.forgotten_early(replicas, scopes, limit=3))
+        if problems:
+            self.failed = True
+            at = self.cluster.loop.time()
+            self.report.failures += [f"at {at:.3f}s after {after}: {p}" for p in problems]
 
 
 async def _measure_idle(cluster: SimCluster, seconds: float, report: Report) -> None:
@@ -161,6 +208,23 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     rng = random.Random(f"{opts.seed}:workload")
     await cluster.start(preformed=opts.preformed)
     names = list(cluster.nodes)
+    tenants: scoped.Tenants | None = None
+    watch: _ScopeWatch | None = None
+    if opts.scopes:
+        tenants = scoped.plan(names, opts.scopes, opts.seed)
+        await scoped.create(cluster, tenants)
+        chosen = tenants
+        spread = await _until(loop, lambda: scoped.everywhere(cluster, chosen),
+                              opts.liveness_timeout, 0.25)
+        if spread is None:
+            report.failures.append("the Scope objects did not reach every peer")
+        watch = _ScopeWatch(cluster, tenants, report)
+        watch.step("the scopes spread")
+
+    def write() -> Awaitable[bool]:
+        if tenants is not None:
+            return scoped.random_write(cluster, tenants, rng)
+        return cluster.random_write(rng)
     # -- safety: writes and faults on a schedule drawn up front ---------------------------
     events: list[tuple[float, int, str, Callable[[], Awaitable[Any]]]] = []
     seq = 0
@@ -171,7 +235,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
         events.append((t, seq, what, action))
 
     for _ in range(opts.writes):
-        at(rng.uniform(0, opts.safety_seconds), "write", lambda: cluster.random_write(rng))
+        at(rng.uniform(0, opts.safety_seconds), "write", write)
     for _ in range(opts.partitions):
         start = rng.uniform(0, opts.safety_seconds * 0.8)
         length = rng.uniform(2.0, opts.safety_seconds * 0.5)
@@ -204,6 +268,8 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     for t, _, what, action in events:
         await asyncio.sleep(max(0.0, t0 + t - loop.time()))
         await action()
+        if watch is not None:
+            watch.step(what)
         if what != "write" and log.isEnabledFor(logging.INFO):
             up = cluster.up_nodes()
             if up:
@@ -217,7 +283,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     cluster.network.note("liveness")
     for name in names:
         await cluster.restart(name)
-    report.converge_seconds = await _until(loop, lambda: _converged(cluster),
+    report.converge_seconds = await _until(loop, lambda: _converged(cluster, tenants),
                                            opts.liveness_timeout, 0.25)
     report.rounds = _rounds(report.converge_seconds, cfg)
     report.members_converge_seconds = await _until(
@@ -229,20 +295,33 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     final = cluster.nodes[names[0]].replica
     if report.converge_seconds is None:
         report.failures += [f"no convergence within {opts.liveness_timeout}s"]
-        report.failures += convergence.check(replicas)
-    report.failures += durability.check(cluster.acked, final)
-    report.failures += resurrection.check(cluster.acked, final)
+        report.failures += (convergence.check(replicas) if tenants is None
+                            else scope_convergence.check(replicas, tenants.scopes))
+    if tenants is None:
+        report.failures += durability.check(cluster.acked, final)
+        report.failures += resurrection.check(cluster.acked, final)
+    else:
+        report.failures += scope_durability.check(cluster.acked, replicas, tenants.scopes)
+    if watch is not None:
+        watch.step("convergence")
     if report.members_converge_seconds is None:
         report.failures += membership.check(n.peer for n in cluster.up_nodes() if n.peer)
     if cfg.gc_interval > 0 and cfg.gc_min_age <= opts.liveness_timeout:
         # (With production horizons a run would wait an hour of virtual time.)
-        await _collect(cluster, opts, report)
+        await _collect(cluster, opts, report, tenants)
+        if watch is not None:
+            watch.step("tombstone collection")
     await _measure_idle(cluster, opts.idle_seconds, report)
+    if tenants is not None:
+        assert watch is not None
+        watch.step("the idle phase")
+        report.scope_leaks = visibility.leaks(replicas, tenants.scopes)
     _finish(cluster, report, run_bytes, run_messages)
     await cluster.stop()
 
 
-async def _collect(cluster: SimCluster, opts: Options, report: Report) -> None:
+async def _collect(cluster: SimCluster, opts: Options, report: Report,
+                   tenants: scoped.Tenants | None = None) -> None:
     """Tombstone collection: every tombstone goes within its horizon, and the replicas
     still agree, lose nothing and revive nothing once they are gone."""
     cfg = cluster.config
@@ -255,6 +334,11 @@ async def _collect(cluster: SimCluster, opts: Options, report: Report) -> None:
     report.fences = sum(len(r.fences) for r in replicas.values())
     if report.gc_seconds is None:
         report.failures += tombstones.check(replicas)
+    if tenants is not None:
+        report.failures += [f"after collection: {p}" for p in
+                            scope_convergence.check(replicas, tenants.scopes)
+                            + scope_durability.check(cluster.acked, replicas, tenants.scopes)]
+        return
     report.failures += convergence.check(replicas)
     for name, replica in replicas.items():
         report.failures += [f"after collection on {name}: {p}"

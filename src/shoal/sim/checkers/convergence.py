@@ -6,31 +6,37 @@ still holds reads the same on both: deleted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shoal.crdt.document import Document
 from shoal.store.replica import Replica
 
+Keep = Callable[[str, str], bool]
+"""Which (resource, namespace) a comparison is about."""
 
-def _state(replica: Replica) -> dict[tuple[str, str, str], Any]:
+
+def _state(replica: Replica, keep: Keep | None = None) -> dict[tuple[str, str, str], Any]:
     out: dict[tuple[str, str, str], Any] = {}
     for resource in replica.resources():
         for (ns, name), entry in replica.iter_entries(resource):
-            out[(resource, ns, name)] = entry.document().root
+            if keep is None or keep(resource, ns):
+                out[(resource, ns, name)] = entry.document().root
     return out
 
 
-def check(replicas: Mapping[str, Replica], limit: int = 5) -> list[str]:
-    """Differences between each replica and the first; empty when all are identical."""
+def check(replicas: Mapping[str, Replica], limit: int = 5, keep: Keep | None = None) -> list[str]:
+    """Differences between each replica and the first; empty when all are identical.
+
+    With ``keep``, only the objects it keeps are compared (one scope's)."""
     problems: list[str] = []
     items = list(replicas.items())
     if not items:
         return problems
     ref_name, ref = items[0]
-    ref_state = _state(ref)
+    ref_state = _state(ref, keep)
     for name, replica in items[1:]:
-        state = _state(replica)
+        state = _state(replica, keep)
         if state == ref_state:
             continue
         keys = sorted(set(state) | set(ref_state))
@@ -45,6 +51,8 @@ def check(replicas: Mapping[str, Replica], limit: int = 5) -> list[str]:
         # Identical documents must read back identically (resourceVersions aside).
         for resource in ref.resources():
             for (ns, n), entry in ref.iter_entries(resource):
+                if keep is not None and not keep(resource, ns):
+                    continue
                 value = entry.document().value()
                 for name, replica in items[1:]:
                     other = replica.entry(resource, ns, n)

@@ -20,14 +20,14 @@ from shoal.store.replica import Replica
 def check(acked: Iterable[AckedWrite], final: Replica, limit: int = 5) -> list[str]:
     problems: list[str] = []
     for w in acked:
-        entry = final.entry(RESOURCE, NAMESPACE, w.name)
-        fence = final.fences.get((RESOURCE, NAMESPACE, w.name))
+        entry = final.entry(w.resource, w.namespace, w.name)
+        fence = final.fences.get((w.resource, w.namespace, w.name))
         if entry is None and fence is not None and w.snapshot.stamp <= (fence.stamp, fence.writer):
             continue  # a later deletion, since collected, covers it
         if entry is None:
-            problems.append(f"{w.op} of {w.name} on {w.node} at {w.at:.3f}s is missing")
+            problems.append(f"{w.op} of {_named(w)} on {w.node} at {w.at:.3f}s is missing")
         elif _lost(entry.document(), w.snapshot):
-            problems.append(f"{w.op} of {w.name} on {w.node} at {w.at:.3f}s was lost")
+            problems.append(f"{w.op} of {_named(w)} on {w.node} at {w.at:.3f}s was lost")
         if len(problems) >= limit:
             break
     return problems
@@ -38,3 +38,9 @@ def _lost(final: Document, snapshot: Document) -> bool:
     if not merged.merge(snapshot):
         return False
     return snapshot.max_stamp() > final.cleared or merged.value() != final.value()
+
+
+def _named(w: AckedWrite) -> str:
+    if (w.resource, w.namespace) == (RESOURCE, NAMESPACE):
+        return w.name
+    return f"{w.resource}/{w.namespace}/{w.name}"

@@ -12,24 +12,28 @@ from collections.abc import Iterable
 from shoal.sim.cluster import NAMESPACE, RESOURCE, AckedWrite
 from shoal.store.replica import Replica
 
+Key = tuple[str, str, str]
+
 
 def check(acked: Iterable[AckedWrite], final: Replica) -> list[str]:
     problems: list[str] = []
-    creates: dict[str, set[tuple[int, str]]] = {}
-    last_delete: dict[str, tuple[int, str]] = {}
+    creates: dict[Key, set[tuple[int, str]]] = {}
+    last_delete: dict[Key, tuple[int, str]] = {}
     for w in acked:
         stamp = w.snapshot.stamp
+        key = (w.resource, w.namespace, w.name)
         if w.op == "create":
-            creates.setdefault(w.name, set()).add(stamp)
+            creates.setdefault(key, set()).add(stamp)
         elif w.op == "delete":
-            last_delete[w.name] = max(stamp, last_delete.get(w.name, (0, "")))
-    for name in sorted(set(creates) | set(last_delete)):
-        entry = final.entry(RESOURCE, NAMESPACE, name)
+            last_delete[key] = max(stamp, last_delete.get(key, (0, "")))
+    for key in sorted(set(creates) | set(last_delete)):
+        entry = final.entry(*key)
         if entry is None or entry.value is None:
             continue
         root = entry.document().stamp
-        if root not in creates.get(name, set()):
+        name = key[2] if key[:2] == (RESOURCE, NAMESPACE) else "/".join(key)
+        if root not in creates.get(key, set()):
             problems.append(f"{name} is live with root {root}, which no create wrote")
-        elif name in last_delete and root < last_delete[name]:
-            problems.append(f"{name} was deleted at {last_delete[name]} but is live from {root}")
+        elif key in last_delete and root < last_delete[key]:
+            problems.append(f"{name} was deleted at {last_delete[key]} but is live from {root}")
     return problems

@@ -1,0 +1,76 @@
+"""No early forgetting, per scope: every member of a scope keeps every acknowledged write
+of it and revives no deletion, tombstones collected or not.
+
+``check`` runs ``durability`` and ``resurrection`` on each member's replica against the
+acknowledged writes of the scopes it holds (a write that a member never heard of, while
+another keeps it under a deletion, counts as kept: both read it as deleted). ``forgotten_early`` is the cheap invariant
+behind them, for every step of a run: a member that collected a deletion (it holds the
+fence) while another member of the scope still holds a live copy from before that
+deletion forgot it too early, since that member could send the old copy back to a peer
+whose fence has expired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from shoal.authz.scopes import ScopeMap
+from shoal.sim.checkers import durability, resurrection
+from shoal.sim.cluster import AckedWrite
+from shoal.store.replica import Replica
+
+
+def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: ScopeMap,
+          limit: int = 5) -> list[str]:
+    acked = list(acked)
+    problems: list[str] = []
+    for peer, replica in replicas.items():
+        mine = [w for w in acked
+                if scopes.is_member(scopes.scope_of(w.resource, w.namespace), peer)
+                and not _deleted_unseen(w, peer, replicas, scopes)]
+        problems += [f"on {peer}: {p}" for p in
+                     durability.check(mine, replica, limit) + resurrection.check(mine, replica)]
+        if len(problems) >= limit:
+            break
+    return problems
+
+
+def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
+                    scopes: ScopeMap) -> bool:
+    """The peer never heard of the object, and another member keeps the write under a
+    deletion: converged all the same (both read it as deleted; ``convergence`` agrees),
+    and the collection of that tombstone will wait for this peer to cover it."""
+    key = (w.resource, w.namespace, w.name)
+    mine = replicas[peer]
+    if mine.entry(*key) is not None or key in mine.fences:
+        return False
+    scope = scopes.scope_of(w.resource, w.namespace)
+    for other, theirs in replicas.items():
+        if other == peer or not scopes.is_member(scope, other):
+            continue
+        entry = theirs.entry(*key)
+        if (entry is None or entry.value is None) and not durability.check([w], theirs, 1):
+            return True
+    return False
+
+
+def forgotten_early(replicas: Mapping[str, Replica], scopes: ScopeMap,
+                    limit: int = 5) -> list[str]:
+    problems: list[str] = []
+    for peer, replica in replicas.items():
+        for (resource, ns, name), fence in list(replica.fences.items()):
+            scope = scopes.scope_of(resource, ns)
+            deletion = (fence.stamp, fence.writer)
+            for other, theirs in replicas.items():
+                if other == peer or not scopes.is_member(scope, other):
+                    continue
+                entry = theirs.entry(resource, ns, name)
+                if (entry is not None and entry.value is not None
+                        and entry.document().stamp < deletion):
+                    problems.append(f"{peer} collected the deletion of {resource}/{ns}/{name} "
+                                    f"while {other}, a member of its scope, holds a live copy "
+                                    "from before it")
+                    break
+            if len(problems) >= limit:
+                return problems
+    return problems

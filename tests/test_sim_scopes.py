@@ -1,0 +1,226 @@
+"""Seeded chaos runs with scopes: no peer ever holds what is not its own, every scope
+converges among its members, and no member loses or revives a write of it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoal.authz.scopes import ScopeMap, ScopeRule
+from shoal.sim import scenarios, tenants
+from shoal.sim.__main__ import main as sim_main
+from shoal.sim.checkers import scope_convergence, scope_durability, visibility
+from shoal.sim.cluster import AckedWrite
+from shoal.store.replica import Replica
+
+RESHAPE = pytest.mark.xfail(strict=False, reason="waits for the replication reshape")
+
+
+def scoped(seed: int, peers: int = 4, scopes: int = 2, **kw: Any) -> scenarios.Report:
+    opts = scenarios.Options(
+        scenario="chaos", peers=peers, seed=seed, writes=30, partitions=2, kills=1,
+        drop=0.05, duplicate=0.05, safety_seconds=15.0, idle_seconds=0, scopes=scopes, **kw,
+    )
+    return scenarios.run(opts)
+
+
+def command(seed: int, peers: int, scopes: int) -> str:
+    return scenarios.Options(seed=seed, peers=peers, scopes=scopes, writes=30,
+                             drop=0.05, duplicate=0.05, safety_seconds=15.0).command()
+
+
+# -- the run itself ---------------------------------------------------------------------
+
+
+def test_the_same_scoped_seed_run_twice_gives_the_same_trace() -> None:
+    a, b = scoped(4321), scoped(4321)
+    assert a.trace == b.trace
+    assert a.failures == b.failures
+    assert a.converge_seconds == b.converge_seconds
+    assert scoped(4322).trace != a.trace
+
+
+def test_scopes_off_is_the_chaos_run_of_before() -> None:
+    plain = scenarios.run(scenarios.Options(
+        scenario="chaos", peers=4, seed=7, writes=30, partitions=2, kills=1, drop=0.05,
+        duplicate=0.05, safety_seconds=15.0, idle_seconds=0))
+    assert scoped(7, scopes=0).trace == plain.trace
+
+
+def test_the_plan_leaves_every_scope_a_non_member_and_writers_among_its_members() -> None:
+    peers = [f"n{i:04d}" for i in range(5)]
+    plan = tenants.plan(peers, 3, seed=11)
+    assert plan.scopes.names() == ["tenant-0", "tenant-1", "tenant-2"]
+    for i, name in enumerate(plan.scopes.names()):
+        members = plan.scopes.members(name)
+        writers = plan.scopes.writers(name)
+        assert members is not None and writers is not None
+        assert 2 <= len(members) < len(peers)
+        assert writers and writers <= members
+        assert plan.scopes.scope_of("secrets", f"team-{i}") == name
+        assert plan.writers(f"team-{i}", peers) == sorted(writers)
+    assert plan.writers("shared", peers) == peers
+    assert tenants.plan(peers, 3, seed=11).objects == plan.objects
+
+
+@RESHAPE
+@pytest.mark.parametrize("seed", range(200))
+def test_scoped_chaos_seeds_keep_scopes_private_and_converge_per_scope(seed: int) -> None:
+    peers, count = 3 + seed % 4, 1 + seed % 3
+    report = scoped(seed, peers=peers, scopes=count)
+    assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, count)}"
+    assert report.scope_leaks == 0
+    assert report.acked_writes > 0 and report.visibility_checks > 30
+
+
+@RESHAPE
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), peers=st.integers(2, 7), count=st.integers(1, 4),
+       drop=st.sampled_from([0.0, 0.1, 0.3]), kills=st.integers(0, 3))
+def test_any_seed_scope_count_loss_rate_and_kill_count_keeps_scopes_private(
+    seed: int, peers: int, count: int, drop: float, kills: int,
+) -> None:
+    report = scenarios.run(scenarios.Options(
+        scenario="chaos", peers=peers, seed=seed, writes=20, partitions=1, kills=kills,
+        drop=drop, duplicate=0.05, safety_seconds=10.0, idle_seconds=0, scopes=count,
+    ))
+    assert report.ok, report.failures[:3]
+
+
+@RESHAPE
+def test_a_larger_scoped_cluster_converges_after_chaos() -> None:
+    report = scoped(0, peers=20, scopes=4)
+    assert report.ok, report.failures[:3]
+
+
+def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
+    code = sim_main(["--peers", "4", "--seed", "5", "--scopes", "2", "--safety-seconds", "5",
+                     "--idle-seconds", "2"])
+    captured = capsys.readouterr()
+    assert "scopes = 2" in captured.out and '"scope_leaks"' in captured.out
+    if code != 0:  # the replay command must bring the scopes back
+        assert "--scopes 2" in captured.err
+
+
+# -- the checkers, on replicas written by hand -------------------------------------------
+
+SCOPES = ScopeMap([r for r in (ScopeRule.parse(o) for o in [
+    {"metadata": {"name": "tenant-a"},
+     "spec": {"namespaces": ["team-a"], "members": ["n1", "n2"]}},
+]) if r is not None])
+
+
+def _no_keys(_: Any) -> None:
+    return None
+
+
+class Replicas:
+    """A few in-memory replicas and the writes that shape them."""
+
+    def __init__(self, *names: str) -> None:
+        self.r = {n: Replica(None, n) for n in names}
+
+    async def put(self, on: str, ns: str, name: str, data: dict[str, str] | None,
+                  resource: str = "secrets") -> None:
+        value = None if data is None else {"metadata": {"name": name, "namespace": ns},
+                                           "data": data}
+        _, durable = self.r[on].put(resource, ns, name, value, _no_keys)
+        await durable
+
+    async def copy(self, src: str, dst: str, ns: str, name: str,
+                   resource: str = "secrets") -> None:
+        entry = self.r[src].entry(resource, ns, name)
+        assert entry is not None
+        result = self.r[dst].merge(resource, ns, name, entry.document())
+        if result is not None:
+            await result[1]
+
+    def collect(self, on: str, ns: str, name: str, resource: str = "secrets") -> None:
+        assert self.r[on].collect([(resource, ns, name)], now=0.0) == 1
+
+
+def test_visibility_names_a_non_member_holding_an_object_a_tombstone_or_a_fence() -> None:
+    async def main() -> None:
+        rs = Replicas("n1", "n2", "n3")
+        await rs.put("n1", "team-a", "db-password", {"p": "aGVsbG8="})
+        await rs.put("n1", "default", "shared", {"p": "aGVsbG8="})
+        await rs.copy("n1", "n2", "team-a", "db-password")
+        await rs.copy("n1", "n3", "default", "shared")
+        assert visibility.check(rs.r, SCOPES) == []
+        assert visibility.leaks(rs.r, SCOPES) == 0
+
+        await rs.copy("n1", "n3", "team-a", "db-password")
+        [live] = visibility.check(rs.r, SCOPES)
+        assert live.startswith("n3 holds secrets/team-a/db-password of scope tenant-a")
+
+        await rs.put("n3", "team-a", "db-password", None)
+        [tomb] = visibility.check(rs.r, SCOPES)
+        assert "n3 holds the tombstone of secrets/team-a/db-password" in tomb
+
+        rs.collect("n3", "team-a", "db-password")
+        [fence] = visibility.check(rs.r, SCOPES)
+        assert "n3 holds the fence of secrets/team-a/db-password" in fence
+        assert visibility.leaks(rs.r, SCOPES) == 1
+
+    asyncio.run(main())
+
+
+def test_scope_convergence_compares_a_scope_only_among_its_members() -> None:
+    async def main() -> None:
+        rs = Replicas("n1", "n2", "n3")
+        await rs.put("n1", "default", "cm", {"k": "v"}, resource="configmaps")
+        for n in ("n2", "n3"):
+            await rs.copy("n1", n, "default", "cm", resource="configmaps")
+        await rs.put("n1", "team-a", "s", {"k": "djE="})
+        problems = scope_convergence.check(rs.r, SCOPES)
+        assert problems == ["tenant-a: n2 and n1 differ on secrets/team-a/s"]
+
+        await rs.copy("n1", "n2", "team-a", "s")
+        assert scope_convergence.check(rs.r, SCOPES) == []  # n3 is no member: not compared
+
+        await rs.put("n3", "default", "cm", {"k": "w"}, resource="configmaps")
+        [cluster] = scope_convergence.check(rs.r, SCOPES)
+        assert cluster.startswith("the cluster scope: n3 and n1 differ on configmaps/default/cm")
+
+    asyncio.run(main())
+
+
+def test_forgetting_a_deletion_while_a_member_holds_the_old_copy_is_caught() -> None:
+    async def main() -> None:
+        rs = Replicas("n1", "n2", "n3")
+        await rs.put("n1", "team-a", "s", {"k": "djE="})
+        await rs.copy("n1", "n2", "team-a", "s")
+        await rs.put("n1", "team-a", "s", None)
+        rs.collect("n1", "team-a", "s")
+        [early] = scope_durability.forgotten_early(rs.r, SCOPES)
+        assert early.startswith("n1 collected the deletion of secrets/team-a/s while n2")
+
+        await rs.put("n2", "team-a", "s", None)  # n3 is no member: it never counts
+        assert scope_durability.forgotten_early(rs.r, SCOPES) == []
+
+    asyncio.run(main())
+
+
+def test_each_member_must_keep_the_acknowledged_writes_of_its_scopes() -> None:
+    async def main() -> None:
+        rs = Replicas("n1", "n2", "n3")
+        await rs.put("n1", "team-a", "s", {"k": "djE="})
+        entry = rs.r["n1"].entry("secrets", "team-a", "s")
+        assert entry is not None
+        acked = [AckedWrite("n1", "create", "s", entry.document().copy(), 1.0,
+                            "secrets", "team-a")]
+        [missing] = scope_durability.check(acked, rs.r, SCOPES)
+        assert missing == "on n2: create of secrets/team-a/s on n1 at 1.000s is missing"
+
+        await rs.copy("n1", "n2", "team-a", "s")  # n3 lacks it, and is no member
+        assert scope_durability.check(acked, rs.r, SCOPES) == []
+
+        await rs.put("n1", "team-a", "s", None)  # deleted before n2 heard: reads the same
+        rs.r["n2"] = Replica(None, "n2")
+        assert scope_durability.check(acked, rs.r, SCOPES) == []
+
+    asyncio.run(main())
