@@ -57,9 +57,9 @@ def plan(peers: list[str], count: int, seed: int) -> Tenants:
 
 
 def scope_kind(cluster: SimCluster) -> Kind:
-    """The Scope kind as the registry serves it (a stand-in until it is registered)."""
     kind = cluster.registry.by_kind(SCOPE_API_VERSION, "Scope")
-    return kind or Kind("shoal.dev", "v1alpha1", "Scope", "scopes", "scope", namespaced=False)
+    assert kind is not None
+    return kind
 
 
 async def create(cluster: SimCluster, tenants: Tenants) -> None:
