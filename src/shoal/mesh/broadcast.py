@@ -30,8 +30,10 @@ class BroadcastQueue:
         self._buckets.setdefault(0, {})[update.name] = update
         self._sent[update.name] = 0
 
-    def take(self, n: int) -> tuple[Update, ...]:
-        """Up to ``n`` updates to piggyback now, each counted as one more transmission."""
+    def take(self, n: int, keep: Callable[[Update], bool] | None = None) -> tuple[Update, ...]:
+        """Up to ``n`` updates to piggyback now, each counted as one more transmission;
+        with ``keep``, only those it accepts (a weak peer is sent only what concerns it,
+        and the others wait for the next message)."""
         if not self._sent or n <= 0:
             return ()
         limit = self._limit()
@@ -39,6 +41,8 @@ class BroadcastQueue:
         for count in sorted(self._buckets):
             bucket = self._buckets[count]
             for update in bucket.values():
+                if keep is not None and not keep(update):
+                    continue
                 chosen.append((count, update))
                 if len(chosen) >= n:
                     break

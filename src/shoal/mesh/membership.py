@@ -9,6 +9,14 @@ Facts about members travel piggybacked on pings and acks and in gossip rounds
 (``broadcast.py``), and a periodic full-state exchange with one peer (push-pull)
 repairs what gossip missed. Facts are ordered by incarnation: for one
 incarnation, dead beats suspect beats alive.
+
+Roles (``topology``): full and super-peers run SWIM among themselves and know every
+member. A weak peer keeps only the super-peers of its site (others only while its site
+has none alive), probes, gossips and push-pulls only with them, and is probed only by
+them; whatever is sent to it carries only the facts it keeps. Its super-peers relay
+its own alive, suspect and dead facts to everyone else. So a weak peer's traffic and
+memory do not grow with the cluster, and with two super-peers it keeps a live one when
+one dies.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from shoal.mesh.messages import (
     encode,
 )
 from shoal.mesh.suspicion import Suspicion
+from shoal.mesh.topology import ROLE_TAG, Role, role_in, role_of, site_of
 from shoal.mesh.transport import Transport, TransportError
 
 log = logging.getLogger(__name__)
@@ -140,6 +149,16 @@ class Membership:
         self._others_version = -1
         self.probes = 0
         self.failed_probes = 0
+        self._role = role_in(self.me.tags)
+        self._site = site_of(self.me)
+        self._roles_seen = self._role != Role.FULL
+        """Whether any member announced a role: until then every rule below is a no-op."""
+        self._by_address: dict[str, str] = {}
+        """Address to member name, for answering a sender with what concerns it."""
+        self._topology_version = -1
+        self._super_sites: dict[str, list[Member]] = {}
+        """The live (alive or suspect) super-peers by site, this one included."""
+        self._contact_cache: dict[tuple[State, ...], list[Member]] = {}
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -193,11 +212,150 @@ class Membership:
 
     def digest(self) -> str:
         """A short hash of every member's (name, incarnation, state)."""
-        h = hashlib.blake2b(digest_size=8)
-        for name in sorted(self.members):
-            m = self.members[name]
-            h.update(f"{name} {m.incarnation} {int(m.state)}\n".encode())
-        return h.hexdigest()
+        return _digest(self.members.values())
+
+    # -- roles (topology.py) ---------------------------------------------------------
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    def _topology(self) -> dict[str, list[Member]]:
+        """The live super-peers by site (recomputed when the member list changes)."""
+        if self._topology_version != self.version:
+            self._topology_version = self.version
+            self._contact_cache.clear()
+            sites: dict[str, list[Member]] = {}
+            if self._roles_seen:
+                for m in self.members.values():
+                    if m.state in (State.ALIVE, State.SUSPECT) and role_of(m) == Role.SUPER:
+                        sites.setdefault(site_of(m), []).append(m)
+            self._super_sites = sites
+        return self._super_sites
+
+    def contacts(self, m: Member) -> bool:
+        """Whether this peer probes, gossips and exchanges member lists with ``m``.
+
+        A weak member is contacted only by the super-peers of its site; while its site
+        has no live super-peer, by every super-peer, and while there is none at all, by
+        the full peers (as ``topology.sync_peers`` falls back)."""
+        if not self._roles_seen or self._role == Role.WEAK:
+            return True
+        return self._probes(self._role, self._site, m)
+
+    def _probes(self, role: Role, site: str, m: Member) -> bool:
+        """Whether a non-weak peer of ``role`` at ``site`` contacts ``m``."""
+        if role_of(m) != Role.WEAK:
+            return True
+        sites = self._topology()
+        if site_of(m) in sites:
+            return role == Role.SUPER and site == site_of(m)
+        return role == Role.SUPER or not sites
+
+    def _contactable(self, states: tuple[State, ...], weak: bool = True) -> list[Member]:
+        """``others(states)`` that this peer contacts; without ``weak``, no weak ones
+        (gossip and push-pull: a weak peer hears news on the pings it exchanges)."""
+        others = self.others(states)
+        if not self._roles_seen:
+            return others
+        self._topology()
+        key = (*states, State.LEFT) if weak else states  # LEFT: a tag for the weak variant
+        cached = self._contact_cache.get(key)
+        if cached is None:
+            cached = [m for m in others if self.contacts(m)
+                      and (weak or role_of(m) != Role.WEAK)]
+            self._contact_cache[key] = cached
+        return cached
+
+    def _keeps(self, tags: Mapping[str, str]) -> bool:
+        """Whether a member with these tags belongs in this peer's list: always, but on a
+        weak peer only its site's super-peers, and stand-ins while it has none alive."""
+        if self._role != Role.WEAK:
+            if not self._roles_seen and ROLE_TAG in tags:
+                self._roles_seen = True
+            return True
+        role = role_in(tags)
+        if role == Role.WEAK:
+            return False
+        if role == Role.SUPER and tags.get("site", "") == self._site:
+            return True
+        sites = self._topology()
+        if self._site in sites:
+            return False
+        return role == Role.SUPER or not sites
+
+    def _prune(self) -> None:
+        """A weak peer forgets the stand-ins it kept once its site has a live super-peer."""
+        if self._role != Role.WEAK:
+            return
+        drop = [n for n, m in self.members.items() if n != self.name and not self._keeps(m.tags)]
+        for n in drop:
+            self._clear_suspicion(n)
+            m = self.members.pop(n)
+            if self._by_address.get(m.address) == n:
+                del self._by_address[m.address]
+        if drop:
+            self.version += 1
+
+    def _concerns(self, weak: Member, name: str) -> bool:
+        """Whether facts about ``name`` are for the weak peer ``weak`` (what it keeps)."""
+        if name == weak.name:
+            return True
+        m = self.members.get(name)
+        if m is None:
+            return False
+        role = role_of(m)
+        if role == Role.WEAK:
+            return False
+        sites = self._topology()
+        site = site_of(weak)
+        if role == Role.SUPER:
+            return site_of(m) == site or site not in sites
+        return not sites
+
+    def _is_weak_peer(self, m: Member | None) -> bool:
+        return (m is not None and self._roles_seen and self._role != Role.WEAK
+                and role_of(m) == Role.WEAK)
+
+    def _view_for(self, peer: Member | None) -> list[Member]:
+        """The members to show ``peer``: all of them, but to a weak peer only what it keeps."""
+        if not self._is_weak_peer(peer):
+            return list(self.members.values())
+        assert peer is not None
+        sites = self._topology()
+        site = site_of(peer)
+        if site in sites:
+            shown = list(sites[site])
+        elif sites:
+            shown = [m for ms in sites.values() for m in ms]
+        else:
+            shown = [m for m in self.members.values()
+                     if m.state in (State.ALIVE, State.SUSPECT) and role_of(m) == Role.FULL]
+        if peer.name not in {m.name for m in shown}:
+            shown.append(peer)
+        return shown
+
+    def _sender(self, address: str) -> Member | None:
+        name = self._by_address.get(address)
+        m = self.members.get(name) if name is not None else None
+        return m if m is not None and m.address == address else None
+
+    def _piggyback_for(self, peer: Member | None) -> tuple[Update, ...]:
+        """Updates to piggyback on a message to ``peer``: to a weak peer, only those about
+        the members it keeps."""
+        if not self._is_weak_peer(peer):
+            return self._piggyback()
+        assert peer is not None
+        return self.broadcasts.take(self.config.max_piggyback,
+                                    lambda u: self._concerns(peer, u.name))
+
+    def _ping_updates(self, target: Member | None) -> tuple[Update, ...]:
+        updates = self._piggyback_for(target)
+        if self._is_weak_peer(target):
+            # Tells a weak peer who probes it: a stand-in super-peer (its own are dead)
+            # becomes one of the members it keeps.
+            updates = (*updates, self.me.update())
+        return updates
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -237,9 +395,11 @@ class Membership:
         for known in members:
             name, address = known[0], known[1]
             tags = frozen_tags(known[2]) if len(known) > 2 else NO_TAGS  # type: ignore[misc]
-            if name != self.name and name not in self.members:
+            if name != self.name and name not in self.members and self._keeps(tags):
                 m = self.members[name] = Member(name, address, 0, State.ALIVE, now, tags)
+                self._by_address[address] = name
                 self._joined(m)
+        self._prune()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Announce new tags: they ride on a new incarnation, so every member takes them
@@ -251,6 +411,8 @@ class Membership:
         me.tags = new
         me.incarnation += 1
         self.version += 1
+        self._role, self._site = role_of(me), site_of(me)
+        self._roles_seen = self._roles_seen or self._role != Role.FULL
         self.broadcasts.queue(me.update())
 
     async def leave(self) -> None:
@@ -272,12 +434,14 @@ class Membership:
                 self.apply_all(msg.updates)
                 if msg.target != self.name:
                     return Nack()  # the address now belongs to someone else
-                return Ack((*self._piggyback(), *self._dead_at(sender)))
+                return Ack((*self._piggyback_for(self._sender(sender)), *self._dead_at(sender)))
             case PingReq():
                 self.apply_all(msg.updates)
                 # Leave the requester time to hear our nack before its own timeout.
                 timeout = 0.8 * (self.config.probe_interval - self.config.probe_timeout)
-                reply = await self._request(msg.address, Ping(msg.target, self._piggyback()), timeout)
+                target = self.members.get(msg.target)
+                ping = Ping(msg.target, self._ping_updates(target))
+                reply = await self._request(msg.address, ping, timeout)
                 if isinstance(reply, Ack):
                     self.apply_all(reply.updates)
                     return Ack()
@@ -287,17 +451,19 @@ class Membership:
                 return None
             case Join():
                 self.apply(msg.member)
-                return StateSync(self.snapshot())
+                joiner = self.members.get(msg.member.name)
+                return StateSync(_updates(self._view_for(joiner)))
             case Digest():
                 # Agreeing views need no exchange; otherwise send ours and the asker
                 # follows with its own.
-                if msg.digest == self.digest():
+                view = self._view_for(self._sender(sender))
+                if msg.digest == _digest(view):
                     return StateSync(())
-                return StateSync(self.snapshot())
+                return StateSync(_updates(view))
             case StateSync():
                 # Take theirs first, so our answer already carries any refutation.
                 self.merge_state(msg.members)
-                return StateSync(self.snapshot())
+                return StateSync(_updates(self._view_for(self._sender(sender))))
         return None
 
     def apply_all(self, updates: Iterable[Update]) -> None:
@@ -315,6 +481,7 @@ class Membership:
             if u.state == State.DEAD and u.name != self.name:
                 u = dataclasses.replace(u, state=State.SUSPECT)
             self.apply(u)
+        self._prune()
 
     def apply(self, u: Update) -> None:
         if u.state == State.ALIVE:
@@ -365,8 +532,12 @@ class Membership:
         m = self.members.get(u.name)
         now = self._loop.time()
         if m is None:
+            tags = frozen_tags(u.tags)
+            if not self._keeps(tags):
+                return  # a weak peer does not carry members it never talks to
             m = self.members[u.name] = Member(u.name, u.address, u.incarnation, State.ALIVE, now,
-                                              frozen_tags(u.tags))
+                                              tags)
+            self._by_address[u.address] = u.name
             self.broadcasts.queue(m.update())
             self._joined(m)
             return
@@ -377,12 +548,15 @@ class Membership:
             # A member restored without its tags (from disk, or preformed) learns them
             # from a fact of the same incarnation: filling in is not a change.
             m.tags = frozen_tags(u.tags)
+            self._keeps(m.tags)  # notes a role on a full peer
             self._updated(m)
             return
         was = m.state
         m.incarnation, m.address = u.incarnation, u.address
+        self._by_address[u.address] = u.name
         if u.tags or m.tags:
             m.tags = frozen_tags(u.tags)
+            self._keeps(m.tags)  # notes a role on a full peer
         self._clear_suspicion(m.name)
         self.broadcasts.queue(u)
         if was != State.ALIVE:
@@ -462,7 +636,7 @@ class Membership:
             while self._probe_index < len(self._probe_order):
                 m = self.members.get(self._probe_order[self._probe_index])
                 self._probe_index += 1
-                if m is not None and m.state in (State.ALIVE, State.SUSPECT):
+                if m is not None and m.state in (State.ALIVE, State.SUSPECT) and self.contacts(m):
                     return m
             self._reshuffle()
         return None
@@ -472,8 +646,12 @@ class Membership:
         for n, m in list(self.members.items()):
             if m.state in (State.DEAD, State.LEFT) and now - m.since > self.config.dead_reclaim_time:
                 del self.members[n]
+                if self._by_address.get(m.address) == n:
+                    del self._by_address[m.address]
                 self.version += 1
-        self._probe_order = [n for n in self.members if n != self.name]
+        self._prune()
+        self._probe_order = [n for n, m in self.members.items()
+                             if n != self.name and self.contacts(m)]
         self.rng.shuffle(self._probe_order)
         self._probe_index = 0
 
@@ -492,7 +670,7 @@ class Membership:
         """Ping ``m``, directly and then through others; suspect it if nobody reaches it."""
         self.probes += 1
         cfg = self.config
-        updates = self._piggyback()
+        updates = self._ping_updates(m)
         if m.state == State.SUSPECT:
             # As memberlist: tell a suspect that it is, so that it refutes in its ack. The
             # gossip of the suspicion may have been spent while it was out of reach.
@@ -504,7 +682,8 @@ class Membership:
             self.apply_all(reply.updates)
             self.awareness.apply(-1)
             return True
-        helpers = [h for h in self.others((State.ALIVE,)) if h.name != m.name]
+        helpers = [h for h in self._contactable((State.ALIVE,), weak=False) if h.name != m.name
+                   and (not self._is_weak_peer(m) or self._probes(role_of(h), site_of(h), m))]
         helpers = self.rng.sample(helpers, min(cfg.indirect_checks, len(helpers)))
         acked = False
         if helpers:
@@ -533,7 +712,7 @@ class Membership:
     async def _gossip_round(self) -> None:
         if not len(self.broadcasts):
             return
-        targets = self.others((State.ALIVE, State.SUSPECT))
+        targets = self._contactable((State.ALIVE, State.SUSPECT), weak=False)
         targets = self.rng.sample(targets, min(self.config.gossip_nodes, len(targets)))
         for t in targets:
             updates = self._piggyback()
@@ -550,13 +729,15 @@ class Membership:
     async def sync_with(self, address: str) -> bool:
         """A membership-state exchange with one peer (push-pull), digest first."""
         timeout = self.config.request_timeout
-        reply = await self._request(address, Digest(self.digest()), timeout)
+        view = self._view_for(self._sender(address))
+        reply = await self._request(address, Digest(_digest(view)), timeout)
         if not isinstance(reply, StateSync):
             return False
         if not reply.members:
             return True
         self.merge_state(reply.members)
-        reply = await self._request(address, StateSync(self.snapshot()), timeout)
+        view = self._view_for(self._sender(address))
+        reply = await self._request(address, StateSync(_updates(view)), timeout)
         if isinstance(reply, StateSync):
             self.merge_state(reply.members)
             return True
@@ -566,7 +747,7 @@ class Membership:
         while True:
             period = self.config.push_pull_period(len(self.members))
             await asyncio.sleep(period * self.rng.uniform(0.5, 1.5))
-            live = self.live()
+            live = self._contactable((State.ALIVE,), weak=False)
             if live:
                 await self.sync_with(self.rng.choice(live).address)
 
@@ -580,7 +761,7 @@ class Membership:
             dead = self._recently_dead()
             if not dead and self._loop.time() >= next_any:
                 next_any = self._loop.time() + cfg.reconnect_interval * self.rng.uniform(0.5, 1.5)
-                dead = self.others((State.DEAD,))
+                dead = self._contactable((State.DEAD,))
             if dead:
                 await self.sync_with(self.rng.choice(dead).address)
 
@@ -588,5 +769,17 @@ class Membership:
         """Members declared dead less than ``reconnect_fast_for`` seconds ago: the other
         side of a partition that may heal soon, tried every probe interval."""
         now = self._loop.time()
-        return [m for m in self.others((State.DEAD,))
+        return [m for m in self._contactable((State.DEAD,))
                 if now - m.since < self.config.reconnect_fast_for]
+
+
+def _digest(members: Iterable[Member]) -> str:
+    """A short hash of the members' (name, incarnation, state), in name order."""
+    h = hashlib.blake2b(digest_size=8)
+    for m in sorted(members, key=lambda m: m.name):
+        h.update(f"{m.name} {m.incarnation} {int(m.state)}\n".encode())
+    return h.hexdigest()
+
+
+def _updates(members: Iterable[Member]) -> tuple[Update, ...]:
+    return tuple(m.update() for m in members)

@@ -33,11 +33,19 @@ class Tagged(Protocol):
     def tags(self) -> Mapping[str, str]: ...
 
 
-def role_of(member: Tagged) -> Role:
+def role_in(tags: Mapping[str, str]) -> Role:
+    """The role a member's tags announce (full when none)."""
+    role = tags.get(ROLE_TAG)
+    if role is None:
+        return Role.FULL
     try:
-        return Role(member.tags.get(ROLE_TAG, Role.FULL))
+        return Role(role)
     except ValueError:
         return Role.FULL  # an unknown role from a newer peer: treat it as an ordinary peer
+
+
+def role_of(member: Tagged) -> Role:
+    return role_in(member.tags)
 
 
 def site_of(member: Tagged) -> str:
