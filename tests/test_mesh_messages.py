@@ -24,6 +24,9 @@ from shoal.mesh.messages import (
     Pull,
     PullReply,
     Push,
+    Refused,
+    ScopeCursor,
+    ScopeReply,
     State,
     StateSync,
     Update,
@@ -48,7 +51,10 @@ update_lists = st.lists(updates, max_size=5).map(tuple)
     st.builds(Gossip, update_lists),
     st.builds(Join, updates),
     st.builds(StateSync, update_lists),
-    st.builds(Pull, st.integers(0, 2**50), st.integers(0, 10_000)),
+    st.builds(Pull, st.integers(0, 10_000), st.lists(st.builds(
+        ScopeCursor, st.text(max_size=10), st.integers(0, 2**50), st.integers(0, 2**20),
+    ), max_size=3).map(tuple)),
+    st.builds(Refused, st.lists(st.text(max_size=40), max_size=3).map(tuple)),
     st.builds(Digest, st.text(max_size=16)),
 ))
 def test_every_membership_and_pull_message_survives_a_round_trip(msg: Message) -> None:
@@ -57,12 +63,16 @@ def test_every_membership_and_pull_message_survives_a_round_trip(msg: Message) -
 
 def test_documents_are_spliced_in_as_sent_and_come_back_as_nodes() -> None:
     doc = Document.create({"metadata": {"name": "a"}, "data": {"k": "v"}}, 7, "n1")
-    msg = Push(2, (DocRecord("configmaps", "default", "a", doc.to_bytes()),))
+    msg = Push(2, (DocRecord("configmaps", "default", "a", doc.to_bytes()),), "tenant-a")
     back = decode(encode(msg))
-    assert isinstance(back, Push) and back.hops == 2
+    assert isinstance(back, Push) and back.hops == 2 and back.scope == "tenant-a"
     assert back.docs[0].document().root == doc.root
-    reply = decode(encode(PullReply(9, True, back.docs)))
-    assert isinstance(reply, PullReply) and reply.more and reply.revision == 9
+    reply = decode(encode(PullReply((ScopeReply("tenant-a", 9, True, back.docs),),
+                                    (("tenant-b", "n3 is not a member"),))))
+    assert isinstance(reply, PullReply)
+    part = reply.part("tenant-a")
+    assert part is not None and part.more and part.revision == 9
+    assert reply.refused == (("tenant-b", "n3 is not a member"),)
 
 
 @pytest.mark.parametrize("payload", [

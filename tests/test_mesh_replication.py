@@ -9,7 +9,7 @@ import pytest
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.anti_entropy import CURSORS_META
-from shoal.mesh.messages import Pull, PullReply
+from shoal.mesh.messages import Pull, PullReply, ScopeCursor, ScopeReply, encode
 from shoal.sim import scenarios
 from shoal.sim.checkers import convergence, durability, resurrection
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
@@ -66,7 +66,7 @@ def test_a_lost_push_is_repaired_by_pull_and_the_cursor_advances_and_persists() 
         assert b.peer is not None
         await asyncio.sleep(CFG.pull_interval * (CFG.pull_partners + 1))
         cursors = orjson.loads(b.replica.persistence.get_meta(CURSORS_META) or "{}")
-        assert cursors.get(a.name) == a.replica.revision
+        assert cursors[""].get(a.name) == a.replica.revision  # per scope, then per peer
         await c.stop()
 
     virtual_run(main())
@@ -78,10 +78,12 @@ def test_an_idle_pull_is_a_tiny_nothing_since_n_exchange() -> None:
         await c.start()
         a, _ = c.nodes.values()
         assert a.peer is not None
-        reply = a.peer.anti_entropy.serve_pull(Pull(a.replica.revision, 200))
-        assert reply == PullReply(a.replica.revision, False, ())
-        paged = a.peer.anti_entropy.serve_pull(Pull(0, 1))
-        assert paged.more and len(paged.docs) == 1
+        reply = a.peer.anti_entropy.serve_pull(Pull(200, (ScopeCursor("", a.replica.revision),)))
+        assert reply == PullReply((ScopeReply("", a.replica.revision, False, ()),))
+        assert len(encode(reply)) < 24
+        paged = a.peer.anti_entropy.serve_pull(Pull(1, (ScopeCursor("", 0),)))
+        # One document to send: a page of one holds it all, and says nothing more follows.
+        assert not paged.scopes[0].more and len(paged.scopes[0].docs) == 1
         await c.stop()
 
     virtual_run(main())

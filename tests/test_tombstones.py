@@ -13,7 +13,15 @@ import pytest
 from shoal.crdt.document import Document
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
-from shoal.mesh.messages import CoverageRow, Pull, PullReply, decode, encode
+from shoal.mesh.messages import (
+    CoverageRow,
+    Pull,
+    PullReply,
+    ScopeCursor,
+    ScopeReply,
+    decode,
+    encode,
+)
 from shoal.sim import scenarios
 from shoal.sim.checkers import convergence, durability, resurrection, tombstones
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
@@ -61,11 +69,12 @@ async def until(cond: Callable[[], bool], timeout: float, step: float = 0.5) -> 
 
 
 def test_coverage_rows_ride_on_pulls_and_are_omitted_when_there_are_none() -> None:
-    assert encode(Pull(5, 200)) == b"[8,5,200]"
-    assert decode(encode(Pull(5, 200, 3))) == Pull(5, 200, 3)
-    idle = PullReply(9, False, ())
-    assert encode(idle) == b"[9,9,0,[]]"
-    full = PullReply(9, False, (), 4, (CoverageRow("n1", 77, {"n0": 9, "n2": 3}),))
+    assert encode(Pull(200, (ScopeCursor("", 5),))) == b'[8,200,[["",5,0]]]'
+    assert decode(encode(Pull(200, (ScopeCursor("", 5, 3),)))) == Pull(200, (ScopeCursor("", 5, 3),))
+    idle = PullReply((ScopeReply("", 9, False, ()),))
+    assert encode(idle) == b'[9,[["",9,0,[]]]]'
+    full = PullReply((ScopeReply("", 9, False, (), 4,
+                                 (CoverageRow("n1", 77, {"n0": 9, "n2": 3}),)),))
     assert decode(encode(full)) == full
 
 

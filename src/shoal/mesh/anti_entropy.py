@@ -20,18 +20,35 @@ documents they cover, so a restart resumes where it stopped.
 
 *Coverage.* The same exchange carries the peers' coverage vectors, from which
 ``tombstones.py`` decides when a deletion may be forgotten.
+
+*Scopes.* Everything above is per scope (``shoal.authz.scopes``), under one
+``ReplicationPolicy``: a push carries the documents of one scope and goes only to live
+members of it; a pull asks a partner for each scope both hold, with a cursor and a
+coverage cursor per (partner, scope), and the partner answers only the scopes the
+puller is a member of; a receiver merges only what the policy accepts, and tells the
+sender of a push what it refused. When this peer stops holding a scope it drops the
+scope's objects from memory and disk; when a scope it holds grows (it became a member,
+a namespace moved in, a writer was added), the scope's cursors restart at 0 so that
+its whole state is pulled again.
 """
+
+
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from shoal.mesh import ring
+from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.messages import (
@@ -42,10 +59,14 @@ from shoal.mesh.messages import (
     Pull,
     PullReply,
     Push,
+    Refused,
+    ScopeCursor,
+    ScopeReply,
     decode,
     encode,
 )
-from shoal.mesh.tombstones import COVERAGE_META, Coverage, TombstoneCollector
+from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy
+from shoal.mesh.tombstones import COVERAGE_META, CoverageBook, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
 from shoal.store.replica import Replica
@@ -53,7 +74,27 @@ from shoal.store.replica import Replica
 log = logging.getLogger(__name__)
 
 CURSORS_META = "mesh.cursors"
+"""``{scope: {peer: cursor}}`` (``{peer: cursor}`` before scopes: the cluster scope)."""
 MAX_PAGES = 64  # per pull; the next round continues from the cursor
+MAX_REASONS = 8  # per Refused message
+
+
+@dataclass(slots=True)
+class MergeResult:
+    changed: list[DocRecord] = field(default_factory=list)
+    """The documents that changed something here, as now held."""
+    transient: int = 0
+    """Refused for now (maps disagree, a relay that may not relay): ask again later."""
+    refused: list[str] = field(default_factory=list)
+    """Why documents were refused for good (the writer rule)."""
+
+
+def _cursors(stored: object) -> dict[tuple[str, str], int]:
+    if not isinstance(stored, dict):
+        raise ValueError("not a cursor map")
+    if all(isinstance(v, int) for v in stored.values()):
+        return {(str(p), CLUSTER): int(c) for p, c in stored.items()}
+    return {(str(p), str(s)): int(c) for s, per in stored.items() for p, c in per.items()}
 
 
 class AntiEntropy:
@@ -70,31 +111,45 @@ class AntiEntropy:
         self.config = config
         self.rng = rng
         self.membership = membership
-        self._partners: list[Member] = []
-        self._partners_version = -1
+        self.policy = ReplicationPolicy(membership.name, ScopeIndex(replica), membership,
+                                        config.pull_partners)
         self._round = 0
-        self.cursors: dict[str, int] = {}
+        self.cursors: dict[tuple[str, str], int] = {}
+        """(partner, scope) -> the partner's revision up to which the scope is merged here."""
         stored = replica.persistence.get_meta(CURSORS_META)
         if stored:
             try:
-                self.cursors = {str(k): int(v) for k, v in orjson.loads(stored).items()}
+                self.cursors = _cursors(orjson.loads(stored))
             except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
                 log.warning("ignoring unreadable anti-entropy cursors")
         # Revisions produced by merges here: the change feed reports them like local
         # writes, but pulls are not pushed on and pushes are forwarded by the handler.
         self._merged_rvs: set[int] = set()
-        self.coverage = Coverage(membership.name, replica, replica.hlc)
-        self.collector = TombstoneCollector(replica, self.coverage, membership, config)
-        # Per partner: the coverage revision of theirs whose rows we hold (memory only:
-        # after a restart the first pull fetches every row once).
-        self._coverage_cursors: dict[str, int] = {}
-        self._durable_vector: dict[str, int] | None = None
+        self.coverage = CoverageBook(membership.name, replica, replica.hlc)
+        self.collector = TombstoneCollector(replica, self.coverage, membership, config,
+                                            self.policy)
+        # Per (partner, scope): the coverage revision of theirs whose rows we hold (memory
+        # only: after a restart the first pull fetches every row once).
+        self._coverage_cursors: dict[tuple[str, str], int] = {}
+        self._partner_revision: dict[str, int] = {}
+        self._durable_vectors: dict[str, dict[str, int]] | None = None
         self._publish_timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._map: ScopeMap | None = None
+        self._held_view: dict[str, tuple[Any, ...]] | None = None
+        self._deny_log = DenialLog()
         self.docs_merged = 0
         self.docs_pushed = 0
+        self.docs_sent: Counter[str] = Counter()
+        """Documents sent per scope (pushes and pull answers)."""
+        self.docs_refused = 0
+        """Documents refused for good (the writer rule)."""
+        self.docs_deferred = 0
+        """Documents refused for now (maps disagree, a relay that may not relay)."""
+        self.refusals_received = 0
+        self.docs_forgotten = 0
         self.garbage = 0
 
     # -- lifecycle -------------------------------------------------------------------
@@ -102,6 +157,7 @@ class AntiEntropy:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._sub = self.replica.subscribe(lambda c: True)
+        self.check_scopes()
         self._tasks = [loop.create_task(self._push_loop()), loop.create_task(self._pull_loop())]
         if self.config.gc_interval > 0:
             self._tasks.append(loop.create_task(self.collector.run()))
@@ -120,14 +176,96 @@ class AntiEntropy:
             self._sub.close()
             self._sub = None
 
+    # -- scope changes ---------------------------------------------------------------
+
+    def _view(self, m: ScopeMap) -> dict[str, tuple[Any, ...]]:
+        """Per scope held: what it is made of (namespaces, writers). The cluster scope
+        holds every namespace that is in no Scope."""
+        held = m.scopes_of(self.membership.name)
+        out: dict[str, tuple[Any, ...]] = {}
+        for scope in held:
+            if scope == CLUSTER:
+                scoped = frozenset(ns for s in m.names() for ns in m.namespaces_of(s))
+                out[scope] = (scoped, None)
+            else:
+                out[scope] = (m.namespaces_of(scope), m.writers(scope))
+        return out
+
+    def check_scopes(self) -> None:
+        """On a change of the scope map: drop what this peer no longer holds, and restart
+        the cursors of every scope that grew. Costs one identity check otherwise."""
+        m = self.policy.map()
+        if m is self._map:
+            return
+        self._map = m
+        view = self._view(m)
+        before = self._held_view
+        self._held_view = view
+        if before is None:
+            before = view  # at start: nothing grew since the cursors were written
+        grew: list[str] = []
+        for scope, (namespaces, writers) in view.items():
+            old = before.get(scope)
+            if old is None:
+                grew.append(scope)
+            elif scope == CLUSTER:
+                if not namespaces >= old[0]:  # a namespace left a Scope for the cluster's
+                    grew.append(scope)
+            elif not namespaces <= old[0] or not (writers or frozenset()) <= (old[1] or
+                                                                            frozenset()):
+                grew.append(scope)
+        for scope in set(before) - set(view):
+            self._reset_scope(scope)
+            log.info("%s: no longer a member of scope %r", self.membership.name, scope)
+        for scope in grew:
+            self._reset_scope(scope)
+            log.info("%s: scope %r grew here: pulling its whole state", self.membership.name,
+                     scope)
+        gone = [key for key, _ in self.replica.all_entries()
+                if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
+        gone += [key for key, f in self.replica.fences.items()
+                 if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
+        if gone:
+            n = self.replica.forget(gone)
+            self.docs_forgotten += n
+            log.info("%s: dropped %d objects of scopes it no longer holds",
+                     self.membership.name, n)
+
+    def _reset_scope(self, scope: str) -> None:
+        for key in [k for k in self.cursors if k[1] == scope]:
+            del self.cursors[key]
+        for key in [k for k in self._coverage_cursors if k[1] == scope]:
+            del self._coverage_cursors[key]
+        self.coverage.drop(scope)
+
     # -- merging ---------------------------------------------------------------------
 
-    def merge(self, docs: tuple[DocRecord, ...]) -> list[DocRecord]:
-        """Merge peers' documents; returns those that changed something here (as now held)."""
-        changed: list[DocRecord] = []
+    def merge(self, docs: Iterable[DocRecord], scope: str = CLUSTER,
+              sender: str | None = None) -> MergeResult:
+        """Merge a peer's documents of ``scope`` under the replication policy."""
+        self.check_scopes()
+        out = MergeResult()
         for d in docs:
             try:
-                result = self.replica.merge(d.resource, d.namespace, d.name, d.document())
+                remote = d.document()
+                if sender is not None:
+                    refusal = self.policy.accept(d.resource, d.namespace, d.name, remote,
+                                                 functools.partial(self._held, d), scope,
+                                                 sender)
+                    if refusal is not None:
+                        if refusal.transient:
+                            self.docs_deferred += 1
+                            log.debug("%s: deferring %s/%s/%s from %s: %s", self.membership.name,
+                                      d.resource, d.namespace, d.name, sender, refusal.reason)
+                        else:
+                            self.docs_refused += 1
+                            what = f"{d.resource} {d.namespace}/{d.name}".replace(" /", " ")
+                            self._deny_log("%s: refused %s from %s: %s", self.membership.name,
+                                           what, sender, refusal.reason)
+                            out.refused.append(f"{what}: {refusal.reason}")
+                        out.transient += refusal.transient
+                        continue
+                result = self.replica.merge(d.resource, d.namespace, d.name, remote)
             except (TypeError, ValueError, KeyError, IndexError, AttributeError):
                 self.garbage += 1
                 log.warning("dropping a malformed document for %s/%s", d.resource, d.name)
@@ -138,8 +276,15 @@ class AntiEntropy:
             self._merged_rvs.add(self.replica.revision)
             entry = self.replica.entry(d.resource, d.namespace, d.name)
             if entry is not None:
-                changed.append(self._record(d.resource, d.namespace, d.name, entry.doc_bytes))
-        return changed
+                out.changed.append(self._record(d.resource, d.namespace, d.name,
+                                                entry.doc_bytes))
+        return out
+
+    def _held(self, d: DocRecord) -> tuple[Any, Any]:
+        entry = self.replica.entry(d.resource, d.namespace, d.name)
+        if entry is None:
+            return None, None
+        return entry.document(), entry.value
 
     def _record(self, resource: str, ns: str, name: str, data: bytes | None) -> DocRecord:
         if data is None:
@@ -150,8 +295,10 @@ class AntiEntropy:
 
     # -- push ------------------------------------------------------------------------
 
-    async def push(self, docs: list[DocRecord], hops: int, exclude: str | None = None) -> None:
-        peers = self.membership.live()
+    async def push(self, docs: list[DocRecord], hops: int, scope: str = CLUSTER,
+                   exclude: str | None = None) -> None:
+        """Send documents of ``scope`` to ``push_fanout`` live members of it."""
+        peers = self.policy.push_targets(scope)
         fanout = self.config.push_fanout
         # Sample one extra instead of filtering the whole list: O(fanout), not O(N).
         picked = self.rng.sample(peers, min(fanout + 1, len(peers)))
@@ -159,16 +306,19 @@ class AntiEntropy:
         if not targets or not docs:
             return
         step = max(1, self.config.pull_batch)
-        payloads = [encode(Push(hops, tuple(docs[i:i + step]))) for i in range(0, len(docs), step)]
+        payloads = [encode(Push(hops, tuple(docs[i:i + step]), scope))
+                    for i in range(0, len(docs), step)]
         self.docs_pushed += len(docs) * len(targets)
+        self.docs_sent[scope] += len(docs) * len(targets)
         for t in targets:
             for payload in payloads:
                 with contextlib.suppress(TransportError):
                     await self.transport.send(t.address, payload)
 
-    def _local_changes(self, batch: list[Change]) -> list[DocRecord]:
+    def _local_changes(self, batch: list[Change]) -> dict[str, list[DocRecord]]:
+        """This peer's own changes in ``batch``, by scope."""
         seen: set[tuple[str, str, str]] = set()
-        out: list[DocRecord] = []
+        out: dict[str, list[DocRecord]] = {}
         for c in batch:
             if c.rv in self._merged_rvs:
                 self._merged_rvs.discard(c.rv)
@@ -178,7 +328,8 @@ class AntiEntropy:
             if key in seen or entry is None:
                 continue
             seen.add(key)
-            out.append(self._record(*key, entry.doc_bytes))
+            scope = self.policy.scope_of(c.resource, c.namespace)
+            out.setdefault(scope, []).append(self._record(*key, entry.doc_bytes))
         if batch and len(self._merged_rvs) > 1024:
             # The feed publishes in revision order: older merged revisions never will be.
             last = batch[-1].rv
@@ -199,38 +350,76 @@ class AntiEntropy:
                 c = sub.queue.get_nowait()
                 if c is not None:
                     batch.append(c)
-            docs = self._local_changes(batch)
-            if docs:
-                await self.push(docs, 0)
+            self.check_scopes()
+            for scope, docs in self._local_changes(batch).items():
+                if self.policy.holds(scope):
+                    await self.push(docs, 0, scope)
 
     # -- pull ------------------------------------------------------------------------
 
-    def serve_pull(self, msg: Pull) -> PullReply:
+    def serve_pull(self, msg: Pull, puller: str | None = None) -> PullReply:
+        """Answer a pull by ``puller`` (None: trusted, as a test's direct call)."""
+        self.check_scopes()
         limit = max(1, min(msg.limit, self.config.pull_batch))
-        rows = self.coverage.since(msg.coverage_cursor)
-        cov = self.coverage.revision if rows else 0
-        if msg.cursor >= self.replica.revision:
-            return PullReply(self.replica.revision, False, (), cov, rows)
-        entries = self.replica.changed_since(msg.cursor, limit)
-        docs = tuple(self._record(r, ns, n, e.doc_bytes) for r, ns, n, e in entries)
-        if len(entries) == limit:
-            return PullReply(entries[-1][3].rv, True, docs, cov, rows)
-        return PullReply(self.replica.revision, False, docs, cov, rows)
+        served: list[ScopeCursor] = []
+        refused: list[tuple[str, str]] = []
+        for c in msg.scopes:
+            if not self.policy.holds(c.scope):
+                refused.append((c.scope, "not a member here"))
+            elif puller is not None and not self.policy.may_send(c.scope, puller):
+                refused.append((c.scope, f"{puller} is not a member"))
+            else:
+                served.append(c)
+        revision = self.replica.revision
+        cursors = {c.scope: c.cursor for c in served}
+        docs: dict[str, list[DocRecord]] = {s: [] for s in cursors}
+        cut: int | None = None  # the revision a full page stopped at
+        low = min(cursors.values(), default=revision)
+        if low < revision:
+            n = 0
+            last = low
+            for r, ns, name, e in self.replica.changed_since(low, 1 << 62):
+                scope = self.policy.scope_of(r, ns)
+                cursor = cursors.get(scope)
+                if cursor is None or e.rv <= cursor:
+                    continue
+                if n >= limit:
+                    cut = last
+                    break
+                docs[scope].append(self._record(r, ns, name, e.doc_bytes))
+                n += 1
+                last = e.rv
+        parts = []
+        for c in served:
+            cov = self.coverage.scope(c.scope)
+            rows = cov.since(c.coverage_cursor)
+            cov_rev = cov.revision if rows else 0
+            sent = tuple(docs[c.scope])
+            self.docs_sent[c.scope] += len(sent)
+            if cut is None:
+                parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows))
+            else:
+                parts.append(ScopeReply(c.scope, max(c.cursor, cut), True, sent, cov_rev, rows))
+        return PullReply(tuple(parts), tuple(refused))
 
     async def pull_from(self, peer: Member) -> int:
-        """Pull everything ``peer`` changed since our cursor for it; returns documents merged."""
-        cursor = self.cursors.get(peer.name, 0)
+        """Pull every scope both hold that ``peer`` changed since our cursors; returns
+        documents merged."""
+        self.check_scopes()
+        scopes = self.policy.scopes_for(peer.name)
         merged = 0
         for _ in range(MAX_PAGES):
-            # The partner's row as of before the request: published before it answers.
-            row: CoverageRow | None = self.coverage.row(peer.name)
+            if not scopes:
+                break
+            # The partner's rows as of before the request: published before it answers.
+            rows_before: dict[str, CoverageRow | None] = {
+                s: self.coverage.scope(s).row(peer.name) for s in scopes}
+            request = Pull(self.config.pull_batch, tuple(
+                ScopeCursor(s, self.cursors.get((peer.name, s), 0),
+                            self._coverage_cursors.get((peer.name, s), 0)) for s in scopes))
             try:
-                raw = await self.transport.request(
-                    peer.address,
-                    encode(Pull(cursor, self.config.pull_batch,
-                                self._coverage_cursors.get(peer.name, 0))),
-                    self.config.request_timeout,
-                )
+                raw = await self.transport.request(peer.address, encode(request),
+                                                   self.config.request_timeout)
                 reply = decode(raw)
             except TransportError:
                 return merged
@@ -240,44 +429,71 @@ class AntiEntropy:
             if not isinstance(reply, PullReply):
                 self.garbage += 1
                 return merged
-            if reply.coverage:
-                self.coverage.receive(reply.coverage)
-                self._coverage_cursors[peer.name] = reply.coverage_revision
-                for r in reply.coverage:
-                    if r.owner == peer.name:
-                        row = r
-            if reply.revision < cursor:
-                # The peer's revisions went back (it lost its state): start over.
-                log.info("peer %s went back from revision %d to %d", peer.name, cursor,
-                         reply.revision)
-                cursor = 0
-                self.coverage.reset(peer.name)
-                continue
-            changed = self.merge(reply.docs)
-            merged += len(changed)
-            # Before any await: the coverage claims match exactly what was just merged.
-            covered = self.coverage.advance(peer.name, reply.revision)
-            if not reply.more:
-                # We now hold all the partner held: what it covered, we cover.
-                covered = self.coverage.absorb(row) or covered
-            if reply.revision != cursor:
-                cursor = reply.revision
-                self.cursors[peer.name] = cursor
-                covered = True
+            for scope, reason in reply.refused:
+                log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
+                          peer.name, scope, reason)
+            self.check_scopes()  # merging may have changed the map (a Scope arrived)
+            covered = False
+            again: list[str] = []
+            relay: list[tuple[str, list[DocRecord]]] = []
+            for part in reply.scopes:
+                scope = part.scope
+                if scope not in scopes or not self.policy.holds(scope):
+                    continue
+                cov = self.coverage.scope(scope)
+                row = rows_before.get(scope)
+                if part.coverage:
+                    cov.receive(part.coverage)
+                    self._coverage_cursors[(peer.name, scope)] = part.coverage_revision
+                    for r in part.coverage:
+                        if r.owner == peer.name:
+                            row = r
+                key = (peer.name, scope)
+                cursor = self.cursors.get(key, 0)
+                self._partner_revision[peer.name] = part.revision
+                if part.revision < cursor:
+                    # The peer's revisions went back (it lost its state): start over.
+                    log.info("peer %s went back from revision %d to %d", peer.name, cursor,
+                             part.revision)
+                    self.cursors.pop(key, None)
+                    cov.reset(peer.name)
+                    again.append(scope)
+                    continue
+                result = self.merge(part.docs, scope, peer.name)
+                merged += len(result.changed)
+                if result.changed:
+                    relay.append((scope, result.changed))
+                if result.transient:
+                    # Ask for these again from the same cursor (from a writer, or once the
+                    # maps agree): neither the cursor nor the coverage claim moves.
+                    continue
+                # Before any await: the coverage claims match exactly what was just merged.
+                covered = cov.advance(peer.name, part.revision) or covered
+                if not part.more:
+                    # We now hold all the partner held: what it covered, we cover.
+                    covered = cov.absorb(row) or covered
+                if part.revision != cursor:
+                    self.cursors[key] = part.revision
+                    covered = True
+                if part.more:
+                    again.append(scope)
             if covered:
                 self._persist_cursors()
-            if changed:
-                # News that reached us by pull spreads on by push, as if pushed to us.
-                await self.push(changed, 1, exclude=peer.address)
-            if not reply.more:
-                break
+            for scope, changed in relay:
+                if self.policy.relays(scope):
+                    # News that reached us by pull spreads on by push, as if pushed to us.
+                    await self.push(changed, 1, scope, exclude=peer.address)
+            scopes = again
         return merged
 
     def _persist_cursors(self) -> None:
-        vector = dict(self.coverage.vector)
+        vectors = self.coverage.vectors()
+        stored: dict[str, dict[str, int]] = {}
+        for (peer, scope), cursor in self.cursors.items():
+            stored.setdefault(scope, {})[peer] = cursor
         fut = self.replica.persistence.write(
-            [], {CURSORS_META: orjson.dumps(self.cursors).decode(),
-                 COVERAGE_META: orjson.dumps(vector).decode()},
+            [], {CURSORS_META: orjson.dumps(stored).decode(),
+                 COVERAGE_META: orjson.dumps(vectors).decode()},
             asyncio.get_running_loop(),
         )
 
@@ -285,17 +501,17 @@ class AntiEntropy:
             # A lost cursor write only means pulling some documents again; only a durable
             # vector may be published, or a crash could break a claim others act on.
             if not f.cancelled() and f.exception() is None:
-                self._publish_later(vector)
+                self._publish_later(vectors)
 
         fut.add_done_callback(done)
 
-    def _publish_later(self, durable: dict[str, int]) -> None:
-        """Publish the newest durable vector, at most once per coverage_publish_interval:
-        every publication reaches every peer, so a burst of writes must not become a
-        burst of vectors."""
+    def _publish_later(self, durable: dict[str, dict[str, int]]) -> None:
+        """Publish the newest durable vectors, at most once per coverage_publish_interval:
+        every publication reaches every member of the scope, so a burst of writes must not
+        become a burst of vectors."""
         if self.config.gc_interval <= 0:
             return  # no collection, so nobody needs our coverage
-        self._durable_vector = durable
+        self._durable_vectors = durable
         if self._publish_timer is not None:
             return
         loop = asyncio.get_running_loop()
@@ -304,19 +520,15 @@ class AntiEntropy:
         def publish() -> None:
             self._publish_timer = None
             self._last_publish = loop.time()
-            if self._durable_vector is not None:
-                self.coverage.published(self._durable_vector)
+            if self._durable_vectors is not None:
+                self.coverage.published(self._durable_vectors)
 
         self._publish_timer = loop.call_later(wait, publish)
 
     def partners(self) -> list[Member]:
-        """The stable peers this one pulls from (recomputed when membership changes)."""
-        if self._partners_version != self.membership.version:
-            live = {m.name: m for m in self.membership.live()}
-            names = ring.partners(self.membership.name, live, self.config.pull_partners)
-            self._partners = [live[n] for n in names]
-            self._partners_version = self.membership.version
-        return self._partners
+        """The stable peers this one pulls from (``ReplicationPolicy.pull_partners``)."""
+        self.check_scopes()
+        return self.policy.pull_partners()
 
     async def pull_round(self) -> None:
         partners = self.partners()
@@ -335,13 +547,56 @@ class AntiEntropy:
             elapsed = asyncio.get_running_loop().time() - start
             await asyncio.sleep(max(0.0, self.config.pull_interval - elapsed))
 
+    # -- what an operator sees -------------------------------------------------------
+
+    def scope_status(self) -> dict[str, dict[str, Any]]:
+        """Per scope held: its members (None: every peer), the partners pulled from with
+        the cursor held for each and how far behind it is (the partner's last reported
+        revision minus the cursor), the documents held, and documents sent."""
+        self.check_scopes()
+        m = self.policy.map()
+        partners = [p.name for p in self.policy.pull_partners()]
+        held: Counter[str] = Counter()
+        for key, _ in self.replica.all_entries():
+            held[m.scope_of(key[0], key[1])] += 1
+        out: dict[str, dict[str, Any]] = {}
+        for scope in sorted(m.scopes_of(self.membership.name)):
+            members = m.members(scope)
+            pulled = {}
+            for name in partners:
+                if not m.is_member(scope, name):
+                    continue
+                cursor = self.cursors.get((name, scope), 0)
+                reported = self._partner_revision.get(name)
+                pulled[name] = {"cursor": cursor,
+                                "behind": None if reported is None else max(0, reported - cursor)}
+            out[scope] = {
+                "members": None if members is None else sorted(members),
+                "writer": m.is_writer(scope, self.membership.name),
+                "partners": pulled,
+                "documents": held[scope],
+                "sent": self.docs_sent[scope],
+            }
+        return out
+
     # -- incoming --------------------------------------------------------------------
 
-    async def handle(self, sender: str, msg: Message) -> Message | None:
+    async def handle(self, sender: str, msg: Message, name: str | None = None) -> Message | None:
+        """Serve ``msg`` from the peer at address ``sender``, authenticated as ``name``."""
         if isinstance(msg, Pull):
-            return self.serve_pull(msg)
+            return self.serve_pull(msg, name if name is not None else sender)
         if isinstance(msg, Push):
-            changed = self.merge(msg.docs)
-            if changed and msg.hops + 1 <= self.config.push_max_hops:
-                await self.push(changed, msg.hops + 1, exclude=sender)
+            result = self.merge(msg.docs, msg.scope, name if name is not None else sender)
+            if result.refused:
+                with contextlib.suppress(TransportError):
+                    await self.transport.send(
+                        sender, encode(Refused(tuple(result.refused[:MAX_REASONS]))))
+            if (result.changed and msg.hops + 1 <= self.config.push_max_hops
+                    and self.policy.relays(msg.scope)):
+                await self.push(result.changed, msg.hops + 1, msg.scope, exclude=sender)
+        elif isinstance(msg, Refused):
+            self.refusals_received += 1
+            for reason in msg.reasons:
+                self._deny_log("%s: %s refused a pushed document: %s", self.membership.name,
+                               name or sender, reason)
         return None

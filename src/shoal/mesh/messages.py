@@ -14,19 +14,22 @@ tag    message     fields
 4      Gossip      updates
 5      Join        the joiner's own alive update
 6      State       every member this node knows (a push-pull exchange)
-7      Push        hops, documents
-8      Pull        cursor (the responder's revision already held), limit[, coverage cursor]
-9      PullReply   revision reached, whether more follows, documents[, coverage revision,
-                   coverage rows]
+7      Push        hops, documents[, scope]: the documents of one scope
+8      Pull        limit, [[scope, cursor, coverage cursor], ...]: per scope, the
+                   responder's revision and coverage revision already held
+9      PullReply   [[scope, revision reached, more follows, documents[, coverage
+                   revision, coverage rows]], ...][, [[scope, reason], ...] refused]
 10     Digest      a hash of every member's (name, incarnation, state): a push-pull
                    that costs a few bytes when both sides already agree
+11     Refused     [reason, ...]: why documents pushed to the receiver were dropped
 =====  ==========  ==========================================================
 
 An update is ``[state, name, address, incarnation, source[, tags]]``; a document is
 ``[resource, namespace, name, node]`` with the node of ``shoal.crdt.document``.
 A coverage row is ``[owner, version, {peer: revision, ...}]``: the owner's version
-vector (``shoal.mesh.tombstones``); the optional trailing fields are omitted when
-empty, so an idle pull stays a few bytes.
+vector in the scope of the reply part that carries it (``shoal.mesh.tombstones``);
+the optional trailing fields are omitted when empty, and the cluster scope is ``""``,
+so an idle pull stays a few bytes.
 """
 
 from __future__ import annotations
@@ -134,6 +137,8 @@ class StateSync:
 class Push:
     hops: int
     docs: tuple[DocRecord, ...]
+    scope: str = ""
+    """The scope every one of ``docs`` is in, as the sender's scope map places them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,21 +155,48 @@ class CoverageRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Pull:
+class ScopeCursor:
+    """What a puller holds of one scope from the responder."""
+
+    scope: str
     cursor: int
-    limit: int
+    """The responder's revision up to which this scope's documents are merged."""
     coverage_cursor: int = 0
-    """The responder's coverage revision this puller already holds rows up to."""
+    """The responder's coverage revision in this scope whose rows the puller holds."""
 
 
 @dataclass(frozen=True, slots=True)
-class PullReply:
+class Pull:
+    limit: int
+    scopes: tuple[ScopeCursor, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeReply:
+    scope: str
     revision: int
     more: bool
     docs: tuple[DocRecord, ...]
     coverage_revision: int = 0
     coverage: tuple[CoverageRow, ...] = ()
-    """The rows the responder learnt after the puller's coverage cursor."""
+    """The rows of this scope the responder learnt after the puller's coverage cursor."""
+
+
+@dataclass(frozen=True, slots=True)
+class PullReply:
+    scopes: tuple[ScopeReply, ...]
+    refused: tuple[tuple[str, str], ...] = ()
+    """(scope, reason) for each scope asked for that the responder will not serve."""
+
+    def part(self, scope: str) -> ScopeReply | None:
+        return next((p for p in self.scopes if p.scope == scope), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Sent back to the sender of a Push: why some of its documents were dropped."""
+
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +204,8 @@ class Digest:
     digest: str
 
 
-Message = Digest | Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
+Message = (Digest | Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
+           | Refused)
 
 
 def _updates(us: tuple[Update, ...]) -> list[Any]:
@@ -202,17 +235,26 @@ def encode(msg: Message) -> bytes:
             body = [6, _updates(msg.members)]
         case Push():
             body = [7, msg.hops, _docs(msg.docs)]
+            if msg.scope:
+                body.append(msg.scope)
         case Pull():
-            body = [8, msg.cursor, msg.limit]
-            if msg.coverage_cursor:
-                body.append(msg.coverage_cursor)
+            body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor] for c in msg.scopes]]
         case PullReply():
-            body = [9, msg.revision, 1 if msg.more else 0, _docs(msg.docs)]
-            if msg.coverage_revision or msg.coverage:
-                body += [msg.coverage_revision, [r.encode() for r in msg.coverage]]
+            body = [9, [_scope_reply(p) for p in msg.scopes]]
+            if msg.refused:
+                body.append([list(r) for r in msg.refused])
         case Digest():
             body = [10, msg.digest]
+        case Refused():
+            body = [11, list(msg.reasons)]
     return orjson.dumps(body)
+
+
+def _scope_reply(p: ScopeReply) -> list[Any]:
+    out: list[Any] = [p.scope, p.revision, 1 if p.more else 0, _docs(p.docs)]
+    if p.coverage_revision or p.coverage:
+        out += [p.coverage_revision, [r.encode() for r in p.coverage]]
+    return out
 
 
 # -- decoding -----------------------------------------------------------------
@@ -313,6 +355,15 @@ def _doc_list(v: Any) -> tuple[DocRecord, ...]:
     return tuple(out)
 
 
+def _scope_reply_of(v: Any) -> ScopeReply:
+    f = _list(v)
+    if len(f) == 6:
+        return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
+                          _int(f[4]), _coverage_rows(f[5]))
+    _list(f, 4)
+    return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]))
+
+
 def decode(data: bytes) -> Message:
     """Parse a payload; raises MessageError for anything that is not a valid message."""
     try:
@@ -346,22 +397,31 @@ def decode(data: bytes) -> Message:
                 _list(body, 2)
                 return StateSync(_update_list(body[1]))
             case 7:
+                if len(body) == 4:
+                    return Push(_int(body[1]), _doc_list(body[2]), _str(body[3]))
                 _list(body, 3)
                 return Push(_int(body[1]), _doc_list(body[2]))
             case 8:
-                if len(body) == 4:
-                    return Pull(_int(body[1]), _int(body[2]), _int(body[3]))
                 _list(body, 3)
-                return Pull(_int(body[1]), _int(body[2]))
+                cursors = []
+                for c in _list(body[2]):
+                    f = _list(c, 3)
+                    cursors.append(ScopeCursor(_str(f[0]), _int(f[1]), _int(f[2])))
+                return Pull(_int(body[1]), tuple(cursors))
             case 9:
-                if len(body) == 6:
-                    return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]),
-                                     _int(body[4]), _coverage_rows(body[5]))
-                _list(body, 4)
-                return PullReply(_int(body[1]), bool(_int(body[2])), _doc_list(body[3]))
+                refused: tuple[tuple[str, str], ...] = ()
+                if len(body) == 3:
+                    refused = tuple((_str(r[0]), _str(r[1])) for r in
+                                    (_list(x, 2) for x in _list(body[2])))
+                else:
+                    _list(body, 2)
+                return PullReply(tuple(_scope_reply_of(p) for p in _list(body[1])), refused)
             case 10:
                 _list(body, 2)
                 return Digest(_str(body[1]))
+            case 11:
+                _list(body, 2)
+                return Refused(tuple(_str(r) for r in _list(body[1])))
     except MessageError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as e:  # belt and braces

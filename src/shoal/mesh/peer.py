@@ -24,11 +24,12 @@ from shoal.mesh.messages import (
     PingReq,
     Pull,
     Push,
+    Refused,
     StateSync,
     decode,
     encode,
 )
-from shoal.mesh.transport import Transport
+from shoal.mesh.transport import Transport, sender_name
 from shoal.store.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,17 @@ class MeshPeer:
         """Whether Service traffic may still go to ``name`` (``Membership.routable``)."""
         return self.membership.routable(name)
 
+    def _sender_name(self, address: str) -> str:
+        """Who sent the message being handled: the name the transport authenticated, or,
+        for a transport that authenticates nobody, the member at that address."""
+        name = sender_name()
+        if name is not None:
+            return name
+        for m in self.membership.members.values():
+            if m.address == address:
+                return m.name
+        return address
+
     async def _handle(self, sender: str, payload: bytes) -> bytes | None:
         if not self.running:
             return None
@@ -110,8 +122,8 @@ class MeshPeer:
         match msg:
             case Ping() | PingReq() | Gossip() | Join() | StateSync() | Digest():
                 reply = await self.membership.handle(msg, sender)
-            case Push() | Pull():
-                reply = await self.anti_entropy.handle(sender, msg)
+            case Push() | Pull() | Refused():
+                reply = await self.anti_entropy.handle(sender, msg, self._sender_name(sender))
             case _:
                 reply = None  # an answer that arrived as a one-way message
         return None if reply is None else encode(reply)

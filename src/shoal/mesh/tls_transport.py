@@ -35,7 +35,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from shoal.mesh.transport import Handler, TransportError
+from shoal.mesh.transport import Handler, TransportError, serving
 
 log = logging.getLogger("shoal.mesh.tls")
 
@@ -686,6 +686,7 @@ class TlsTransport:
     async def _dispatch(self, conn: _Conn, ftype: FrameType, channel: Channel, rid: int,
                         payload: bytes) -> None:
         _current_peer.set(conn.peer)
+        serving(conn.peer.name)
         try:
             if channel == Channel.CONTROL:
                 if self._control is None:

@@ -1,5 +1,10 @@
 """Tombstone garbage collection: drop a deletion once every member is known to hold it.
 
+Everything below is kept per scope (``shoal.authz.scopes``): a peer's coverage of
+another is per (peer, scope), rows are published and gossiped per scope, only to the
+scope's members, and a tombstone of a scope is collected once every member of *that
+scope* covers it. Fences belong to the scope of their namespace.
+
 *Coverage.* A peer's *coverage vector* says, for each other peer P, the highest
 revision r of P such that this peer has merged everything P held at r. It grows
 directly (the pull cursor for P: a pull merges every document P changed up to
@@ -42,6 +47,7 @@ from shoal.crdt.hlc import HybridLogicalClock, stamp_to_seconds
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Membership
 from shoal.mesh.messages import CoverageRow, State
+from shoal.mesh.replication_policy import ReplicationPolicy
 from shoal.store.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -58,18 +64,14 @@ class _Held:
 
 
 class Coverage:
-    """This peer's coverage vector and the rows it knows of every peer's."""
+    """This peer's coverage vector in one scope and the rows it knows of the scope's
+    members."""
 
-    def __init__(self, me: str, replica: Replica, hlc: HybridLogicalClock) -> None:
+    def __init__(self, me: str, hlc: HybridLogicalClock,
+                 vector: dict[str, int] | None = None) -> None:
         self.me = me
         self.hlc = hlc
-        self.vector: dict[str, int] = {}
-        stored = replica.persistence.get_meta(COVERAGE_META)
-        if stored:
-            try:
-                self.vector = {str(k): int(v) for k, v in orjson.loads(stored).items()}
-            except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
-                log.warning("ignoring an unreadable coverage vector")
+        self.vector: dict[str, int] = dict(vector or {})
         self.revision = 0
         self.rows: dict[str, _Held] = {}
         self.published(dict(self.vector))
@@ -133,30 +135,96 @@ class Coverage:
         return _NO_MEMBERS if low is None else low
 
 
+class CoverageBook:
+    """Per scope: this peer's coverage vector and the rows of the scope's members."""
+
+    def __init__(self, me: str, replica: Replica, hlc: HybridLogicalClock) -> None:
+        self.me = me
+        self.hlc = hlc
+        self.scopes: dict[str, Coverage] = {}
+        stored = replica.persistence.get_meta(COVERAGE_META)
+        if stored:
+            try:
+                for scope, vector in _vectors(orjson.loads(stored)).items():
+                    self.scopes[scope] = Coverage(me, hlc, vector)
+            except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
+                log.warning("ignoring an unreadable coverage vector")
+
+    def scope(self, scope: str) -> Coverage:
+        cov = self.scopes.get(scope)
+        if cov is None:
+            cov = self.scopes[scope] = Coverage(self.me, self.hlc)
+        return cov
+
+    def vectors(self) -> dict[str, dict[str, int]]:
+        """A snapshot of every scope's vector (what is persisted, then published)."""
+        return {s: dict(c.vector) for s, c in self.scopes.items() if c.vector}
+
+    def published(self, durable: dict[str, dict[str, int]]) -> None:
+        for scope, vector in durable.items():
+            if scope in self.scopes:
+                self.scopes[scope].published(vector)
+
+    def drop(self, scope: str) -> None:
+        """Forget everything about ``scope`` (this peer no longer holds it, or holds more
+        of it than its vector was about)."""
+        self.scopes.pop(scope, None)
+
+    @property
+    def vector(self) -> dict[str, int]:
+        """The cluster scope's vector (what there was before scopes)."""
+        return self.scope("").vector
+
+
+def _vectors(stored: object) -> dict[str, dict[str, int]]:
+    """{scope: {peer: revision}}; a vector persisted before scopes ({peer: revision}) is the
+    cluster scope's."""
+    if not isinstance(stored, dict):
+        raise ValueError("not a coverage map")
+    if all(isinstance(v, int) for v in stored.values()):
+        return {"": {str(k): int(v) for k, v in stored.items()}}
+    return {str(s): {str(k): int(v) for k, v in vec.items()} for s, vec in stored.items()}
+
+
 class TombstoneCollector:
     """Every ``gc_interval``: collect covered tombstones, expire old fences."""
 
-    def __init__(self, replica: Replica, coverage: Coverage, membership: Membership,
-                 config: MeshConfig) -> None:
+    def __init__(self, replica: Replica, coverage: CoverageBook, membership: Membership,
+                 config: MeshConfig, policy: ReplicationPolicy) -> None:
         self.replica = replica
         self.coverage = coverage
         self.membership = membership
         self.config = config
+        self.policy = policy
         self.collected = 0
         self.fences_expired = 0
 
-    def required(self) -> list[str]:
-        """The members whose coverage a collection waits for: all but us and the departed."""
+    def required(self, scope: str = "") -> list[str]:
+        """The members whose coverage a collection in ``scope`` waits for: every member of
+        the scope but us and the departed."""
         return [m.name for m in self.membership.members.values()
-                if m.name != self.membership.name and m.state != State.LEFT]
+                if m.name != self.membership.name and m.state != State.LEFT
+                and self.policy.may_send(scope, m.name)]
+
+    def floor(self, scope: str) -> int:
+        """The revision of ours that every member of ``scope`` covers in it."""
+        return self.coverage.scope(scope).floor(self.required(scope))
 
     def collect_round(self) -> int:
         """Collect what is covered and old enough; returns how many tombstones went."""
         now = self.replica.wall.now()
-        floor = self.coverage.floor(self.required())
+        floors: dict[str, int] = {}
         oldest = now - self.config.gc_min_age
-        due = [key for key, e in self.replica.tombstones()
-               if e.rv <= floor and stamp_to_seconds(e.document().stamp[0]) <= oldest]
+        due = []
+        for key, e in self.replica.tombstones():
+            scope = self.policy.scope_of(key[0], key[1])
+            if not self.policy.holds(scope):
+                continue  # being dropped with the rest of the scope
+            floor = floors.get(scope)
+            if floor is None:
+                floor = floors[scope] = self.floor(scope)
+            if e.rv <= floor and stamp_to_seconds(e.document().stamp[0]) <= oldest:
+                due.append(key)
         n = self.replica.collect(due, now)
         self.collected += n
         self.fences_expired += self.replica.expire_fences(now - self.config.fence_ttl)

@@ -7,12 +7,30 @@ fire-and-forget. Addresses are ``host:port`` strings.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 Handler = Callable[[str, bytes], Awaitable[bytes | None]]
 """Called with (the sender's address, the payload). Its return value answers a request;
-for a one-way ``send`` it is ignored."""
+for a one-way ``send`` it is ignored. :func:`sender_name` gives the sender's name as the
+transport authenticated it."""
+
+_sender: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "shoal_mesh_sender", default=None
+)
+
+
+def sender_name() -> str | None:
+    """The authenticated name of the peer whose message is being handled (inside a
+    ``Handler``): the certificate's CN over TLS, the sending node in the simulator. None
+    where the transport authenticates nobody."""
+    return _sender.get()
+
+
+def serving(name: str | None) -> None:
+    """Called by a transport in the task that runs the handler, before it runs it."""
+    _sender.set(name)
 
 
 class TransportError(Exception):

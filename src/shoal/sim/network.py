@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shoal.mesh.transport import Handler, TransportError
+from shoal.mesh.transport import Handler, TransportError, serving
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,11 @@ class SimNetwork:
 
     # -- nodes and faults ----------------------------------------------------------
 
-    def transport(self, address: str) -> SimTransport:
-        """Attach a node (again, after a restart) and return its transport."""
-        t = SimTransport(self, address)
+    def transport(self, address: str, name: str | None = None) -> SimTransport:
+        """Attach a node (again, after a restart) and return its transport. Its handler
+        is told ``name`` (default: the address's host part) as the sender's identity, as
+        a certificate's CN would."""
+        t = SimTransport(self, address, name or address.rsplit(":", 1)[0])
         self._nodes[address] = t
         return t
 
@@ -138,15 +140,18 @@ class SimNetwork:
             if not reply.done():
                 reply.set_result(payload)
             return
-        asyncio.get_running_loop().create_task(node.serve(src, payload, reply))
+        sender = self._nodes.get(src)
+        name = sender.name if sender is not None else src.rsplit(":", 1)[0]
+        asyncio.get_running_loop().create_task(node.serve(src, payload, reply, name))
 
 
 class SimTransport:
     """One node's end of the simulated network; implements ``shoal.mesh.transport.Transport``."""
 
-    def __init__(self, network: SimNetwork, address: str) -> None:
+    def __init__(self, network: SimNetwork, address: str, name: str = "") -> None:
         self._net = network
         self._address = address
+        self.name = name or address.rsplit(":", 1)[0]
         self._handler: Handler | None = None
         self.closed = False
 
@@ -177,9 +182,11 @@ class SimTransport:
         self.closed = True
         self._net.detach(self)
 
-    async def serve(self, src: str, payload: bytes, reply: asyncio.Future[bytes] | None) -> None:
+    async def serve(self, src: str, payload: bytes, reply: asyncio.Future[bytes] | None,
+                    sender: str | None = None) -> None:
         if self._handler is None:
             return
+        serving(sender or src.rsplit(":", 1)[0])  # this task's context only
         try:
             answer = await self._handler(src, payload)
         except Exception:

@@ -91,7 +91,8 @@ class FenceRow:
     drop: bool = False
 
 
-Batch = tuple[list[Row], dict[str, str], list[FenceRow]]
+Batch = tuple[list[Row], dict[str, str], list[FenceRow], bool]
+"""Rows, meta, fences, and whether to rewrite the file after the commit (scrub)."""
 
 SEALED_META = "secrets-at-rest"
 """Set once every Secret row is encrypted and the file rewritten without the plaintext."""
@@ -120,6 +121,7 @@ class Persistence:
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.rows_written = 0
+        self.scrubs = 0
 
     def load(self) -> Iterator[Row]:
         cur = self._db.execute("SELECT resource, namespace, name, rv, doc, value FROM objects")
@@ -196,18 +198,23 @@ class Persistence:
 
     def write(
         self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop,
-        fences: list[FenceRow] | None = None,
+        fences: list[FenceRow] | None = None, scrub: bool = False,
     ) -> asyncio.Future[None]:
-        """Queue rows for the next commit; the future resolves once they are durable."""
+        """Queue rows for the next commit; the future resolves once they are durable.
+
+        With ``scrub``, the file is rewritten after the commit (VACUUM, then the WAL
+        truncated), so that the dropped rows' names and values are in no page, free or
+        not: for objects this peer may no longer hold."""
         fut: asyncio.Future[None] = loop.create_future()
-        self._queue.put(((rows, meta, fences or []), fut, loop))
+        self._queue.put(((rows, meta, fences or [], scrub), fut, loop))
         return fut
 
     def write_sync(
-        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None
+        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None,
+        scrub: bool = False,
     ) -> None:
         """Commit now from the calling thread (start-up and tests)."""
-        self._commit([((rows, meta, fences or []), None, None)])
+        self._commit([((rows, meta, fences or [], scrub), None, None)])
 
     def _run(self) -> None:
         while True:
@@ -235,7 +242,9 @@ class Persistence:
             self._db.execute("BEGIN")
             meta: dict[str, str] = {}
             n = 0
-            for (rows, m, fences), _, _ in batch:
+            scrub = False
+            for (rows, m, fences, scrub_this), _, _ in batch:
+                scrub = scrub or scrub_this
                 n += len(rows)
                 if not any(r.drop for r in rows):
                     self._db.executemany(
@@ -278,6 +287,11 @@ class Persistence:
             self._db.execute("COMMIT")
             self.commits += 1
             self.rows_written += n
+            if scrub:
+                # As for sealing Secrets: no free page, and no WAL frame, keeps a dropped row.
+                self._db.execute("VACUUM")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.scrubs += 1
         except BaseException as e:  # report to every waiter; the loop decides what to do
             log.exception("sqlite commit failed")
             error = e
@@ -327,7 +341,7 @@ class MemoryPersistence:
 
     def write(
         self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop,
-        fences: list[FenceRow] | None = None,
+        fences: list[FenceRow] | None = None, scrub: bool = False,
     ) -> asyncio.Future[None]:
         self.write_sync(rows, meta, fences)
         fut: asyncio.Future[None] = loop.create_future()
@@ -335,7 +349,8 @@ class MemoryPersistence:
         return fut
 
     def write_sync(
-        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None
+        self, rows: list[Row], meta: dict[str, str], fences: list[FenceRow] | None = None,
+        scrub: bool = False,
     ) -> None:
         for r in rows:
             key = (r.resource, r.namespace, r.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -281,6 +282,9 @@ class Replica:
         fut.add_done_callback(lambda f: self._durable(rv, change, f))
         return new_value, fut
 
+    def _durable_after(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
+        self._durable(rv, change, fut)
+
     def _durable(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             # The write is not durable: nobody was told it succeeded, so it is not published.
@@ -346,6 +350,48 @@ class Replica:
         if rows:
             self._write_quietly(rows, fences)
         return len(rows)
+
+    def forget(self, keys: Iterable[FullKey]) -> int:
+        """Drop these objects (and their fences) from memory and disk as if never held:
+        this peer left the scope they are in. Not a deletion: no tombstone is made and
+        nothing replicates, but each live object takes a revision so that watchers here
+        see it DELETED, and the file is rewritten so that no page keeps it. Returns how
+        many objects went."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        rows: builtins.list[Row] = []
+        fences: builtins.list[FenceRow] = []
+        changes: builtins.list[tuple[int, Change | None]] = []
+        for key in keys:
+            resource, ns, name = key
+            fence = self.fences.pop(key, None)
+            if fence is not None:
+                fences.append(_dropped(fence))
+            e = self._objects.get(resource, {}).pop((ns, name), None)
+            if e is None:
+                continue
+            self.revision += 1
+            rv = self.revision
+            self._resource_rv[resource] = rv
+            rows.append(Row(resource, ns, name, rv, b"", None, drop=True))
+            change = None
+            if e.value is not None:
+                change = Change("DELETED", resource, ns, name, rv, _with_rv(e.value, rv), e.value)
+            changes.append((rv, change))
+        if not rows and not fences:
+            return 0
+        fut = self.persistence.write(rows, {"revision": str(self.revision)}, loop, fences,
+                                     scrub=True)
+        for rv, change in changes:
+            fut.add_done_callback(functools.partial(self._durable_after, rv, change))
+        if not changes:
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return len(rows)
+
+    def all_entries(self) -> Iterable[tuple[FullKey, Entry]]:
+        """Every object held, tombstones included."""
+        return [((resource, ns, name), e) for resource, objs in self._objects.items()
+                for (ns, name), e in objs.items()]
 
     def expire_fences(self, before: float) -> int:
         """Forget fences collected before ``before`` (wall seconds); returns how many."""

@@ -1,0 +1,322 @@
+"""The replication policy: what this peer may send to whom, what it accepts, whom it pulls.
+
+One place decides, from this peer's own replica (its ``ScopeMap``) and its membership
+(with the members' role and site tags), so push, pull, relay and coverage all follow
+the same rules:
+
+- an object is in one scope (``shoal.authz.scopes``); a peer holds the cluster scope
+  and every scope it is a member of, and is sent a scope's documents only if it is a
+  member as the sender's map says;
+- a document is merged only if the sender placed it in the scope the receiver places
+  it in, the receiver holds that scope, the sender is a member of it, and every
+  register the merge would change passes the *writer rule* (:meth:`accept`);
+- pushes go to live members of the scope that the topology lets this peer sync with,
+  pulls to stable partners among those, with at least one member (a writer, if one is
+  live) of every scope this peer holds.
+
+*How a relayed write proves its writer.* A register's writer id is not signed, so it
+proves nothing by itself. The rule is that only writers of a scope relay: a change
+sent by a peer that is not a writer is accepted only if that peer wrote it itself, and
+only where the Node authorizer would let that node write (its Node, its Lease, the
+status of its pods, Events). A non-writer therefore cannot forge a change in another
+peer's name; writers are trusted to relay what they accepted. A change that a
+non-writer relays is refused *for now* (``Refusal.transient``): the receiver gets it
+from a writer, and a pull cursor stops before it so that it is asked again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
+from shoal.crdt.document import Document, Node
+from shoal.mesh import ring, topology
+from shoal.mesh.messages import State
+
+log = logging.getLogger(__name__)
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+LEASES = "leases.coordination.k8s.io"
+EVENTS = frozenset({"events", "events.events.k8s.io"})
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+class Peer(Protocol):
+    """A member as the policy sees it (``shoal.mesh.membership.Member``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> State: ...
+
+
+class MemberSource(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def live(self) -> Sequence[Any]: ...
+
+    @property
+    def members(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str
+    transient: bool
+    """The maps disagree, or the change came through a peer that may not relay it: it may
+    be accepted later or from someone else, so a pull asks for it again."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Tagged:
+    name: str
+    tags: Mapping[str, str]
+
+
+def tags_of(member: Any) -> Mapping[str, str]:
+    tags = getattr(member, "tags", None)
+    return tags if isinstance(tags, Mapping) else _NO_TAGS
+
+
+def _tagged(member: Any) -> _Tagged:
+    return _Tagged(member.name, tags_of(member))
+
+
+M = TypeVar("M")
+
+
+class DenialLog:
+    """Refusals logged at warning, at most ``burst`` per ``window`` seconds (the API's
+    denial log does the same): a hostile peer retrying cannot flood the log."""
+
+    def __init__(self, burst: int = 20, window: float = 10.0) -> None:
+        self.burst = burst
+        self.window = window
+        self.window_start = float("-inf")
+        self.logged = 0
+        self.suppressed = 0
+
+    def __call__(self, fmt: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= self.window:
+            if self.suppressed:
+                log.warning("%d more refused documents in the last %.0fs were not logged",
+                            self.suppressed, now - self.window_start)
+            self.window_start, self.logged, self.suppressed = now, 0, 0
+        if self.logged >= self.burst:
+            self.suppressed += 1
+            return
+        self.logged += 1
+        log.warning(fmt, *args)
+
+
+def changed_registers(local: Node | None, remote: Node,
+                      path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(path, writer) of every register that merging ``remote`` into ``local`` would
+    change (every register of ``remote`` where ``local`` has none)."""
+    if local is None or (remote[0], remote[1]) > (local[0], local[1]):
+        yield path, remote[1]
+    children = remote[3]
+    if children:
+        local_children = (local[3] or {}) if local is not None else {}
+        for k, child in children.items():
+            yield from changed_registers(local_children.get(k), child, (*path, k))
+
+
+def node_may_write(node: str, resource: str, namespace: str, name: str,
+                   path: tuple[str, ...], bound_to: str | None, deleting: bool) -> bool:
+    """Whether the Node authorizer (with NodeRestriction) would let ``node`` make this
+    change: its own Node and Lease, Events, and the status of pods bound to it (or their
+    deletion)."""
+    if resource == "nodes":
+        return name == node
+    if resource == LEASES:
+        return namespace == NODE_LEASE_NAMESPACE and name == node
+    if resource in EVENTS:
+        return True
+    if resource == "pods" and bound_to == node:
+        return (len(path) > 0 and path[0] == "status") or (path == () and deleting)
+    return False
+
+
+def _bound_node(value: Mapping[str, Any] | None) -> str | None:
+    spec = (value or {}).get("spec")
+    node = spec.get("nodeName") if isinstance(spec, Mapping) else None
+    return node if isinstance(node, str) else None
+
+
+class ReplicationPolicy:
+    def __init__(self, me: str, index: ScopeIndex, membership: MemberSource,
+                 pull_partners: int) -> None:
+        self.me = me
+        self.index = index
+        self.membership = membership
+        self.pull_partner_count = pull_partners
+        self._partners: list[Any] = []
+        self._partners_key: tuple[int, int] = (-1, -1)
+        self._map_serial = 0
+        self._last_map: ScopeMap | None = None
+        self._sync: list[Any] = []
+        self._sync_version = -1
+        self._targets: dict[str, list[Any]] = {}
+        self._targets_key: tuple[int, int] = (-1, -1)
+
+    # -- scopes --------------------------------------------------------------------
+
+    def map(self) -> ScopeMap:
+        m = self.index.current()
+        if m is not self._last_map:
+            self._last_map = m
+            self._map_serial += 1
+        return m
+
+    def scope_of(self, resource: str, namespace: str) -> str:
+        return self.map().scope_of(resource, namespace)
+
+    def held(self) -> frozenset[str]:
+        """The scopes this peer holds, the cluster scope included."""
+        return self.map().scopes_of(self.me)
+
+    def holds(self, scope: str) -> bool:
+        return self.map().is_member(scope, self.me)
+
+    def may_send(self, scope: str, peer: str) -> bool:
+        """Whether ``peer`` may be sent documents of ``scope`` (it is a member, by my map)."""
+        return self.map().is_member(scope, peer)
+
+    def is_writer(self, scope: str, peer: str) -> bool:
+        return self.map().is_writer(scope, peer)
+
+    def relays(self, scope: str) -> bool:
+        """Whether this peer forwards what it merged of ``scope``: only writers relay."""
+        return self.map().is_writer(scope, self.me)
+
+    def scopes_for(self, partner: str) -> list[str]:
+        """The scopes to ask ``partner`` for: those I hold that it is a member of, and,
+        unless I am a writer of the scope, is a writer of (a non-writer relays nothing I
+        could accept but its own changes, which writers relay to me)."""
+        m = self.map()
+        return sorted(s for s in m.scopes_of(self.me) if m.is_member(s, partner)
+                      and (m.is_writer(s, partner) or m.is_writer(s, self.me)))
+
+    # -- accepting -------------------------------------------------------------------
+
+    def accept(self, resource: str, namespace: str, name: str, remote: Document,
+               held: Callable[[], tuple[Document | None, Mapping[str, Any] | None]],
+               scope_tag: str, sender: str) -> Refusal | None:
+        """None to merge ``remote`` (sent by ``sender``, placed in ``scope_tag`` by it), or
+        why not. ``held`` gives this replica's document and value of the object (asked
+        only when the writer rule needs them)."""
+        m = self.map()
+        scope = m.scope_of(resource, namespace)
+        if scope != scope_tag:
+            return Refusal(f"in scope {scope!r} here, not {scope_tag!r}", True)
+        if not m.is_member(scope, self.me):
+            return Refusal(f"this peer is not a member of scope {scope!r}", True)
+        if not m.is_member(scope, sender):
+            return Refusal(f"{sender} is not a member of scope {scope!r}", True)
+        sender_writes = m.is_writer(scope, sender)
+        if sender_writes and scope == CLUSTER:
+            return None  # every peer writes the cluster scope
+        local, local_value = held()
+        registers = list(changed_registers(local.root if local is not None else None,
+                                           remote.root))
+        if remote.cleared > (local.cleared if local is not None else 0):
+            # Raising the cleared stamp hides fields: the root's writer answers for it.
+            registers.append(((), remote.root[1]))
+        bound: str | bool | None = False
+        for path, writer in registers:
+            if m.is_writer(scope, writer):
+                if not sender_writes:
+                    return Refusal(f"{sender} relayed a change by {writer} and is not a "
+                                   f"writer of scope {scope!r}", True)
+                continue
+            if bound is False:
+                bound = _bound_node(local_value) or _bound_node(remote.value())
+            deleting = path == () and remote.deleted
+            if not node_may_write(writer, resource, namespace, name, path,
+                                  bound if isinstance(bound, str) else None, deleting):
+                where = "/".join(path) or "the object"
+                return Refusal(f"{writer} is not a writer of scope {scope!r} and may not "
+                               f"write {where}", False)
+            if sender != writer and not sender_writes:
+                return Refusal(f"{sender} relayed a change by {writer} and is not a "
+                               f"writer of scope {scope!r}", True)
+        return None
+
+    # -- whom to talk to -------------------------------------------------------------
+
+    def _me(self) -> _Tagged:
+        me = self.membership.members.get(self.me)
+        return _Tagged(self.me, tags_of(me) if me is not None else _NO_TAGS)
+
+    def sync_peers(self) -> list[Any]:
+        """The live peers this one exchanges state with directly (``topology``); a cached
+        list, recomputed when membership changes."""
+        if self._sync_version != self.membership.version:
+            live = list(self.membership.live())
+            by_name = {m.name: m for m in live}
+            self._sync = [by_name[t.name]
+                          for t in topology.sync_peers(self._me(), map(_tagged, live))]
+            self._sync_version = self.membership.version
+        return self._sync
+
+    def push_targets(self, scope: str) -> list[Any]:
+        """Live members of ``scope`` to push its documents to: those the topology lets me
+        sync with, or, when none is live, any live member (a scope must not stall because
+        its members sync through a super-peer that is not one of them). Cached."""
+        m = self.map()
+        if scope == CLUSTER:
+            return self.sync_peers()
+        key = (self.membership.version, self._map_serial)
+        if key != self._targets_key:
+            self._targets, self._targets_key = {}, key
+        targets = self._targets.get(scope)
+        if targets is None:
+            targets = [p for p in self.sync_peers() if m.is_member(scope, p.name)]
+            if not targets:
+                targets = [p for p in self.membership.live() if m.is_member(scope, p.name)]
+            self._targets[scope] = targets
+        return targets
+
+    def pull_partners(self) -> list[Any]:
+        """Stable partners: the ring's among the peers I sync with, plus, for every scope I
+        hold that none of them is a member (or writer) of, one live member of it."""
+        m = self.map()
+        key = (self.membership.version, self._map_serial)
+        if key == self._partners_key:
+            return self._partners
+        peers = {p.name: p for p in self.sync_peers()}
+        names = ring.partners(self.me, peers, self.pull_partner_count)
+        chosen = [peers[n] for n in names]
+        live = {p.name: p for p in self.membership.live()}
+        for scope in sorted(m.scopes_of(self.me) - {CLUSTER}):
+            writers = m.writers(scope) or frozenset()
+            if any(p.name in writers for p in chosen):
+                continue
+            members = m.members(scope) or frozenset()
+            for pool in (writers, members):
+                candidates = [n for n in pool if n in peers] or [n for n in pool if n in live]
+                pick = ring.partners(self.me, candidates, 1)
+                if pick:
+                    if pick[0] not in names:
+                        names.append(pick[0])
+                        chosen.append(live[pick[0]])
+                    break
+        self._partners, self._partners_key = chosen, key
+        return chosen
+
+    def required_for(self, scope: str, members: Iterable[M]) -> list[M]:
+        """Of ``members``, those whose coverage a collection in ``scope`` waits for."""
+        m = self.map()
+        return [x for x in members if m.is_member(scope, getattr(x, "name", ""))]
