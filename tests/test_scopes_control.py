@@ -199,3 +199,30 @@ async def test_a_namespace_of_a_scope_is_emptied_and_finalized_only_by_its_write
             assert (s.find(NS, None, "team-a") is None) == emptied
         finally:
             s.replica.close()
+
+
+async def test_a_daemon_set_in_a_scope_runs_on_its_members_and_leaves_a_node_that_leaves() -> None:
+    from shoal.control.daemonset import DaemonSetController, target_node
+
+    ds_kind = REG.by_kind("apps/v1", "DaemonSet")
+    s = await _store("n1")
+    try:
+        assert ds_kind is not None and POD is not None and SCOPE is not None
+        await s.create(ds_kind, {"metadata": {"name": "agent"}, "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "template": {"metadata": {"labels": {"app": "agent"}},
+                         "spec": {"containers": [{"name": "c", "image": "x"}]}}}}, "team-a")
+        controller = DaemonSetController(s, FixedView("n1", ["n1"]))
+
+        def targets() -> set[str]:
+            return {target_node(p) or "" for p in s.list(POD, "team-a")}
+
+        await controller.sync()
+        assert targets() == {"n1", "n2", "n3"}
+        smaller = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
+        smaller["spec"]["members"] = ["n1", "n2"]
+        await s.update(SCOPE, smaller, None, "tenant-a")
+        await controller.sync()
+        assert targets() == {"n1", "n2"}
+    finally:
+        s.replica.close()

@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from shoal.authz.scopes import CLUSTER
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
@@ -190,11 +191,16 @@ class DaemonSetController(Controller):
         scopes = self.scopes.current()
         for ds in self.store.list(self.ds_kind):
             meta = ds["metadata"]
-            if meta.get("deletionTimestamp") or not should_act(
-                    self.view, meta["uid"], scope_of(scopes, self.ds_kind.resource, ds), scopes):
+            scope = scope_of(scopes, self.ds_kind.resource, ds)
+            if meta.get("deletionTimestamp") or not should_act(self.view, meta["uid"], scope,
+                                                              scopes):
                 continue
+            # A scope's daemons run on its members only; a node that leaves the scope is
+            # treated as gone, so its daemon pod is deleted.
+            targets = nodes if scope == CLUSTER else [
+                n for n in nodes if scopes.is_member(scope, n["metadata"]["name"])]
             try:
-                if await self.reconcile(ds, nodes, pods_by_owner.get(meta["uid"], [])):
+                if await self.reconcile(ds, targets, pods_by_owner.get(meta["uid"], [])):
                     pending = True
             except StoreError as e:
                 log.debug("daemonset %s/%s: %s", meta.get("namespace"), meta["name"], e)
