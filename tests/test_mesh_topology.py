@@ -7,6 +7,7 @@ import dataclasses
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.messages import Join, State, Update, decode, encode
@@ -148,3 +149,68 @@ def test_a_member_restored_without_tags_learns_them_at_the_same_incarnation() ->
         assert all(m.state == State.ALIVE for m in peers[0].members())
 
     virtual_run(main())
+
+
+# -- the command line and the Node labels ---------------------------------------------------
+
+
+def test_the_server_flags_give_the_role_and_site() -> None:
+    from shoal.cli.main import _parser, peer_role
+
+    def parse(*extra: str) -> tuple[str, str | None]:
+        args = _parser().parse_args(["server", "--name", "n", "--data-dir", "/tmp/n", *extra])
+        return peer_role(args), args.site
+
+    assert parse() == ("full", None)
+    assert parse("--super-peer", "--site", "shop-1") == ("super", "shop-1")
+    assert parse("--sync-via", "super") == ("weak", None)
+
+
+def test_a_nodes_role_and_site_are_its_node_labels_and_its_mesh_tags() -> None:
+    from shoal.cli.node import NodeConfig, mesh_settings, topology_labels
+    from shoal.model.kinds import KindRegistry
+    from shoal.node.node_status import NodeStatusReporter
+    from shoal.store.objects import ObjectStore
+
+    async def main() -> None:
+        store = ObjectStore(Replica(None, "n1"), KindRegistry())
+        weak = NodeConfig(name="n1", data_dir=Path("/nonexistent"), role="weak", site="shop-1")
+        await NodeStatusReporter(store, "n1", "127.0.0.1", labels=topology_labels(weak)).register()
+        labels = store.replica.get("nodes", "", "n1")["metadata"]["labels"]  # type: ignore[index]
+        assert labels["shoal.dev/role"] == "weak"
+        assert labels["topology.kubernetes.io/zone"] == "shop-1"
+        assert labels["kubernetes.io/hostname"] == "n1"
+        # Restarted as a full peer with no --site: the role label goes, the zone stays and
+        # becomes the site.
+        full = NodeConfig(name="n1", data_dir=Path("/nonexistent"))
+        await NodeStatusReporter(store, "n1", "127.0.0.1", labels=topology_labels(full)).register()
+        labels = store.replica.get("nodes", "", "n1")["metadata"]["labels"]  # type: ignore[index]
+        assert "shoal.dev/role" not in labels
+        cfg = mesh_settings(full, store.replica)
+        assert cfg.member_tags() == {"site": "shop-1"}
+        assert mesh_settings(weak, store.replica).member_tags() == {"role": "weak",
+                                                                    "site": "shop-1"}
+
+    asyncio.run(main())
+
+
+def test_the_saved_member_list_keeps_tags_and_reads_old_lists_without() -> None:
+    from shoal.mesh import member_list
+    from shoal.mesh.membership import Member
+
+    async def main() -> None:
+        replica = Replica(None, "me")
+        keeper = member_list.MemberListKeeper(replica, "me", delay=0.01)
+        keeper.on_join(Member("s1", "s1:7443", 0, State.ALIVE, 0.0, {"role": "super"}))
+        keeper.on_join(Member("f1", "f1:7443", 0, State.ALIVE, 0.0))
+        await asyncio.sleep(0.2)
+        assert member_list.load_tagged(replica) == [("f1", "f1:7443", {}),
+                                                     ("s1", "s1:7443", {"role": "super"})]
+        assert member_list.load(replica) == [("f1", "f1:7443"), ("s1", "s1:7443")]
+        await asyncio.sleep(0.1)
+        replica.persistence.write([], {member_list.META_KEY: '[["old", "old:7443"]]'},
+                                  asyncio.get_running_loop())
+        await asyncio.sleep(0.1)
+        assert member_list.load_tagged(replica) == [("old", "old:7443", {})]
+
+    asyncio.run(main())

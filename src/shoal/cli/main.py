@@ -142,6 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cert-lifetime", type=parse_duration, default=None,
                    help=argparse.SUPPRESS)  # tests: short-lived node certificates, to renew
     # --- end peers and joining ---
+    # --- super-peers (shoal.mesh.topology) ---
+    s.add_argument("--super-peer", action="store_true",
+                   help="serve as a super-peer: weak peers of this site sync through it "
+                        "(node label shoal.dev/role=super)")
+    s.add_argument("--sync-via", default="all", choices=["all", "super"],
+                   help="super: a weak peer, exchanging state and membership only with the "
+                        "super-peers of its site (node label shoal.dev/role=weak)")
+    s.add_argument("--site", default=None, metavar="NAME",
+                   help="this node's site (default: its topology.kubernetes.io/zone label, "
+                        "else none); a weak peer syncs through the super-peers of its site")
+    # --- end super-peers ---
 
     from shoal.cli import token as token_cli
 
@@ -266,6 +277,11 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 # --- end peer identity ---
 
 
+def peer_role(args: argparse.Namespace) -> str:
+    """The mesh role from --super-peer and --sync-via (shoal.mesh.topology.Role)."""
+    return "super" if args.super_peer else ("weak" if args.sync_via == "super" else "full")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "image":
@@ -292,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
             proxy_mode=args.proxy_mode,  # service proxy
             allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,  # at rest
+            role=peer_role(args), site=args.site,  # super-peers
         )
+        if args.super_peer and args.sync_via == "super":
+            print("shoal server: a super-peer cannot also sync via super-peers", file=sys.stderr)
+            return 2
         if (args.join is None) != (cfg.join_token is None):
             print("shoal server: --join needs a token (--token-file FILE, SHOAL_TOKEN or "
                   "--token), and a token needs --join", file=sys.stderr)

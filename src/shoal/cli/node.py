@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import random
@@ -90,6 +91,12 @@ class NodeConfig:
     pods_dir: Path | None = None
     """Process pods' working dirs and volumes; None: /var/lib/shoal-pods/<node marker>."""
     # --- end at rest ---
+    # --- super-peers (shoal.mesh.topology) ---
+    role: str = "full"
+    """full, super (--super-peer) or weak (--sync-via super)."""
+    site: str | None = None
+    """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
+    # --- end super-peers ---
 
 
 class ShoalNode:
@@ -165,7 +172,8 @@ class ShoalNode:
         await self._start_peer()
         self._start_peer_images()  # peer-to-peer images
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
-                                      self.cfg.heartbeat_interval)
+                                      self.cfg.heartbeat_interval,
+                                      labels=topology_labels(self.cfg))  # super-peers
         await reporter.register()
         await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
@@ -230,7 +238,8 @@ class ShoalNode:
                             [self.cfg.bind, self.advertise], e)
         # The mesh over this transport: membership and replication (shoal.mesh.peer).
         keeper = MemberListKeeper(self.replica, self.cfg.name)
-        self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica, mesh_config.default(),
+        self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica,
+                             mesh_settings(self.cfg, self.replica),  # super-peers: role, site
                              random.Random(), hooks=keeper)
         await self.mesh.start()
         # --- scopes: GET /shoal/v1/scopes reports the mesh's lag per scope, once it has one ---
@@ -243,7 +252,7 @@ class ShoalNode:
             self.streams, lambda: {m.name: m.address for m in mesh.members()})
         # --- end pod streams ---
         # The members we knew before a restart: we rejoin even if every seed is down.
-        self.mesh.restore_members(member_list.load(self.replica))
+        self.mesh.membership.add_known(member_list.load_tagged(self.replica))  # with tags
         # Seeds: the peer we joined through on first start, then the signers we learnt.
         seeds = [a for a in dict.fromkeys([*([self.cfg.join] if self.cfg.join else []),
                                            *join.read_signers(self.pki)])
@@ -435,3 +444,30 @@ async def _serve_locked(cfg: NodeConfig) -> None:
     await stop.wait()
     log.info("node %s stopping", cfg.name)
     await node.stop()
+
+
+# --- super-peers (shoal.mesh.topology) ---
+ROLE_LABEL = "shoal.dev/role"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def node_site(cfg: NodeConfig, replica: Replica) -> str:
+    """--site, else the zone label this node's Node object already carries."""
+    if cfg.site is not None:
+        return cfg.site
+    node = replica.get("nodes", "", cfg.name) or {}
+    return str(((node.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL, ""))
+
+
+def mesh_settings(cfg: NodeConfig, replica: Replica) -> mesh_config.MeshConfig:
+    return dataclasses.replace(mesh_config.default(), role=cfg.role,
+                               site=node_site(cfg, replica))
+
+
+def topology_labels(cfg: NodeConfig) -> dict[str, str | None]:
+    """The Node labels for the role (none for a full peer) and, with --site, the zone."""
+    labels: dict[str, str | None] = {ROLE_LABEL: None if cfg.role == "full" else cfg.role}
+    if cfg.site:
+        labels[ZONE_LABEL] = cfg.site
+    return labels
+# --- end super-peers ---

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import orjson
 
@@ -23,12 +24,22 @@ META_KEY = "mesh.members"
 
 
 def load(replica: Replica) -> list[tuple[str, str]]:
+    return [(n, a) for n, a, _ in load_tagged(replica)]
+
+
+def load_tagged(replica: Replica) -> list[tuple[str, str, Mapping[str, str]]]:
+    """(name, address, tags) of the saved members: a restarted weak peer knows at once
+    which of them are its super-peers. Lists saved before tags existed load without."""
     raw = replica.persistence.get_meta(META_KEY)
     if not raw:
         return []
     try:
-        return [(str(n), str(a)) for n, a in orjson.loads(raw)]
-    except (orjson.JSONDecodeError, TypeError, ValueError):
+        out: list[tuple[str, str, Mapping[str, str]]] = []
+        for row in orjson.loads(raw):
+            tags = row[2] if len(row) > 2 and isinstance(row[2], dict) else {}
+            out.append((str(row[0]), str(row[1]), {str(k): str(v) for k, v in tags.items()}))
+        return out
+    except (orjson.JSONDecodeError, TypeError, ValueError, IndexError, AttributeError):
         log.warning("ignoring an unreadable saved member list")
         return []
 
@@ -40,7 +51,8 @@ class MemberListKeeper:
         self.replica = replica
         self.self_name = self_name
         self.delay = delay
-        self.members: dict[str, str] = dict(load(replica))
+        self.members: dict[str, tuple[str, Mapping[str, str]]] = {
+            n: (a, t) for n, a, t in load_tagged(replica)}
         self._pending: asyncio.TimerHandle | None = None
 
     def _changed(self, member: Member, keep: bool) -> None:
@@ -48,7 +60,7 @@ class MemberListKeeper:
             return
         before = self.members.get(member.name)
         if keep:
-            self.members[member.name] = member.address
+            self.members[member.name] = (member.address, member.tags)
         else:
             self.members.pop(member.name, None)
         if self.members.get(member.name) != before and self._pending is None:
@@ -57,7 +69,8 @@ class MemberListKeeper:
 
     def _save(self) -> None:
         self._pending = None
-        data = orjson.dumps(sorted(self.members.items())).decode()
+        rows = [[n, a, dict(t)] if t else [n, a] for n, (a, t) in sorted(self.members.items())]
+        data = orjson.dumps(rows).decode()
         loop = asyncio.get_running_loop()
         self.replica.persistence.write([], {META_KEY: data}, loop)
 

@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from shoal import __version__
@@ -91,11 +92,15 @@ def _arch() -> str:
 class NodeStatusReporter:
     """Registers the node and renews its Lease and Ready heartbeat."""
 
-    def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0) -> None:
+    def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0,
+                 labels: Mapping[str, str | None] | None = None) -> None:
         self.store = store
         self.name = name
         self.address = address
         self.interval = interval
+        self.labels = dict(labels or {})
+        """Labels this node sets on its Node at registration (its role and site, from the
+        command line); None removes one (a peer restarted without --super-peer)."""
 
     def _kinds(self) -> tuple[Any, Any, Any]:
         r = self.store.registry
@@ -114,10 +119,23 @@ class NodeStatusReporter:
             created = await self.store.create(node_k, {k: v for k, v in desired.items()
                                                        if k != "status"})
             current = created
+        current = await self._set_labels(node_k, current)
         new = copy.deepcopy(current)
         new["status"] = desired["status"]
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
         log.info("node %s registered (%s)", self.name, self.address)
+
+    async def _set_labels(self, node_k: Any, current: dict[str, Any]) -> dict[str, Any]:
+        labels = dict((current.get("metadata") or {}).get("labels") or {})
+        wanted = {k: v for k, v in self.labels.items() if v is not None}
+        gone = [k for k, v in self.labels.items() if v is None and k in labels]
+        if all(labels.get(k) == v for k, v in wanted.items()) and not gone:
+            return current
+        for k in gone:
+            del labels[k]
+        new = copy.deepcopy(current)
+        new["metadata"]["labels"] = {**labels, **wanted}
+        return await self.store.update(node_k, new, None, self.name, check_rv=False)
 
     async def heartbeat(self) -> None:
         node_k, lease_k, _ = self._kinds()
