@@ -134,14 +134,19 @@ async def test_what_a_node_holds_of_each_scope_is_reported_with_the_mesh_lag() -
         assert CM is not None
         await s.create(CM, {"metadata": {"name": "x"}}, "team-a")
         await s.create(CM, {"metadata": {"name": "y"}}, "team-a")
-        mesh = {"tenant-a": {"partners": {"n2": {"cursor": 10, "lag": 3},
-                                          "n3": {"cursor": 4, "lag": 0}}}}
+        # The shape of AntiEntropy.scope_status().
+        mesh = {"tenant-a": {"members": ["n1", "n2", "n3"], "writer": True, "documents": 3,
+                             "sent": 0, "partners": {"n2": {"cursor": 10, "behind": 3},
+                                                     "n3": {"cursor": 4, "behind": None}}},
+                "": {"members": None, "writer": True, "partners": {}, "documents": 9}}
         report = scope_report("n1", s.replica, ScopeIndex(s.replica).current(), lambda: mesh)
         rows = {r["scope"]: r for r in report["scopes"]}
         assert rows["tenant-a"]["objects"] == 2
         assert rows["tenant-a"]["behind"] == 3
         assert rows["tenant-a"]["member"] and rows["tenant-a"]["writer"]
+        assert rows["tenant-a"]["replication"]["partners"]["n2"] == {"cursor": 10, "behind": 3}
         assert rows["tenant-b"]["objects"] == 0 and rows["tenant-b"]["behind"] is None
+        assert rows[""]["behind"] is None, "no partner reported"
         assert rows[""]["objects"] >= 5  # namespaces and the scopes themselves
         table = format_table(report).splitlines()
         assert table[0].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]

@@ -42,31 +42,19 @@ def _counts(replica: Replica, scopes: ScopeMap) -> Counter[str]:
     return out
 
 
-def _lag(value: Any) -> int | None:
-    """The largest lag in a partner entry, a list or a map of them (None: none given)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, Mapping):
-        for key in ("lag", "behind"):
-            if key in value:
-                return _lag(value[key])
-        lags = [x for x in (_lag(v) for v in value.values()) if x is not None]
-        return max(lags) if lags else None
-    if isinstance(value, list | tuple):
-        lags = [x for x in (_lag(v) for v in value) if x is not None]
-        return max(lags) if lags else None
-    return None
-
-
 def _behind(entry: Any) -> int | None:
+    """The largest ``behind`` of the partners the mesh pulls the scope from (None: none
+    reported). The mesh gives ``{"partners": {name: {"cursor": c, "behind": n}}}``."""
     if not isinstance(entry, Mapping):
         return None
-    for key in ("behind", "lag"):
-        if key in entry:
-            return _lag(entry[key])
-    return _lag(entry.get("partners"))
+    partners = entry.get("partners")
+    if isinstance(partners, Mapping):
+        partners = list(partners.values())
+    if not isinstance(partners, list):
+        return None
+    lags = [p.get("behind") for p in partners if isinstance(p, Mapping)]
+    known = [n for n in lags if isinstance(n, int) and not isinstance(n, bool)]
+    return max(known) if known else None
 
 
 def _plain(value: Any) -> Any:
