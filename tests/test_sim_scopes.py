@@ -17,8 +17,6 @@ from shoal.sim.checkers import scope_convergence, scope_durability, visibility
 from shoal.sim.cluster import AckedWrite
 from shoal.store.replica import Replica
 
-RESHAPE = pytest.mark.xfail(strict=False, reason="waits for the replication reshape")
-
 
 def scoped(seed: int, peers: int = 4, scopes: int = 2, **kw: Any) -> scenarios.Report:
     opts = scenarios.Options(
@@ -67,7 +65,6 @@ def test_the_plan_leaves_every_scope_a_non_member_and_writers_among_its_members(
     assert tenants.plan(peers, 3, seed=11).objects == plan.objects
 
 
-@RESHAPE
 @pytest.mark.parametrize("seed", range(200))
 def test_scoped_chaos_seeds_keep_scopes_private_and_converge_per_scope(seed: int) -> None:
     peers, count = 3 + seed % 4, 1 + seed % 3
@@ -77,7 +74,6 @@ def test_scoped_chaos_seeds_keep_scopes_private_and_converge_per_scope(seed: int
     assert report.acked_writes > 0 and report.visibility_checks > 30
 
 
-@RESHAPE
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), peers=st.integers(2, 7), count=st.integers(1, 4),
        drop=st.sampled_from([0.0, 0.1, 0.3]), kills=st.integers(0, 3))
@@ -91,7 +87,6 @@ def test_any_seed_scope_count_loss_rate_and_kill_count_keeps_scopes_private(
     assert report.ok, report.failures[:3]
 
 
-@RESHAPE
 def test_a_larger_scoped_cluster_converges_after_chaos() -> None:
     report = scoped(0, peers=20, scopes=4)
     assert report.ok, report.failures[:3]
