@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -264,3 +266,78 @@ def test_writes_in_a_scope_this_node_does_not_write_are_refused_with_a_403(
     assert lines[0] == "node node-1"
     assert lines[1].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]
     assert any(line.split()[:3] == ["locked", "yes", "no"] for line in lines)
+
+
+@pytest.mark.slow
+def test_three_real_peers_keep_a_scope_on_its_members_and_its_writes_on_its_writer(
+    tmp_path: Path,
+) -> None:
+    from tests.test_cluster import node_names, start_cluster, wait_for
+
+    nodes = start_cluster(tmp_path, 3)
+    try:
+        a, b, c = nodes
+        for n in nodes:
+            wait_for(lambda n=n: node_names(n) == {"node-a", "node-b", "node-c"}, 30,
+                     f"{n.name} to see every node")
+        a.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+            apiVersion: shoal.dev/v1alpha1
+            kind: Scope
+            metadata: {name: tenant-a}
+            spec: {namespaces: [team-a], members: [node-a, node-b], writers: [node-a]}
+            """))
+        for n in nodes:
+            wait_for(lambda n=n: "tenant-a" in n.kubectl("get", "scopes", check=False).stdout,
+                     30, f"{n.name} to hold the Scope")
+        a.kubectl("create", "namespace", "team-a")
+        wait_for(lambda: b.kubectl("get", "namespace", "team-a", check=False).returncode == 0,
+                 30, "the namespace on node-b")
+        a.kubectl("create", "configmap", "cfg", "-n", "team-a", "--from-literal=secret=s3cr3t")
+        wait_for(lambda: b.kubectl("get", "configmap", "cfg", "-n", "team-a",
+                                   check=False).returncode == 0, 30, "the ConfigMap on node-b")
+        refused = b.kubectl("create", "configmap", "other", "-n", "team-a", check=False)
+        assert "this node (node-b) is not a writer of the scope; write through one of: " \
+               "node-a" in refused.stderr
+        a.kubectl("apply", "-f", "-", input=textwrap.dedent("""\
+            apiVersion: apps/v1
+            kind: ReplicaSet
+            metadata: {name: web, namespace: team-a}
+            spec:
+              replicas: 4
+              selector: {matchLabels: {app: web}}
+              template:
+                metadata: {labels: {app: web}}
+                spec:
+                  containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+            """))
+
+        def bound() -> set[str]:
+            pods = json.loads(a.kubectl("get", "pods", "-n", "team-a", "-o", "json").stdout)
+            return {str(p["spec"].get("nodeName") or "") for p in pods["items"]}
+
+        wait_for(lambda: len(json.loads(a.kubectl("get", "pods", "-n", "team-a", "-o",
+                                                  "json").stdout)["items"]) == 4
+                 and "" not in bound(), 30, "four bound pods")
+        assert bound() <= {"node-a", "node-b"}
+        time.sleep(3)  # pushes and pulls would have brought anything by now
+        assert c.kubectl("get", "configmaps,pods", "-n", "team-a", "-o", "name").stdout == ""
+
+        def on_disk(node: ShoalProcess) -> bytes:
+            return b"".join(f.read_bytes() for f in sorted(node.data_dir.glob("state.db*")))
+
+        assert b"s3cr3t" in on_disk(b), "a member holds the value (ConfigMaps are not encrypted)"
+        assert b"s3cr3t" not in on_disk(c)
+
+        def row(node: ShoalProcess) -> list[str]:
+            out = subprocess.run([str(VENV_BIN / "shoal"), "scopes", "--kubeconfig",
+                                  str(node.kubeconfig)], capture_output=True, text=True,
+                                 check=True).stdout
+            return next(line.split() for line in out.splitlines()
+                        if line.startswith("tenant-a"))
+
+        assert row(b)[:3] == ["tenant-a", "yes", "no"] and int(row(b)[3]) >= 5
+        assert row(c)[:4] == ["tenant-a", "no", "no", "0"]
+        wait_for(lambda: row(b)[4] == "0", 30, "node-b caught up in tenant-a")
+    finally:
+        for n in nodes:
+            n.stop()
