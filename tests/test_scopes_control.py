@@ -226,3 +226,53 @@ async def test_a_daemon_set_in_a_scope_runs_on_its_members_and_leaves_a_node_tha
         assert targets() == {"n1", "n2"}
     finally:
         s.replica.close()
+
+
+async def _running_pod(s: ObjectStore, ns: str, name: str, node: str) -> None:
+    assert POD is not None
+    await s.create(POD, _pod(ns, name), ns)
+    p = copy.deepcopy(s.get(POD, ns, name))
+    p["spec"]["nodeName"] = node
+    await s.update(POD, p, ns, name, "binding", check_rv=False)
+    p = copy.deepcopy(s.get(POD, ns, name))
+    p["status"] = {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    await s.update(POD, p, ns, name, "status", check_rv=False)
+
+
+async def test_a_scope_pod_on_an_unreachable_node_is_marked_by_one_live_writer_only() -> None:
+    from shoal.control.node_lifecycle import LEASE_NAMESPACE, NodeLifecycle
+    from shoal.control.pod_state import is_ready
+    from tests.test_controller_node_lifecycle_pods import renew
+    from tests.tools.stores import ManualClock
+
+    live = ["n1", "n2", "n4", "n5"]  # n3 (a member, not a writer) has gone quiet
+    marked: dict[str, tuple[bool, bool]] = {}
+    for judge in live:
+        clock = ManualClock()
+        s = ObjectStore(Replica(None, judge, clock), REG)
+        try:
+            assert NS is not None and NODE is not None and SCOPE is not None and POD is not None
+            for ns in ("team-a", "default", LEASE_NAMESPACE):
+                await s.create(NS, {"metadata": {"name": ns}})
+            for p in PEERS:
+                await s.create(NODE, _node(p))
+                await renew(s, p)
+            await s.create(SCOPE, scope("tenant-a", namespaces=["team-a"],
+                                        members=["n1", "n2", "n3"], writers=["n1", "n2"]))
+            await _running_pod(s, "team-a", "scoped", "n3")
+            await _running_pod(s, "default", "open", "n3")
+            lifecycle = NodeLifecycle(s, FixedView(judge, live), grace=40.0)
+            await lifecycle.sync()
+            clock.t += 41.0
+            for p in live:
+                await renew(s, p)
+            await lifecycle.sync()
+            marked[judge] = (not is_ready(s.get(POD, "team-a", "scoped")),
+                             not is_ready(s.get(POD, "default", "open")))
+        finally:
+            s.replica.close()
+    scoped = [j for j, (m, _) in marked.items() if m]
+    opened = [j for j, (_, m) in marked.items() if m]
+    assert len(scoped) == 1 and scoped[0] in {"n1", "n2"}
+    assert opened == [preferred_actor("node/n3", live)], "the cluster scope as before"
