@@ -18,6 +18,9 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 # --- end pod network ---
+# --- the bus (shoal.bus): every peer runs a nats-server ---
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# --- end bus ---
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root to install them)" >&2

@@ -1,0 +1,120 @@
+"""The nats-server configuration of one peer, rendered from its settings and its site.
+
+The file is JSON, which nats-server's configuration parser reads as it reads its own
+format, so nothing here has to quote or escape. Routes and leaf links use the cluster's
+certificates with ``verify: true``: a server that presents no certificate signed by the
+cluster CA cannot route or link to a Shoal bus. Which parts a reload can change and which
+need a restart is :func:`restart_key`'s business.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.bus.site_topology import SiteTopology
+
+DEFAULT_CLIENT_PORT = 4222
+DEFAULT_CLUSTER_PORT = 6222
+DEFAULT_LEAFNODE_PORT = 7422
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    """How this peer's nats-server listens; the topology says whom it talks to."""
+
+    name: str
+    store_dir: Path
+    """JetStream's files (under the node's data dir)."""
+    bind: str = "127.0.0.1"
+    advertise: str = "127.0.0.1"
+    client_port: int = DEFAULT_CLIENT_PORT
+    cluster_port: int = DEFAULT_CLUSTER_PORT
+    leafnode_port: int = DEFAULT_LEAFNODE_PORT
+    tls: TlsFiles | None = None
+    """None only in tests of the rendering: a real node always has its certificates."""
+    ping_interval: int = 2
+    """Seconds between pings on every connection (nats-server's default is two minutes):
+    a cut uplink is noticed after ping_interval * ping_max, and the edge starts storing
+    for later instead of writing into a dead socket."""
+    ping_max: int = 3
+
+    def endpoint(self, port: int) -> str:
+        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
+        return f"{host}:{port}"
+
+
+def _tls(settings: BusSettings, verify: bool) -> dict[str, Any] | None:
+    if settings.tls is None:
+        return None
+    block: dict[str, Any] = {"cert_file": str(settings.tls.cert),
+                             "key_file": str(settings.tls.key),
+                             "ca_file": str(settings.tls.ca), "timeout": 3}
+    if verify:
+        block["verify"] = True
+    return block
+
+
+def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
+    """The configuration as a mapping (:func:`config_text` writes it)."""
+    conf: dict[str, Any] = {
+        "server_name": settings.name,
+        "host": settings.bind,
+        "port": settings.client_port,
+        "ping_interval": f"{settings.ping_interval}s",
+        "ping_max": settings.ping_max,
+        "jetstream": {"store_dir": str(settings.store_dir), "domain": topo.site},
+    }
+    if topo.jetstream_clustered:
+        cluster: dict[str, Any] = {
+            "name": topo.site,
+            "host": settings.bind,
+            "port": settings.cluster_port,
+            "advertise": settings.endpoint(settings.cluster_port),
+            "routes": [f"nats-route://{r}" for r in topo.routes],
+        }
+        tls = _tls(settings, verify=True)
+        if tls is not None:
+            cluster["tls"] = tls
+        conf["cluster"] = cluster
+    leafnodes: dict[str, Any] = {}
+    if topo.listen_leafnodes:
+        leafnodes.update(host=settings.bind, port=settings.leafnode_port,
+                         advertise=settings.endpoint(settings.leafnode_port))
+        tls = _tls(settings, verify=True)
+        if tls is not None:
+            leafnodes["tls"] = tls
+    if topo.leaf_remotes:
+        scheme = "tls" if settings.tls is not None else "nats-leaf"
+        remote: dict[str, Any] = {"urls": [f"{scheme}://{r}" for r in topo.leaf_remotes]}
+        tls = _tls(settings, verify=False)
+        if tls is not None:
+            remote["tls"] = tls
+        leafnodes["remotes"] = [remote]
+        leafnodes["reconnect"] = 1  # seconds between tries to reach the hub (2.9 takes an int)
+    if leafnodes:
+        conf["leafnodes"] = leafnodes
+    return conf
+
+
+def config_text(conf: dict[str, Any]) -> str:
+    return json.dumps(conf, indent=2, sort_keys=True) + "\n"
+
+
+def restart_key(conf: dict[str, Any]) -> str:
+    """What a reload cannot change in nats-server 2.9: everything but the cluster's routes.
+    Two configurations with the same key differ only in what SIGHUP applies."""
+    stripped = json.loads(json.dumps(conf))
+    cluster = stripped.get("cluster")
+    if isinstance(cluster, dict):
+        cluster.pop("routes", None)
+    return json.dumps(stripped, sort_keys=True)

@@ -1,0 +1,176 @@
+"""One node's bus: announces its endpoints on its Node, keeps its nats-server configured.
+
+At start the node writes its bus endpoints into annotations on its own Node object
+(:mod:`shoal.bus.site_topology`), so every peer learns them through the replica, and
+starts nats-server on the configuration its replica implies. Then, every ``poll``
+seconds, it renders the configuration again when the Nodes, the members that left or the
+certificate files changed; a new configuration that differs only in what nats-server 2.9
+reloads (the cluster's routes, the certificates) is a reload, anything else a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import socket
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from shoal.bus import nats_config, site_topology
+from shoal.bus.nats_config import BusSettings
+from shoal.bus.site_topology import BusPeer, SiteTopology
+from shoal.bus.supervisor import NatsSupervisor
+from shoal.store.objects import ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+NODES = "nodes"
+
+
+def free_port(host: str) -> int:
+    """A port the kernel says is free on ``host`` now (for ports given as 0)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def resolve_ports(settings: BusSettings) -> BusSettings:
+    """``settings`` with every port given as 0 replaced by a free one."""
+    return replace(settings,
+                   client_port=settings.client_port or free_port(settings.bind),
+                   cluster_port=settings.cluster_port or free_port(settings.bind),
+                   leafnode_port=settings.leafnode_port or free_port(settings.bind))
+
+
+class NodeBus:
+    def __init__(self, store: ObjectStore, settings: BusSettings, data_dir: Path,
+                 gone: Callable[[], Collection[str]] = lambda: (), poll: float = 1.0,
+                 binary: str | None = None) -> None:
+        """``data_dir``: the bus's own directory (config, pid file, log, JetStream);
+        ``gone``: the members that left the mesh, whose Nodes are not routed to."""
+        self.store = store
+        self.settings = resolve_ports(settings)
+        self.dir = data_dir
+        self.gone = gone
+        self.poll = poll
+        self.supervisor = NatsSupervisor(data_dir / "nats-server.json",
+                                         data_dir / "nats-server.pid",
+                                         data_dir / "nats-server.log", binary=binary)
+        self.topology: SiteTopology | None = None
+        self._applied: dict[str, Any] | None = None
+        self._seen: tuple[Any, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        """Where this node's pods reach the bus."""
+        return f"nats://{self.settings.endpoint(self.settings.client_port)}"
+
+    def _me(self) -> BusPeer:
+        node = self.store.replica.get(NODES, "", self.settings.name) or {
+            "metadata": {"name": self.settings.name}}
+        announced = copy.deepcopy(node)
+        announced.setdefault("metadata", {})["annotations"] = {
+            **(node.get("metadata", {}).get("annotations") or {}), **self._annotations()}
+        peer = site_topology.peer_of_node(announced)
+        assert peer is not None
+        return peer
+
+    def _annotations(self) -> dict[str, str]:
+        s = self.settings
+        return {site_topology.CLIENT_ANNOTATION: s.endpoint(s.client_port),
+                site_topology.CLUSTER_ANNOTATION: s.endpoint(s.cluster_port),
+                site_topology.LEAF_ANNOTATION: s.endpoint(s.leafnode_port)}
+
+    async def announce(self) -> bool:
+        """Write this bus's endpoints on this node's Node (True once they are there)."""
+        kind = self.store.registry.by_kind("v1", "Node")
+        assert kind is not None
+        node = self.store.find(kind, None, self.settings.name)
+        if node is None:
+            return False
+        annotations = node.get("metadata", {}).get("annotations") or {}
+        want = self._annotations()
+        if all(annotations.get(k) == v for k, v in want.items()):
+            return True
+        new = copy.deepcopy(node)
+        new["metadata"]["annotations"] = {**annotations, **want}
+        try:
+            await self.store.update(kind, new, None, self.settings.name, check_rv=False)
+        except StoreError as e:
+            log.warning("bus: cannot announce its endpoints on Node %s: %s",
+                        self.settings.name, e)
+            return False
+        return True
+
+    def render(self) -> dict[str, Any]:
+        nodes = self.store.replica.list(NODES)
+        self.topology = site_topology.topology(self._me(), nodes, set(self.gone()))
+        return nats_config.render(self.settings, self.topology)
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        tls = self.settings.tls
+        stamps = tuple(p.stat().st_mtime_ns if p.exists() else 0
+                       for p in ((tls.cert, tls.key, tls.ca) if tls else ()))
+        return (self.store.replica.resource_revision(NODES), tuple(sorted(self.gone())), stamps)
+
+    async def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        await self.announce()
+        self._seen = self._fingerprint()
+        conf = self.render()
+        await self.supervisor.start(nats_config.config_text(conf))
+        self._applied = conf
+        log.info("bus: %s on %s (site %s%s)", self.settings.name, self.url,
+                 self.topology.site if self.topology else "?",
+                 ", hub" if self.topology and self.topology.is_hub else "")
+        self._task = asyncio.create_task(self._keep_configured(), name="bus-config")
+
+    def refresh(self) -> str:
+        """Render again and apply: "reload", "restart" or "" when nothing changed."""
+        conf = self.render()
+        if conf == self._applied:
+            return ""
+        text = nats_config.config_text(conf)
+        assert self._applied is not None
+        if nats_config.restart_key(conf) == nats_config.restart_key(self._applied):
+            self.supervisor.reload(text)
+            self.reloads += 1
+            outcome = "reload"
+        else:
+            self.supervisor.restart(text)
+            self.restarts += 1
+            outcome = "restart"
+        self._applied = conf
+        return outcome
+
+    async def _keep_configured(self) -> None:
+        announced = False
+        while True:
+            await asyncio.sleep(self.poll)
+            try:
+                if not announced:
+                    announced = await self.announce()
+                seen = self._fingerprint()
+                if seen == self._seen:
+                    continue
+                self._seen = seen
+                self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad pass must not end the bus's upkeep
+                log.exception("bus: configuring nats-server failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.supervisor.stop()
