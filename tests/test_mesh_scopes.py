@@ -287,3 +287,25 @@ def test_a_scopes_tombstones_go_once_every_member_covers_them_and_not_before() -
         await m.stop()
 
     virtual_run(main())
+
+
+def test_a_namespace_moved_into_a_held_scope_is_pulled_whole_by_its_new_members() -> None:
+    async def main() -> None:
+        m = Mesh(3, 5)
+        await m.start()
+        await m.put("n0", SCOPES, "", "tenant-a", scope("tenant-a", ["n0", "n1"]))
+        await m.put("n0", SCOPES, "", "tenant-b", scope("tenant-b", ["n0"], namespaces=("team-b",)))
+        await until(lambda: all(has(m, n, SCOPES, "tenant-b", "") for n in m.names), 30)
+        await m.put("n0", "configmaps", "team-b", "old-b", {"metadata": {"name": "old-b"}})
+        await m.put("n0", "configmaps", NS, "a-1", {"metadata": {"name": "a-1"}})
+        await until(lambda: has(m, "n1", "configmaps", "a-1"), 10)
+        await asyncio.sleep(5 * CFG.pull_interval)  # n1's cursor for n0 is past old-b now
+        assert not has(m, "n1", "configmaps", "old-b", "team-b")
+        await m.put("n0", SCOPES, "", "tenant-b", scope("tenant-b", ["n0"], namespaces=()))
+        await m.put("n0", SCOPES, "", "tenant-a",
+                    scope("tenant-a", ["n0", "n1"], namespaces=(NS, "team-b")))
+        await until(lambda: has(m, "n1", "configmaps", "old-b", "team-b"), 30)
+        assert not has(m, "n2", "configmaps", "old-b", "team-b")
+        await m.stop()
+
+    virtual_run(main())

@@ -75,6 +75,10 @@ log = logging.getLogger(__name__)
 
 CURSORS_META = "mesh.cursors"
 """``{scope: {peer: cursor}}`` (``{peer: cursor}`` before scopes: the cluster scope)."""
+HELD_META = "mesh.scopes-held"
+"""What each scope held here was made of when the cursors were last written, so that a
+scope that grew while this peer was down (or before it wrote its cursors) is pulled
+again in full after a restart."""
 MAX_PAGES = 64  # per pull; the next round continues from the cursor
 MAX_REASONS = 8  # per Refused message
 
@@ -137,8 +141,16 @@ class AntiEntropy:
         self._last_publish = float("-inf")
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._map: ScopeMap | None = None
+        self._map_serial = -1
         self._held_view: dict[str, tuple[Any, ...]] | None = None
+        stored_view = replica.persistence.get_meta(HELD_META)
+        if stored_view:
+            try:
+                self._held_view = {
+                    str(s): (frozenset(v[0]), None if v[1] is None else frozenset(v[1]))
+                    for s, v in orjson.loads(stored_view).items()}
+            except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError, IndexError):
+                log.warning("ignoring an unreadable record of the scopes held")
         self._deny_log = DenialLog()
         self.docs_merged = 0
         self.docs_pushed = 0
@@ -194,10 +206,11 @@ class AntiEntropy:
     def check_scopes(self) -> None:
         """On a change of the scope map: drop what this peer no longer holds, and restart
         the cursors of every scope that grew. Costs one identity check otherwise."""
-        m = self.policy.map()
-        if m is self._map:
+        serial = self.policy.serial
+        if serial == self._map_serial:
             return
-        self._map = m
+        self._map_serial = serial
+        m = self.policy.map()
         view = self._view(m)
         before = self._held_view
         self._held_view = view
@@ -221,6 +234,8 @@ class AntiEntropy:
             self._reset_scope(scope)
             log.info("%s: scope %r grew here: pulling its whole state", self.membership.name,
                      scope)
+        if view != before:
+            self._persist_cursors()
         gone = [key for key, _ in self.replica.all_entries()
                 if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
         gone += [key for key, f in self.replica.fences.items()
@@ -491,9 +506,12 @@ class AntiEntropy:
         stored: dict[str, dict[str, int]] = {}
         for (peer, scope), cursor in self.cursors.items():
             stored.setdefault(scope, {})[peer] = cursor
+        held = {s: [sorted(ns), None if w is None else sorted(w)]
+                for s, (ns, w) in (self._held_view or {}).items()}
         fut = self.replica.persistence.write(
             [], {CURSORS_META: orjson.dumps(stored).decode(),
-                 COVERAGE_META: orjson.dumps(vectors).decode()},
+                 COVERAGE_META: orjson.dumps(vectors).decode(),
+                 HELD_META: orjson.dumps(held).decode()},
             asyncio.get_running_loop(),
         )
 

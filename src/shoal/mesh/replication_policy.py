@@ -166,6 +166,7 @@ class ReplicationPolicy:
         self._partners_key: tuple[int, int] = (-1, -1)
         self._map_serial = 0
         self._last_map: ScopeMap | None = None
+        self._fingerprint: tuple[Any, ...] | None = None
         self._sync: list[Any] = []
         self._sync_version = -1
         self._targets: dict[str, list[Any]] = {}
@@ -176,9 +177,19 @@ class ReplicationPolicy:
     def map(self) -> ScopeMap:
         m = self.index.current()
         if m is not self._last_map:
+            # A selector's map is rebuilt at every Node heartbeat: count only real changes.
+            fingerprint = m.fingerprint()
+            if fingerprint != self._fingerprint:
+                self._fingerprint = fingerprint
+                self._map_serial += 1
             self._last_map = m
-            self._map_serial += 1
         return m
+
+    @property
+    def serial(self) -> int:
+        """Changes when the scope map places or admits anything differently."""
+        self.map()
+        return self._map_serial
 
     def scope_of(self, resource: str, namespace: str) -> str:
         return self.map().scope_of(resource, namespace)
