@@ -133,3 +133,29 @@ def test_the_config_text_is_json_nats_server_reads_and_is_stable() -> None:
 def test_ipv6_advertise_addresses_are_bracketed() -> None:
     s = BusSettings("a", Path("/d"), advertise="fd00::1")
     assert s.endpoint(6222) == "[fd00::1]:6222"
+
+
+def test_every_container_gets_its_nodes_bus_url_and_a_pod_may_override_it() -> None:
+    from shoal.node.env import bus_env, container_env
+
+    pod = {"metadata": {"name": "p", "namespace": "default"}, "spec": {}}
+    service_env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", **bus_env("nats://10.0.0.1:4222")}
+    env = container_env(pod, {"name": "c"}, lambda *a: None, "10.0.0.1",
+                        service_env=service_env)
+    assert env["NATS_URL"] == "nats://10.0.0.1:4222"
+    own = {"name": "c", "env": [{"name": "NATS_URL", "value": "nats://elsewhere:4222"},
+                                {"name": "UPLINK", "value": "$(NATS_URL)"}]}
+    env = container_env(pod, own, lambda *a: None, "10.0.0.1", service_env=service_env)
+    assert env["NATS_URL"] == "nats://elsewhere:4222" and env["UPLINK"] == env["NATS_URL"]
+
+
+def test_the_bus_is_on_by_default_only_where_nats_server_is_installed(
+        monkeypatch: Any) -> None:
+    from shoal.bus import service, supervisor
+
+    assert service.bus_wanted(True) and not service.bus_wanted(False)
+    monkeypatch.setattr(service, "nats_server_path", lambda: None)
+    assert not service.bus_wanted(None)
+    monkeypatch.setattr(service, "nats_server_path", lambda: "/usr/sbin/nats-server")
+    assert service.bus_wanted(None)
+    assert supervisor.BINARY == "nats-server"

@@ -153,6 +153,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="this node's site (default: its topology.kubernetes.io/zone label, "
                         "else none); a weak peer syncs through the super-peers of its site")
     # --- end super-peers ---
+    # --- bus (shoal.bus) ---
+    s.add_argument("--bus", action=argparse.BooleanOptionalAction, default=None,
+                   help="run this node's nats-server, configured from the cluster "
+                        "(default: on when nats-server is installed)")
+    s.add_argument("--bus-port", type=int, default=None,
+                   help="the bus's client port (default 4222, or a free port if taken)")
+    s.add_argument("--bus-cluster-port", type=int, default=None,
+                   help="routes between the bus peers of a site (default 6222)")
+    s.add_argument("--bus-leafnode-port", type=int, default=None,
+                   help="leaf links from other sites, on hub peers (default 7422)")
+    # --- end bus ---
 
     from shoal.cli import token as token_cli
 
@@ -309,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             proxy_mode=args.proxy_mode,  # service proxy
             allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,  # at rest
             role=peer_role(args), site=args.site,  # super-peers
+            bus=args.bus, bus_port=args.bus_port, bus_cluster_port=args.bus_cluster_port,
+            bus_leafnode_port=args.bus_leafnode_port,  # bus
         )
         if args.super_peer and args.sync_via == "super":
             print("shoal server: a super-peer cannot also sync via super-peers", file=sys.stderr)

@@ -18,6 +18,8 @@ from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
+from shoal.bus.nats_config import TlsFiles  # bus
+from shoal.bus.service import BusPorts, BusService, bus_wanted  # bus
 from shoal.cli.data_dir_lock import DataDirLock  # peer identity
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
@@ -35,7 +37,7 @@ from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluste
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
-from shoal.node.env import kubernetes_service_env  # service accounts
+from shoal.node.env import bus_env, kubernetes_service_env  # service accounts, bus
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.pod_tokens import PodTokens  # service accounts
 from shoal.node.pod_user import PodIsolation  # at rest
@@ -97,6 +99,14 @@ class NodeConfig:
     site: str | None = None
     """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
     # --- end super-peers ---
+    # --- bus: this node's nats-server (shoal.bus) ---
+    bus: bool | None = None
+    """Run the bus; None: when nats-server is installed."""
+    bus_port: int | None = None
+    """Clients' port; None: 4222, or a free port if taken; 0: always a free port."""
+    bus_cluster_port: int | None = None
+    bus_leafnode_port: int | None = None
+    # --- end bus ---
 
 
 class ShoalNode:
@@ -167,6 +177,16 @@ class ShoalNode:
                 cluster_cidr=cfg.cluster_cidr, dns_listener=self.dns.listener,
                 is_reachable=self._node_reachable))
         # --- end service proxy ---
+        # --- bus: nats-server configured from the replica; pods get NATS_URL ---
+        self.bus: BusService | None = None
+        if bus_wanted(cfg.bus):
+            self.bus = BusService(
+                self.store, cfg.name, cfg.data_dir, cfg.bind, advertise,
+                TlsFiles(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert),
+                BusPorts(cfg.bus_port, cfg.bus_cluster_port, cfg.bus_leafnode_port),
+                lambda: self.mesh.members() if self.mesh is not None else [])
+            self.agent.service_env.update(bus_env(self.bus.url))
+        # --- end bus ---
 
     async def start(self) -> None:
         await self._start_peer()
@@ -175,6 +195,8 @@ class ShoalNode:
                                       self.cfg.heartbeat_interval,
                                       labels=topology_labels(self.cfg))  # super-peers
         await reporter.register()
+        if self.bus is not None:  # bus: once this node's Node exists, before its pods
+            await self.bus.start()
         await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         await self.dns.start()  # cluster dns
@@ -316,6 +338,8 @@ class ShoalNode:
 
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
+        if self.bus is not None:  # bus: after the pods, which may publish to the end
+            await self.bus.stop()
         await self.pod_network.stop()  # pod network
         await self.dns.stop()  # cluster dns
         if self.service_proxy is not None:  # service proxy: its table goes too

@@ -132,6 +132,12 @@ def kubernetes_service_env(host: str, port: int) -> dict[str, str]:
             tcp: url, f"{tcp}_PROTO": "tcp", f"{tcp}_PORT": str(port), f"{tcp}_ADDR": host}
 
 
+def bus_env(url: str) -> dict[str, str]:
+    """``NATS_URL``: where a pod reaches its node's bus (``shoal.bus``), given to every
+    container as the API's variables are."""
+    return {"NATS_URL": url}
+
+
 def container_env(pod: dict[str, Any], container: dict[str, Any], lookup: Lookup,
                   node_ip: str, node_allocatable: Mapping[str, str] | None = None,
                   pod_ip: str | None = None,

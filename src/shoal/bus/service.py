@@ -1,0 +1,87 @@
+"""The bus as the node assembles it: its ports, certificates and directory, the members
+that left, and (``shoal.bus.streams``) the Stream and Consumer objects."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.bus.nats_config import (
+    DEFAULT_CLIENT_PORT,
+    DEFAULT_CLUSTER_PORT,
+    DEFAULT_LEAFNODE_PORT,
+    BusSettings,
+    TlsFiles,
+)
+from shoal.bus.node_bus import NodeBus
+from shoal.bus.supervisor import nats_server_path
+from shoal.mesh.membership import Member
+from shoal.mesh.messages import State
+from shoal.store.objects import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def bus_wanted(flag: bool | None) -> bool:
+    """--bus/--no-bus, or by default whether nats-server is installed."""
+    if flag is not None:
+        return flag
+    return nats_server_path() is not None
+
+
+def port_or_free(host: str, given: int | None, default: int, what: str) -> int:
+    """``given`` as is (0: a free port); None: ``default`` if it is free, else a free port
+    (several nodes on one host, as in the tests and the demo)."""
+    if given is not None:
+        return given
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, default))
+            return default
+        except OSError:
+            log.warning("bus: %s port %d is taken; using a free port instead", what, default)
+            return 0
+
+
+@dataclass
+class BusPorts:
+    client: int | None = None
+    cluster: int | None = None
+    leafnodes: int | None = None
+
+
+def left_members(members: Iterable[Member]) -> set[str]:
+    """Members that left the cluster or are dead: their Nodes are not routed to."""
+    return {m.name for m in members if m.state in (State.LEFT, State.DEAD)}
+
+
+class BusService:
+    """nats-server for this node (:class:`NodeBus`), started once its Node exists."""
+
+    def __init__(self, store: ObjectStore, name: str, data_dir: Path, bind: str,
+                 advertise: str, tls: TlsFiles, ports: BusPorts,
+                 members: Callable[[], Iterable[Member]]) -> None:
+        settings = BusSettings(
+            name=name, store_dir=data_dir / "bus" / "jetstream", bind=bind, advertise=advertise,
+            client_port=port_or_free(bind, ports.client, DEFAULT_CLIENT_PORT, "client"),
+            cluster_port=port_or_free(bind, ports.cluster, DEFAULT_CLUSTER_PORT, "cluster"),
+            leafnode_port=port_or_free(bind, ports.leafnodes, DEFAULT_LEAFNODE_PORT, "leafnode"),
+            tls=tls)
+        self.node_bus = NodeBus(store, settings, data_dir / "bus",
+                                gone=lambda: left_members(members()))
+        self.store = store
+
+    @property
+    def url(self) -> str:
+        return self.node_bus.url
+
+    async def start(self) -> None:
+        await self.node_bus.start()
+
+    async def stop(self) -> None:
+        await self.node_bus.stop()
