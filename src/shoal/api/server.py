@@ -79,6 +79,13 @@ class ApiServer:
         self.mesh_scope_status: scope_status.MeshScopeStatus | None = None  # set by the node
         # --- end scopes ---
         self.stats = RequestStats()
+        # --- metrics: routes, public paths and request observers the node adds ---
+        self.extra_routes: list[Callable[[web.UrlDispatcher], None]] = []
+        """Added before the resource routes: /metrics, /shoal/v1/status, metrics.k8s.io."""
+        self.public_prefixes: tuple[str, ...] = ()
+        """Served with no credential: the live page's static files (it logs in itself)."""
+        self.request_observers: list[Callable[[web.Request, int, float], None]] = []
+        # --- end metrics ---
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -95,6 +102,8 @@ class ApiServer:
         r.add_get("/apis", self._groups)
         r.add_get("/apis/", self._groups)
         r.add_get(scope_status.PATH, self._scope_status)
+        for add_routes in self.extra_routes:  # --- metrics ---
+            add_routes(r)
         r.add_get("/openapi/v2", self._openapi_v2)
         r.add_get("/openapi/v3", self._openapi_v3_index)
         r.add_get("/openapi/v3/{tail:.*}", self._openapi_v3)
@@ -146,13 +155,15 @@ class ApiServer:
             self.stats.requests += 1
             self.stats.by_code[code] += 1
             self.stats.total_ms += ms
+            for observe in self.request_observers:  # --- metrics ---
+                observe(request, code, ms)
             if access_log.isEnabledFor(logging.DEBUG):
                 access_log.debug("%s %s %d %.1fms", request.method, request.path_qs, code, ms)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Authenticate (401), impersonate and authorize (403) before any handler runs."""
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(self.public_prefixes):
             return await handler(request)
         user = self.authenticator.authenticate(request)
         if IMPERSONATE_USER in request.headers or "Impersonate-Group" in request.headers:
