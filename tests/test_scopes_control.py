@@ -276,3 +276,56 @@ async def test_a_scope_pod_on_an_unreachable_node_is_marked_by_one_live_writer_o
     opened = [j for j, (_, m) in marked.items() if m]
     assert len(scoped) == 1 and scoped[0] in {"n1", "n2"}
     assert opened == [preferred_actor("node/n3", live)], "the cluster scope as before"
+
+
+# -- in the simulator, over the real mesh ----------------------------------------------------
+
+
+def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_refused() -> None:
+    import asyncio
+
+    from shoal.mesh import config as mesh_config
+    from shoal.sim.cluster import SimCluster
+    from shoal.sim.control_plane import ControlCluster
+    from shoal.sim.loop import run as virtual_run
+
+    members, writers = ["n0000", "n0001", "n0002"], ["n0000", "n0001"]
+    deploy = REG.by_kind("apps/v1", "Deployment")
+    assert deploy is not None and NS is not None and SCOPE is not None and POD is not None
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        cluster = SimCluster(5, 11, mesh_config.sim(), loop)  # type: ignore[arg-type]
+        cp = ControlCluster(cluster)
+        await cp.start()
+        try:
+            first = cluster.nodes["n0000"]
+            await first.store.create(NS, {"metadata": {"name": "team-a"}})
+            await first.store.create(SCOPE, scope("tenant-a", namespaces=["team-a"],
+                                                  members=members, writers=writers))
+            await asyncio.sleep(15.0)  # the Scope reaches every peer
+            await first.store.create(deploy, {"metadata": {"name": "web"}, "spec": {
+                "replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}},
+                "team-a")
+            await asyncio.sleep(60.0)
+            found["running"] = sorted(c.node for c in cp.timeline.copies.values()
+                                      if c.namespace == "team-a" and not c.terminating)
+            found["bound"] = {n.name: sorted((p["spec"].get("nodeName") or "")
+                                             for p in n.store.list(POD, "team-a"))
+                              for n in cluster.nodes.values()}
+            found["refused"] = {n.name: n.peer.anti_entropy.docs_refused
+                                for n in cluster.nodes.values() if n.peer is not None}
+            found["errors"] = list(cp.errors.messages)
+        finally:
+            await cp.stop()
+
+    virtual_run(main())
+    assert len(found["running"]) == 4 and set(found["running"]) <= set(members)
+    for name in members:
+        assert len(found["bound"][name]) == 4 and set(found["bound"][name]) <= set(members)
+    assert found["bound"]["n0003"] == [] and found["bound"]["n0004"] == []
+    assert sum(found["refused"].values()) == 0, found["refused"]
+    assert found["errors"] == []
