@@ -58,6 +58,16 @@ REVIEW_KINDS: tuple[Kind, ...] = (
 )
 
 
+# --- metrics: the resource metrics API, answered from the nodes' samples, never stored ---
+METRICS_KINDS: tuple[Kind, ...] = (
+    Kind("metrics.k8s.io", "v1beta1", "NodeMetrics", "nodes", "", False),
+    Kind("metrics.k8s.io", "v1beta1", "PodMetrics", "pods", "", True),
+)
+"""Served by :mod:`shoal.api.resource_metrics`; listed here so kubectl top finds them."""
+UNSTORED_KINDS = REVIEW_KINDS + METRICS_KINDS
+# --- end metrics ---
+
+
 def review_kind(group: str, version: str, plural: str) -> Kind | None:
     return next((k for k in REVIEW_KINDS
                  if (k.group, k.version, k.plural) == (group, version, plural)), None)
@@ -66,7 +76,7 @@ def review_kind(group: str, version: str, plural: str) -> Kind | None:
 def served_groups(registry: KindRegistry) -> dict[str, list[str]]:
     """The registry's groups and versions, and the review kinds' (which it does not hold)."""
     groups = {g: list(vs) for g, vs in registry.groups().items()}
-    for k in REVIEW_KINDS:
+    for k in UNSTORED_KINDS:
         versions = groups.setdefault(k.group, [])
         if k.version not in versions:
             versions.append(k.version)
@@ -75,7 +85,7 @@ def served_groups(registry: KindRegistry) -> dict[str, list[str]]:
 
 def served_kinds(registry: KindRegistry, group: str, version: str) -> list[Kind]:
     return sorted([*registry.kinds_in(group, version),
-                   *(k for k in REVIEW_KINDS if (k.group, k.version) == (group, version))],
+                   *(k for k in UNSTORED_KINDS if (k.group, k.version) == (group, version))],
                   key=lambda k: k.plural)
 
 _GO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
@@ -181,6 +191,8 @@ def storage_version_hash(registry: KindRegistry, kind: Kind) -> str:
 def _verbs(kind: Kind) -> list[str]:
     if kind in REVIEW_KINDS:
         return ["create"]
+    if kind in METRICS_KINDS:
+        return ["get", "list"]
     # Kubernetes serves no deletecollection on namespaces; mirror that.
     if kind.group == "" and kind.plural == "namespaces":
         return [v for v in VERBS_ALL if v != "deletecollection"]
@@ -211,7 +223,7 @@ def _resource_entry(registry: KindRegistry, kind: Kind) -> dict[str, Any]:
         entry["shortNames"] = list(kind.short_names)
     if kind.categories:
         entry["categories"] = list(kind.categories)
-    if kind not in REVIEW_KINDS:  # never stored, so no storage version
+    if kind not in UNSTORED_KINDS:  # never stored, so no storage version
         entry["storageVersionHash"] = storage_version_hash(registry, kind)
     return entry
 

@@ -173,6 +173,10 @@ def _parser() -> argparse.ArgumentParser:
 
     scopes_cli.add_parser(sub)
 
+    from shoal.cli import status as status_cli  # observability: the mesh as a node sees it
+
+    status_cli.add_parser(sub)
+
     _image_parser(sub)  # images (shoal.node.images)
 
     k = sub.add_parser("kubeconfig", help="print a kubeconfig (on a signer)",
@@ -352,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         from shoal.cli import scopes as scopes_cli
 
         return scopes_cli.run(args)
+    if args.command == "status":  # observability
+        from shoal.cli import status as status_cli
+
+        return status_cli.run(args)
     return 2
 
 

@@ -21,6 +21,7 @@ from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.bus.nats_config import TlsFiles  # bus
 from shoal.bus.service import BusPorts, BusService, bus_wanted  # bus
 from shoal.cli.data_dir_lock import DataDirLock  # peer identity
+from shoal.cli.observability import Observability  # observability
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.control.service_accounts import admit_pod  # service accounts
@@ -187,6 +188,9 @@ class ShoalNode:
                 lambda: self.mesh.members() if self.mesh is not None else [])
             self.agent.service_env.update(bus_env(self.bus.url))
         # --- end bus ---
+        # --- observability: /metrics, /shoal/v1/status, metrics.k8s.io, /ui/ ---
+        self.observability = Observability(self)
+        # --- end observability ---
 
     async def start(self) -> None:
         await self._start_peer()
@@ -273,6 +277,9 @@ class ShoalNode:
         self.api.handlers.pod_proxy = PodProxy(
             self.streams, lambda: {m.name: m.address for m in mesh.members()})
         # --- end pod streams ---
+        # --- observability: the membership log, the peer-report streams ---
+        self._tasks += self.observability.mesh_started()
+        # --- end observability ---
         # The members we knew before a restart: we rejoin even if every seed is down.
         self.mesh.membership.add_known(member_list.load_tagged(self.replica))  # with tags
         # Seeds: the peer we joined through on first start, then the signers we learnt.

@@ -1,0 +1,248 @@
+"""Observability: /metrics, the membership event log, links and the timeline, pod samples."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from shoal.api.live_page import Timeline, links
+from shoal.api.metrics import NodeMetrics, Sources, lag_by_peer, request_labels
+from shoal.authz.attributes import Attributes
+from shoal.authz.user import authenticated
+from shoal.mesh.events_log import MembershipLog
+from shoal.mesh.membership import Member
+from shoal.mesh.messages import State
+from shoal.node.pod_metrics import Proc, Reading, usage
+from shoal.store.change_feed import Change
+from shoal.store.replica import Replica
+from tests.conftest import ShoalProcess
+
+# -- pure parts ---------------------------------------------------------------------------
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def member(name: str, state: State, incarnation: int = 0) -> Member:
+    return Member(name, f"10.0.0.{len(name)}:7443", incarnation, state, 0.0)
+
+
+def test_membership_log_calls_a_member_going_suspect_a_cut_and_coming_back_a_heal() -> None:
+    seen: list[str] = []
+
+    class Inner:
+        def on_join(self, m: Member) -> None:
+            seen.append("join " + m.name)
+
+        def on_leave(self, m: Member) -> None:
+            seen.append("leave " + m.name)
+
+        def on_update(self, m: Member) -> None:
+            seen.append("update " + m.name)
+
+    clock = iter(range(100))
+    log = MembershipLog(Inner(), clock=lambda: float(next(clock)))
+    log.on_join(member("b", State.ALIVE))
+    log.on_update(member("b", State.ALIVE, 1))  # a refutation: no change of state
+    log.on_update(member("b", State.SUSPECT, 1))
+    log.on_leave(member("b", State.DEAD, 1))
+    log.on_join(member("b", State.ALIVE, 2))
+    log.on_leave(member("c", State.LEFT))
+    assert [(e.member, e.kind) for e in log.recent()] == [
+        ("b", "join"), ("b", "cut"), ("b", "cut"), ("b", "heal"), ("c", "leave")]
+    assert [e.previous for e in log.recent()][:4] == [None, "alive", "suspect", "dead"]
+    assert seen[:3] == ["join b", "update b", "update b"], "the wrapped hooks still hear all"
+    assert log.transitions == 5
+
+
+def test_membership_log_is_bounded() -> None:
+    log = MembershipLog(capacity=4)
+    for i in range(10):
+        log.on_update(member("b", State.SUSPECT if i % 2 else State.ALIVE, i))
+    assert len(log.recent()) == 4 and log.transitions == 10
+
+
+def test_a_link_is_cut_when_either_end_holds_the_other_suspect_or_dead() -> None:
+    mine = {"a": "alive", "b": "alive", "c": "dead"}
+    views = {"b": {"members": {"a": "alive", "b": "alive", "c": "suspect"}},
+             "c": {"members": {"a": "alive", "b": "alive", "c": "alive"}}}  # c's stale report
+    by_pair = {(x["a"], x["b"]): x["state"] for x in links("a", mine, mine, views)}
+    assert by_pair == {("a", "b"): "up", ("a", "c"): "cut", ("b", "c"): "cut"}
+    healed = {"a": "alive", "b": "alive", "c": "alive"}
+    views["b"]["members"]["c"] = "alive"
+    assert {x["state"] for x in links("a", healed, healed, views)} == {"up"}
+    assert links("a", healed, healed, {})[2]["state"] == "unknown", "nobody reported b-c"
+
+
+def test_request_labels_follow_kube_apiserver() -> None:
+    user = authenticated("u", ())
+    lst = Attributes(user, "list", True, "apps", "v1", "deployments")
+    watch = Attributes(user, "watch", True, "", "v1", "pods")
+    log = Attributes(user, "get", True, "", "v1", "pods", "log", "default", "p")
+    path = Attributes(user, "get", False, path="/version")
+    assert request_labels("GET", lst) == ("LIST", "apps", "deployments", "")
+    assert request_labels("GET", watch)[0] == "WATCH"
+    assert request_labels("GET", log) == ("GET", "", "pods", "log")
+    assert request_labels("GET", path) == ("GET", "", "", "")
+    assert request_labels("POST", None) == ("POST", "", "", "")
+
+
+async def test_metrics_read_the_replica_and_count_kubelet_events_at_scrape_time() -> None:
+    replica = Replica(None, "n1")
+    for i in range(3):
+        _, fut = replica.put("configmaps", "default", f"c{i}",
+                             {"metadata": {"name": f"c{i}"}}, lambda path: None)
+        await fut
+    _, fut = replica.put("configmaps", "default", "c0", None, lambda path: None)
+    await fut
+    pods = [{"status": {"phase": "Running"}}, {"status": {"phase": "Running"}}, {}]
+    metrics = NodeMetrics(Sources("n1", replica, pods_here=lambda: pods))
+    kind = SimpleNamespace(resource="events")
+    started = {"reason": "Started", "type": "Normal", "reportingComponent": "kubelet",
+               "reportingInstance": "n1", "count": 1}
+    metrics.observe_write(kind, None, started)
+    backoff = {**started, "reason": "BackOff", "type": "Warning", "count": 1}
+    metrics.observe_write(kind, None, backoff)
+    metrics.observe_write(kind, backoff, {**backoff, "count": 3})  # two more back-offs
+    metrics.observe_write(kind, None, {**started, "reportingInstance": "n2"})  # not ours
+    s = samples(metrics.render().decode())
+    assert s[("shoal_replica_objects", (("resource", "configmaps"),))] == 2
+    assert s[("shoal_replica_tombstones", ())] == 1
+    assert s[("shoal_pod_container_starts_total", ())] == 1
+    assert s[("shoal_runtime_errors_total", (("reason", "BackOff"),))] == 3
+    assert s[("shoal_node_pods", (("phase", "Running"),))] == 2
+    assert s[("shoal_node_pods", (("phase", "Pending"),))] == 1
+    replica.close()
+
+
+def test_lag_per_peer_is_the_largest_over_scopes() -> None:
+    ae = SimpleNamespace(cursors={("b", ""): 10, ("b", "s1"): 4, ("c", ""): 7},
+                         _partner_revision={"b": 12})
+    mesh: Any = SimpleNamespace(anti_entropy=ae)
+    assert lag_by_peer(mesh) == {"b": (4, 8), "c": (7, None)}
+
+
+def test_a_trim_on_the_timeline_is_a_replicaset_pod_removed_soon_after_a_heal() -> None:
+    now = [1000.0]
+    t = Timeline(clock=lambda: now[0])
+    pod = {"metadata": {"ownerReferences": [{"kind": "ReplicaSet", "name": "rs"}]},
+           "spec": {"nodeName": "n3"}}
+    t.observe(Change("DELETED", "pods", "default", "p1", 5, pod, None))
+    assert not t.entries, "a scale-down far from any heal is not a trim"
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    lost = {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}
+    t.observe(Change("MODIFIED", "nodes", "", "n3", 6, lost, ready))
+    t.observe(Change("MODIFIED", "nodes", "", "n3", 7, ready, lost))
+    now[0] += 30
+    t.observe(Change("DELETED", "pods", "default", "p2", 8, pod, None))
+    assert [e["kind"] for e in t.entries] == ["node-lost", "node-back", "trim"]
+
+
+# -- pod samples ----------------------------------------------------------------------------
+
+
+def test_cpu_is_a_rate_between_two_readings() -> None:
+    assert usage(None, Reading(5, 10, 1.0)) is None
+    u = usage(Reading(1_000_000_000, 5, 10.0), Reading(3_000_000_000, 7, 14.0))
+    assert u is not None and u.cpu_nanocores == 500_000_000 and u.memory == 7 and u.window == 4
+    assert usage(Reading(10, 1, 1.0), Reading(5, 1, 2.0)) is None, "a restarted counter"
+
+
+def _fake_proc(root: Path, pid: int, ppid: int, ticks: int, rss: int) -> None:
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    # pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    # utime stime cutime cstime prio nice threads itreal start vsize rss
+    (d / "stat").write_text(f"{pid} (sh x) S {ppid} 1 1 0 -1 0 0 0 0 0 {ticks} 0 0 0 20 0 1 0 "
+                            f"100 1000 {rss} 0\n")
+    (d / "cgroup").write_text("0::/\n")
+
+
+def test_a_process_pod_without_a_cgroup_is_measured_over_its_process_tree(
+        tmp_path: Path) -> None:
+    _fake_proc(tmp_path, 100, 1, 50, 10)
+    _fake_proc(tmp_path, 101, 100, 30, 5)  # a child
+    _fake_proc(tmp_path, 102, 101, 20, 5)  # a grandchild
+    _fake_proc(tmp_path, 200, 1, 999, 999)  # someone else
+    proc = Proc(tmp_path, tmp_path / "cgroup")
+    r = proc.container_reading(100, 1.0)
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert r is not None and r.cpu_ns == 100 * 1_000_000_000 // ticks
+    assert r.memory == 20 * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_a_container_with_its_own_cgroup_is_measured_from_it(tmp_path: Path) -> None:
+    _fake_proc(tmp_path, 100, 1, 50, 10)
+    (tmp_path / "100" / "cgroup").write_text("0::/shoal/abc\n")
+    cg = tmp_path / "cgroup" / "shoal" / "abc"
+    cg.mkdir(parents=True)
+    (cg / "cpu.stat").write_text("usage_usec 2500\nuser_usec 2000\n")
+    (cg / "memory.current").write_text("1048576\n")
+    (cg / "memory.stat").write_text("anon 1\ninactive_file 48576\n")
+    r = Proc(tmp_path, tmp_path / "cgroup").container_reading(100, 1.0)
+    assert r == Reading(2_500_000, 1_000_000, 1.0)
+
+
+# -- a real server --------------------------------------------------------------------------
+
+
+def _get(node: ShoalProcess, path: str, token: str | None) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(node.url + path, headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_metrics_endpoint_is_scraped_and_parsed(shoal: ShoalProcess) -> None:
+    token = (shoal.data_dir / "pki" / "admin.token").read_text().strip()
+    shoal.kubectl("get", "configmaps")
+    shoal.kubectl("get", "nodes", "node-1")
+    code, _ = _get(shoal, "/metrics", None)
+    assert code == 401
+    code, text = _get(shoal, "/metrics", token)
+    assert code == 200
+    s = samples(text)
+    listed = [v for (name, labels), v in s.items() if name == "apiserver_request_total"
+              and dict(labels).get("verb") == "LIST"
+              and dict(labels).get("resource") == "configmaps" and dict(labels)["code"] == "200"]
+    assert listed and listed[0] >= 1
+    assert any(name == "apiserver_request_duration_seconds_count"
+               and dict(labels).get("resource") == "nodes" and dict(labels)["verb"] == "GET"
+               for name, labels in s)
+    assert s[("shoal_replica_objects", (("resource", "nodes"),))] == 1
+    assert s[("shoal_replica_bytes", ())] > 0
+    assert s[("shoal_mesh_members", (("state", "alive"),))] == 1
+    assert s[("shoal_watchers", ())] >= 1
+
+
+def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> None:
+    shoal.kubectl("create", "serviceaccount", "scraper")
+    token = shoal.kubectl("create", "token", "scraper").stdout.strip()
+    assert _get(shoal, "/metrics", token)[0] == 403
+    shoal.kubectl("create", "clusterrole", "scrape", "--verb=get", "--non-resource-url=/metrics")
+    shoal.kubectl("create", "clusterrolebinding", "scrape", "--clusterrole=scrape",
+                  "--serviceaccount=default:scraper")
+    deadline = time.monotonic() + 10
+    while _get(shoal, "/metrics", token)[0] != 200:
+        assert time.monotonic() < deadline, "the binding was not honoured"
+        time.sleep(0.2)
+

@@ -1,0 +1,86 @@
+"""kubectl top nodes and kubectl top pods from any peer (metrics.k8s.io)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import VENV_BIN, ShoalProcess, free_port
+from tests.test_cluster import wait_for
+
+SPIN = """
+apiVersion: v1
+kind: Pod
+metadata: {name: spin, labels: {app: spin}}
+spec:
+  nodeName: node-1
+  containers:
+  - name: busy
+    image: busybox
+    command: ["sh", "-c", "while :; do :; done"]
+"""
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ShoalProcess, ShoalProcess]]:
+    d = tmp_path_factory.mktemp("top")
+    first = ShoalProcess("node-1", d / "n1", free_port(), d / "n1.log")
+    second = ShoalProcess("node-2", d / "n2", free_port(), d / "n2.log")
+    try:
+        first.start()
+        token = subprocess.run(
+            [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(first.data_dir)],
+            check=True, capture_output=True, text=True).stdout.strip()
+        peer = (first.data_dir / "peer-address").read_text().strip()
+        second.start(["--join", peer, "--token", token])
+        wait_for(lambda: len(json.loads(second.kubectl("get", "nodes", "-o", "json").stdout)
+                             ["items"]) == 2, 30, "both nodes")
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()
+
+
+def test_discovery_lists_the_metrics_group(pair: tuple[ShoalProcess, ShoalProcess]) -> None:
+    _, second = pair
+    out = second.kubectl("api-resources", "--api-group=metrics.k8s.io", "-o", "name").stdout
+    assert set(out.split()) == {"nodes.metrics.k8s.io", "pods.metrics.k8s.io"}
+
+
+def test_kubectl_top_nodes_shows_every_node_from_either_peer(
+        pair: tuple[ShoalProcess, ShoalProcess]) -> None:
+    for node in pair:
+        def both(node: ShoalProcess = node) -> bool:
+            r = node.kubectl("top", "nodes", "--no-headers", check=False)
+            return r.returncode == 0 and {line.split()[0] for line in r.stdout.splitlines()} \
+                == {"node-1", "node-2"}
+        wait_for(both, 30, f"kubectl top nodes on {node.name}")
+
+
+def test_kubectl_top_pods_on_another_peer_reads_the_pods_node(
+        pair: tuple[ShoalProcess, ShoalProcess]) -> None:
+    first, second = pair
+    second.kubectl("apply", "-f", "-", input=SPIN)
+    try:
+        def busy() -> bool:
+            r = second.kubectl("top", "pods", "-l", "app=spin", "--containers", "--no-headers",
+                               check=False)
+            if r.returncode != 0 or not r.stdout.strip():
+                return False
+            pod, container, cpu, _memory = r.stdout.split()[:4]
+            return pod == "spin" and container == "busy" and cpu.endswith("m") \
+                and int(cpu[:-1]) >= 100  # a spinning shell uses most of a core
+        wait_for(busy, 60, "kubectl top pods on node-2 to show node-1's busy pod")
+        raw = json.loads(second.kubectl(
+            "get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/spin").stdout)
+        assert raw["kind"] == "PodMetrics" and raw["containers"][0]["name"] == "busy"
+        missing = second.kubectl("get", "--raw",
+                                 "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
+                                 check=False)
+        assert missing.returncode != 0 and "NotFound" in missing.stderr + missing.stdout
+    finally:
+        first.kubectl("delete", "pod", "spin", "--grace-period=0", "--force", check=False)
+
