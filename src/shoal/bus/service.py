@@ -1,14 +1,17 @@
 """The bus as the node assembles it: its ports, certificates and directory, the members
-that left, and (``shoal.bus.streams``) the Stream and Consumer objects."""
+that left, the Stream and Consumer kinds, and their reconciler (``shoal.bus.streams``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.bus.crds import admit_stream, ensure_crds
 from shoal.bus.nats_config import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_CLUSTER_PORT,
@@ -17,6 +20,7 @@ from shoal.bus.nats_config import (
     TlsFiles,
 )
 from shoal.bus.node_bus import NodeBus
+from shoal.bus.streams import StreamReconciler
 from shoal.bus.supervisor import nats_server_path
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
@@ -75,6 +79,11 @@ class BusService:
         self.node_bus = NodeBus(store, settings, data_dir / "bus",
                                 gone=lambda: left_members(members()))
         self.store = store
+        self.streams = StreamReconciler(
+            store, f"nats://{_loopback(bind)}:{settings.client_port}", name,
+            lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json")
+        store.admission.append(admit_stream)
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def url(self) -> str:
@@ -82,6 +91,27 @@ class BusService:
 
     async def start(self) -> None:
         await self.node_bus.start()
+        self._tasks = [asyncio.create_task(self._install_crds(), name="bus-crds"),
+                       asyncio.create_task(self.streams.run(), name="bus-streams")]
+
+    async def _install_crds(self) -> None:
+        while not await ensure_crds(self.store):
+            await asyncio.sleep(5.0)
 
     async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.streams.close()
         await self.node_bus.stop()
+
+
+def _loopback(bind: str) -> str:
+    """Where this node reaches its own nats-server."""
+    if bind in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if bind == "::":
+        return "[::1]"
+    return f"[{bind}]" if ":" in bind else bind
