@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from shoal.api.admission import AdmissionContext, AdmissionRequest, ScopeWriters
+from shoal.api.admission import (
+    AdmissionContext,
+    AdmissionRequest,
+    ScopeWriters,
+    scope_warnings,
+)
 from shoal.api.authorization import ForbiddenError
 from shoal.api.scope_status import format_table, scope_report
 from shoal.authz.scopes import ScopeIndex
@@ -158,6 +163,28 @@ async def test_what_a_node_holds_of_each_scope_is_reported_with_the_mesh_lag() -
         s.replica.close()
 
 
+async def test_writing_a_scope_warns_of_a_namespace_held_by_an_earlier_scope_and_of_non_nodes(
+) -> None:
+    s = await _store("n1")
+    try:
+        assert SCOPE is not None
+        ctx = AdmissionContext(None, s.replica)  # type: ignore[arg-type]
+
+        def warnings(name: str, **spec: Any) -> list[str]:
+            assert SCOPE is not None
+            return scope_warnings(AdmissionRequest(authenticated("alice", ()), "CREATE", SCOPE,
+                                                   "", name, "", scope(name, **spec), None), ctx)
+
+        assert warnings("zeta", namespaces=["team-a", "new"], members=["n9"]) == [
+            'namespace "team-a" is already in scope "tenant-a", whose name sorts first: this '
+            "Scope does not hold it",
+            'member "n9" is not a Node (yet): it holds the scope once it joins']
+        assert warnings("alpha", namespaces=["team-a"]) == [], "alpha would win the namespace"
+        assert warnings("tenant-a", namespaces=["team-a"]) == [], "itself is no rival"
+    finally:
+        s.replica.close()
+
+
 # -- real kubectl and the Python client against a real server --------------------------------
 
 SCOPE_YAML = textwrap.dedent("""\
@@ -195,6 +222,10 @@ def test_kubectl_applies_gets_and_explains_scopes(shoal_module: ShoalProcess) ->
     assert bad.returncode != 0
     assert 'Scope "tenant-a" is invalid: spec.writers[0]: Invalid value: "n9": must be one ' \
            "of spec.members" in bad.stderr
+    rival = node.kubectl("apply", "-f", "-", input=SCOPE_YAML.replace("tenant-a", "zeta"))
+    assert 'Warning: namespace "team-a" is already in scope "tenant-a"' in rival.stderr
+    assert 'Warning: member "n2" is not a Node (yet)' in rival.stderr
+    node.kubectl("delete", "scope", "zeta")
     unknown = node.kubectl("apply", "-f", "-", check=False,
                            input=SCOPE_YAML.replace("  writers:", "  readers: [x]\n  writers:"))
     assert unknown.returncode != 0 and 'unknown field "spec.readers"' in unknown.stderr

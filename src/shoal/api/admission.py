@@ -32,11 +32,12 @@ from shoal.authz import node_restriction
 from shoal.authz.attributes import Attributes
 from shoal.authz.authorizer import Authorizer, role_rules
 from shoal.authz.reader import ObjectReader
-from shoal.authz.scopes import CLUSTER, ScopeIndex
+from shoal.authz.scopes import CLUSTER, SCOPES, ScopeIndex
 from shoal.authz.user import UserInfo
 from shoal.model.kinds import Kind
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
+SCOPE_GROUP = "shoal.dev"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class AdmissionContext:
 
 
 AdmissionHook = Callable[[AdmissionRequest, AdmissionContext], None]
+WarningHook = Callable[[AdmissionRequest, AdmissionContext], list[str]]
+"""Says what is suspicious about an accepted write (the client prints it as a Warning)."""
 
 
 class Admission:
@@ -70,10 +73,13 @@ class Admission:
     def __init__(self, authorizer: Authorizer, reader: ObjectReader) -> None:
         self.context = AdmissionContext(authorizer, reader)
         self.hooks: list[AdmissionHook] = [node_restriction_hook, rbac_escalation]
+        self.warners: list[WarningHook] = [scope_warnings]
 
-    def admit(self, request: AdmissionRequest) -> None:
+    def admit(self, request: AdmissionRequest) -> list[str]:
+        """Raise to refuse the write; otherwise the warnings to send with the answer."""
         for hook in self.hooks:
             hook(request, self.context)
+        return [w for warn in self.warners for w in warn(request, self.context)]
 
 
 def node_restriction_hook(req: AdmissionRequest, ctx: AdmissionContext) -> None:
@@ -111,6 +117,29 @@ class ScopeWriters:
                         scope_refusal(scope, self.node_name,
                                       scope_map.is_member(scope, self.node_name),
                                       sorted(scope_map.writers(scope) or ())))
+
+
+def scope_warnings(req: AdmissionRequest, ctx: AdmissionContext) -> list[str]:
+    """What a Scope being written will not do as its author may expect: a namespace that a
+    Scope whose name sorts first already holds, members that are not (yet) Nodes."""
+    if (req.kind.group, req.kind.kind) != (SCOPE_GROUP, "Scope") or req.obj is None:
+        return []
+    spec = req.obj.get("spec")
+    if not isinstance(spec, dict):
+        return []
+    out: list[str] = []
+    earlier = {str((o.get("metadata") or {}).get("name") or ""): o.get("spec") or {}
+               for o in ctx.reader.list(SCOPES)}
+    for ns in spec.get("namespaces") or []:
+        holders = sorted(name for name, s in earlier.items()
+                         if name < req.name and ns in (s.get("namespaces") or []))
+        if holders:
+            out.append(f'namespace "{ns}" is already in scope "{holders[0]}", whose name sorts '
+                       "first: this Scope does not hold it")
+    for member in spec.get("members") or []:
+        if isinstance(member, str) and ctx.reader.get("nodes", "", member) is None:
+            out.append(f'member "{member}" is not a Node (yet): it holds the scope once it joins')
+    return out
 
 
 def scope_refusal(scope: str, node: str, member: bool, writers: list[str]) -> str:

@@ -141,9 +141,11 @@ class ResourceHandlers:
         if self.admission is None:
             return
         meta = (obj if obj is not None else old or {}).get("metadata") or {}
-        self.admission.admit(AdmissionRequest(
+        warnings = self.admission.admit(AdmissionRequest(
             request["user"], operation, t.kind, (t.namespace or "") if t.kind.namespaced else "",
             t.name or str(meta.get("name") or ""), t.subresource or "", obj, old))
+        if warnings:
+            request.setdefault("warnings", []).extend(warnings)
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:

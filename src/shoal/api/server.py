@@ -132,7 +132,7 @@ class ApiServer:
             code = resp.status
             for w in request.get("warnings", ()):
                 if not resp.prepared:
-                    resp.headers.add("Warning", f'299 - "{w}"')
+                    resp.headers.add("Warning", warning_header(w))
             return resp
         except ApiError as e:
             code = e.code
@@ -305,6 +305,13 @@ class ApiServer:
         return await self.handlers.handle(
             request, resolve(self.registry, mi["group"], mi["version"], segs)
         )
+
+
+def warning_header(text: str) -> str:
+    """A ``Warning`` header value (RFC 7234): the text is a quoted-string, so its quotes and
+    backslashes are escaped; kubectl drops a warning whose quotes are not."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'299 - "{escaped}"'
 
 
 def _aggregated(body: dict[str, Any]) -> web.Response:
