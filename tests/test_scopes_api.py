@@ -229,6 +229,9 @@ def test_kubectl_applies_gets_and_explains_scopes(shoal_module: ShoalProcess) ->
     unknown = node.kubectl("apply", "-f", "-", check=False,
                            input=SCOPE_YAML.replace("  writers:", "  readers: [x]\n  writers:"))
     assert unknown.returncode != 0 and 'unknown field "spec.readers"' in unknown.stderr
+    warned = node.kubectl("apply", "--validate=warn", "-f", "-",
+                          input=SCOPE_YAML.replace("  writers:", "  readers: [x]\n  writers:"))
+    assert 'Warning: unknown field "spec.readers"' in warned.stderr
 
 
 @pytest.mark.slow
