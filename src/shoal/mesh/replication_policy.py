@@ -169,6 +169,8 @@ class ReplicationPolicy:
         self._fingerprint: tuple[Any, ...] | None = None
         self._sync: list[Any] = []
         self._sync_version = -1
+        self._relays: list[Any] = []
+        self._relays_of: list[Any] | None = None
         self._targets: dict[str, list[Any]] = {}
         self._targets_key: tuple[int, int] = (-1, -1)
 
@@ -282,19 +284,29 @@ class ReplicationPolicy:
             self._sync_version = self.membership.version
         return self._sync
 
+    def relay_peers(self) -> list[Any]:
+        """Of the sync peers, those pushed to and pulled from every round
+        (``topology.relays``: a super-peer's weak peers pull from it instead)."""
+        sync = self.sync_peers()
+        if self._relays_of is not sync:  # recomputed with the sync peers
+            self._relays, self._relays_of = topology.relays(self._me(), sync), sync
+        return self._relays
+
     def push_targets(self, scope: str) -> list[Any]:
         """Live members of ``scope`` to push its documents to: those the topology lets me
         sync with, or, when none is live, any live member (a scope must not stall because
         its members sync through a super-peer that is not one of them). Cached."""
         m = self.map()
         if scope == CLUSTER:
-            return self.sync_peers()
+            return self.relay_peers()  # super-peers: weak peers pull (topology.relays)
         key = (self.membership.version, self._map_serial)
         if key != self._targets_key:
             self._targets, self._targets_key = {}, key
         targets = self._targets.get(scope)
         if targets is None:
-            targets = [p for p in self.sync_peers() if m.is_member(scope, p.name)]
+            targets = [p for p in self.relay_peers() if m.is_member(scope, p.name)]
+            if not targets:
+                targets = [p for p in self.sync_peers() if m.is_member(scope, p.name)]
             if not targets:
                 targets = [p for p in self.membership.live() if m.is_member(scope, p.name)]
             self._targets[scope] = targets
@@ -308,7 +320,8 @@ class ReplicationPolicy:
         if key == self._partners_key:
             return self._partners
         peers = {p.name: p for p in self.sync_peers()}
-        names = ring.partners(self.me, peers, self.pull_partner_count)
+        relays = {p.name for p in self.relay_peers()}
+        names = ring.partners(self.me, relays, self.pull_partner_count)
         chosen = [peers[n] for n in names]
         live = {p.name: p for p in self.membership.live()}
         for scope in sorted(m.scopes_of(self.me) - {CLUSTER}):
@@ -324,6 +337,10 @@ class ReplicationPolicy:
                         names.append(pick[0])
                         chosen.append(live[pick[0]])
                     break
+        # Super-peers: their weak peers in turn, between backbone pulls (topology.pull_cycle).
+        weak = sorted((n for n in peers if n not in relays), key=ring.position)
+        if weak:
+            chosen = [peers[n] if n in peers else live[n] for n in topology.pull_cycle(names, weak)]
         self._partners, self._partners_key = chosen, key
         return chosen
 

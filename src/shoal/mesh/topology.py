@@ -78,3 +78,29 @@ def sync_peers(me: Tagged, peers: Iterable[T]) -> list[T]:
         return direct
     supers = [p for p in others if role_of(p) == Role.SUPER]
     return supers or [p for p in others if role_of(p) == Role.FULL]
+
+
+def relays(me: Tagged, sync: Iterable[T]) -> list[T]:
+    """Of ``me``'s sync peers, those it pushes to and pulls from every round: for a full or
+    super-peer the other full and super-peers (the backbone, memberlist's WAN pool),
+    since the weak peers of its site pull from it; for a weak peer all of them. A write
+    then crosses the backbone by push in a few hops, and reaches every weak peer at its
+    next pull."""
+    sync = list(sync)
+    if role_of(me) == Role.WEAK:
+        return sync
+    backbone = [p for p in sync if role_of(p) != Role.WEAK]
+    return backbone or sync
+
+
+def pull_cycle(core: list[str], weak: list[str]) -> list[str]:
+    """The order a full or super-peer pulls in: its backbone partners (``core``) every
+    other round, and between them each of its weak peers in turn, so that a weak peer's
+    write whose pushes were all lost still reaches the backbone, without the backbone
+    pulls waiting for a whole cycle of weak peers."""
+    if not weak or not core:
+        return core or weak
+    out: list[str] = []
+    for i, w in enumerate(weak):
+        out += [core[i % len(core)], w]
+    return out
