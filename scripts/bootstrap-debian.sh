@@ -18,6 +18,9 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v wireguard-go >/dev/null 2>&1 || need+=(wireguard-go)
 command -v wg >/dev/null 2>&1 || need+=(wireguard-tools)
 # --- end pod network ---
+# --- observability: the live page is tested in a real headless browser ---
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# --- end observability ---
 # --- the bus (shoal.bus): every peer runs a nats-server ---
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # --- end bus ---

@@ -113,7 +113,7 @@ function drawGraph(report) {
   svg.replaceChildren();
   const members = report.members || [];
   const n = members.length;
-  const cx = 300, cy = 210, r = n > 1 ? 150 : 0;
+  const cx = 300, cy = 165, r = n > 1 ? 120 : 0;
   const at = {};
   members.forEach((m, i) => {
     const angle = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(n, 1);
@@ -142,8 +142,9 @@ function drawGraph(report) {
     }));
     g.appendChild(el("svg:text", { x: x, y: y - 2, "font-weight": m.self ? "bold" : "normal" },
       m.name));
-    g.appendChild(el("svg:text", { x: x, y: y + 14, fill: "#7a8594" },
-      podsOn(report, m.name) + " pods"));
+    const pods = podsOn(report, m.name);
+    g.appendChild(el("svg:text", { x: x, y: y + 14, fill: "#7a8594", class: "pods" },
+      pods + (pods === 1 ? " pod" : " pods")));
     g.appendChild(el("svg:text", { x: x, y: y + 48, fill: NODE_COLOURS[m.state] || "#888" },
       m.state + (m.site ? " · " + m.site : "") + (m.role && m.role !== "full" ? " · " + m.role : "")));
     svg.appendChild(g);
