@@ -92,6 +92,36 @@ def test_a_larger_scoped_cluster_converges_after_chaos() -> None:
     assert report.ok, report.failures[:3]
 
 
+CHANGES_DIVERGE = pytest.mark.xfail(strict=False, reason=(
+    "replication_policy judges every register by the scope's current writers: a write made "
+    "by a writer before it was removed is refused by members that had not merged it yet "
+    "(and by every member added later), so it is lost or the members differ for good"))
+
+
+def visibility_problems(report: scenarios.Report) -> list[str]:
+    return [f for f in report.failures if " holds " in f]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_peers_never_named_in_a_scope_hold_none_of_it_while_members_come_and_go(
+    seed: int,
+) -> None:
+    peers, count = 3 + seed % 4, 1 + seed % 2
+    report = scoped(seed, peers=peers, scopes=count, scope_changes=2, liveness_timeout=60.0)
+    assert not visibility_problems(report), (
+        f"{visibility_problems(report)[:3]}; reproduce: {command(seed, peers, count)} "
+        "--scope-changes 2")
+    assert report.scope_leaks == 0  # removed members dropped the scope by the end
+
+
+@CHANGES_DIVERGE
+@pytest.mark.parametrize("seed", range(20))
+def test_members_converge_and_keep_every_write_while_members_come_and_go(seed: int) -> None:
+    peers, count = 3 + seed % 4, 1 + seed % 2
+    report = scoped(seed, peers=peers, scopes=count, scope_changes=2, liveness_timeout=60.0)
+    assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, count)}"
+
+
 def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
     code = sim_main(["--peers", "4", "--seed", "5", "--scopes", "2", "--safety-seconds", "5",
                      "--idle-seconds", "2"])

@@ -32,6 +32,8 @@ def parse(argv: list[str]) -> Options:
     p.add_argument("--join", action="store_true", help="form the cluster by joins, not preformed")
     p.add_argument("--scopes", type=int, default=0,
                    help="chaos: Scope objects (tenants) over subsets of the peers")
+    p.add_argument("--scope-changes", type=int, default=0,
+                   help="chaos with scopes: members added to or removed from a Scope meanwhile")
     p.add_argument("--preset", choices=["sim", "default", "lan", "wan"], default="sim")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -43,7 +45,8 @@ def parse(argv: list[str]) -> Options:
         peers=a.peers, seed=seed, scenario=a.scenario, writes=a.writes,
         partitions=a.partitions, kills=a.kills, drop=a.drop, duplicate=a.duplicate,
         safety_seconds=a.safety_seconds, idle_seconds=a.idle_seconds,
-        preformed=not a.join, scopes=a.scopes, config=cfg,
+        preformed=not a.join, scopes=a.scopes,
+        scope_changes=a.scope_changes, config=cfg,
     )
 
 

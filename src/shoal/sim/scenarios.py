@@ -71,6 +71,9 @@ class Options:
     preformed: bool = True
     scopes: int = 0
     """Scope objects (tenants) in the chaos run; 0: everything in the cluster scope."""
+    scope_changes: int = 0
+    """With scopes: membership edits (a peer added to or removed from a Scope) during
+    the faults."""
     config: MeshConfig = field(default_factory=sim_config)
 
     def command(self) -> str:
@@ -82,6 +85,7 @@ class Options:
             f"--safety-seconds {self.safety_seconds}"
             + ("" if self.preformed else " --join")
             + (f" --scopes {self.scopes}" if self.scopes else "")
+            + (f" --scope-changes {self.scope_changes}" if self.scope_changes else "")
         )
 
 
@@ -146,7 +150,7 @@ def _rounds(seconds: float | None, cfg: MeshConfig) -> int | None:
 def _converged(cluster: SimCluster, tenants: scoped.Tenants | None = None) -> bool:
     replicas = {n.name: n.replica for n in cluster.up_nodes()}
     if tenants is not None:
-        return not scope_convergence.check(replicas, tenants.scopes, limit=1)
+        return not scope_convergence.check(replicas, tenants.truth(replicas), limit=1)
     return not convergence.check(replicas, limit=1)
 
 
@@ -163,10 +167,13 @@ class _ScopeWatch:
         if self.failed:
             return
         replicas = {n.name: n.replica for n in self.cluster.nodes.values()}
-        scopes = self.tenants.scopes
+        t = self.tenants
         self.report.visibility_checks += 1
-        problems = (visibility.check(replicas, scopes, limit=3)
-                    + scope_durability.forgotten_early(replicas, scopes, limit=3))
+        # While membership changes, a peer may hold a scope it was ever a member of (it
+        # drops it once it learns it left); one never named must never hold anything.
+        problems = (visibility.check(replicas, t.ever_map(), limit=3)
+                    + scope_durability.forgotten_early(
+                        replicas, None if t.changes else t.scopes, limit=3))
         if problems:
             self.failed = True
             at = self.cluster.loop.time()
@@ -225,6 +232,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
         if tenants is not None:
             return scoped.random_write(cluster, tenants, rng)
         return cluster.random_write(rng)
+
     # -- safety: writes and faults on a schedule drawn up front ---------------------------
     events: list[tuple[float, int, str, Callable[[], Awaitable[Any]]]] = []
     seq = 0
@@ -261,6 +269,11 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
         at(start, "kill", lambda v=victim: cluster.kill(v))  # type: ignore[misc]
         at(start + rng.uniform(1.0, 10.0), "restart",
            lambda v=victim: cluster.restart(v))  # type: ignore[misc]
+    if tenants is not None:
+        edits = random.Random(f"{opts.seed}:scope-changes")
+        for _ in range(opts.scope_changes):
+            at(edits.uniform(0, opts.safety_seconds), "scope change",
+               lambda t=tenants: scoped.change_members(cluster, t, edits))  # type: ignore[misc]
     events.sort(key=lambda e: (e[0], e[1]))
     # Debug output draws from its own stream, so turning it on never changes the run.
     debug_rng = random.Random(f"{opts.seed}:debug")
@@ -296,12 +309,14 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     if report.converge_seconds is None:
         report.failures += [f"no convergence within {opts.liveness_timeout}s"]
         report.failures += (convergence.check(replicas) if tenants is None
-                            else scope_convergence.check(replicas, tenants.scopes))
+                            else scope_convergence.check(replicas, tenants.truth(replicas)))
     if tenants is None:
         report.failures += durability.check(cluster.acked, final)
         report.failures += resurrection.check(cluster.acked, final)
     else:
-        report.failures += scope_durability.check(cluster.acked, replicas, tenants.scopes)
+        report.failures += scope_durability.check(cluster.acked, replicas,
+                                                  tenants.truth(replicas),
+                                                  exempt=tenants.revoked)
     if watch is not None:
         watch.step("convergence")
     if report.members_converge_seconds is None:
@@ -315,7 +330,10 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     if tenants is not None:
         assert watch is not None
         watch.step("the idle phase")
-        report.scope_leaks = visibility.leaks(replicas, tenants.scopes)
+        # Now exactly: a peer removed from a scope has dropped it.
+        truth = tenants.truth(replicas)
+        report.failures += [f"at the end: {p}" for p in visibility.check(replicas, truth)]
+        report.scope_leaks = visibility.leaks(replicas, truth)
     _finish(cluster, report, run_bytes, run_messages)
     await cluster.stop()
 
@@ -336,8 +354,10 @@ async def _collect(cluster: SimCluster, opts: Options, report: Report,
         report.failures += tombstones.check(replicas)
     if tenants is not None:
         report.failures += [f"after collection: {p}" for p in
-                            scope_convergence.check(replicas, tenants.scopes)
-                            + scope_durability.check(cluster.acked, replicas, tenants.scopes)]
+                            scope_convergence.check(replicas, tenants.truth(replicas))
+                            + scope_durability.check(cluster.acked, replicas,
+                                                     tenants.truth(replicas),
+                                                     exempt=tenants.revoked)]
         return
     report.failures += convergence.check(replicas)
     for name, replica in replicas.items():

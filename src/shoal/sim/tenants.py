@@ -13,13 +13,16 @@ a leak reads plainly in a dump.
 from __future__ import annotations
 
 import base64
+import copy
 import random
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.authz.scopes import CLUSTER, ScopeMap, ScopeRule
 from shoal.model.kinds import Kind
-from shoal.sim.cluster import NAMESPACE, SimCluster
+from shoal.sim.cluster import NAMESPACE, AckedWrite, SimCluster
+from shoal.store.replica import Replica
 
 SCOPE_API_VERSION = "shoal.dev/v1alpha1"
 UNSCOPED = (NAMESPACE, "shared")
@@ -30,15 +33,48 @@ class Tenants:
     objects: list[dict[str, Any]]
     """The Scope objects, as an operator would write them."""
     scopes: ScopeMap
-    """What they mean: the truth the checkers judge every replica against."""
+    """What they mean: the truth the checkers judge every replica against (while no
+    membership changes; after changes, the converged replicas' own Scope objects)."""
     namespaces: list[str]
     """Every namespace the workload writes to, scoped or not."""
+    ever: dict[str, set[str]] = field(default_factory=dict)
+    """Per scope, every peer that any version of it named as a member."""
+    changes: list[str] = field(default_factory=list)
+    """The membership edits made during the run."""
+    removed: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(scope, peer) -> virtual seconds of the first edit that removed the peer from it."""
+
+    def revoked(self, w: AckedWrite) -> bool:
+        """Whether ``w`` was made by a peer after an edit had removed it from the write's
+        scope: the peer accepted it before it learned, and the other members refuse it,
+        as they must (so no checker expects it kept)."""
+        scope = self.scopes.scope_of(w.resource, w.namespace)
+        since = self.removed.get((scope, w.node))
+        return since is not None and w.at >= since
+
+    def __post_init__(self) -> None:
+        for name in self.scopes.names():
+            self.ever.setdefault(name, set()).update(self.scopes.members(name) or ())
 
     def writers(self, namespace: str, up: list[str]) -> list[str]:
         scope = self.scopes.scope_of_namespace(namespace)
         if scope == CLUSTER:
             return up
         return [n for n in up if self.scopes.is_writer(scope, n)]
+
+    def truth(self, replicas: Mapping[str, Replica]) -> ScopeMap:
+        """The scopes to judge converged replicas by: as planned, or once membership has
+        changed, as the first replica holds them (the cluster scope, Scope objects
+        included, must be identical everywhere for the run to count as converged)."""
+        if not self.changes:
+            return self.scopes
+        return ScopeMap.build(next(iter(replicas.values())))
+
+    def ever_map(self) -> ScopeMap:
+        """The scopes with every peer ever named a member: a peer outside this map must
+        never have held anything of the scope, however membership changed."""
+        return ScopeMap([ScopeRule(r.name, r.namespaces, None, frozenset(self.ever[r.name]),
+                                   None, None) for r in self.scopes.rules.values()])
 
 
 def plan(peers: list[str], count: int, seed: int) -> Tenants:
@@ -87,11 +123,15 @@ def everywhere(cluster: SimCluster, tenants: Tenants) -> bool:
 
 
 async def random_write(cluster: SimCluster, tenants: Tenants, rng: random.Random) -> bool:
-    """One create, update or delete of a ConfigMap or Secret, on a peer allowed to make it."""
+    """One create, update or delete of a ConfigMap or Secret, on a peer allowed to make it
+    (as the API decides: by that peer's own Scope objects)."""
     namespace = rng.choice(tenants.namespaces)
     secret = rng.random() < 0.5
-    up = [n.name for n in cluster.up_nodes()]
-    writers = tenants.writers(namespace, up)
+    writers = []
+    for n in cluster.up_nodes():
+        own = ScopeMap.build(n.replica)
+        if own.is_writer(own.scope_of_namespace(namespace), n.name):
+            writers.append(n.name)
     name = f"{'secret' if secret else 'cm'}-{rng.randrange(cluster.name_pool)}"
     roll, key, value = rng.random(), f"k{rng.randrange(4)}", rng.randrange(1_000_000)
     if not writers:
@@ -104,3 +144,43 @@ async def random_write(cluster: SimCluster, tenants: Tenants, rng: random.Random
     text = f"{namespace}-{name}-{value}"  # the tenant's namespace in every value
     data = {key: base64.b64encode(text.encode()).decode() if secret else text}
     return await cluster.write(node, op, name, data, kind, namespace)
+
+
+async def change_members(cluster: SimCluster, tenants: Tenants, rng: random.Random) -> bool:
+    """An operator edits one Scope on an up peer: adds a peer that is not a member, or
+    removes one (never the last writer). Returns whether the edit was stored."""
+    up = cluster.up_nodes()
+    if not up or not tenants.objects:
+        return False
+    node = rng.choice(up)
+    name = rng.choice(tenants.objects)["metadata"]["name"]
+    kind = scope_kind(cluster)
+    current = node.store.find(kind, "", name)
+    if current is None:
+        return False
+    obj = copy.deepcopy(current)
+    spec = obj["spec"]
+    members: list[str] = list(spec.get("members") or [])
+    writers: list[str] | None = spec.get("writers")
+    outsiders = sorted(set(cluster.nodes) - set(members))
+    removable = [m for m in members if writers is None or m not in writers or len(writers) > 1]
+    if len(members) < 2 or len(removable) == 0:
+        removable = []
+    if outsiders and (not removable or rng.random() < 0.5):
+        peer = rng.choice(outsiders)
+        spec["members"] = sorted([*members, peer])
+        what = f"{name} +{peer}"
+    elif removable:
+        peer = rng.choice(removable)
+        spec["members"] = [m for m in members if m != peer]
+        if writers is not None:
+            spec["writers"] = [w for w in writers if w != peer]
+        what = f"{name} -{peer}"
+        tenants.removed.setdefault((name, peer), cluster.loop.time())
+    else:
+        return False
+    await node.store.update(kind, obj, "", name)
+    tenants.ever.setdefault(name, set()).update(spec["members"])
+    tenants.changes.append(what)
+    cluster.network.note(f"scope change on {node.name}: {what}")
+    return True

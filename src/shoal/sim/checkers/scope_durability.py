@@ -12,7 +12,7 @@ whose fence has expired.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from shoal.authz.scopes import ScopeMap
 from shoal.sim.checkers import durability, resurrection
@@ -21,15 +21,18 @@ from shoal.store.replica import Replica
 
 
 def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: ScopeMap,
-          limit: int = 5) -> list[str]:
+          limit: int = 5, exempt: Callable[[AckedWrite], bool] | None = None) -> list[str]:
+    """``exempt`` names writes no member need keep (made by a peer after it was removed);
+    they still count as creates for ``resurrection``, since a member may have kept one."""
     acked = list(acked)
     problems: list[str] = []
     for peer, replica in replicas.items():
         mine = [w for w in acked
-                if scopes.is_member(scopes.scope_of(w.resource, w.namespace), peer)
+                if scopes.is_member(scopes.scope_of(w.resource, w.namespace), peer)]
+        kept = [w for w in mine if (exempt is None or not exempt(w))
                 and not _deleted_unseen(w, peer, replicas, scopes)]
         problems += [f"on {peer}: {p}" for p in
-                     durability.check(mine, replica, limit) + resurrection.check(mine, replica)]
+                     durability.check(kept, replica, limit) + resurrection.check(mine, replica)]
         if len(problems) >= limit:
             break
     return problems
@@ -54,15 +57,20 @@ def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
     return False
 
 
-def forgotten_early(replicas: Mapping[str, Replica], scopes: ScopeMap,
+def forgotten_early(replicas: Mapping[str, Replica], scopes: ScopeMap | None,
                     limit: int = 5) -> list[str]:
+    """With ``scopes`` None, each collecting peer is judged by its own Scope objects (the
+    map it collected under, while membership changes)."""
     problems: list[str] = []
     for peer, replica in replicas.items():
+        if not replica.fences:
+            continue
+        own = scopes if scopes is not None else ScopeMap.build(replica)
         for (resource, ns, name), fence in list(replica.fences.items()):
-            scope = scopes.scope_of(resource, ns)
+            scope = own.scope_of(resource, ns)
             deletion = (fence.stamp, fence.writer)
             for other, theirs in replicas.items():
-                if other == peer or not scopes.is_member(scope, other):
+                if other == peer or not own.is_member(scope, other):
                     continue
                 entry = theirs.entry(resource, ns, name)
                 if (entry is not None and entry.value is not None
