@@ -81,6 +81,10 @@ def test_kubectl_top_pods_on_another_peer_reads_the_pods_node(
                                  "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nope",
                                  check=False)
         assert missing.returncode != 0 and "NotFound" in missing.stderr + missing.stdout
+        metrics = first.kubectl("get", "--raw", "/metrics").stdout
+        starts = [line for line in metrics.splitlines()
+                  if line.startswith("shoal_pod_container_starts_total ")]
+        assert starts and float(starts[0].split()[1]) >= 1, "node-1 counted the start"
     finally:
         first.kubectl("delete", "pod", "spin", "--grace-period=0", "--force", check=False)
 

@@ -8,7 +8,8 @@ process in tests), holding:
   other long-running requests are counted, not timed, as kube-apiserver does), and the
   kubelet's events written on this node (pod starts, runtime errors by reason);
 - a collector that reads the live objects at scrape time (nothing on the hot path):
-  replica size, watchers, members by state, probes, replication cursors and lag per
+  replica size, change-feed subscribers (API watches and the node's own loops),
+  members by state, probes, replication cursors and lag per
   peer, bytes and frames per peer link, membership transitions, pods on this node.
 
 The path is authenticated like the API and authorized as the non-resource URL
@@ -238,7 +239,9 @@ class LiveCollector(Collector):
                                   "The replica on disk: the SQLite file and its WAL.")
             g.add_metric([], size)
             yield g
-        g = GaugeMetricFamily("shoal_watchers", "Watches open on this node.")
+        g = GaugeMetricFamily("shoal_watchers", "Subscribers to this node's change feed: "
+                              "open API watches plus the node's own controllers, agent and "
+                              "replication (about 20 on an idle node).")
         g.add_metric([], r.feed.watchers)
         yield g
 
