@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="debug logs one line per request; info logs a summary line every minute "
                         "(default: info)")
+    s.add_argument("--log-format", default="text", choices=["text", "json"],  # observability
+                   help="json: one JSON object per line with time, level, logger, node and "
+                        "message (default: text)")
     s.add_argument("--bookmark-interval", type=parse_duration, default=60.0,
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
@@ -308,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             level=getattr(logging, args.log_level.upper()),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        if args.log_format == "json":  # observability
+            from shoal.cli.log_format import use_json
+
+            use_json(args.name)
         cfg = NodeConfig(
             name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
             advertise=args.advertise, bookmark_interval=args.bookmark_interval,
