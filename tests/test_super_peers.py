@@ -233,3 +233,13 @@ def test_peers_without_roles_announce_no_tags_and_contact_everyone() -> None:
         await c.stop()
 
     virtual_run(main())
+
+
+def test_the_scale_benchmark_runs_at_20_peers() -> None:
+    from bench import scale
+
+    got = scale.measure(20, scale.mesh_only())
+    assert got["peers"] == 20 and got["one_write"]["rounds"] is not None
+    assert got["idle"]["weak"]["bytes_per_second_mean"] > 0
+    healed = scale.heal(20, split=30.0, cfg=scale.mesh_only())
+    assert healed["members_settle_virtual_seconds"] is not None

@@ -491,8 +491,8 @@ def node_site(cfg: NodeConfig, replica: Replica) -> str:
 
 
 def mesh_settings(cfg: NodeConfig, replica: Replica) -> mesh_config.MeshConfig:
-    return dataclasses.replace(mesh_config.default(), role=cfg.role,
-                               site=node_site(cfg, replica))
+    return mesh_config.for_role(dataclasses.replace(mesh_config.default(), role=cfg.role,
+                                                    site=node_site(cfg, replica)))
 
 
 def topology_labels(cfg: NodeConfig) -> dict[str, str | None]:

@@ -14,6 +14,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shoal.mesh import config as mesh_config
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
 from shoal.mesh.peer import MeshPeer
@@ -65,7 +66,7 @@ class RoleCluster(SimCluster):
 
     def _peer(self, node: SimNode) -> MeshPeer:
         role, site = self.role[node.name]
-        cfg = dataclasses.replace(self.config, role=str(role), site=site)
+        cfg = mesh_config.for_role(dataclasses.replace(self.config, role=str(role), site=site))
         transport = self.network.transport(node.address)
         rng = random.Random(f"{self.seed}:peer:{node.name}:{node.restarts}")
         return MeshPeer(node.name, transport, node.replica, cfg, rng)

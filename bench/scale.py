@@ -1,0 +1,305 @@
+"""Scale with super-peers: the simulator at 100, 1,000 and 10,000 peers.
+
+Every site has 2 super-peers and 98 weak peers (``--sync-via super``), so N peers are
+N/100 sites; the super-peers run SWIM and replicate among themselves, the weak peers
+only with their site's two. Everything runs on virtual time (``shoal.sim``): the real
+membership, replication, replica and CRDT code, one process. Per size:
+
+- ``idle``: bytes per node per second, in and out (payload bytes: no TLS or TCP
+  framing), over a quiet minute, weak and super-peers apart;
+- ``one_write``: rounds (pull intervals) until one write on a weak peer is on every
+  replica;
+- ``after_burst``: 100 writes on random weak peers within a second, then bytes per node
+  per second over the next minute, and when the burst was everywhere;
+- ``memory``: resident memory added per simulated peer (RSS after start and a first
+  settling minute, less before, over N);
+- ``heal`` (1,000 by default): half the sites cut from the other half for long enough
+  to declare each other dead, writes on both sides, then the heal: seconds until every
+  member list is settled (full and super-peers see everyone alive, weak peers their
+  super-peers) and until the replicas are identical.
+
+``python -m bench.scale [--sizes=100,1000] [--heal=1000] [--collection=100]
+[--tracemalloc] [--output=FILE]`` runs it alone; ``--tracemalloc`` lists where the
+memory of the largest size goes. Sizes run with tombstone collection off (the mesh
+alone); ``--collection`` sizes run again with it on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import json
+import math
+import os
+import random
+import sys
+import time
+import tracemalloc
+from typing import Any
+
+from shoal.mesh import config as mesh_config
+from shoal.mesh.config import MeshConfig
+from shoal.mesh.topology import Role
+from shoal.sim.checkers import convergence
+from shoal.sim.cluster import NAMESPACE, RESOURCE
+from shoal.sim.loop import VirtualEventLoop
+from shoal.sim.loop import run as virtual_run
+from shoal.sim.network import LinkFaults
+from shoal.sim.super_peers import Layout, RoleCluster
+
+SEED = 1
+SITE = 100  # peers per site: 2 super-peers and 98 weak peers
+IDLE_SECONDS = 60.0
+BURST_WRITES = 100
+
+
+def layout_for(n: int) -> Layout:
+    sites = max(1, n // SITE)
+    return Layout(sites=sites, supers_per_site=2, weak_per_site=max(1, n // sites - 2))
+
+
+def config() -> MeshConfig:
+    """The production timers (``mesh_config.default()``), tombstone collection included."""
+    return mesh_config.default()
+
+
+def _rss() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _traffic(cluster: RoleCluster, seconds: float) -> dict[str, Any]:
+    """Bytes per node per second, in and out, since the counters were reset."""
+    net = cluster.network
+    out: dict[str, Any] = {}
+    for role in (Role.WEAK, Role.SUPER):
+        rates = sorted(
+            (net.bytes_sent[cluster.nodes[n].address] + net.bytes_received[cluster.nodes[n].address])
+            / seconds for n in cluster.names(role) if cluster.nodes[n].up)
+        if not rates:
+            continue
+        mean = sum(rates) / len(rates)
+        out[str(role)] = {
+            "bytes_per_second_mean": round(mean, 2),
+            "bytes_per_second_p99": round(rates[min(len(rates) - 1, int(len(rates) * 0.99))], 2),
+            "bytes_per_second_max": round(rates[-1], 2),
+            "kbit_per_second_mean": round(mean * 8 / 1000, 3),
+        }
+        sent = sum(net.messages_sent[cluster.nodes[n].address] for n in cluster.names(role))
+        out[str(role)]["messages_sent_per_node_per_second"] = round(
+            sent / len(rates) / seconds, 3)
+    return out
+
+
+async def _until(loop: VirtualEventLoop, cond: Any, timeout: float, step: float) -> float | None:
+    start = loop.time()
+    while not cond():
+        if loop.time() - start >= timeout:
+            return None
+        await asyncio.sleep(step)
+    return loop.time() - start
+
+
+def _everywhere(cluster: RoleCluster, name: str) -> Any:
+    want: list[Any] = []
+
+    def check() -> bool:
+        for node in cluster.nodes.values():
+            e = node.replica.entry(RESOURCE, NAMESPACE, name)
+            if e is None or e.value is None:
+                return False
+            if not want:
+                want.append(e.document().root)
+            elif e.document().root != want[0]:
+                return False
+        return True
+
+    return check
+
+
+async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) -> None:
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualEventLoop)
+    layout = layout_for(n)
+    gc.collect()
+    rss0 = _rss()
+    wall = time.perf_counter()
+    if trace:
+        tracemalloc.start(1)
+    cluster = RoleCluster(layout.size, SEED, cfg, loop, LinkFaults(), layout=layout)
+    rng = random.Random(f"{SEED}:bench")
+    await cluster.start()
+    report["peers"] = layout.size
+    report["layout"] = dataclasses.asdict(layout)
+    report["start_wall_seconds"] = round(time.perf_counter() - wall, 1)
+    # Settle: every pull partner asked once, the first coverage published.
+    await asyncio.sleep(max(cfg.pull_interval * (cfg.pull_partners + 1),
+                            cfg.coverage_publish_interval + cfg.pull_interval))
+    gc.collect()
+    rss1 = _rss()
+    report["memory"] = {"rss_bytes_per_peer": round((rss1 - rss0) / layout.size),
+                        "rss_total_mib": round((rss1 - rss0) / 2**20, 1)}
+    if trace:
+        snap = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = snap.statistics("filename")
+        total = sum(s.size for s in stats)
+        report["memory"]["tracemalloc_bytes_per_peer"] = round(total / layout.size)
+        report["memory"]["top_files"] = [
+            {"file": s.traceback[0].filename.split("/src/")[-1], "mib": round(s.size / 2**20, 1),
+             "bytes_per_peer": round(s.size / layout.size)} for s in stats[:12]]
+        by_line = snap.statistics("lineno")
+        report["memory"]["top_lines"] = [
+            {"where": f"{s.traceback[0].filename.split('/src/')[-1]}:{s.traceback[0].lineno}",
+             "mib": round(s.size / 2**20, 1)} for s in by_line[:15]]
+        del snap, stats, by_line
+    t = time.perf_counter()
+    cluster.network.reset_counters()
+    await asyncio.sleep(IDLE_SECONDS)
+    report["idle"] = _traffic(cluster, IDLE_SECONDS)
+    report["idle"]["wall_seconds"] = round(time.perf_counter() - t, 1)
+    # One write on a weak peer.
+    weak = cluster.names(Role.WEAK)
+    writer = cluster.nodes[rng.choice(weak)]
+    cluster.network.reset_counters()
+    assert await cluster.write(writer, "create", "one", {"k": "v"})
+    took = await _until(loop, _everywhere(cluster, "one"), 300.0, 0.05)
+    report["one_write"] = {
+        "writer": writer.name,
+        "converge_virtual_seconds": None if took is None else round(took, 2),
+        "rounds": None if took is None else max(1, math.ceil(took / cfg.pull_interval)),
+    }
+    # A burst of writes, then the minute after it.
+    await asyncio.sleep(10)
+    cluster.network.reset_counters()
+    start = loop.time()
+    names = []
+    for i in range(BURST_WRITES):
+        node = cluster.nodes[rng.choice(weak)]
+        name = f"burst-{i}"
+        names.append(name)
+        await cluster.write(node, "create", name, {"k": str(i)})
+        await asyncio.sleep(1.0 / BURST_WRITES)
+    await asyncio.sleep(max(0.0, start + 60.0 - loop.time()))
+    report["after_burst"] = _traffic(cluster, loop.time() - start)
+    last = _everywhere(cluster, names[-1])
+    everywhere_at = await _until(
+        loop, lambda: last() and all(_everywhere(cluster, x)() for x in names[:1]), 240.0, 0.5)
+    report["after_burst"]["writes"] = BURST_WRITES
+    report["after_burst"]["everywhere_after_virtual_seconds"] = (
+        None if everywhere_at is None else round(loop.time() - start, 1))
+    report["wall_seconds"] = round(time.perf_counter() - wall, 1)
+    report["virtual_seconds"] = round(loop.time(), 1)
+    await cluster.stop()
+
+
+async def _heal(n: int, cfg: MeshConfig, split: float, report: dict[str, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualEventLoop)
+    layout = layout_for(n)
+    wall = time.perf_counter()
+    cluster = RoleCluster(layout.size, SEED, cfg, loop, LinkFaults(), layout=layout)
+    rng = random.Random(f"{SEED}:heal")
+    await cluster.start()
+    await asyncio.sleep(cfg.pull_interval * (cfg.pull_partners + 1))
+    sites = sorted({s for _, s in cluster.role.values()})
+    left = set(sites[: max(1, len(sites) // 2)])
+    a = [node for node in cluster.nodes.values() if cluster.role[node.name][1] in left]
+    b = [node for node in cluster.nodes.values() if cluster.role[node.name][1] not in left]
+    if not b:  # one site: cut its weak peers in half instead
+        a, b = a[: len(a) // 2], a[len(a) // 2:]
+    cluster.network.partition([[x.address for x in a], [x.address for x in b]])
+    cluster.network.note("partition")
+    for side in (a, b):
+        for i in range(10):
+            await cluster.write(rng.choice(side), "create", f"cm-{i}", {"side": side[0].name})
+    await asyncio.sleep(split)
+    # Both sides hold the other dead (or at least not alive) now.
+    probe = next(x for x in a if cluster.role[x.name][0] == Role.SUPER)
+    assert probe.peer is not None
+    gone = sum(1 for m in probe.peer.members() if m.name in {x.name for x in b}
+               and m.state.name != "ALIVE")
+    cluster.network.heal()
+    cluster.network.note("heal")
+    cluster.network.reset_counters()
+    settle_start = loop.time()
+    members = await _until(loop, cluster.members_settled, 600.0, 0.5)
+    data = await _until(loop, lambda: not convergence.check(
+        {x.name: x.replica for x in cluster.up_nodes()}, limit=1), 600.0, 0.5)
+    report.update({
+        "peers": layout.size,
+        "partition_seconds": split,
+        "other_side_not_alive_at_heal": f"{gone}/{len(b)}",
+        "members_settle_virtual_seconds": members,
+        "replicas_identical_virtual_seconds": data,
+        "traffic_after_heal": _traffic(cluster, max(1e-9, loop.time() - settle_start)),
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+    })
+    await cluster.stop()
+
+
+def measure(n: int, cfg: MeshConfig | None = None, trace: bool = False) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    virtual_run(_size(n, cfg or config(), report, trace))
+    gc.collect()
+    return report
+
+
+def heal(n: int, split: float = 120.0, cfg: MeshConfig | None = None) -> dict[str, Any]:
+    report: dict[str, Any] = {}
+    virtual_run(_heal(n, cfg or config(), split, report))
+    gc.collect()
+    return report
+
+
+def mesh_only() -> MeshConfig:
+    """The production timers with tombstone collection off: membership and replication
+    alone (collection publishes coverage vectors, measured apart)."""
+    return dataclasses.replace(config(), gc_interval=0.0)
+
+
+def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None = None,
+        trace: bool = False, collection_at: list[int] | None = None) -> dict[str, Any]:
+    sizes = sizes or ([100, 1000] if quick else [100, 1000, 10000])
+    heal_at = heal_at if heal_at is not None else ([100] if quick else [1000])
+    collection_at = collection_at if collection_at is not None else (
+        [100] if quick else [100, 1000])
+    out: dict[str, Any] = {
+        "seed": SEED, "site": "2 super-peers + 98 weak peers",
+        "config": "mesh_config.default() with gc_interval=0 (mesh alone); weak peers "
+                  "mesh_config.for_role (probe and pull every 4 s)",
+        "sizes": {}, "with_tombstone_collection": {}, "heal": {}}
+    for n in sizes:
+        print(f"-- scale: {n} peers", flush=True)
+        out["sizes"][str(n)] = measure(n, mesh_only(), trace=trace and n == max(sizes))
+        print(json.dumps(out["sizes"][str(n)]), flush=True)
+    for n in collection_at:
+        print(f"-- scale: {n} peers with tombstone collection", flush=True)
+        out["with_tombstone_collection"][str(n)] = measure(n, config())
+        print(json.dumps(out["with_tombstone_collection"][str(n)]), flush=True)
+    for n in heal_at:
+        print(f"-- scale: heal at {n} peers", flush=True)
+        out["heal"][str(n)] = heal(n, cfg=mesh_only())
+        print(json.dumps(out["heal"][str(n)]), flush=True)
+    out["goals"] = {"idle_kbit_per_weak_peer": 0.25, "rounds_at_10000": 12,
+                    "members_settle_seconds_at_1000": 30, "per_node_traffic": "flat in N"}
+    return out
+
+
+def _arg(name: str) -> str | None:
+    return next((a.split("=", 1)[1] for a in sys.argv if a.startswith(f"--{name}=")), None)
+
+
+if __name__ == "__main__":
+    def ints(name: str) -> list[int] | None:
+        text = _arg(name)
+        return None if text is None else [int(x) for x in text.split(",") if x]
+
+    result = run("--quick" in sys.argv, ints("sizes"), ints("heal"), "--tracemalloc" in sys.argv,
+                 ints("collection"))
+    print(json.dumps(result, indent=2))
+    out = _arg("output")
+    if out:
+        with open(out, "w") as f:
+            f.write(json.dumps(result, indent=2) + "\n")
