@@ -4,12 +4,14 @@ back on the heal, driven over the DevTools protocol."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,25 +38,13 @@ def chromium_binary() -> str:
     return found
 
 
-class Browser:
-    """A headless Chromium and one page, over the DevTools protocol (websocket-client)."""
+class Page:
+    """One tab, driven over its DevTools websocket (websocket-client)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ws_url: str) -> None:
         import websocket  # a dependency of the kubernetes client
 
-        self.profile = tempfile.mkdtemp(prefix="shoal-chromium-")
-        self.proc = subprocess.Popen(
-            [chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--ignore-certificate-errors", "--no-first-run", "--window-size=1280,1000",
-             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        port_file = Path(self.profile) / "DevToolsActivePort"
-        wait_for(port_file.exists, 30, "chromium's DevTools port")
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            page = next(t for t in json.loads(r.read()) if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30,
-                                              suppress_origin=True)
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
         self._id = 0
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -76,13 +66,48 @@ class Browser:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
+
+class Browser:
+    """A headless Chromium; :meth:`open` gives a tab."""
+
+    def __init__(self) -> None:
+        self.profile = tempfile.mkdtemp(prefix="shoal-chromium-")
+        self.proc = subprocess.Popen(
+            [chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--ignore-certificate-errors", "--no-first-run", "--window-size=1280,1000",
+             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        port_file = Path(self.profile) / "DevToolsActivePort"
+        wait_for(port_file.exists, 30, "chromium's DevTools port")
+        self.port = port_file.read_text().split()[0]
+        self.pages: list[Page] = []
+
+    def open(self, url: str) -> Page:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/json/new?{urllib.parse.quote(url, safe='')}",
+            method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            target = json.loads(r.read())
+        page = Page(target["webSocketDebuggerUrl"])
+        self.pages.append(page)
+        return page
+
     def close(self) -> None:
-        try:
-            self.ws.close()
-        finally:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
-            shutil.rmtree(self.profile, ignore_errors=True)
+        for page in self.pages:
+            with contextlib.suppress(Exception):
+                page.ws.close()
+        os.killpg(self.proc.pid, 9)
+        self.proc.wait()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def cut_from_peers(ns: netns.Namespace, peers: list[netns.Namespace], heal: bool = False) -> None:
+    """Drop ``ns``'s packets to and from the other peers only: a site cut off from the rest
+    whose operator (the root namespace here) still reaches its node."""
+    for peer in peers:
+        for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
+            netns.sh("ip", "netns", "exec", ns.name, "iptables", "-D" if heal else "-I", chain,
+                     flag, peer.ip, "-j", "DROP")
 
 
 @pytest.fixture
@@ -92,7 +117,7 @@ def lab() -> Iterator[netns.NetnsLab]:
         yield the_lab
 
 
-def link_states(browser: Browser) -> dict[str, str]:
+def link_states(browser: Page) -> dict[str, str]:
     found = browser.eval(
         "Array.from(document.querySelectorAll('#graph line')).map("
         "l => [l.dataset.link, l.dataset.state, l.getAttribute('stroke')])") or []
@@ -106,7 +131,7 @@ def test_the_page_shows_three_peers_and_a_cut_link_turns_red_then_back(
     browser: Browser | None = None
     try:
         start_three(lab, tmp_path, nodes)
-        a = nodes[0]
+        a, _, c = nodes
         # Log in as a ServiceAccount allowed to read the status paths, as an operator would.
         a.kubectl("create", "serviceaccount", "watcher")
         a.kubectl("create", "clusterrole", "shoal-status", "--verb=get",
@@ -117,44 +142,56 @@ def test_the_page_shows_three_peers_and_a_cut_link_turns_red_then_back(
         a.kubectl("create", "deployment", "sleepers", "--image=busybox", "--replicas=3",
                   "--", "sleep", "3600")
         browser = Browser()
-        browser.call("Page.enable")
-        browser.call("Page.navigate", url=f"{a.url}/ui/#token={token}")
+        on_a = browser.open(f"{a.url}/ui/#token={token}")
 
-        def three_up() -> bool:
-            states = link_states(browser) if browser else {}
+        def three_up(page: Page) -> bool:
+            states = link_states(page)
             return len(states) == 3 and all(s.startswith("up ") for s in states.values())
-        wait_for(three_up, 60, "the page to show three peers with every link up")
-        assert browser.eval("document.querySelectorAll('#graph g[data-member]').length") == 3
+        wait_for(lambda: three_up(on_a), 60, "the page to show three peers with every link up")
+        assert on_a.eval("document.querySelectorAll('#graph g[data-member]').length") == 3
 
         def pods_shown() -> int:
-            return int(browser.eval(  # type: ignore[union-attr]
+            return int(on_a.eval(
                 "Array.from(document.querySelectorAll('#graph g[data-member] text.pods'))"
                 ".reduce((n, t) => n + parseInt(t.textContent), 0)") or 0)
         wait_for(lambda: pods_shown() == 3, 60, "the page to count the three pods")
-        assert browser.eval("location.hash") == "", "the token is taken out of the address bar"
-        assert browser.eval("sessionStorage.getItem('shoal.token')") == token
-        assert browser.eval("document.getElementById('conn').textContent") == "live"
+        assert on_a.eval("location.hash") == "", "the token is taken out of the address bar"
+        assert on_a.eval("sessionStorage.getItem('shoal.token')") == token
+        assert on_a.eval("document.getElementById('conn').textContent") == "live"
+        # The same token works on node-c: it is verified from node-c's own replica.
+        on_c = browser.open(f"{c.url}/ui/#token={token}")
+        wait_for(lambda: three_up(on_c), 60, "node-c's page to show every link up")
 
-        lab.cut(lab.namespaces[2], mode="drop")
+        spaces = lab.namespaces
+        cut_from_peers(spaces[2], spaces[:2])  # node-c's site is cut off from a and b
         cut_at = time.monotonic()
 
-        def c_cut() -> bool:
-            states = link_states(browser) if browser else {}
+        def c_cut(page: Page) -> bool:
+            states = link_states(page)
             return states.get("node-a|node-c", "").startswith("cut #d32f2f") and \
                 states.get("node-b|node-c", "").startswith("cut ")
         # Failure detection: a probe round over two peers (2 s each) and its timeouts.
-        wait_for(c_cut, 20, "the links to node-c to turn red")
+        wait_for(lambda: c_cut(on_a), 20, "the links to node-c to turn red on node-a's page")
         red_after = time.monotonic() - cut_at
-        assert link_states(browser)["node-a|node-b"].startswith("up ")
-        timeline = browser.eval("document.getElementById('timeline').textContent") or ""
+        assert link_states(on_a)["node-a|node-b"].startswith("up ")
+        timeline = on_a.eval("document.getElementById('timeline').textContent") or ""
         assert "node-c" in timeline and "cut" in timeline
-        browser.screenshot(tmp_path / "cut.png")
+        on_a.screenshot(tmp_path / "cut.png")
+        # The cut-off site's own page keeps working and shows what that site sees.
+        wait_for(lambda: c_cut(on_c), 20, "node-c's page to show its links cut")
+        assert on_c.eval("document.getElementById('conn').textContent") == "live"
+        members_on_c = on_c.eval(
+            "Object.fromEntries(Array.from(document.querySelectorAll('#graph g[data-member]'))"
+            ".map(g => [g.dataset.member, g.dataset.state]))")
+        assert members_on_c["node-c"] == "alive"
+        assert members_on_c["node-a"] in ("suspect", "dead")
 
-        lab.heal(lab.namespaces[2])
+        cut_from_peers(spaces[2], spaces[:2], heal=True)
         heal_at = time.monotonic()
-        wait_for(three_up, 45, "every link to turn back to up after the heal")
+        wait_for(lambda: three_up(on_a) and three_up(on_c), 45,
+                 "every link to turn back to up after the heal, on both pages")
         green_after = time.monotonic() - heal_at
-        assert "heal" in (browser.eval("document.getElementById('timeline').textContent") or "")
+        assert "heal" in (on_a.eval("document.getElementById('timeline').textContent") or "")
         if os.environ.get("SHOAL_UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
             shutil.copy(tmp_path / "cut.png", SCREENSHOT)
         print(f"red {red_after:.1f}s after the cut, green {green_after:.1f}s after the heal")
