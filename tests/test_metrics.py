@@ -15,12 +15,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.api.live_page import Timeline, links
 from shoal.api.metrics import NodeMetrics, Sources, lag_by_peer, request_labels
+from shoal.api.resource_metrics import PeerReportService
 from shoal.authz.attributes import Attributes
 from shoal.authz.user import authenticated
 from shoal.mesh.events_log import MembershipLog
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
-from shoal.node.pod_metrics import Proc, Reading, usage
+from shoal.node.pod_metrics import PodMetricsSampler, PodSample, Proc, Reading, Usage, usage
 from shoal.store.change_feed import Change
 from shoal.store.replica import Replica
 from tests.conftest import ShoalProcess
@@ -246,3 +247,44 @@ def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> Non
         assert time.monotonic() < deadline, "the binding was not honoured"
         time.sleep(0.2)
 
+
+
+def test_a_sample_report_leaves_out_namespaces_the_asker_may_not_see() -> None:
+    sampler = PodMetricsSampler(lambda: [])
+    t = 100.0
+    sampler.pods = {"u1": PodSample("shop", "web", "u1", {"c": Usage(10, 1, t, 1.0)}),
+                    "u2": PodSample("plant", "plc", "u2", {"c": Usage(10, 1, t, 1.0)})}
+    assert {p["name"] for p in sampler.report()["pods"]} == {"web", "plc"}
+    assert [p["name"] for p in sampler.report(lambda ns: ns == "shop")["pods"]] == ["web"]
+
+
+async def test_the_peer_report_service_tells_each_report_who_asks() -> None:
+    sent: list[bytes] = []
+    asked: list[str] = []
+
+    class FakeStream:
+        header = {"op": "metrics"}
+        peer = "node-b"
+
+        async def send(self, data: bytes) -> None:
+            sent.append(data)
+
+        async def end(self) -> None:
+            sent.append(b"<end>")
+
+    def report(peer: str) -> dict[str, Any]:
+        asked.append(peer)
+        return {"pods": []}
+
+    fallback_used: list[object] = []
+
+    async def fallback(stream: Any) -> None:
+        fallback_used.append(stream)
+
+    service = PeerReportService(fallback, {"metrics": report})
+    await service.handle(FakeStream())  # type: ignore[arg-type]
+    assert asked == ["node-b"] and sent == [b'{"code":200}', b'{"pods":[]}', b"<end>"]
+    other = FakeStream()
+    other.header = {"op": "log"}
+    await service.handle(other)  # type: ignore[arg-type]
+    assert fallback_used == [other], "pod streams still reach the pod stream service"

@@ -45,10 +45,12 @@ Acceptor = Callable[[Stream], Awaitable[None]]
 
 
 class PeerReportService:
-    """The node side: answers ``{"op": <report>}`` streams with one JSON message."""
+    """The node side: answers ``{"op": <report>}`` streams with one JSON message. Each report
+    is given the asking node's name (authenticated by the transport), so it can leave out
+    what that node may not see (pods of scopes it is not a member of)."""
 
     def __init__(self, fallback: Acceptor | None,
-                 reports: Mapping[str, Callable[[], Report]]) -> None:
+                 reports: Mapping[str, Callable[[str], Report]]) -> None:
         self.fallback = fallback
         self.reports = reports
 
@@ -62,7 +64,7 @@ class PeerReportService:
             await self.fallback(stream)
             return
         await stream.send(orjson.dumps({"code": 200}))
-        await stream.send(orjson.dumps(report()))
+        await stream.send(orjson.dumps(report(stream.peer or "")))
         await stream.end()
 
 

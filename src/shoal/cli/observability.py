@@ -66,11 +66,18 @@ class Observability:
             mesh.membership.hooks = self.membership_log
         if streams is not None:
             streams.set_acceptor(PeerReportService(PodStreamService(node.agent).handle, {
-                "metrics": self.sampler.report,
-                "status": lambda: own_view(node.mesh, node.cfg.name),
+                "metrics": self._metrics_for,
+                "status": lambda peer: own_view(node.mesh, node.cfg.name),
             }).handle)
         return [asyncio.create_task(self.sampler.run(), name="pod-metrics"),
                 asyncio.create_task(self.timeline.follow(node.replica), name="timeline")]
+
+    def _metrics_for(self, peer: str) -> dict[str, Any]:
+        """This node's samples for ``peer``: only pods of scopes it is a member of (a peer
+        outside a scope must not learn the names of its pods)."""
+        scopes = self.node.api.scopes.current()
+        return self.sampler.report(
+            lambda namespace: scopes.is_member(scopes.scope_of("pods", namespace), peer))
 
     def _peer_stats(self) -> Any:
         t = self.node.transport

@@ -264,7 +264,9 @@ class PodMetricsSampler:
             # A new container gets its first rate a second later, not a whole interval.
             await asyncio.sleep(min(QUICK, self.interval) if self.waiting else self.interval)
 
-    def report(self) -> dict[str, Any]:
-        """What this node answers a peer's ``metrics`` stream with."""
+    def report(self, visible: Callable[[str], bool] | None = None) -> dict[str, Any]:
+        """What this node answers a peer's ``metrics`` stream with; ``visible`` says which
+        namespaces' pods the asker may see (all when None)."""
         return {"node": None if self.node is None else self.node.to_json(),
-                "pods": [p.to_json() for p in self.pods.values()]}
+                "pods": [p.to_json() for p in self.pods.values()
+                         if visible is None or visible(p.namespace)]}
