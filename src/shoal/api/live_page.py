@@ -186,7 +186,10 @@ def links(me: str, members: Iterable[str], mine: Mapping[str, str],
 
 def pods_per_node(replica: Replica) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for p in replica.list("pods"):
+    for _key, entry in replica.iter_entries("pods"):
+        p = entry.value
+        if p is None:
+            continue
         node = (p.get("spec") or {}).get("nodeName") or ""
         phase = str((p.get("status") or {}).get("phase") or "Pending")
         by_phase = out.setdefault(node, {})

@@ -216,19 +216,12 @@ class LiveCollector(Collector):
         objects = GaugeMetricFamily("shoal_replica_objects",
                                     "Live objects in this node's replica, by resource.",
                                     labels=["resource"])
-        tombstones = 0
         for resource in sorted(r.resources()):
-            live = 0
-            for _key, entry in r.iter_entries(resource):
-                if entry.value is None:
-                    tombstones += 1
-                else:
-                    live += 1
-            objects.add_metric([resource], live)
+            objects.add_metric([resource], r.count(resource))
         yield objects
         g = GaugeMetricFamily("shoal_replica_tombstones",
                               "Deleted objects kept for merging (until every peer covers them).")
-        g.add_metric([], tombstones)
+        g.add_metric([], len(r.tombstones()))
         yield g
         g = GaugeMetricFamily("shoal_replica_revision", "This node's local revision.")
         g.add_metric([], r.revision)

@@ -89,8 +89,8 @@ class Observability:
 
     def _pods_here(self) -> list[dict[str, Any]]:
         me = self.node.cfg.name
-        return [p for p in self.node.replica.list("pods")
-                if (p.get("spec") or {}).get("nodeName") == me]
+        return [e.value for _key, e in self.node.replica.iter_entries("pods")
+                if e.value is not None and (e.value.get("spec") or {}).get("nodeName") == me]
 
     def _scopes(self) -> Any:
         api = self.node.api
