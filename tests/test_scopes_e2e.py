@@ -211,6 +211,31 @@ def test_two_tenants_scopes_stay_on_their_members_across_a_partition_between_sit
         assert ledger is not None
         assert {"east", "west", "entry"} <= set(ledger["ConfigMap/alpha-ledger-before"][1])
 
+        # What each peer says it holds (GET /shoal/v1/scopes): membership as written and the
+        # same object count on every member. (Not BEHIND: a member whose lists are already
+        # identical may report a stale cursor, e.g. n2 62 revisions behind in tenant-b for
+        # 30 s and more, on a partner it does not pull that scope from.)
+        def status(node: ShoalProcess) -> dict[str, dict[str, Any]]:
+            raw = json.loads(node.kubectl("get", "--raw", "/shoal/v1/scopes").stdout)
+            assert raw["node"] == node.name
+            return {r["scope"]: r for r in raw["scopes"] if r["scope"] in SCOPES}
+
+        def same_objects() -> bool:
+            rows = {n: status(node) for n, node in nodes.items()}
+            for scope, spec in SCOPES.items():
+                members = spec["members"]
+                # (the controllers' ServiceAccount and kube-root-ca.crt count too)
+                if len({rows[m][scope]["objects"] for m in members}) != 1:
+                    return False
+            return True
+
+        wait_for(same_objects, 30, "every member to report the same objects")
+        for scope, spec in SCOPES.items():
+            rows = {n: status(node)[scope] for n, node in nodes.items()}
+            assert {n for n, r in rows.items() if r["member"]} == set(spec["members"])
+            assert all(rows[m]["objects"] >= len(expected[scope]) for m in spec["members"])
+            assert all(r["objects"] == 0 for n, r in rows.items() if not r["member"])
+
         # Non-members: the API shows nothing of the scope, and no file on disk holds a byte
         # of it (SQLite's database and write-ahead log, and whatever else is there).
         for scope, spec in SCOPES.items():
