@@ -42,6 +42,13 @@ def test_the_same_scoped_seed_run_twice_gives_the_same_trace() -> None:
     assert scoped(4322).trace != a.trace
 
 
+def test_a_seed_with_membership_changes_also_replays_exactly() -> None:
+    a = scoped(99, peers=5, scope_changes=3)
+    b = scoped(99, peers=5, scope_changes=3)
+    assert a.trace == b.trace and a.failures == b.failures
+    assert scoped(99, peers=5, scope_changes=0).trace != a.trace
+
+
 def test_scopes_off_is_the_chaos_run_of_before() -> None:
     plain = scenarios.run(scenarios.Options(
         scenario="chaos", peers=4, seed=7, writes=30, partitions=2, kills=1, drop=0.05,
