@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from shoal.bus import nats_config, site_topology
 from shoal.bus.nats_config import BusSettings, TlsFiles
 from shoal.bus.site_topology import BusPeer, peer_of_node, topology
 
 
 def node(name: str, zone: str | None, hub: bool = False, port: int = 6222,
-         bus: bool = True) -> dict[str, Any]:
+         bus: bool = True, pin: bool = True) -> dict[str, Any]:
     labels: dict[str, str] = {}
     if zone is not None:
         labels[site_topology.ZONE_LABEL] = zone
@@ -21,6 +24,7 @@ def node(name: str, zone: str | None, hub: bool = False, port: int = 6222,
         site_topology.CLIENT_ANNOTATION: f"{name}:4222",
         site_topology.CLUSTER_ANNOTATION: f"{name}:{port}",
         site_topology.LEAF_ANNOTATION: f"{name}:7422",
+        **({site_topology.PIN_ANNOTATION: f"pin-{name}"} if pin else {}),
     } if bus else {}
     return {"metadata": {"name": name, "labels": labels, "annotations": annotations}}
 
@@ -159,3 +163,40 @@ def test_the_bus_is_on_by_default_only_where_nats_server_is_installed(
     monkeypatch.setattr(service, "nats_server_path", lambda: "/usr/sbin/nats-server")
     assert service.bus_wanted(None)
     assert supervisor.BINARY == "nats-server"
+
+
+def test_routes_accept_only_the_sites_keys_and_a_hub_only_the_other_sites_keys() -> None:
+    hub = nats_config.render(settings("hub-1"), topology(me(NODES[0]), NODES))
+    assert hub["cluster"]["tls"]["pinned_certs"] == ["pin-hub-1", "pin-hub-2", "pin-hub-3"]
+    assert hub["leafnodes"]["tls"]["pinned_certs"] == [
+        "pin-farm-1", "pin-farm-2", "pin-shop-1"]
+    left = nats_config.render(settings("hub-1"), topology(me(NODES[0]), NODES,
+                                                          gone={"farm-2"}))
+    assert "pin-farm-2" not in left["leafnodes"]["tls"]["pinned_certs"]
+    # 2.9 reloads the routes' pins but not the leaf listener's.
+    gone_hub = nats_config.render(settings("hub-1"), topology(me(NODES[0]), NODES,
+                                                              gone={"hub-3"}))
+    assert nats_config.restart_key(gone_hub) == nats_config.restart_key(hub)
+    assert nats_config.restart_key(left) != nats_config.restart_key(hub)
+    edge = nats_config.render(settings("farm-1"), topology(me(NODES[3]), NODES))
+    assert "pinned_certs" not in edge["leafnodes"]["remotes"][0]["tls"]
+
+
+def test_a_peer_that_announces_no_key_turns_pinning_off_rather_than_locking_it_out() -> None:
+    nodes = [*NODES, node("old", "cloud", pin=False)]
+    hub = nats_config.render(settings("hub-1"), topology(me(NODES[0]), nodes))
+    assert "pinned_certs" not in hub["cluster"]["tls"]
+    assert "pinned_certs" in hub["leafnodes"]["tls"]
+
+
+def test_the_pin_is_the_sha256_of_the_public_key_and_survives_a_new_certificate() -> None:
+    from shoal.mesh import pki
+
+    ca = pki.create_ca()
+    first = pki.issue(ca, "n1", server=True)
+    key = serialization.load_pem_private_key(first.key_pem, password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    renewed = pki.issue(ca, "n1", server=True, key=key)
+    pin = nats_config.spki_sha256(first.cert_pem)
+    assert len(pin) == 64 and pin == nats_config.spki_sha256(renewed.cert_pem)
+    assert pin != nats_config.spki_sha256(pki.issue(ca, "n1", server=True).cert_pem)

@@ -72,7 +72,9 @@ class Peer:
         return {"metadata": {"name": self.name, "labels": labels, "annotations": {
             site_topology.CLIENT_ANNOTATION: s.endpoint(s.client_port),
             site_topology.CLUSTER_ANNOTATION: s.endpoint(s.cluster_port),
-            site_topology.LEAF_ANNOTATION: s.endpoint(s.leafnode_port)}}}
+            site_topology.LEAF_ANNOTATION: s.endpoint(s.leafnode_port),
+            site_topology.PIN_ANNOTATION: nats_config.spki_sha256(s.tls.cert.read_bytes())
+            if s.tls else ""}}}
 
 
 @dataclass

@@ -9,10 +9,14 @@ need a restart is :func:`restart_key`'s business.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from shoal.bus.site_topology import SiteTopology
 
@@ -53,7 +57,17 @@ class BusSettings:
         return f"{host}:{port}"
 
 
-def _tls(settings: BusSettings, verify: bool) -> dict[str, Any] | None:
+def spki_sha256(cert_pem: bytes) -> str:
+    """The hex SHA-256 of a certificate's DER SubjectPublicKeyInfo (nats-server's
+    ``pinned_certs``); Shoal keeps a node's key through renewals, so it stays put."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _tls(settings: BusSettings, verify: bool,
+         pins: tuple[str, ...] | None = None) -> dict[str, Any] | None:
     if settings.tls is None:
         return None
     block: dict[str, Any] = {"cert_file": str(settings.tls.cert),
@@ -61,6 +75,8 @@ def _tls(settings: BusSettings, verify: bool) -> dict[str, Any] | None:
                              "ca_file": str(settings.tls.ca), "timeout": 3}
     if verify:
         block["verify"] = True
+    if pins is not None:
+        block["pinned_certs"] = list(pins)
     return block
 
 
@@ -82,7 +98,7 @@ def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
             "advertise": settings.endpoint(settings.cluster_port),
             "routes": [f"nats-route://{r}" for r in topo.routes],
         }
-        tls = _tls(settings, verify=True)
+        tls = _tls(settings, verify=True, pins=topo.route_pins)
         if tls is not None:
             cluster["tls"] = tls
         conf["cluster"] = cluster
@@ -90,7 +106,7 @@ def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
     if topo.listen_leafnodes:
         leafnodes.update(host=settings.bind, port=settings.leafnode_port,
                          advertise=settings.endpoint(settings.leafnode_port))
-        tls = _tls(settings, verify=True)
+        tls = _tls(settings, verify=True, pins=topo.leaf_pins)
         if tls is not None:
             leafnodes["tls"] = tls
     if topo.leaf_remotes:
@@ -111,10 +127,14 @@ def config_text(conf: dict[str, Any]) -> str:
 
 
 def restart_key(conf: dict[str, Any]) -> str:
-    """What a reload cannot change in nats-server 2.9: everything but the cluster's routes.
-    Two configurations with the same key differ only in what SIGHUP applies."""
+    """What a reload cannot change in nats-server 2.9: everything but the cluster's routes
+    and the keys pinned on them (the leaf listener's pins, the leaf remotes and adding or
+    removing the cluster need a restart). Two configurations with the same key differ only
+    in what SIGHUP applies."""
     stripped = json.loads(json.dumps(conf))
     cluster = stripped.get("cluster")
     if isinstance(cluster, dict):
         cluster.pop("routes", None)
+        if isinstance(cluster.get("tls"), dict):
+            cluster["tls"].pop("pinned_certs", None)
     return json.dumps(stripped, sort_keys=True)

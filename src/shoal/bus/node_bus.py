@@ -85,9 +85,12 @@ class NodeBus:
 
     def _annotations(self) -> dict[str, str]:
         s = self.settings
-        return {site_topology.CLIENT_ANNOTATION: s.endpoint(s.client_port),
-                site_topology.CLUSTER_ANNOTATION: s.endpoint(s.cluster_port),
-                site_topology.LEAF_ANNOTATION: s.endpoint(s.leafnode_port)}
+        out = {site_topology.CLIENT_ANNOTATION: s.endpoint(s.client_port),
+               site_topology.CLUSTER_ANNOTATION: s.endpoint(s.cluster_port),
+               site_topology.LEAF_ANNOTATION: s.endpoint(s.leafnode_port)}
+        if s.tls is not None and s.tls.cert.exists():
+            out[site_topology.PIN_ANNOTATION] = nats_config.spki_sha256(s.tls.cert.read_bytes())
+        return out
 
     async def announce(self) -> bool:
         """Write this bus's endpoints on this node's Node (True once they are there)."""
@@ -156,12 +159,12 @@ class NodeBus:
         while True:
             await asyncio.sleep(self.poll)
             try:
-                if not announced:
-                    announced = await self.announce()
                 seen = self._fingerprint()
-                if seen == self._seen:
+                if seen == self._seen and announced:
                     continue
-                self._seen = seen
+                # Our own endpoints or key may have changed too (a renewal, a restart).
+                announced = await self.announce()
+                self._seen = self._fingerprint()
                 self.refresh()
             except asyncio.CancelledError:
                 raise

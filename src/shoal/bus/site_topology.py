@@ -29,6 +29,7 @@ DEFAULT_SITE = "default"
 CLIENT_ANNOTATION = "bus.shoal.dev/client"
 CLUSTER_ANNOTATION = "bus.shoal.dev/cluster"
 LEAF_ANNOTATION = "bus.shoal.dev/leafnodes"
+PIN_ANNOTATION = "bus.shoal.dev/spki-sha256"
 CLUSTERED_JETSTREAM_MIN_PEERS = 2
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_-]")
@@ -55,6 +56,10 @@ class BusPeer:
     """host:port of its route listener."""
     leafnodes: str = ""
     """host:port of its leaf listener (hub peers only)."""
+    pin: str = ""
+    """SHA-256 of its certificate's public key (hex): routes and leaf links accept only
+    the current members' keys, so a peer that left is refused even with a certificate
+    the CA signed that has not expired yet."""
 
 
 def peer_of_node(node: Mapping[str, Any]) -> BusPeer | None:
@@ -72,6 +77,7 @@ def peer_of_node(node: Mapping[str, Any]) -> BusPeer | None:
         client=str(annotations.get(CLIENT_ANNOTATION) or ""),
         cluster=cluster,
         leafnodes=str(annotations.get(LEAF_ANNOTATION) or ""),
+        pin=str(annotations.get(PIN_ANNOTATION) or ""),
     )
 
 
@@ -91,6 +97,11 @@ class SiteTopology:
     leaf_remotes: tuple[str, ...] = ()
     """host:port of the hub site's leaf listeners (empty on the hub site)."""
     jetstream_clustered: bool = False
+    route_pins: tuple[str, ...] | None = None
+    """The keys accepted on routes (this site's peers); None: no pinning, as when a peer
+    announces no key."""
+    leaf_pins: tuple[str, ...] | None = None
+    """The keys accepted on a hub's leaf listener (the other sites' peers)."""
     peers_by_site: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
@@ -120,6 +131,7 @@ def topology(me: BusPeer, nodes: Iterable[Mapping[str, Any]],
         by_site.setdefault(p.site, []).append(p)
     mine = by_site[me.site]
     clustered = len(mine) >= CLUSTERED_JETSTREAM_MIN_PEERS
+    others = [p for p in peers.values() if p.site != me.site]
     remotes: tuple[str, ...] = ()
     if hub is not None and hub != me.site:
         remotes = tuple(p.leafnodes for p in by_site[hub] if p.leafnodes)
@@ -132,5 +144,14 @@ def topology(me: BusPeer, nodes: Iterable[Mapping[str, Any]],
         listen_leafnodes=hub == me.site,
         leaf_remotes=remotes,
         jetstream_clustered=clustered,
+        route_pins=_pins(mine),
+        leaf_pins=_pins(others) if hub == me.site else None,
         peers_by_site={s: tuple(p.name for p in ps) for s, ps in by_site.items()},
     )
+
+
+def _pins(peers: Iterable[BusPeer]) -> tuple[str, ...] | None:
+    peers = list(peers)
+    if any(not p.pin for p in peers):
+        return None
+    return tuple(sorted({p.pin for p in peers}))
