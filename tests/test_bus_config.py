@@ -200,3 +200,13 @@ def test_the_pin_is_the_sha256_of_the_public_key_and_survives_a_new_certificate(
     pin = nats_config.spki_sha256(first.cert_pem)
     assert len(pin) == 64 and pin == nats_config.spki_sha256(renewed.cert_pem)
     assert pin != nats_config.spki_sha256(pki.issue(ca, "n1", server=True).cert_pem)
+
+
+def test_only_members_that_left_lose_their_routes_and_keys_not_dead_ones() -> None:
+    from shoal.bus.service import left_members
+    from shoal.mesh.membership import Member
+    from shoal.mesh.messages import State
+
+    members = [Member(n, f"{n}:7443", 1, s, 0.0) for n, s in (
+        ("a", State.ALIVE), ("b", State.SUSPECT), ("c", State.DEAD), ("d", State.LEFT))]
+    assert left_members(members) == {"d"}

@@ -60,8 +60,10 @@ class BusPorts:
 
 
 def left_members(members: Iterable[Member]) -> set[str]:
-    """Members that left the cluster or are dead: their Nodes are not routed to."""
-    return {m.name for m in members if m.state in (State.LEFT, State.DEAD)}
+    """Members that left the cluster: no route to them, and their keys are no longer
+    accepted. A member merely held dead (as an edge behind a cut uplink is) stays, so
+    that its leaf link is taken back at once when the uplink heals."""
+    return {m.name for m in members if m.state == State.LEFT}
 
 
 class BusService:
