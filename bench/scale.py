@@ -31,11 +31,13 @@ import dataclasses
 import gc
 import json
 import math
+import multiprocessing
 import os
 import random
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from shoal.mesh import config as mesh_config
@@ -246,6 +248,13 @@ def measure(n: int, cfg: MeshConfig | None = None, trace: bool = False) -> dict[
     return report
 
 
+def isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a forked child: each size's RSS delta starts from a small process,
+    not from the arenas an earlier size left behind."""
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        return pool.apply(fn, args)  # type: ignore[no-any-return]
+
+
 def heal(n: int, split: float = 120.0, cfg: MeshConfig | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {}
     virtual_run(_heal(n, cfg or config(), split, report))
@@ -272,15 +281,15 @@ def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None =
         "sizes": {}, "with_tombstone_collection": {}, "heal": {}}
     for n in sizes:
         print(f"-- scale: {n} peers", flush=True)
-        out["sizes"][str(n)] = measure(n, mesh_only(), trace=trace and n == max(sizes))
+        out["sizes"][str(n)] = isolated(measure, n, mesh_only(), trace and n == max(sizes))
         print(json.dumps(out["sizes"][str(n)]), flush=True)
     for n in collection_at:
         print(f"-- scale: {n} peers with tombstone collection", flush=True)
-        out["with_tombstone_collection"][str(n)] = measure(n, config())
+        out["with_tombstone_collection"][str(n)] = isolated(measure, n, config())
         print(json.dumps(out["with_tombstone_collection"][str(n)]), flush=True)
     for n in heal_at:
         print(f"-- scale: heal at {n} peers", flush=True)
-        out["heal"][str(n)] = heal(n, cfg=mesh_only())
+        out["heal"][str(n)] = isolated(heal, n, 120.0, mesh_only())
         print(json.dumps(out["heal"][str(n)]), flush=True)
     out["goals"] = {"idle_kbit_per_weak_peer": 0.25, "rounds_at_10000": 12,
                     "members_settle_seconds_at_1000": 30, "per_node_traffic": "flat in N"}
