@@ -142,6 +142,9 @@ class AntiEntropy:
         self._sub: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._map_serial = -1
+        self._resets: Counter[str] = Counter()
+        """Per scope: how many times its cursors restarted (a pull answered across a restart
+        must not move them)."""
         self._held_view: dict[str, tuple[Any, ...]] | None = None
         stored_view = replica.persistence.get_meta(HELD_META)
         if stored_view:
@@ -247,6 +250,7 @@ class AntiEntropy:
                      self.membership.name, n)
 
     def _reset_scope(self, scope: str) -> None:
+        self._resets[scope] += 1
         for key in [k for k in self.cursors if k[1] == scope]:
             del self.cursors[key]
         for key in [k for k in self._coverage_cursors if k[1] == scope]:
@@ -429,6 +433,7 @@ class AntiEntropy:
             # The partner's rows as of before the request: published before it answers.
             rows_before: dict[str, CoverageRow | None] = {
                 s: self.coverage.scope(s).row(peer.name) for s in scopes}
+            resets = {s: self._resets[s] for s in scopes}
             request = Pull(self.config.pull_batch, tuple(
                 ScopeCursor(s, self.cursors.get((peer.name, s), 0),
                             self._coverage_cursors.get((peer.name, s), 0)) for s in scopes))
@@ -478,9 +483,10 @@ class AntiEntropy:
                 merged += len(result.changed)
                 if result.changed:
                     relay.append((scope, result.changed))
-                if result.transient:
+                if result.transient or self._resets[scope] != resets[scope]:
                     # Ask for these again from the same cursor (from a writer, or once the
-                    # maps agree): neither the cursor nor the coverage claim moves.
+                    # maps agree), or the scope restarted meanwhile: neither the cursor nor
+                    # the coverage claim moves.
                     continue
                 # Before any await: the coverage claims match exactly what was just merged.
                 covered = cov.advance(peer.name, part.revision) or covered
