@@ -82,7 +82,7 @@ class BusService:
                                 gone=lambda: left_members(members()))
         self.store = store
         self.streams = StreamReconciler(
-            store, f"nats://{_loopback(bind)}:{settings.client_port}", name,
+            store, f"nats://{_loopback(bind)}:{self.node_bus.settings.client_port}", name,
             lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json")
         store.admission.append(admit_stream)
         self._tasks: list[asyncio.Task[None]] = []

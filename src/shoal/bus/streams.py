@@ -121,7 +121,7 @@ class StreamReconciler:
                 r.resource_revision(stream_objects.CONSUMERS))
 
     async def run(self) -> None:
-        last_rev: tuple[int, int] | None = None
+        last_rev: tuple[Any, ...] | None = None
         last_pass = last_status = 0.0
         while True:
             try:
@@ -129,10 +129,12 @@ class StreamReconciler:
                     self._nc = await nats.connect(
                         self.url, name=f"shoal-streams-{self.node_name}",
                         max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                        connect_timeout=2)
+                        connect_timeout=2, error_cb=_connection_error)
                 topo = self.topology()
                 now = time.monotonic()
-                rev = self._revision()
+                # The objects changed, or this node's site did (a kubectl label).
+                rev = (*self._revision(), topo.site if topo else None,
+                       topo.site_peers if topo else ())
                 if topo is not None and (rev != last_rev or now - last_pass >= self.resync):
                     await self.reconcile(self._nc.jsm(), topo)
                     last_rev, last_pass = rev, now
@@ -298,6 +300,11 @@ class StreamReconciler:
             log.debug("bus: status of %s/%s: %s", meta.get("namespace"), meta["name"], e)
             return False
         return True
+
+
+async def _connection_error(e: Exception) -> None:
+    # nats-py logs every failed try with a traceback; a restarting server is routine here.
+    log.debug("bus streams: connection to nats-server: %s", e)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
