@@ -309,3 +309,19 @@ def test_a_namespace_moved_into_a_held_scope_is_pulled_whole_by_its_new_members(
         await m.stop()
 
     virtual_run(main())
+
+
+def test_a_local_write_in_a_scope_this_peer_does_not_hold_is_dropped_and_never_sent() -> None:
+    async def main() -> None:
+        m = Mesh(3, 6)
+        await m.start()
+        await m.put("n0", SCOPES, "", "tenant-a", scope("tenant-a", ["n0", "n1"]))
+        await until(lambda: all(has(m, n, SCOPES, "tenant-a", "") for n in m.names), 30)
+        await m.put("n2", "configmaps", NS, "stray", {"metadata": {"name": "stray"}})
+        await until(lambda: not has(m, "n2", "configmaps", "stray"), 10)
+        await asyncio.sleep(5 * CFG.pull_interval)
+        assert not has(m, "n0", "configmaps", "stray") and not has(m, "n1", "configmaps", "stray")
+        assert m.peers["n2"].anti_entropy.docs_forgotten == 1
+        await m.stop()
+
+    virtual_run(main())

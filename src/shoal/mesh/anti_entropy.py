@@ -373,6 +373,13 @@ class AntiEntropy:
             for scope, docs in self._local_changes(batch).items():
                 if self.policy.holds(scope):
                     await self.push(docs, 0, scope)
+                else:
+                    # Written here in a scope this peer does not hold (the API refuses
+                    # that; a component that bypassed it): never kept, never sent.
+                    log.warning("%s: dropping %d local writes in scope %r, which it does "
+                                "not hold", self.membership.name, len(docs), scope)
+                    self.docs_forgotten += self.replica.forget(
+                        (d.resource, d.namespace, d.name) for d in docs)
 
     # -- pull ------------------------------------------------------------------------
 
