@@ -329,3 +329,29 @@ def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_re
     assert found["bound"]["n0003"] == [] and found["bound"]["n0004"] == []
     assert sum(found["refused"].values()) == 0, found["refused"]
     assert found["errors"] == []
+
+
+async def test_orphaning_drops_the_owner_from_dependents_each_peer_may_write() -> None:
+    from shoal.store.objects import ORPHAN
+
+    for node, finished in (("n3", False), ("n1", True)):
+        s = await _store(node)
+        try:
+            assert CM is not None
+            owner = await s.create(CM, {"metadata": {"name": "owner",
+                                                     "finalizers": [ORPHAN]}}, "default")
+            ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+                   "uid": owner["metadata"]["uid"]}
+            for ns in ("default", "team-a"):
+                await s.create(CM, {"metadata": {"name": "dep", "ownerReferences": [ref]}}, ns)
+            await s.delete(CM, "default", "owner")
+            gc = GarbageCollector(s)
+            for _ in range(3):
+                await gc.sync()
+            refs = {ns: (s.get(CM, ns, "dep") or {}).get("metadata", {}).get("ownerReferences")
+                    for ns in ("default", "team-a")}
+            assert refs["default"] is None, "the cluster scope's dependent is orphaned"
+            assert (refs["team-a"] is None) == finished
+            assert (s.find(CM, "default", "owner") is None) == finished
+        finally:
+            s.replica.close()

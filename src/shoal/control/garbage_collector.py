@@ -80,23 +80,26 @@ class GarbageCollector(Controller):
         for k, o in objs:
             m = _meta(o)
             fins = m.get("finalizers") or []
-            if not m.get("deletionTimestamp") or not writable(k, o):
+            if not m.get("deletionTimestamp"):
                 continue
             deps = dependents.get(m.get("uid", ""), [])
-            if not all(writable(dk, d) for dk, d in deps):
-                continue  # the writers of the dependents' scope finish it
+            # Each scope's writers handle its dependents; the owner's writers finish once
+            # no dependent is left that only another scope's writers may change.
+            mine = [(dk, d) for dk, d in deps if writable(dk, d)]
+            finish = writable(k, o) and len(mine) == len(deps)
             if ORPHAN in fins:
-                for dk, d in deps:
+                for dk, d in mine:
                     await self._drop_owner(dk, d, m["uid"])
-                await self._remove_finalizer(k, o, ORPHAN)
-                pending = True
+                if finish:
+                    await self._remove_finalizer(k, o, ORPHAN)
+                pending = pending or finish or bool(mine)
             elif FOREGROUND in fins:
-                live = [(dk, d) for dk, d in deps if not _meta(d).get("deletionTimestamp")]
+                live = [(dk, d) for dk, d in mine if not _meta(d).get("deletionTimestamp")]
                 for dk, d in live:
                     await self._delete(dk, d, "Foreground")
-                if not deps:
+                if not deps and writable(k, o):
                     await self._remove_finalizer(k, o, FOREGROUND)
-                pending = True
+                pending = pending or writable(k, o) or bool(mine)
         now = self.store.replica.wall.now()
         before, self._missing = self._missing, {}
         for k, o in objs:
