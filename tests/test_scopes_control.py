@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap, ScopeRule
 from shoal.control.garbage_collector import GarbageCollector
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
@@ -281,7 +283,10 @@ async def test_a_scope_pod_on_an_unreachable_node_is_marked_by_one_live_writer_o
 # -- in the simulator, over the real mesh ----------------------------------------------------
 
 
-def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_refused() -> None:
+def _simulate(seed: int, split: bool) -> dict[str, Any]:
+    """A Deployment of 4 in a scope of 3 of 5 simulated peers (2 writers); with ``split``,
+    the writers are cut off from the other member and the two outsiders for 60 s while
+    the Deployment is scaled to 5, then healed."""
     import asyncio
 
     from shoal.mesh import config as mesh_config
@@ -296,7 +301,7 @@ def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_re
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        cluster = SimCluster(5, 11, mesh_config.sim(), loop)  # type: ignore[arg-type]
+        cluster = SimCluster(5, seed, mesh_config.sim(), loop)  # type: ignore[arg-type]
         cp = ControlCluster(cluster)
         await cp.start()
         try:
@@ -310,7 +315,24 @@ def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_re
                 "template": {"metadata": {"labels": {"app": "web"}},
                              "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}},
                 "team-a")
-            await asyncio.sleep(60.0)
+            await asyncio.sleep(40.0)
+            def on_n0002() -> list[str]:
+                return sorted(c.name for c in cp.timeline.copies.values()
+                              if c.namespace == "team-a" and c.node == "n0002"
+                              and not c.terminating)
+
+            if split:
+                found["before_split"] = on_n0002()
+                net = cluster.network
+                net.partition([[cluster.nodes[n].address for n in writers],
+                               [cluster.nodes[n].address for n in ("n0002", "n0003", "n0004")]])
+                d = copy.deepcopy(first.store.get(deploy, "team-a", "web"))
+                d["spec"]["replicas"] = 5
+                await first.store.update(deploy, d, "team-a", "web")
+                await asyncio.sleep(60.0)
+                found["cut_off_running"] = on_n0002()
+                net.heal()
+                await asyncio.sleep(90.0)
             found["running"] = sorted(c.node for c in cp.timeline.copies.values()
                                       if c.namespace == "team-a" and not c.terminating)
             found["bound"] = {n.name: sorted((p["spec"].get("nodeName") or "")
@@ -323,13 +345,34 @@ def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_re
             await cp.stop()
 
     virtual_run(main())
-    assert len(found["running"]) == 4 and set(found["running"]) <= set(members)
+    return found
+
+
+def test_in_the_simulator_a_scoped_deployment_runs_on_members_and_no_write_is_refused() -> None:
+    found = _simulate(11, split=False)
+    members = {"n0000", "n0001", "n0002"}
+    assert len(found["running"]) == 4 and set(found["running"]) <= members
     for name in members:
-        assert len(found["bound"][name]) == 4 and set(found["bound"][name]) <= set(members)
+        assert len(found["bound"][name]) == 4 and set(found["bound"][name]) <= members
     assert found["bound"]["n0003"] == [] and found["bound"]["n0004"] == []
     assert sum(found["refused"].values()) == 0, found["refused"]
     assert found["errors"] == []
 
+
+@pytest.mark.parametrize("seed", range(3))
+def test_in_the_simulator_a_member_cut_off_from_the_writers_keeps_its_pods_and_merges(
+    seed: int,
+) -> None:
+    found = _simulate(seed, split=True)
+    members = {"n0000", "n0001", "n0002"}
+    # The member cut off from the writers keeps running what it ran, and starts nothing new.
+    assert found["cut_off_running"] == found["before_split"]
+    assert len(found["running"]) == 5 and set(found["running"]) <= members, found["running"]
+    for name in members:
+        assert len(found["bound"][name]) == 5, found["bound"]
+    assert found["bound"]["n0003"] == [] and found["bound"]["n0004"] == []
+    assert sum(found["refused"].values()) == 0, found["refused"]
+    assert found["errors"] == []
 
 async def test_orphaning_drops_the_owner_from_dependents_each_peer_may_write() -> None:
     from shoal.store.objects import ORPHAN
