@@ -129,6 +129,23 @@ def test_members_converge_and_keep_every_write_while_members_come_and_go(seed: i
     assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, count)}"
 
 
+SITES_DIVERGE = pytest.mark.xfail(strict=False, reason=(
+    "with sites, some seeds never converge: a scope held only by super-peers of different "
+    "sites (e.g. --peers 6 --sites 3 --scopes 2 --seed 20), and tombstones of a scope left "
+    "uncollected (--peers 9 --sites 3 --seed 38)"))
+
+
+@SITES_DIVERGE
+@pytest.mark.parametrize("seed", range(24))
+def test_scopes_over_sites_of_weak_peers_behind_super_peers(seed: int) -> None:
+    """Weak members' super-peers are made members and writers of the scope (the plan's
+    rule: only writers relay, and a weak peer syncs only through its super-peers)."""
+    peers, sites = 6 + seed % 5, 1 + seed % 3
+    report = scoped(seed, peers=peers, sites=sites, liveness_timeout=60.0)
+    assert not visibility_problems(report), visibility_problems(report)[:3]
+    assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, 2)} --sites {sites}"
+
+
 def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
     code = sim_main(["--peers", "4", "--seed", "5", "--scopes", "2", "--safety-seconds", "5",
                      "--idle-seconds", "2"])

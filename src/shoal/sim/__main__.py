@@ -34,6 +34,8 @@ def parse(argv: list[str]) -> Options:
                    help="chaos: Scope objects (tenants) over subsets of the peers")
     p.add_argument("--scope-changes", type=int, default=0,
                    help="chaos with scopes: members added to or removed from a Scope meanwhile")
+    p.add_argument("--sites", type=int, default=0,
+                   help="chaos: sites of 2 super-peers and weak peers each (about --peers in all)")
     p.add_argument("--preset", choices=["sim", "default", "lan", "wan"], default="sim")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -46,7 +48,8 @@ def parse(argv: list[str]) -> Options:
         partitions=a.partitions, kills=a.kills, drop=a.drop, duplicate=a.duplicate,
         safety_seconds=a.safety_seconds, idle_seconds=a.idle_seconds,
         preformed=not a.join, scopes=a.scopes,
-        scope_changes=a.scope_changes, config=cfg,
+        scope_changes=a.scope_changes,
+        sites=a.sites, config=cfg,
     )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
+from shoal.mesh.topology import Role
 from shoal.sim import tenants as scoped
 from shoal.sim.checkers import (
     convergence,
@@ -45,6 +46,7 @@ from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
 from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
 from shoal.sim.network import LinkFaults
+from shoal.sim.super_peers import Layout, RoleCluster
 
 log = logging.getLogger("shoal.sim")
 
@@ -72,6 +74,9 @@ class Options:
     scopes: int = 0
     """Scope objects (tenants) in the chaos run; 0: everything in the cluster scope."""
     scope_changes: int = 0
+    sites: int = 0
+    """Chaos: sites of two super-peers and weak peers each (``shoal.sim.super_peers``),
+    about ``peers`` in all; 0: every peer is a full peer."""
     """With scopes: membership edits (a peer added to or removed from a Scope) during
     the faults."""
     config: MeshConfig = field(default_factory=sim_config)
@@ -86,6 +91,7 @@ class Options:
             + ("" if self.preformed else " --join")
             + (f" --scopes {self.scopes}" if self.scopes else "")
             + (f" --scope-changes {self.scope_changes}" if self.scope_changes else "")
+            + (f" --sites {self.sites}" if self.sites else "")
         )
 
 
@@ -211,14 +217,27 @@ def _finish(cluster: SimCluster, report: Report, run_bytes: float, run_messages:
 async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     cfg = opts.config
     faults = LinkFaults(drop=opts.drop, duplicate=opts.duplicate, delay_mean=opts.delay_mean)
-    cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults)
+    cluster: SimCluster
+    settled: Callable[[], bool]
+    if opts.sites:
+        layout = Layout(sites=opts.sites, supers_per_site=2,
+                        weak_per_site=max(1, opts.peers // opts.sites - 2))
+        cluster = RoleCluster(0, opts.seed, cfg, loop, faults, layout=layout)
+        settled = cluster.members_settled
+    else:
+        cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults)
+        settled = cluster.members_converged
     rng = random.Random(f"{opts.seed}:workload")
     await cluster.start(preformed=opts.preformed)
     names = list(cluster.nodes)
     tenants: scoped.Tenants | None = None
     watch: _ScopeWatch | None = None
     if opts.scopes:
-        tenants = scoped.plan(names, opts.scopes, opts.seed)
+        supers = None
+        if isinstance(cluster, RoleCluster):
+            supers = {n: cluster.names(Role.SUPER, site) for n, (role, site)
+                      in cluster.role.items() if role == Role.WEAK}
+        tenants = scoped.plan(names, opts.scopes, opts.seed, supers)
         await scoped.create(cluster, tenants)
         chosen = tenants
         spread = await _until(loop, lambda: scoped.everywhere(cluster, chosen),
@@ -299,9 +318,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     report.converge_seconds = await _until(loop, lambda: _converged(cluster, tenants),
                                            opts.liveness_timeout, 0.25)
     report.rounds = _rounds(report.converge_seconds, cfg)
-    report.members_converge_seconds = await _until(
-        loop, cluster.members_converged, opts.liveness_timeout, 0.25
-    )
+    report.members_converge_seconds = await _until(loop, settled, opts.liveness_timeout, 0.25)
     run_bytes = sum(cluster.network.bytes_sent.values())
     run_messages = sum(cluster.network.messages_sent.values())
     replicas = {n.name: n.replica for n in cluster.up_nodes()}
@@ -320,7 +337,8 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     if watch is not None:
         watch.step("convergence")
     if report.members_converge_seconds is None:
-        report.failures += membership.check(n.peer for n in cluster.up_nodes() if n.peer)
+        report.failures += (membership.check(n.peer for n in cluster.up_nodes() if n.peer)
+                            if not opts.sites else ["the member lists did not settle"])
     if cfg.gc_interval > 0 and cfg.gc_min_age <= opts.liveness_timeout:
         # (With production horizons a run would wait an hour of virtual time.)
         await _collect(cluster, opts, report, tenants)

@@ -77,15 +77,22 @@ class Tenants:
                                    None, None) for r in self.scopes.rules.values()])
 
 
-def plan(peers: list[str], count: int, seed: int) -> Tenants:
+def plan(peers: list[str], count: int, seed: int,
+         supers: Mapping[str, list[str]] | None = None) -> Tenants:
+    """``supers``: the super-peers a weak peer syncs through; a scope with a weak member
+    also gets them as members and writers: it could not sync the scope otherwise, since
+    only writers relay (``mesh.replication_policy``)."""
     rng = random.Random(f"{seed}:tenants")
     objects = []
     for i in range(count):
         size = rng.randint(min(2, len(peers) - 1), max(1, len(peers) - 1)) if len(peers) > 1 else 1
         members = sorted(rng.sample(peers, size))
+        relays = sorted({s for m in members for s in (supers or {}).get(m, ())})
+        members = sorted({*members, *relays})
         spec: dict[str, Any] = {"namespaces": [f"team-{i}"], "members": members}
         if rng.random() < 0.5:
-            spec["writers"] = sorted(rng.sample(members, rng.randint(1, len(members))))
+            writers = rng.sample(members, rng.randint(1, len(members)))
+            spec["writers"] = sorted({*writers, *relays})
         objects.append({"apiVersion": SCOPE_API_VERSION, "kind": "Scope",
                         "metadata": {"name": f"tenant-{i}"}, "spec": spec})
     rules = [r for r in (ScopeRule.parse(o) for o in objects) if r is not None]
