@@ -434,7 +434,13 @@ class Membership:
                 self.apply_all(msg.updates)
                 if msg.target != self.name:
                     return Nack()  # the address now belongs to someone else
-                return Ack((*self._piggyback_for(self._sender(sender)), *self._dead_at(sender)))
+                ack = (*self._piggyback_for(self._sender(sender)), *self._dead_at(sender))
+                if any(u.name == self.name and u.state != State.ALIVE
+                       and u.incarnation < self.incarnation for u in msg.updates):
+                    # The prober still suspects an incarnation we refuted already (it missed
+                    # the gossip): our current one, in the ack, settles it at once.
+                    ack = (*ack, self.me.update())
+                return Ack(ack)
             case PingReq():
                 self.apply_all(msg.updates)
                 # Leave the requester time to hear our nack before its own timeout.
