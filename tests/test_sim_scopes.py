@@ -99,10 +99,10 @@ def test_a_larger_scoped_cluster_converges_after_chaos() -> None:
     assert report.ok, report.failures[:3]
 
 
-CHANGES_DIVERGE = pytest.mark.xfail(strict=False, reason=(
+CHANGES_DIVERGE = (
     "replication_policy judges every register by the scope's current writers: a write made "
     "by a writer before it was removed is refused by members that had not merged it yet "
-    "(and by every member added later), so it is lost or the members differ for good"))
+    "(and by every member added later), so it is lost or the members differ for good")
 
 
 def visibility_problems(report: scenarios.Report) -> list[str]:
@@ -110,40 +110,36 @@ def visibility_problems(report: scenarios.Report) -> list[str]:
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_peers_never_named_in_a_scope_hold_none_of_it_while_members_come_and_go(
+def test_while_members_come_and_go_never_members_stay_blind_and_members_converge(
     seed: int,
 ) -> None:
+    """Visibility must hold; convergence and durability are expected to fail on some
+    seeds until the policy is fixed (CHANGES_DIVERGE): those seeds xfail, visibly."""
     peers, count = 3 + seed % 4, 1 + seed % 2
     report = scoped(seed, peers=peers, scopes=count, scope_changes=2, liveness_timeout=60.0)
-    assert not visibility_problems(report), (
-        f"{visibility_problems(report)[:3]}; reproduce: {command(seed, peers, count)} "
-        "--scope-changes 2")
+    replay = f"reproduce: {command(seed, peers, count)} --scope-changes 2"
+    assert not visibility_problems(report), f"{visibility_problems(report)[:3]}; {replay}"
     assert report.scope_leaks == 0  # removed members dropped the scope by the end
+    if not report.ok:
+        pytest.xfail(f"{CHANGES_DIVERGE}: {report.failures[0]}; {replay}")
 
 
-@CHANGES_DIVERGE
-@pytest.mark.parametrize("seed", range(20))
-def test_members_converge_and_keep_every_write_while_members_come_and_go(seed: int) -> None:
-    peers, count = 3 + seed % 4, 1 + seed % 2
-    report = scoped(seed, peers=peers, scopes=count, scope_changes=2, liveness_timeout=60.0)
-    assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, count)}"
-
-
-SITES_DIVERGE = pytest.mark.xfail(strict=False, reason=(
+SITES_DIVERGE = (
     "with sites, some seeds never converge: a scope held only by super-peers of different "
     "sites (e.g. --peers 6 --sites 3 --scopes 2 --seed 20), and tombstones of a scope left "
-    "uncollected (--peers 9 --sites 3 --seed 38)"))
+    "uncollected (--peers 9 --sites 3 --seed 38)")
 
 
-@SITES_DIVERGE
 @pytest.mark.parametrize("seed", range(24))
 def test_scopes_over_sites_of_weak_peers_behind_super_peers(seed: int) -> None:
     """Weak members' super-peers are made members and writers of the scope (the plan's
     rule: only writers relay, and a weak peer syncs only through its super-peers)."""
     peers, sites = 6 + seed % 5, 1 + seed % 3
-    report = scoped(seed, peers=peers, sites=sites, liveness_timeout=60.0)
-    assert not visibility_problems(report), visibility_problems(report)[:3]
-    assert report.ok, f"{report.failures[:3]}; reproduce: {command(seed, peers, 2)} --sites {sites}"
+    report = scoped(seed, peers=peers, sites=sites)
+    replay = f"reproduce: {command(seed, peers, 2)} --sites {sites}"
+    assert not visibility_problems(report), f"{visibility_problems(report)[:3]}; {replay}"
+    if not report.ok:
+        pytest.xfail(f"{SITES_DIVERGE}: {report.failures[0]}; {replay}")
 
 
 def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
