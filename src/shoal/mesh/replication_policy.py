@@ -15,13 +15,14 @@ the same rules:
   live) of every scope this peer holds.
 
 *How a relayed write proves its writer.* A register's writer id is not signed, so it
-proves nothing by itself. The rule is that only writers of a scope relay: a change
-sent by a peer that is not a writer is accepted only if that peer wrote it itself, and
-only where the Node authorizer would let that node write (its Node, its Lease, the
-status of its pods, Events). A non-writer therefore cannot forge a change in another
-peer's name; writers are trusted to relay what they accepted. A change that a
-non-writer relays is refused *for now* (``Refusal.transient``): the receiver gets it
-from a writer, and a pull cursor stops before it so that it is asked again.
+proves nothing by itself. The rule is that only writers of a scope relay: what a writer
+sends is accepted (it is trusted to relay what it accepted, under the writers of the
+time); a change sent by a peer that is not a writer is accepted only if that peer
+wrote it itself, and only where the Node authorizer would let that node write (its
+Node, its Lease, the status of its pods, Events). A non-writer therefore cannot forge
+a change in another peer's name. A change that a non-writer relays is refused *for
+now* (``Refusal.transient``): the receiver gets it from a writer, and a pull cursor
+stops before it so that it is asked again.
 """
 
 from __future__ import annotations
@@ -239,8 +240,11 @@ class ReplicationPolicy:
         if not m.is_member(scope, sender):
             return Refusal(f"{sender} is not a member of scope {scope!r}", True)
         sender_writes = m.is_writer(scope, sender)
-        if sender_writes and scope == CLUSTER:
-            return None  # every peer writes the cluster scope
+        if sender_writes:
+            # Writers are trusted to relay what they accepted, whoever wrote it: judging
+            # each register again by the writers of *now* would refuse, on some members
+            # only, what a writer removed since then wrote while it was one.
+            return None
         local, local_value = held()
         registers = list(changed_registers(local.root if local is not None else None,
                                            remote.root))
@@ -249,11 +253,9 @@ class ReplicationPolicy:
             registers.append(((), remote.root[1]))
         bound: str | bool | None = False
         for path, writer in registers:
-            if m.is_writer(scope, writer):
-                if not sender_writes:
-                    return Refusal(f"{sender} relayed a change by {writer} and is not a "
-                                   f"writer of scope {scope!r}", True)
-                continue
+            if writer != sender:
+                return Refusal(f"{sender} relayed a change by {writer} and is not a "
+                               f"writer of scope {scope!r}", True)
             if bound is False:
                 bound = _bound_node(local_value) or _bound_node(remote.value())
             deleting = path == () and remote.deleted
@@ -262,9 +264,6 @@ class ReplicationPolicy:
                 where = "/".join(path) or "the object"
                 return Refusal(f"{writer} is not a writer of scope {scope!r} and may not "
                                f"write {where}", False)
-            if sender != writer and not sender_writes:
-                return Refusal(f"{sender} relayed a change by {writer} and is not a "
-                               f"writer of scope {scope!r}", True)
         return None
 
     # -- whom to talk to -------------------------------------------------------------
