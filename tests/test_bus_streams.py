@@ -132,6 +132,10 @@ async def test_streams_and_consumers_are_made_updated_and_deleted_from_objects(
                                       placement={"site": "farm-a"}))
         await store.create(sk, stream("elsewhere", subjects=["else.>"],
                                       placement={"site": "cloud"}))
+        # Unplaced, but its stream lives at another site: not created here.
+        await store.create(ck, {"apiVersion": stream_objects.API_VERSION, "kind": "Consumer",
+                                "metadata": {"name": "remote", "namespace": "default"},
+                                "spec": {"streamName": "elsewhere"}})
         await store.create(ck, {"apiVersion": stream_objects.API_VERSION, "kind": "Consumer",
                                 "metadata": {"name": "agg", "namespace": "default"},
                                 "spec": {"streamName": "sensors", "ackPolicy": "explicit",
@@ -154,9 +158,14 @@ async def test_streams_and_consumers_are_made_updated_and_deleted_from_objects(
             return int((await jsm.stream_info("sensors")).config.max_msgs or 0)
 
         assert await eventually(sensors_max_msgs) == 1000
-        assert (await jsm.consumer_info("sensors", "agg")).config.filter_subject == "sensors.>"
+        async def agg_filter() -> str | None:
+            return (await jsm.consumer_info("sensors", "agg")).config.filter_subject
+
+        assert await eventually(agg_filter) == "sensors.>"
         names = [s.config.name for s in await jsm.streams_info()]
         assert "elsewhere" not in names  # placed at another site
+        remote = store.replica.get(stream_objects.CONSUMERS, "default", "remote") or {}
+        assert "status" not in remote  # nobody here reports on it
         # An application's own stream is never touched.
         await jsm.add_stream(name="app-own", subjects=["own.>"])
         js = nc.jetstream()

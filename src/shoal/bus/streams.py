@@ -111,9 +111,18 @@ class StreamReconciler:
     # -- the loop ----------------------------------------------------------------
 
     def _objects(self, resource: str, site: str) -> list[dict[str, Any]]:
-        return [o for o in self.store.replica.list(resource)
+        objs = [o for o in self.store.replica.list(resource)
                 if stream_objects.belongs_to(o, site)
                 and not (o.get("metadata") or {}).get("deletionTimestamp")]
+        if resource != stream_objects.CONSUMERS:
+            return objs
+        # A consumer lives where its stream does: an unplaced Consumer of a Stream placed
+        # at another site is not this site's to create (nor to report as failing).
+        elsewhere = {stream_objects.stream_name(o)
+                     for o in self.store.replica.list(stream_objects.STREAMS)
+                     if not stream_objects.belongs_to(o, site)}
+        return [o for o in objs
+                if str((o.get("spec") or {}).get("streamName", "")) not in elsewhere]
 
     def _revision(self) -> tuple[int, int]:
         r = self.store.replica
