@@ -335,3 +335,71 @@ async def test_messages_acked_before_the_edge_server_is_killed_during_a_cut_all_
             await m.ack()
     assert set(acked) <= set(seen)  # nothing acknowledged is lost
     assert len(seen) == len(set(seen))  # and nothing arrives twice
+
+
+async def test_a_hub_site_of_two_peers_is_one_cluster_with_jetstream_replicated(
+        tmp_path: Path) -> None:
+    need_nats_server()
+    bus = Bus(tmp_path)
+    hubs = [bus.add("hub-1", "cloud", hub=True), bus.add("hub-2", "cloud")]
+    edge = bus.add("farm-a-1", "farm-a")
+    clients: list[Client] = []
+    try:
+        for p in (*hubs, edge):
+            await bus.start(p)
+        conf = bus.config(hubs[0])
+        assert conf["cluster"]["routes"] == [f"nats-route://127.0.0.1:"
+                                             f"{hubs[1].settings.cluster_port}"]
+        assert len(conf["cluster"]["tls"]["pinned_certs"]) == 2
+        assert len(bus.config(edge)["leafnodes"]["remotes"][0]["urls"]) == 2
+        h1 = await nats.connect(hubs[0].url)
+        h2 = await nats.connect(hubs[1].url)
+        a = await nats.connect(edge.url)
+        clients += [h1, h2, a]
+        await linked(h1, h2)  # routed
+        await linked(a, h2)  # leaf-linked to the hub cluster
+        hub_stream = stream_obj("sensors-all", replicas=3, placement={"site": "cloud"},
+                                sources=[{"name": "sensors-farm-a", "domain": "farm-a"}])
+        config = stream_objects.stream_config(hub_stream, site_peers=2)
+        assert config["num_replicas"] == 2
+        deadline = time.monotonic() + 30
+        while True:  # the site's JetStream meta group needs a leader first
+            try:
+                info = await h1.jsm().add_stream(StreamConfig.from_response(
+                    copy.deepcopy(config)))
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "clustered JetStream never answered"
+                await asyncio.sleep(0.5)
+        assert info.cluster is not None and info.cluster.name == "cloud"
+        await a.jsm().add_stream(StreamConfig.from_response(copy.deepcopy(
+            stream_objects.stream_config(stream_obj("sensors-farm-a",
+                                                    subjects=["sensors.farm-a.>"]), 1))))
+        for i in range(100):
+            await a.jetstream().publish("sensors.farm-a.t", b"%d" % i)
+        deadline = time.monotonic() + 30
+        while int((await h2.jsm().stream_info("sensors-all")).state.messages or 0) < 100:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        # A server with a CA-signed certificate whose key no Node announces cannot route in.
+        intruder = bus.add("intruder", "cloud")
+        iconf = bus.config(intruder, nodes=[p.node() for p in (*hubs, intruder)])
+        await bus.start(intruder, iconf)
+        ic = await nats.connect(intruder.url)
+        clients.append(ic)
+        got: list[bytes] = []
+
+        async def cb(msg: Any) -> None:
+            got.append(msg.data)
+
+        await h1.subscribe("intrusion", cb=cb)
+        await h1.flush()
+        for _ in range(8):
+            await ic.publish("intrusion", b"x")
+            await ic.flush()
+            await asyncio.sleep(0.25)
+        assert got == []
+    finally:
+        for nc in clients:
+            await nc.close()
+        await bus.stop()
