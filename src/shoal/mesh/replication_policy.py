@@ -312,36 +312,49 @@ class ReplicationPolicy:
         return targets
 
     def pull_partners(self) -> list[Any]:
-        """Stable partners: the ring's among the peers I sync with, plus, for every scope I
-        hold that none of them is a member (or writer) of, one live member of it."""
+        """Stable partners: the ring's among the peers I sync with (which carry the cluster
+        scope), plus, for every other scope I hold, the partners that keep the scope's own
+        pull graph strongly connected (``scope_partners``)."""
         m = self.map()
         key = (self.membership.version, self._map_serial)
         if key == self._partners_key:
             return self._partners
         peers = {p.name: p for p in self.sync_peers()}
-        relays = {p.name for p in self.relay_peers()}
-        names = ring.partners(self.me, relays, self.pull_partner_count)
+        names = ring.partners(self.me, peers, self.pull_partner_count)
         chosen = [peers[n] for n in names]
         live = {p.name: p for p in self.membership.live()}
         for scope in sorted(m.scopes_of(self.me) - {CLUSTER}):
-            writers = m.writers(scope) or frozenset()
-            if any(p.name in writers for p in chosen):
-                continue
-            members = m.members(scope) or frozenset()
-            for pool in (writers, members):
-                candidates = [n for n in pool if n in peers] or [n for n in pool if n in live]
-                pick = ring.partners(self.me, candidates, 1)
-                if pick:
-                    if pick[0] not in names:
-                        names.append(pick[0])
-                        chosen.append(live[pick[0]])
-                    break
-        # Super-peers: their weak peers in turn, between backbone pulls (topology.pull_cycle).
-        weak = sorted((n for n in peers if n not in relays), key=ring.position)
-        if weak:
-            chosen = [peers[n] if n in peers else live[n] for n in topology.pull_cycle(names, weak)]
+            for name in self.scope_partners(scope, live):
+                if name not in names:
+                    names.append(name)
+                    chosen.append(live[name])
         self._partners, self._partners_key = chosen, key
         return chosen
+
+    def scope_partners(self, scope: str, live: Mapping[str, Any]) -> list[str]:
+        """Whom to pull ``scope`` from so that its pull graph is strongly connected (data
+        and coverage rows reach every member) although non-writers pull only from writers:
+        the writers form a ring, each pulling from the next live one; a non-writer pulls
+        from the next live writer after it; a writer also pulls from every non-writer
+        whose nearest live writer before it on the ring is this writer."""
+        m = self.map()
+        members = [n for n in (m.members(scope) or ()) if n in live or n == self.me]
+        writers = [n for n in members if m.is_writer(scope, n)]
+        others = [w for w in writers if w != self.me]
+        out = ring.partners(self.me, others, 1)
+        if self.me not in writers:
+            return out
+        writer_positions = sorted((ring.position(w), w) for w in writers)
+        for name in members:
+            if name in writers:
+                continue
+            pos = ring.position(name)
+            # The writer just before ``name`` on the ring (wrapping around).
+            before = [w for p, w in writer_positions if p < pos]
+            nearest = before[-1] if before else writer_positions[-1][1]
+            if nearest == self.me and name not in out:
+                out.append(name)
+        return out
 
     def required_for(self, scope: str, members: Iterable[M]) -> list[M]:
         """Of ``members``, those whose coverage a collection in ``scope`` waits for."""
