@@ -171,3 +171,21 @@ async def test_a_new_peer_in_the_site_is_a_reload_that_keeps_client_connections(
         await nc.close()
     finally:
         await bus.stop()
+
+
+async def test_a_renewed_certificate_is_reloaded_without_a_restart(
+        store: ObjectStore, tmp_path: Path) -> None:
+    await store.create(node_kind(store), node_object("p1", "farm-a"))
+    bus = make_bus(store, tmp_path)
+    await bus.start()
+    try:
+        await wait_port(bus.settings.client_port)
+        pid = bus.supervisor.pid
+        tls = bus.settings.tls
+        assert tls is not None
+        # A renewal writes new files under the same names (and keeps the key: same pin).
+        tls.cert.write_bytes(tls.cert.read_bytes())
+        await wait_for(lambda: bus.reloads == 1)
+        assert bus.supervisor.pid == pid and bus.restarts == 0
+    finally:
+        await bus.stop()

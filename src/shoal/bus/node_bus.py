@@ -64,6 +64,7 @@ class NodeBus:
         self.topology: SiteTopology | None = None
         self._applied: dict[str, Any] | None = None
         self._seen: tuple[Any, ...] = ()
+        self._applied_stamps: tuple[int, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.restarts = 0
@@ -118,16 +119,20 @@ class NodeBus:
         self.topology = site_topology.topology(self._me(), nodes, set(self.gone()))
         return nats_config.render(self.settings, self.topology)
 
-    def _fingerprint(self) -> tuple[Any, ...]:
+    def _cert_stamps(self) -> tuple[int, ...]:
         tls = self.settings.tls
-        stamps = tuple(p.stat().st_mtime_ns if p.exists() else 0
-                       for p in ((tls.cert, tls.key, tls.ca) if tls else ()))
-        return (self.store.replica.resource_revision(NODES), tuple(sorted(self.gone())), stamps)
+        return tuple(p.stat().st_mtime_ns if p.exists() else 0
+                     for p in ((tls.cert, tls.key, tls.ca) if tls else ()))
+
+    def _fingerprint(self) -> tuple[Any, ...]:
+        return (self.store.replica.resource_revision(NODES), tuple(sorted(self.gone())),
+                self._cert_stamps())
 
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         await self.announce()
         self._seen = self._fingerprint()
+        self._applied_stamps = self._cert_stamps()
         conf = self.render()
         await self.supervisor.start(nats_config.config_text(conf))
         self._applied = conf
@@ -139,8 +144,15 @@ class NodeBus:
     def refresh(self) -> str:
         """Render again and apply: "reload", "restart" or "" when nothing changed."""
         conf = self.render()
+        stamps = self._cert_stamps()
+        renewed, self._applied_stamps = stamps != self._applied_stamps, stamps
         if conf == self._applied:
-            return ""
+            if not renewed:
+                return ""
+            # Same file names, new certificates (a renewal): nats-server rereads them.
+            self.supervisor.reload(nats_config.config_text(conf))
+            self.reloads += 1
+            return "reload"
         text = nats_config.config_text(conf)
         assert self._applied is not None
         if nats_config.restart_key(conf) == nats_config.restart_key(self._applied):
