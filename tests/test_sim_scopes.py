@@ -27,8 +27,8 @@ def scoped(seed: int, peers: int = 4, scopes: int = 2, **kw: Any) -> scenarios.R
 
 
 def command(seed: int, peers: int, scopes: int) -> str:
-    return scenarios.Options(seed=seed, peers=peers, scopes=scopes, writes=30,
-                             drop=0.05, duplicate=0.05, safety_seconds=15.0).command()
+    return scenarios.Options(seed=seed, peers=peers, scopes=scopes, writes=30, drop=0.05,
+                             duplicate=0.05, safety_seconds=15.0, idle_seconds=0).command()
 
 
 # -- the run itself ---------------------------------------------------------------------

@@ -92,6 +92,7 @@ class Options:
             + (f" --scopes {self.scopes}" if self.scopes else "")
             + (f" --scope-changes {self.scope_changes}" if self.scope_changes else "")
             + (f" --sites {self.sites}" if self.sites else "")
+            + (f" --idle-seconds {self.idle_seconds:g}" if self.idle_seconds != 20.0 else "")
         )
 
 
