@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +126,34 @@ def test_status_during_a_partition_shows_each_side_what_it_sees(
     finally:
         for n in nodes:
             n.stop()
+
+
+def test_status_with_a_kubeconfig_and_who_may_read_it(shoal: ShoalProcess) -> None:
+    r = subprocess.run([str(VENV_BIN / "shoal"), "status", "--kubeconfig", str(shoal.kubeconfig),
+                        "-o", "json"], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    body = json.loads(r.stdout)
+    assert body["node"] == "node-1" and body["members"][0]["self"] is True
+    assert body["nodes"]["node-1"]["ready"] == "True"
+    text = subprocess.run([str(VENV_BIN / "shoal"), "status", "--data-dir", str(shoal.data_dir)],
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+    assert text.startswith("node node-1 ") and "no link is cut" in text
+    # A ServiceAccount with neither get on the path nor list on nodes is refused.
+    shoal.kubectl("create", "serviceaccount", "nobody")
+    token = shoal.kubectl("create", "token", "nobody").stdout.strip()
+    assert _code(shoal, token) == 403
+    assert _code(shoal, "garbage") == 401
+    assert _code(shoal, None) == 401
+
+
+def _code(node: ShoalProcess, token: str | None) -> int:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(node.url + "/shoal/v1/status", headers=headers)
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
