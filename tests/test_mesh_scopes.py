@@ -16,7 +16,7 @@ import pytest
 from shoal.authz.scopes import SCOPES
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
-from shoal.mesh.messages import PullReply, Push, decode
+from shoal.mesh.messages import Pull, PullReply, Push, ScopeCursor, decode
 from shoal.mesh.peer import MeshPeer
 from shoal.sim.loop import VirtualEventLoop, VirtualWallClock
 from shoal.sim.loop import run as virtual_run
@@ -325,3 +325,71 @@ def test_a_local_write_in_a_scope_this_peer_does_not_hold_is_dropped_and_never_s
         await m.stop()
 
     virtual_run(main())
+
+
+def test_a_pull_for_a_scope_the_puller_is_not_a_member_of_is_refused_in_the_reply() -> None:
+    async def main() -> None:
+        m = Mesh(3, 7)
+        await m.start()
+        await m.put("n0", SCOPES, "", "tenant-a", scope("tenant-a", ["n0", "n1"]))
+        await m.put("n0", "configmaps", NS, "x", {"metadata": {"name": "x"}})
+        ae = m.peers["n0"].anti_entropy
+        ask = Pull(200, (ScopeCursor("", 0), ScopeCursor("tenant-a", 0)))
+        outsider = ae.serve_pull(ask, "n2")
+        assert [p.scope for p in outsider.scopes] == [""]
+        assert outsider.refused == (("tenant-a", "n2 is not a member"),)
+        assert all(d.namespace != NS for p in outsider.scopes for d in p.docs)
+        member = ae.serve_pull(ask, "n1")
+        part = member.part("tenant-a")
+        assert part is not None and [d.name for d in part.docs] == ["x"]
+        await m.stop()
+
+    virtual_run(main())
+
+
+def test_the_writer_rule_admits_a_nodes_own_objects_and_nothing_else() -> None:
+    from shoal.authz.scopes import ScopeIndex
+    from shoal.crdt.document import Document
+    from shoal.mesh.replication_policy import ReplicationPolicy
+
+    class Members:
+        name = "n0"
+        version = 0
+        members: dict[str, Any] = {}
+
+        def live(self) -> list[Any]:
+            return []
+
+    async def main() -> None:
+        r = Replica(None, "n0")
+        _, fut = r.put(SCOPES, "", "t", scope("t", ["n0", "n1", "n2"], writers=["n0"]), kf)
+        await fut
+        policy = ReplicationPolicy("n0", ScopeIndex(r), Members(), 8)
+        pod = Document.create({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"}}, 10, "n0")
+
+        def status_by(node: str) -> Document:
+            d = pod.copy()
+            d.write({"metadata": {"name": "p"}, "spec": {"nodeName": "n1"},
+                     "status": {"phase": "Running"}}, 20, node)
+            return d
+
+        def held() -> tuple[Document, dict[str, Any] | None]:
+            return pod, pod.value()
+
+        def judge(doc: Document, sender: str, resource: str = "pods", ns: str = NS,
+                  name: str = "p") -> str | None:
+            refusal = policy.accept(resource, ns, name, doc, held, "t", sender)
+            return None if refusal is None else refusal.reason
+
+        assert judge(status_by("n1"), "n1") is None  # its own pod's status
+        assert "may not write status" in (judge(status_by("n2"), "n2") or "")  # not its pod
+        assert "relayed" in (judge(status_by("n1"), "n2") or "")  # a non-writer relays
+        assert judge(status_by("n1"), "n0") is None  # a writer relays
+        spec = pod.copy()
+        spec.write({"metadata": {"name": "p"}, "spec": {"nodeName": "n2"}}, 30, "n1")
+        assert "may not write spec" in (judge(spec, "n1") or "")
+        assert "not a member" in (judge(status_by("n1"), "n3") or "")
+        assert "in scope ''" in (judge(status_by("n1"), "n1", ns="default") or "")
+        r.close()
+
+    asyncio.run(main())
