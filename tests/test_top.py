@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -88,3 +91,29 @@ def test_kubectl_top_pods_on_another_peer_reads_the_pods_node(
     finally:
         first.kubectl("delete", "pod", "spin", "--grace-period=0", "--force", check=False)
 
+
+
+def _get(node: ShoalProcess, path: str, token: str) -> int:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    req = urllib.request.Request(node.url + path, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+
+
+def test_the_view_role_may_read_pod_metrics_as_with_metrics_server(
+        pair: tuple[ShoalProcess, ShoalProcess]) -> None:
+    first, _ = pair
+    first.kubectl("create", "serviceaccount", "viewer")
+    token = first.kubectl("create", "token", "viewer").stdout.strip()
+    path = "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"
+    assert _get(first, path, token) == 403
+    first.kubectl("create", "rolebinding", "viewer", "--clusterrole=view",
+                  "--serviceaccount=default:viewer")
+    wait_for(lambda: _get(first, path, token) == 200, 15, "view to include pod metrics")
+    assert _get(first, "/apis/metrics.k8s.io/v1beta1/nodes", token) == 403, \
+        "a namespace's view does not reach cluster-scoped node metrics"

@@ -27,6 +27,8 @@ WRITE = ["create", "update", "patch", "delete", "deletecollection"]
 READ_WRITE = READ + WRITE
 
 _API_VERSION = f"{GROUP}/v1"
+MONITORING = "system:monitoring"
+"""The group Kubernetes binds to the system:monitoring role (scrapers of /metrics)."""
 
 
 def _rule(verbs: list[str], groups: list[str], resources: list[str]) -> dict[str, Any]:
@@ -169,6 +171,16 @@ def cluster_roles() -> list[dict[str, Any]]:
             "/openapi/*", "/readyz", "/version", "/version/"])]),
         _cluster_role("system:public-info-viewer", [_urls(["get"], _HEALTH)]),
         _cluster_role("system:node", _NODE),
+        # --- metrics: kubectl top for view, edit and admin (metrics-server's role), and
+        # Kubernetes' system:monitoring (with Shoal's status paths) for a scraper ---
+        _cluster_role("system:aggregated-metrics-reader",
+                      [_rule(READ, ["metrics.k8s.io"], ["pods", "nodes"])],
+                      {AGGREGATE_TO + "view": "true", AGGREGATE_TO + "edit": "true",
+                       AGGREGATE_TO + "admin": "true"}),
+        _cluster_role("system:monitoring", [_urls(["get"], [
+            "/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/readyz", "/readyz/*",
+            "/shoal/v1/status", "/shoal/v1/status/*"])]),
+        # --- end metrics ---
     ]
 
 
@@ -178,4 +190,5 @@ def cluster_role_bindings() -> list[dict[str, Any]]:
         _binding("system:basic-user", AUTHENTICATED),
         _binding("system:discovery", AUTHENTICATED),
         _binding("system:public-info-viewer", AUTHENTICATED, UNAUTHENTICATED),
+        _binding("system:monitoring", MONITORING),  # metrics
     ]
