@@ -288,3 +288,35 @@ async def test_the_peer_report_service_tells_each_report_who_asks() -> None:
     other.header = {"op": "log"}
     await service.handle(other)  # type: ignore[arg-type]
     assert fallback_used == [other], "pod streams still reach the pod stream service"
+
+
+async def test_the_timeline_shows_replacements_and_one_line_per_lost_node() -> None:
+    replica = Replica(None, "n1")
+
+    async def put(resource: str, ns: str, name: str, obj: dict[str, Any]) -> None:
+        _, fut = replica.put(resource, ns, name, obj, lambda path: None)
+        await fut
+
+    def node(name: str, ready: str) -> dict[str, Any]:
+        return {"metadata": {"name": name},
+                "status": {"conditions": [{"type": "Ready", "status": ready}]}}
+
+    def pod(name: str, on: str) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "default",
+                             "ownerReferences": [{"kind": "ReplicaSet", "uid": "rs1"}]},
+                "spec": {"nodeName": on}}
+
+    await put("nodes", "", "n1", node("n1", "True"))
+    await put("nodes", "", "n3", node("n3", "Unknown"))
+    for name, on in (("web-0", "n3"), ("web-1", "n3")):
+        await put("pods", "default", name, pod(name, on))
+    t = Timeline(replica=replica)
+    for name in ("web-0", "web-1"):
+        t.observe(Change("ADDED", "events", "default", f"{name}.1", 9, {
+            "reason": "NodeNotReady",
+            "involvedObject": {"namespace": "default", "name": name}}, None))
+    t.observe(Change("ADDED", "pods", "default", "web-2", 10, pod("web-2", "n1"), None))
+    assert [(e["kind"], e["message"]) for e in t.entries] == [
+        ("not-ready", "2 pods on node n3 marked not ready"),
+        ("replace", "pod default/web-2 started to replace pods on unreachable node n3")]
+    replica.close()

@@ -12,8 +12,10 @@ is cut off and shows what that site sees:
   what each peer last reported of its own membership (asked over the peer link, kept
   with the time it came: a peer across a cut keeps its last report);
 - a timeline: membership transitions this node saw (cuts, heals, joins, leaves), Nodes
-  turning unreachable and back, pods marked not ready on a lost node, and pods removed
-  by their ReplicaSet soon after a heal (the trim);
+  turning unreachable and back, pods marked not ready on a lost node (one line per node),
+  a ReplicaSet's new pod while some of its pods sit on a node that is not Ready (Shoal's
+  eviction: it replaces them and deletes nothing), and pods removed by their ReplicaSet
+  soon after a heal (the trim);
 - this node's scopes, when the mesh reports them.
 
 ``GET /shoal/v1/status/stream`` sends the same document as server-sent events, once a
@@ -77,6 +79,8 @@ class Timeline:
     clock: Callable[[], float] = time.time
     entries: deque[dict[str, Any]] = field(default_factory=deque)
     last_heal: float = float("-inf")
+    replica: Replica | None = None
+    """Where a pod's node and its siblings are looked up (None: those entries are left out)."""
 
     def add(self, kind: str, subject: str, message: str, at: float | None = None) -> None:
         self.entries.append({"time": self.clock() if at is None else at, "kind": kind,
@@ -99,10 +103,9 @@ class Timeline:
                 self.add("node-back", c.name, f"node {c.name} is Ready again")
         elif c.resource == "events" and c.type == "ADDED":
             if c.obj.get("reason") == "NodeNotReady":
-                obj = c.obj.get("involvedObject") or {}
-                self.add("not-ready", f"{obj.get('namespace')}/{obj.get('name')}",
-                         f"pod {obj.get('namespace')}/{obj.get('name')} marked not ready: "
-                         "its node is unreachable")
+                self._not_ready(c.obj.get("involvedObject") or {})
+        elif c.resource == "pods" and c.type == "ADDED":
+            self._replacement(c)
         elif c.resource == "pods" and c.type == "DELETED":
             owners = (c.obj.get("metadata") or {}).get("ownerReferences") or []
             if any(o.get("kind") == "ReplicaSet" for o in owners if isinstance(o, dict)) and \
@@ -110,6 +113,50 @@ class Timeline:
                 node = (c.obj.get("spec") or {}).get("nodeName") or "?"
                 self.add("trim", f"{c.namespace}/{c.name}",
                          f"pod {c.namespace}/{c.name} on {node} trimmed after the merge")
+
+    def _not_ready(self, pod: Mapping[str, Any]) -> None:
+        """Pods marked not ready on a lost node, one line per node and burst."""
+        found = self.replica.get("pods", str(pod.get("namespace") or ""),
+                                 str(pod.get("name") or "")) if self.replica else None
+        node = str(((found or {}).get("spec") or {}).get("nodeName") or "?")
+        last = self.entries[-1] if self.entries else None
+        if last is not None and last["kind"] == "not-ready" and last["subject"] == node and \
+                self.clock() - last["time"] < 30.0:
+            last["count"] += 1
+            last["message"] = f"{last['count']} pods on node {node} marked not ready"
+            return
+        self.add("not-ready", node, f"1 pod on node {node} marked not ready")
+        self.entries[-1]["count"] = 1
+
+    def _replacement(self, c: Change) -> None:
+        """A ReplicaSet's new pod while one of its pods sits on a node that is not Ready: the
+        replacement Shoal starts instead of evicting (the trim decides after the heal)."""
+        if self.replica is None:
+            return
+        owners = [o.get("uid") for o in (c.obj.get("metadata") or {}).get("ownerReferences")
+                  or [] if isinstance(o, dict) and o.get("kind") == "ReplicaSet"]
+        if not owners:
+            return
+        # Nodes are few; pods are scanned only while some node is not Ready.
+        unready = {key[1] for key, entry in self.replica.iter_entries("nodes")
+                   if entry.value is not None and _ready(entry.value) not in ("True", None)}
+        if not unready:
+            return
+        lost: set[str] = set()
+        for _key, entry in self.replica.iter_entries("pods"):
+            p = entry.value
+            if p is None or p["metadata"].get("name") == c.name:
+                continue
+            if not any(o.get("uid") in owners for o in p["metadata"].get("ownerReferences")
+                       or [] if isinstance(o, dict)):
+                continue
+            node = (p.get("spec") or {}).get("nodeName")
+            if node in unready:
+                lost.add(str(node))
+        if lost:
+            self.add("replace", f"{c.namespace}/{c.name}",
+                     f"pod {c.namespace}/{c.name} started to replace pods on unreachable "
+                     f"node{'s' if len(lost) > 1 else ''} {', '.join(sorted(lost))}")
 
     async def follow(self, replica: Replica) -> None:
         sub = replica.subscribe(lambda c: c.resource in ("nodes", "events", "pods"))

@@ -47,7 +47,7 @@ class Observability:
         self.resource_metrics = ResourceMetricsApi(name, node.replica, self.sampler.report,
                                                    self.peers)
         api.extra_routes.append(self.resource_metrics.add_routes)
-        self.timeline = Timeline()
+        self.timeline = Timeline(replica=node.replica)
         self.status = StatusService(name, node.replica, lambda: node.mesh, self.membership_log,
                                     self.timeline, self.peers, peer_stats=self._peer_stats,
                                     scopes=self._scopes,
