@@ -130,7 +130,10 @@ def test_the_page_shows_three_peers_and_a_cut_link_turns_red_then_back(
     nodes: list[ShoalProcess] = []
     browser: Browser | None = None
     try:
-        start_three(lab, tmp_path, nodes)
+        # Short grace and eviction timeouts, so the cut shows a lost node and a replacement.
+        start_three(lab, tmp_path, nodes, ["--heartbeat-interval", "1s",
+                                           "--node-monitor-grace-period", "6s",
+                                           "--pod-eviction-timeout", "4s"])
         a, _, c = nodes
         # Log in as a ServiceAccount allowed to read the status paths, as an operator would.
         a.kubectl("create", "serviceaccount", "watcher")
@@ -176,7 +179,6 @@ def test_the_page_shows_three_peers_and_a_cut_link_turns_red_then_back(
         assert link_states(on_a)["node-a|node-b"].startswith("up ")
         timeline = on_a.eval("document.getElementById('timeline').textContent") or ""
         assert "node-c" in timeline and "cut" in timeline
-        on_a.screenshot(tmp_path / "cut.png")
         # The cut-off site's own page keeps working and shows what that site sees.
         wait_for(lambda: c_cut(on_c), 20, "node-c's page to show its links cut")
         assert on_c.eval("document.getElementById('conn').textContent") == "live"
@@ -186,12 +188,21 @@ def test_the_page_shows_three_peers_and_a_cut_link_turns_red_then_back(
         assert members_on_c["node-c"] == "alive"
         assert members_on_c["node-a"] in ("suspect", "dead")
 
+        def timeline_on_a() -> str:
+            return str(on_a.eval("document.getElementById('timeline').textContent") or "")
+        wait_for(lambda: "node node-c is unreachable" in timeline_on_a()
+                 and "started to replace pods on unreachable node node-c" in timeline_on_a(),
+                 40, "node-a's timeline to show node-c lost and its pod replaced")
+        on_a.screenshot(tmp_path / "cut.png")
+
         cut_from_peers(spaces[2], spaces[:2], heal=True)
         heal_at = time.monotonic()
         wait_for(lambda: three_up(on_a) and three_up(on_c), 45,
                  "every link to turn back to up after the heal, on both pages")
         green_after = time.monotonic() - heal_at
-        assert "heal" in (on_a.eval("document.getElementById('timeline').textContent") or "")
+        assert "heal" in timeline_on_a()
+        wait_for(lambda: "trimmed after the merge" in timeline_on_a(), 45,
+                 "the trim after the heal on node-a's timeline")
         if os.environ.get("SHOAL_UPDATE_SCREENSHOT") or not SCREENSHOT.exists():
             shutil.copy(tmp_path / "cut.png", SCREENSHOT)
         print(f"red {red_after:.1f}s after the cut, green {green_after:.1f}s after the heal")

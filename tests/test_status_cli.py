@@ -20,7 +20,8 @@ from tests.test_cluster import wait_for
 from tests.tools import netns
 
 
-def start_three(lab: netns.NetnsLab, tmp_path: Path, nodes: list[ShoalProcess]) -> None:
+def start_three(lab: netns.NetnsLab, tmp_path: Path, nodes: list[ShoalProcess],
+                extra: list[str] | None = None) -> None:
     """node-a, node-b and node-c, each in its own namespace, joined through node-a; each is
     added to ``nodes`` before it starts, so the caller stops whichever started."""
     spaces = [lab.add(x) for x in ("a", "b", "c")]
@@ -31,14 +32,14 @@ def start_three(lab: netns.NetnsLab, tmp_path: Path, nodes: list[ShoalProcess]) 
                             netns=ns, host=ns.ip)
         nodes.append(node)
         if i == 0:
-            node.start(["--peer-port", "7443"])
+            node.start(["--peer-port", "7443", *(extra or [])])
             token = subprocess.run(
                 [str(VENV_BIN / "shoal"), "token", "create", "--uses", "10", "--data-dir",
                  str(node.data_dir)], check=True, capture_output=True, text=True,
             ).stdout.strip()
         else:
             node.start(["--peer-port", "7443", "--join", f"{spaces[0].ip}:7443",
-                        "--token", token])
+                        "--token", token, *(extra or [])])
 
 
 def status(node: ShoalProcess, *extra: str) -> subprocess.CompletedProcess[str]:
