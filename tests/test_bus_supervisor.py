@@ -189,3 +189,33 @@ async def test_a_renewed_certificate_is_reloaded_without_a_restart(
         assert bus.supervisor.pid == pid and bus.restarts == 0
     finally:
         await bus.stop()
+
+
+async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
+        store: ObjectStore, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    await store.create(node_kind(store), node_object("p1", "farm-a"))
+    first = make_bus(store, tmp_path)
+    await first.start()
+    try:
+        # A second node on this host chose the same default before the first bound it.
+        second = make_bus(store, tmp_path, name="p2")
+        second.settings = replace(second.settings, client_port=first.settings.client_port)
+        second.movable_ports = frozenset({"client_port"})
+        moved: list[str] = []
+        second.on_moved = moved.append
+        second.poll = 0.05
+        await second.start()
+        try:
+            await wait_for(lambda: bool(moved), timeout=15)
+            assert second.settings.client_port != first.settings.client_port
+            assert moved == [second.url]
+            await wait_port(second.settings.client_port)
+            nc = await nats.connect(second.url)
+            assert nc.connected_server_version.major >= 2
+            await nc.close()
+        finally:
+            await second.stop()
+    finally:
+        await first.stop()

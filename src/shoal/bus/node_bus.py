@@ -50,9 +50,13 @@ def resolve_ports(settings: BusSettings) -> BusSettings:
 class NodeBus:
     def __init__(self, store: ObjectStore, settings: BusSettings, data_dir: Path,
                  gone: Callable[[], Collection[str]] = lambda: (), poll: float = 1.0,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, movable_ports: Collection[str] = (),
+                 on_moved: Callable[[str], None] | None = None) -> None:
         """``data_dir``: the bus's own directory (config, pid file, log, JetStream);
-        ``gone``: the members that left the mesh, whose Nodes are not routed to."""
+        ``gone``: the members that left the mesh, whose Nodes are not routed to;
+        ``movable_ports``: the ports (``client_port``, ``cluster_port``,
+        ``leafnode_port``) that were defaults and may move to free ones when nats-server
+        finds one taken (``on_moved`` is told the new client URL)."""
         self.store = store
         self.settings = resolve_ports(settings)
         self.dir = data_dir
@@ -68,6 +72,9 @@ class NodeBus:
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.restarts = 0
+        self.movable_ports = frozenset(movable_ports)
+        self.on_moved = on_moved
+        self._checked_restarts = 0
 
     @property
     def url(self) -> str:
@@ -171,6 +178,9 @@ class NodeBus:
         while True:
             await asyncio.sleep(self.poll)
             try:
+                if self._ports_taken():
+                    self._move_ports()
+                    announced = False
                 seen = self._fingerprint()
                 if seen == self._seen and announced:
                     continue
@@ -182,6 +192,36 @@ class NodeBus:
                 raise
             except Exception:  # a bad pass must not end the bus's upkeep
                 log.exception("bus: configuring nats-server failed")
+
+    def _ports_taken(self) -> bool:
+        """Whether the server died since the last look because a port was taken (another
+        node on this host chose the same default between our check and its bind)."""
+        restarts = self.supervisor.restarts
+        if not self.movable_ports or restarts == self._checked_restarts:
+            return False
+        self._checked_restarts = restarts
+        try:
+            with open(self.supervisor.log_file, "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - 4096))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return False
+        last_start = tail.rfind("Starting nats-server")
+        return "address already in use" in tail[last_start if last_start >= 0 else 0:]
+
+    def _move_ports(self) -> None:
+        s, movable = self.settings, self.movable_ports
+        self.settings = resolve_ports(replace(
+            s, client_port=0 if "client_port" in movable else s.client_port,
+            cluster_port=0 if "cluster_port" in movable else s.cluster_port,
+            leafnode_port=0 if "leafnode_port" in movable else s.leafnode_port))
+        log.warning("bus: a port of nats-server was taken; moving to %s (cluster %d, "
+                    "leafnodes %d)", self.url, self.settings.cluster_port,
+                    self.settings.leafnode_port)
+        self._seen = ()
+        if self.on_moved is not None:
+            self.on_moved(self.url)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -24,6 +24,7 @@ from shoal.bus.streams import StreamReconciler
 from shoal.bus.supervisor import nats_server_path
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
+from shoal.node.env import bus_env
 from shoal.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,19 @@ class BusService:
             cluster_port=port_or_free(bind, ports.cluster, DEFAULT_CLUSTER_PORT, "cluster"),
             leafnode_port=port_or_free(bind, ports.leafnodes, DEFAULT_LEAFNODE_PORT, "leafnode"),
             tls=tls)
-        self.node_bus = NodeBus(store, settings, data_dir / "bus",
-                                gone=lambda: left_members(members()))
+        self.env: dict[str, str] = {}
+        """Variables to keep current for pods (NATS_URL): :meth:`keep_env` names the dict."""
+        self.node_bus = NodeBus(
+            store, settings, data_dir / "bus", gone=lambda: left_members(members()),
+            movable_ports=[f for f, given in (("client_port", ports.client),
+                                              ("cluster_port", ports.cluster),
+                                              ("leafnode_port", ports.leafnodes))
+                           if given is None],
+            on_moved=self._moved)
         self.store = store
         self.streams = StreamReconciler(
-            store, f"nats://{_loopback(bind)}:{self.node_bus.settings.client_port}", name,
+            store, lambda: f"nats://{_loopback(bind)}:{self.node_bus.settings.client_port}",
+            name,
             lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json")
         store.admission.append(admit_stream)
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,6 +99,15 @@ class BusService:
     @property
     def url(self) -> str:
         return self.node_bus.url
+
+    def keep_env(self, env: dict[str, str]) -> None:
+        """Set NATS_URL in ``env`` (the node agent's variables for every container) now
+        and whenever the bus moves."""
+        self.env = env
+        env.update(bus_env(self.url))
+
+    def _moved(self, url: str) -> None:
+        self.env.update(bus_env(url))
 
     async def start(self) -> None:
         await self.node_bus.start()

@@ -66,7 +66,7 @@ def stream_differs(want: Mapping[str, Any], have: StreamConfig) -> list[str]:
 
 
 class StreamReconciler:
-    def __init__(self, store: ObjectStore, url: str, node_name: str,
+    def __init__(self, store: ObjectStore, url: str | Callable[[], str], node_name: str,
                  topology: Callable[[], SiteTopology | None], state_file: Path,
                  poll: float = 1.0, resync: float = 30.0, status_interval: float = 10.0
                  ) -> None:
@@ -134,9 +134,14 @@ class StreamReconciler:
         last_pass = last_status = 0.0
         while True:
             try:
+                url = self.url() if callable(self.url) else self.url
+                if self._nc is not None and not self._nc.is_closed and \
+                        self._nc.connected_url is not None and \
+                        not url.endswith(f":{self._nc.connected_url.port}"):
+                    await self._nc.close()  # the bus moved to another port
                 if self._nc is None or self._nc.is_closed:
                     self._nc = await nats.connect(
-                        self.url, name=f"shoal-streams-{self.node_name}",
+                        url, name=f"shoal-streams-{self.node_name}",
                         max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                         connect_timeout=2, error_cb=_connection_error)
                 topo = self.topology()

@@ -38,7 +38,7 @@ from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluste
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
-from shoal.node.env import bus_env, kubernetes_service_env  # service accounts, bus
+from shoal.node.env import kubernetes_service_env  # service accounts
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.pod_tokens import PodTokens  # service accounts
 from shoal.node.pod_user import PodIsolation  # at rest
@@ -186,7 +186,7 @@ class ShoalNode:
                 TlsFiles(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert),
                 BusPorts(cfg.bus_port, cfg.bus_cluster_port, cfg.bus_leafnode_port),
                 lambda: self.mesh.members() if self.mesh is not None else [])
-            self.agent.service_env.update(bus_env(self.bus.url))
+            self.bus.keep_env(self.agent.service_env)  # NATS_URL, kept if the bus moves
         # --- end bus ---
         # --- observability: /metrics, /shoal/v1/status, metrics.k8s.io, /ui/ ---
         self.observability = Observability(self)
