@@ -38,7 +38,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 BASE = f"/apis/{GROUP}/{VERSION}"
 ASK_TIMEOUT = 2.0
 """Seconds another node has to answer with its samples."""
-CACHE_SECONDS = 5.0
+CACHE_SECONDS = {"metrics": 5.0, "status": 1.0}
+"""Seconds an answer is reused: samples change every 15 s; a membership view should show
+a heal within a second or two."""
 
 Report = dict[str, Any]
 Acceptor = Callable[[Stream], Awaitable[None]]
@@ -73,7 +75,7 @@ class PeerReports:
 
     def __init__(self, mux: Callable[[], StreamMux | None],
                  addresses: Callable[[], dict[str, str]], *, timeout: float = ASK_TIMEOUT,
-                 cache_seconds: float = CACHE_SECONDS,
+                 cache_seconds: Mapping[str, float] = CACHE_SECONDS,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.mux = mux
         self.addresses = addresses
@@ -88,7 +90,7 @@ class PeerReports:
         key = (node, op)
         cached = self._cache.get(key)
         now = self.clock()
-        if cached is not None and now - cached[0] < self.cache_seconds:
+        if cached is not None and now - cached[0] < self.cache_seconds.get(op, 5.0):
             return cached[1]
         report = await self._ask(node, op)
         self._cache[key] = (now, report)
