@@ -61,6 +61,8 @@ def test_kubectl_top_nodes_shows_every_node_from_either_peer(
             return r.returncode == 0 and {line.split()[0] for line in r.stdout.splitlines()} \
                 == {"node-1", "node-2"}
         wait_for(both, 30, f"kubectl top nodes on {node.name}")
+    one = pair[0].kubectl("top", "node", "node-2", "--no-headers").stdout.split()
+    assert one[0] == "node-2" and one[1].endswith("m") and one[3].endswith("Mi")
 
 
 def test_kubectl_top_pods_on_another_peer_reads_the_pods_node(
@@ -77,6 +79,8 @@ def test_kubectl_top_pods_on_another_peer_reads_the_pods_node(
             return pod == "spin" and container == "busy" and cpu.endswith("m") \
                 and int(cpu[:-1]) >= 100  # a spinning shell uses most of a core
         wait_for(busy, 60, "kubectl top pods on node-2 to show node-1's busy pod")
+        everywhere = second.kubectl("top", "pods", "-A", "--no-headers").stdout
+        assert any(line.split()[:2] == ["default", "spin"] for line in everywhere.splitlines())
         raw = json.loads(second.kubectl(
             "get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/spin").stdout)
         assert raw["kind"] == "PodMetrics" and raw["containers"][0]["name"] == "busy"
