@@ -68,6 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-format", default="text", choices=["text", "json"],  # observability
                    help="json: one JSON object per line with time, level, logger, node and "
                         "message (default: text)")
+    s.add_argument("--container-log-max-size", type=_log_size, default=10 * 1024 * 1024,
+                   help="rotate a container's log file when it reaches this size, as the "
+                        "kubelet's containerLogMaxSize (default: 10Mi)")  # observability
+    s.add_argument("--container-log-max-files", type=_log_files, default=5,
+                   help="log files kept per container, the current one included, at least 2 "
+                        "(default: 5)")  # observability
     s.add_argument("--bookmark-interval", type=parse_duration, default=60.0,
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
@@ -300,6 +306,30 @@ def peer_role(args: argparse.Namespace) -> str:
     return "super" if args.super_peer else ("weak" if args.sync_via == "super" else "full")
 
 
+# --- observability: container log rotation ---
+def _log_size(text: str) -> int:
+    from shoal.model.quantity import parse_quantity
+
+    try:
+        size = int(parse_quantity(text))
+    except (ValueError, ArithmeticError) as e:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 10Mi)") from e
+    if size < 1024:
+        raise argparse.ArgumentTypeError("at least 1Ki")
+    return size
+
+
+def _log_files(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from e
+    if n < 2:
+        raise argparse.ArgumentTypeError("at least 2 (the current file and one rotated)")
+    return n
+# --- end observability ---
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "image":
@@ -315,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
             from shoal.cli.log_format import use_json
 
             use_json(args.name)
+        from shoal.node.runtime_process import LogFile  # observability: log rotation
+
+        LogFile.max_bytes, LogFile.max_files = (args.container_log_max_size,
+                                                args.container_log_max_files)
         cfg = NodeConfig(
             name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
             advertise=args.advertise, bookmark_interval=args.bookmark_interval,

@@ -9,10 +9,13 @@ CRI format, one record per line: ``<RFC3339Nano> <stdout|stderr> <F|P> <text>``
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from shoal.node.runtime_process import cri_timestamp
 
@@ -82,12 +85,21 @@ class _Limit:
         return self.left is not None and self.left <= 0
 
 
+def _rotated(f: BinaryIO, path: Path) -> bool:
+    """Whether ``path`` is now another file than the one ``f`` reads."""
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except OSError:
+        return False
+
+
 async def read_logs(path: Path, opts: LogOptions,
                     running: Callable[[], bool] = lambda: False) -> AsyncIterator[bytes]:
     """The log as kubectl shows it; with ``follow``, until the container stops."""
     since = _since(opts)
     limit = _Limit(opts.limit_bytes)
-    with open(path, "rb") as f:
+    with contextlib.ExitStack() as files:
+        f = files.enter_context(open(path, "rb"))
         data = f.read()
         complete, sep, _ = data.rpartition(b"\n")
         pos = len(complete) + len(sep)
@@ -103,6 +115,12 @@ async def read_logs(path: Path, opts: LogOptions,
         buf = b""
         while not limit.done:
             new = f.read()
+            if not new and _rotated(f, path):
+                # The runtime rotated the file (LogFile): what is left of the old one was
+                # read; go on with the new one from its start.
+                f.close()
+                f = files.enter_context(open(path, "rb"))
+                new = f.read()
             if not new:
                 if not running():
                     new = f.read()  # what was written while the container exited

@@ -154,14 +154,46 @@ async def pump(reader: asyncio.StreamReader | None, stream: str, out: LogFile) -
 
 
 class LogFile:
-    """A container attempt's CRI log file (shared by both runtimes, so logs read the same)."""
+    """A container attempt's CRI log file (shared by both runtimes, so logs read the same).
+
+    Rotated as the kubelet does (``containerLogMaxSize``, ``containerLogMaxFiles``): when a
+    record would take the file past ``max_bytes``, ``N.log`` becomes ``N.log.1`` (older
+    ones ``.2``, ...), and at most ``max_files`` files are kept, the current one included.
+    ``kubectl logs`` reads the current file; a follower moves on to the new one.
+    """
+
+    # --- observability: container log rotation (shoal server --container-log-max-size) ---
+    max_bytes = 10 * 1024 * 1024
+    max_files = 5
+    # --- end observability ---
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self.f = open(path, "ab", buffering=0)  # noqa: SIM115 - closed when the container ends
+        self.size = self.f.tell()
 
     def record(self, now: float, stream: str, tag: bytes, text: bytes) -> None:
-        self.f.write(b"%s %s %s %s\n" % (cri_timestamp(now).encode(), stream.encode(), tag, text))
+        line = b"%s %s %s %s\n" % (cri_timestamp(now).encode(), stream.encode(), tag, text)
+        if self.size and self.size + len(line) > self.max_bytes:
+            self._rotate()
+        self.f.write(line)
+        self.size += len(line)
+
+    def _rotate(self) -> None:
+        self.f.close()
+        keep = max(0, self.max_files - 1)
+        # Shifting up replaces the oldest kept file (rename overwrites on POSIX).
+        for i in range(keep - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.with_name(f"{self.path.name}.{i}").rename(
+                    self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if keep:
+            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self.f = open(self.path, "ab", buffering=0)  # noqa: SIM115
+        self.size = 0
 
     def close(self) -> None:
         self.f.close()
