@@ -434,7 +434,13 @@ class Membership:
                 self.apply_all(msg.updates)
                 if msg.target != self.name:
                     return Nack()  # the address now belongs to someone else
-                ack = (*self._piggyback_for(self._sender(sender)), *self._dead_at(sender))
+                peer = self._sender(sender)
+                ack = (*self._piggyback_for(peer), *self._dead_at(sender))
+                if peer is not None and peer.state == State.SUSPECT:
+                    # It pings us while we suspect it (we were cut off, and the suspicion's
+                    # gossip never reached it): told so, it refutes now, not when our
+                    # slowed probes (Lifeguard) come round to it.
+                    ack = (*ack, peer.update(self.name))
                 if any(u.name == self.name and u.state != State.ALIVE
                        and u.incarnation < self.incarnation for u in msg.updates):
                     # The prober still suspects an incarnation we refuted already (it missed
