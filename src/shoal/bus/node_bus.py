@@ -75,6 +75,7 @@ class NodeBus:
         self.movable_ports = frozenset(movable_ports)
         self.on_moved = on_moved
         self._checked_restarts = 0
+        self._moved_at = -1
 
     @property
     def url(self) -> str:
@@ -194,12 +195,14 @@ class NodeBus:
                 log.exception("bus: configuring nats-server failed")
 
     def _ports_taken(self) -> bool:
-        """Whether the server died since the last look because a port was taken (another
-        node on this host chose the same default between our check and its bind)."""
+        """Whether the server died because a port was taken (another node on this host
+        chose the same default between our check and its bind): looked for while it is
+        down, once per start that failed."""
         restarts = self.supervisor.restarts
-        if not self.movable_ports or restarts == self._checked_restarts:
+        down = self.supervisor.pid is None
+        if not self.movable_ports or self._moved_at == restarts or (
+                restarts == self._checked_restarts and not down):
             return False
-        self._checked_restarts = restarts
         try:
             with open(self.supervisor.log_file, "rb") as f:
                 f.seek(0, 2)
@@ -208,7 +211,12 @@ class NodeBus:
         except OSError:
             return False
         last_start = tail.rfind("Starting nats-server")
-        return "address already in use" in tail[last_start if last_start >= 0 else 0:]
+        taken = "address already in use" in tail[max(last_start, 0):]
+        if taken:
+            self._moved_at = restarts
+        elif not down:
+            self._checked_restarts = restarts
+        return taken
 
     def _move_ports(self) -> None:
         s, movable = self.settings, self.movable_ports

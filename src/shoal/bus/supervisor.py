@@ -149,7 +149,10 @@ class NatsSupervisor:
                     backoff = self.min_backoff
                 log.warning("bus: nats-server %d exited with %s; starting it again in %.1f s "
                             "(its log: %s)", proc.pid, code, backoff, self.log_file)
-                await asyncio.sleep(backoff)
+                # A new configuration (restart()) cuts the wait short.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._restart_requested.wait(), backoff)
+                self._restart_requested.clear()
                 backoff = min(backoff * 2, self.max_backoff)
                 self.restarts += 1
             if self._stopping:
