@@ -16,10 +16,12 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -35,6 +37,10 @@ BRIDGE = "shoaldemo0"
 SUBNET = "10.213.0"
 """The peers' underlay, 10.213.0.0/24: clear of the pod CIDR and the service CIDR."""
 PEERS = ["edge-1", "edge-2", "edge-3"]
+SITES = {"edge-1": "cloud", "edge-2": "cloud", "edge-3": "farm"}
+"""edge-1 and edge-2 are the hub site (VXLAN between them), edge-3 a farm (WireGuard to them)."""
+MESSAGES = 1000
+LIVE_PAGE_SA = "live-page"
 API_PORT, PEER_PORT = 6443, 7443
 HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
 ASKS = 12
@@ -77,6 +83,53 @@ APP = [
                                "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                       "ports": [{"name": "http", "containerPort": 8080}]}]}}}},
 ]
+
+STREAMS = """
+apiVersion: jetstream.nats.io/v1beta2
+kind: Stream
+metadata: {name: sensors-farm}
+spec:
+  subjects: ["sensors.farm.>"]
+  duplicateWindow: 2m
+  placement: {site: farm}
+---
+apiVersion: jetstream.nats.io/v1beta2
+kind: Stream
+metadata: {name: sensors}
+spec:
+  sources: [{name: sensors-farm, domain: farm}]
+  duplicateWindow: 2m
+  placement: {site: cloud}
+"""
+
+# Runs inside edge-3's namespace, which it reaches while its cable is pulled: each message
+# is acknowledged by the farm's stream, so acknowledged means stored at the edge.
+PUBLISH = """
+import asyncio, json, sys, time, nats
+async def main(count):
+    nc = await nats.connect("nats://127.0.0.1:4222")
+    js = nc.jetstream()
+    t0, domains = time.monotonic(), set()
+    for i in range(count):
+        ack = await js.publish("sensors.farm.t1", b"%d" % i, headers={"Nats-Msg-Id": f"m{i}"})
+        domains.add(ack.domain)
+    await nc.close()
+    print(json.dumps({"acked": count, "seconds": time.monotonic() - t0,
+                      "domains": sorted(domains)}))
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+# Runs inside a hub peer's namespace: how many messages the hub's stream holds.
+HUB_COUNT = """
+import asyncio, sys, nats
+async def main(stream):
+    nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=3)
+    try:
+        print(int((await nc.jsm().stream_info(stream)).state.messages or 0))
+    finally:
+        await nc.close()
+asyncio.run(main(sys.argv[1]))
+"""
 
 # Runs inside a peer's namespace: ASKS requests at once to a frontend pod, one body each.
 CLIENT = r"""
@@ -293,7 +346,7 @@ class NetworkDemo:
                 "--peer-port", str(PEER_PORT), "--heartbeat-interval", HEARTBEAT,
                 "--node-monitor-grace-period", GRACE, "--pod-eviction-timeout", EVICTION,
                 "--runtime", "runc", "--pod-network", "cni", "--proxy-mode", "nftables",
-                *join]), p.log, p.url, p.name)
+                "--site", SITES[p.name], *join]), p.log, p.url, p.name)
             if not token_file.exists():
                 # The first peer is the signer: one token (0600, out of `ps`) for the others,
                 # and the kubeconfig, which works on every peer.
@@ -312,6 +365,66 @@ class NetworkDemo:
                       30, "every peer to get a podCIDR")
         self.kubectl(a, "get", "nodes", "-o", "custom-columns=NAME:.metadata.name,"
                      "INTERNAL-IP:.status.addresses[0].address,POD-CIDR:.spec.podCIDR")
+
+    def sites(self) -> None:
+        a, _, c = self.peers
+        step("sites: edge-1 and edge-2 are the hub site `cloud`, edge-3 the site `farm`; each "
+             "peer's message bus (nats-server) wires itself from the Node labels")
+        self.kubectl(a, "label", "node", "edge-1", "edge-2", "shoal.dev/hub=true")
+        say("Streams declared once, at the farm: the farm stores what its sensors publish, "
+            "the hub's stream sources it across the farm's uplink (the farm dials out)")
+        self.kubectl(c, "apply", "-f", "-", stdin=STREAMS)
+        took = self.wait_for(lambda: self.stream_messages(a, "sensors") == 0
+                             and self.stream_messages(a, "sensors-farm") == 0, 90,
+                             "both streams to be created at their sites")
+        say(f"both streams exist at their sites {took:.1f}s after the apply")
+
+    def stream_messages(self, peer: Peer, name: str) -> int:
+        out = self.kubectl(peer, "get", "stream", name, "-o", "json", show=False)
+        try:
+            return int((json.loads(out).get("status") or {}).get("messages", -1))
+        except (ValueError, TypeError):
+            return -1
+
+    def hub_holds(self) -> int:
+        """Messages in the hub's stream, asked of edge-1's nats-server (-1: no answer)."""
+        r = subprocess.run(self.peers[0].inside([sys.executable, "-c", HUB_COUNT, "sensors"]),
+                           capture_output=True, text=True, timeout=30)
+        try:
+            return int(r.stdout.strip())
+        except ValueError:
+            return -1
+
+    def live_page(self) -> None:
+        a = self.peers[0]
+        step("the live page: every peer draws the mesh as it sees it")
+        say(f"a ServiceAccount `{LIVE_PAGE_SA}` bound to `view` and to `system:monitoring` "
+            "(which may get /shoal/v1/status*, what the page reads)")
+        self.kubectl(a, "-n", "default", "create", "serviceaccount", LIVE_PAGE_SA)
+        for role in ("view", "system:monitoring"):
+            self.kubectl(a, "create", "clusterrolebinding", f"{LIVE_PAGE_SA}-{role}".replace(
+                ":", "-"), f"--clusterrole={role}", f"--serviceaccount=default:{LIVE_PAGE_SA}")
+        print(f"$ kubectl -n default create token {LIVE_PAGE_SA} --duration=2h", flush=True)
+        token = self.kubectl(a, "-n", "default", "create", "token", LIVE_PAGE_SA,
+                             "--duration=2h", show=False).strip()
+        token_file = self.work / "live-page.token"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        req = urllib.request.Request(f"{a.url}/shoal/v1/status",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                members = len(json.loads(resp.read()).get("members", []))
+                checked = f"the token reads {a.url}/shoal/v1/status ({members} members)"
+        except (OSError, ValueError) as e:
+            checked = f"the token did not read {a.url}/shoal/v1/status: {e}"
+        say(f"live page: {a.url}/ui/  (from this host, while the demo runs; the certificate "
+            "is the cluster's own CA's)")
+        say(f"log in with the token in {token_file} (SHOAL_DEMO_KEEP=1 keeps it), or open "
+            f"{a.url}/ui/#token=<the token>; {checked}")
 
     def wait_for(self, check: Any, timeout: float, what: str) -> float:
         return wait(check, timeout, what, every=0.5)
@@ -373,6 +486,7 @@ class NetworkDemo:
         say("edge-3 keeps accepting writes on its own:")
         self.kubectl(c, "-n", NS, "create", "configmap", "written-on-edge-3-while-cut",
                      "--from-literal=by=edge-3")
+        self.publish_during_cut()
         majority: dict[str, int] = {}
         alone: dict[str, int] = {}
         times: dict[str, float] = {}
@@ -417,6 +531,27 @@ class NetworkDemo:
         say(f"{time.monotonic() - t_cut:.1f}s after the cut, edge-1's view: "
             f"{self.running(a, 'backend')}; edge-3's view: {self.running(c, 'backend')}")
         self.originals = {n for names in originals.values() for n in names}
+        say(f"the hub's stream still holds {self.hub_holds()} of the farm's {MESSAGES} "
+            "messages")
+        step("`shoal status` on edge-1, during the cut: what edge-1's side sees")
+        print(f"$ shoal status --kubeconfig {self.kubeconfig} --server {a.url}", flush=True)
+        r = subprocess.run([str(BIN / "shoal"), "status", "--kubeconfig", str(self.kubeconfig),
+                            "--server", a.url], capture_output=True, text=True, timeout=60)
+        sys.stdout.write(r.stdout if r.returncode == 0 else r.stdout + r.stderr)
+        sys.stdout.flush()
+
+    def publish_during_cut(self) -> None:
+        c = self.peers[2]
+        say(f"a sensor on edge-3 publishes {MESSAGES} messages to sensors.farm.t1 through its "
+            "own bus, each acknowledged (stored at the farm):")
+        r = subprocess.run(c.inside([sys.executable, "-c", PUBLISH, str(MESSAGES)]),
+                           capture_output=True, text=True, timeout=120)
+        try:
+            done = json.loads(r.stdout)
+            say(f"{done['acked']} acknowledged by the stream in domain {done['domains']} in "
+                f"{done['seconds']:.1f}s; the hub holds {self.hub_holds()} of them")
+        except (ValueError, KeyError):
+            say(f"the publisher failed: {r.stderr.strip()[-300:]}")
 
     def frontend_pod(self, peer: Peer) -> str:
         for p in self.pods(peer, "frontend"):
@@ -441,6 +576,8 @@ class NetworkDemo:
             now = time.monotonic() - t_heal
             if "edge-3" in seen:
                 times.setdefault("back", now)
+            if "messages" not in times and self.hub_holds() >= MESSAGES:
+                times["messages"] = time.monotonic() - t_heal
             running = self.running(a, "backend")
             if sum(len(v) for v in running.values()) == 3 \
                     and len(self.pods(a, "backend")) == 3:
@@ -462,9 +599,34 @@ class NetworkDemo:
                      "jsonpath={.metadata.name} {.data}{\"\\n\"}")
         for p in self.peers:
             say(f"{p.name}'s frontend now: {self.tally(self.ask(p))}")
+        self.messages_after_heal(t_heal, times.get("messages"))
+
+    def messages_after_heal(self, t_heal: float, took: float | None) -> None:
+        a = self.peers[0]
+        step(f"the farm's {MESSAGES} messages cross the healed uplink to the hub")
+        held = [0]
+
+        def all_there() -> bool:
+            held[0] = self.hub_holds()
+            return held[0] >= MESSAGES
+
+        if took is None:  # not yet while the heal's step watched
+            self.wait_for(all_there, 90, f"all {MESSAGES} messages at the hub")
+            took = time.monotonic() - t_heal
+        else:
+            all_there()
+        say(f"the hub's stream holds {held[0]} of {MESSAGES}; it held them all {took:.1f}s "
+            "after the heal (the farm re-dials its leaf link, the hub's source resumes where "
+            "it stopped)")
+        # Stream status is written every 10 s: wait for it so the table shows the counts.
+        self.wait_for(lambda: self.stream_messages(a, "sensors") >= MESSAGES, 30,
+                      "the Stream objects' status")
+        self.kubectl(a, "get", "streams", "-o", "wide")
 
     def run(self) -> None:
         self.start()
+        self.sites()
+        self.live_page()
         self.deploy()
         self.ask_everyone()
         self.partition()
