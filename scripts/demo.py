@@ -80,6 +80,21 @@ class Demo:
     def wait(self, check: Any, timeout: float, what: str) -> float:
         return wait(check, timeout, what)
 
+    def live_page(self) -> None:
+        a = self.peers[0]
+        step("the live page: every peer draws the mesh as it sees it")
+        self.kubectl(a, "-n", "default", "create", "serviceaccount", "live-page")
+        for role in ("view", "system:monitoring"):
+            self.kubectl(a, "create", "clusterrolebinding", "live-page-" + role.replace(":", "-"),
+                         f"--clusterrole={role}", "--serviceaccount=default:live-page")
+        token_file = self.work / "live-page.token"
+        token_file.write_text(self.kubectl(a, "-n", "default", "create", "token", "live-page",
+                                           "--duration=2h", show=False))
+        token_file.chmod(0o600)
+        say(f"live page: {a.url}/ui/ (while the demo runs); log in with the token in "
+            f"{token_file} (a ServiceAccount bound to view and system:monitoring), or open "
+            f"{a.url}/ui/#token=<the token>")
+
     # -- partition: iptables between the peers' loopback addresses -------------------------
 
     def can_cut(self) -> str | None:
@@ -130,6 +145,7 @@ class Demo:
                                                       show=False) or "{}").get("items", [])) == 3,
                   30, "every peer to see every node")
         self.kubectl(c, "get", "nodes", "-o", "wide")
+        self.live_page()
 
         step("a write on edge-1 appears on edge-3")
         t0 = time.monotonic()
@@ -172,6 +188,13 @@ class Demo:
         self.kubectl(a, "get", "pods", "-l", "app=hello", "-o", "wide")
         say(f"majority side, running per peer: {self.spread(a)}")
         say(f"edge-3's own view, running per peer: {self.spread(c)}")
+
+        step("`shoal status` on edge-1, during the cut: what edge-1's side sees")
+        r = subprocess.run([str(BIN / "shoal"), "status", "--kubeconfig", str(self.kubeconfig),
+                            "--server", a.url], capture_output=True, text=True, timeout=60)
+        print(f"$ shoal status --kubeconfig {self.kubeconfig} --server {a.url}")
+        sys.stdout.write(r.stdout if r.returncode == 0 else r.stdout + r.stderr)
+        sys.stdout.flush()
 
         step("heal: the replicas merge; the trim keeps the pods that have run longest")
         self.heal()

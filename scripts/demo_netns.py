@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -41,6 +42,13 @@ SITES = {"edge-1": "cloud", "edge-2": "cloud", "edge-3": "farm"}
 """edge-1 and edge-2 are the hub site (VXLAN between them), edge-3 a farm (WireGuard to them)."""
 MESSAGES = 1000
 LIVE_PAGE_SA = "live-page"
+TENANT = "tenant-a"
+SCOPE = f"""
+apiVersion: shoal.dev/v1alpha1
+kind: Scope
+metadata: {{name: {TENANT}}}
+spec: {{namespaces: [{TENANT}], members: [edge-1, edge-2]}}
+"""
 API_PORT, PEER_PORT = 6443, 7443
 HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
 ASKS = 12
@@ -623,6 +631,52 @@ class NetworkDemo:
                       "the Stream objects' status")
         self.kubectl(a, "get", "streams", "-o", "wide")
 
+    def scope(self) -> None:
+        a, b, c = self.peers
+        step(f"a Scope: the namespace {TENANT} is held by edge-1 and edge-2 only; edge-3 never "
+             "receives what is in it")
+        self.kubectl(a, "apply", "-f", "-", stdin=SCOPE)
+        self.wait_for(lambda: TENANT in self.kubectl(c, "get", "scopes", "-o", "name",
+                                                     show=False), 30, "edge-3 to learn the Scope")
+        value = f"tenant-password-{os.urandom(6).hex()}"
+        t0 = time.monotonic()
+        self.kubectl(a, "create", "namespace", TENANT)
+        self.kubectl(a, "-n", TENANT, "create", "secret", "generic", "db",
+                     f"--from-literal=password={value}")
+        took = self.wait_for(lambda: "db" in self.kubectl(b, "-n", TENANT, "get", "secrets",
+                                                          "-o", "name", show=False),
+                             30, "the Secret on edge-2")
+        say(f"the Secret is on edge-2 {took:.1f}s after the write on edge-1; edge-3 knows the "
+            "namespace exists (Namespaces stay in the cluster scope) but holds nothing in it:")
+        self.kubectl(c, "get", "namespace", TENANT)
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))  # replication rounds go by
+        for peer in (c, a):
+            names = [i["metadata"]["name"] for i in self.items(peer, "secrets", "-n", TENANT)]
+            say(f"kubectl -n {TENANT} get secrets on {peer.name}: {len(names)} "
+                f"Secrets {names}")
+        say("and edge-3 refuses writes there, naming the scope's writers:")
+        self.kubectl(c, "-n", TENANT, "create", "configmap", "from-edge-3")
+        # Secrets are encrypted at rest (shoal.store.secret_encryption), so a grep for the
+        # password finds nothing in either replica; the rows' keys are in the clear.
+        say(f"in each replica's SQLite file, the rows of namespace {TENANT}, and `grep -a -c` "
+            "of the password over state.db* (Secrets are encrypted at rest: 0 on both):")
+        for peer in (c, a):
+            files = [str(f) for f in sorted(peer.data.glob("state.db*"))]
+            r = subprocess.run(["grep", "-a", "-c", "-H", value, *files], capture_output=True,
+                               text=True)
+            found = sum(int(line.rsplit(":", 1)[1]) for line in r.stdout.splitlines())
+            say(f"{peer.name}: rows {self.rows_in(peer, TENANT)}; grep: {found}")
+
+    @staticmethod
+    def rows_in(peer: Peer, namespace: str) -> list[str]:
+        db = sqlite3.connect(f"file:{peer.data / 'state.db'}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT resource, name FROM objects WHERE namespace = ? "
+                              "ORDER BY resource, name", (namespace,)).fetchall()
+        finally:
+            db.close()
+        return [f"{resource}/{name}" for resource, name in rows]
+
     def run(self) -> None:
         self.start()
         self.sites()
@@ -631,6 +685,7 @@ class NetworkDemo:
         self.ask_everyone()
         self.partition()
         self.heal()
+        self.scope()
 
     def close(self) -> None:
         for p in self.peers:
