@@ -158,6 +158,9 @@ class ObjectStore:
         # e.g. shoal.control.service_accounts.admit_pod. May raise a StoreError to refuse.
         self.admission: list[Callable[[Kind, dict[str, Any]], None]] = []
         # --- end service accounts ---
+        # Mutating admission on update (resource, old, new), before defaulting and
+        # validation: e.g. shoal.authz.scopes.RecordFormerWriters.
+        self.update_admission: list[Callable[[str, dict[str, Any], dict[str, Any]], None]] = []
 
     # -- reads -----------------------------------------------------------------
 
@@ -328,6 +331,8 @@ class ObjectStore:
         elif kind.has_status and "status" not in old:
             obj.pop("status", None)
         _prune(kind, obj)
+        for admit in self.update_admission:
+            admit(kind.resource, old, obj)
         if kind.resource == "services":
             spec, old_spec = obj.setdefault("spec", {}), old.get("spec") or {}
             for k in ("clusterIP", "clusterIPs"):
