@@ -12,16 +12,25 @@ namespace exists); what is inside it does not.
 
 ``ScopeMap`` is an immutable answer built from one replica state; ``ScopeIndex``
 keeps one current for a reader whose per-resource revisions it can check cheaply.
+
+*Former writers.* A write that removes writers from a Scope (from ``writers`` or from
+``members``) records, per removed peer, the hybrid-logical-clock stamp until which it was
+one: an annotation ``writer-until.shoal.dev/<peer>: "<stamp>"`` (``RecordFormerWriters``,
+run on every update of a Scope). Replication then accepts a change that peer made while
+it was a writer, relayed by a member that is not one (``ScopeMap.was_writer``). One
+annotation per peer is one register per peer, so concurrent removals on two sides both
+survive the merge; every update keeps the larger stamp of the old and new objects, so the
+record only grows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shoal.authz.reader import ObjectReader
-from shoal.model.selectors import LabelSelector, SelectorError
+from shoal.model.selectors import LabelSelector, SelectorError, is_qualified_name
 
 CLUSTER = ""
 """The cluster scope: every object not in a Scope. Every full peer is a member."""
@@ -29,6 +38,8 @@ CLUSTER = ""
 SCOPES = "scopes.shoal.dev"
 NAMESPACES = "namespaces"
 NODES = "nodes"
+FORMER_WRITER_PREFIX = "writer-until.shoal.dev/"
+"""Annotation key prefix of a former writer: the value is the stamp until which it was one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,8 @@ class ScopeRule:
     members: frozenset[str]
     member_selector: LabelSelector | None
     writers: frozenset[str] | None  # None: every member
+    former_writers: tuple[tuple[str, int], ...] = ()
+    """(peer, stamp until which it was a writer), from the annotations."""
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ScopeRule | None:
@@ -57,9 +70,25 @@ class ScopeRule:
                 members=_names(spec.get("members")),
                 member_selector=_selector(spec.get("memberSelector")),
                 writers=_names(spec["writers"]) if spec.get("writers") is not None else None,
+                former_writers=tuple(sorted(former_writers(obj).items())),
             )
         except SelectorError:
             return None
+
+
+def former_writers(obj: Mapping[str, Any]) -> dict[str, int]:
+    """The former writers a Scope object records: peer -> the stamp until which it was one."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    out: dict[str, int] = {}
+    if not isinstance(annotations, Mapping):
+        return out
+    for key, value in annotations.items():
+        if isinstance(key, str) and key.startswith(FORMER_WRITER_PREFIX):
+            try:
+                out[key[len(FORMER_WRITER_PREFIX):]] = int(value)
+            except (TypeError, ValueError):
+                continue  # an operator's typo: ignored, as a selector that matches nothing
+    return out
 
 
 def _names(value: Any) -> frozenset[str]:
@@ -89,6 +118,7 @@ class ScopeMap:
         self._ns_scope: dict[str, str] = {}
         self._members: dict[str, frozenset[str]] = {}
         self._writers: dict[str, frozenset[str]] = {}
+        self._former: dict[str, dict[str, int]] = {}
         for rule in self.rules.values():  # sorted by name: the first claim wins
             for ns in rule.namespaces:
                 self._ns_scope.setdefault(ns, rule.name)
@@ -103,6 +133,8 @@ class ScopeMap:
             self._members[rule.name] = frozenset(members)
             writers = members if rule.writers is None else rule.writers & members
             self._writers[rule.name] = frozenset(writers)
+            if rule.former_writers:
+                self._former[rule.name] = dict(rule.former_writers)
         self._by_peer: dict[str, frozenset[str]] = {}
 
     @classmethod
@@ -153,6 +185,15 @@ class ScopeMap:
             return True
         return peer in self._writers.get(scope, frozenset())
 
+    def was_writer(self, scope: str, peer: str, stamp: int) -> bool:
+        """Whether the Scope records ``peer`` as a former writer of ``scope`` until a stamp
+        at or after ``stamp`` (whether it is one now is ``is_writer``'s question)."""
+        until = self._former.get(scope, {}).get(peer)
+        return until is not None and stamp <= until
+
+    def former_writers(self, scope: str) -> Mapping[str, int]:
+        return self._former.get(scope, {})
+
     def writers(self, scope: str) -> frozenset[str] | None:
         if scope == CLUSTER:
             return None
@@ -174,7 +215,8 @@ class ScopeMap:
         """Equal for two maps that place and admit everything the same."""
         return (tuple(sorted(self._ns_scope.items())),
                 tuple(sorted(self._members.items(), key=lambda kv: kv[0])),
-                tuple(sorted(self._writers.items(), key=lambda kv: kv[0])))
+                tuple(sorted(self._writers.items(), key=lambda kv: kv[0])),
+                tuple(sorted((s, tuple(sorted(f.items()))) for s, f in self._former.items())))
 
 
 EMPTY = ScopeMap(())
@@ -215,3 +257,47 @@ class ScopeIndex:
             # A new rule may bring a selector: key the next check on what this map reads.
             self._key = self._key_for(self._map)
         return self._map
+
+
+class RecordFormerWriters:
+    """An update hook for Scope objects (``ObjectStore.update_admission``): every peer that
+    the update removes from the scope's writers (from ``writers``, or from ``members``
+    with it) is recorded as a writer until ``stamp()``, and every record of the old object
+    is kept, at the larger of the two stamps, whatever the new body says (a PUT that
+    leaves the annotations out must not make a former writer's changes forgeries)."""
+
+    def __init__(self, reader: ObjectReader, stamp: Callable[[], int]) -> None:
+        self.reader = reader
+        self.stamp = stamp
+
+    def __call__(self, resource: str, old: Mapping[str, Any], new: dict[str, Any]) -> None:
+        if resource != SCOPES:
+            return
+        before, after = ScopeRule.parse(old), ScopeRule.parse(new)
+        if before is None:
+            return
+        record = former_writers(old)
+        for peer, until in former_writers(new).items():
+            record[peer] = max(until, record.get(peer, 0))
+        removed = self._writers(before) - (self._writers(after) if after is not None
+                                           else frozenset())
+        if removed:
+            now = self.stamp()
+            for peer in removed:
+                record[peer] = max(now, record.get(peer, 0))
+        if not record:
+            return
+        meta = new.setdefault("metadata", {})
+        annotations = meta.get("annotations")
+        if not isinstance(annotations, dict):
+            annotations = meta["annotations"] = {}
+        for peer, until in sorted(record.items()):
+            key = FORMER_WRITER_PREFIX + peer
+            if not is_qualified_name(key):  # a node name over 63 characters: not recorded
+                annotations[key] = str(until)
+
+    def _writers(self, rule: ScopeRule) -> frozenset[str]:
+        labels: dict[str, Mapping[str, str]] = {}
+        if rule.member_selector is not None:
+            labels = {o["metadata"]["name"]: _labels(o) for o in self.reader.list(NODES)}
+        return ScopeMap([rule], {}, labels).writers(rule.name) or frozenset()

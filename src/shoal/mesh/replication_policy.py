@@ -121,12 +121,12 @@ class DenialLog:
         log.warning(fmt, *args)
 
 
-def changed_registers(local: Node | None, remote: Node,
-                      path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], str]]:
-    """(path, writer) of every register that merging ``remote`` into ``local`` would
-    change (every register of ``remote`` where ``local`` has none)."""
+def changed_registers(local: Node | None, remote: Node, path: tuple[str, ...] = ()
+                      ) -> Iterator[tuple[tuple[str, ...], str, int]]:
+    """(path, writer, stamp) of every register that merging ``remote`` into ``local``
+    would change (every register of ``remote`` where ``local`` has none)."""
     if local is None or (remote[0], remote[1]) > (local[0], local[1]):
-        yield path, remote[1]
+        yield path, remote[1], remote[0]
     children = remote[3]
     if children:
         local_children = (local[3] or {}) if local is not None else {}
@@ -250,9 +250,14 @@ class ReplicationPolicy:
                                            remote.root))
         if remote.cleared > (local.cleared if local is not None else 0):
             # Raising the cleared stamp hides fields: the root's writer answers for it.
-            registers.append(((), remote.root[1]))
+            registers.append(((), remote.root[1], max(remote.root[0], remote.cleared)))
         bound: str | bool | None = False
-        for path, writer in registers:
+        for path, writer, stamp in registers:
+            if m.was_writer(scope, writer, stamp):
+                # Written by a writer removed since, while it was one (the Scope records
+                # until when): the remaining writers may not have merged it, so it may
+                # come from a member that is not a writer, or from that peer itself.
+                continue
             if writer != sender:
                 return Refusal(f"{sender} relayed a change by {writer} and is not a "
                                f"writer of scope {scope!r}", True)
