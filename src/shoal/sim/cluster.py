@@ -17,6 +17,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.authz.scopes import RecordFormerWriters
 from shoal.crdt.document import Document
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.messages import State
@@ -90,6 +91,7 @@ class SimCluster:
             skew = self.rng.uniform(-self.clock_skew, self.clock_skew)
             replica = Replica(None, name, clock=VirtualWallClock(self.loop, skew))
             store = ObjectStore(replica, self.registry, rng=random.Random(f"{self.seed}:store:{name}"))
+            store.update_admission.append(RecordFormerWriters(replica, replica.hlc.now))
             self.nodes[name] = SimNode(name, f"{name}:7443", replica, store)
         self.acked: list[AckedWrite] = []
         self.write_errors = 0
