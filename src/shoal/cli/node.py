@@ -17,6 +17,7 @@ from aiohttp import web
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
+from shoal.authz.scopes import RecordFormerWriters
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.bus.nats_config import TlsFiles  # bus
 from shoal.bus.service import BusPorts, BusService, bus_wanted  # bus
@@ -147,6 +148,8 @@ class ShoalNode:
         self.api.handlers.node_agent = self.agent
         # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
         self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
+        # A Scope update records the writers it removes (replication accepts what they wrote).
+        self.store.update_admission.append(RecordFormerWriters(self.replica, self.replica.hlc.now))
         issuer = IssuerFiles(self.pki, cfg.name)
         self.api.handlers.token_requests = TokenRequests(
             issuer.current, signers=lambda: join.read_signers(self.pki))
