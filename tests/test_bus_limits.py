@@ -87,7 +87,7 @@ async def test_a_consumer_that_stops_reading_is_cut_off_and_the_others_keep_rece
         for _ in range(2000):  # 16 MiB, far past the stalled client's 1 MiB
             await publisher.publish("flood", payload)
         await publisher.flush()
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + 30  # generous: the machine may be loaded
         while received < 2000:
             assert asyncio.get_running_loop().time() < deadline, f"only {received} arrived"
             await asyncio.sleep(0.05)
