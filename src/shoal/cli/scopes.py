@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from shoal.api.scope_status import PATH, format_table
+from shoal.cli import node_endpoint
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,21 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def fetch(kubeconfig: str | None, context: str | None, server: str | None) -> dict[str, Any]:
-    from kubernetes import client, config  # slow to import: only for this command
-
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, context=context, client_configuration=configuration)
-    if server:
-        configuration.host = server
-    with client.ApiClient(configuration) as api:
-        request = api.param_serialize("GET", PATH, header_params={"Accept": "application/json"},
-                                      auth_settings=["BearerToken"])
-        resp = api.call_api(*request)
-        if resp.status != 200:
-            raise RuntimeError(f"{resp.status}: {resp.read().decode(errors='replace')}")
-        body: dict[str, Any] = json.loads(resp.read())
-        return body
+    return node_endpoint.get_json(PATH, kubeconfig, context, server)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from typing import Any
 
 from shoal.api.live_page import PATH
 from shoal.api.scope_status import format_table as scope_table
+from shoal.cli import node_endpoint
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,22 +68,7 @@ def fetch_with_data_dir(data_dir: Path, server: str | None, query: str) -> dict[
 
 def fetch_with_kubeconfig(kubeconfig: str | None, context: str | None, server: str | None,
                           query: str) -> dict[str, Any]:
-    from kubernetes import client, config  # slow to import: only on this path
-
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, context=context, client_configuration=configuration)
-    if server:
-        configuration.host = server
-    with client.ApiClient(configuration) as api:
-        request = api.param_serialize("GET", PATH + query,
-                                      header_params={"Accept": "application/json"},
-                                      auth_settings=["BearerToken"])
-        resp = api.call_api(*request)
-        if resp.status != 200:
-            raise RuntimeError(f"{resp.status}: {resp.read().decode(errors='replace')}")
-        body: dict[str, Any] = json.loads(resp.read())
-        return body
+    return node_endpoint.get_json(PATH + query, kubeconfig, context, server)
 
 
 def _ago(seconds: float | None) -> str:
