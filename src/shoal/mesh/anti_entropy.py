@@ -490,10 +490,15 @@ class AntiEntropy:
                 merged += len(result.changed)
                 if result.changed:
                     relay.append((scope, result.changed))
-                if result.transient or self._resets[scope] != resets[scope]:
+                if (result.transient or result.refused
+                        or self._resets[scope] != resets[scope]):
                     # Ask for these again from the same cursor (from a writer, or once the
                     # maps agree), or the scope restarted meanwhile: neither the cursor nor
-                    # the coverage claim moves.
+                    # the coverage claim moves. A document refused for good holds them
+                    # back too: we do not hold all the partner holds, so claiming to cover
+                    # it (or what it covers) could let a deletion be collected while the
+                    # partner keeps a live copy. The price: that partner's scope is asked
+                    # again every round until the document changes.
                     continue
                 # Before any await: the coverage claims match exactly what was just merged.
                 covered = cov.advance(peer.name, part.revision) or covered
