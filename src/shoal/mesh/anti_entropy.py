@@ -49,6 +49,7 @@ from typing import Any
 import orjson
 
 from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
+from shoal.mesh import topology
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.messages import (
@@ -65,7 +66,7 @@ from shoal.mesh.messages import (
     decode,
     encode,
 )
-from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy
+from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy, tags_of
 from shoal.mesh.tombstones import COVERAGE_META, CoverageBook, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
@@ -134,7 +135,9 @@ class AntiEntropy:
                                             self.policy)
         # Per (partner, scope): the coverage revision of theirs whose rows we hold (memory
         # only: after a restart the first pull fetches every row once).
-        self._coverage_cursors: dict[tuple[str, str], int] = {}
+        # The third part: whether we asked for entries about us only; a cursor held in
+        # one mode says nothing about the rows of the other.
+        self._coverage_cursors: dict[tuple[str, str, bool], int] = {}
         self._partner_revision: dict[str, int] = {}
         self._durable_vectors: dict[str, dict[str, int]] | None = None
         self._publish_timer: asyncio.TimerHandle | None = None
@@ -253,8 +256,8 @@ class AntiEntropy:
         self._resets[scope] += 1
         for key in [k for k in self.cursors if k[1] == scope]:
             del self.cursors[key]
-        for key in [k for k in self._coverage_cursors if k[1] == scope]:
-            del self._coverage_cursors[key]
+        for ckey in [k for k in self._coverage_cursors if k[1] == scope]:
+            del self._coverage_cursors[ckey]
         self.coverage.drop(scope)
 
     # -- merging ---------------------------------------------------------------------
@@ -418,14 +421,20 @@ class AntiEntropy:
         parts = []
         for c in served:
             cov = self.coverage.scope(c.scope)
-            rows = cov.since(c.coverage_cursor)
-            cov_rev = cov.revision if rows else 0
+            about: tuple[tuple[str, int, int], ...] = ()
+            if c.about_me_only and puller is not None:
+                rows, about = cov.about(puller, c.coverage_cursor)
+            else:
+                rows = cov.since(c.coverage_cursor)
+            # Also when nothing learnt since concerns the puller: its cursor moves on.
+            cov_rev = cov.revision if rows or about or cov.revision > c.coverage_cursor else 0
             sent = tuple(docs[c.scope])
             self.docs_sent[c.scope] += len(sent)
             if cut is None:
-                parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows))
+                parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows, about))
             else:
-                parts.append(ScopeReply(c.scope, max(c.cursor, cut), True, sent, cov_rev, rows))
+                parts.append(ScopeReply(c.scope, max(c.cursor, cut), True, sent, cov_rev, rows,
+                                        about))
         return PullReply(tuple(parts), tuple(refused))
 
     async def pull_from(self, peer: Member) -> int:
@@ -441,9 +450,11 @@ class AntiEntropy:
             rows_before: dict[str, CoverageRow | None] = {
                 s: self.coverage.scope(s).row(peer.name) for s in scopes}
             resets = {s: self._resets[s] for s in scopes}
+            leaf = self._relays_no_rows()
             request = Pull(self.config.pull_batch, tuple(
                 ScopeCursor(s, self.cursors.get((peer.name, s), 0),
-                            self._coverage_cursors.get((peer.name, s), 0)) for s in scopes))
+                            self._coverage_cursors.get((peer.name, s, leaf and s == CLUSTER), 0),
+                            leaf and s == CLUSTER) for s in scopes))
             try:
                 raw = await self.transport.request(peer.address, encode(request),
                                                    self.config.request_timeout)
@@ -469,9 +480,11 @@ class AntiEntropy:
                     continue
                 cov = self.coverage.scope(scope)
                 row = rows_before.get(scope)
-                if part.coverage:
+                if part.coverage_revision:
                     cov.receive(part.coverage)
-                    self._coverage_cursors[(peer.name, scope)] = part.coverage_revision
+                    cov.receive_about_me(part.about_you)
+                    self._coverage_cursors[(peer.name, scope, leaf and scope == CLUSTER)] = (
+                        part.coverage_revision)
                     for r in part.coverage:
                         if r.owner == peer.name:
                             row = r
@@ -518,6 +531,14 @@ class AntiEntropy:
                     await self.push(changed, 1, scope, exclude=peer.address)
             scopes = again
         return merged
+
+    def _relays_no_rows(self) -> bool:
+        """A weak peer: in the cluster scope only super-peers pull from it, and they learn
+        every row over the backbone, so it needs, of other peers' rows, only the entries
+        about itself (for collection) and its partners' whole rows (to absorb them).
+        Other scopes keep whole rows: their pull graph may run through weak peers."""
+        me = self.membership.members.get(self.membership.name)
+        return me is not None and topology.role_in(tags_of(me)) == topology.Role.WEAK
 
     def _persist_cursors(self) -> None:
         vectors = self.coverage.vectors()

@@ -15,10 +15,12 @@ tag    message     fields
 5      Join        the joiner's own alive update
 6      State       every member this node knows (a push-pull exchange)
 7      Push        hops, documents[, scope]: the documents of one scope
-8      Pull        limit, [[scope, cursor, coverage cursor], ...]: per scope, the
-                   responder's revision and coverage revision already held
+8      Pull        limit, [[scope, cursor, coverage cursor[, 1]], ...]: per scope, the
+                   responder's revision and coverage revision already held; 1: send
+                   only the rows' entries about the puller (it relays no rows)
 9      PullReply   [[scope, revision reached, more follows, documents[, coverage
-                   revision, coverage rows]], ...][, [[scope, reason], ...] refused]
+                   revision, coverage rows[, entries about the puller]]], ...][,
+                   [[scope, reason], ...] refused]
 10     Digest      a hash of every member's (name, incarnation, state): a push-pull
                    that costs a few bytes when both sides already agree
 11     Refused     [reason, ...]: why documents pushed to the receiver were dropped
@@ -29,7 +31,8 @@ An update is ``[state, name, address, incarnation, source[, tags]]``; a document
 A coverage row is ``[owner, version, {peer: revision, ...}]``: the owner's version
 vector in the scope of the reply part that carries it (``shoal.mesh.tombstones``);
 the optional trailing fields are omitted when empty, and the cluster scope is ``""``,
-so an idle pull stays a few bytes.
+so an idle pull stays a few bytes. An entry about the puller is ``[owner, version,
+revision]``: row ``owner`` at ``version`` covers the puller at ``revision``.
 """
 
 from __future__ import annotations
@@ -163,6 +166,9 @@ class ScopeCursor:
     """The responder's revision up to which this scope's documents are merged."""
     coverage_cursor: int = 0
     """The responder's coverage revision in this scope whose rows the puller holds."""
+    about_me_only: bool = False
+    """The puller relays no rows (a weak peer in the cluster scope): send it the
+    responder's own row and, of the other rows, only the entry about the puller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +186,9 @@ class ScopeReply:
     coverage_revision: int = 0
     coverage: tuple[CoverageRow, ...] = ()
     """The rows of this scope the responder learnt after the puller's coverage cursor."""
+    about_you: tuple[tuple[str, int, int], ...] = ()
+    """To a puller that asked ``about_me_only``, for each other row learnt since its
+    cursor that covers it: (owner, row version, the puller's revision the row covers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +247,9 @@ def encode(msg: Message) -> bytes:
             if msg.scope:
                 body.append(msg.scope)
         case Pull():
-            body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor] for c in msg.scopes]]
+            body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor, 1]
+                                   if c.about_me_only else [c.scope, c.cursor, c.coverage_cursor]
+                                   for c in msg.scopes]]
         case PullReply():
             body = [9, [_scope_reply(p) for p in msg.scopes]]
             if msg.refused:
@@ -252,8 +263,10 @@ def encode(msg: Message) -> bytes:
 
 def _scope_reply(p: ScopeReply) -> list[Any]:
     out: list[Any] = [p.scope, p.revision, 1 if p.more else 0, _docs(p.docs)]
-    if p.coverage_revision or p.coverage:
+    if p.coverage_revision or p.coverage or p.about_you:
         out += [p.coverage_revision, [r.encode() for r in p.coverage]]
+    if p.about_you:
+        out.append([list(e) for e in p.about_you])
     return out
 
 
@@ -357,6 +370,10 @@ def _doc_list(v: Any) -> tuple[DocRecord, ...]:
 
 def _scope_reply_of(v: Any) -> ScopeReply:
     f = _list(v)
+    if len(f) == 7:
+        about = tuple((_str(e[0]), _int(e[1]), _int(e[2])) for e in (_list(x, 3) for x in _list(f[6])))
+        return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
+                          _int(f[4]), _coverage_rows(f[5]), about)
     if len(f) == 6:
         return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
                           _int(f[4]), _coverage_rows(f[5]))
@@ -405,8 +422,11 @@ def decode(data: bytes) -> Message:
                 _list(body, 3)
                 cursors = []
                 for c in _list(body[2]):
-                    f = _list(c, 3)
-                    cursors.append(ScopeCursor(_str(f[0]), _int(f[1]), _int(f[2])))
+                    f = _list(c)
+                    if len(f) != 4:
+                        _list(c, 3)
+                    cursors.append(ScopeCursor(_str(f[0]), _int(f[1]), _int(f[2]),
+                                               len(f) == 4 and bool(_int(f[3]))))
                 return Pull(_int(body[1]), tuple(cursors))
             case 9:
                 refused: tuple[tuple[str, str], ...] = ()

@@ -74,6 +74,10 @@ class Coverage:
         self.vector: dict[str, int] = dict(vector or {})
         self.revision = 0
         self.rows: dict[str, _Held] = {}
+        """Whole rows: ours, our pull partners' and, on a peer that relays rows, everyone's."""
+        self.about_me: dict[str, tuple[int, int]] = {}
+        """Per owner: (row version, the revision of ours that row covers), from whole rows
+        and from the entries sent to a peer that asked only for those."""
         self.published(dict(self.vector))
 
     def row(self, owner: str) -> CoverageRow | None:
@@ -116,21 +120,57 @@ class Coverage:
             cursor = 0
         return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
 
+    def about(self, puller: str, cursor: int
+              ) -> tuple[tuple[CoverageRow, ...], tuple[tuple[str, int, int], ...]]:
+        """For a puller that relays no rows: our row if learnt after ``cursor``, and of
+        the other rows learnt since, the entries about ``puller`` (a row that does not
+        cover it tells it nothing). A filtered row is never sent as a row, so no peer
+        takes it for a whole one."""
+        if cursor > self.revision:
+            cursor = 0
+        own = self.rows.get(self.me)
+        rows = (own.row,) if own is not None and own.learnt > cursor else ()
+        entries = []
+        for owner, h in self.rows.items():
+            if h.learnt <= cursor or owner == self.me or owner == puller:
+                continue
+            covered = h.row.vector.get(puller, 0)
+            if covered:
+                entries.append((owner, h.row.version, covered))
+        return rows, tuple(entries)
+
     def receive(self, rows: Iterable[CoverageRow]) -> None:
         for r in rows:
             if r.owner == self.me:
                 continue  # only we publish our row
+            self._note_about_me(r.owner, r.version, r.vector.get(self.me, 0))
             held = self.rows.get(r.owner)
             if held is None or r.version > held.row.version:
                 self.revision += 1
                 self.rows[r.owner] = _Held(r, self.revision)
 
+    def receive_about_me(self, entries: Iterable[tuple[str, int, int]]) -> None:
+        """Entries about us from other rows; they change nothing we serve, so the
+        coverage revision stays."""
+        for owner, version, covered in entries:
+            if owner != self.me:
+                self._note_about_me(owner, version, covered)
+
+    def _note_about_me(self, owner: str, version: int, covered: int) -> None:
+        held = self.about_me.get(owner)
+        if held is None or version > held[0]:
+            self.about_me[owner] = (version, covered)
+
+    def covered_by(self, owner: str) -> int:
+        """The revision of ours that ``owner``'s newest row we know of covers."""
+        held = self.about_me.get(owner)
+        return 0 if held is None else held[1]
+
     def floor(self, members: Iterable[str]) -> int:
         """The revision of ours that every one of ``members`` is known to cover."""
         low: int | None = None
         for m in members:
-            row = self.row(m)
-            covered = 0 if row is None else row.vector.get(self.me, 0)
+            covered = self.covered_by(m)
             low = covered if low is None else min(low, covered)
         return _NO_MEMBERS if low is None else low
 
