@@ -39,13 +39,37 @@ def test_a_puller_that_relays_no_rows_gets_our_row_and_only_the_entries_about_it
     s.advance("w", 7)
     s.published({"w": 7, "x": 3})
     s.receive([CoverageRow("x", 10, {"w": 5, "y": 9}), CoverageRow("y", 11, {"x": 2})])
-    rows, entries = s.about("w", 0)
+    rows, entries, base = s.about("w", 0)
     assert [r.owner for r in rows] == ["s"]
     assert rows[0].vector == {"w": 7, "x": 3}
+    assert base == 0  # no cursor: the whole row
     # y's row does not cover w: it tells w nothing.
     assert entries == (("x", 10, 5),)
     # Nothing learnt since: nothing sent.
-    assert s.about("w", s.revision) == ((), ())
+    assert s.about("w", s.revision) == ((), (), 0)
+
+
+def test_a_partners_row_travels_as_its_changes_and_only_onto_the_row_they_start_from() -> None:
+    s, w = coverage("s"), coverage("w")
+    s.published({"a": 1, "b": 2, "c": 3})
+    rows, _, base = s.about("w", 0)
+    w.receive(rows)
+    cursor = s.revision
+    s.published({"a": 1, "b": 5, "c": 3})
+    rows, _, base = s.about("w", cursor)
+    assert rows[0].vector == {"b": 5}
+    assert base == w.rows["s"].row.version
+    assert w.receive_delta(rows[0], base)
+    assert w.rows["s"].row.vector == {"a": 1, "b": 5, "c": 3}
+    assert w.rows["s"].row.version == s.rows["s"].row.version
+    # A base we do not hold (the row came from another life): refused, whole row next.
+    stale = coverage("v")
+    stale.receive([CoverageRow("s", 1, {"a": 9, "b": 9, "c": 9})])
+    assert not stale.receive_delta(rows[0], base)
+    assert stale.rows["s"].row.vector == {"a": 9, "b": 9, "c": 9}
+    # No cursor (a first pull, or a restarted puller): the whole row.
+    rows, _, base = s.about("w", 0)
+    assert base == 0 and rows[0].vector == {"a": 1, "b": 5, "c": 3}
 
 
 def test_entries_about_us_feed_the_collection_floor_newest_version_first() -> None:
@@ -68,6 +92,9 @@ def test_the_about_me_request_and_its_entries_survive_the_wire() -> None:
     reply = PullReply((ScopeReply("", 9, False, (), 5, (CoverageRow("s", 3, {"w": 1}),),
                                   (("x", 10, 5),)),))
     assert decode(encode(reply)) == reply
+    delta = PullReply((ScopeReply("", 9, False, (), 5, (CoverageRow("s", 3, {"w": 1}),), (),
+                                  2),))
+    assert decode(encode(delta)) == delta
 
 
 def test_weak_peers_hold_whole_rows_of_their_partners_only_and_still_collect() -> None:

@@ -422,8 +422,9 @@ class AntiEntropy:
         for c in served:
             cov = self.coverage.scope(c.scope)
             about: tuple[tuple[str, int, int], ...] = ()
+            base = 0
             if c.about_me_only and puller is not None:
-                rows, about = cov.about(puller, c.coverage_cursor)
+                rows, about, base = cov.about(puller, c.coverage_cursor)
             else:
                 rows = cov.since(c.coverage_cursor)
             # Also when nothing learnt since concerns the puller: its cursor moves on.
@@ -431,10 +432,11 @@ class AntiEntropy:
             sent = tuple(docs[c.scope])
             self.docs_sent[c.scope] += len(sent)
             if cut is None:
-                parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows, about))
+                parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows, about,
+                                        base))
             else:
                 parts.append(ScopeReply(c.scope, max(c.cursor, cut), True, sent, cov_rev, rows,
-                                        about))
+                                        about, base))
         return PullReply(tuple(parts), tuple(refused))
 
     async def pull_from(self, peer: Member) -> int:
@@ -481,13 +483,21 @@ class AntiEntropy:
                 cov = self.coverage.scope(scope)
                 row = rows_before.get(scope)
                 if part.coverage_revision:
-                    cov.receive(part.coverage)
+                    ckey = (peer.name, scope, leaf and scope == CLUSTER)
+                    self._coverage_cursors[ckey] = part.coverage_revision
+                    if part.own_row_base:
+                        for r in part.coverage:
+                            if r.owner == peer.name and not cov.receive_delta(
+                                    r, part.own_row_base):
+                                # Nothing to apply it to: the whole row at the next pull.
+                                self._coverage_cursors[ckey] = 0
+                        row = cov.row(peer.name)
+                    else:
+                        cov.receive(part.coverage)
+                        for r in part.coverage:
+                            if r.owner == peer.name:
+                                row = r
                     cov.receive_about_me(part.about_you)
-                    self._coverage_cursors[(peer.name, scope, leaf and scope == CLUSTER)] = (
-                        part.coverage_revision)
-                    for r in part.coverage:
-                        if r.owner == peer.name:
-                            row = r
                 key = (peer.name, scope)
                 cursor = self.cursors.get(key, 0)
                 self._partner_revision[peer.name] = part.revision

@@ -19,8 +19,9 @@ tag    message     fields
                    responder's revision and coverage revision already held; 1: send
                    only the rows' entries about the puller (it relays no rows)
 9      PullReply   [[scope, revision reached, more follows, documents[, coverage
-                   revision, coverage rows[, entries about the puller]]], ...][,
-                   [[scope, reason], ...] refused]
+                   revision, coverage rows[, entries about the puller[, the
+                   version of the responder's row that its row in this answer
+                   holds the changes since]]]], ...][, [[scope, reason], ...] refused]
 10     Digest      a hash of every member's (name, incarnation, state): a push-pull
                    that costs a few bytes when both sides already agree
 11     Refused     [reason, ...]: why documents pushed to the receiver were dropped
@@ -189,6 +190,10 @@ class ScopeReply:
     about_you: tuple[tuple[str, int, int], ...] = ()
     """To a puller that asked ``about_me_only``, for each other row learnt since its
     cursor that covers it: (owner, row version, the puller's revision the row covers)."""
+    own_row_base: int = 0
+    """When not 0, the responder's own row in ``coverage`` holds only the entries that
+    changed since its row of this version (to a puller that asked ``about_me_only``);
+    a puller that does not hold that version asks for the whole row again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,10 +268,12 @@ def encode(msg: Message) -> bytes:
 
 def _scope_reply(p: ScopeReply) -> list[Any]:
     out: list[Any] = [p.scope, p.revision, 1 if p.more else 0, _docs(p.docs)]
-    if p.coverage_revision or p.coverage or p.about_you:
+    if p.coverage_revision or p.coverage or p.about_you or p.own_row_base:
         out += [p.coverage_revision, [r.encode() for r in p.coverage]]
-    if p.about_you:
+    if p.about_you or p.own_row_base:
         out.append([list(e) for e in p.about_you])
+    if p.own_row_base:
+        out.append(p.own_row_base)
     return out
 
 
@@ -370,10 +377,11 @@ def _doc_list(v: Any) -> tuple[DocRecord, ...]:
 
 def _scope_reply_of(v: Any) -> ScopeReply:
     f = _list(v)
-    if len(f) == 7:
+    if len(f) in (7, 8):
         about = tuple((_str(e[0]), _int(e[1]), _int(e[2])) for e in (_list(x, 3) for x in _list(f[6])))
         return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
-                          _int(f[4]), _coverage_rows(f[5]), about)
+                          _int(f[4]), _coverage_rows(f[5]), about,
+                          _int(f[7]) if len(f) == 8 else 0)
     if len(f) == 6:
         return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
                           _int(f[4]), _coverage_rows(f[5]))

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 COVERAGE_META = "mesh.coverage"
 _NO_MEMBERS = 1 << 62  # alone: nobody else needs to see a deletion
+_OWN_HISTORY = 32  # publications a row delta may start from (older cursors get the row)
 
 
 @dataclass(slots=True)
@@ -78,6 +79,10 @@ class Coverage:
         self.about_me: dict[str, tuple[int, int]] = {}
         """Per owner: (row version, the revision of ours that row covers), from whole rows
         and from the entries sent to a peer that asked only for those."""
+        self._own_changed: dict[str, int] = {}
+        """Per entry of our row: the coverage revision at which it last changed."""
+        self._own_history: list[tuple[int, int]] = []
+        """(coverage revision, version) of our last publications, oldest first."""
         self.published(dict(self.vector))
 
     def row(self, owner: str) -> CoverageRow | None:
@@ -112,7 +117,14 @@ class Coverage:
         if (held.row.vector if held is not None else {}) == durable:
             return  # nothing new (an empty vector says no more than no row)
         self.revision += 1
-        self.rows[self.me] = _Held(CoverageRow(self.me, self.hlc.now(), durable), self.revision)
+        before = held.row.vector if held is not None else {}
+        for peer, revision in durable.items():
+            if before.get(peer) != revision:
+                self._own_changed[peer] = self.revision
+        row = CoverageRow(self.me, self.hlc.now(), durable)
+        self.rows[self.me] = _Held(row, self.revision)
+        self._own_history = [*self._own_history[-(_OWN_HISTORY - 1):],
+                             (self.revision, row.version)]
 
     def since(self, cursor: int) -> tuple[CoverageRow, ...]:
         """The rows learnt after ``cursor`` (all of them if the cursor is from a past life)."""
@@ -121,15 +133,27 @@ class Coverage:
         return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
 
     def about(self, puller: str, cursor: int
-              ) -> tuple[tuple[CoverageRow, ...], tuple[tuple[str, int, int], ...]]:
-        """For a puller that relays no rows: our row if learnt after ``cursor``, and of
-        the other rows learnt since, the entries about ``puller`` (a row that does not
+              ) -> tuple[tuple[CoverageRow, ...], tuple[tuple[str, int, int], ...], int]:
+        """For a puller that relays no rows: our row if it changed after ``cursor``, and
+        of the other rows learnt since, the entries about ``puller`` (a row that does not
         cover it tells it nothing). A filtered row is never sent as a row, so no peer
-        takes it for a whole one."""
+        takes it for a whole one. When our row at ``cursor`` is one we still know, ours
+        holds only the entries changed since, and the third value is that row's version
+        (the puller applies the change only to that very row)."""
         if cursor > self.revision:
             cursor = 0
         own = self.rows.get(self.me)
-        rows = (own.row,) if own is not None and own.learnt > cursor else ()
+        rows: tuple[CoverageRow, ...] = ()
+        base = 0
+        if own is not None and own.learnt > cursor:
+            known = [v for r, v in self._own_history if r <= cursor]
+            if cursor and known:
+                base = known[-1]
+                changed = {p: r for p, r in own.row.vector.items()
+                           if self._own_changed.get(p, 0) > cursor}
+                rows = (CoverageRow(self.me, own.row.version, changed),)
+            else:
+                rows = (own.row,)
         entries = []
         for owner, h in self.rows.items():
             if h.learnt <= cursor or owner == self.me or owner == puller:
@@ -137,7 +161,18 @@ class Coverage:
             covered = h.row.vector.get(puller, 0)
             if covered:
                 entries.append((owner, h.row.version, covered))
-        return rows, tuple(entries)
+        return rows, tuple(entries), base
+
+    def receive_delta(self, row: CoverageRow, base: int) -> bool:
+        """The entries of ``row``'s owner's row that changed since its row of version
+        ``base``; False unless that is the row we hold (then ask for the whole row)."""
+        held = self.rows.get(row.owner)
+        if row.owner == self.me or held is None or held.row.version != base:
+            return False
+        if row.version > held.row.version:
+            whole = CoverageRow(row.owner, row.version, {**held.row.vector, **row.vector})
+            self.receive([whole])
+        return True
 
     def receive(self, rows: Iterable[CoverageRow]) -> None:
         for r in rows:
