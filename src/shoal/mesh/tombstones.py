@@ -18,7 +18,10 @@ by its hybrid-logical-clock stamp.
 numbers the row changes it learns (its coverage revision), a pull sends the
 coverage revision it holds for the partner and the answer carries only the rows
 learnt since. Rows spread against the pull graph, which is strongly connected,
-so every peer learns every row; an idle pull carries none.
+so every peer learns every row; an idle pull carries none. A weak peer relays no
+rows in the cluster scope, so it asks for less: its partner's own row, as the entries
+changed since the row version it holds, and of every other row only the entry about
+itself (``about``), which is all its collection floor reads.
 
 *Collection.* A deleted object whose row here has revision r is dropped (row
 removed, document gone) once every member that is not permanently gone (alive,
