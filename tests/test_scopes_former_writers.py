@@ -98,3 +98,34 @@ def test_a_non_writer_may_relay_what_a_removed_writer_wrote_while_it_was_one() -
         r.close()
 
     asyncio.run(main())
+
+
+def test_a_writer_removed_while_cut_off_hands_off_what_only_it_wrote() -> None:
+    from shoal.sim.loop import run as virtual_run
+    from tests.test_mesh_scopes import Mesh, has, until
+
+    async def main() -> None:
+        m = Mesh(3, 5)
+        await m.start()
+        spec = scope(["n0", "n1", "n2"], ["n0", "n1"])
+        await m.put("n0", SCOPES, "", "t", spec)
+        await until(lambda: all(has(m, n, SCOPES, "t", "") for n in m.names), 30)
+        m.network.partition([["n0:7443", "n2:7443"], ["n1:7443"]])
+        await m.put("n1", "configmaps", NS, "only-n1", {"metadata": {"name": "only-n1"},
+                                                        "data": {"v": "written-by-n1"}})
+        await asyncio.sleep(5)
+        # On the other side, an operator removes n1 (the API's update hook records it).
+        removed = scope(["n0", "n2"], ["n0"])
+        old = m.replicas["n0"].get(SCOPES, "", "t")
+        assert old is not None
+        RecordFormerWriters(m.replicas["n0"], m.replicas["n0"].hlc.now)(SCOPES, old, removed)
+        await m.put("n0", SCOPES, "", "t", removed)
+        m.network.heal()
+        # n1 learns it left the scope and drops it, but hands its write to the members.
+        await until(lambda: not has(m, "n1", "configmaps", "only-n1"), 60)
+        await until(lambda: has(m, "n0", "configmaps", "only-n1")
+                    and has(m, "n2", "configmaps", "only-n1"), 60)
+        assert not any(key[1] == NS for key, _ in m.replicas["n1"].all_entries())
+        await m.stop()
+
+    virtual_run(main())

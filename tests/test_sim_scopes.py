@@ -99,13 +99,6 @@ def test_a_larger_scoped_cluster_converges_after_chaos() -> None:
     assert report.ok, report.failures[:3]
 
 
-CHANGES_DIVERGE = (
-    "a write held only by the peer that made it is lost when that peer is removed from the "
-    "scope before another member merged it (it drops the scope at once), e.g. seeds 32, 34; "
-    "a removed writer's earlier writes held only by non-writers are accepted since the Scope "
-    "records its former writers (docs/semantics.md, Former writers)")
-
-
 def visibility_problems(report: scenarios.Report) -> list[str]:
     return [f for f in report.failures if "not its own" in f]  # (checkers.visibility's)
 
@@ -114,15 +107,18 @@ def visibility_problems(report: scenarios.Report) -> list[str]:
 def test_while_members_come_and_go_never_members_stay_blind_and_members_converge(
     seed: int,
 ) -> None:
-    """Visibility must hold; convergence and durability still fail on a few seeds
-    (CHANGES_DIVERGE): those seeds xfail, visibly."""
+    """Members removed and added during the run: the removed writers' earlier writes
+    converge (the Scope records its former writers, and a peer leaving a scope hands off
+    what it wrote as a writer). Over seeds 0-299 of this run, 9 still fail, not all
+    analysed: acknowledged writes of a removed peer missing (41, 44, 45, 71, 88, 198; in
+    41 and 88 the write and the removal fall in the same virtual millisecond), and a
+    scope's tombstone left uncollected (110, 166, 199)."""
     peers, count = 3 + seed % 4, 1 + seed % 2
     report = scoped(seed, peers=peers, scopes=count, scope_changes=2, liveness_timeout=60.0)
     replay = f"reproduce: {command(seed, peers, count)} --scope-changes 2"
     assert not visibility_problems(report), f"{visibility_problems(report)[:3]}; {replay}"
     assert report.scope_leaks == 0  # removed members dropped the scope by the end
-    if not report.ok:
-        pytest.xfail(f"{CHANGES_DIVERGE}: {report.failures[0]}; {replay}")
+    assert report.ok, f"{report.failures[:3]}; {replay}"
 
 
 SITES_DIVERGE = (

@@ -66,7 +66,7 @@ from shoal.mesh.messages import (
     decode,
     encode,
 )
-from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy, tags_of
+from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy, changed_registers, tags_of
 from shoal.mesh.tombstones import COVERAGE_META, CoverageBook, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
@@ -82,6 +82,8 @@ scope that grew while this peer was down (or before it wrote its cursors) is pul
 again in full after a restart."""
 MAX_PAGES = 64  # per pull; the next round continues from the cursor
 MAX_REASONS = 8  # per Refused message
+HANDOFF_SECONDS = 120.0
+"""How long a peer that left a scope keeps pushing the changes it made there as a writer."""
 
 
 @dataclass(slots=True)
@@ -158,6 +160,9 @@ class AntiEntropy:
             except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError, IndexError):
                 log.warning("ignoring an unreadable record of the scopes held")
         self._deny_log = DenialLog()
+        self._handoff: dict[str, dict[tuple[str, str, str], tuple[DocRecord, float]]] = {}
+        """Per scope no longer held: documents with this peer's own writer-time changes,
+        and until when they are pushed to the scope's members (``_keep_for_handoff``)."""
         self.docs_merged = 0
         self.docs_pushed = 0
         self.docs_sent: Counter[str] = Counter()
@@ -247,10 +252,48 @@ class AntiEntropy:
         gone += [key for key, f in self.replica.fences.items()
                  if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
         if gone:
+            self._keep_for_handoff(m, gone)
             n = self.replica.forget(gone)
             self.docs_forgotten += n
             log.info("%s: dropped %d objects of scopes it no longer holds",
                      self.membership.name, n)
+
+    def _keep_for_handoff(self, m: ScopeMap, gone: list[tuple[str, str, str]]) -> None:
+        """Of the documents this peer drops, those holding a change it made while it was a
+        writer (the Scope records until when): it may be their only holder, so they are
+        kept in memory, never on disk, and pushed to the scope's members every pull round
+        for ``HANDOFF_SECONDS``, who accept them from a former writer."""
+        me = self.membership.name
+        until = asyncio.get_running_loop().time() + HANDOFF_SECONDS
+        for key in gone:
+            entry = self.replica.entry(*key)
+            if entry is None:
+                continue
+            scope = m.scope_of(key[0], key[1])
+            doc = entry.document()
+            if not any(w == me and m.was_writer(scope, me, stamp)
+                       for _, w, stamp in changed_registers(None, doc.root)):
+                continue
+            self._handoff.setdefault(scope, {})[key] = (self._record(*key, entry.doc_bytes),
+                                                        until)
+
+    async def _hand_off(self) -> None:
+        """Push what this peer keeps for handoff to the members of its scope, until it
+        expires."""
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._handoff):
+            kept = {k: v for k, v in self._handoff[scope].items() if v[1] > now}
+            if not kept:
+                del self._handoff[scope]
+                continue
+            self._handoff[scope] = kept
+            docs = [d for d, _ in kept.values()]
+            if self.policy.holds(scope):
+                # A member again: its own changes are its own again, and pulls carry them.
+                del self._handoff[scope]
+                self.merge(docs, scope)
+                continue
+            await self.push(docs, self.config.push_max_hops, scope)
 
     def _reset_scope(self, scope: str) -> None:
         self._resets[scope] += 1
@@ -598,6 +641,8 @@ class AntiEntropy:
         return self.policy.pull_partners()
 
     async def pull_round(self) -> None:
+        if self._handoff:
+            await self._hand_off()
         partners = self.partners()
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n

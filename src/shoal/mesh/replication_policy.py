@@ -237,7 +237,9 @@ class ReplicationPolicy:
             return Refusal(f"in scope {scope!r} here, not {scope_tag!r}", True)
         if not m.is_member(scope, self.me):
             return Refusal(f"this peer is not a member of scope {scope!r}", True)
-        if not m.is_member(scope, sender):
+        if not m.is_member(scope, sender) and sender not in m.former_writers(scope):
+            # A former writer that left the scope hands off what it wrote as a writer
+            # (and only that passes the writer rule below).
             return Refusal(f"{sender} is not a member of scope {scope!r}", True)
         sender_writes = m.is_writer(scope, sender)
         if sender_writes:
