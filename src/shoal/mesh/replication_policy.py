@@ -327,7 +327,8 @@ class ReplicationPolicy:
         if key == self._partners_key:
             return self._partners
         peers = {p.name: p for p in self.sync_peers()}
-        names = ring.partners(self.me, peers, self.pull_partner_count)
+        relays = {p.name for p in self.relay_peers()}
+        names = ring.partners(self.me, relays, self.pull_partner_count)
         chosen = [peers[n] for n in names]
         live = {p.name: p for p in self.membership.live()}
         for scope in sorted(m.scopes_of(self.me) - {CLUSTER}):
@@ -335,6 +336,13 @@ class ReplicationPolicy:
                 if name not in names:
                     names.append(name)
                     chosen.append(live[name])
+        # A super-peer pulls each of its weak peers in turn, between backbone pulls
+        # (topology.pull_cycle): otherwise most weak peers are never pulled, their rows
+        # never reach the backbone and no tombstone of the cluster scope is collected.
+        weak = sorted((n for n in peers if n not in relays), key=ring.position)
+        if weak:
+            chosen = [peers[n] if n in peers else live[n]
+                      for n in topology.pull_cycle(names, weak)]
         self._partners, self._partners_key = chosen, key
         return chosen
 
