@@ -276,6 +276,11 @@ class AntiEntropy:
                 continue
             self._handoff.setdefault(scope, {})[key] = (self._record(*key, entry.doc_bytes),
                                                         until)
+        if self._handoff and self._tasks:
+            # Hand off at once too, not only at the next pull round: a peer killed
+            # meanwhile loses what it kept.
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.get_running_loop().create_task(self._hand_off()))
 
     async def _hand_off(self) -> None:
         """Push what this peer keeps for handoff to the members of its scope, until it
