@@ -653,6 +653,11 @@ class AntiEntropy:
         start = self._round * n
         self._round += 1
         targets = [partners[(start + i) % len(partners)] for i in range(n)]
+        weak = self.policy.weak_pulls()
+        if weak:
+            turn = weak[(self._round - 1) % len(weak)]
+            if turn not in targets:
+                targets.append(turn)
         if targets:
             await asyncio.gather(*(self.pull_from(t) for t in targets))
 

@@ -172,6 +172,7 @@ class ReplicationPolicy:
         self._sync_version = -1
         self._relays: list[Any] = []
         self._relays_of: list[Any] | None = None
+        self._weak: list[Any] = []
         self._targets: dict[str, list[Any]] = {}
         self._targets_key: tuple[int, int] = (-1, -1)
 
@@ -336,15 +337,18 @@ class ReplicationPolicy:
                 if name not in names:
                     names.append(name)
                     chosen.append(live[name])
-        # A super-peer pulls each of its weak peers in turn, between backbone pulls
-        # (topology.pull_cycle): otherwise most weak peers are never pulled, their rows
-        # never reach the backbone and no tombstone of the cluster scope is collected.
-        weak = sorted((n for n in peers if n not in relays), key=ring.position)
-        if weak:
-            chosen = [peers[n] if n in peers else live[n]
-                      for n in topology.pull_cycle(names, weak)]
+        # A super-peer also pulls one of its weak peers each round, in turn
+        # (``weak_pulls``): otherwise most weak peers are never pulled, their rows never
+        # reach the backbone and no tombstone of the cluster scope is collected.
+        self._weak = [peers[n] for n in sorted((n for n in peers if n not in relays),
+                                               key=ring.position)]
         self._partners, self._partners_key = chosen, key
         return chosen
+
+    def weak_pulls(self) -> list[Any]:
+        """The weak peers a super-peer pulls, one per round in this order, on top of its
+        partners (empty for a weak or role-less peer). Valid after ``pull_partners``."""
+        return self._weak
 
     def scope_partners(self, scope: str, live: Mapping[str, Any]) -> list[str]:
         """Whom to pull ``scope`` from so that its pull graph is strongly connected (data

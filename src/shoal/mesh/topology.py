@@ -91,16 +91,3 @@ def relays(me: Tagged, sync: Iterable[T]) -> list[T]:
         return sync
     backbone = [p for p in sync if role_of(p) != Role.WEAK]
     return backbone or sync
-
-
-def pull_cycle(core: list[str], weak: list[str]) -> list[str]:
-    """The order a full or super-peer pulls in: its backbone partners (``core``) every
-    other round, and between them each of its weak peers in turn, so that a weak peer's
-    write whose pushes were all lost still reaches the backbone, without the backbone
-    pulls waiting for a whole cycle of weak peers."""
-    if not weak or not core:
-        return core or weak
-    out: list[str] = []
-    for i, w in enumerate(weak):
-        out += [core[i % len(core)], w]
-    return out
