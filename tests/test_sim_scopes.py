@@ -266,3 +266,14 @@ def test_each_member_must_keep_the_acknowledged_writes_of_its_scopes() -> None:
         assert scope_durability.check(acked, rs.r, SCOPES) == []
 
     asyncio.run(main())
+
+
+def test_a_deletion_is_not_collected_while_a_member_that_was_cut_off_still_holds_it() -> None:
+    """Regression seed: with sites, membership changes and a kill, n0004 once collected
+    the deletion of secrets/shared/secret-2 while n0012, a member, still held a live copy
+    (fixed by holding the cursor back on a refused document and by super-peers pulling
+    every weak peer)."""
+    report = scenarios.run(scenarios.Options(scenario="chaos", peers=15, seed=23, sites=3,
+                                             scopes=2, scope_changes=2, kills=1))
+    assert not visibility_problems(report)
+    assert report.ok, report.failures[:3]
