@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +56,7 @@ class SimNode:
     store: ObjectStore
     peer: MeshPeer | None = None
     restarts: int = 0
-    known: list[tuple[str, str]] = field(default_factory=list)
+    known: list[tuple[str, str, Mapping[str, str]]] = field(default_factory=list)
     """The members it knew when killed: what a real peer persists to rejoin without seeds."""
 
     @property
@@ -132,7 +133,8 @@ class SimCluster:
             return
         self.network.note(f"kill {name}")
         peer, node.peer = node.peer, None
-        node.known = [(m.name, m.address) for m in peer.members() if m.state != State.LEFT]
+        node.known = [(m.name, m.address, m.tags) for m in peer.members()
+                      if m.state != State.LEFT]
         await peer.stop()
 
     async def restart(self, name: str) -> None:
@@ -144,9 +146,12 @@ class SimCluster:
         node.peer = self._peer(node)
         await node.peer.start()
         node.peer.membership.add_known(node.known)
-        others = [n.address for n in self.up_nodes() if n.name != name]
-        seeds = self.rng.sample(others, min(3, len(others)))
-        await node.peer.join(seeds)
+        seeds = self._restart_seeds(name)
+        await node.peer.join(self.rng.sample(seeds, min(3, len(seeds))))
+
+    def _restart_seeds(self, name: str) -> list[str]:
+        """Addresses a restarting node may join through (three are picked at random)."""
+        return [n.address for n in self.up_nodes() if n.name != name]
 
     async def stop(self) -> None:
         for node in self.nodes.values():

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shoal.mesh import config as mesh_config
@@ -59,7 +58,6 @@ class RoleCluster(SimCluster):
         SimCluster.__post_init__(self)
         self.role: dict[str, tuple[Role, str]] = dict(zip(self.nodes, self.layout.roles(),
                                                           strict=True))
-        self.known_tags: dict[str, list[tuple[str, str, Mapping[str, str]]]] = {}
 
     def names(self, role: Role, site: str | None = None) -> list[str]:
         return [n for n, (r, s) in self.role.items() if r == role and (site is None or s == site)]
@@ -96,28 +94,14 @@ class RoleCluster(SimCluster):
         return [n.address for n in self.up_nodes() if n.name != name
                 and self.role[n.name][0] != Role.WEAK]
 
-    async def kill(self, name: str) -> None:
-        node = self.nodes[name]
-        if node.peer is not None:
-            self.known_tags[name] = [(m.name, m.address, m.tags) for m in node.peer.members()
-                                     if m.state != State.LEFT]
-        await SimCluster.kill(self, name)
-
-    async def restart(self, name: str) -> None:
-        node = self.nodes[name]
-        if node.peer is not None:
-            return
-        self.network.note(f"restart {name}")
-        node.restarts += 1
-        node.peer = self._peer(node)
-        await node.peer.start()
-        node.peer.membership.add_known(self.known_tags.get(name, []))
-        seeds = self._seeds_for(name)
+    def _restart_seeds(self, name: str) -> list[str]:
         role, site = self.role[name]
         if role == Role.WEAK:  # the super-peers of its site, as its saved member list would
-            seeds = [self.nodes[n].address for n in self.names(Role.SUPER, site)
-                     if self.nodes[n].up] or seeds
-        await node.peer.join(self.rng.sample(seeds, min(3, len(seeds))))
+            supers = [self.nodes[n].address for n in self.names(Role.SUPER, site)
+                      if self.nodes[n].up]
+            if supers:
+                return supers
+        return self._seeds_for(name)
 
     def members_settled(self) -> bool:
         """Every running full or super-peer sees every running peer alive; every running
