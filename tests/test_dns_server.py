@@ -79,10 +79,18 @@ def cluster_index() -> DnsIndex:
 
 @pytest.fixture
 async def upstream() -> AsyncIterator[tuple[FakeUpstream, int]]:
-    transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
-        FakeUpstream, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
-    tcp = await asyncio.start_server(protocol.serve_tcp, "127.0.0.1", port)
+    # A free UDP port may be taken on TCP by another test's server: try another.
+    for attempt in range(20):
+        transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            FakeUpstream, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        try:
+            tcp = await asyncio.start_server(protocol.serve_tcp, "127.0.0.1", port)
+            break
+        except OSError:
+            transport.close()
+            if attempt == 19:
+                raise
     yield protocol, port
     tcp.close()
     transport.close()
