@@ -129,6 +129,13 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
         "apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions",
         namespaced=False, short=("crd", "crds"),
     ),
+    # -- stateful workloads (issue 12): claims, volumes, classes, revisions --
+    _k("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", short=("pvc",)),
+    _k("", "v1", "PersistentVolume", "persistentvolumes", namespaced=False, short=("pv",)),
+    _k("storage.k8s.io", "v1", "StorageClass", "storageclasses", namespaced=False,
+       short=("sc",), status=False),
+    _k("apps", "v1", "ControllerRevision", "controllerrevisions", status=False),
+    # -- end stateful workloads --
     # Shoal's own: which namespaces a set of peers holds (shoal.authz.scopes).
     _k("shoal.dev", "v1alpha1", "Scope", "scopes", namespaced=False, status=False),
 )
