@@ -760,6 +760,111 @@ def _statefulset_cells(sts: dict[str, Any], now: datetime.datetime) -> _Cells:
     return [_name(sts), f"{ready}/{_int(spec.get('replicas'), 1)}", _age(sts, now), names, images]
 
 
+# --- stateful workloads (issue 12): claims, volumes, classes, revisions, as kubectl prints ---
+_ACCESS_MODES = {"ReadWriteOnce": "RWO", "ReadOnlyMany": "ROX", "ReadWriteMany": "RWX",
+                 "ReadWriteOncePod": "RWOP"}
+_VOLUME_COLUMNS_TAIL = (
+    _Column("VolumeAttributesClass", description="VolumeAttributesClass of the volume"),
+)
+
+
+def _access_modes(modes: Any) -> str:
+    return ",".join(_ACCESS_MODES.get(str(m), str(m)) for m in _list(modes))
+
+
+_PVC_COLUMNS = (
+    _NAME,
+    _Column("Status", description="The phase of the claim"),
+    _Column("Volume", description="The binding reference to the PersistentVolume"),
+    _Column("Capacity", description="The actual resources of the underlying volume"),
+    _Column("Access Modes", description="The access modes the volume has"),
+    _Column("StorageClass", description="The name of the StorageClass required by the claim"),
+    *_VOLUME_COLUMNS_TAIL,
+    _AGE,
+    _Column("VolumeMode", priority=1, description="The volume type required by the claim"),
+)
+
+
+def _pvc_cells(pvc: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(pvc.get("spec")), _dict(pvc.get("status"))
+    bound = bool(spec.get("volumeName"))
+    return [_name(pvc), status.get("phase") or "Pending", spec.get("volumeName") or "",
+            str(_get(status, "capacity", "storage", default="")) if bound else "",
+            _access_modes(status.get("accessModes")) if bound else "",
+            spec.get("storageClassName") or "",
+            spec.get("volumeAttributesClassName") or "<unset>",
+            _age(pvc, now), spec.get("volumeMode") or "Filesystem"]
+
+
+_PV_COLUMNS = (
+    _NAME,
+    _Column("Capacity", description="The capacity of the volume"),
+    _Column("Access Modes", description="The ways the volume can be mounted"),
+    _Column("Reclaim Policy", description="What happens to the volume when it is released"),
+    _Column("Status", description="The phase of the volume"),
+    _Column("Claim", description="The claim bound to the volume"),
+    _Column("StorageClass", description="The name of the StorageClass the volume belongs to"),
+    *_VOLUME_COLUMNS_TAIL,
+    _Column("Reason", description="Why the volume is in its phase"),
+    _AGE,
+    _Column("VolumeMode", priority=1, description="The volume type"),
+)
+
+
+def _pv_cells(pv: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(pv.get("spec")), _dict(pv.get("status"))
+    ref = _dict(spec.get("claimRef"))
+    claim = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref.get("name") else ""
+    return [_name(pv), str(_get(spec, "capacity", "storage", default="")),
+            _access_modes(spec.get("accessModes")),
+            spec.get("persistentVolumeReclaimPolicy") or "Retain",
+            status.get("phase") or "Pending", claim, spec.get("storageClassName") or "",
+            spec.get("volumeAttributesClassName") or "<unset>", status.get("reason") or "",
+            _age(pv, now), spec.get("volumeMode") or "Filesystem"]
+
+
+_STORAGECLASS_COLUMNS = (
+    _NAME,
+    _Column("Provisioner", description="The provisioner of the class"),
+    _Column("ReclaimPolicy", description="The reclaim policy of dynamically provisioned volumes"),
+    _Column("VolumeBindingMode", description="When volumes are bound and provisioned"),
+    _Column("AllowVolumeExpansion", description="Whether volumes may be expanded"),
+    _AGE,
+)
+_DEFAULT_CLASS_ANNOTATIONS = ("storageclass.kubernetes.io/is-default-class",
+                              "storageclass.beta.kubernetes.io/is-default-class")
+
+
+def _storageclass_cells(sc: dict[str, Any], now: datetime.datetime) -> _Cells:
+    ann = _dict(_get(sc, "metadata", "annotations"))
+    name = _name(sc)
+    if any(ann.get(a) == "true" for a in _DEFAULT_CLASS_ANNOTATIONS):
+        name += " (default)"
+    return [name, sc.get("provisioner") or "", sc.get("reclaimPolicy") or "Delete",
+            sc.get("volumeBindingMode") or "Immediate",
+            "true" if sc.get("allowVolumeExpansion") else "false", _age(sc, now)]
+
+
+_CONTROLLERREVISION_COLUMNS = (
+    _NAME,
+    _Column("Controller", description="The owner of the revision"),
+    _Column("Revision", type="integer", description="The revision number"),
+    _AGE,
+)
+
+
+def _controllerrevision_cells(cr: dict[str, Any], now: datetime.datetime) -> _Cells:
+    owner = next((r for r in _list(_get(cr, "metadata", "ownerReferences"))
+                  if isinstance(r, dict) and r.get("controller")), None)
+    controller = "<none>"
+    if owner is not None:
+        group = str(owner.get("apiVersion", "")).rpartition("/")[0]
+        kind = str(owner.get("kind", "")).lower() + (f".{group}" if group else "")
+        controller = f"{kind}/{owner.get('name', '')}"
+    return [_name(cr), controller, _int(cr.get("revision")), _age(cr, now)]
+# --- end stateful workloads ---
+
+
 _JOB_COLUMNS = (
     _NAME,
     _Column("Status", description="Status of the job."),
@@ -973,6 +1078,12 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
         _binding_columns("clusterRoleBinding"), _binding_cells),
     # --- end authz ---
     ("shoal.dev", "Scope"): (_SCOPE_COLUMNS, _scope_cells),
+    # --- stateful workloads ---
+    ("", "PersistentVolumeClaim"): (_PVC_COLUMNS, _pvc_cells),
+    ("", "PersistentVolume"): (_PV_COLUMNS, _pv_cells),
+    ("storage.k8s.io", "StorageClass"): (_STORAGECLASS_COLUMNS, _storageclass_cells),
+    ("apps", "ControllerRevision"): (_CONTROLLERREVISION_COLUMNS, _controllerrevision_cells),
+    # --- end stateful workloads ---
 }
 
 
