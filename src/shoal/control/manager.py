@@ -22,6 +22,7 @@ from shoal.control.replicaset import ReplicaSetController
 from shoal.control.scheduling import Scheduler
 from shoal.control.service_accounts import ServiceAccountsController  # service accounts
 from shoal.control.service_ip_repair import ServiceIpRepair
+from shoal.control.statefulset import StatefulSetController  # stateful workloads (issue 12)
 from shoal.store.objects import ObjectStore
 
 
@@ -42,6 +43,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         # -- workload and endpoints controllers (issue 4) --
         DaemonSetController(store, view), JobController(store, view),
         EndpointsController(store, view),
+        StatefulSetController(store, view),  # stateful workloads (issue 12)
         # -- end --
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
