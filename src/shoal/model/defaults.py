@@ -344,6 +344,30 @@ def _default_job(obj: dict[str, Any]) -> None:
         apply_job_selector(obj, uid)
 
 
+def _default_cron_job(obj: dict[str, Any]) -> None:
+    spec = _map(obj, "spec")
+    _str(spec, "concurrencyPolicy", "Allow")
+    _ptr(spec, "suspend", False)
+    _ptr(spec, "successfulJobsHistoryLimit", 3)
+    _ptr(spec, "failedJobsHistoryLimit", 1)
+    _default_template(_map(_map(spec, "jobTemplate"), "spec"))
+
+
+def _default_replication_controller(obj: dict[str, Any]) -> None:
+    spec = _map(obj, "spec")
+    _ptr(spec, "replicas", 1)
+    template = spec.get("template")
+    labels = _map(template, "metadata").get("labels") if isinstance(template, dict) else None
+    # An RC's selector and labels default to its template's labels.
+    if isinstance(labels, dict) and labels:
+        if not spec.get("selector"):
+            spec["selector"] = dict(labels)
+        meta = _map(obj, "metadata")
+        if not meta.get("labels"):
+            meta["labels"] = dict(labels)
+    _default_template(spec)
+
+
 def job_selector_labels(uid: str, name: str) -> dict[str, str]:
     """The labels the server puts on a Job's pod template when it generates the selector."""
     return {
@@ -454,6 +478,17 @@ def _default_secret(obj: dict[str, Any]) -> None:
         for key, value in string_data.items():
             text = value if isinstance(value, str) else str(value)
             data[key] = base64.b64encode(text.encode()).decode()
+    _unwrap_base64(obj, "data")
+
+
+def _unwrap_base64(obj: dict[str, Any], key: str) -> None:
+    """Drop line breaks from base64 values: Go's decoder skips them (the TLS example in
+    Kubernetes' docs wraps its certificate's base64), and the API returns them unwrapped."""
+    values = obj.get(key)
+    if isinstance(values, dict):
+        for k, v in values.items():
+            if isinstance(v, str) and ("\n" in v or "\r" in v):
+                values[k] = v.replace("\r", "").replace("\n", "")
 
 
 def _default_endpoints(obj: dict[str, Any]) -> None:
@@ -544,12 +579,15 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "Namespace"): _default_namespace,
     ("", "Node"): _default_node,
     ("", "Secret"): _default_secret,
+    ("", "ConfigMap"): lambda obj: _unwrap_base64(obj, "binaryData"),
     ("", "Endpoints"): _default_endpoints,
     ("apps", "Deployment"): _default_deployment,
     ("apps", "ReplicaSet"): _default_replica_set,
     ("apps", "DaemonSet"): _default_daemon_set,
     ("apps", "StatefulSet"): _default_stateful_set,
     ("batch", "Job"): _default_job,
+    ("batch", "CronJob"): _default_cron_job,
+    ("", "ReplicationController"): _default_replication_controller,
     ("discovery.k8s.io", "EndpointSlice"): _default_endpoint_slice,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _default_crd,
 }
