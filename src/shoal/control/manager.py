@@ -7,6 +7,7 @@ import asyncio
 from shoal.authz.scopes import ScopeIndex
 from shoal.control.controller import Controller
 from shoal.control.crd_establishing import CRDEstablishing
+from shoal.control.cronjob import CronJobController  # scheduled work (issue 12)
 from shoal.control.daemonset import DaemonSetController  # workload controllers (issue 4)
 from shoal.control.deployment import DeploymentController
 from shoal.control.endpoints import EndpointsController
@@ -42,6 +43,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
                              grace=node_monitor_grace),
         # -- workload and endpoints controllers (issue 4) --
         DaemonSetController(store, view), JobController(store, view),
+        CronJobController(store, view),
         EndpointsController(store, view),
         StatefulSetController(store, view),  # stateful workloads (issue 12)
         # -- end --
