@@ -921,6 +921,84 @@ def _job_cells(job: dict[str, Any], now: datetime.datetime) -> _Cells:
     ]
 
 
+# --- scheduled and disruptable work (issue 12, W2) ---
+_CRONJOB_COLUMNS = (
+    _NAME,
+    _Column("Schedule", description="The schedule in Cron format."),
+    _Column("Timezone", description="The time zone name for the given schedule."),
+    _Column("Suspend", type="boolean", description="This flag tells the controller to "
+            "suspend subsequent executions."),
+    _Column("Active", type="integer", description="A list of pointers to currently running "
+            "jobs."),
+    _Column("Last Schedule", description="Information when was the last time the job was "
+            "successfully scheduled."),
+    _AGE,
+    _Column("Containers", priority=1, description=_CONTAINERS_DOC),
+    _Column("Images", priority=1, description=_IMAGES_DOC),
+    _Column("Selector", priority=1, description="A label query over pods that should match "
+            "the pod count."),
+)
+
+
+def _cronjob_cells(cj: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(cj.get("spec")), _dict(cj.get("status"))
+    job_spec = _dict(_get(spec, "jobTemplate", "spec"))
+    names, images = _containers(_get(job_spec, "template", "spec"))
+    last = status.get("lastScheduleTime")
+    suspend = spec.get("suspend")
+    return [
+        _name(cj),
+        str(spec.get("schedule") or ""),
+        str(spec.get("timeZone") or "<none>"),
+        "<unset>" if not isinstance(suspend, bool) else str(suspend),
+        len(_list(status.get("active"))),
+        _since(last, now) if last else "<none>",
+        _age(cj, now),
+        names,
+        images,
+        _selector_string(job_spec.get("selector"), none="<none>"),
+    ]
+
+
+_PDB_COLUMNS = (
+    _NAME,
+    _Column("Min Available", description="The minimum number of pods that must be available."),
+    _Column("Max Unavailable", description="The maximum number of pods that may be "
+            "unavailable."),
+    _Column("Allowed Disruptions", type="integer", description="Number of pod disruptions "
+            "that are currently allowed."),
+    _AGE,
+)
+
+
+def _pdb_cells(pdb: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(pdb.get("spec")), _dict(pdb.get("status"))
+    low, high = spec.get("minAvailable"), spec.get("maxUnavailable")
+    return [
+        _name(pdb),
+        "N/A" if low is None else str(low),
+        "N/A" if high is None else str(high),
+        _int(status.get("disruptionsAllowed")),
+        _age(pdb, now),
+    ]
+
+
+def _replicationcontroller_cells(rc: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(rc.get("spec")), _dict(rc.get("status"))
+    names, images = _containers(_get(spec, "template", "spec"))
+    return [
+        _name(rc),
+        _int(spec.get("replicas"), 1),
+        _int(status.get("replicas")),
+        _int(status.get("readyReplicas")),
+        _age(rc, now),
+        names,
+        images,
+        format_labels(_dict(spec.get("selector"))) or "<none>",
+    ]
+# --- end W2 ---
+
+
 _LEASE_COLUMNS = (
     _NAME,
     _Column("Holder", description="The identity of the holder of a current lease."),
@@ -1066,6 +1144,9 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("apps", "DaemonSet"): (_DAEMONSET_COLUMNS, _daemonset_cells),
     ("apps", "StatefulSet"): (_STATEFULSET_COLUMNS, _statefulset_cells),
     ("batch", "Job"): (_JOB_COLUMNS, _job_cells),
+    ("batch", "CronJob"): (_CRONJOB_COLUMNS, _cronjob_cells),
+    ("policy", "PodDisruptionBudget"): (_PDB_COLUMNS, _pdb_cells),
+    ("", "ReplicationController"): (_REPLICASET_COLUMNS, _replicationcontroller_cells),
     ("coordination.k8s.io", "Lease"): (_LEASE_COLUMNS, _lease_cells),
     ("discovery.k8s.io", "EndpointSlice"): (_ENDPOINTSLICE_COLUMNS, _endpointslice_cells),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): (_CREATED_AT_COLUMNS, _created_at_cells),
