@@ -42,7 +42,7 @@ import functools
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +174,9 @@ class AntiEntropy:
         self.refusals_received = 0
         self.docs_forgotten = 0
         self.garbage = 0
+        self.pull_listeners: list[Callable[[str, bool], None]] = []
+        """Told (partner, complete) after a pull: complete when every scope was pulled to
+        the partner's end, False when the partner could not be reached (``catch_up``)."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -510,6 +513,7 @@ class AntiEntropy:
                                                    self.config.request_timeout)
                 reply = decode(raw)
             except TransportError:
+                self._pulled(peer.name, False)
                 return merged
             except MessageError:
                 self.garbage += 1
@@ -588,7 +592,13 @@ class AntiEntropy:
                     # News that reached us by pull spreads on by push, as if pushed to us.
                     await self.push(changed, 1, scope, exclude=peer.address)
             scopes = again
+        if not scopes:
+            self._pulled(peer.name, True)
         return merged
+
+    def _pulled(self, partner: str, complete: bool) -> None:
+        for listener in self.pull_listeners:
+            listener(partner, complete)
 
     def _relays_no_rows(self) -> bool:
         """A weak peer: in the cluster scope only super-peers pull from it, and they learn
