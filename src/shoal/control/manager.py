@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from shoal.authz.scopes import ScopeIndex
 from shoal.control.controller import Controller
@@ -63,12 +64,27 @@ def start(store: ObjectStore, view: PeerView | None = None,
           node_monitor_grace: float = 40.0,
           cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
           ca_cert_pem: bytes | None = None,
-          rbac_ensure_delay: float = 0.0) -> list[asyncio.Task[None]]:
+          rbac_ensure_delay: float = 0.0,
+          caught_up: CaughtUp | None = None) -> list[asyncio.Task[None]]:
     # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
     # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
     # calibrated on the objects they replicate. A joining node waits rbac_ensure_delay. ---
     policy = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
     # --- end authz ---
-    return [asyncio.create_task(c.run(), name=c.name)
+    return [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
             for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
                                    cluster_cidr, ca_cert_pem), *policy]]
+
+
+# --- caught-up gating (issue 11): no controller acts on a replica that has not caught up
+class CaughtUp(Protocol):
+    """``shoal.mesh.catch_up.CatchUp``, as the controllers wait for it (``HasSynced``)."""
+
+    async def wait(self) -> None: ...
+
+
+async def run_when_caught_up(controller: Controller, caught_up: CaughtUp | None) -> None:
+    if caught_up is not None:
+        await caught_up.wait()
+    await controller.run()
+# --- end caught-up gating ---

@@ -1,0 +1,92 @@
+"""Whether a peer has caught up with the mesh since it started: client-go's ``HasSynced``
+for a leaderless replica.
+
+A peer that has just joined (or restarted) holds an empty or stale replica; acting on
+it as a controller or scheduler makes decisions the others would not (a Deployment's
+pods all scheduled onto the only node it knows). It is *caught up* once, since it
+started:
+
+- a pull from one of its partners completed: every scope both hold, up to the
+  partner's revision (it now holds everything that partner held); or
+- every live member it knows failed to answer a pull (it is cut off: a cut-off peer
+  acts on what it holds, as the design wants); or
+- it knows no other member and expects none (a first node, started without seeds); or
+- ``max_wait`` seconds passed (logged: a mesh that answers but never completes a pull
+  must not stop the controllers for good).
+
+Once caught up, it stays so (as ``HasSynced``): a later partition is the mesh's business.
+Times come from the running loop, so ``shoal.sim`` runs it on virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from shoal.mesh.anti_entropy import AntiEntropy
+from shoal.mesh.membership import Membership
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT = 30.0
+"""Seconds after which a peer acts whatever its pulls did."""
+
+
+class CatchUp:
+    """Tracks one peer's catch-up from the pulls its anti-entropy reports."""
+
+    def __init__(self, anti_entropy: AntiEntropy, membership: Membership, *,
+                 expect_peers: bool = True, max_wait: float = MAX_WAIT) -> None:
+        self._membership = membership
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self.started = self._loop.time()
+        self.reason = ""
+        """Why it counts as caught up (empty until it does)."""
+        self.seconds: float | None = None
+        """How long catching up took."""
+        self.unreachable: set[str] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        if not expect_peers and not membership.live():
+            self._finish("alone: no other member known")
+            return
+        anti_entropy.pull_listeners.append(self._pulled)
+        self._timers = [self._loop.call_later(max_wait, self._give_up, max_wait)]
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def status(self) -> dict[str, Any]:
+        """For ``/readyz?verbose``, ``shoal status`` and the live page."""
+        waited = self.seconds if self.seconds is not None else self._loop.time() - self.started
+        return {"caughtUp": self.done(), "reason": self.reason or "catching up",
+                "seconds": round(waited, 3), "unreachable": sorted(self.unreachable)}
+
+    def _pulled(self, partner: str, complete: bool) -> None:
+        if self.done():
+            return
+        if complete:
+            self._finish(f"pulled everything {partner} held")
+            return
+        self.unreachable.add(partner)
+        live = {m.name for m in self._membership.live()}
+        if live and live <= self.unreachable:
+            self._finish("no live member answered a pull: acting on the replica as it is")
+
+    def _give_up(self, max_wait: float) -> None:
+        if not self.done():
+            log.warning("not caught up with any partner after %gs; acting on the replica "
+                        "as it is", max_wait)
+            self._finish(f"gave up waiting after {max_wait:g}s")
+
+    def _finish(self, reason: str) -> None:
+        self.reason = reason
+        self.seconds = self._loop.time() - self.started
+        self._event.set()
+        for t in self._timers:
+            t.cancel()
+        log.info("caught up in %.1fs: %s", self.seconds, reason)

@@ -1,0 +1,93 @@
+"""When a peer counts as caught up (``shoal.mesh.catch_up``), and the controllers wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from shoal.control import manager
+from shoal.mesh.catch_up import CatchUp
+
+
+@dataclass
+class _Member:
+    name: str
+
+
+@dataclass
+class _Membership:
+    names: list[str] = field(default_factory=list)
+
+    def live(self) -> list[_Member]:
+        return [_Member(n) for n in self.names]
+
+
+@dataclass
+class _AntiEntropy:
+    pull_listeners: list[Any] = field(default_factory=list)
+
+    def pulled(self, partner: str, complete: bool) -> None:
+        for listener in self.pull_listeners:
+            listener(partner, complete)
+
+
+def _catch_up(live: list[str], **kw: Any) -> tuple[CatchUp, _AntiEntropy]:
+    ae = _AntiEntropy()
+    return CatchUp(ae, _Membership(live), **kw), ae  # type: ignore[arg-type]
+
+
+async def test_a_first_node_with_no_seeds_is_caught_up_at_once() -> None:
+    c, _ = _catch_up([], expect_peers=False)
+    assert c.done() and c.status()["reason"].startswith("alone")
+
+
+async def test_only_a_pull_completed_to_the_partners_end_catches_up() -> None:
+    c, ae = _catch_up(["a", "b"])
+    assert not c.done()
+    ae.pulled("a", False)  # a is unreachable, b is not tried yet
+    assert not c.done() and c.status()["unreachable"] == ["a"]
+    ae.pulled("b", True)
+    assert c.done() and "b" in c.reason
+
+
+async def test_a_peer_whose_live_members_all_fail_to_answer_acts_alone() -> None:
+    c, ae = _catch_up(["a", "b"])
+    ae.pulled("a", False)
+    ae.pulled("b", False)
+    assert c.done() and "no live member answered" in c.reason
+
+
+async def test_a_joining_peer_that_knows_no_member_yet_waits_for_its_join() -> None:
+    c, ae = _catch_up([], max_wait=0.2)
+    ae.pulled("seed", False)  # no member known yet: that proves nothing
+    assert not c.done()
+    await asyncio.wait_for(c.wait(), 1.0)  # only the bound ends the wait
+    assert "gave up" in c.reason
+
+
+async def test_the_controllers_start_only_once_caught_up() -> None:
+    c, ae = _catch_up(["a"])
+    ran = asyncio.Event()
+
+    class _Probe:
+        async def run(self) -> None:
+            ran.set()
+
+    task = asyncio.create_task(manager.run_when_caught_up(_Probe(), c))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert not ran.is_set()
+    ae.pulled("a", True)
+    await asyncio.wait_for(ran.wait(), 1.0)
+    await task
+
+
+@pytest.mark.parametrize("complete", [True, False])
+async def test_once_caught_up_it_stays_so(complete: bool) -> None:
+    c, ae = _catch_up(["a"])
+    ae.pulled("a", True)
+    seconds = c.seconds
+    ae.pulled("a", complete)
+    assert c.done() and c.seconds == seconds
