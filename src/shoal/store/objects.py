@@ -24,6 +24,7 @@ from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.merge_keys import list_merge_key
 from shoal.model.validation import Cause, invalid_message, prune_unknown, validate
 from shoal.store import service_ips
+from shoal.store.persistence import DiskFull, StorageError
 from shoal.store.replica import Conflict as ReplicaConflict
 from shoal.store.replica import Replica
 
@@ -90,6 +91,27 @@ class Forbidden(StoreError):
 
 class BadRequest(StoreError):
     code, reason = 400, "BadRequest"
+
+
+class InsufficientStorage(StoreError):
+    """The node's disk is full: the write was not stored (reads still work)."""
+
+    code, reason = 507, "InsufficientStorage"
+
+
+class StorageFailed(StoreError):
+    """The node could not commit the write (not for want of space)."""
+
+    code, reason = 500, "InternalError"
+
+
+def storage_error(node: str, e: StorageError) -> StoreError:
+    """The Status a failed commit gets: the node and its disk named."""
+    if isinstance(e, DiskFull):
+        return InsufficientStorage(
+            f"node {node}: {e}; the write was not stored, and writes are refused until "
+            "space is freed (reads still work)")
+    return StorageFailed(f"node {node}: the write was not stored: {e}")
 
 
 def qualified(kind: Kind) -> str:
@@ -224,7 +246,10 @@ class ObjectStore:
                 "modified; please apply your changes to the latest version and try again",
                 kind=kind, name=name,
             ) from e
-        await durable
+        try:
+            await durable
+        except StorageError as e:
+            raise storage_error(self.replica.node_id, e) from e
         for obs in self.observers:
             obs(kind, old, stored)
         return stored

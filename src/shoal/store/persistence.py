@@ -8,6 +8,11 @@ are queued; a writer thread commits whatever has queued in one transaction
 (``synchronous=FULL`` in WAL mode, so a commit is on disk), then resolves the
 writers' futures. Many concurrent writes share one fsync.
 
+A commit that fails (a full disk, an SQLite error) fails every write queued after it
+too, until the replica, having rolled those writes back in memory, calls ``resume``:
+a later write may build on a failed one, so it must not reach the disk alone. A full
+disk fails as ``DiskFull``, which names the node's data dir.
+
 Secrets are encrypted at rest (``shoal.store.secret_encryption``): with a cipher, the
 ``doc`` and ``value`` of a Secret's row are sealed on their way to SQLite and opened
 as they are loaded, so neither the table, the WAL nor a freed page ever holds one in
@@ -21,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,10 +106,64 @@ SEALED_META = "secrets-at-rest"
 
 
 _STOP = object()
+_RESUME = object()
+
+SQLITE_FULL = 13
+
+
+class StorageError(Exception):
+    """A commit failed: nothing of the batch, nor of what was queued after it, is stored."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(f"could not write {path}: {cause}")
+        self.path = path
+        self.cause = cause
+
+
+class DiskFull(StorageError):
+    """The filesystem holding the data dir has no space left."""
+
+    def __init__(self, path: Path, cause: BaseException) -> None:
+        super().__init__(path, cause)
+        self.args = (f"the disk holding {path.parent} is full ({cause})",)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, sqlite3.Error):
+        code = getattr(e, "sqlite_errorcode", None)
+        if code == SQLITE_FULL or "disk is full" in str(e):
+            return True
+        # A WAL append that hits ENOSPC surfaces as an I/O error: ask the filesystem.
+        return "disk I/O error" in str(e) and _no_space_left(e)
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+
+
+DISK_PRESSURE_PERCENT = 10.0
+FREED_ENOUGH = 256 * 1024
+"""Free space gained since a commit failed for want of it before peers' documents are
+tried again."""
+
+
+def _free_bytes(path: Path | str) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _no_space_left(e: BaseException) -> bool:
+    path = getattr(e, "_shoal_path", None)
+    if path is None:
+        return False
+    return _free_bytes(path) < 1 << 20
 
 
 class Persistence:
     """The on-disk half of the replica."""
+
+    settles_at_once = False
+    """Writes are durable only when their future resolves (see ``MemoryPersistence``)."""
 
     def __init__(self, path: Path, cipher: SecretCipher | None = None) -> None:
         self.path = path
@@ -122,6 +183,16 @@ class Persistence:
         self.commits = 0
         self.rows_written = 0
         self.scrubs = 0
+        self.failed_commits = 0
+        # Set by a failed commit, from the writer thread; later batches fail with it until
+        # ``resume`` is reached in the queue.
+        self._halted: StorageError | None = None
+        self.disk_full_since: float | None = None
+        self._scrub_owed = False
+        self._full_error: DiskFull | None = None
+        self._free_when_full = 0
+        """Monotonic seconds of the first commit refused for want of space since the last
+        one that succeeded (the node reports DiskPressure meanwhile)."""
 
     def load(self) -> Iterator[Row]:
         cur = self._db.execute("SELECT resource, namespace, name, rv, doc, value FROM objects")
@@ -216,33 +287,53 @@ class Persistence:
         """Commit now from the calling thread (start-up and tests)."""
         self._commit([((rows, meta, fences or [], scrub), None, None)])
 
+    def resume(self) -> None:
+        """Writes queued from now on are committed again (the replica has rolled back
+        every write a failed commit took with it)."""
+        self._queue.put(_RESUME)
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
+            batch: list[tuple[Batch, object, object]] = []
             stop = False
             while True:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
+                if item is _STOP:
                     stop = True
                     break
-                batch.append(nxt)
-            self._commit(batch)  # type: ignore[arg-type]
+                if item is _RESUME:
+                    self._flush(batch)
+                    batch = []
+                    self._halted = None
+                else:
+                    batch.append(item)  # type: ignore[arg-type]
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._flush(batch)
             if stop:
                 return
 
+    def _flush(self, batch: list[tuple[Batch, object, object]]) -> None:
+        if not batch:
+            return
+        halted = self._halted
+        if halted is None:
+            self._commit(batch)
+            return
+        for _, fut, loop in batch:
+            assert isinstance(loop, asyncio.AbstractEventLoop)
+            assert isinstance(fut, asyncio.Future)
+            loop.call_soon_threadsafe(_resolve, fut, halted)
+
     def _commit(self, batch: list[tuple[Batch, object, object]]) -> None:
-        error: BaseException | None = None
+        error: StorageError | None = None
+        scrub = False
         try:
             self._db.execute("BEGIN")
             meta: dict[str, str] = {}
             n = 0
-            scrub = False
             for (rows, m, fences, scrub_this), _, _ in batch:
                 scrub = scrub or scrub_this
                 n += len(rows)
@@ -287,16 +378,15 @@ class Persistence:
             self._db.execute("COMMIT")
             self.commits += 1
             self.rows_written += n
-            if scrub:
-                # As for sealing Secrets: no free page, and no WAL frame, keeps a dropped row.
-                self._db.execute("VACUUM")
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self.scrubs += 1
+            self.disk_full_since = None
         except BaseException as e:  # report to every waiter; the loop decides what to do
-            log.exception("sqlite commit failed")
-            error = e
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+            error = self._storage_error(e)
+        if error is not None and any(fut is not None for _, fut, _ in batch):
+            self._halted = error
+        if error is None and (scrub or self._scrub_owed):
+            self._scrub()
         for _, fut, loop in batch:
             if fut is None:
                 if error is not None:
@@ -305,6 +395,63 @@ class Persistence:
             assert isinstance(loop, asyncio.AbstractEventLoop)
             assert isinstance(fut, asyncio.Future)
             loop.call_soon_threadsafe(_resolve, fut, error)
+
+    def full(self) -> DiskFull | None:
+        """The disk-full error of the last commit, while the disk has gained no space since
+        (peers' documents are refused without trying; local writes still try)."""
+        error = self._full_error
+        if error is None or self.disk_full_since is None:
+            return None
+        if _free_bytes(self.path.parent) > self._free_when_full + FREED_ENOUGH:
+            return None
+        return error
+
+    def disk_pressure(self, percent: float = DISK_PRESSURE_PERCENT) -> str | None:
+        """Why the node is short of disk, or None: a commit refused for want of space, or
+        less than ``percent`` of the data dir's filesystem free (the kubelet's default
+        eviction threshold for nodefs is 10%)."""
+        if self.disk_full_since is not None:
+            return f"the disk holding {self.path.parent} is full: writes are refused"
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        if st.f_blocks and st.f_bavail * 100 < st.f_blocks * percent:
+            free = st.f_bavail * st.f_frsize
+            return (f"{free // 1024} KiB free on the disk holding {self.path.parent} "
+                    f"(less than {percent:g}%)")
+        return None
+
+    def _scrub(self) -> None:
+        """As for sealing Secrets: no free page, and no WAL frame, keeps a dropped row.
+        The rows are committed already; if the rewrite fails (it needs room for a copy of
+        the file) it is tried again after the next commit."""
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as e:
+            self._scrub_owed = True
+            log.warning("%s: could not rewrite the file after dropping rows: %s",
+                        self.path, e)
+            return
+        self._scrub_owed = False
+        self.scrubs += 1
+
+    def _storage_error(self, e: BaseException) -> StorageError:
+        self.failed_commits += 1
+        if isinstance(e, StorageError):
+            return e
+        e._shoal_path = str(self.path.parent)  # type: ignore[attr-defined]
+        if _is_disk_full(e):
+            if self.disk_full_since is None:
+                self.disk_full_since = time.monotonic()
+                log.error("%s: the disk is full: writes are refused until space is freed",
+                          self.path.parent)
+            self._free_when_full = _free_bytes(self.path.parent)
+            self._full_error = DiskFull(self.path, e)
+            return self._full_error
+        log.error("sqlite commit failed", exc_info=e)
+        return StorageError(self.path, e)
 
     def close(self) -> None:
         if self._thread is not None:
@@ -319,6 +466,10 @@ class MemoryPersistence:
 
     For the simulator (deterministic: no thread) and for tests that need no disk.
     """
+
+    settles_at_once = True
+    """A write is stored as it is queued, so the replica has nothing to roll back (and
+    the simulator's peers see it at once)."""
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str], Row] = {}
@@ -338,6 +489,15 @@ class MemoryPersistence:
 
     def start(self) -> None:
         pass
+
+    def resume(self) -> None:
+        pass
+
+    def full(self) -> DiskFull | None:
+        return None
+
+    def disk_pressure(self) -> str | None:
+        return None
 
     def write(
         self, rows: list[Row], meta: dict[str, str], loop: asyncio.AbstractEventLoop,

@@ -3,6 +3,12 @@
 Reads are served from memory. A write changes memory at once (so the next write
 sees it), takes the next local revision, and is acknowledged when SQLite has
 committed it; watchers hear of it only then, in revision order.
+
+A commit that fails (disk full, an SQLite error) is rolled back in memory: every
+write queued from the failed one on is undone in reverse order (the persistence
+fails them all until told to resume), so memory again matches the disk, their
+revisions become gaps that no watcher waits for, and peers were never served them
+(a pull sees only ``durable_revision``).
 """
 
 from __future__ import annotations
@@ -53,6 +59,20 @@ class Entry:
             assert self.doc_bytes is not None
             self.doc = Document.from_bytes(self.doc_bytes)
         return self.doc
+
+
+@dataclass(slots=True)
+class _Undo:
+    """What one queued write changed in memory: the prior entries and fences, to put
+    back (last change first) if its commit fails."""
+
+    entries: list[tuple[str, Key, Entry | None]]
+    fences: list[tuple[FullKey, FenceRow | None]]
+
+
+RollbackListener = Callable[[int], None]
+"""Told the lowest revision rolled back (for example the mesh, whose cursors may
+have advanced over documents that were never stored)."""
 
 
 def _with_rv(value: dict[str, Any], rv: int) -> dict[str, Any]:
@@ -132,6 +152,14 @@ class Replica:
         # Changes committed out of order wait here until every earlier revision is durable.
         self._pending: dict[int, Change | None] = {}
         self._next_publish = self.revision + 1
+        # Queued writes not yet durable, by sequence number (queue order), and what each
+        # changed in memory; ``durable_revision`` is the last revision at or below which
+        # every write has settled.
+        self._seq = 0
+        self._inflight: dict[int, _Undo] = {}
+        self._inflight_rvs: dict[int, int] = {}  # seq -> lowest revision it took
+        self.rollbacks = 0
+        self.rollback_listeners: list[RollbackListener] = []
         self.persistence.start()
 
     def close(self) -> None:
@@ -159,6 +187,13 @@ class Replica:
             items = [(k, e.value) for k, e in objs.items() if e.value is not None and k[0] == namespace]
         items.sort(key=lambda kv: kv[0])
         return [v for _, v in items if v is not None]
+
+    @property
+    def durable_revision(self) -> int:
+        """The revision up to which every write here is durable: what peers may be served."""
+        if not self._inflight_rvs:
+            return self.revision
+        return min(self._inflight_rvs.values()) - 1
 
     def resource_revision(self, resource: str) -> int:
         """The last local revision that changed an object of ``resource`` (0: never)."""
@@ -198,6 +233,18 @@ class Replica:
         stamp = self.hlc.now()
         old_value = entry.value if entry is not None else None
         plain: dict[str, Any] | None = None
+        try:
+            doc = self._new_document(resource, namespace, name, entry, value, stamp, kf)
+            if value is not None:
+                plain = _strip_rv(value)
+            # A local write reads back as exactly what was written, so skip materializing it.
+            return self._commit(resource, namespace, name, doc, entry, old_value, loop, plain)
+        except BaseException:
+            _drop_cached_document(entry)
+            raise
+
+    def _new_document(self, resource: str, namespace: str, name: str, entry: Entry | None,
+                      value: dict[str, Any] | None, stamp: int, kf: KeyFn) -> Document:
         if value is None:
             if entry is None or entry.value is None:
                 raise NotFound(name)
@@ -216,15 +263,18 @@ class Replica:
                 doc = entry.document()
                 current_plain = _strip_rv(entry.value) if entry.value is not None else None
                 doc.write(plain, stamp, self.node_id, kf, current=current_plain)
-        # A local write reads back as exactly what was written, so skip materializing it.
-        return self._commit(resource, namespace, name, doc, old_value, loop, plain)
+        return doc
 
     def merge(
         self, resource: str, namespace: str, name: str, remote: Document
     ) -> tuple[dict[str, Any] | None, asyncio.Future[None]] | None:
-        """Merge a peer's document; None if it changed nothing here."""
+        """Merge a peer's document; None if it changed nothing here. Raises DiskFull while
+        the disk is known to be full."""
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
+        full = self.persistence.full()
+        if full is not None:
+            raise full  # it could not be stored; the peer sends it again later
         self.hlc.observe(remote.max_stamp())
         entry = self._objects.setdefault(resource, {}).get((namespace, name))
         fence = self.fences.get((resource, namespace, name))
@@ -239,12 +289,20 @@ class Replica:
         else:
             doc = entry.document()
             old_value = entry.value
-            changed = doc.merge(remote)
-            if fence is not None:
-                changed = doc.clear_below(fence.stamp) or changed
+            try:
+                changed = doc.merge(remote)
+                if fence is not None:
+                    changed = doc.clear_below(fence.stamp) or changed
+            except BaseException:
+                _drop_cached_document(entry)  # a malformed remote may have half-merged
+                raise
             if not changed:
                 return None
-        return self._commit(resource, namespace, name, doc, old_value, loop)
+        try:
+            return self._commit(resource, namespace, name, doc, entry, old_value, loop)
+        except BaseException:
+            _drop_cached_document(entry)
+            raise
 
     def _commit(
         self,
@@ -252,22 +310,23 @@ class Replica:
         namespace: str,
         name: str,
         doc: Document,
+        entry: Entry | None,
         old_value: dict[str, Any] | None,
         loop: asyncio.AbstractEventLoop,
         plain: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
-        self.revision += 1
-        rv = self.revision
-        self._resource_rv[resource] = rv
+        # Everything that can fail on the object itself comes before a revision is taken.
         if plain is None:
             plain = doc.value()
         doc_bytes = doc.to_bytes()
+        value_bytes = orjson.dumps(plain) if plain is not None else None
+        self.revision += 1
+        rv = self.revision
+        self._resource_rv[resource] = rv
         new_value = _with_rv(plain, rv) if plain is not None else None
+        undo = _Undo([(resource, (namespace, name), _settled_copy(entry))], [])
         self._objects[resource][(namespace, name)] = Entry(new_value, rv, doc_bytes, doc)
-        row = Row(
-            resource, namespace, name, rv, doc_bytes,
-            orjson.dumps(plain) if plain is not None else None,
-        )
+        row = Row(resource, namespace, name, rv, doc_bytes, value_bytes)
         change: Change | None = None
         if new_value is not None:
             change = Change(
@@ -276,11 +335,83 @@ class Replica:
             )
         elif old_value is not None:
             change = Change("DELETED", resource, namespace, name, rv, _with_rv(old_value, rv), old_value)
-        fut = self.persistence.write(
-            [row], {"revision": str(rv), "hlc": str(self.hlc.last)}, loop
-        )
+        fut = self._queue_write(undo, rv, [row], {"revision": str(rv), "hlc": str(self.hlc.last)},
+                                loop)
         fut.add_done_callback(lambda f: self._durable(rv, change, f))
         return new_value, fut
+
+    def _queue_write(
+        self, undo: _Undo, first_rv: int | None, rows: builtins.list[Row], meta: dict[str, str],
+        loop: asyncio.AbstractEventLoop, fences: builtins.list[FenceRow] | None = None,
+        scrub: bool = False,
+    ) -> asyncio.Future[None]:
+        """Queue a write whose memory changes ``undo`` can take back; the future fails if
+        the commit does, after memory has been rolled back."""
+        if self.persistence.settles_at_once:
+            # Stored as it is queued (the simulator's memory): nothing to take back.
+            return self.persistence.write(rows, meta, loop, fences, scrub=scrub)
+        self._seq += 1
+        seq = self._seq
+        self._inflight[seq] = undo
+        if first_rv is not None:
+            self._inflight_rvs[seq] = first_rv
+        try:
+            fut = self.persistence.write(rows, meta, loop, fences, scrub=scrub)
+        except BaseException:
+            self._roll_back(seq)
+            if first_rv is not None:
+                for rv in range(first_rv, self.revision + 1):
+                    self._pending.setdefault(rv, None)
+                self._publish_ready()
+            raise
+        fut.add_done_callback(functools.partial(self._settled, seq))
+        return fut
+
+    def _settled(self, seq: int, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._inflight.pop(seq, None)
+            self._inflight_rvs.pop(seq, None)
+        elif seq in self._inflight:
+            # The first failure: this write and every one queued after it fail (the
+            # persistence refuses them until resumed), so undo them all now, newest first.
+            self._roll_back(seq)
+            self.persistence.resume()
+        # else: undone already, with the failure that came first
+
+    def _roll_back(self, seq: int) -> None:
+        doomed = [s for s in self._inflight if s >= seq]
+        lowest = min((self._inflight_rvs[s] for s in doomed if s in self._inflight_rvs),
+                     default=None)
+        touched: set[str] = set()
+        for s in reversed(doomed):
+            undo = self._inflight.pop(s)
+            self._inflight_rvs.pop(s, None)
+            for resource, key, prior in reversed(undo.entries):
+                objs = self._objects.setdefault(resource, {})
+                if prior is None:
+                    objs.pop(key, None)
+                else:
+                    objs[key] = prior
+                touched.add(resource)
+            for fkey, fprior in reversed(undo.fences):
+                if fprior is None:
+                    self.fences.pop(fkey, None)
+                else:
+                    self.fences[fkey] = fprior
+        self.rollbacks += 1
+        if touched:
+            # Views derived from these resources (scope maps, authorizers) rebuild: the
+            # values they may have read are gone. The revision is a gap, never published.
+            self.revision += 1
+            for resource in touched:
+                self._resource_rv[resource] = self.revision
+            self._pending[self.revision] = None
+            self._publish_ready()
+        log.warning("%s: a commit failed; rolled back %d queued writes", self.node_id,
+                    len(doomed))
+        if lowest is not None:
+            for listener in list(self.rollback_listeners):
+                listener(lowest)
 
     def _durable_after(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
         self._durable(rv, change, fut)
@@ -290,32 +421,56 @@ class Replica:
             # The write is not durable: nobody was told it succeeded, so it is not published.
             change = None
         self._pending[rv] = change
+        self._publish_ready()
+
+    def _publish_ready(self) -> None:
         while self._next_publish in self._pending:
             c = self._pending.pop(self._next_publish)
             self._next_publish += 1
             if c is not None:
                 self.feed.publish(c)
 
-    def changed_since(self, rv: int, limit: int = 1000) -> builtins.list[tuple[str, str, str, Entry]]:
+    def changed_since(self, rv: int, limit: int = 1000, up_to: int | None = None,
+                      ) -> builtins.list[tuple[str, str, str, Entry]]:
         """Objects (tombstones included) whose last change here is after ``rv``, oldest first.
 
-        What a peer that has seen this node up to ``rv`` is missing (anti-entropy).
+        What a peer that has seen this node up to ``rv`` is missing (anti-entropy). With
+        ``up_to`` (``durable_revision``), an object whose write is still in flight is given
+        as it was before it, so a write whose commit may yet fail never leaves the node.
         """
-        out = [
-            (resource, ns, name, e)
-            for resource, objs in self._objects.items()
-            for (ns, name), e in objs.items()
-            if e.rv > rv
-        ]
+        settled = self._settled_view() if up_to is not None else {}
+        top = up_to if up_to is not None else 1 << 62
+        out = []
+        for resource, objs in self._objects.items():
+            for key, e in objs.items():
+                if settled:
+                    was = settled.get((resource, key), e)
+                    if was is None:
+                        continue
+                    e = was
+                if rv < e.rv <= top:
+                    out.append((resource, key[0], key[1], e))
+        for (resource, key), was in settled.items():
+            if was is not None and key not in self._objects.get(resource, {}) and rv < was.rv <= top:
+                out.append((resource, key[0], key[1], was))
         # A collected tombstone travels as a bare root tombstone at its old revision, so
         # a peer that was away when it was collected still learns of the deletion.
         out += [
             (f.resource, f.namespace, f.name, Entry(None, f.rv, fence_document(f).to_bytes(), None))
             for f in self.fences.values()
-            if f.rv > rv and (f.namespace, f.name) not in self._objects.get(f.resource, {})
+            if rv < f.rv <= top and (f.namespace, f.name) not in self._objects.get(f.resource, {})
+            and (f.resource, (f.namespace, f.name)) not in settled
         ]
         out.sort(key=lambda t: t[3].rv)
         return out[:limit]
+
+    def _settled_view(self) -> dict[tuple[str, Key], Entry | None]:
+        """For each object with a write in flight, the entry as it is on disk."""
+        out: dict[tuple[str, Key], Entry | None] = {}
+        for undo in self._inflight.values():  # queue order: the first prior is on disk
+            for resource, key, prior in undo.entries:
+                out.setdefault((resource, key), prior)
+        return out
 
     # -- tombstone collection (the policy is in shoal.mesh.tombstones) ---------------------
 
@@ -335,6 +490,7 @@ class Replica:
         watchers hear nothing."""
         rows: list[Row] = []
         fences: list[FenceRow] = []
+        undo = _Undo([], [])
         for key in keys:
             resource, ns, name = key
             objs = self._objects.get(resource, {})
@@ -342,13 +498,15 @@ class Replica:
             if e is None or e.value is not None:
                 continue
             stamp, writer = e.document().stamp
+            undo.entries.append((resource, (ns, name), _settled_copy(e)))
+            undo.fences.append((key, self.fences.get(key)))
             del objs[(ns, name)]
             fence = FenceRow(resource, ns, name, e.rv, stamp, writer, now)
             self.fences[key] = fence
             rows.append(Row(resource, ns, name, e.rv, b"", None, drop=True))
             fences.append(fence)
         if rows:
-            self._write_quietly(rows, fences)
+            self._write_quietly(undo, rows, fences)
         return len(rows)
 
     def forget(self, keys: Iterable[FullKey]) -> int:
@@ -362,14 +520,18 @@ class Replica:
         rows: builtins.list[Row] = []
         fences: builtins.list[FenceRow] = []
         changes: builtins.list[tuple[int, Change | None]] = []
+        undo = _Undo([], [])
+        first_rv = self.revision + 1
         for key in keys:
             resource, ns, name = key
             fence = self.fences.pop(key, None)
             if fence is not None:
+                undo.fences.append((key, fence))
                 fences.append(_dropped(fence))
             e = self._objects.get(resource, {}).pop((ns, name), None)
             if e is None:
                 continue
+            undo.entries.append((resource, (ns, name), _settled_copy(e)))
             self.revision += 1
             rv = self.revision
             self._resource_rv[resource] = rv
@@ -380,8 +542,8 @@ class Replica:
             changes.append((rv, change))
         if not rows and not fences:
             return 0
-        fut = self.persistence.write(rows, {"revision": str(self.revision)}, loop, fences,
-                                     scrub=True)
+        fut = self._queue_write(undo, first_rv if changes else None, rows,
+                                {"revision": str(self.revision)}, loop, fences, scrub=True)
         for rv, change in changes:
             fut.add_done_callback(functools.partial(self._durable_after, rv, change))
         if not changes:
@@ -396,15 +558,17 @@ class Replica:
     def expire_fences(self, before: float) -> int:
         """Forget fences collected before ``before`` (wall seconds); returns how many."""
         old = [k for k, f in self.fences.items() if f.at < before]
+        undo = _Undo([], [(k, self.fences[k]) for k in old])
         dropped = [_dropped(self.fences.pop(k)) for k in old]
         if dropped:
-            self._write_quietly([], dropped)
+            self._write_quietly(undo, [], dropped)
         return len(dropped)
 
-    def _write_quietly(self, rows: builtins.list[Row], fences: builtins.list[FenceRow]) -> None:
+    def _write_quietly(self, undo: _Undo, rows: builtins.list[Row],
+                       fences: builtins.list[FenceRow]) -> None:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
-        fut = self.persistence.write(rows, {}, loop, fences)
+        fut = self._queue_write(undo, None, rows, {}, loop, fences)
         # A lost drop only keeps a tombstone (or fence) one more round: it is collected again.
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -413,6 +577,17 @@ class Replica:
 
     def subscribe(self, accept: Callable[[Change], bool]) -> Any:
         return self.feed.subscribe(accept)
+
+
+def _settled_copy(entry: Entry | None) -> Entry | None:
+    """The entry as its bytes say, without the cached document (which a write mutates)."""
+    return None if entry is None else Entry(entry.value, entry.rv, entry.doc_bytes, None)
+
+
+def _drop_cached_document(entry: Entry | None) -> None:
+    """Forget a cached document a failed write may have half-changed: the bytes are right."""
+    if entry is not None and entry.doc_bytes is not None:
+        entry.doc = None
 
 
 def fence_document(f: FenceRow) -> Document:
