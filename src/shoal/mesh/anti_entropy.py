@@ -70,6 +70,7 @@ from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy, changed_
 from shoal.mesh.tombstones import COVERAGE_META, CoverageBook, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
+from shoal.store.persistence import StorageError
 from shoal.store.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,9 @@ class AntiEntropy:
             except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError, IndexError):
                 log.warning("ignoring an unreadable record of the scopes held")
         self._deny_log = DenialLog()
+        replica.rollback_listeners.append(self._rolled_back)
+        self.docs_unstored = 0
+        """Documents this node could not store (its disk full): asked for again later."""
         self._handoff: dict[str, dict[tuple[str, str, str], tuple[DocRecord, float]]] = {}
         """Per scope no longer held: documents with this peer's own writer-time changes,
         and until when they are pushed to the scope's members (``_keep_for_handoff``)."""
@@ -303,6 +307,12 @@ class AntiEntropy:
                 continue
             await self.push(docs, self.config.push_max_hops, scope)
 
+    def _rolled_back(self, lowest_rv: int) -> None:
+        """A commit failed here and documents merged since were undone: the cursors and
+        coverage claims may count them, so every scope starts over from its partners."""
+        for scope in {s for _, s in self.cursors}:
+            self._reset_scope(scope)
+
     def _reset_scope(self, scope: str) -> None:
         self._resets[scope] += 1
         for key in [k for k in self.cursors if k[1] == scope]:
@@ -339,6 +349,13 @@ class AntiEntropy:
                         out.transient += refusal.transient
                         continue
                 result = self.replica.merge(d.resource, d.namespace, d.name, remote)
+            except StorageError as e:
+                # Not stored here (a full disk): as a deferral, the cursor stays put.
+                self.docs_unstored += 1
+                out.transient += 1
+                self._deny_log("%s: refused documents from %s: %s", self.membership.name,
+                               sender, e)
+                continue
             except (TypeError, ValueError, KeyError, IndexError, AttributeError):
                 self.garbage += 1
                 log.warning("dropping a malformed document for %s/%s", d.resource, d.name)
@@ -450,7 +467,8 @@ class AntiEntropy:
                 refused.append((c.scope, f"{puller} is not a member"))
             else:
                 served.append(c)
-        revision = self.replica.revision
+        # Only what is durable here: a write whose commit may yet fail never leaves.
+        revision = self.replica.durable_revision
         cursors = {c.scope: c.cursor for c in served}
         docs: dict[str, list[DocRecord]] = {s: [] for s in cursors}
         cut: int | None = None  # the revision a full page stopped at
@@ -458,7 +476,7 @@ class AntiEntropy:
         if low < revision:
             n = 0
             last = low
-            for r, ns, name, e in self.replica.changed_since(low, 1 << 62):
+            for r, ns, name, e in self.replica.changed_since(low, 1 << 62, up_to=revision):
                 scope = self.policy.scope_of(r, ns)
                 cursor = cursors.get(scope)
                 if cursor is None or e.rv <= cursor:
