@@ -11,6 +11,7 @@ from shoal.control.crd_establishing import CRDEstablishing
 from shoal.control.cronjob import CronJobController  # scheduled work (issue 12)
 from shoal.control.daemonset import DaemonSetController  # workload controllers (issue 4)
 from shoal.control.deployment import DeploymentController
+from shoal.control.disruption import DisruptionController  # budgets (issue 12)
 from shoal.control.endpoints import EndpointsController
 from shoal.control.garbage_collector import GarbageCollector
 from shoal.control.job import JobController
@@ -44,7 +45,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
                              grace=node_monitor_grace),
         # -- workload and endpoints controllers (issue 4) --
         DaemonSetController(store, view), JobController(store, view),
-        CronJobController(store, view),
+        CronJobController(store, view), DisruptionController(store, view),
         EndpointsController(store, view),
         StatefulSetController(store, view),  # stateful workloads (issue 12)
         # -- end --
