@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shoal.api import (
     bodies,
+    eviction,  # pods/eviction (issue 12)
     pod_streams,
     token_request,  # service accounts
 )
@@ -185,7 +186,7 @@ class ResourceHandlers:
             return await token_request.serve(request, t, self.store, self.token_requests)
         # --- end service accounts ---
         if t.subresource == "eviction":
-            raise ApiError(501, f"pods/{t.subresource} is not served yet by this node", "NotImplemented")
+            return await eviction.serve(request, t, self.store, self._admit)
         if m == "GET":
             return self.get(request, t)
         if m == "PUT":
@@ -422,7 +423,9 @@ class ResourceHandlers:
             dry_run=bool(opts.get("dryRun")) or _dry_run(request),
             grace_period=_grace(opts),
         )
-        if gone and t.kind.kind not in ("Pod", "Namespace") and not t.kind.is_custom:
+        # Kinds whose registry returns the deleted object (ReturnDeletedObject), as Kubernetes.
+        if gone and t.kind.kind not in ("Pod", "Namespace", "Service", "ServiceAccount") \
+                and not t.kind.is_custom:
             return json_response(success_status(t.kind, t.name, obj["metadata"].get("uid", "")))
         return json_response(obj, 200 if gone else 202)
 
