@@ -17,11 +17,13 @@
 
 A node is unreachable when its Lease's renewTime is ``grace`` seconds old by this
 peer's clock. (Counting from when a renewal *arrived*, as Kubernetes does, would
-take a dead node's last renewal, delivered late by a heal, for a fresh one.) A
-peer that has just started judges nobody unreachable for ``grace`` seconds: its
-replica may be stale, and the leases it holds old. A pass is scheduled for the
-moment the next Lease runs out, so a node is judged ``grace`` seconds after its
-last renewal, not up to a resync later.
+take a dead node's last renewal, delivered late by a heal, for a fresh one.) But a
+node is never judged before this peer has known it for ``grace`` seconds (as
+Kubernetes' node controller starts a node's clock when it first observes it): a
+peer that has just started holds a replica that may be stale, and a node that has
+just joined registers its Node before its first Lease, which may reach the others
+later. A pass is scheduled for the moment the next Lease runs out, so a node is
+judged ``grace`` seconds after its last renewal, not up to a resync later.
 """
 
 from __future__ import annotations
@@ -110,7 +112,9 @@ class NodeLifecycle(Controller):
         assert node is not None and lease is not None and pod is not None
         self.node_kind, self.lease_kind, self.pod_kind = node, lease, pod
         self.pods_marked = 0
-        self._started: float | None = None
+        self._seen: dict[str, float] = {}
+        """When this controller first saw each node (a node is judged from then at the
+        earliest: the grace a starting peer or a joining node gets)."""
         self._not_ready: set[str] = set()
         """The nodes the last pass judged unreachable (their pods are kept not ready)."""
         self._timer = WakeTimer(self._wake)
@@ -124,16 +128,16 @@ class NodeLifecycle(Controller):
 
     async def sync(self) -> bool:
         now = self.store.replica.wall.now()
-        if self._started is None:
-            self._started = now
-        watching = now - self._started < self.grace
         pending = False
         not_ready: set[str] = set()
-        wake: list[float] = [self._started + self.grace] if watching else []
+        wake: list[float] = []
         scopes = self.scopes.current()
         # The scopes whose pods this peer may mark (it is one of their writers).
         mine = [s for s in scopes.names() if scopes.is_writer(s, self.view.name)]
-        for node in self.store.list(self.node_kind):
+        nodes = self.store.list(self.node_kind)
+        names = {n["metadata"]["name"] for n in nodes}
+        self._seen = {n: self._seen.get(n, now) for n in names}
+        for node in nodes:
             name = node["metadata"]["name"]
             if name == self.view.name:
                 continue
@@ -142,11 +146,14 @@ class NodeLifecycle(Controller):
                 continue
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
-            fresh = renewed_within(lease, now, self.grace)
-            if fresh and renew is not None:
-                wake.append(renew + self.grace)
-            elif watching:
-                continue  # a stale replica after a restart: judge nobody unreachable yet
+            # Known for less than grace: no Lease yet (a joining node) or a stale one (our
+            # replica after a restart) proves nothing.
+            since = self._seen[name] if renew is None else max(renew, self._seen[name])
+            fresh = now - since < self.grace
+            if fresh:
+                wake.append(since + self.grace)
+                if not renewed_within(lease, now, self.grace):
+                    continue  # not judged yet, and its pods are left alone
             try:
                 if judge:
                     await self._set(node, reachable=fresh, now=now)
