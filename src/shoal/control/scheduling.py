@@ -21,11 +21,14 @@ import copy
 import logging
 from typing import Any
 
+from shoal.authz.scopes import ScopeMap
 from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import controller_uid
 from shoal.control.scheduler import Snapshot, default_profile, schedule
+from shoal.control.scheduler.snapshot import VolumeCatalog
+from shoal.control.statefulset import schedules_here
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
 
@@ -69,7 +72,7 @@ class Scheduler(Controller):
         return bool(missing)
 
     def relevant(self, change: Change) -> bool:
-        if change.resource == "nodes":
+        if change.resource in ("nodes", "persistentvolumeclaims", "persistentvolumes"):
             return True
         if change.resource != "pods":
             return False
@@ -100,15 +103,14 @@ class Scheduler(Controller):
         scopes = self.scopes.current()
         # Siblings share an actor (the owner's), so one snapshot spreads them evenly. A
         # scope's pods are bound by its writers (a binding is a write of the pod).
-        pending = [p for p in self._pending(pods)
-                   if should_act(self.view, controller_uid(p) or p["metadata"]["uid"],
-                                 scope_of(scopes, "pods", p), scopes)]
+        nodes = self.store.list(self.node_kind)
+        pending = [p for p in self._pending(pods) if self._binds(p, nodes, scopes)]
         if not pending:
             return False
-        nodes = self.store.list(self.node_kind)
         if self._catching_up(nodes):
             return True  # look again shortly: the Nodes come with the first pulls
-        snapshot = Snapshot(nodes, pods, self.store.list(self.ns_kind), scopes)
+        snapshot = Snapshot(nodes, pods, self.store.list(self.ns_kind), scopes,
+                            self._volumes())
         for pod in pending:
             result = schedule(pod, snapshot, self.profile)
             try:
@@ -120,6 +122,23 @@ class Scheduler(Controller):
             except StoreError as e:
                 log.debug("scheduling %s: %s", pod["metadata"]["name"], e)
         return False
+
+    def _volumes(self) -> VolumeCatalog:
+        """Claims, volumes and classes, for the VolumeBinding filter (stateful workloads)."""
+        r = self.store.registry
+        kinds = [r.by_kind("v1", "PersistentVolumeClaim"), r.by_kind("v1", "PersistentVolume"),
+                 r.by_kind("storage.k8s.io/v1", "StorageClass")]
+        claims, pvs, classes = (self.store.list(k) if k is not None else [] for k in kinds)
+        return VolumeCatalog(claims, pvs, classes)
+
+    def _binds(self, pod: dict[str, Any], nodes: list[dict[str, Any]], scopes: ScopeMap) -> bool:
+        """Whether this peer binds ``pod``: a StatefulSet's pod only on its home peer (so two
+        sides of a partition never bind it to two nodes), any other on the preferred actor."""
+        home = schedules_here(self.view, pod, nodes, scopes)  # stateful workloads (issue 12)
+        if home is not None:
+            return home
+        return should_act(self.view, controller_uid(pod) or pod["metadata"]["uid"],
+                          scope_of(scopes, "pods", pod), scopes)
 
     async def _bind(self, pod: dict[str, Any], node: str) -> None:
         meta = pod["metadata"]

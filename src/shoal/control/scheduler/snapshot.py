@@ -17,7 +17,7 @@ from shoal.authz.scopes import EMPTY, ScopeMap
 from shoal.control.scheduler.pod_info import PodInfo
 from shoal.control.scheduler.resources import Resource, node_allocatable
 
-__all__ = ["NodeInfo", "Snapshot"]
+__all__ = ["NodeInfo", "Snapshot", "VolumeCatalog"]
 
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 _EMPTY: Mapping[str, str] = {}
@@ -90,6 +90,21 @@ class NodeInfo:
         return f"NodeInfo({self.name!r}, pods={len(self.pods)})"
 
 
+class VolumeCatalog:
+    """The claims (by namespace and name), PersistentVolumes and StorageClasses (by name)."""
+
+    def __init__(self, claims: Iterable[Mapping[str, Any]] = (),
+                 persistent_volumes: Iterable[Mapping[str, Any]] = (),
+                 storage_classes: Iterable[Mapping[str, Any]] = ()) -> None:
+        def key(o: Mapping[str, Any]) -> tuple[str, str]:
+            meta = o.get("metadata") or {}
+            return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+        self.claims = {key(c): c for c in claims}
+        self.persistent_volumes = {key(v)[1]: v for v in persistent_volumes}
+        self.storage_classes = {key(c)[1]: c for c in storage_classes}
+
+
 class Snapshot:
     """Nodes (sorted by name), their pods, and namespace labels for ``namespaceSelector``."""
 
@@ -99,9 +114,12 @@ class Snapshot:
         pods: Iterable[Mapping[str, Any]] = (),
         namespaces: Iterable[Mapping[str, Any]] = (),
         scopes: ScopeMap = EMPTY,
+        volumes: VolumeCatalog | None = None,
     ) -> None:
         # Which scope a pod is in and which nodes hold it (the ScopeMembership filter).
         self.scopes = scopes
+        # Claims, volumes and classes, for the VolumeBinding filter.
+        self.volumes = volumes or VolumeCatalog()
         infos = [NodeInfo(n) for n in nodes]
         infos.sort(key=lambda n: n.name)
         self.nodes: list[NodeInfo] = infos

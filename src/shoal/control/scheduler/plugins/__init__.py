@@ -4,8 +4,9 @@ The default profile filters and scores in kube-scheduler's order, with its
 default score weights (``pkg/scheduler/apis/config/v1/default_plugins.go``):
 TaintToleration 3, NodeAffinity 2, PodTopologySpread 2, InterPodAffinity 2,
 NodeResourcesFit 1. Kubernetes' NodeResourcesBalancedAllocation and
-ImageLocality scores are not implemented. Shoal's own ScopeMembership filters last:
-a pod of a scope runs only on the scope's members.
+ImageLocality scores are not implemented. VolumeBinding keeps a pod using a claim on
+its volume's node. Shoal's own ScopeMembership filters last: a pod of a scope runs only
+on the scope's members.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shoal.control.scheduler.plugins import (
     pod_topology_spread,
     scope_membership,
     taint_toleration,
+    volume_binding,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ DEFAULT_FILTERS: tuple[str, ...] = (
     taint_toleration.NAME,
     node_affinity.NAME,
     node_resources_fit.NAME,
+    volume_binding.NAME,
     pod_topology_spread.NAME,
     inter_pod_affinity.NAME,
     scope_membership.NAME,
@@ -67,6 +70,7 @@ def default_registry() -> Registry:
             pod_topology_spread.NAME: pod_topology_spread.new,
             inter_pod_affinity.NAME: inter_pod_affinity.new,
             scope_membership.NAME: scope_membership.new,
+            volume_binding.NAME: volume_binding.new,
         }
     )
 
