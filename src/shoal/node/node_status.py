@@ -76,12 +76,39 @@ def node_object(name: str, address: str, now: str) -> dict[str, Any]:
 
 
 def _pressure(now: str) -> list[dict[str, Any]]:
-    """The kubelet's pressure conditions; the node agent does not evict, so they stay False."""
-    return [{"type": t, "status": "False", "reason": f"KubeletHasSufficient{what}",
-             "message": f"kubelet has sufficient {what.lower()} available",
-             "lastHeartbeatTime": now, "lastTransitionTime": now}
-            for t, what in (("MemoryPressure", "Memory"), ("DiskPressure", "Disk"),
-                            ("PIDPressure", "PID"))]
+    """The kubelet's pressure conditions; the node agent does not evict. DiskPressure
+    follows the data dir's disk (``disk_pressure``); the others stay False."""
+    memory, pid = ({"type": t, "status": "False", "reason": f"KubeletHasSufficient{what}",
+                    "message": f"kubelet has sufficient {what.lower()} available",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now}
+                   for t, what in (("MemoryPressure", "Memory"), ("PIDPressure", "PID")))
+    return [memory, disk_pressure_condition(None, now), pid]
+
+
+def disk_pressure_condition(pressure: str | None, now: str) -> dict[str, Any]:
+    """The DiskPressure condition as the kubelet words it; ``pressure`` says why, if any."""
+    if pressure is None:
+        return {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure",
+                "message": "kubelet has no disk pressure",
+                "lastHeartbeatTime": now, "lastTransitionTime": now}
+    return {"type": "DiskPressure", "status": "True", "reason": "KubeletHasDiskPressure",
+            "message": f"kubelet has disk pressure: {pressure}",
+            "lastHeartbeatTime": now, "lastTransitionTime": now}
+
+
+def _report_disk_pressure(conditions: list[dict[str, Any]], pressure: str | None,
+                          now: str) -> None:
+    wanted = disk_pressure_condition(pressure, now)
+    for c in conditions:
+        if c.get("type") == "DiskPressure":
+            if c.get("status") != wanted["status"] or c.get("message") != wanted["message"]:
+                if c.get("status") == wanted["status"]:
+                    wanted["lastTransitionTime"] = c.get("lastTransitionTime", now)
+                c.clear()
+                c.update(wanted)
+            return
+    if pressure is not None:
+        conditions.insert(0, wanted)
 
 
 def _arch() -> str:
@@ -101,6 +128,8 @@ class NodeStatusReporter:
         self.labels = dict(labels or {})
         """Labels this node sets on its Node at registration (its role and site, from the
         command line); None removes one (a peer restarted without --super-peer)."""
+        self.disk_pressure = store.replica.persistence.disk_pressure
+        """Why the data dir's disk is short, or None (reported as DiskPressure)."""
 
     def _kinds(self) -> tuple[Any, Any, Any]:
         r = self.store.registry
@@ -158,7 +187,11 @@ class NodeStatusReporter:
             await self.register()
             return
         new = copy.deepcopy(node)
-        for c in (new.get("status") or {}).get("conditions") or []:
+        status = new.get("status")
+        conditions = status.get("conditions") if isinstance(status, dict) else None
+        if isinstance(conditions, list):
+            _report_disk_pressure(conditions, self.disk_pressure(), now)
+        for c in conditions or []:
             c["lastHeartbeatTime"] = now  # every condition, as the kubelet (node agent)
             if c.get("type") == "Ready" and c.get("status") != "True":
                 # Peers marked us Unknown while we were unreachable; we are back.
