@@ -16,22 +16,20 @@ kubectl reads these to make decisions, not only to print documentation:
   ``x-kubernetes-patch-merge-key``/``-strategy`` extensions of the v3 schemas. They come
   from :mod:`shoal.model.merge_keys`, so that kubectl merges lists the way the server does.
 
-Schemas of built-in kinds are derived from the pydantic models of the ``kubernetes``
-Python client (v37, the release we emulate); custom resources use the
-``openAPIV3Schema`` of their CRD version. Introspection costs about half a second the
-first time (importing a few hundred model classes), so it is done lazily, once per
-process, and every document is cached until the kinds of its group/version change.
+Schemas of built-in kinds come from the models of the ``kubernetes`` Python client
+(v37, the release we emulate), generated into :mod:`shoal.model.schemas` by
+``scripts/generate_schemas.py``: the client is not needed at run time. Custom
+resources use the ``openAPIV3Schema`` of their CRD version. Every document is cached
+until the kinds of its group/version change; the models' descriptions are read only
+while documents are built.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import struct
 import threading
-import types
-import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +37,7 @@ from typing import Any
 import orjson
 
 from shoal.api.discovery import GIT_VERSION, REVIEW_KINDS, served_groups, served_kinds
-from shoal.model import merge_keys
+from shoal.model import merge_keys, schemas
 from shoal.model.kinds import BUILTIN_KINDS, Kind, KindRegistry
 from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
 
@@ -110,7 +108,7 @@ _EXTRA_DEFINITIONS: dict[str, JSON] = {
 }
 
 
-# -- introspecting the kubernetes client's models ----------------------------------------
+# -- the client's models, as generated into shoal.model.schemas ------------------------------
 
 
 @dataclass(frozen=True)
@@ -131,50 +129,19 @@ class _Field:
     required: bool
 
 
-def _models() -> Any:
-    import kubernetes.client.models as models  # slow; only when a document is first built
-
-    return models
-
-
-def _model_class(name: str) -> Any:
-    try:
-        return getattr(_models(), name)
-    except AttributeError:
-        return None
-
-
-def _leaf_types(annotation: Any) -> set[Any]:
-    """The plain types a (possibly Optional/Annotated/Union) annotation admits."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _leaf_types(typing.get_args(annotation)[0])
-    if origin is typing.Union or origin is types.UnionType:
-        out: set[Any] = set()
-        for arg in typing.get_args(annotation):
-            out |= _leaf_types(arg)
-        return out
-    return {annotation}
-
-
-def _parse_type(spec: str, annotation: Any) -> _Type:
-    """Parse an ``openapi_types`` entry of a client model (``List[V1Container]``...)."""
+def _parse_type(spec: str) -> _Type:
+    """Parse a model field's type (``List[V1Container]``...)."""
     if spec.startswith("List[") and spec.endswith("]"):
-        return _Type("list", inner=_parse_type(spec[5:-1], None))
+        return _Type("list", inner=_parse_type(spec[5:-1]))
     if spec.startswith("Dict[str, ") and spec.endswith("]"):
-        return _Type("map", inner=_parse_type(spec[10:-1], None))
+        return _Type("map", inner=_parse_type(spec[10:-1]))
     if spec in _PRIMITIVES:
         return _Type("prim", spec)
+    if spec == schemas.INT_OR_STRING:
+        return _Type("intstr")
     if spec == "object":
-        # The client types IntOrString fields as object; its annotation says int | str.
-        leaves = _leaf_types(annotation)
-        return _Type("intstr") if {int, str} <= leaves else _Type("any")
+        return _Type("any")
     return _Type("model", spec)
-
-
-def _class_doc(cls: Any) -> str:
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    return doc.partition("\nAttributes:")[0].strip()
 
 
 def _split_class_name(name: str) -> tuple[str, str, str]:
@@ -202,15 +169,6 @@ def _package(leaf: str, version: str) -> str:
 
 def _group_leaf(group: str) -> str:
     return group.split(".")[0] if group else "core"
-
-
-def _model_for_kind(group: str, version: str, kind: str) -> str | None:
-    """The client model class of a built-in kind (``CoreV1Event`` wins over ``V1Event``)."""
-    v = version[:1].upper() + version[1:]
-    for name in (f"{_group_leaf(group).capitalize()}{v}{kind}", f"{v}{kind}"):
-        if _model_class(name) is not None:
-            return name
-    return None
 
 
 def _gvk(group: str, version: str, kind: str) -> JSON:
@@ -243,13 +201,13 @@ class _Catalog:
         self.gvks["V1Status"] = [dict(_STATUS_GVK)]
         specs = [(k.group, k.version, k.kind) for k in (*BUILTIN_KINDS, *REVIEW_KINDS)]
         for group, version, kind in [*specs, _BINDING, _SCALE, _EVICTION]:
-            model = _model_for_kind(group, version, kind)
+            model = schemas.model_for_kind(group, version, kind)
             if model is None:
                 continue
             self.kind_models[(group, version, kind)] = model
             self._claim(model, _group_leaf(group))
             self.gvks.setdefault(model, []).append(_gvk(group, version, kind))
-            list_model = _model_for_kind(group, version, kind + "List")
+            list_model = schemas.model_for_kind(group, version, kind + "List")
             if list_model is not None:
                 self.kind_models[(group, version, kind + "List")] = list_model
                 self._claim(list_model, _group_leaf(group))
@@ -263,19 +221,12 @@ class _Catalog:
         cached = self._fields.get(name)
         if cached is not None:
             return cached
-        cls = _model_class(name)
-        out: list[_Field] = []
-        if cls is not None:
-            for attr, spec in cls.openapi_types.items():
-                f = cls.model_fields.get(attr) or cls.model_fields.get("var_" + attr.lstrip("_"))
-                out.append(
-                    _Field(
-                        json_name=cls.attribute_map.get(attr, attr),
-                        type=_parse_type(spec, f.annotation if f is not None else None),
-                        description=(f.description if f is not None else None) or "",
-                        required=bool(f is not None and f.is_required()),
-                    )
-                )
+        docs = schemas.field_docs(name)
+        out = [
+            _Field(f.json_name, _parse_type(f.type), docs[i] if i < len(docs) else "",
+                   f.required)
+            for i, f in enumerate(schemas.model_fields(name) or ())
+        ]
         self._fields[name] = out
         return out
 
@@ -357,7 +308,7 @@ class _Catalog:
             description = f.description
             if not description and f.type.kind == "model":
                 # The client drops descriptions of object fields; the type's is the next best.
-                description = _class_doc(_model_class(f.type.name))
+                description = schemas.model_doc(f.type.name)
             schema = _describe(self.type_schema(f.type, v3), description, v3)
             if (model, f.json_name) in self.patch:
                 key = self.patch[(model, f.json_name)]
@@ -367,7 +318,7 @@ class _Catalog:
             props[f.json_name] = schema
             if f.required:
                 required.append(f.json_name)
-        out: JSON = {"description": _class_doc(_model_class(model)), "type": "object"}
+        out: JSON = {"description": schemas.model_doc(model), "type": "object"}
         if props:
             out["properties"] = props
         if required:
@@ -859,10 +810,10 @@ def _build_parts_locked(
             kind_def, list_def = list(defs)
             k_ops = ops
         else:
-            model = cat.kind_models.get((k.group, k.version, k.kind)) or _model_for_kind(
+            model = cat.kind_models.get((k.group, k.version, k.kind)) or schemas.model_for_kind(
                 k.group, k.version, k.kind)
             list_model = cat.kind_models.get((k.group, k.version, k.list_kind)) or (
-                _model_for_kind(k.group, k.version, k.list_kind))
+                schemas.model_for_kind(k.group, k.version, k.list_kind))
             if model is None or list_model is None:
                 continue  # a built-in kind the client does not know: serve it undocumented
             roots |= {model, list_model}
@@ -915,15 +866,6 @@ def _signature(kinds: list[Kind]) -> bytes:
     return orjson.dumps(rows, option=orjson.OPT_SORT_KEYS, default=str)
 
 
-def _client_version() -> str:
-    try:
-        import kubernetes
-
-        return str(kubernetes.__version__)
-    except Exception:  # the hash only needs to change when the client does
-        return "unknown"
-
-
 class OpenAPIDocuments:
     """The OpenAPI documents of a registry, cached and rebuilt as its kinds change.
 
@@ -953,7 +895,7 @@ class OpenAPIDocuments:
                 kinds = served_kinds(self._registry, group, version)
                 if kinds:
                     signatures[(group, version)] = _signature(kinds)
-        client = _client_version()
+        client = schemas.client_version()
         self._hashes = {
             gv: hashlib.sha512(
                 b"\0".join([_FORMAT.encode(), client.encode(), sig])

@@ -1,0 +1,170 @@
+"""Footprint of one node: RSS idle and with 100 pods, time to serve, installed size.
+
+One ``shoal server`` on loopback (process runtime). *Start to serving* is the time
+from spawning the process to the first 200 from ``/readyz``; the node builds its
+OpenAPI documents before it answers, so that is included. RSS is the server
+process's (pods are separate processes), idle a few seconds after start, then
+with 100 ``sleep`` pods Running (created through the API as in ``pod_startup``).
+
+The installed size is that of a fresh venv holding only Shoal's runtime
+dependencies (``pip install .`` of the commit, not of the working tree), with the
+biggest entries named. It is built once per run under ``/tmp`` and its own
+``shoal`` is the one measured, so the figures are those of a user's install, not
+of the dev venv.
+Goals (issue 11): RSS <= 60 MB with 100 pods; no ``kubernetes`` client installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.api_single_node import Node, _free_port
+from bench.pod_startup import measure
+
+REPO = Path(__file__).resolve().parent.parent
+IDLE_SETTLE_S = 3.0
+
+
+class FreshNode(Node):
+    """A node started from a given ``shoal`` executable, timed until it serves."""
+
+    def __init__(self, work: Path, shoal: Path) -> None:
+        super().__init__(work)
+        self.shoal = shoal
+        self.start_to_serving_s = 0.0
+
+    def start(self) -> None:
+        log = open(self.work / "shoal.log", "wb")  # noqa: SIM115 - kept for the process's life
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(self.shoal), "server", "--name", "bench-1", "--data-dir", str(self.data),
+             "--api-port", str(self.port), "--peer-port", str(_free_port()),
+             "--log-level", "warning", "--runtime", "process", "--proxy-mode", "none"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        deadline = t0 + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError((self.work / "shoal.log").read_text()[-2000:])
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=1):
+                    self.start_to_serving_s = time.monotonic() - t0
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("shoal did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                total += os.stat(p).st_size
+    return total
+
+
+def fresh_venv(where: Path, ref: str) -> Path:
+    """A venv with ``pip install .`` of commit ``ref`` (runtime dependencies only).
+
+    The commit, not the working tree, so that work in progress does not break the install.
+    Returns the venv's bin dir.
+    """
+    source = where / "src"
+    source.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(where / "venv")], check=True)
+    pip = [str(where / "venv" / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, str(source)], check=True, capture_output=True)
+    return where / "venv" / "bin"
+
+
+def installed_size(venv: Path) -> dict[str, Any]:
+    """Size of the venv's site-packages, pip and setuptools left out, and the biggest entries."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    sizes: dict[str, int] = {}
+    for entry in site.iterdir():
+        if entry.name.startswith(("pip", "setuptools", "_distutils_hack", "distutils-")):
+            continue
+        sizes[entry.name] = _dir_size(entry) if entry.is_dir() else entry.stat().st_size
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
+    return {
+        "site_packages_mb": round(sum(sizes.values()) / 1e6, 1),
+        "biggest_mb": {name: round(size / 1e6, 1) for name, size in top},
+        "kubernetes_installed": (site / "kubernetes").exists(),
+    }
+
+
+def _imports_kubernetes(python: Path) -> bool:
+    """Whether assembling a node (everything ``shoal server`` imports) loads the client."""
+    code = ("import sys, shoal.cli.main, shoal.cli.node, shoal.api.openapi;"
+            "print('kubernetes' in sys.modules)")
+    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
+    return out.stdout.strip() == "True"
+
+
+def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-footprint-"))
+    node = FreshNode(work, shoal)
+    node.start()
+    try:
+        time.sleep(IDLE_SETTLE_S)
+        idle = node.rss_mb()
+        loaded = asyncio.run(measure(node, pods))
+        return {
+            "start_to_serving_s": round(node.start_to_serving_s, 2),
+            "rss_idle_mb": round(idle, 1),
+            "rss_with_pods_mb": loaded["server_rss_with_pods_mb"],
+            "pods": pods,
+        }
+    finally:
+        node.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(quick: bool = False, ref: str = "HEAD") -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-venv-"))
+    try:
+        bin_dir = fresh_venv(work, ref)
+        result: dict[str, Any] = {"commit": _commit(ref), "installed": installed_size(bin_dir.parent)}
+        result["server_imports_kubernetes"] = _imports_kubernetes(bin_dir / "python")
+        result.update(measure_node(bin_dir / "shoal", 20 if quick else 100))
+        result["goals"] = {"rss_with_100_pods_mb": 60, "kubernetes_installed": False}
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _commit(ref: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", ref], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+if __name__ == "__main__":
+    import json
+
+    # python -m bench.footprint [--quick] [--ref=COMMIT]: the figures of another commit.
+    ref = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--ref=")), "HEAD")
+    print(json.dumps(run("--quick" in sys.argv, ref), indent=2))
