@@ -70,7 +70,6 @@ def status_body(
         "status": "Failure",
         "message": message,
         "reason": reason,
-        "code": code,
     }
     details: dict[str, Any] = {}
     if name:
@@ -85,6 +84,7 @@ def status_body(
         details["causes"] = causes
     if details:
         body["details"] = details
+    body["code"] = code  # last, as metav1.Status serializes (strict clients compare bodies)
     return body
 
 
