@@ -428,6 +428,8 @@ def _default_service(obj: dict[str, Any]) -> None:
         _ptr(spec, "allocateLoadBalancerNodePorts", True)
     if svc_type != "ExternalName":
         _default_ip_families(spec)
+    # The registry always answers with a status, if only an empty load balancer.
+    _map(_map(obj, "status"), "loadBalancer")
 
 
 def _default_ip_families(spec: dict[str, Any]) -> None:
