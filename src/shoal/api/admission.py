@@ -240,3 +240,42 @@ def only_gc_fields_change(new: dict[str, Any], old: dict[str, Any]) -> bool:
 
 def _quote(s: str) -> str:
     return go_quote_list([s])[1:-1]
+
+
+# --- DefaultTolerationSeconds (issue 12): every new pod tolerates a node that is not ready
+# or unreachable for 300 s, unless it says otherwise, as kube-apiserver's admission plugin.
+DEFAULT_TOLERATION_SECONDS = 300
+_DEFAULT_TOLERATED = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+def default_tolerations(kind: Kind, obj: dict[str, Any]) -> None:
+    """A store admission hook (``ObjectStore.admission``): adds the two NoExecute
+    tolerations to a pod being created that tolerates neither taint already."""
+    if kind.kind != "Pod" or kind.group:
+        return
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    tolerations = spec.get("tolerations")
+    if tolerations is None:
+        tolerations = spec["tolerations"] = []
+    if not isinstance(tolerations, list):
+        return
+    for key in _DEFAULT_TOLERATED:
+        if any(_tolerates_no_execute(t, key) for t in tolerations if isinstance(t, dict)):
+            continue
+        tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
+                            "tolerationSeconds": DEFAULT_TOLERATION_SECONDS})
+    if not tolerations:
+        del spec["tolerations"]
+
+
+def _tolerates_no_execute(t: dict[str, Any], key: str) -> bool:
+    # As the plugin's check: the key matches (or is empty with Exists), the effect is
+    # NoExecute or empty (any).
+    if t.get("effect") not in (None, "", "NoExecute"):
+        return False
+    if not t.get("key"):
+        return t.get("operator") == "Exists"
+    return bool(t.get("key") == key)
+# --- end DefaultTolerationSeconds ---
