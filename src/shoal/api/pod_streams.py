@@ -23,7 +23,7 @@ import contextlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from shoal.api import spdy_portforward
 from shoal.api.errors import ApiError
@@ -172,6 +172,16 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
     return ws
 
 
+def client_frame(msg: WSMessage) -> bytes | None:
+    """A channel frame from the client: binary, or text as the official Python client's
+    ``write_stdin("...")`` sends it (``chr(channel)`` then the text, UTF-8 on the wire)."""
+    if msg.type == WSMsgType.BINARY and msg.data:
+        return bytes(msg.data)
+    if msg.type == WSMsgType.TEXT and msg.data:
+        return str(msg.data).encode()
+    return None
+
+
 async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: bool) -> None:
     proc = session.process
     master = session.pty_master
@@ -207,9 +217,10 @@ async def _pump_session(ws: web.WebSocketResponse, session: ExecSession, v5: boo
 
     async def copy_in() -> None:
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            frame = client_frame(msg)
+            if not frame:
                 continue
-            channel, data = msg.data[0], msg.data[1:]
+            channel, data = frame[0], frame[1:]
             if channel == STDIN and data:
                 if master is not None:
                     os.write(master, data)
