@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 
 from shoal.api import spdy_portforward
 from shoal.api.errors import ApiError
-from shoal.api.pod_streams import _bool, _container, _int, _ports
+from shoal.api.pod_streams import _bool, _container, _int, _ports, client_frame
 from shoal.api.routing import Target
 from shoal.mesh.streams import Stream, StreamMux, StreamReset
 from shoal.mesh.transport import TransportError
@@ -162,8 +162,9 @@ class PodProxy:
 
         async def to_node() -> None:
             async for msg in ws:
-                if msg.type == WSMsgType.BINARY and msg.data:
-                    await stream.send(msg.data)
+                frame = client_frame(msg)  # text frames too (the Python client's stdin)
+                if frame:
+                    await stream.send(frame)
 
         await _relay(from_node(), to_node(), ws, stream)
         return ws
