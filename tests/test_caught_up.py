@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shoal.control import manager
+from shoal.mesh import catch_up
 from shoal.mesh.catch_up import CatchUp
 
 
@@ -20,6 +21,12 @@ class _Member:
 @dataclass
 class _Membership:
     names: list[str] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)
+    name: str = "me"
+
+    @property
+    def members(self) -> dict[str, _Member]:
+        return {n: _Member(n) for n in [self.name, *self.names, *self.dead]}
 
     def live(self) -> list[_Member]:
         return [_Member(n) for n in self.names]
@@ -34,9 +41,10 @@ class _AntiEntropy:
             listener(partner, complete)
 
 
-def _catch_up(live: list[str], **kw: Any) -> tuple[CatchUp, _AntiEntropy]:
+def _catch_up(live: list[str], dead: list[str] | None = None,
+              **kw: Any) -> tuple[CatchUp, _AntiEntropy]:
     ae = _AntiEntropy()
-    return CatchUp(ae, _Membership(live), **kw), ae  # type: ignore[arg-type]
+    return CatchUp(ae, _Membership(live, dead or []), **kw), ae  # type: ignore[arg-type]
 
 
 async def test_a_first_node_with_no_seeds_is_caught_up_at_once() -> None:
@@ -58,6 +66,15 @@ async def test_a_peer_whose_live_members_all_fail_to_answer_acts_alone() -> None
     ae.pulled("a", False)
     ae.pulled("b", False)
     assert c.done() and "no live member answered" in c.reason
+
+
+async def test_a_peer_whose_known_members_are_all_dead_acts_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(catch_up, "CHECK_INTERVAL", 0.01)
+    c, _ = _catch_up([], dead=["a"])
+    await asyncio.wait_for(c.wait(), 1.0)
+    assert "dead or gone" in c.reason
 
 
 async def test_a_joining_peer_that_knows_no_member_yet_waits_for_its_join() -> None:
@@ -91,3 +108,27 @@ async def test_once_caught_up_it_stays_so(complete: bool) -> None:
     seconds = c.seconds
     ae.pulled("a", complete)
     assert c.done() and c.seconds == seconds
+
+
+def _readyz(query: str = "", name: str | None = None, ready: bool = False) -> tuple[int, str]:
+    from aiohttp.test_utils import make_mocked_request
+
+    from shoal.api.health import HealthChecks
+
+    health = HealthChecks()
+    health.ready["caught-up"] = lambda: None if ready else "not caught up with the mesh yet"
+    r = health.response(make_mocked_request("GET", f"/readyz{query}"), "readyz", name)
+    return r.status, r.text or ""
+
+
+def test_readyz_fails_until_caught_up_and_names_the_check_as_the_apiserver_does() -> None:
+    status, text = _readyz()
+    assert status == 500
+    assert "[+]ping ok\n[-]caught-up failed: not caught up" in text
+    assert text.endswith("readyz check failed\n")
+    assert _readyz("?exclude=caught-up")[0] == 200
+    assert _readyz(name="caught-up")[0] == 500
+    assert _readyz(name="nonesuch")[0] == 404
+    assert _readyz(ready=True) == (200, "ok")
+    assert _readyz("?verbose", ready=True) == (
+        200, "[+]ping ok\n[+]caught-up ok\nreadyz check passed\n")

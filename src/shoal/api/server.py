@@ -26,6 +26,7 @@ from shoal.api.authorization import (
     request_attributes,
 )
 from shoal.api.errors import ApiError, error_response, not_found_path
+from shoal.api.health import HealthChecks
 from shoal.api.openapi import V2_PROTOBUF_CONTENT_TYPE, OpenAPIDocuments, wants_v2_protobuf
 from shoal.api.resources import ResourceHandlers, json_response
 from shoal.api.routing import resolve
@@ -79,6 +80,8 @@ class ApiServer:
         self.mesh_scope_status: scope_status.MeshScopeStatus | None = None  # set by the node
         # --- end scopes ---
         self.stats = RequestStats()
+        self.health = HealthChecks()
+        """/healthz, /livez, /readyz: the node adds readiness checks (caught-up)."""
         # --- metrics: routes, public paths and request observers the node adds ---
         self.extra_routes: list[Callable[[web.UrlDispatcher], None]] = []
         """Added before the resource routes: /metrics, /shoal/v1/status, metrics.k8s.io."""
@@ -97,6 +100,7 @@ class ApiServer:
         r.add_get("/version/", self._version)
         for p in ("/healthz", "/livez", "/readyz"):
             r.add_get(p, self._health)
+            r.add_get(p + "/{check}", self._health)
         r.add_get("/api", self._core_versions)
         r.add_get("/api/", self._core_versions)
         r.add_get("/apis", self._groups)
@@ -195,7 +199,8 @@ class ApiServer:
         return json_response(discovery.version_info())
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        endpoint = request.path.strip("/").split("/")[0]
+        return self.health.response(request, endpoint, request.match_info.get("check"))
 
     async def _core_versions(self, request: web.Request) -> web.Response:
         if discovery.wants_aggregated(request.headers.get("Accept")):

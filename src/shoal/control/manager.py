@@ -22,6 +22,7 @@ from shoal.control.ownership import PeerView
 from shoal.control.pod_gc import PodGC
 from shoal.control.rbac_bootstrap import RbacBootstrap  # authz: the default RBAC policy
 from shoal.control.replicaset import ReplicaSetController
+from shoal.control.replication_controller import ReplicationControllerController
 from shoal.control.scheduling import Scheduler
 from shoal.control.service_accounts import ServiceAccountsController  # service accounts
 from shoal.control.service_ip_repair import ServiceIpRepair
@@ -46,6 +47,8 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         # -- workload and endpoints controllers (issue 4) --
         DaemonSetController(store, view), JobController(store, view),
         CronJobController(store, view), DisruptionController(store, view),
+        ReplicationControllerController(store, view, eviction_timeout=pod_eviction_timeout,
+                                        grace=node_monitor_grace),
         EndpointsController(store, view),
         StatefulSetController(store, view),  # stateful workloads (issue 12)
         # -- end --

@@ -8,8 +8,9 @@ started:
 
 - a pull from one of its partners completed: every scope both hold, up to the
   partner's revision (it now holds everything that partner held); or
-- every live member it knows failed to answer a pull (it is cut off: a cut-off peer
-  acts on what it holds, as the design wants); or
+- every live member it knows failed to answer a pull, or every member it knows is
+  held dead or gone (it is cut off: a cut-off peer acts on what it holds, as the
+  design wants); or
 - it knows no other member and expects none (a first node, started without seeds); or
 - ``max_wait`` seconds passed (logged: a mesh that answers but never completes a pull
   must not stop the controllers for good).
@@ -30,6 +31,8 @@ from shoal.mesh.membership import Membership
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 30.0
+CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the membership (are all the members it knows dead?)."""
 """Seconds after which a peer acts whatever its pulls did."""
 
 
@@ -52,7 +55,8 @@ class CatchUp:
             self._finish("alone: no other member known")
             return
         anti_entropy.pull_listeners.append(self._pulled)
-        self._timers = [self._loop.call_later(max_wait, self._give_up, max_wait)]
+        self._timers = [self._loop.call_later(max_wait, self._give_up, max_wait),
+                        self._loop.call_later(CHECK_INTERVAL, self._check_members)]
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -76,6 +80,16 @@ class CatchUp:
         live = {m.name for m in self._membership.live()}
         if live and live <= self.unreachable:
             self._finish("no live member answered a pull: acting on the replica as it is")
+
+    def _check_members(self) -> None:
+        if self.done():
+            return
+        m = self._membership
+        if not m.live() and any(name != m.name for name in m.members):
+            self._finish("every member it knows is held dead or gone: acting on the "
+                         "replica as it is")
+        else:
+            self._timers.append(self._loop.call_later(CHECK_INTERVAL, self._check_members))
 
     def _give_up(self, max_wait: float) -> None:
         if not self.done():
