@@ -9,11 +9,13 @@ import gc
 import logging
 import random
 import signal
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
@@ -25,6 +27,7 @@ from shoal.cli.data_dir_lock import DataDirLock  # peer identity
 from shoal.cli.observability import Observability  # observability
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
@@ -148,6 +151,7 @@ class ShoalNode:
         self.api.handlers.node_agent = self.agent
         # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
         self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
+        self.store.admission.append(default_tolerations)  # issue 12
         # A Scope update records the writers it removes (replication accepts what they wrote).
         self.store.update_admission.append(RecordFormerWriters(self.replica, self.replica.hlc.now))
         issuer = IssuerFiles(self.pki, cfg.name)
@@ -217,6 +221,10 @@ class ShoalNode:
                                      # --- authz: a joining node lets its replica fill first ---
                                      rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.join else 0.0)
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
+        # issue 12: the `kubernetes` Service and its endpoints, on this node's API port
+        self._tasks.append(asyncio.create_task(KubernetesService(
+            self.store, urllib.parse.urlsplit(self.url).port or 6443, MeshView(self)).run(),
+            name="kubernetes-service"))
         self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
                                                name="summary"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
