@@ -31,6 +31,7 @@ from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
+from shoal.mesh.catch_up import CatchUp  # caught-up gating
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
@@ -133,6 +134,7 @@ class ShoalNode:
         self.transport: TlsTransport | None = None
         self.streams: StreamMux | None = None  # pod streams
         self.mesh: MeshPeer | None = None
+        self.catch_up: CatchUp | None = None  # caught-up gating: controllers wait for it
         self.url = f"https://{_host_for_url(advertise)}:{cfg.api_port}"
         self.api = ApiServer(
             self.store, self.registry,
@@ -219,7 +221,8 @@ class ShoalNode:
                                      self.cfg.node_monitor_grace, self.cfg.cluster_cidr,
                                      ca_cert_pem=self.pki.ca_cert.read_bytes(),  # service accounts
                                      # --- authz: a joining node lets its replica fill first ---
-                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.join else 0.0)
+                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.join else 0.0,
+                                     caught_up=self.catch_up)  # caught-up gating
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         # issue 12: the `kubernetes` Service and its endpoints, on this node's API port
         self._tasks.append(asyncio.create_task(KubernetesService(
@@ -299,6 +302,12 @@ class ShoalNode:
                  if a != self.transport.address]
         if seeds:
             self._tasks.append(asyncio.create_task(self._mesh_join(seeds), name="mesh-join"))
+        # --- caught-up gating: the controllers and /readyz wait until this replica caught up
+        catch_up = self.catch_up = CatchUp(self.mesh.anti_entropy, self.mesh.membership,
+                                           expect_peers=bool(seeds or self.mesh.live_peers()))
+        self.api.health.ready["caught-up"] = (
+            lambda: None if catch_up.done() else "not caught up with the mesh yet")
+        # --- end caught-up gating ---
 
     async def _mesh_join(self, seeds: list[str]) -> None:
         assert self.mesh is not None
