@@ -1,16 +1,24 @@
-"""Two real `shoal server`s at two sites, each in its own network namespace: the bus wires
-itself from the replicated Nodes (the edge dials the hub it learns of), Streams applied
-once at the edge are made at the sites they name, and messages published at the edge
-while its uplink is cut (iptables) reach the hub's sourced stream after the heal."""
+"""Two edge sites and a hub site, each a real `shoal server` in its own network namespace:
+the bus wires itself from the replicated Nodes (the edges dial the hub they learn of),
+Streams applied once at one edge are made at the sites they name, a request from one edge
+is answered at the other, and messages published at the edges while their uplinks are cut
+(iptables) reach the hub's stream after the heal: each once and in order, also those an
+edge acknowledged before it was killed with -9 during the cut.
+
+One lab for the module: the three nodes start once (about 15 s of its CI time)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
 
 import nats
 import pytest
@@ -32,46 +40,134 @@ spec:
 ---
 apiVersion: jetstream.nats.io/v1beta2
 kind: Stream
+metadata: {name: sensors-farm-b}
+spec:
+  subjects: ["sensors.farm-b.>"]
+  duplicateWindow: 2m
+  placement: {site: farm-b}
+---
+apiVersion: jetstream.nats.io/v1beta2
+kind: Stream
 metadata: {name: sensors}
 spec:
-  sources: [{name: sensors-farm-a, domain: farm-a}]
+  sources:
+  - {name: sensors-farm-a, domain: farm-a}
+  - {name: sensors-farm-b, domain: farm-b}
   duplicateWindow: 2m
   placement: {site: cloud}
 """
 
-# Run inside the edge's namespace (reachable while it is cut off): publish with acks.
+# Run inside an edge's namespace (reachable while it is cut off): publish with acks, 500 in
+# flight, waiting for the node's bus to answer first (it may just have been restarted).
 PUBLISH = """
-import asyncio, sys, nats
-async def main(first, count):
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    js = nc.jetstream()
+import asyncio, sys, time, nats
+async def main(site, first, count):
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=1,
+                                    allow_reconnect=False)
+            js = nc.jetstream()
+            await js.publish(f"probe.{site}", b"")  # no stream: a quick 503 once up
+        except nats.js.errors.NoStreamResponseError:
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the bus never came up"
+            await asyncio.sleep(0.2)
+    while True:
+        try:
+            await js.stream_info(f"sensors-{site}")
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "the stream never came back"
+            await asyncio.sleep(0.2)
     acked = 0
-    for i in range(first, first + count):
-        ack = await js.publish("sensors.farm-a.t", b"%d" % i, headers={"Nats-Msg-Id": f"m{i}"})
-        assert ack.domain == "farm-a", ack
-        acked += 1
+    for base in range(first, first + count, 500):
+        acks = await asyncio.gather(*(
+            js.publish(f"sensors.{site}.t", b"%d" % i, headers={"Nats-Msg-Id": f"{site}-{i}"})
+            for i in range(base, min(base + 500, first + count))))
+        assert all(a.domain == site for a in acks), acks
+        acked += len(acks)
     await nc.close()
     print(acked)
-asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+# The node's API answering inside its namespace (the test's own check needs the network).
+READY = """
+import ssl, sys, time, urllib.request
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+deadline = time.monotonic() + float(sys.argv[2])
+while True:
+    try:
+        with urllib.request.urlopen(sys.argv[1], context=ctx, timeout=1) as r:
+            if r.status == 200:
+                break
+    except OSError:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
 """
 
 
-def wait_until(check: object, timeout: float, what: str) -> None:
+class NamespacedNode(ShoalProcess):
+    """A node whose readiness is checked from inside its namespace, so it can be restarted
+    while its uplink is cut."""
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        assert self.netns is not None and self.proc is not None
+        r = self.netns.run([str(VENV_BIN / "python"), "-c", READY,
+                            f"https://127.0.0.1:{self.port}/readyz", str(timeout)],
+                           capture_output=True, text=True, timeout=timeout + 10)
+        if r.returncode != 0 or self.proc.poll() is not None:
+            raise RuntimeError(f"shoal did not become ready: {self.log_path.read_text()[-3000:]}")
+
+
+def wait_until(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while True:
-        assert callable(check)
-        if check():
-            return
+    while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.3)
 
 
-@pytest.fixture
-def lab() -> Iterator[netns.NetnsLab]:
-    netns.require(need_iptables=True)
-    need_nats_server()
-    with netns.NetnsLab() as the_lab:
-        yield the_lab
+@dataclass
+class Sites:
+    lab: netns.NetnsLab
+    hub: NamespacedNode
+    edges: dict[str, NamespacedNode]
+    args: dict[str, list[str]]
+
+    def ns(self, node: ShoalProcess) -> netns.Namespace:
+        assert node.netns is not None
+        return node.netns  # type: ignore[no-any-return]
+
+    def url(self, node: ShoalProcess) -> str:
+        return f"nats://{node.host}:4222"
+
+    def publish(self, site: str, first: int, count: int) -> subprocess.Popen[str]:
+        return self.ns(self.edges[site]).popen(
+            [str(VENV_BIN / "python"), "-c", PUBLISH, site, str(first), str(count)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def leaf_closed(self, site: str) -> int:
+        log = self.edges[site].data_dir / "bus" / "nats-server.log"
+        return log.read_text(errors="replace").count("Leafnode connection closed")
+
+
+def acked(proc: subprocess.Popen[str]) -> int:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return int(out.strip())
+
+
+async def stream_exists(url: str, stream: str) -> bool:
+    nc = await nats.connect(url)
+    try:
+        await nc.jsm().stream_info(stream)
+        return True
+    except nats.js.errors.NotFoundError:
+        return False
+    finally:
+        await nc.close()
 
 
 def status_messages(node: ShoalProcess, stream: str) -> int:
@@ -81,59 +177,135 @@ def status_messages(node: ShoalProcess, stream: str) -> int:
     return int((json.loads(r.stdout).get("status") or {}).get("messages", -1))
 
 
-def test_an_edge_site_streams_into_the_hub_across_a_cut_uplink(
-        lab: netns.NetnsLab, tmp_path: Path) -> None:
-    hub_ns, edge_ns = lab.add("hub"), lab.add("edge")
-    hub = ShoalProcess("hub-1", tmp_path / "hub", free_port(), tmp_path / "hub.log",
-                       netns=hub_ns, host=hub_ns.ip)
-    edge = ShoalProcess("edge-1", tmp_path / "edge", free_port(), tmp_path / "edge.log",
-                        netns=edge_ns, host=edge_ns.ip)
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
+    netns.require(need_iptables=True)
+    need_nats_server()
+    tmp = tmp_path_factory.mktemp("bus-sites")
+    with netns.NetnsLab() as lab:
+        nodes = {}
+        for name in ("hub-1", "farm-a-1", "farm-b-1"):
+            ns = lab.add(name.removesuffix("-1"))
+            nodes[name] = NamespacedNode(name, tmp / name, free_port(), tmp / f"{name}.log",
+                                         netns=ns, host=ns.ip)
+        hub = nodes["hub-1"]
+        s = Sites(lab, hub, {"farm-a": nodes["farm-a-1"], "farm-b": nodes["farm-b-1"]}, {})
+        try:
+            hub.start(["--peer-port", "7443", "--site", "cloud"])
+            hub.kubectl("label", "node", "hub-1", "shoal.dev/hub=true")
+            token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--uses", "2",
+                                    "--data-dir", str(hub.data_dir)], check=True,
+                                   capture_output=True, text=True).stdout.strip()
+            for site in s.edges:
+                s.args[site] = ["--peer-port", "7443", "--site", site, "--join",
+                                f"{hub.host}:7443", "--token", token]
+            with ThreadPoolExecutor(2) as pool:  # both edges join at once
+                for done in [pool.submit(edge.start, s.args[site])
+                             for site, edge in s.edges.items()]:
+                    done.result()
+            # Declared once, at one edge; the other sites learn of them by replication.
+            farm_a = s.edges["farm-a"]
+            wait_until(lambda: farm_a.kubectl("get", "streams", check=False).returncode == 0,
+                       30, "the Stream kind served")
+            farm_a.kubectl("apply", "-f", "-", input=STREAMS)
+            for node, stream in ((s.edges["farm-a"], "sensors-farm-a"),
+                                 (s.edges["farm-b"], "sensors-farm-b"), (hub, "sensors")):
+                wait_until(lambda n=node, st=stream: asyncio.run(
+                    stream_exists(s.url(n), st)), 60, f"{stream} made at its site")
+            yield s
+        finally:
+            for node in nodes.values():
+                node.stop()
+
+
+def test_each_edge_dials_the_hub_it_learned_of_by_replication(sites: Sites) -> None:
+    for site, edge in sites.edges.items():
+        conf = json.loads((edge.data_dir / "bus" / "nats-server.json").read_text())
+        assert conf["jetstream"]["domain"] == site
+        assert conf["leafnodes"]["remotes"][0]["urls"] == [f"tls://{sites.hub.host}:7422"]
+        assert "port" not in conf["leafnodes"]  # an edge listens for no leaf links
+    hub_conf = json.loads((sites.hub.data_dir / "bus" / "nats-server.json").read_text())
+    assert len(hub_conf["leafnodes"]["tls"]["pinned_certs"]) == 2  # the two edges' keys
+
+
+def test_a_request_from_one_edge_is_answered_by_a_service_at_the_other(sites: Sites) -> None:
+    async def scenario() -> None:
+        a = await nats.connect(sites.url(sites.edges["farm-a"]))
+        b = await nats.connect(sites.url(sites.edges["farm-b"]))
+        try:
+            async def answer(msg: Any) -> None:
+                await msg.respond(b"valve " + msg.data + b" closed at farm-b")
+
+            await b.subscribe("cmd.farm-b.valve", cb=answer)
+            await b.flush()
+            deadline = time.monotonic() + 20
+            while True:  # until farm-b's interest has crossed both leaf links
+                try:
+                    reply = await a.request("cmd.farm-b.valve", b"7", timeout=1)
+                    break
+                except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                    assert time.monotonic() < deadline, "no answer across the sites"
+                    await asyncio.sleep(0.2)
+            assert reply.data == b"valve 7 closed at farm-b"
+            replies = [(await a.request("cmd.farm-b.valve", b"%d" % i, timeout=2)).data
+                       for i in range(20)]
+            assert replies == [b"valve %d closed at farm-b" % i for i in range(20)]
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(scenario())
+
+
+async def drain_hub(url: str, expected: int, timeout: float) -> dict[str, list[int]]:
+    """Every message of the hub's stream, by the site it came from, as a consumer gets it."""
+    nc = await nats.connect(url)
     try:
-        hub.start(["--peer-port", "7443", "--site", "cloud"])
-        hub.kubectl("label", "node", "hub-1", "shoal.dev/hub=true")
-        token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
-                                str(hub.data_dir)], check=True, capture_output=True,
-                               text=True).stdout.strip()
-        edge.start(["--peer-port", "7443", "--site", "farm-a", "--join",
-                    f"{hub_ns.ip}:7443", "--token", token])
-        # Declared once, at the edge; the hub learns of them by replication.
-        edge.kubectl("apply", "-f", "-", input=STREAMS)
-        wait_until(lambda: status_messages(edge, "sensors-farm-a") == 0, 60, "edge stream")
-        wait_until(lambda: status_messages(hub, "sensors") == 0, 60, "hub stream")
-        edge_conf = json.loads((edge.data_dir / "bus" / "nats-server.json").read_text())
-        assert edge_conf["jetstream"]["domain"] == "farm-a"
-        assert edge_conf["leafnodes"]["remotes"][0]["urls"] == [f"tls://{hub_ns.ip}:7422"]
-
-        def publish(first: int, count: int) -> int:
-            r = edge_ns.run([str(VENV_BIN / "python"), "-c", PUBLISH, str(first), str(count)],
-                            capture_output=True, text=True, timeout=120)
-            assert r.returncode == 0, r.stderr
-            return int(r.stdout.strip())
-
-        async def hub_holds() -> int:
-            nc = await nats.connect(f"nats://{hub_ns.ip}:4222")
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while int((await nc.jsm().stream_info("sensors")).state.messages or 0) < expected:
+            assert time.monotonic() < deadline, "the hub never held them all"
+            await asyncio.sleep(0.2)
+        sub = await js.pull_subscribe("sensors.>", durable="check", stream="sensors")
+        seen: dict[str, list[int]] = {"farm-a": [], "farm-b": []}
+        while True:
             try:
-                return int((await nc.jsm().stream_info("sensors")).state.messages or 0)
-            finally:
-                await nc.close()
-
-        assert publish(0, 10) == 10
-        wait_until(lambda: asyncio.run(hub_holds()) == 10, 60, "the first 10 at the hub")
-
-        lab.cut(edge_ns, "drop")  # the uplink goes: iptables drops everything
-        assert publish(10, 1000) == 1000  # acknowledged, stored at the edge
-        edge_log = edge.data_dir / "bus" / "nats-server.log"
-        closed_before = edge_log.read_text().count("Leafnode connection closed")
-        # Until the edge gives the link up (missed pings), so the heal is a reconnection.
-        wait_until(lambda: edge_log.read_text().count("Leafnode connection closed")
-                   > closed_before, 30, "the edge to drop its leaf link")
-        assert asyncio.run(hub_holds()) == 10
-        lab.heal(edge_ns)
-        healed = time.monotonic()
-        wait_until(lambda: asyncio.run(hub_holds()) == 1010, 90, "all 1010 at the hub")
-        print(f"the hub held all 1010 {time.monotonic() - healed:.1f} s after the heal")
-        wait_until(lambda: status_messages(hub, "sensors") == 1010, 60,
-                   "kubectl at the hub to report 1010")
+                msgs = await sub.fetch(1000, timeout=1)
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                return seen
+            for m in msgs:
+                seen[m.subject.split(".")[1]].append(int(m.data))
+                await m.ack()
     finally:
-        edge.stop()
-        hub.stop()
+        await nc.close()
+
+
+def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
+        sites: Sites) -> None:
+    """farm-a: 10,000 messages during the cut. farm-b: 1,000, then its node is killed -9
+    (its nats-server dies with it), started again while still cut off, and 1,000 more."""
+    a, b = sites.edges["farm-a"], sites.edges["farm-b"]
+    assert acked(sites.publish("farm-a", 0, 10)) == 10
+    assert acked(sites.publish("farm-b", 0, 10)) == 10
+    closed = {site: sites.leaf_closed(site) for site in sites.edges}
+    for edge in (a, b):
+        sites.lab.cut(sites.ns(edge), "drop")  # the uplinks go: iptables drops everything
+    publishing_a = sites.publish("farm-a", 10, 10_000)
+    assert acked(sites.publish("farm-b", 10, 1000)) == 1000
+    os.killpg(b.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    b.proc.wait()  # type: ignore[union-attr]
+    b.start(sites.args["farm-b"])  # cut off still: --join is not needed again
+    assert acked(sites.publish("farm-b", 1010, 1000)) == 1000
+    assert acked(publishing_a) == 10_000
+    # Until each edge gives its leaf link up (missed pings), so the heal is a reconnection.
+    wait_until(lambda: sites.leaf_closed("farm-a") > closed["farm-a"], 30, "farm-a's link down")
+    for edge in (a, b):
+        sites.lab.heal(sites.ns(edge))
+    healed = time.monotonic()
+    seen = asyncio.run(drain_hub(sites.url(sites.hub), 10_010 + 2010, 90))
+    print(f"the hub held all {10_010 + 2010} {time.monotonic() - healed:.1f} s after the heal")
+    assert seen["farm-a"] == list(range(10_010))  # all, once, in order
+    assert seen["farm-b"] == list(range(2010))  # nothing acknowledged before the kill lost
+    wait_until(lambda: status_messages(sites.hub, "sensors") == 12_020, 30,
+               "kubectl at the hub to report 12,020")
+
