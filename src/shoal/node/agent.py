@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.control import events
+from shoal.node.local_volumes import LocalVolumes  # stateful workloads
 from shoal.node.pod_network import PodNetwork
 from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
@@ -90,6 +91,7 @@ class NodeAgent:
         self.runtime = runtime
         self.config = config or AgentConfig()
         self.pods_dir = data_dir / "pods"
+        self.data_dir = data_dir
         # --- at rest: process pods' users and files (shoal.node.pod_user; set by the node) ---
         self.pod_isolation = PodIsolation()
         # --- end at rest ---
@@ -100,6 +102,9 @@ class NodeAgent:
         pod_kind = store.registry.by_kind("v1", "Pod")
         assert pod_kind is not None
         self.pod_kind = pod_kind
+        # --- stateful workloads: local-path volumes of this node (shoal.node.local_volumes) ---
+        self.local_volumes = LocalVolumes(store, node_name, self._local_path_root)
+        # --- end stateful workloads ---
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self._by_key: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
         self._dirty: set[str] = set()
@@ -135,7 +140,16 @@ class NodeAgent:
         return PodContext(self.runtime, self._lookup, self.address, self.pods_dir, self._notify,
                           self.config.worker, alloc, event=self._event,
                           isolation=self.pod_isolation,  # at rest
+                          claims=self.local_volumes.provision_for,  # stateful workloads
                           tokens=self.tokens, service_env=self.service_env)  # service accounts
+
+    def _local_path_root(self) -> Path:
+        """Where local-path volumes go: beside the pods dir when process pods run as other
+        users (they cannot enter the data dir), else in the data dir."""
+        pods_dir = self.pod_isolation.pods_dir
+        if pods_dir is not None and self.pod_isolation.switch_users:
+            return pods_dir.with_name(pods_dir.name + "-local-path")
+        return self.data_dir / "local-path"
 
     async def start(self) -> None:
         """Clean up after an earlier run and bring back this node's pods."""
@@ -149,7 +163,8 @@ class NodeAgent:
         self._tasks += [loop.create_task(self._watch(sub), name="agent-watch"),
                         loop.create_task(self._status_loop(), name="agent-status"),
                         loop.create_task(self._resync_loop(), name="agent-resync"),
-                        loop.create_task(self._event_loop(), name="agent-events")]
+                        loop.create_task(self._event_loop(), name="agent-events"),
+                        loop.create_task(self.local_volumes.run(), name="local-volumes")]
 
     async def stop(self) -> None:
         """Kill this node's pods without recording it: they are not done, the node is stopping,

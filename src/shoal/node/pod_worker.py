@@ -29,7 +29,7 @@ import dataclasses
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,9 @@ class PodContext:
     # --- end service accounts ---
     isolation: PodIsolation = field(default_factory=PodIsolation)
     """Who process-runtime containers run as and where their files go (shoal.node.pod_user)."""
+    claims: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    """Binds the pod's Pending local-path claims to volumes on this node before its volumes
+    are set up (shoal.node.local_volumes); raises VolumeError while one cannot be."""
 
 
 # The reasons a pull fails with: the container waits (the pod stays Pending), it did not crash.
@@ -322,6 +325,8 @@ class PodWorker:
             try:
                 if not self.ctx.runtime.images:
                     self.files_dir = self.ctx.isolation.files_dir(self.uid, self.pod_dir)
+                if self.ctx.claims is not None:  # stateful workloads: local-path claims
+                    await self.ctx.claims(self.pod)
                 self.volumes = volumes.prepare(self.pod, self.files_dir, self.ctx.lookup,
                                                self.ctx.tokens)  # service accounts: tokens
                 open_volumes(self.pod, self.volumes, self.files_dir)

@@ -2,7 +2,7 @@
 
 emptyDir, configMap and secret volumes are directories under
 ``DATA_DIR/pods/<pod-uid>/volumes/<name>``; a hostPath volume is the host path
-itself. The process runtime cannot bind-mount a volume at its ``mountPath``, so a
+itself, and so is a persistentVolumeClaim's bound local or hostPath volume. The process runtime cannot bind-mount a volume at its ``mountPath``, so a
 container finds each mounted volume (a) in ``SHOAL_VOLUME_<NAME>`` (the volume name,
 upper-cased, other characters as ``_``) and (b) at ``mountPath`` itself when that path
 is absolute, does not exist yet and its parent is writable: there we put a symlink,
@@ -115,6 +115,9 @@ def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup,
                 raise VolumeError(f"hostPath type check failed: {path} does not exist")
             out[name] = path
             continue
+        if "persistentVolumeClaim" in vol:
+            out[name] = _claimed(vol["persistentVolumeClaim"] or {}, ns, lookup)
+            continue
         if "projected" in vol or "downwardAPI" in vol:
             _write_projected(pod, vol, local, lookup, tokens)
             out[name] = local
@@ -142,6 +145,27 @@ def prepare(pod: dict[str, Any], pod_dir: Path, lookup: Lookup,
             local.mkdir(parents=True, exist_ok=True)
             out[name] = local
     return out
+
+
+def _claimed(source: dict[str, Any], ns: str, lookup: Lookup) -> Path:
+    """The host directory of a bound claim's local or hostPath volume (stateful workloads:
+    shoal.node.local_volumes makes the local-path ones)."""
+    name = str(source.get("claimName", ""))
+    claim = lookup("persistentvolumeclaims", ns, name)
+    if claim is None:
+        raise VolumeError(f'persistentvolumeclaim "{name}" not found')
+    volume = str((claim.get("spec") or {}).get("volumeName") or "")
+    if not volume:
+        raise VolumeError(f'persistentvolumeclaim "{name}" is not bound')
+    pv = lookup("persistentvolumes", "", volume)
+    spec = (pv or {}).get("spec") or {}
+    path = (spec.get("local") or {}).get("path") or (spec.get("hostPath") or {}).get("path")
+    if not path:
+        raise VolumeError(f'persistentvolume "{volume}" has no local or hostPath path'
+                          if pv is not None else f'persistentvolume "{volume}" not found')
+    if not Path(str(path)).is_dir():
+        raise VolumeError(f'persistentvolume "{volume}": {path} does not exist on this node')
+    return Path(str(path))
 
 
 class TokenUnavailable(VolumeError):
