@@ -19,6 +19,10 @@ from shoal.control.namespace_lifecycle import NamespaceLifecycle
 from shoal.control.node_ipam import DEFAULT_CLUSTER_CIDR, NodeIpam
 from shoal.control.node_lifecycle import NodeLifecycle
 from shoal.control.ownership import PeerView
+from shoal.control.persistent_volumes import (  # stateful workloads (issue 12)
+    PersistentVolumeBinder,
+    ensure_default_class,
+)
 from shoal.control.pod_gc import PodGC
 from shoal.control.rbac_bootstrap import RbacBootstrap  # authz: the default RBAC policy
 from shoal.control.replicaset import ReplicaSetController
@@ -51,6 +55,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
                                         grace=node_monitor_grace),
         EndpointsController(store, view),
         StatefulSetController(store, view),  # stateful workloads (issue 12)
+        PersistentVolumeBinder(store, view),  # stateful workloads (issue 12)
         # -- end --
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
@@ -75,9 +80,21 @@ def start(store: ObjectStore, view: PeerView | None = None,
     # calibrated on the objects they replicate. A joining node waits rbac_ensure_delay. ---
     policy = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
     # --- end authz ---
-    return [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
-            for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
-                                   cluster_cidr, ca_cert_pem), *policy]]
+    tasks = [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
+             for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
+                                    cluster_cidr, ca_cert_pem), *policy]]
+    # --- stateful workloads: the default StorageClass local-path, once caught up (a class
+    # an administrator deleted is not brought back); not in the simulator, as the policy ---
+    tasks.append(asyncio.create_task(_default_class(store, rbac_ensure_delay, caught_up),
+                                     name="default-storage-class"))
+    # --- end stateful workloads ---
+    return tasks
+
+
+async def _default_class(store: ObjectStore, delay: float, caught_up: CaughtUp | None) -> None:
+    if caught_up is not None:
+        await caught_up.wait()
+    await ensure_default_class(store, delay)
 
 
 # --- caught-up gating (issue 11): no controller acts on a replica that has not caught up
