@@ -27,7 +27,8 @@ SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup", "
           "services_across_nodes",  # two runc nodes: ClusterIP cost, Ready to traffic
           "authz",  # authz: authorize() per call; creates/gets as admin vs an edit user
           "scale",  # super-peers: the simulator at 100, 1,000 and 10,000 peers
-          "bus"]  # the data plane: Shoal's nats-server wiring against a hand configuration
+          "bus",  # the data plane: Shoal's nats-server wiring against a hand configuration
+          "footprint"]  # RSS idle and with 100 pods, installed size, time to serve
 
 
 def main() -> int:
