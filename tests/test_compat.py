@@ -239,3 +239,18 @@ async def test_the_kubernetes_service_lists_the_api_of_every_live_node() -> None
     assert [e["addresses"] for e in es["endpoints"]] == [["10.0.0.1"]]
     await asyncio.sleep(0)
     store.replica.close()
+
+
+async def test_a_replication_controller_whose_selector_misses_its_template_is_refused() -> None:
+    from shoal.store.objects import Invalid
+
+    store = ObjectStore(Replica(None, "compat-4"), REG)
+    await store.create(kind("v1", "Namespace"), {"metadata": {"name": "default"}})
+    with pytest.raises(Invalid) as e:
+        await store.create(RC, {"metadata": {"name": "bad"}, "spec": {
+            "selector": {"app": "a"}, "template": {"metadata": {"labels": {"app": "b"}},
+                                                   "spec": {"containers": [
+                                                       {"name": "c", "image": "x"}]}}}},
+            "default")
+    assert "`selector` does not match template `labels`" in str(e.value)
+    store.replica.close()

@@ -228,3 +228,39 @@ async def test_a_schedule_in_a_time_zone_names_its_time_in_the_annotation(
     await ctl.sync()
     job = store.get(JOB, "default", job_name("tick", at("2026-12-04T08:00:00")))
     assert job["metadata"]["annotations"][SCHEDULED_ANNOTATION] == "2026-12-04T09:00:00+01:00"
+
+
+# -- validation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("change", "field", "detail"), [
+    ({"schedule": "61 * * * *"}, "spec.schedule", "minute out of range (0-59): 61"),
+    ({"schedule": "CRON_TZ=UTC * * * * *"}, "spec.schedule", "cannot use TZ or CRON_TZ"),
+    ({"timeZone": "Mars/Olympus"}, "spec.timeZone", "unknown time zone Mars/Olympus"),
+    ({"timeZone": "Local"}, "spec.timeZone", "explicit time zone"),
+    ({"concurrencyPolicy": "Sometimes"}, "spec.concurrencyPolicy", "supported values"),
+    ({"startingDeadlineSeconds": -1}, "spec.startingDeadlineSeconds", "greater than or equal"),
+])
+async def test_a_bad_cronjob_is_refused_with_the_field_at_fault(
+        store: ObjectStore, change: dict[str, Any], field: str, detail: str) -> None:
+    from shoal.store.objects import Invalid
+
+    with pytest.raises(Invalid) as e:
+        await store.create(CJ, cronjob(**change), "default")
+    causes = [(c.field, c.message) for c in e.value.causes]
+    assert any(f == field and detail in m for f, m in causes), causes
+
+
+async def test_a_cronjob_name_longer_than_52_characters_is_refused(store: ObjectStore) -> None:
+    from shoal.store.objects import Invalid
+
+    with pytest.raises(Invalid) as e:
+        await store.create(CJ, cronjob("x" * 53), "default")
+    assert "must be no more than 52 characters" in str(e.value)
+
+
+async def test_a_cronjob_gets_kubernetes_defaults(store: ObjectStore) -> None:
+    spec = (await store.create(CJ, cronjob(), "default"))["spec"]
+    assert (spec["concurrencyPolicy"], spec["suspend"], spec["successfulJobsHistoryLimit"],
+            spec["failedJobsHistoryLimit"]) == ("Allow", False, 3, 1)
+    assert spec["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] == "ClusterFirst"
