@@ -22,8 +22,11 @@ from shoal.model.validation.config import (
     _validate_secret_update,
 )
 from shoal.model.validation.crd import _validate_crd, _validate_crd_update
+from shoal.model.validation.disruption_budgets import _validate_pod_disruption_budget
 from shoal.model.validation.object_meta import _name_check, _object_meta, _object_meta_update
 from shoal.model.validation.pod_spec import _validate_pod, _validate_pod_update
+from shoal.model.validation.replication_controllers import _validate_replication_controller
+from shoal.model.validation.scheduled_work import _validate_cron_job
 from shoal.model.validation.schema import _crd_schema, validate_schema
 from shoal.model.validation.scope import _validate_scope
 from shoal.model.validation.services import (
@@ -62,6 +65,9 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("apps", "DaemonSet"): _validate_daemon_set,
     ("apps", "StatefulSet"): _validate_stateful_set,
     ("batch", "Job"): _validate_job,
+    ("batch", "CronJob"): _validate_cron_job,
+    ("policy", "PodDisruptionBudget"): _validate_pod_disruption_budget,
+    ("", "ReplicationController"): _validate_replication_controller,
     ("coordination.k8s.io", "Lease"): _validate_lease,
     ("discovery.k8s.io", "EndpointSlice"): _validate_endpoint_slice,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd,
