@@ -188,13 +188,29 @@ def _validate_stateful_set(e: _Errors, obj: dict[str, Any]) -> None:
     if isinstance(service_name, str) and service_name:
         e.each("spec.serviceName", service_name, is_dns1035_label(service_name))
     sel = _workload_selector(e, spec, "empty selector is not valid for statefulset.")
-    _workload_template(e, spec, sel)
+    _workload_template(e, _with_claim_volumes(spec), sel)
     if _d(_d(spec.get("template")).get("spec")).get("activeDeadlineSeconds") is not None:
         e.invalid(
             "spec.template.spec.activeDeadlineSeconds",
             _d(spec["template"]["spec"])["activeDeadlineSeconds"],
             "must not be specified",
         )
+
+
+def _with_claim_volumes(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with each volumeClaimTemplate as a volume of the template, as the controller
+    makes its pods: a volumeMount may name a claim template (stateful workloads)."""
+    claims = [_d(_d(t).get("metadata")).get("name") for t in spec.get("volumeClaimTemplates")
+              or [] if isinstance(t, dict)]
+    template = spec.get("template")
+    if not claims or not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+        return spec
+    pod_spec = template["spec"]
+    volumes = pod_spec.get("volumes") if isinstance(pod_spec.get("volumes"), list) else []
+    have = {_d(v).get("name") for v in volumes}
+    extra = [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in claims
+             if isinstance(c, str) and c and c not in have]
+    return {**spec, "template": {**template, "spec": {**pod_spec, "volumes": [*volumes, *extra]}}}
 
 
 def _selector_immutable(e: _Errors, obj: dict[str, Any], old: dict[str, Any]) -> None:
