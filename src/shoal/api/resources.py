@@ -466,6 +466,8 @@ class ResourceHandlers:
                     status["selector"] = sel
         else:
             sel = (obj.get("spec") or {}).get("selector")
+            if isinstance(sel, dict) and kind.kind == "ReplicationController":
+                sel = {"matchLabels": sel}  # an RC's selector is a plain label map
             if isinstance(sel, dict):
                 status["selector"] = _selector_string(sel)
         return {
