@@ -1,0 +1,145 @@
+"""Issue 12's kinds and fixes through real clients: kubectl and the official Python client.
+
+One server for the module (process runtime): CronJob columns and ``kubectl create job
+--from=cronjob/...``, a ReplicationController scaled, the ``kubernetes`` Service and
+its endpoints, the TLS Secret of Kubernetes' docs, and exec stdin sent as text frames.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes import client, config
+from kubernetes.stream import stream
+
+from tests.conftest import ShoalProcess, free_port
+
+CRONJOB = """
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "*/5 * * * *"
+  timeZone: Europe/Berlin
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers:
+          - {name: c, image: busybox, command: ["sh", "-c", "echo hi"]}
+"""
+
+RC = """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: old}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: old}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "sleep 3600"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
+    d = tmp_path_factory.mktemp("compat")
+    n = ShoalProcess("compat-1", d / "data", free_port(), d / "shoal.log")
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().split("\n")]
+
+
+def test_kubectl_shows_a_cronjob_and_creates_a_job_from_it(node: ShoalProcess) -> None:
+    node.kubectl("apply", "-f", "-", input=CRONJOB)
+    table = rows(node.kubectl("get", "cj").stdout)
+    assert table[0] == ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST",
+                        "SCHEDULE", "AGE"]
+    assert table[1][:7] == ["tick", "*/5", "*", "*", "*", "*", "Europe/Berlin"]
+    assert table[1][7:10] == ["False", "0", "<none>"]
+    node.kubectl("create", "job", "by-hand", "--from=cronjob/tick")
+    job = json.loads(node.kubectl("get", "job", "by-hand", "-o", "json").stdout)
+    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    until(lambda: "Complete" in node.kubectl("get", "job", "by-hand").stdout)
+
+
+def test_a_replication_controller_runs_and_scales(node: ShoalProcess) -> None:
+    node.kubectl("apply", "-f", "-", input=RC)
+    until(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:4] == ["2", "2", "2"])
+    node.kubectl("scale", "rc", "old", "--replicas=1")
+    until(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:3] == ["1", "1"])
+    scale = json.loads(node.kubectl("get", "--raw", "/api/v1/namespaces/default/"
+                                    "replicationcontrollers/old/scale").stdout)
+    assert scale["status"]["selector"] == "app=old"
+
+
+def test_the_kubernetes_service_points_at_the_api(node: ShoalProcess) -> None:
+    until(lambda: node.kubectl("get", "endpoints", "kubernetes", check=False).returncode == 0)
+    svc = rows(node.kubectl("get", "svc", "kubernetes").stdout)[1]
+    assert svc[:5] == ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]
+    endpoints = rows(node.kubectl("get", "endpoints", "kubernetes").stdout)[1]
+    assert endpoints[1] == f"{node.host}:{node.port}"
+
+
+def test_kubectl_deletes_a_service_and_applies_the_docs_tls_secret(node: ShoalProcess) -> None:
+    node.kubectl("create", "service", "clusterip", "gone", "--tcp=80:80")
+    r = node.kubectl("delete", "--raw", "/api/v1/namespaces/default/services/gone")
+    assert json.loads(r.stdout)["kind"] == "Service"  # the deleted object, not a Status
+    encoded = base64.b64encode(b"-----BEGIN CERTIFICATE-----\n" + b"M" * 200).decode()
+    wrapped = "\n    ".join(encoded[i:i + 64] for i in range(0, len(encoded), 64))
+    node.kubectl("apply", "-f", "-", input=f"""
+apiVersion: v1
+kind: Secret
+metadata: {{name: secret-tls}}
+type: kubernetes.io/tls
+data:
+  tls.crt: |
+    {wrapped}
+  tls.key: {base64.b64encode(b"key").decode()}
+""")
+    got = node.kubectl("get", "secret", "secret-tls", "-o", "jsonpath={.data.tls\\.crt}").stdout
+    assert got == encoded
+
+
+def test_exec_stdin_written_as_text_reaches_the_command(node: ShoalProcess) -> None:
+    node.kubectl("run", "reader", "--image=busybox", "--command", "--", "sh", "-c",
+                 "sleep 3600")
+    until(lambda: "Running" in node.kubectl("get", "pod", "reader").stdout)
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(node.kubeconfig), client_configuration=cfg)
+    api = client.CoreV1Api(client.ApiClient(cfg))
+    resp = stream(api.connect_get_namespaced_pod_exec, "reader", "default",
+                  command=["head", "-n", "1"], stdin=True, stdout=True, stderr=True, tty=False,
+                  _preload_content=False)
+    resp.write_stdin("hello as text\n")  # a str: the client sends a text frame
+    out = ""
+    deadline = time.monotonic() + 10
+    while resp.is_open() and time.monotonic() < deadline and "\n" not in out:
+        resp.update(timeout=1)
+        out += resp.read_stdout() or ""
+    resp.close()
+    assert out == "hello as text\n"
