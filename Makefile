@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: venv test lint typecheck unit demo bench clean sysdeps
+.PHONY: venv test lint typecheck unit demo bench clean sysdeps soak
 
 venv: $(STAMP)
 
@@ -41,6 +41,12 @@ demo: venv
 bench: venv sysdeps
 	@bash scripts/bootstrap-bench.sh
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Chaos seeds of a fault mix on every core (issue 16's wide mix unless SOAK_ARGS says
+# otherwise, e.g. SOAK_ARGS="--set kills=0-5 --results other.jsonl"); resumable.
+SEEDS ?= 10000
+soak: venv
+	nice $(BIN)/python scripts/soak.py --seeds $(SEEDS) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,12 +1,17 @@
 """Replicas converge: every replica holds identical documents (tombstones included) and values.
 
 A tombstone that one replica has collected (``shoal.mesh.tombstones``) and another
-still holds reads the same on both: deleted.
+still holds reads the same on both: deleted. The collecting replica must hold the
+fence of that very deletion, though: a replica with neither the document nor its
+fence has not learnt of the object at all, and a stale peer's old copy would live
+again there (that was once taken for convergence, and the durability check that
+followed found acknowledged writes missing: issue 16, seed 105987).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from shoal.crdt.document import Document
@@ -16,12 +21,22 @@ Keep = Callable[[str, str], bool]
 """Which (resource, namespace) a comparison is about."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Fence:
+    """A collected deletion: the stamp of the tombstone that was dropped."""
+
+    stamp: tuple[int, str]
+
+
 def _state(replica: Replica, keep: Keep | None = None) -> dict[tuple[str, str, str], Any]:
     out: dict[tuple[str, str, str], Any] = {}
     for resource in replica.resources():
         for (ns, name), entry in replica.iter_entries(resource):
             if keep is None or keep(resource, ns):
                 out[(resource, ns, name)] = entry.document().root
+    for key, f in replica.fences.items():
+        if key not in out and (keep is None or keep(key[0], key[1])):
+            out[key] = _Fence((f.stamp, f.writer))
     return out
 
 
@@ -65,7 +80,11 @@ def check(replicas: Mapping[str, Replica], limit: int = 5, keep: Keep | None = N
 
 
 def _collected_on_one_side(a: Any, b: Any) -> bool:
-    """One side has no document and the other a tombstone."""
-    if a is None:
+    """One side collected the very tombstone the other still holds (its fence has the
+    tombstone's stamp)."""
+    if isinstance(a, _Fence):
         a, b = b, a
-    return b is None and a is not None and Document(a).deleted
+    if not isinstance(b, _Fence) or a is None or isinstance(a, _Fence):
+        return False
+    held = Document(a)
+    return held.deleted and held.stamp == b.stamp
