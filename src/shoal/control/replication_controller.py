@@ -29,6 +29,11 @@ class ReplicationControllerController(ReplicaSetController):
         self.rs_kind = rc
         self._stored: dict[str, dict[str, Any]] = {}
 
+    async def sync(self) -> bool:
+        if not self.store.replica.count(self.rs_kind.resource):
+            return False  # most clusters have none: skip the ReplicaSet pass's reads
+        return await super().sync()
+
     def relevant(self, change: Change) -> bool:
         if change.resource == "pods":
             return owner_kind(change.obj) == "ReplicationController"
