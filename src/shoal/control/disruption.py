@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
 
 from shoal.control.controller import Controller
+from shoal.control.daemonset import scaled
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready, parse_time
 from shoal.model.selectors import LabelSelector, SelectorError
@@ -37,22 +37,6 @@ DELETION_TIMEOUT = 120.0
 CONDITION = "DisruptionAllowed"
 _CONTROLLERS = {"ReplicaSet": "replicasets.apps", "ReplicationController":
                 "replicationcontrollers", "StatefulSet": "statefulsets.apps"}
-
-
-def resolve(value: Any, total: int) -> int | None:
-    """An int-or-percent of ``total``, rounded up as the disruption controller does."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.endswith("%"):
-        try:
-            return math.ceil(float(value[:-1]) * total / 100)
-        except ValueError:
-            return None
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
 
 
 def matching_budgets(budgets: list[dict[str, Any]], pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,13 +135,14 @@ class DisruptionController(Controller):
                 return f"found no controllers for pod {p['metadata']['name']!r}"
             scales[scale[0]] = scale[1]
         expected = sum(scales.values())
+        # Percentages round up, as the disruption controller's GetScaledValueFromIntOrPercent.
         if high is not None:
-            n = resolve(high, expected)
-            if n is None:
+            n = scaled(high, expected, -1)
+            if n < 0:
                 return f"invalid maxUnavailable {high!r}"
             return expected, max(0, expected - n)
-        n = resolve(low, expected)
-        if n is None:
+        n = scaled(low, expected, -1)
+        if n < 0:
             return f"invalid minAvailable {low!r}"
         return expected, n
 
