@@ -132,3 +132,11 @@ def test_readyz_fails_until_caught_up_and_names_the_check_as_the_apiserver_does(
     assert _readyz(ready=True) == (200, "ok")
     assert _readyz("?verbose", ready=True) == (
         200, "[+]ping ok\n[+]caught-up ok\nreadyz check passed\n")
+
+
+def test_shoal_status_says_whether_the_node_has_caught_up() -> None:
+    from shoal.cli.status import format_report
+
+    text = format_report({"node": "b", "revision": 3, "catchUp": {
+        "caughtUp": False, "reason": "catching up", "seconds": 1.2, "unreachable": []}})
+    assert "caught up: NO (its controllers and /readyz wait): catching up (1.2s" in text

@@ -252,8 +252,11 @@ class StatusService:
                  *, peer_stats: Callable[[], Mapping[str, Any]] = lambda: {},
                  scopes: Callable[[], Any] | None = None, interval: float = 1.0,
                  authenticate: Callable[[web.Request], UserInfo] | None = None,
-                 authorizer: Authorizer | None = None) -> None:
+                 authorizer: Authorizer | None = None,
+                 catch_up: Callable[[], Mapping[str, Any] | None] | None = None) -> None:
         self.node = node
+        self.catch_up = catch_up
+        """Whether this node has caught up with the mesh (``shoal.mesh.catch_up``)."""
         self.replica = replica
         self.mesh = mesh
         self.membership_log = membership_log
@@ -314,6 +317,8 @@ class StatusService:
         if self.scopes is not None:
             with contextlib.suppress(Exception):
                 body["scopes"] = self.scopes()
+        if self.catch_up is not None:
+            body["catchUp"] = self.catch_up()
         return body
 
     # -- HTTP ----------------------------------------------------------------------

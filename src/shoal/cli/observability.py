@@ -52,7 +52,9 @@ class Observability:
                                     self.timeline, self.peers, peer_stats=self._peer_stats,
                                     scopes=self._scopes,
                                     authenticate=api.authenticator.authenticate,
-                                    authorizer=api.authorizer)
+                                    authorizer=api.authorizer,
+                                    catch_up=lambda: node.catch_up.status()  # caught-up gating
+                                    if node.catch_up is not None else None)
         api.extra_routes.append(self.status.add_routes)
         # The page's files hold no data; the status paths check their caller themselves.
         api.public_prefixes = (*api.public_prefixes, UI_PREFIX.rstrip("/"), STATUS_PATH)

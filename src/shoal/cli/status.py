@@ -106,6 +106,11 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 def format_report(report: dict[str, Any]) -> str:
     me = report.get("node", "?")
     out = [f"node {me} (revision {report.get('revision', '?')}): the mesh as {me} sees it\n"]
+    catch_up = report.get("catchUp")  # caught-up gating: controllers wait for it
+    if catch_up:
+        state = "yes" if catch_up.get("caughtUp") else "NO (its controllers and /readyz wait)"
+        out.append(f"caught up: {state}: {catch_up.get('reason')} "
+                   f"({catch_up.get('seconds')}s after start)\n")
     pods = report.get("pods") or {}
     nodes = report.get("nodes") or {}
     repl = report.get("replication") or {}
