@@ -167,14 +167,16 @@ def test_the_server_flags_give_the_role_and_site() -> None:
 
 
 def test_a_nodes_role_and_site_are_its_node_labels_and_its_mesh_tags() -> None:
-    from shoal.cli.node import NodeConfig, mesh_settings, topology_labels
+    from shoal.cli.node import mesh_settings, topology_labels
+    from shoal.cli.settings import MeshSettings, NodeSettings
     from shoal.model.kinds import KindRegistry
     from shoal.node.node_status import NodeStatusReporter
     from shoal.store.objects import ObjectStore
 
     async def main() -> None:
         store = ObjectStore(Replica(None, "n1"), KindRegistry())
-        weak = NodeConfig(name="n1", data_dir=Path("/nonexistent"), role="weak", site="shop-1")
+        weak = NodeSettings(name="n1", data_dir=Path("/nonexistent"),
+                            mesh=MeshSettings(role="weak", site="shop-1"))
         await NodeStatusReporter(store, "n1", "127.0.0.1", labels=topology_labels(weak)).register()
         labels = store.replica.get("nodes", "", "n1")["metadata"]["labels"]  # type: ignore[index]
         assert labels["shoal.dev/role"] == "weak"
@@ -182,7 +184,7 @@ def test_a_nodes_role_and_site_are_its_node_labels_and_its_mesh_tags() -> None:
         assert labels["kubernetes.io/hostname"] == "n1"
         # Restarted as a full peer with no --site: the role label goes, the zone stays and
         # becomes the site.
-        full = NodeConfig(name="n1", data_dir=Path("/nonexistent"))
+        full = NodeSettings(name="n1", data_dir=Path("/nonexistent"))
         await NodeStatusReporter(store, "n1", "127.0.0.1", labels=topology_labels(full)).register()
         labels = store.replica.get("nodes", "", "n1")["metadata"]["labels"]  # type: ignore[index]
         assert "shoal.dev/role" not in labels

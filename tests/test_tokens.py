@@ -142,14 +142,15 @@ def test_token_create_on_a_node_that_cannot_sign_fails_and_says_where_to_run_it(
 def test_server_refuses_a_join_without_a_token_and_reads_one_from_a_file_or_the_environment(
         tmp_path: Path) -> None:
     from shoal.cli import main
+    from shoal.cli.server_command import join_token
 
     base = ["server", "--data-dir", str(tmp_path / "d"), "--join", "127.0.0.1:1"]
     args = main._parser().parse_args(base)
     os.environ.pop("SHOAL_TOKEN", None)
-    assert main._join_token(args) is None
+    assert join_token(args, base) is None
     (tmp_path / "t").write_text("SHOAL1::sha256:ab::id.secret\n")
     args = main._parser().parse_args([*base, "--token-file", str(tmp_path / "t")])
-    assert main._join_token(args) == "SHOAL1::sha256:ab::id.secret"
+    assert join_token(args, base) == "SHOAL1::sha256:ab::id.secret"
     r = shoal_cli(*base, "--name", "n")
     assert r.returncode == 2 and "--token-file" in r.stderr
     assert not (tmp_path / "d" / "pki").exists()
@@ -158,7 +159,7 @@ def test_server_refuses_a_join_without_a_token_and_reads_one_from_a_file_or_the_
 def test_a_token_on_the_command_line_is_warned_about_and_the_environment_is_not(
         tmp_path: Path) -> None:
     base = ["server", "--name", "n", "--data-dir", str(tmp_path / "d"), "--api-port", "1",
-            "--peer-port", "0", "--join", "127.0.0.1:1"]
+            "--peer-port", "0", "--join", "127.0.0.1:1", "--join-timeout", "0"]
     on_line = shoal_cli(*base, "--token", "SHOAL1::sha256:ab::id.secret")
     assert "warning: --token shows the join token in `ps`" in on_line.stderr
     from_env = shoal_cli(*base, env={"SHOAL_TOKEN": "SHOAL1::sha256:ab::id.secret"})

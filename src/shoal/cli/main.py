@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import os
 import re
 import socket
 import sys
@@ -14,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__
-from shoal.mesh.pki import LIFETIME_ENV
+from shoal.cli.server_command import peer_role
+
+__all__ = ["main", "parse_duration", "peer_role", "run_event_loop"]
 
 
 def parse_duration(text: str) -> float:
@@ -44,20 +44,63 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shoal", description="Shoal: a leaderless Kubernetes for the edge.")
+    p = argparse.ArgumentParser(prog="shoal",
+                                description="Shoal: a leaderless Kubernetes for the edge.")
     p.add_argument("--version", action="version", version=f"shoal {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("server", help="run a Shoal node",
-                       description="Run a Shoal node: the Kubernetes API, the replica of the "
-                                   "cluster state and the controllers.")
+    add_server_arguments(sub.add_parser(
+        "server", help="run a Shoal node",
+        description="Run a Shoal node: the Kubernetes API, the replica of the cluster state "
+                    "and the controllers. Every flag can also come from the config file "
+                    "(--config) or a SHOAL_* environment variable; a flag wins over the "
+                    "variable, which wins over the file."))
+    add_server_arguments(sub.add_parser(
+        "join", help="run a Shoal node that joins a cluster (shoal server with --join)",
+        description="shoal server, with --join required (from the command line, "
+                    "SHOAL_JOIN or the config file's join key)."))
+
+    from shoal.cli import token as token_cli
+
+    token_cli.add_parser(sub)
+
+    from shoal.cli import scopes as scopes_cli  # scopes: what a node holds, and its lag
+
+    scopes_cli.add_parser(sub)
+
+    from shoal.cli import status as status_cli  # observability: the mesh as a node sees it
+
+    status_cli.add_parser(sub)
+
+    _image_parser(sub)  # images (shoal.node.images)
+    _kubeconfig_parser(sub)
+
+    from shoal.cli import install as install_cli  # install: systemd unit
+
+    install_cli.add_parsers(sub)
+
+    from shoal.cli import snapshot as snapshot_cli  # snapshot: save and restore a replica
+
+    snapshot_cli.add_parser(sub)
+
+    from shoal.cli import kubectl as kubectl_cli  # kubectl: the bundled one
+
+    kubectl_cli.add_parser(sub)
+    return p
+
+
+def add_server_arguments(s: argparse.ArgumentParser) -> None:
+    """The flags of ``shoal server`` and ``shoal join``."""
+    s.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="a YAML file of flag names and values, e.g. `api-port: 6443` "
+                        "(default: SHOAL_CONFIG, else none)")
     s.add_argument("--name", default=socket.gethostname(),
                    help="the node's name, unique in the cluster (default: the host name)")
     s.add_argument("--data-dir", type=Path, required=True,
                    help="where the node keeps its state, certificates and keys (created if missing)")
     s.add_argument("--bind", default="127.0.0.1",
                    help="the address the API listens on (default: 127.0.0.1)")
-    s.add_argument("--api-port", type=int, default=6443,
+    s.add_argument("--api-port", type=api_port, default=6443,
                    help="the HTTPS port of the Kubernetes API (default: 6443)")
     s.add_argument("--advertise", default=None,
                    help="the address clients and peers use to reach this node (default: --bind, "
@@ -111,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
                         "cni with runc and the plugins installed, else host (default: auto)")
     # --- end pod network ---
     # --- cluster dns (shoal.net.cluster_dns) ---
-    s.add_argument("--dns-port", type=int, default=53,
+    s.add_argument("--dns-port", type=port_or_zero, default=53,
                    help="the port cluster DNS answers on at --bind when there is no pod "
                         "network (with one it answers on the pod bridge's gateway, port 53); "
                         "0 turns cluster DNS off (default: 53)")
@@ -134,13 +177,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="where process-runtime pods' working dirs and volumes go, outside the "
                         "0700 data dir (default /var/lib/shoal-pods/<node marker>)")
     # --- end at rest ---
-    s.add_argument("--peer-port", type=int, default=None,
+    s.add_argument("--peer-port", type=port_or_zero, default=None,
                    help="the mutual-TLS port peers and joining nodes connect to, on --bind "
                         "(default: 7443; 0 picks a free port; if the default is taken, a free "
                         "port is used and a warning is logged)")
     s.add_argument("--join", default=None, metavar="HOST:PORT",
                    help="on first start, join the cluster through the peer port of any member; "
                         "ignored once this data dir holds a node certificate")
+    s.add_argument("--join-timeout", type=parse_duration, default=None, metavar="DURATION",
+                   help="give up a first join whose seed does not answer after this long "
+                        "(0: after one attempt); by default it retries forever, with backoff "
+                        "from 1s to 30s, logging each attempt")
     s.add_argument("--token-file", type=Path, default=None, metavar="FILE",
                    help="a file holding the join token from `shoal token create` on a signer "
                         "(with --join); the environment variable SHOAL_TOKEN works too. "
@@ -166,28 +213,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--bus", action=argparse.BooleanOptionalAction, default=None,
                    help="run this node's nats-server, configured from the cluster "
                         "(default: on when nats-server is installed)")
-    s.add_argument("--bus-port", type=int, default=None,
+    s.add_argument("--bus-port", type=port_or_zero, default=None,
                    help="the bus's client port (default 4222, or a free port if taken)")
-    s.add_argument("--bus-cluster-port", type=int, default=None,
+    s.add_argument("--bus-cluster-port", type=port_or_zero, default=None,
                    help="routes between the bus peers of a site (default 6222)")
-    s.add_argument("--bus-leafnode-port", type=int, default=None,
+    s.add_argument("--bus-leafnode-port", type=port_or_zero, default=None,
                    help="leaf links from other sites, on hub peers (default 7422)")
     # --- end bus ---
+    # --- mesh presets (shoal.mesh.config) ---
+    s.add_argument("--mesh-preset", default="default", choices=["default", "lan", "wan"],
+                   help="the mesh's timers: default suits an edge site; lan detects failures "
+                        "faster on a fast, reliable LAN; wan is patient with long, variable "
+                        "round trips (default: default)")
+    # --- end mesh presets ---
 
-    from shoal.cli import token as token_cli
 
-    token_cli.add_parser(sub)
-
-    from shoal.cli import scopes as scopes_cli  # scopes: what a node holds, and its lag
-
-    scopes_cli.add_parser(sub)
-
-    from shoal.cli import status as status_cli  # observability: the mesh as a node sees it
-
-    status_cli.add_parser(sub)
-
-    _image_parser(sub)  # images (shoal.node.images)
-
+def _kubeconfig_parser(sub: Any) -> None:
     k = sub.add_parser("kubeconfig", help="print a kubeconfig (on a signer)",
                        description="Print a kubeconfig holding the cluster CA and the admin "
                                    "credential, or with --user a new credential for a person. "
@@ -211,7 +252,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="how long the --user certificate is valid (default: 8760h)")
     k.add_argument("--output", "-o", type=Path, default=None, metavar="FILE",
                    help="write to FILE (mode 0600) instead of stdout")
-    return p
+
+
+def api_port(text: str) -> int:
+    """A TCP port, 1-65535."""
+    port = _int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (1-65535)")
+    return port
+
+
+def port_or_zero(text: str) -> int:
+    """A TCP or UDP port, or 0 (a free port, or off, as the flag says)."""
+    port = _int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0-65535)")
+    return port
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 # --- images (shoal.node.images, shoal.node.registry_client) ---
@@ -260,26 +323,6 @@ def _image(args: argparse.Namespace) -> int:
 
 
 # --- peer identity: the join token off the command line; kubeconfigs ---
-def _join_token(args: argparse.Namespace) -> str | None:
-    """The join token from --token-file, SHOAL_TOKEN or --token (warned about: `ps` shows
-    a process's arguments to every user of the host)."""
-    if args.token_file is not None:
-        try:
-            return str(args.token_file.read_text().strip()) or None
-        except OSError as e:
-            print(f"shoal server: cannot read --token-file: {e}", file=sys.stderr)
-            raise SystemExit(1) from None
-    if args.token is not None:
-        print("shoal server: warning: --token shows the join token in `ps` to every user of "
-              "this host; prefer --token-file FILE or the SHOAL_TOKEN environment variable",
-              file=sys.stderr)
-        return str(args.token)
-    # Taken out of the environment, so that no helper process (runc, CNI plugins,
-    # wireguard-go) inherits it.
-    env = os.environ.pop("SHOAL_TOKEN", "").strip()
-    return env if env and args.join is not None else None
-
-
 def _kubeconfig(args: argparse.Namespace) -> int:
     from shoal.cli.kubeconfig import NoCredential, default_server, render, render_user
     from shoal.cli.private_output import write_private
@@ -301,9 +344,11 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 # --- end peer identity ---
 
 
-def peer_role(args: argparse.Namespace) -> str:
-    """The mesh role from --super-peer and --sync-via (shoal.mesh.topology.Role)."""
-    return "super" if args.super_peer else ("weak" if args.sync_via == "super" else "full")
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise KeyError(name)
 
 
 # --- observability: container log rotation ---
@@ -331,62 +376,28 @@ def _log_files(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kubectl"]:  # kubectl: every argument is kubectl's
+        from shoal.cli import kubectl as kubectl_cli
+
+        return kubectl_cli.run(argv[1:])
+    parser = _parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command in ("server", "join"):
+        from shoal.cli import config_file
+
+        try:  # the config file and SHOAL_* variables become the flags' defaults
+            config_file.apply(_subparser(parser, command), argv[argv.index(command) + 1:])
+        except config_file.ConfigError as e:
+            print(f"shoal {command}: {e}", file=sys.stderr)
+            return 2
+    args = parser.parse_args(argv)
     if args.command == "image":
         return _image(args)
-    if args.command == "server":
-        from shoal.cli.node import NodeConfig, serve
+    if args.command in ("server", "join"):
+        from shoal.cli import server_command
 
-        logging.basicConfig(
-            level=getattr(logging, args.log_level.upper()),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        if args.log_format == "json":  # observability
-            from shoal.cli.log_format import use_json
-
-            use_json(args.name)
-        from shoal.node.runtime_process import LogFile  # observability: log rotation
-
-        LogFile.max_bytes, LogFile.max_files = (args.container_log_max_size,
-                                                args.container_log_max_files)
-        cfg = NodeConfig(
-            name=args.name, data_dir=args.data_dir, bind=args.bind, api_port=args.api_port,
-            advertise=args.advertise, bookmark_interval=args.bookmark_interval,
-            summary_interval=args.summary_interval,
-            pod_eviction_timeout=args.pod_eviction_timeout,
-            heartbeat_interval=args.heartbeat_interval,
-            node_monitor_grace=args.node_monitor_grace_period,
-            cluster_cidr=args.cluster_cidr,
-            runtime=args.runtime,  # node agent
-            pod_network=args.pod_network,  # pod network
-            peer_port=args.peer_port, join=args.join, join_token=_join_token(args),
-            peer_advertise=args.peer_advertise,
-            dns_port=args.dns_port, cluster_domain=args.cluster_domain,  # cluster dns
-            proxy_mode=args.proxy_mode,  # service proxy
-            allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,  # at rest
-            role=peer_role(args), site=args.site,  # super-peers
-            bus=args.bus, bus_port=args.bus_port, bus_cluster_port=args.bus_cluster_port,
-            bus_leafnode_port=args.bus_leafnode_port,  # bus
-        )
-        if args.super_peer and args.sync_via == "super":
-            print("shoal server: a super-peer cannot also sync via super-peers", file=sys.stderr)
-            return 2
-        if (args.join is None) != (cfg.join_token is None):
-            print("shoal server: --join needs a token (--token-file FILE, SHOAL_TOKEN or "
-                  "--token), and a token needs --join", file=sys.stderr)
-            return 2
-        if args.cert_lifetime:
-            os.environ[LIFETIME_ENV] = str(args.cert_lifetime)
-        from shoal.cli.data_dir_lock import DataDirInUse
-        from shoal.mesh.join import JoinError
-        from shoal.mesh.join_tokens import TokenError
-
-        try:
-            run_event_loop(serve(cfg))
-        except (OSError, JoinError, TokenError, DataDirInUse) as e:
-            print(f"shoal server: {e}", file=sys.stderr)
-            return 1
-        return 0
+        return server_command.run(args, argv)
     if args.command == "token":
         from shoal.cli import token as token_cli
 
@@ -401,6 +412,14 @@ def main(argv: list[str] | None = None) -> int:
         from shoal.cli import status as status_cli
 
         return status_cli.run(args)
+    if args.command in ("install", "uninstall"):  # install
+        from shoal.cli import install as install_cli
+
+        return install_cli.run(args)
+    if args.command == "snapshot":  # snapshot
+        from shoal.cli import snapshot as snapshot_cli
+
+        return snapshot_cli.run(args)
     return 2
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import logging
 import random
 import signal
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -23,8 +21,11 @@ from shoal.authz.scopes import RecordFormerWriters
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.bus.nats_config import TlsFiles  # bus
 from shoal.bus.service import BusPorts, BusService, bus_wanted  # bus
-from shoal.cli.data_dir_lock import DataDirLock  # peer identity
+from shoal.cli import joining
+from shoal.cli.data_dir_lock import LOCK_FILE, DataDirLock  # peer identity
 from shoal.cli.observability import Observability  # observability
+from shoal.cli.ports import check_free, in_use
+from shoal.cli.settings import NodeSettings
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
@@ -37,7 +38,6 @@ from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import TlsTransport
-from shoal.mesh.transport import TransportError
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
@@ -47,7 +47,7 @@ from shoal.node.env import kubernetes_service_env  # service accounts
 from shoal.node.node_status import NodeStatusReporter
 from shoal.node.pod_tokens import PodTokens  # service accounts
 from shoal.node.pod_user import PodIsolation  # at rest
-from shoal.node.runtime_process import ProcessRuntime  # at rest
+from shoal.node.runtime_process import LogFile, ProcessRuntime  # at rest, log rotation
 from shoal.node.stream_service import PodStreamService
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
@@ -55,68 +55,8 @@ from shoal.store.replica import Replica
 log = logging.getLogger("shoal")
 
 
-@dataclass
-class NodeConfig:
-    name: str
-    data_dir: Path
-    bind: str = "127.0.0.1"
-    api_port: int = 6443
-    advertise: str | None = None
-    bookmark_interval: float = 60.0
-    summary_interval: float = 60.0
-    heartbeat_interval: float = 10.0
-    runtime: str = "auto"  # node agent: auto, process or runc (shoal.node.agent.make_runtime)
-    node_monitor_grace: float = 40.0
-    """Seconds without a Lease renewal before a node is unreachable (NotReady)."""
-    pod_eviction_timeout: float = 300.0
-    """Seconds a node may be unreachable before its pods are replaced elsewhere."""
-    cluster_cidr: str = "10.42.0.0/16"
-    """The pod address range; each node gets a /24 of it (shoal.control.node_ipam)."""
-    # --- pod network ---
-    pod_network: str = "auto"
-    """auto, cni or host (shoal.net.node_pod_network.choose_mode)."""
-    # --- end pod network ---
-    # --- peers and joining ---
-    peer_port: int | None = None
-    """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
-    join: str | None = None
-    join_token: str | None = None
-    peer_advertise: str | None = None
-    """host:port peers dial to reach this node, when that is not --advertise:--peer-port."""
-    # --- end peers and joining ---
-    # --- cluster dns ---
-    dns_port: int = 53
-    """Where cluster DNS answers on --bind when there is no pod network; 0 turns it off."""
-    cluster_domain: str = "cluster.local"
-    # --- end cluster dns ---
-    # --- service proxy ---
-    proxy_mode: str = "auto"
-    """auto, nftables or none (shoal.net.service_proxy.proxy_enabled)."""
-    # --- end service proxy ---
-    # --- at rest: process pods' users and files (shoal.node.pod_user) ---
-    allow_root_pods: bool = False
-    """A process-runtime container may run as uid 0 (runAsUser: 0)."""
-    pods_dir: Path | None = None
-    """Process pods' working dirs and volumes; None: /var/lib/shoal-pods/<node marker>."""
-    # --- end at rest ---
-    # --- super-peers (shoal.mesh.topology) ---
-    role: str = "full"
-    """full, super (--super-peer) or weak (--sync-via super)."""
-    site: str | None = None
-    """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
-    # --- end super-peers ---
-    # --- bus: this node's nats-server (shoal.bus) ---
-    bus: bool | None = None
-    """Run the bus; None: when nats-server is installed."""
-    bus_port: int | None = None
-    """Clients' port; None: 4222, or a free port if taken; 0: always a free port."""
-    bus_cluster_port: int | None = None
-    bus_leafnode_port: int | None = None
-    # --- end bus ---
-
-
 class ShoalNode:
-    def __init__(self, cfg: NodeConfig) -> None:
+    def __init__(self, cfg: NodeSettings) -> None:
         self.cfg = cfg
         self.registry = KindRegistry()
         self.replica = Replica(cfg.data_dir, cfg.name)
@@ -127,20 +67,20 @@ class ShoalNode:
         for crd in self.replica.list(CRD_RESOURCE):
             self.registry.register_crd(crd)
         self.pki = NodePKI(cfg.data_dir / "pki")
-        advertise = _advertise(cfg)
+        advertise = cfg.api.address
         self.advertise = advertise
         # A joined node has no CA key: prepare_pki says when a signer must renew its serving cert.
-        self._renew_serving_cert = join.prepare_pki(self.pki, cfg.name, [cfg.bind, advertise])
+        self._renew_serving_cert = join.prepare_pki(self.pki, cfg.name, [cfg.api.bind, advertise])
         self.transport: TlsTransport | None = None
         self.streams: StreamMux | None = None  # pod streams
         self.mesh: MeshPeer | None = None
         self.catch_up: CatchUp | None = None  # caught-up gating: controllers wait for it
-        self.url = f"https://{_host_for_url(advertise)}:{cfg.api_port}"
+        self.url = f"https://{_host_for_url(advertise)}:{cfg.api.port}"
         self.api = ApiServer(
             self.store, self.registry,
             Credentials(_admin_tokens(self.pki)),  # peer identity: only on signers
-            server_address=f"{advertise}:{cfg.api_port}",
-            bookmark_interval=cfg.bookmark_interval,
+            server_address=f"{advertise}:{cfg.api.port}",
+            bookmark_interval=cfg.api.bookmark_interval,
         )
         # --- api authentication: ServiceAccount tokens are verified against the cluster CA ---
         self.api.credentials.ca_cert_pem = self.pki.ca_cert.read_bytes()
@@ -148,8 +88,10 @@ class ShoalNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         # --- node agent: runs the pods bound here; logs and exec reach it through the API ---
+        LogFile.max_bytes = cfg.agent.container_log_max_size  # observability: log rotation
+        LogFile.max_files = cfg.agent.container_log_max_files
         self.agent = NodeAgent(self.store, cfg.name, advertise, cfg.data_dir,
-                               make_runtime(cfg.runtime, cfg.data_dir))
+                               make_runtime(cfg.agent.runtime, cfg.data_dir))
         self.api.handlers.node_agent = self.agent
         # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
         self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
@@ -162,38 +104,39 @@ class ShoalNode:
         self.agent.tokens = PodTokens(issuer.current, self.replica.get)
         # The pod's own node's API at the address the serving certificate covers; a pod in a
         # network namespace of its own reaches it there when the API listens on it (--bind).
-        self.agent.service_env = kubernetes_service_env(advertise, cfg.api_port)
+        self.agent.service_env = kubernetes_service_env(advertise, cfg.api.port)
         # --- end service accounts ---
         # --- at rest: process pods run as their own user, their files outside the data dir ---
         if isinstance(self.agent.runtime, ProcessRuntime):
             self.agent.pod_isolation = PodIsolation.for_node(
-                self.agent.runtime.marker, cfg.allow_root_pods, cfg.pods_dir)
+                self.agent.runtime.marker, cfg.agent.allow_root_pods, cfg.agent.pods_dir)
         # --- end at rest ---
         # --- end node agent ---
         # --- pod network: pods' namespaces and addresses, the overlay (shoal.net) ---
-        self.pod_network = NodePodNetwork(cfg.pod_network, self.agent.runtime.name, self.store,
-                                          cfg.name, advertise, cfg.data_dir, cfg.cluster_cidr)
+        network = cfg.network
+        self.pod_network = NodePodNetwork(network.pod_network, self.agent.runtime.name, self.store,
+                                          cfg.name, advertise, cfg.data_dir, network.cluster_cidr)
         self.agent.pod_network = self.pod_network.network
         # --- end pod network ---
         # --- cluster dns: answered from this replica (shoal.net.cluster_dns) ---
         self.dns = ClusterDns(self.store, DnsSettings(
-            port=cfg.dns_port, bind=cfg.bind, cluster_domain=cfg.cluster_domain,
-            ensure_delay=JOINING_DNS_DELAY if cfg.join else 0.0), gateway=self._dns_gateway)
+            port=network.dns_port, bind=cfg.api.bind, cluster_domain=network.cluster_domain,
+            ensure_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0), gateway=self._dns_gateway)
         # --- end cluster dns ---
         # --- service proxy: Service rules in nftables from this replica (shoal.net) ---
         self.service_proxy: ServiceProxy | None = None
-        if proxy_enabled(cfg.proxy_mode):
+        if proxy_enabled(cfg.network.proxy_mode):
             self.service_proxy = ServiceProxy(self.replica, cfg.name, ProxySettings(
-                cluster_cidr=cfg.cluster_cidr, dns_listener=self.dns.listener,
+                cluster_cidr=cfg.network.cluster_cidr, dns_listener=self.dns.listener,
                 is_reachable=self._node_reachable))
         # --- end service proxy ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
         self.bus: BusService | None = None
-        if bus_wanted(cfg.bus):
+        if bus_wanted(cfg.bus.enabled):
             self.bus = BusService(
-                self.store, cfg.name, cfg.data_dir, cfg.bind, advertise,
+                self.store, cfg.name, cfg.data_dir, cfg.api.bind, advertise,
                 TlsFiles(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert),
-                BusPorts(cfg.bus_port, cfg.bus_cluster_port, cfg.bus_leafnode_port),
+                BusPorts(cfg.bus.port, cfg.bus.cluster_port, cfg.bus.leafnode_port),
                 lambda: self.mesh.members() if self.mesh is not None else [])
             self.bus.keep_env(self.agent.service_env)  # NATS_URL, kept if the bus moves
         # --- end bus ---
@@ -205,7 +148,7 @@ class ShoalNode:
         await self._start_peer()
         self._start_peer_images()  # peer-to-peer images
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
-                                      self.cfg.heartbeat_interval,
+                                      self.cfg.agent.heartbeat_interval,
                                       labels=topology_labels(self.cfg))  # super-peers
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
@@ -217,28 +160,33 @@ class ShoalNode:
             self.service_proxy.start()
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
-        self._tasks += manager.start(self.store, MeshView(self), self.cfg.pod_eviction_timeout,
-                                     self.cfg.node_monitor_grace, self.cfg.cluster_cidr,
+        controllers = self.cfg.controllers
+        self._tasks += manager.start(self.store, MeshView(self), controllers.pod_eviction_timeout,
+                                     controllers.node_monitor_grace, self.cfg.network.cluster_cidr,
                                      ca_cert_pem=self.pki.ca_cert.read_bytes(),  # service accounts
                                      # --- authz: a joining node lets its replica fill first ---
-                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.join else 0.0,
+                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.mesh.join
+                                     else 0.0,
                                      caught_up=self.catch_up)  # caught-up gating
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         # issue 12: the `kubernetes` Service and its endpoints, on this node's API port
         self._tasks.append(asyncio.create_task(KubernetesService(
             self.store, urllib.parse.urlsplit(self.url).port or 6443, MeshView(self)).run(),
             name="kubernetes-service"))
-        self._tasks.append(asyncio.create_task(self.api.summary_loop(self.cfg.summary_interval),
-                                               name="summary"))
+        self._tasks.append(asyncio.create_task(
+            self.api.summary_loop(self.cfg.api.summary_interval), name="summary"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
         self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
                                      shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.bind, self.cfg.api_port, ssl_context=ctx,
+        site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port, ssl_context=ctx,
                            backlog=1024)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            raise in_use("--api-port", self.cfg.api.bind, self.cfg.api.port, e) from None
         await warm
         # --- peer identity: renew node.crt and server.crt before they expire ---
         self._tasks.append(asyncio.create_task(self._renew_certificates(), name="cert-renewal"))
@@ -249,21 +197,21 @@ class ShoalNode:
 
     # --- peers and joining: the peer listener, the join service and the mesh hook ---
     async def _start_peer(self) -> None:
-        port = DEFAULT_PEER_PORT if self.cfg.peer_port is None else self.cfg.peer_port
+        port = DEFAULT_PEER_PORT if self.cfg.mesh.peer_port is None else self.cfg.mesh.peer_port
         identity = join.node_identity(self.pki)
-        self.transport = TlsTransport(identity, bind=self.cfg.bind, port=port,
+        self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=port,
                                       advertise=self.advertise,
-                                      advertise_address=self.cfg.peer_advertise)
+                                      advertise_address=self.cfg.mesh.peer_advertise)
         try:
             await self.transport.start()
         except OSError as e:
-            if self.cfg.peer_port is not None:
-                raise
+            if self.cfg.mesh.peer_port is not None:
+                raise in_use("--peer-port", self.cfg.api.bind, port, e) from None
             log.warning("peer port %d is taken (%s); using a free port instead: pass "
                         "--peer-port to choose one", port, e)
-            self.transport = TlsTransport(identity, bind=self.cfg.bind, port=0,
+            self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=0,
                                           advertise=self.advertise,
-                                          advertise_address=self.cfg.peer_advertise)
+                                          advertise_address=self.cfg.mesh.peer_advertise)
             await self.transport.start()
         self.transport.set_control_handler(join.JoinService(
             self.pki, self.transport, live_member=self._live_member).handle)  # peer identity
@@ -271,11 +219,11 @@ class ShoalNode:
         if self._renew_serving_cert:
             try:
                 await join.renew_serving_cert(self.pki, self.transport, self.cfg.name,
-                                              [self.cfg.bind, self.advertise])
+                                              [self.cfg.api.bind, self.advertise])
                 log.info("a signer renewed the serving certificate for the new addresses")
             except join.JoinError as e:
                 log.warning("serving with the old certificate, which does not cover %s: %s",
-                            [self.cfg.bind, self.advertise], e)
+                            [self.cfg.api.bind, self.advertise], e)
         # The mesh over this transport: membership and replication (shoal.mesh.peer).
         keeper = MemberListKeeper(self.replica, self.cfg.name)
         self.mesh = MeshPeer(self.cfg.name, self.transport, self.replica,
@@ -297,8 +245,8 @@ class ShoalNode:
         # The members we knew before a restart: we rejoin even if every seed is down.
         self.mesh.membership.add_known(member_list.load_tagged(self.replica))  # with tags
         # Seeds: the peer we joined through on first start, then the signers we learnt.
-        seeds = [a for a in dict.fromkeys([*([self.cfg.join] if self.cfg.join else []),
-                                           *join.read_signers(self.pki)])
+        first_seed = [self.cfg.mesh.join] if self.cfg.mesh.join else []
+        seeds = [a for a in dict.fromkeys([*first_seed, *join.read_signers(self.pki)])
                  if a != self.transport.address]
         if seeds:
             self._tasks.append(asyncio.create_task(self._mesh_join(seeds), name="mesh-join"))
@@ -328,7 +276,7 @@ class ShoalNode:
     async def _renew_certificates(self) -> None:
         assert self.transport is not None
         transport = self.transport
-        hosts = [self.cfg.bind, self.advertise]
+        hosts = [self.cfg.api.bind, self.advertise]
 
         def reload() -> None:
             transport.reload_identity()
@@ -408,13 +356,9 @@ class MeshView:
         return [self.name, *others]
 
 
-def _advertise(cfg: NodeConfig) -> str:
-    return cfg.advertise or (cfg.bind if cfg.bind not in ("0.0.0.0", "::") else "127.0.0.1")
-
-
-async def _join_if_needed(cfg: NodeConfig) -> None:
+async def _join_if_needed(cfg: NodeSettings) -> None:
     """First start with --join: get certificates from the cluster before anything serves."""
-    if cfg.join is None or cfg.join_token is None:
+    if cfg.mesh.join is None or cfg.mesh.join_token is None:
         return
     pki = NodePKI(cfg.data_dir / "pki")
     if join.is_joined(pki) and join.node_cert_expired(pki) is None:  # peer identity: or rejoin
@@ -423,8 +367,8 @@ async def _join_if_needed(cfg: NodeConfig) -> None:
     if pki.ca_key.exists():
         raise join.JoinError(f"{cfg.data_dir} already holds its own cluster CA (it was started "
                              "without --join); use a fresh --data-dir to join another cluster")
-    cfg.data_dir.mkdir(parents=True, exist_ok=True)
-    await join.join_cluster(pki, cfg.name, [cfg.bind, _advertise(cfg)], cfg.join, cfg.join_token)
+    await joining.join_with_retry(pki, cfg.name, [cfg.api.bind, cfg.api.address],
+                                  cfg.mesh.join, cfg.mesh.join_token, cfg.mesh.join_give_up)
 
 
 # --- peer identity: the admin token is a signer's alone ---
@@ -466,35 +410,70 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def serve(cfg: NodeConfig) -> None:
+async def serve(cfg: NodeSettings) -> None:
+    fresh = not cfg.data_dir.exists()
     # --- peer identity: the data dir's lock, before anything reads or writes there ---
     lock = DataDirLock.acquire(cfg.data_dir)
     try:
-        await _serve_locked(cfg)
+        await _serve_locked(cfg, fresh)
     finally:
         lock.release()
     # --- end peer identity ---
 
 
-async def _serve_locked(cfg: NodeConfig) -> None:
-    try:
-        await _join_if_needed(cfg)
-    except TransportError as e:
-        raise join.JoinError(f"cannot join through {cfg.join}: {e}") from e
+async def _serve_locked(cfg: NodeSettings, fresh: bool) -> None:
+    # Before anything starts: a taken API port would otherwise fail only after the pods ran.
+    check_free(cfg.api.bind, cfg.api.port, "--api-port")
+    if cfg.mesh.peer_port:
+        check_free(cfg.api.bind, cfg.mesh.peer_port, "--peer-port")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if not await _joined(cfg, fresh, stop):
+        return
     node = ShoalNode(cfg)
     # The replica is a large, long-lived tree of dicts without cycles: keep the cyclic
     # collector from rescanning it (freeze what start-up loaded, collect young objects
     # less often), or full collections stall requests for hundreds of milliseconds.
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await node.start()
     await stop.wait()
     log.info("node %s stopping", cfg.name)
     await node.stop()
+
+
+async def _joined(cfg: NodeSettings, fresh: bool, stop: asyncio.Event) -> bool:
+    """Join first if asked to; False when stopped meanwhile. A join that fails or is
+    stopped leaves no trace: a data dir it made is removed again."""
+    joining.discard_staging(cfg.data_dir / "pki")  # from a join that was killed
+    attempt = asyncio.create_task(_join_if_needed(cfg))
+    stopped = asyncio.create_task(stop.wait())
+    joined = False
+    try:
+        await asyncio.wait([attempt, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if not attempt.done():
+            attempt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await attempt
+            log.info("stopped while joining; nothing was kept")
+            return False
+        attempt.result()
+        joined = True
+        return True
+    finally:
+        stopped.cancel()
+        if fresh and not joined:
+            _remove_unjoined(cfg.data_dir)
+
+
+def _remove_unjoined(data_dir: Path) -> None:
+    """Remove a data dir made by a join that did not finish, if it holds only the lock."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in data_dir.iterdir()} <= {LOCK_FILE}:
+            (data_dir / LOCK_FILE).unlink(missing_ok=True)
+            data_dir.rmdir()
 
 
 # --- super-peers (shoal.mesh.topology) ---
@@ -502,23 +481,23 @@ ROLE_LABEL = "shoal.dev/role"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
-def node_site(cfg: NodeConfig, replica: Replica) -> str:
+def node_site(cfg: NodeSettings, replica: Replica) -> str:
     """--site, else the zone label this node's Node object already carries."""
-    if cfg.site is not None:
-        return cfg.site
+    if cfg.mesh.site is not None:
+        return cfg.mesh.site
     node = replica.get("nodes", "", cfg.name) or {}
     return str(((node.get("metadata") or {}).get("labels") or {}).get(ZONE_LABEL, ""))
 
 
-def mesh_settings(cfg: NodeConfig, replica: Replica) -> mesh_config.MeshConfig:
-    return mesh_config.for_role(dataclasses.replace(mesh_config.default(), role=cfg.role,
-                                                    site=node_site(cfg, replica)))
+def mesh_settings(cfg: NodeSettings, replica: Replica) -> mesh_config.MeshConfig:
+    return cfg.mesh.mesh_config(node_site(cfg, replica))
 
 
-def topology_labels(cfg: NodeConfig) -> dict[str, str | None]:
+def topology_labels(cfg: NodeSettings) -> dict[str, str | None]:
     """The Node labels for the role (none for a full peer) and, with --site, the zone."""
-    labels: dict[str, str | None] = {ROLE_LABEL: None if cfg.role == "full" else cfg.role}
-    if cfg.site:
-        labels[ZONE_LABEL] = cfg.site
+    role = cfg.mesh.role
+    labels: dict[str, str | None] = {ROLE_LABEL: None if role == "full" else role}
+    if cfg.mesh.site:
+        labels[ZONE_LABEL] = cfg.mesh.site
     return labels
 # --- end super-peers ---

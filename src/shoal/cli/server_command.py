@@ -1,0 +1,122 @@
+"""``shoal server`` and ``shoal join``: settings from the command line, then the node."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from shoal.cli.settings import (
+    AgentSettings,
+    ApiSettings,
+    BusSettings,
+    ControllerSettings,
+    MeshSettings,
+    NetworkSettings,
+    NoAdvertiseAddress,
+    NodeSettings,
+    advertise_for,
+)
+from shoal.mesh.pki import LIFETIME_ENV
+
+
+class UsageError(Exception):
+    """Flags that do not go together (exit status 2)."""
+
+
+def peer_role(args: argparse.Namespace) -> str:
+    """The mesh role from --super-peer and --sync-via (shoal.mesh.topology.Role)."""
+    return "super" if args.super_peer else ("weak" if args.sync_via == "super" else "full")
+
+
+def join_token(args: argparse.Namespace, argv: list[str]) -> str | None:
+    """The join token from --token-file, --token (warned about when on the command line:
+    `ps` shows a process's arguments to every user of the host) or SHOAL_TOKEN."""
+    if args.token_file is not None:
+        try:
+            return str(args.token_file.read_text().strip()) or None
+        except OSError as e:
+            raise UsageError(f"cannot read --token-file: {e}") from None
+    if args.token is not None:
+        if any(a == "--token" or a.startswith("--token=") for a in argv):
+            print(f"shoal {args.command}: warning: --token shows the join token in `ps` to "
+                  "every user of this host; prefer --token-file FILE or the SHOAL_TOKEN "
+                  "environment variable", file=sys.stderr)
+        return str(args.token)
+    # Taken out of the environment, so that no helper process (runc, CNI plugins,
+    # wireguard-go) inherits it.
+    env = os.environ.pop("SHOAL_TOKEN", "").strip()
+    return env if env and args.join is not None else None
+
+
+def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSettings:
+    """The node's settings, checked; raises UsageError for flags that do not go together."""
+    if args.data_dir is None:
+        raise UsageError("--data-dir is required (or SHOAL_DATA_DIR, or data-dir in --config)")
+    if args.command == "join" and args.join is None:
+        raise UsageError("shoal join needs --join HOST:PORT (or SHOAL_JOIN, or join in --config)")
+    if args.super_peer and args.sync_via == "super":
+        raise UsageError("a super-peer cannot also sync via super-peers")
+    token = join_token(args, argv)
+    if (args.join is None) != (token is None):
+        raise UsageError("--join needs a token (--token-file FILE, SHOAL_TOKEN or --token), "
+                         "and a token needs --join")
+    try:
+        advertise = advertise_for(args.bind, args.advertise)
+    except NoAdvertiseAddress as e:
+        raise UsageError(str(e)) from None
+    return NodeSettings(
+        name=args.name, data_dir=args.data_dir,
+        api=ApiSettings(bind=args.bind, port=args.api_port, advertise=advertise,
+                        bookmark_interval=args.bookmark_interval,
+                        summary_interval=args.summary_interval),
+        mesh=MeshSettings(peer_port=args.peer_port, peer_advertise=args.peer_advertise,
+                          join=args.join, join_token=token, join_give_up=args.join_timeout,
+                          role=peer_role(args),
+                          site=args.site, preset=args.mesh_preset),
+        controllers=ControllerSettings(node_monitor_grace=args.node_monitor_grace_period,
+                                       pod_eviction_timeout=args.pod_eviction_timeout),
+        agent=AgentSettings(runtime=args.runtime, heartbeat_interval=args.heartbeat_interval,
+                            allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,
+                            container_log_max_size=args.container_log_max_size,
+                            container_log_max_files=args.container_log_max_files),
+        network=NetworkSettings(cluster_cidr=args.cluster_cidr, pod_network=args.pod_network,
+                                dns_port=args.dns_port, cluster_domain=args.cluster_domain,
+                                proxy_mode=args.proxy_mode),
+        bus=BusSettings(enabled=args.bus, port=args.bus_port,
+                        cluster_port=args.bus_cluster_port,
+                        leafnode_port=args.bus_leafnode_port),
+    )
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from shoal.cli.main import run_event_loop
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.log_format == "json":  # observability
+        from shoal.cli.log_format import use_json
+
+        use_json(args.name)
+    try:
+        settings = settings_from_args(args, argv)
+    except UsageError as e:
+        print(f"shoal {args.command}: {e}", file=sys.stderr)
+        return 2
+    if args.cert_lifetime:
+        os.environ[LIFETIME_ENV] = str(args.cert_lifetime)
+    from shoal.cli.data_dir_lock import DataDirInUse
+    from shoal.cli.node import serve
+    from shoal.cli.ports import PortInUse
+    from shoal.mesh.join import JoinError
+    from shoal.mesh.join_tokens import TokenError
+
+    try:
+        run_event_loop(serve(settings))
+    except (OSError, JoinError, TokenError, DataDirInUse, PortInUse) as e:
+        print(f"shoal {args.command}: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,151 @@
+"""What a node is started with: one frozen settings object per concern.
+
+``shoal server`` builds a :class:`NodeSettings` once, from its flags, ``SHOAL_*``
+variables and the config file (``shoal.cli.config_file``), and ``ShoalNode`` hands
+each part of the node the object of its concern: the API server its
+:class:`ApiSettings`, the mesh a ``MeshConfig`` from :class:`MeshSettings` (with its
+``lan``/``wan`` preset), the controllers :class:`ControllerSettings`, the node agent
+:class:`AgentSettings`. Nothing is changed after construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.mesh import config as mesh_config
+
+log = logging.getLogger("shoal")
+
+WILDCARDS = ("0.0.0.0", "::", "")
+MESH_PRESETS: dict[str, Callable[[], mesh_config.MeshConfig]] = {
+    "default": mesh_config.default, "lan": mesh_config.lan, "wan": mesh_config.wan,
+}
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    bind: str = "127.0.0.1"
+    port: int = 6443
+    advertise: str | None = None
+    """The address clients and peers use; None: --bind (127.0.0.1 for a wildcard bind)."""
+    bookmark_interval: float = 60.0
+    summary_interval: float = 60.0
+
+    @property
+    def address(self) -> str:
+        if self.advertise:
+            return self.advertise
+        return "127.0.0.1" if self.bind in WILDCARDS else self.bind
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    peer_port: int | None = None
+    """None: 7443, or a free port if 7443 is taken; 0: always a free port."""
+    peer_advertise: str | None = None
+    """host:port peers dial to reach this node, when that is not --advertise:--peer-port."""
+    join: str | None = None
+    join_token: str | None = None
+    join_give_up: float | None = None
+    """Seconds after which a first join whose seed does not answer fails; None: never."""
+    role: str = "full"
+    """full, super (--super-peer) or weak (--sync-via super)."""
+    site: str | None = None
+    """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
+    preset: str = "default"
+    """The mesh's timers: default (an edge LAN), lan (fast, reliable) or wan (long round trips)."""
+
+    def mesh_config(self, site: str) -> mesh_config.MeshConfig:
+        base = MESH_PRESETS[self.preset]()
+        return mesh_config.for_role(dataclasses.replace(base, role=self.role, site=site))
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    node_monitor_grace: float = 40.0
+    """Seconds without a Lease renewal before a node is unreachable (NotReady)."""
+    pod_eviction_timeout: float = 300.0
+    """Seconds a node may be unreachable before its pods are replaced elsewhere."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    runtime: str = "auto"
+    """auto, process or runc (shoal.node.agent.make_runtime)."""
+    heartbeat_interval: float = 10.0
+    allow_root_pods: bool = False
+    pods_dir: Path | None = None
+    """Process pods' working dirs and volumes; None: /var/lib/shoal-pods/<node marker>."""
+    container_log_max_size: int = 10 * 1024 * 1024
+    container_log_max_files: int = 5
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    cluster_cidr: str = "10.42.0.0/16"
+    """The pod address range; each node gets a /24 of it (shoal.control.node_ipam)."""
+    pod_network: str = "auto"
+    """auto, cni or host (shoal.net.node_pod_network.choose_mode)."""
+    dns_port: int = 53
+    """Where cluster DNS answers on --bind when there is no pod network; 0 turns it off."""
+    cluster_domain: str = "cluster.local"
+    proxy_mode: str = "auto"
+    """auto, nftables or none (shoal.net.service_proxy.proxy_enabled)."""
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    enabled: bool | None = None
+    """Run this node's nats-server; None: when nats-server is installed."""
+    port: int | None = None
+    cluster_port: int | None = None
+    leafnode_port: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    name: str
+    data_dir: Path
+    api: ApiSettings = field(default_factory=ApiSettings)
+    mesh: MeshSettings = field(default_factory=MeshSettings)
+    controllers: ControllerSettings = field(default_factory=ControllerSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    bus: BusSettings = field(default_factory=BusSettings)
+
+
+def default_route_address(family: int = socket.AF_INET) -> str | None:
+    """The source address the kernel picks for the default route (the interface peers on
+    other hosts most likely reach), or None without one. Connecting a UDP socket sends
+    nothing; it only asks the routing table."""
+    probe = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))
+            address = str(s.getsockname()[0])
+    except OSError:
+        return None
+    return None if address in WILDCARDS else address
+
+
+class NoAdvertiseAddress(Exception):
+    """--bind is a wildcard, --advertise is missing and no default route says which."""
+
+
+def advertise_for(bind: str, advertise: str | None) -> str | None:
+    """--advertise, or for a wildcard --bind the default route's address (logged)."""
+    if advertise or bind not in WILDCARDS:
+        return advertise
+    found = default_route_address(socket.AF_INET6 if bind == "::" else socket.AF_INET)
+    if found is None:
+        raise NoAdvertiseAddress(
+            f"--bind {bind} needs --advertise ADDRESS: this host has no default route to "
+            "pick the address peers and clients should use")
+    log.info("--bind %s with no --advertise: advertising %s, the address of the default "
+             "route's interface (pass --advertise to choose another)", bind, found)
+    return found
