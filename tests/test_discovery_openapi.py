@@ -614,12 +614,12 @@ def test_build_is_cached_and_fast(registry: KindRegistry) -> None:
             t = time.perf_counter()
             docs.v3_group_version(group, version)
             timings[f"{group}/{version}"] = time.perf_counter() - t
-    # The client models are loaded once per process; after that a build is milliseconds.
+    # The generated models are read once per process; after that a build is milliseconds.
     assert max(timings.values()) < 2.0, timings
     t = time.perf_counter()
     first = docs.v3_group_version("apps", "v1")
-    assert docs.v3_group_version("apps", "v1") is first
-    assert time.perf_counter() - t < 0.01
+    assert docs.v3_group_version("apps", "v1") == first  # kept compressed, not rebuilt
+    assert time.perf_counter() - t < 0.05  # two inflates of ~1 ms (a build is ~50 ms)
     fresh = OpenAPIDocuments(registry)
     t = time.perf_counter()
     fresh.v3_group_version("apps", "v1")
