@@ -109,10 +109,9 @@ async def test_a_claim_that_cannot_be_bound_here_keeps_the_pod_waiting(
 @pytest.mark.parametrize("policy", ["Delete", "Retain"])
 async def test_a_released_volume_is_deleted_or_retained_by_its_policy(
         store: ObjectStore, tmp_path: Path, policy: str) -> None:
-    sc = store.get(SC, None, DEFAULT_CLASS)
-    sc["reclaimPolicy"] = policy
-    await store.update(SC, sc, None, DEFAULT_CLASS)
-    await store.create(PVC, claim("data"), "default")
+    await store.create(SC, {**default_class(), "metadata": {"name": "local"},
+                            "reclaimPolicy": policy})
+    await store.create(PVC, claim("data", "local"), "default")
     local = LocalVolumes(store, "n1", lambda: tmp_path)
     await local.provision_for(pod_using("data"))
     pv_name = store.get(PVC, "default", "data")["spec"]["volumeName"]
