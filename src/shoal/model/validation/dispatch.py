@@ -35,6 +35,14 @@ from shoal.model.validation.services import (
     _validate_service,
     _validate_service_update,
 )
+from shoal.model.validation.storage import (  # stateful workloads (issue 12)
+    _validate_persistent_volume,
+    _validate_persistent_volume_claim,
+    _validate_persistent_volume_claim_update,
+    _validate_persistent_volume_update,
+    _validate_storage_class,
+    _validate_storage_class_update,
+)
 from shoal.model.validation.workloads import (
     _selector_immutable,
     _validate_daemon_set,
@@ -72,6 +80,9 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("discovery.k8s.io", "EndpointSlice"): _validate_endpoint_slice,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd,
     ("shoal.dev", "Scope"): _validate_scope,
+    ("", "PersistentVolumeClaim"): _validate_persistent_volume_claim,
+    ("", "PersistentVolume"): _validate_persistent_volume,
+    ("storage.k8s.io", "StorageClass"): _validate_storage_class,
 }
 
 _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
@@ -86,6 +97,9 @@ _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
     ("apps", "StatefulSet"): _validate_stateful_set_update,
     ("batch", "Job"): _validate_job_update,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _validate_crd_update,
+    ("", "PersistentVolumeClaim"): _validate_persistent_volume_claim_update,
+    ("", "PersistentVolume"): _validate_persistent_volume_update,
+    ("storage.k8s.io", "StorageClass"): _validate_storage_class_update,
 }
 
 
