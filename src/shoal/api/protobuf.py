@@ -255,6 +255,18 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
         4: ("lastTransitionTime", _TIME), 5: ("reason", "string"), 6: ("message", "string"),
     },
     "batch.UncountedTerminatedPods": {1: ("succeeded", "[]string"), 2: ("failed", "[]string")},
+    # batch/v1 CronJob (kubectl create cronjob)
+    "batch.CronJob": {1: ("metadata", _OBJECT), 2: ("spec", "batch.CronJobSpec"),
+                      3: ("status", "batch.CronJobStatus")},
+    "batch.CronJobSpec": {
+        1: ("schedule", "string"), 2: ("startingDeadlineSeconds", "int64"),
+        3: ("concurrencyPolicy", "string"), 4: ("suspend", "bool"),
+        5: ("jobTemplate", "batch.JobTemplateSpec"), 6: ("successfulJobsHistoryLimit", "int32"),
+        7: ("failedJobsHistoryLimit", "int32"), 8: ("timeZone", "string"),
+    },
+    "batch.JobTemplateSpec": {1: ("metadata", _OBJECT), 2: ("spec", "batch.JobSpec")},
+    "batch.CronJobStatus": {1: ("active", "[]core.ObjectReference"),
+                            4: ("lastScheduleTime", _TIME), 5: ("lastSuccessfulTime", _TIME)},
     # autoscaling/v1: the scale subresource
     "autoscaling.Scale": {1: ("metadata", _OBJECT), 2: ("spec", "autoscaling.ScaleSpec"),
                           3: ("status", "autoscaling.ScaleStatus")},
@@ -289,6 +301,20 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
                                3: ("port", "int32"), 4: ("appProtocol", "string")},
     # policy/v1: kubectl drain posts these to pods/eviction
     "policy.Eviction": {1: ("metadata", _OBJECT), 2: ("deleteOptions", "meta.DeleteOptions")},
+    # policy/v1 PodDisruptionBudget (kubectl create pdb)
+    "policy.PodDisruptionBudget": {1: ("metadata", _OBJECT),
+                                   2: ("spec", "policy.PodDisruptionBudgetSpec"),
+                                   3: ("status", "policy.PodDisruptionBudgetStatus")},
+    "policy.PodDisruptionBudgetSpec": {
+        1: ("minAvailable", _IOS), 2: ("selector", _SELECTOR), 3: ("maxUnavailable", _IOS),
+        4: ("unhealthyPodEvictionPolicy", "string"),
+    },
+    "policy.PodDisruptionBudgetStatus": {
+        1: ("observedGeneration", "int64"), 2: ("disruptedPods", "{}meta.Time"),
+        3: ("disruptionsAllowed", "int32"), 4: ("currentHealthy", "int32"),
+        5: ("desiredHealthy", "int32"), 6: ("expectedPods", "int32"),
+        7: ("conditions", "[]meta.Condition"),
+    },
     # meta/v1 fields and messages added since k8s-proto's build
     "meta.ManagedFieldsEntry": {6: ("fieldsType", "string"), 7: ("fieldsV1", "meta.FieldsV1"),
                                 8: ("subresource", "string")},
@@ -623,6 +649,13 @@ _KEEP_ZERO: dict[str, str] = {
         "podReplacementPolicy managedBy"
     ),
     "batch.JobStatus": "terminating failedIndexes ready",
+    "batch.CronJobSpec": (
+        "schedule timeZone startingDeadlineSeconds suspend successfulJobsHistoryLimit "
+        "failedJobsHistoryLimit"
+    ),
+    "policy.PodDisruptionBudgetSpec": "unhealthyPodEvictionPolicy",
+    "policy.PodDisruptionBudgetStatus": "disruptionsAllowed currentHealthy desiredHealthy "
+                                        "expectedPods",
     "batch.JobCondition": "type status",
     "autoscaling.ScaleStatus": "replicas",
     "coordination.LeaseSpec": (
