@@ -87,6 +87,20 @@ def test_kubectl_shows_a_cronjob_and_creates_a_job_from_it(node: ShoalProcess) -
     until(lambda: "Complete" in node.kubectl("get", "job", "by-hand").stdout)
 
 
+def test_kubectl_create_cronjob_and_pdb_send_protobuf_the_server_reads(
+        node: ShoalProcess) -> None:
+    node.kubectl("create", "cronjob", "made", "--image=busybox", "--schedule=0 3 * * *",
+                 "--", "echo", "hi")
+    node.kubectl("create", "pdb", "made", "--selector=app=made", "--max-unavailable=30%")
+    cj = json.loads(node.kubectl("get", "cj", "made", "-o", "json").stdout)
+    assert cj["spec"]["schedule"] == "0 3 * * *"
+    assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+        "command"] == ["echo", "hi"]
+    pdb = json.loads(node.kubectl("get", "pdb", "made", "-o", "json").stdout)
+    assert pdb["spec"]["maxUnavailable"] == "30%"
+    assert pdb["spec"]["selector"] == {"matchLabels": {"app": "made"}}
+
+
 def test_a_replication_controller_runs_and_scales(node: ShoalProcess) -> None:
     node.kubectl("apply", "-f", "-", input=RC)
     until(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:4] == ["2", "2", "2"])
