@@ -349,10 +349,14 @@ async def heal_to_delivered(root: Path, ca: pki.KeyPair, delay: float, count: in
         await linked(edge, hub, "probe.heal", timeout=60)
         relinked_s = time.monotonic() - healed
         seen: list[int] = []
-        stored_at = None
+        first_at = stored_at = None
         while len(seen) < count:
-            if stored_at is None and await hub_holds() >= count + 1:
-                stored_at = time.monotonic() - healed
+            if stored_at is None:
+                held = await hub_holds()
+                if first_at is None and held > 1:
+                    first_at = time.monotonic() - healed
+                if held >= count + 1:
+                    stored_at = time.monotonic() - healed
             with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
                 for m in await sub.fetch(1000, timeout=0.2):
                     seen.append(int(m.data))
@@ -364,6 +368,7 @@ async def heal_to_delivered(root: Path, ca: pki.KeyPair, delay: float, count: in
                 "acked_publishes_per_s_at_edge": round(count / publish_s),
                 "crossed_during_cut": held_during_cut,
                 "heal_to_leaf_link_back_s": round(relinked_s, 2),
+                "heal_to_first_stored_at_hub_s": round(first_at or 0.0, 2),
                 "heal_to_all_stored_at_hub_s": round(stored_at or delivered_s, 2),
                 "heal_to_last_delivered_at_hub_s": round(delivered_s, 2),
                 "once_and_in_order": seen == list(range(count)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -170,11 +171,18 @@ async def stream_exists(url: str, stream: str) -> bool:
         await nc.close()
 
 
-def status_messages(node: ShoalProcess, stream: str) -> int:
+def stream_status(node: ShoalProcess, stream: str) -> dict[str, Any]:
     r = node.kubectl("get", "stream", stream, "-o", "json", check=False)
-    if r.returncode != 0:
-        return -1
-    return int((json.loads(r.stdout).get("status") or {}).get("messages", -1))
+    return (json.loads(r.stdout).get("status") or {}) if r.returncode == 0 else {}
+
+
+def table(node: ShoalProcess) -> dict[str, dict[str, str]]:
+    """``kubectl get streams -o wide`` by row name and column (headers may hold a space)."""
+    lines = node.kubectl("get", "streams", "-o", "wide").stdout.splitlines()
+    heads = [(m.start(), m.group()) for m in re.finditer(r"\S+(?: \S+)*", lines[0])]
+    ends = [start for start, _ in heads[1:]] + [None]
+    return {row.split()[0]: {h: row[a:b].strip() for (a, h), b in zip(heads, ends, strict=True)}
+            for row in lines[1:]}
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +194,10 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         nodes = {}
         for name in ("hub-1", "farm-a-1", "farm-b-1"):
             ns = lab.add(name.removesuffix("-1"))
+            # Stream status every second rather than every 10, to keep the module short.
             nodes[name] = NamespacedNode(name, tmp / name, free_port(), tmp / f"{name}.log",
-                                         netns=ns, host=ns.ip)
+                                         netns=ns, host=ns.ip,
+                                         env={"SHOAL_BUS_STATUS_INTERVAL": "1"})
         hub = nodes["hub-1"]
         s = Sites(lab, hub, {"farm-a": nodes["farm-a-1"], "farm-b": nodes["farm-b-1"]}, {})
         try:
@@ -206,7 +216,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             # Declared once, at one edge; the other sites learn of them by replication.
             farm_a = s.edges["farm-a"]
             wait_until(lambda: farm_a.kubectl("get", "streams", check=False).returncode == 0,
-                       30, "the Stream kind served")
+                       30, "the Stream kind served: " + farm_a.kubectl(
+                           "get", "streams", check=False).stderr)
             farm_a.kubectl("apply", "-f", "-", input=STREAMS)
             for node, stream in ((s.edges["farm-a"], "sensors-farm-a"),
                                  (s.edges["farm-b"], "sensors-farm-b"), (hub, "sensors")):
@@ -287,6 +298,10 @@ def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
     a, b = sites.edges["farm-a"], sites.edges["farm-b"]
     assert acked(sites.publish("farm-a", 0, 10)) == 10
     assert acked(sites.publish("farm-b", 0, 10)) == 10
+    # The hub says how far it got; each edge then reports how far the hub lags behind it.
+    wait_until(lambda: all(stream_status(e, f"sensors-{site}").get("hubLag") == 0 and
+                           stream_status(e, f"sensors-{site}").get("messages") == 10
+                           for site, e in sites.edges.items()), 30, "hub lag 0 at the edges")
     closed = {site: sites.leaf_closed(site) for site in sites.edges}
     for edge in (a, b):
         sites.lab.cut(sites.ns(edge), "drop")  # the uplinks go: iptables drops everything
@@ -297,6 +312,11 @@ def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
     b.start(sites.args["farm-b"])  # cut off still: --join is not needed again
     assert acked(sites.publish("farm-b", 1010, 1000)) == 1000
     assert acked(publishing_a) == 10_000
+    # Cut off, farm-a knows the hub holds none of them yet: kubectl there says so.
+    wait_until(lambda: stream_status(a, "sensors-farm-a").get("hubLag") == 10_000, 30,
+               "farm-a to report a hub lag of 10,000")
+    row = table(a)["sensors-farm-a"]
+    assert (row["MESSAGES"], row["HUB LAG"], row["HELD"]) == ("10010", "10000", "farm-a=10010")
     # Until each edge gives its leaf link up (missed pings), so the heal is a reconnection.
     wait_until(lambda: sites.leaf_closed("farm-a") > closed["farm-a"], 30, "farm-a's link down")
     for edge in (a, b):
@@ -306,6 +326,9 @@ def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
     print(f"the hub held all {10_010 + 2010} {time.monotonic() - healed:.1f} s after the heal")
     assert seen["farm-a"] == list(range(10_010))  # all, once, in order
     assert seen["farm-b"] == list(range(2010))  # nothing acknowledged before the kill lost
-    wait_until(lambda: status_messages(sites.hub, "sensors") == 12_020, 30,
+    wait_until(lambda: stream_status(sites.hub, "sensors").get("messages") == 12_020, 30,
                "kubectl at the hub to report 12,020")
+    wait_until(lambda: stream_status(a, "sensors-farm-a").get("hubLag") == 0, 30,
+               "farm-a's hub lag back to 0")
+    assert table(sites.hub)["sensors"]["LAG"] == "0"
 

@@ -62,6 +62,11 @@ def test_streams_from_kubectl_live_in_the_nodes_jetstream(shoal: ShoalProcess) -
         '["sensors.>"]', '["sensors.>.x"]'))
     assert bad.returncode != 0 and "should match" in bad.stderr
     shoal.kubectl("apply", "-f", "-", input=STREAM)
+    # Updates are checked as creates are: a bad subject, limits that contradict each other.
+    for patch in ('{"spec": {"subjects": ["sensors.>.x"]}}', '{"spec": {"maxAge": "1m"}}'):
+        bad = shoal.kubectl("patch", "stream", "sensors", "--type", "merge", "-p", patch,
+                            check=False)
+        assert bad.returncode != 0 and "is invalid" in bad.stderr, bad.stderr
 
     def ready() -> bool:
         out = shoal.kubectl("get", "streams", "-o", "wide").stdout
@@ -84,8 +89,8 @@ def test_streams_from_kubectl_live_in_the_nodes_jetstream(shoal: ShoalProcess) -
 
     def three_held() -> bool:
         rows = shoal.kubectl("get", "streams").stdout.splitlines()
-        return rows[0].split() == ["NAME", "SUBJECTS", "MESSAGES", "LAG", "AGE"] and \
-            rows[1].split()[2] == "3"
+        return rows[0].split() == ["NAME", "SUBJECTS", "MESSAGES", "LAG", "HUB", "LAG", "AGE"] \
+            and rows[1].split()[2] == "3"
     wait_until(three_held)
     consumers = shoal.kubectl("get", "consumers").stdout.splitlines()
     assert consumers[1].split()[:3] == ["aggregator", "sensors", "3"]  # 3 pending

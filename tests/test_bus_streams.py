@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ async def store(tmp_path: Path) -> AsyncIterator[ObjectStore]:
     s = ObjectStore(replica, registry)
     s.observers.append(lambda kind, old, new: crd_observer(kind, old, new, registry))
     s.admission.append(crds.admit_stream)
+    s.update_admission.append(crds.StreamUpdates(registry))
     ns_kind = registry.by_kind("v1", "Namespace")
     assert ns_kind is not None
     await s.create(ns_kind, {"apiVersion": "v1", "kind": "Namespace",
@@ -105,6 +107,25 @@ async def test_a_stream_with_an_invalid_subject_or_conflicting_limits_is_refused
         assert e.value.causes and e.value.causes[0].field.startswith("spec.")
     ok = await store.create(k, stream("ok", subjects=["telemetry.>", "cmd.*.set"]))
     assert ok["spec"]["subjects"] == ["telemetry.>", "cmd.*.set"]
+
+
+async def test_an_update_to_an_invalid_subject_or_conflicting_limits_is_refused_too(
+        store: ObjectStore) -> None:
+    await crds.ensure_crds(store)
+    k = kind(store, "Stream")
+    await store.create(k, stream("s", subjects=["telemetry.>"], maxBytes=100, maxAge="1h"))
+    for change in ({"subjects": ["telemetry.>.x"]}, {"maxMsgSize": 1000},
+                   {"duplicateWindow": "2h"}, {"mirror": {"name": "x"}}):
+        current = copy.deepcopy(store.get(k, "default", "s"))
+        current["spec"].update(change)
+        with pytest.raises(Invalid) as e:
+            await store.update(k, current, "default", "s")
+        assert e.value.causes and e.value.causes[0].field.startswith("spec."), change
+    assert store.get(k, "default", "s")["spec"] == {"subjects": ["telemetry.>"],
+                                                   "maxBytes": 100, "maxAge": "1h"}
+    current = copy.deepcopy(store.get(k, "default", "s"))
+    current["spec"]["maxMsgSize"] = 50
+    assert (await store.update(k, current, "default", "s"))["spec"]["maxMsgSize"] == 50
 
 
 @pytest.mark.slow
@@ -213,3 +234,29 @@ async def test_streams_and_consumers_are_made_updated_and_deleted_from_objects(
         await asyncio.gather(task, return_exceptions=True)
         await rec.close()
         await bus.stop()
+
+
+async def test_the_hub_lag_of_an_edge_stream_grows_with_what_it_stores_while_cut_off(
+        store: ObjectStore, tmp_path: Path) -> None:
+    await crds.ensure_crds(store)
+    k = kind(store, "Stream")
+    edge = await store.create(k, stream("sensors-farm-a", subjects=["sensors.farm-a.>"],
+                                        placement={"site": "farm-a"}))
+    hub = await store.create(k, stream("sensors", placement={"site": "cloud"}, sources=[
+        {"name": "sensors-farm-a", "domain": "farm-a"}]))
+    rec = streams.StreamReconciler(store, "nats://127.0.0.1:1", "edge-1", lambda: None,
+                                   tmp_path / "managed.json")
+    # Nothing reported by the hub yet: unknown, no column.
+    assert rec._hub_lag(edge, "farm-a", {"firstSeq": 1, "lastSeq": 40}) is None
+    hub = copy.deepcopy(hub)
+    hub["status"] = {"sites": {"cloud": {"messages": 30, "lastSeq": 30, "sources": {
+        "sensors-farm-a@farm-a": {"lag": 0, "copiedSeq": 30}}}}}
+    await store.update(k, hub, "default", "sensors", "status")
+    # The edge stored 10 more since the hub last said how far it got.
+    assert rec._hub_lag(edge, "farm-a", {"firstSeq": 1, "lastSeq": 40}) == 10
+    # Messages the edge dropped by its limits are not waited for.
+    assert rec._hub_lag(edge, "farm-a", {"firstSeq": 36, "lastSeq": 40}) == 5
+    assert rec._hub_lag(edge, "farm-a", {"firstSeq": 1, "lastSeq": 30}) == 0
+    assert streams.source_header({"Nats-Stream-Source": "sensors-farm-a:OcCCb2lW 42"}) == (
+        "sensors-farm-a", 42)
+    assert streams.source_header({}) == ("", 0)

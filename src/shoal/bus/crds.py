@@ -3,8 +3,8 @@
 Each bus peer writes the two CustomResourceDefinitions when its replica lacks them (or
 holds an older revision of Shoal's), as the RBAC bootstrap writes the default policy:
 peers that do it concurrently write the same content, so the merge keeps one object.
-On create, a Stream whose limits contradict each other is refused with a 422 (the
-schema checks each field; this checks them against each other).
+On create and on update, a Stream whose limits contradict each other is refused with a
+422 (the schema checks each field; this checks them against each other).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from shoal.bus import stream_objects
-from shoal.model.kinds import Kind
+from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.validation import Cause, invalid_message
 from shoal.store.objects import Invalid, ObjectStore, StoreError
 
@@ -61,6 +61,27 @@ def admit_stream(kind: Kind, obj: dict[str, Any]) -> None:
     """Refuse a Stream whose limits conflict (a store admission hook, on create)."""
     if kind.group != stream_objects.GROUP or kind.kind != "Stream":
         return
+    _refuse_conflicts(kind, obj)
+
+
+class StreamUpdates:
+    """Refuse an update that leaves a Stream's limits conflicting (a store update admission
+    hook), as on create; an update that keeps the spec as it was (labels, a finalizer) is
+    let through, so that an object stored before the check stays writable."""
+
+    def __init__(self, registry: KindRegistry) -> None:
+        self.registry = registry
+
+    def __call__(self, resource: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        if resource != stream_objects.STREAMS or new.get("spec") == old.get("spec"):
+            return
+        kind = self.registry.by_resource(stream_objects.GROUP, stream_objects.VERSION,
+                                         "streams")
+        if kind is not None:
+            _refuse_conflicts(kind, new)
+
+
+def _refuse_conflicts(kind: Kind, obj: dict[str, Any]) -> None:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         return

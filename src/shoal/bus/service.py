@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.bus.crds import admit_stream, ensure_crds
+from shoal.bus.crds import StreamUpdates, admit_stream, ensure_crds
 from shoal.bus.nats_config import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_CLUSTER_PORT,
@@ -28,6 +29,15 @@ from shoal.node.env import bus_env
 from shoal.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+def status_interval() -> float:
+    """Seconds between writes of a Stream's status (each one replicated to every peer):
+    ``SHOAL_BUS_STATUS_INTERVAL``, 10 by default."""
+    try:
+        return max(0.5, float(os.environ.get("SHOAL_BUS_STATUS_INTERVAL", "10")))
+    except ValueError:
+        return 10.0
 
 
 def bus_wanted(flag: bool | None) -> bool:
@@ -92,8 +102,10 @@ class BusService:
         self.streams = StreamReconciler(
             store, lambda: f"nats://{_loopback(bind)}:{self.node_bus.settings.client_port}",
             name,
-            lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json")
+            lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json",
+            status_interval=status_interval())
         store.admission.append(admit_stream)
+        store.update_admission.append(StreamUpdates(store.registry))
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -22,7 +22,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 STREAMS = f"streams.{GROUP}"
 CONSUMERS = f"consumers.{GROUP}"
 CRD_VERSION_ANNOTATION = "bus.shoal.dev/crd-revision"
-CRD_REVISION = "1"
+CRD_REVISION = "2"
 
 # A NATS subject: dot-separated tokens, ``*`` a whole token, ``>`` only the last token.
 SUBJECT_PATTERN = r"^(([^.*> \t\r\n]+|\*)\.)*([^.*> \t\r\n]+|\*|>)$"
@@ -186,6 +186,11 @@ def stream_crd() -> dict[str, Any]:
                         "every site holds one)"},
         {"name": "Lag", "type": "integer", "jsonPath": ".status.lag",
          "description": "messages its sources hold that it has not yet copied"},
+        {"name": "Hub Lag", "type": "integer", "jsonPath": ".status.hubLag",
+         "description": "messages of this stream that the stream sourcing it at another "
+                        "site (the hub's) does not hold yet, as last reported"},
+        {"name": "Held", "type": "string", "jsonPath": ".status.held", "priority": 1,
+         "description": "messages held per site"},
         {"name": "Ready", "type": "string",
          "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

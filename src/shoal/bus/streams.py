@@ -7,9 +7,11 @@ storage type, is reported in the object's Ready condition), and deletes the stre
 consumers that this peer once created for objects that are gone (a stream an application
 made for itself is never touched). The first bus peer of the site by name writes the
 status back, at most every ``status_interval`` seconds and only when it changed:
-messages held and, for a stream with sources, how far it lags behind them, under
-``status.sites.<site>`` and, summed or for its own site, in ``status.messages`` and
-``status.lag`` (the columns of ``kubectl get streams``).
+messages held and, for a stream with sources, how far it lags behind them (and how far
+it got in each), under ``status.sites.<site>`` and, summed or for its own site, in
+``status.messages`` and ``status.lag``; ``status.held`` per site; and for a stream that
+another site sources, ``status.hubLag``: how many of its messages that site does not hold
+yet (the columns of ``kubectl get streams``).
 """
 
 from __future__ import annotations
@@ -272,9 +274,14 @@ class StreamReconciler:
             except NotFoundError:
                 info = None
             site_status = _stream_site_status(info)
-            if stream_kind is not None and await self._write(
-                    stream_kind, obj, _stream_status(obj, topo.site, site_status,
-                                                     self._problems.get(_key(obj), ""))):
+            if site_status is not None and info is not None and info.sources:
+                site_status["sources"] = await self._copied(jsm, obj, info)
+            stream_status = _stream_status(obj, topo.site, site_status,
+                                           self._problems.get(_key(obj), ""))
+            hub_lag = self._hub_lag(obj, topo.site, site_status)
+            if hub_lag is not None:
+                stream_status["hubLag"] = hub_lag
+            if stream_kind is not None and await self._write(stream_kind, obj, stream_status):
                 written += 1
         for obj in self._objects(stream_objects.CONSUMERS, topo.site):
             stream = str((obj.get("spec") or {}).get("streamName", ""))
@@ -291,6 +298,64 @@ class StreamReconciler:
             if consumer_kind is not None and await self._write(consumer_kind, obj, status):
                 written += 1
         return written
+
+    async def _copied(self, jsm: JetStreamManager, obj: Mapping[str, Any], info: StreamInfo
+                      ) -> dict[str, dict[str, int]]:
+        """Per source of a stream (``name@domain``): its lag as JetStream reports it and
+        the last sequence of the source stream this one holds (from the
+        ``Nats-Stream-Source`` header of the newest message with the source's subjects)."""
+        out: dict[str, dict[str, int]] = {}
+        lags: dict[str, list[int]] = {}
+        for si in info.sources or []:
+            lags.setdefault(si.name, []).append(int(si.lag or 0))
+        for src in (obj.get("spec") or {}).get("sources") or []:
+            name, domain = str(src.get("name", "")), str(src.get("domain") or "")
+            entry: dict[str, int] = {}
+            if len(lags.get(name, [])) == 1:
+                entry["lag"] = lags[name][0]
+            copied = 0
+            for subject in self._source_subjects(src):
+                with contextlib.suppress(NotFoundError, nats.js.errors.APIError):
+                    msg = await jsm.get_last_msg(stream_objects.stream_name(obj), subject)
+                    origin, seq = source_header(msg.headers or {})
+                    if origin == name:
+                        copied = max(copied, seq)
+            entry["copiedSeq"] = copied
+            out[f"{name}@{domain}"] = entry
+        return out
+
+    def _source_subjects(self, src: Mapping[str, Any]) -> list[str]:
+        """The subjects a source brings: its filter, or its Stream object's subjects."""
+        if src.get("filterSubject"):
+            return [str(src["filterSubject"])]
+        domain = src.get("domain")
+        for o in self.store.replica.list(stream_objects.STREAMS):
+            if stream_objects.stream_name(o) == src.get("name") and (
+                    domain is None or stream_objects.belongs_to(o, str(domain))):
+                return [str(x) for x in (o.get("spec") or {}).get("subjects") or []]
+        return []
+
+    def _hub_lag(self, obj: Mapping[str, Any], site: str,
+                 mine: Mapping[str, Any] | None) -> int | None:
+        """How many of this site's messages of the stream the streams sourcing it from
+        another site (the hub's) do not hold yet, from what they last reported: during a
+        cut it grows with every message stored here. None when nothing sources it."""
+        if mine is None:
+            return None
+        key = f"{stream_objects.stream_name(obj)}@{site}"
+        copied: list[int] = []
+        for other in self.store.replica.list(stream_objects.STREAMS):
+            sources = (other.get("spec") or {}).get("sources") or []
+            if not any(f"{s.get('name')}@{s.get('domain') or ''}" == key for s in sources):
+                continue
+            for there, st in ((other.get("status") or {}).get("sites") or {}).items():
+                entry = ((st or {}).get("sources") or {}).get(key) if there != site else None
+                if isinstance(entry, dict):
+                    copied.append(int(entry.get("copiedSeq", 0)))
+        if not copied:
+            return None
+        last, first = int(mine.get("lastSeq", 0)), int(mine.get("firstSeq", 0))
+        return max(0, last - max(min(copied), first - 1))
 
     async def _write(self, kind: Any, obj: dict[str, Any], status: dict[str, Any]) -> bool:
         old = obj.get("status") or {}
@@ -345,6 +410,15 @@ def _stream_site_status(info: StreamInfo | None) -> dict[str, Any] | None:
             "lag": lag}
 
 
+def source_header(headers: Mapping[str, str]) -> tuple[str, int]:
+    """(source stream, its sequence) from a sourced message's ``Nats-Stream-Source``
+    header (``"sensors-farm-a:Ab12cD 42"``); ("", 0) when there is none."""
+    parts = str(headers.get("Nats-Stream-Source", "")).split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return "", 0
+    return parts[0].split(":", 1)[0], int(parts[1])
+
+
 def _ready(obj: Mapping[str, Any], exists: bool, problem: str) -> dict[str, Any]:
     if problem:
         return {"type": "Ready", "status": "False", "reason": "Errored", "message": problem,
@@ -367,9 +441,12 @@ def _stream_status(obj: Mapping[str, Any], site: str, mine: dict[str, Any] | Non
         shown = [mine] if mine is not None else []
     else:
         shown = [s for s in sites.values() if isinstance(s, dict)]
+    held = " ".join(f"{name}={int(s.get('messages', 0))}"
+                    for name, s in sorted(sites.items()) if isinstance(s, dict))
     return {"sites": {site: mine} if mine is not None else {},
             "messages": sum(int(s.get("messages", 0)) for s in shown),
             "lag": sum(int(s.get("lag", 0)) for s in shown),
+            "held": held,
             "conditions": [_ready(obj, mine is not None, problem)]}
 
 
