@@ -180,6 +180,25 @@ def _default_pvc(pvc: dict[str, Any]) -> None:
         _ptr(spec, "volumeMode", "Filesystem")
 
 
+# --- stateful workloads (issue 12): claims, volumes and classes, as Kubernetes defaults them
+def _default_claim(obj: dict[str, Any]) -> None:
+    _default_pvc(obj)
+    _str(_map(obj, "status"), "phase", "Pending")
+
+
+def _default_persistent_volume(obj: dict[str, Any]) -> None:
+    spec = _map(obj, "spec")
+    _str(spec, "persistentVolumeReclaimPolicy", "Retain")
+    _str(spec, "volumeMode", "Filesystem")
+    _str(_map(obj, "status"), "phase", "Pending")
+
+
+def _default_storage_class(obj: dict[str, Any]) -> None:
+    _str(obj, "reclaimPolicy", "Delete")
+    _str(obj, "volumeBindingMode", "Immediate")
+# --- end stateful workloads ---
+
+
 def _default_volume(v: dict[str, Any]) -> None:
     if all(v.get(source) is None for source in VOLUME_SOURCES):
         v["emptyDir"] = {}
@@ -592,6 +611,9 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "ReplicationController"): _default_replication_controller,
     ("discovery.k8s.io", "EndpointSlice"): _default_endpoint_slice,
     ("apiextensions.k8s.io", "CustomResourceDefinition"): _default_crd,
+    ("", "PersistentVolumeClaim"): _default_claim,  # stateful workloads
+    ("", "PersistentVolume"): _default_persistent_volume,
+    ("storage.k8s.io", "StorageClass"): _default_storage_class,
 }
 
 
