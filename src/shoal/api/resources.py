@@ -45,6 +45,8 @@ PATCH_TYPES = (
     "application/apply-patch+yaml",
 )
 MAX_WATCH_SECONDS = 1800.0
+# Stateful workloads (issue 12): these registries return the deleted object too.
+RETURN_DELETED_STORAGE = ("PersistentVolumeClaim", "PersistentVolume", "StorageClass")
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -424,7 +426,8 @@ class ResourceHandlers:
             grace_period=_grace(opts),
         )
         # Kinds whose registry returns the deleted object (ReturnDeletedObject), as Kubernetes.
-        if gone and t.kind.kind not in ("Pod", "Namespace", "Service", "ServiceAccount") \
+        if gone and t.kind.kind not in ("Pod", "Namespace", "Service", "ServiceAccount",
+                                        *RETURN_DELETED_STORAGE) \
                 and not t.kind.is_custom:
             return json_response(success_status(t.kind, t.name, obj["metadata"].get("uid", "")))
         return json_response(obj, 200 if gone else 202)
