@@ -1,5 +1,6 @@
 """StatefulSets with local-path volumes on a real node: kubectl, the Python client, and a
-kill -9 that the pods survive with their data."""
+kill -9 that the pods survive with their data. One server for everything (it is slow to
+start): the Python client's claims, volumes and classes, then the StatefulSet."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
 
 from tests.conftest import ShoalProcess
 
@@ -65,6 +68,48 @@ def running(node: ShoalProcess, name: str) -> dict[str, Any] | None:
     return pod if pod.get("status", {}).get("phase") == "Running" and ready else None
 
 
+def python_client_round_trip(node: ShoalProcess) -> None:
+    """Claims, volumes and classes through the official Python client's typed models."""
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(node.kubeconfig), client_configuration=cfg)
+    with client.ApiClient(cfg) as api:
+        core, storage = client.CoreV1Api(api), client.StorageV1Api(api)
+        classes = storage.list_storage_class().items
+        default = [c for c in classes if (c.metadata.annotations or {}).get(
+            "storageclass.kubernetes.io/is-default-class") == "true"]
+        assert [c.metadata.name for c in default] == ["local-path"]
+        assert default[0].volume_binding_mode == "WaitForFirstConsumer"
+        storage.create_storage_class(client.V1StorageClass(
+            metadata=client.V1ObjectMeta(name="manual"), provisioner="kubernetes.io/no-provisioner",
+            reclaim_policy="Retain"))
+        core.create_persistent_volume(client.V1PersistentVolume(
+            metadata=client.V1ObjectMeta(name="static-1"),
+            spec=client.V1PersistentVolumeSpec(
+                capacity={"storage": "1Gi"}, access_modes=["ReadWriteOnce"],
+                storage_class_name="manual",
+                host_path=client.V1HostPathVolumeSource(path="/tmp"))))
+        core.create_namespaced_persistent_volume_claim("default", client.V1PersistentVolumeClaim(
+            metadata=client.V1ObjectMeta(name="static"),
+            spec=client.V1PersistentVolumeClaimSpec(
+                access_modes=["ReadWriteOnce"], storage_class_name="manual",
+                resources=client.V1VolumeResourceRequirements(requests={"storage": "512Mi"}))))
+        bound = until(lambda: (c := core.read_namespaced_persistent_volume_claim(
+            "static", "default")).status.phase == "Bound" and c, 15, "the static claim bound")
+        assert bound.spec.volume_name == "static-1"
+        assert bound.status.capacity == {"storage": "1Gi"}
+        pv = core.read_persistent_volume("static-1")
+        assert pv.spec.claim_ref.name == "static" and pv.status.phase == "Bound"
+        with pytest.raises(ApiException) as bad:
+            core.create_namespaced_persistent_volume_claim("default", {
+                "metadata": {"name": "bad"}, "spec": {"accessModes": []}})
+        assert bad.value.status == 422
+        core.delete_namespaced_persistent_volume_claim("static", "default")
+        assert until(lambda: core.read_persistent_volume("static-1").status.phase ==
+                     "Released", 15, "the static volume released")
+        core.delete_persistent_volume("static-1")
+        storage.delete_storage_class("manual")
+
+
 def boots(node: ShoalProcess, claim: str) -> list[str]:
     pv = get(node, "pv", get(node, "pvc", claim)["spec"]["volumeName"])
     path = pv["spec"]["local"]["path"]
@@ -79,6 +124,9 @@ def boots(node: ShoalProcess, claim: str) -> list[str]:
 def test_a_statefulset_keeps_its_names_and_data_across_a_kill_9(shoal: ShoalProcess) -> None:
     out = shoal.kubectl("get", "storageclass").stdout
     assert "local-path (default)" in out and "WaitForFirstConsumer" in out
+    explain = shoal.kubectl("explain", "pvc.spec").stdout
+    assert "storageClassName" in explain and "volumeName" in explain
+    python_client_round_trip(shoal)
     t0 = time.monotonic()
     shoal.kubectl("apply", "-f", "-", input=STS)
     shoal.kubectl("rollout", "status", "statefulset/web", "--timeout=60s")
