@@ -24,6 +24,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # --- the bus (shoal.bus): every peer runs a nats-server ---
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # --- end bus ---
+# --- install: shoal install's unit is checked with systemd-analyze verify (tests/test_install.py) ---
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# --- end install ---
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root to install them)" >&2

@@ -1,0 +1,86 @@
+"""A first join retries a seed that does not answer, and a killed join leaves nothing half-made."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import VENV_BIN, ShoalProcess, free_port
+
+
+def _wait_for(path: Path, text: str, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count(text) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not {count} times in {path}: {path.read_text()[-2000:]}")
+
+
+def test_a_join_killed_while_its_seed_is_down_leaves_nothing_and_a_rerun_joins(
+        tmp_path: Path) -> None:
+    seed_port = free_port()
+    data = tmp_path / "joiner"
+    token = tmp_path / "join.token"
+    token.write_text("SHOAL1::sha256:" + "ab" * 32 + "::abcdef.0123456789abcdef\n")
+    log = tmp_path / "first.log"
+    with open(log, "wb") as out:
+        first = subprocess.Popen(
+            [str(VENV_BIN / "shoal"), "join", "--name", "joiner", "--data-dir", str(data),
+             "--api-port", str(free_port()), "--peer-port", "0", "--join",
+             f"127.0.0.1:{seed_port}", "--token-file", str(token), "--runtime", "process",
+             "--pod-network", "host", "--proxy-mode", "none", "--dns-port", "0", "--no-bus"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # It says so at every attempt, backing off: 1 s, then 2 s.
+        _wait_for(log, f"join: cannot reach the seed 127.0.0.1:{seed_port}", 2)
+        assert "retrying in 1s" in log.read_text() and "retrying in 2s" in log.read_text()
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    # No half-made node: no certificates, no replica (at most an empty staging dir).
+    assert not (data / "pki").exists() and not (data / "state.db").exists()
+
+    signer = ShoalProcess("signer", tmp_path / "signer", free_port(), tmp_path / "signer.log")
+    signer.start(["--peer-port", str(seed_port)])
+    joiner = ShoalProcess("joiner", data, free_port(), tmp_path / "second.log",
+                          signer_data_dir=signer.data_dir)
+    try:
+        token.write_text(subprocess.run(
+            [str(VENV_BIN / "shoal"), "token", "create", "--data-dir", str(signer.data_dir)],
+            capture_output=True, text=True, check=True, timeout=60).stdout)
+        joiner.start(["--join", f"127.0.0.1:{seed_port}", "--token-file", str(token)])
+        assert not (data / "pki.joining").exists()
+        nodes = joiner.kubectl("get", "nodes", "-o", "name").stdout.split()
+        assert "node/joiner" in nodes
+    finally:
+        joiner.stop()
+        signer.stop()
+
+
+def test_a_join_stopped_while_retrying_removes_the_data_dir_it_made(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    token = tmp_path / "join.token"
+    token.write_text("SHOAL1::sha256:" + "ab" * 32 + "::abcdef.0123456789abcdef\n")
+    log = tmp_path / "join.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "shoal"), "server", "--name", "n", "--data-dir", str(data),
+             "--api-port", str(free_port()), "--join", f"127.0.0.1:{free_port()}",
+             "--token-file", str(token)],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(log, "join: cannot reach the seed", 1)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "stopped while joining; nothing was kept" in log.read_text()
+    assert not data.exists()
