@@ -2,7 +2,8 @@
 
 One server for the module (process runtime): CronJob columns and ``kubectl create job
 --from=cronjob/...``, a ReplicationController scaled, the ``kubernetes`` Service and
-its endpoints, the TLS Secret of Kubernetes' docs, and exec stdin sent as text frames.
+its endpoints, the TLS Secret of Kubernetes' docs, exec stdin sent as text frames, and
+last (it cordons the node) ``kubectl drain`` held back by a PodDisruptionBudget.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -32,6 +34,28 @@ spec:
           restartPolicy: Never
           containers:
           - {name: c, image: busybox, command: ["sh", "-c", "echo hi"]}
+"""
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: busybox, command: ["sh", "-c", "sleep 3600"]}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
 """
 
 RC = """
@@ -157,3 +181,38 @@ def test_exec_stdin_written_as_text_reaches_the_command(node: ShoalProcess) -> N
         out += resp.read_stdout() or ""
     resp.close()
     assert out == "hello as text\n"
+
+
+def pdb_status(node: ShoalProcess) -> dict[str, Any]:
+    pdb = json.loads(node.kubectl("get", "pdb", "web", "-o", "json").stdout)
+    return pdb.get("status") or {}  # type: ignore[no-any-return]
+
+
+def test_drain_evicts_what_the_budget_allows_and_stops_at_it(node: ShoalProcess) -> None:
+    node.kubectl("delete", "pod", "reader", "--grace-period=0", "--force", check=False)
+    node.kubectl("apply", "-f", "-", input=APP)
+    until(lambda: pdb_status(node).get("currentHealthy") == 2)
+    st = pdb_status(node)
+    assert (st["expectedPods"], st["desiredHealthy"], st["disruptionsAllowed"]) == (2, 1, 1)
+    table = rows(node.kubectl("get", "pdb", "web").stdout)
+    assert table[0] == ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED",
+                        "DISRUPTIONS", "AGE"]
+    assert table[1][:4] == ["web", "1", "N/A", "1"]
+    before = {p["metadata"]["name"] for p in json.loads(node.kubectl(
+        "get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]}
+
+    # One disruption allowed: drain evicts one pod. Its replacement stays pending on the
+    # cordoned node, so the other pod's eviction is refused (429) until drain's timeout.
+    r = node.kubectl("drain", node.name, "--ignore-daemonsets", "--timeout", "3s",
+                     check=False)
+    assert r.returncode != 0
+    assert "evicted" in r.stdout, r.stdout + r.stderr
+    assert "Cannot evict pod as it would violate the pod's disruption budget." in r.stderr
+    pods = json.loads(node.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)
+    running = {p["metadata"]["name"] for p in pods["items"]
+               if not p["metadata"].get("deletionTimestamp") and p["spec"].get("nodeName")}
+    assert len(running & before) == 1  # the budget kept one of the two
+    assert json.loads(node.kubectl("get", "node", node.name, "-o", "json").stdout)[
+        "spec"].get("unschedulable") is True
+    until(lambda: pdb_status(node).get("disruptionsAllowed") == 0)
+    node.kubectl("uncordon", node.name)
