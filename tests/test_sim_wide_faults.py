@@ -46,6 +46,19 @@ def test_the_issues_seeds_keep_every_acknowledged_write(
     assert_ok(issue_seed(peers, seed, partitions, kills, drop))
 
 
+# Found by the soak of the wide mix (seeds 100000-101684 of the code of the issue's day):
+# a peer restarted and counted its coverage revisions from 0 again, so its partners'
+# cursors from before skipped its new row, and the tombstones waiting on it stayed.
+@pytest.mark.parametrize(("peers", "seed", "partitions", "kills", "drop"), [
+    (3, 100298, 0, 2, 0.05),
+    (3, 101288, 2, 2, 0.0),
+])
+def test_a_restarted_peers_new_coverage_row_reaches_its_partners(
+        peers: int, seed: int, partitions: int, kills: int, drop: float) -> None:
+    report = assert_ok(issue_seed(peers, seed, partitions, kills, drop))
+    assert report.tombstones_held and report.tombstones_left == 0
+
+
 def test_a_replica_that_never_saw_a_deleted_object_has_not_converged() -> None:
     """Only a fence of that very deletion stands in for a tombstone: a replica holding
     neither has not learnt of the object, and a stale copy would live again there."""

@@ -22,6 +22,7 @@ from shoal.mesh.messages import (
     decode,
     encode,
 )
+from shoal.mesh.tombstones import CoverageBook
 from shoal.sim import scenarios
 from shoal.sim.checkers import convergence, durability, resurrection, tombstones
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
@@ -104,6 +105,44 @@ def test_collection_drops_rows_in_sqlite_and_the_fence_survives_a_restart(tmp_pa
         again.close()
 
     asyncio.run(main())
+
+
+def test_a_coverage_cursor_from_before_a_restart_still_gets_every_row_learnt_after_it() -> None:
+    """Coverage revisions never count from 0 again: a puller's cursor from the owner's
+    previous life once named a revision of the new one, the rows learnt up to it (the
+    owner's own new row among them) were never sent, and its tombstones stayed
+    (issue 16, seeds 100298 and 101288)."""
+
+    async def main() -> None:
+        replica = Replica(None, "n0")
+        book = CoverageBook("n0", replica, replica.hlc)
+        cov = book.scope("")
+        cov.advance("n1", 3)
+        cov.published({"n1": 3})
+        for i in range(5):
+            cov.receive([CoverageRow(f"n{i + 2}", 10 + i, {"n0": 1})])
+        assert book.servable(cov.revision) == 0  # nothing reserved on disk yet
+        await asyncio.sleep(0.01)
+        cursor = book.servable(cov.revision)
+        assert cursor == cov.revision > 0
+        # The owner restarts on the same disk, learns its own row and as many others.
+        again = CoverageBook("n0", replica, replica.hlc)
+        fresh = again.scope("")
+        fresh.advance("n1", 9)
+        fresh.published({"n1": 9})
+        for i in range(8):
+            fresh.receive([CoverageRow(f"n{i + 2}", 20 + i, {"n0": 2})])
+        sent = fresh.since(cursor)
+        assert any(r.owner == "n0" and r.vector == {"n1": 9} for r in sent)
+        assert len(sent) == 1 + 8
+        # A scope dropped and taken again within a life counts on too.
+        cursor = again.servable(fresh.revision)
+        again.drop("")
+        taken = again.scope("")
+        taken.published({"n1": 1})
+        assert [r.owner for r in taken.since(cursor)] == ["n0"]
+
+    virtual_run(main())
 
 
 def test_a_create_after_a_collected_delete_hides_the_old_fields_everywhere() -> None:

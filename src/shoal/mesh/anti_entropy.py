@@ -497,7 +497,8 @@ class AntiEntropy:
             else:
                 rows = cov.since(c.coverage_cursor)
             # Also when nothing learnt since concerns the puller: its cursor moves on.
-            cov_rev = cov.revision if rows or about or cov.revision > c.coverage_cursor else 0
+            told = self.coverage.servable(cov.revision)
+            cov_rev = told if rows or about or told > c.coverage_cursor else 0
             sent = tuple(docs[c.scope])
             self.docs_sent[c.scope] += len(sent)
             if cut is None:

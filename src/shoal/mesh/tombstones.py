@@ -56,8 +56,48 @@ from shoal.store.replica import Replica
 log = logging.getLogger(__name__)
 
 COVERAGE_META = "mesh.coverage"
+COVERAGE_RESERVED_META = "mesh.coverage-reserved"
+"""The highest coverage revision this peer may serve: the next life counts on from it."""
+_RESERVE_BLOCK = 1024  # coverage revisions reserved per durable write
 _NO_MEMBERS = 1 << 62  # alone: nobody else needs to see a deletion
 _OWN_HISTORY = 32  # publications a row delta may start from (older cursors get the row)
+
+
+class Revisions:
+    """The coverage revisions of one peer: one counter for every scope and every life.
+
+    A puller keeps the last coverage revision it was served and asks for the rows learnt
+    after it. If a restart (or a scope dropped and taken again) counted from 0 again,
+    a cursor from before would name a revision of the new life, and the rows learnt up
+    to it, the owner's own new row among them, would never be sent: its tombstones were
+    never collected (issue 16, seeds 100298 and 101288). So revisions only grow, and a
+    peer serves only revisions it has reserved durably (``reserved``); a new life starts
+    above them, so every cursor from before is older than every row it learns."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.last = start
+        self.reserved = start
+        """Durably reserved: the highest revision a puller may be given."""
+        self.reserving = False
+
+    def next(self) -> int:
+        self.last += 1
+        return self.last
+
+    def servable(self, revision: int) -> int:
+        """What a puller may be told of ``revision``: a cursor past the reservation could
+        outlive a crash, so it is held at the reservation (the puller asks again)."""
+        return min(revision, self.reserved)
+
+    def wanted(self) -> int | None:
+        """The reservation to write now, if the counter nears the durable one."""
+        if self.reserving or self.last + _RESERVE_BLOCK // 2 <= self.reserved:
+            return None
+        return self.last + _RESERVE_BLOCK
+
+    def durable(self, reserved: int) -> None:
+        self.reserving = False
+        self.reserved = max(self.reserved, reserved)
 
 
 @dataclass(slots=True)
@@ -72,11 +112,14 @@ class Coverage:
     members."""
 
     def __init__(self, me: str, hlc: HybridLogicalClock,
-                 vector: dict[str, int] | None = None) -> None:
+                 vector: dict[str, int] | None = None,
+                 revisions: Revisions | None = None) -> None:
         self.me = me
         self.hlc = hlc
         self.vector: dict[str, int] = dict(vector or {})
-        self.revision = 0
+        self._revisions = revisions or Revisions()
+        self.revision = self._revisions.last
+        """The coverage revision at which this scope last learnt something."""
         self.rows: dict[str, _Held] = {}
         """Whole rows: ours, our pull partners' and, on a peer that relays rows, everyone's."""
         self.about_me: dict[str, tuple[int, int]] = {}
@@ -119,7 +162,7 @@ class Coverage:
         held = self.rows.get(self.me)
         if (held.row.vector if held is not None else {}) == durable:
             return  # nothing new (an empty vector says no more than no row)
-        self.revision += 1
+        self.revision = self._revisions.next()
         before = held.row.vector if held is not None else {}
         for peer, revision in durable.items():
             if before.get(peer) != revision:
@@ -184,7 +227,7 @@ class Coverage:
             self._note_about_me(r.owner, r.version, r.vector.get(self.me, 0))
             held = self.rows.get(r.owner)
             if held is None or r.version > held.row.version:
-                self.revision += 1
+                self.revision = self._revisions.next()
                 self.rows[r.owner] = _Held(r, self.revision)
 
     def receive_about_me(self, entries: Iterable[tuple[str, int, int]]) -> None:
@@ -219,20 +262,45 @@ class CoverageBook:
     def __init__(self, me: str, replica: Replica, hlc: HybridLogicalClock) -> None:
         self.me = me
         self.hlc = hlc
+        self.replica = replica
         self.scopes: dict[str, Coverage] = {}
+        reserved = replica.persistence.get_meta(COVERAGE_RESERVED_META)
+        try:
+            self.revisions = Revisions(int(reserved or 0))
+        except ValueError:
+            log.warning("ignoring an unreadable coverage reservation")
+            self.revisions = Revisions()
         stored = replica.persistence.get_meta(COVERAGE_META)
         if stored:
             try:
                 for scope, vector in _vectors(orjson.loads(stored)).items():
-                    self.scopes[scope] = Coverage(me, hlc, vector)
+                    self.scopes[scope] = Coverage(me, hlc, vector, self.revisions)
             except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError):
                 log.warning("ignoring an unreadable coverage vector")
 
     def scope(self, scope: str) -> Coverage:
         cov = self.scopes.get(scope)
         if cov is None:
-            cov = self.scopes[scope] = Coverage(self.me, self.hlc)
+            cov = self.scopes[scope] = Coverage(self.me, self.hlc, None, self.revisions)
         return cov
+
+    def servable(self, revision: int) -> int:
+        """The coverage revision a puller may be given for ``revision`` (``Revisions``);
+        reserves more revisions on disk when the counter nears the reservation."""
+        want = self.revisions.wanted()
+        if want is not None:
+            self.revisions.reserving = True
+            fut = self.replica.persistence.write(
+                [], {COVERAGE_RESERVED_META: str(want)}, asyncio.get_running_loop())
+
+            def done(f: asyncio.Future[None], want: int = want) -> None:
+                if f.cancelled() or f.exception() is not None:
+                    self.revisions.reserving = False  # tried again at the next pull
+                else:
+                    self.revisions.durable(want)
+
+            fut.add_done_callback(done)
+        return self.revisions.servable(revision)
 
     def vectors(self) -> dict[str, dict[str, int]]:
         """A snapshot of every scope's vector (what is persisted, then published)."""
