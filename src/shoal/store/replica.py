@@ -103,13 +103,15 @@ class Replica:
         node_id: str,
         clock: WallClock | None = None,
         feed_capacity: int = 50_000,
+        persistence: MemoryPersistence | None = None,
     ) -> None:
-        """``data_dir=None`` keeps everything in memory (the simulator, some tests)."""
+        """``data_dir=None`` keeps everything in memory (the simulator, some tests), in
+        ``persistence`` if given (the simulator's disk, ``shoal.sim.disk``)."""
         self.node_id = node_id
         self.wall = clock or SystemClock()
         self.persistence: Persistence | MemoryPersistence
         if data_dir is None:
-            self.persistence = MemoryPersistence()
+            self.persistence = persistence if persistence is not None else MemoryPersistence()
         else:
             # Only the node's own user may enter the data dir: it holds the keys and the replica.
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
