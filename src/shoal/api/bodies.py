@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -15,6 +16,9 @@ from shoal.store.objects import MAX_OBJECT_DEPTH
 
 MAX_BODY = 3 * 1024 * 1024  # the apiserver's limit for a request body
 MAX_DEPTH = MAX_OBJECT_DEPTH  # a body deeper than an object may be is refused on arrival
+BODY_DEADLINE = web.AppKey("body_deadline", float)
+"""Seconds a request body may take to arrive (the API's idle timeout; a slow client's
+body is refused with 408 rather than holding a handler forever)."""
 
 
 class _JsonYamlLoader(yaml.SafeLoader):
@@ -30,6 +34,18 @@ _JsonYamlLoader.add_constructor(
 async def read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, f"request entity too large: limit is {MAX_BODY}")
+    deadline = request.config_dict.get(BODY_DEADLINE)
+    if not deadline:
+        return await _read_raw(request)
+    try:
+        async with asyncio.timeout(deadline):
+            return await _read_raw(request)
+    except TimeoutError:
+        # aiohttp then closes the connection (after at most its 10 s lingering time).
+        raise ApiError(408, f"the request body did not arrive within {deadline:g}s") from None
+
+
+async def _read_raw(request: web.Request) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):

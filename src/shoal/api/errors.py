@@ -16,6 +16,7 @@ REASONS = {
     404: "NotFound",
     405: "MethodNotAllowed",
     406: "NotAcceptable",
+    408: "Timeout",
     409: "Conflict",
     410: "Expired",
     413: "RequestEntityTooLarge",
@@ -25,6 +26,7 @@ REASONS = {
     500: "InternalError",
     501: "NotImplemented",
     504: "Timeout",
+    507: "InsufficientStorage",
 }
 
 

@@ -38,6 +38,10 @@ from shoal.store.objects import ObjectStore
 log = logging.getLogger("shoal.api")
 access_log = logging.getLogger("shoal.api.access")
 
+IDLE_TIMEOUT = 60.0
+"""Default --api-idle-timeout: Kubernetes' apiserver gives a request's headers 32 s and an
+idle connection 90 s; one knob here, in between."""
+
 PUBLIC_PATHS = ("/version", "/version/", "/healthz", "/livez", "/readyz")
 """Served to anyone, with no credential (Kubernetes grants them to system:unauthenticated)."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,8 +68,13 @@ class ApiServer:
     """Builds the aiohttp application for one node."""
 
     def __init__(self, store: ObjectStore, registry: KindRegistry, credentials: Credentials,
-                 *, server_address: str = "", bookmark_interval: float = 60.0) -> None:
+                 *, server_address: str = "", bookmark_interval: float = 60.0,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.store = store
+        self.idle_timeout = idle_timeout
+        """Seconds a connection may wait with no request in progress, and a request's
+        headers and body may take to arrive; 0: no limit. A request being served (a
+        watch, logs, exec, a port-forward) is never cut by it."""
         self.registry = registry
         self.credentials = credentials
         self.server_address = server_address
@@ -95,6 +104,8 @@ class ApiServer:
             middlewares=[self._errors, self._auth],
             client_max_size=8 * 1024 * 1024,
         )
+        if self.idle_timeout:
+            app[bodies.BODY_DEADLINE] = self.idle_timeout
         r = app.router
         r.add_get("/version", self._version)
         r.add_get("/version/", self._version)
@@ -124,6 +135,14 @@ class ApiServer:
         r.add_route("*", "/apis/{group}/{version}/{tail:.*}", self._grouped)
         r.add_route("*", "/{tail:.*}", self._not_found)
         return app
+
+    def runner(self) -> web.AppRunner:
+        """The app's runner. aiohttp's keep-alive timer closes a connection that waits for
+        a request (idle, or whose headers trickle in: slowloris) ``idle_timeout`` after
+        it opened or after its last response; it never fires while a handler runs."""
+        return web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                             shutdown_timeout=2.0,
+                             keepalive_timeout=self.idle_timeout or 3630.0)
 
     # -- middleware ------------------------------------------------------------
 

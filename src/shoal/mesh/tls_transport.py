@@ -52,6 +52,15 @@ MAX_UNAUTH_REQUESTS = 8
 UNAUTH_DEADLINE = 30.0
 """A certificate-less connection is closed after this many seconds, whatever it does."""
 
+UNAUTH_IDLE = 5.0
+"""A certificate-less connection must send each frame, whole, within this many seconds
+of the last (a join sends a few small frames at once)."""
+
+IDLE_TIMEOUT = 60.0
+"""Default --peer-idle-timeout: an inbound connection on which nothing arrives for this
+long, with no request or stream in flight, is closed (peers ping every second or so), and
+a frame that stops arriving for this long mid-way is dropped with it."""
+
 HANDSHAKE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 
@@ -114,6 +123,10 @@ def bound_unacked_time(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
                             int(UNACKED_TIMEOUT * 1000))
 # --- end partition routing ---
+
+
+class IdleTimeout(Exception):
+    """Nothing arrived on a connection for too long."""
 
 
 class FrameError(Exception):
@@ -248,8 +261,29 @@ class _Conn:
         self.stats.bytes_sent += _HEADER.size + len(payload)
         self.stats.frames_sent += 1
 
-    async def read_frame(self) -> tuple[FrameType, Channel, int, bytes]:
-        header = await self.reader.readexactly(_HEADER.size)
+    @property
+    def busy(self) -> bool:
+        """Requests or streams in flight: silence is expected (a stream may be quiet)."""
+        return bool(self.pending or self.tasks or self._close_callbacks)
+
+    async def read_frame(self, idle: float | None = None, whole: bool = False,
+                         ) -> tuple[FrameType, Channel, int, bytes]:
+        """The next frame. With ``idle``: IdleTimeout if no frame starts within it (unless
+        ``busy``), or if a frame stops arriving for that long mid-way; with ``whole``, the
+        frame must be over within ``idle`` of when we began to wait for it (a
+        certificate-less client)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    header = await self.reader.readexactly(_HEADER.size)
+                break
+            except TimeoutError:
+                if self.busy:
+                    start = loop.time()
+                    continue  # work in flight (a stream, a request being answered)
+                raise IdleTimeout(f"no frame for {idle:g}s") from None
         ftype, channel, rid, length = _HEADER.unpack(header)
         try:
             ft, ch = FrameType(ftype), Channel(channel)
@@ -257,10 +291,38 @@ class _Conn:
             raise FrameError(f"unknown frame type {ftype} or channel {channel}") from None
         if length > self.max_frame:
             raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
-        payload = await self.reader.readexactly(length) if length else b""
+        if not length:
+            payload = b""
+        elif idle is None:
+            payload = await self.reader.readexactly(length)
+        elif whole:
+            try:
+                async with asyncio.timeout_at(start + idle):
+                    payload = await self.reader.readexactly(length)
+            except TimeoutError:
+                raise IdleTimeout(f"a frame took over {idle:g}s") from None
+        else:
+            payload = await self._read_progressing(length, idle)
         self.stats.bytes_received += _HEADER.size + length
         self.stats.frames_received += 1
         return ft, ch, rid, payload
+
+    async def _read_progressing(self, length: int, idle: float) -> bytes:
+        """``length`` bytes, as long as some arrive every ``idle`` seconds (a big frame on
+        a slow link takes long, a stalled one is dropped)."""
+        parts: list[bytes] = []
+        left = length
+        while left:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await self.reader.read(min(left, 1 << 20))
+            except TimeoutError:
+                raise IdleTimeout(f"a frame stalled for {idle:g}s") from None
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), length)
+            parts.append(chunk)
+            left -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def request(self, channel: Channel, payload: bytes, timeout: float) -> bytes:
         rid = self.next_id
@@ -306,6 +368,10 @@ class _Conn:
 class _Limits:
     max_requests: int | None = None
     channels: frozenset[Channel] = field(default_factory=lambda: frozenset(Channel))
+    idle: float | None = None
+    """Close the connection after this many seconds without a frame (see read_frame)."""
+    whole: bool = False
+    """Each frame must arrive whole within ``idle`` (certificate-less clients)."""
 
 
 class TlsTransport:
@@ -319,7 +385,8 @@ class TlsTransport:
                  advertise: str | None = None, max_frame: int = MAX_FRAME,
                  connect_timeout: float = CONNECT_TIMEOUT,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 advertise_address: str | None = None) -> None:
+                 advertise_address: str | None = None,
+                 idle_timeout: float | None = IDLE_TIMEOUT) -> None:
         self.identity = identity
         self.name = identity.name
         self._bind = bind
@@ -330,6 +397,8 @@ class TlsTransport:
         self._max_frame = max_frame
         self._connect_timeout = connect_timeout
         self._handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout or None
+        """Seconds an inbound connection may stay silent (None: forever); see IDLE_TIMEOUT."""
         self._server_ctx = identity.server_context()
         self._client_ctx = identity.client_context()
         self._handler: Handler | None = None
@@ -344,6 +413,8 @@ class TlsTransport:
         self._stream_sink: StreamSink | None = None  # streams
         self.refused = 0
         """Connections refused since start (no node certificate, bad TLS, bad frames)."""
+        self.idle_closed = 0
+        """Inbound connections closed for silence or a stalled frame."""
 
     # -- Transport protocol ------------------------------------------------------------------
 
@@ -601,9 +672,10 @@ class TlsTransport:
                          max_frame=MAX_UNAUTH_FRAME, stats=PeerStats())
             self._inbound.add(conn)
             try:
+                idle = min(self.idle_timeout or UNAUTH_IDLE, UNAUTH_IDLE)
                 async with asyncio.timeout(UNAUTH_DEADLINE):
                     await self._serve(conn, _Limits(MAX_UNAUTH_REQUESTS,
-                                                    frozenset({Channel.CONTROL})))
+                                                    frozenset({Channel.CONTROL}), idle, True))
             except TimeoutError:
                 log.info("closing the join connection from %s: deadline passed", remote)
             finally:
@@ -628,7 +700,7 @@ class TlsTransport:
             conn.stats = self._stats_for(advertised)
             conn.stats.bytes_received += _HEADER.size + len(payload)
             conn.stats.frames_received += 1
-            await self._serve(conn, _Limits())
+            await self._serve(conn, _Limits(idle=self.idle_timeout))
         finally:
             self._inbound.discard(conn)
             await conn.close()
@@ -643,7 +715,7 @@ class TlsTransport:
         served = 0
         try:
             while True:
-                ftype, channel, rid, payload = await conn.read_frame()
+                ftype, channel, rid, payload = await conn.read_frame(limits.idle, limits.whole)
                 if ftype == FrameType.RESPONSE or ftype == FrameType.ERROR:
                     fut = conn.pending.get(rid)
                     if fut is not None and not fut.done():
@@ -675,6 +747,10 @@ class TlsTransport:
             self.refused += 1
             log.warning("closing peer connection from %s (%s): %s", _remote(conn.writer),
                         conn.peer.name or "no certificate", e)
+        except IdleTimeout as e:
+            self.idle_closed += 1
+            log.info("closing idle peer connection from %s (%s): %s", _remote(conn.writer),
+                     conn.peer.name or "no certificate", e)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError) as e:
             if not conn.closed:
                 log.debug("peer connection %s ended: %r", conn.peer.address, e)
