@@ -94,6 +94,16 @@ async def main(site, first, count):
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
 """
 
+# Which bus answers at an address, from inside a node's namespace.
+SERVER_NAME = """
+import asyncio, sys, nats
+async def main(url):
+    nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    print(nc._server_info.get("server_name", ""))
+    await nc.close()
+asyncio.run(main(sys.argv[1]))
+"""
+
 # The node's API answering inside its namespace (the test's own check needs the network).
 READY = """
 import ssl, sys, time, urllib.request
@@ -194,6 +204,9 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
         nodes = {}
         for name in ("hub-1", "farm-a-1", "farm-b-1"):
             ns = lab.add(name.removesuffix("-1"))
+            # As on a real node, a default route (else no connection to a ClusterIP leaves).
+            netns.sh("ip", "netns", "exec", ns.name, "ip", "route", "add", "default", "via",
+                     lab.gateway)
             # Stream status every second rather than every 10, to keep the module short.
             nodes[name] = NamespacedNode(name, tmp / name, free_port(), tmp / f"{name}.log",
                                          netns=ns, host=ns.ip,
@@ -266,6 +279,26 @@ def test_a_request_from_one_edge_is_answered_by_a_service_at_the_other(sites: Si
             await b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_pod_reaches_its_own_nodes_bus_through_the_nats_service(sites: Sites) -> None:
+    def cluster_ip() -> str:
+        r = sites.hub.kubectl("get", "service", "nats", "-n", "kube-system", "-o",
+                              "jsonpath={.spec.clusterIP}", check=False)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    wait_until(cluster_ip, 30, "the nats Service")
+    url = f"nats://{cluster_ip()}:4222"
+
+    def answers(node: ShoalProcess) -> str:
+        r = sites.ns(node).run([str(VENV_BIN / "python"), "-c", SERVER_NAME, url],
+                               capture_output=True, text=True, timeout=15)
+        return str(r.stdout).strip()
+
+    # A host-network pod's connection to the ClusterIP goes to its own node's server
+    # (internalTrafficPolicy: Local), so to its own site.
+    for node in (sites.hub, *sites.edges.values()):
+        wait_until(lambda n=node: answers(n) == n.name, 30, f"{node.name}'s bus by name")
 
 
 async def drain_hub(url: str, expected: int, timeout: float) -> dict[str, list[int]]:

@@ -194,7 +194,7 @@ def stream_obj(name: str, **spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "default"}, "spec": spec}
 
 
-async def test_ten_thousand_messages_published_during_a_cut_reach_the_hub_once_in_order(
+async def test_messages_published_during_a_cut_reach_the_hub_once_in_order(
         sites: Sites) -> None:
     hub = await sites.connect(sites.hub)
     a = await sites.connect(sites.farm_a)
@@ -224,7 +224,8 @@ async def test_ten_thousand_messages_published_during_a_cut_reach_the_hub_once_i
         await asyncio.sleep(0.1)
 
     sites.uplink_a.cut()
-    count = 10_000
+    # 2,000 here; 10,000 with real nodes in test_bus_cluster.py and in bench/bus.py.
+    count = 2_000
     started = time.monotonic()
     for base in range(0, count, 500):
         acks = await asyncio.gather(*(
@@ -271,70 +272,6 @@ def test_the_config_the_sites_run_is_what_shoal_renders(tmp_path: Path) -> None:
         f"tls://127.0.0.1:{hub.settings.leafnode_port}"]
     assert bus.config(hub)["leafnodes"]["tls"]["pinned_certs"] == [
         nats_config.spki_sha256(edge.settings.tls.cert.read_bytes())]  # type: ignore[union-attr]
-
-
-async def test_messages_acked_before_the_edge_server_is_killed_during_a_cut_all_arrive(
-        sites: Sites) -> None:
-    import os
-    import signal
-
-    hub = await sites.connect(sites.hub)
-    a = await sites.connect(sites.farm_a)
-    await linked(a, hub)
-    edge_stream = stream_obj("sensors-farm-a", subjects=["sensors.farm-a.>"],
-                             duplicateWindow="2m")
-    hub_stream = stream_obj("sensors-all", duplicateWindow="2m",
-                            sources=[{"name": "sensors-farm-a", "domain": "farm-a"}])
-    await a.jsm().add_stream(StreamConfig.from_response(
-        copy.deepcopy(stream_objects.stream_config(edge_stream, 1))))
-    await hub.jsm().add_stream(StreamConfig.from_response(
-        copy.deepcopy(stream_objects.stream_config(hub_stream, 1))))
-    sites.uplink_a.cut()
-    js_a = a.jetstream()
-    acked: list[int] = []
-
-    async def publish(numbers: range) -> None:
-        for base in range(numbers.start, numbers.stop, 250):
-            acks = await asyncio.gather(*(
-                js_a.publish("sensors.farm-a.t", b"%d" % i, headers={"Nats-Msg-Id": f"m{i}"})
-                for i in range(base, min(base + 250, numbers.stop))))
-            acked.extend(range(base, base + len(acks)))
-
-    await publish(range(0, 2500))
-    supervisor = sites.farm_a.supervisor
-    assert supervisor is not None and supervisor.pid is not None
-    os.kill(supervisor.pid, signal.SIGKILL)  # the edge's server dies with the uplink down
-    deadline = time.monotonic() + 20
-    while True:  # its supervisor starts it again; the client reconnects
-        try:
-            await publish(range(2500, 5000))
-            break
-        except (nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
-                nats.js.errors.NoStreamResponseError):
-            assert time.monotonic() < deadline, "the edge's server never came back"
-            await asyncio.sleep(0.2)
-    assert supervisor.restarts == 1
-    sites.uplink_a.heal()
-    deadline = time.monotonic() + 60
-    while True:
-        held = int((await hub.jsm().stream_info("sensors-all")).state.messages or 0)
-        if held >= len(set(acked)):
-            break
-        assert time.monotonic() < deadline, f"{held} of {len(set(acked))} reached the hub"
-        await asyncio.sleep(0.2)
-    sub = await hub.jetstream().pull_subscribe("sensors.>", durable="check",
-                                               stream="sensors-all")
-    seen: list[int] = []
-    while True:
-        try:
-            msgs = await sub.fetch(1000, timeout=2)
-        except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-            break
-        for m in msgs:
-            seen.append(int(m.data))
-            await m.ack()
-    assert set(acked) <= set(seen)  # nothing acknowledged is lost
-    assert len(seen) == len(set(seen))  # and nothing arrives twice
 
 
 async def test_a_hub_site_of_two_peers_is_one_cluster_with_jetstream_replicated(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.bus import cluster_service
 from shoal.bus.crds import StreamUpdates, admit_stream, ensure_crds
 from shoal.bus.nats_config import (
     DEFAULT_CLIENT_PORT,
@@ -78,7 +79,8 @@ def left_members(members: Iterable[Member]) -> set[str]:
 
 
 class BusService:
-    """nats-server for this node (:class:`NodeBus`), started once its Node exists."""
+    """nats-server for this node (:class:`NodeBus`), started once its Node exists, its
+    Stream objects (:class:`StreamReconciler`) and its endpoint of the ``nats`` Service."""
 
     def __init__(self, store: ObjectStore, name: str, data_dir: Path, bind: str,
                  advertise: str, tls: TlsFiles, ports: BusPorts,
@@ -124,11 +126,23 @@ class BusService:
     async def start(self) -> None:
         await self.node_bus.start()
         self._tasks = [asyncio.create_task(self._install_crds(), name="bus-crds"),
-                       asyncio.create_task(self.streams.run(), name="bus-streams")]
+                       asyncio.create_task(self.streams.run(), name="bus-streams"),
+                       asyncio.create_task(self._keep_service(), name="bus-service")]
 
     async def _install_crds(self) -> None:
         while not await ensure_crds(self.store):
             await asyncio.sleep(5.0)
+
+    async def _keep_service(self, every: float = 5.0) -> None:
+        """The ``nats`` Service and this node's endpoint of it (its port may move)."""
+        while True:
+            s = self.node_bus.settings
+            try:
+                await cluster_service.publish(self.store, s.name, s.advertise, s.client_port,
+                                              ready=self.node_bus.supervisor.pid is not None)
+            except Exception:  # the next pass tries again
+                log.exception("bus: writing the nats Service's endpoint failed")
+            await asyncio.sleep(every)
 
     async def stop(self) -> None:
         for t in self._tasks:
