@@ -12,7 +12,7 @@ from typing import Any
 
 import nats
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import APIError
 
 from shoal.bus import stream_objects
@@ -26,12 +26,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Peer]:
     need_nats_server()
     bus = Bus(tmp_path)
     peer = bus.add("edge-1", "farm-a")
-    conf = bus.config(peer)
-    conf["max_pending"] = 1 << 20  # 1 MiB buffered per client before it is a slow consumer
-    # How long a stuck client's full socket may hold up delivery to the others (nats-server's
-    # default, which Shoal keeps, is 10 s: the test would pass, only slower).
-    conf["write_deadline"] = "2s"
-    await bus.start(peer, conf)
+    # As Shoal renders it: 8 MiB buffered per client before it is a slow consumer, and a
+    # stuck client's full socket holds up delivery to the others for at most 2 s.
+    await bus.start(peer, bus.config(peer))
     try:
         yield peer
     finally:
@@ -84,11 +81,11 @@ async def test_a_consumer_that_stops_reading_is_cut_off_and_the_others_keep_rece
         await healthy.subscribe("flood", cb=count)
         await healthy.flush()
         payload = b"x" * 8192
-        for _ in range(2000):  # 16 MiB, far past the stalled client's 1 MiB
+        for _ in range(3000):  # 24 MiB, past the stalled client's 8 MiB
             await publisher.publish("flood", payload)
         await publisher.flush()
         deadline = asyncio.get_running_loop().time() + 30  # generous: the machine may be loaded
-        while received < 2000:
+        while received < 3000:
             assert asyncio.get_running_loop().time() < deadline, f"only {received} arrived"
             await asyncio.sleep(0.05)
         log = (Path(site.settings.store_dir).parent / "nats-server.log").read_text()
@@ -98,6 +95,47 @@ async def test_a_consumer_that_stops_reading_is_cut_off_and_the_others_keep_rece
             await nc.close()
         if not stalled.is_closed:
             await stalled.close()
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def test_a_consumer_that_never_acks_leaves_memory_bounded_by_the_stream_object(
+        site: Peer) -> None:
+    nc = await nats.connect(site.url)
+    try:
+        obj = {"metadata": {"name": "readings"},
+               "spec": {"subjects": ["readings.>"], "storage": "memory",
+                        "maxBytes": 1024 * 1024, "discard": "old"}}
+        await nc.jsm().add_stream(StreamConfig.from_response(
+            copy.deepcopy(stream_objects.stream_config(obj, 1))))
+        consumer = {"metadata": {"name": "slow"},
+                    "spec": {"streamName": "readings", "ackPolicy": "explicit",
+                             "maxAckPending": 10}}
+        await nc.jsm().add_consumer("readings", ConsumerConfig.from_response(
+            stream_objects.consumer_config(consumer)))
+        js = nc.jetstream()
+        sub = await js.pull_subscribe("readings.>", durable="slow", stream="readings")
+        assert site.supervisor is not None and site.supervisor.pid is not None
+        before = rss_kb(site.supervisor.pid)
+        payload = b"r" * 4096
+        for base in range(0, 10_000, 500):  # 40 MiB through a stream of 1 MiB
+            await asyncio.gather(*(js.publish("readings.t", payload)
+                                   for _ in range(base, base + 500)))
+        first = await sub.fetch(10, timeout=2)  # taken, never acked
+        with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
+            await sub.fetch(1, timeout=0.5)  # maxAckPending: no more until those are acked
+        info = await nc.jsm().stream_info("readings")
+        assert info.state.bytes <= 1024 * 1024 and info.state.last_seq == 10_000
+        grown_mb = (rss_kb(site.supervisor.pid) - before) / 1024
+        assert grown_mb < 24, f"nats-server grew by {grown_mb:.0f} MB"
+        assert len(first) == 10
+    finally:
+        await nc.close()
 
 
 async def test_a_client_speaking_garbage_loses_only_its_own_connection(site: Peer) -> None:

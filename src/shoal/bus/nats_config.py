@@ -51,10 +51,31 @@ class BusSettings:
     a cut uplink is noticed after ping_interval * ping_max, and the edge starts storing
     for later instead of writing into a dead socket."""
     ping_max: int = 3
+    max_pending: int = 8 * 1024 * 1024
+    """Bytes the server buffers for one client before it closes it as a slow consumer
+    (nats-server's default is 64 MB: a few stuck clients could take a small node's memory)."""
+    write_deadline: str = "2s"
+    """How long a write to a client whose socket is full may hold up delivery to others
+    before that client is closed (nats-server's default is 10 s)."""
+    max_memory_store: int | None = None
+    """Bytes JetStream may keep in memory-backed streams on this node (None:
+    nats-server's default, 75% of the machine's memory); :func:`memory_store_limit`."""
 
     def endpoint(self, port: int) -> str:
         host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
         return f"{host}:{port}"
+
+
+def memory_store_limit(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """A quarter of the machine's memory for memory-backed streams, leaving the rest to
+    pods (None when /proc/meminfo cannot be read)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024 // 4
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def spki_sha256(cert_pem: bytes) -> str:
@@ -88,8 +109,12 @@ def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
         "port": settings.client_port,
         "ping_interval": f"{settings.ping_interval}s",
         "ping_max": settings.ping_max,
+        "max_pending": settings.max_pending,
+        "write_deadline": settings.write_deadline,
         "jetstream": {"store_dir": str(settings.store_dir), "domain": topo.site},
     }
+    if settings.max_memory_store is not None:
+        conf["jetstream"]["max_memory_store"] = settings.max_memory_store
     if topo.jetstream_clustered:
         cluster: dict[str, Any] = {
             "name": topo.site,

@@ -20,6 +20,7 @@ from shoal.bus.nats_config import (
     DEFAULT_LEAFNODE_PORT,
     BusSettings,
     TlsFiles,
+    memory_store_limit,
 )
 from shoal.bus.node_bus import NodeBus
 from shoal.bus.streams import StreamReconciler
@@ -90,7 +91,7 @@ class BusService:
             client_port=port_or_free(bind, ports.client, DEFAULT_CLIENT_PORT, "client"),
             cluster_port=port_or_free(bind, ports.cluster, DEFAULT_CLUSTER_PORT, "cluster"),
             leafnode_port=port_or_free(bind, ports.leafnodes, DEFAULT_LEAFNODE_PORT, "leafnode"),
-            tls=tls)
+            tls=tls, max_memory_store=memory_store_limit())
         self.env: dict[str, str] = {}
         """Variables to keep current for pods (NATS_URL): :meth:`keep_env` names the dict."""
         self.node_bus = NodeBus(
