@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import VENV_BIN, ShoalProcess, free_port
 
 
@@ -20,6 +22,7 @@ def _wait_for(path: Path, text: str, count: int, timeout: float = 20.0) -> None:
     raise AssertionError(f"{text!r} not {count} times in {path}: {path.read_text()[-2000:]}")
 
 
+@pytest.mark.slow  # three servers
 def test_a_join_killed_while_its_seed_is_down_leaves_nothing_and_a_rerun_joins(
         tmp_path: Path) -> None:
     seed_port = free_port()
