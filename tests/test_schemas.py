@@ -1,4 +1,5 @@
-"""The built-in kinds' schemas ship with Shoal, generated from the client, which a node never imports."""
+"""The built-in kinds' schemas ship with Shoal, generated from the client and k8s-proto,
+which a node never imports."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_the_shipped_schemas_are_those_of_the_installed_client(tmp_path: Path) -
     generator = _generator()
     generator.OUT = tmp_path
     assert generator.main() == 0
-    for name in ("models.json.gz", "docs.json.gz"):
+    for name in ("models.json.gz", "docs.json.gz", "protobuf.json.gz"):
         shipped = orjson.loads(gzip.decompress(
             (REPO / "src" / "shoal" / "model" / "schemas" / name).read_bytes()))
         fresh = orjson.loads(gzip.decompress((tmp_path / name).read_bytes()))
@@ -71,12 +72,15 @@ def test_unknown_fields_of_a_built_in_kind_come_from_the_generated_models() -> N
         "metadata.colour", "spec.template.spec.containers[0].shape", "spec.paralelism"]
 
 
-def test_a_node_never_imports_the_kubernetes_client() -> None:
+def test_a_node_never_imports_the_client_k8s_proto_or_a_protobuf_runtime() -> None:
     code = ("import sys, shoal.cli.main, shoal.cli.node, shoal.cli.status, shoal.cli.scopes;"
             "from shoal.api.openapi import OpenAPIDocuments;"
+            "from shoal.api import protobuf;"
             "from shoal.model.kinds import KindRegistry;"
             "d = OpenAPIDocuments(KindRegistry()); d.warm(); assert d.v2_protobuf();"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'))")
+            "assert protobuf.UNKNOWN in protobuf.registry();"
+            "print(sorted(m for m in sys.modules"
+            "             if m.split('.')[0] in ('kubernetes', 'k8s') or m == 'google.protobuf'))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout
     assert out.strip() == "[]"

@@ -7,9 +7,9 @@ and a ``runtime.Unknown`` whose ``raw`` is the object's message (proto2, as go-t
 writes it).
 
 Field numbers and types come from the descriptors that the ``k8s-proto`` package ships
-(core/v1 and apimachinery, a 2019 build): we read each ``generated_pb2.py``'s serialized
-``FileDescriptorProto`` without importing the module, since generated code that old may not load
-under a current protobuf runtime. Messages it lacks (apps/v1, batch/v1, autoscaling/v1 Scale,
+(core/v1 and apimachinery, a 2019 build), read by ``scripts/generate_schemas.py`` into
+:mod:`shoal.model.schemas` (``protobuf.json.gz``): neither k8s-proto nor a protobuf runtime
+is needed at run time. Messages it lacks (apps/v1, batch/v1, autoscaling/v1 Scale,
 coordination/v1 Lease, discovery/v1 EndpointSlice, policy/v1 Eviction, rbac/v1, the review
 kinds of authentication/v1 and authorization/v1, TokenRequest) and fields added to core/v1 and meta/v1
 since then are in :data:`_OWN`, checked against kubernetes/api's ``generated.proto``. A field number that neither knows is an error, never dropped silently.
@@ -23,19 +23,17 @@ FieldsV1 and RawExtension have JSON forms of their own.
 
 from __future__ import annotations
 
-import ast
 import base64
-import contextlib
 import datetime
 import functools
-import importlib.util
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import orjson
+
+from shoal.model import schemas
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 MAGIC = b"k8s\x00"
@@ -71,13 +69,6 @@ _WIRE: dict[str, int] = {
     "enum": 0, "fixed64": 1, "sfixed64": 1, "double": 1, "fixed32": 5, "sfixed32": 5,
     "float": 5, "string": 2, "bytes": 2,
 }
-# FieldDescriptorProto.Type numbers (descriptor.proto) to the names above; 11 is a message.
-_DESCRIPTOR_TYPES: dict[int, str] = {
-    1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 6: "fixed64", 7: "fixed32",
-    8: "bool", 9: "string", 11: "message", 12: "bytes", 13: "uint32", 14: "enum",
-    15: "sfixed32", 16: "sfixed64", 17: "sint32", 18: "sint64",
-}
-_LABEL_REPEATED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,97 +713,15 @@ def _own_field(name: str, spec: str) -> Field:
     return Field(name, t if t in _WIRE else _full(t), repeated=repeated, map=is_map)
 
 
-# -- loading k8s-proto's descriptors ---------------------------------------------------------
-
-
-def _serialized_descriptors(root: Path) -> Iterator[bytes]:
-    """The ``serialized_pb`` literal of each generated module, read without running it."""
-    for path in sorted(root.rglob("generated_pb2.py")):
-        source = path.read_text(encoding="utf-8")
-        # Parsing only the serialized_pb line is 10x faster than the whole module (600 kB for
-        # core/v1); the whole module is the fallback for a layout we did not expect.
-        line = next((ln for ln in source.splitlines() if ln.lstrip().startswith("serialized_pb=")),
-                    None)
-        try:
-            tree = ast.parse("f(" + line.strip().rstrip(",") + ")" if line else source)
-        except SyntaxError:
-            tree = ast.parse(source, str(path))
-        blob = next((b for node in ast.walk(tree) if (b := _literal(node)) is not None), None)
-        if blob is not None:
-            yield blob
-
-
-def _literal(node: ast.AST) -> bytes | None:
-    if not (isinstance(node, ast.keyword) and node.arg == "serialized_pb"):
-        return None
-    value = node.value
-    # protoc of that era wrote _b('...') (a latin-1 str); later ones write b'...'.
-    if isinstance(value, ast.Call) and value.args:
-        value = value.args[0]
-    if isinstance(value, ast.Constant) and isinstance(value.value, str):
-        return value.value.encode("latin-1")
-    if isinstance(value, ast.Constant) and isinstance(value.value, bytes):
-        return value.value
-    return None
-
-
-def _k8s_proto_root() -> Path | None:
-    spec = importlib.util.find_spec("k8s")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    root = Path(next(iter(spec.submodule_search_locations)))
-    # Another distribution may own the name "k8s"; k8s-proto is the one with these files.
-    return root if (root / "io" / "api" / "core" / "v1" / "generated_pb2.py").exists() else None
-
-
-def _descriptor_messages(blobs: Iterator[bytes]) -> dict[str, Message]:
-    # Imported here: only the first protobuf body pays for it.
-    from google.protobuf import descriptor_pb2  # type: ignore[import-untyped,unused-ignore]
-
-    raw: dict[str, Any] = {}  # full name -> DescriptorProto
-
-    def walk(prefix: str, descriptors: Any) -> None:
-        for d in descriptors:
-            full = f"{prefix}.{d.name}"
-            raw[full] = d
-            walk(full, d.nested_type)
-
-    for blob in blobs:
-        fd = descriptor_pb2.FileDescriptorProto.FromString(blob)
-        walk(fd.package, fd.message_type)
-
-    out: dict[str, Message] = {}
-    for full, d in raw.items():
-        if d.options.map_entry:
-            continue
-        msg = Message(full)
-        for f in d.field:
-            t = _DESCRIPTOR_TYPES.get(f.type)
-            if t is None:
-                continue  # groups: never used by Kubernetes; an unknown number if sent
-            type_name = f.type_name.lstrip(".")
-            entry = raw.get(type_name) if t == "message" else None
-            if entry is not None and entry.options.map_entry:
-                value = next(v for v in entry.field if v.number == 2)
-                vt = _DESCRIPTOR_TYPES[value.type]
-                msg.fields[f.number] = Field(
-                    f.name, value.type_name.lstrip(".") if vt == "message" else vt, map=True)
-                continue
-            msg.fields[f.number] = Field(f.name, type_name if t == "message" else t,
-                                         repeated=f.label == _LABEL_REPEATED)
-        out[full] = msg
-    return out
-
-
 @functools.cache
 def registry() -> dict[str, Message]:
     """Every message this server can decode, by full proto name."""
-    root = _k8s_proto_root()
-    messages: dict[str, Message] = {}
-    # Without k8s-proto or a protobuf runtime decode() answers 415: it needs runtime.Unknown.
-    if root is not None:
-        with contextlib.suppress(ImportError):
-            messages = _descriptor_messages(_serialized_descriptors(root))
+    messages = {
+        name: Message(name, {number: Field(json_name, type_name, repeated=bool(repeated),
+                                           map=bool(is_map))
+                             for number, json_name, type_name, repeated, is_map in fields})
+        for name, fields in schemas.protobuf_messages().items()
+    }
     for name, fields in _OWN.items():
         msg = messages.setdefault(_full(name), Message(_full(name)))
         for number, (json_name, spec) in fields.items():
@@ -1123,9 +1032,6 @@ def decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise _malformed("the body does not start with the Kubernetes protobuf magic k8s\\0")
     reg = registry()
-    if UNKNOWN not in reg:
-        raise ProtobufError(415, "protobuf bodies need the k8s-proto package on this server; "
-                                 "send JSON")
     numbers = {f.name: n for n, f in reg[UNKNOWN].fields.items()}
     type_meta = {n: f.name for n, f in reg[_RUNTIME + "TypeMeta"].fields.items()}
     found = {"apiVersion": "", "kind": ""}

@@ -2,7 +2,8 @@
 
 ``scripts/generate_schemas.py`` writes them (the client is a dev dependency only):
 ``models.json.gz`` holds each model class's fields (JSON name, type, required) and
-``docs.json.gz`` their descriptions. Model names are the client's (``V1PodSpec``,
+``docs.json.gz`` their descriptions; ``protobuf.json.gz`` holds the protobuf messages of
+the ``k8s-proto`` descriptors (for :mod:`shoal.api.protobuf`). Model names are the client's (``V1PodSpec``,
 ``CoreV1Event``), and so are type strings (``List[V1Container]``,
 ``Dict[str, str]``, ``str``, ``int``, ``datetime``, ``object`` for free-form JSON),
 with :data:`INT_OR_STRING` for an int-or-string field.
@@ -26,7 +27,7 @@ import orjson
 INT_OR_STRING = "IntOrString"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ModelField:
     json_name: str
     type: str
@@ -87,6 +88,13 @@ def field_docs(name: str) -> tuple[str, ...]:
     """The descriptions of a model's fields, in the order of :func:`model_fields`."""
     entry = _docs().get(name)
     return entry[1] if entry is not None else ()
+
+
+def protobuf_messages() -> dict[str, list[list[Any]]]:
+    """The protobuf messages of k8s-proto's descriptors, by full name: each field as
+    ``[number, JSON name, type, repeated, map]`` (read anew each call: callers keep them)."""
+    messages: dict[str, list[list[Any]]] = _read("protobuf.json.gz")["messages"]
+    return messages
 
 
 def release_docs() -> None:
