@@ -36,6 +36,12 @@ def parse(argv: list[str]) -> Options:
                    help="chaos with scopes: members added to or removed from a Scope meanwhile")
     p.add_argument("--sites", type=int, default=0,
                    help="chaos: sites of 2 super-peers and weak peers each (about --peers in all)")
+    p.add_argument("--torn-commits", action="store_true",
+                   help="chaos: simulated disks; each kill tears the commit in progress")
+    p.add_argument("--stale-restarts", type=int, default=0,
+                   help="chaos: restarts from a backup of the data dir taken before the kill")
+    p.add_argument("--clock-jumps", type=int, default=0,
+                   help="chaos: one peer's wall clock jumps forwards or backwards")
     p.add_argument("--preset", choices=["sim", "default", "lan", "wan"], default="sim")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
@@ -49,7 +55,8 @@ def parse(argv: list[str]) -> Options:
         safety_seconds=a.safety_seconds, idle_seconds=a.idle_seconds,
         preformed=not a.join, scopes=a.scopes,
         scope_changes=a.scope_changes,
-        sites=a.sites, config=cfg,
+        sites=a.sites, torn_commits=a.torn_commits, stale_restarts=a.stale_restarts,
+        clock_jumps=a.clock_jumps, config=cfg,
     )
 
 

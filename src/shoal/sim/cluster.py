@@ -11,6 +11,7 @@ every acknowledged write is recorded for the checkers.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import random
@@ -24,6 +25,8 @@ from shoal.mesh.config import MeshConfig
 from shoal.mesh.messages import State
 from shoal.mesh.peer import MeshPeer
 from shoal.model.kinds import Kind, KindRegistry
+from shoal.sim.checkers import cursors
+from shoal.sim.disk import SimDisk
 from shoal.sim.loop import VirtualEventLoop, VirtualWallClock
 from shoal.sim.network import LinkFaults, SimNetwork
 from shoal.store.objects import ObjectStore, StoreError
@@ -74,6 +77,9 @@ class SimCluster:
     clock_skew: float = 0.05
     """Each node's wall clock is off by up to this many seconds (either way)."""
     name_pool: int = 12
+    disks: bool = False
+    """Each node writes to a ``SimDisk``: commits take time, a kill tears the one in
+    progress, and a restart loads a new replica from what the disk holds."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:cluster")
@@ -87,15 +93,31 @@ class SimCluster:
         self.secret: Kind = secret
         self.namespace_kind: Kind = ns
         self.nodes: dict[str, SimNode] = {}
+        self.disk: dict[str, SimDisk] = {}
+        self.clocks: dict[str, VirtualWallClock] = {}
         for i in range(self.size):
             name = f"n{i:04d}"
             skew = self.rng.uniform(-self.clock_skew, self.clock_skew)
-            replica = Replica(None, name, clock=VirtualWallClock(self.loop, skew))
-            store = ObjectStore(replica, self.registry, rng=random.Random(f"{self.seed}:store:{name}"))
-            store.update_admission.append(RecordFormerWriters(replica, replica.hlc.now))
+            self.clocks[name] = VirtualWallClock(self.loop, skew)
+            if self.disks:
+                self.disk[name] = SimDisk(random.Random(f"{self.seed}:disk:{name}"))
+            replica, store = self._open(name)
             self.nodes[name] = SimNode(name, f"{name}:7443", replica, store)
         self.acked: list[AckedWrite] = []
         self.write_errors = 0
+        self.torn_writes = 0
+        """Local writes a kill tore (never acknowledged)."""
+        self.backups: dict[str, SimDisk] = {}
+        self._abandoned: list[asyncio.Task[bool]] = []
+        self.claims_beyond_disk: list[str] = []
+        """Claims peers held over a crashed peer's revisions that its disk did not have."""
+
+    def _open(self, name: str) -> tuple[Replica, ObjectStore]:
+        """The node's replica (from its disk, when it has one) and object store."""
+        replica = Replica(None, name, clock=self.clocks[name], persistence=self.disk.get(name))
+        store = ObjectStore(replica, self.registry, rng=random.Random(f"{self.seed}:store:{name}"))
+        store.update_admission.append(RecordFormerWriters(replica, replica.hlc.now))
+        return replica, store
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,22 +149,75 @@ class SimCluster:
                 if node is not first and node.peer is not None:
                     await node.peer.join([first.address])
 
-    async def kill(self, name: str) -> None:
+    async def kill(self, name: str, mid_write: random.Random | None = None) -> None:
+        """Stop ``name`` at once. With disks, what it had not committed is lost; with
+        ``mid_write``, the kill lands during the commit of a write it was making."""
         node = self.nodes[name]
         if node.peer is None:
             return
         self.network.note(f"kill {name}")
+        disk = self.disk.get(name)
+        if disk is not None:
+            if mid_write is not None:
+                # A slow commit (a loaded disk): the node keeps serving meanwhile.
+                disk.stall()
+                await self._start_a_write(node, mid_write)
+                await asyncio.sleep(mid_write.uniform(0.2, 1.5))
+            torn = disk.crash()
+            disk.dead = True
+            self.network.note(f"{name} lost {torn} queued writes")
+            self._check_claims(name, disk.revision())
         peer, node.peer = node.peer, None
         node.known = [(m.name, m.address, m.tags) for m in peer.members()
                       if m.state != State.LEFT]
         await peer.stop()
 
-    async def restart(self, name: str) -> None:
+    def _check_claims(self, name: str, committed: int) -> None:
+        at = self.loop.time()
+        for n in self.up_nodes():
+            if n.name != name and n.peer is not None:
+                self.claims_beyond_disk += [
+                    f"at {at:.3f}s: {p}" for p in cursors.beyond(
+                        n.name, n.peer.anti_entropy, name, committed)]
+
+    async def _start_a_write(self, node: SimNode, rng: random.Random) -> None:
+        """Queue a local write and return before its commit (it is never acknowledged if
+        the node dies first)."""
+        before = len(self.acked)
+        name = f"cm-{rng.randrange(self.name_pool)}"
+        op = "update" if node.replica.get(RESOURCE, NAMESPACE, name) is not None else "create"
+        task = self.loop.create_task(self.write(node, op, name, {"torn": str(rng.random())}))
+        await asyncio.sleep(0)  # the write is queued on the disk now
+        if task.done() or len(self.acked) != before:
+            return
+        self.torn_writes += 1
+        self._abandoned.append(task)  # its client is never answered
+
+    async def back_up(self, name: str) -> None:
+        """Copy ``name``'s data dir as it is committed now (kept for one restart)."""
+        self.network.note(f"back up {name}")
+        self.backups[name] = self.disk[name].backup()
+
+    async def jump_clock(self, name: str, seconds: float) -> None:
+        """``name``'s wall clock jumps by ``seconds`` (backwards if negative)."""
+        self.network.note(f"clock of {name} jumps {seconds:+.3f}s")
+        self.clocks[name].skew += seconds
+
+    async def restart(self, name: str, from_backup: bool = False) -> None:
         node = self.nodes[name]
         if node.peer is not None:
             return
-        self.network.note(f"restart {name}")
+        self.network.note(f"restart {name}" + (" from a backup" if from_backup else ""))
         node.restarts += 1
+        disk = self.disk.get(name)
+        if disk is not None:
+            # A new process: the replica is what the disk holds.
+            backup = self.backups.pop(name, None) if from_backup else None
+            if backup is not None:
+                disk.restore(backup)
+                self._check_claims(name, disk.revision())
+            disk.dead = False
+            node.replica, node.store = self._open(name)
         node.peer = self._peer(node)
         await node.peer.start()
         node.peer.membership.add_known(node.known)

@@ -6,7 +6,9 @@ draws them from the seed alone, so a seed of a mix always gives the same run, an
 its ``Options.command()`` replays it without the mix.
 
 ``WIDE`` is the mix of issue 16: 3 to 7 peers, up to 3 partitions and 3 kills in
-the safety phase, 0 %, 5 % or 30 % loss, 5 % duplicates, 20 writes.
+the safety phase, 0 %, 5 % or 30 % loss, 5 % duplicates, 20 writes. The disk and
+clock faults are options too (``torn_commits=0,1``, ``stale_restarts=0-1``,
+``clock_jumps=0-2``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Mapping
 
 from shoal.sim.scenarios import Options
 
-INT_FIELDS = ("peers", "writes", "partitions", "kills", "scopes", "scope_changes", "sites")
+INT_FIELDS = ("peers", "writes", "partitions", "kills", "scopes", "scope_changes", "sites",
+              "torn_commits", "stale_restarts", "clock_jumps")
 FLOAT_FIELDS = ("drop", "duplicate", "safety_seconds", "idle_seconds")
 
 WIDE: dict[str, str] = {
@@ -68,5 +71,7 @@ def options(mix: Mapping[str, str], seed: int, base: Options | None = None) -> O
     unknown = set(mix) - set(INT_FIELDS) - set(FLOAT_FIELDS)
     if unknown:
         raise MixError(f"unknown options {sorted(unknown)}")
+    if "torn_commits" in chosen:
+        chosen["torn_commits"] = bool(chosen["torn_commits"])
     return dataclasses.replace(base or Options(), scenario="chaos", seed=seed,
                                **chosen)  # type: ignore[arg-type]

@@ -79,6 +79,14 @@ class Options:
     about ``peers`` in all; 0: every peer is a full peer."""
     """With scopes: membership edits (a peer added to or removed from a Scope) during
     the faults."""
+    torn_commits: bool = False
+    """Chaos: peers write to simulated disks (``shoal.sim.disk``): a kill lands during the
+    commit of a write, loses what was not committed, and the restart loads from disk."""
+    stale_restarts: int = 0
+    """Chaos, with disks: how many restarts come back from a backup of the data dir taken
+    some seconds before the kill (an older replica)."""
+    clock_jumps: int = 0
+    """Chaos: how many times one peer's wall clock jumps, forwards or backwards."""
     config: MeshConfig = field(default_factory=sim_config)
 
     def command(self) -> str:
@@ -93,6 +101,9 @@ class Options:
             + (f" --scope-changes {self.scope_changes}" if self.scope_changes else "")
             + (f" --sites {self.sites}" if self.sites else "")
             + (f" --idle-seconds {self.idle_seconds:g}" if self.idle_seconds != 20.0 else "")
+            + (" --torn-commits" if self.torn_commits else "")
+            + (f" --stale-restarts {self.stale_restarts}" if self.stale_restarts else "")
+            + (f" --clock-jumps {self.clock_jumps}" if self.clock_jumps else "")
         )
 
 
@@ -129,6 +140,8 @@ class Report:
     """With scopes: (peer, object) pairs held by a non-member at the end (0 unless leaked)."""
     visibility_checks: int = 0
     """With scopes: how many times every replica was checked for foreign objects."""
+    writes_torn: int = 0
+    """With disks: queued writes (local writes, merges, cursors) that kills tore."""
 
     @property
     def ok(self) -> bool:
@@ -210,6 +223,7 @@ def _finish(cluster: SimCluster, report: Report, run_bytes: float, run_messages:
     report.garbage = sum(
         n.peer.garbage + n.peer.anti_entropy.garbage for n in cluster.up_nodes() if n.peer
     )
+    report.writes_torn = sum(d.torn for d in cluster.disk.values())
     report.handler_errors = cluster.network.handler_errors
     if report.handler_errors:
         report.failures.append(f"{report.handler_errors} message handlers raised")
@@ -220,13 +234,14 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     faults = LinkFaults(drop=opts.drop, duplicate=opts.duplicate, delay_mean=opts.delay_mean)
     cluster: SimCluster
     settled: Callable[[], bool]
+    disks = opts.torn_commits or opts.stale_restarts > 0
     if opts.sites:
         layout = Layout(sites=opts.sites, supers_per_site=2,
                         weak_per_site=max(1, opts.peers // opts.sites - 2))
-        cluster = RoleCluster(0, opts.seed, cfg, loop, faults, layout=layout)
+        cluster = RoleCluster(0, opts.seed, cfg, loop, faults, layout=layout, disks=disks)
         settled = cluster.members_settled
     else:
-        cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults)
+        cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults, disks=disks)
         settled = cluster.members_converged
     rng = random.Random(f"{opts.seed}:workload")
     await cluster.start(preformed=opts.preformed)
@@ -283,12 +298,28 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
 
         at(start, "partition", cut)
         at(min(start + length, opts.safety_seconds), "heal", heal)
-    for _ in range(opts.kills):
+    # The new faults draw from their own streams, so runs without them are unchanged.
+    torn = random.Random(f"{opts.seed}:torn") if opts.torn_commits else None
+    stale = random.Random(f"{opts.seed}:stale")
+    for i in range(opts.kills):
         victim = rng.choice(names)
         start = rng.uniform(0, opts.safety_seconds * 0.8)
-        at(start, "kill", lambda v=victim: cluster.kill(v))  # type: ignore[misc]
-        at(start + rng.uniform(1.0, 10.0), "restart",
-           lambda v=victim: cluster.restart(v))  # type: ignore[misc]
+        at(start, "kill", lambda v=victim: cluster.kill(v, torn))  # type: ignore[misc]
+        back = start + rng.uniform(1.0, 10.0)
+        if i < opts.stale_restarts:
+            # A backup taken up to 10 s before the kill (at least at the start).
+            taken = max(0.0, start - stale.uniform(0.5, 10.0))
+            at(taken, "backup", lambda v=victim: cluster.back_up(v))  # type: ignore[misc]
+            at(back, "restart from backup",
+               lambda v=victim: cluster.restart(v, from_backup=True))  # type: ignore[misc]
+        else:
+            at(back, "restart", lambda v=victim: cluster.restart(v))  # type: ignore[misc]
+    jumps = random.Random(f"{opts.seed}:clock-jumps")
+    for _ in range(opts.clock_jumps):
+        who = jumps.choice(names)
+        when = jumps.uniform(0, opts.safety_seconds)
+        by = jumps.choice([-1, 1]) * jumps.uniform(1.0, 600.0)
+        at(when, "clock jump", lambda w=who, b=by: cluster.jump_clock(w, b))  # type: ignore[misc]
     if tenants is not None:
         edits = random.Random(f"{opts.seed}:scope-changes")
         for _ in range(opts.scope_changes):
@@ -328,6 +359,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
         report.failures += [f"no convergence within {opts.liveness_timeout}s"]
         report.failures += (convergence.check(replicas) if tenants is None
                             else scope_convergence.check(replicas, tenants.truth(replicas)))
+    report.failures += cluster.claims_beyond_disk[:5]
     if tenants is None:
         report.failures += durability.check(cluster.acked, final)
         report.failures += resurrection.check(cluster.acked, final)
