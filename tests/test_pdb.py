@@ -144,3 +144,45 @@ async def test_an_evicted_pod_counts_as_disrupted_until_deleted_or_two_minutes_p
     st = await status(store)
     assert (st["currentHealthy"], st["disruptionsAllowed"]) == (3, 2)
     assert "disruptedPods" not in st
+
+
+async def merge(src: ObjectStore, dst: ObjectStore) -> None:
+    """Hand every document of ``src`` to ``dst``, as anti-entropy would."""
+    for resource in src.replica.resources():
+        for (ns, name), entry in src.replica.iter_entries(resource):
+            result = dst.replica.merge(resource, ns, name, entry.document())
+            if result is not None:
+                await result[1]
+
+
+async def test_two_sides_of_a_partition_each_spend_the_budget_they_see(
+        store: ObjectStore, clock: Clock) -> None:
+    from shoal.api.errors import ApiError
+    from shoal.api.eviction import evict
+
+    names = await pods(store, 5, ready=5)
+    await store.create(PDB, budget(minAvailable=3), "default")
+    assert (await status(store))["disruptionsAllowed"] == 2
+    other = ObjectStore(Replica(None, "n2", clock=clock), REG)
+    await merge(store, other)
+    evicted: dict[str, list[str]] = {"n1": [], "n2": []}
+    # Cut off from each other, each side evicts until its own copy of the budget says no.
+    for side, order in ((store, names), (other, list(reversed(names)))):
+        for name in order:
+            pod = side.find(POD, "default", name)
+            if pod is None:
+                continue
+            try:
+                await evict(side, pod)
+            except ApiError as e:
+                assert e.code == 429
+                break
+            evicted[side.replica.node_id].append(name)
+    assert [len(v) for v in evicted.values()] == [2, 2]  # each side: d = 2, no more
+    await merge(store, other)
+    await merge(other, store)
+    st = await status(store)
+    # Over-evicted by the partition (4 of 5 gone, 3 wanted), and the status says so.
+    assert (st["currentHealthy"], st["desiredHealthy"], st["disruptionsAllowed"]) == (1, 3, 0)
+    assert st["conditions"][0]["reason"] == "InsufficientPods"
+    other.replica.close()

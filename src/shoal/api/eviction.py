@@ -61,14 +61,26 @@ async def serve(request: web.Request, t: Target, store: ObjectStore, admit: Admi
     admit(request, "CREATE", t, body, None)
     opts = _delete_options(body)
     dry_run = bool(opts.get("dryRun")) or bool(request.query.getall("dryRun", []))
+    await evict(store, pod, opts, dry_run)
+    return web.Response(status=201, content_type="application/json", body=orjson.dumps(
+        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+
+
+async def evict(store: ObjectStore, pod: dict[str, Any], opts: dict[str, Any] | None = None,
+                dry_run: bool = False) -> None:
+    """Delete ``pod`` if its budget allows, spending from the budget as this replica holds
+    it; raise the ApiError Kubernetes answers otherwise."""
+    opts = opts or {}
+    meta = pod["metadata"]
+    ns = meta.get("namespace") or "default"
     phase = (pod.get("status") or {}).get("phase")
-    if phase in ("Succeeded", "Failed", "Pending") or pod["metadata"].get("deletionTimestamp"):
-        return await _delete(store, t, pod, opts, dry_run)
+    if phase in ("Succeeded", "Failed", "Pending") or meta.get("deletionTimestamp"):
+        return await _delete(store, pod, opts, dry_run)
     pdb_kind = store.registry.by_kind("policy/v1", "PodDisruptionBudget")
     assert pdb_kind is not None
     budgets = matching_budgets(store.list(pdb_kind, ns), pod)
     if not budgets:
-        return await _delete(store, t, pod, opts, dry_run)
+        return await _delete(store, pod, opts, dry_run)
     if len(budgets) > 1:
         raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
                             "subresource does not support.")
@@ -78,7 +90,7 @@ async def serve(request: web.Request, t: Target, store: ObjectStore, admit: Admi
     healthy, desired = int(status.get("currentHealthy", 0)), int(status.get("desiredHealthy", 0))
     if not is_ready(pod) and (policy == "AlwaysAllow" or healthy >= desired):
         # An unhealthy pod spends nothing from a budget that is met (or says always).
-        return await _delete(store, t, pod, opts, dry_run)
+        return await _delete(store, pod, opts, dry_run)
     pdb_name = pdb["metadata"]["name"]
     if int(status.get("observedGeneration", 0)) < int(pdb["metadata"].get("generation", 1)):
         raise _too_many(f"The disruption budget {pdb_name} is still being processed by the "
@@ -96,24 +108,25 @@ async def serve(request: web.Request, t: Target, store: ObjectStore, admit: Admi
         spent = copy.deepcopy(pdb)
         new_status = spent.setdefault("status", {})
         new_status["disruptionsAllowed"] = allowed - 1
-        new_status.setdefault("disruptedPods", {})[t.name] = now_rfc3339(store.replica.wall.now())
+        new_status.setdefault("disruptedPods", {})[meta["name"]] = now_rfc3339(
+            store.replica.wall.now())
         m = pdb["metadata"]
         await store.update(pdb_kind, spent, m.get("namespace"), m["name"], "status")
-    return await _delete(store, t, pod, opts, dry_run)
+    return await _delete(store, pod, opts, dry_run)
 
 
-async def _delete(store: ObjectStore, t: Target, pod: dict[str, Any], opts: dict[str, Any],
-                  dry_run: bool) -> web.Response:
+async def _delete(store: ObjectStore, pod: dict[str, Any], opts: dict[str, Any],
+                  dry_run: bool) -> None:
     pre = opts.get("preconditions") or {}
     grace = opts.get("gracePeriodSeconds")
     m = pod["metadata"]
+    pod_kind = store.registry.by_kind("v1", "Pod")
+    assert pod_kind is not None
     await store.delete(
-        t.kind, m.get("namespace"), m["name"],
+        pod_kind, m.get("namespace"), m["name"],
         propagation=opts.get("propagationPolicy"),
         precondition_uid=pre.get("uid"),
         precondition_rv=pre.get("resourceVersion"),
         dry_run=dry_run,
         grace_period=grace if isinstance(grace, int) and not isinstance(grace, bool) else None,
     )
-    return web.Response(status=201, content_type="application/json", body=orjson.dumps(
-        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
