@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
 import datetime
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +22,7 @@ from shoal.api import (
 )
 from shoal.api.admission import Admission, AdmissionRequest
 from shoal.api.errors import ApiError, success_status
+from shoal.api.memory import Trimmer, tune_malloc
 from shoal.api.patch import (
     PatchError,
     apply_json_patch,
@@ -45,6 +48,14 @@ PATCH_TYPES = (
     "application/apply-patch+yaml",
 )
 MAX_WATCH_SECONDS = 1800.0
+STREAM_ITEMS = 500
+"""A list of more items is written as it is serialized, CHUNK_ITEMS at a time (chunked
+transfer encoding), so the node never holds a whole large body (nor the copies the
+TLS layer makes of it) per request: 200 clients listing a few thousand pods took RSS
+from 106 MB to 1.43 GB. Between chunks the handler yields, so one large list does not
+hold up the other requests (health checks included) until it is all serialized, and
+a slow reader holds up only its own handler (the write waits for the socket)."""
+CHUNK_ITEMS = 100
 # Stateful workloads (issue 12): these registries return the deleted object too.
 RETURN_DELETED_STORAGE = ("PersistentVolumeClaim", "PersistentVolume", "StorageClass")
 
@@ -137,6 +148,8 @@ class ResourceHandlers:
         self.token_requests: token_request.TokenRequests | None = None
         # --- end service accounts ---
         self.admission: Admission | None = None  # set by the server; checks writes' bodies
+        tune_malloc()  # memory under load: large blocks go back to the system when freed
+        self.trimmer = Trimmer()
 
     def _admit(self, request: web.Request, operation: str, t: Target,
                obj: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
@@ -166,7 +179,7 @@ class ResourceHandlers:
                     raise ApiError(405, "the server does not allow this method on the requested resource")
                 return await self.watch(request, t)
             if m == "GET":
-                return self.list(request, t)
+                return await self.list(request, t)
             if m == "POST":
                 return await self.create(request, t)
             if m == "DELETE":
@@ -217,7 +230,7 @@ class ResourceHandlers:
             ))
         return json_response(obj)
 
-    def list(self, request: web.Request, t: Target) -> web.Response:
+    async def list(self, request: web.Request, t: Target) -> web.StreamResponse:
         labels, fields = _selectors(request)
         replica = self.store.replica
         rv_param = request.query.get("resourceVersion", "")
@@ -253,14 +266,48 @@ class ResourceHandlers:
                 next_token = _encode_continue(revision, _key_of(items[-1]))
                 meta["continue"] = next_token
         if wants_table(request):
-            return json_response(build_table(
-                t.kind, items, now=datetime.datetime.now(datetime.UTC),
-                include_object=_include_object(request), resource_version=str(revision),
-                continue_token=next_token,
-            ))
+            now = datetime.datetime.now(datetime.UTC)
+            include = _include_object(request)
+
+            def table(objs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                return build_table(t.kind, objs, now=now, include_object=include,
+                                   resource_version=str(revision), continue_token=next_token)
+
+            if len(items) <= STREAM_ITEMS:
+                return json_response(table(items))
+            return await self._stream_list(request, table([]), "rows", items,
+                                           lambda chunk: table(chunk)["rows"])
         body = {"kind": t.kind.list_kind, "apiVersion": t.kind.api_version, "metadata": meta,
                 "items": items}
-        return json_response(body)
+        if len(items) <= STREAM_ITEMS:
+            return json_response(body)
+        return await self._stream_list(request, {**body, "items": []}, "items", items,
+                                       lambda chunk: chunk)
+
+    async def _stream_list(self, request: web.Request, head: dict[str, Any], key: str,
+                           items: Sequence[dict[str, Any]],
+                           render: Callable[[Sequence[dict[str, Any]]], Sequence[Any]],
+                           ) -> web.StreamResponse:
+        """``head`` with ``head[key]`` (empty, and last) filled with ``render`` of the items,
+        written CHUNK_ITEMS at a time. The items are the values as of the list's revision
+        (the replica replaces values, it never changes one in place)."""
+        opening = orjson.dumps(head)
+        suffix = b"]}"
+        assert opening.endswith(b'"' + key.encode() + b'":[' + suffix)
+        resp = web.StreamResponse(headers={"Content-Type": JSON})
+        await resp.prepare(request)
+        await resp.write(opening[:-len(suffix)])
+        sent = 0
+        for i in range(0, len(items), CHUNK_ITEMS):
+            rendered = render(items[i:i + CHUNK_ITEMS])
+            chunk = b",".join(orjson.dumps(x) for x in rendered)
+            sent += len(chunk)
+            await resp.write(b"," + chunk if i else chunk)
+            await asyncio.sleep(0)  # let the other requests in between chunks
+        await resp.write(suffix)
+        await resp.write_eof()
+        self.trimmer.note(sent)
+        return resp
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
         labels, fields = _selectors(request)
