@@ -22,7 +22,7 @@ hand with the same TLS, started side by side in the same run:
 
 The client is nats-py in this process: throughput is bound by Python on both sides of a
 comparison, so the ratio (Shoal / hand, goal <= 1.1 on latency, >= 1/1.1 on messages/s)
-says more than the absolute figure. Each throughput figure is the median of 3 rounds,
+says more than the absolute figure. Each throughput figure is the median of 5 rounds,
 Shoal and hand alternating.
 """
 
@@ -55,7 +55,7 @@ from tests.tools.linkproxy import LinkProxy  # noqa: E402
 
 DELAY = 0.010
 PAYLOAD = b"x" * 128
-ROUNDS = 3
+ROUNDS = 5
 
 
 # -- servers --------------------------------------------------------------------------
