@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SUITES = ["api_single_node", "mesh_vs_etcd", "sim_convergence", "pod_startup", "deploy_30",
+SUITES = ["api_single_node",
+          "api_load",  # 200 concurrent clients for 60 s: errors, latency, RSS given back
+          "mesh_vs_etcd", "sim_convergence", "pod_startup", "deploy_30",
           "pod_startup_runc", "control_plane",
           "pod_startup_podnet",  # pod network: runc pods, each with its own CNI network
           "dns",  # cluster DNS: queries/s and latency of one node
