@@ -22,21 +22,29 @@ def _wait_for(path: Path, text: str, count: int, timeout: float = 20.0) -> None:
     raise AssertionError(f"{text!r} not {count} times in {path}: {path.read_text()[-2000:]}")
 
 
+FAKE_TOKEN = "SHOAL1::sha256:" + "ab" * 32 + "::abcdef.0123456789abcdef\n"
+
+
+def _start_join(data: Path, seed: str, token: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``shoal join`` through ``seed``, in a session of its own, logging to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [str(VENV_BIN / "shoal"), "join", "--name", "joiner", "--data-dir", str(data),
+             "--api-port", str(free_port()), "--peer-port", "0", "--join", seed,
+             "--token-file", str(token), "--runtime", "process", "--pod-network", "host",
+             "--proxy-mode", "none", "--dns-port", "0", "--no-bus"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.mark.slow  # three servers
 def test_a_join_killed_while_its_seed_is_down_leaves_nothing_and_a_rerun_joins(
         tmp_path: Path) -> None:
     seed_port = free_port()
     data = tmp_path / "joiner"
     token = tmp_path / "join.token"
-    token.write_text("SHOAL1::sha256:" + "ab" * 32 + "::abcdef.0123456789abcdef\n")
+    token.write_text(FAKE_TOKEN)
     log = tmp_path / "first.log"
-    with open(log, "wb") as out:
-        first = subprocess.Popen(
-            [str(VENV_BIN / "shoal"), "join", "--name", "joiner", "--data-dir", str(data),
-             "--api-port", str(free_port()), "--peer-port", "0", "--join",
-             f"127.0.0.1:{seed_port}", "--token-file", str(token), "--runtime", "process",
-             "--pod-network", "host", "--proxy-mode", "none", "--dns-port", "0", "--no-bus"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    first = _start_join(data, f"127.0.0.1:{seed_port}", token, log)
     try:
         # It says so at every attempt, backing off: 1 s, then 2 s.
         _wait_for(log, f"join: cannot reach the seed 127.0.0.1:{seed_port}", 2)
@@ -70,14 +78,9 @@ def test_a_join_killed_while_its_seed_is_down_leaves_nothing_and_a_rerun_joins(
 def test_a_join_stopped_while_retrying_removes_the_data_dir_it_made(tmp_path: Path) -> None:
     data = tmp_path / "fresh"
     token = tmp_path / "join.token"
-    token.write_text("SHOAL1::sha256:" + "ab" * 32 + "::abcdef.0123456789abcdef\n")
+    token.write_text(FAKE_TOKEN)
     log = tmp_path / "join.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(VENV_BIN / "shoal"), "server", "--name", "n", "--data-dir", str(data),
-             "--api-port", str(free_port()), "--join", f"127.0.0.1:{free_port()}",
-             "--token-file", str(token)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _start_join(data, f"127.0.0.1:{free_port()}", token, log)
     try:
         _wait_for(log, "join: cannot reach the seed", 1)
         os.killpg(proc.pid, signal.SIGTERM)

@@ -56,15 +56,21 @@ def test_a_snapshot_saved_while_running_restores_the_replica_and_keys(tmp_path: 
         replica.close()
 
 
-def test_restore_refuses_what_is_not_a_snapshot_or_escapes_the_data_dir(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.tar.gz"
-    with tarfile.open(bad, "w:gz") as tar:
-        body = json.dumps({"format": 1, "created": "2026-01-01T00:00:00+00:00"}).encode()
+def _snapshot_file(path: Path, created: str, *extra: str) -> Path:
+    """A snapshot holding a manifest made at ``created`` and empty files named ``extra``."""
+    with tarfile.open(path, "w:gz") as tar:
+        body = json.dumps({"format": 1, "created": created}).encode()
         info = tarfile.TarInfo(snapshot.MANIFEST)
         info.size = len(body)
         tar.addfile(info, io.BytesIO(body))
-        evil = tarfile.TarInfo("pki/../../etc/passwd")
-        tar.addfile(evil, io.BytesIO(b""))
+        for name in extra:
+            tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    return path
+
+
+def test_restore_refuses_what_is_not_a_snapshot_or_escapes_the_data_dir(tmp_path: Path) -> None:
+    bad = _snapshot_file(tmp_path / "bad.tar.gz", "2026-01-01T00:00:00+00:00",
+                         "pki/../../etc/passwd")
     with pytest.raises(snapshot.SnapshotError, match="unexpected entry"):
         snapshot.restore(tmp_path / "d", bad, force=True)
     assert not (tmp_path / "d").exists()
@@ -75,11 +81,6 @@ def test_restore_refuses_what_is_not_a_snapshot_or_escapes_the_data_dir(tmp_path
 
 
 def test_restore_refuses_a_snapshot_older_than_the_fences_unless_forced(tmp_path: Path) -> None:
-    old = tmp_path / "old.tar.gz"
-    with tarfile.open(old, "w:gz") as tar:
-        body = json.dumps({"format": 1, "created": "2020-01-01T00:00:00+00:00"}).encode()
-        info = tarfile.TarInfo(snapshot.MANIFEST)
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
+    old = _snapshot_file(tmp_path / "old.tar.gz", "2020-01-01T00:00:00+00:00")
     with pytest.raises(snapshot.SnapshotError, match="days old"):
         snapshot.restore(tmp_path / "d", old)
