@@ -208,7 +208,7 @@ async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
         second.poll = 0.05
         await second.start()
         try:
-            await wait_for(lambda: bool(moved), timeout=15)
+            await wait_for(lambda: bool(moved), timeout=30)  # the supervisor backs off
             assert second.settings.client_port != first.settings.client_port
             assert moved == [second.url]
             await wait_port(second.settings.client_port)
