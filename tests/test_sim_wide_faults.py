@@ -169,3 +169,20 @@ def test_a_peer_serving_writes_not_yet_durable_is_caught_when_its_commit_is_torn
     monkeypatch.setattr(Replica, "durable_revision", property(lambda r: r.revision))
     report = scenarios.run(opts)
     assert any("holds a pull cursor of" in f and "past the" in f for f in report.failures)
+
+
+# -- clock jumps on one peer ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [11, 15, 17, 22, 28, 29, 0, 1])
+def test_a_clock_jump_on_one_peer_delays_collection_by_at_most_its_horizon(seed: int) -> None:
+    """One peer's clock jumps by up to 10 minutes, forwards or backwards, twice. Every
+    tombstone must still go within gc_min_age of the run's end (the run waits 310 s):
+    a collector that judged age only by the deletion's stamp against its wall clock
+    waited out the jump (seeds 11-29 here failed so)."""
+    opts = scenarios.Options(scenario="chaos", peers=3 + seed % 5, seed=seed, writes=20,
+                             partitions=seed % 3, kills=1 + seed % 3,
+                             drop=[0.0, 0.05, 0.3][seed % 3], duplicate=0.05,
+                             idle_seconds=0, clock_jumps=2)
+    report = assert_ok(opts)
+    assert report.tombstones_left == 0

@@ -344,6 +344,9 @@ class TombstoneCollector:
         self.policy = policy
         self.collected = 0
         self.fences_expired = 0
+        self._held_since: dict[tuple[str, str, str], float] = {}
+        """Per tombstone: when this peer (in this life, by its monotonic clock) first saw it
+        held here."""
 
     def required(self, scope: str = "") -> list[str]:
         """The members whose coverage a collection in ``scope`` waits for: every member of
@@ -359,18 +362,27 @@ class TombstoneCollector:
     def collect_round(self) -> int:
         """Collect what is covered and old enough; returns how many tombstones went."""
         now = self.replica.wall.now()
+        # Old enough by the deletion's stamp and our wall clock, or held here that long by
+        # our monotonic clock: a clock that jumped (ours back, or the writer's forward,
+        # which every peer's hybrid clock then follows) delays collection by at most
+        # gc_min_age, not by the size of the jump.
+        steady = asyncio.get_running_loop().time()
+        held_since = {}
         floors: dict[str, int] = {}
         oldest = now - self.config.gc_min_age
         due = []
         for key, e in self.replica.tombstones():
+            since = held_since[key] = self._held_since.get(key, steady)
             scope = self.policy.scope_of(key[0], key[1])
             if not self.policy.holds(scope):
                 continue  # being dropped with the rest of the scope
             floor = floors.get(scope)
             if floor is None:
                 floor = floors[scope] = self.floor(scope)
-            if e.rv <= floor and stamp_to_seconds(e.document().stamp[0]) <= oldest:
+            if e.rv <= floor and (stamp_to_seconds(e.document().stamp[0]) <= oldest
+                                  or steady - since >= self.config.gc_min_age):
                 due.append(key)
+        self._held_since = held_since
         n = self.replica.collect(due, now)
         self.collected += n
         self.fences_expired += self.replica.expire_fences(now - self.config.fence_ttl)
