@@ -136,6 +136,14 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
        short=("sc",), status=False),
     _k("apps", "v1", "ControllerRevision", "controllerrevisions", status=False),
     # -- end stateful workloads --
+    # -- quotas, priorities, autoscaling (issue 12) --
+    _k("", "v1", "ResourceQuota", "resourcequotas", short=("quota",)),
+    _k("", "v1", "LimitRange", "limitranges", short=("limits",), status=False),
+    _k("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", namespaced=False,
+       short=("pc",), status=False),
+    _k("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+       short=("hpa",), categories=_ALL),
+    # -- end quotas, priorities, autoscaling --
     # Shoal's own: which namespaces a set of peers holds (shoal.authz.scopes).
     _k("shoal.dev", "v1alpha1", "Scope", "scopes", namespaced=False, status=False),
 )
