@@ -4,7 +4,9 @@ As root with runc, nftables and the CNI plugins, the peers run in network
 namespaces with the pod network, Services and cluster DNS (scripts/demo_netns.py).
 Otherwise, or with SHOAL_DEMO_LOOPBACK=1, each peer binds its own loopback address
 (127.0.0.11-13), so iptables can cut one off from the others while kubectl (from
-127.0.0.1) still reaches every peer.
+127.0.0.1) still reaches every peer. SHOAL_DEMO_ADDRESSES (three, comma-separated),
+SHOAL_DEMO_API_PORT and SHOAL_DEMO_PEER_PORT choose others; without them, a default
+port that is taken on those addresses is replaced by a free one, and the demo says so.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,28 +25,72 @@ from typing import Any
 import demo_netns
 from demo_common import BIN, ROOT, kubectl, say, start_server, step, stop_server, wait
 
-PEERS = [("edge-1", "127.0.0.11"), ("edge-2", "127.0.0.12"), ("edge-3", "127.0.0.13")]
+NAMES = ["edge-1", "edge-2", "edge-3"]
+ADDRESSES = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 API_PORT = 6443
 PEER_PORT = 7443
+
+
+def _free_on_all(ips: list[str], port: int) -> bool:
+    for ip in ips:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
+def _port(variable: str, default: int, ips: list[str], taken: set[int]) -> int:
+    """The port from ``variable``, else ``default`` if it is free on every address, else
+    a free one (said so)."""
+    given = os.environ.get(variable)
+    if given:
+        if not given.isdigit() or not 0 < int(given) < 65536:
+            raise SystemExit(f"{variable}={given!r} is not a port")
+        return int(given)
+    if _free_on_all(ips, default) and default not in taken:
+        return default
+    while True:
+        with socket.socket() as s:
+            s.bind((ips[0], 0))
+            port = int(s.getsockname()[1])
+        if port not in taken and _free_on_all(ips, port):
+            say(f"port {default} is taken on {', '.join(ips)}: using {port} "
+                f"({variable} chooses one)")
+            return port
+
+
+def demo_addresses() -> tuple[list[str], int, int]:
+    """The peers' addresses and their API and peer ports, from the environment or free."""
+    ips = [a.strip() for a in os.environ.get("SHOAL_DEMO_ADDRESSES", "").split(",") if a.strip()]
+    if ips and len(ips) != 3:
+        raise SystemExit(f"SHOAL_DEMO_ADDRESSES needs three addresses, got {len(ips)}")
+    ips = ips or ADDRESSES
+    api = _port("SHOAL_DEMO_API_PORT", API_PORT, ips, set())
+    return ips, api, _port("SHOAL_DEMO_PEER_PORT", PEER_PORT, ips, {api})
 HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
 
 
 class Peer:
-    def __init__(self, name: str, ip: str, work: Path) -> None:
+    def __init__(self, name: str, ip: str, work: Path, api_port: int, peer_port: int) -> None:
         self.name, self.ip, self.work = name, ip, work
+        self.api_port, self.peer_port = api_port, peer_port
         self.data = work / name
         self.log = work / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"https://{self.ip}:{API_PORT}"
+        return f"https://{self.ip}:{self.api_port}"
 
     def start(self, *extra: str) -> None:
         # No Service proxy: three peers in one namespace would fight over one nftables table.
         self.proc = start_server(
             [str(BIN / "shoal"), "server", "--name", self.name, "--data-dir", str(self.data),
-             "--bind", self.ip, "--api-port", str(API_PORT), "--peer-port", str(PEER_PORT),
+             "--bind", self.ip, "--api-port", str(self.api_port),
+             "--peer-port", str(self.peer_port),
              "--heartbeat-interval", HEARTBEAT, "--node-monitor-grace-period", GRACE,
              "--pod-eviction-timeout", EVICTION, "--runtime", "process", "--proxy-mode", "none",
              *extra], self.log, self.url, self.name)
@@ -55,7 +102,9 @@ class Peer:
 class Demo:
     def __init__(self) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
-        self.peers = [Peer(n, ip, self.work) for n, ip in PEERS]
+        ips, api_port, self.peer_port = demo_addresses()
+        self.peers = [Peer(n, ip, self.work, api_port, self.peer_port)
+                      for n, ip in zip(NAMES, ips, strict=True)]
         self.kubeconfig = self.work / "kubeconfig"
         self.cut_rules: list[list[str]] = []
 
@@ -109,11 +158,11 @@ class Demo:
             if other is victim:
                 continue
             for src, dst in ((victim.ip, other.ip), (other.ip, victim.ip)):
-                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--dport", str(PEER_PORT),
+                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--dport", str(self.peer_port),
                         "-j", "DROP"]
                 subprocess.run(["iptables", "-I", *rule], check=True)
                 self.cut_rules.append(rule)
-                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--sport", str(PEER_PORT),
+                rule = ["INPUT", "-s", src, "-d", dst, "-p", "tcp", "--sport", str(self.peer_port),
                         "-j", "DROP"]
                 subprocess.run(["iptables", "-I", *rule], check=True)
                 self.cut_rules.append(rule)
@@ -136,7 +185,7 @@ class Demo:
             subprocess.run([str(BIN / "shoal"), "token", "create", "--uses", "2", "--data-dir",
                             str(a.data)], check=True, stdout=f)
         for p in (b, c):
-            p.start("--join", f"{a.ip}:{PEER_PORT}", "--token-file", str(token_file))
+            p.start("--join", f"{a.ip}:{self.peer_port}", "--token-file", str(token_file))
         # Kubeconfigs are made on the signer (a); with --server they work on every peer.
         subprocess.run([str(BIN / "shoal"), "kubeconfig", "--data-dir", str(a.data), "--server",
                         a.url, "--output", str(self.kubeconfig)], check=True)
