@@ -594,6 +594,33 @@ def _default_custom(kind: Kind, obj: dict[str, Any]) -> None:
     apply_schema_defaults(root, obj)
 
 
+# --- quotas, priorities, autoscaling (issue 12) ---
+def _default_limit_range(obj: dict[str, Any]) -> None:
+    """A Container limit defaults to its max, a default request to the default limit."""
+    for item in _maps(_map(obj, "spec"), "limits"):
+        if item.get("type") != "Container":
+            continue
+        for source, target in (("max", "default"), ("default", "defaultRequest")):
+            if isinstance(item.get(source), dict):
+                into = _map(item, target)
+                for name, value in item[source].items():
+                    into.setdefault(name, value)
+
+
+def _default_priority_class(obj: dict[str, Any]) -> None:
+    _str(obj, "preemptionPolicy", "PreemptLowerPriority")
+
+
+def _default_horizontal_pod_autoscaler(obj: dict[str, Any]) -> None:
+    """One replica at least, and 80 % CPU when no metric is given (autoscaling/v2)."""
+    spec = _map(obj, "spec")
+    _ptr(spec, "minReplicas", 1)
+    if not spec.get("metrics"):
+        spec["metrics"] = [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+# --- end quotas, priorities, autoscaling ---
+
+
 _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "Pod"): _default_pod,
     ("", "Service"): _default_service,
@@ -614,6 +641,9 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "PersistentVolumeClaim"): _default_claim,  # stateful workloads
     ("", "PersistentVolume"): _default_persistent_volume,
     ("storage.k8s.io", "StorageClass"): _default_storage_class,
+    ("", "LimitRange"): _default_limit_range,  # quotas, priorities, autoscaling
+    ("scheduling.k8s.io", "PriorityClass"): _default_priority_class,
+    ("autoscaling", "HorizontalPodAutoscaler"): _default_horizontal_pod_autoscaler,
 }
 
 
