@@ -1,0 +1,83 @@
+"""HorizontalPodAutoscaler (autoscaling/v2), as Kubernetes' ValidateHorizontalPodAutoscaler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.model.validation.causes import _Errors
+from shoal.model.validation.fields import _as_int, _c, _d, _dicts, _i
+
+METRIC_TYPES = ("Object", "Pods", "Resource", "ContainerResource", "External")
+TARGET_TYPES = ("Utilization", "Value", "AverageValue")
+POLICY_TYPES = ("Pods", "Percent")
+SELECT_POLICIES = ("Max", "Min", "Disabled")
+MAX_STABILIZATION_SECONDS = 3600
+
+
+def _validate_horizontal_pod_autoscaler(e: _Errors, obj: dict[str, Any]) -> None:
+    spec = _d(obj.get("spec"))
+    ref = _d(spec.get("scaleTargetRef"))
+    for key in ("kind", "name"):
+        if not ref.get(key):
+            e.required(_c("spec.scaleTargetRef", key))
+    low = _as_int(spec.get("minReplicas"))
+    if spec.get("minReplicas") is not None and (low is None or low < 1):
+        e.invalid("spec.minReplicas", spec["minReplicas"], "must be greater than or equal to 1")
+    high = _as_int(spec.get("maxReplicas"))
+    if high is None:
+        e.required("spec.maxReplicas")
+    elif high < 1:
+        e.invalid("spec.maxReplicas", high, "must be greater than 0")
+    elif low is not None and high < low:
+        e.invalid("spec.maxReplicas", high, "must be greater than or equal to `minReplicas`")
+    for i, metric in _dicts(spec.get("metrics")):
+        _metric(e, metric, _i("spec.metrics", i))
+    behavior = _d(spec.get("behavior"))
+    for key in ("scaleUp", "scaleDown"):
+        if isinstance(behavior.get(key), dict):
+            _rules(e, behavior[key], _c("spec.behavior", key))
+
+
+def _metric(e: _Errors, metric: dict[str, Any], path: str) -> None:
+    kind = metric.get("type")
+    if not kind:
+        e.required(_c(path, "type"), "must specify a metric source type")
+        return
+    if kind not in METRIC_TYPES:
+        e.not_supported(_c(path, "type"), kind, METRIC_TYPES)
+        return
+    field = kind[0].lower() + kind[1:]
+    source = metric.get(field)
+    if not isinstance(source, dict):
+        e.required(_c(path, field), f"must populate information for the given metric source "
+                                    f"(only allowed when type is {kind})")
+        return
+    if kind in ("Resource", "ContainerResource") and not source.get("name"):
+        e.required(_c(path, field, "name"), "must specify a resource name")
+    target = _d(source.get("target"))
+    target_type = target.get("type")
+    if target_type not in TARGET_TYPES:
+        e.not_supported(_c(path, field, "target", "type"), target_type, TARGET_TYPES)
+    utilization = target.get("averageUtilization")
+    if utilization is not None and (_as_int(utilization) or 0) < 1:
+        e.invalid(_c(path, field, "target", "averageUtilization"), utilization,
+                  "must be greater than 0")
+
+
+def _rules(e: _Errors, rules: dict[str, Any], path: str) -> None:
+    window = rules.get("stabilizationWindowSeconds")
+    seconds = _as_int(window)
+    if window is not None and (seconds is None or not 0 <= seconds <= MAX_STABILIZATION_SECONDS):
+        e.invalid(_c(path, "stabilizationWindowSeconds"), window,
+                  f"must be less than or equal to {MAX_STABILIZATION_SECONDS}")
+    select = rules.get("selectPolicy")
+    if select is not None and select not in SELECT_POLICIES:
+        e.not_supported(_c(path, "selectPolicy"), select, SELECT_POLICIES)
+    for i, policy in _dicts(rules.get("policies")):
+        p = _i(_c(path, "policies"), i)
+        if policy.get("type") not in POLICY_TYPES:
+            e.not_supported(_c(p, "type"), policy.get("type"), POLICY_TYPES)
+        for key in ("value", "periodSeconds"):
+            v = policy.get(key)
+            if (_as_int(v) or 0) <= 0:
+                e.invalid(_c(p, key), v, "must be greater than zero")
