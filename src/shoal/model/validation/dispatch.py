@@ -7,6 +7,7 @@ from typing import Any
 
 from shoal.model.kinds import Kind
 from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
+from shoal.model.validation.autoscaling import _validate_horizontal_pod_autoscaler
 from shoal.model.validation.causes import Cause, _Errors
 from shoal.model.validation.cluster import (
     _validate_event,
@@ -26,6 +27,12 @@ from shoal.model.validation.disruption_budgets import _validate_pod_disruption_b
 from shoal.model.validation.object_meta import _name_check, _object_meta, _object_meta_update
 from shoal.model.validation.pod_spec import _validate_pod, _validate_pod_update
 from shoal.model.validation.replication_controllers import _validate_replication_controller
+from shoal.model.validation.resource_policies import (  # quotas and priorities (issue 12)
+    _validate_limit_range,
+    _validate_priority_class,
+    _validate_priority_class_update,
+    _validate_resource_quota,
+)
 from shoal.model.validation.scheduled_work import _validate_cron_job
 from shoal.model.validation.schema import _crd_schema, validate_schema
 from shoal.model.validation.scope import _validate_scope
@@ -83,6 +90,10 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("", "PersistentVolumeClaim"): _validate_persistent_volume_claim,
     ("", "PersistentVolume"): _validate_persistent_volume,
     ("storage.k8s.io", "StorageClass"): _validate_storage_class,
+    ("", "ResourceQuota"): _validate_resource_quota,
+    ("", "LimitRange"): _validate_limit_range,
+    ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class,
+    ("autoscaling", "HorizontalPodAutoscaler"): _validate_horizontal_pod_autoscaler,
 }
 
 _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
@@ -100,6 +111,7 @@ _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
     ("", "PersistentVolumeClaim"): _validate_persistent_volume_claim_update,
     ("", "PersistentVolume"): _validate_persistent_volume_update,
     ("storage.k8s.io", "StorageClass"): _validate_storage_class_update,
+    ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class_update,
 }
 
 
