@@ -1,9 +1,10 @@
 """Footprint of one node: RSS idle and with 100 pods, time to serve, installed size.
 
 One ``shoal server`` on loopback (process runtime). *Start to serving* is the time
-from spawning the process to the first 200 from ``/readyz``; the node builds its
-OpenAPI documents before it answers, so that is included. RSS is the server
-process's (pods are separate processes), idle a few seconds after start, then
+from spawning the process to the first 200 from ``/readyz``, and the CPU time the
+process used until then (steadier than wall time on a shared machine). RSS is the server
+process's (pods are separate processes), idle a few seconds after start (with
+its USS: what is not shared with other processes, such as library code), then
 with 100 ``sleep`` pods Running (created through the API as in ``pod_startup``).
 
 The installed size is that of a fresh venv holding only Shoal's runtime
@@ -29,6 +30,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.api_single_node import Node, _free_port
 from bench.pod_startup import measure
 
@@ -43,6 +46,7 @@ class FreshNode(Node):
         super().__init__(work)
         self.shoal = shoal
         self.start_to_serving_s = 0.0
+        self.start_cpu_s = 0.0
 
     def start(self) -> None:
         log = open(self.work / "shoal.log", "wb")  # noqa: SIM115 - kept for the process's life
@@ -63,6 +67,8 @@ class FreshNode(Node):
             try:
                 with urllib.request.urlopen(f"{self.url}/readyz", context=ctx, timeout=1):
                     self.start_to_serving_s = time.monotonic() - t0
+                    cpu = psutil.Process(self.proc.pid).cpu_times()
+                    self.start_cpu_s = cpu.user + cpu.system
                     return
             except OSError:
                 time.sleep(0.02)
@@ -106,7 +112,8 @@ def installed_size(venv: Path) -> dict[str, Any]:
     site = next((venv / "lib").glob("python3*/site-packages"))
     sizes: dict[str, int] = {}
     for entry in site.iterdir():
-        if entry.name.startswith(("pip", "setuptools", "_distutils_hack", "distutils-")):
+        if entry.name.startswith(("pip", "setuptools", "pkg_resources", "_distutils_hack",
+                                  "distutils-")):
             continue
         sizes[entry.name] = _dir_size(entry) if entry.is_dir() else entry.stat().st_size
     top = sorted(sizes.items(), key=lambda kv: -kv[1])[:8]
@@ -114,15 +121,8 @@ def installed_size(venv: Path) -> dict[str, Any]:
         "site_packages_mb": round(sum(sizes.values()) / 1e6, 1),
         "biggest_mb": {name: round(size / 1e6, 1) for name, size in top},
         "kubernetes_installed": (site / "kubernetes").exists(),
+        "k8s_proto_or_protobuf_installed": (site / "k8s").exists() or (site / "google").exists(),
     }
-
-
-def _imports_kubernetes(python: Path) -> bool:
-    """Whether assembling a node (everything ``shoal server`` imports) loads the client."""
-    code = ("import sys, shoal.cli.main, shoal.cli.node, shoal.api.openapi;"
-            "print('kubernetes' in sys.modules)")
-    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
-    return out.stdout.strip() == "True"
 
 
 def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
@@ -132,10 +132,14 @@ def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
     try:
         time.sleep(IDLE_SETTLE_S)
         idle = node.rss_mb()
+        assert node.proc is not None
+        idle_uss = psutil.Process(node.proc.pid).memory_full_info().uss / 1e6
         loaded = asyncio.run(measure(node, pods))
         return {
             "start_to_serving_s": round(node.start_to_serving_s, 2),
+            "start_cpu_s": round(node.start_cpu_s, 2),
             "rss_idle_mb": round(idle, 1),
+            "uss_idle_mb": round(idle_uss, 1),
             "rss_with_pods_mb": loaded["server_rss_with_pods_mb"],
             "pods": pods,
         }
@@ -149,7 +153,6 @@ def run(quick: bool = False, ref: str = "HEAD") -> dict[str, Any]:
     try:
         bin_dir = fresh_venv(work, ref)
         result: dict[str, Any] = {"commit": _commit(ref), "installed": installed_size(bin_dir.parent)}
-        result["server_imports_kubernetes"] = _imports_kubernetes(bin_dir / "python")
         result.update(measure_node(bin_dir / "shoal", 20 if quick else 100))
         result["goals"] = {"rss_with_100_pods_mb": 60, "kubernetes_installed": False}
         return result

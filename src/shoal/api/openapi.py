@@ -27,7 +27,6 @@ while documents are built.
 from __future__ import annotations
 
 import copy
-import ctypes
 import hashlib
 import struct
 import threading
@@ -331,7 +330,10 @@ class _Catalog:
         return out
 
     def forget_bodies(self) -> None:
+        """Drop the schemas and parsed fields (built again from shoal.model.schemas)."""
         self._bodies.clear()
+        self._fields.clear()
+        self._deps.clear()
 
     def closure(self, roots: Iterable[str]) -> list[str]:
         """Every model reachable from ``roots``, in a stable order."""
@@ -791,6 +793,8 @@ def _release_build_memory() -> None:
 
 
 def _trim_heap() -> None:
+    import ctypes  # here: a node that never builds a document does not load it
+
     try:
         libc = ctypes.CDLL(None)
         trim = libc.malloc_trim
