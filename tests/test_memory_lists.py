@@ -97,3 +97,19 @@ async def test_a_large_table_is_streamed_row_by_row_as_kubectl_get_reads_it(
     assert table["columnDefinitions"] == whole["columnDefinitions"]
     assert [row["cells"][0] for row in table["rows"]] == [row["cells"][0] for row in whole["rows"]]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_an_objects_json_is_reused_until_it_changes_and_the_cache_stays_bounded() -> None:
+    from shoal.api.encoded import EncodedObjects
+
+    cache = EncodedObjects(max_bytes=4096)
+    v1 = {"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "7"}, "data": {}}
+    assert cache.dumps(v1) == orjson.dumps(v1) and cache.dumps(dict(v1)) == orjson.dumps(v1)
+    assert (cache.hits, cache.misses) == (1, 1)
+    v2 = {"metadata": {**v1["metadata"], "resourceVersion": "8"}, "data": {"k": "v"}}
+    assert orjson.loads(cache.dumps(v2))["data"] == {"k": "v"}
+    for i in range(200):
+        cache.dumps({"metadata": {"name": f"n{i}", "resourceVersion": str(100 + i)}})
+    assert cache._bytes <= 4096
+    unversioned = {"metadata": {"name": "dry-run"}, "x": 1}
+    assert cache.dumps(unversioned) == orjson.dumps(unversioned)

@@ -21,6 +21,7 @@ from shoal.api import (
     token_request,  # service accounts
 )
 from shoal.api.admission import Admission, AdmissionRequest
+from shoal.api.encoded import EncodedObjects
 from shoal.api.errors import ApiError, success_status
 from shoal.api.memory import Trimmer, tune_malloc
 from shoal.api.patch import (
@@ -150,6 +151,8 @@ class ResourceHandlers:
         self.admission: Admission | None = None  # set by the server; checks writes' bodies
         tune_malloc()  # memory under load: large blocks go back to the system when freed
         self.trimmer = Trimmer()
+        self.encoded = EncodedObjects()
+        """Stored objects' JSON, reused by lists and gets while they do not change."""
 
     def _admit(self, request: web.Request, operation: str, t: Target,
                obj: dict[str, Any] | None, old: dict[str, Any] | None) -> None:
@@ -228,7 +231,7 @@ class ResourceHandlers:
                 include_object=_include_object(request),
                 resource_version=obj["metadata"].get("resourceVersion", ""),
             ))
-        return json_response(obj)
+        return web.Response(body=self.encoded.dumps(obj), content_type=JSON)
 
     async def list(self, request: web.Request, t: Target) -> web.StreamResponse:
         labels, fields = _selectors(request)
@@ -280,7 +283,10 @@ class ResourceHandlers:
         body = {"kind": t.kind.list_kind, "apiVersion": t.kind.api_version, "metadata": meta,
                 "items": items}
         if len(items) <= STREAM_ITEMS:
-            return json_response(body)
+            opening = orjson.dumps({**body, "items": []})
+            return web.Response(body=b"".join((
+                opening[:-2], b",".join(self.encoded.dumps(o) for o in items), b"]}")),
+                content_type=JSON)
         return await self._stream_list(request, {**body, "items": []}, "items", items,
                                        lambda chunk: chunk)
 
@@ -300,7 +306,7 @@ class ResourceHandlers:
         sent = 0
         for i in range(0, len(items), CHUNK_ITEMS):
             rendered = render(items[i:i + CHUNK_ITEMS])
-            chunk = b",".join(orjson.dumps(x) for x in rendered)
+            chunk = b",".join(self.encoded.dumps(x) for x in rendered)
             sent += len(chunk)
             await resp.write(b"," + chunk if i else chunk)
             await asyncio.sleep(0)  # let the other requests in between chunks
