@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import dns.message
+import dns.query
 import nats
 import pytest
 
@@ -289,6 +291,13 @@ def test_a_pod_reaches_its_own_nodes_bus_through_the_nats_service(sites: Sites) 
 
     wait_until(cluster_ip, 30, "the nats Service")
     url = f"nats://{cluster_ip()}:4222"
+
+    def resolved(node: ShoalProcess) -> list[str]:  # by the node's cluster DNS
+        name = "nats.kube-system.svc.cluster.local"
+        reply = dns.query.udp(dns.message.make_query(name, "A"), node.host, port=53, timeout=2)
+        return [rd.to_text() for rrset in reply.answer for rd in rrset]
+
+    wait_until(lambda: resolved(sites.edges["farm-b"]) == [cluster_ip()], 30, "the DNS name")
 
     def answers(node: ShoalProcess) -> str:
         r = sites.ns(node).run([str(VENV_BIN / "python"), "-c", SERVER_NAME, url],

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import re
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import replace
@@ -29,6 +30,7 @@ from shoal.store.objects import ObjectStore, StoreError
 log = logging.getLogger(__name__)
 
 NODES = "nodes"
+_TAKEN = re.compile(r":(\d+): bind: address already in use")
 
 
 def free_port(host: str) -> int:
@@ -211,7 +213,10 @@ class NodeBus:
         except OSError:
             return False
         last_start = tail.rfind("Starting nats-server")
-        taken = "address already in use" in tail[max(last_start, 0):]
+        s = self.settings
+        mine = {s.client_port, s.cluster_port, s.leafnode_port}
+        # Only a port it still has: a start on the old ports that raced a move is stale.
+        taken = any(int(port) in mine for port in _TAKEN.findall(tail[max(last_start, 0):]))
         if taken:
             self._moved_at = restarts
         elif not down:
