@@ -24,9 +24,11 @@ from shoal.control.persistent_volumes import (  # stateful workloads (issue 12)
     ensure_default_class,
 )
 from shoal.control.pod_gc import PodGC
+from shoal.control.priority_classes import ensure_system_priority_classes  # issue 12
 from shoal.control.rbac_bootstrap import RbacBootstrap  # authz: the default RBAC policy
 from shoal.control.replicaset import ReplicaSetController
 from shoal.control.replication_controller import ReplicationControllerController
+from shoal.control.resource_quota import ResourceQuotaController  # quotas (issue 12)
 from shoal.control.scheduling import Scheduler
 from shoal.control.service_accounts import ServiceAccountsController  # service accounts
 from shoal.control.service_ip_repair import ServiceIpRepair
@@ -56,6 +58,7 @@ def controllers(store: ObjectStore, view: PeerView | None = None,
         EndpointsController(store, view),
         StatefulSetController(store, view),  # stateful workloads (issue 12)
         PersistentVolumeBinder(store, view),  # stateful workloads (issue 12)
+        ResourceQuotaController(store, view),  # quotas (issue 12)
         # -- end --
         NodeLifecycle(store, view, grace=node_monitor_grace),
         Scheduler(store, view),
@@ -88,7 +91,16 @@ def start(store: ObjectStore, view: PeerView | None = None,
     tasks.append(asyncio.create_task(_default_class(store, rbac_ensure_delay, caught_up),
                                      name="default-storage-class"))
     # --- end stateful workloads ---
+    # --- priorities (issue 12): the built-in system- PriorityClasses, once caught up ---
+    tasks.append(asyncio.create_task(_system_priority_classes(store, caught_up),
+                                     name="system-priority-classes"))
     return tasks
+
+
+async def _system_priority_classes(store: ObjectStore, caught_up: CaughtUp | None) -> None:
+    if caught_up is not None:
+        await caught_up.wait()
+    await ensure_system_priority_classes(store)
 
 
 async def _default_class(store: ObjectStore, delay: float, caught_up: CaughtUp | None) -> None:
