@@ -14,7 +14,10 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
+from shoal.api.limit_ranger import LimitRanger  # issue 12
 from shoal.api.pod_proxy import PodProxy
+from shoal.api.priority_admission import PriorityAdmission  # issue 12
+from shoal.api.quota_admission import QuotaAdmission  # issue 12
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
 from shoal.authz.scopes import RecordFormerWriters
@@ -96,6 +99,9 @@ class ShoalNode:
         # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
         self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
         self.store.admission.append(default_tolerations)  # issue 12
+        # issue 12: Priority, LimitRanger, then ResourceQuota (which counts what they set)
+        self.store.admission += [PriorityAdmission(self.replica), LimitRanger(self.replica),
+                                 QuotaAdmission(self.replica)]
         # A Scope update records the writers it removes (replication accepts what they wrote).
         self.store.update_admission.append(RecordFormerWriters(self.replica, self.replica.hlc.now))
         issuer = IssuerFiles(self.pki, cfg.name)
