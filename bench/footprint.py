@@ -36,6 +36,7 @@ from bench.api_single_node import Node, _free_port
 from bench.pod_startup import measure
 
 REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 IDLE_SETTLE_S = 3.0
 
 
@@ -125,6 +126,46 @@ def installed_size(venv: Path) -> dict[str, Any]:
     }
 
 
+_DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: busybox, command: [sleep, "3600"]}]
+"""
+
+
+def kubectl_works(node: FreshNode) -> dict[str, bool]:
+    """Real kubectl against the fresh install: apply (server-side validation), get, explain,
+    and a typo refused under Strict, all from the generated schemas."""
+    kubectl = shutil.which("kubectl", path=str(BIN)) or shutil.which("kubectl")
+    if kubectl is None:
+        return {}
+    config = node.work / "kubeconfig"
+    made = subprocess.run([str(node.shoal), "kubeconfig", "--data-dir", str(node.data),
+                           "--server", node.url], capture_output=True, text=True, check=True)
+    config.write_text(made.stdout)
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([kubectl, "--kubeconfig", str(config), *args], input=stdin,
+                              capture_output=True, text=True, timeout=60)
+
+    typo = _DEPLOYMENT.replace("replicas: 1", "replicas: 1\n  replicaz: 2")
+    refused = run("apply", "-f", "-", stdin=typo)
+    return {
+        "apply": run("apply", "-f", "-", stdin=_DEPLOYMENT).returncode == 0,
+        "get": run("get", "deployment", "web", "-o", "name").stdout.strip()
+        == "deployment.apps/web",
+        "explain": "DeploymentSpec" in run("explain", "deployment.spec").stdout,
+        "strict_typo_refused": refused.returncode != 0
+        and 'unknown field "spec.replicaz"' in refused.stderr,
+    }
+
+
 def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-footprint-"))
     node = FreshNode(work, shoal)
@@ -135,7 +176,9 @@ def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
         assert node.proc is not None
         idle_uss = psutil.Process(node.proc.pid).memory_full_info().uss / 1e6
         loaded = asyncio.run(measure(node, pods))
+        works = kubectl_works(node)
         return {
+            "kubectl_works": works,
             "start_to_serving_s": round(node.start_to_serving_s, 2),
             "start_cpu_s": round(node.start_cpu_s, 2),
             "rss_idle_mb": round(idle, 1),
