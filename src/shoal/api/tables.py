@@ -999,6 +999,94 @@ def _replicationcontroller_cells(rc: dict[str, Any], now: datetime.datetime) -> 
 # --- end W2 ---
 
 
+# --- quotas, priorities, autoscaling (issue 12, part W3; printers.go) ---
+_QUOTA_COLUMNS = (
+    _NAME,
+    _AGE,
+    _Column("Request", description="Request represents a minimum amount of cpu/memory that a "
+            "container may consume."),
+    _Column("Limit", description="Limits control the maximum amount of cpu/memory that a "
+            "container may use independent of contention on the node."),
+)
+
+
+def _quota_cells(quota: dict[str, Any], now: datetime.datetime) -> _Cells:
+    hard, used = _dict(_get(quota, "status", "hard")), _dict(_get(quota, "status", "used"))
+    requests: list[str] = []
+    limits: list[str] = []
+    for name in sorted(hard):
+        shown = f"{name}: {used.get(name, '0')}/{hard[name]}"
+        (limits if name.startswith("limits") else requests).append(shown)
+    return [_name(quota), _age(quota, now), ", ".join(requests), ", ".join(limits)]
+
+
+_PRIORITYCLASS_COLUMNS = (
+    _NAME,
+    _Column("Value", type="integer", description="value represents the integer value of this "
+            "priority class. This is the actual priority that pods receive when they have the "
+            "name of this class in their pod spec."),
+    _Column("Global-Default", type="boolean", description="globalDefault specifies whether "
+            "this PriorityClass should be considered as the default priority for pods that do "
+            "not have any priority class."),
+    _AGE,
+    _Column("PreemptionPolicy", description="preemptionPolicy is the Policy for preempting "
+            "pods with lower priority."),
+)
+
+
+def _priorityclass_cells(pc: dict[str, Any], now: datetime.datetime) -> _Cells:
+    return [_name(pc), _int(pc.get("value")), bool(pc.get("globalDefault")), _age(pc, now),
+            str(pc.get("preemptionPolicy") or "")]
+
+
+_HPA_COLUMNS = (
+    _NAME,
+    _Column("Reference", description="scaleTargetRef points to the target resource to scale, "
+            "and is used to the pods for which metrics should be collected, as well as to "
+            "actually change the replica count."),
+    _Column("Targets", description="metrics contains the specifications for which to use to "
+            "calculate the desired replica count."),
+    _Column("MinPods", description="minReplicas is the lower limit for the number of replicas "
+            "to which the autoscaler can scale down."),
+    _Column("MaxPods", type="integer", description="maxReplicas is the upper limit for the "
+            "number of replicas to which the autoscaler can scale up."),
+    _Column("Replicas", type="integer", description="currentReplicas is current number of "
+            "replicas of pods managed by this autoscaler, as last seen by the autoscaler."),
+    _AGE,
+)
+
+
+def _hpa_target(metric: dict[str, Any], current: list[Any]) -> str:
+    kind = str(metric.get("type") or "")
+    field = kind[:1].lower() + kind[1:]
+    source = _dict(metric.get(field))
+    target, name = _dict(source.get("target")), str(source.get("name") or _get(
+        source, "metric", "name", default=""))
+    seen = next((_dict(_get(c, field, "current")) for c in current
+                 if _get(c, "type") == kind and str(_get(c, field, "name", default="")) == name),
+                {})
+    if target.get("type") == "Utilization":
+        now = seen.get("averageUtilization")
+        shown = "<unknown>" if now is None else f"{now}%"
+        return f"{name}: {shown}/{target.get('averageUtilization')}%"
+    key = "averageValue" if target.get("type") == "AverageValue" else "value"
+    return f"{name}: {seen.get(key, '<unknown>')}/{target.get(key)}"
+
+
+def _hpa_cells(hpa: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(hpa.get("spec")), _dict(hpa.get("status"))
+    ref = _dict(spec.get("scaleTargetRef"))
+    metrics = [m for m in _list(spec.get("metrics")) if isinstance(m, dict)]
+    shown = [_hpa_target(m, _list(status.get("currentMetrics"))) for m in metrics[:2]]
+    if len(metrics) > 2:
+        shown[-1] += f" + {len(metrics) - 2} more..."
+    low = spec.get("minReplicas")
+    return [_name(hpa), f"{ref.get('kind', '')}/{ref.get('name', '')}",
+            ", ".join(shown) or "<none>", "<unset>" if low is None else str(low),
+            _int(spec.get("maxReplicas")), _int(status.get("currentReplicas")), _age(hpa, now)]
+# --- end quotas, priorities, autoscaling ---
+
+
 _LEASE_COLUMNS = (
     _NAME,
     _Column("Holder", description="The identity of the holder of a current lease."),
@@ -1165,6 +1253,10 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("storage.k8s.io", "StorageClass"): (_STORAGECLASS_COLUMNS, _storageclass_cells),
     ("apps", "ControllerRevision"): (_CONTROLLERREVISION_COLUMNS, _controllerrevision_cells),
     # --- end stateful workloads ---
+    ("", "ResourceQuota"): (_QUOTA_COLUMNS, _quota_cells),  # part W3
+    ("", "LimitRange"): (_CREATED_AT_COLUMNS, _created_at_cells),
+    ("scheduling.k8s.io", "PriorityClass"): (_PRIORITYCLASS_COLUMNS, _priorityclass_cells),
+    ("autoscaling", "HorizontalPodAutoscaler"): (_HPA_COLUMNS, _hpa_cells),
 }
 
 
