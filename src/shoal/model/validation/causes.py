@@ -167,3 +167,10 @@ class _Errors:
     def each(self, field: str, value: Any, messages: Iterable[str]) -> None:
         for msg in messages:
             self.invalid(field, value, msg)
+
+    def unique(self, field: str, name: str, seen: set[str], messages: Iterable[str]) -> None:
+        """A name, checked by ``messages`` and reported if ``seen`` already holds it."""
+        self.each(field, name, messages)
+        if name in seen:
+            self.duplicate(field, name)
+        seen.add(name)

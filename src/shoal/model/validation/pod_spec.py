@@ -61,10 +61,7 @@ def _container_ports(e: _Errors, ports: Any, path: str, host_network: bool) -> N
         p = _i(path, i)
         name = port.get("name")
         if isinstance(name, str) and name:
-            e.each(_c(p, "name"), name, _is_port_name(name))
-            if name in names:
-                e.duplicate(_c(p, "name"), name)
-            names.add(name)
+            e.unique(_c(p, "name"), name, names, _is_port_name(name))
         container_port = _int_field(e, port, "containerPort", p)
         if port.get("containerPort") in (None, 0):
             e.required(_c(p, "containerPort"))
@@ -252,10 +249,7 @@ def _volumes(e: _Errors, volumes: Any, path: str) -> set[str]:
         if not name:
             e.required(_c(p, "name"))
         elif isinstance(name, str):
-            e.each(_c(p, "name"), name, is_dns1123_label(name))
-            if name in names:
-                e.duplicate(_c(p, "name"), name)
-            names.add(name)
+            e.unique(_c(p, "name"), name, names, is_dns1123_label(name))
         sources = [s for s in VOLUME_SOURCES if v.get(s) is not None]
         if not sources:
             e.required(p, "must specify a volume type")
@@ -323,10 +317,7 @@ def _pod_spec(e: _Errors, spec: Any, path: str) -> None:
             if not name:
                 e.required(_c(p, "name"))
             elif isinstance(name, str):
-                e.each(_c(p, "name"), name, is_dns1123_label(name))
-                if name in names:
-                    e.duplicate(_c(p, "name"), name)
-                names.add(name)
+                e.unique(_c(p, "name"), name, names, is_dns1123_label(name))
             _container(e, c, p, volumes, host_network, init=key == "initContainers")
     restart = spec.get("restartPolicy")
     if restart not in (None, "") and restart not in _RESTART_POLICIES:

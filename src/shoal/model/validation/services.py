@@ -41,10 +41,7 @@ def _validate_service(e: _Errors, obj: dict[str, Any]) -> None:
             if len(ports) > 1:
                 e.required(_c(p, "name"))
         elif isinstance(name, str):
-            e.each(_c(p, "name"), name, is_dns1123_label(name))
-            if name in names:
-                e.duplicate(_c(p, "name"), name)
-            names.add(name)
+            e.unique(_c(p, "name"), name, names, is_dns1123_label(name))
         number = _int_field(e, port, "port", p)
         if number is None:
             e.required(_c(p, "port"))
@@ -154,10 +151,7 @@ def _endpoint_ports(e: _Errors, ports: Any, path: str, require_port: bool) -> No
         p = _i(path, i)
         name = port.get("name")
         if isinstance(name, str) and name:
-            e.each(_c(p, "name"), name, is_dns1123_label(name))
-            if name in names:
-                e.duplicate(_c(p, "name"), name)
-            names.add(name)
+            e.unique(_c(p, "name"), name, names, is_dns1123_label(name))
         elif require_port and len(items) > 1:
             e.required(_c(p, "name"))
         number = _int_field(e, port, "port", p)
