@@ -300,3 +300,20 @@ async def test_request_round_trip_time_on_loopback(
     print(f"\nTLS transport RTT on loopback (100 B, asyncio loop): p50 {p50 * 1e6:.0f} us, "
           f"p99 {p99 * 1e6:.0f} us")
     assert p50 < 0.01
+
+
+@pytest.mark.timeout(10)  # the bug spun without yielding: only a signal could stop it
+async def test_a_connection_that_timed_out_in_the_kernel_ends_instead_of_spinning() -> None:
+    # After a partition TCP gives up with ETIMEDOUT, which Python raises as TimeoutError,
+    # again at every read; with requests in flight read_frame once took it for its idle
+    # timer and looped on it at full speed, the traceback growing without end.
+    from shoal.mesh.tls_transport import PeerIdentity, PeerStats, _Conn
+
+    reader = asyncio.StreamReader()
+    reader.set_exception(TimeoutError(110, "Connection timed out"))
+    conn = _Conn(None, reader, None, PeerIdentity("peer:1", None),  # type: ignore[arg-type]
+                 max_frame=1 << 20, stats=PeerStats())
+    conn.pending[1] = asyncio.get_running_loop().create_future()  # busy
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(conn.read_frame(idle=5.0), 2.0)
+    conn.pending[1].cancel()

@@ -275,11 +275,16 @@ class _Conn:
         loop = asyncio.get_running_loop()
         start = loop.time()
         while True:
+            waited = asyncio.timeout(idle)
             try:
-                async with asyncio.timeout(idle):
+                async with waited:
                     header = await self.reader.readexactly(_HEADER.size)
                 break
             except TimeoutError:
+                if not waited.expired():
+                    # The connection's own ETIMEDOUT (a TimeoutError too), raised again by
+                    # every read: looping on it spun the loop and grew its traceback.
+                    raise
                 if self.busy:
                     start = loop.time()
                     continue  # work in flight (a stream, a request being answered)
