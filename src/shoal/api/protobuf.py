@@ -100,6 +100,8 @@ _PACKAGES = {
     "apps": "k8s.io.api.apps.v1.",
     "batch": "k8s.io.api.batch.v1.",
     "autoscaling": "k8s.io.api.autoscaling.v1.",
+    "autoscalingv2": "k8s.io.api.autoscaling.v2.",  # part W3
+    "scheduling": "k8s.io.api.scheduling.v1.",  # part W3
     "coordination": "k8s.io.api.coordination.v1.",
     "discovery": "k8s.io.api.discovery.v1.",
     "policy": "k8s.io.api.policy.v1.",
@@ -306,6 +308,44 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
         5: ("desiredHealthy", "int32"), 6: ("expectedPods", "int32"),
         7: ("conditions", "[]meta.Condition"),
     },
+    # scheduling.k8s.io/v1 PriorityClass (kubectl create priorityclass; part W3)
+    "scheduling.PriorityClass": {1: ("metadata", _OBJECT), 2: ("value", "int32"),
+                                 3: ("globalDefault", "bool"), 4: ("description", "string"),
+                                 5: ("preemptionPolicy", "string")},
+    # autoscaling/v2 HorizontalPodAutoscaler (kubectl autoscale; part W3)
+    "autoscalingv2.HorizontalPodAutoscaler": {
+        1: ("metadata", _OBJECT), 2: ("spec", "autoscalingv2.HorizontalPodAutoscalerSpec"),
+        3: ("status", "autoscalingv2.HorizontalPodAutoscalerStatus")},
+    "autoscalingv2.HorizontalPodAutoscalerSpec": {
+        1: ("scaleTargetRef", "autoscalingv2.CrossVersionObjectReference"),
+        2: ("minReplicas", "int32"), 3: ("maxReplicas", "int32"),
+        4: ("metrics", "[]autoscalingv2.MetricSpec"),
+        5: ("behavior", "autoscalingv2.HorizontalPodAutoscalerBehavior")},
+    "autoscalingv2.CrossVersionObjectReference": {1: ("kind", "string"), 2: ("name", "string"),
+                                                  3: ("apiVersion", "string")},
+    "autoscalingv2.MetricSpec": {1: ("type", "string"),
+                                 4: ("resource", "autoscalingv2.ResourceMetricSource"),
+                                 7: ("containerResource",
+                                     "autoscalingv2.ContainerResourceMetricSource")},
+    "autoscalingv2.ResourceMetricSource": {1: ("name", "string"),
+                                           2: ("target", "autoscalingv2.MetricTarget")},
+    "autoscalingv2.ContainerResourceMetricSource": {
+        1: ("name", "string"), 2: ("target", "autoscalingv2.MetricTarget"),
+        3: ("container", "string")},
+    "autoscalingv2.MetricTarget": {1: ("type", "string"), 2: ("value", "resource.Quantity"),
+                                   3: ("averageValue", "resource.Quantity"),
+                                   4: ("averageUtilization", "int32")},
+    "autoscalingv2.HorizontalPodAutoscalerBehavior": {
+        1: ("scaleUp", "autoscalingv2.HPAScalingRules"),
+        2: ("scaleDown", "autoscalingv2.HPAScalingRules")},
+    "autoscalingv2.HPAScalingRules": {1: ("selectPolicy", "string"),
+                                      2: ("policies", "[]autoscalingv2.HPAScalingPolicy"),
+                                      3: ("stabilizationWindowSeconds", "int32")},
+    "autoscalingv2.HPAScalingPolicy": {1: ("type", "string"), 2: ("value", "int32"),
+                                       3: ("periodSeconds", "int32")},
+    "autoscalingv2.HorizontalPodAutoscalerStatus": {
+        1: ("observedGeneration", "int64"), 2: ("lastScaleTime", _TIME),
+        3: ("currentReplicas", "int32"), 4: ("desiredReplicas", "int32")},
     # meta/v1 fields and messages added since k8s-proto's build
     "meta.ManagedFieldsEntry": {6: ("fieldsType", "string"), 7: ("fieldsV1", "meta.FieldsV1"),
                                 8: ("subresource", "string")},
@@ -645,6 +685,8 @@ _KEEP_ZERO: dict[str, str] = {
         "failedJobsHistoryLimit"
     ),
     "policy.PodDisruptionBudgetSpec": "unhealthyPodEvictionPolicy",
+    "scheduling.PriorityClass": "value globalDefault",  # part W3
+    "autoscalingv2.HorizontalPodAutoscalerSpec": "maxReplicas",
     "policy.PodDisruptionBudgetStatus": "disruptionsAllowed currentHealthy desiredHealthy "
                                         "expectedPods",
     "batch.JobCondition": "type status",
