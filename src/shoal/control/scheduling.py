@@ -27,6 +27,7 @@ from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import controller_uid
 from shoal.control.scheduler import Snapshot, default_profile, schedule
+from shoal.control.scheduler.plugins.default_preemption import Preemption, preempt  # issue 12
 from shoal.control.scheduler.snapshot import VolumeCatalog
 from shoal.control.statefulset import schedules_here
 from shoal.store.change_feed import Change
@@ -119,6 +120,12 @@ class Scheduler(Controller):
                     snapshot.bind(pod, result.node_name)
                 else:
                     await self._unschedulable(pod, result.message)
+                    # --- priorities (issue 12): evict lower-priority pods to make room ---
+                    plan = preempt(pod, snapshot, self.profile, result)
+                    if plan is not None:
+                        await self._preempt(pod, plan)
+                        for victim in plan.victims:
+                            snapshot.remove_pod(victim)
             except StoreError as e:
                 log.debug("scheduling %s: %s", pod["metadata"]["name"], e)
         return False
@@ -162,6 +169,26 @@ class Scheduler(Controller):
                             "default-scheduler",
                             name=events.time_ordered_name(meta["name"],
                                                           self.store.replica.wall.now()))
+
+    # --- priorities (issue 12) ---
+    async def _preempt(self, pod: dict[str, Any], plan: Preemption) -> None:
+        """Delete the victims (gracefully) and nominate the node, as DefaultPreemption."""
+        meta = pod["metadata"]
+        for victim in plan.victims:
+            vmeta = victim["metadata"]
+            await events.record(self.store, dict(victim), "Normal", "Preempted",
+                                f"Preempted by pod {meta.get('uid')} on node {plan.node_name}",
+                                "default-scheduler")
+            await self.store.delete(self.pod_kind, vmeta.get("namespace"), vmeta["name"],
+                                    precondition_uid=vmeta.get("uid"))
+        current = self.store.find(self.pod_kind, meta.get("namespace"), meta["name"])
+        if current is not None and (current.get("status") or {}).get(
+                "nominatedNodeName") != plan.node_name:
+            new = copy.deepcopy(current)
+            new.setdefault("status", {})["nominatedNodeName"] = plan.node_name
+            await self.store.update(self.pod_kind, new, meta.get("namespace"), meta["name"],
+                                    "status")
+    # --- end priorities ---
 
     async def _unschedulable(self, pod: dict[str, Any], message: str) -> None:
         c = _condition(pod)
