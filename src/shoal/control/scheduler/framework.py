@@ -9,9 +9,11 @@ things differ on purpose:
   instead of at random. Two peers that schedule the same pod while
   partitioned, seeing the same nodes, choose the same node, so their bindings
   agree when they merge.
-* There is no preemption. The message of an unschedulable pod still carries
-  the ``preemption:`` part that Kubernetes writes, computed as DefaultPreemption
-  would find it with no lower-priority victims.
+* Preemption is not part of the cycle: the scheduler loop runs
+  ``plugins.default_preemption.preempt`` after a failure (issue 12). The
+  message of an unschedulable pod carries the ``preemption:`` part that
+  Kubernetes writes, computed as DefaultPreemption would find it with no
+  lower-priority victims.
 
 Plugins are plain objects over plain dicts (Kubernetes objects as parsed
 JSON), with no clock, randomness or I/O, so the server and the simulator run
