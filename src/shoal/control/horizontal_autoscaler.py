@@ -1,0 +1,394 @@
+"""The horizontal pod autoscaler: a workload's replicas from its pods' CPU and memory.
+
+As Kubernetes' HPA controller (``pkg/controller/podautoscaler``) for ``Resource``
+and ``ContainerResource`` metrics with ``Utilization`` or ``AverageValue``
+targets: the usage ratio over the ready pods that have a sample, nothing done
+within a 10 % tolerance, pods without a sample counted at their request when
+scaling down and at zero when scaling up (pods not yet ready at zero too), the
+largest proposal of all metrics, then the behavior: stabilization windows
+(scale-up 0 s, scale-down 300 s by default) and rate policies (by default up by
+the larger of 100 % or 4 pods per 15 s, down by up to 100 % per 15 s), and
+``minReplicas``/``maxReplicas``. Status: currentReplicas, desiredReplicas,
+currentMetrics, lastScaleTime and the AbleToScale, ScalingActive and
+ScalingLimited conditions.
+
+Samples come from each node's own measurements (the ``metrics`` reports that
+``kubectl top`` reads), through any :class:`NodeReports` (the API's
+``ResourceMetricsApi`` on a node, a fake in tests), so this layer imports
+nothing above it. A node that does not answer leaves its pods without a sample.
+
+Leaderless: the preferred actor for the autoscaler (:mod:`ownership`) acts. Its
+recommendation history is kept in memory, so a new actor starts a fresh
+stabilization window; across a partition each side scales from the pods it can
+measure, and the merge keeps the last ``spec.replicas`` written (docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shoal.control.controller import Controller
+from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
+from shoal.control.pod_state import is_ready, parse_time
+from shoal.control.scheduler.resources import quantity_value
+from shoal.model.selectors import LabelSelector, SelectorError
+from shoal.store.change_feed import Change
+from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+RESOURCE = "horizontalpodautoscalers.autoscaling"
+SYNC_PERIOD = 15.0
+"""Seconds between passes (kube-controller-manager's --horizontal-pod-autoscaler-sync-period)."""
+TOLERANCE = 0.1
+DOWN_WINDOW = 300
+CPU_INITIALIZATION = 300.0
+"""Seconds after a pod starts during which its CPU is not trusted unless it is ready."""
+_TARGETS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
+            "ReplicationController": "v1"}
+"""The kinds with a scale subresource this controller scales, and their apiVersion."""
+
+
+class NodeReports(Protocol):
+    """Each named node's ``metrics`` report (``{"pods": [{"uid", "containers": {name:
+    {"cpu": nanocores, "memory": bytes}}}]}``), None for a node that did not answer."""
+
+    async def reports(self, nodes: list[str]) -> dict[str, Any]: ...
+
+
+def pod_usage(reports: Mapping[str, Any]) -> dict[str, dict[str, dict[str, int]]]:
+    """pod uid -> container -> {"cpu": millicores, "memory": bytes}, from node reports."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for report in reports.values():
+        for sample in (report or {}).get("pods") or []:
+            if not isinstance(sample, dict):
+                continue
+            containers = {str(name): {"cpu": int(u.get("cpu", 0)) // 1_000_000,
+                                      "memory": int(u.get("memory", 0))}
+                          for name, u in (sample.get("containers") or {}).items()
+                          if isinstance(u, dict)}
+            if containers:
+                out[str(sample.get("uid"))] = containers
+    return out
+
+
+@dataclass
+class _Proposal:
+    replicas: int
+    status: dict[str, Any]
+
+
+def _requests(pod: Mapping[str, Any], resource: str, container: str | None) -> int | None:
+    """The pod's request of ``resource`` (of one container), None if a container sets none."""
+    total = 0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if container is not None and c.get("name") != container:
+            continue
+        raw = ((c.get("resources") or {}).get("requests") or {}).get(resource)
+        if raw is None:
+            return None
+        total += quantity_value(resource, raw)
+    return total
+
+
+def _show(resource: str, value: int) -> str:
+    if resource == "cpu":
+        return f"{value}m"
+    return str(value)
+
+
+class HorizontalPodAutoscaler(Controller):
+    name = "horizontal-pod-autoscaler"
+
+    def __init__(self, store: ObjectStore, metrics: NodeReports, view: PeerView | None = None,
+                 **kw: Any) -> None:
+        kw.setdefault("resync", SYNC_PERIOD)
+        super().__init__(store, **kw)
+        self.metrics = metrics
+        self.view = view or SinglePeer(store.replica.node_id)
+        kind = store.registry.by_kind("autoscaling/v2", "HorizontalPodAutoscaler")
+        assert kind is not None
+        self.kind = kind
+        # Per autoscaler uid: (time, recommendation) and (time, replicas change) history.
+        self._recommendations: dict[str, list[tuple[float, int]]] = {}
+        self._events: dict[str, list[tuple[float, int]]] = {}
+
+    def relevant(self, change: Change) -> bool:
+        return change.resource == RESOURCE
+
+    async def sync(self) -> bool:
+        hpas = self.store.replica.list(RESOURCE)
+        scopes = self.scopes.current()
+        for hpa in hpas:
+            meta = hpa["metadata"]
+            if meta.get("deletionTimestamp") or not should_act(
+                    self.view, meta["uid"], scope_of(scopes, RESOURCE, hpa), scopes):
+                continue
+            try:
+                await self.reconcile(hpa)
+            except StoreError as e:
+                log.debug("hpa %s/%s: %s", meta.get("namespace"), meta["name"], e)
+        return False
+
+    async def reconcile(self, hpa: dict[str, Any]) -> None:
+        meta, spec = hpa["metadata"], hpa.get("spec") or {}
+        ns = meta.get("namespace") or "default"
+        now = self.store.replica.wall.now()
+        ref = spec.get("scaleTargetRef") or {}
+        target_kind = self.store.registry.by_kind(_TARGETS.get(str(ref.get("kind")), ""),
+                                                  str(ref.get("kind")))
+        resource = target_kind.resource if target_kind is not None else None
+        target = self.store.replica.get(resource, ns, str(ref.get("name"))) if resource else None
+        low = int(spec.get("minReplicas") or 1)
+        conditions: dict[str, tuple[str, str, str]] = {}
+        status: dict[str, Any] = {"observedGeneration": meta.get("generation", 1)}
+        old = hpa.get("status") or {}
+        if target is None or target_kind is None:
+            conditions["AbleToScale"] = ("False", "FailedGetScale",
+                                         f"the HPA controller was unable to get the target's "
+                                         f'current scale: {resource or ref.get("kind")} '
+                                         f'"{ref.get("name")}" not found')
+            await self._write(hpa, status | {"currentReplicas": 0, "desiredReplicas": 0},
+                              conditions, now)
+            return
+        current = int((target.get("spec") or {}).get("replicas", 1))
+        status["currentReplicas"] = int((target.get("status") or {}).get("replicas", current))
+        conditions["AbleToScale"] = ("True", "SucceededGetScale",
+                                     "the HPA controller was able to get the target's current "
+                                     "scale")
+        desired = current
+        if current == 0 and low != 0:
+            conditions["ScalingActive"] = ("False", "ScalingDisabled",
+                                           "scaling is disabled since the replica count of the "
+                                           "target is zero")
+        else:
+            proposal = await self._propose(hpa, target, ns, current, now)
+            if isinstance(proposal, str):
+                conditions["ScalingActive"] = ("False", "FailedGetResourceMetric", proposal)
+                status["currentMetrics"] = old.get("currentMetrics")
+            else:
+                conditions["ScalingActive"] = ("True", "ValidMetricFound",
+                                               "the HPA was able to successfully calculate a "
+                                               "replica count from cpu resource utilization "
+                                               "(percentage of request)")
+                status["currentMetrics"] = proposal.status["currentMetrics"]
+                desired = self._normalize(hpa, current, proposal.replicas, now, conditions)
+        status["desiredReplicas"] = desired
+        if status.get("currentMetrics") is None:
+            status.pop("currentMetrics", None)
+        status["lastScaleTime"] = old.get("lastScaleTime")
+        if desired != current:
+            new_target = copy.deepcopy(target)
+            new_target["spec"]["replicas"] = desired
+            await self.store.update(target_kind, new_target, ns, target["metadata"]["name"])
+            status["lastScaleTime"] = now_rfc3339(now)
+            self._events.setdefault(meta["uid"], []).append((now, desired - current))
+            conditions["AbleToScale"] = ("True", "SucceededRescale",
+                                         f"the HPA controller was able to update the target "
+                                         f"scale to {desired}")
+        if status["lastScaleTime"] is None:
+            status.pop("lastScaleTime")
+        await self._write(hpa, status, conditions, now)
+
+    async def _propose(self, hpa: dict[str, Any], target: dict[str, Any], ns: str, current: int,
+                       now: float) -> _Proposal | str:
+        selector_raw = (target.get("spec") or {}).get("selector") or {}
+        try:
+            selector = (LabelSelector.from_api(selector_raw) if "matchLabels" in selector_raw
+                        or "matchExpressions" in selector_raw
+                        else LabelSelector.from_api({"matchLabels": selector_raw}))
+        except SelectorError as e:
+            return f"invalid selector: {e}"
+        pods = [p for p in self.store.replica.list("pods", ns)
+                if selector.matches((p.get("metadata") or {}).get("labels") or {})
+                and not (p.get("metadata") or {}).get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") != "Failed"]
+        if not pods:
+            return "no pods found for the target's selector"
+        nodes = sorted({str((p.get("spec") or {}).get("nodeName")) for p in pods
+                        if (p.get("spec") or {}).get("nodeName")})
+        usage = pod_usage(await self.metrics.reports(nodes))
+        best: _Proposal | None = None
+        metrics_status = []
+        for metric in (hpa.get("spec") or {}).get("metrics") or []:
+            one = self._one_metric(metric, pods, usage, current, now)
+            if isinstance(one, str):
+                return one
+            metrics_status.append(one.status)
+            if best is None or one.replicas > best.replicas:
+                best = one
+        if best is None:
+            return "no metrics to scale on"
+        return _Proposal(best.replicas, {"currentMetrics": metrics_status})
+
+    def _one_metric(self, metric: Mapping[str, Any], pods: list[dict[str, Any]],
+                    usage: Mapping[str, Mapping[str, Mapping[str, int]]], current: int,
+                    now: float) -> _Proposal | str:
+        kind = metric.get("type")
+        if kind not in ("Resource", "ContainerResource"):
+            return f"metrics of type {kind} are not supported by this cluster"
+        field = "resource" if kind == "Resource" else "containerResource"
+        source = metric.get(field) or {}
+        resource, container = str(source.get("name")), source.get("container")
+        target = source.get("target") or {}
+        ready_usage, ready_request, ready_count = 0, 0, 0
+        missing: list[int] = []
+        unready: list[int] = []
+        for p in pods:
+            uid = str(p["metadata"].get("uid"))
+            request = _requests(p, resource, container)
+            if target.get("type") == "Utilization" and request is None:
+                return (f"failed to get {resource} utilization: missing request for "
+                        f"{resource} in container of Pod {p['metadata']['name']}")
+            samples = usage.get(uid)
+            if samples is None:
+                missing.append(request or 0)
+                continue
+            used = sum(v[resource] for name, v in samples.items()
+                       if container is None or name == container)
+            if resource == "cpu" and not self._trusted(p, now):
+                unready.append(request or 0)
+                continue
+            ready_usage += used
+            ready_request += request or 0
+            ready_count += 1
+        if ready_count == 0:
+            return "did not receive metrics for targeted pods (pods might be unready)"
+        if target.get("type") == "Utilization":
+            goal = float(target.get("averageUtilization") or 0)
+            utilization = ready_usage * 100.0 / ready_request if ready_request else 0.0
+            ratio = utilization / goal if goal else 1.0
+            current_status = {"averageUtilization": int(utilization),
+                              "averageValue": _show(resource, ready_usage // ready_count)}
+        else:
+            goal = float(quantity_value(resource, target.get("averageValue") or 0))
+            ratio = (ready_usage / ready_count) / goal if goal else 1.0
+            current_status = {"averageValue": _show(resource, ready_usage // ready_count)}
+        replicas = self._replicas(ratio, ready_usage, ready_request, ready_count, missing,
+                                  unready, current, target, goal)
+        return _Proposal(replicas, {"type": kind, field: {
+            "name": resource, **({"container": container} if container else {}),
+            "current": current_status}})
+
+    @staticmethod
+    def _replicas(ratio: float, used: int, requested: int, count: int, missing: list[int],
+                  unready: list[int], current: int, target: Mapping[str, Any],
+                  goal: float) -> int:
+        """GetResourceReplicas: the ratio over the measured pods, then again with the
+        unmeasured pods at their request (scaling down) or zero (scaling up)."""
+        if not missing and not unready:
+            if abs(1.0 - ratio) <= TOLERANCE:
+                return current
+            return math.ceil(ratio * count)
+        up = ratio > 1.0
+        if up:
+            count += len(missing) + len(unready)
+            requested += sum(missing) + sum(unready)
+        else:
+            count += len(missing)
+            used += sum(missing) if target.get("type") == "Utilization" else int(
+                goal * len(missing))
+            requested += sum(missing)
+        if target.get("type") == "Utilization":
+            new_ratio = (used * 100.0 / requested) / goal if requested and goal else 1.0
+        else:
+            new_ratio = (used / count) / goal if count and goal else 1.0
+        if abs(1.0 - new_ratio) <= TOLERANCE or (up and new_ratio < 1.0) or (
+                not up and new_ratio > 1.0):
+            return current
+        proposed = math.ceil(new_ratio * count)
+        return current if (up and proposed < current) or (not up and proposed > current) \
+            else proposed
+
+    def _trusted(self, pod: Mapping[str, Any], now: float) -> bool:
+        """A pod's CPU counts once it is ready, or after the initialization period."""
+        if is_ready(dict(pod)):
+            return True
+        start = (pod.get("status") or {}).get("startTime")
+        t = parse_time(start) if start else None
+        return t is not None and now - t > CPU_INITIALIZATION
+
+    def _normalize(self, hpa: dict[str, Any], current: int, proposed: int, now: float,
+                   conditions: dict[str, tuple[str, str, str]]) -> int:
+        """Stabilization windows, rate policies, then minReplicas/maxReplicas."""
+        uid = hpa["metadata"]["uid"]
+        spec = hpa.get("spec") or {}
+        behavior = spec.get("behavior") or {}
+        up_rules, down_rules = behavior.get("scaleUp") or {}, behavior.get("scaleDown") or {}
+        up_window = int(up_rules.get("stabilizationWindowSeconds") or 0)
+        down_window = down_rules.get("stabilizationWindowSeconds")
+        down_window = DOWN_WINDOW if down_window is None else int(down_window)
+        history = self._recommendations.setdefault(uid, [])
+        history.append((now, proposed))
+        keep = max(up_window, down_window)
+        history[:] = [(t, r) for t, r in history if now - t <= keep]
+        up_rec = min([r for t, r in history if now - t <= up_window] or [proposed])
+        down_rec = max([r for t, r in history if now - t <= down_window] or [proposed])
+        desired = min(max(current, up_rec), down_rec)
+        events = self._events.setdefault(uid, [])
+        if desired > current:
+            desired = min(desired, self._limit(up_rules, current, events, now, up=True))
+        elif desired < current:
+            desired = max(desired, self._limit(down_rules, current, events, now, up=False))
+        low, high = int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1)
+        if desired > high:
+            conditions["ScalingLimited"] = ("True", "TooManyReplicas",
+                                            "the desired replica count is more than the maximum "
+                                            "replica count")
+            return high
+        if desired < low:
+            conditions["ScalingLimited"] = ("True", "TooFewReplicas",
+                                            "the desired replica count is less than the minimum "
+                                            "replica count")
+            return low
+        conditions["ScalingLimited"] = ("False", "DesiredWithinRange",
+                                        "the desired count is within the acceptable range")
+        return desired
+
+    @staticmethod
+    def _limit(rules: Mapping[str, Any], current: int, events: list[tuple[float, int]],
+               now: float, *, up: bool) -> int:
+        """The furthest the policies let the replicas go from ``current`` now."""
+        policies = rules.get("policies") or (
+            [{"type": "Percent", "value": 100, "periodSeconds": 15},
+             {"type": "Pods", "value": 4, "periodSeconds": 15}] if up
+            else [{"type": "Percent", "value": 100, "periodSeconds": 15}])
+        select = rules.get("selectPolicy") or "Max"
+        if select == "Disabled":
+            return current
+        limits = []
+        for p in policies:
+            period = int(p.get("periodSeconds") or 15)
+            changed = sum(d for t, d in events if now - t <= period and (d > 0) == up)
+            start = current - changed  # replicas at the start of the period
+            value = int(p.get("value") or 0)
+            if up:
+                limits.append(start + value if p.get("type") == "Pods" else
+                              math.ceil(start * (1 + value / 100)))
+            else:
+                limits.append(start - value if p.get("type") == "Pods" else
+                              math.floor(start * (1 - value / 100)))
+        pick = (max if up else min) if select == "Max" else (min if up else max)
+        return pick(limits)
+
+    async def _write(self, hpa: dict[str, Any], status: dict[str, Any],
+                     conditions: dict[str, tuple[str, str, str]], now: float) -> None:
+        old = hpa.get("status") or {}
+        previous = {c.get("type"): c for c in old.get("conditions") or [] if isinstance(c, dict)}
+        stamp = now_rfc3339(now)
+        status["conditions"] = [
+            {"type": t, "status": s, "reason": r, "message": m,
+             "lastTransitionTime": previous[t].get("lastTransitionTime", stamp)
+             if t in previous and previous[t].get("status") == s else stamp}
+            for t, (s, r, m) in conditions.items()]
+        if status == old:
+            return
+        new = copy.deepcopy(hpa)
+        new["status"] = status
+        await self.store.update(self.kind, new, hpa["metadata"].get("namespace"),
+                                hpa["metadata"]["name"], "status")
