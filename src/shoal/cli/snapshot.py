@@ -205,16 +205,18 @@ def _restore_locked(data_dir: Path, tar: tarfile.TarFile, members: list[tarfile.
                        (str(revision),))
     # What was there goes aside (an operator's undo), then the snapshot moves in.
     aside = data_dir / "before-restore"
-    shutil.rmtree(aside, ignore_errors=True)
-    aside.mkdir(mode=0o700)
-    for name in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm", *KEY_DIRS):
-        if (data_dir / name).exists():
-            os.rename(data_dir / name, aside / name)
+    present = [n for n in (STATE_DB, f"{STATE_DB}-wal", f"{STATE_DB}-shm", *KEY_DIRS)
+               if (data_dir / n).exists()]
+    if present:
+        shutil.rmtree(aside, ignore_errors=True)
+        aside.mkdir(mode=0o700)
+    for name in present:
+        os.rename(data_dir / name, aside / name)
     for path in staging.iterdir():
         os.chmod(path, 0o700 if path.is_dir() else 0o600)
         os.rename(path, data_dir / path.name)
     staging.rmdir()
-    return {**manifest, "restored_revision": revision, "aside": str(aside)}
+    return {**manifest, "restored_revision": revision, "aside": str(aside) if present else None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,8 +231,9 @@ def run(args: argparse.Namespace) -> int:
     except (SnapshotError, OSError, sqlite3.Error, tarfile.TarError) as e:
         print(f"shoal snapshot {args.snapshot_command}: {e}", file=sys.stderr)
         return 1
+    aside = f"; what was there is in {m['aside']}" if m["aside"] else ""
     print(f"restored node {m['node'] or '?'} from {args.file} (taken {m['created']}, "
-          f"revision {m['revision']}, {m['objects']} objects); what was there is in "
-          f"{m['aside']}. Start it with --name {m['node'] or 'NAME'}: it catches up from its "
-          "peers, and writes only it had acknowledged after the snapshot are lost.")
+          f"revision {m['revision']}, {m['objects']} objects){aside}. Start it with --name "
+          f"{m['node'] or 'NAME'}: it catches up from its peers, and writes only it had "
+          "acknowledged after the snapshot are lost.")
     return 0
