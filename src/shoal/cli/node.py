@@ -31,6 +31,7 @@ from shoal.cli.ports import check_free, in_use
 from shoal.cli.settings import NodeSettings
 from shoal.control import manager
 from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
@@ -179,6 +180,11 @@ class ShoalNode:
         self._tasks.append(asyncio.create_task(KubernetesService(
             self.store, urllib.parse.urlsplit(self.url).port or 6443, MeshView(self)).run(),
             name="kubernetes-service"))
+        # issue 12: the HPA, on the samples kubectl top reads (each node's own, over the peer link)
+        self._tasks.append(asyncio.create_task(manager.run_when_caught_up(
+            HorizontalPodAutoscaler(self.store, self.observability.resource_metrics,
+                                    MeshView(self)), self.catch_up),
+            name="horizontal-pod-autoscaler"))
         self._tasks.append(asyncio.create_task(
             self.api.summary_loop(self.cfg.api.summary_interval), name="summary"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
