@@ -83,9 +83,21 @@ def parse(raw: bytes, content_type: str) -> Any:
     return value
 
 
+def _not_utf8(s: str) -> bool:
+    """A string with a lone surrogate (YAML's "\\ud800"): no UTF-8, so no JSON form."""
+    if s.isascii():
+        return False
+    try:
+        s.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def check_json_value(value: Any, prefix: str) -> None:
-    """A 400 for what JSON cannot hold (YAML's binary, sets, non-string keys, infinities)
-    and for nesting deeper than ``MAX_DEPTH``; walked without recursion."""
+    """A 400 for what JSON cannot hold (YAML's binary, sets, non-string keys, infinities,
+    integers past 64 bits, lone surrogates) and for nesting deeper than ``MAX_DEPTH``;
+    walked without recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         v, depth = stack.pop()
@@ -96,6 +108,8 @@ def check_json_value(value: Any, prefix: str) -> None:
             for k, child in v.items():
                 if not isinstance(k, str):
                     raise ApiError(400, f"{prefix}: a map key is not a string: {k!r:.40}")
+                if _not_utf8(k):
+                    raise ApiError(400, f"{prefix}: a map key is not valid UTF-8")
                 stack.append((child, depth + 1))
         elif isinstance(v, list):
             if depth > MAX_DEPTH:
@@ -105,7 +119,13 @@ def check_json_value(value: Any, prefix: str) -> None:
         elif isinstance(v, float):
             if v != v or v in (float("inf"), float("-inf")):
                 raise ApiError(400, f"{prefix}: {v} is not a JSON number")
-        elif v is not None and not isinstance(v, (str, int, bool)):
+        elif isinstance(v, str):
+            if _not_utf8(v):
+                raise ApiError(400, f"{prefix}: a string is not valid UTF-8")
+        elif isinstance(v, int) and not isinstance(v, bool):
+            if not -(2**63) <= v < 2**64:
+                raise ApiError(400, f"{prefix}: the number {str(v)[:24]}... is out of range")
+        elif v is not None and not isinstance(v, bool):
             raise ApiError(400, f"{prefix}: a value of type {type(v).__name__} has no JSON form")
 
 

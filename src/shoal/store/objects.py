@@ -240,6 +240,9 @@ class ObjectStore:
             stored, durable = self.replica.put(
                 kind.resource, namespace, name, value, key_fn(kind.group, kind.kind), expect_rv
             )
+        except orjson.JSONEncodeError as e:
+            # Nothing was taken (the replica encodes before it takes a revision).
+            raise BadRequest(f"the object has no JSON form: {e}", kind=kind, name=name) from e
         except ReplicaConflict as e:
             raise Conflict(
                 f'Operation cannot be fulfilled on {qualified(kind)} "{name}": the object has been '
