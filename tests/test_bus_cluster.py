@@ -1,6 +1,7 @@
 """Two edge sites and a hub site, each a real `shoal server` in its own network namespace:
 the bus wires itself from the replicated Nodes (the edges dial the hub they learn of),
-Streams applied once at one edge are made at the sites they name, a request from one edge
+the Streams of examples/sensors.yaml applied once at one edge are made at the sites they
+name, a request from one edge
 is answered at the other, and messages published at the edges while their uplinks are cut
 (iptables) reach the hub's stream after the heal: each once and in order, also those an
 edge acknowledged before it was killed with -9 during the cut.
@@ -25,40 +26,21 @@ import dns.message
 import dns.query
 import nats
 import pytest
+import yaml
 
-from tests.conftest import VENV_BIN, ShoalProcess, free_port
+from tests.conftest import ROOT, VENV_BIN, ShoalProcess, free_port
 from tests.test_bus_harness import need_nats_server
 from tests.tools import netns
 
 pytestmark = pytest.mark.slow
 
-STREAMS = """
-apiVersion: jetstream.nats.io/v1beta2
-kind: Stream
-metadata: {name: sensors-farm-a}
-spec:
-  subjects: ["sensors.farm-a.>"]
-  duplicateWindow: 2m
-  placement: {site: farm-a}
----
-apiVersion: jetstream.nats.io/v1beta2
-kind: Stream
-metadata: {name: sensors-farm-b}
-spec:
-  subjects: ["sensors.farm-b.>"]
-  duplicateWindow: 2m
-  placement: {site: farm-b}
----
-apiVersion: jetstream.nats.io/v1beta2
-kind: Stream
-metadata: {name: sensors}
-spec:
-  sources:
-  - {name: sensors-farm-a, domain: farm-a}
-  - {name: sensors-farm-b, domain: farm-b}
-  duplicateWindow: 2m
-  placement: {site: cloud}
-"""
+EXAMPLE = ROOT / "examples" / "sensors.yaml"
+
+
+def example(*kinds: str) -> str:
+    """The documents of the example application (docs/dataplane.md) of these kinds."""
+    docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d and d["kind"] in kinds]
+    return yaml.safe_dump_all(docs)
 
 # Run inside an edge's namespace (reachable while it is cut off): publish with acks, 500 in
 # flight, waiting for the node's bus to answer first (it may just have been restarted).
@@ -233,7 +215,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
             wait_until(lambda: farm_a.kubectl("get", "streams", check=False).returncode == 0,
                        30, "the Stream kind served: " + farm_a.kubectl(
                            "get", "streams", check=False).stderr)
-            farm_a.kubectl("apply", "-f", "-", input=STREAMS)
+            farm_a.kubectl("apply", "-f", "-", input=example("Stream"))
             for node, stream in ((s.edges["farm-a"], "sensors-farm-a"),
                                  (s.edges["farm-b"], "sensors-farm-b"), (hub, "sensors")):
                 wait_until(lambda n=node, st=stream: asyncio.run(
@@ -373,4 +355,5 @@ def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
     wait_until(lambda: stream_status(a, "sensors-farm-a").get("hubLag") == 0, 30,
                "farm-a's hub lag back to 0")
     assert table(sites.hub)["sensors"]["LAG"] == "0"
+
 
