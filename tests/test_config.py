@@ -91,6 +91,17 @@ def test_shoal_join_needs_a_seed_and_a_token() -> None:
         settings(["join", "--data-dir", "/d", "--join", "h:1"])
 
 
+def test_a_joined_node_starts_without_its_token_file(tmp_path: Path) -> None:
+    base = ["server", "--data-dir", str(tmp_path), "--join", "h:1", "--token-file",
+            str(tmp_path / "deleted.token")]
+    with pytest.raises(UsageError, match="cannot read --token-file"):
+        settings(base)
+    (tmp_path / "pki").mkdir()
+    (tmp_path / "pki" / "node.crt").write_text("joined")
+    got = settings(base)
+    assert got.mesh.join == "h:1" and got.mesh.join_token is None  # a seed, no second join
+
+
 def test_a_wildcard_bind_advertises_the_default_routes_address() -> None:
     assert advertise_for("0.0.0.0", "192.0.2.9") == "192.0.2.9"
     assert advertise_for("127.0.0.5", None) is None  # the bind address itself

@@ -58,8 +58,18 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
         raise UsageError("shoal join needs --join HOST:PORT (or SHOAL_JOIN, or join in --config)")
     if args.super_peer and args.sync_via == "super":
         raise UsageError("a super-peer cannot also sync via super-peers")
-    token = join_token(args, argv)
-    if (args.join is None) != (token is None):
+    # A node that has joined needs no token any more: a service restarted after the token
+    # file was deleted keeps starting, its --join only a seed.
+    joined = args.join is not None and (args.data_dir / "pki" / "node.crt").exists()
+    try:
+        token = join_token(args, argv)
+    except UsageError as e:
+        if not joined:
+            raise
+        print(f"shoal {args.command}: {e}; not needed: this node has joined already",
+              file=sys.stderr)
+        token = None
+    if (args.join is None) != (token is None) and not joined:
         raise UsageError("--join needs a token (--token-file FILE, SHOAL_TOKEN or --token), "
                          "and a token needs --join")
     try:
