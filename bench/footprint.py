@@ -169,8 +169,8 @@ def kubectl_works(node: FreshNode) -> dict[str, bool]:
 def measure_node(shoal: Path, pods: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-footprint-"))
     node = FreshNode(work, shoal)
-    node.start()
     try:
+        node.start()
         time.sleep(IDLE_SETTLE_S)
         idle = node.rss_mb()
         assert node.proc is not None
