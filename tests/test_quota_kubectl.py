@@ -1,0 +1,121 @@
+"""Quotas, limits, priorities and autoscaling through real kubectl, on one server.
+
+``kubectl create quota`` / ``priorityclass`` (protobuf bodies), ``kubectl describe quota``
+with usage, Kubernetes' 403 for a pod past the quota, a LimitRange's default, the
+built-in PriorityClasses and ``kubectl autoscale`` scaling a busy Deployment on the
+node's own CPU samples.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import ShoalProcess, free_port
+
+BUSY = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata: {labels: {app: busy}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: c
+        image: busybox
+        command: ["sh", "-c", "while :; do :; done"]
+        resources: {requests: {cpu: 20m}}
+"""
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
+    d = tmp_path_factory.mktemp("quota")
+    n = ShoalProcess("quota-1", d / "data", free_port(), d / "shoal.log")
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().split("\n")]
+
+
+def pod_json(name: str, cpu: str | None) -> str:
+    resources = {"requests": {"cpu": cpu}} if cpu else {}
+    return json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "terminationGracePeriodSeconds": 1, "containers": [
+            {"name": "c", "image": "busybox", "command": ["sleep", "600"],
+             "resources": resources}]}})
+
+
+def test_a_quota_counts_limits_and_refuses_with_kubernetes_message(node: ShoalProcess) -> None:
+    node.kubectl("create", "namespace", "team")
+    node.kubectl("-n", "team", "create", "quota", "small", "--hard=pods=2,requests.cpu=1")
+    node.kubectl("-n", "team", "apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "defaults"},
+        "spec": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "300m"}}]}}))
+    node.kubectl("-n", "team", "apply", "-f", "-", input=pod_json("one", None))
+    one = json.loads(node.kubectl("-n", "team", "get", "pod", "one", "-o", "json").stdout)
+    assert one["spec"]["containers"][0]["resources"]["requests"] == {"cpu": "300m"}
+    node.kubectl("-n", "team", "apply", "-f", "-", input=pod_json("two", "500m"))
+    refused = node.kubectl("-n", "team", "apply", "-f", "-", input=pod_json("three", "100m"),
+                           check=False)
+    assert refused.returncode != 0
+    assert ('pods "three" is forbidden: exceeded quota: small, requested: pods=1, '
+            "used: pods=2, limited: pods=2") in refused.stderr
+    until(lambda: "800m" in node.kubectl("-n", "team", "describe", "quota", "small").stdout)
+    described = rows(node.kubectl("-n", "team", "describe", "quota", "small").stdout)
+    assert ["pods", "2", "2"] in described and ["requests.cpu", "800m", "1"] in described
+    table = rows(node.kubectl("-n", "team", "get", "quota").stdout)
+    assert table[0] == ["NAME", "AGE", "REQUEST", "LIMIT"]
+    assert "pods: 2/2," in " ".join(table[1])
+
+
+def test_priority_classes_are_served_and_set_a_pods_priority(node: ShoalProcess) -> None:
+    node.kubectl("create", "priorityclass", "high", "--value=1000", "--description=urgent")
+    table = rows(node.kubectl("get", "pc").stdout)
+    assert table[0] == ["NAME", "VALUE", "GLOBAL-DEFAULT", "AGE", "PREEMPTIONPOLICY"]
+    names = {r[0]: r[1] for r in table[1:]}
+    assert names == {"high": "1000", "system-cluster-critical": "2000000000",
+                     "system-node-critical": "2000001000"}
+    node.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "vip"}, "spec": {
+            "priorityClassName": "high", "containers": [
+                {"name": "c", "image": "busybox", "command": ["sleep", "600"]}]}}))
+    vip = json.loads(node.kubectl("get", "pod", "vip", "-o", "json").stdout)
+    assert vip["spec"]["priority"] == 1000
+
+
+def test_kubectl_autoscale_scales_a_busy_deployment_on_its_cpu(node: ShoalProcess) -> None:
+    node.kubectl("apply", "-f", "-", input=BUSY)
+    # Once a sample exists (kubectl top shows it), the autoscaler's first pass can act.
+    until(lambda: "busy-" in node.kubectl("top", "pods", "-l", "app=busy", check=False).stdout)
+    node.kubectl("autoscale", "deployment", "busy", "--cpu=50%", "--min=1", "--max=3")
+    until(lambda: json.loads(node.kubectl("get", "deploy", "busy", "-o", "json").stdout)[
+        "spec"]["replicas"] == 3)
+    hpa = json.loads(node.kubectl("get", "hpa", "busy", "-o", "json").stdout)
+    assert hpa["status"]["desiredReplicas"] == 3
+    assert hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"] > 75
+    table = rows(node.kubectl("get", "hpa", "busy").stdout)
+    assert table[0] == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
+    assert table[1][:3] == ["busy", "Deployment/busy", "cpu:"] and table[1][3].endswith("/50%")
+    assert table[1][4:6] == ["1", "3"]
