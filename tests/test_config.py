@@ -124,3 +124,16 @@ def test_a_taken_port_is_refused_naming_the_flag() -> None:
     with pytest.raises(PortInUse, match=r"192\.0\.2\.250 is not an address of this host"):
         check_free("192.0.2.250", 6443, "--api-port")
     check_free("127.0.0.1", port, "--api-port")  # free again
+
+
+def test_a_server_refused_for_a_taken_port_leaves_no_data_dir(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code = main(["server", "--data-dir", str(tmp_path / "new"), "--api-port", str(port)])
+    assert code == 1
+    assert f"--api-port {port}: address already in use (another shoal?)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

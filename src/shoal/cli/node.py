@@ -427,13 +427,15 @@ async def serve(cfg: NodeSettings) -> None:
     # --- peer identity: the data dir's lock, before anything reads or writes there ---
     lock = DataDirLock.acquire(cfg.data_dir)
     try:
-        await _serve_locked(cfg, fresh)
+        await _serve_locked(cfg)
     finally:
         lock.release()
+        if fresh:  # a start that failed early (a taken port, a join) leaves no empty dir
+            _remove_unjoined(cfg.data_dir)
     # --- end peer identity ---
 
 
-async def _serve_locked(cfg: NodeSettings, fresh: bool) -> None:
+async def _serve_locked(cfg: NodeSettings) -> None:
     # Before anything starts: a taken API port would otherwise fail only after the pods ran.
     check_free(cfg.api.bind, cfg.api.port, "--api-port")
     if cfg.mesh.peer_port:
@@ -442,7 +444,7 @@ async def _serve_locked(cfg: NodeSettings, fresh: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if not await _joined(cfg, fresh, stop):
+    if not await _joined(cfg, stop):
         return
     node = ShoalNode(cfg)
     # The replica is a large, long-lived tree of dicts without cycles: keep the cyclic
@@ -456,13 +458,11 @@ async def _serve_locked(cfg: NodeSettings, fresh: bool) -> None:
     await node.stop()
 
 
-async def _joined(cfg: NodeSettings, fresh: bool, stop: asyncio.Event) -> bool:
-    """Join first if asked to; False when stopped meanwhile. A join that fails or is
-    stopped leaves no trace: a data dir it made is removed again."""
+async def _joined(cfg: NodeSettings, stop: asyncio.Event) -> bool:
+    """Join first if asked to; False when stopped meanwhile."""
     joining.discard_staging(cfg.data_dir / "pki")  # from a join that was killed
     attempt = asyncio.create_task(_join_if_needed(cfg))
     stopped = asyncio.create_task(stop.wait())
-    joined = False
     try:
         await asyncio.wait([attempt, stopped], return_when=asyncio.FIRST_COMPLETED)
         if not attempt.done():
@@ -472,16 +472,13 @@ async def _joined(cfg: NodeSettings, fresh: bool, stop: asyncio.Event) -> bool:
             log.info("stopped while joining; nothing was kept")
             return False
         attempt.result()
-        joined = True
         return True
     finally:
         stopped.cancel()
-        if fresh and not joined:
-            _remove_unjoined(cfg.data_dir)
 
 
 def _remove_unjoined(data_dir: Path) -> None:
-    """Remove a data dir made by a join that did not finish, if it holds only the lock."""
+    """Remove a data dir this start made, if it holds only the lock (it failed early)."""
     with contextlib.suppress(OSError):
         if {p.name for p in data_dir.iterdir()} <= {LOCK_FILE}:
             (data_dir / LOCK_FILE).unlink(missing_ok=True)
