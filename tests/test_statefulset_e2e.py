@@ -34,7 +34,7 @@ spec:
         - name: POD_NAME
           valueFrom: {fieldRef: {fieldPath: metadata.name}}
         command: ["sh", "-c", "echo $POD_NAME >> $SHOAL_VOLUME_DATA/boots; trap 'exit 0' TERM; while true; do sleep 0.2; done"]
-        volumeMounts: [{name: data, mountPath: /data}]
+        volumeMounts: [{name: data, mountPath: /nonexistent-shoal-test/data}]
   volumeClaimTemplates:
   - metadata: {name: data}
     spec:
