@@ -47,6 +47,8 @@ SYNC_PERIOD = 15.0
 """Seconds between passes (kube-controller-manager's --horizontal-pod-autoscaler-sync-period)."""
 TOLERANCE = 0.1
 DOWN_WINDOW = 300
+MAX_POLICY_PERIOD = 1800
+"""The longest periodSeconds a scaling policy may have: older scale events are forgotten."""
 CPU_INITIALIZATION = 300.0
 """Seconds after a pod starts during which its CPU is not trusted unless it is ready."""
 _TARGETS = {"Deployment": "apps/v1", "ReplicaSet": "apps/v1", "StatefulSet": "apps/v1",
@@ -123,6 +125,10 @@ class HorizontalPodAutoscaler(Controller):
 
     async def sync(self) -> bool:
         hpas = self.store.replica.list(RESOURCE)
+        live = {h["metadata"]["uid"] for h in hpas}
+        for history in (self._recommendations, self._events):
+            for uid in set(history) - live:
+                del history[uid]
         scopes = self.scopes.current()
         for hpa in hpas:
             meta = hpa["metadata"]
@@ -331,6 +337,7 @@ class HorizontalPodAutoscaler(Controller):
         down_rec = max([r for t, r in history if now - t <= down_window] or [proposed])
         desired = min(max(current, up_rec), down_rec)
         events = self._events.setdefault(uid, [])
+        events[:] = [(t, d) for t, d in events if now - t <= MAX_POLICY_PERIOD]
         if desired > current:
             desired = min(desired, self._limit(up_rules, current, events, now, up=True))
         elif desired < current:
