@@ -146,6 +146,10 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     # -- end quotas, priorities, autoscaling --
     # Shoal's own: which namespaces a set of peers holds (shoal.authz.scopes).
     _k("shoal.dev", "v1alpha1", "Scope", "scopes", namespaced=False, status=False),
+    # -- devices (issue 15): KubeEdge's devices.kubeedge.io/v1beta1 shape, renamed --
+    _k("devices.shoal.dev", "v1beta1", "DeviceModel", "devicemodels", status=False),
+    _k("devices.shoal.dev", "v1beta1", "Device", "devices"),
+    # -- end devices --
 )
 
 
