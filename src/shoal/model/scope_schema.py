@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.model.device_schema import DEVICE_SCHEMAS
+
 GROUP = "shoal.dev"
 VERSION = "v1alpha1"
 KIND = "Scope"
@@ -86,5 +88,6 @@ SCOPE_SCHEMA: dict[str, Any] = {
     },
 }
 
-HAND_WRITTEN_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {(GROUP, KIND): SCOPE_SCHEMA}
+HAND_WRITTEN_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {(GROUP, KIND): SCOPE_SCHEMA,
+                                                                **DEVICE_SCHEMAS}
 """(group, kind) -> the structural schema of the kinds the client's models do not know."""
