@@ -23,6 +23,7 @@ from shoal.model.validation.config import (
     _validate_secret_update,
 )
 from shoal.model.validation.crd import _validate_crd, _validate_crd_update
+from shoal.model.validation.devices import _validate_device, _validate_device_model
 from shoal.model.validation.disruption_budgets import _validate_pod_disruption_budget
 from shoal.model.validation.object_meta import _name_check, _object_meta, _object_meta_update
 from shoal.model.validation.pod_spec import _validate_pod, _validate_pod_update
@@ -94,6 +95,8 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("", "LimitRange"): _validate_limit_range,
     ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class,
     ("autoscaling", "HorizontalPodAutoscaler"): _validate_horizontal_pod_autoscaler,
+    ("devices.shoal.dev", "DeviceModel"): _validate_device_model,
+    ("devices.shoal.dev", "Device"): _validate_device,
 }
 
 _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
