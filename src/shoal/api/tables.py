@@ -1210,6 +1210,47 @@ def _scope_cells(scope: dict[str, Any], now: datetime.datetime) -> _Cells:
     ]
 
 
+# --- devices (devices.shoal.dev, issue 15) ---
+
+_DEVICE_COLUMNS = (
+    _NAME,
+    _Column("Model", description="The DeviceModel."),
+    _Column("Node", description="The node whose mapper speaks to the device."),
+    _Column("Protocol", description="The mapper's protocol."),
+    _Column("State", description="online, offline or unknown, as its mapper last saw it."),
+    _Column("Twins", priority=1, description="Per property: reported value (desired value "
+            "when it differs from the reported one)."),
+    _AGE,
+)
+
+
+def _twin_cell(twin: dict[str, Any], desired: dict[str, str]) -> str:
+    name = str(twin.get("propertyName", ""))
+    reported = _get(twin, "reported", "value", default="<none>")
+    want = desired.get(name)
+    return f"{name}={reported}" + ("" if want in (None, reported) else f"({want})")
+
+
+def _device_cells(dev: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec, status = _dict(dev.get("spec")), _dict(dev.get("status"))
+    desired = {str(p.get("name")): str(_get(p, "desired", "value"))
+               for p in _list(spec.get("properties"))
+               if isinstance(p, dict) and _get(p, "desired", "value") is not None}
+    twins = [_twin_cell(t, desired) for t in _list(status.get("twins")) if isinstance(t, dict)]
+    return [
+        _name(dev),
+        _get(spec, "deviceModelRef", "name", default="<none>"),
+        spec.get("nodeName") or "<none>",
+        _get(spec, "protocol", "protocolName", default="<none>"),
+        status.get("state") or "<unknown>",
+        ",".join(twins) or "<none>",
+        _age(dev, now),
+    ]
+
+
+# --- end devices ---
+
+
 _DEFAULT_COLUMNS = (_NAME, _AGE)
 
 
@@ -1257,6 +1298,7 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("", "LimitRange"): (_CREATED_AT_COLUMNS, _created_at_cells),
     ("scheduling.k8s.io", "PriorityClass"): (_PRIORITYCLASS_COLUMNS, _priorityclass_cells),
     ("autoscaling", "HorizontalPodAutoscaler"): (_HPA_COLUMNS, _hpa_cells),
+    ("devices.shoal.dev", "Device"): (_DEVICE_COLUMNS, _device_cells),  # part D
 }
 
 
