@@ -40,6 +40,9 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_file(tmp_path: Pat
     assert from_flag.api.port == 7002 and from_flag.data_dir == Path("/var/lib/b")
     # Untouched options keep their defaults.
     assert from_flag.network.cluster_cidr == "10.42.0.0/16"
+    assert from_flag.api.idle_timeout is None  # the API server's own default
+    timeouts = settings(base, {"SHOAL_API_IDLE_TIMEOUT": "5s", "SHOAL_PEER_IDLE_TIMEOUT": "0"})
+    assert (timeouts.api.idle_timeout, timeouts.mesh.idle_timeout) == (5.0, 0.0)
 
 
 def test_the_config_file_comes_from_shoal_config_too(tmp_path: Path) -> None:

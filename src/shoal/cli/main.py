@@ -220,6 +220,15 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--bus-leafnode-port", type=port_or_zero, default=None,
                    help="leaf links from other sites, on hub peers (default 7422)")
     # --- end bus ---
+    # --- timeouts on the API and peer ports (shoal.api.server, shoal.mesh.tls_transport) ---
+    s.add_argument("--api-idle-timeout", type=parse_duration, default=None, metavar="DURATION",
+                   help="close an API connection that waits this long for a request, or whose "
+                        "headers or body take this long (slowloris); never one being served, "
+                        "such as a watch; 0: no limit (default: 60s)")
+    s.add_argument("--peer-idle-timeout", type=parse_duration, default=None, metavar="DURATION",
+                   help="close an inbound peer connection silent this long with nothing in "
+                        "flight, or whose frame stalls this long; 0: no limit (default: 60s)")
+    # --- end timeouts ---
     # --- mesh presets (shoal.mesh.config) ---
     s.add_argument("--mesh-preset", default="default", choices=["default", "lan", "wan"],
                    help="the mesh's timers: default suits an edge site; lan detects failures "

@@ -18,6 +18,7 @@ from shoal.api.limit_ranger import LimitRanger  # issue 12
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.priority_admission import PriorityAdmission  # issue 12
 from shoal.api.quota_admission import QuotaAdmission  # issue 12
+from shoal.api.server import IDLE_TIMEOUT as API_IDLE_TIMEOUT
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
 from shoal.authz.scopes import RecordFormerWriters
@@ -41,6 +42,7 @@ from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.streams import StreamMux
+from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
@@ -85,6 +87,8 @@ class ShoalNode:
             Credentials(_admin_tokens(self.pki)),  # peer identity: only on signers
             server_address=f"{advertise}:{cfg.api.port}",
             bookmark_interval=cfg.api.bookmark_interval,
+            idle_timeout=API_IDLE_TIMEOUT if cfg.api.idle_timeout is None
+            else cfg.api.idle_timeout,
         )
         # --- api authentication: ServiceAccount tokens are verified against the cluster CA ---
         self.api.credentials.ca_cert_pem = self.pki.ca_cert.read_bytes()
@@ -190,8 +194,7 @@ class ShoalNode:
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
         self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
-        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+        self._runner = self.api.runner()  # its keep-alive timer is the API's idle timeout
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port, ssl_context=ctx,
                            backlog=1024)
@@ -211,9 +214,12 @@ class ShoalNode:
     async def _start_peer(self) -> None:
         port = DEFAULT_PEER_PORT if self.cfg.mesh.peer_port is None else self.cfg.mesh.peer_port
         identity = join.node_identity(self.pki)
+        idle = PEER_IDLE_TIMEOUT if self.cfg.mesh.idle_timeout is None \
+            else self.cfg.mesh.idle_timeout
         self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=port,
                                       advertise=self.advertise,
-                                      advertise_address=self.cfg.mesh.peer_advertise)
+                                      advertise_address=self.cfg.mesh.peer_advertise,
+                                      idle_timeout=idle)
         try:
             await self.transport.start()
         except OSError as e:
@@ -223,7 +229,8 @@ class ShoalNode:
                         "--peer-port to choose one", port, e)
             self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=0,
                                           advertise=self.advertise,
-                                          advertise_address=self.cfg.mesh.peer_advertise)
+                                          advertise_address=self.cfg.mesh.peer_advertise,
+                                          idle_timeout=idle)
             await self.transport.start()
         self.transport.set_control_handler(join.JoinService(
             self.pki, self.transport, live_member=self._live_member).handle)  # peer identity

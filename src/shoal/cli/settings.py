@@ -35,6 +35,9 @@ class ApiSettings:
     """The address clients and peers use; None: --bind (127.0.0.1 for a wildcard bind)."""
     bookmark_interval: float = 60.0
     summary_interval: float = 60.0
+    idle_timeout: float | None = None
+    """Seconds a connection may wait for a request (or its headers and body take); 0: no
+    limit; None: the API server's default (60 s)."""
 
     @property
     def address(self) -> str:
@@ -57,6 +60,9 @@ class MeshSettings:
     """full, super (--super-peer) or weak (--sync-via super)."""
     site: str | None = None
     """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
+    idle_timeout: float | None = None
+    """Seconds an inbound peer connection may stay silent with nothing in flight; 0: no
+    limit; None: the transport's default (60 s)."""
     preset: str = "default"
     """The mesh's timers: default (an edge LAN), lan (fast, reliable) or wan (long round trips)."""
 
