@@ -106,6 +106,9 @@ async def test_scales_up_by_the_usage_ratio_and_reports_it(store: ObjectStore) -
         "AbleToScale": "SucceededRescale", "ScalingActive": "ValidMetricFound",
         "ScalingLimited": "DesiredWithinRange"}
     assert "lastScaleTime" in st
+    (event,) = [e for e in store.list(kind("v1", "Event"), "default")
+                if e["reason"] == "SuccessfulRescale"]
+    assert event["message"] == "New size: 4; reason: All metrics above target"
 
 
 async def test_within_the_tolerance_nothing_changes(store: ObjectStore) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready, parse_time
@@ -197,6 +198,10 @@ class HorizontalPodAutoscaler(Controller):
             conditions["AbleToScale"] = ("True", "SucceededRescale",
                                          f"the HPA controller was able to update the target "
                                          f"scale to {desired}")
+            direction = "above" if desired > current else "below"
+            await events.record(self.store, hpa, "Normal", "SuccessfulRescale",
+                                f"New size: {desired}; reason: All metrics {direction} target",
+                                "horizontal-pod-autoscaler")
         if status["lastScaleTime"] is None:
             status.pop("lastScaleTime")
         await self._write(hpa, status, conditions, now)
@@ -336,12 +341,12 @@ class HorizontalPodAutoscaler(Controller):
         up_rec = min([r for t, r in history if now - t <= up_window] or [proposed])
         down_rec = max([r for t, r in history if now - t <= down_window] or [proposed])
         desired = min(max(current, up_rec), down_rec)
-        events = self._events.setdefault(uid, [])
-        events[:] = [(t, d) for t, d in events if now - t <= MAX_POLICY_PERIOD]
+        scale_events = self._events.setdefault(uid, [])
+        scale_events[:] = [(t, d) for t, d in scale_events if now - t <= MAX_POLICY_PERIOD]
         if desired > current:
-            desired = min(desired, self._limit(up_rules, current, events, now, up=True))
+            desired = min(desired, self._limit(up_rules, current, scale_events, now, up=True))
         elif desired < current:
-            desired = max(desired, self._limit(down_rules, current, events, now, up=False))
+            desired = max(desired, self._limit(down_rules, current, scale_events, now, up=False))
         low, high = int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1)
         if desired > high:
             conditions["ScalingLimited"] = ("True", "TooManyReplicas",
