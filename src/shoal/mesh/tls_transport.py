@@ -692,7 +692,9 @@ class TlsTransport:
         self._inbound.add(conn)
         try:
             try:
-                async with asyncio.timeout(self._handshake_timeout):
+                hello_within = min(self._handshake_timeout,
+                                   self.idle_timeout or self._handshake_timeout)
+                async with asyncio.timeout(hello_within):
                     ftype, _ch, _rid, payload = await conn.read_frame()
             except (TimeoutError, asyncio.IncompleteReadError, FrameError, OSError) as e:
                 self._refuse(writer, remote, f"node {name} sent no hello: {e!r}")
