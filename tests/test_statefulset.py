@@ -278,3 +278,20 @@ async def test_two_sides_of_a_partition_never_create_the_same_ordinal() -> None:
     assert made[("c", "d")] == {n for n, h in homes.items() if h in ("c", "d")}
     for s in stores:
         s.replica.close()
+
+
+async def test_revisions_are_patches_kubectl_can_undo_and_a_rollback_renumbers(
+        store: ObjectStore) -> None:
+    await store.create(STS, statefulset(replicas=1), "default")
+    ctl = StatefulSetController(store, SinglePeer("n1"))
+    await settle(ctl, store)
+    first = store.get(STS, "default", "web")["status"]["updateRevision"]
+    assert store.get(REV, "default", first)["data"]["spec"]["template"]["$patch"] == "replace"
+    for image in ("app:2", "app:1"):  # an update, then kubectl rollout undo
+        sts = copy.deepcopy(store.get(STS, "default", "web"))
+        sts["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        await store.update(STS, sts, "default", "web")
+        await settle(ctl, store, rounds=4)
+    revisions = {r["metadata"]["name"]: r["revision"] for r in store.list(REV, "default")}
+    assert revisions[first] == 3 and sorted(revisions.values()) == [2, 3]
+    assert store.get(POD, "default", "web-0")["metadata"]["labels"][REVISION_LABEL] == first

@@ -350,29 +350,41 @@ class StatefulSetController(Controller):
         if rev is None:
             return None
         template = ((rev.get("data") or {}).get("spec") or {}).get("template")
-        return copy.deepcopy(template) if isinstance(template, dict) else None
+        if not isinstance(template, dict):
+            return None
+        return {k: copy.deepcopy(v) for k, v in template.items() if k != "$patch"}
 
     async def _ensure_revision(self, sts: dict[str, Any], revision: str) -> None:
+        """The ControllerRevision of the current template, numbered after every other one
+        (a rollback to an older template renumbers it, as Kubernetes does). Its data is
+        the patch ``kubectl rollout history`` and ``undo`` apply: the template, replaced
+        whole."""
         meta = sts["metadata"]
         ns = meta.get("namespace", "default")
-        if self.store.find(self.rev_kind, ns, revision) is not None:
-            return
         owned = [r for r in self.store.list(self.rev_kind, ns)
                  if any(ref.get("uid") == meta["uid"]
                         for ref in r["metadata"].get("ownerReferences") or [])]
-        number = max((int(r.get("revision", 0) or 0) for r in owned), default=0) + 1
+        top = max((int(r.get("revision", 0) or 0) for r in owned), default=0)
+        existing = next((r for r in owned if r["metadata"]["name"] == revision), None)
+        if existing is not None:
+            if int(existing.get("revision", 0) or 0) < top:
+                renumbered = copy.deepcopy(existing)
+                renumbered["revision"] = top + 1
+                await self.store.update(self.rev_kind, renumbered, ns, revision)
+            return
         labels = dict((((sts.get("spec") or {}).get("template") or {}).get("metadata") or {})
                       .get("labels") or {})
         labels[REVISION_LABEL] = revision
+        template = copy.deepcopy((sts.get("spec") or {}).get("template") or {})
+        template["$patch"] = "replace"
         obj = {"apiVersion": "apps/v1", "kind": "ControllerRevision",
                "metadata": {"name": revision, "namespace": ns, "labels": labels,
                             "ownerReferences": [{
                                 "apiVersion": "apps/v1", "kind": "StatefulSet",
                                 "name": meta["name"], "uid": meta["uid"], "controller": True,
                                 "blockOwnerDeletion": True}]},
-               "data": {"spec": {"template": copy.deepcopy(
-                   (sts.get("spec") or {}).get("template") or {})}},
-               "revision": number}
+               "data": {"spec": {"template": template}},
+               "revision": top + 1}
         with contextlib.suppress(AlreadyExists):
             await self.store.create(self.rev_kind, obj, ns)
 
