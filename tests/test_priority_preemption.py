@@ -28,12 +28,12 @@ def pod(name: str, cpu: str, prio: int, node: str | None = None, **spec: Any) ->
     return make_pod(name, requests={"cpu": cpu}, node_name=node, priority=prio, **spec)
 
 
-def plan(pending: dict[str, Any], nodes: list[dict[str, Any]],
-         bound: list[dict[str, Any]]) -> tuple[str, list[str]] | None:
+def plan(pending: dict[str, Any], nodes: list[dict[str, Any]], bound: list[dict[str, Any]],
+         budgets: tuple[dict[str, Any], ...] = ()) -> tuple[str, list[str]] | None:
     snapshot = Snapshot(nodes, bound)
     result = schedule(pending, snapshot, PROFILE)
     assert not result.scheduled
-    found = preempt(pending, snapshot, PROFILE, result)
+    found = preempt(pending, snapshot, PROFILE, result, budgets)
     return None if found is None else (found.node_name, [v["metadata"]["name"] for v in
                                                           found.victims])
 
@@ -46,6 +46,19 @@ def test_the_node_whose_victims_matter_least_is_chosen_and_only_as_many_as_neede
     assert plan(pod("urgent", "1", 100), nodes, bound) == ("a", ["a-low"])
     # Needing both cores of a node: a's pair (10 + 50) beats b's (50 + 50).
     assert plan(pod("big", "2", 100), nodes, bound) == ("a", ["a-mid", "a-low"])
+
+
+def test_a_node_whose_victims_no_budget_protects_is_preferred() -> None:
+    nodes = [make_node("a", allocatable={"cpu": "1", "pods": 10}),
+             make_node("b", allocatable={"cpu": "1", "pods": 10})]
+    bound = [pod("a-low", "1", 10, "a") | {"metadata": {
+        "name": "a-low", "namespace": "default", "uid": "a", "labels": {"app": "db"}}},
+        pod("b-mid", "1", 20, "b")]
+    assert plan(pod("urgent", "1", 100), nodes, bound) == ("a", ["a-low"])
+    budget = {"metadata": {"name": "db", "namespace": "default", "uid": "pdb"},
+              "spec": {"selector": {"matchLabels": {"app": "db"}}},
+              "status": {"disruptionsAllowed": 0}}
+    assert plan(pod("urgent", "1", 100), nodes, bound, (budget,)) == ("b", ["b-mid"])
 
 
 def test_nothing_is_preempted_for_an_equal_priority_or_a_never_policy() -> None:

@@ -121,7 +121,7 @@ class Scheduler(Controller):
                 else:
                     await self._unschedulable(pod, result.message)
                     # --- priorities (issue 12): evict lower-priority pods to make room ---
-                    plan = preempt(pod, snapshot, self.profile, result)
+                    plan = preempt(pod, snapshot, self.profile, result, self._budgets())
                     if plan is not None:
                         await self._preempt(pod, plan)
                         for victim in plan.victims:
@@ -171,6 +171,10 @@ class Scheduler(Controller):
                                                           self.store.replica.wall.now()))
 
     # --- priorities (issue 12) ---
+    def _budgets(self) -> list[dict[str, Any]]:
+        pdb = self.store.registry.by_kind("policy/v1", "PodDisruptionBudget")
+        return self.store.list(pdb) if pdb is not None else []
+
     async def _preempt(self, pod: dict[str, Any], plan: Preemption) -> None:
         """Delete the victims (gracefully) and nominate the node, as DefaultPreemption."""
         meta = pod["metadata"]
