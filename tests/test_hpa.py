@@ -198,3 +198,17 @@ async def test_a_bad_autoscaler_is_a_422(store: ObjectStore, spec: dict[str, Any
     with pytest.raises(Invalid) as e:
         await autoscaler(store, **spec)
     assert field in [c.field for c in e.value.causes]
+
+
+async def test_memory_average_value_scales_down_when_the_window_allows(store: ObjectStore) -> None:
+    await deployment(store, 4)
+    await autoscaler(store, behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
+                     metrics=[{"type": "Resource", "resource": {
+                         "name": "memory", "target": {"type": "AverageValue",
+                                                      "averageValue": "2Mi"}}}])
+    metrics = FakeReports(store)
+    metrics.cpu = {f"web-{i}": 10 for i in range(4)}  # every pod holds 1Mi
+    await HorizontalPodAutoscaler(store, metrics).sync()
+    assert replicas(store) == 2
+    current = store.get(HPA, "default", "web")["status"]["currentMetrics"][0]["resource"]
+    assert current == {"name": "memory", "current": {"averageValue": "1Mi"}}

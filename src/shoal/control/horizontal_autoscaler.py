@@ -36,6 +36,7 @@ from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready, parse_time
+from shoal.control.quota_usage import format_amount
 from shoal.control.scheduler.resources import quantity_value
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
@@ -100,9 +101,9 @@ def _requests(pod: Mapping[str, Any], resource: str, container: str | None) -> i
 
 
 def _show(resource: str, value: int) -> str:
-    if resource == "cpu":
-        return f"{value}m"
-    return str(value)
+    """A sample as Kubernetes prints it: cpu in millicores (``185m``), memory in the
+    largest binary unit that divides it (``12Mi``)."""
+    return f"{value}m" if resource == "cpu" else format_amount(resource, value)
 
 
 class HorizontalPodAutoscaler(Controller):
