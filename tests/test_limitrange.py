@@ -100,3 +100,19 @@ async def test_a_bad_limit_range_is_a_422(store: ObjectStore, item: dict[str, An
     with pytest.raises(Invalid) as e:
         await create(store, LIMITS, limits(item))
     assert f"spec.limits[0].{field}" in [c.field for c in e.value.causes]
+
+
+async def test_a_claim_outside_the_storage_bounds_is_forbidden(store: ObjectStore) -> None:
+    await create(store, LIMITS, limits({"type": "PersistentVolumeClaim", "min": {"storage": "1Gi"},
+                                        "max": {"storage": "2Gi"}}))
+    claim = REG.by_kind("v1", "PersistentVolumeClaim")
+
+    def pvc(name: str, size: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": {"accessModes": ["ReadWriteOnce"],
+                                                      "resources": {"requests": {"storage": size}}}}
+
+    await create(store, claim, pvc("fits", "1Gi"))
+    with pytest.raises(Forbidden) as e:
+        await create(store, claim, pvc("big", "5Gi"))
+    assert e.value.message == ('persistentvolumeclaims "big" is forbidden: maximum storage usage '
+                               "per PersistentVolumeClaim is 2Gi, but request is 5Gi")

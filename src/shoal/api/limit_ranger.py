@@ -6,7 +6,8 @@ kube-apiserver's LimitRanger: a ``Container`` limit fills each container's
 missing limits (``default``) and requests (``defaultRequest``), then ``min``,
 ``max`` and ``maxLimitRequestRatio`` are checked per container, and a ``Pod``
 limit against the sum of the containers. A violation is a 403 with Kubernetes'
-messages. Missing requests are read from limits, as defaulting will store them.
+messages. Missing requests are read from limits, as defaulting will store them. A
+``PersistentVolumeClaim`` limit bounds a claim's storage request (min, max).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class LimitRanger:
         self.replica = replica
 
     def __call__(self, kind: Kind, obj: dict[str, Any]) -> None:
-        if kind.kind != "Pod" or kind.group:
+        if kind.group or kind.kind not in ("Pod", "PersistentVolumeClaim"):
             return
         meta = obj.get("metadata") or {}
         spec = obj.get("spec")
@@ -48,6 +49,9 @@ class LimitRanger:
         items = [item for lr in sorted(ranges, key=lambda r: r["metadata"]["name"])
                  for item in (lr.get("spec") or {}).get("limits") or [] if isinstance(item, dict)]
         if not items:
+            return
+        if kind.kind == "PersistentVolumeClaim":
+            _check_claim(meta, spec, items)
             return
         containers = [c for key in ("containers", "initContainers")
                       for c in spec.get(key) or [] if isinstance(c, dict)]
@@ -65,6 +69,33 @@ class LimitRanger:
         if errors:
             text = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
             raise Forbidden(f'pods "{meta.get("name", "")}" is forbidden: {text}')
+
+
+def _check_claim(meta: Mapping[str, Any], spec: Mapping[str, Any],
+                 items: list[dict[str, Any]]) -> None:
+    """A claim's storage request within a PersistentVolumeClaim item's min and max."""
+    raw = ((spec.get("resources") or {}).get("requests") or {})
+    requests = {str(k): _value(str(k), v) for k, v in raw.items()} if isinstance(
+        raw, Mapping) else {}
+    errors = []
+    for item in items:
+        if item.get("type") != "PersistentVolumeClaim":
+            continue
+        scope = "PersistentVolumeClaim"
+        for name, low in _bounds(item, "min"):
+            if name not in requests:
+                errors.append(f"minimum {name} usage per {scope} is {_show(name, low)}.  "
+                              "No request is specified")
+            elif requests[name] < low:
+                errors.append(f"minimum {name} usage per {scope} is {_show(name, low)}, but "
+                              f"request is {_show(name, requests[name])}")
+        for name, high in _bounds(item, "max"):
+            if name in requests and requests[name] > high:
+                errors.append(f"maximum {name} usage per {scope} is {_show(name, high)}, but "
+                              f"request is {_show(name, requests[name])}")
+    if errors:
+        text = errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+        raise Forbidden(f'persistentvolumeclaims "{meta.get("name", "")}" is forbidden: {text}')
 
 
 def _apply_defaults(item: Mapping[str, Any], c: dict[str, Any]) -> None:
