@@ -82,13 +82,7 @@ def _check_claim(meta: Mapping[str, Any], spec: Mapping[str, Any],
         if item.get("type") != "PersistentVolumeClaim":
             continue
         scope = "PersistentVolumeClaim"
-        for name, low in _bounds(item, "min"):
-            if name not in requests:
-                errors.append(f"minimum {name} usage per {scope} is {_show(name, low)}.  "
-                              "No request is specified")
-            elif requests[name] < low:
-                errors.append(f"minimum {name} usage per {scope} is {_show(name, low)}, but "
-                              f"request is {_show(name, requests[name])}")
+        errors.extend(_minimums(scope, item, requests))
         for name, high in _bounds(item, "max"):
             if name in requests and requests[name] > high:
                 errors.append(f"maximum {name} usage per {scope} is {_show(name, high)}, but "
@@ -143,9 +137,7 @@ def _bounds(item: Mapping[str, Any], key: str) -> Iterable[tuple[str, int]]:
         values, Mapping) else ()
 
 
-def _check(scope: str, item: Mapping[str, Any], requests: Mapping[str, int],
-           limits: Mapping[str, int]) -> list[str]:
-    """Kubernetes' LimitRanger messages for one item of a LimitRange."""
+def _minimums(scope: str, item: Mapping[str, Any], requests: Mapping[str, int]) -> list[str]:
     errors = []
     for name, low in _bounds(item, "min"):
         if name not in requests:
@@ -154,6 +146,13 @@ def _check(scope: str, item: Mapping[str, Any], requests: Mapping[str, int],
         elif requests[name] < low:
             errors.append(f"minimum {name} usage per {scope} is {_show(name, low)}, but request "
                           f"is {_show(name, requests[name])}")
+    return errors
+
+
+def _check(scope: str, item: Mapping[str, Any], requests: Mapping[str, int],
+           limits: Mapping[str, int]) -> list[str]:
+    """Kubernetes' LimitRanger messages for one item of a LimitRange."""
+    errors = _minimums(scope, item, requests)
     for name, high in _bounds(item, "max"):
         if name not in limits:
             errors.append(f"maximum {name} usage per {scope} is {_show(name, high)}.  "
