@@ -1,4 +1,5 @@
-"""Quotas, limits, priorities and autoscaling through real kubectl, on one server.
+"""Quotas, limits, priorities and autoscaling through real kubectl and the Python client,
+on one server.
 
 ``kubectl create quota`` / ``priorityclass`` (protobuf bodies), ``kubectl describe quota``
 with usage, Kubernetes' 403 for a pod past the quota, a LimitRange's default, the
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from kubernetes import client, config
 
 from tests.conftest import ShoalProcess, free_port
 
@@ -119,3 +121,27 @@ def test_kubectl_autoscale_scales_a_busy_deployment_on_its_cpu(node: ShoalProces
     assert table[0] == ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
     assert table[1][:3] == ["busy", "Deployment/busy", "cpu:"] and table[1][3].endswith("/50%")
     assert table[1][4:6] == ["1", "3"]
+
+
+def test_the_python_client_reads_and_writes_every_new_kind(node: ShoalProcess) -> None:
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(node.kubeconfig), client_configuration=cfg)
+    api = client.ApiClient(cfg)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_resource_quota("default", client.V1ResourceQuota(
+        metadata=client.V1ObjectMeta(name="py"), spec=client.V1ResourceQuotaSpec(
+            hard={"count/configmaps": "50"})))
+    core.create_namespaced_limit_range("default", client.V1LimitRange(
+        metadata=client.V1ObjectMeta(name="py"), spec=client.V1LimitRangeSpec(limits=[
+            client.V1LimitRangeItem(type="Container", max={"memory": "1Gi"})])))
+    until(lambda: core.read_namespaced_resource_quota("py", "default").status is not None
+          and core.read_namespaced_resource_quota("py", "default").status.used is not None)
+    assert core.read_namespaced_limit_range("py", "default").spec.limits[0].default == {
+        "memory": "1Gi"}
+    classes = client.SchedulingV1Api(api).list_priority_class().items
+    assert {"system-node-critical", "system-cluster-critical"} <= {
+        c.metadata.name for c in classes}
+    hpas = client.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler("default")
+    busy = next(h for h in hpas.items if h.metadata.name == "busy")
+    assert busy.status.desired_replicas == 3
+    assert busy.status.current_metrics[0].resource.current.average_utilization > 75
