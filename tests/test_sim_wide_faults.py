@@ -157,6 +157,17 @@ def test_a_kill_during_a_commit_loses_only_what_was_never_acknowledged(seed: int
     assert report.writes_torn > 0  # every kill tears the commit in progress
 
 
+def test_a_write_torn_by_a_kill_never_lives_on_elsewhere() -> None:
+    """The kill tears a create whose node had meanwhile merged another peer's create of
+    the same name; the merged document, its root the torn create, used to be pushed on
+    at once, and the never acknowledged create lived on everywhere. Merges are now
+    passed on as received (seed 124 of the torn-commit sweep)."""
+    report = assert_ok(scenarios.Options(
+        scenario="chaos", peers=7, seed=124, writes=20, partitions=1, kills=2, drop=0.05,
+        duplicate=0.05, idle_seconds=0, torn_commits=True))
+    assert report.writes_torn > 0
+
+
 def test_a_peer_serving_writes_not_yet_durable_is_caught_when_its_commit_is_torn(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The claims checker fails without the fix a torn commit needs: a pull that serves
@@ -186,3 +197,21 @@ def test_a_clock_jump_on_one_peer_delays_collection_by_at_most_its_horizon(seed:
                              idle_seconds=0, clock_jumps=2)
     report = assert_ok(opts)
     assert report.tombstones_left == 0
+
+
+# -- a restart from an older backup of the data dir ------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [20, 3, 7, 10])
+def test_a_peer_restored_from_an_older_backup_loses_only_what_it_alone_held(
+        seed: int) -> None:
+    """Peers hold claims past the restored disk (they pulled after the backup); they see
+    the peer went back and pull it again. Acknowledged writes that only the restored peer
+    held are gone (seed 20: a create no push reached); every other write survives."""
+    opts = scenarios.Options(scenario="chaos", peers=3 + seed % 5, seed=seed, writes=20,
+                             partitions=seed % 3, kills=1 + seed % 3,
+                             drop=[0.0, 0.05, 0.3][seed % 3], duplicate=0.05,
+                             idle_seconds=0, stale_restarts=1)
+    report = assert_ok(opts)
+    if seed == 20:
+        assert report.writes_lost_to_restores == 1

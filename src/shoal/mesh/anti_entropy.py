@@ -90,7 +90,7 @@ HANDOFF_SECONDS = 120.0
 @dataclass(slots=True)
 class MergeResult:
     changed: list[DocRecord] = field(default_factory=list)
-    """The documents that changed something here, as now held."""
+    """The documents that changed something here, as received."""
     transient: int = 0
     """Refused for now (maps disagree, a relay that may not relay): ask again later."""
     refused: list[str] = field(default_factory=list)
@@ -364,10 +364,10 @@ class AntiEntropy:
                 continue
             self.docs_merged += 1
             self._merged_rvs.add(self.replica.revision)
-            entry = self.replica.entry(d.resource, d.namespace, d.name)
-            if entry is not None:
-                out.changed.append(self._record(d.resource, d.namespace, d.name,
-                                                entry.doc_bytes))
+            # Passed on as received, not as merged here: the merged document may hold a
+            # local write still being committed, which must not leave this node before it
+            # is durable (a kill would tear it here and leave it alive elsewhere).
+            out.changed.append(d)
         return out
 
     def _held(self, d: DocRecord) -> tuple[Any, Any]:

@@ -107,7 +107,10 @@ class SimCluster:
         self.write_errors = 0
         self.torn_writes = 0
         """Local writes a kill tore (never acknowledged)."""
-        self.backups: dict[str, SimDisk] = {}
+        self.backups: dict[str, tuple[SimDisk, float]] = {}
+        self.restored: set[str] = set()
+        self.lost_to_restores: list[AckedWrite] = []
+        """Acknowledged writes only their peer held when an older backup replaced its disk."""
         self._abandoned: list[asyncio.Task[bool]] = []
         self.claims_beyond_disk: list[str] = []
         """Claims peers held over a crashed peer's revisions that its disk did not have."""
@@ -172,7 +175,28 @@ class SimCluster:
                       if m.state != State.LEFT]
         await peer.stop()
 
+    def _forget_lost_to_restore(self, name: str, since: float) -> None:
+        """The writes ``name`` acknowledged after its backup that no other replica holds
+        are gone with the restore: no checker may expect them (docs/semantics.md)."""
+        from shoal.sim.checkers import durability  # it imports this module
+
+        others = [n.replica for n in self.nodes.values() if n.name != name]
+        for w in self.acked:
+            if (w.node == name and w.at >= since and w not in self.lost_to_restores
+                    and all(durability.check([w], r) for r in others)):
+                self.lost_to_restores.append(w)
+                self.network.note(f"{w.op} of {w.name} on {name} lost to the restore")
+
+    def must_keep(self) -> list[AckedWrite]:
+        """The acknowledged writes no restore took away (a write that only the restored
+        peer held may still come back from a message in flight: resurrection checks
+        count it as written)."""
+        lost = {id(w) for w in self.lost_to_restores}
+        return [w for w in self.acked if id(w) not in lost]
+
     def _check_claims(self, name: str, committed: int) -> None:
+        if name in self.restored:
+            return
         at = self.loop.time()
         for n in self.up_nodes():
             if n.name != name and n.peer is not None:
@@ -196,7 +220,7 @@ class SimCluster:
     async def back_up(self, name: str) -> None:
         """Copy ``name``'s data dir as it is committed now (kept for one restart)."""
         self.network.note(f"back up {name}")
-        self.backups[name] = self.disk[name].backup()
+        self.backups[name] = (self.disk[name].backup(), self.loop.time())
 
     async def jump_clock(self, name: str, seconds: float) -> None:
         """``name``'s wall clock jumps by ``seconds`` (backwards if negative)."""
@@ -214,8 +238,11 @@ class SimCluster:
             # A new process: the replica is what the disk holds.
             backup = self.backups.pop(name, None) if from_backup else None
             if backup is not None:
-                disk.restore(backup)
-                self._check_claims(name, disk.revision())
+                disk.restore(backup[0])
+                self._forget_lost_to_restore(name, backup[1])
+                # Peers legitimately hold claims past the backup now: they must notice
+                # that this peer went back, which the end state shows.
+                self.restored.add(name)
             disk.dead = False
             node.replica, node.store = self._open(name)
         node.peer = self._peer(node)

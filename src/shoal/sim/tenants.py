@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import copy
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,21 @@ class Tenants:
         scope = self.scopes.scope_of(w.resource, w.namespace)
         since = self.removed.get((scope, w.node))
         return since is not None and w.at >= since
+
+    def unrecorded(self, w: AckedWrite, truth: ScopeMap) -> bool:
+        """Whether ``w``'s peer is neither a writer of its scope by the final Scope nor
+        recorded there as one until the write's stamp: every member refuses such a write
+        (the writer rule, docs/semantics.md), so none can keep it. Concurrent edits of a
+        Scope leave such writes: one side adds a peer, the other removes another, the
+        later members list wins and the added peer's writes as a member are refused
+        (issue 10's membership-change seed 44)."""
+        scope = truth.scope_of(w.resource, w.namespace)
+        return not (truth.is_writer(scope, w.node)
+                    or truth.was_writer(scope, w.node, w.snapshot.max_stamp()))
+
+    def exempt(self, truth: ScopeMap) -> Callable[[AckedWrite], bool]:
+        """The writes no member need keep: revoked, or refused under ``truth``."""
+        return lambda w: self.revoked(w) or self.unrecorded(w, truth)
 
     def __post_init__(self) -> None:
         for name in self.scopes.names():
