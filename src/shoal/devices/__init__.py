@@ -1,0 +1,1 @@
+"""Device twins and the built-in mappers that speak device protocols (docs/devices.md)."""

@@ -1,0 +1,357 @@
+"""Devices: a Modbus TCP device and an MQTT sensor served by one node's built-in mappers.
+
+In process: the real ObjectStore, a real nats-server with its MQTT listener (the site's
+bus), pymodbus's server as the PLC and a hand-written MQTT 3.1.1 publisher as the sensor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import SimData, SimDevice
+from pymodbus.simulator.simutils import DataType
+
+from shoal.devices.mapper import DEVICES, subject
+from shoal.devices.mqtt import payload_value, subject_of
+from shoal.devices.service import DeviceMappers
+from shoal.model.kinds import Kind, KindRegistry
+from shoal.store.objects import Invalid, ObjectStore
+from shoal.store.replica import Replica
+from tests.test_bus_harness import need_nats_server
+
+API = "devices.shoal.dev/v1beta1"
+NODE = "edge-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_for(check: Any, timeout: float = 5.0, every: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(every)
+
+
+# --- the site's bus: a nats-server with MQTT on, as the node's would be ---------------------
+
+@pytest.fixture(scope="module")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    binary = need_nats_server()
+    d = tmp_path_factory.mktemp("bus")
+    port, mqtt_port = free_port(), free_port()
+    conf = {"server_name": "edge-1", "host": "127.0.0.1", "port": port,
+            "jetstream": {"store_dir": str(d / "js")},
+            "mqtt": {"host": "127.0.0.1", "port": mqtt_port}}
+    (d / "nats.json").write_text(json.dumps(conf))
+    proc = subprocess.Popen([binary, "-c", str(d / "nats.json")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", mqtt_port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}", mqtt_port
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _utf8(text: str) -> bytes:
+    data = text.encode()
+    return len(data).to_bytes(2, "big") + data
+
+
+class MqttSensor:
+    """An MQTT 3.1.1 device publishing at QoS 0: CONNECT, then PUBLISH packets."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def connect(self) -> None:
+        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8("sensor-1")
+        self.writer.write(bytes([0x10]) + _remaining(len(body)) + body)
+        assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        assert self.writer is not None
+        body = _utf8(topic) + payload
+        self.writer.write(bytes([0x30]) + _remaining(len(body)) + body)
+        await self.writer.drain()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# --- the PLC: pymodbus's server ------------------------------------------------------------
+
+class Plc:
+    """pymodbus's simulated device: 32 registers that its four tables share."""
+
+    def __init__(self) -> None:
+        self.registers: list[int] = []
+        self.device = SimDevice(id=1, simdata=[SimData(0, count=32, values=0,
+                                                       datatype=DataType.REGISTERS)],
+                                action=self._seen)
+
+    async def _seen(self, fc: int, start: int, address: int, count: int,
+                    registers: list[int], values: Any) -> None:
+        self.registers = registers  # the server's own list: read and set by the test
+
+
+@pytest.fixture
+async def plc() -> AsyncIterator[tuple[int, Plc]]:
+    device = Plc()
+    port = free_port()
+    server = ModbusTcpServer(device.device, address=("127.0.0.1", port))
+    task = asyncio.create_task(server.serve_forever())
+    await wait_for(lambda: _listening(port))
+    yield port, device
+    await server.shutdown()
+    task.cancel()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def holding(device: Plc, offset: int) -> int:
+    return device.registers[offset] if device.registers else -1
+
+
+# --- the node's store -----------------------------------------------------------------------
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ObjectStore]:
+    replica = Replica(tmp_path / "replica", "p1")
+    s = ObjectStore(replica, KindRegistry())
+    ns = s.registry.by_kind("v1", "Namespace")
+    assert ns is not None
+    await s.create(ns, {"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": "default"}})
+    yield s
+    replica.close()
+
+
+def kind(store: ObjectStore, name: str) -> Kind:
+    k = store.registry.by_kind(API, name)
+    assert k is not None
+    return k
+
+
+def model(name: str, **props: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "DeviceModel",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"properties": [{"name": n, **p} for n, p in props.items()]}}
+
+
+def modbus_device(port: int, desired: str | None = None) -> dict[str, Any]:
+    setpoint: dict[str, Any] = {
+        "name": "setpoint", "collectCycle": 50, "reportCycle": 200,
+        "visitors": {"protocolName": "modbus",
+                     "configData": {"register": "HoldingRegister", "offset": 2}}}
+    if desired is not None:
+        setpoint["desired"] = {"value": desired}
+    return {"apiVersion": API, "kind": "Device",
+            "metadata": {"name": "plc", "namespace": "default"},
+            "spec": {"deviceModelRef": {"name": "thermostat"}, "nodeName": NODE,
+                     "protocol": {"protocolName": "modbus",
+                                  "configData": {"ip": "127.0.0.1", "port": port}},
+                     "properties": [setpoint, {
+                         "name": "temperature", "collectCycle": 50, "reportCycle": 200,
+                         "visitors": {"configData": {"register": "InputRegister",
+                                                     "offset": 0, "scale": 0.5}}}]}}
+
+
+def mqtt_device() -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "Device",
+            "metadata": {"name": "sensor", "namespace": "default"},
+            "spec": {"deviceModelRef": {"name": "probe"}, "nodeName": NODE,
+                     "protocol": {"protocolName": "mqtt"},
+                     "properties": [{"name": "humidity", "collectCycle": 20,
+                                     "reportCycle": 200,
+                                     "visitors": {"configData": {"topic": "farm/h1"}}}]}}
+
+
+def twins(store: ObjectStore, name: str) -> dict[str, Any]:
+    obj = store.replica.get(DEVICES, "default", name) or {}
+    return {t["propertyName"]: t for t in (obj.get("status") or {}).get("twins", [])}
+
+
+def reported(store: ObjectStore, name: str, prop: str) -> str | None:
+    return ((twins(store, name).get(prop) or {}).get("reported") or {}).get("value")
+
+
+async def set_desired(store: ObjectStore, name: str, prop: str, value: str) -> None:
+    obj = copy.deepcopy(store.replica.get(DEVICES, "default", name))
+    assert obj is not None
+    for p in obj["spec"]["properties"]:
+        if p["name"] == prop:
+            p["desired"] = {"value": value}
+    await store.update(kind(store, "Device"), obj, "default", name)
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+async def test_bad_devices_and_models_are_refused_with_their_fields(store: ObjectStore) -> None:
+    with pytest.raises(Invalid) as e:
+        await store.create(kind(store, "DeviceModel"), model(
+            "m", level={"type": "INT", "minimum": "10", "maximum": "1"},
+            mode={"type": "INT", "accessMode": "Sometimes"}))
+    fields = {c.field for c in e.value.causes}
+    assert fields == {"spec.properties[0].maximum", "spec.properties[1].accessMode"}
+    bad = mqtt_device()
+    bad["spec"]["protocol"]["protocolName"] = "zigbee"
+    with pytest.raises(Invalid) as e:
+        await store.create(kind(store, "Device"), bad)
+    assert [c.field for c in e.value.causes] == ["spec.protocol.protocolName"]
+    bad = modbus_device(502)
+    bad["spec"]["properties"][0]["visitors"]["configData"]["register"] = "Flux"
+    with pytest.raises(Invalid) as e:
+        await store.create(kind(store, "Device"), bad)
+    assert "register" in e.value.causes[0].field
+
+
+def test_mqtt_topics_become_the_subjects_nats_server_delivers_them_on() -> None:
+    assert subject_of("farm/h1") == "farm.h1"
+    assert subject_of("farm/+/t/#") == "farm.*.t.>"
+    assert payload_value(b'{"value": 41.5}') == "41.5"
+    assert payload_value(b"17") == "17"
+    assert subject("default", "plc.1", "set point") == "devices.default.plc_1.set_point"
+
+
+async def test_readings_reach_the_bus_setpoints_reach_the_register_and_twins_converge(
+        store: ObjectStore, plc: tuple[int, Plc],
+        bus: tuple[str, int]) -> None:
+    port, device = plc
+    nats_url, mqtt_port = bus
+    await store.create(kind(store, "DeviceModel"), model(
+        "thermostat", setpoint={"type": "INT", "accessMode": "ReadWrite", "minimum": "5",
+                                "maximum": "30"},
+        temperature={"type": "FLOAT", "accessMode": "ReadOnly"}))
+    await store.create(kind(store, "DeviceModel"), model("probe", humidity={"type": "INT"}))
+    await store.create(kind(store, "Device"), modbus_device(port, desired="20"))
+    await store.create(kind(store, "Device"), mqtt_device())
+
+    consumer = await nats.connect(nats_url)
+    seen: dict[str, list[tuple[dict[str, Any], float]]] = {}
+
+    async def got(msg: Any) -> None:
+        seen.setdefault(msg.subject, []).append((json.loads(msg.data), time.time()))
+
+    await consumer.subscribe("devices.>", cb=got)
+    mappers = DeviceMappers(store, NODE, lambda: nats_url, poll=0.05, tick=0.01)
+    mappers.start()
+    sensor = MqttSensor(mqtt_port)
+    try:
+        # The desired value the Device was created with is written first.
+        await wait_for(lambda: holding(device, 2) == 20)
+        device.registers[0] = 43  # input register 0: 21.5 degrees at scale 0.5
+        await wait_for(lambda: any(m["value"] == "21.5" for m, _ in
+                                   seen.get("devices.default.plc.temperature", [])))
+
+        await sensor.connect()
+        await asyncio.sleep(0.3)  # the mapper subscribes on its first collect
+        sent_at = time.time()
+        await sensor.publish("farm/h1", b"63")
+        await wait_for(lambda: "devices.default.sensor.humidity" in seen)
+        humidity = seen["devices.default.sensor.humidity"]
+        assert humidity[0][0]["value"] == "63"
+        mqtt_latency = humidity[0][1] - sent_at
+
+        # A patch of desired reaches the register within a second, each time.
+        latencies = []
+        for value in ("21", "22", "23", "24", "25"):
+            start = time.monotonic()
+            await set_desired(store, "plc", "setpoint", value)
+            await wait_for(lambda v=int(value): holding(device, 2) == v, timeout=1.0,
+                           every=0.002)
+            latencies.append(time.monotonic() - start)
+        assert max(latencies) < 1.0
+
+        # Twins: reported from the device, observedDesired what was applied, desired
+        # untouched in spec.
+        await wait_for(lambda: reported(store, "plc", "setpoint") == "25"
+                       and reported(store, "sensor", "humidity") == "63")
+        plc_twins = twins(store, "plc")
+        assert plc_twins["temperature"]["reported"]["value"] == "21.5"
+        assert plc_twins["setpoint"]["observedDesired"]["value"] == "25"
+        obj = store.replica.get(DEVICES, "default", "plc") or {}
+        assert obj["status"]["state"] == "online" and obj["status"]["lastOnlineTime"]
+        assert obj["spec"]["properties"][0]["desired"]["value"] == "25"
+
+        # Out of the model's range: not written, and the status says why.
+        await set_desired(store, "plc", "setpoint", "99")
+        await wait_for(lambda: "above the maximum" in (
+            (store.replica.get(DEVICES, "default", "plc") or {}).get("status") or {}
+        ).get("message", ""))
+        assert holding(device, 2) == 25
+
+        # The twin is written at reportCycle, not at every reading.
+        worker = mappers.workers[("default", "plc")][0]
+        assert worker.readings > 2 * worker.status_writes
+        print(f"\npatch-to-register p50 {statistics.median(latencies) * 1000:.1f} ms, "
+              f"max {max(latencies) * 1000:.1f} ms; MQTT publish-to-bus "
+              f"{mqtt_latency * 1000:.1f} ms; {worker.readings} readings, "
+              f"{worker.status_writes} twin writes")
+    finally:
+        sensor.close()
+        await mappers.stop()
+        await consumer.close()
+
+
+async def test_a_device_whose_model_is_missing_or_unreachable_says_so(
+        store: ObjectStore) -> None:
+    await store.create(kind(store, "Device"), modbus_device(free_port()))
+    mappers = DeviceMappers(store, NODE, lambda: None, poll=0.05, tick=0.01)
+    mappers.start()
+    try:
+        def status() -> dict[str, Any]:
+            return (store.replica.get(DEVICES, "default", "plc") or {}).get("status") or {}
+
+        await wait_for(lambda: "not found" in status().get("message", ""))
+        assert status()["state"] == "unknown"
+        await store.create(kind(store, "DeviceModel"), model(
+            "thermostat", setpoint={"type": "INT"}, temperature={"type": "FLOAT"}))
+        await wait_for(lambda: status().get("state") == "offline")  # nothing listens there
+        assert "not found" not in status().get("message", "")
+    finally:
+        await mappers.stop()
