@@ -14,6 +14,7 @@ import hashlib
 import logging
 from typing import Any
 
+from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, renewed_within
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
@@ -30,7 +31,7 @@ from shoal.control.wake_timer import WakeTimer
 from shoal.model.kinds import Kind
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
-from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
+from shoal.store.objects import AlreadyExists, Forbidden, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,10 @@ class ReplicaSetController(Controller):
                     changed = True
                 except AlreadyExists:
                     pass
+                except Forbidden as e:  # admission (a quota, a LimitRange): no retry loop
+                    await events.record(self.store, rs, "Warning", "FailedCreate",
+                                        f"Error creating: {e.message}", "replicaset-controller")
+                    break
                 missing -= 1
         # Pods on nodes this peer cannot reach are never trimmed: deleting one would stop
         # nothing until the heal, and then it may be the copy that ran longest. The trim
