@@ -25,6 +25,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_control import delete_pod
@@ -40,7 +41,14 @@ from shoal.control.pod_state import (
 from shoal.control.replicaset import pod_from_template, slot_name
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
-from shoal.store.objects import AlreadyExists, NotFound, ObjectStore, StoreError, now_rfc3339
+from shoal.store.objects import (
+    AlreadyExists,
+    Forbidden,
+    NotFound,
+    ObjectStore,
+    StoreError,
+    now_rfc3339,
+)
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +445,10 @@ class JobController(Controller):
         try:
             return await self.store.create(self.pod_kind, pod, meta.get("namespace"))
         except AlreadyExists:
+            return None
+        except Forbidden as e:  # admission (a quota, a LimitRange): no retry loop
+            await events.record(self.store, job, "Warning", "FailedCreate",
+                                f"Error creating: {e.message}", "job-controller")
             return None
 
     async def _delete(self, pod: dict[str, Any]) -> bool:
