@@ -151,3 +151,21 @@ async def test_two_sides_of_a_partition_over_admit_at_most_what_each_saw_and_it_
     with pytest.raises(Forbidden, match="used: pods=7, limited: pods=4"):
         await store.create(POD, pod("after"), "default")
     other.replica.close()
+
+
+async def test_a_replica_set_past_the_quota_reports_failed_create_without_retrying(
+        store: ObjectStore) -> None:
+    from shoal.control.replicaset import ReplicaSetController
+
+    await store.create(QUOTA, quota(pods="2"), "default")
+    await store.create(kind("apps/v1", "ReplicaSet"), {"metadata": {"name": "web"}, "spec": {
+        "replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "x"}]}}}}, "default")
+    controller = ReplicaSetController(store)
+    await controller.sync()
+    assert len(store.list(POD, "default")) == 2
+    assert not await controller.sync()  # no 0.1 s retry loop while the quota is full
+    (event,) = [e for e in store.list(kind("v1", "Event"), "default")
+                if e["reason"] == "FailedCreate"]
+    assert "is forbidden: exceeded quota: compute, requested: pods=1" in event["message"]
