@@ -23,6 +23,7 @@ from shoal.bus.site_topology import SiteTopology
 DEFAULT_CLIENT_PORT = 4222
 DEFAULT_CLUSTER_PORT = 6222
 DEFAULT_LEAFNODE_PORT = 7422
+DEFAULT_MQTT_PORT = 1883  # devices (issue 15)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,9 @@ class BusSettings:
     max_memory_store: int | None = None
     """Bytes JetStream may keep in memory-backed streams on this node (None:
     nats-server's default, 75% of the machine's memory); :func:`memory_store_limit`."""
+    mqtt_port: int | None = None
+    """The MQTT 3.1.1 listener for devices (None: none); nats-server hands what a device
+    publishes on topic ``a/b`` to subject ``a.b`` (issue 15, shoal.devices)."""
 
     def endpoint(self, port: int) -> str:
         host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
@@ -115,6 +119,8 @@ def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
     }
     if settings.max_memory_store is not None:
         conf["jetstream"]["max_memory_store"] = settings.max_memory_store
+    if settings.mqtt_port is not None:  # devices (issue 15)
+        conf["mqtt"] = {"host": settings.bind, "port": settings.mqtt_port}
     if topo.jetstream_clustered:
         cluster: dict[str, Any] = {
             "name": topo.site,
