@@ -18,11 +18,12 @@ from shoal.bus.nats_config import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_CLUSTER_PORT,
     DEFAULT_LEAFNODE_PORT,
+    DEFAULT_MQTT_PORT,
     BusSettings,
     TlsFiles,
     memory_store_limit,
 )
-from shoal.bus.node_bus import NodeBus
+from shoal.bus.node_bus import NodeBus, free_port
 from shoal.bus.streams import StreamReconciler
 from shoal.bus.supervisor import nats_server_path
 from shoal.mesh.membership import Member
@@ -70,6 +71,7 @@ class BusPorts:
     client: int | None = None
     cluster: int | None = None
     leafnodes: int | None = None
+    mqtt: int | None = None  # devices' MQTT listener (issue 15)
 
 
 def left_members(members: Iterable[Member]) -> set[str]:
@@ -91,7 +93,10 @@ class BusService:
             client_port=port_or_free(bind, ports.client, DEFAULT_CLIENT_PORT, "client"),
             cluster_port=port_or_free(bind, ports.cluster, DEFAULT_CLUSTER_PORT, "cluster"),
             leafnode_port=port_or_free(bind, ports.leafnodes, DEFAULT_LEAFNODE_PORT, "leafnode"),
-            tls=tls, max_memory_store=memory_store_limit())
+            tls=tls, max_memory_store=memory_store_limit(),
+            # devices (issue 15): MQTT 1883, or a free port when taken (logged at start)
+            mqtt_port=port_or_free(bind, ports.mqtt, DEFAULT_MQTT_PORT, "mqtt")
+            or free_port(bind))
         self.env: dict[str, str] = {}
         """Variables to keep current for pods (NATS_URL): :meth:`keep_env` names the dict."""
         self.node_bus = NodeBus(
