@@ -35,6 +35,7 @@ from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
+from shoal.devices.service import DeviceMappers  # devices (issue 15)
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
 from shoal.mesh.catch_up import CatchUp  # caught-up gating
@@ -151,6 +152,10 @@ class ShoalNode:
                 lambda: self.mesh.members() if self.mesh is not None else [])
             self.bus.keep_env(self.agent.service_env)  # NATS_URL, kept if the bus moves
         # --- end bus ---
+        # --- devices: built-in mappers for this node's Devices (shoal.devices, issue 15) ---
+        self.devices = DeviceMappers(self.store, cfg.name,
+                                     lambda: self.bus.url if self.bus is not None else None)
+        # --- end devices ---
         # --- observability: /metrics, /shoal/v1/status, metrics.k8s.io, /ui/ ---
         self.observability = Observability(self)
         # --- end observability ---
@@ -166,6 +171,7 @@ class ShoalNode:
             await self.bus.start()
         await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
+        self.devices.start()  # devices: their mappers, offline too
         await self.dns.start()  # cluster dns
         if self.service_proxy is not None:  # service proxy
             self.service_proxy.start()
@@ -332,6 +338,7 @@ class ShoalNode:
 
     async def stop(self) -> None:
         await self.agent.stop()  # node agent: stops the pods it runs
+        await self.devices.stop()  # devices: before the bus they publish on
         if self.bus is not None:  # bus: after the pods, which may publish to the end
             await self.bus.stop()
         await self.pod_network.stop()  # pod network
