@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shoal.authz.scopes import CLUSTER
+from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
@@ -53,7 +54,7 @@ from shoal.control.scheduler.plugins.taint_toleration import (
 from shoal.control.scheduler.snapshot import NodeInfo
 from shoal.model.selectors import LabelSelector, SelectorError
 from shoal.store.change_feed import Change
-from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
+from shoal.store.objects import AlreadyExists, Forbidden, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +304,10 @@ class DaemonSetController(Controller):
                 await self.store.create(self.pod_kind, pod, ns)
                 return True
             except AlreadyExists:
+                return False
+            except Forbidden as e:  # admission (a quota, a LimitRange): no retry loop
+                await events.record(self.store, ds, "Warning", "FailedCreate",
+                                    f"Error creating: {e.message}", "daemonset-controller")
                 return False
         return False
 
