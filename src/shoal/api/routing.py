@@ -25,6 +25,8 @@ def resolve(registry: KindRegistry, group: str, version: str, segs: list[str]) -
     if segs and segs[0] == "watch":
         watch_path = True
         segs = segs[1:]
+    proxied = _proxied_rest(segs)  # pods/NAME/proxy/PATH: PATH is the pod's, kept as is
+    segs = segs[:len(segs) - len(proxied)]
     if not segs or any(s == "" for s in segs):
         raise not_found_path()
     namespace: str | None = None
@@ -47,10 +49,18 @@ def resolve(registry: KindRegistry, group: str, version: str, segs: list[str]) -
         kind.kind == "Pod" and sub in ("binding", "log", "exec", "eviction", "attach", "portforward")
     ) and not (kind.kind == "Namespace" and sub == "finalize") and not (
         kind.kind == "ServiceAccount" and sub == "token"  # service accounts: TokenRequest
-    ):
+    ) and not (kind.kind in ("Pod", "Service") and sub == "proxy"):
         raise not_found_path()
     if watch_path and sub is not None:
         raise not_found_path()
     if name is not None and len(name) > 253:
         raise ApiError(400, f"name too long: {len(name)} characters")
     return Target(kind, namespace, name, sub, watch_path)
+
+
+def _proxied_rest(segs: list[str]) -> list[str]:
+    """The segments after ``pods|services/NAME/proxy``, which name a path in the pod."""
+    for i in range(len(segs) - 2):
+        if segs[i] in ("pods", "services") and segs[i + 2] == "proxy" and segs[i + 1]:
+            return segs[i + 3:]
+    return []
