@@ -17,6 +17,7 @@ from aiohttp import web
 from shoal.api import (
     bodies,
     eviction,  # pods/eviction (issue 12)
+    http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
     token_request,  # service accounts
 )
@@ -196,6 +197,9 @@ class ResourceHandlers:
             if m != "POST":
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             return await self.bind(request, t)
+        if t.subresource == "proxy":  # pods/proxy, services/proxy: HTTP to a pod
+            return await http_proxy.serve(request, t, self.store, self.node_agent,
+                                          self.pod_proxy)
         if t.subresource in ("log", "exec", "attach", "portforward"):
             return await pod_streams.serve(request, t, self.store, self.node_agent,
                                          self.pod_proxy)
