@@ -29,6 +29,8 @@ from shoal.store.replica import Replica
 log = logging.getLogger(__name__)
 
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
+INITIAL_BATCH = 100
+"""Initial ADDED events written between two yields to the other requests."""
 
 
 def _matches(obj: dict[str, Any] | None, labels: LabelSelector, fields: FieldSelector) -> bool:
@@ -124,16 +126,15 @@ class WatchStream:
         try:
             await resp.prepare(self.request)
             start_rv: int
-            initial: list[bytes] = []
+            # The objects as of start_rv (the replica replaces values, never changes one),
+            # encoded one by one as they are written: a watch that starts over thousands
+            # of objects does not hold all their events at once.
+            initial: list[dict[str, Any]] = []
             rv_param = self.rv_param
             if rv_param in (None, "", "0") or self.send_initial_events:
                 start_rv = self.replica.revision
                 objs = self.replica.list(self.kind.resource, self.namespace)
-                for o in objs:
-                    if _matches(o, self.labels, self.fields):
-                        initial.append(self._encode("ADDED", o))
-                if self.send_initial_events:
-                    initial.append(self._bookmark(start_rv, initial_end=True))
+                initial = [o for o in objs if _matches(o, self.labels, self.fields)]
                 backlog: list[Change] = []
             else:
                 assert rv_param is not None
@@ -148,8 +149,12 @@ class WatchStream:
                 except Expired as e:
                     await resp.write(self._error(410, str(e), "Expired"))
                     return resp
-            for chunk in initial:
-                await resp.write(chunk)
+            for i, o in enumerate(initial):
+                await resp.write(self._encode("ADDED", o))
+                if i % INITIAL_BATCH == INITIAL_BATCH - 1:
+                    await asyncio.sleep(0)  # let other requests in
+            if self.send_initial_events:
+                await resp.write(self._bookmark(start_rv, initial_end=True))
             last_rv = start_rv
             for c in backlog:
                 last_rv = await self._send(resp, c, last_rv)
