@@ -28,7 +28,10 @@ from shoal.store.replica import Replica
 
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 REG = KindRegistry()
-IDLE = 0.5
+IDLE = 0.3
+SLACK = 1.5
+"""How late a close may come on a loaded machine; the old behaviour (never, or 30 s)
+is far beyond it."""
 TOKEN = "timeouts-admin"
 HEADER = struct.Struct("!BBQI")
 
@@ -68,8 +71,8 @@ async def test_an_idle_api_connection_is_closed_after_the_idle_timeout(
 ) -> None:
     _, port = api
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    took, got = await closed_after(reader, 5 * IDLE)
-    assert got == b"" and IDLE * 0.8 <= took <= IDLE * 3
+    took, got = await closed_after(reader, IDLE + SLACK + 1)
+    assert got == b"" and IDLE * 0.8 <= took <= IDLE + SLACK
     writer.close()
 
 
@@ -87,9 +90,9 @@ async def test_headers_that_trickle_in_are_cut_at_the_idle_timeout(
             await asyncio.sleep(IDLE / 10)
 
     sending = asyncio.create_task(trickle())
-    took, got = await closed_after(reader, 5 * IDLE)
+    _, got = await closed_after(reader, IDLE + SLACK + 1)
     sending.cancel()
-    assert got == b"" and time.monotonic() - start <= IDLE * 3 and took <= IDLE * 3
+    assert got == b"" and time.monotonic() - start <= IDLE + SLACK
     writer.close()
 
 
@@ -100,13 +103,13 @@ async def test_a_body_that_trickles_in_gets_a_408_status(api: tuple[ObjectStore,
                  b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"a\":")
     start = time.monotonic()
-    async with asyncio.timeout(5 * IDLE):
+    async with asyncio.timeout(IDLE + SLACK + 1):
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                       if line.lower().startswith(b"content-length:"))
         body = await reader.readexactly(length)
     assert head.startswith(b"HTTP/1.1 408"), head
-    assert IDLE * 0.8 <= time.monotonic() - start <= IDLE * 3
+    assert IDLE * 0.8 <= time.monotonic() - start <= IDLE + SLACK
     status = orjson.loads(body)
     assert status["kind"] == "Status" and status["code"] == 408
     writer.close()
@@ -117,7 +120,9 @@ async def test_a_watch_outlives_the_idle_timeout_and_keeps_delivering(
 ) -> None:
     store, port = api
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /api/v1/namespaces/default/configmaps?watch=true HTTP/1.1\r\n"
+    # timeoutSeconds ends the watch soon after the test, so the server's shutdown is quick.
+    writer.write(b"GET /api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=2 "
+                 b"HTTP/1.1\r\n"
                  b"Host: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
     await asyncio.sleep(3 * IDLE)
     cm = REG.by_kind("v1", "ConfigMap")
@@ -192,8 +197,8 @@ async def test_a_certificate_less_connection_that_stalls_is_closed_within_the_id
     _, b, _ = peers
     reader, writer = await dial(b, None)
     writer.write(sends)
-    took, _ = await closed_after(reader, 5 * IDLE)
-    assert took <= 2 * IDLE and b.idle_closed == 1
+    took, _ = await closed_after(reader, IDLE + SLACK + 1)
+    assert took <= IDLE + SLACK and b.idle_closed == 1
     writer.close()
 
 
@@ -204,8 +209,8 @@ async def test_a_node_connection_that_goes_silent_or_stalls_mid_frame_is_closed(
     for tail in (b"", frame(FrameType.ONEWAY, Channel.MESH, b"x" * 100, length=5000)):
         reader, writer = await dial(b, c)
         writer.write(frame(FrameType.HELLO, Channel.MESH, b"127.0.0.1:1") + tail)
-        took, _ = await closed_after(reader, 5 * IDLE)
-        assert took <= 2 * IDLE
+        took, _ = await closed_after(reader, IDLE + SLACK + 1)
+        assert took <= IDLE + SLACK
         writer.close()
     assert b.idle_closed == 2
 
