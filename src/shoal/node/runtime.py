@@ -72,6 +72,9 @@ class ContainerConfig:
     image_digest: str | None = None  # None: start() resolves the image itself, pulling if needed
     # --- at rest: who the process runtime runs it as (shoal.node.pod_user) ---
     user: ContainerUser | None = None  # None: the node's own user
+    # --- attach: spec.stdin and spec.stdinOnce (shoal.node.attach) ---
+    stdin: bool = False  # keep a pipe to the container's stdin (else it reads /dev/null)
+    stdin_once: bool = False  # the first attach session that ends closes that pipe
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ class ContainerHandle:
     finished_at: float | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     image_id: str = ""  # the image it runs, pinned (repo@sha256:...); "" if not pulled
+    stdin: asyncio.StreamWriter | None = None  # with config.stdin, if the runtime keeps one
 
 
 @dataclass
