@@ -235,7 +235,7 @@ class ProcessRuntime:
         logf = LogFile(config.log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL,
+                *argv, stdin=asyncio.subprocess.PIPE if config.stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env=env, cwd=str(cwd), start_new_session=True,
             )
@@ -244,7 +244,7 @@ class ProcessRuntime:
             raise RuntimeStartError(
                 "StartError", f"failed to start container process {config.argv[0]!r}: "
                 f"{e.strerror or e}") from e
-        handle = ContainerHandle(config, cid, proc.pid, time.time())
+        handle = ContainerHandle(config, cid, proc.pid, time.time(), stdin=proc.stdin)
         self._procs[cid] = proc
         cgroup = self._cgroups.attach(config, proc.pid)
         asyncio.get_running_loop().create_task(self._supervise(handle, proc, logf, cgroup))
