@@ -515,6 +515,7 @@ class PodWorker:
             pull_credentials=creds,
             netns=self.sandbox.netns if images and self.sandbox is not None else None,
             user=user,
+            stdin=bool(spec.get("stdin")), stdin_once=bool(spec.get("stdinOnce")),  # attach
         )
         rec.pull_failed = False
         try:
