@@ -24,12 +24,14 @@ import logging
 import os
 import struct
 import termios
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
 from shoal.mesh.streams import Stream
 from shoal.node.agent import NodeAgent
+from shoal.node.attach import run_attach
 from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.pod_worker import waiting_to_start
 from shoal.node.runtime import ExecSession
@@ -80,6 +82,8 @@ class PodStreamService:
                 await self._exec(stream, pod, h)
             elif op == "portforward":
                 await self._portforward(stream, pod, h)
+            elif op == "attach":  # the container's own output and stdin
+                await self._attach(stream, pod, h)
             else:
                 raise StreamError(400, f"unknown stream operation {op!r}")
         except StreamError as e:
@@ -157,6 +161,27 @@ class PodStreamService:
             await stream.send(bytes([ERROR]) + exec_status(code, msg))
             return
         await _pump_session(stream, session)
+
+    # -- attach ----------------------------------------------------------------------
+
+    async def _attach(self, stream: Stream, pod: dict[str, Any], h: dict[str, Any]) -> None:
+        container = str(h.get("container") or "")
+        pod_name = pod["metadata"]["name"]
+        worker = self.agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
+        handle = worker.running_handle(container) if worker is not None else None
+        if handle is None:
+            raise StreamError(400, f"unable to upgrade connection: container {container} not "
+                                   f"found in pod {pod_name} or not running")
+        await stream.send(orjson.dumps({"code": 200}))
+
+        async def send(channel: int, data: bytes) -> None:
+            await stream.send(bytes([channel]) + data)
+
+        async def frames() -> AsyncIterator[bytes]:
+            while (msg := await stream.recv()) is not None:
+                yield msg
+
+        await run_attach(handle, send, frames(), bool(h.get("stdin")))
 
     # -- port-forward ----------------------------------------------------------------
 
