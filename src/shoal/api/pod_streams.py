@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMessage, WSMsgType, web
@@ -29,6 +30,7 @@ from shoal.api import spdy_portforward
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.node.agent import NodeAgent
+from shoal.node.attach import run_attach
 from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.pod_worker import waiting_to_start
 from shoal.node.runtime import ExecSession
@@ -144,8 +146,8 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
         raise ApiError(400, "only the WebSocket streaming protocols (v5.channel.k8s.io, "
                             "v4.channel.k8s.io) are served; upgrade kubectl to 1.30 or later",
                        "BadRequest")
-    if attach:
-        raise ApiError(501, "pods/attach is not served yet by this node", "NotImplemented")
+    if attach:  # the container's own output and stdin (shoal.node.attach)
+        return await _attach(request, pod, agent, container)
     argv = request.query.getall("command", [])
     if not argv:
         raise ApiError(400, "you must specify at least 1 command", "BadRequest")
@@ -169,6 +171,33 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
         await ws.close()
         return ws
     await _pump_session(ws, session, v5)
+    return ws
+
+
+async def _attach(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
+                  container: str) -> web.StreamResponse:
+    pod_name = pod["metadata"]["name"]
+    worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
+    handle = worker.running_handle(container) if worker is not None else None
+    if handle is None:
+        raise ApiError(400, f"unable to upgrade connection: container {container} not found in "
+                            f'pod {pod_name} or not running', "BadRequest")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
+    await ws.prepare(request)
+
+    async def send(channel: int, data: bytes) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionResetError):
+                await ws.send_bytes(bytes([channel]) + data)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for msg in ws:
+            frame = client_frame(msg)
+            if frame:
+                yield frame
+
+    await run_attach(handle, send, frames(), _bool(request, "stdin"))
+    await ws.close()
     return ws
 
 
