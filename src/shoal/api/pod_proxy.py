@@ -72,6 +72,14 @@ class PodProxy:
             return await self.exec(request, node, {
                 **base, "container": container, "command": list(argv),
                 "stdin": _bool(request, "stdin"), "tty": _bool(request, "tty")})
+        if t.subresource == "attach":  # relayed like exec: the same channel protocol
+            if request.headers.get("Upgrade", "").lower() != "websocket":
+                await self.reachable(node, f"pods/attach: pod {meta['name']}")
+                raise ApiError(400, "only the WebSocket streaming protocols (v5.channel.k8s.io, "
+                                    "v4.channel.k8s.io) are served; upgrade kubectl to 1.30 or "
+                                    "later", "BadRequest")
+            return await self.exec(request, node, {
+                **base, "container": _container(request, pod), "stdin": _bool(request, "stdin")})
         if t.subresource == "portforward":
             if spdy_portforward.offered(request):  # kubectl port-forward
                 ws = web.WebSocketResponse(protocols=(spdy_portforward.PROTOCOL,),
