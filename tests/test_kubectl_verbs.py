@@ -22,6 +22,19 @@ from tests.test_cluster import node_names, wait_for
 pytestmark = pytest.mark.slow
 
 HTTP_PORT = free_port()
+TALKER = """
+import select, sys
+while True:
+    r, _, _ = select.select([sys.stdin], [], [], 0.3)
+    if not r:
+        print("tick")
+        continue
+    line = sys.stdin.readline()
+    if not line:
+        break
+    print("got", line.strip())
+    print("err", line.strip(), file=sys.stderr)
+"""
 MANIFESTS = f"""
 apiVersion: v1
 kind: Pod
@@ -40,6 +53,30 @@ metadata: {{name: box}}
 spec:
   selector: {{app: box}}
   ports: [{{name: http, port: 80, targetPort: web}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: talker}}
+spec:
+  nodeName: node-b
+  containers:
+  - name: main
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: ["python3", "-u", "-c", {json.dumps(TALKER)}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: talker-local}}
+spec:
+  nodeName: node-b
+  containers:
+  - name: main
+    image: busybox
+    stdin: true
+    stdinOnce: true
+    command: ["python3", "-u", "-c", {json.dumps(TALKER)}]
 """
 
 
@@ -61,12 +98,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ShoalProc
         a.kubectl("apply", "-f", "-", input=MANIFESTS)
 
         def ready() -> bool:
-            r = a.kubectl("get", "pod", "box", "-o", "json", check=False)
-            conds = json.loads(r.stdout).get("status", {}).get("conditions") or [] \
-                if r.returncode == 0 else []
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+            r = a.kubectl("get", "pods", "-o", "json", check=False)
+            pods = json.loads(r.stdout)["items"] if r.returncode == 0 else []
+            return len(pods) == 3 and all(
+                any(c["type"] == "Ready" and c["status"] == "True"
+                    for c in p.get("status", {}).get("conditions") or []) for p in pods)
 
-        wait_for(ready, 30, "the pod on node-b to be ready")
+        wait_for(ready, 30, "the pods on node-b to be ready")
         yield nodes
     finally:
         for n in nodes:
@@ -135,6 +173,36 @@ def test_kubectl_proxy_forwards_to_a_service_on_another_node(
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_kubectl_attach_follows_the_output_through_either_peer(
+        cluster: list[ShoalProcess]) -> None:
+    for node in cluster:
+        proc = subprocess.Popen([kubectl_binary(), "--kubeconfig", str(node.kubeconfig),
+                                 "attach", "talker"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "tick\n", node.name  # written after it attached
+        finally:
+            proc.kill()
+            proc.wait()
+    # Detaching leaves the container running.
+    pod = json.loads(cluster[0].kubectl("get", "pod", "talker", "-o", "json").stdout)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_kubectl_attach_i_feeds_the_container_stdin_locally_and_through_another_peer(
+        cluster: list[ShoalProcess]) -> None:
+    a, b = cluster
+    for node, pod in ((a, "talker"), (b, "talker-local")):
+        r = node.kubectl("attach", "-i", pod, input="hello\nworld\n", timeout=30)
+        lines = [x for x in r.stdout.splitlines() if x != "tick"]
+        assert lines == ["got hello", "got world"], (node.name, r.stdout)
+        assert "err hello" in r.stderr and "err world" in r.stderr
+    # stdinOnce: the session's end closed the container's stdin, so it exited (and restarts).
+    wait_for(lambda: json.loads(a.kubectl("get", "pod", "talker", "-o", "json").stdout)[
+        "status"]["containerStatuses"][0]["restartCount"] >= 1, 10, "talker to restart")
 
 
 def test_proxy_names_and_chunked_bodies_are_read_as_kubernetes_spells_them() -> None:
