@@ -140,6 +140,11 @@ def _kind_tables() -> tuple[
         ("discovery.k8s.io", "EndpointSlice"): {},
         # Served by Shoal itself; its conditions carry no patch tags.
         ("apiextensions.k8s.io", "CustomResourceDefinition"): {},
+        # Devices (issue 15): a property's desired value set on one side of a partition
+        # and another's on the other side both survive the merge; so do twins.
+        ("devices.shoal.dev", "DeviceModel"): {("spec", "properties"): "name"},
+        ("devices.shoal.dev", "Device"): {("spec", "properties"): "name",
+                                          ("status", "twins"): "propertyName"},
     }
     primitive: dict[tuple[str, str], frozenset[Path]] = {}
     for gk, table in keyed.items():
