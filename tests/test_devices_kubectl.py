@@ -20,6 +20,8 @@ from tests.conftest import ShoalProcess
 from tests.test_bus_harness import need_nats_server
 from tests.test_devices import Plc, _remaining, _utf8, free_port
 
+pytestmark = pytest.mark.slow  # a real shoal server (about 15 s)
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "devices.yaml"
 
 
@@ -98,6 +100,7 @@ def test_kubectl_drives_a_modbus_register_and_shows_both_twins(node: ShoalProces
             return str(node.kubectl("get", "devices", "-o", "wide").stdout)
 
         table = wait_until(lambda: "humidity=57" in (t := twins()) and "21.5" in t and t)
+        print("\n" + table)
         header, *rows = table.splitlines()
         assert header.split() == ["NAME", "MODEL", "NODE", "PROTOCOL", "STATE", "TWINS", "AGE"]
         assert any(r.split()[:5] == ["humidity", "humidity-model", "node-1", "mqtt", "online"]
@@ -106,10 +109,9 @@ def test_kubectl_drives_a_modbus_register_and_shows_both_twins(node: ShoalProces
 
         # A setpoint patched with kubectl reaches the register within a second of the
         # patch being acknowledged.
-        props = docs[2]["spec"]["properties"]
-        props[0]["desired"] = {"value": "23"}
-        node.kubectl("patch", "device", "thermostat", "--type", "merge",
-                     "-p", json.dumps({"spec": {"properties": props}}))
+        # A strategic merge patch names the property alone: properties merge by name.
+        node.kubectl("patch", "device", "thermostat", "-p", json.dumps(
+            {"spec": {"properties": [{"name": "setpoint", "desired": {"value": "23"}}]}}))
         acked = time.monotonic()
         wait_until(lambda: plc.plc.registers[2] == 23, timeout=1.0, every=0.005)
         print(f"\npatch acknowledged -> register written: "
@@ -123,5 +125,8 @@ def test_kubectl_drives_a_modbus_register_and_shows_both_twins(node: ShoalProces
         assert 'spec.protocol.protocolName: Unsupported value: "zigbee"' in r.stderr
         wait_until(lambda: "setpoint=23" in node.kubectl("get", "devices", "-o",
                                                           "wide").stdout)
+        stored = json.loads(node.kubectl("get", "device", "thermostat", "-o", "json").stdout)
+        assert [p["name"] for p in stored["spec"]["properties"]] == ["setpoint", "temperature"]
+        assert "deviceModelRef" in node.kubectl("explain", "device.spec").stdout
     finally:
         plc.stop()
