@@ -27,7 +27,11 @@ from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import controller_uid
 from shoal.control.scheduler import Snapshot, default_profile, schedule
-from shoal.control.scheduler.plugins.default_preemption import Preemption, preempt  # issue 12
+from shoal.control.scheduler.plugins.default_preemption import (  # issue 12
+    Preemption,
+    preempt,
+    priority,
+)
 from shoal.control.scheduler.snapshot import VolumeCatalog
 from shoal.control.statefulset import schedules_here
 from shoal.store.change_feed import Change
@@ -94,7 +98,9 @@ class Scheduler(Controller):
             if spec.get("schedulingGates"):
                 continue
             out.append(p)
-        out.sort(key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"]))
+        # The highest priority first (kube-scheduler's PrioritySort), then the oldest.
+        out.sort(key=lambda p: (-priority(p), p["metadata"].get("creationTimestamp", ""),
+                                p["metadata"]["name"]))
         return out
 
     async def sync(self) -> bool:
