@@ -84,9 +84,9 @@ async def store() -> AsyncIterator[ObjectStore]:
     s.replica.close()
 
 
-async def test_the_scheduler_evicts_the_victim_nominates_the_node_then_binds(
-        store: ObjectStore) -> None:
-    assert NODE is not None and POD is not None and PC is not None
+async def one_core_node_and_a_critical_class(store: ObjectStore) -> dict[str, Any]:
+    """A ready node with 1 cpu, the class ``critical`` (1000); returns a pod spec asking 800m."""
+    assert NODE is not None and PC is not None
     await store.create(NODE, {"metadata": {"name": "pi-1"}})
     node = copy.deepcopy(store.get(NODE, None, "pi-1"))
     alloc = {"cpu": "1", "memory": "4Gi", "pods": "110"}
@@ -94,7 +94,13 @@ async def test_the_scheduler_evicts_the_victim_nominates_the_node_then_binds(
                       "conditions": [{"type": "Ready", "status": "True"}]}
     await store.update(NODE, node, None, "pi-1", "status")
     await store.create(PC, {"metadata": {"name": "critical"}, "value": 1000})
-    spec = {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "800m"}}}]}
+    return {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "800m"}}}]}
+
+
+async def test_the_scheduler_evicts_the_victim_nominates_the_node_then_binds(
+        store: ObjectStore) -> None:
+    assert POD is not None
+    spec = await one_core_node_and_a_critical_class(store)
     await store.create(POD, {"metadata": {"name": "batch"}, "spec": spec}, "default")
     scheduler = Scheduler(store)
     await scheduler.sync()
@@ -113,3 +119,14 @@ async def test_the_scheduler_evicts_the_victim_nominates_the_node_then_binds(
     await store.delete(POD, "default", "batch", grace_period=0)
     await scheduler.sync()
     assert store.get(POD, "default", "vital")["spec"]["nodeName"] == "pi-1"
+
+
+async def test_the_highest_priority_pending_pod_is_scheduled_first(store: ObjectStore) -> None:
+    assert POD is not None
+    spec = await one_core_node_and_a_critical_class(store)
+    await store.create(POD, {"metadata": {"name": "first"}, "spec": spec}, "default")
+    await store.create(POD, {"metadata": {"name": "vital"}, "spec": spec | {
+        "priorityClassName": "critical"}}, "default")
+    await Scheduler(store).sync()
+    assert store.get(POD, "default", "vital")["spec"].get("nodeName") == "pi-1"
+    assert "nodeName" not in store.get(POD, "default", "first")["spec"]
