@@ -3,13 +3,14 @@
 Every ``collectCycle`` the worker reads each property and publishes the reading on the
 site's bus (``devices.<namespace>.<device>.<property>``); every ``reportCycle`` it writes
 the twin into the Device's status. It watches its own replica for a new desired value
-and writes it to the device at once, so a ``kubectl patch`` on the node's site reaches
+and writes it to the device at once (its mappers wake it on every change of the Device), so a ``kubectl patch`` on the node's site reaches
 the device whether or not the site is cut off from the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -60,6 +61,9 @@ class DeviceWorker:
         self._next_report = 0.0
         self.readings = 0
         self.status_writes = 0
+        self.wake = asyncio.Event()
+        """Set when the Device changes in the replica: a new desired value is written at
+        once rather than at the next tick."""
 
     def _objects(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         device = self.store.replica.get(DEVICES, self.namespace, self.name)
@@ -77,7 +81,9 @@ class DeviceWorker:
                 if device is None:
                     return
                 await self.step(device, model)
-                await asyncio.sleep(self.tick)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.tick)
+                self.wake.clear()
         finally:
             await self.driver.close()
 

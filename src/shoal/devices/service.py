@@ -21,6 +21,7 @@ from shoal.devices.drivers import Driver
 from shoal.devices.mapper import DEVICES, DeviceWorker
 from shoal.devices.modbus import ModbusDriver
 from shoal.devices.mqtt import MqttDriver
+from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,22 @@ class DeviceMappers:
             return MqttDriver(bus)
         return None
 
+    def _changed(self, change: Change) -> bool:
+        """Wake the worker of a Device that changed (a desired value to write now)."""
+        if change.resource == DEVICES:
+            served = self.workers.get((change.namespace, change.name))
+            if served is not None:
+                served[0].wake.set()
+        return False  # nothing is queued: waking is all it takes
+
     async def _run(self) -> None:
+        sub = self.store.replica.subscribe(self._changed)
+        try:
+            await self._sync_forever()
+        finally:
+            self.store.replica.feed.unsubscribe(sub)
+
+    async def _sync_forever(self) -> None:
         while True:
             try:
                 await self.sync()
