@@ -34,6 +34,7 @@ def kind(api_version: str, name: str) -> Kind:
 NS, PVC, PV = kind("v1", "Namespace"), kind("v1", "PersistentVolumeClaim"), kind(
     "v1", "PersistentVolume")
 SC = kind("storage.k8s.io/v1", "StorageClass")
+POD = kind("v1", "Pod")
 
 
 @pytest.fixture
@@ -154,3 +155,19 @@ async def test_the_binder_binds_a_static_volume_and_defaults_the_class(
     await store.delete(PVC, "default", "static")
     await binder.sync()
     assert store.get(PV, None, "small")["status"]["phase"] == "Released"
+
+
+async def test_a_volume_is_not_reclaimed_under_a_pod_that_still_uses_it(
+        store: ObjectStore, tmp_path: Path) -> None:
+    await store.create(PVC, claim("data"), "default")
+    local = LocalVolumes(store, "n1", lambda: tmp_path)
+    pod = pod_using("data")
+    await local.provision_for(pod)
+    pod["spec"]["containers"] = [{"name": "c", "image": "db:1"}]
+    await store.create(POD, pod, "default")
+    await store.delete(PVC, "default", "data")
+    await local.reclaim()
+    assert len(store.list(PV)) == 1  # web-0 still runs with it
+    await store.delete(POD, "default", "web-0")
+    await local.reclaim()
+    assert store.list(PV) == []

@@ -9,8 +9,8 @@ pod does this, and the names are the claim's, so a claim is bound to a volume on
 whatever the mesh does; from then on the scheduler's VolumeBinding filter keeps the
 claim's pods on that node (a StatefulSet pod comes back to its data).
 
-When a volume of this node is released (its claim is gone), a ``Delete`` reclaim policy
-removes the directory, then the PersistentVolume; ``Retain`` keeps both and marks the
+When a volume of this node is released (its claim is gone and no pod of this node still
+uses it), a ``Delete`` reclaim policy removes the directory, then the PersistentVolume; ``Retain`` keeps both and marks the
 volume ``Released`` (an administrator deletes it, as in Kubernetes).
 
 Where the directories live: ``DATA_DIR/local-path``, or, for process pods of a node that
@@ -193,7 +193,26 @@ class LocalVolumes:
         finally:
             sub.close()
 
+    def _in_use(self) -> set[tuple[str, str]]:
+        """The claims that pods of this node still use: their volumes are not reclaimed
+        under them, even once the claim is deleted (Kubernetes' pvc-protection keeps
+        such a claim; here its node keeps the data until the pods are gone)."""
+        pod_kind = self.store.registry.by_kind("v1", "Pod")
+        assert pod_kind is not None
+        out: set[tuple[str, str]] = set()
+        for pod in self.store.list(pod_kind):
+            if (pod.get("spec") or {}).get("nodeName") != self.node_name or \
+                    (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            ns = str((pod.get("metadata") or {}).get("namespace") or "default")
+            for vol in (pod.get("spec") or {}).get("volumes") or []:
+                name = (vol.get("persistentVolumeClaim") or {}).get("claimName")
+                if name:
+                    out.add((ns, str(name)))
+        return out
+
     async def reclaim(self) -> None:
+        in_use = self._in_use()
         for pv in self.store.list(self.pv_kind):
             if node_of(pv) != self.node_name or \
                     (pv["metadata"].get("annotations") or {}).get(PROVISIONED_BY) != PROVISIONER:
@@ -201,7 +220,9 @@ class LocalVolumes:
             ref = (pv.get("spec") or {}).get("claimRef") or {}
             claim = self.store.find(self.pvc_kind, ref.get("namespace"), str(ref.get("name", "")))
             if claim is not None and claim["metadata"].get("uid") == ref.get("uid"):
-                continue  # still in use
+                continue  # still claimed
+            if (ref.get("namespace"), ref.get("name")) in in_use:
+                continue  # a pod here still has it mounted
             try:
                 await self._release(pv)
             except StoreError as e:
