@@ -166,6 +166,7 @@ class Scheduler(Controller):
         conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                       "lastTransitionTime": now})
         status.setdefault("status", {})["conditions"] = conds
+        status["status"].pop("nominatedNodeName", None)  # bound: no longer nominated (issue 12)
         await self.store.update(self.pod_kind, status, ns, meta["name"], "status")
         self.bound += 1
         # Named by time, so it lists before the node agent's events of the same second
