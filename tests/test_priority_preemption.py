@@ -118,7 +118,8 @@ async def test_the_scheduler_evicts_the_victim_nominates_the_node_then_binds(
     await scheduler.sync()  # the victim is still leaving: nothing more is evicted
     await store.delete(POD, "default", "batch", grace_period=0)
     await scheduler.sync()
-    assert store.get(POD, "default", "vital")["spec"]["nodeName"] == "pi-1"
+    vital = store.get(POD, "default", "vital")
+    assert vital["spec"]["nodeName"] == "pi-1" and "nominatedNodeName" not in vital["status"]
 
 
 async def test_the_highest_priority_pending_pod_is_scheduled_first(store: ObjectStore) -> None:
