@@ -139,9 +139,11 @@ class DeviceWorker:
     async def _collect(self, props: list[PropertySpec], now: float) -> list[str]:
         problems = []
         for p in props:
-            if now < self._next_collect.get(p.name, 0.0):
+            due = self._next_collect.get(p.name, 0.0)
+            if now < due:
                 continue
-            self._next_collect[p.name] = now + p.collect_s
+            # From when it was due, not from now: the tick's lateness does not add up.
+            self._next_collect[p.name] = max(due + p.collect_s, now)
             try:
                 value = await self.driver.read(p.name, p.config)
             except DeviceError as e:
