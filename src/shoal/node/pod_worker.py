@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.model.quantity import parse_quantity
-from shoal.node import volumes
+from shoal.node import ephemeral, volumes
 from shoal.node.env import (
     ConfigError,
     Lookup,
@@ -259,6 +259,10 @@ class PodWorker:
         self.sandbox: PodSandbox | None = None
         self.network_error = ""
         self.node_stopping = False  # kill_now: the pod is not done, its network stays
+        # --- ephemeral containers (kubectl debug): shoal.node.ephemeral ---
+        self.ephemeral_records: list[ContainerRecord] = []
+        self.ephemeral_tasks: set[asyncio.Task[None]] = set()
+        ephemeral.restored(self, ContainerRecord, status.get("ephemeralContainerStatuses") or [])
 
     # -- inputs ----------------------------------------------------------------
 
@@ -267,10 +271,11 @@ class PodWorker:
         self.pod = pod
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             self.terminating.set()
+        ephemeral.sync(self, ContainerRecord)  # kubectl debug added a container
 
     def running_handle(self, container: str | None) -> ContainerHandle | None:
         """The running attempt of a container (the first container by default)."""
-        for rec in self.records + self.init_records:
+        for rec in self.records + self.init_records + self.ephemeral_records:
             if (container is None or rec.name == container) and rec.handle is not None \
                     and not rec.handle.exited.is_set():
                 return rec.handle
@@ -280,7 +285,8 @@ class PodWorker:
         return [r.handle for r in self.init_records + self.records if r.handle is not None]
 
     def record(self, container: str) -> ContainerRecord | None:
-        return next((r for r in self.records + self.init_records if r.name == container), None)
+        return next((r for r in self.records + self.init_records + self.ephemeral_records
+                     if r.name == container), None)
 
     @property
     def grace(self) -> float:
@@ -796,6 +802,8 @@ class PodWorker:
         }
         if self.init_records:
             st["initContainerStatuses"] = [r.status(images) for r in self.init_records]
+        if self.ephemeral_records:
+            st["ephemeralContainerStatuses"] = ephemeral.statuses(self, images)
         if self.volume_error:
             st["message"] = self.volume_error
         elif self.network_error:
