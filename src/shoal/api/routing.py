@@ -49,7 +49,9 @@ def resolve(registry: KindRegistry, group: str, version: str, segs: list[str]) -
         kind.kind == "Pod" and sub in ("binding", "log", "exec", "eviction", "attach", "portforward")
     ) and not (kind.kind == "Namespace" and sub == "finalize") and not (
         kind.kind == "ServiceAccount" and sub == "token"  # service accounts: TokenRequest
-    ) and not (kind.kind in ("Pod", "Service") and sub == "proxy"):
+    ) and not (kind.kind in ("Pod", "Service") and sub == "proxy") and not (
+        kind.kind == "Pod" and sub == "ephemeralcontainers"  # kubectl debug
+    ):
         raise not_found_path()
     if watch_path and sub is not None:
         raise not_found_path()
