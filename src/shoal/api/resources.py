@@ -16,6 +16,7 @@ from aiohttp import web
 
 from shoal.api import (
     bodies,
+    ephemeral,  # pods/ephemeralcontainers (issue 12)
     eviction,  # pods/eviction (issue 12)
     http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
@@ -197,6 +198,8 @@ class ResourceHandlers:
             if m != "POST":
                 raise ApiError(405, "the server does not allow this method on the requested resource")
             return await self.bind(request, t)
+        if t.subresource == "ephemeralcontainers":  # kubectl debug
+            return await ephemeral.serve(request, t, self)
         if t.subresource == "proxy":  # pods/proxy, services/proxy: HTTP to a pod
             return await http_proxy.serve(request, t, self.store, self.node_agent,
                                           self.pod_proxy)
