@@ -71,7 +71,8 @@ async def serve(request: web.Request, t: Target, store: ObjectStore,
 def _container(request: web.Request, pod: dict[str, Any]) -> str:
     spec = pod.get("spec") or {}
     names = [c.get("name") for c in spec.get("containers") or []]
-    all_names = names + [c.get("name") for c in spec.get("initContainers") or []]
+    all_names = names + [c.get("name") for key in ("initContainers", "ephemeralContainers")
+                         for c in spec.get(key) or []]
     name = request.query.get("container")
     pod_name = pod["metadata"]["name"]
     if name:
