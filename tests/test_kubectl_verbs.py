@@ -205,6 +205,34 @@ def test_kubectl_attach_i_feeds_the_container_stdin_locally_and_through_another_
         "status"]["containerStatuses"][0]["restartCount"] >= 1, 10, "talker to restart")
 
 
+def test_kubectl_debug_adds_an_ephemeral_container_that_runs_once(
+        cluster: list[ShoalProcess]) -> None:
+    a, b = cluster
+    a.kubectl("debug", "box", "--image=busybox", "-c", "dbg", "--",
+              "sh", "-c", "echo debugging; sleep 0.5")
+
+    def ended() -> bool:
+        pod = json.loads(b.kubectl("get", "pod", "box", "-o", "json").stdout)
+        st = (pod["status"].get("ephemeralContainerStatuses") or [{}])[0]
+        return "terminated" in (st.get("state") or {})
+
+    wait_for(ended, 15, "the ephemeral container to run and exit")
+    assert a.kubectl("logs", "box", "-c", "dbg").stdout == "debugging\n"
+    pod = json.loads(a.kubectl("get", "pod", "box", "-o", "json").stdout)
+    st = pod["status"]["ephemeralContainerStatuses"][0]
+    assert st["name"] == "dbg" and st["state"]["terminated"]["exitCode"] == 0
+    assert st["restartCount"] == 0  # never restarted, unlike the pod's containers
+    # Interactive, through the peer the pod does not run on: kubectl attaches to it.
+    r = a.kubectl("debug", "-i", "box", "--image=busybox", "-c", "dbg2", "--",
+                  "sh", "-c", "read l; echo got $l", input="line1\n", timeout=40)
+    assert "got line1" in r.stdout
+    # Ephemeral containers may be added, never removed.
+    patch = json.dumps([{"op": "remove", "path": "/spec/ephemeralContainers/0"}])
+    r = a.kubectl("patch", "pod", "box", "--subresource=ephemeralcontainers", "--type=json",
+                  "-p", patch, check=False)
+    assert r.returncode != 0 and "may not be removed" in r.stderr
+
+
 def test_proxy_names_and_chunked_bodies_are_read_as_kubernetes_spells_them() -> None:
     assert split_name("web") == ("", "web", "")
     assert split_name("web:8080") == ("", "web", "8080")
