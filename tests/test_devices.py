@@ -23,7 +23,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType
 
-from shoal.devices.mapper import DEVICES, subject
+from shoal.devices.mapper import DEVICES, DeviceWorker, subject
 from shoal.devices.mqtt import payload_value, subject_of
 from shoal.devices.service import DeviceMappers
 from shoal.model.kinds import Kind, KindRegistry
@@ -248,6 +248,50 @@ async def test_bad_devices_and_models_are_refused_with_their_fields(store: Objec
     with pytest.raises(Invalid) as e:
         await store.create(kind(store, "Device"), bad)
     assert "register" in e.value.causes[0].field
+    bad = modbus_device(502)
+    bad["spec"]["protocol"]["configData"]["port"] = "http"
+    bad["spec"]["properties"][1]["visitors"]["configData"].update(limit=0, scale=0)
+    with pytest.raises(Invalid) as e:
+        await store.create(kind(store, "Device"), bad)
+    assert {c.field for c in e.value.causes} == {
+        "spec.protocol.configData.port", "spec.properties[1].visitors.configData.limit",
+        "spec.properties[1].visitors.configData.scale"}
+
+
+class BrokenDriver:
+    """A driver that fails as a bad configuration would, on every read and write."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def read(self, prop: str, config: dict[str, Any]) -> str | None:
+        self.calls += 1
+        raise ValueError("invalid literal for int()")
+
+    async def write(self, prop: str, config: dict[str, Any], value: str) -> None:
+        self.calls += 1
+        raise TypeError("unsupported operand")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_driver_that_fails_leaves_the_device_offline_and_the_worker_running(
+        store: ObjectStore) -> None:
+    await store.create(kind(store, "DeviceModel"), model(
+        "thermostat", setpoint={"type": "INT"}, temperature={"type": "FLOAT"}))
+    await store.create(kind(store, "Device"), modbus_device(502, desired="7"))
+    driver = BrokenDriver()
+    worker = DeviceWorker(store, "default", "plc", driver, None, tick=0.01)
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: ((store.replica.get(DEVICES, "default", "plc") or {})
+                                .get("status") or {}).get("state") == "offline")
+        calls = driver.calls
+        await asyncio.sleep(0.1)
+        assert not task.done() and driver.calls > calls
+    finally:
+        task.cancel()
 
 
 def test_mqtt_topics_become_the_subjects_nats_server_delivers_them_on() -> None:

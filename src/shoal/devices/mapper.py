@@ -119,7 +119,7 @@ class DeviceWorker:
                 continue
             try:
                 await self.driver.write(p.name, p.config, p.desired)
-            except DeviceError as e:
+            except (DeviceError, TypeError, ValueError) as e:  # a bad configData too
                 self._offline(f"writing {p.desired}: {e}")
                 self._write_after[p.name] = now + RETRY_WRITE_S
                 problems.append(f"{p.name}: writing {p.desired} failed: {e}")
@@ -146,7 +146,7 @@ class DeviceWorker:
             self._next_collect[p.name] = max(due + p.collect_s, now)
             try:
                 value = await self.driver.read(p.name, p.config)
-            except DeviceError as e:
+            except (DeviceError, TypeError, ValueError) as e:  # a bad configData too
                 self._offline(str(e))
                 problems.append(str(e))
                 continue

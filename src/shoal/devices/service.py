@@ -122,7 +122,11 @@ class DeviceMappers:
         for key, dev in mine.items():
             if key in self.workers:
                 continue
-            driver = self._driver(dev, bus)
+            try:
+                driver = self._driver(dev, bus)
+            except (TypeError, ValueError) as e:  # a configData the schema lets through
+                log.warning("devices: %s/%s: bad protocol configData: %s", *key, e)
+                continue
             if driver is None:
                 continue  # mqtt without a bus yet: at a later pass
             worker = DeviceWorker(self.store, key[0], key[1], driver,

@@ -51,6 +51,10 @@ def _validate_device_model(e: _Errors, obj: dict[str, Any]) -> None:
             e.invalid(_c(p, "maximum"), high, "must be greater than or equal to minimum")
 
 
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 def _positive(e: _Errors, path: str, value: Any) -> None:
     if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
         e.invalid(path, value, "must be greater than 0")
@@ -69,6 +73,13 @@ def _validate_device(e: _Errors, obj: dict[str, Any]) -> None:
         e.required("spec.protocol.protocolName")
     elif protocol not in PROTOCOLS:
         e.not_supported("spec.protocol.protocolName", protocol, PROTOCOLS)
+    if protocol == "modbus":
+        config = _d(_d(spec.get("protocol")).get("configData"))
+        for field, high in (("port", 65535), ("slaveID", 255)):
+            value = config.get(field)
+            if value is not None and not _int_in(value, 0 if field == "slaveID" else 1, high):
+                e.invalid(f"spec.protocol.configData.{field}", value,
+                          f"must be an integer from {0 if field == 'slaveID' else 1} to {high}")
     path = "spec.properties"
     props = _dicts(spec.get("properties"))
     _unique_names(e, props, path)
@@ -82,9 +93,14 @@ def _validate_device(e: _Errors, obj: dict[str, Any]) -> None:
             if register not in MODBUS_REGISTERS:
                 e.not_supported(_c(p, "visitors.configData.register"), register,
                                 MODBUS_REGISTERS)
-            offset = config.get("offset")
-            if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-                e.invalid(_c(p, "visitors.configData.offset"), offset,
-                          "must be an integer of at least 0")
+            for field, low, required in (("offset", 0, True), ("limit", 1, False)):
+                value = config.get(field)
+                if (required or value is not None) and not _int_in(value, low, 65535):
+                    e.invalid(_c(p, f"visitors.configData.{field}"), value,
+                              f"must be an integer from {low} to 65535")
+            scale = config.get("scale")
+            if scale is not None and (not isinstance(scale, int | float)
+                                      or isinstance(scale, bool) or scale == 0):
+                e.invalid(_c(p, "visitors.configData.scale"), scale, "must be a number, not 0")
         elif protocol == "mqtt" and not _s(config.get("topic")):
             e.required(_c(p, "visitors.configData.topic"))
