@@ -176,6 +176,11 @@ async def test_a_failed_merge_is_undone_and_the_mesh_is_told(
     told: list[int] = []
     replica.rollback_listeners.append(told.append)
     await put(replica, "x", cm("x", v="1"))
+    # A local write that fails concerns no peer: the mesh keeps its cursors.
+    failing_rows.add("x")
+    with pytest.raises(StorageError):
+        await put(replica, "x", cm("x", v="2"))
+    assert told == []
     remote = Replica(None, "n2")
     _, fut = remote.put("configmaps", "default", "from-peer", cm("from-peer", v="1"), KF)
     await fut

@@ -68,11 +68,13 @@ class _Undo:
 
     entries: list[tuple[str, Key, Entry | None]]
     fences: list[tuple[FullKey, FenceRow | None]]
+    merged: bool = False
+    """A peer's document merged here (the mesh's cursors may count it)."""
 
 
 RollbackListener = Callable[[int], None]
-"""Told the lowest revision rolled back (for example the mesh, whose cursors may
-have advanced over documents that were never stored)."""
+"""Told the lowest revision rolled back when merged documents were among the writes
+undone (the mesh, whose cursors may have advanced over documents never stored)."""
 
 
 def _with_rv(value: dict[str, Any], rv: int) -> dict[str, Any]:
@@ -301,7 +303,8 @@ class Replica:
             if not changed:
                 return None
         try:
-            return self._commit(resource, namespace, name, doc, entry, old_value, loop)
+            return self._commit(resource, namespace, name, doc, entry, old_value, loop,
+                                merged=True)
         except BaseException:
             _drop_cached_document(entry)
             raise
@@ -316,6 +319,7 @@ class Replica:
         old_value: dict[str, Any] | None,
         loop: asyncio.AbstractEventLoop,
         plain: dict[str, Any] | None = None,
+        merged: bool = False,
     ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
         # Everything that can fail on the object itself comes before a revision is taken.
         if plain is None:
@@ -326,7 +330,7 @@ class Replica:
         rv = self.revision
         self._resource_rv[resource] = rv
         new_value = _with_rv(plain, rv) if plain is not None else None
-        undo = _Undo([(resource, (namespace, name), _settled_copy(entry))], [])
+        undo = _Undo([(resource, (namespace, name), _settled_copy(entry))], [], merged)
         self._objects[resource][(namespace, name)] = Entry(new_value, rv, doc_bytes, doc)
         row = Row(resource, namespace, name, rv, doc_bytes, value_bytes)
         change: Change | None = None
@@ -384,6 +388,7 @@ class Replica:
         doomed = [s for s in self._inflight if s >= seq]
         lowest = min((self._inflight_rvs[s] for s in doomed if s in self._inflight_rvs),
                      default=None)
+        merged = any(self._inflight[s].merged for s in doomed)
         touched: set[str] = set()
         for s in reversed(doomed):
             undo = self._inflight.pop(s)
@@ -411,7 +416,7 @@ class Replica:
             self._publish_ready()
         log.warning("%s: a commit failed; rolled back %d queued writes", self.node_id,
                     len(doomed))
-        if lowest is not None:
+        if lowest is not None and merged:
             for listener in list(self.rollback_listeners):
                 listener(lowest)
 
