@@ -9,8 +9,13 @@ all to itself.
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import random
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from shoal.control import manager
 from shoal.mesh import config as mesh_config
@@ -87,3 +92,36 @@ def test_acting_before_catching_up_binds_every_pod_to_the_joiner() -> None:
     # The symptom, kept as a check that the scenario above still exercises it.
     spread, _ = sim_loop.run(_join_and_deploy(seed=5, gated=False))
     assert spread == Counter({JOINER: 6})
+
+
+def test_the_control_plane_scenario_passes_with_every_simulated_peer_gated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # shoal.sim starts its peers' controllers ungated (a formed cluster); gated as `shoal
+    # server` gates them, the split-scale-fail-heal-roll scenario still converges, and
+    # every peer, restarts included, catches up.
+    from shoal.sim import control_plane, workloads
+
+    reasons: list[str] = []
+    build = manager.controllers
+
+    def gated(store: ObjectStore, view: MeshPeerView, *a: Any, **kw: Any) -> list[Any]:
+        peer = view._node.peer
+        assert peer is not None
+        caught_up = CatchUp(peer.anti_entropy, peer.membership)
+        built = build(store, view, *a, **kw)
+        for c in built:
+            c.run = functools.partial(manager.run_when_caught_up, copy.copy(c), caught_up)
+        index = len(reasons)
+        reasons.append("")
+
+        async def note() -> None:
+            await caught_up.wait()
+            reasons[index] = caught_up.reason
+        asyncio.get_running_loop().create_task(note())
+        return built
+
+    monkeypatch.setattr(control_plane.manager, "controllers", gated)
+    report = workloads.run(workloads.ControlOptions(seed=2))
+    assert report.ok, report.failures
+    assert len(reasons) >= 5 and all(r.startswith("pulled everything") for r in reasons), reasons
