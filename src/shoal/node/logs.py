@@ -112,8 +112,21 @@ async def read_logs(path: Path, opts: LogOptions,
         if not opts.follow or limit.done:
             return
         f.seek(pos)
+        async for records in follow_records(f, path, running):
+            out = b"".join(r for r in (_render(x, opts.timestamps, since) for x in records) if r)
+            if out:
+                yield limit.take(out)
+            if limit.done:
+                return
+
+
+async def follow_records(f: BinaryIO, path: Path, running: Callable[[], bool]
+                         ) -> AsyncIterator[list[bytes]]:
+    """The complete CRI records written to ``path`` after ``f``'s position, in batches, until
+    the container stops running; ``f`` is closed when the runtime rotates the file."""
+    with contextlib.ExitStack() as files:
         buf = b""
-        while not limit.done:
+        while True:
             new = f.read()
             if not new and _rotated(f, path):
                 # The runtime rotated the file (LogFile): what is left of the old one was
@@ -132,7 +145,4 @@ async def read_logs(path: Path, opts: LogOptions,
             buf += new
             complete, _, buf = buf.rpartition(b"\n") if b"\n" in buf else (b"", b"", buf)
             if complete:
-                out = b"".join(r for r in (_render(x, opts.timestamps, since)
-                                           for x in complete.split(b"\n")) if r)
-                if out:
-                    yield limit.take(out)
+                yield complete.split(b"\n")
