@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from shoal.node.logs import FOLLOW_POLL
+from shoal.node.logs import follow_records
 from shoal.node.runtime import ContainerHandle
 
 STDIN, STDOUT, STDERR, ERROR, CLOSE = 0, 1, 2, 3, 255
@@ -33,42 +33,16 @@ Send = Callable[[int, bytes], Awaitable[None]]
 async def follow_output(path: Path, running: Callable[[], bool]
                         ) -> AsyncIterator[tuple[int, bytes]]:
     """(channel, bytes) for every record written to the log from now on, until it stops."""
-    f = open(path, "rb")  # noqa: SIM115 - reopened when the runtime rotates the file
-    try:
+    with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
-        buf = b""
-        while True:
-            new = f.read()
-            if not new and _rotated(f, path):
-                f.close()
-                f = open(path, "rb")  # noqa: SIM115
-                new = f.read()
-            if not new:
-                if not running():
-                    new = f.read()  # what was written while the container exited
-                    if not new:
-                        return
-                else:
-                    await asyncio.sleep(FOLLOW_POLL)
-                    continue
-            buf += new
-            complete, _, buf = buf.rpartition(b"\n") if b"\n" in buf else (b"", b"", buf)
-            for record in complete.split(b"\n") if complete else []:
+        async for records in follow_records(f, path, running):
+            for record in records:
                 parts = record.split(b" ", 3)
                 if len(parts) < 3:
                     continue
                 text = parts[3] if len(parts) == 4 else b""
                 yield (STDERR if parts[1] == b"stderr" else STDOUT,
                        text + (b"" if parts[2] == b"P" else b"\n"))
-    finally:
-        f.close()
-
-
-def _rotated(f: object, path: Path) -> bool:
-    try:
-        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino  # type: ignore[attr-defined]
-    except OSError:
-        return False
 
 
 async def run_attach(handle: ContainerHandle, send: Send, frames: AsyncIterator[bytes],
