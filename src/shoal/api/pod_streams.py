@@ -33,7 +33,7 @@ from shoal.node.agent import NodeAgent
 from shoal.node.attach import run_attach
 from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.pod_worker import waiting_to_start
-from shoal.node.runtime import ExecSession
+from shoal.node.runtime import ContainerHandle, ExecSession
 from shoal.node.stream_service import exec_status, resize_tty
 from shoal.store.objects import ObjectStore
 
@@ -153,12 +153,7 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
     if not argv:
         raise ApiError(400, "you must specify at least 1 command", "BadRequest")
     stdin, tty = _bool(request, "stdin"), _bool(request, "tty")
-    pod_name = pod["metadata"]["name"]
-    worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
-    handle = worker.running_handle(container) if worker is not None else None
-    if handle is None:
-        raise ApiError(400, f"unable to upgrade connection: container {container} not found in "
-                            f'pod {pod_name} or not running', "BadRequest")
+    handle = _running(pod, agent, container)
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
     await ws.prepare(request)
     v5 = ws.ws_protocol == PROTOCOLS[0]
@@ -175,14 +170,20 @@ async def _exec(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
     return ws
 
 
-async def _attach(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
-                  container: str) -> web.StreamResponse:
+def _running(pod: dict[str, Any], agent: NodeAgent, container: str) -> ContainerHandle:
+    """The container's running attempt, for exec and attach; else the kubelet's 400."""
     pod_name = pod["metadata"]["name"]
     worker = agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
     handle = worker.running_handle(container) if worker is not None else None
     if handle is None:
         raise ApiError(400, f"unable to upgrade connection: container {container} not found in "
                             f'pod {pod_name} or not running', "BadRequest")
+    return handle
+
+
+async def _attach(request: web.Request, pod: dict[str, Any], agent: NodeAgent,
+                  container: str) -> web.StreamResponse:
+    handle = _running(pod, agent, container)
     ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0, autoping=True)
     await ws.prepare(request)
 
