@@ -34,7 +34,7 @@ from shoal.node.agent import NodeAgent
 from shoal.node.attach import run_attach
 from shoal.node.logs import LogOptions, log_file, read_logs
 from shoal.node.pod_worker import waiting_to_start
-from shoal.node.runtime import ExecSession
+from shoal.node.runtime import ContainerHandle, ExecSession
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,7 @@ class PodStreamService:
         argv = [str(a) for a in h.get("command") or []]
         if not argv:
             raise StreamError(400, "you must specify at least 1 command")
-        pod_name = pod["metadata"]["name"]
-        worker = self.agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
-        handle = worker.running_handle(container) if worker is not None else None
-        if handle is None:
-            raise StreamError(400, f"unable to upgrade connection: container {container} not "
-                                   f"found in pod {pod_name} or not running")
+        handle = self._running(pod, container)
         await stream.send(orjson.dumps({"code": 200}))
         try:
             session = await self.agent.runtime.exec(handle, argv, stdin=bool(h.get("stdin")),
@@ -162,16 +157,21 @@ class PodStreamService:
             return
         await _pump_session(stream, session)
 
-    # -- attach ----------------------------------------------------------------------
-
-    async def _attach(self, stream: Stream, pod: dict[str, Any], h: dict[str, Any]) -> None:
-        container = str(h.get("container") or "")
+    def _running(self, pod: dict[str, Any], container: str) -> ContainerHandle:
+        """The container's running attempt, for exec and attach; else the kubelet's 400."""
         pod_name = pod["metadata"]["name"]
         worker = self.agent.worker_for(pod["metadata"].get("namespace", ""), pod_name)
         handle = worker.running_handle(container) if worker is not None else None
         if handle is None:
             raise StreamError(400, f"unable to upgrade connection: container {container} not "
                                    f"found in pod {pod_name} or not running")
+        return handle
+
+    # -- attach ----------------------------------------------------------------------
+
+    async def _attach(self, stream: Stream, pod: dict[str, Any], h: dict[str, Any]) -> None:
+        container = str(h.get("container") or "")
+        handle = self._running(pod, container)
         await stream.send(orjson.dumps({"code": 200}))
 
         async def send(channel: int, data: bytes) -> None:
