@@ -53,10 +53,10 @@ metadata: {{name: box}}
 spec:
   selector: {{app: box}}
   ports: [{{name: http, port: 80, targetPort: web}}]
----
+""" + "".join(f"""---
 apiVersion: v1
 kind: Pod
-metadata: {{name: talker}}
+metadata: {{name: {name}}}
 spec:
   nodeName: node-b
   containers:
@@ -65,19 +65,7 @@ spec:
     stdin: true
     stdinOnce: true
     command: ["python3", "-u", "-c", {json.dumps(TALKER)}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: talker-local}}
-spec:
-  nodeName: node-b
-  containers:
-  - name: main
-    image: busybox
-    stdin: true
-    stdinOnce: true
-    command: ["python3", "-u", "-c", {json.dumps(TALKER)}]
-"""
+""" for name in ("talker", "talker-local"))
 
 
 @pytest.fixture(scope="module")
