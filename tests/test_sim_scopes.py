@@ -140,6 +140,20 @@ def test_scopes_over_sites_of_weak_peers_behind_super_peers(seed: int) -> None:
         pytest.xfail(f"{SITES_DIVERGE}: {report.failures[0]}; {replay}")
 
 
+@pytest.mark.parametrize("seed", [7, 24])
+def test_a_weak_member_whose_super_peers_are_not_members_still_gets_the_scope(
+        seed: int) -> None:
+    """15 peers in 3 sites, 2 scopes, membership changes and a kill: a weak peer whose
+    site's super-peers are not members of a scope it holds had no partner for it (it
+    knows only its super-peers); the scope's writers pulled its writes but it never got
+    theirs, and the run never converged. It now pulls the scope back from the writer
+    that pulls it (seeds 7, 14, 15 and 24 failed before)."""
+    opts = scenarios.Options(scenario="chaos", peers=15, seed=seed, scopes=2, scope_changes=2,
+                             kills=1, sites=3, idle_seconds=0)
+    report = scenarios.run(opts)
+    assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
+
+
 def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
     code = sim_main(["--peers", "4", "--seed", "5", "--scopes", "2", "--safety-seconds", "5",
                      "--idle-seconds", "2"])

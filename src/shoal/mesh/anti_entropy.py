@@ -87,6 +87,14 @@ HANDOFF_SECONDS = 120.0
 """How long a peer that left a scope keeps pushing the changes it made there as a writer."""
 
 
+@dataclass(frozen=True, slots=True)
+class PullTarget:
+    """A peer to pull from that membership may not list (a writer that pulled from us)."""
+
+    name: str
+    address: str
+
+
 @dataclass(slots=True)
 class MergeResult:
     changed: list[DocRecord] = field(default_factory=list)
@@ -161,6 +169,8 @@ class AntiEntropy:
             except (orjson.JSONDecodeError, AttributeError, ValueError, TypeError, IndexError):
                 log.warning("ignoring an unreadable record of the scopes held")
         self._deny_log = DenialLog()
+        self._pull_back: dict[str, PullTarget] = {}
+        """Per scope with no pull partner: a writer that pulled it from us, to pull back."""
         replica.rollback_listeners.append(self._rolled_back)
         self.docs_unstored = 0
         """Documents this node could not store (its disk full): asked for again later."""
@@ -509,7 +519,29 @@ class AntiEntropy:
                                         about, base))
         return PullReply(tuple(parts), tuple(refused))
 
-    async def pull_from(self, peer: Member) -> int:
+    def _note_puller(self, name: str, address: str, msg: Pull) -> None:
+        """A writer pulling a scope from us that we have no partner for: we pull it back
+        from that writer. A weak peer knows only its site's super-peers; when none of them
+        is a member of a scope it holds, it had nobody to pull the scope from (its writes
+        left by the writers' pulls, nothing came back: issue 10, 15 peers in 3 sites)."""
+        for c in msg.scopes:
+            # The latest such writer: it was alive a moment ago.
+            if (c.scope != CLUSTER and self.policy.holds(c.scope)
+                    and self.policy.is_writer(c.scope, name)
+                    and not self._has_partner(c.scope)):
+                self._pull_back[c.scope] = PullTarget(name, address)
+
+    def _has_partner(self, scope: str) -> bool:
+        return any(scope in self.policy.scopes_for(p.name) for p in self.partners())
+
+    def _pulls_back(self) -> list[PullTarget]:
+        """The writers to pull back from, one per scope that still has no partner."""
+        for scope in [s for s in self._pull_back
+                      if not self.policy.holds(s) or self._has_partner(s)]:
+            del self._pull_back[scope]
+        return list({t.name: t for t in self._pull_back.values()}.values())
+
+    async def pull_from(self, peer: Member | PullTarget) -> int:
         """Pull every scope both hold that ``peer`` changed since our cursors; returns
         documents merged."""
         self.check_scopes()
@@ -687,8 +719,10 @@ class AntiEntropy:
             turn = weak[(self._round - 1) % len(weak)]
             if turn not in targets:
                 targets.append(turn)
-        if targets:
-            await asyncio.gather(*(self.pull_from(t) for t in targets))
+        chosen: list[Member | PullTarget] = list(targets)
+        chosen += [t for t in self._pulls_back() if t.name not in {p.name for p in targets}]
+        if chosen:
+            await asyncio.gather(*(self.pull_from(t) for t in chosen))
 
     async def _pull_loop(self) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.config.pull_interval))
@@ -735,6 +769,8 @@ class AntiEntropy:
     async def handle(self, sender: str, msg: Message, name: str | None = None) -> Message | None:
         """Serve ``msg`` from the peer at address ``sender``, authenticated as ``name``."""
         if isinstance(msg, Pull):
+            if name is not None:
+                self._note_puller(name, sender, msg)
             return self.serve_pull(msg, name if name is not None else sender)
         if isinstance(msg, Push):
             result = self.merge(msg.docs, msg.scope, name if name is not None else sender)
