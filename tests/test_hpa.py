@@ -210,5 +210,8 @@ async def test_memory_average_value_scales_down_when_the_window_allows(store: Ob
     metrics.cpu = {f"web-{i}": 10 for i in range(4)}  # every pod holds 1Mi
     await HorizontalPodAutoscaler(store, metrics).sync()
     assert replicas(store) == 2
-    current = store.get(HPA, "default", "web")["status"]["currentMetrics"][0]["resource"]
-    assert current == {"name": "memory", "current": {"averageValue": "1Mi"}}
+    st = store.get(HPA, "default", "web")["status"]
+    assert st["currentMetrics"][0]["resource"] == {"name": "memory",
+                                                   "current": {"averageValue": "1Mi"}}
+    active = next(c for c in st["conditions"] if c["type"] == "ScalingActive")
+    assert active["message"].endswith("replica count from memory resource usage")

@@ -85,6 +85,9 @@ def pod_usage(reports: Mapping[str, Any]) -> dict[str, dict[str, dict[str, int]]
 class _Proposal:
     replicas: int
     status: dict[str, Any]
+    reason: str = ""
+    """What the replica count came from, as Kubernetes words it (``cpu resource
+    utilization (percentage of request)``)."""
 
 
 def _requests(pod: Mapping[str, Any], resource: str, container: str | None) -> int | None:
@@ -182,8 +185,7 @@ class HorizontalPodAutoscaler(Controller):
             else:
                 conditions["ScalingActive"] = ("True", "ValidMetricFound",
                                                "the HPA was able to successfully calculate a "
-                                               "replica count from cpu resource utilization "
-                                               "(percentage of request)")
+                                               f"replica count from {proposal.reason}")
                 status["currentMetrics"] = proposal.status["currentMetrics"]
                 desired = self._normalize(hpa, current, proposal.replicas, now, conditions)
         status["desiredReplicas"] = desired
@@ -236,7 +238,7 @@ class HorizontalPodAutoscaler(Controller):
                 best = one
         if best is None:
             return "no metrics to scale on"
-        return _Proposal(best.replicas, {"currentMetrics": metrics_status})
+        return _Proposal(best.replicas, {"currentMetrics": metrics_status}, best.reason)
 
     def _one_metric(self, metric: Mapping[str, Any], pods: list[dict[str, Any]],
                     usage: Mapping[str, Mapping[str, Mapping[str, int]]], current: int,
@@ -283,9 +285,12 @@ class HorizontalPodAutoscaler(Controller):
             current_status = {"averageValue": _show(resource, ready_usage // ready_count)}
         replicas = self._replicas(ratio, ready_usage, ready_request, ready_count, missing,
                                   unready, current, target, goal)
+        what = ("utilization (percentage of request)" if target.get("type") == "Utilization"
+                else "usage")
+        prefix = f"{resource} container resource" if container else f"{resource} resource"
         return _Proposal(replicas, {"type": kind, field: {
             "name": resource, **({"container": container} if container else {}),
-            "current": current_status}})
+            "current": current_status}}, f"{prefix} {what}")
 
     @staticmethod
     def _replicas(ratio: float, used: int, requested: int, count: int, missing: list[int],
