@@ -75,6 +75,8 @@ class ContainerConfig:
     # --- attach: spec.stdin and spec.stdinOnce (shoal.node.attach) ---
     stdin: bool = False  # keep a pipe to the container's stdin (else it reads /dev/null)
     stdin_once: bool = False  # the first attach session that ends closes that pipe
+    # --- ephemeral containers: the target container's main process (its host pid) ---
+    join_pid: int | None = None  # runc: join its pid, ipc and uts namespaces
 
 
 @dataclass(frozen=True)
