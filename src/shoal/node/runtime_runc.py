@@ -245,12 +245,19 @@ def bundle_config(cfg: ContainerConfig, image: ImageConfig, rootfs: Path, contai
         "linux": {
             "resources": resources,
             "cgroupsPath": f"/shoal/{container_id}",
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-            + _network_namespace(cfg),
+            "namespaces": _own_namespaces(cfg) + _network_namespace(cfg),
             "maskedPaths": MASKED,
             "readonlyPaths": READONLY,
         },
     }
+
+
+def _own_namespaces(cfg: ContainerConfig) -> list[dict[str, Any]]:
+    """New pid, ipc, uts and mount namespaces; an ephemeral container joins its target's
+    pid, ipc and uts ones (``kubectl debug --target``)."""
+    joined = ("pid", "ipc", "uts") if cfg.join_pid is not None else ()
+    return [{"type": t, "path": f"/proc/{cfg.join_pid}/ns/{t}"} if t in joined else {"type": t}
+            for t in ("pid", "ipc", "uts", "mount")]
 
 
 def _network_namespace(cfg: ContainerConfig) -> list[dict[str, Any]]:
@@ -355,8 +362,9 @@ class RuncRuntime:
             self.runc, "--root", str(self.state_root), "--log", str(runc_log),
             "--log-format", "json", "run",
             "--bundle", str(bundle), "--pid-file", str(pid_file), hexid,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            stdin=asyncio.subprocess.PIPE if config.stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            start_new_session=True)  # runc run without a terminal passes its stdio through
         pumps = asyncio.gather(pump(proc.stdout, "stdout", logf),
                                pump(proc.stderr, "stderr", logf))
         pid = 0
@@ -382,7 +390,7 @@ class RuncRuntime:
             await self._delete(hexid, bundle)
             raise RuntimeStartError("StartError", message)
         self.last_start_seconds = time.monotonic() - t0
-        handle = ContainerHandle(config, cid, pid, time.time())
+        handle = ContainerHandle(config, cid, pid, time.time(), stdin=proc.stdin)
         asyncio.get_running_loop().create_task(
             self._supervise(handle, proc, wait, pumps, logf, bundle))
         return handle
