@@ -172,6 +172,7 @@ class ContainerRecord:
         self.pull_failed = False  # the last attempt stopped at its image pull
         self.kill_message = ""
         self.probers: list[asyncio.Task[None]] = []
+        self.join_pid: int | None = None  # an ephemeral container's target (node.ephemeral)
         if previous:
             # An earlier run of this agent ran it (the node restarted): count a restart.
             prev_state = previous.get("state") or {}
@@ -522,6 +523,7 @@ class PodWorker:
             netns=self.sandbox.netns if images and self.sandbox is not None else None,
             user=user,
             stdin=bool(spec.get("stdin")), stdin_once=bool(spec.get("stdinOnce")),  # attach
+            join_pid=rec.join_pid,  # ephemeral containers
         )
         rec.pull_failed = False
         try:
