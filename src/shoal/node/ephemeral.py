@@ -3,8 +3,9 @@
 When a pod's ``spec.ephemeralContainers`` gains an entry (through the
 ``pods/ephemeralcontainers`` subresource), the pod's worker starts it as it starts any
 container, with the pod's environment and volumes: for the process runtime a process
-next to the pod's others, for runc a container of its own (it does not join the target
-container's namespaces yet). It runs once: when it exits, its status stays terminated;
+next to the pod's others (the host's namespaces, as the pod's), for runc a container of
+its own that joins the pid, ipc and uts namespaces of ``targetContainerName`` when one
+is given (``kubectl debug --target``), so that it sees the target's processes. It runs once: when it exits, its status stays terminated;
 when the pod terminates it is stopped. Its status is in ``ephemeralContainerStatuses``,
 and exec, attach and logs reach it by name like any container.
 
@@ -55,6 +56,9 @@ def restored(worker: PodWorker, record: type[ContainerRecord],
 
 
 async def _run(worker: PodWorker, rec: ContainerRecord) -> None:
+    target = rec.spec.get("targetContainerName")
+    joined = worker.running_handle(str(target)) if target else None
+    rec.join_pid = joined.pid if joined is not None else None
     handle = await worker._start(rec)
     if handle is None:
         rec.final = True
