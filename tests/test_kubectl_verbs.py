@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from shoal.api.http_proxy import ChunkedDecoder, split_name
 from tests.conftest import VENV_BIN, ShoalProcess, free_port, kubectl_binary
 from tests.test_cluster import node_names, wait_for
 
@@ -219,14 +218,3 @@ def test_kubectl_debug_adds_an_ephemeral_container_that_runs_once(
     r = a.kubectl("patch", "pod", "box", "--subresource=ephemeralcontainers", "--type=json",
                   "-p", patch, check=False)
     assert r.returncode != 0 and "may not be removed" in r.stderr
-
-
-def test_proxy_names_and_chunked_bodies_are_read_as_kubernetes_spells_them() -> None:
-    assert split_name("web") == ("", "web", "")
-    assert split_name("web:8080") == ("", "web", "8080")
-    assert split_name("http:web:http") == ("http", "web", "http")
-    body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
-    for step in (1, 3, len(body)):  # split anywhere, even inside a size line or a CRLF
-        d = ChunkedDecoder()
-        out = b"".join(d.feed(body[i:i + step]) for i in range(0, len(body), step))
-        assert out == b"hello, world" and d.done
