@@ -23,12 +23,15 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType
 
+from shoal.bus.nats_config import BusSettings, render
+from shoal.bus.site_topology import topology
 from shoal.devices.mapper import DEVICES, DeviceWorker, subject
 from shoal.devices.mqtt import payload_value, subject_of
 from shoal.devices.service import DeviceMappers
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
+from tests.test_bus_config import NODES, me
 from tests.test_bus_harness import need_nats_server
 
 API = "devices.shoal.dev/v1beta1"
@@ -292,6 +295,13 @@ async def test_a_driver_that_fails_leaves_the_device_offline_and_the_worker_runn
         assert not task.done() and driver.calls > calls
     finally:
         task.cancel()
+
+
+def test_a_peers_bus_listens_for_mqtt_devices_where_it_binds(tmp_path: Path) -> None:
+    topo = topology(me(NODES[0]), NODES)
+    with_mqtt = BusSettings("hub-1", tmp_path, bind="10.0.0.1", mqtt_port=1883)
+    assert render(with_mqtt, topo)["mqtt"] == {"host": "10.0.0.1", "port": 1883}
+    assert "mqtt" not in render(BusSettings("hub-1", tmp_path), topo)
 
 
 def test_mqtt_topics_become_the_subjects_nats_server_delivers_them_on() -> None:
