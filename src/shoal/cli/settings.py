@@ -111,6 +111,7 @@ class BusSettings:
     port: int | None = None
     cluster_port: int | None = None
     leafnode_port: int | None = None
+    mqtt_port: int | None = None  # devices' MQTT listener (issue 15)
 
 
 @dataclass(frozen=True)
