@@ -219,6 +219,9 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
                    help="routes between the bus peers of a site (default 6222)")
     s.add_argument("--bus-leafnode-port", type=port_or_zero, default=None,
                    help="leaf links from other sites, on hub peers (default 7422)")
+    s.add_argument("--bus-mqtt-port", type=port_or_zero, default=None,
+                   help="MQTT 3.1.1 for devices (docs/devices.md; default 1883, or a free "
+                        "port if taken)")
     # --- end bus ---
     # --- timeouts on the API and peer ports (shoal.api.server, shoal.mesh.tls_transport) ---
     s.add_argument("--api-idle-timeout", type=parse_duration, default=None, metavar="DURATION",
