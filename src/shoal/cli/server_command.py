@@ -97,7 +97,8 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
                                 proxy_mode=args.proxy_mode),
         bus=BusSettings(enabled=args.bus, port=args.bus_port,
                         cluster_port=args.bus_cluster_port,
-                        leafnode_port=args.bus_leafnode_port),
+                        leafnode_port=args.bus_leafnode_port,
+                        mqtt_port=args.bus_mqtt_port),
     )
 
 
