@@ -148,7 +148,8 @@ class ShoalNode:
             self.bus = BusService(
                 self.store, cfg.name, cfg.data_dir, cfg.api.bind, advertise,
                 TlsFiles(self.pki.server_cert, self.pki.server_key, self.pki.ca_cert),
-                BusPorts(cfg.bus.port, cfg.bus.cluster_port, cfg.bus.leafnode_port),
+                BusPorts(cfg.bus.port, cfg.bus.cluster_port, cfg.bus.leafnode_port,
+                         cfg.bus.mqtt_port),
                 lambda: self.mesh.members() if self.mesh is not None else [])
             self.bus.keep_env(self.agent.service_env)  # NATS_URL, kept if the bus moves
         # --- end bus ---
