@@ -22,6 +22,7 @@ from tests.test_devices import Plc, _remaining, _utf8, free_port
 
 pytestmark = pytest.mark.slow  # a real shoal server (about 15 s)
 
+MQTT_PORT = free_port()
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "devices.yaml"
 
 
@@ -74,7 +75,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
     need_nats_server()
     d = tmp_path_factory.mktemp("devices")
     shoal = ShoalProcess("node-1", d / "data", free_port(), d / "shoal.log")
-    shoal.start()
+    shoal.start(["--bus-mqtt-port", str(MQTT_PORT)])
     try:
         yield shoal
     finally:
@@ -93,7 +94,8 @@ def test_kubectl_drives_a_modbus_register_and_shows_both_twins(node: ShoalProces
         plc.plc.registers[0] = 43  # 21.5 at scale 0.5
 
         conf = json.loads((node.data_dir / "bus" / "nats-server.json").read_text())
-        mqtt_port = conf["mqtt"]["port"]
+        assert conf["mqtt"]["port"] == MQTT_PORT  # --bus-mqtt-port
+        mqtt_port = MQTT_PORT
 
         def twins() -> str:
             mqtt_publish(mqtt_port, "farm/humidity", b'{"value": 57}')
