@@ -36,10 +36,14 @@ AGGREGATED_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGro
 
 # Subresources of pods that are not status or scale: (name, group, version, kind, verbs).
 _POD_SUBRESOURCES: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+    ("attach", "", "v1", "PodAttachOptions", ("create", "get")),
     ("binding", "", "v1", "Binding", ("create",)),
+    ("ephemeralcontainers", "", "v1", "Pod", ("get", "patch", "update")),
     ("eviction", "policy", "v1", "Eviction", ("create",)),
     ("exec", "", "v1", "PodExecOptions", ("create", "get")),
     ("log", "", "v1", "Pod", ("get",)),
+    ("portforward", "", "v1", "PodPortForwardOptions", ("create", "get")),
+    ("proxy", "", "v1", "PodProxyOptions", ("create", "delete", "get", "patch", "update")),
 )
 
 # Create-only kinds that are answered and never stored (shoal.api.reviews); the registry,
@@ -208,6 +212,9 @@ def _subresources(kind: Kind) -> list[tuple[str, str, str, str, list[str]]]:
         subs.append(("scale", "autoscaling", "v1", "Scale", list(VERBS_SUB)))
     if kind.group == "" and kind.plural == "pods":
         subs.extend((n, g, v, k, list(verbs)) for n, g, v, k, verbs in _POD_SUBRESOURCES)
+    if kind.group == "" and kind.plural == "services":  # services/proxy (api.http_proxy)
+        subs.append(("proxy", "", "v1", "ServiceProxyOptions",
+                     ["create", "delete", "get", "patch", "update"]))
     return sorted(subs)
 
 
