@@ -383,7 +383,9 @@ class Persistence:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             error = self._storage_error(e)
-        if error is not None and any(fut is not None for _, fut, _ in batch):
+        # Halt only for the replica's writes (they carry rows or fences), which it rolls
+        # back and then resumes; the mesh's meta-only writes have nobody to resume them.
+        if error is not None and any(fut is not None and (b[0] or b[2]) for b, fut, _ in batch):
             self._halted = error
         if error is None and (scrub or self._scrub_owed):
             self._scrub()
