@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from shoal.api import request_state
 from shoal.authz.attributes import Attributes
 from shoal.mesh.events_log import MembershipLog
 from shoal.mesh.messages import State
@@ -112,7 +113,8 @@ class NodeMetrics:
     # -- fed as things happen ------------------------------------------------------
 
     def observe_request(self, request: web.Request, code: int, ms: float) -> None:
-        verb, group, resource, sub = request_labels(request.method, request.get("attributes"))
+        attrs = request.get(request_state.ATTRIBUTES)
+        verb, group, resource, sub = request_labels(request.method, attrs)
         self.requests.labels(verb, group, resource, sub, str(code)).inc()
         if not long_running(verb, sub):
             self.latency.labels(verb, group, resource, sub).observe(ms / 1000.0)

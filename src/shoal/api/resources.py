@@ -20,6 +20,7 @@ from shoal.api import (
     eviction,  # pods/eviction (issue 12)
     http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
+    request_state,
     token_request,  # service accounts
 )
 from shoal.api.admission import Admission, AdmissionRequest
@@ -61,6 +62,16 @@ a slow reader holds up only its own handler (the write waits for the socket)."""
 CHUNK_ITEMS = 100
 # Stateful workloads (issue 12): these registries return the deleted object too.
 RETURN_DELETED_STORAGE = ("PersistentVolumeClaim", "PersistentVolume", "StorageClass")
+# The registries whose strategy has AllowCreateOnUpdate (group, kind): a PUT to a missing
+# object creates it, ignoring the body's resourceVersion. Every other kind, custom
+# resources among them, answers 404 NotFound.
+CREATE_ON_UPDATE = frozenset({
+    ("", "Service"), ("", "Endpoints"), ("", "Event"), ("", "LimitRange"),
+    ("coordination.k8s.io", "Lease"), ("coordination.k8s.io", "LeaseCandidate"),
+    ("rbac.authorization.k8s.io", "Role"), ("rbac.authorization.k8s.io", "RoleBinding"),
+    ("rbac.authorization.k8s.io", "ClusterRole"),
+    ("rbac.authorization.k8s.io", "ClusterRoleBinding"), ("node.k8s.io", "RuntimeClass"),
+})
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -82,10 +93,12 @@ def from_store_error(e: StoreError) -> ApiError:
     return ApiError(e.code, e.message, e.reason, kind=e.kind, name=e.name, causes=causes)
 
 
-def _selectors(request: web.Request) -> tuple[LabelSelector, FieldSelector]:
+def _selectors(request: web.Request, kind: Kind) -> tuple[LabelSelector, FieldSelector]:
     try:
         labels = LabelSelector.parse(request.query.get("labelSelector", ""))
         fields = FieldSelector.parse(request.query.get("fieldSelector", ""))
+        # Custom resources select on metadata.name and metadata.namespace only.
+        fields.check_supported("" if kind.is_custom else kind.kind)
     except SelectorError as e:
         raise ApiError(400, str(e)) from e
     return labels, fields
@@ -112,7 +125,7 @@ def check_fields(request: web.Request, kind: Kind, obj: dict[str, Any]) -> None:
     if mode == "Strict":
         raise ApiError(400, "strict decoding error: "
                        + ", ".join(f'unknown field "{f}"' for f in unknown))
-    request.setdefault("warnings", []).extend(f'unknown field "{f}"' for f in unknown)
+    request_state.add_warnings(request, [f'unknown field "{f}"' for f in unknown])
 
 
 def _encode_continue(rv: int, after: tuple[str, str]) -> str:
@@ -162,11 +175,12 @@ class ResourceHandlers:
         if self.admission is None:
             return
         meta = (obj if obj is not None else old or {}).get("metadata") or {}
+        ns = (t.namespace or "") if t.kind.namespaced else ""
         warnings = self.admission.admit(AdmissionRequest(
-            request["user"], operation, t.kind, (t.namespace or "") if t.kind.namespaced else "",
+            request[request_state.USER], operation, t.kind, ns,
             t.name or str(meta.get("name") or ""), t.subresource or "", obj, old))
         if warnings:
-            request.setdefault("warnings", []).extend(warnings)
+            request_state.add_warnings(request, list(warnings))
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:
@@ -241,7 +255,7 @@ class ResourceHandlers:
         return web.Response(body=self.encoded.dumps(obj), content_type=JSON)
 
     async def list(self, request: web.Request, t: Target) -> web.StreamResponse:
-        labels, fields = _selectors(request)
+        labels, fields = _selectors(request, t.kind)
         replica = self.store.replica
         rv_param = request.query.get("resourceVersion", "")
         if rv_param and rv_param != "0":
@@ -323,7 +337,7 @@ class ResourceHandlers:
         return resp
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
-        labels, fields = _selectors(request)
+        labels, fields = _selectors(request, t.kind)
         q = request.query
         if t.name is not None:
             fields = FieldSelector.parse(
@@ -386,7 +400,9 @@ class ResourceHandlers:
         check_fields(request, t.kind, obj)
         old = self.store.find(t.kind, self._ns(t), t.name)
         if old is None and t.subresource is None:
-            # PUT on a missing object creates it, as the apiserver does for most kinds.
+            if (t.kind.group, t.kind.kind) not in CREATE_ON_UPDATE or t.kind.is_custom:
+                raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind,
+                               name=t.name)
             obj.setdefault("metadata", {})["name"] = t.name
             self._admit(request, "CREATE", t, obj, None)
             stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
@@ -493,7 +509,7 @@ class ResourceHandlers:
         return json_response(obj, 200 if gone else 202)
 
     async def delete_collection(self, request: web.Request, t: Target) -> web.Response:
-        labels, fields = _selectors(request)
+        labels, fields = _selectors(request, t.kind)
         opts = await self._delete_options(request)
         items = [o for o in self.store.list(t.kind, t.namespace)
                  if labels.matches((o.get("metadata") or {}).get("labels") or {})

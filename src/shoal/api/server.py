@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shoal.api import bodies, discovery, reviews, scope_status
+from shoal.api import bodies, discovery, request_state, reviews, scope_status
 from shoal.api.admission import Admission, ScopeWriters
 from shoal.api.authentication import Authenticator, Credentials
 from shoal.api.authorization import (
@@ -153,7 +153,7 @@ class ApiServer:
         try:
             resp = await handler(request)
             code = resp.status
-            for w in request.get("warnings", ()):
+            for w in request.get(request_state.WARNINGS, ()):
                 if not resp.prepared:
                     resp.headers.add("Warning", warning_header(w))
             return resp
@@ -193,8 +193,8 @@ class ApiServer:
             user = impersonate(self.authorizer, user, request.headers)
         attrs = request_attributes(user, request.method, request.path, request.query)
         authorize(self.authorizer, attrs)
-        request["user"] = user
-        request["attributes"] = attrs
+        request[request_state.USER] = user
+        request[request_state.ATTRIBUTES] = attrs
         return await handler(request)
 
     async def summary_loop(self, interval: float = 60.0) -> None:
@@ -314,7 +314,8 @@ class ApiServer:
         if request.method != "POST":
             raise ApiError(405, "the server does not allow this method on the requested resource")
         body = await bodies.read_object(request)
-        return json_response(reviews.answer(kind, body, request["user"], self.authorizer,
+        user = request[request_state.USER]
+        return json_response(reviews.answer(kind, body, user, self.authorizer,
                                             mi.get("namespace")), 201)
 
     # -- resources -------------------------------------------------------------

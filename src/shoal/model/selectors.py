@@ -567,8 +567,10 @@ class _LabelParser:
 
 # --- field selectors -----------------------------------------------------------------------
 
-# The field labels each built-in kind can be selected on (pkg/registry/*/strategy.go).
-# Every kind also supports metadata.name and metadata.namespace.
+# The field labels each built-in kind can be selected on (pkg/registry/*/strategy.go and
+# the field label conversions of pkg/apis/*/v1); any other is a 400 "field label not
+# supported", as from the API server. Every kind also supports metadata.name and
+# metadata.namespace, and custom resources only those.
 FIELD_LABELS: dict[str, frozenset[str]] = {
     "Pod": frozenset(
         {
@@ -587,6 +589,7 @@ FIELD_LABELS: dict[str, frozenset[str]] = {
     "Secret": frozenset({"type"}),
     "Service": frozenset({"spec.clusterIP", "spec.type"}),
     "ReplicaSet": frozenset({"status.replicas"}),
+    "ReplicationController": frozenset({"status.replicas"}),
     "Job": frozenset({"status.successful"}),
     "Event": frozenset(
         {
