@@ -215,3 +215,13 @@ def test_a_peer_restored_from_an_older_backup_loses_only_what_it_alone_held(
     report = assert_ok(opts)
     if seed == 20:
         assert report.writes_lost_to_restores == 1
+
+
+def test_a_deletion_only_the_restored_peer_held_is_undone_by_the_restore() -> None:
+    """n0004 deleted cm-1 and was killed before any peer merged the deletion; its disk
+    came back from a backup where cm-1 lived. The object rightly lives again: no checker
+    may call it a resurrection (seed 291 of the soak of the new faults)."""
+    report = assert_ok(scenarios.Options(
+        scenario="chaos", peers=5, seed=291, writes=20, partitions=2, kills=1, drop=0.3,
+        duplicate=0.05, idle_seconds=0, torn_commits=True, stale_restarts=1, clock_jumps=2))
+    assert report.writes_lost_to_restores >= 1

@@ -194,6 +194,12 @@ class SimCluster:
         lost = {id(w) for w in self.lost_to_restores}
         return [w for w in self.acked if id(w) not in lost]
 
+    def not_undone(self) -> list[AckedWrite]:
+        """What the resurrection checks go by: every acknowledged write but the deletions
+        a restore took away (their objects are live again, rightly)."""
+        lost = {id(w) for w in self.lost_to_restores if w.op == "delete"}
+        return [w for w in self.acked if id(w) not in lost]
+
     def _check_claims(self, name: str, committed: int) -> None:
         if name in self.restored:
             return

@@ -366,7 +366,7 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     report.failures += cluster.claims_beyond_disk[:5]
     if tenants is None:
         report.failures += durability.check(cluster.must_keep(), final)
-        report.failures += resurrection.check(cluster.acked, final)
+        report.failures += resurrection.check(cluster.not_undone(), final)
     else:
         truth = tenants.truth(replicas)
         report.failures += scope_durability.check(cluster.must_keep(), replicas, truth,
@@ -423,7 +423,7 @@ async def _collect(cluster: SimCluster, opts: Options, report: Report,
     for name, replica in replicas.items():
         report.failures += [f"after collection on {name}: {p}"
                             for p in durability.check(cluster.must_keep(), replica)
-                            + resurrection.check(cluster.acked, replica)]
+                            + resurrection.check(cluster.not_undone(), replica)]
 
 
 async def _one_write(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
@@ -495,7 +495,7 @@ async def _partition_heal(opts: Options, loop: VirtualEventLoop, report: Report)
     if report.converge_seconds is None:
         report.failures.append(f"no convergence within {opts.liveness_timeout}s after the heal")
     report.failures += durability.check(cluster.must_keep(), final)
-    report.failures += resurrection.check(cluster.acked, final)
+    report.failures += resurrection.check(cluster.not_undone(), final)
     for gone in ("cm-0", "cm-1"):
         if final.get(RESOURCE, NAMESPACE, gone) is not None:
             report.failures.append(f"{gone} was deleted and updated concurrently and came back")
