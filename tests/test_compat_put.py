@@ -101,3 +101,15 @@ async def test_a_put_to_an_existing_configmap_still_updates_it(api: InProcessApi
     # A stale resourceVersion on an existing object is a conflict, not a create.
     r = await api.client.put(f"{NS}/configmaps/here", json=_cm("here", "1"), headers=AUTH)
     assert r.status == 409
+
+
+@ASYNC
+async def test_a_write_with_an_unknown_field_warns_rather_than_failing(
+        api: InProcessApi) -> None:
+    # The user and the warnings ride on the request under typed keys: string keys made
+    # aiohttp warn, which under warnings-as-errors turned this request into a 500.
+    cm = _cm("warned")
+    cm["bogus"] = 1
+    r = await api.client.post(f"{NS}/configmaps", json=cm, headers=AUTH)
+    assert r.status == 201, await r.text()
+    assert r.headers.getall("Warning") == ['299 - "unknown field \\"bogus\\""']
