@@ -144,6 +144,11 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     _k("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
        short=("hpa",), categories=_ALL),
     # -- end quotas, priorities, autoscaling --
+    # -- ingress (issue 12): answered on every node by haproxy (shoal.net.ingress) --
+    _k("networking.k8s.io", "v1", "Ingress", "ingresses", short=("ing",)),
+    _k("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False,
+       status=False),
+    # -- end ingress --
     # Shoal's own: which namespaces a set of peers holds (shoal.authz.scopes).
     _k("shoal.dev", "v1alpha1", "Scope", "scopes", namespaced=False, status=False),
     # -- devices (issue 15): KubeEdge's devices.kubeedge.io/v1beta1 shape, renamed --
