@@ -144,6 +144,10 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
     _k("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
        short=("hpa",), categories=_ALL),
     # -- end quotas, priorities, autoscaling --
+    # -- network policy (issue 12) --
+    _k("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short=("netpol",),
+       status=False),
+    # -- end network policy --
     # -- ingress (issue 12): answered on every node by haproxy (shoal.net.ingress) --
     _k("networking.k8s.io", "v1", "Ingress", "ingresses", short=("ing",)),
     _k("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False,
