@@ -1,7 +1,10 @@
 """Node lifecycle: a node whose Lease is not renewed is unreachable, not dead.
 
 - Its Ready condition turns Unknown and it gets the ``node.kubernetes.io/unreachable``
-  NoExecute taint (``not-ready`` when it reports Ready=False itself).
+  NoExecute and NoSchedule taints. As Kubernetes' TaintNodesByCondition, a reachable
+  node's Ready condition keeps a NoSchedule taint too (``not-ready`` for Ready=False,
+  ``unreachable`` for Unknown, until its agent reports Ready=True): pods' default
+  tolerations are for NoExecute only, so without it new pods could bind there.
 - Its pods are not deleted. After the node's eviction timeout (``shoal server
   --pod-eviction-timeout``, or the node annotation ``shoal.dev/pod-eviction-timeout``)
   they stop counting toward their ReplicaSet (``is_lost``), so replacements start
@@ -95,6 +98,28 @@ def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bo
     """Whether a node's Lease was renewed less than ``grace`` seconds ago by this clock."""
     renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
     return renew is not None and now - renew < grace
+
+
+def no_schedule_key(node: dict[str, Any]) -> str | None:
+    """The NoSchedule taint a reachable node's Ready condition calls for (Kubernetes'
+    TaintNodesByCondition: Ready=False is not-ready, Unknown is unreachable)."""
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if isinstance(c, dict) and c.get("type") == "Ready":
+            return {"False": NOT_READY, "Unknown": UNREACHABLE}.get(str(c.get("status")))
+    return None
+
+
+def with_no_schedule_taint(taints: list[Any], key: str | None) -> list[Any]:
+    """``taints`` holding ``key``:NoSchedule (None: neither lifecycle NoSchedule taint), so
+    that the scheduler binds no new pod there (the pods' default tolerations are for
+    NoExecute only); pods already bound stay."""
+    out = [t for t in taints if not (isinstance(t, dict) and t.get("effect") == "NoSchedule"
+                                     and t.get("key") in (UNREACHABLE, NOT_READY)
+                                     and t.get("key") != key)]
+    if key is not None and not any(isinstance(t, dict) and t.get("key") == key
+                                   and t.get("effect") == "NoSchedule" for t in out):
+        out.append({"key": key, "effect": "NoSchedule"})
+    return out
 
 
 class NodeLifecycle(Controller):
@@ -212,19 +237,25 @@ class NodeLifecycle(Controller):
     async def _set(self, node: dict[str, Any], reachable: bool, now: float) -> None:
         name = node["metadata"]["name"]
         stamp = now_rfc3339(now)
-        taints = [t for t in (node.get("spec") or {}).get("taints") or []
-                  if not (isinstance(t, dict) and t.get("key") == UNREACHABLE)]
+        current = (node.get("spec") or {}).get("taints") or []
         had = unreachable_since(node) is not None
+        taints = with_no_schedule_taint(
+            [t for t in current if not (isinstance(t, dict) and t.get("key") == UNREACHABLE
+                                        and t.get("effect") == "NoExecute")],
+            UNREACHABLE if not reachable else no_schedule_key(node))
         if not reachable:
-            old = next((t for t in (node.get("spec") or {}).get("taints") or []
-                        if isinstance(t, dict) and t.get("key") == UNREACHABLE), None)
+            old = next((t for t in current if isinstance(t, dict) and t.get("key") == UNREACHABLE
+                        and t.get("effect") == "NoExecute"), None)
             taints.append(old or {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp})
-        if reachable == (not had):
+        if sorted(map(repr, taints)) == sorted(map(repr, current)):
             return
         new = copy.deepcopy(node)
         new.setdefault("spec", {})["taints"] = taints
         if not taints:
             del new["spec"]["taints"]
+        if reachable == (not had):  # only the NoSchedule taint follows the Ready condition
+            await self.store.update(self.node_kind, new, None, name)
+            return
         node = await self.store.update(self.node_kind, new, None, name)
         if not reachable:
             status = copy.deepcopy(node)
