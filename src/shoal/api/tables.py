@@ -960,6 +960,45 @@ def _cronjob_cells(cj: dict[str, Any], now: datetime.datetime) -> _Cells:
     ]
 
 
+# --- ingress (part W5) ---
+_INGRESS_COLUMNS = (
+    _NAME,
+    _Column("Class", description="The name of the IngressClass that serves the ingress"),
+    _Column("Hosts", description="The hosts its rules match"),
+    _Column("Address", description="The addresses it is answered on"),
+    _Column("Ports", description="The ports it is answered on"),
+    _AGE,
+)
+_INGRESSCLASS_COLUMNS = (
+    _NAME,
+    _Column("Controller", description="The controller that implements the class"),
+    _Column("Parameters", description="The class's parameters"),
+    _AGE,
+)
+
+
+def _ingress_cells(ing: dict[str, Any], now: datetime.datetime) -> _Cells:
+    spec = _get(ing, "spec", default={})
+    hosts = [str(r.get("host")) for r in _list(_get(spec, "rules")) if isinstance(r, dict)
+             and r.get("host")]
+    addrs = [str(a.get("ip") or a.get("hostname")) for a in
+             _list(_get(ing, "status", "loadBalancer", "ingress")) if isinstance(a, dict)]
+    return [_name(ing), _get(spec, "ingressClassName") or "<none>",
+            _list_with_more(hosts, len(hosts), empty="*"), ",".join(addrs),
+            "80, 443" if _list(_get(spec, "tls")) else "80", _age(ing, now)]
+
+
+def _ingressclass_cells(ic: dict[str, Any], now: datetime.datetime) -> _Cells:
+    params = _get(ic, "spec", "parameters")
+    shown = "<none>"
+    if isinstance(params, dict):
+        group = params.get("apiGroup")
+        shown = f"{params.get('kind')}.{group}/{params.get('name')}" if group else \
+            f"{params.get('kind')}/{params.get('name')}"
+    return [_name(ic), _get(ic, "spec", "controller") or "", shown, _age(ic, now)]
+
+
+# --- end ingress ---
 _PDB_COLUMNS = (
     _NAME,
     _Column("Min Available", description="The minimum number of pods that must be available."),
@@ -1299,6 +1338,8 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("scheduling.k8s.io", "PriorityClass"): (_PRIORITYCLASS_COLUMNS, _priorityclass_cells),
     ("autoscaling", "HorizontalPodAutoscaler"): (_HPA_COLUMNS, _hpa_cells),
     ("devices.shoal.dev", "Device"): (_DEVICE_COLUMNS, _device_cells),  # part D
+    ("networking.k8s.io", "Ingress"): (_INGRESS_COLUMNS, _ingress_cells),  # part W5
+    ("networking.k8s.io", "IngressClass"): (_INGRESSCLASS_COLUMNS, _ingressclass_cells),
 }
 
 
