@@ -25,6 +25,12 @@ from shoal.model.validation.config import (
 from shoal.model.validation.crd import _validate_crd, _validate_crd_update
 from shoal.model.validation.devices import _validate_device, _validate_device_model
 from shoal.model.validation.disruption_budgets import _validate_pod_disruption_budget
+from shoal.model.validation.ingress import (  # ingress (issue 12)
+    _validate_ingress,
+    _validate_ingress_class,
+    _validate_ingress_class_update,
+)
+from shoal.model.validation.network_policies import _validate_network_policy  # issue 12
 from shoal.model.validation.object_meta import _name_check, _object_meta, _object_meta_update
 from shoal.model.validation.pod_spec import _validate_pod, _validate_pod_update
 from shoal.model.validation.replication_controllers import _validate_replication_controller
@@ -95,6 +101,9 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("", "LimitRange"): _validate_limit_range,
     ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class,
     ("autoscaling", "HorizontalPodAutoscaler"): _validate_horizontal_pod_autoscaler,
+    ("networking.k8s.io", "Ingress"): _validate_ingress,
+    ("networking.k8s.io", "IngressClass"): _validate_ingress_class,
+    ("networking.k8s.io", "NetworkPolicy"): _validate_network_policy,
     ("devices.shoal.dev", "DeviceModel"): _validate_device_model,
     ("devices.shoal.dev", "Device"): _validate_device,
 }
@@ -115,6 +124,7 @@ _UPDATE_CHECKS: dict[tuple[str, str], _UpdateCheck] = {
     ("", "PersistentVolume"): _validate_persistent_volume_update,
     ("storage.k8s.io", "StorageClass"): _validate_storage_class_update,
     ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class_update,
+    ("networking.k8s.io", "IngressClass"): _validate_ingress_class_update,
 }
 
 
