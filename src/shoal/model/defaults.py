@@ -621,6 +621,22 @@ def _default_horizontal_pod_autoscaler(obj: dict[str, Any]) -> None:
 # --- end quotas, priorities, autoscaling ---
 
 
+def _default_network_policy(obj: dict[str, Any]) -> None:
+    """SetDefaults_NetworkPolicy: Ingress always, Egress when egress rules are given; TCP ports."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    for direction in ("ingress", "egress"):
+        rules = spec.get(direction)
+        for rule in rules if isinstance(rules, list) else []:
+            ports = rule.get("ports") if isinstance(rule, dict) else None
+            for port in ports if isinstance(ports, list) else []:
+                if isinstance(port, dict) and port.get("protocol") is None:
+                    port["protocol"] = "TCP"
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
+
+
 _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "Pod"): _default_pod,
     ("", "Service"): _default_service,
@@ -644,6 +660,7 @@ _DEFAULTERS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("", "LimitRange"): _default_limit_range,  # quotas, priorities, autoscaling
     ("scheduling.k8s.io", "PriorityClass"): _default_priority_class,
     ("autoscaling", "HorizontalPodAutoscaler"): _default_horizontal_pod_autoscaler,
+    ("networking.k8s.io", "NetworkPolicy"): _default_network_policy,  # issue 12
 }
 
 
