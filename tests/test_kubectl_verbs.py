@@ -62,9 +62,9 @@ spec:
   - name: main
     image: busybox
     stdin: true
-    stdinOnce: true
+    stdinOnce: {str(name != "talker-py").lower()}
     command: ["python3", "-u", "-c", {json.dumps(TALKER)}]
-""" for name in ("talker", "talker-local"))
+""" for name in ("talker", "talker-local", "talker-py"))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ShoalProc
         def ready() -> bool:
             r = a.kubectl("get", "pods", "-o", "json", check=False)
             pods = json.loads(r.stdout)["items"] if r.returncode == 0 else []
-            return len(pods) == 3 and all(
+            return len(pods) == 4 and all(
                 any(c["type"] == "Ready" and c["status"] == "True"
                     for c in p.get("status", {}).get("conditions") or []) for p in pods)
 
@@ -166,7 +166,7 @@ def test_kubectl_attach_follows_the_output_through_either_peer(
         cluster: list[ShoalProcess]) -> None:
     for node in cluster:
         proc = subprocess.Popen([kubectl_binary(), "--kubeconfig", str(node.kubeconfig),
-                                 "attach", "talker"], stdout=subprocess.PIPE,
+                                 "attach", "talker-py"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
@@ -175,7 +175,7 @@ def test_kubectl_attach_follows_the_output_through_either_peer(
             proc.kill()
             proc.wait()
     # Detaching leaves the container running.
-    pod = json.loads(cluster[0].kubectl("get", "pod", "talker", "-o", "json").stdout)
+    pod = json.loads(cluster[0].kubectl("get", "pod", "talker-py", "-o", "json").stdout)
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
 
 
@@ -218,3 +218,29 @@ def test_kubectl_debug_adds_an_ephemeral_container_that_runs_once(
     r = a.kubectl("patch", "pod", "box", "--subresource=ephemeralcontainers", "--type=json",
                   "-p", patch, check=False)
     assert r.returncode != 0 and "may not be removed" in r.stderr
+
+
+def test_the_python_client_attaches_with_text_stdin_and_proxies_to_a_service(
+        cluster: list[ShoalProcess]) -> None:
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(cluster[0].kubeconfig), client_configuration=cfg)
+    with client.ApiClient(cfg) as api:
+        core = client.CoreV1Api(api)
+        resp = stream(core.connect_get_namespaced_pod_attach, "talker-py", "default",
+                      stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+        try:
+            resp.write_stdin("from python\n")  # a text frame
+            out = ""
+            deadline = time.monotonic() + 10
+            while "got from python" not in out and time.monotonic() < deadline:
+                resp.update(timeout=1)
+                out += resp.read_stdout()
+            assert "got from python" in out
+        finally:
+            resp.close()
+        body = core.connect_get_namespaced_service_proxy_with_path("box:http", "default",
+                                                                   path="")
+        assert "Directory listing for /" in body
