@@ -1,0 +1,211 @@
+"""The node's Ingress controller: haproxy configured from its replica, on every node.
+
+It wakes on changes to Ingresses, IngressClasses, Services, EndpointSlices, Secrets and
+Nodes, and after a short debounce renders haproxy's configuration
+(``shoal.net.ingress_config``); when that or a certificate changed, it writes the
+certificates (0600, in a 0700 directory of the data dir) and has haproxy reload
+(``shoal.net.ingress_haproxy``). Every node answers every Ingress from its own replica,
+also while cut off. It also creates the default IngressClass ``shoal`` (unless this
+replica holds it or its tombstone) and writes each served Ingress's
+``status.loadBalancer.ingress``: the InternalIPs of the Nodes, the same list on every
+peer, so concurrent writes agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.net.ingress_config import (
+    CLASS_NAME,
+    Listen,
+    Rendered,
+    default_class,
+    load_balancer_ingress,
+    render,
+    served,
+)
+from shoal.net.ingress_haproxy import (
+    ConfigRefused,
+    HaproxySupervisor,
+    cancelled,
+    haproxy_path,
+)
+from shoal.store.change_feed import Change
+from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+INGRESSES = "ingresses.networking.k8s.io"
+CLASSES = "ingressclasses.networking.k8s.io"
+WATCHED = (INGRESSES, CLASSES, "services", "endpointslices.discovery.k8s.io", "secrets",
+           "nodes")
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    listen: Listen = field(default_factory=Listen)
+    debounce: float = 0.05
+    resync: float = 30.0
+    ensure_class_delay: float = 0.0
+    """A joining peer waits this long for its replica before creating the default class."""
+    write_status: bool = True
+
+
+def default_ports() -> tuple[int, int]:
+    """80 and 443 when this process may bind them, else off (0, 0)."""
+    return (80, 443) if os.geteuid() == 0 else (0, 0)
+
+
+def ingress_wanted(http_port: int, https_port: int) -> bool:
+    """Whether to run haproxy: a port is asked for and haproxy is installed."""
+    if not http_port and not https_port:
+        log.info("ingress: off (no --ingress-http-port or --ingress-https-port)")
+        return False
+    if haproxy_path() is None:
+        log.warning("ingress: off: haproxy is not installed (Debian package haproxy)")
+        return False
+    return True
+
+
+class IngressController:
+    """Renders, checks and applies this node's haproxy configuration on every change."""
+
+    def __init__(self, store: ObjectStore, data_dir: Path,
+                 settings: IngressSettings | None = None,
+                 supervisor: HaproxySupervisor | None = None) -> None:
+        self.store = store
+        self.replica = store.replica
+        self.settings = settings or IngressSettings()
+        self.dir = data_dir / "ingress"
+        self.cert_dir = self.dir / "certs"
+        self.haproxy = supervisor or HaproxySupervisor(self.dir / "haproxy.cfg",
+                                                       self.dir / "haproxy.log")
+        self.applied: Rendered | None = None
+        self.applies = 0
+        self.last_render: float | None = None
+        """Seconds the last render took."""
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def relevant(self, change: Change) -> bool:
+        return change.resource in WATCHED
+
+    def desired(self) -> Rendered:
+        r = self.replica
+        return render(r.list(INGRESSES), r.list(CLASSES), r.list("services"),
+                      r.list("endpointslices.discovery.k8s.io"), r.list("secrets"),
+                      self.settings.listen, str(self.cert_dir), str(self.dir / "haproxy.sock"))
+
+    def _write_certificates(self, rendered: Rendered) -> None:
+        self.cert_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        keep = {Path(f).name for f in rendered.certificates} | {"crt-list"}
+        for path, pem in rendered.certificates.items():
+            tmp = Path(path + ".tmp")
+            tmp.write_text(pem)
+            os.chmod(tmp, 0o600)
+            tmp.replace(path)
+        (self.cert_dir / "crt-list").write_text(rendered.crt_list)
+        for old in self.cert_dir.iterdir():
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+
+    async def sync(self) -> bool:
+        """Render and apply if anything changed; True if haproxy was (re)configured."""
+        started = time.perf_counter()
+        rendered = self.desired()
+        self.last_render = time.perf_counter() - started
+        if self.applied is not None and rendered.key() == self.applied.key():
+            return False
+        self._write_certificates(rendered)
+        await self.haproxy.apply(rendered.text)
+        self.applied = rendered
+        self.applies += 1
+        log.debug("ingress: haproxy configured with %d routes, %d certificates",
+                  rendered.routes, len(rendered.certificates))
+        return True
+
+    async def ensure_default_class(self) -> None:
+        if self.settings.ensure_class_delay:
+            await asyncio.sleep(self.settings.ensure_class_delay)
+        kind = self.store.registry.by_kind("networking.k8s.io/v1", "IngressClass")
+        assert kind is not None
+        if self.replica.entry(kind.resource, "", CLASS_NAME) is not None:
+            return
+        with contextlib.suppress(AlreadyExists):
+            await self.store.create(kind, default_class())
+
+    async def write_status(self) -> int:
+        """Set ``status.loadBalancer.ingress`` where it differs; how many were written."""
+        kind = self.store.registry.by_kind("networking.k8s.io/v1", "Ingress")
+        assert kind is not None
+        want = load_balancer_ingress(self.replica.list("nodes"))
+        classes = self.replica.list(CLASSES)
+        written = 0
+        for ing in self.replica.list(INGRESSES):
+            if not served(ing, classes):
+                continue
+            status = ing.get("status") or {}
+            if (status.get("loadBalancer") or {}).get("ingress") == want:
+                continue
+            new = copy.deepcopy(ing)
+            new["status"] = {**status, "loadBalancer": {"ingress": want}}
+            meta = ing["metadata"]
+            try:
+                await self.store.update(kind, new, meta.get("namespace"), meta["name"],
+                                        subresource="status", check_rv=False)
+                written += 1
+            except StoreError as e:
+                log.debug("ingress: status of %s/%s: %s", meta.get("namespace"),
+                          meta["name"], e)
+        return written
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="ingress")
+
+    async def stop(self) -> None:
+        await cancelled(self._task)
+        self._task = None
+        await self.haproxy.stop()
+
+    async def run(self) -> None:
+        drain = asyncio.create_task(self._drain())
+        try:
+            with contextlib.suppress(StoreError):
+                await self.ensure_default_class()
+            while True:
+                try:
+                    await self.sync()
+                    if self.settings.write_status:
+                        await self.write_status()
+                except ConfigRefused as e:
+                    log.error("ingress: haproxy refused the configuration, keeping the last "
+                              "one: %s", e)
+                except Exception:
+                    log.exception("ingress: sync failed; retrying in 1 s")
+                    await asyncio.sleep(1.0)
+                    self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync)
+                await asyncio.sleep(self.settings.debounce)
+                self._wake.clear()
+        finally:
+            drain.cancel()
+
+    async def _drain(self) -> None:
+        # A feed that drops a slow subscriber may have lost changes: subscribe again, render.
+        while True:
+            sub = self.replica.subscribe(self.relevant)
+            try:
+                while (await sub.queue.get()) is not None:
+                    self._wake.set()
+            finally:
+                sub.close()
+                self._wake.set()
