@@ -121,3 +121,17 @@ def test_the_supported_fields_are_data_per_kind() -> None:
         FieldSelector.parse("spec.nodeName=x").check_supported("Deployment")
     # A custom resource (no entry) allows only metadata.name and metadata.namespace.
     FieldSelector.parse("metadata.name=a,metadata.namespace=b").check_supported("Widget")
+
+
+
+@ASYNC
+async def test_the_all_namespaces_path_only_lists_and_watches(api: InProcessApi) -> None:
+    """DELETE /api/v1/configmaps would empty every namespace at once: Kubernetes answers 405
+    there (the fuzz suite reached it through /api/v1/namespaces/../pods), and to POST too."""
+    for method in ("DELETE", "POST"):
+        r = await api.client.request(method, "/api/v1/configmaps", headers=AUTH,
+                                     json={"metadata": {"name": "x", "namespace": "default"}})
+        assert r.status == 405, method
+        assert (await r.json())["kind"] == "Status"
+    status, body = await _list(api, "/api/v1/namespaces/default/configmaps", "metadata.name=c1")
+    assert status == 200 and len(body["items"]) == 1

@@ -199,6 +199,10 @@ class ResourceHandlers:
                 return await self.watch(request, t)
             if m == "GET":
                 return await self.list(request, t)
+            if t.kind.namespaced and t.namespace is None:
+                # As Kubernetes: the all-namespaces path of a namespaced kind only lists and
+                # watches; a DELETE there would empty every namespace at once.
+                raise ApiError(405, "the server does not allow this method on the requested resource")
             if m == "POST":
                 return await self.create(request, t)
             if m == "DELETE":
