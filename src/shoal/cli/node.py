@@ -47,6 +47,7 @@ from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
+from shoal.net.network_policy import NetworkPolicyEnforcer, NetworkPolicySettings  # netpol
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
 from shoal.node.agent import NodeAgent, make_runtime  # node agent
@@ -142,6 +143,12 @@ class ShoalNode:
                 cluster_cidr=cfg.network.cluster_cidr, dns_listener=self.dns.listener,
                 is_reachable=self._node_reachable))
         # --- end service proxy ---
+        # --- network policy: NetworkPolicies in nftables, for pods with their own netns ---
+        self.network_policy: NetworkPolicyEnforcer | None = None
+        if self.service_proxy is not None and self.pod_network.mode == "cni":
+            self.network_policy = NetworkPolicyEnforcer(self.replica, cfg.name, NetworkPolicySettings(
+                cluster_cidr=cfg.network.cluster_cidr, dns_listener=self.dns.listener))
+        # --- end network policy ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
         self.bus: BusService | None = None
         if bus_wanted(cfg.bus.enabled):
@@ -176,6 +183,8 @@ class ShoalNode:
         await self.dns.start()  # cluster dns
         if self.service_proxy is not None:  # service proxy
             self.service_proxy.start()
+        if self.network_policy is not None:  # network policy
+            self.network_policy.start()
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         controllers = self.cfg.controllers
@@ -346,6 +355,8 @@ class ShoalNode:
         await self.dns.stop()  # cluster dns
         if self.service_proxy is not None:  # service proxy: its table goes too
             await self.service_proxy.stop()
+        if self.network_policy is not None:  # network policy: its table goes too
+            await self.network_policy.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
