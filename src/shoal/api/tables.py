@@ -1022,6 +1022,20 @@ def _pdb_cells(pdb: dict[str, Any], now: datetime.datetime) -> _Cells:
     ]
 
 
+# NetworkPolicy (part W6): as printNetworkPolicy.
+_NETWORKPOLICY_COLUMNS = (
+    _NAME,
+    _Column("Pod-Selector", description="Selects the pods to which this NetworkPolicy object "
+            "applies. An empty podSelector selects all pods in this namespace."),
+    _AGE,
+)
+
+
+def _networkpolicy_cells(policy: dict[str, Any], now: datetime.datetime) -> _Cells:
+    selector = _dict(policy.get("spec")).get("podSelector")
+    return [_name(policy), _selector_string(selector or {}, none="<none>"), _age(policy, now)]
+
+
 def _replicationcontroller_cells(rc: dict[str, Any], now: datetime.datetime) -> _Cells:
     spec, status = _dict(rc.get("spec")), _dict(rc.get("status"))
     names, images = _containers(_get(spec, "template", "spec"))
@@ -1340,6 +1354,7 @@ _BUILTIN: dict[tuple[str, str], tuple[tuple[_Column, ...], _Printer]] = {
     ("devices.shoal.dev", "Device"): (_DEVICE_COLUMNS, _device_cells),  # part D
     ("networking.k8s.io", "Ingress"): (_INGRESS_COLUMNS, _ingress_cells),  # part W5
     ("networking.k8s.io", "IngressClass"): (_INGRESSCLASS_COLUMNS, _ingressclass_cells),
+    ("networking.k8s.io", "NetworkPolicy"): (_NETWORKPOLICY_COLUMNS, _networkpolicy_cells),
 }
 
 
