@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import os
 import shutil
 import subprocess
@@ -15,8 +17,12 @@ import pytest
 from shoal.model.defaults import apply_defaults
 from shoal.model.kinds import KindRegistry
 from shoal.model.validation import validate
+from shoal.net.network_policy import NetworkPolicyEnforcer, NetworkPolicySettings
 from shoal.net.network_policy_rules import NodeFacts, render
+from shoal.store.objects import ObjectStore
+from shoal.store.replica import Replica
 from tests.tools import netns
+from tests.tools.stores import ManualClock
 
 KIND = KindRegistry().by_kind("networking.k8s.io/v1", "NetworkPolicy")
 FACTS = NodeFacts("n1", dns=("10.42.0.1", 53), dns_service_ip="10.96.0.10")
@@ -278,3 +284,56 @@ def test_in_real_namespaces_a_denied_connection_fails_and_an_allowed_one_works(
     again = subprocess.run([*router.ex(router.node), "nft", "-f", "-"], input=rules.text(),
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
+
+
+# --- the enforcer, in process, on a replica (nft -c checks what it would apply) -----------
+
+
+def _nft_check_usable() -> None:
+    if shutil.which("nft") is None or os.geteuid() != 0:
+        if netns._in_ci():
+            pytest.fail("nft and root are needed (CI=true: the bootstrap installs nftables)")
+        pytest.skip("nft and root are needed")
+
+
+async def test_the_enforcer_renders_what_its_replica_holds_and_follows_changes() -> None:
+    _nft_check_usable()
+    registry = KindRegistry()
+    store = ObjectStore(Replica(None, "n1", clock=ManualClock()), registry)
+
+    def kind(api_version: str, name: str) -> Any:
+        k = registry.by_kind(api_version, name)
+        assert k is not None
+        return k
+
+    await store.create(kind("v1", "Namespace"), {"metadata": {"name": "default"}})
+    for p in (WEB, CLIENT):
+        obj = copy.deepcopy(p)
+        obj["spec"]["containers"][0]["image"] = "busybox"
+        created = await store.create(kind("v1", "Pod"), obj)
+        created["status"] = p["status"]
+        await store.update(kind("v1", "Pod"), created, "default", p["metadata"]["name"],
+                           subresource="status")
+    enforcer = NetworkPolicyEnforcer(store.replica, "n1", NetworkPolicySettings(
+        nft=("nft", "-c"), debounce=0.0, dns_listener=lambda: ("10.42.0.1", 53),
+        bridge_filtering=False))
+    try:
+        enforcer.start()
+        await _until(lambda: enforcer.applies == 1)
+        await store.create(kind("networking.k8s.io/v1", "NetworkPolicy"), policy({
+            "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}))
+        await _until(lambda: enforcer.applies == 2)
+        assert enforcer.applied is not None
+        assert [c for c in enforcer.applied.chains if c.startswith("ingress")] == [
+            "ingress-ZJ2HFEHH-default-web"]  # the client runs on n2: not enforced here
+        assert enforcer.last_apply_seconds is not None
+    finally:
+        await enforcer.stop()
+        store.replica.close()
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
