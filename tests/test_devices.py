@@ -107,7 +107,8 @@ class MqttSensor:
         reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8("sensor-1")
         self.writer.write(bytes([0x10]) + _remaining(len(body)) + body)
-        assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+        connack = await asyncio.wait_for(reader.readexactly(4), 10)
+        assert connack == b"\x20\x02\x00\x00"  # accepted
 
     async def publish(self, topic: str, payload: bytes) -> None:
         assert self.writer is not None
@@ -395,7 +396,9 @@ async def test_readings_reach_the_bus_setpoints_reach_the_register_and_twins_con
 async def test_a_device_whose_model_is_missing_or_unreachable_says_so(
         store: ObjectStore) -> None:
     await store.create(kind(store, "Device"), modbus_device(free_port()))
-    mappers = DeviceMappers(store, NODE, lambda: None, poll=0.05, tick=0.01)
+    # The bus is down too: Modbus devices do not wait for it.
+    dead_bus = f"nats://127.0.0.1:{free_port()}"
+    mappers = DeviceMappers(store, NODE, lambda: dead_bus, poll=0.05, tick=0.01)
     mappers.start()
     try:
         def status() -> dict[str, Any]:

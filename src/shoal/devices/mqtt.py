@@ -10,6 +10,7 @@ takes commands subscribes to.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from typing import Any
@@ -74,5 +75,5 @@ class MqttDriver:
         for sub in self._subs.values():
             # A closed connection has no subscriptions left to end.
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
         self._subs.clear()

@@ -44,24 +44,30 @@ class DeviceMappers:
         self.tick = tick
         self.workers: dict[Key, tuple[DeviceWorker, asyncio.Task[None], str]] = {}
         self._nc: Client | None = None
+        self._connecting: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="device-mappers")
 
-    async def _bus(self) -> Client | None:
+    def _bus(self) -> Client | None:
+        """The bus client once connected; until then None, the connection being made in
+        the background (nats-py's first connect can retry for as long as the server is
+        down, and Modbus devices must not wait for it)."""
+        if self._nc is not None and not self._nc.is_closed:
+            return self._nc
         url = self.bus_url()
-        if url is None:
-            return None
-        if self._nc is None or self._nc.is_closed:
-            try:
-                self._nc = await nats.connect(
-                    url, name=f"shoal-devices-{self.node_name}", max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5, connect_timeout=2)
-            except Exception as e:  # the server not up yet: try at the next pass
-                log.info("devices: bus not reachable yet: %s", e)
-                self._nc = None
-        return self._nc
+        if url is not None and (self._connecting is None or self._connecting.done()):
+            self._connecting = asyncio.create_task(self._connect(url), name="devices-bus")
+        return None
+
+    async def _connect(self, url: str) -> None:
+        try:
+            self._nc = await nats.connect(
+                url, name=f"shoal-devices-{self.node_name}", max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5, connect_timeout=2)
+        except Exception as e:  # the server not up yet: tried again at a later pass
+            log.info("devices: bus not reachable yet: %s", e)
 
     async def _publish(self, subject: str, payload: bytes) -> None:
         if self._nc is not None and self._nc.is_connected:
@@ -120,7 +126,7 @@ class DeviceMappers:
                 await self._stop(key)
         if not mine:
             return
-        bus = await self._bus()
+        bus = self._bus()
         for key, dev in mine.items():
             if key in self.workers:
                 continue
@@ -140,7 +146,7 @@ class DeviceMappers:
         _, task, _ = self.workers.pop(key)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+            await asyncio.wait_for(task, 5.0)  # its driver's close is bounded too
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -149,6 +155,10 @@ class DeviceMappers:
                 await self._task
         for key in list(self.workers):
             await self._stop(key)
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._connecting
         if self._nc is not None:
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await asyncio.wait_for(self._nc.close(), 2.0)
