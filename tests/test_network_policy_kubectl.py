@@ -1,0 +1,51 @@
+"""NetworkPolicy through real kubectl: created from a manifest, listed with its columns, refused when bad."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import ShoalProcess
+
+POLICY = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: web-from-clients
+spec:
+  podSelector:
+    matchLabels: {app: web}
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {role: client}}
+    - ipBlock: {cidr: 192.168.0.0/16, except: [192.168.5.0/24]}
+    ports:
+    - {port: http}
+    - {port: 9000, endPort: 9010, protocol: UDP}
+"""
+
+BAD = """
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad}
+spec:
+  podSelector: {}
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/24]}}]
+"""
+
+
+def test_kubectl_applies_lists_and_refuses_network_policies(shoal: ShoalProcess) -> None:
+    shoal.kubectl("apply", "-f", "-", input=POLICY)
+    got = json.loads(shoal.kubectl("get", "netpol", "web-from-clients", "-o", "json").stdout)
+    # Defaulted as Kubernetes does: Ingress only (no egress rules), TCP where unsaid.
+    assert got["spec"]["policyTypes"] == ["Ingress"]
+    assert got["spec"]["ingress"][0]["ports"][0] == {"port": "http", "protocol": "TCP"}
+    table = shoal.kubectl("get", "networkpolicies").stdout.split("\n")
+    assert table[0].split() == ["NAME", "POD-SELECTOR", "AGE"]
+    assert table[1].split()[:2] == ["web-from-clients", "app=web"]
+    bad = shoal.kubectl("apply", "-f", "-", input=BAD, check=False)
+    assert bad.returncode != 0
+    assert 'spec.egress[0].to[0].ipBlock.except[0]: Invalid value: "11.0.0.0/24": must be a ' \
+           "strict subset of `cidr`" in bad.stderr
+    shoal.kubectl("delete", "netpol", "web-from-clients")
+    assert "No resources found" in shoal.kubectl("get", "netpol").stderr
