@@ -105,6 +105,7 @@ _PACKAGES = {
     "coordination": "k8s.io.api.coordination.v1.",
     "discovery": "k8s.io.api.discovery.v1.",
     "policy": "k8s.io.api.policy.v1.",
+    "networking": "k8s.io.api.networking.v1.",  # part W5
     "rbac": "k8s.io.api.rbac.v1.",
     "authentication": "k8s.io.api.authentication.v1.",
     "authorization": "k8s.io.api.authorization.v1.",
@@ -308,6 +309,41 @@ _OWN: dict[str, dict[int, tuple[str, str]]] = {
         5: ("desiredHealthy", "int32"), 6: ("expectedPods", "int32"),
         7: ("conditions", "[]meta.Condition"),
     },
+    # networking.k8s.io/v1 Ingress and IngressClass (kubectl create ingress; part W5)
+    "networking.Ingress": {1: ("metadata", _OBJECT), 2: ("spec", "networking.IngressSpec"),
+                           3: ("status", "networking.IngressStatus")},
+    "networking.IngressSpec": {1: ("defaultBackend", "networking.IngressBackend"),
+                               2: ("tls", "[]networking.IngressTLS"),
+                               3: ("rules", "[]networking.IngressRule"),
+                               4: ("ingressClassName", "string")},
+    "networking.IngressBackend": {3: ("resource", "core.TypedLocalObjectReference"),
+                                  4: ("service", "networking.IngressServiceBackend")},
+    "networking.IngressServiceBackend": {1: ("name", "string"),
+                                         2: ("port", "networking.ServiceBackendPort")},
+    "networking.ServiceBackendPort": {1: ("name", "string"), 2: ("number", "int32")},
+    "networking.IngressTLS": {1: ("hosts", "[]string"), 2: ("secretName", "string")},
+    "networking.IngressRule": {1: ("host", "string"),
+                               2: ("ingressRuleValue", "networking.IngressRuleValue")},
+    "networking.IngressRuleValue": {1: ("http", "networking.HTTPIngressRuleValue")},
+    "networking.HTTPIngressRuleValue": {1: ("paths", "[]networking.HTTPIngressPath")},
+    "networking.HTTPIngressPath": {1: ("path", "string"),
+                                   2: ("backend", "networking.IngressBackend"),
+                                   3: ("pathType", "string")},
+    "networking.IngressStatus": {1: ("loadBalancer", "networking.IngressLoadBalancerStatus")},
+    "networking.IngressLoadBalancerStatus": {
+        1: ("ingress", "[]networking.IngressLoadBalancerIngress")},
+    "networking.IngressLoadBalancerIngress": {1: ("ip", "string"), 2: ("hostname", "string"),
+                                              4: ("ports", "[]networking.IngressPortStatus")},
+    "networking.IngressPortStatus": {1: ("port", "int32"), 2: ("protocol", "string"),
+                                     3: ("error", "string")},
+    "networking.IngressClass": {1: ("metadata", _OBJECT),
+                                2: ("spec", "networking.IngressClassSpec")},
+    "networking.IngressClassSpec": {
+        1: ("controller", "string"),
+        2: ("parameters", "networking.IngressClassParametersReference")},
+    "networking.IngressClassParametersReference": {
+        1: ("apiGroup", "string"), 2: ("kind", "string"), 3: ("name", "string"),
+        4: ("scope", "string"), 5: ("namespace", "string")},
     # scheduling.k8s.io/v1 PriorityClass (kubectl create priorityclass; part W3)
     "scheduling.PriorityClass": {1: ("metadata", _OBJECT), 2: ("value", "int32"),
                                  3: ("globalDefault", "bool"), 4: ("description", "string"),
@@ -730,6 +766,7 @@ _INLINE: dict[str, str] = {
     "core.SecretKeySelector": "localObjectReference",
     "core.ConfigMapEnvSource": "localObjectReference",
     "core.SecretEnvSource": "localObjectReference",
+    "networking.IngressRule": "ingressRuleValue",  # part W5
 }
 
 # Fields that k8s-proto has and Kubernetes has since removed (ManagedFieldsEntry.fields became
