@@ -415,7 +415,7 @@ def test_read_object_maps_protobuf_errors_to_api_errors() -> None:
         bodies.parse(NAMESPACE[:-3], PROTOBUF)
     assert e.value.code == 400
     with pytest.raises(ApiError) as e:
-        bodies.parse(envelope("networking.k8s.io/v1", "Ingress"), PROTOBUF)
+        bodies.parse(envelope("node.k8s.io/v1", "RuntimeClass"), PROTOBUF)
     assert e.value.code == 415
     bodies.check_media_type(PROTOBUF)
     with pytest.raises(ApiError) as e:
