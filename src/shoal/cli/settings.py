@@ -102,6 +102,10 @@ class NetworkSettings:
     cluster_domain: str = "cluster.local"
     proxy_mode: str = "auto"
     """auto, nftables or none (shoal.net.service_proxy.proxy_enabled)."""
+    ingress_http_port: int | None = None
+    """haproxy's HTTP port for Ingresses; None: 80 as root, else off (shoal.net.ingress)."""
+    ingress_https_port: int | None = None
+    """haproxy's TLS port for Ingresses; None: 443 as root, else off."""
 
 
 @dataclass(frozen=True)
