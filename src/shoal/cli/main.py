@@ -168,6 +168,14 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
                         "nftables mode; none leaves them unanswered; auto is nftables when "
                         "nft works here (root), else none (default: auto)")
     # --- end service proxy ---
+    # --- ingress (shoal.net.ingress, part W5) ---
+    s.add_argument("--ingress-http-port", type=port_or_zero, default=None,
+                   help="the port haproxy answers Ingresses on over HTTP at --bind; 0 is off "
+                        "(default: 80 when run as root, else off)")
+    s.add_argument("--ingress-https-port", type=port_or_zero, default=None,
+                   help="the port haproxy answers Ingresses on over TLS at --bind; 0 is off "
+                        "(default: 443 when run as root, else off)")
+    # --- end ingress ---
     # --- peers and joining (shoal.mesh.tls_transport, shoal.mesh.join) ---
     # --- at rest: process pods' users and files ---
     s.add_argument("--allow-root-pods", action="store_true",

@@ -94,7 +94,9 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
                             container_log_max_files=args.container_log_max_files),
         network=NetworkSettings(cluster_cidr=args.cluster_cidr, pod_network=args.pod_network,
                                 dns_port=args.dns_port, cluster_domain=args.cluster_domain,
-                                proxy_mode=args.proxy_mode),
+                                proxy_mode=args.proxy_mode,
+                                ingress_http_port=args.ingress_http_port,  # ingress
+                                ingress_https_port=args.ingress_https_port),
         bus=BusSettings(enabled=args.bus, port=args.bus_port,
                         cluster_port=args.bus_cluster_port,
                         leafnode_port=args.bus_leafnode_port,
