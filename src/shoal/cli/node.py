@@ -47,6 +47,13 @@ from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
+from shoal.net.ingress import (  # ingress (part W5)
+    IngressController,
+    IngressSettings,
+    ingress_ports,
+    ingress_wanted,
+)
+from shoal.net.ingress_config import Listen  # ingress
 from shoal.net.network_policy import NetworkPolicyEnforcer, NetworkPolicySettings  # netpol
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
 from shoal.net.service_proxy import ProxySettings, ServiceProxy, proxy_enabled  # service proxy
@@ -149,6 +156,19 @@ class ShoalNode:
             self.network_policy = NetworkPolicyEnforcer(self.replica, cfg.name, NetworkPolicySettings(
                 cluster_cidr=cfg.network.cluster_cidr, dns_listener=self.dns.listener))
         # --- end network policy ---
+        # --- ingress: haproxy answers Ingresses from this replica (shoal.net.ingress) ---
+        self.ingress: IngressController | None = None
+        for asked, flag in ((network.ingress_http_port, "--ingress-http-port"),
+                            (network.ingress_https_port, "--ingress-https-port")):
+            if asked:
+                check_free(cfg.api.bind, asked, flag)
+        http_port, https_port = ingress_ports(cfg.api.bind, network.ingress_http_port,
+                                              network.ingress_https_port)
+        if ingress_wanted(http_port, https_port):
+            self.ingress = IngressController(self.store, cfg.data_dir, IngressSettings(
+                listen=Listen(cfg.api.bind, http_port, https_port),
+                ensure_class_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0))
+        # --- end ingress ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
         self.bus: BusService | None = None
         if bus_wanted(cfg.bus.enabled):
@@ -185,6 +205,8 @@ class ShoalNode:
             self.service_proxy.start()
         if self.network_policy is not None:  # network policy
             self.network_policy.start()
+        if self.ingress is not None:  # ingress
+            self.ingress.start()
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         controllers = self.cfg.controllers
@@ -357,6 +379,8 @@ class ShoalNode:
             await self.service_proxy.stop()
         if self.network_policy is not None:  # network policy: its table goes too
             await self.network_policy.stop()
+        if self.ingress is not None:  # ingress: haproxy stops with the node
+            await self.ingress.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
