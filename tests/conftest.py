@@ -100,6 +100,9 @@ class ShoalProcess:
               else ["--pod-network", "host"]),
             # service proxy: a server outside a test namespace leaves the host's nftables alone
             *(["--proxy-mode", "none"] if self.netns is None else []),
+            # ingress: no haproxy on the host's port 80 unless a test asks for it
+            *(["--ingress-http-port", "0", "--ingress-https-port", "0"]
+              if self.netns is None and "--ingress-http-port" not in (extra or []) else []),
             *(extra or []),
         ]
         if self.netns is not None:
