@@ -227,3 +227,22 @@ async def test_an_ingress_with_neither_rules_nor_a_default_backend_is_invalid(
     fields = {c.field for c in e.value.causes}
     assert {"spec.rules[0].host", "spec.rules[0].http.paths[0].pathType",
             "spec.rules[0].http.paths[0].backend"} <= fields
+
+
+async def test_a_protobuf_ingress_as_kubectl_create_ingress_sends_it_decodes_to_its_json() -> None:
+    from shoal.api.protobuf import decode
+    from tests.test_protobuf import envelope, msg, text, vint
+
+    backend = msg(2, msg(4, text(1, "web"), msg(2, vint(2, 80))))
+    body = envelope("networking.k8s.io/v1", "Ingress",
+                    msg(1, text(1, "web")),
+                    msg(2, msg(3, text(1, "a.example.com"), msg(2, msg(1, msg(
+                        1, text(1, "/"), backend, text(3, "Prefix"))))),
+                        msg(2, text(1, "a.example.com"), text(2, "a-tls")),
+                        text(4, "shoal")))
+    assert decode(body)["spec"] == {
+        "ingressClassName": "shoal",
+        "tls": [{"hosts": ["a.example.com"], "secretName": "a-tls"}],
+        "rules": [{"host": "a.example.com", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
