@@ -24,6 +24,9 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # --- the bus (shoal.bus): every peer runs a nats-server ---
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 # --- end bus ---
+# --- ingress (shoal.net.ingress): every peer answers Ingresses with haproxy ---
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+# --- end ingress ---
 # --- install: shoal install's unit is checked with systemd-analyze verify (tests/test_install.py) ---
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # --- end install ---
