@@ -180,7 +180,8 @@ def test_render_of_100_policies_over_100_pods_is_fast() -> None:
     rules = render(pods, NAMESPACES, policies, FACTS)
     elapsed = time.perf_counter() - started
     assert len([c for c in rules.chains if c.startswith("ingress")]) == 50  # this node's half
-    assert elapsed < 2.0, elapsed
+    assert len(rules.sets) < 20  # peers are named sets, shared by every chain that uses them
+    assert elapsed < 1.0, elapsed  # ~0.07 s on an idle core
 
 
 # --- a real check: three namespaces, nft in the middle one --------------------------------

@@ -72,11 +72,15 @@ class PodInfo:
 @dataclass
 class Ruleset:
     chains: dict[str, list[str]] = field(default_factory=dict)
+    sets: dict[str, list[str]] = field(default_factory=dict)
+    """Named sets of pod IPs (name -> addresses), shared by every chain that needs them."""
 
     def text(self) -> str:
         """The table as one ``nft -f`` transaction that replaces it whole (atomic)."""
         t = f"inet {TABLE}"
         out = [f"add table {t}", f"delete table {t}", f"table {t} {{"]
+        for name, elements in self.sets.items():
+            out.append(f"\tset {name} {{ type ipv4_addr; elements = {{ {', '.join(elements)} }} }}")
         for name, rules in self.chains.items():
             out.append(f"\tchain {name} {{")
             if name in _BASE:
@@ -87,9 +91,12 @@ class Ruleset:
         return "\n".join(out) + "\n"
 
 
+def _digest(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest())[:8].decode()
+
+
 def _chain(prefix: str, pod: PodInfo) -> str:
-    key = f"{pod.namespace}/{pod.name}"
-    digest = base64.b32encode(hashlib.sha256(f"{prefix}/{key}".encode()).digest())[:8].decode()
+    digest = _digest(f"{prefix}/{pod.namespace}/{pod.name}")
     return f"{prefix}-{digest}-{pod.namespace}-{pod.name}"[:200]
 
 
@@ -149,12 +156,35 @@ class _Index:
         self.pods = pods
         self.namespaces = namespaces
         self.facts = facts
+        self.sets: dict[str, list[str]] = {}
+        self._peers: dict[tuple[str, int], _Peers] = {}
+        self._ip_sets: dict[tuple[str, ...], str] = {}
+
+    def ip_set(self, ips: Iterable[str]) -> str:
+        """One address as is, several as a named set (defined once, however many rules use it)."""
+        key = tuple(ips)
+        if key not in self._ip_sets:
+            values = sorted(set(key), key=lambda v: tuple(int(x) for x in v.split(".")))
+            if len(values) == 1:
+                self._ip_sets[key] = values[0]
+            else:
+                name = f"pods-{_digest(','.join(values))}"
+                self.sets[name] = values
+                self._ip_sets[key] = f"@{name}"
+        return self._ip_sets[key]
 
     def ns_labels(self, ns: str) -> Mapping[str, str]:
         # Every namespace carries its name as a label (kubernetes.io/metadata.name).
         return {**self.namespaces.get(ns, {}), "kubernetes.io/metadata.name": ns}
 
     def peers(self, policy_ns: str, items: Any) -> _Peers:
+        """Whom ``items`` (a rule's from or to) match; computed once per rule and render."""
+        key = (policy_ns, id(items))
+        if key not in self._peers:
+            self._peers[key] = self._match(policy_ns, items)
+        return self._peers[key]
+
+    def _match(self, policy_ns: str, items: Any) -> _Peers:
         if not items:
             return _Peers(everyone=True, dns=True)
         pods: dict[str, PodInfo] = {}
@@ -275,7 +305,7 @@ def _direction_rules(index: _Index, target: PodInfo, rules: list[tuple[str, dict
             else:
                 pods = peers.pods if only is None else tuple(p for p in peers.pods if p in only)
             if pods:
-                out.append(f"{addr} {_set(p.ip for p in pods)}{l4} {verdict}")
+                out.append(f"{addr} {index.ip_set(p.ip for p in pods)}{l4} {verdict}")
             if only is not None:
                 continue  # a named port matches pods only, never ipBlocks
             for cidr, excepts in peers.blocks:
@@ -327,4 +357,4 @@ def render(pods: Iterable[Mapping[str, Any]], namespaces: Iterable[Mapping[str, 
         if ingress_map and base == "forward":
             lines.append(f"ip daddr vmap {{ {', '.join(ingress_map)} }}")
         chains[base] = lines
-    return Ruleset(chains)
+    return Ruleset(chains, dict(sorted(index.sets.items())))
