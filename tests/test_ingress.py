@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime
 import os
+import signal
 import socket
 import ssl
 import time
@@ -24,8 +25,9 @@ from cryptography.x509.oid import NameOID
 
 from shoal.model.kinds import KindRegistry
 from shoal.net.ingress import IngressController, IngressSettings
+from shoal.net.ingress_admission import DefaultIngressClass
 from shoal.net.ingress_config import Listen
-from shoal.net.ingress_haproxy import haproxy_path
+from shoal.net.ingress_haproxy import HaproxySupervisor, haproxy_path
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
 
@@ -134,6 +136,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Site]
     tmp = tmp_path_factory.mktemp("ingress")
     replica = Replica(tmp / "replica", "p1")
     store = ObjectStore(replica, KindRegistry())
+    store.admission.append(DefaultIngressClass(replica))
     runners = []
     reg = store.registry
     ns, node = reg.by_kind("v1", "Namespace"), reg.by_kind("v1", "Node")
@@ -157,7 +160,9 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Site]
     ca = ssl.create_default_context(cadata=crt.decode())
     http, https = _free_port(), _free_port()
     ctl = IngressController(store, Path(tmp), IngressSettings(
-        listen=Listen("127.0.0.1", http, https), debounce=0.01))
+        listen=Listen("127.0.0.1", http, https), debounce=0.01),
+        HaproxySupervisor(tmp / "ingress" / "haproxy.cfg", tmp / "ingress" / "haproxy.log",
+                          backoff=0.1))
     ctl.start()
     try:
         yield _Site(store, ctl, http, https, ca)
@@ -214,6 +219,19 @@ async def test_a_changed_rule_is_served_after_a_reload_and_exact_beats_prefix(
     # A wildcard covers one label only.
     assert (await _get(site.http, "y.x.wild.test", "/"))[0] == 404
     assert site.ctl.last_render is not None and site.ctl.last_render < 0.05
+    # Created with no class, it got the default one (DefaultIngressClass admission).
+    got = site.store.replica.get(ing.resource, "default", "exact")
+    assert got is not None and got["spec"]["ingressClassName"] == "shoal"
+
+
+async def test_a_haproxy_that_dies_is_started_again_and_serves_the_same_routes(
+        site: _Site) -> None:
+    await site.until("a.example.com", "/", "app-a /")
+    pid = site.ctl.haproxy.pid
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    await site.until("a.example.com", "/", "app-a /")
+    assert site.ctl.haproxy.restarts == 1 and site.ctl.haproxy.pid != pid
 
 
 async def test_an_ingress_with_neither_rules_nor_a_default_backend_is_invalid(
