@@ -53,6 +53,7 @@ from shoal.net.ingress import (  # ingress (part W5)
     ingress_ports,
     ingress_wanted,
 )
+from shoal.net.ingress_admission import DefaultIngressClass  # ingress
 from shoal.net.ingress_config import Listen  # ingress
 from shoal.net.network_policy import NetworkPolicyEnforcer, NetworkPolicySettings  # netpol
 from shoal.net.node_pod_network import NodePodNetwork  # pod network
@@ -113,6 +114,7 @@ class ShoalNode:
         # --- service accounts: pods get a ServiceAccount, a token volume and the API's address ---
         self.store.admission.append(lambda kind, obj: admit_pod(kind, obj, self.replica))
         self.store.admission.append(default_tolerations)  # issue 12
+        self.store.admission.append(DefaultIngressClass(self.replica))  # ingress (part W5)
         # issue 12: Priority, LimitRanger, then ResourceQuota (which counts what they set)
         self.store.admission += [PriorityAdmission(self.replica), LimitRanger(self.replica),
                                  QuotaAdmission(self.replica)]
