@@ -18,6 +18,7 @@ import contextlib
 import copy
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,8 @@ from shoal.net.ingress_config import (
     render,
     served,
 )
-from shoal.net.ingress_haproxy import (
-    ConfigRefused,
-    HaproxySupervisor,
-    cancelled,
-    haproxy_path,
-)
+from shoal.net.ingress_haproxy import ConfigRefused, HaproxySupervisor, haproxy_path
+from shoal.net.replica_follower import cancel, render_loop
 from shoal.store.change_feed import Change
 from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
 
@@ -58,9 +55,33 @@ class IngressSettings:
     write_status: bool = True
 
 
-def default_ports() -> tuple[int, int]:
-    """80 and 443 when this process may bind them, else off (0, 0)."""
-    return (80, 443) if os.geteuid() == 0 else (0, 0)
+def _free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def ingress_ports(host: str, http: int | None, https: int | None) -> tuple[int, int]:
+    """The ports asked for; one not asked for is 80 or 443 when this process runs as root
+    and the port is free (a second node on the host, a web server), else off (0)."""
+    chosen = []
+    for asked, default in ((http, 80), (https, 443)):
+        if asked is not None:
+            chosen.append(asked)
+        elif os.geteuid() != 0:
+            chosen.append(0)
+        elif _free(host, default):
+            chosen.append(default)
+        else:
+            log.warning("ingress: port %d is taken on %s; not answering Ingresses there",
+                        default, host)
+            chosen.append(0)
+    return chosen[0], chosen[1]
 
 
 def ingress_wanted(http_port: int, https_port: int) -> bool:
@@ -91,7 +112,6 @@ class IngressController:
         self.applies = 0
         self.last_render: float | None = None
         """Seconds the last render took."""
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def relevant(self, change: Change) -> bool:
@@ -171,41 +191,20 @@ class IngressController:
         self._task = asyncio.create_task(self.run(), name="ingress")
 
     async def stop(self) -> None:
-        await cancelled(self._task)
+        await cancel(self._task)
         self._task = None
         await self.haproxy.stop()
 
-    async def run(self) -> None:
-        drain = asyncio.create_task(self._drain())
+    async def _step(self) -> None:
         try:
-            with contextlib.suppress(StoreError):
-                await self.ensure_default_class()
-            while True:
-                try:
-                    await self.sync()
-                    if self.settings.write_status:
-                        await self.write_status()
-                except ConfigRefused as e:
-                    log.error("ingress: haproxy refused the configuration, keeping the last "
-                              "one: %s", e)
-                except Exception:
-                    log.exception("ingress: sync failed; retrying in 1 s")
-                    await asyncio.sleep(1.0)
-                    self._wake.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync)
-                await asyncio.sleep(self.settings.debounce)
-                self._wake.clear()
-        finally:
-            drain.cancel()
+            await self.sync()
+        except ConfigRefused as e:
+            log.error("ingress: haproxy refused the configuration, keeping the last one: %s", e)
+        if self.settings.write_status:
+            await self.write_status()
 
-    async def _drain(self) -> None:
-        # A feed that drops a slow subscriber may have lost changes: subscribe again, render.
-        while True:
-            sub = self.replica.subscribe(self.relevant)
-            try:
-                while (await sub.queue.get()) is not None:
-                    self._wake.set()
-            finally:
-                sub.close()
-                self._wake.set()
+    async def run(self) -> None:
+        with contextlib.suppress(StoreError):
+            await self.ensure_default_class()
+        await render_loop(self.replica, self.relevant, self._step, "ingress",
+                          resync=self.settings.resync, debounce=self.settings.debounce)

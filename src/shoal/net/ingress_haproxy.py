@@ -18,6 +18,7 @@ import shutil
 import signal
 from pathlib import Path
 
+from shoal.net.replica_follower import cancel
 from shoal.node.subprocesses import communicate
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class HaproxySupervisor:
     async def stop(self, timeout: float = 5.0) -> None:
         """Stop the master and its workers: SIGTERM, then SIGKILL after ``timeout``."""
         self._stopping = True
-        await cancelled(self._task)
+        await cancel(self._task)
         self._task = None
         proc = self._proc
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, None)):
@@ -125,11 +126,3 @@ class HaproxySupervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), wait)
 
-
-async def cancelled(task: asyncio.Task[None] | None) -> None:
-    """Cancel ``task`` and wait until it has finished."""
-    if task is None:
-        return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
