@@ -234,3 +234,23 @@ async def test_a_failed_collection_keeps_the_tombstone_in_memory_as_on_disk(
     memory = snapshot(replica)
     replica.close()
     assert on_disk(data_dir) == memory
+
+
+async def test_a_writer_cancelled_while_its_write_is_in_flight_rolls_nothing_back(
+        replica: Replica, data_dir: Path) -> None:
+    """Cancelling the task that awaits a write (a timeout, a controller stopping) does not
+    stop its commit: memory must keep it, its watch event must be published, and the
+    writes queued after it must stand, as they do on disk."""
+    events: list[str] = []
+    replica.subscribe(lambda c: events.append(c.name) is None)
+    first = asyncio.create_task(put(replica, "cancelled", cm("cancelled", a="1")))
+    await asyncio.sleep(0)  # the write is queued; its commit is under way
+    later = asyncio.create_task(put(replica, "later", cm("later", a="2")))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await asyncio.gather(first, later, return_exceptions=True))[1] is not None
+    await put(replica, "last", cm("last", a="3"))
+    assert replica.rollbacks == 0
+    assert snapshot(replica) == on_disk(data_dir)
+    assert {"cancelled", "later", "last"} <= {k[2] for k, _ in replica.all_entries()}
+    assert events.count("cancelled") == 1 and "later" in events

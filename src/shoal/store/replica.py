@@ -344,7 +344,7 @@ class Replica:
         fut = self._queue_write(undo, rv, [row], {"revision": str(rv), "hlc": str(self.hlc.last)},
                                 loop)
         fut.add_done_callback(lambda f: self._durable(rv, change, f))
-        return new_value, fut
+        return new_value, _for_waiters(fut, loop)
 
     def _queue_write(
         self, undo: _Undo, first_rv: int | None, rows: builtins.list[Row], meta: dict[str, str],
@@ -589,6 +589,30 @@ class Replica:
 def _settled_copy(entry: Entry | None) -> Entry | None:
     """The entry as its bytes say, without the cached document (which a write mutates)."""
     return None if entry is None else Entry(entry.value, entry.rv, entry.doc_bytes, None)
+
+
+def _for_waiters(fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop,
+                 ) -> asyncio.Future[None]:
+    """What a writer awaits: resolved as ``fut`` is, but cancelling it (a writer's task
+    cancelled, a timeout) leaves ``fut`` alone, since the commit goes on regardless and the
+    replica's own callbacks (roll back on failure, publish once durable) must see its
+    real outcome, not the cancellation."""
+    if fut.done():
+        return fut  # the simulator's memory settles at once: nothing to detach from
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def relay(f: asyncio.Future[None]) -> None:
+        if waiter.done():
+            return
+        if f.cancelled():
+            waiter.cancel()
+        elif (error := f.exception()) is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
+
+    fut.add_done_callback(relay)
+    return waiter
 
 
 def _drop_cached_document(entry: Entry | None) -> None:
