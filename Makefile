@@ -27,8 +27,14 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# In-process tests (most of them CPU-bound: the simulator) on two workers, a module per
+# worker so its fixtures are made once; the tests that start real servers, on fixed ports
+# and network namespaces, one at a time. Both halves run, and either failing fails.
 test: venv sysdeps lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	@rc=0; \
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile || rc=$$?; \
+	$(BIN)/pytest -q -p no:cacheprovider -m slow || rc=$$?; \
+	exit $$rc
 
 unit: venv
 	$(BIN)/pytest -q -m "not slow"
