@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 from shoal.model.kinds import KindRegistry
 from shoal.net.ingress import IngressController, IngressSettings
 from shoal.net.ingress_admission import DefaultIngressClass
-from shoal.net.ingress_config import Listen
+from shoal.net.ingress_config import Listen, render
 from shoal.net.ingress_haproxy import HaproxySupervisor, haproxy_path
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
@@ -264,3 +264,22 @@ async def test_a_protobuf_ingress_as_kubectl_create_ingress_sends_it_decodes_to_
         "rules": [{"host": "a.example.com", "http": {"paths": [{
             "path": "/", "pathType": "Prefix",
             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+
+
+async def test_endpoints_on_a_node_this_node_cannot_reach_are_left_out() -> None:
+    svc = {"metadata": {"name": "web", "namespace": "default"},
+           "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 80, "targetPort": 8080}]}}
+    sl = {"metadata": {"name": "web-1", "namespace": "default",
+                       "labels": {"kubernetes.io/service-name": "web"}},
+          "endpoints": [{"addresses": ["10.42.1.5"], "nodeName": "near"},
+                        {"addresses": ["10.42.2.5"], "nodeName": "far"}],
+          "ports": [{"port": 8080}]}
+    ing = {"metadata": {"name": "web", "namespace": "default"},
+           "spec": {"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}}
+    args = ([ing], [], [svc], [sl], [], Listen(), "/c", "/s")
+    assert "10.42.2.5:8080" in render(*args).text
+    cut_off = render(*args, unreachable=frozenset({"far"})).text
+    assert "10.42.1.5:8080" in cut_off and "10.42.2.5" not in cut_off
+    # With no endpoint left, the ClusterIP (the Service proxy decides there).
+    alone = render(*args, unreachable=frozenset({"far", "near"})).text
+    assert "server s0 10.96.0.9:80" in alone

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +50,13 @@ WATCHED = (INGRESSES, CLASSES, "services", "endpointslices.discovery.k8s.io", "s
 class IngressSettings:
     listen: Listen = field(default_factory=Listen)
     debounce: float = 0.05
-    resync: float = 30.0
+    resync: float = 1.0
     ensure_class_delay: float = 0.0
     """A joining peer waits this long for its replica before creating the default class."""
     write_status: bool = True
+    is_reachable: Callable[[str], bool] = field(default=lambda node: True)
+    """Whether this node can reach a node now (the mesh's membership); asked at every
+    render, and a render runs every ``resync`` seconds, so keep that short."""
 
 
 def _free(host: str, port: int) -> bool:
@@ -119,9 +123,13 @@ class IngressController:
 
     def desired(self) -> Rendered:
         r = self.replica
-        return render(r.list(INGRESSES), r.list(CLASSES), r.list("services"),
-                      r.list("endpointslices.discovery.k8s.io"), r.list("secrets"),
-                      self.settings.listen, str(self.cert_dir), str(self.dir / "haproxy.sock"))
+        slices = r.list("endpointslices.discovery.k8s.io")
+        nodes = {e.get("nodeName") for sl in slices for e in sl.get("endpoints") or []}
+        unreachable = frozenset(n for n in nodes if isinstance(n, str)
+                                and not self.settings.is_reachable(n))
+        return render(r.list(INGRESSES), r.list(CLASSES), r.list("services"), slices,
+                      r.list("secrets"), self.settings.listen, str(self.cert_dir),
+                      str(self.dir / "haproxy.sock"), unreachable)
 
     def _write_certificates(self, rendered: Rendered) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)

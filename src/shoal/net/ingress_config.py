@@ -7,7 +7,8 @@ Kubernetes' precedence: an exact host before a wildcard host before no host, an 
 path before a Prefix, a longer path before a shorter one, then the oldest Ingress.
 A Prefix path matches whole path elements (``/foo`` matches ``/foo`` and ``/foo/bar``,
 not ``/foobar``); ImplementationSpecific is a Prefix here. A backend is the ready
-endpoints of the Service port it names, or the Service's ClusterIP when it has none;
+endpoints of the Service port it names (but those on nodes this node cannot reach now),
+or the Service's ClusterIP when it has none;
 a request no rule matches goes to the default backend, or gets a 404.
 """
 
@@ -97,7 +98,9 @@ class _Route:
 class _Backends:
     """The backends routes name, each rendered once."""
 
-    def __init__(self, services: list[dict[str, Any]], slices: list[dict[str, Any]]) -> None:
+    def __init__(self, services: list[dict[str, Any]], slices: list[dict[str, Any]],
+                 unreachable: frozenset[str]) -> None:
+        self._unreachable = unreachable
         self._services = {((s.get("metadata") or {}).get("namespace", ""),
                            (s.get("metadata") or {}).get("name", "")): s for s in services}
         self._slices: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -135,7 +138,8 @@ class _Backends:
             if not isinstance(target, int):
                 continue
             for ep in sl.get("endpoints") or []:
-                if (ep.get("conditions") or {}).get("ready") is False:
+                if (ep.get("conditions") or {}).get("ready") is False \
+                        or ep.get("nodeName") in self._unreachable:
                     continue
                 addrs.extend((a, target) for a in ep.get("addresses") or [])
         if not addrs:
@@ -171,8 +175,10 @@ def _pem(secret: dict[str, Any]) -> str | None:
 def render(ingresses: list[dict[str, Any]], classes: list[dict[str, Any]],
            services: list[dict[str, Any]], slices: list[dict[str, Any]],
            secrets: list[dict[str, Any]], listen: Listen, cert_dir: str,
-           socket_path: str) -> Rendered:
-    backends = _Backends(services, slices)
+           socket_path: str, unreachable: frozenset[str] = frozenset()) -> Rendered:
+    """``unreachable``: nodes the mesh holds unreachable now, whose endpoints are left out
+    (as the Service proxy does), so a partition does not send requests into a void."""
+    backends = _Backends(services, slices, unreachable)
     by_secret = {((s.get("metadata") or {}).get("namespace", ""),
                   (s.get("metadata") or {}).get("name", "")): s for s in secrets}
     routes: list[_Route] = []
