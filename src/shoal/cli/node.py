@@ -169,7 +169,8 @@ class ShoalNode:
         if ingress_wanted(http_port, https_port):
             self.ingress = IngressController(self.store, cfg.data_dir, IngressSettings(
                 listen=Listen(cfg.api.bind, http_port, https_port),
-                ensure_class_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0))
+                ensure_class_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0,
+                is_reachable=self._node_reachable))
         # --- end ingress ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
         self.bus: BusService | None = None
