@@ -62,6 +62,9 @@ def test_peers_that_join_through_one_seed_all_see_each_other_alive(seed: int) ->
                        for p in peers)
 
         await wait_for(formed, 30.0)
+        # The joins were spread by gossip, and /metrics counts its rounds and messages.
+        rounds = sum(p.membership.gossip_rounds for p in peers)
+        assert 0 < rounds <= sum(p.membership.gossip_messages for p in peers)
 
     virtual_run(main())
 

@@ -233,6 +233,7 @@ def test_metrics_endpoint_is_scraped_and_parsed(shoal: ShoalProcess) -> None:
     assert s[("shoal_replica_bytes", ())] > 0
     assert s[("shoal_mesh_members", (("state", "alive"),))] == 1
     assert s[("shoal_watchers", ())] >= 1
+    assert s[("shoal_mesh_gossip_rounds_total", ())] == 0  # alone: nobody to gossip to
 
 
 def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> None:

@@ -267,6 +267,15 @@ class LiveCollector(Collector):
                                 "indirect.")
         c.add_metric([], ms.failed_probes)
         yield c
+        c = CounterMetricFamily("shoal_mesh_gossip_rounds", "Gossip rounds that had "
+                                "membership facts to spread (one every gossip interval "
+                                "while any are queued).")
+        c.add_metric([], ms.gossip_rounds)
+        yield c
+        c = CounterMetricFamily("shoal_mesh_gossip_messages", "Gossip messages sent (up to "
+                                "gossip_nodes per round).")
+        c.add_metric([], ms.gossip_messages)
+        yield c
         g = GaugeMetricFamily("shoal_mesh_broadcasts_queued", "Membership facts waiting to be "
                               "gossiped.")
         g.add_metric([], len(ms.broadcasts))

@@ -149,6 +149,9 @@ class Membership:
         self._others_version = -1
         self.probes = 0
         self.failed_probes = 0
+        # Gossip rounds that sent facts, and the messages they took (for /metrics).
+        self.gossip_rounds = 0
+        self.gossip_messages = 0
         self._role = role_in(self.me.tags)
         self._site = site_of(self.me)
         self._roles_seen = self._role != Role.FULL
@@ -726,10 +729,13 @@ class Membership:
             return
         targets = self._contactable((State.ALIVE, State.SUSPECT), weak=False)
         targets = self.rng.sample(targets, min(self.config.gossip_nodes, len(targets)))
+        if targets:
+            self.gossip_rounds += 1
         for t in targets:
             updates = self._piggyback()
             if not updates:
                 break
+            self.gossip_messages += 1
             with contextlib.suppress(TransportError):
                 await self.transport.send(t.address, encode(Gossip(updates)))
 
