@@ -377,6 +377,19 @@ async def test_a_policy_created_on_one_side_of_a_partition_applies_on_the_other_
             s.replica.close()
 
 
+def test_nft_accepts_overlapping_excepts_and_two_pods_with_one_address() -> None:
+    _nft_check_usable()
+    stale = pod("default", "old-web", "10.42.0.5", labels={"app": "web"})  # same IP as web
+    rules = render([*PODS, stale], NAMESPACES, [policy({"podSelector": {}, "ingress": [{"from": [
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.1.2.0/24"]}},
+        {"ipBlock": {"cidr": "0.0.0.0/0"}}]}]})], FACTS)
+    assert "ip saddr 10.0.0.0/8 ip saddr != 10.1.0.0/16 accept" in chain(rules, "ingress", "web")
+    assert rules.chains["forward"][-1].count("10.42.0.5 :") == 1
+    checked = subprocess.run(["nft", "-c", "-f", "-"], input=rules.text(), capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
 async def _until(check: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():

@@ -201,8 +201,10 @@ class _Index:
                     continue
                 if net.version != 4:
                     continue
-                excepts = tuple(str(ipaddress.ip_network(str(x), strict=False))
-                                for x in block.get("except") or [] if _is_v4_net(x))
+                # Collapsed: nft refuses overlapping intervals in one set.
+                excepts = tuple(str(n) for n in ipaddress.collapse_addresses(
+                    ipaddress.IPv4Network(str(x), strict=False)
+                    for x in block.get("except") or [] if _is_v4_net(x)))
                 blocks.append((str(net), excepts))
                 dns_ip = self.facts.dns_service_ip
                 if dns_ip and ipaddress.IPv4Address(dns_ip) in net and not any(
@@ -337,7 +339,11 @@ def render(pods: Iterable[Mapping[str, Any]], namespaces: Iterable[Mapping[str, 
     chains: dict[str, list[str]] = {"forward": [], "input": []}
     egress_map: list[str] = []
     ingress_map: list[str] = []
-    for pod in sorted((p for p in infos if p.node == facts.name), key=lambda p: p.ip):
+    local: dict[str, PodInfo] = {}
+    for p in sorted(infos, key=lambda p: (p.ip, p.namespace, p.name)):
+        if p.node == facts.name:
+            local.setdefault(p.ip, p)  # one chain per address: a map refuses duplicate keys
+    for pod in local.values():
         selecting = [(t, spec) for sel, t, spec in by_ns.get(pod.namespace, ())
                      if sel.matches(pod.labels)]
         for direction, key, entries in (("Ingress", "ingress", ingress_map),
