@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client, config
 
 from tests.conftest import ShoalProcess, free_port
 from tests.test_ingress import _self_signed  # also skips this module without haproxy
@@ -99,5 +100,21 @@ ports: [{{name: "80-8080", port: {backend}, protocol: TCP}}]
         row = out[1].split()
         assert row[:3] == ["web", "shoal", "a.example.com,b.example.com"]
         assert "443" in out[1]
+        # The Python client reads it back, status included, and creates one.
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(node.kubeconfig), client_configuration=cfg)
+        api = client.NetworkingV1Api(client.ApiClient(cfg))
+        got = api.read_namespaced_ingress_status("web", "default")
+        assert got.spec.tls[0].secret_name == "b-tls"
+        assert got.status.load_balancer.ingress[0].ip == "127.0.0.1"
+        api.create_namespaced_ingress("default", client.V1Ingress(
+            metadata=client.V1ObjectMeta(name="py"),
+            spec=client.V1IngressSpec(rules=[client.V1IngressRule(
+                host="c.example.com", http=client.V1HTTPIngressRuleValue(paths=[
+                    client.V1HTTPIngressPath(path="/", path_type="Prefix", backend=(
+                        client.V1IngressBackend(service=client.V1IngressServiceBackend(
+                            name="web", port=client.V1ServiceBackendPort(number=80)))))]))])))
+        _until(http_port, "c.example.com", "/py", "hello /py")
+        assert [c.metadata.name for c in api.list_ingress_class().items] == ["shoal"]
     finally:
         node.stop()
