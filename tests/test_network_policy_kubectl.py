@@ -1,8 +1,10 @@
-"""NetworkPolicy through real kubectl: created from a manifest, listed with its columns, refused when bad."""
+"""NetworkPolicy through real kubectl and the official Python client: created, listed with its columns, refused when bad."""
 
 from __future__ import annotations
 
 import json
+
+from kubernetes import client, config
 
 from tests.conftest import ShoalProcess
 
@@ -49,3 +51,17 @@ def test_kubectl_applies_lists_and_refuses_network_policies(shoal: ShoalProcess)
            "strict subset of `cidr`" in bad.stderr
     shoal.kubectl("delete", "netpol", "web-from-clients")
     assert "No resources found" in shoal.kubectl("get", "netpol").stderr
+
+    # The official Python client, typed models both ways.
+    cfg = client.Configuration()
+    config.load_kube_config(config_file=str(shoal.kubeconfig), client_configuration=cfg)
+    api = client.NetworkingV1Api(client.ApiClient(cfg))
+    body = client.V1NetworkPolicy(
+        metadata=client.V1ObjectMeta(name="deny-egress"),
+        spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector(),
+                                        policy_types=["Egress"]))
+    created = api.create_namespaced_network_policy("default", body)
+    assert created.spec.policy_types == ["Egress"] and created.metadata.uid
+    listed = api.list_namespaced_network_policy("default")
+    assert [p.metadata.name for p in listed.items] == ["deny-egress"]
+    api.delete_namespaced_network_policy("deny-egress", "default")
