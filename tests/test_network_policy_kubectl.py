@@ -49,6 +49,7 @@ def test_kubectl_applies_lists_and_refuses_network_policies(shoal: ShoalProcess)
     assert bad.returncode != 0
     assert 'spec.egress[0].to[0].ipBlock.except[0]: Invalid value: "11.0.0.0/24": must be a ' \
            "strict subset of `cidr`" in bad.stderr
+    assert "podSelector" in shoal.kubectl("explain", "networkpolicy.spec").stdout
     shoal.kubectl("delete", "netpol", "web-from-clients")
     assert "No resources found" in shoal.kubectl("get", "netpol").stderr
 
