@@ -160,10 +160,6 @@ class ShoalNode:
         # --- end network policy ---
         # --- ingress: haproxy answers Ingresses from this replica (shoal.net.ingress) ---
         self.ingress: IngressController | None = None
-        for asked, flag in ((network.ingress_http_port, "--ingress-http-port"),
-                            (network.ingress_https_port, "--ingress-https-port")):
-            if asked:
-                check_free(cfg.api.bind, asked, flag)
         http_port, https_port = ingress_ports(cfg.api.bind, network.ingress_http_port,
                                               network.ingress_https_port)
         if ingress_wanted(http_port, https_port):
@@ -493,6 +489,10 @@ async def _serve_locked(cfg: NodeSettings) -> None:
     check_free(cfg.api.bind, cfg.api.port, "--api-port")
     if cfg.mesh.peer_port:
         check_free(cfg.api.bind, cfg.mesh.peer_port, "--peer-port")
+    for asked, flag in ((cfg.network.ingress_http_port, "--ingress-http-port"),  # ingress
+                        (cfg.network.ingress_https_port, "--ingress-https-port")):
+        if asked:
+            check_free(cfg.api.bind, asked, flag)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
