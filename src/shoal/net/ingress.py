@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import grp
 import logging
 import os
+import pwd
 import socket
 import time
 from collections.abc import Callable
@@ -70,6 +72,18 @@ def _free(host: str, port: int) -> bool:
     return True
 
 
+def worker_user() -> str | None:
+    """Debian's ``haproxy`` account for the workers when running as root, if it exists."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam("haproxy")
+        grp.getgrnam("haproxy")
+    except KeyError:
+        return None
+    return "haproxy"
+
+
 def ingress_ports(host: str, http: int | None, https: int | None) -> tuple[int, int]:
     """The ports asked for; one not asked for is 80 or 443 when this process runs as root
     and the port is free (a second node on the host, a web server), else off (0)."""
@@ -112,6 +126,7 @@ class IngressController:
         self.cert_dir = self.dir / "certs"
         self.haproxy = supervisor or HaproxySupervisor(self.dir / "haproxy.cfg",
                                                        self.dir / "haproxy.log")
+        self.user = worker_user()
         self.applied: Rendered | None = None
         self.applies = 0
         self.last_render: float | None = None
@@ -129,7 +144,7 @@ class IngressController:
                                 and not self.settings.is_reachable(n))
         return render(r.list(INGRESSES), r.list(CLASSES), r.list("services"), slices,
                       r.list("secrets"), self.settings.listen, str(self.cert_dir),
-                      str(self.dir / "haproxy.sock"), unreachable)
+                      str(self.dir / "haproxy.sock"), unreachable, self.user)
 
     def _write_certificates(self, rendered: Rendered) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)

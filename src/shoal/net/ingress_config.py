@@ -175,9 +175,12 @@ def _pem(secret: dict[str, Any]) -> str | None:
 def render(ingresses: list[dict[str, Any]], classes: list[dict[str, Any]],
            services: list[dict[str, Any]], slices: list[dict[str, Any]],
            secrets: list[dict[str, Any]], listen: Listen, cert_dir: str,
-           socket_path: str, unreachable: frozenset[str] = frozenset()) -> Rendered:
+           socket_path: str, unreachable: frozenset[str] = frozenset(),
+           user: str | None = None) -> Rendered:
     """``unreachable``: nodes the mesh holds unreachable now, whose endpoints are left out
-    (as the Service proxy does), so a partition does not send requests into a void."""
+    (as the Service proxy does), so a partition does not send requests into a void.
+    ``user``: the account haproxy's workers drop to (the master, root, binds the ports
+    and reads the certificates)."""
     backends = _Backends(services, slices, unreachable)
     by_secret = {((s.get("metadata") or {}).get("namespace", ""),
                   (s.get("metadata") or {}).get("name", "")): s for s in secrets}
@@ -217,6 +220,7 @@ def render(ingresses: list[dict[str, Any]], classes: list[dict[str, Any]],
         "global",
         f"    stats socket {socket_path} mode 600 level admin expose-fd listeners",
         "    hard-stop-after 30s",
+        *([f"    user {user}", f"    group {user}"] if user else []),
         "defaults",
         "    mode http",
         "    timeout connect 5s",
