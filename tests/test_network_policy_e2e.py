@@ -3,12 +3,14 @@
 A web pod on node-a admits only pods labelled ``role: client`` on its named
 port: such a pod on node-b connects (across nodes, matched by its pod IP),
 an unlabelled pod beside the web pod on node-a does not (bridged traffic on one
-node), and deleting the policy opens the web pod again.
+node), and deleting the policy opens the web pod again. An egress-isolated pod
+resolves names only once a policy allows DNS.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -61,3 +63,27 @@ def test_a_policy_admits_the_selected_pod_of_another_node_and_drops_a_neighbour(
     assert reaches(a, "client", ip)
     a.kubectl("delete", "networkpolicy", "web-from-clients")
     wait_for(lambda: reaches(a, "neighbour", ip), 10, "the neighbour to reach web again")
+    # Egress: no implicit DNS, as in Kubernetes; a rule to kube-system port 53 allows it.
+    a.kubectl("apply", "-f", "-", input=egress_policy("client-deny", []))
+    wait_for(lambda: not reaches(a, "client", ip), 10, "the client's egress to be denied")
+    assert not resolves(a, "client")
+    a.kubectl("apply", "-f", "-", input=egress_policy("client-dns", [{
+        "to": [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"port": 53, "protocol": "UDP"}]}]))
+    wait_for(lambda: resolves(a, "client"), 10, "the client to resolve names")
+    assert not reaches(a, "client", ip)
+
+
+def egress_policy(name: str, rules: list[dict[str, object]]) -> str:
+    return json.dumps({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
+        "spec": {"podSelector": {"matchLabels": {"role": "client"}}, "policyTypes": ["Egress"],
+                 "egress": rules}})
+
+
+def resolves(node: ShoalProcess, name: str) -> bool:
+    r = node.kubectl("exec", name, "--", "busybox", "timeout", "2", "busybox", "nslookup",
+                     "kubernetes.default.svc.cluster.local", check=False)
+    # The kubernetes Service's address (not 10.96.0.10, the server's own, also printed).
+    return r.returncode == 0 and re.search(r"10\.96\.0\.1\b", r.stdout) is not None
