@@ -31,7 +31,6 @@ from shoal.model.validation.ingress import (  # ingress (issue 12)
     _validate_ingress_class_update,
 )
 from shoal.model.validation.network_policies import _validate_network_policy  # issue 12
-from shoal.model.validation.network_policies import _validate_network_policy  # issue 12
 from shoal.model.validation.object_meta import _name_check, _object_meta, _object_meta_update
 from shoal.model.validation.pod_spec import _validate_pod, _validate_pod_update
 from shoal.model.validation.replication_controllers import _validate_replication_controller
@@ -102,7 +101,6 @@ _CHECKS: dict[tuple[str, str], _Check] = {
     ("", "LimitRange"): _validate_limit_range,
     ("scheduling.k8s.io", "PriorityClass"): _validate_priority_class,
     ("autoscaling", "HorizontalPodAutoscaler"): _validate_horizontal_pod_autoscaler,
-    ("networking.k8s.io", "NetworkPolicy"): _validate_network_policy,
     ("networking.k8s.io", "Ingress"): _validate_ingress,
     ("networking.k8s.io", "IngressClass"): _validate_ingress_class,
     ("networking.k8s.io", "NetworkPolicy"): _validate_network_policy,
