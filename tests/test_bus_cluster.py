@@ -2,7 +2,9 @@
 the bus wires itself from the replicated Nodes (the edges dial the hub they learn of),
 the Streams of examples/sensors.yaml applied once at one edge are made at the sites they
 name, a request from one edge
-is answered at the other, and messages published at the edges while their uplinks are cut
+is answered at the other, a queue group answers once per request from the local site's
+replica when there is one (anycast), a publish reaches a subscriber on every site
+(multicast), clients speaking garbage to an edge's bus disturb nobody else, and messages published at the edges while their uplinks are cut
 (iptables) reach the hub's stream after the heal: each once and in order, also those an
 edge acknowledged before it was killed with -9 during the cut.
 
@@ -290,6 +292,160 @@ def test_a_pod_reaches_its_own_nodes_bus_through_the_nats_service(sites: Sites) 
     # (internalTrafficPolicy: Local), so to its own site.
     for node in (sites.hub, *sites.edges.values()):
         wait_until(lambda n=node: answers(n) == n.name, 30, f"{node.name}'s bus by name")
+
+
+async def until_answered(nc: Any, subject: str, want: set[bytes], timeout: float) -> None:
+    """Until a request is answered by one of ``want`` (interest takes a moment to cross
+    the leaf links)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if (await nc.request(subject, b"", timeout=1)).data in want:
+                return
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            pass
+        assert time.monotonic() < deadline, f"no answer from {want} on {subject}"
+        await asyncio.sleep(0.1)
+
+
+def test_anycast_is_answered_by_one_replica_preferring_the_local_site(sites: Sites) -> None:
+    async def scenario() -> None:
+        hub = await nats.connect(sites.url(sites.hub))
+        a = await nats.connect(sites.url(sites.edges["farm-a"]))
+        b = await nats.connect(sites.url(sites.edges["farm-b"]))
+        answered = {"cloud": 0, "farm-a": 0}
+        try:
+            subs = {}
+            for site, nc in (("cloud", hub), ("farm-a", a)):
+                async def answer(msg: Any, site: str = site) -> None:
+                    answered[site] += 1
+                    await msg.respond(site.encode())
+                subs[site] = await nc.subscribe("svc.sensor-config", queue="replicas", cb=answer)
+                await nc.flush()
+            await until_answered(b, "svc.sensor-config", {b"cloud", b"farm-a"}, 20)
+            await until_answered(a, "svc.sensor-config", {b"farm-a"}, 20)
+            before = dict(answered)
+            # From farm-a, its own replica answers every time.
+            assert [(await a.request("svc.sensor-config", b"", timeout=2)).data
+                    for _ in range(20)] == [b"farm-a"] * 20
+            # farm-b has none: another site's replica answers, one per request.
+            from_b = [(await b.request("svc.sensor-config", b"", timeout=2)).data
+                      for _ in range(10)]
+            assert set(from_b) <= {b"cloud", b"farm-a"}
+            await asyncio.sleep(0.3)  # a second answer to any request would be counted by now
+            assert sum(answered.values()) - sum(before.values()) == 30
+            # farm-a's replica goes: its requests cross its uplink to the hub's.
+            await subs["farm-a"].unsubscribe()
+            await a.flush()
+            await until_answered(a, "svc.sensor-config", {b"cloud"}, 20)
+            assert [(await a.request("svc.sensor-config", b"", timeout=2)).data
+                    for _ in range(5)] == [b"cloud"] * 5
+        finally:
+            for nc in (hub, a, b):
+                await nc.close()
+
+    asyncio.run(scenario())
+
+
+async def subscribed_everywhere(sites: Sites, subject: str) -> tuple[Any, dict[str, Any],
+                                                                     dict[str, list[bytes]]]:
+    """A publisher at farm-a, a ``subject`` subscriber on each site's node, and what each got,
+    once a probe published at farm-a has reached all three."""
+    pub = await nats.connect(sites.url(sites.edges["farm-a"]))
+    nodes = {"cloud": sites.hub, **sites.edges}
+    subs = {site: await nats.connect(sites.url(node)) for site, node in nodes.items()}
+    got: dict[str, list[bytes]] = {site: [] for site in nodes}
+    for site, nc in subs.items():
+        async def cb(msg: Any, site: str = site) -> None:
+            got[site].append(msg.data)
+        await nc.subscribe(subject, cb=cb)
+        await nc.flush()
+    deadline = time.monotonic() + 20
+    while not all(b"probe" in g for g in got.values()):  # interest crosses the leaf links
+        assert time.monotonic() < deadline, f"the probe reached only {got}"
+        await pub.publish(subject.replace(">", "probe"), b"probe")
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.3)
+    for g in got.values():
+        g.clear()
+    return pub, subs, got
+
+
+async def received(got: dict[str, list[bytes]], want: list[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while any(len(g) < len(want) for g in got.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # and nothing arrives twice
+
+
+def test_one_publish_to_telemetry_reaches_a_subscriber_on_every_site(sites: Sites) -> None:
+    async def scenario() -> None:
+        pub, subs, got = await subscribed_everywhere(sites, "telemetry.>")
+        try:
+            for i in range(5):
+                await pub.publish("telemetry.farm-a.temperature", b"21.%d" % i)
+            await pub.flush()
+            want = [b"21.%d" % i for i in range(5)]
+            await received(got, want, 10)
+            assert got == {"cloud": want, "farm-a": want, "farm-b": want}
+        finally:
+            for nc in (pub, *subs.values()):
+                await nc.close()
+
+    asyncio.run(scenario())
+
+
+GARBAGE = [
+    b"\x00\xffGARBAGE not a verb\r\n",
+    b'CONNECT {"verbose":false}\r\nPUB junk.x 2000000\r\n',  # over the payload limit
+    b"PUB telemetry.x 4\r\ntoo long for four\r\n",  # a payload that lies about its size
+    b"CONNECT {not json\r\n",
+]
+
+
+def test_a_client_publishing_garbage_to_its_node_does_not_disturb_other_clients(
+        sites: Sites) -> None:
+    """Pods at farm-a speak garbage to their node's bus while a sensor there publishes to
+    every site: each bad client loses its own connection, every reading still arrives."""
+    edge = sites.edges["farm-a"]
+
+    async def bad_client(frame: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(edge.host, 4222)
+        try:
+            await reader.readline()  # INFO
+            writer.write(frame)
+            await writer.drain()
+            answer = b""
+            while chunk := await asyncio.wait_for(reader.read(4096), 5):
+                answer += chunk  # until the server closes the connection
+            return answer
+        finally:
+            writer.close()
+
+    async def scenario() -> None:
+        pub, subs, got = await subscribed_everywhere(sites, "telemetry.>")
+        try:
+            async def readings() -> None:
+                for i in range(200):
+                    await pub.publish("telemetry.farm-a.t", b"%d" % i)
+                    if i % 20 == 0:
+                        await asyncio.sleep(0.01)  # spread over the bad clients' frames
+                await pub.flush()
+
+            answers, _ = await asyncio.gather(
+                asyncio.gather(*(bad_client(f) for f in GARBAGE)), readings())
+            # Each bad client was closed by the server (bad_client reads until then).
+            assert b"-ERR 'Unknown Protocol Operation'" in answers[0], answers
+            assert b"-ERR 'Maximum Payload Violation'" in answers[1], answers
+            want = [b"%d" % i for i in range(200)]
+            await received(got, want, 10)
+            assert got == {"cloud": want, "farm-a": want, "farm-b": want}
+            assert pub.is_connected and all(nc.is_connected for nc in subs.values())
+        finally:
+            for nc in (pub, *subs.values()):
+                await nc.close()
+
+    asyncio.run(scenario())
 
 
 async def drain_hub(url: str, expected: int, timeout: float) -> dict[str, list[int]]:
