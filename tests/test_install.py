@@ -71,6 +71,19 @@ def test_a_bad_server_flag_is_refused_at_install_time(tmp_path: Path) -> None:
               "--", "--api-port", "70000")
     assert r.returncode == 1 and "key 'api-port': 70000 is not a port" in r.stderr
     assert not (tmp_path / "shoal.service").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no config left behind
+
+
+def test_a_refused_reinstall_keeps_the_installed_config(tmp_path: Path) -> None:
+    units, etc = tmp_path / "systemd", tmp_path / "etc"
+    paths = ("--unit-dir", str(units), "--config-dir", str(etc))
+    assert shoal("install", *paths, "--", "--api-port", "16450").returncode == 0
+    before = (etc / "config.yaml").read_text()
+    r = shoal("install", *paths, "--", "--api-port", "70000")
+    assert r.returncode == 1
+    # The service would read the refused file at its next restart and fail.
+    assert (etc / "config.yaml").read_text() == before
+    assert sorted(p.name for p in etc.iterdir()) == ["config.yaml"]
 
 
 def test_the_installed_units_command_runs_a_node(tmp_path: Path) -> None:

@@ -136,11 +136,18 @@ def install(args: argparse.Namespace) -> int:
     config = server_config(args)
     path = args.config_dir / "config.yaml"
     args.config_dir.mkdir(parents=True, exist_ok=True)
-    write_private(yaml.safe_dump(config, sort_keys=False), path, "shoal install")
-    # Checked as the service will read it, so a bad flag is refused now, not at boot.
-    parser = _parser()
-    config_file.apply(_subparser(parser, "server"), ["--config", str(path)], {})
-    parser.parse_args(["server", "--config", str(path)])
+    # Written beside the file and checked as the service will read it, so a bad flag is
+    # refused now, not at boot, and a refused install leaves the installed file as it was.
+    candidate = path.with_name(path.name + ".new")
+    write_private(yaml.safe_dump(config, sort_keys=False), candidate, "shoal install")
+    try:
+        parser = _parser()
+        config_file.apply(_subparser(parser, "server"), ["--config", str(candidate)], {})
+        parser.parse_args(["server", "--config", str(candidate)])
+    except BaseException:
+        candidate.unlink(missing_ok=True)
+        raise
+    candidate.replace(path)
     unit = args.unit_dir / UNIT_NAME
     args.unit_dir.mkdir(parents=True, exist_ok=True)
     unit.write_text(render_unit(shoal_binary(), path.absolute()))
