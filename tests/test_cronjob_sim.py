@@ -121,3 +121,12 @@ def test_both_sides_of_a_partition_fire_and_the_merge_keeps_one_job_per_minute()
     assert all(n <= 3 for n in r["pods_ever"].values()), r["pods_ever"]
     assert all(n == 1 for n in r["live_pods"].values()), r["live_pods"]
     assert r["errors"] == []
+
+
+def test_after_a_heal_a_stale_side_learns_the_merged_job_before_it_reruns_its_pods() -> None:
+    """Seed 17 (and 13, 25): with merges passed on only as received, the lone side kept its
+    own copy of a Job until its next pull, and its controller recreated the pods the other
+    side's garbage collector kept deleting: 7 to 13 pods for one minute. A merge is passed
+    on as merged when what was held before was durable, so the sender learns the outcome."""
+    r = virtual_run(_scenario(seed=17, split=True))
+    assert all(n <= 3 for n in r["pods_ever"].values()), r["pods_ever"]

@@ -98,7 +98,8 @@ class PullTarget:
 @dataclass(slots=True)
 class MergeResult:
     changed: list[DocRecord] = field(default_factory=list)
-    """The documents that changed something here, as received."""
+    """The documents that changed something here: as now held, or as received when what
+    was held before was not yet durable."""
     transient: int = 0
     """Refused for now (maps disagree, a relay that may not relay): ask again later."""
     refused: list[str] = field(default_factory=list)
@@ -358,6 +359,7 @@ class AntiEntropy:
                             out.refused.append(f"{what}: {refusal.reason}")
                         out.transient += refusal.transient
                         continue
+                prior = self.replica.entry(d.resource, d.namespace, d.name)
                 result = self.replica.merge(d.resource, d.namespace, d.name, remote)
             except StorageError as e:
                 # Not stored here (a full disk): as a deferral, the cursor stays put.
@@ -374,10 +376,19 @@ class AntiEntropy:
                 continue
             self.docs_merged += 1
             self._merged_rvs.add(self.replica.revision)
-            # Passed on as received, not as merged here: the merged document may hold a
-            # local write still being committed, which must not leave this node before it
-            # is durable (a kill would tear it here and leave it alive elsewhere).
-            out.changed.append(d)
+            # Passed on as merged here when what we held before was durable, so the sender
+            # and the others learn the outcome at once (a stale side would otherwise act on
+            # its old copy until its next pull: a CronJob's Job recreating its pods). Else as
+            # received: the merged document would hold a local write still being
+            # committed, which must not leave this node before it is durable (a kill would
+            # tear it here and leave it alive elsewhere).
+            entry = self.replica.entry(d.resource, d.namespace, d.name)
+            if entry is not None and (prior is None
+                                      or prior.rv <= self.replica.durable_revision):
+                out.changed.append(self._record(d.resource, d.namespace, d.name,
+                                                entry.doc_bytes))
+            else:
+                out.changed.append(d)
         return out
 
     def _held(self, d: DocRecord) -> tuple[Any, Any]:
