@@ -211,3 +211,12 @@ def shoal_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProc
         yield node
     finally:
         node.stop()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real server through the ``shoal`` fixtures is slow: make test
+    runs those one at a time, after the in-process tests that run on xdist workers."""
+    for item in items:
+        if {"shoal", "shoal_module"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

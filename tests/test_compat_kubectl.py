@@ -20,6 +20,9 @@ from kubernetes.stream import stream
 
 from tests.conftest import ShoalProcess, free_port
 
+# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+pytestmark = pytest.mark.slow
+
 CRONJOB = """
 apiVersion: batch/v1
 kind: CronJob

@@ -18,6 +18,9 @@ from kubernetes import client, config
 from tests.conftest import ShoalProcess, free_port
 from tests.test_ingress import _self_signed  # also skips this module without haproxy
 
+# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+pytestmark = pytest.mark.slow
+
 
 class _Hello(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:

@@ -86,6 +86,7 @@ def test_a_refused_reinstall_keeps_the_installed_config(tmp_path: Path) -> None:
     assert sorted(p.name for p in etc.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_the_installed_units_command_runs_a_node(tmp_path: Path) -> None:
     units, etc = tmp_path / "systemd", tmp_path / "etc"
     port = free_port()

@@ -39,6 +39,7 @@ def test_an_exception_travels_in_its_own_field() -> None:
     assert entry["message"] == "failed" and "ValueError: boom" in entry["exception"]
 
 
+@pytest.mark.slow
 def test_a_server_logs_json_lines(tmp_path: Path) -> None:
     node = ShoalProcess("json-node", tmp_path / "data", free_port(), tmp_path / "shoal.log")
     node.start(["--log-format", "json"])
@@ -100,6 +101,7 @@ async def test_following_a_log_goes_on_in_the_rotated_file(
     assert seen == [b"first", *(b"n%02d" % i for i in range(40))]
 
 
+@pytest.mark.slow
 def test_a_server_rotates_a_chatty_containers_log(tmp_path: Path) -> None:
     node = ShoalProcess("rotating", tmp_path / "data", free_port(), tmp_path / "shoal.log")
     node.start(["--container-log-max-size", "2Ki", "--container-log-max-files", "3"])

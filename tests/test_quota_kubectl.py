@@ -18,6 +18,9 @@ from kubernetes import client, config
 
 from tests.conftest import ShoalProcess, free_port
 
+# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+pytestmark = pytest.mark.slow
+
 BUSY = """
 apiVersion: apps/v1
 kind: Deployment

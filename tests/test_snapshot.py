@@ -15,6 +15,9 @@ from shoal.cli.main import main
 from shoal.store.replica import Replica
 from tests.conftest import ShoalProcess, free_port
 
+# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+pytestmark = pytest.mark.slow
+
 
 def shoal(*args: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()

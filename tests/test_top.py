@@ -14,6 +14,9 @@ import pytest
 from tests.conftest import VENV_BIN, ShoalProcess, free_port
 from tests.test_cluster import wait_for
 
+# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+pytestmark = pytest.mark.slow
+
 SPIN = """
 apiVersion: v1
 kind: Pod
