@@ -1,12 +1,13 @@
 """Two edge sites and a hub site, each a real `shoal server` in its own network namespace:
-the bus wires itself from the replicated Nodes (the edges dial the hub they learn of),
-the Streams of examples/sensors.yaml applied once at one edge are made at the sites they
-name, a request from one edge
-is answered at the other, a queue group answers once per request from the local site's
-replica when there is one (anycast), a publish reaches a subscriber on every site
-(multicast), clients speaking garbage to an edge's bus disturb nobody else, and messages published at the edges while their uplinks are cut
-(iptables) reach the hub's stream after the heal: each once and in order, also those an
-edge acknowledged before it was killed with -9 during the cut.
+the bus wires itself from the replicated Nodes (the edges dial the hub they learn of), the
+Streams of examples/sensors.yaml applied once at one edge are made at the sites they name,
+a request from one edge is answered at the other, a queue group answers once per request
+from the local site's replica when there is one (anycast), a publish reaches a subscriber
+on every site (multicast), clients speaking garbage to an edge's bus disturb nobody else,
+messages published at the edges while their uplinks are cut (iptables) reach the hub's
+stream after the heal: each once and in order, also those an edge acknowledged before it
+was killed with -9 during the cut; then the example application's aggregator pod at the
+hub drains that backlog and gets both edges' readings.
 
 One lab for the module: the three nodes start once (about 15 s of its CI time)."""
 
@@ -513,3 +514,30 @@ def test_edges_cut_off_store_and_the_hub_gets_every_acked_message_once_in_order(
     assert table(sites.hub)["sensors"]["LAG"] == "0"
 
 
+
+
+def test_the_example_application_aggregates_both_edges_readings_at_the_hub(
+        sites: Sites) -> None:
+    """examples/sensors.yaml whole: a sensor pod per edge site, the aggregator at the hub,
+    which also works through the 12,020 messages the test above left in the hub's stream."""
+    sites.edges["farm-b"].kubectl("apply", "-f", str(EXAMPLE))
+    backlog = 12_020
+
+    def aggregated() -> tuple[int, dict[str, int]]:
+        r = sites.hub.kubectl("logs", "deploy/aggregator", check=False)
+        lines = r.stdout.splitlines() if r.returncode == 0 else []
+        readings = [json.loads(line.split(" ", 1)[1]) for line in lines if '"site"' in line]
+        by_site = {s: sum(1 for x in readings if x["site"] == s) for s in sites.edges}
+        return len(lines), by_site
+
+    started = time.monotonic()
+    def done() -> bool:
+        seen, by_site = aggregated()
+        return seen > backlog and all(by_site.values())
+
+    wait_until(done, 60, "the aggregator to drain the backlog and get both sites' readings")
+    seen, by_site = aggregated()
+    print(f"aggregator: {seen} messages ({by_site}) {time.monotonic() - started:.1f} s after the "
+          "apply")
+    for site, edge in sites.edges.items():
+        assert "stored" in edge.kubectl("logs", f"deploy/sensor-{site}", "--tail=1").stdout
