@@ -71,6 +71,8 @@ def demo_addresses() -> tuple[list[str], int, int]:
     api = _port("SHOAL_DEMO_API_PORT", API_PORT, ips, set())
     return ips, api, _port("SHOAL_DEMO_PEER_PORT", PEER_PORT, ips, {api})
 HEARTBEAT, GRACE, EVICTION = "2s", "6s", "8s"
+SITES = {"edge-1": "cloud", "edge-2": "farm-a", "edge-3": "farm-b"}
+"""The bus's sites (examples/sensors.yaml): edge-1 is the hub."""
 
 
 class Peer:
@@ -177,7 +179,7 @@ class Demo:
     def run(self) -> None:
         a, b, c = self.peers
         step("three peers on loopback, no leader: every one serves the Kubernetes API")
-        a.start()
+        a.start("--site", SITES[a.name])
         # One token for both joins, in a 0600 file: a token is single use by default, and a
         # file keeps it out of `ps`.
         token_file = self.work / "join.token"
@@ -185,7 +187,8 @@ class Demo:
             subprocess.run([str(BIN / "shoal"), "token", "create", "--uses", "2", "--data-dir",
                             str(a.data)], check=True, stdout=f)
         for p in (b, c):
-            p.start("--join", f"{a.ip}:{self.peer_port}", "--token-file", str(token_file))
+            p.start("--site", SITES[p.name], "--join", f"{a.ip}:{self.peer_port}",
+                    "--token-file", str(token_file))
         # Kubeconfigs are made on the signer (a); with --server they work on every peer.
         subprocess.run([str(BIN / "shoal"), "kubeconfig", "--data-dir", str(a.data), "--server",
                         a.url, "--output", str(self.kubeconfig)], check=True)
@@ -217,6 +220,7 @@ class Demo:
         if pod:
             self.kubectl(a, "logs", pod, "--tail=1")
 
+        self.sensors()
         why = self.can_cut()
         if why is not None:
             step(f"(skipping the partition: {why})")
@@ -259,6 +263,35 @@ class Demo:
         say("the write made on edge-3 while it was cut off is on edge-1:")
         self.kubectl(a, "get", "configmap", "written-while-cut", "-o",
                      "jsonpath={.metadata.name} {.data}{\"\\n\"}")
+        # The cut drops the peer port only: farm-b's leaf link to the hub stays up.
+        say(f"readings the aggregator on {a.name} has received, by site: {self.aggregated()}")
+
+    def aggregated(self) -> dict[str, int]:
+        """Readings the aggregator at the hub has printed, by the site they came from."""
+        out = self.kubectl(self.peers[0], "logs", "deploy/aggregator", show=False)
+        counts: dict[str, int] = {}
+        for line in out.splitlines():
+            try:
+                site = json.loads(line.split(" ", 1)[1])["site"]
+            except (IndexError, ValueError, KeyError, TypeError):
+                continue
+            counts[site] = counts.get(site, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def sensors(self) -> None:
+        a = self.peers[0]
+        if shutil.which("nats-server") is None:
+            step("(skipping the data plane: nats-server is missing; make sysdeps installs it)")
+            return
+        step("the data plane: a sensor at each edge site, an aggregator at the hub "
+             "(examples/sensors.yaml)")
+        self.kubectl(a, "label", "node", a.name, "shoal.dev/hub=true")
+        self.kubectl(a, "apply", "-f", str(ROOT / "examples" / "sensors.yaml"))
+        took = self.wait(lambda: len(self.aggregated()) == 2, 60,
+                         "the aggregator to hear from both edge sites")
+        say(f"the aggregator on {a.name} has readings from both edge sites {took:.1f}s after "
+            f"the apply: {self.aggregated()}")
+        self.kubectl(a, "get", "streams", "-o", "wide")
 
     def close(self) -> None:
         self.heal()
