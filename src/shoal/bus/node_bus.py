@@ -74,7 +74,11 @@ class NodeBus:
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
         self.restarts = 0
-        self.movable_ports = frozenset(movable_ports)
+        # A port given as 0 was any free port: it may move too when it is taken before
+        # nats-server binds it (another process took it between the pick and the bind).
+        self.movable_ports = frozenset(movable_ports) | {
+            f for f in ("client_port", "cluster_port", "leafnode_port")
+            if getattr(settings, f) == 0}
         self.on_moved = on_moved
         self._checked_restarts = 0
         self._moved_at = -1
