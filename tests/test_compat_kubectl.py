@@ -11,14 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from kubernetes import client, config
 from kubernetes.stream import stream
 
-from tests.conftest import ShoalProcess, free_port
+from tests.conftest import ShoalProcess
+from tests.test_cluster import wait_for
 
 # Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
 pytestmark = pytest.mark.slow
@@ -77,23 +77,8 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
-    d = tmp_path_factory.mktemp("compat")
-    n = ShoalProcess("compat-1", d / "data", free_port(), d / "shoal.log")
-    n.start()
-    try:
-        yield n
-    finally:
-        n.stop()
-
-
-def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+def node(shoal_module: ShoalProcess) -> ShoalProcess:
+    return shoal_module
 
 
 def rows(text: str) -> list[list[str]]:
@@ -111,7 +96,7 @@ def test_kubectl_shows_a_cronjob_and_creates_a_job_from_it(node: ShoalProcess) -
     job = json.loads(node.kubectl("get", "job", "by-hand", "-o", "json").stdout)
     assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
     assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
-    until(lambda: "Complete" in node.kubectl("get", "job", "by-hand").stdout)
+    wait_for(lambda: "Complete" in node.kubectl("get", "job", "by-hand").stdout)
 
 
 def test_kubectl_create_cronjob_and_pdb_send_protobuf_the_server_reads(
@@ -130,16 +115,16 @@ def test_kubectl_create_cronjob_and_pdb_send_protobuf_the_server_reads(
 
 def test_a_replication_controller_runs_and_scales(node: ShoalProcess) -> None:
     node.kubectl("apply", "-f", "-", input=RC)
-    until(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:4] == ["2", "2", "2"])
+    wait_for(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:4] == ["2", "2", "2"])
     node.kubectl("scale", "rc", "old", "--replicas=1")
-    until(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:3] == ["1", "1"])
+    wait_for(lambda: rows(node.kubectl("get", "rc", "old").stdout)[1][1:3] == ["1", "1"])
     scale = json.loads(node.kubectl("get", "--raw", "/api/v1/namespaces/default/"
                                     "replicationcontrollers/old/scale").stdout)
     assert scale["status"]["selector"] == "app=old"
 
 
 def test_the_kubernetes_service_points_at_the_api(node: ShoalProcess) -> None:
-    until(lambda: node.kubectl("get", "endpoints", "kubernetes", check=False).returncode == 0)
+    wait_for(lambda: node.kubectl("get", "endpoints", "kubernetes", check=False).returncode == 0)
     svc = rows(node.kubectl("get", "svc", "kubernetes").stdout)[1]
     assert svc[:5] == ["kubernetes", "ClusterIP", "10.96.0.1", "<none>", "443/TCP"]
     endpoints = rows(node.kubectl("get", "endpoints", "kubernetes").stdout)[1]
@@ -169,7 +154,7 @@ data:
 def test_exec_stdin_written_as_text_reaches_the_command(node: ShoalProcess) -> None:
     node.kubectl("run", "reader", "--image=busybox", "--command", "--", "sh", "-c",
                  "sleep 3600")
-    until(lambda: "Running" in node.kubectl("get", "pod", "reader").stdout)
+    wait_for(lambda: "Running" in node.kubectl("get", "pod", "reader").stdout)
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(node.kubeconfig), client_configuration=cfg)
     api = client.CoreV1Api(client.ApiClient(cfg))
@@ -194,7 +179,7 @@ def pdb_status(node: ShoalProcess) -> dict[str, Any]:
 def test_drain_evicts_what_the_budget_allows_and_stops_at_it(node: ShoalProcess) -> None:
     node.kubectl("delete", "pod", "reader", "--grace-period=0", "--force", check=False)
     node.kubectl("apply", "-f", "-", input=APP)
-    until(lambda: pdb_status(node).get("currentHealthy") == 2)
+    wait_for(lambda: pdb_status(node).get("currentHealthy") == 2)
     st = pdb_status(node)
     assert (st["expectedPods"], st["desiredHealthy"], st["disruptionsAllowed"]) == (2, 1, 1)
     table = rows(node.kubectl("get", "pdb", "web").stdout)
@@ -217,5 +202,5 @@ def test_drain_evicts_what_the_budget_allows_and_stops_at_it(node: ShoalProcess)
     assert len(running & before) == 1  # the budget kept one of the two
     assert json.loads(node.kubectl("get", "node", node.name, "-o", "json").stdout)[
         "spec"].get("unschedulable") is True
-    until(lambda: pdb_status(node).get("disruptionsAllowed") == 0)
+    wait_for(lambda: pdb_status(node).get("disruptionsAllowed") == 0)
     node.kubectl("uncordon", node.name)

@@ -10,13 +10,12 @@ node's own CPU samples.
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client, config
 
-from tests.conftest import ShoalProcess, free_port
+from tests.conftest import ShoalProcess
+from tests.test_cluster import wait_for
 
 # Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
 pytestmark = pytest.mark.slow
@@ -41,23 +40,8 @@ spec:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProcess]:
-    d = tmp_path_factory.mktemp("quota")
-    n = ShoalProcess("quota-1", d / "data", free_port(), d / "shoal.log")
-    n.start()
-    try:
-        yield n
-    finally:
-        n.stop()
-
-
-def until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out")
+def node(shoal_module: ShoalProcess) -> ShoalProcess:
+    return shoal_module
 
 
 def rows(text: str) -> list[list[str]]:
@@ -87,7 +71,7 @@ def test_a_quota_counts_limits_and_refuses_with_kubernetes_message(node: ShoalPr
     assert refused.returncode != 0
     assert ('pods "three" is forbidden: exceeded quota: small, requested: pods=1, '
             "used: pods=2, limited: pods=2") in refused.stderr
-    until(lambda: "800m" in node.kubectl("-n", "team", "describe", "quota", "small").stdout)
+    wait_for(lambda: "800m" in node.kubectl("-n", "team", "describe", "quota", "small").stdout)
     described = rows(node.kubectl("-n", "team", "describe", "quota", "small").stdout)
     assert ["pods", "2", "2"] in described and ["requests.cpu", "800m", "1"] in described
     table = rows(node.kubectl("-n", "team", "get", "quota").stdout)
@@ -113,9 +97,9 @@ def test_priority_classes_are_served_and_set_a_pods_priority(node: ShoalProcess)
 def test_kubectl_autoscale_scales_a_busy_deployment_on_its_cpu(node: ShoalProcess) -> None:
     node.kubectl("apply", "-f", "-", input=BUSY)
     # Once a sample exists (kubectl top shows it), the autoscaler's first pass can act.
-    until(lambda: "busy-" in node.kubectl("top", "pods", "-l", "app=busy", check=False).stdout)
+    wait_for(lambda: "busy-" in node.kubectl("top", "pods", "-l", "app=busy", check=False).stdout)
     node.kubectl("autoscale", "deployment", "busy", "--cpu=50%", "--min=1", "--max=3")
-    until(lambda: json.loads(node.kubectl("get", "deploy", "busy", "-o", "json").stdout)[
+    wait_for(lambda: json.loads(node.kubectl("get", "deploy", "busy", "-o", "json").stdout)[
         "spec"]["replicas"] == 3)
     hpa = json.loads(node.kubectl("get", "hpa", "busy", "-o", "json").stdout)
     assert hpa["status"]["desiredReplicas"] == 3
@@ -137,7 +121,7 @@ def test_the_python_client_reads_and_writes_every_new_kind(node: ShoalProcess) -
     core.create_namespaced_limit_range("default", client.V1LimitRange(
         metadata=client.V1ObjectMeta(name="py"), spec=client.V1LimitRangeSpec(limits=[
             client.V1LimitRangeItem(type="Container", max={"memory": "1Gi"})])))
-    until(lambda: core.read_namespaced_resource_quota("py", "default").status is not None
+    wait_for(lambda: core.read_namespaced_resource_quota("py", "default").status is not None
           and core.read_namespaced_resource_quota("py", "default").status.used is not None)
     assert core.read_namespaced_limit_range("py", "default").spec.limits[0].default == {
         "memory": "1Gi"}
