@@ -31,7 +31,7 @@ from shoal.cli.observability import Observability  # observability
 from shoal.cli.ports import check_free, in_use
 from shoal.cli.settings import NodeSettings
 from shoal.control import manager
-from shoal.control.crd_establishing import CRD_RESOURCE, crd_observer
+from shoal.control.crd_establishing import serve_crds
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
@@ -77,11 +77,7 @@ class ShoalNode:
         self.registry = KindRegistry()
         self.replica = Replica(cfg.data_dir, cfg.name)
         self.store = ObjectStore(self.replica, self.registry)
-        self.store.observers.append(
-            lambda kind, old, new: crd_observer(kind, old, new, self.registry)
-        )
-        for crd in self.replica.list(CRD_RESOURCE):
-            self.registry.register_crd(crd)
+        serve_crds(self.store)
         self.pki = NodePKI(cfg.data_dir / "pki")
         advertise = cfg.api.address
         self.advertise = advertise

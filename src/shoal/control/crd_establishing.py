@@ -10,7 +10,7 @@ from shoal.control.controller import Controller
 from shoal.crdt.document import Path
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
-from shoal.store.objects import StoreError, now_rfc3339
+from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,28 @@ def crd_observer(kind: Kind, old: dict[str, Any] | None, new: dict[str, Any] | N
             registry.unregister_crd(old["metadata"]["name"])
         return
     registry.register_crd(new)
+
+
+def serve_crds(store: ObjectStore) -> None:
+    """Keep ``store.registry`` serving the kinds of every CRD in the replica: those held at
+    start, those written here (served before the writer is answered) and those merged from
+    peers (a listener on the change feed; it sees local ones again, harmlessly)."""
+    registry = store.registry
+    for crd in store.replica.list(CRD_RESOURCE):
+        registry.register_crd(crd)
+    store.observers.append(lambda kind, old, new: crd_observer(kind, old, new, registry))
+    store.replica.feed.listeners.append(lambda change: crd_listener(change, registry))
+
+
+def crd_listener(change: Change, registry: Any) -> None:
+    """Serve or drop a CRD's kinds as its changes are published, including those merged
+    from peers, which never pass through this node's store writes."""
+    if change.resource != CRD_RESOURCE:
+        return
+    if change.type == "DELETED":
+        registry.unregister_crd(change.name)
+    else:
+        registry.register_crd(change.obj)
 
 
 class CRDEstablishing(Controller):

@@ -72,6 +72,9 @@ class ChangeFeed:
         self._changes: deque[Change] = deque(maxlen=capacity)
         # Insertion-ordered, so watchers wake in a deterministic order (the simulator replays).
         self._subs: dict[Subscription, None] = {}
+        # Called with each change as it is published, local or merged from a peer, before
+        # any watcher sees it: state that must follow every change (the kinds CRDs serve).
+        self.listeners: list[Callable[[Change], None]] = []
         self.watcher_queue_limit = watcher_queue_limit
         # Revisions up to this one are fully reflected by the held changes.
         self.start_rv = 0
@@ -85,6 +88,12 @@ class ChangeFeed:
 
     def publish(self, change: Change) -> None:
         self._changes.append(change)
+        for listener in self.listeners:
+            try:
+                listener(change)
+            except Exception:  # a listener's bug must not stop the feed
+                log.exception("a change listener failed on %s %s/%s", change.resource,
+                              change.namespace, change.name)
         for sub in list(self._subs):
             sub.offer(change)
 
