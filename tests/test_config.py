@@ -140,3 +140,12 @@ def test_a_server_refused_for_a_taken_port_leaves_no_data_dir(
     assert f"--api-port {port}: address already in use (another shoal?)" in \
         capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_mistyped_shoal_variable_is_named_with_the_flag_it_was_likely_meant_for() -> None:
+    parser = _subparser(_parser(), "server")
+    environ = {"SHOAL_API_PROT": "7000", "SHOAL_API_PORT": "7001", "SHOAL_TOKEN": "t",
+               "SHOAL_DEMO_KEEP": "1", "SHOAL_VOLUME_CODE": "/x", "PATH": "/bin"}
+    assert config_file.unknown_variables(parser, environ) == [
+        "ignoring the environment variable SHOAL_API_PROT: no such flag "
+        "(did you mean SHOAL_API_PORT?)"]

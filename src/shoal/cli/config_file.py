@@ -25,6 +25,12 @@ CONFIG_ENV = "SHOAL_CONFIG"
 # the environment so helpers do not inherit it), and SHOAL_CERT_LIFETIME is read by the PKI.
 NOT_FROM_ENV = frozenset({"token", "cert-lifetime", "config"})
 NOT_IN_FILE = frozenset({"config", "help", "version", "cert-lifetime"})
+# SHOAL_* variables read elsewhere (the PKI, the node agent's pods, the demo, tests' knobs):
+# not flags, and not worth a warning.
+OTHER_VARIABLES = frozenset({"SHOAL_TOKEN", "SHOAL_CONFIG", "SHOAL_CERT_LIFETIME",
+                             "SHOAL_CONTAINER_ID", "SHOAL_NODE_MARKER",
+                             "SHOAL_BUS_STATUS_INTERVAL"})
+OTHER_PREFIXES = ("SHOAL_DEMO_", "SHOAL_VOLUME_")
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -141,3 +147,21 @@ def apply(parser: argparse.ArgumentParser, argv: list[str],
                 action.required = False
     parser.set_defaults(**values)
     return sources
+
+
+def unknown_variables(parser: argparse.ArgumentParser,
+                      environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``SHOAL_*`` variable that names no flag: a typo would otherwise
+    be ignored without a word (``SHOAL_API_PROT=7000`` and the node on its default port)."""
+    environ = os.environ if environ is None else environ
+    known = {env_name(name) for name in _options(parser)
+             if name not in NOT_FROM_ENV and name not in NOT_IN_FILE}
+    warnings = []
+    for variable in sorted(environ):
+        if (not variable.startswith(ENV_PREFIX) or variable in known
+                or variable in OTHER_VARIABLES or variable.startswith(OTHER_PREFIXES)):
+            continue
+        near = difflib.get_close_matches(variable, sorted(known), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        warnings.append(f"ignoring the environment variable {variable}: no such flag{hint}")
+    return warnings

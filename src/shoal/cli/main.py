@@ -411,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         except config_file.ConfigError as e:
             print(f"shoal {command}: {e}", file=sys.stderr)
             return 2
+        for warning in config_file.unknown_variables(_subparser(parser, command)):
+            print(f"shoal {command}: warning: {warning}", file=sys.stderr)
     args = parser.parse_args(argv)
     if args.command == "image":
         return _image(args)
