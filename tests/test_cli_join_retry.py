@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from shoal.cli import joining
+from shoal.mesh import join
+from shoal.mesh.pki import NodePKI
+from shoal.mesh.transport import TransportError
 from tests.conftest import VENV_BIN, ShoalProcess, free_port
 
 
@@ -90,3 +94,26 @@ def test_a_join_stopped_while_retrying_removes_the_data_dir_it_made(tmp_path: Pa
             os.killpg(proc.pid, signal.SIGKILL)
     assert "stopped while joining; nothing was kept" in log.read_text()
     assert not data.exists()
+
+
+async def test_join_timeout_makes_the_last_attempt_at_the_limit_not_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    attempts: list[float] = []
+
+    async def unreachable(*_: object) -> None:
+        attempts.append(now[0])
+        now[0] += 0.2  # each attempt takes a while to fail
+        raise TransportError("connection refused")
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    monkeypatch.setattr(join, "join_cluster", unreachable)
+    with pytest.raises(join.JoinError, match="gave up after 3 attempts in 3s"):
+        await joining.join_with_retry(NodePKI(tmp_path / "pki"), "n", ["127.0.0.1"],
+                                      "192.0.2.1:7443", "t", give_up_after=3.0,
+                                      sleep=sleep, clock=lambda: now[0])
+    # 1 s, then a 2 s wait cut to 1.8 s so that the third attempt falls at the limit.
+    assert attempts == pytest.approx([0.0, 1.2, 3.0])
+    assert not (tmp_path / "pki").exists()

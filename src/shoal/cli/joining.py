@@ -40,9 +40,10 @@ def discard_staging(pki_dir: Path) -> None:
 
 async def join_with_retry(pki: NodePKI, name: str, hosts: list[str], seed: str, token: str,
                           give_up_after: float | None = None,
-                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                          clock: Callable[[], float] = time.monotonic) -> None:
     staging = NodePKI(staging_dir(pki.dir))
-    delay, attempt, started = FIRST_DELAY, 0, time.monotonic()
+    delay, attempt, started = FIRST_DELAY, 0, clock()
     try:
         while True:
             attempt += 1
@@ -52,13 +53,15 @@ async def join_with_retry(pki: NodePKI, name: str, hosts: list[str], seed: str, 
                 await join.join_cluster(staging, name, hosts, seed, token)
                 break
             except TransportError as e:
-                waited = time.monotonic() - started
-                if give_up_after is not None and waited + delay > give_up_after:
+                waited = clock() - started
+                if give_up_after is not None and waited >= give_up_after:
                     raise join.JoinError(f"cannot join through {seed}: {e} (gave up after "
                                          f"{attempt} attempts in {waited:.0f}s)") from e
+                # The last wait is cut short so that the last attempt falls at the limit.
+                pause = delay if give_up_after is None else min(delay, give_up_after - waited)
                 log.warning("join: cannot reach the seed %s (%s); attempt %d, retrying in "
-                            "%.0fs", seed, e, attempt, delay)
-                await sleep(delay)
+                            "%.1fs", seed, e, attempt, pause)
+                await sleep(pause)
                 delay = min(delay * 2, MAX_DELAY)
         _commit(staging, pki)
     finally:
