@@ -29,6 +29,7 @@ from shoal.bus.site_topology import topology
 from shoal.devices.mapper import DEVICES, DeviceWorker, subject
 from shoal.devices.mqtt import payload_value, subject_of
 from shoal.devices.service import DeviceMappers
+from shoal.devices.simulator import mqtt_connect, mqtt_publish_packet
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
@@ -83,20 +84,6 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
         proc.wait(5)
 
 
-def _remaining(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _utf8(text: str) -> bytes:
-    data = text.encode()
-    return len(data).to_bytes(2, "big") + data
-
-
 class MqttSensor:
     """An MQTT 3.1.1 device publishing at QoS 0: CONNECT, then PUBLISH packets."""
 
@@ -105,16 +92,11 @@ class MqttSensor:
         self.writer: asyncio.StreamWriter | None = None
 
     async def connect(self) -> None:
-        reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        body = _utf8("MQTT") + bytes([4, 0x02]) + (60).to_bytes(2, "big") + _utf8("sensor-1")
-        self.writer.write(bytes([0x10]) + _remaining(len(body)) + body)
-        connack = await asyncio.wait_for(reader.readexactly(4), 10)
-        assert connack == b"\x20\x02\x00\x00"  # accepted
+        _, self.writer = await mqtt_connect("127.0.0.1", self.port, "sensor-1")
 
     async def publish(self, topic: str, payload: bytes) -> None:
         assert self.writer is not None
-        body = _utf8(topic) + payload
-        self.writer.write(bytes([0x30]) + _remaining(len(body)) + body)
+        self.writer.write(mqtt_publish_packet(topic, payload))
         await self.writer.drain()
 
     def close(self) -> None:
