@@ -143,6 +143,9 @@ BUILTIN_KINDS: tuple[Kind, ...] = (
        short=("pc",), status=False),
     _k("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
        short=("hpa",), categories=_ALL),
+    # autoscaling/v1 after v2: v2 stays the preferred and storage version (part W7)
+    _k("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+       short=("hpa",), categories=_ALL),
     # -- end quotas, priorities, autoscaling --
     # -- network policy (issue 12) --
     _k("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", short=("netpol",),
