@@ -132,3 +132,26 @@ def test_the_python_client_reads_and_writes_every_new_kind(node: ShoalProcess) -
     busy = next(h for h in hpas.items if h.metadata.name == "busy")
     assert busy.status.desired_replicas == 3
     assert busy.status.current_metrics[0].resource.current.average_utilization > 75
+
+
+def test_an_autoscaling_v1_manifest_is_served_in_both_versions(node: ShoalProcess) -> None:
+    node.kubectl("apply", "-f", "-", input="""
+apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: v1-hpa}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: busy}
+  maxReplicas: 4
+  targetCPUUtilizationPercentage: 55
+""")
+    v1 = node.kubectl("get", "horizontalpodautoscalers.v1.autoscaling", "v1-hpa", "-o",
+                      "jsonpath={.apiVersion} {.spec.targetCPUUtilizationPercentage}").stdout
+    assert v1 == "autoscaling/v1 55"
+    metric = json.loads(node.kubectl("get", "hpa", "v1-hpa", "-o", "jsonpath={.spec.metrics}").stdout)
+    assert metric[0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 55}
+    config.load_kube_config(config_file=str(node.kubeconfig))
+    api = client.ApiClient()
+    listed = client.AutoscalingV1Api(api).read_namespaced_horizontal_pod_autoscaler(
+        "v1-hpa", "default")
+    assert listed.spec.target_cpu_utilization_percentage == 55
+    node.kubectl("delete", "horizontalpodautoscalers.v1.autoscaling", "v1-hpa")

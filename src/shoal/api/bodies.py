@@ -31,7 +31,13 @@ _JsonYamlLoader.add_constructor(
 )
 
 
+CONVERTED_BODY = web.RequestKey("shoal_converted_body", bytes)
+"""A body already read and converted to the storage version (``served_versions``)."""
+
+
 async def read_raw(request: web.Request) -> bytes:
+    if CONVERTED_BODY in request:
+        return request[CONVERTED_BODY]
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, f"request entity too large: limit is {MAX_BODY}")
     deadline = request.config_dict.get(BODY_DEADLINE)
@@ -144,6 +150,8 @@ def check_media_type(content_type: str) -> None:
 
 
 async def read_object(request: web.Request) -> dict[str, Any]:
+    if CONVERTED_BODY in request:
+        return dict(orjson.loads(request[CONVERTED_BODY]))
     check_media_type(request.content_type)
     body = parse(await read_raw(request), request.content_type or "application/json")
     if not isinstance(body, dict):

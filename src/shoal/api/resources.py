@@ -21,6 +21,7 @@ from shoal.api import (
     http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
     request_state,
+    served_versions,  # autoscaling/v1 HorizontalPodAutoscaler (issue 12)
     token_request,  # service accounts
 )
 from shoal.api.admission import Admission, AdmissionRequest
@@ -184,6 +185,8 @@ class ResourceHandlers:
 
     async def handle(self, request: web.Request, t: Target) -> web.StreamResponse:
         try:
+            if served_versions.converted(t.kind):  # a second served version (issue 12)
+                return await served_versions.serve(self, self._dispatch, request, t)
             return await self._dispatch(request, t)
         except StoreError as e:
             raise from_store_error(e) from e

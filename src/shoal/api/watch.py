@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from shoal.api.errors import status_body
+from shoal.api.served_versions import to_served
 from shoal.api.tables import build_table
 from shoal.model.kinds import Kind
 from shoal.model.selectors import FieldSelector, LabelSelector
@@ -107,6 +108,8 @@ class WatchStream:
                 table["columnDefinitions"] = []
             self._first_table = False
             obj = table
+        elif etype != "ERROR":
+            obj = to_served(self.kind, obj)  # autoscaling/v1 (issue 12)
         return orjson.dumps({"type": etype, "object": obj}) + b"\n"
 
     def _bookmark(self, rv: int, initial_end: bool = False) -> bytes:
