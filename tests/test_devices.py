@@ -27,6 +27,7 @@ from pymodbus.simulator.simutils import DataType
 from shoal.bus.nats_config import BusSettings, render
 from shoal.bus.site_topology import topology
 from shoal.devices.mapper import DEVICES, DeviceWorker, subject
+from shoal.devices.modbus import ModbusDriver
 from shoal.devices.mqtt import payload_value, subject_of
 from shoal.devices.service import DeviceMappers
 from shoal.devices.simulator import mqtt_connect, mqtt_publish_packet
@@ -277,6 +278,42 @@ async def test_a_driver_that_fails_leaves_the_device_offline_and_the_worker_runn
         calls = driver.calls
         await asyncio.sleep(0.1)
         assert not task.done() and driver.calls > calls
+    finally:
+        task.cancel()
+
+
+async def test_a_value_the_property_cannot_take_is_refused_and_the_device_stays_online(
+        store: ObjectStore, plc: tuple[int, Plc]) -> None:
+    """No bounds in the model, so only the register can say no: 70000 does not fit 16 bits,
+    'warm' is not a number; a property the model does not declare is not served. Each is
+    said in the status while the device stays online and its other properties are served."""
+    port, device = plc
+    await store.create(kind(store, "DeviceModel"), model(
+        "thermostat", setpoint={"type": "INT"}, temperature={"type": "FLOAT"}))
+    dev = modbus_device(port, desired="70000")
+    dev["spec"]["properties"].append({"name": "valve", "visitors": {"configData": {
+        "register": "CoilRegister", "offset": 3}}})
+    await store.create(kind(store, "Device"), dev)
+    driver = ModbusDriver("127.0.0.1", port)
+    worker = DeviceWorker(store, "default", "plc", driver, None, tick=0.01)
+    task = asyncio.create_task(worker.run())
+
+    def status() -> dict[str, Any]:
+        return (store.replica.get(DEVICES, "default", "plc") or {}).get("status") or {}
+
+    try:
+        await wait_for(lambda: "16-bit" in status().get("message", ""))
+        assert status()["state"] == "online"
+        assert "property 'valve' is not in DeviceModel 'thermostat'" in status()["message"]
+        assert set(twins(store, "plc")) == {"setpoint", "temperature"}
+        assert reported(store, "plc", "setpoint") == "0"  # read, never written
+        await set_desired(store, "plc", "setpoint", "warm")
+        await wait_for(lambda: "'warm' is not a number" in status().get("message", ""))
+        assert status()["state"] == "online" and holding(device, 2) == 0
+        await set_desired(store, "plc", "setpoint", "12")
+        await wait_for(lambda: holding(device, 2) == 12)
+        await wait_for(lambda: "setpoint" not in status().get("message", ""))
+        assert not task.done()
     finally:
         task.cancel()
 

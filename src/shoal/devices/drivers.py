@@ -13,6 +13,11 @@ class DeviceError(Exception):
     """The device could not be reached or refused the request (the device is offline)."""
 
 
+class ValueRefused(Exception):
+    """A desired value this property cannot take (not a number, too large for its
+    register): refused before anything is sent, so the device stays online."""
+
+
 class Driver(Protocol):
     async def read(self, prop: str, config: dict[str, Any]) -> str | None:
         """The property's current value (None: no value yet, as an MQTT sensor that has

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from shoal.devices.drivers import DeviceError, Driver
-from shoal.devices.twin import PropertySpec, Twin, desired_problem, properties
+from shoal.devices.drivers import DeviceError, Driver, ValueRefused
+from shoal.devices.twin import PropertySpec, Twin, desired_problem, not_in_model, properties
 from shoal.store.objects import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ class DeviceWorker:
         self.twin = Twin()
         self.written: dict[str, str] = {}
         """property -> the desired value last written to the device"""
+        self.refused: dict[str, tuple[str, str]] = {}
+        """property -> (desired value, why) for a value the property cannot take: not
+        tried again until the user changes it"""
         self._write_after: dict[str, float] = {}
         self._next_collect: dict[str, float] = {}
         self._next_report = 0.0
@@ -95,6 +98,11 @@ class DeviceWorker:
             ref = ((device.get("spec") or {}).get("deviceModelRef") or {}).get("name")
             problems.append(f"DeviceModel {ref!r} not found")
         else:
+            unknown = not_in_model(device, model)
+            if unknown:
+                name = (model.get("metadata") or {}).get("name")
+                problems += [f"property {n!r} is not in DeviceModel {name!r}" for n in unknown]
+                props = [p for p in props if p.name not in unknown]
             problems += await self._drive(props, now)
             problems += await self._collect(props, now)
         self.twin.message = "; ".join(problems)
@@ -114,11 +122,19 @@ class DeviceWorker:
             if problem is not None:
                 problems.append(problem)
                 continue
+            if p.name in self.refused and self.refused[p.name][0] == p.desired:
+                problems.append(self.refused[p.name][1])
+                continue
             if now < self._write_after.get(p.name, 0.0):
                 problems.append(f"{p.name}: writing {p.desired} failed, retrying")
                 continue
             try:
                 await self.driver.write(p.name, p.config, p.desired)
+            except ValueRefused as e:  # the value, not the device: it stays online
+                why = f"{p.name}: desired {p.desired} not written: {e}"
+                self.refused[p.name] = (p.desired, why)
+                problems.append(why)
+                continue
             except (DeviceError, TypeError, ValueError) as e:  # a bad configData too
                 self._offline(f"writing {p.desired}: {e}")
                 self._write_after[p.name] = now + RETRY_WRITE_S

@@ -13,7 +13,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from shoal.devices.drivers import DeviceError
+from shoal.devices.drivers import DeviceError, ValueRefused
 
 WRITABLE = ("HoldingRegister", "CoilRegister")
 
@@ -36,9 +36,9 @@ def raw_value(value: str, config: dict[str, Any]) -> int:
     try:
         raw = round(float(value) / _scale(config))
     except ValueError as e:
-        raise DeviceError(f"{value!r} is not a number") from e
+        raise ValueRefused(f"{value!r} is not a number") from e
     if not 0 <= raw <= 0xFFFF:
-        raise DeviceError(f"{value!r} does not fit a 16-bit register")
+        raise ValueRefused(f"{value!r} does not fit a 16-bit register (0..65535 after scale)")
     return raw
 
 
@@ -47,7 +47,7 @@ def _truth(value: str) -> bool:
         return True
     if value.strip().lower() in ("0", "false", "off"):
         return False
-    raise DeviceError(f"{value!r} is not a boolean")
+    raise ValueRefused(f"{value!r} is not a boolean")
 
 
 class ModbusDriver:
@@ -91,16 +91,19 @@ class ModbusDriver:
     async def write(self, prop: str, config: dict[str, Any], value: str) -> None:
         register = config.get("register")
         if register not in WRITABLE:
-            raise DeviceError(f"{prop}: a {register} cannot be written")
+            raise ValueRefused(f"a {register} cannot be written")
         offset = int(config.get("offset", 0))
+        # Checked before connecting: a bad value says nothing about the device.
+        checked: bool | int = _truth(value) if register == "CoilRegister" \
+            else raw_value(value, config)
         async with self._lock:
             try:
                 await self._connected()
-                if register == "CoilRegister":
-                    rr = await self.client.write_coil(offset, _truth(value),
+                if isinstance(checked, bool):
+                    rr = await self.client.write_coil(offset, checked,
                                                       device_id=self.device_id)
                 else:
-                    rr = await self.client.write_register(offset, raw_value(value, config),
+                    rr = await self.client.write_register(offset, checked,
                                                           device_id=self.device_id)
             except (TimeoutError, ModbusException, OSError) as e:
                 raise DeviceError(f"{prop}: {e}") from e

@@ -70,6 +70,16 @@ def properties(device: dict[str, Any], model: dict[str, Any] | None) -> list[Pro
     return out
 
 
+def not_in_model(device: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """The Device's properties its model does not declare (not served: the model says
+    what a property is)."""
+    declared = {p.get("name") for p in _l(_d(model.get("spec")).get("properties"))
+                if isinstance(p, dict)}
+    return [p["name"] for p in _l(_d(device.get("spec")).get("properties"))
+            if isinstance(p, dict) and isinstance(p.get("name"), str)
+            and p["name"] not in declared]
+
+
 def desired_problem(prop: PropertySpec) -> str | None:
     """Why the desired value must not be written (None: it may)."""
     if prop.desired is None:
