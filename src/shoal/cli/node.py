@@ -112,8 +112,9 @@ class ShoalNode:
         self.store.admission.append(default_tolerations)  # issue 12
         self.store.admission.append(DefaultIngressClass(self.replica))  # ingress (part W5)
         # issue 12: Priority, LimitRanger, then ResourceQuota (which counts what they set)
-        self.store.admission += [PriorityAdmission(self.replica), LimitRanger(self.replica),
-                                 QuotaAdmission(self.replica)]
+        quota = QuotaAdmission(self.replica)
+        self.store.admission += [PriorityAdmission(self.replica), LimitRanger(self.replica), quota]
+        self.store.update_admission.append(quota.on_update)  # quota on update (part W7)
         # A Scope update records the writers it removes (replication accepts what they wrote).
         self.store.update_admission.append(RecordFormerWriters(self.replica, self.replica.hlc.now))
         issuer = IssuerFiles(self.pki, cfg.name)
