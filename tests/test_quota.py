@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,7 +31,9 @@ DEPLOY = kind("apps/v1", "Deployment")
 
 def admitting_store(node: str, clock: ManualClock) -> ObjectStore:
     s = ObjectStore(Replica(None, node, clock=clock), REG)
-    s.admission += [LimitRanger(s.replica), QuotaAdmission(s.replica)]
+    quota_admission = QuotaAdmission(s.replica)
+    s.admission += [LimitRanger(s.replica), quota_admission]
+    s.update_admission.append(quota_admission.on_update)
     return s
 
 
@@ -169,3 +172,55 @@ async def test_a_replica_set_past_the_quota_reports_failed_create_without_retryi
     (event,) = [e for e in store.list(kind("v1", "Event"), "default")
                 if e["reason"] == "FailedCreate"]
     assert "is forbidden: exceeded quota: compute, requested: pods=1" in event["message"]
+
+
+PVC, SVC = kind("v1", "PersistentVolumeClaim"), kind("v1", "Service")
+
+
+def claim(name: str, size: str) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
+
+
+async def test_a_claim_resized_past_the_storage_quota_is_refused(store: ObjectStore) -> None:
+    await store.create(QUOTA, quota(**{"requests.storage": "10Gi"}), "default")
+    await store.create(PVC, claim("data", "4Gi"), "default")
+    await store.create(PVC, claim("logs", "4Gi"), "default")
+    grown = copy.deepcopy(store.get(PVC, "default", "data"))
+    grown["spec"]["resources"]["requests"]["storage"] = "7Gi"
+    with pytest.raises(Forbidden) as e:
+        await store.update(PVC, grown, "default", "data")
+    assert str(e.value) == ('persistentvolumeclaims "data" is forbidden: exceeded quota: compute, '
+                            "requested: requests.storage=3Gi, used: requests.storage=8Gi, "
+                            "limited: requests.storage=10Gi")
+    grown["spec"]["resources"]["requests"]["storage"] = "6Gi"  # 2Gi more fits
+    await store.update(PVC, grown, "default", "data")
+
+
+async def test_a_service_turned_node_port_or_load_balancer_is_counted(store: ObjectStore) -> None:
+    await store.create(QUOTA, quota(**{"services.nodeports": "2",
+                                       "services.loadbalancers": "0"}), "default")
+    ports = [{"name": n, "port": p} for n, p in (("http", 80), ("https", 443), ("admin", 9000))]
+    await store.create(SVC, {"metadata": {"name": "web"}, "spec": {
+        "selector": {"app": "web"}, "ports": ports}}, "default")
+    web = copy.deepcopy(store.get(SVC, "default", "web"))
+    web["spec"]["type"] = "NodePort"
+    with pytest.raises(Forbidden, match="requested: services.nodeports=3, used: "
+                                        "services.nodeports=0, limited: services.nodeports=2"):
+        await store.update(SVC, web, "default", "web")
+    web["spec"]["ports"] = ports[:2]
+    await store.update(SVC, web, "default", "web")
+    lb = copy.deepcopy(store.get(SVC, "default", "web"))
+    lb["spec"]["type"] = "LoadBalancer"
+    with pytest.raises(Forbidden, match="services.loadbalancers=1"):
+        await store.update(SVC, lb, "default", "web")
+
+
+async def test_an_update_that_adds_nothing_passes_in_a_namespace_over_its_quota(
+        store: ObjectStore) -> None:
+    await store.create(PVC, claim("a", "4Gi"), "default")
+    await store.create(PVC, claim("b", "4Gi"), "default")
+    await store.create(QUOTA, quota(**{"requests.storage": "5Gi"}), "default")  # 8Gi used
+    labelled = copy.deepcopy(store.get(PVC, "default", "b"))
+    labelled["metadata"]["labels"] = {"tier": "cold"}
+    await store.update(PVC, labelled, "default", "b")

@@ -23,12 +23,13 @@ from shoal.control.quota_usage import (
     usage_of,
 )
 from shoal.model.kinds import Kind
-from shoal.store.objects import Forbidden, qualified
+from shoal.store.objects import Forbidden
 from shoal.store.replica import Replica
 
 
 class QuotaAdmission:
-    """The hook: ``QuotaAdmission(replica)(kind, obj)``."""
+    """The hooks: ``QuotaAdmission(replica)(kind, obj)`` on create, ``.on_update(resource,
+    old, new)`` on update (``ObjectStore.update_admission``)."""
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
@@ -36,18 +37,34 @@ class QuotaAdmission:
     def __call__(self, kind: Kind, obj: dict[str, Any]) -> None:
         if not kind.namespaced:
             return
+        self._check(kind.resource, obj, object_usage(kind.resource, obj), creating=True)
+
+    def on_update(self, resource: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """An update is charged what it adds, as Kubernetes charges it: the usage of the new
+        object less the old one's, only the resources that grow (a claim's storage request
+        raised, a Service turned NodePort or LoadBalancer). One that adds nothing passes,
+        even in a namespace already over its quota (after a partition's merge)."""
+        if not (old.get("metadata") or {}).get("namespace"):
+            return
+        before = object_usage(resource, old)
+        grows = {n: v - before.get(n, 0) for n, v in object_usage(resource, new).items()
+                 if v > before.get(n, 0)}
+        if grows:
+            self._check(resource, new, grows, creating=False)
+
+    def _check(self, resource: str, obj: dict[str, Any], request: dict[str, int],
+               creating: bool) -> None:
         meta = obj.get("metadata") or {}
         ns = meta.get("namespace") or "default"
         quotas = sorted(self.replica.list("resourcequotas", ns), key=lambda q: q["metadata"]["name"])
         if not quotas:
             return
-        request = object_usage(kind.resource, obj)
         counted: dict[str, list[dict[str, Any]]] | None = None
         for quota in quotas:
             if quota["metadata"].get("deletionTimestamp") or not quota_matches(
-                    quota, kind.resource, obj):
+                    quota, resource, obj):
                 continue
-            refusal = missing_values(quota, obj) if kind.resource == "pods" else None
+            refusal = missing_values(quota, obj) if creating and resource == "pods" else None
             if refusal is not None:
                 refusal = f"failed quota: {quota['metadata']['name']}: must specify {refusal}"
             else:
@@ -55,5 +72,4 @@ class QuotaAdmission:
                     counted = {r: self.replica.list(r, ns) for r in resources_counted(quotas)}
                 refusal = exceeded(quota, usage_of(quota, counted), request)
             if refusal is not None:
-                raise Forbidden(f'{qualified(kind)} "{meta.get("name", "")}" is forbidden: '
-                                f"{refusal}")
+                raise Forbidden(f'{resource} "{meta.get("name", "")}" is forbidden: {refusal}')

@@ -96,11 +96,30 @@ def object_usage(resource: str, obj: Mapping[str, Any]) -> Usage:
                 usage[name] = requests[name]
             if name in limits:
                 usage[f"limits.{name}"] = limits[name]
+    elif resource == "services":
+        usage.update(_service_usage(obj))
     elif resource == "persistentvolumeclaims":
         storage = ((obj.get("spec") or {}).get("resources") or {}).get("requests") or {}
         if "storage" in storage:
             usage["requests.storage"] = quantity_value("storage", storage["storage"])
     return usage
+
+
+def _service_usage(svc: Mapping[str, Any]) -> Usage:
+    """``services.nodeports`` and ``services.loadbalancers``, as Kubernetes' service evaluator:
+    a NodePort or LoadBalancer Service uses a node port per port (a LoadBalancer that
+    allocates none only those it names)."""
+    spec = svc.get("spec") or {}
+    ports = [p for p in spec.get("ports") or [] if isinstance(p, Mapping)]
+    kind = spec.get("type")
+    if kind == "NodePort":
+        return {"services.nodeports": len(ports)}
+    if kind != "LoadBalancer":
+        return {}
+    if spec.get("allocateLoadBalancerNodePorts") is False:
+        return {"services.loadbalancers": 1,
+                "services.nodeports": sum(1 for p in ports if p.get("nodePort"))}
+    return {"services.loadbalancers": 1, "services.nodeports": len(ports)}
 
 
 def _best_effort(pod: Mapping[str, Any]) -> bool:
@@ -175,6 +194,8 @@ def resources_counted(quotas: Iterable[Mapping[str, Any]]) -> set[str]:
                 out.add(name.removeprefix("count/"))
             elif name in _LEGACY_COUNTS:
                 out.add(name)
+            elif name.startswith("services."):
+                out.add("services")
             elif name == "requests.storage":
                 out.add("persistentvolumeclaims")
             else:
