@@ -157,6 +157,18 @@ def _prune(kind: Kind, obj: dict[str, Any]) -> None:
         prune_unknown(schema, obj)
 
 
+ManagedFieldsOf = Callable[[dict[str, Any] | None, dict[str, Any]], list[dict[str, Any]]]
+"""A write's ``metadata.managedFields`` from (old, new as it will be stored): server-side
+apply's field ownership (shoal.api.server_side_apply, issue 12)."""
+
+
+def _set_managed_fields(obj: dict[str, Any], entries: list[dict[str, Any]]) -> None:
+    if entries:
+        obj["metadata"]["managedFields"] = entries
+    else:
+        obj["metadata"].pop("managedFields", None)
+
+
 def _namespace_of(kind: Kind, namespace: str | None) -> str:
     return (namespace or "") if kind.namespaced else ""
 
@@ -303,8 +315,11 @@ class ObjectStore:
         return obj
 
     async def create(self, kind: Kind, obj: dict[str, Any], namespace: str | None = None,
-                     dry_run: bool = False) -> dict[str, Any]:
+                     dry_run: bool = False,
+                     managed_fields: ManagedFieldsOf | None = None) -> dict[str, Any]:
         obj = self.prepare_create(kind, obj, namespace)
+        if managed_fields is not None:
+            _set_managed_fields(obj, managed_fields(None, obj))
         meta = obj["metadata"]
         ns = _namespace_of(kind, meta.get("namespace"))
         name = meta["name"]
@@ -336,6 +351,8 @@ class ObjectStore:
             else:
                 meta.pop(k, None)
         meta.pop("managedFields", None)
+        if "managedFields" in old_meta:  # a write that does not track ownership keeps it
+            meta["managedFields"] = old_meta["managedFields"]
         meta.pop("selfLink", None)
         if subresource == "status":
             # Only status changes through the status subresource.
@@ -377,7 +394,8 @@ class ObjectStore:
 
     async def update(self, kind: Kind, obj: dict[str, Any], namespace: str | None, name: str,
                      subresource: str | None = None, dry_run: bool = False,
-                     check_rv: bool = True, finalize: bool = False) -> dict[str, Any]:
+                     check_rv: bool = True, finalize: bool = False,
+                     managed_fields: ManagedFieldsOf | None = None) -> dict[str, Any]:
         ns = _namespace_of(kind, namespace)
         entry = self.replica.entry(kind.resource, ns, name)
         if entry is None or entry.value is None:
@@ -401,6 +419,8 @@ class ObjectStore:
                     kind=kind, name=name,
                 )
         new = self.prepare_update(kind, obj, old, subresource, finalize)
+        if managed_fields is not None:
+            _set_managed_fields(new, managed_fields(old, new))
         old_cmp = {k: v for k, v in old.items()}
         old_cmp["metadata"] = {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}
         new_cmp = dict(new)
