@@ -785,10 +785,17 @@ _PVC_COLUMNS = (
 )
 
 
+def _storage_phase(obj: dict[str, Any]) -> str:
+    """A claim's or volume's phase, Terminating once deleted (as printPersistentVolume*)."""
+    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+        return "Terminating"
+    return str((obj.get("status") or {}).get("phase") or "Pending")
+
+
 def _pvc_cells(pvc: dict[str, Any], now: datetime.datetime) -> _Cells:
     spec, status = _dict(pvc.get("spec")), _dict(pvc.get("status"))
     bound = bool(spec.get("volumeName"))
-    return [_name(pvc), status.get("phase") or "Pending", spec.get("volumeName") or "",
+    return [_name(pvc), _storage_phase(pvc), spec.get("volumeName") or "",
             str(_get(status, "capacity", "storage", default="")) if bound else "",
             _access_modes(status.get("accessModes")) if bound else "",
             spec.get("storageClassName") or "",
@@ -818,7 +825,7 @@ def _pv_cells(pv: dict[str, Any], now: datetime.datetime) -> _Cells:
     return [_name(pv), str(_get(spec, "capacity", "storage", default="")),
             _access_modes(spec.get("accessModes")),
             spec.get("persistentVolumeReclaimPolicy") or "Retain",
-            status.get("phase") or "Pending", claim, spec.get("storageClassName") or "",
+            _storage_phase(pv), claim, spec.get("storageClassName") or "",
             spec.get("volumeAttributesClassName") or "<unset>", status.get("reason") or "",
             _age(pv, now), spec.get("volumeMode") or "Filesystem"]
 
