@@ -35,6 +35,7 @@ from shoal.control.crd_establishing import serve_crds
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
+from shoal.control.storage_protection import add_finalizer  # part W7
 from shoal.devices.service import DeviceMappers  # devices (issue 15)
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
@@ -115,6 +116,7 @@ class ShoalNode:
         quota = QuotaAdmission(self.replica)
         self.store.admission += [PriorityAdmission(self.replica), LimitRanger(self.replica), quota]
         self.store.update_admission.append(quota.on_update)  # quota on update (part W7)
+        self.store.admission.append(add_finalizer)  # pvc-protection, pv-protection (part W7)
         # A Scope update records the writers it removes (replication accepts what they wrote).
         self.store.update_admission.append(RecordFormerWriters(self.replica, self.replica.hlc.now))
         issuer = IssuerFiles(self.pki, cfg.name)
