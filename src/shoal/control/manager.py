@@ -33,6 +33,7 @@ from shoal.control.scheduling import Scheduler
 from shoal.control.service_accounts import ServiceAccountsController  # service accounts
 from shoal.control.service_ip_repair import ServiceIpRepair
 from shoal.control.statefulset import StatefulSetController  # stateful workloads (issue 12)
+from shoal.control.storage_protection import StorageProtection  # pvc/pv-protection (W7)
 from shoal.store.objects import ObjectStore
 
 
@@ -81,7 +82,10 @@ def start(store: ObjectStore, view: PeerView | None = None,
     # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
     # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
     # calibrated on the objects they replicate. A joining node waits rbac_ensure_delay. ---
-    policy = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
+    policy: list[Controller] = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
+    # pvc-protection and pv-protection (part W7): with the node, as its admission hook; the
+    # simulator's seeds are calibrated on the writes of the controllers above.
+    policy.append(StorageProtection(store, view))
     # --- end authz ---
     tasks = [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
              for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
