@@ -18,6 +18,7 @@ from shoal.api import (
     bodies,
     ephemeral,  # pods/ephemeralcontainers (issue 12)
     eviction,  # pods/eviction (issue 12)
+    field_manager,  # server-side apply and managedFields (issue 12)
     http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
     request_state,
@@ -395,7 +396,9 @@ class ResourceHandlers:
                                     "field": "metadata.name"}])
         check_fields(request, t.kind, obj)
         self._admit(request, "CREATE", t, obj, None)
-        stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
+        stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request),
+                                         managed_fields=field_manager.tracker(request, t,
+                                                                              self.store, obj))
         return json_response(stored, 201)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
@@ -405,6 +408,7 @@ class ResourceHandlers:
         if t.subresource not in (None, "status"):
             raise ApiError(405, "the server does not allow this method on the requested resource")
         check_fields(request, t.kind, obj)
+        track = field_manager.tracker(request, t, self.store, obj, t.subresource)
         old = self.store.find(t.kind, self._ns(t), t.name)
         if old is None and t.subresource is None:
             if (t.kind.group, t.kind.kind) not in CREATE_ON_UPDATE or t.kind.is_custom:
@@ -412,11 +416,12 @@ class ResourceHandlers:
                                name=t.name)
             obj.setdefault("metadata", {})["name"] = t.name
             self._admit(request, "CREATE", t, obj, None)
-            stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request))
+            stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request),
+                                             managed_fields=track)
             return json_response(stored, 201)
         self._admit(request, "UPDATE", t, obj, old)
         stored = await self.store.update(t.kind, obj, self._ns(t), t.name, t.subresource,
-                                         dry_run=_dry_run(request))
+                                         dry_run=_dry_run(request), managed_fields=track)
         return json_response(stored)
 
     def _apply_patch(self, request: web.Request, kind: Kind, current: dict[str, Any],
@@ -437,10 +442,8 @@ class ResourceHandlers:
                 raise ApiError(415, "strategic merge patch is not supported for custom resources; "
                                     "use a merge patch or a JSON patch")
             return apply_strategic_merge_patch(current, patch, kind.group, kind.kind)
-        # Server-side apply without field ownership: the applied config is merged in.
-        if kind.is_custom:
-            return apply_merge_patch(current, patch)
-        return apply_strategic_merge_patch(current, patch, kind.group, kind.kind)
+        # Server-side apply of the scale subresource: the applied Scale is merged in.
+        return apply_merge_patch(current, patch)
 
     async def patch(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
@@ -448,15 +451,10 @@ class ResourceHandlers:
         ns = self._ns(t)
         current = self.store.find(t.kind, ns, t.name)
         dry = _dry_run(request)
+        if request.content_type == field_manager.APPLY_PATCH:
+            return await self._server_side_apply(request, t, raw, current, dry)
+        field_manager.forced(request, False)
         if current is None:
-            if request.content_type == "application/apply-patch+yaml" and t.subresource is None:
-                obj = bodies.parse(raw, "yaml")
-                if not isinstance(obj, dict):
-                    raise ApiError(400, "the applied configuration must be an object")
-                self._check_body_target(t, obj)
-                obj.setdefault("metadata", {})["name"] = t.name
-                self._admit(request, "CREATE", t, obj, None)
-                return json_response(await self.store.create(t.kind, obj, t.namespace, dry), 201)
             raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
         patched = self._apply_patch(request, t.kind, current, raw)
         if not isinstance(patched, dict):
@@ -469,7 +467,33 @@ class ResourceHandlers:
         self._admit(request, "UPDATE", t, patched, current)
         stored = await self.store.update(t.kind, patched, ns, t.name, t.subresource, dry_run=dry,
                                          check_rv=pmeta.get("resourceVersion") !=
-                                         current["metadata"].get("resourceVersion"))
+                                         current["metadata"].get("resourceVersion"),
+                                         managed_fields=field_manager.tracker(
+                                             request, t, self.store, patched, t.subresource))
+        return json_response(stored)
+
+    async def _server_side_apply(self, request: web.Request, t: Target, raw: bytes,
+                                 current: dict[str, Any] | None, dry: bool) -> web.Response:
+        """PATCH with ``application/apply-patch+yaml``: creates the object when absent."""
+        assert t.name is not None
+        config = bodies.parse(raw, "yaml")
+        if not isinstance(config, dict):
+            raise ApiError(400, "the applied configuration must be an object")
+        self._check_body_target(t, config)
+        check_fields(request, t.kind, config)
+        if current is None and t.subresource is not None:
+            raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
+        obj, owners = field_manager.applied(request, t, self.store, current, config)
+        obj.setdefault("metadata", {})["name"] = t.name
+        if current is None:
+            self._admit(request, "CREATE", t, obj, None)
+            return json_response(await self.store.create(t.kind, obj, t.namespace, dry,
+                                                         managed_fields=owners), 201)
+        self._admit(request, "UPDATE", t, obj, current)
+        stored = await self.store.update(
+            t.kind, obj, self._ns(t), t.name, t.subresource, dry_run=dry,
+            check_rv=bool((config.get("metadata") or {}).get("resourceVersion")),
+            managed_fields=owners)
         return json_response(stored)
 
     async def _delete_options(self, request: web.Request) -> dict[str, Any]:
@@ -594,7 +618,8 @@ class ResourceHandlers:
         set_value(t.kind.scale.spec_replicas_path, updated, replicas)
         self._admit(request, "UPDATE", t, updated, obj)
         stored = await self.store.update(t.kind, updated, ns, t.name, dry_run=_dry_run(request),
-                                         check_rv=False)
+                                         check_rv=False, managed_fields=field_manager.tracker(
+                                             request, t, self.store, {}, "scale"))
         return json_response(self._scale_of(t.kind, stored))
 
     async def bind(self, request: web.Request, t: Target) -> web.Response:
