@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from shoal.control.statefulset import (
     ordinal_of,
 )
 from shoal.model.kinds import Kind, KindRegistry
-from shoal.store.objects import ObjectStore, now_rfc3339
+from shoal.store.objects import Invalid, ObjectStore, now_rfc3339
 from shoal.store.replica import Replica
 
 REG = KindRegistry()
@@ -295,3 +296,48 @@ async def test_revisions_are_patches_kubectl_can_undo_and_a_rollback_renumbers(
     revisions = {r["metadata"]["name"]: r["revision"] for r in store.list(REV, "default")}
     assert revisions[first] == 3 and sorted(revisions.values()) == [2, 3]
     assert store.get(POD, "default", "web-0")["metadata"]["labels"][REVISION_LABEL] == first
+
+
+async def test_ordinals_start_numbers_the_pods_and_moving_it_replaces_the_edge(
+        store: ObjectStore) -> None:
+    await store.create(STS, statefulset(ordinals={"start": 5}), "default")
+    ctl = StatefulSetController(store, SinglePeer("n1"))
+    await settle(ctl, store)
+    assert names(store) == ["web-5", "web-6", "web-7"]
+    assert store.get(POD, "default", "web-5")["metadata"]["labels"][
+        "apps.kubernetes.io/pod-index"] == "5"
+    sts = copy.deepcopy(store.get(STS, "default", "web"))
+    sts["spec"]["ordinals"]["start"] = 4
+    await store.update(STS, sts, "default", "web")
+    await settle(ctl, store)
+    assert names(store) == ["web-4", "web-5", "web-6"]  # web-4 made, then web-7 condemned
+
+
+async def test_max_unavailable_updates_several_pods_at_once(store: ObjectStore) -> None:
+    await store.create(STS, statefulset(replicas=4, podManagementPolicy="Parallel"), "default")
+    ctl = StatefulSetController(store, SinglePeer("n1"))
+    await settle(ctl, store)
+    sts = copy.deepcopy(store.get(STS, "default", "web"))
+    sts["spec"]["template"]["spec"]["containers"][0]["image"] = "app:2"
+    sts["spec"]["updateStrategy"] = {"type": "RollingUpdate",
+                                     "rollingUpdate": {"maxUnavailable": "50%"}}
+    await store.update(STS, sts, "default", "web")
+    await ctl.sync()
+    going = sorted(p["metadata"]["name"] for p in store.list(POD, "default")
+                   if p["metadata"].get("deletionTimestamp"))
+    assert going == ["web-2", "web-3"]  # 50 % of 4: two at once, the highest first
+    await ctl.sync()  # both still going: nothing more is taken
+    assert sum(1 for p in store.list(POD, "default")
+               if p["metadata"].get("deletionTimestamp")) == 2
+    await settle(ctl, store, rounds=6)
+    images = {p["spec"]["containers"][0]["image"] for p in store.list(POD, "default")}
+    assert images == {"app:2"} and len(names(store)) == 4
+
+
+async def test_max_unavailable_zero_and_a_negative_start_are_422(store: ObjectStore) -> None:
+    bad = statefulset(updateStrategy={"type": "RollingUpdate",
+                                      "rollingUpdate": {"maxUnavailable": 0}})
+    with pytest.raises(Invalid, match="maxUnavailable"):
+        await store.create(STS, bad, "default")
+    with pytest.raises(Invalid, match=re.escape("spec.ordinals.start")):
+        await store.create(STS, statefulset(ordinals={"start": -1}), "default")

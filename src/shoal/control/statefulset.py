@@ -92,6 +92,20 @@ def schedules_here(view: PeerView, pod: Mapping[str, Any], nodes: list[dict[str,
                      home_candidates(nodes, view, scope, scopes)) == view.name
 
 
+def scaled_count(value: Any, total: int) -> int:
+    """An IntOrString count of ``total``, a percent rounded up (GetScaledValueFromIntOrPercent
+    with roundUp, as the StatefulSet controller reads maxUnavailable)."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            return -(-int(value[:-1]) * total // 100)
+        except ValueError:
+            return 1
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
 def _terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -162,6 +176,10 @@ class StatefulSetController(Controller):
         strategy = spec.get("updateStrategy") or {}
         rolling = (strategy.get("type") or "RollingUpdate") == "RollingUpdate"
         partition = int(((strategy.get("rollingUpdate") or {}).get("partition")) or 0)
+        max_unavailable = (strategy.get("rollingUpdate") or {}).get("maxUnavailable")
+        # spec.ordinals.start: the set's ordinals are start .. start + replicas - 1
+        start = int(((spec.get("ordinals") or {}).get("start")) or 0)
+        end = start + replicas
         update_revision = f"{name}-{template_hash(spec.get('template') or {})}"
         by_ordinal: dict[int, dict[str, Any]] = {}
         for p in owned:
@@ -180,38 +198,44 @@ class StatefulSetController(Controller):
             if _terminal(p) and not p["metadata"].get("deletionTimestamp") and (
                     live_actor or home(n)):
                 changed |= await delete_pod(self.store, self.pod_kind, p)
-        # Create the missing ordinals below replicas (each by its home peer only).
-        for n in range(replicas):
+        # Create the missing ordinals of the range (each by its home peer only).
+        for n in range(start, end):
             pod = by_ordinal.get(n)
             if pod is not None:
                 if not parallel and not _healthy(pod):
                     break  # OrderedReady: the next waits for this one
                 continue
             if home(n):
-                revision = self._revision_for(n, by_ordinal, sts, update_revision, rolling,
+                revision = self._revision_for(n - start, sts, update_revision, rolling,
                                               partition)
                 changed |= await self._create(sts, n, revision)
             if not parallel:
                 break
         if live_actor:
-            changed |= await self._scale_down(sts, by_ordinal, replicas, parallel)
-            if rolling:
-                changed |= await self._roll(by_ordinal, replicas, partition, update_revision)
+            changed |= await self._scale_down(sts, by_ordinal, range(start, end), parallel)
+            if rolling and max_unavailable is None:
+                changed |= await self._roll(by_ordinal, range(start, end), partition,
+                                            update_revision)
+            elif rolling:
+                changed |= await self._roll_several(by_ordinal, range(start, end), partition,
+                                                    update_revision, max_unavailable)
             await self._write_status(sts, by_ordinal, replicas, update_revision, now)
         return changed
 
-    def _revision_for(self, n: int, by_ordinal: dict[int, dict[str, Any]],
-                      sts: dict[str, Any], update_revision: str, rolling: bool,
-                      partition: int) -> str:
-        """A new pod below the partition keeps the current revision (Kubernetes does)."""
+    def _revision_for(self, index: int, sts: dict[str, Any], update_revision: str,
+                      rolling: bool, partition: int) -> str:
+        """A new pod below the partition keeps the current revision (Kubernetes does). The
+        partition counts from the first ordinal: ``index`` is the ordinal less the start."""
         current = (sts.get("status") or {}).get("currentRevision")
-        if rolling and n < partition and current and current != update_revision:
+        if rolling and index < partition and current and current != update_revision:
             return str(current)
         return update_revision
 
     async def _scale_down(self, sts: dict[str, Any], by_ordinal: dict[int, dict[str, Any]],
-                          replicas: int, parallel: bool) -> bool:
-        condemned = sorted((n for n in by_ordinal if n >= replicas), reverse=True)
+                          wanted: range, parallel: bool) -> bool:
+        """Delete the pods whose ordinal is outside the range (above it after a scale-down,
+        below it after ordinals.start moved up), the highest first."""
+        condemned = sorted((n for n in by_ordinal if n not in wanted), reverse=True)
         if not condemned:
             return False
         if not parallel:
@@ -219,7 +243,7 @@ class StatefulSetController(Controller):
             # already going (Kubernetes waits the same way).
             if any(p["metadata"].get("deletionTimestamp") for p in by_ordinal.values()):
                 return False
-            if any(not _healthy(p) for n, p in by_ordinal.items() if n < replicas):
+            if any(not _healthy(p) for n, p in by_ordinal.items() if n in wanted):
                 return False
             condemned = condemned[:1]
         changed = False
@@ -229,19 +253,40 @@ class StatefulSetController(Controller):
             changed |= await delete_pod(self.store, self.pod_kind, pod)
         return changed
 
-    async def _roll(self, by_ordinal: dict[int, dict[str, Any]], replicas: int, partition: int,
+    async def _roll(self, by_ordinal: dict[int, dict[str, Any]], wanted: range, partition: int,
                     update_revision: str) -> bool:
         """Replace one old pod at or above the partition, the highest first, once all are
         healthy; its ordinal is recreated at the update revision."""
-        active = {n: p for n, p in by_ordinal.items() if n < replicas}
-        if len(active) < replicas or not all(_healthy(p) for p in active.values()):
+        active = {n: p for n, p in by_ordinal.items() if n in wanted}
+        if len(active) < len(wanted) or not all(_healthy(p) for p in active.values()):
             return False
         for n in sorted(active, reverse=True):
-            if n < partition:
+            if n - wanted.start < partition:
                 break
             if _revision(active[n]) != update_revision:
                 return await delete_pod(self.store, self.pod_kind, active[n])
         return False
+
+    async def _roll_several(self, by_ordinal: dict[int, dict[str, Any]], wanted: range,
+                            partition: int, update_revision: str, max_unavailable: Any) -> bool:
+        """``rollingUpdate.maxUnavailable`` (Kubernetes' MaxUnavailableStatefulSet, alpha):
+        up to that many pods of the range unavailable at once. Pods missing or not healthy
+        count against it; the rest of the budget deletes old pods at or above the
+        partition, the highest first. Each is recreated as any deleted ordinal is, once
+        its node has stopped it (at most one copy still holds)."""
+        budget = max(1, scaled_count(max_unavailable, len(wanted)))
+        unavailable = sum(1 for n in wanted if n not in by_ordinal
+                          or not _healthy(by_ordinal[n]))
+        to_delete = budget - unavailable
+        changed = False
+        for n in sorted((n for n in by_ordinal if n in wanted), reverse=True):
+            if to_delete <= 0 or n - wanted.start < partition:
+                break
+            pod = by_ordinal[n]
+            if _revision(pod) != update_revision and not pod["metadata"].get("deletionTimestamp"):
+                changed |= await delete_pod(self.store, self.pod_kind, pod)
+                to_delete -= 1
+        return changed
 
     # -- objects -----------------------------------------------------------------------------
 

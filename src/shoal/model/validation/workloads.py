@@ -182,6 +182,9 @@ def _validate_stateful_set(e: _Errors, obj: dict[str, Any]) -> None:
     rolling = strategy.get("rollingUpdate")
     if isinstance(rolling, dict):
         _nonneg(e, rolling, "partition", "spec.updateStrategy.rollingUpdate")
+        _stateful_max_unavailable(e, rolling.get("maxUnavailable"))
+    if isinstance(spec.get("ordinals"), dict):
+        _nonneg(e, spec["ordinals"], "start", "spec.ordinals")
     _nonneg(e, spec, "replicas", "spec")
     _nonneg(e, spec, "minReadySeconds", "spec")
     service_name = spec.get("serviceName")
@@ -195,6 +198,16 @@ def _validate_stateful_set(e: _Errors, obj: dict[str, Any]) -> None:
             _d(spec["template"]["spec"])["activeDeadlineSeconds"],
             "must not be specified",
         )
+
+
+def _stateful_max_unavailable(e: _Errors, value: Any) -> None:
+    """A positive count or a percent up to 100 % (ValidateStatefulSetSpec)."""
+    path = "spec.updateStrategy.rollingUpdate.maxUnavailable"
+    n = _int_or_percent(e, value, path)
+    if n == 0:
+        e.invalid(path, value, "must be greater than 0")
+    elif isinstance(value, str) and n is not None and n > 100:
+        e.invalid(path, value, "must not be greater than 100%")
 
 
 def _with_claim_volumes(spec: dict[str, Any]) -> dict[str, Any]:
