@@ -264,3 +264,26 @@ async def test_a_cronjob_gets_kubernetes_defaults(store: ObjectStore) -> None:
     assert (spec["concurrencyPolicy"], spec["suspend"], spec["successfulJobsHistoryLimit"],
             spec["failedJobsHistoryLimit"]) == ("Allow", False, 3, 1)
     assert spec["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"] == "ClusterFirst"
+
+
+async def test_a_hand_made_job_with_the_scheduled_name_blocks_that_run(store: ObjectStore,
+                                                                      clock: Clock) -> None:
+    ctl = CronJobController(store)
+    await store.create(CJ, cronjob(), "default")
+    name = job_name("tick", at("2026-12-03T08:01:00"))
+    await store.create(JOB, {"metadata": {"name": name}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}},
+        "default")
+    clock.t = at("2026-12-03T08:01:00") + 0.5
+    await ctl.sync()
+    await ctl.sync()
+    assert jobs(store) == [name]  # the hand-made one only: not adopted, not replaced
+    status = store.get(CJ, "default", "tick").get("status") or {}
+    assert "lastScheduleTime" not in status and "active" not in status
+    clock.t = at("2026-12-03T08:02:00") + 0.5  # the next time runs as usual
+    await ctl.sync()
+    nxt = job_name("tick", at("2026-12-03T08:02:00"))
+    assert jobs(store) == [name, nxt]
+    status = store.get(CJ, "default", "tick")["status"]
+    assert status["lastScheduleTime"] == "2026-12-03T08:02:00Z"
+    assert [a["name"] for a in status["active"]] == [nxt]

@@ -65,6 +65,12 @@ def _ref(job: dict[str, Any]) -> dict[str, Any]:
             "resourceVersion": m.get("resourceVersion")}
 
 
+def _controlled_by(job: dict[str, Any], uid: str) -> bool:
+    """metav1.IsControlledBy: the Job's controller ownerReference names this CronJob's uid."""
+    return any(r.get("controller") and r.get("uid") == uid
+               for r in job["metadata"].get("ownerReferences") or [])
+
+
 class CronJobController(Controller):
     name = "cronjob"
 
@@ -189,6 +195,14 @@ class CronJobController(Controller):
         name = job_name(meta["name"], scheduled)
         ns = meta.get("namespace") or "default"
         if self.store.replica.entry(self.job_kind.resource, ns, name) is not None:
+            existing = self.store.find(self.job_kind, ns, name)
+            if existing is not None and not _controlled_by(existing, meta["uid"]):
+                # Someone else's Job holds the name (made by hand, or by an older CronJob of
+                # this name): as Kubernetes, the run is blocked and the time not recorded, so
+                # it is looked up again until the next time supersedes it.
+                log.info("cronjob %s/%s: job %s exists and is not its own: not started",
+                         ns, meta["name"], name)
+                return False, active
             # Fired already (here or by a peer whose Job merged in), perhaps since deleted.
             status["lastScheduleTime"] = self._later(status.get("lastScheduleTime"), scheduled)
             return False, active
