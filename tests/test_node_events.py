@@ -62,6 +62,7 @@ class Env:
         self._runtime = runtime
         self.kind = store.registry.by_kind("v1", "Pod")
         self.event_kind = store.registry.by_kind("v1", "Event")
+        self.uids: dict[str, str] = {}  # a deleted pod's events are still read by its uid
 
     async def create(self, name: str, containers: list[dict[str, Any]], **spec: Any
                      ) -> dict[str, Any]:
@@ -70,7 +71,9 @@ class Env:
             c.setdefault("command", ["sh", "-c", "sleep 30"])
         body = {"metadata": {"name": name},
                 "spec": {"nodeName": NODE, "containers": containers, **spec}}
-        return await self.store.create(self.kind, body, "default")
+        pod = await self.store.create(self.kind, body, "default")
+        self.uids[name] = pod["metadata"]["uid"]
+        return pod
 
     @property
     def runtime(self) -> FakeImageRuntime:
@@ -95,7 +98,7 @@ class Env:
     async def events(self, name: str) -> list[tuple[str, str, str, int]]:
         """(type, reason, message, count) of the pod's events, oldest first."""
         await self.agent.flush_events()
-        uid = self.pod(name)["metadata"]["uid"]
+        uid = self.uids.get(name) or self.pod(name)["metadata"]["uid"]
         found = [e for e in self.store.list(self.event_kind)
                  if e["involvedObject"].get("uid") == uid]
         # Named as the kubelet names them, by the time they first happened.

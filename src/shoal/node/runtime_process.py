@@ -12,6 +12,11 @@ A container with a user (``ContainerConfig.user``, decided by ``shoal.node.pod_u
 runs under ``setpriv`` with that uid, gid and groups, and so do its execs; its pipes
 are opened before the switch, so its logs need nothing of the user.
 
+A container's process is spawned by ``subprocess.Popen`` in a worker thread, not by
+the event loop (uvloop forks the whole node from the loop's thread in
+``create_subprocess_exec``; a node froze twice around such spawns under load): the
+loop only reads its pipes and learns of its exit through a pidfd.
+
 Every process carries ``SHOAL_NODE_MARKER`` (an opaque hash of the data dir, which a
 pod is not told) and ``SHOAL_CONTAINER_ID`` in its environment, which is how a
 restarted agent recognises what an earlier run left behind (its pipes to the agent
@@ -29,6 +34,7 @@ import os
 import pty
 import shutil
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -199,6 +205,77 @@ class LogFile:
         self.f.close()
 
 
+class _Child:
+    """A ``subprocess.Popen`` child seen from the event loop: its pipes as streams, its
+    exit through a pidfd (a thread blocked in ``wait`` where there is no pidfd)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self.stdin: asyncio.StreamWriter | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+
+    @classmethod
+    async def attach(cls, proc: subprocess.Popen[bytes]) -> _Child:
+        child = cls(proc)
+        loop = asyncio.get_running_loop()
+        try:
+            child.stdout = await child._reader(loop, proc.stdout)
+            child.stderr = await child._reader(loop, proc.stderr)
+            if proc.stdin is not None:
+                transport, protocol = await loop.connect_write_pipe(
+                    lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
+                child._transports.append(transport)
+                child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+            child.close()
+            raise
+        return child
+
+    async def _reader(self, loop: asyncio.AbstractEventLoop,
+                      pipe: object) -> asyncio.StreamReader | None:
+        if pipe is None:
+            return None
+        reader = asyncio.StreamReader(loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+        self._transports.append(transport)
+        return reader
+
+    async def wait(self) -> int:
+        """The exit status (``Popen.returncode``), once the process has exited."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return await asyncio.to_thread(self.proc.wait)
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        return self.proc.wait()  # exited: reaps it at once
+
+    def close(self) -> None:
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+
+
 class ProcessRuntime:
     """Runs containers as host processes (see the module docstring)."""
 
@@ -208,7 +285,7 @@ class ProcessRuntime:
     def __init__(self, data_dir: Path) -> None:
         self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
-        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._procs: dict[str, _Child] = {}
 
     def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
         return {"PATH": DEFAULT_PATH, **cfg.env, MARKER_ENV: self.marker,
@@ -234,34 +311,36 @@ class ProcessRuntime:
         argv = as_user(config.argv, config.user, env)
         logf = LogFile(config.log_path)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE if config.stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=env, cwd=str(cwd), start_new_session=True,
+            proc = await asyncio.to_thread(
+                subprocess.Popen, argv, stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(cwd),
+                start_new_session=True,
             )
         except OSError as e:
             logf.close()
             raise RuntimeStartError(
                 "StartError", f"failed to start container process {config.argv[0]!r}: "
                 f"{e.strerror or e}") from e
-        handle = ContainerHandle(config, cid, proc.pid, time.time(), stdin=proc.stdin)
-        self._procs[cid] = proc
+        child = await _Child.attach(proc)
+        handle = ContainerHandle(config, cid, proc.pid, time.time(), stdin=child.stdin)
+        self._procs[cid] = child
         cgroup = self._cgroups.attach(config, proc.pid)
-        asyncio.get_running_loop().create_task(self._supervise(handle, proc, logf, cgroup))
+        asyncio.get_running_loop().create_task(self._supervise(handle, child, logf, cgroup))
         return handle
 
-    async def _supervise(self, handle: ContainerHandle, proc: asyncio.subprocess.Process,
+    async def _supervise(self, handle: ContainerHandle, child: _Child,
                          logf: LogFile, cgroup: Path | None) -> None:
-        pumps = asyncio.gather(pump(proc.stdout, "stdout", logf),
-                               pump(proc.stderr, "stderr", logf))
-        rc = await proc.wait()
+        pumps = asyncio.gather(pump(child.stdout, "stdout", logf),
+                               pump(child.stderr, "stderr", logf))
+        rc = await child.wait()
         # The container is its process group: what the main process left running goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
         try:
             await asyncio.wait_for(pumps, timeout=2.0)
         except (TimeoutError, OSError, ValueError):
             pumps.cancel()
+        child.close()
         logf.close()
         self._cgroups.remove(cgroup)
         handle.exit_code = exit_code_of(rc)
