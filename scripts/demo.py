@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import demo_netns
-from demo_common import BIN, ROOT, kubectl, say, start_server, step, stop_server, wait
+from demo_common import BIN, ROOT, hold, kubectl, say, start_server, step, stop_server, wait
 
 NAMES = ["edge-1", "edge-2", "edge-3"]
 ADDRESSES = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -312,6 +312,7 @@ def main() -> int:
         demo = Demo()
         try:
             demo.run()
+            hold(demo.kubeconfig, {p.name: p.url for p in demo.peers})
         finally:
             demo.close()
     print("\nDone. SHOAL_DEMO_KEEP=1 make demo keeps the data dirs and logs.")

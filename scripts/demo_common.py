@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -50,6 +51,19 @@ def kubectl(kubeconfig: Path, url: str, *args: str, show: bool = True, check: bo
     if check and r.returncode != 0:
         sys.exit(f"kubectl {' '.join(args)} failed: {r.stderr}")
     return r.stdout
+
+
+def hold(kubeconfig: Path, urls: dict[str, str], inside: dict[str, str] | None = None) -> None:
+    """With SHOAL_DEMO_HOLD=1, keep the cluster up for the user (examples/devices.yaml, say)
+    until Enter or Ctrl-C; then the demo cleans up as always."""
+    if not os.environ.get("SHOAL_DEMO_HOLD"):
+        return
+    step("the cluster stays up (SHOAL_DEMO_HOLD): press Enter or Ctrl-C to tear it down")
+    for name, url in urls.items():
+        where = f"{inside[name]} " if inside and name in inside else ""
+        say(f"{name}: {where}{BIN / 'kubectl'} --kubeconfig {kubeconfig} --server {url} get nodes")
+    with contextlib.suppress(EOFError, KeyboardInterrupt):
+        input()
 
 
 def start_server(args: list[str], log: Path, url: str, name: str) -> subprocess.Popen[bytes]:

@@ -30,7 +30,7 @@ from types import FrameType
 from typing import Any
 
 import demo_image
-from demo_common import BIN, kubectl, say, start_server, step, stop_server, wait
+from demo_common import BIN, hold, kubectl, say, start_server, step, stop_server, wait
 
 IMAGE = "shoal.demo/app:v1"
 NS = "demo"
@@ -728,6 +728,8 @@ def main() -> None:
     demo = NetworkDemo()
     try:
         demo.run()
+        hold(demo.kubeconfig, {p.name: p.url for p in demo.peers},
+             {p.name: f"ip netns exec {p.netns}" for p in demo.peers})
     except KeyboardInterrupt:
         say("interrupted")
     finally:
