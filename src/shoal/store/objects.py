@@ -361,6 +361,7 @@ class ObjectStore:
                 new["status"] = obj["status"]
             else:
                 new.pop("status", None)
+            _prune(kind, new)  # as the main resource's writes: a CR's status too
             self._validate(kind, new, old, "status")
             return new
         if kind.kind == "Namespace" and not finalize:
