@@ -57,6 +57,13 @@ def _older(crd: dict[str, Any]) -> bool:
         return False
 
 
+def check_streams(store: ObjectStore) -> None:
+    """Refuse conflicting Streams in ``store``'s writes. Every peer installs it, the bus
+    or not: a Stream refused through one peer must not be stored through another."""
+    store.admission.append(admit_stream)
+    store.update_admission.append(StreamUpdates(store.registry))
+
+
 def admit_stream(kind: Kind, obj: dict[str, Any]) -> None:
     """Refuse a Stream whose limits conflict (a store admission hook, on create)."""
     if kind.group != stream_objects.GROUP or kind.kind != "Stream":

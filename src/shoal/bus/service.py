@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.bus import cluster_service
-from shoal.bus.crds import StreamUpdates, admit_stream, ensure_crds
+from shoal.bus.crds import ensure_crds
 from shoal.bus.nats_config import (
     DEFAULT_CLIENT_PORT,
     DEFAULT_CLUSTER_PORT,
@@ -112,8 +112,6 @@ class BusService:
             name,
             lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json",
             status_interval=status_interval())
-        store.admission.append(admit_stream)
-        store.update_admission.append(StreamUpdates(store.registry))
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -23,6 +23,7 @@ from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
 from shoal.authz.scopes import RecordFormerWriters
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
+from shoal.bus.crds import check_streams  # bus
 from shoal.bus.nats_config import TlsFiles  # bus
 from shoal.bus.service import BusPorts, BusService, bus_wanted  # bus
 from shoal.cli import joining
@@ -168,6 +169,7 @@ class ShoalNode:
                 is_reachable=self._node_reachable))
         # --- end ingress ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
+        check_streams(self.store)  # with the bus or not, as every peer must
         self.bus: BusService | None = None
         if bus_wanted(cfg.bus.enabled):
             self.bus = BusService(

@@ -1,0 +1,107 @@
+"""What a new user trying a cluster of peers found to differ between the peer a write
+went through and the others, or before and after a restart (part U)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.bus import stream_objects
+from shoal.cli.main import _parser
+from shoal.cli.node import ShoalNode
+from shoal.cli.server_command import settings_from_args
+from shoal.control.crd_establishing import serve_crds
+from shoal.model.kinds import Kind, KindRegistry
+from shoal.store.objects import Invalid, ObjectStore
+from shoal.store.replica import Replica
+
+GADGETS: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.example.com"},
+    "spec": {
+        "group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+        "versions": [{
+            "name": "v1", "served": True, "storage": True,
+            "subresources": {"status": {}},
+            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "spec": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+            }}},
+        }],
+    },
+}
+
+
+def crd_kind(registry: KindRegistry) -> Kind:
+    kind = registry.by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
+    assert kind is not None
+    return kind
+
+
+async def make_default_namespace(store: ObjectStore) -> None:
+    kind = store.registry.by_kind("v1", "Namespace")
+    assert kind is not None
+    await store.create(kind, {"apiVersion": "v1", "kind": "Namespace",
+                              "metadata": {"name": "default"}})
+
+
+async def test_a_status_write_keeps_only_the_fields_the_schema_knows() -> None:
+    # kopf, through one peer, wrote status.created to a CR whose schema has no such field:
+    # the status write kept it (the main resource's writes prune), and a later
+    # server-side apply through another peer failed on "unknown field status.created".
+    store = ObjectStore(Replica(None, "a"), KindRegistry())
+    serve_crds(store)
+    await store.create(crd_kind(store.registry), copy.deepcopy(GADGETS))
+    await make_default_namespace(store)
+    gadget = store.registry.by_kind("example.com/v1", "Gadget")
+    assert gadget is not None
+    created = await store.create(gadget, {"apiVersion": "example.com/v1", "kind": "Gadget",
+                                          "metadata": {"name": "g", "namespace": "default"},
+                                          "spec": {"size": 1}})
+    body = copy.deepcopy(created)
+    body["status"] = {"phase": "Ready", "created": {"by": "kopf"}}
+    stored = await store.update(gadget, body, "default", "g", subresource="status")
+    assert stored["status"] == {"phase": "Ready"}
+
+
+def no_bus_node(tmp_path: Path) -> ShoalNode:
+    argv = ["server", "--name", "quiet", "--data-dir", str(tmp_path / "data"), "--no-bus",
+            "--runtime", "process", "--pods-dir", str(tmp_path / "pods"), "--dns-port", "0",
+            "--proxy-mode", "none", "--ingress-http-port", "0", "--ingress-https-port", "0"]
+    return ShoalNode(settings_from_args(_parser().parse_args(argv), argv))
+
+
+async def test_a_peer_without_the_bus_refuses_the_stream_a_bus_peer_refuses(
+        tmp_path: Path) -> None:
+    # A Stream whose limits contradict each other got a 422 through a peer running the bus
+    # and was stored through a peer started with --no-bus (or without nats-server), from
+    # where it replicated to the bus peers anyway.
+    node = no_bus_node(tmp_path)
+    try:
+        assert node.bus is None
+        await node.store.create(crd_kind(node.registry), stream_objects.stream_crd())
+        await make_default_namespace(node.store)
+        kind = node.registry.by_resource(stream_objects.GROUP, stream_objects.VERSION,
+                                         "streams")
+        assert kind is not None
+        bad: dict[str, Any] = {
+            "apiVersion": kind.api_version, "kind": "Stream",
+            "metadata": {"name": "orders", "namespace": "default"},
+            "spec": {"name": "orders", "subjects": ["orders.>"], "maxBytes": 100,
+                     "maxMsgSize": 1000}}
+        with pytest.raises(Invalid, match="maxMsgSize"):
+            await node.store.create(kind, bad)
+        good = copy.deepcopy(bad)
+        good["spec"]["maxMsgSize"] = 10
+        stored = await node.store.create(kind, good)
+        stored = copy.deepcopy(stored)
+        stored["spec"]["maxMsgSize"] = 1000
+        with pytest.raises(Invalid, match="maxMsgSize"):
+            await node.store.update(kind, stored, "default", "orders")
+    finally:
+        node.replica.close()
