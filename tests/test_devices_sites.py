@@ -143,9 +143,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         try:
             hub.start(["--peer-port", "7443", "--site", "cloud"])
             hub.kubectl("label", "node", "hub-1", "shoal.dev/hub=true")
-            token = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
-                                    str(hub.data_dir)], check=True, capture_output=True,
-                                   text=True).stdout.strip()
+            made = subprocess.run([str(VENV_BIN / "shoal"), "token", "create", "--data-dir",
+                                   str(hub.data_dir)], capture_output=True, text=True)
+            assert made.returncode == 0, made.stderr
+            token = made.stdout.strip()
             proc = farm.netns.popen(
                 [str(VENV_BIN / "python"), "-m", "shoal.devices.simulator",
                  "--modbus-port", str(MODBUS_PORT), "--mqtt", "127.0.0.1:1883",
@@ -246,9 +247,14 @@ def test_a_cut_off_farm_drives_and_reads_its_devices_and_the_hub_catches_up(
                    10, "the farm's twin to report 26")
         # The hub, cut off from the farm, still holds the values from before.
         assert (reported(hub, "thermostat", "setpoint") or ("", 0))[0] != "26"
-        last = {p: reported(farm, d, p) for d, p in (("thermostat", "temperature"),
-                                                      ("humidity", "humidity"))}
-        assert all(ts / 1000 > cut for _, ts in last.values() if ts), last
+
+        def reported_while_cut() -> dict[str, tuple[str, int] | None] | None:
+            got = {p: reported(farm, d, p) for d, p in (("thermostat", "temperature"),
+                                                         ("humidity", "humidity"))}
+            return got if all(v and v[1] / 1000 > cut for v in got.values()) else None
+
+        # Both devices' twins take readings on the farm while it is cut off.
+        last = wait_until(reported_while_cut, 10, "readings reported on the farm while cut")
     finally:
         lab.lab.heal(farm.netns)
     healed = time.monotonic()
