@@ -214,7 +214,7 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], managers: Manager
         gone = with_named_fields(previous.fields, root) - with_named_fields(owned, root)
         merged = remove_fields(merged, gone - SERVER_OWNED, root)
     out = _take_over(before, merged, out, key, root, write, force)
-    if previous is None or merged != before:
+    if key in out and (previous is None or merged != before):  # (an empty applier is dropped)
         out[key] = replace(out[key], time=write.now)
     return merged, out
 
