@@ -30,7 +30,7 @@ from shoal.devices.mapper import DEVICES, DeviceWorker, subject
 from shoal.devices.modbus import ModbusDriver
 from shoal.devices.mqtt import payload_value, subject_of
 from shoal.devices.service import DeviceMappers
-from shoal.devices.simulator import mqtt_connect, mqtt_publish_packet
+from shoal.devices.simulator import Thermostat, mqtt_connect, mqtt_publish_packet
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
@@ -316,6 +316,30 @@ async def test_a_value_the_property_cannot_take_is_refused_and_the_device_stays_
         assert not task.done()
     finally:
         task.cancel()
+
+
+async def test_the_simulated_thermostat_follows_its_setpoint_and_prints_each_write(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """shoal.devices.simulator's PLC, read and written through the mapper's Modbus driver."""
+    plc = Thermostat(setpoint=20, temperature=19.0)
+    port = free_port()
+    server = ModbusTcpServer(plc.device, address=("127.0.0.1", port))
+    serving = asyncio.create_task(server.serve_forever())
+    driver = ModbusDriver("127.0.0.1", port)
+    try:
+        await wait_for(lambda: _listening(port))
+        temperature = {"register": "InputRegister", "offset": 0, "scale": 0.5}
+        assert await driver.read("temperature", temperature) == "19"
+        await driver.write("setpoint", {"register": "HoldingRegister", "offset": 2}, "18")
+        assert json.loads(capsys.readouterr().out.splitlines()[-1])["values"] == [18]
+        plc.drift()
+        plc.drift()
+        plc.drift()  # half a degree each, then it holds at the setpoint
+        assert await driver.read("temperature", temperature) == "18"
+    finally:
+        await driver.close()
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        serving.cancel()
 
 
 def test_a_peers_bus_listens_for_mqtt_devices_where_it_binds(tmp_path: Path) -> None:
