@@ -1130,6 +1130,9 @@ def _hpa_target(metric: dict[str, Any], current: list[Any]) -> str:
         shown = "<unknown>" if now is None else f"{now}%"
         return f"{name}: {shown}/{target.get('averageUtilization')}%"
     key = "averageValue" if target.get("type") == "AverageValue" else "value"
+    if kind in ("Pods", "Object", "External"):  # formatHPAMetrics names no metric for these
+        avg = " (avg)" if kind != "Pods" and key == "averageValue" else ""
+        return f"{seen.get(key, '<unknown>')}/{target.get(key)}{avg}"
     return f"{name}: {seen.get(key, '<unknown>')}/{target.get(key)}"
 
 
