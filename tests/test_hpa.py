@@ -192,6 +192,13 @@ async def test_a_pod_without_a_cpu_request_stops_scaling_and_says_why(store: Obj
     ({"minReplicas": 5, "maxReplicas": 2}, "spec.maxReplicas"),
     ({"minReplicas": 0}, "spec.minReplicas"),
     ({"metrics": [{"type": "Resource"}]}, "spec.metrics[0].resource"),
+    ({"metrics": [{"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {
+        "type": "Value", "value": "10"}}}]}, "spec.metrics[0].pods.target.averageValue"),
+    ({"metrics": [{"type": "Object", "object": {"metric": {"name": "rps"}, "target": {
+        "type": "Value", "value": "10"}, "describedObject": {"kind": "Ingress"}}}]},
+     "spec.metrics[0].object.describedObject.name"),
+    ({"metrics": [{"type": "External", "external": {"metric": {}, "target": {
+        "type": "Value", "value": "10"}}}]}, "spec.metrics[0].external.metric.name"),
 ])
 async def test_a_bad_autoscaler_is_a_422(store: ObjectStore, spec: dict[str, Any],
                                          field: str) -> None:
@@ -215,3 +222,46 @@ async def test_memory_average_value_scales_down_when_the_window_allows(store: Ob
                                                    "current": {"averageValue": "1Mi"}}
     active = next(c for c in st["conditions"] if c["type"] == "ScalingActive")
     assert active["message"].endswith("replica count from memory resource usage")
+
+
+PODS_METRIC = {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {
+    "type": "AverageValue", "averageValue": "10"}}}
+OBJECT_METRIC = {"type": "Object", "object": {
+    "metric": {"name": "requests"}, "target": {"type": "Value", "value": "100"},
+    "describedObject": {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                        "name": "main"}}}
+
+
+async def test_pods_and_object_metrics_say_no_custom_metrics_api_is_there(
+        store: ObjectStore) -> None:
+    await deployment(store, 2)
+    await autoscaler(store, metrics=[PODS_METRIC, OBJECT_METRIC])
+    await HorizontalPodAutoscaler(store, FakeReports(store)).sync()
+    assert replicas(store) == 2
+    st = store.get(HPA, "default", "web")["status"]
+    active = next(c for c in st["conditions"] if c["type"] == "ScalingActive")
+    assert (active["status"], active["reason"]) == ("False", "FailedGetPodsMetric")
+    assert active["message"] == (
+        "the HPA was unable to compute the replica count: failed to get pods metric value: "
+        "unable to get metric rps: unable to fetch metrics from custom metrics API: no custom "
+        "metrics API (custom.metrics.k8s.io) registered")
+    reasons = {e["reason"] for e in store.list(kind("v1", "Event"), "default")}
+    assert {"FailedGetPodsMetric", "FailedGetObjectMetric"} <= reasons
+
+
+async def test_a_valid_cpu_metric_still_scales_up_beside_an_unavailable_one(
+        store: ObjectStore) -> None:
+    await deployment(store, 2)
+    await autoscaler(store, behavior={"scaleDown": {"stabilizationWindowSeconds": 0}},
+                     metrics=[PODS_METRIC, {"type": "Resource", "resource": {
+                         "name": "cpu", "target": {"type": "Utilization",
+                                                   "averageUtilization": 50}}}])
+    metrics = FakeReports(store)
+    metrics.cpu = {"web-0": 200, "web-1": 200}
+    await HorizontalPodAutoscaler(store, metrics).sync()
+    assert replicas(store) == 4  # as Kubernetes: the valid metric scales up
+    st = store.get(HPA, "default", "web")["status"]
+    assert st["currentMetrics"][0] == {"type": ""}
+    metrics.cpu = {f"web-{i}": 10 for i in range(4)}  # would scale down: held back
+    await HorizontalPodAutoscaler(store, metrics).sync()
+    assert replicas(store) == 4

@@ -81,6 +81,42 @@ def pod_usage(reports: Mapping[str, Any]) -> dict[str, dict[str, dict[str, int]]
     return out
 
 
+NO_CUSTOM_METRICS = ("unable to fetch metrics from custom metrics API: no custom metrics API "
+                     "(custom.metrics.k8s.io) registered")
+NO_EXTERNAL_METRICS = ("unable to fetch metrics from external metrics API: no external metrics "
+                       "API (external.metrics.k8s.io) registered")
+_FAILED_REASON = {"Resource": "FailedGetResourceMetric",
+                  "ContainerResource": "FailedGetContainerResourceMetric",
+                  "Pods": "FailedGetPodsMetric", "Object": "FailedGetObjectMetric",
+                  "External": "FailedGetExternalMetric"}
+
+
+@dataclass
+class _Failure:
+    """A metric that gave no count: the ScalingActive reason and the error, as Kubernetes
+    names them (``FailedGetPodsMetric``)."""
+
+    reason: str
+    error: str
+
+
+def _unavailable(metric: Mapping[str, Any]) -> _Failure:
+    """A Pods, Object or External metric: Shoal serves no custom or external metrics API."""
+    kind = str(metric.get("type"))
+    source = metric.get(kind[:1].lower() + kind[1:]) or {}
+    name = (source.get("metric") or {}).get("name")
+    if kind == "Pods":
+        error = f"failed to get pods metric value: unable to get metric {name}: {NO_CUSTOM_METRICS}"
+    elif kind == "Object":
+        obj = source.get("describedObject") or {}
+        error = (f"failed to get object metric value: unable to get metric {name}: "
+                 f"{obj.get('kind')}/{obj.get('name')}: {NO_CUSTOM_METRICS}")
+    else:
+        error = (f"failed to get external metric value: unable to get external metric "
+                 f"{name}: {NO_EXTERNAL_METRICS}")
+    return _Failure(_FAILED_REASON.get(kind, "FailedGetExternalMetric"), error)
+
+
 @dataclass
 class _Proposal:
     replicas: int
@@ -179,8 +215,10 @@ class HorizontalPodAutoscaler(Controller):
                                            "target is zero")
         else:
             proposal = await self._propose(hpa, target, ns, current, now)
-            if isinstance(proposal, str):
-                conditions["ScalingActive"] = ("False", "FailedGetResourceMetric", proposal)
+            if isinstance(proposal, _Failure):
+                conditions["ScalingActive"] = ("False", proposal.reason,
+                                               "the HPA was unable to compute the replica "
+                                               f"count: {proposal.error}")
                 status["currentMetrics"] = old.get("currentMetrics")
             else:
                 conditions["ScalingActive"] = ("True", "ValidMetricFound",
@@ -210,42 +248,52 @@ class HorizontalPodAutoscaler(Controller):
         await self._write(hpa, status, conditions, now)
 
     async def _propose(self, hpa: dict[str, Any], target: dict[str, Any], ns: str, current: int,
-                       now: float) -> _Proposal | str:
+                       now: float) -> _Proposal | _Failure:
         selector_raw = (target.get("spec") or {}).get("selector") or {}
         try:
             selector = (LabelSelector.from_api(selector_raw) if "matchLabels" in selector_raw
                         or "matchExpressions" in selector_raw
                         else LabelSelector.from_api({"matchLabels": selector_raw}))
         except SelectorError as e:
-            return f"invalid selector: {e}"
+            return _Failure("InvalidSelector", f"invalid selector: {e}")
         pods = [p for p in self.store.replica.list("pods", ns)
                 if selector.matches((p.get("metadata") or {}).get("labels") or {})
                 and not (p.get("metadata") or {}).get("deletionTimestamp")
                 and (p.get("status") or {}).get("phase") != "Failed"]
         if not pods:
-            return "no pods found for the target's selector"
+            return _Failure("FailedGetResourceMetric", "no pods found for the target's selector")
         nodes = sorted({str((p.get("spec") or {}).get("nodeName")) for p in pods
                         if (p.get("spec") or {}).get("nodeName")})
         usage = pod_usage(await self.metrics.reports(nodes))
         best: _Proposal | None = None
-        metrics_status = []
+        failed: list[_Failure] = []
+        metrics_status: list[dict[str, Any]] = []
         for metric in (hpa.get("spec") or {}).get("metrics") or []:
             one = self._one_metric(metric, pods, usage, current, now)
-            if isinstance(one, str):
-                return one
+            if isinstance(one, _Failure):
+                failed.append(one)
+                metrics_status.append({"type": ""})  # Kubernetes leaves it empty
+                await events.record(self.store, hpa, "Warning", one.reason, one.error,
+                                    "horizontal-pod-autoscaler")
+                continue
             metrics_status.append(one.status)
             if best is None or one.replicas > best.replicas:
                 best = one
+        # As Kubernetes: the valid metrics decide, unless none is, or some failed and the
+        # valid ones would scale down (a missing metric might have said otherwise).
+        if failed and (best is None or best.replicas < current):
+            return failed[0]
         if best is None:
-            return "no metrics to scale on"
+            return _Failure("FailedGetResourceMetric", "no metrics to scale on")
         return _Proposal(best.replicas, {"currentMetrics": metrics_status}, best.reason)
 
     def _one_metric(self, metric: Mapping[str, Any], pods: list[dict[str, Any]],
                     usage: Mapping[str, Mapping[str, Mapping[str, int]]], current: int,
-                    now: float) -> _Proposal | str:
-        kind = metric.get("type")
+                    now: float) -> _Proposal | _Failure:
+        kind = str(metric.get("type"))
         if kind not in ("Resource", "ContainerResource"):
-            return f"metrics of type {kind} are not supported by this cluster"
+            return _unavailable(metric)
+        failure = _FAILED_REASON[kind]
         field = "resource" if kind == "Resource" else "containerResource"
         source = metric.get(field) or {}
         resource, container = str(source.get("name")), source.get("container")
@@ -257,8 +305,9 @@ class HorizontalPodAutoscaler(Controller):
             uid = str(p["metadata"].get("uid"))
             request = _requests(p, resource, container)
             if target.get("type") == "Utilization" and request is None:
-                return (f"failed to get {resource} utilization: missing request for "
-                        f"{resource} in container of Pod {p['metadata']['name']}")
+                return _Failure(failure, f"failed to get {resource} utilization: missing request "
+                                         f"for {resource} in container of Pod "
+                                         f"{p['metadata']['name']}")
             samples = usage.get(uid)
             if samples is None:
                 missing.append(request or 0)
@@ -272,7 +321,8 @@ class HorizontalPodAutoscaler(Controller):
             ready_request += request or 0
             ready_count += 1
         if ready_count == 0:
-            return "did not receive metrics for targeted pods (pods might be unready)"
+            return _Failure(failure, "did not receive metrics for targeted pods (pods might be "
+                                     "unready)")
         if target.get("type") == "Utilization":
             goal = float(target.get("averageUtilization") or 0)
             utilization = ready_usage * 100.0 / ready_request if ready_request else 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.model.quantity import QuantityError, parse_quantity
 from shoal.model.validation.causes import _Errors
 from shoal.model.validation.fields import _as_int, _c, _d, _dicts, _i
 
@@ -62,6 +63,45 @@ def _metric(e: _Errors, metric: dict[str, Any], path: str) -> None:
     if utilization is not None and (_as_int(utilization) or 0) < 1:
         e.invalid(_c(path, field, "target", "averageUtilization"), utilization,
                   "must be greater than 0")
+    if kind in ("Pods", "Object", "External"):
+        _custom_source(e, kind, source, target, _c(path, field))
+
+
+def _custom_source(e: _Errors, kind: str, source: dict[str, Any], target: dict[str, Any],
+                   path: str) -> None:
+    """A Pods, Object or External metric (validatePodsSource, validateObjectSource,
+    validateExternalSource): a metric name, and the target values each allows."""
+    if not _d(source.get("metric")).get("name"):
+        e.required(_c(path, "metric", "name"), "must specify a metric name")
+    for key in ("value", "averageValue"):
+        if target.get(key) is not None and not _positive(target[key]):
+            e.invalid(_c(path, "target", key), target[key], "must be positive")
+    value, average = target.get("value"), target.get("averageValue")
+    if kind == "Pods" and average is None:
+        e.required(_c(path, "target", "averageValue"), "must specify a positive target "
+                                                       "averageValue")
+    elif kind == "Object":
+        described = _d(source.get("describedObject"))
+        for key in ("kind", "name"):
+            if not described.get(key):
+                e.required(_c(path, "describedObject", key))
+        if value is None and average is None:
+            e.required(_c(path, "target", "averageValue"),
+                       "must set either a target value or averageValue")
+    elif kind == "External":
+        if value is None and average is None:
+            e.required(_c(path, "target", "averageValue"),
+                       "must set either a target value for metric or a per-pod target")
+        elif value is not None and average is not None:
+            e.invalid(_c(path, "target", "value"), value,
+                      "may not set both a target value for metric and a per-pod target")
+
+
+def _positive(raw: Any) -> bool:
+    try:
+        return parse_quantity(raw) > 0
+    except (QuantityError, TypeError, ValueError):
+        return False
 
 
 def _rules(e: _Errors, rules: dict[str, Any], path: str) -> None:
