@@ -498,6 +498,15 @@ class PodWorker:
                 argv = command_line(spec, env)
                 # No image WorkingDir: the container's own directory, its user's.
                 wd = Path(str(spec["workingDir"])) if spec.get("workingDir") else None
+                # --- mountPaths taken on the host: name the volumes instead (part H) ---
+                if mounts.rewrites:
+                    argv = [volumes.rewritten(a, mounts.rewrites) for a in argv]
+                    env = {k: volumes.rewritten(v, mounts.rewrites) for k, v in env.items()}
+                    wd = Path(volumes.rewritten(str(wd), mounts.rewrites)) if wd else None
+                    moved = ", ".join(f"{mp} -> {t}" for mp, t in sorted(mounts.rewrites.items()))
+                    self._event("Normal", "VolumePathTaken", "mountPath taken on the host, so "
+                                f"the container's paths name the volume instead: {moved}")
+                # --- end mountPaths taken ---
                 if wd is None:
                     wd = self.files_dir / rec.name
                     open_to(wd, user)
