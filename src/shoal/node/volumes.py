@@ -6,7 +6,11 @@ itself, and so is a persistentVolumeClaim's bound local or hostPath volume. The 
 container finds each mounted volume (a) in ``SHOAL_VOLUME_<NAME>`` (the volume name,
 upper-cased, other characters as ``_``) and (b) at ``mountPath`` itself when that path
 is absolute, does not exist yet and its parent is writable: there we put a symlink,
-removed when the pod goes. Volume kinds we do not know yet become empty directories.
+removed when the pod goes. Where ``mountPath`` is taken (a host file, another pod's
+link), the container's command, args, env values and workingDir name the volume's
+directory instead wherever they name ``mountPath`` (:func:`rewritten`), so a container
+never runs a stale host file in place of its ConfigMap. Volume kinds we do not know yet
+become empty directories.
 
 Projected volumes (and downwardAPI volumes) are written as Kubernetes' AtomicWriter does:
 the files go into a fresh hidden directory ``..<stamp>``, the symlink ``..data`` is swapped
@@ -335,6 +339,8 @@ class Mounts:
 
     env: dict[str, str] = field(default_factory=dict)
     links: list[tuple[Path, Path]] = field(default_factory=list)  # (mountPath, target) we created
+    # mountPath -> the volume's directory, where mountPath is not ours (taken on the host)
+    rewrites: dict[str, str] = field(default_factory=dict)
 
 
 def mount(container: dict[str, Any], volumes: dict[str, Path]) -> Mounts:
@@ -346,13 +352,28 @@ def mount(container: dict[str, Any], volumes: dict[str, Path]) -> Mounts:
         target = src / str(vm["subPath"]) if vm.get("subPath") else src
         m.env[env_name(str(vm.get("name", "")))] = str(target)
         mp = Path(str(vm.get("mountPath", "")))
-        if not mp.is_absolute() or os.path.lexists(mp):
-            continue  # taken (perhaps by our own link from an earlier attempt)
-        if os.access(mp.parent, os.W_OK):
+        if not mp.is_absolute():
+            continue
+        if not os.path.lexists(mp) and os.access(mp.parent, os.W_OK):
             with contextlib.suppress(OSError):
                 mp.symlink_to(target, target_is_directory=target.is_dir())
                 m.links.append((mp, target))
+        if not (mp.is_symlink() and os.readlink(mp) == str(target)):
+            # Taken by a host file or another pod's link: the paths the container is given
+            # name the volume itself, so it never runs what happens to be on the host.
+            m.rewrites[str(mp)] = str(target)
     return m
+
+
+def rewritten(value: str, rewrites: dict[str, str]) -> str:
+    """``value`` with each mountPath in ``rewrites`` that it names (as a whole path or a
+    path's head, alone or inside a shell line) replaced by the volume's directory."""
+    for mp in sorted(rewrites, key=len, reverse=True):
+        if mp in value:
+            target = rewrites[mp]
+            value = re.sub(r"(?<![^\s\"'=:])" + re.escape(mp) + r"(?=$|[/\s\"';:])",
+                           lambda _: target, value)  # noqa: B023 - used at once
+    return value
 
 
 def bind_mounts(container: dict[str, Any], pod_spec: dict[str, Any],
