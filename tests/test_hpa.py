@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler
+from shoal.control.horizontal_autoscaler import HISTORY_ANNOTATION, HorizontalPodAutoscaler
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
@@ -265,3 +265,30 @@ async def test_a_valid_cpu_metric_still_scales_up_beside_an_unavailable_one(
     metrics.cpu = {f"web-{i}": 10 for i in range(4)}  # would scale down: held back
     await HorizontalPodAutoscaler(store, metrics).sync()
     assert replicas(store) == 4
+
+
+async def test_an_actor_that_takes_over_goes_on_with_the_saved_window(store: ObjectStore) -> None:
+    clock = store.replica.wall
+    assert isinstance(clock, ManualClock)
+    await deployment(store, 4)
+    await autoscaler(store)
+    metrics = FakeReports(store)
+    metrics.cpu = {f"web-{i}": 100 for i in range(4)}  # on target: 4 recommended
+    first = HorizontalPodAutoscaler(store, metrics)
+    await first.sync()
+    t0 = clock.t
+    metrics.cpu = {f"web-{i}": 20 for i in range(4)}  # 1 would do from now on
+    saved = []
+    for _ in range(8):  # two minutes of passes at a steady load
+        clock.t += 15
+        await first.sync()
+        saved.append(store.get(HPA, "default", "web")["metadata"]["annotations"][
+            HISTORY_ANNOTATION])
+    assert len(set(saved)) <= 3  # about one write a minute, not one a pass
+    # Another peer takes over (a restart, a move): it goes on with the saved window.
+    second = HorizontalPodAutoscaler(store, metrics)
+    await second.sync()
+    assert replicas(store) == 4  # 4 was recommended less than 300 s ago
+    clock.t = t0 + 60 + 300 + 10  # past the saved time (rounded up to the minute) + 300 s
+    await second.sync()
+    assert replicas(store) == 1  # a fresh window (Kubernetes' restart) would wait to t0+420

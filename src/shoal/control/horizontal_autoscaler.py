@@ -17,10 +17,16 @@ Samples come from each node's own measurements (the ``metrics`` reports that
 ``ResourceMetricsApi`` on a node, a fake in tests), so this layer imports
 nothing above it. A node that does not answer leaves its pods without a sample.
 
-Leaderless: the preferred actor for the autoscaler (:mod:`ownership`) acts. Its
-recommendation history is kept in memory, so a new actor starts a fresh
-stabilization window; across a partition each side scales from the pods it can
-measure, and the merge keeps the last ``spec.replicas`` written (docs/semantics.md).
+Leaderless: the preferred actor for the autoscaler (:mod:`ownership`) acts; across
+a partition each side scales from the pods it can measure, and the merge keeps the
+last ``spec.replicas`` written (docs/semantics.md). Its recommendation and scale
+history is kept in memory and copied into the ``autoscaling.shoal.dev/history``
+annotation (:func:`saved_history`), so an actor that takes over (a restart, a
+membership change) goes on with the same windows and rate limits. The copy is
+written only when it changes: a recommendation's time is kept rounded *up* to the
+minute, so a steady load costs one write a minute per autoscaler, and a loaded
+history can only delay a scale, never hasten it. With no usable copy a new actor
+starts as Kubernetes' does: one recommendation, the current replicas, now.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from shoal.control import events
 from shoal.control.controller import Controller
@@ -79,6 +87,35 @@ def pod_usage(reports: Mapping[str, Any]) -> dict[str, dict[str, dict[str, int]]
             if containers:
                 out[str(sample.get("uid"))] = containers
     return out
+
+
+HISTORY_ANNOTATION = "autoscaling.shoal.dev/history"
+HISTORY_ROUNDING = 60
+"""Seconds a saved recommendation's time is rounded up to (see the module's docstring)."""
+History = list[tuple[float, int]]
+
+
+def saved_history(recommendations: History, scale_events: History) -> str:
+    """The annotation's value: each recommendation once, at its latest time rounded up to
+    the minute, and the scale events as they are (rare, and the rate policies need them)."""
+    latest: dict[int, float] = {}
+    for t, r in recommendations:
+        latest[r] = max(latest.get(r, t), t)
+    recs = sorted([math.ceil(t / HISTORY_ROUNDING) * HISTORY_ROUNDING, r]
+                  for r, t in latest.items())
+    return orjson.dumps({"recommendations": recs,
+                         "scaleEvents": [[int(t), d] for t, d in scale_events]}).decode()
+
+
+def load_history(hpa: Mapping[str, Any]) -> tuple[History, History]:
+    """(recommendations, scale events) from the annotation; empty when absent or bad."""
+    raw = ((hpa.get("metadata") or {}).get("annotations") or {}).get(HISTORY_ANNOTATION)
+    try:
+        saved = orjson.loads(raw) if isinstance(raw, str) else {}
+        return ([(float(t), int(r)) for t, r in saved.get("recommendations") or []],
+                [(float(t), int(d)) for t, d in saved.get("scaleEvents") or []])
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return [], []
 
 
 NO_CUSTOM_METRICS = ("unable to fetch metrics from custom metrics API: no custom metrics API "
@@ -204,6 +241,7 @@ class HorizontalPodAutoscaler(Controller):
                               conditions, now)
             return
         current = int((target.get("spec") or {}).get("replicas", 1))
+        self._take_over(hpa, current, now)
         status["currentReplicas"] = int((target.get("status") or {}).get("replicas", current))
         conditions["AbleToScale"] = ("True", "SucceededGetScale",
                                      "the HPA controller was able to get the target's current "
@@ -246,6 +284,33 @@ class HorizontalPodAutoscaler(Controller):
         if status["lastScaleTime"] is None:
             status.pop("lastScaleTime")
         await self._write(hpa, status, conditions, now)
+        await self._save_history(hpa)
+
+    def _take_over(self, hpa: dict[str, Any], current: int, now: float) -> None:
+        """First pass of this actor over the autoscaler: the saved history, else Kubernetes'
+        initial recommendation (the current replicas, now)."""
+        uid = hpa["metadata"]["uid"]
+        if uid in self._recommendations:
+            return
+        recommendations, scale_events = load_history(hpa)
+        keep = MAX_POLICY_PERIOD + DOWN_WINDOW + HISTORY_ROUNDING
+        recommendations = [(t, r) for t, r in recommendations if now - t <= keep]
+        # Recorded just before this pass's own, as Kubernetes records it before computing
+        # (so a window of 0 s leaves it out).
+        self._recommendations[uid] = recommendations or [(now - 0.001, current)]
+        self._events[uid] = [(t, d) for t, d in scale_events if now - t <= MAX_POLICY_PERIOD]
+
+    async def _save_history(self, hpa: dict[str, Any]) -> None:
+        meta = hpa["metadata"]
+        uid = meta["uid"]
+        value = saved_history(self._recommendations.get(uid, []), self._events.get(uid, []))
+        latest = self.store.find(self.kind, meta.get("namespace"), meta["name"])
+        if latest is None or latest["metadata"].get("uid") != uid or \
+                (latest["metadata"].get("annotations") or {}).get(HISTORY_ANNOTATION) == value:
+            return
+        new = copy.deepcopy(latest)
+        new["metadata"].setdefault("annotations", {})[HISTORY_ANNOTATION] = value
+        await self.store.update(self.kind, new, meta.get("namespace"), meta["name"])
 
     async def _propose(self, hpa: dict[str, Any], target: dict[str, Any], ns: str, current: int,
                        now: float) -> _Proposal | _Failure:
