@@ -143,12 +143,17 @@ async def autoscaler_limited(store: ObjectStore) -> None:
     assert (limited["status"], limited["reason"]) == ("True", "TooManyReplicas")
 
 
-async def test_scale_down_waits_for_the_stabilization_window(store: ObjectStore) -> None:
+async def four_on_a_manual_clock(store: ObjectStore) -> tuple[ManualClock, FakeReports]:
+    """Four replicas, the default autoscaler, the store's clock and fake samples."""
     clock = store.replica.wall
     assert isinstance(clock, ManualClock)
     await deployment(store, 4)
     await autoscaler(store)
-    metrics = FakeReports(store)
+    return clock, FakeReports(store)
+
+
+async def test_scale_down_waits_for_the_stabilization_window(store: ObjectStore) -> None:
+    clock, metrics = await four_on_a_manual_clock(store)
     hpa = HorizontalPodAutoscaler(store, metrics)
     metrics.cpu = {f"web-{i}": 100 for i in range(4)}  # on target
     await hpa.sync()
@@ -268,11 +273,7 @@ async def test_a_valid_cpu_metric_still_scales_up_beside_an_unavailable_one(
 
 
 async def test_an_actor_that_takes_over_goes_on_with_the_saved_window(store: ObjectStore) -> None:
-    clock = store.replica.wall
-    assert isinstance(clock, ManualClock)
-    await deployment(store, 4)
-    await autoscaler(store)
-    metrics = FakeReports(store)
+    clock, metrics = await four_on_a_manual_clock(store)
     metrics.cpu = {f"web-{i}": 100 for i in range(4)}  # on target: 4 recommended
     first = HorizontalPodAutoscaler(store, metrics)
     await first.sync()
