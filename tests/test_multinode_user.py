@@ -13,7 +13,7 @@ from shoal.bus import stream_objects
 from shoal.cli.main import _parser
 from shoal.cli.node import ShoalNode
 from shoal.cli.server_command import settings_from_args
-from shoal.control.crd_establishing import serve_crds
+from shoal.control.crd_establishing import CRD_RESOURCE, CRDEstablishing, serve_crds
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
@@ -105,3 +105,39 @@ async def test_a_peer_without_the_bus_refuses_the_stream_a_bus_peer_refuses(
             await node.store.update(kind, stored, "default", "orders")
     finally:
         node.replica.close()
+
+
+async def copy_resource(src: ObjectStore, dst: ObjectStore, resource: str) -> None:
+    """Merge what ``src`` holds of ``resource`` (tombstones too) into ``dst``, as a pull."""
+    for (ns, name), entry in list(src.replica.iter_entries(resource)):
+        result = dst.replica.merge(resource, ns, name, entry.document())
+        if result is not None:
+            await result[1]
+
+
+async def test_custom_resources_that_arrive_before_their_definition_are_kept() -> None:
+    # A pull brings documents in the sender's revision order, a page at a time: a CRD
+    # changed after its custom resources were made comes after them. A peer that held the
+    # resources and not yet their CRD took them for leftovers of a deleted CRD and deleted
+    # them everywhere. Only a CRD known to be deleted (its tombstone) takes them with it.
+    a, b = ObjectStore(Replica(None, "a"), KindRegistry()), ObjectStore(Replica(None, "b"),
+                                                                      KindRegistry())
+    for store in (a, b):
+        serve_crds(store)
+    await make_default_namespace(a)
+    await a.create(crd_kind(a.registry), copy.deepcopy(GADGETS))
+    gadget = a.registry.by_kind("example.com/v1", "Gadget")
+    assert gadget is not None
+    await a.create(gadget, {"apiVersion": "example.com/v1", "kind": "Gadget",
+                            "metadata": {"name": "g", "namespace": "default"},
+                            "spec": {"size": 1}})
+    await copy_resource(a, b, "namespaces")
+    await copy_resource(a, b, gadget.resource)
+    await CRDEstablishing(b).sync()
+    assert b.replica.get(gadget.resource, "default", "g") is not None
+    await copy_resource(a, b, CRD_RESOURCE)
+    assert b.registry.by_kind("example.com/v1", "Gadget") is not None
+    await a.delete(crd_kind(a.registry), None, "gadgets.example.com")
+    await copy_resource(a, b, CRD_RESOURCE)
+    await CRDEstablishing(b).sync()
+    assert b.replica.get(gadget.resource, "default", "g") is None

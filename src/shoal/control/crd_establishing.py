@@ -94,13 +94,19 @@ class CRDEstablishing(Controller):
                 await self.store.update(crd_kind, new, None, crd["metadata"]["name"], "status")
             except StoreError as e:
                 log.warning("could not mark CRD %s established: %s", crd["metadata"]["name"], e)
-        # Custom resources whose definition is gone are deleted with it.
+        # Custom resources whose definition is gone are deleted with it: only a definition
+        # known to be deleted (its tombstone, named plural.group), not one that has not
+        # arrived yet (a pull brings documents in the sender's revision order, a page at a
+        # time, so a CRD changed after its resources were made comes after them).
         replica = self.store.replica
         scopes = self.scopes.current()
         for resource in replica.resources():
             if "." not in resource or resource in served:
                 continue
             if registry.by_storage_resource(resource) is not None:
+                continue
+            definition = replica.entry(CRD_RESOURCE, "", resource)
+            if definition is None or definition.value is not None:
                 continue
             for (ns, name), entry in replica.iter_entries(resource):
                 # A scope's objects are deleted by its writers (others' deletes are refused).
