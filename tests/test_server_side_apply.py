@@ -62,6 +62,10 @@ async def test_apply_creates_the_object_and_the_applier_owns_what_it_applied(
     assert entry["fieldsV1"] == {"f:data": {"f:a": {}}}
     stored = await (await api.client.get(f"{NS}/configmaps/created", headers=AUTH)).json()
     assert stored["metadata"]["managedFields"] == obj["metadata"]["managedFields"]
+    # Applying the same configuration again changes nothing, not even the resourceVersion.
+    code, again = await _apply(api, f"{NS}/configmaps/created", _cm("created", {"a": "1"}),
+                               "ops")
+    assert code == 200 and again["metadata"] == stored["metadata"]
 
 
 @ASYNC

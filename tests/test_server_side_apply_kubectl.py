@@ -5,6 +5,7 @@ client-side apply and the switch from it, and the kubernetes Python client's app
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,3 +123,48 @@ def test_the_python_client_applies_with_a_field_manager(core: client.CoreV1Api) 
     applied = core.patch_namespaced_config_map("py-ssa", "default", body, **kwargs)
     assert applied.data == {"a": "1"}
     assert applied.metadata.managed_fields[0].fields_v1 == {"f:data": {"f:a": {}}}
+
+
+WIDGETS = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.ssa.example.com"},
+    "spec": {"group": "ssa.example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                 "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                     "type": "object", "properties": {"ports": {
+                         "type": "array", "x-kubernetes-list-type": "map",
+                         "x-kubernetes-list-map-keys": ["name"],
+                         "items": {"type": "object", "properties": {
+                             "name": {"type": "string"}, "port": {"type": "integer"}}}}}}}}}}]}}
+
+
+def test_a_custom_resources_keyed_list_merges_by_its_schemas_keys(
+        core: client.CoreV1Api) -> None:
+    api = core.api_client
+    client.ApiextensionsV1Api(api).create_custom_resource_definition(WIDGETS)
+    custom = client.CustomObjectsApi(api)
+
+    def apply_widget(manager: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"apiVersion": "ssa.example.com/v1", "kind": "Widget",
+                "metadata": {"name": "w"}, "spec": {"ports": ports}}
+        for _ in range(50):  # until the new kind is served
+            try:
+                out: dict[str, Any] = custom.patch_namespaced_custom_object(
+                    "ssa.example.com", "v1", "default", "widgets", "w", body,
+                    field_manager=manager, _content_type="application/apply-patch+yaml")
+                return out
+            except client.ApiException as e:
+                if e.status != 404:
+                    raise
+                time.sleep(0.1)
+        raise AssertionError("widgets were never served")
+
+    apply_widget("a", [{"name": "http", "port": 80}, {"name": "admin", "port": 9000}])
+    apply_widget("b", [{"name": "metrics", "port": 9100}])
+    obj = apply_widget("a", [{"name": "http", "port": 8080}])
+    assert obj["spec"]["ports"] == [{"name": "http", "port": 8080},
+                                    {"name": "metrics", "port": 9100}]
+    owners = {e["manager"]: e["fieldsV1"] for e in obj["metadata"]["managedFields"]}
+    assert owners["b"] == {"f:spec": {"f:ports": {'k:{"name":"metrics"}': {
+        ".": {}, "f:name": {}, "f:port": {}}}}}
