@@ -240,6 +240,10 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
                    help="close an inbound peer connection silent this long with nothing in "
                         "flight, or whose frame stalls this long; 0: no limit (default: 60s)")
     # --- end timeouts ---
+    s.add_argument("--health-port", type=port_or_zero, default=None,
+                   help="also serve /livez, /readyz and /healthz over plain HTTP on this port "
+                        "of --bind, from a thread, so probes are answered however busy the "
+                        "node is (default: off; 0: a free port)")
     # --- mesh presets (shoal.mesh.config) ---
     s.add_argument("--mesh-preset", default="default", choices=["default", "lan", "wan"],
                    help="the mesh's timers: default suits an edge site; lan detects failures "

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
+from shoal.api.health import HealthServer
 from shoal.api.limit_ranger import LimitRanger  # issue 12
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.priority_admission import PriorityAdmission  # issue 12
@@ -103,6 +104,7 @@ class ShoalNode:
         # --- end api authentication ---
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.health_server: HealthServer | None = None  # --health-port
         # --- node agent: runs the pods bound here; logs and exec reach it through the API ---
         LogFile.max_bytes = cfg.agent.container_log_max_size  # observability: log rotation
         LogFile.max_files = cfg.agent.container_log_max_files
@@ -241,6 +243,15 @@ class ShoalNode:
         except OSError as e:
             raise in_use("--api-port", self.cfg.api.bind, self.cfg.api.port, e) from None
         await warm
+        if self.cfg.api.health_port is not None:  # probes answered off the event loop
+            self.health_server = HealthServer(self.api.health, self.cfg.api.bind,
+                                              self.cfg.api.health_port)
+            try:
+                port = self.health_server.start()
+            except OSError as e:
+                raise in_use("--health-port", self.cfg.api.bind, self.cfg.api.health_port,
+                             e) from None
+            log.info("health checks on http://%s:%d/readyz", self.cfg.api.bind, port)
         # --- peer identity: renew node.crt and server.crt before they expire ---
         self._tasks.append(asyncio.create_task(self._renew_certificates(), name="cert-renewal"))
         # --- end peer identity ---
@@ -388,6 +399,8 @@ class ShoalNode:
                 await t
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.health_server is not None:
+            self.health_server.stop()
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.mesh.stop(leave=True), 3.0)

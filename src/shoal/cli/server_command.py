@@ -81,7 +81,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
         api=ApiSettings(bind=args.bind, port=args.api_port, advertise=advertise,
                         bookmark_interval=args.bookmark_interval,
                         summary_interval=args.summary_interval,
-                        idle_timeout=args.api_idle_timeout),
+                        idle_timeout=args.api_idle_timeout, health_port=args.health_port),
         mesh=MeshSettings(peer_port=args.peer_port, peer_advertise=args.peer_advertise,
                           join=args.join, join_token=token, join_give_up=args.join_timeout,
                           role=peer_role(args), idle_timeout=args.peer_idle_timeout,

@@ -38,6 +38,9 @@ class ApiSettings:
     idle_timeout: float | None = None
     """Seconds a connection may wait for a request (or its headers and body take); 0: no
     limit; None: the API server's default (60 s)."""
+    health_port: int | None = None
+    """/livez, /readyz and /healthz over plain HTTP on --bind, answered by a thread
+    (``shoal.api.health.HealthServer``); None: off; 0: a free port."""
 
     @property
     def address(self) -> str:
