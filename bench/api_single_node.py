@@ -57,6 +57,8 @@ def _free_port() -> int:
 
 
 class Node:
+    extra_args: tuple[str, ...] = ()  # more ``shoal server`` flags
+
     def __init__(self, work: Path) -> None:
         self.work = work
         self.port = _free_port()
@@ -69,7 +71,7 @@ class Node:
         self.proc = subprocess.Popen(
             [str(BIN / "shoal"), "server", "--name", "bench-1", "--data-dir", str(self.data),
              "--api-port", str(self.port), "--log-level", "warning", "--runtime", "process",
-             "--proxy-mode", "none"],
+             "--proxy-mode", "none", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         ctx = ssl.create_default_context()
