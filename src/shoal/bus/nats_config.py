@@ -121,6 +121,10 @@ def render(settings: BusSettings, topo: SiteTopology) -> dict[str, Any]:
         conf["jetstream"]["max_memory_store"] = settings.max_memory_store
     if settings.mqtt_port is not None:  # devices (issue 15)
         conf["mqtt"] = {"host": settings.bind, "port": settings.mqtt_port}
+        if len(topo.site_peers) >= 3:
+            # MQTT sessions live in JetStream streams, which nats-server 2.9 made R2 in a
+            # site of three: one peer down, and no MQTT device could connect in the site.
+            conf["mqtt"]["stream_replicas"] = 3
     if topo.jetstream_clustered:
         cluster: dict[str, Any] = {
             "name": topo.site,
