@@ -343,10 +343,14 @@ async def test_the_simulated_thermostat_follows_its_setpoint_and_prints_each_wri
 
 
 def test_a_peers_bus_listens_for_mqtt_devices_where_it_binds(tmp_path: Path) -> None:
-    topo = topology(me(NODES[0]), NODES)
-    with_mqtt = BusSettings("hub-1", tmp_path, bind="10.0.0.1", mqtt_port=1883)
-    assert render(with_mqtt, topo)["mqtt"] == {"host": "10.0.0.1", "port": 1883}
-    assert "mqtt" not in render(BusSettings("hub-1", tmp_path), topo)
+    """In a site of three or more peers, MQTT's session streams are kept on three, so an
+    MQTT device still connects with one peer down (nats-server's own choice was two)."""
+    with_mqtt = BusSettings("farm-1", tmp_path, bind="10.0.0.1", mqtt_port=1883)
+    farm_of_two = topology(me(NODES[3]), NODES)
+    assert render(with_mqtt, farm_of_two)["mqtt"] == {"host": "10.0.0.1", "port": 1883}
+    hub_of_three = topology(me(NODES[0]), NODES)
+    assert render(with_mqtt, hub_of_three)["mqtt"]["stream_replicas"] == 3
+    assert "mqtt" not in render(BusSettings("hub-1", tmp_path), hub_of_three)
 
 
 def test_mqtt_topics_become_the_subjects_nats_server_delivers_them_on() -> None:
