@@ -145,9 +145,10 @@ def test_a_custom_resources_keyed_list_merges_by_its_schemas_keys(
     client.ApiextensionsV1Api(api).create_custom_resource_definition(WIDGETS)
     custom = client.CustomObjectsApi(api)
 
-    def apply_widget(manager: str, ports: list[dict[str, Any]]) -> dict[str, Any]:
+    def apply_widget(manager: str, ports: list[dict[str, Any]],
+                     **extra: Any) -> dict[str, Any]:
         body = {"apiVersion": "ssa.example.com/v1", "kind": "Widget",
-                "metadata": {"name": "w"}, "spec": {"ports": ports}}
+                "metadata": {"name": "w"}, "spec": {"ports": ports, **extra}}
         for _ in range(50):  # until the new kind is served
             try:
                 out: dict[str, Any] = custom.patch_namespaced_custom_object(
@@ -161,7 +162,9 @@ def test_a_custom_resources_keyed_list_merges_by_its_schemas_keys(
         raise AssertionError("widgets were never served")
 
     apply_widget("a", [{"name": "http", "port": 80}, {"name": "admin", "port": 9000}])
-    apply_widget("b", [{"name": "metrics", "port": 9100}])
+    # A field the schema does not know is pruned, and not owned.
+    obj = apply_widget("b", [{"name": "metrics", "port": 9100}], bogus=1)
+    assert "bogus" not in obj["spec"]
     obj = apply_widget("a", [{"name": "http", "port": 8080}])
     assert obj["spec"]["ports"] == [{"name": "http", "port": 8080},
                                     {"name": "metrics", "port": 9100}]

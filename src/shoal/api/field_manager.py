@@ -5,13 +5,15 @@ User-Agent), and the ``metadata.managedFields`` its write leaves, computed by
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from shoal.api import field_schema, managed_fields
 from shoal.api.errors import ApiError
-from shoal.api.managed_fields import Managers
+from shoal.api.field_sets import field_set
+from shoal.api.managed_fields import APPLY, Managers
 from shoal.api.routing import Target
 from shoal.api.server_side_apply import (
     KUBECTL_APPLIER,
@@ -124,5 +126,16 @@ def applied(request: web.Request, t: Target, store: ObjectStore, live: dict[str,
         obj, owners = apply(live, config, managers, root, write, force=True)
     if write.manager == KUBECTL_APPLIER:
         keep_last_applied_in_step(obj, config)
-    entries = managed_fields.encode(managed_fields.cap_updates(owners, write.now))
-    return obj, lambda _old, _new: entries
+    key = write.key(APPLY)
+
+    def entries(_old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
+        # What the store dropped (unknown fields, pruned) is not owned.
+        own = owners.get(key)
+        kept = owners
+        if own is not None:
+            present = own.fields & field_set(new, root)
+            if present != own.fields:
+                kept = {**owners, key: replace(own, fields=present)}
+        return managed_fields.encode(managed_fields.cap_updates(kept, write.now))
+
+    return obj, entries
