@@ -3,6 +3,7 @@ went through and the others, or before and after a restart (part U)."""
 
 from __future__ import annotations
 
+import base64
 import copy
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from shoal.cli.node import ShoalNode
 from shoal.cli.server_command import settings_from_args
 from shoal.control.crd_establishing import CRD_RESOURCE, CRDEstablishing, serve_crds
 from shoal.model.kinds import Kind, KindRegistry
+from shoal.node import volumes
+from shoal.node.volume_updates import update_volumes
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
 
@@ -141,3 +144,43 @@ async def test_custom_resources_that_arrive_before_their_definition_are_kept() -
     await copy_resource(a, b, CRD_RESOURCE)
     await CRDEstablishing(b).sync()
     assert b.replica.get(gadget.resource, "default", "g") is None
+
+
+def test_configmap_and_secret_volumes_follow_their_objects_while_the_pod_runs(
+        tmp_path: Path) -> None:
+    # A ConfigMap patched through one peer reached the pods of another peer's node only
+    # when that node restarted (its volumes were written once, at the pod's start).
+    objects: dict[tuple[str, str, str], dict[str, Any]] = {
+        ("configmaps", "team", "cfg"): {"data": {"a": "1", "gone": "x"}},
+        ("secrets", "team", "sec"): {"data": {"s": base64.b64encode(b"one").decode()}},
+    }
+
+    def lookup(resource: str, ns: str, name: str) -> dict[str, Any] | None:
+        return objects.get((resource, ns, name))
+
+    pod = {"metadata": {"name": "p", "namespace": "team"}, "spec": {"volumes": [
+        {"name": "cfg", "configMap": {"name": "cfg"}},
+        {"name": "sec", "secret": {"secretName": "sec", "defaultMode": 0o640}},
+        {"name": "both", "projected": {"sources": [
+            {"configMap": {"name": "cfg", "items": [{"key": "a", "path": "conf/a"}]}},
+            {"secret": {"name": "sec"}}]}},
+        {"name": "scratch", "emptyDir": {}},
+    ]}}
+    dirs = volumes.prepare(pod, tmp_path, lookup)
+    assert update_volumes(pod, tmp_path, lookup) == []
+    objects[("configmaps", "team", "cfg")] = {"data": {"a": "2", "new": "y"}}
+    objects[("secrets", "team", "sec")] = {"data": {"s": base64.b64encode(b"two").decode()}}
+    assert update_volumes(pod, tmp_path, lookup) == ["cfg", "sec", "both"]
+    assert (dirs["cfg"] / "a").read_text() == "2"
+    assert (dirs["cfg"] / "new").read_text() == "y"
+    assert not (dirs["cfg"] / "gone").exists()
+    assert (dirs["sec"] / "s").read_bytes() == b"two"
+    assert (dirs["sec"] / "s").stat().st_mode & 0o777 == 0o640
+    assert (dirs["both"] / "conf" / "a").read_text() == "2"
+    assert (dirs["both"] / "s").read_bytes() == b"two"
+    assert update_volumes(pod, tmp_path, lookup) == []
+    # A source deleted meanwhile leaves the volume as it was, as the kubelet does.
+    del objects[("configmaps", "team", "cfg")]
+    assert update_volumes(pod, tmp_path, lookup) == []
+    assert (dirs["cfg"] / "a").read_text() == "2"
+    assert (dirs["both"] / "conf" / "a").read_text() == "2"

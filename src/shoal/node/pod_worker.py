@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.model.quantity import parse_quantity
-from shoal.node import ephemeral, volumes
+from shoal.node import ephemeral, volume_updates, volumes
 from shoal.node.env import (
     ConfigError,
     Lookup,
@@ -348,6 +348,8 @@ class PodWorker:
                 if await self._sleep_or_terminate(self.ctx.config.config_retry):
                     return
         self._spawn(self._renew_tokens())  # service accounts
+        self._spawn(volume_updates.follow_sources(  # ConfigMap and Secret changes
+            lambda: self.pod, self.files_dir, self.ctx.lookup, self._sleep_or_terminate))
         if not await self._setup_sandbox():
             return
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
