@@ -4,7 +4,8 @@ on one server.
 ``kubectl create quota`` / ``priorityclass`` (protobuf bodies), ``kubectl describe quota``
 with usage, Kubernetes' 403 for a pod past the quota, a LimitRange's default, the
 built-in PriorityClasses and ``kubectl autoscale`` scaling a busy Deployment on the
-node's own CPU samples.
+node's own CPU samples; an autoscaling/v1 manifest; updates charged against a quota
+and a claim kept while its pod uses it (pvc-protection).
 """
 
 from __future__ import annotations
@@ -155,3 +156,39 @@ spec:
         "v1-hpa", "default")
     assert listed.spec.target_cpu_utilization_percentage == 55
     node.kubectl("delete", "horizontalpodautoscalers.v1.autoscaling", "v1-hpa")
+
+
+def test_an_update_past_the_quota_is_refused_and_a_claim_in_use_is_kept(
+        node: ShoalProcess) -> None:
+    node.kubectl("create", "namespace", "edge")
+    node.kubectl("-n", "edge", "create", "quota", "ports",
+                 "--hard=services.nodeports=1,requests.storage=2Gi")
+    node.kubectl("-n", "edge", "create", "service", "clusterip", "web", "--tcp=80", "--tcp=443")
+    refused = node.kubectl("-n", "edge", "patch", "svc", "web", "-p",
+                           '{"spec":{"type":"NodePort"}}', check=False)
+    assert ('services "web" is forbidden: exceeded quota: ports, requested: '
+            "services.nodeports=2, used: services.nodeports=0, limited: "
+            "services.nodeports=1") in refused.stderr
+    node.kubectl("-n", "edge", "apply", "-f", "-", input="""
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox, command: [sleep, "600"]}]
+  volumes: [{name: d, persistentVolumeClaim: {claimName: data}}]
+""")
+    wait_for(lambda: "Bound" in node.kubectl("-n", "edge", "get", "pvc", "data").stdout)
+    grown = node.kubectl("-n", "edge", "patch", "pvc", "data", "-p",
+                         '{"spec":{"resources":{"requests":{"storage":"3Gi"}}}}', check=False)
+    assert "requested: requests.storage=2Gi, used: requests.storage=1Gi" in grown.stderr
+    # pvc-protection: deleted under its pod, the claim stays Terminating until the pod goes
+    node.kubectl("-n", "edge", "delete", "pvc", "data", "--wait=false")
+    assert rows(node.kubectl("-n", "edge", "get", "pvc", "data").stdout)[1][1] == "Terminating"
+    node.kubectl("-n", "edge", "delete", "pod", "user")
+    wait_for(lambda: node.kubectl("-n", "edge", "get", "pvc", "data", check=False).returncode != 0)
