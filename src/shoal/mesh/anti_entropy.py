@@ -18,6 +18,15 @@ round is one tiny exchange: "what changed since N?", "nothing, I am at N".
 The cursors are kept in the replica's ``meta`` table, written after the
 documents they cover, so a restart resumes where it stopped.
 
+*Lives.* A revision means something only within one history of the responder's disk: a
+peer restarted from an older copy of its data dir hands out revisions again that its
+partners' cursors are already past. So each start of the process is a *life*, with an id,
+recorded with the revision it began at (``LIVES_META``); a puller names the life of its
+cursors on its first pull in its own life and whenever the responder asks (a responder
+that restarted asks every puller it has not heard from since), and a cursor of an earlier
+life is worth at most where the next life began (``_since``). A normal restart begins
+where the last life ended, so its partners pull nothing again.
+
 *Coverage.* The same exchange carries the peers' coverage vectors, from which
 ``tombstones.py`` decides when a deletion may be forgotten.
 
@@ -81,6 +90,14 @@ HELD_META = "mesh.scopes-held"
 """What each scope held here was made of when the cursors were last written, so that a
 scope that grew while this peer was down (or before it wrote its cursors) is pulled
 again in full after a restart."""
+LIVES_META = "mesh.lives"
+"""This node's lives, oldest first, the running one last: ``[life, the revision it started
+at, the coverage revision it started at]`` (``AntiEntropy.life``)."""
+PARTNER_LIVES_META = "mesh.cursor-lives"
+"""``{peer: life}``: the life of each partner that the cursors held for it are from."""
+MAX_LIVES = 16
+"""Lives remembered: a cursor from an older one (or from a life this disk never had, a
+branch that a restore from a backup abandoned) restarts at 0."""
 MAX_PAGES = 64  # per pull; the next round continues from the cursor
 MAX_REASONS = 8  # per Refused message
 HANDOFF_SECONDS = 120.0
@@ -104,6 +121,15 @@ class MergeResult:
     """Refused for now (maps disagree, a relay that may not relay): ask again later."""
     refused: list[str] = field(default_factory=list)
     """Why documents were refused for good (the writer rule)."""
+
+
+def _new_life(rng: random.Random, replica: Replica, used: set[int]) -> int:
+    """A life id: from the peer's random source (seeded in the simulator, so a run replays)
+    and the wall clock, without drawing from the source (runs keep their traces)."""
+    life = random.Random(hash((rng.getstate(), replica.wall.now()))).getrandbits(62) or 1
+    while life in used:
+        life += 1
+    return life
 
 
 def _cursors(stored: object) -> dict[tuple[str, str], int]:
@@ -143,6 +169,34 @@ class AntiEntropy:
         # writes, but pulls are not pushed on and pushes are forwarded by the handler.
         self._merged_rvs: set[int] = set()
         self.coverage = CoverageBook(membership.name, replica, replica.hlc)
+        # -- lives: a cursor names a revision of one life of the responder ----------------
+        lives: list[tuple[int, int, int]] = []
+        stored_lives = replica.persistence.get_meta(LIVES_META)
+        if stored_lives:
+            try:
+                lives = [(int(a), int(b), int(c)) for a, b, c in orjson.loads(stored_lives)]
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                log.warning("ignoring an unreadable record of this node's lives")
+        self.life = _new_life(rng, replica, {life for life, _, _ in lives})
+        """Chosen at every start of the process. A restart from an older copy of the data
+        dir hands out its revisions again from an older one: a cursor from the life that
+        copy was taken in is worth at most the revision the next life started at."""
+        self.lives = [*lives[-(MAX_LIVES - 1):],
+                      (self.life, replica.loaded_revision, self.coverage.revisions.last)]
+        self._partner_lives: dict[str, int] = {}
+        """Per partner: the life of it that our cursors for it are from."""
+        stored_partners = replica.persistence.get_meta(PARTNER_LIVES_META)
+        if stored_partners:
+            try:
+                self._partner_lives = {str(p): int(v)
+                                       for p, v in orjson.loads(stored_partners).items()}
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                log.warning("ignoring an unreadable record of the partners' lives")
+        self._told: set[str] = set()
+        """Partners this life has named their life to (a pull names it until then)."""
+        self._trusted: set[str] = set()
+        """Pullers whose cursors are known to be of this life (they named a life, or were
+        told ours): a pull naming no life from anyone else is asked to name one."""
         self.collector = TombstoneCollector(replica, self.coverage, membership, config,
                                             self.policy)
         # Per (partner, scope): the coverage revision of theirs whose rows we hold (memory
@@ -197,6 +251,10 @@ class AntiEntropy:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        # Not awaited: if it is lost, cursors from this life are unknown to the next one and
+        # restart at 0 (slower, never unsafe).
+        self.replica.persistence.write(
+            [], {LIVES_META: orjson.dumps([list(x) for x in self.lives]).decode()}, loop)
         self._sub = self.replica.subscribe(lambda c: True)
         self.check_scopes()
         self._tasks = [loop.create_task(self._push_loop()), loop.create_task(self._pull_loop())]
@@ -488,9 +546,22 @@ class AntiEntropy:
                 refused.append((c.scope, f"{puller} is not a member"))
             else:
                 served.append(c)
+        if (msg.life is None and puller is not None and puller not in self._trusted
+                and any(c.cursor or c.coverage_cursor for c in served)):
+            # Cursors of a life not named, from a puller not heard since this life began
+            # (we restarted): they may be from a life whose revisions we hand out again.
+            return PullReply((), tuple(refused), self.life, True)
+        since = {c.scope: (c.cursor, c.coverage_cursor) if msg.life is None
+                 else self._since(msg.life, c.cursor, c.coverage_cursor) for c in served}
+        if msg.life is not None:
+            life = None if msg.life == self.life else self.life
+        else:  # cursors all 0 if untrusted: the puller learns our life from this answer
+            life = self.life if puller is not None and puller not in self._trusted else None
+        if puller is not None:
+            self._trusted.add(puller)
         # Only what is durable here: a write whose commit may yet fail never leaves.
         revision = self.replica.durable_revision
-        cursors = {c.scope: c.cursor for c in served}
+        cursors = {s: c for s, (c, _) in since.items()}
         docs: dict[str, list[DocRecord]] = {s: [] for s in cursors}
         cut: int | None = None  # the revision a full page stopped at
         low = min(cursors.values(), default=revision)
@@ -510,25 +581,40 @@ class AntiEntropy:
                 last = e.rv
         parts = []
         for c in served:
+            cursor, coverage_cursor = since[c.scope]
             cov = self.coverage.scope(c.scope)
             about: tuple[tuple[str, int, int], ...] = ()
             base = 0
             if c.about_me_only and puller is not None:
-                rows, about, base = cov.about(puller, c.coverage_cursor)
+                rows, about, base = cov.about(puller, coverage_cursor)
             else:
-                rows = cov.since(c.coverage_cursor)
+                rows = cov.since(coverage_cursor)
             # Also when nothing learnt since concerns the puller: its cursor moves on.
             told = self.coverage.servable(cov.revision)
-            cov_rev = told if rows or about or told > c.coverage_cursor else 0
+            cov_rev = told if rows or about or told > coverage_cursor else 0
             sent = tuple(docs[c.scope])
             self.docs_sent[c.scope] += len(sent)
             if cut is None:
                 parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows, about,
                                         base))
             else:
-                parts.append(ScopeReply(c.scope, max(c.cursor, cut), True, sent, cov_rev, rows,
+                parts.append(ScopeReply(c.scope, max(cursor, cut), True, sent, cov_rev, rows,
                                         about, base))
-        return PullReply(tuple(parts), tuple(refused))
+        return PullReply(tuple(parts), tuple(refused), life)
+
+    def _since(self, life: int, cursor: int, coverage_cursor: int) -> tuple[int, int]:
+        """What a puller's cursors from ``life`` of ours are worth now. This disk's history
+        is that life's up to where the next life began (a restart from an older copy of
+        the data dir begins below where that life ended); a life this disk never had (a
+        branch a restore abandoned) or no longer remembers shares nothing known: 0."""
+        if life == self.life:
+            return cursor, coverage_cursor
+        for i, (known, _, _) in enumerate(self.lives[:-1]):
+            if known == life:
+                later = self.lives[i + 1:]
+                return (min(cursor, *(start for _, start, _ in later)),
+                        min(coverage_cursor, *(cov for _, _, cov in later)))
+        return 0, 0
 
     def _note_puller(self, name: str, address: str, msg: Pull) -> None:
         """A writer pulling a scope from us that we have no partner for: we pull it back
@@ -558,6 +644,7 @@ class AntiEntropy:
         self.check_scopes()
         scopes = self.policy.scopes_for(peer.name)
         merged = 0
+        name_life = peer.name not in self._told
         for _ in range(MAX_PAGES):
             if not scopes:
                 break
@@ -569,7 +656,8 @@ class AntiEntropy:
             request = Pull(self.config.pull_batch, tuple(
                 ScopeCursor(s, self.cursors.get((peer.name, s), 0),
                             self._coverage_cursors.get((peer.name, s, leaf and s == CLUSTER), 0),
-                            leaf and s == CLUSTER) for s in scopes))
+                            leaf and s == CLUSTER) for s in scopes),
+                self._partner_lives.get(peer.name, 0) if name_life else None)
             try:
                 raw = await self.transport.request(peer.address, encode(request),
                                                    self.config.request_timeout)
@@ -583,11 +671,23 @@ class AntiEntropy:
             if not isinstance(reply, PullReply):
                 self.garbage += 1
                 return merged
+            if reply.ask_life:
+                name_life = True  # it restarted: ask again, naming the life of our cursors
+                continue
+            self._told.add(peer.name)
+            name_life = False
             for scope, reason in reply.refused:
                 log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
                           peer.name, scope, reason)
             self.check_scopes()  # merging may have changed the map (a Scope arrived)
             covered = False
+            if reply.life is not None and reply.life != self._partner_lives.get(peer.name):
+                # A new life of the partner: the answer starts where our cursors from its
+                # last life are still worth something there, so our claims over its
+                # revisions restart from what this answer brings, and a scope it did not
+                # answer is pulled from 0.
+                self._new_partner_life(peer.name, reply.life)
+                covered = True
             again: list[str] = []
             relay: list[tuple[str, list[DocRecord]]] = []
             for part in reply.scopes:
@@ -658,6 +758,19 @@ class AntiEntropy:
             self._pulled(peer.name, True)
         return merged
 
+    def _new_partner_life(self, partner: str, life: int) -> None:
+        """``partner`` answers from a life our cursors are not from: forget them (and the
+        coverage claims over its revisions, which may name revisions it hands out again);
+        the answer in hand sets them again."""
+        self._partner_lives[partner] = life
+        for key in [k for k in self.cursors if k[0] == partner]:
+            del self.cursors[key]
+        for ckey in [k for k in self._coverage_cursors if k[0] == partner]:
+            del self._coverage_cursors[ckey]
+        for cov in self.coverage.scopes.values():
+            if cov.vector.get(partner):
+                cov.reset(partner)
+
     def _pulled(self, partner: str, complete: bool) -> None:
         for listener in self.pull_listeners:
             listener(partner, complete)
@@ -679,6 +792,7 @@ class AntiEntropy:
                 for s, (ns, w) in (self._held_view or {}).items()}
         fut = self.replica.persistence.write(
             [], {CURSORS_META: orjson.dumps(stored).decode(),
+                 PARTNER_LIVES_META: orjson.dumps(self._partner_lives).decode(),
                  COVERAGE_META: orjson.dumps(vectors).decode(),
                  HELD_META: orjson.dumps(held).decode()},
             asyncio.get_running_loop(),

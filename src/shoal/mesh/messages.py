@@ -176,6 +176,9 @@ class ScopeCursor:
 class Pull:
     limit: int
     scopes: tuple[ScopeCursor, ...]
+    life: int | None = None
+    """The responder's life (``AntiEntropy.life``) the cursors are from, 0 for one not
+    known; sent on a puller's first pull in its own life, and when the responder asks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +204,10 @@ class PullReply:
     scopes: tuple[ScopeReply, ...]
     refused: tuple[tuple[str, str], ...] = ()
     """(scope, reason) for each scope asked for that the responder will not serve."""
+    life: int | None = None
+    """The responder's life, when it is not the one the pull named (or asked for)."""
+    ask_life: bool = False
+    """Nothing served: name the life your cursors are from (the responder restarted)."""
 
     def part(self, scope: str) -> ScopeReply | None:
         return next((p for p in self.scopes if p.scope == scope), None)
@@ -255,10 +262,16 @@ def encode(msg: Message) -> bytes:
             body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor, 1]
                                    if c.about_me_only else [c.scope, c.cursor, c.coverage_cursor]
                                    for c in msg.scopes]]
+            if msg.life is not None:
+                body.append(msg.life)
         case PullReply():
             body = [9, [_scope_reply(p) for p in msg.scopes]]
-            if msg.refused:
+            if msg.refused or msg.life is not None:
                 body.append([list(r) for r in msg.refused])
+            if msg.life is not None:
+                body.append(msg.life)
+                if msg.ask_life:
+                    body.append(1)
         case Digest():
             body = [10, msg.digest]
         case Refused():
@@ -427,7 +440,8 @@ def decode(data: bytes) -> Message:
                 _list(body, 3)
                 return Push(_int(body[1]), _doc_list(body[2]))
             case 8:
-                _list(body, 3)
+                if len(body) != 4:
+                    _list(body, 3)
                 cursors = []
                 for c in _list(body[2]):
                     f = _list(c)
@@ -435,15 +449,18 @@ def decode(data: bytes) -> Message:
                         _list(c, 3)
                     cursors.append(ScopeCursor(_str(f[0]), _int(f[1]), _int(f[2]),
                                                len(f) == 4 and bool(_int(f[3]))))
-                return Pull(_int(body[1]), tuple(cursors))
+                return Pull(_int(body[1]), tuple(cursors),
+                            _int(body[3]) if len(body) == 4 else None)
             case 9:
                 refused: tuple[tuple[str, str], ...] = ()
-                if len(body) == 3:
+                if len(body) not in (3, 4, 5):
+                    _list(body, 2)
+                if len(body) >= 3:
                     refused = tuple((_str(r[0]), _str(r[1])) for r in
                                     (_list(x, 2) for x in _list(body[2])))
-                else:
-                    _list(body, 2)
-                return PullReply(tuple(_scope_reply_of(p) for p in _list(body[1])), refused)
+                return PullReply(tuple(_scope_reply_of(p) for p in _list(body[1])), refused,
+                                 _int(body[3]) if len(body) >= 4 else None,
+                                 len(body) == 5 and bool(_int(body[4])))
             case 10:
                 _list(body, 2)
                 return Digest(_str(body[1]))

@@ -251,6 +251,10 @@ class SimCluster:
                 self.restored.add(name)
             disk.dead = False
             node.replica, node.store = self._open(name)
+        else:
+            # The replica kept in memory stands for a disk that kept everything: the new
+            # life starts where the last one ended.
+            node.replica.loaded_revision = node.replica.revision
         node.peer = self._peer(node)
         await node.peer.start()
         node.peer.membership.add_known(node.known)

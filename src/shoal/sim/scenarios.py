@@ -504,6 +504,63 @@ async def _partition_heal(opts: Options, loop: VirtualEventLoop, report: Report)
     await cluster.stop()
 
 
+async def _restored_writer(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
+    """A peer restored from an older backup of its data dir writes at once.
+
+    Its partners hold pull cursors for it past the revision the backup restores (they
+    pulled the ``writes`` creates it made after the backup), and pushes are off, so only
+    pulls can carry its new creates. Its revision counter went back: the revisions it hands
+    out again fall at or below those cursors, and a pull that trusted them skipped the new
+    writes for good (issue 16). Every replica must hold them within the liveness window."""
+    cfg = dataclasses.replace(opts.config, push_fanout=0)
+    cluster = SimCluster(opts.peers, opts.seed, cfg, loop,
+                         LinkFaults(drop=opts.drop, duplicate=opts.duplicate,
+                                    delay_mean=opts.delay_mean), disks=True)
+    rng = random.Random(f"{opts.seed}:workload")
+    await cluster.start(preformed=True)
+    nodes = list(cluster.nodes.values())
+    restored = nodes[0]
+    await asyncio.sleep(2 * cfg.pull_interval)
+    await cluster.back_up(restored.name)
+    await asyncio.sleep(rng.uniform(0, cfg.pull_interval))
+    for i in range(opts.writes):
+        await cluster.write(restored, "create", f"before-{i}", {"k": str(rng.randrange(1000))})
+
+    def cursors_past_backup() -> bool:
+        top = restored.replica.durable_revision
+        return all(n.peer is not None and n.peer.anti_entropy.cursors.get(
+            (restored.name, ""), 0) >= top for n in nodes[1:])
+
+    if await _until(loop, cursors_past_backup, opts.liveness_timeout, 0.25) is None:
+        report.failures.append("the partners' cursors never reached the restored peer's "
+                               "revision before the restore")
+    await cluster.kill(restored.name)
+    await asyncio.sleep(rng.uniform(0.5, 3.0))
+    await cluster.restart(restored.name, from_backup=True)
+    first = len(cluster.acked)
+    await asyncio.gather(*(cluster.write(restored, "create", f"after-{i}",
+                                         {"k": str(rng.randrange(1000))})
+                           for i in range(opts.writes)))
+    after = cluster.acked[first:]
+    if len(after) != opts.writes:
+        report.failures.append(f"only {len(after)} of {opts.writes} writes were acknowledged")
+
+    def everywhere() -> bool:
+        return (all(not durability.check(after, n.replica, limit=1) for n in nodes)
+                and _converged(cluster))
+
+    report.converge_seconds = await _until(loop, everywhere, opts.liveness_timeout, 0.25)
+    report.rounds = _rounds(report.converge_seconds, cfg)
+    for n in nodes:
+        report.failures += [f"on {n.name}: {p}" for p in durability.check(after, n.replica)]
+    replicas = {n.name: n.replica for n in nodes}
+    report.failures += convergence.check(replicas)
+    report.failures += durability.check(cluster.must_keep(), restored.replica)
+    _finish(cluster, report, sum(cluster.network.bytes_sent.values()),
+            sum(cluster.network.messages_sent.values()))
+    await cluster.stop()
+
+
 # -- the control plane under a 3/2 split (issue 4): shoal.sim.workloads --
 async def _control_partition(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     from shoal.sim import workloads  # only this scenario needs the controllers
@@ -538,6 +595,7 @@ SCENARIOS: dict[str, Callable[[Options, VirtualEventLoop, Report], Awaitable[Non
     "partition-heal": _partition_heal,
     "control-partition": _control_partition,
     "node-death": _node_death,
+    "restored-writer": _restored_writer,
 }
 
 

@@ -146,6 +146,9 @@ class Replica:
         stored_rev = self.persistence.get_meta("revision")
         if stored_rev is not None:
             self.revision = max(self.revision, int(stored_rev))
+        self.loaded_revision = self.revision
+        """The revision this process found on disk: a new life of the node starts here
+        (``shoal.mesh.anti_entropy``: what peers' cursors from earlier lives may trust)."""
         stored_hlc = self.persistence.get_meta("hlc")
         if stored_hlc is not None:
             hlc_last = int(stored_hlc)
