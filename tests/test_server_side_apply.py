@@ -250,3 +250,44 @@ async def test_status_applied_through_the_subresource_is_owned_apart(api: InProc
                              "app")
     assert obj["status"]["observedGeneration"] == 1
     assert "f:status" not in _owners(obj)[("app", "Apply", "")]
+
+
+def _without_revision(obj: dict[str, Any] | None) -> dict[str, Any]:
+    """The object without resourceVersion, each replica's own revision."""
+    assert obj is not None
+    meta = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    return {**obj, "metadata": meta}
+
+
+async def _sync(src: InProcessApi, dst: InProcessApi, name: str) -> None:
+    entry = src.store.replica.entry("configmaps", "default", name)
+    assert entry is not None
+    merged = dst.store.replica.merge("configmaps", "default", name, entry.document())
+    if merged is not None:
+        await merged[1]
+
+
+@ASYNC
+async def test_applies_on_two_sides_of_a_partition_merge_to_one_owner_list(
+        api: InProcessApi, tmp_path_factory: pytest.TempPathFactory) -> None:
+    async with in_process_api(Path(tmp_path_factory.mktemp("ssa-peer"))) as peer:
+        path = f"{NS}/configmaps/split"
+        await _apply(api, path, _cm("split", {"a": "1", "b": "2"}), "gitops")
+        await _sync(api, peer, "split")
+        # Apart: gitops drops b here; an operator sets c over there.
+        await _apply(api, path, _cm("split", {"a": "1"}), "gitops")
+        _, there = await _apply(peer, path, _cm("split", {"c": "3"}), "operator")
+        await _sync(api, peer, "split")
+        await _sync(peer, api, "split")
+        ours, theirs = (_without_revision(a.store.replica.get("configmaps", "default", "split"))
+                        for a in (api, peer))
+        assert ours == theirs  # every replica agrees
+        # Fields merge leaf by leaf; managedFields is one value: the later side's list.
+        assert ours["data"] == {"a": "1", "c": "3"}
+        assert ours["metadata"]["managedFields"] == there["metadata"]["managedFields"]
+        # That list still says gitops owns b, which it dropped on the other side; its next
+        # apply sets its entry right, and c stays the operator's.
+        _, after = await _apply(api, path, _cm("split", {"a": "1"}), "gitops")
+        assert after["data"] == {"a": "1", "c": "3"}
+        assert _owners(after)[("gitops", "Apply", "")] == {"f:data": {"f:a": {}}}
+        assert _owners(after)[("operator", "Apply", "")] == {"f:data": {"f:c": {}}}
