@@ -101,3 +101,21 @@ async def test_a_v1_watch_sees_v1_objects(tmp_path: Path) -> None:
         assert event["object"]["apiVersion"] == "autoscaling/v1"
         assert event["object"]["spec"]["targetCPUUtilizationPercentage"] == 60
         watch.close()
+
+
+async def test_a_v1_server_side_apply_is_stored_as_v2(tmp_path: Path) -> None:
+    async with in_process_api(tmp_path) as api:
+        applied = b"""apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  maxReplicas: 4
+  targetCPUUtilizationPercentage: 45
+"""
+        r = await api.client.patch(f"{V1}/web?fieldManager=kubectl", data=applied, headers={
+            **AUTH, "Content-Type": "application/apply-patch+yaml"})
+        assert r.status == 201, await r.text()
+        assert (await r.json())["spec"]["targetCPUUtilizationPercentage"] == 45
+        v2 = await (await api.client.get(f"{V2}/web", headers=AUTH)).json()
+        assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 45

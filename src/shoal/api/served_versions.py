@@ -79,10 +79,12 @@ async def serve(handlers: Patcher, dispatch: Handler, request: web.Request,
     watching = t.watch_path or (m == "GET" and request.query.get("watch") in ("true", "1"))
     if watching:
         return await dispatch(request, t)  # the watch converts each event itself
-    if m in ("POST", "PUT") or (m == "PATCH" and
-                                request.content_type == "application/apply-patch+yaml"):
-        bodies.check_media_type(request.content_type)
-        obj = bodies.parse(await bodies.read_raw(request), request.content_type or "json")
+    applying = m == "PATCH" and request.content_type == "application/apply-patch+yaml"
+    if m in ("POST", "PUT") or applying:
+        if not applying:
+            bodies.check_media_type(request.content_type)
+        obj = bodies.parse(await bodies.read_raw(request),
+                           "yaml" if applying else request.content_type or "json")
         if not isinstance(obj, dict):
             raise ApiError(400, "the body of the request must be a JSON object")
         bodies.check_type(t.kind, obj)
