@@ -313,6 +313,14 @@ async def test_a_value_the_property_cannot_take_is_refused_and_the_device_stays_
         await set_desired(store, "plc", "setpoint", "12")
         await wait_for(lambda: holding(device, 2) == 12)
         await wait_for(lambda: "setpoint" not in status().get("message", ""))
+        # Refused again, then tried again when where it goes changes: at scale 10 it fits.
+        await set_desired(store, "plc", "setpoint", "70000")
+        await wait_for(lambda: "16-bit" in status().get("message", ""))
+        obj = copy.deepcopy(store.replica.get(DEVICES, "default", "plc"))
+        assert obj is not None
+        obj["spec"]["properties"][0]["visitors"]["configData"]["scale"] = 10
+        await store.update(kind(store, "Device"), obj, "default", "plc")
+        await wait_for(lambda: holding(device, 2) == 7000)
         assert not task.done()
     finally:
         task.cancel()

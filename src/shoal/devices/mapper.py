@@ -57,8 +57,8 @@ class DeviceWorker:
         self.written: dict[str, str] = {}
         """property -> the desired value last written to the device"""
         self.refused: dict[str, tuple[str, str]] = {}
-        """property -> (desired value, why) for a value the property cannot take: not
-        tried again until the user changes it"""
+        """property -> (what was refused: the desired value and where it goes, why): not
+        tried again until the user changes either"""
         self._write_after: dict[str, float] = {}
         self._next_collect: dict[str, float] = {}
         self._next_report = 0.0
@@ -122,7 +122,8 @@ class DeviceWorker:
             if problem is not None:
                 problems.append(problem)
                 continue
-            if p.name in self.refused and self.refused[p.name][0] == p.desired:
+            attempt = f"{p.desired} {sorted(p.config.items())!r}"
+            if p.name in self.refused and self.refused[p.name][0] == attempt:
                 problems.append(self.refused[p.name][1])
                 continue
             if now < self._write_after.get(p.name, 0.0):
@@ -132,7 +133,7 @@ class DeviceWorker:
                 await self.driver.write(p.name, p.config, p.desired)
             except ValueRefused as e:  # the value, not the device: it stays online
                 why = f"{p.name}: desired {p.desired} not written: {e}"
-                self.refused[p.name] = (p.desired, why)
+                self.refused[p.name] = (attempt, why)
                 problems.append(why)
                 continue
             except (DeviceError, TypeError, ValueError) as e:  # a bad configData too
