@@ -152,10 +152,11 @@ def test_a_pod_templates_lists_follow_their_merge_keys() -> None:
 
 def test_a_custom_resource_follows_its_schemas_list_and_map_types() -> None:
     root = field_schema.for_kind(WIDGET)
-    obj = {"spec": {"ports": [{"name": "web", "port": 80}], "tags": ["a", "b"],
+    obj = {"metadata": {"finalizers": ["f"]},
+           "spec": {"ports": [{"name": "web", "port": 80}], "tags": ["a", "b"],
                     "args": ["x"], "selector": {"k": "v"}, "free": {"deep": {"x": 1}}}}
     paths = {path_string(p) for p in field_set(obj, root)}
-    assert paths == {'.spec.ports[name="web"]', '.spec.ports[name="web"].name',
+    assert paths == {'.metadata.finalizers[="f"]', '.spec.ports[name="web"]', '.spec.ports[name="web"].name',
                      '.spec.ports[name="web"].port', '.spec.tags[="a"]', '.spec.tags[="b"]',
                      ".spec.args", ".spec.selector", ".spec.free.deep", ".spec.free.deep.x"}
     # Keyed elements merge by key; a set's elements are added; atomic values are replaced.

@@ -172,7 +172,8 @@ def _openapi_field(props: dict[str, Any], parent: dict[str, Any], name: str) -> 
 def _resource_root(schema: dict[str, Any]) -> TypeNode:
     """A custom resource's root: metadata is always ObjectMeta, whatever the schema says."""
     body = _openapi_node({**schema, "type": "object"})
-    meta = _model_node("V1ObjectMeta", "", "", ("metadata",))
+    # (any built-in kind's tables give ObjectMeta's lists: ownerReferences, finalizers)
+    meta = _model_node("V1ObjectMeta", "", "ConfigMap", ("metadata",))
 
     def child(name: str) -> TypeNode:
         if name == "metadata":
