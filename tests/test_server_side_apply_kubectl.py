@@ -102,7 +102,7 @@ def test_client_side_apply_works_and_switching_to_server_side_migrates_its_manag
     assert _get(node, "configmap/csa")["data"] == {"a": "9"}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def core(shoal_module: ShoalProcess) -> Iterator[client.CoreV1Api]:
     cfg = client.Configuration()
     config.load_kube_config(config_file=str(shoal_module.kubeconfig), client_configuration=cfg)
