@@ -41,16 +41,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
 
+from shoal.authz.scopes import CLUSTER
 from shoal.crdt.hlc import HybridLogicalClock, stamp_to_seconds
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Membership
 from shoal.mesh.messages import CoverageRow, State
 from shoal.mesh.replication_policy import ReplicationPolicy
+from shoal.mesh.topology import Role, role_of
 from shoal.store.replica import Replica
 
 log = logging.getLogger(__name__)
@@ -121,7 +123,15 @@ class Coverage:
         self.revision = self._revisions.last
         """The coverage revision at which this scope last learnt something."""
         self.rows: dict[str, _Held] = {}
-        """Whole rows: ours, our pull partners' and, on a peer that relays rows, everyone's."""
+        """Whole rows: ours, our pull partners' and, on a peer that relays rows, those of
+        every peer it counts (``counts``)."""
+        self.relays = True
+        """Whether pullers get every row learnt (False on a weak peer in the cluster scope:
+        its super-peers, its only pullers, hold every row it holds but its own)."""
+        self.counts: Callable[[str], bool] | None = None
+        """Which peers' coverage matters here (None: all). In the cluster scope of a layout
+        with super-peers, not the weak peers of other sites (``TombstoneCollector.counts``):
+        their rows are neither kept nor relayed, nor entries about them absorbed."""
         self.about_me: dict[str, tuple[int, int]] = {}
         """Per owner: (row version, the revision of ours that row covers), from whole rows
         and from the entries sent to a peer that asked only for those."""
@@ -151,8 +161,10 @@ class Coverage:
         if row is None:
             return False
         changed = False
+        counts = self.counts
         for peer, revision in row.vector.items():
-            if peer != self.me and revision > self.vector.get(peer, 0):
+            if peer != self.me and revision > self.vector.get(peer, 0) and (
+                    counts is None or counts(peer)):
                 self.vector[peer] = revision
                 changed = True
         return changed
@@ -176,6 +188,9 @@ class Coverage:
         """The rows learnt after ``cursor`` (all of them if the cursor is from a past life)."""
         if cursor > self.revision:
             cursor = 0
+        if not self.relays:
+            own = self.rows.get(self.me)
+            return (own.row,) if own is not None and own.learnt > cursor else ()
         return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
 
     def about(self, puller: str, cursor: int
@@ -224,6 +239,8 @@ class Coverage:
         for r in rows:
             if r.owner == self.me:
                 continue  # only we publish our row
+            if self.counts is not None and not self.counts(r.owner):
+                continue  # a peer whose coverage nobody here or downstream reads
             self._note_about_me(r.owner, r.version, r.vector.get(self.me, 0))
             held = self.rows.get(r.owner)
             if held is None or r.version > held.row.version:
@@ -264,6 +281,8 @@ class CoverageBook:
         self.hlc = hlc
         self.replica = replica
         self.scopes: dict[str, Coverage] = {}
+        self._cluster_counts: Callable[[str], bool] | None = None
+        self._cluster_relays: Callable[[], bool] = lambda: True
         reserved = replica.persistence.get_meta(COVERAGE_RESERVED_META)
         try:
             self.revisions = Revisions(int(reserved or 0))
@@ -282,7 +301,17 @@ class CoverageBook:
         cov = self.scopes.get(scope)
         if cov is None:
             cov = self.scopes[scope] = Coverage(self.me, self.hlc, None, self.revisions)
+            if scope == CLUSTER:
+                cov.counts, cov.relays = self._cluster_counts, self._cluster_relays()
         return cov
+
+    def count_only(self, counts: Callable[[str], bool], relays: Callable[[], bool]) -> None:
+        """In the cluster scope, keep coverage of the peers ``counts`` admits only, and
+        serve others' rows only while ``relays()`` (asked again at every publication)."""
+        self._cluster_counts, self._cluster_relays = counts, relays
+        if CLUSTER in self.scopes:
+            self.scopes[CLUSTER].counts = counts
+            self.scopes[CLUSTER].relays = relays()
 
     def servable(self, revision: int) -> int:
         """The coverage revision a puller may be given for ``revision`` (``Revisions``);
@@ -307,6 +336,8 @@ class CoverageBook:
         return {s: dict(c.vector) for s, c in self.scopes.items() if c.vector}
 
     def published(self, durable: dict[str, dict[str, int]]) -> None:
+        if CLUSTER in self.scopes:  # a role may change with the member's tags
+            self.scopes[CLUSTER].relays = self._cluster_relays()
         for scope, vector in durable.items():
             if scope in self.scopes:
                 self.scopes[scope].published(vector)
@@ -347,13 +378,34 @@ class TombstoneCollector:
         self._held_since: dict[tuple[str, str, str], float] = {}
         """Per tombstone: when this peer (in this life, by its monotonic clock) first saw it
         held here."""
+        coverage.count_only(self.counts, lambda: membership.role != Role.WEAK)
+
+    def counts(self, peer: str) -> bool:
+        """Whether ``peer``'s coverage counts in the cluster scope here: on a weak peer, only
+        the members it keeps (its site's super-peers: nothing reads the rest); elsewhere
+        every peer but the weak peers this peer does not contact (other sites' weak peers,
+        whose super-peers stand for them: ``required``). Unknown peers count, so a row
+        that arrives before its owner's membership is not lost."""
+        if peer == self.membership.name:
+            return True
+        m = self.membership.members.get(peer)
+        if self.membership.role == Role.WEAK:
+            return m is not None
+        return m is None or role_of(m) != Role.WEAK or self.membership.contacts(m)
 
     def required(self, scope: str = "") -> list[str]:
         """The members whose coverage a collection in ``scope`` waits for: every member of
-        the scope but us and the departed."""
-        return [m.name for m in self.membership.members.values()
-                if m.name != self.membership.name and m.state != State.LEFT
-                and self.policy.may_send(scope, m.name)]
+        the scope but us and the departed. In the cluster scope, a full or super-peer does
+        not wait for the weak peers of other sites: their super-peers stand for them, since
+        a weak peer syncs only with its site's super-peers, and each of those keeps a
+        tombstone until its own weak peers cover it (docs/semantics.md, "Coverage by
+        site"). A weak peer's list holds only its super-peers anyway."""
+        names = [m.name for m in self.membership.members.values()
+                 if m.name != self.membership.name and m.state != State.LEFT
+                 and self.policy.may_send(scope, m.name)]
+        if scope == CLUSTER:
+            names = [n for n in names if self.counts(n)]
+        return names
 
     def floor(self, scope: str) -> int:
         """The revision of ours that every member of ``scope`` covers in it."""
