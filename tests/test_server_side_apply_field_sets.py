@@ -35,7 +35,10 @@ WIDGET_SCHEMA: dict[str, Any] = {"type": "object", "properties": {"spec": {
         "args": {"type": "array", "items": {"type": "string"}},
         "selector": {"type": "object", "x-kubernetes-map-type": "atomic",
                      "additionalProperties": {"type": "string"}},
-        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}
+        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                 "properties": {"known": {"type": "object", "properties": {
+                     "x": {"type": "integer"}}}}}}}}}
 WIDGET = Kind("example.com", "v1", "Widget", "widgets", "widget", True,
               crd_version={"name": "v1", "schema": {"openAPIV3Schema": WIDGET_SCHEMA}})
 NOW = "2026-01-01T00:00:00Z"
@@ -154,11 +157,14 @@ def test_a_custom_resource_follows_its_schemas_list_and_map_types() -> None:
     root = field_schema.for_kind(WIDGET)
     obj = {"metadata": {"finalizers": ["f"]},
            "spec": {"ports": [{"name": "web", "port": 80}], "tags": ["a", "b"],
-                    "args": ["x"], "selector": {"k": "v"}, "free": {"deep": {"x": 1}}}}
+                    "args": ["x"], "selector": {"k": "v"}, "free": {"deep": {"x": 1}},
+                    "open": {"known": {"x": 1}, "extra": {"y": 2}}}}
     paths = {path_string(p) for p in field_set(obj, root)}
     assert paths == {'.metadata.finalizers[="f"]', '.spec.ports[name="web"]', '.spec.ports[name="web"].name',
                      '.spec.ports[name="web"].port', '.spec.tags[="a"]', '.spec.tags[="b"]',
-                     ".spec.args", ".spec.selector", ".spec.free.deep", ".spec.free.deep.x"}
+                     ".spec.args", ".spec.selector", ".spec.free.deep", ".spec.free.deep.x",
+                     # a declared field is reached, an undeclared one kept is owned itself
+                     ".spec.open.known.x", ".spec.open.extra", ".spec.open.extra.y"}
     # Keyed elements merge by key; a set's elements are added; atomic values are replaced.
     merged = merge(obj, {"spec": {"ports": [{"name": "api", "port": 81}], "tags": ["c"],
                                   "args": ["y"], "selector": {"j": "w"}}}, root)

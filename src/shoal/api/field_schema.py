@@ -13,7 +13,7 @@ schema: maps are granular, lists atomic.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -53,6 +53,7 @@ class TypeNode:
     list_type: str = ATOMIC
     keys: tuple[str, ...] = ()
     atomic: bool = False  # a struct or map replaced whole (x-kubernetes-map-type: atomic)
+    declared: bool = True  # False: a struct's field its schema does not name
     _children: Any = field(default=None, compare=False, hash=False)
 
     def field(self, name: str) -> TypeNode:
@@ -69,13 +70,15 @@ class TypeNode:
 
     def declares(self, name: str) -> bool:
         """Whether ``name`` is a named field of this struct."""
-        return self.shape == STRUCT and self.field(name) is not UNKNOWN_FIELD
+        return self.shape == STRUCT and self.field(name).declared
 
 
 SCALAR_NODE = TypeNode(SCALAR)
 UNTYPED_NODE = TypeNode(UNTYPED)
-UNKNOWN_FIELD = TypeNode(UNTYPED)
-"""A field a struct does not declare: owned as a whole, as structured-merge-diff does."""
+UNKNOWN_FIELD = TypeNode(UNTYPED, declared=False)
+"""A field a struct does not declare nor allow: owned as a whole."""
+PRESERVED_FIELD = TypeNode(UNTYPED, declared=False)
+"""A field a struct keeps without declaring it (x-kubernetes-preserve-unknown-fields)."""
 
 
 # -- built-in kinds: the client's models -------------------------------------------------
@@ -165,8 +168,9 @@ def _openapi_field(props: dict[str, Any], parent: dict[str, Any], name: str) -> 
         return _openapi_node(sub)
     extra = parent.get("additionalProperties")
     if isinstance(extra, dict):
-        return _openapi_node(extra)
-    return UNKNOWN_FIELD
+        return replace(_openapi_node(extra), declared=False)
+    return PRESERVED_FIELD if parent.get("x-kubernetes-preserve-unknown-fields") \
+        else UNKNOWN_FIELD
 
 
 def _resource_root(schema: dict[str, Any]) -> TypeNode:

@@ -119,8 +119,8 @@ def _walk(value: Any, node: TypeNode, path: Path, out: dict[Path, Member]) -> No
             _walk(v, child, p, out)
             if v is None or v == {}:
                 out[p] = Member(True, v)
-            elif node.shape != STRUCT and p not in out:
-                out[p] = INNER
+            elif (node.shape != STRUCT or not child.declared) and p not in out:
+                out[p] = INNER  # a map's entry is owned itself, a struct's field is not
         return
     if isinstance(value, list):
         elements = list_elements(value, node)
