@@ -246,8 +246,9 @@ class SimCluster:
             if backup is not None:
                 disk.restore(backup[0])
                 self._forget_lost_to_restore(name, backup[1])
-                # Peers legitimately hold claims past the backup now: they must notice
-                # that this peer went back, which the end state shows.
+                # Peers legitimately hold claims past the backup now: their cursors are
+                # of the life the backup was taken in, and this peer's next life takes them
+                # as at most the backup's revision (shoal.mesh.anti_entropy, lives).
                 self.restored.add(name)
             disk.dead = False
             node.replica, node.store = self._open(name)

@@ -6,6 +6,9 @@ says the same and lets tombstones be collected. If the peer's disk ends below r 
 commit in progress was torn, or an older backup was restored), the peer takes those
 revisions again for other changes, and the holder of the claim would skip them, or
 collect a deletion the peer never held. So a peer may serve only what is durable.
+A peer restored from a backup is not checked: claims past its disk are then expected,
+and its new life takes cursors of the old one as at most the backup's revision (the
+``restored-writer`` scenario checks that its new writes still reach every partner).
 """
 
 from __future__ import annotations
