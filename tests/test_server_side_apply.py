@@ -179,6 +179,27 @@ async def test_a_dry_run_apply_answers_without_storing(api: InProcessApi) -> Non
 
 
 @ASYNC
+async def test_kubectl_keeps_the_client_side_annotation_in_step_and_a_dry_run_changes_nothing(
+        api: InProcessApi) -> None:
+    path = f"{NS}/configmaps/annotated"
+    last = '{"apiVersion":"v1","kind":"ConfigMap","data":{"a":"1"}}'
+    body = orjson.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+        "name": "annotated",
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last}},
+        "data": {"a": "1"}})
+    r = await api.client.post(f"{NS}/configmaps", data=body, headers=AUTH,
+                              params={"fieldManager": "kubectl-client-side-apply"})
+    assert r.status == 201
+    code, dry = await _apply(api, path, _cm("annotated", {"a": "2"}), "kubectl", dryRun="All")
+    annotations = dry["metadata"]["annotations"]
+    assert code == 200 and '"a":"2"' in annotations["kubectl.kubernetes.io/last-applied-configuration"]
+    stored = await (await api.client.get(path, headers=AUTH)).json()
+    assert stored["data"] == {"a": "1"}
+    assert stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] \
+        == last
+
+
+@ASYNC
 async def test_managed_fields_can_be_cleared_by_a_json_patch(api: InProcessApi) -> None:
     path = f"{NS}/configmaps/cleared"
     await _apply(api, path, _cm("cleared", {"a": "1"}), "ops")

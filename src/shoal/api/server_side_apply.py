@@ -199,7 +199,8 @@ def _differs(old: Member | None, new: Member) -> bool:
 def apply(live: dict[str, Any] | None, config: dict[str, Any], managers: Managers,
           root: TypeNode, write: Write, force: bool = False) -> tuple[dict[str, Any], Managers]:
     """The object after applying ``config`` and who owns what then (ApplyConflict when the
-    apply changes fields other managers own and ``force`` is not given)."""
+    apply changes fields other managers own and ``force`` is not given). The object is new
+    down to its metadata; below, what the apply did not touch is shared with ``live``."""
     before = live or {}
     key = write.key(APPLY)
     applied = frozenset(p for p in field_set(config, root) if write.covers(p))
@@ -213,6 +214,7 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], managers: Manager
         owned = applied.union(*(o.fields for k, o in out.items() if k != key))
         gone = with_named_fields(previous.fields, root) - with_named_fields(owned, root)
         merged = remove_fields(merged, gone - SERVER_OWNED, root)
+    merged = {**merged, "metadata": dict(merged.get("metadata") or {})}
     out = _take_over(before, merged, out, key, root, write, force)
     if key in out and (previous is None or merged != before):  # (an empty applier is dropped)
         out[key] = replace(out[key], time=write.now)
@@ -279,12 +281,15 @@ def conflicts_allowed_by_last_applied(live: dict[str, Any], root: TypeNode,
 def keep_last_applied_in_step(obj: dict[str, Any], config: dict[str, Any]) -> None:
     """After ``kubectl apply --server-side``, an object that still has the client-side apply
     annotation gets the applied configuration in it (so a later client-side apply diffs
-    against what was applied last)."""
-    annotations = (obj.get("metadata") or {}).get("annotations")
+    against what was applied last). ``obj`` is changed, not the maps it shares."""
+    meta = obj.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, dict) else None
     if not isinstance(annotations, dict) or LAST_APPLIED not in annotations:
         return
     applied = copy.deepcopy(config)
     applied_annotations = (applied.get("metadata") or {}).get("annotations")
     if isinstance(applied_annotations, dict):
         applied_annotations.pop(LAST_APPLIED, None)
-    annotations[LAST_APPLIED] = orjson.dumps(applied).decode()
+    # New maps: the rest of the object may still be the stored one's (never changed in place).
+    obj["metadata"] = {**meta, "annotations": {
+        **annotations, LAST_APPLIED: orjson.dumps(applied).decode()}}
