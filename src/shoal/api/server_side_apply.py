@@ -283,7 +283,9 @@ def keep_last_applied_in_step(obj: dict[str, Any], config: dict[str, Any]) -> No
     annotation gets the applied configuration in it (so a later client-side apply diffs
     against what was applied last). ``obj`` is changed, not the maps it shares."""
     meta = obj.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        return
+    annotations = meta.get("annotations")
     if not isinstance(annotations, dict) or LAST_APPLIED not in annotations:
         return
     applied = copy.deepcopy(config)
