@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -321,3 +323,16 @@ def test_a_collector_that_waits_out_a_clock_jump_is_caught(
                         property(lambda self: {}, lambda self, value: None), raising=False)
     report = scenarios.run(opts)
     assert report.tombstones_left and any("tombstone" in f for f in report.failures)
+
+
+def test_a_life_id_is_the_same_in_another_process() -> None:
+    """A run with restarts replays exactly only if each life's id (whose digits travel in
+    pulls) is the same in every process: a hash of None differs between processes."""
+    code = ("import random; from shoal.mesh.anti_entropy import _new_life; "
+            "from shoal.store.replica import Replica\n"
+            "class Clock:\n"
+            "    def now(self): return 1700000000.25\n"
+            "print(_new_life(random.Random('s:peer:n0:1'), Replica(None, 'n0', Clock()), set()))")
+    lives = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip() for _ in range(2)}
+    assert len(lives) == 1 and lives != {""}

@@ -126,7 +126,8 @@ class MergeResult:
 def _new_life(rng: random.Random, replica: Replica, used: set[int]) -> int:
     """A life id: from the peer's random source (seeded in the simulator, so a run replays)
     and the wall clock, without drawing from the source (runs keep their traces)."""
-    life = random.Random(hash((rng.getstate(), replica.wall.now()))).getrandbits(62) or 1
+    # The state's integers only: hash(None) is an address before Python 3.12.
+    life = random.Random(hash((rng.getstate()[1], replica.wall.now()))).getrandbits(62) or 1
     while life in used:
         life += 1
     return life
