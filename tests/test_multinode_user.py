@@ -15,6 +15,7 @@ from shoal.cli.main import _parser
 from shoal.cli.node import ShoalNode
 from shoal.cli.server_command import settings_from_args
 from shoal.control.crd_establishing import CRD_RESOURCE, CRDEstablishing, serve_crds
+from shoal.control.namespace_lifecycle import NamespaceLifecycle
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.node import volumes
 from shoal.node.volume_updates import update_volumes
@@ -184,3 +185,31 @@ def test_configmap_and_secret_volumes_follow_their_objects_while_the_pod_runs(
     assert update_volumes(pod, tmp_path, lookup) == []
     assert (dirs["cfg"] / "a").read_text() == "2"
     assert (dirs["both"] / "conf" / "a").read_text() == "2"
+
+
+async def test_objects_written_apart_into_a_namespace_deleted_meanwhile_go_with_it() -> None:
+    # One side of a partition deleted a namespace (emptied, finalized, gone) while the
+    # other wrote a ConfigMap into it. After the heal the namespace was gone everywhere
+    # and the ConfigMap stayed on every peer, listed in a namespace that does not exist
+    # (and back in it if the namespace was made again). A namespace known to be deleted
+    # (its tombstone) takes what is still in it.
+    a, b = ObjectStore(Replica(None, "a"), KindRegistry()), ObjectStore(Replica(None, "b"),
+                                                                      KindRegistry())
+    ns_kind, cm_kind = a.registry.by_kind("v1", "Namespace"), a.registry.by_kind("v1",
+                                                                                "ConfigMap")
+    assert ns_kind is not None and cm_kind is not None
+    await a.create(ns_kind, {"apiVersion": "v1", "kind": "Namespace",
+                             "metadata": {"name": "shop"}})
+    await copy_resource(a, b, "namespaces")
+    await a.delete(ns_kind, None, "shop")
+    await NamespaceLifecycle(a).sync()
+    assert a.replica.get("namespaces", "", "shop") is None
+    await b.create(cm_kind, {"apiVersion": "v1", "kind": "ConfigMap",
+                             "metadata": {"name": "prices", "namespace": "shop"}})
+    for src, dst in ((a, b), (b, a)):
+        for resource in ("namespaces", "configmaps"):
+            await copy_resource(src, dst, resource)
+    for store in (a, b):
+        await NamespaceLifecycle(store).sync()
+        assert store.replica.get("namespaces", "", "shop") is None
+        assert store.replica.get("configmaps", "shop", "prices") is None

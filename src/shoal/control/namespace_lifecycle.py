@@ -22,7 +22,7 @@ class NamespaceLifecycle(Controller):
     def relevant(self, change: Change) -> bool:
         if change.resource == "namespaces":
             return True
-        return change.type == "DELETED"
+        return change.type == "DELETED" or bool(change.namespace and self._gone(change.namespace))
 
     async def sync(self) -> bool:
         ns_kind = self.store.registry.by_kind("v1", "Namespace")
@@ -36,21 +36,7 @@ class NamespaceLifecycle(Controller):
             name = meta["name"]
             if not scopes.is_writer(scopes.scope_of_namespace(name), me):
                 continue
-            remaining = 0
-            for resource in self.store.replica.resources():
-                kind = self.store.registry.by_storage_resource(resource)
-                if kind is None or not kind.namespaced:
-                    continue
-                for o in self.store.replica.list(resource, name):
-                    remaining += 1
-                    if o["metadata"].get("deletionTimestamp"):
-                        continue
-                    try:
-                        await self.store.delete(kind, name, o["metadata"]["name"],
-                                                propagation="Background")
-                    except StoreError as e:
-                        log.debug("namespace %s: delete failed: %s", name, e)
-            if remaining:
+            if await self._empty(name):
                 pending = True
                 continue
             new = copy.deepcopy(ns)
@@ -64,4 +50,32 @@ class NamespaceLifecycle(Controller):
             except StoreError as e:
                 log.debug("namespace %s: finalize failed: %s", name, e)
                 pending = True
+        # What a peer that had not heard of a namespace's deletion (apart, or racing it)
+        # wrote into it arrives after the namespace is gone: a namespace known to be
+        # deleted (its tombstone) takes it too, as if it had been there in time.
+        for (_, name), entry in list(self.store.replica.iter_entries("namespaces")):
+            if entry.value is None and scopes.is_writer(scopes.scope_of_namespace(name), me):
+                await self._empty(name)
         return pending
+
+    def _gone(self, namespace: str) -> bool:
+        entry = self.store.replica.entry("namespaces", "", namespace)
+        return entry is not None and entry.value is None
+
+    async def _empty(self, namespace: str) -> int:
+        """Delete what is in ``namespace``; returns how many objects were still there."""
+        remaining = 0
+        for resource in self.store.replica.resources():
+            kind = self.store.registry.by_storage_resource(resource)
+            if kind is None or not kind.namespaced:
+                continue
+            for o in self.store.replica.list(resource, namespace):
+                remaining += 1
+                if o["metadata"].get("deletionTimestamp"):
+                    continue
+                try:
+                    await self.store.delete(kind, namespace, o["metadata"]["name"],
+                                            propagation="Background")
+                except StoreError as e:
+                    log.debug("namespace %s: delete failed: %s", namespace, e)
+        return remaining
