@@ -14,6 +14,7 @@ from shoal.bus import stream_objects
 from shoal.cli.main import _parser
 from shoal.cli.node import ShoalNode
 from shoal.cli.server_command import settings_from_args
+from shoal.control import crd_establishing
 from shoal.control.crd_establishing import CRD_RESOURCE, CRDEstablishing, serve_crds
 from shoal.control.namespace_lifecycle import NamespaceLifecycle
 from shoal.model.kinds import Kind, KindRegistry
@@ -119,11 +120,7 @@ async def copy_resource(src: ObjectStore, dst: ObjectStore, resource: str) -> No
             await result[1]
 
 
-async def test_custom_resources_that_arrive_before_their_definition_are_kept() -> None:
-    # A pull brings documents in the sender's revision order, a page at a time: a CRD
-    # changed after its custom resources were made comes after them. A peer that held the
-    # resources and not yet their CRD took them for leftovers of a deleted CRD and deleted
-    # them everywhere. Only a CRD known to be deleted (its tombstone) takes them with it.
+async def peers_holding_a_gadget_without_its_crd() -> tuple[ObjectStore, ObjectStore, Kind]:
     a, b = ObjectStore(Replica(None, "a"), KindRegistry()), ObjectStore(Replica(None, "b"),
                                                                       KindRegistry())
     for store in (a, b):
@@ -137,6 +134,28 @@ async def test_custom_resources_that_arrive_before_their_definition_are_kept() -
                             "spec": {"size": 1}})
     await copy_resource(a, b, "namespaces")
     await copy_resource(a, b, gadget.resource)
+    return a, b, gadget
+
+
+async def test_custom_resources_with_no_trace_of_their_definition_go_after_a_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Leftovers of a CRD whose tombstone was already collected (a peer back after it was
+    # forgotten) are not kept for ever, only long enough for a late CRD to arrive.
+    _, b, gadget = await peers_holding_a_gadget_without_its_crd()
+    controller = CRDEstablishing(b)
+    await controller.sync()
+    assert b.replica.get(gadget.resource, "default", "g") is not None
+    monkeypatch.setattr(crd_establishing, "CRD_MISSING_GRACE", 0.0)
+    await controller.sync()
+    assert b.replica.get(gadget.resource, "default", "g") is None
+
+
+async def test_custom_resources_that_arrive_before_their_definition_are_kept() -> None:
+    # A pull brings documents in the sender's revision order, a page at a time: a CRD
+    # changed after its custom resources were made comes after them. A peer that held the
+    # resources and not yet their CRD took them for leftovers of a deleted CRD and deleted
+    # them everywhere. Only a CRD known to be deleted (its tombstone) takes them with it.
+    a, b, gadget = await peers_holding_a_gadget_without_its_crd()
     await CRDEstablishing(b).sync()
     assert b.replica.get(gadget.resource, "default", "g") is not None
     await copy_resource(a, b, CRD_RESOURCE)

@@ -55,8 +55,19 @@ def crd_listener(change: Change, registry: Any) -> None:
         registry.register_crd(change.obj)
 
 
+CRD_MISSING_GRACE = 600.0
+"""Seconds custom resources may be held here with no trace of their CRD (neither it nor its
+tombstone) before they are deleted as leftovers of one whose tombstone was collected: far
+longer than a catch-up's pages take to bring the CRD on a slow link."""
+
+
 class CRDEstablishing(Controller):
     name = "crd-establishing"
+
+    def __init__(self, store: ObjectStore, **kw: Any) -> None:
+        super().__init__(store, **kw)
+        self._missing: dict[str, float] = {}
+        """Custom resources (by resource) held with no trace of their CRD, and since when."""
 
     def relevant(self, change: Change) -> bool:
         return change.resource == CRD_RESOURCE
@@ -94,20 +105,26 @@ class CRDEstablishing(Controller):
                 await self.store.update(crd_kind, new, None, crd["metadata"]["name"], "status")
             except StoreError as e:
                 log.warning("could not mark CRD %s established: %s", crd["metadata"]["name"], e)
-        # Custom resources whose definition is gone are deleted with it: only a definition
-        # known to be deleted (its tombstone, named plural.group), not one that has not
-        # arrived yet (a pull brings documents in the sender's revision order, a page at a
-        # time, so a CRD changed after its resources were made comes after them).
+        # Custom resources whose definition is gone are deleted with it: at once when it is
+        # known to be deleted (its tombstone, named plural.group), and not while it may not
+        # have arrived yet (a pull brings documents in the sender's revision order, a page
+        # at a time, so a CRD changed after its resources were made comes after them).
         replica = self.store.replica
         scopes = self.scopes.current()
+        seconds = replica.wall.now()
+        before, self._missing = self._missing, {}
         for resource in replica.resources():
             if "." not in resource or resource in served:
                 continue
             if registry.by_storage_resource(resource) is not None:
                 continue
             definition = replica.entry(CRD_RESOURCE, "", resource)
-            if definition is None or definition.value is not None:
+            if definition is not None and definition.value is not None:
                 continue
+            if definition is None:
+                since = self._missing[resource] = before.get(resource, seconds)
+                if seconds - since < CRD_MISSING_GRACE:
+                    continue
             for (ns, name), entry in replica.iter_entries(resource):
                 # A scope's objects are deleted by its writers (others' deletes are refused).
                 if entry.value is not None and scopes.is_writer(
