@@ -143,7 +143,7 @@ def ready_pod(name: str, labels: dict[str, str], owner: dict[str, Any] | None = 
 
 
 async def make_ready(store: ObjectStore, name: str) -> None:
-    pod = store.get(POD, "default", name)
+    pod = dict(store.get(POD, "default", name))  # a stored object is read-only: a copy
     pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
     await store.update(POD, pod, "default", name, "status")
 

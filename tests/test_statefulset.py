@@ -167,7 +167,7 @@ async def test_scale_down_goes_from_the_highest_ordinal_one_at_a_time(
     await store.create(STS, statefulset(replicas=4), "default")
     ctl = StatefulSetController(store, SinglePeer("n1"))
     await settle(ctl, store)
-    sts = store.get(STS, "default", "web")
+    sts = copy.deepcopy(store.get(STS, "default", "web"))  # stored objects are read-only
     sts["spec"]["replicas"] = 1
     await store.update(STS, sts, "default", "web")
     order: list[str] = []
@@ -189,7 +189,7 @@ async def test_when_scaled_delete_hands_the_claim_to_its_pod(store: ObjectStore)
     ctl = StatefulSetController(store, SinglePeer("n1"))
     await settle(ctl, store)
     pod_uid = store.get(POD, "default", "web-1")["metadata"]["uid"]
-    sts = store.get(STS, "default", "web")
+    sts = copy.deepcopy(store.get(STS, "default", "web"))  # stored objects are read-only
     sts["spec"]["replicas"] = 1
     await store.update(STS, sts, "default", "web")
     await ctl.sync()
@@ -213,7 +213,7 @@ async def test_rolling_update_respects_the_partition(store: ObjectStore) -> None
     ctl = StatefulSetController(store, SinglePeer("n1"))
     await settle(ctl, store)
     old = store.get(STS, "default", "web")["status"]["currentRevision"]
-    sts = store.get(STS, "default", "web")
+    sts = copy.deepcopy(store.get(STS, "default", "web"))  # stored objects are read-only
     sts["spec"]["template"]["spec"]["containers"][0]["image"] = "app:2"
     sts["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}
     await store.update(STS, sts, "default", "web")
@@ -225,7 +225,7 @@ async def test_rolling_update_respects_the_partition(store: ObjectStore) -> None
     assert status["updatedReplicas"] == 2 and status["currentRevision"] == old
     assert pods["web-0"]["metadata"]["labels"][REVISION_LABEL] == old
     # Partition 0: the last one goes too, and the rollout is over.
-    sts = store.get(STS, "default", "web")
+    sts = copy.deepcopy(store.get(STS, "default", "web"))  # stored objects are read-only
     sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = 0
     await store.update(STS, sts, "default", "web")
     await settle(ctl, store, rounds=6)
