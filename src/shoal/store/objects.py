@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import os
 import random
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.merge_keys import list_merge_key
 from shoal.model.validation import Cause, invalid_message, prune_unknown, validate
 from shoal.store import service_ips
+from shoal.store.frozen import freeze
 from shoal.store.persistence import DiskFull, StorageError
 from shoal.store.replica import Conflict as ReplicaConflict
 from shoal.store.replica import Replica
@@ -173,12 +175,20 @@ def _namespace_of(kind: Kind, namespace: str | None) -> str:
     return (namespace or "") if kind.namespaced else ""
 
 
+FREEZE_READS = os.environ.get("SHOAL_FREEZE_READS") == "1"
+"""Reads return read-only copies (``shoal.store.frozen``), so that a caller that
+changes a stored object in place fails at once: set by tests, too slow for a node."""
+
+
 class ObjectStore:
     """Create, read, update and delete Kubernetes objects in the local replica.
 
     Objects it returns are the replica's own (as with a Kubernetes informer cache):
-    copy one before changing it.
+    copy one before changing it. With ``freeze_reads`` (tests) they are read-only
+    copies, and changing one raises ``TypeError``.
     """
+
+    freeze_reads = FREEZE_READS
 
     def __init__(self, replica: Replica, registry: KindRegistry,
                  rng: random.Random | None = None) -> None:
@@ -202,13 +212,15 @@ class ObjectStore:
         obj = self.replica.get(kind.resource, _namespace_of(kind, namespace), name)
         if obj is None:
             raise NotFound(f'{qualified(kind)} "{name}" not found', kind=kind, name=name)
-        return obj
+        return freeze(obj) if self.freeze_reads else obj
 
     def find(self, kind: Kind, namespace: str | None, name: str) -> dict[str, Any] | None:
-        return self.replica.get(kind.resource, _namespace_of(kind, namespace), name)
+        obj = self.replica.get(kind.resource, _namespace_of(kind, namespace), name)
+        return freeze(obj) if self.freeze_reads and obj is not None else obj
 
     def list(self, kind: Kind, namespace: str | None = None) -> list[dict[str, Any]]:
-        return self.replica.list(kind.resource, namespace if kind.namespaced else None)
+        items = self.replica.list(kind.resource, namespace if kind.namespaced else None)
+        return [freeze(o) for o in items] if self.freeze_reads else items
 
     # -- helpers ---------------------------------------------------------------
 
