@@ -314,7 +314,7 @@ class ProcessRuntime:
             proc = await asyncio.to_thread(
                 subprocess.Popen, argv, stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(cwd),
-                start_new_session=True,
+                start_new_session=True, bufsize=0,  # the loop reads the fds: no 8 KiB buffers
             )
         except OSError as e:
             logf.close()
