@@ -335,7 +335,9 @@ class Replica:
         # Everything that can fail on the object itself comes before a revision is taken.
         if plain is None:
             plain = doc.value()
-        doc_bytes = doc.to_bytes()
+        # Kept for the object's life: an exact copy, as orjson's own buffer is often 8x the
+        # JSON (a 519-byte object kept 4.1 KB of RSS; part H).
+        doc_bytes = memoryview(doc.to_bytes()).tobytes()
         value_bytes = orjson.dumps(plain) if plain is not None else None
         self.revision += 1
         rv = self.revision
