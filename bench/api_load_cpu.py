@@ -1,0 +1,78 @@
+"""CPU time per request of one node under 16 clients: creates and gets.
+
+On a shared machine the rate (requests/s) follows the other tenants' load; the CPU
+time the server process spent per answered request does much less, so before/after
+pairs are compared by it. ``wrk`` (C) drives 16 connections as in
+``bench/api_single_node``; the server's user+system CPU time over the run (psutil)
+is divided by the requests wrk counted.
+
+``python -m bench.api_load_cpu [--src=DIR] [--seconds=N]``: ``--src`` runs the
+``shoal`` of another tree (e.g. a ``git archive`` of an older commit) with this venv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.api_single_node import CREATE_LUA, Node, _any_pod, _wrk
+from bench.footprint import FreshNode
+
+RUN_SHOAL = "import sys; from shoal.cli.main import main; sys.argv[0] = 'shoal'; sys.exit(main())"
+BIN = Path(sys.executable).parent
+
+
+def shoal_of(src: Path | None, work: Path) -> Path:
+    """The ``shoal`` command of this venv, or one running the package under ``src``."""
+    if src is None:
+        return BIN / "shoal"
+    script = work / "shoal"
+    script.write_text(f"#!/bin/sh\nPYTHONPATH={src} exec {sys.executable} -c \"{RUN_SHOAL}\" \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+def _cpu_s(node: Node) -> float:
+    assert node.proc is not None
+    t = psutil.Process(node.proc.pid).cpu_times()
+    return float(t.user + t.system)
+
+
+def _measured(node: Node, path: str, seconds: int, script: str | None) -> dict[str, Any]:
+    before = _cpu_s(node)
+    out = _wrk(node, path, seconds, 16, 2, script)
+    cpu = _cpu_s(node) - before
+    requests = out["requests_per_s"] * seconds
+    return {"requests": int(requests), "requests_per_s": out["requests_per_s"],
+            "p50_ms": out.get("p50_ms"), "p99_ms": out.get("p99_ms"),
+            "non_2xx": out["non_2xx"], "server_cpu_s": round(cpu, 2),
+            "cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3)}
+
+
+def run(src: Path | None = None, seconds: int = 10) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="shoal-bench-cpu-"))
+    node = FreshNode(work, shoal_of(src, work))
+    node.start()
+    try:
+        time.sleep(2.0)  # let start-up work (controllers' first passes) settle
+        create = _measured(node, "/api/v1/namespaces/default/pods", seconds, CREATE_LUA)
+        target = asyncio.run(_any_pod(node))
+        get = _measured(node, f"/api/v1/namespaces/default/pods/{target}", seconds, None)
+        return {"src": str(src or "venv"), "load_average": os.getloadavg(),
+                "create_16_clients": create, "get_16_clients": get}
+    finally:
+        node.stop()
+
+
+if __name__ == "__main__":
+    src_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--src=")), None)
+    secs = next((int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--seconds=")), 10)
+    print(json.dumps(run(Path(src_arg) if src_arg else None, secs), indent=2))
