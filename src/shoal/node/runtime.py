@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from shoal.node.subprocesses import SpawnedProcess
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -107,7 +109,7 @@ class ContainerHandle:
 class ExecSession:
     """A command running in a container's context, with pipes (or a pty) to stream."""
 
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | SpawnedProcess
     pty_master: int | None = None  # with a tty, stdin and stdout are this fd
 
 
