@@ -58,3 +58,15 @@ async def test_a_missing_command_is_a_start_error(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeStartError, match="no-such-command"):
         await ProcessRuntime(tmp_path).start(config(tmp_path, ["no-such-command-here"]))
+
+
+async def test_an_exec_in_a_container_runs_without_the_loop_spawning_it(
+        tmp_path: Path, no_loop_spawns: None) -> None:
+    from shoal.node.subprocesses import communicate
+
+    rt = ProcessRuntime(tmp_path)
+    handle = await rt.start(config(tmp_path, ["sleep", "30"]))
+    session = await rt.exec(handle, ["sh", "-c", "cat; echo done >&2; exit 4"], stdin=True)
+    out, err = await asyncio.wait_for(communicate(session.process, b"in\n"), 10)
+    assert (out, err, session.process.returncode) == (b"in\n", b"done\n", 4)
+    await rt.stop(handle, grace=5)

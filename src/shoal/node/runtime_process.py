@@ -12,7 +12,8 @@ A container with a user (``ContainerConfig.user``, decided by ``shoal.node.pod_u
 runs under ``setpriv`` with that uid, gid and groups, and so do its execs; its pipes
 are opened before the switch, so its logs need nothing of the user.
 
-A container's process is spawned by ``subprocess.Popen`` in a worker thread, not by
+A container's process, and every exec in it (probes, hooks, ``kubectl exec``), is
+spawned by ``subprocess.Popen`` in a worker thread (``shoal.node.subprocesses.spawn``), not by
 the event loop (uvloop forks the whole node from the loop's thread in
 ``create_subprocess_exec``; a node froze twice around such spawns under load): the
 loop only reads its pipes and learns of its exit through a pidfd.
@@ -48,6 +49,7 @@ from shoal.node.runtime import (
     ExecSession,
     RuntimeStartError,
 )
+from shoal.node.subprocesses import SpawnedProcess, spawn
 
 log = logging.getLogger(__name__)
 
@@ -205,77 +207,6 @@ class LogFile:
         self.f.close()
 
 
-class _Child:
-    """A ``subprocess.Popen`` child seen from the event loop: its pipes as streams, its
-    exit through a pidfd (a thread blocked in ``wait`` where there is no pidfd)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.stdout: asyncio.StreamReader | None = None
-        self.stderr: asyncio.StreamReader | None = None
-        self.stdin: asyncio.StreamWriter | None = None
-        self._transports: list[asyncio.BaseTransport] = []
-
-    @classmethod
-    async def attach(cls, proc: subprocess.Popen[bytes]) -> _Child:
-        child = cls(proc)
-        loop = asyncio.get_running_loop()
-        try:
-            child.stdout = await child._reader(loop, proc.stdout)
-            child.stderr = await child._reader(loop, proc.stderr)
-            if proc.stdin is not None:
-                transport, protocol = await loop.connect_write_pipe(
-                    lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
-                child._transports.append(transport)
-                child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await asyncio.to_thread(proc.wait)
-            child.close()
-            raise
-        return child
-
-    async def _reader(self, loop: asyncio.AbstractEventLoop,
-                      pipe: object) -> asyncio.StreamReader | None:
-        if pipe is None:
-            return None
-        reader = asyncio.StreamReader(loop=loop)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-        self._transports.append(transport)
-        return reader
-
-    async def wait(self) -> int:
-        """The exit status (``Popen.returncode``), once the process has exited."""
-        if self.proc.returncode is not None:
-            return self.proc.returncode
-        try:
-            fd = os.pidfd_open(self.pid)
-        except (AttributeError, OSError):
-            return await asyncio.to_thread(self.proc.wait)
-        loop = asyncio.get_running_loop()
-        exited: asyncio.Future[None] = loop.create_future()
-
-        def readable() -> None:
-            if not exited.done():
-                exited.set_result(None)
-
-        loop.add_reader(fd, readable)
-        try:
-            await exited
-        finally:
-            loop.remove_reader(fd)
-            os.close(fd)
-        return self.proc.wait()  # exited: reaps it at once
-
-    def close(self) -> None:
-        for t in self._transports:
-            t.close()
-        self._transports.clear()
-
-
 class ProcessRuntime:
     """Runs containers as host processes (see the module docstring)."""
 
@@ -285,7 +216,7 @@ class ProcessRuntime:
     def __init__(self, data_dir: Path) -> None:
         self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
-        self._procs: dict[str, _Child] = {}
+        self._procs: dict[str, SpawnedProcess] = {}
 
     def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
         return {"PATH": DEFAULT_PATH, **cfg.env, MARKER_ENV: self.marker,
@@ -311,24 +242,21 @@ class ProcessRuntime:
         argv = as_user(config.argv, config.user, env)
         logf = LogFile(config.log_path)
         try:
-            proc = await asyncio.to_thread(
-                subprocess.Popen, argv, stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(cwd),
-                start_new_session=True, bufsize=0,  # the loop reads the fds: no 8 KiB buffers
-            )
+            child = await spawn(argv, stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                cwd=str(cwd), start_new_session=True)
         except OSError as e:
             logf.close()
             raise RuntimeStartError(
                 "StartError", f"failed to start container process {config.argv[0]!r}: "
                 f"{e.strerror or e}") from e
-        child = await _Child.attach(proc)
-        handle = ContainerHandle(config, cid, proc.pid, time.time(), stdin=child.stdin)
+        handle = ContainerHandle(config, cid, child.pid, time.time(), stdin=child.stdin)
         self._procs[cid] = child
-        cgroup = self._cgroups.attach(config, proc.pid)
+        cgroup = self._cgroups.attach(config, child.pid)
         asyncio.get_running_loop().create_task(self._supervise(handle, child, logf, cgroup))
         return handle
 
-    async def _supervise(self, handle: ContainerHandle, child: _Child,
+    async def _supervise(self, handle: ContainerHandle, child: SpawnedProcess,
                          logf: LogFile, cgroup: Path | None) -> None:
         pumps = asyncio.gather(pump(child.stdout, "stdout", logf),
                                pump(child.stderr, "stderr", logf))
@@ -381,19 +309,18 @@ class ProcessRuntime:
                 # setsid -c makes the pty the controlling terminal (job control works); a
                 # preexec_fn cannot, as uvloop runs it before the pty is on fd 0.
                 setsid = shutil.which("setsid")
-                proc = await asyncio.create_subprocess_exec(
-                    *([setsid, "-c", *argv] if setsid else argv), stdin=slave, stdout=slave,
-                    stderr=slave, env=env, cwd=cwd, start_new_session=setsid is None)
+                proc = await spawn([setsid, "-c", *argv] if setsid else argv, stdin=slave,
+                                   stdout=slave, stderr=slave, env=env, cwd=cwd,
+                                   start_new_session=setsid is None)
             except OSError:
                 os.close(master)
                 raise
             finally:
                 os.close(slave)
             return ExecSession(proc, master)
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd,
-            start_new_session=True)
+        proc = await spawn(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+                           start_new_session=True)
         return ExecSession(proc)
 
     def cleanup_orphans(self, keep: set[str]) -> int:

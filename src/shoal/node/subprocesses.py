@@ -5,15 +5,134 @@ a ``wait_for`` timing out) leaves the command running and its transport unclosed
 Collected after its event loop has closed, that transport raises "Event loop is
 closed" from ``__del__``, in whatever code runs then. So a cancelled command is
 killed and waited for before the cancellation goes on.
+
+:func:`spawn` starts a process with ``subprocess.Popen`` in a worker thread instead of
+the event loop (uvloop forks the whole node from the loop's thread, and its parent
+blocks until the child has exec'd), and hands back a :class:`SpawnedProcess` that
+reads like ``asyncio.subprocess.Process``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+from typing import Any
 
 
-async def communicate(proc: asyncio.subprocess.Process,
+async def spawn(argv: list[str], **popen: Any) -> SpawnedProcess:
+    """``subprocess.Popen(argv, **popen)`` in a worker thread, its pipes opened unbuffered
+    (the loop reads their fds), seen from the loop; raises what Popen raises."""
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, bufsize=0, **popen)
+
+    return await SpawnedProcess.attach(await asyncio.to_thread(start))
+
+
+class SpawnedProcess:
+    """A ``subprocess.Popen`` child seen from the event loop: its pipes as streams, its
+    exit through a pidfd (a thread blocked in ``wait`` where there is no pidfd)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.stdout: asyncio.StreamReader | None = None
+        self.stderr: asyncio.StreamReader | None = None
+        self.stdin: asyncio.StreamWriter | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+
+    @classmethod
+    async def attach(cls, proc: subprocess.Popen[bytes]) -> SpawnedProcess:
+        child = cls(proc)
+        loop = asyncio.get_running_loop()
+        try:
+            child.stdout = await child._reader(loop, proc.stdout)
+            child.stderr = await child._reader(loop, proc.stderr)
+            if proc.stdin is not None:
+                transport, protocol = await loop.connect_write_pipe(
+                    lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
+                child._transports.append(transport)
+                child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+            child.close()
+            raise
+        return child
+
+    async def _reader(self, loop: asyncio.AbstractEventLoop,
+                      pipe: object) -> asyncio.StreamReader | None:
+        if pipe is None:
+            return None
+        reader = asyncio.StreamReader(loop=loop)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+        self._transports.append(transport)
+        return reader
+
+    async def wait(self) -> int:
+        """The exit status (``Popen.returncode``), once the process has exited."""
+        if self.proc.returncode is not None:
+            return self.proc.returncode
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            return await asyncio.to_thread(self.proc.wait)
+        loop = asyncio.get_running_loop()
+        exited: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not exited.done():
+                exited.set_result(None)
+
+        loop.add_reader(fd, readable)
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        rc = self.proc.wait()  # exited: reaps it at once
+        if self.stdin is not None:
+            self.stdin.close()  # nobody reads it now; stdout and stderr close at their end
+        return rc
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes, bytes]:
+        """Write ``input`` (then close stdin), read both pipes to their end, wait."""
+        if self.stdin is not None:
+            if input:
+                self.stdin.write(input)
+                with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                    await self.stdin.drain()
+            self.stdin.close()
+
+        async def read(reader: asyncio.StreamReader | None) -> bytes:
+            return await reader.read() if reader is not None else b""
+
+        out, err = await asyncio.gather(read(self.stdout), read(self.stderr))
+        await self.wait()
+        self.close()
+        return out, err
+
+    def close(self) -> None:
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+
+
+
+async def communicate(proc: asyncio.subprocess.Process | SpawnedProcess,
                       stdin: bytes | None = None) -> tuple[bytes, bytes]:
     """``proc.communicate(stdin)``; if that is interrupted, ``proc`` is killed and reaped."""
     try:
