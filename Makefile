@@ -28,12 +28,14 @@ lint: venv
 	$(BIN)/lint-imports
 
 # In-process tests (most of them CPU-bound: the simulator) on two workers, a module per
-# worker so its fixtures are made once; the tests that start real servers, on fixed ports
-# and network namespaces, one at a time. Both halves run, and either failing fails.
+# worker so its fixtures are made once; then the tests that start real servers (mostly
+# waiting on them) on two workers too, each module a group of its own except those that
+# share the host's network (namespaces, fixed ports), one group run one at a time
+# (tests/conftest.py). Both halves run, and either failing fails.
 test: venv sysdeps lint
 	@rc=0; \
 	$(BIN)/pytest -q -p no:cacheprovider -m "not slow" -n 2 --dist loadfile || rc=$$?; \
-	$(BIN)/pytest -q -p no:cacheprovider -m slow || rc=$$?; \
+	$(BIN)/pytest -q -p no:cacheprovider -m slow -n 2 --dist loadgroup --durations=20 || rc=$$?; \
 	exit $$rc
 
 unit: venv

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -56,10 +57,13 @@ admin credential, so its kubeconfig is made on the signer it joined through."""
 
 
 def admin_kubeconfig(signer_data_dir: Path, server: str, output: Path) -> Path:
-    """``shoal kubeconfig`` on a signer's data dir, pointed at any peer's API."""
-    subprocess.run([str(VENV_BIN / "shoal"), "kubeconfig", "--data-dir", str(signer_data_dir),
-                    "--server", server, "--output", str(output)], check=True,
-                   capture_output=True)
+    """What ``shoal kubeconfig`` writes for a signer's data dir, pointed at any peer's API;
+    made here with the command's own functions, which saves a Python start (~1 s of CPU) per
+    server started. test_kubeconfig_cli runs the command itself."""
+    from shoal.cli.kubeconfig import render
+    from shoal.cli.private_output import write_private
+
+    write_private(render(signer_data_dir, server), output, "shoal kubeconfig")
     return output
 
 
@@ -213,10 +217,89 @@ def shoal_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShoalProc
         node.stop()
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+NETNS_MODULE = "tests.tools.netns"
+HOST_NETWORK_GROUP = "host-network"
+"""The xdist group of the slow tests that share the host's network (make test runs the slow
+half on two workers, ``--dist loadgroup``): every test that makes network namespaces, and
+any marked ``host_network`` (one that needs a fixed port of the host, say)."""
+
+_NETNS_USERS: dict[str, bool] = {}
+
+
+def uses_netns(module_name: str) -> bool:
+    """Whether a module refers to tests.tools.netns, itself or through a helper under
+    tests.tools that does (service_lab): a rule, so that modules added later are covered."""
+    if module_name == NETNS_MODULE:
+        return True
+    if module_name in _NETNS_USERS:
+        return _NETNS_USERS[module_name]
+    _NETNS_USERS[module_name] = False  # an import cycle ends here
+    found = False
+    module = sys.modules.get(module_name)
+    for value in vars(module).values() if module is not None else ():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(
+            value, "__module__", None)
+        if isinstance(name, str) and name != module_name and (
+                name == NETNS_MODULE or (name.startswith("tests.tools.") and uses_netns(name))):
+            found = True
+            break
+    _NETNS_USERS[module_name] = found
+    return found
+
+
+def shares_host_network(item: pytest.Item) -> bool:
+    """Marked ``host_network``, or in a module that makes namespaces, or using a fixture
+    defined in one (test_network_policy_e2e takes test_pod_network_e2e's cluster)."""
+    if item.get_closest_marker("host_network") is not None:
+        return True
+    module = getattr(item, "module", None)
+    if module is not None and uses_netns(module.__name__):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(uses_netns(getattr(d.func, "__module__", "") or "") for ds in defs for d in ds)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker, and before xdist reads groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that starts a real server through the ``shoal`` fixtures is slow: make test
-    runs those one at a time, after the in-process tests that run on xdist workers."""
+    runs those after the in-process tests that run on xdist workers.
+
+    Every slow test gets an xdist group, for ``--dist loadgroup``: its module (so that a
+    module's fixtures start once, on one worker), or :data:`HOST_NETWORK_GROUP` for the
+    tests that share the host's network, which then run one at a time on one worker."""
     for item in items:
         if {"shoal", "shoal_module"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") is None or item.get_closest_marker("xdist_group"):
+            continue
+        group = HOST_NETWORK_GROUP if shares_host_network(item) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+class GroupSuffix:
+    """pytest-xdist's loadgroup reads a test's group from an ``@group`` suffix of its node
+    id, which xdist 3.8 writes to ``item._nodeid``; pytest 9.2 keeps the id in ``item._id``
+    instead, so the suffix is lost and every test is scheduled alone, groups ignored
+    (pytest-dev/pytest-xdist#1386, fix pending). This writes it where pytest reads it, on
+    workers under --dist loadgroup, when xdist's own did not take."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's hook, which is a plain one
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+            return
+        for item in items:
+            mark = item.get_closest_marker("xdist_group")
+            if mark is None or "@" in item.nodeid.rpartition("]")[2]:
+                continue
+            suffixed = f"{item.nodeid}@{mark.args[0] if mark.args else mark.kwargs['name']}"
+            node_id = getattr(item, "_id", None)
+            if node_id is None:
+                continue  # an older pytest: xdist's own suffix works there
+            item._id = type(node_id).parse(suffixed)  # type: ignore[attr-defined]
+            assert item.nodeid == suffixed, "pytest changed how it keeps node ids again"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(GroupSuffix(), "shoal-xdist-group-suffix")
