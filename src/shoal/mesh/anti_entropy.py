@@ -254,8 +254,9 @@ class AntiEntropy:
         loop = asyncio.get_running_loop()
         # Not awaited: if it is lost, cursors from this life are unknown to the next one and
         # restart at 0 (slower, never unsafe).
-        self.replica.persistence.write(
+        written = self.replica.persistence.write(
             [], {LIVES_META: orjson.dumps([list(x) for x in self.lives]).decode()}, loop)
+        written.add_done_callback(_lives_written)
         self._sub = self.replica.subscribe(lambda c: True)
         self.check_scopes()
         self._tasks = [loop.create_task(self._push_loop()), loop.create_task(self._pull_loop())]
@@ -913,3 +914,11 @@ class AntiEntropy:
                 self._deny_log("%s: %s refused a pushed document: %s", self.membership.name,
                                name or sender, reason)
         return None
+
+
+def _lives_written(fut: asyncio.Future[None]) -> None:
+    """Say once why this life's record was lost (the write is not awaited), instead of
+    asyncio's "Future exception was never retrieved"."""
+    if not fut.cancelled() and (error := fut.exception()) is not None:
+        log.warning("could not record this life (%s): after a restart, partners pull what "
+                    "this life wrote from the start", error)
