@@ -83,3 +83,19 @@ def test_super_peers_keep_no_coverage_of_other_sites_weak_peers_and_everyone_col
         await c.stop()
 
     virtual_run(main())
+
+
+def test_our_row_goes_to_the_backbone_without_the_weak_peers_we_stand_for() -> None:
+    s = Coverage("s", HybridLogicalClock(FixedClock()))
+    s.shared = lambda peer: not peer.startswith("w")
+    s.receive([CoverageRow("w1", 3, {"s": 2})])
+    s.published({"t": 4, "w1": 3})
+    [row] = s.since(0)  # the weak peer's row stays here
+    assert row.owner == "s" and row.vector == {"t": 4}
+    cursor = s.revision
+    s.published({"t": 4, "w1": 5})  # only an entry about a weak peer moved: no news
+    assert s.since(cursor) == ()
+    rows, _, _ = s.about("w1", cursor)  # the weak peer itself still gets it
+    assert rows[0].vector == {"w1": 5}
+    s.published({"t": 6, "w1": 5})
+    assert [r.vector for r in s.since(cursor)] == [{"t": 6}]

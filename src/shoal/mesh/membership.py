@@ -246,6 +246,12 @@ class Membership:
             return True
         return self._probes(self._role, self._site, m)
 
+    def stood_for(self, m: Member) -> bool:
+        """Whether ``m`` is a weak peer whose site has a live super-peer: those super-peers
+        stand for it, so no peer elsewhere needs its coverage (``mesh.tombstones``)."""
+        return (self._roles_seen and role_of(m) == Role.WEAK
+                and site_of(m) in self._topology())
+
     def _probes(self, role: Role, site: str, m: Member) -> bool:
         """Whether a non-weak peer of ``role`` at ``site`` contacts ``m``."""
         if role_of(m) != Role.WEAK:

@@ -128,6 +128,14 @@ class Coverage:
         self.relays = True
         """Whether pullers get every row learnt (False on a weak peer in the cluster scope:
         its super-peers, its only pullers, hold every row it holds but its own)."""
+        self.shared: Callable[[str], bool] | None = None
+        """Whose coverage the peers that pull rows from us need (None: everyone's). A
+        super-peer's pullers of whole rows are the backbone, which needs nothing about
+        the weak peers that super-peers stand for: their rows stay here, our row goes
+        out without the entries about them, and a change of those entries alone is not
+        news to a puller (``_own_shared``)."""
+        self._own_shared = 0
+        """The coverage revision at which the shared part of our row last changed."""
         self.counts: Callable[[str], bool] | None = None
         """Which peers' coverage matters here (None: all). In the cluster scope of a layout
         with super-peers, not the weak peers of other sites (``TombstoneCollector.counts``):
@@ -176,9 +184,14 @@ class Coverage:
             return  # nothing new (an empty vector says no more than no row)
         self.revision = self._revisions.next()
         before = held.row.vector if held is not None else {}
+        shared = self.shared
         for peer, revision in durable.items():
             if before.get(peer) != revision:
                 self._own_changed[peer] = self.revision
+                if shared is None or shared(peer):
+                    self._own_shared = self.revision
+        if any(p not in durable for p in before):
+            self._own_shared = self.revision
         row = CoverageRow(self.me, self.hlc.now(), durable)
         self.rows[self.me] = _Held(row, self.revision)
         self._own_history = [*self._own_history[-(_OWN_HISTORY - 1):],
@@ -191,7 +204,18 @@ class Coverage:
         if not self.relays:
             own = self.rows.get(self.me)
             return (own.row,) if own is not None and own.learnt > cursor else ()
-        return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
+        shared = self.shared
+        if shared is None:
+            return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
+        out = []
+        for owner, h in self.rows.items():
+            if owner == self.me:
+                if self._own_shared > cursor:
+                    out.append(CoverageRow(owner, h.row.version, {
+                        p: r for p, r in h.row.vector.items() if shared(p)}))
+            elif h.learnt > cursor and shared(owner):
+                out.append(h.row)
+        return tuple(out)
 
     def about(self, puller: str, cursor: int
               ) -> tuple[tuple[CoverageRow, ...], tuple[tuple[str, int, int], ...], int]:
@@ -283,6 +307,7 @@ class CoverageBook:
         self.scopes: dict[str, Coverage] = {}
         self._cluster_counts: Callable[[str], bool] | None = None
         self._cluster_relays: Callable[[], bool] = lambda: True
+        self._cluster_shared: Callable[[str], bool] | None = None
         reserved = replica.persistence.get_meta(COVERAGE_RESERVED_META)
         try:
             self.revisions = Revisions(int(reserved or 0))
@@ -302,16 +327,20 @@ class CoverageBook:
         if cov is None:
             cov = self.scopes[scope] = Coverage(self.me, self.hlc, None, self.revisions)
             if scope == CLUSTER:
-                cov.counts, cov.relays = self._cluster_counts, self._cluster_relays()
+                cov.counts, cov.shared = self._cluster_counts, self._cluster_shared
+                cov.relays = self._cluster_relays()
         return cov
 
-    def count_only(self, counts: Callable[[str], bool], relays: Callable[[], bool]) -> None:
-        """In the cluster scope, keep coverage of the peers ``counts`` admits only, and
-        serve others' rows only while ``relays()`` (asked again at every publication)."""
+    def count_only(self, counts: Callable[[str], bool], relays: Callable[[], bool],
+                   shared: Callable[[str], bool]) -> None:
+        """In the cluster scope, keep coverage of the peers ``counts`` admits only, serve
+        others' rows only while ``relays()`` (asked again at every publication), and of
+        those only what concerns the peers ``shared`` admits."""
         self._cluster_counts, self._cluster_relays = counts, relays
+        self._cluster_shared = shared
         if CLUSTER in self.scopes:
-            self.scopes[CLUSTER].counts = counts
-            self.scopes[CLUSTER].relays = relays()
+            cov = self.scopes[CLUSTER]
+            cov.counts, cov.shared, cov.relays = counts, shared, relays()
 
     def servable(self, revision: int) -> int:
         """The coverage revision a puller may be given for ``revision`` (``Revisions``);
@@ -378,7 +407,7 @@ class TombstoneCollector:
         self._held_since: dict[tuple[str, str, str], float] = {}
         """Per tombstone: when this peer (in this life, by its monotonic clock) first saw it
         held here."""
-        coverage.count_only(self.counts, lambda: membership.role != Role.WEAK)
+        coverage.count_only(self.counts, lambda: membership.role != Role.WEAK, self.shared)
 
     def counts(self, peer: str) -> bool:
         """Whether ``peer``'s coverage counts in the cluster scope here: on a weak peer, only
@@ -392,6 +421,12 @@ class TombstoneCollector:
         if self.membership.role == Role.WEAK:
             return m is not None
         return m is None or role_of(m) != Role.WEAK or self.membership.contacts(m)
+
+    def shared(self, peer: str) -> bool:
+        """Whether peers elsewhere count ``peer``'s coverage: not if it is a weak peer
+        whose site's super-peers stand for it."""
+        m = self.membership.members.get(peer)
+        return m is None or not self.membership.stood_for(m)
 
     def required(self, scope: str = "") -> list[str]:
         """The members whose coverage a collection in ``scope`` waits for: every member of
