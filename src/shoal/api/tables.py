@@ -787,9 +787,9 @@ _PVC_COLUMNS = (
 
 def _storage_phase(obj: dict[str, Any]) -> str:
     """A claim's or volume's phase, Terminating once deleted (as printPersistentVolume*)."""
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
+    if _dict(obj.get("metadata")).get("deletionTimestamp"):
         return "Terminating"
-    return str((obj.get("status") or {}).get("phase") or "Pending")
+    return str(_dict(obj.get("status")).get("phase") or "Pending")
 
 
 def _pvc_cells(pvc: dict[str, Any], now: datetime.datetime) -> _Cells:
