@@ -60,7 +60,7 @@ async def join_with_retry(pki: NodePKI, name: str, hosts: list[str], seed: str, 
                 # The last wait is cut short so that the last attempt falls at the limit.
                 pause = delay if give_up_after is None else min(delay, give_up_after - waited)
                 log.warning("join: cannot reach the seed %s (%s); attempt %d, retrying in "
-                            "%.1fs", seed, e, attempt, pause)
+                            "%.3gs", seed, e, attempt, pause)
                 await sleep(pause)
                 delay = min(delay * 2, MAX_DELAY)
         _commit(staging, pki)
