@@ -27,7 +27,13 @@ from shoal.model.kinds import KindRegistry
 from shoal.net.ingress import IngressController, IngressSettings
 from shoal.net.ingress_admission import DefaultIngressClass
 from shoal.net.ingress_config import Listen, render
-from shoal.net.ingress_haproxy import HaproxySupervisor, haproxy_path
+from shoal.net.ingress_haproxy import (
+    MAX_SOCKET_PATH,
+    ConfigRefused,
+    HaproxySupervisor,
+    haproxy_path,
+    stats_socket_path,
+)
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
 
@@ -283,3 +289,17 @@ async def test_endpoints_on_a_node_this_node_cannot_reach_are_left_out() -> None
     # With no endpoint left, the ClusterIP (the Service proxy decides there).
     alone = render(*args, unreachable=frozenset({"far", "near"})).text
     assert "server s0 10.96.0.9:80" in alone
+
+
+async def test_haproxys_socket_leaves_a_data_dir_too_deep_for_it_and_a_refusal_says_why(
+        tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 90) / "ingress"
+    path = stats_socket_path(deep)
+    assert len(str(path)) <= MAX_SOCKET_PATH
+    assert path == stats_socket_path(deep)  # the same place at every render
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert stats_socket_path(tmp_path / "ingress") == tmp_path / "ingress" / "haproxy.sock"
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("global\n    stats socket " + str(deep / "haproxy.sock") + " mode 600\n")
+    with pytest.raises(ConfigRefused, match="too long"):
+        await HaproxySupervisor(bad, tmp_path / "log").check(bad)

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from tests.conftest import ShoalProcess, free_port
 from tests.test_ingress import _self_signed  # also skips this module without haproxy
 
-# Starts real `shoal server` processes: run one at a time (make test), not on xdist workers.
+# Starts a real `shoal server` (the slow half of make test).
 pytestmark = pytest.mark.slow
 
 

@@ -35,7 +35,12 @@ from shoal.net.ingress_config import (
     render,
     served,
 )
-from shoal.net.ingress_haproxy import ConfigRefused, HaproxySupervisor, haproxy_path
+from shoal.net.ingress_haproxy import (
+    ConfigRefused,
+    HaproxySupervisor,
+    haproxy_path,
+    stats_socket_path,
+)
 from shoal.net.replica_follower import cancel, render_loop
 from shoal.store.change_feed import Change
 from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
@@ -144,7 +149,7 @@ class IngressController:
                                 and not self.settings.is_reachable(n))
         return render(r.list(INGRESSES), r.list(CLASSES), r.list("services"), slices,
                       r.list("secrets"), self.settings.listen, str(self.cert_dir),
-                      str(self.dir / "haproxy.sock"), unreachable, self.user)
+                      str(stats_socket_path(self.dir)), unreachable, self.user)
 
     def _write_certificates(self, rendered: Rendered) -> None:
         self.cert_dir.mkdir(parents=True, exist_ok=True)

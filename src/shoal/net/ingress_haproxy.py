@@ -12,16 +12,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 from shoal.net.replica_follower import cancel
 from shoal.node.subprocesses import communicate
 
 log = logging.getLogger(__name__)
+
+
+# haproxy refuses a UNIX socket whose path is longer than this (it adds suffixes of its own).
+MAX_SOCKET_PATH = 97
+
+
+def stats_socket_path(directory: Path) -> Path:
+    """The master's admin socket (it hands the listeners to new workers on a reload): in
+    ``directory``, or, when that path is too long for haproxy (a deep data dir), in a private
+    directory of the temp dir named after it."""
+    path = directory / "haproxy.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(str(directory.absolute()).encode()).hexdigest()[:16]
+    private = Path(tempfile.gettempdir()) / f"shoal-ingress-{digest}"
+    private.mkdir(mode=0o700, exist_ok=True)
+    st = private.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        # Someone else's directory: keep the long path, which haproxy refuses by name.
+        log.error("ingress: %s is not this user's private directory; not using it for "
+                  "haproxy's socket", private)
+        return path
+    return private / "haproxy.sock"
 
 
 def haproxy_path() -> str | None:
@@ -58,11 +83,13 @@ class HaproxySupervisor:
 
     async def check(self, path: Path) -> None:
         proc = await asyncio.create_subprocess_exec(
-            self.binary, "-c", "-q", "-f", str(path), stdin=asyncio.subprocess.DEVNULL,
+            self.binary, "-c", "-f", str(path), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await communicate(proc, None)
         if proc.returncode != 0:
-            raise ConfigRefused(out.decode(errors="replace").strip()[-2000:])
+            lines = out.decode(errors="replace").splitlines()
+            alerts = [line for line in lines if "[ALERT]" in line] or lines
+            raise ConfigRefused("\n".join(alerts).strip()[-2000:])
 
     async def apply(self, text: str) -> None:
         """Check ``text``, write it, and start haproxy on it or tell it to reload."""
