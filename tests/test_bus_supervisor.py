@@ -199,7 +199,10 @@ async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
     first = make_bus(store, tmp_path)
     await first.start()
     try:
-        # A second node on this host chose the same default before the first bound it.
+        # The first holds the port before the second starts: else either may lose the race
+        # and move (CI, under load on two workers, saw the first move and the second stay).
+        await wait_port(first.settings.client_port)
+        # A second node on this host chose the same default port.
         second = make_bus(store, tmp_path, name="p2")
         second.settings = replace(second.settings, client_port=first.settings.client_port)
         second.movable_ports = frozenset({"client_port"})
