@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from shoal.store.objects import ObjectStore
+
 # Timing is not a test: on a loaded 2-core CI machine a slow example is not a failure.
 settings.register_profile(
     "shoal", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -30,6 +32,11 @@ settings.load_profile("shoal")
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# In-process tests read stored objects read-only (shoal.store.frozen): code that changes
+# what the store returned, in place, fails here instead of changing memory the disk and the
+# peers never see. Servers the tests start are other processes, unaffected.
+ObjectStore.freeze_reads = True
 
 
 def free_port() -> int:

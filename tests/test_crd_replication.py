@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from shoal.control.crd_establishing import serve_crds
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.test_multinode_user import copy_resource
 
 CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -24,18 +26,14 @@ CRD: dict[str, Any] = {
 }
 
 
-def peer(name: str) -> ObjectStore:
-    store = ObjectStore(Replica(None, name), KindRegistry())
+def peer(name: str, data_dir: Path | None = None) -> ObjectStore:
+    store = ObjectStore(Replica(data_dir, name), KindRegistry())
     serve_crds(store)
     return store
 
 
 async def copy_crds(src: ObjectStore, dst: ObjectStore) -> None:
-    for (ns, name), entry in src.replica.iter_entries("customresourcedefinitions.apiextensions.k8s.io"):
-        result = dst.replica.merge("customresourcedefinitions.apiextensions.k8s.io", ns, name,
-                                   entry.document())
-        if result is not None:
-            await result[1]
+    await copy_resource(src, dst, "customresourcedefinitions.apiextensions.k8s.io")
 
 
 async def test_a_crd_merged_from_a_peer_is_served_and_its_deletion_unserves_it() -> None:
@@ -52,18 +50,11 @@ async def test_a_crd_merged_from_a_peer_is_served_and_its_deletion_unserves_it()
     assert b.registry.by_kind("example.com/v1", "Widget") is None
 
 
-async def test_a_restarted_peer_serves_the_crds_its_replica_holds(tmp_path: Any) -> None:
-    first = ObjectStore(Replica(tmp_path, "a"), KindRegistry())
-    serve_crds(first)
+async def test_a_restarted_peer_serves_the_crds_its_replica_holds(tmp_path: Path) -> None:
+    first = peer("a", tmp_path)
     crd_kind = first.registry.by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
     assert crd_kind is not None
     await first.create(crd_kind, copy.deepcopy(CRD))
     first.replica.close()
-    again = peer_from(tmp_path)
+    again = peer("a", tmp_path)
     assert again.registry.by_kind("example.com/v1", "Widget") is not None
-
-
-def peer_from(data_dir: Any) -> ObjectStore:
-    store = ObjectStore(Replica(data_dir, "a"), KindRegistry())
-    serve_crds(store)
-    return store
