@@ -202,7 +202,7 @@ async def test_streams_and_consumers_are_made_updated_and_deleted_from_objects(
         assert obj["status"]["sites"]["farm-a"]["lastSeq"] == 5
         assert obj["status"]["conditions"][0]["status"] == "True"
 
-        current = store.get(sk, "default", "sensors")
+        current = copy.deepcopy(store.get(sk, "default", "sensors"))
         current["spec"]["maxMsgs"] = 3
         await store.update(sk, current, "default", "sensors")
 
@@ -210,7 +210,7 @@ async def test_streams_and_consumers_are_made_updated_and_deleted_from_objects(
             return (await jsm.stream_info("sensors")).state.messages == 3
         await eventually(trimmed)
 
-        current = store.get(sk, "default", "sensors")
+        current = copy.deepcopy(store.get(sk, "default", "sensors"))
         current["spec"]["storage"] = "memory"  # JetStream cannot change it
         await store.update(sk, current, "default", "sensors")
 
