@@ -320,6 +320,21 @@ class Replica:
             _drop_cached_document(entry)
             raise
 
+    def replace(
+        self, resource: str, namespace: str, name: str, doc: Document
+    ) -> tuple[dict[str, Any] | None, asyncio.Future[None]]:
+        """Hold ``doc`` instead of this object's document, outside the merge order: the mesh
+        takes out changes that a writer's removal revoked (``shoal.mesh.revocation``). A
+        revision like a merge's (watchers see a change). Raises DiskFull as ``merge``."""
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        full = self.persistence.full()
+        if full is not None:
+            raise full
+        entry = self._objects.setdefault(resource, {}).get((namespace, name))
+        old_value = entry.value if entry is not None else None
+        return self._commit(resource, namespace, name, doc, entry, old_value, loop, merged=True)
+
     def _commit(
         self,
         resource: str,
