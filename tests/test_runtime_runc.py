@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,6 +250,34 @@ async def test_a_start_cancelled_while_runc_starts_the_container_leaves_nothing_
         listed = subprocess.run(rt._cmd("list", "--quiet"), capture_output=True, text=True)
         assert listed.stdout.split() == []
     assert cancelled > 0, "runc started every container before the cancellation landed"
+    await settle()
+
+
+async def test_a_start_cancelled_while_runc_run_is_being_spawned_leaves_nothing_behind(
+        rt: RuncRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On a loaded node `runc run` can be creating the container before asyncio's spawn has
+    # returned: a cancellation landing there lost the process, its state dir and the bundle.
+    real_spawn = asyncio.create_subprocess_exec
+    spawning = asyncio.Event()
+
+    async def slow_spawn(*argv: str, **kw: Any) -> asyncio.subprocess.Process:
+        proc = await real_spawn(*argv, **kw)
+        if "run" in argv:
+            spawning.set()
+            for _ in range(1000):  # returns once runc has begun to create the container
+                await asyncio.sleep(0.005)  # where the test's cancellation lands
+                if any(rt.state_root.iterdir()):
+                    break
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_spawn)
+    start = asyncio.ensure_future(rt.start(config(rt, "spawning", ["sleep", "30"])))
+    await spawning.wait()
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    assert not any(rt.state_root.iterdir()), "runc still holds a container"
+    assert not any(rt.bundles.iterdir()), "a bundle is left behind"
     await settle()
 
 

@@ -37,9 +37,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -66,6 +66,7 @@ from shoal.node.runtime_process import LogFile, exit_code_of, pump
 from shoal.node.subprocesses import communicate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ID_PREFIX = "runc://"
 START_TIMEOUT = 30.0  # seconds for runc to create the container and write its pid file
@@ -338,10 +339,13 @@ class RuncRuntime:
             raise RuntimeStartError("ErrImagePull", f"{config.image}: {e}") from e
         bundle = self.bundles / hexid
         try:
-            rootfs = await asyncio.to_thread(_prepare_rootfs, image_rootfs, bundle)
+            rootfs, cancelled = await _to_the_end(
+                asyncio.to_thread(_prepare_rootfs, image_rootfs, bundle))
+            if cancelled:  # only now that the overlay is mounted can the bundle go
+                raise asyncio.CancelledError
             spec = bundle_config(config, image, rootfs, hexid, config.mounts)
             (bundle / "config.json").write_bytes(orjson.dumps(spec))
-        except RuntimeStartError:
+        except (RuntimeStartError, asyncio.CancelledError):
             await asyncio.to_thread(_remove_bundle, bundle)
             raise
         except OSError as e:
@@ -358,18 +362,27 @@ class RuncRuntime:
         pid_file = bundle / "pid"
         runc_log = bundle / "runc.log"
         t0 = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            self.runc, "--root", str(self.state_root), "--log", str(runc_log),
-            "--log-format", "json", "run",
-            "--bundle", str(bundle), "--pid-file", str(pid_file), hexid,
-            stdin=asyncio.subprocess.PIPE if config.stdin else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)  # runc run without a terminal passes its stdio through
+        try:
+            # asyncio's spawn, cancelled, kills `runc run` alone (not its session) and would
+            # leave the container's state dir and the bundle: let it finish, undo it below.
+            proc, cancelled = await _to_the_end(asyncio.create_subprocess_exec(
+                self.runc, "--root", str(self.state_root), "--log", str(runc_log),
+                "--log-format", "json", "run",
+                "--bundle", str(bundle), "--pid-file", str(pid_file), hexid,
+                stdin=asyncio.subprocess.PIPE if config.stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True))  # runc run without a terminal passes its stdio through
+        except OSError as e:
+            logf.close()
+            await self._delete(hexid, bundle)
+            raise RuntimeStartError("StartError", f"runc: {e}") from e
         pumps = asyncio.gather(pump(proc.stdout, "stdout", logf),
                                pump(proc.stderr, "stderr", logf))
         pid = 0
         wait = asyncio.ensure_future(proc.wait())
         try:
+            if cancelled:
+                raise asyncio.CancelledError
             while time.monotonic() - t0 < START_TIMEOUT:
                 with contextlib.suppress(OSError, ValueError):
                     pid = int(pid_file.read_text())
@@ -487,6 +500,21 @@ class RuncRuntime:
             if bundle.name not in keep_hex:
                 _remove_bundle(bundle)
         return killed
+
+
+async def _to_the_end(step: Awaitable[T]) -> tuple[T, bool]:
+    """``step``'s result, and whether the caller was cancelled meanwhile: the step (a
+    spawn, a mount in a thread) runs to its end either way, so that what it made can be
+    undone before the cancellation goes on."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while True:
+        try:
+            return await asyncio.shield(task), cancelled
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
 
 
 def _runc_error(runc_log: Path) -> str:
