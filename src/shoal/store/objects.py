@@ -67,8 +67,25 @@ MAX_OBJECT_DEPTH = 50
 documents deeper than 64 (``shoal.mesh.messages``), so no node may store one."""
 
 
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` levels (no recursion, no paths)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in v if isinstance(c, (dict, list)))
+    return False
+
+
 def _deeper_than(value: Any, limit: int) -> str | None:
     """The path of a value nested more than ``limit`` levels deep, if any (no recursion)."""
+    if not _depth_over(value, limit):  # every write is checked: paths only when needed
+        return None
     stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
         v, depth, path = stack.pop()
