@@ -41,6 +41,8 @@ _MULTI_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("spec", "ports"): ("port", "protocol"),  # a Service's
     ("topologySpreadConstraints",): ("topologyKey", "whenUnsatisfiable"),
 }
+MEMO_LIMIT = 256
+"""Children kept resolved per struct node."""
 # Key fields that are optional in a keyed list's elements and defaulted by Kubernetes.
 KEY_DEFAULTS: dict[str, Any] = {"protocol": "TCP"}
 
@@ -55,13 +57,24 @@ class TypeNode:
     atomic: bool = False  # a struct or map replaced whole (x-kubernetes-map-type: atomic)
     declared: bool = True  # False: a struct's field its schema does not name
     _children: Any = field(default=None, compare=False, hash=False)
+    _memo: dict[str, TypeNode] = field(default_factory=dict, init=False, compare=False,
+                                       hash=False, repr=False)
+    """Children already resolved: every write walks its object's fields (issue 11)."""
 
     def field(self, name: str) -> TypeNode:
         """The type of a field of a struct, or of any entry of a map."""
+        memo = self._memo
+        key = name if self.shape == STRUCT else ""  # a map's or list's children: one type
+        node = memo.get(key)
+        if node is not None:
+            return node
         resolve = self._children
         if resolve is None:
             return UNTYPED_NODE
-        node: TypeNode = resolve(name)
+        node = resolve(name)
+        assert isinstance(node, TypeNode)
+        if len(memo) < MEMO_LIMIT:  # names a struct does not declare are the user's
+            memo[key] = node
         return node
 
     def element(self) -> TypeNode:

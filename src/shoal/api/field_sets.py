@@ -12,8 +12,7 @@ frozenset's own operators; this module adds the set of an object under a schema,
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -84,10 +83,10 @@ def list_elements(items: list[Any], node: TypeNode) -> list[str] | None:
 # -- the fields of an object ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
+class Member(NamedTuple):
     """What is at a member path: a leaf (a scalar, or something owned whole) and its value,
-    or an inner member (a keyed list's element, a map entry holding a map)."""
+    or an inner member (a keyed list's element, a map entry holding a map). A tuple: an
+    object's walk makes one per field (issue 11)."""
 
     leaf: bool
     value: Any = None
@@ -111,7 +110,10 @@ def field_set(obj: Any, node: TypeNode) -> FieldSet:
 def _walk(value: Any, node: TypeNode, path: Path, out: dict[Path, Member]) -> None:
     if isinstance(value, dict) and node.shape in (STRUCT, MAP, UNTYPED) and not node.atomic:
         for k, v in value.items():
-            p = (*path, field_element(k))
+            p = (*path, "f:" + k)
+            if not isinstance(v, (dict, list)):  # a scalar: a leaf whatever its type says
+                out[p] = Member(True, v)
+                continue
             child = node.field(k)
             if child is UNKNOWN_FIELD:
                 out[p] = Member(True, v)
@@ -141,6 +143,8 @@ def _walk(value: Any, node: TypeNode, path: Path, out: dict[Path, Member]) -> No
 # -- FieldsV1 ------------------------------------------------------------------------------
 
 _ORDER = {"f": 0, "k": 1, "v": 2, "i": 3}
+_PLAIN_ORDER = frozenset(".fkv")
+"""Elements whose plain string order is already _ORDER's ("." < "f:" < "k:" < "v:")."""
 
 
 def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
@@ -161,8 +165,10 @@ def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
 def _sorted(node: dict[str, Any]) -> dict[str, Any]:
     if len(node) <= 1 and MEMBER_MARK in node:
         return {}  # a member whose children all went: a leaf
-    keys = sorted(node, key=lambda e: (-1, e) if e == MEMBER_MARK else (_ORDER.get(e[:1], 4), e))
-    return {k: _sorted(node[k]) for k in keys}
+    keys = sorted(node)
+    if not all(e[:1] in _PLAIN_ORDER for e in keys):
+        keys.sort(key=lambda e: (-1, e) if e == MEMBER_MARK else (_ORDER.get(e[:1], 4), e))
+    return {k: _sorted(node[k]) if node[k] else {} for k in keys}
 
 
 def from_fields_v1(tree: Any) -> FieldSet:

@@ -37,6 +37,9 @@ class QuotaAdmission:
     def __call__(self, kind: Kind, obj: dict[str, Any]) -> None:
         if not kind.namespaced:
             return
+        ns = (obj.get("metadata") or {}).get("namespace") or "default"
+        if not self.replica.list("resourcequotas", ns):
+            return  # the usage of the object is not worth computing (issue 11)
         self._check(kind.resource, obj, object_usage(kind.resource, obj), creating=True)
 
     def on_update(self, resource: str, old: dict[str, Any], new: dict[str, Any]) -> None:

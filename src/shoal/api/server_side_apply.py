@@ -179,7 +179,10 @@ class Comparison:
 
 
 def compare(old: Any, new: Any, node: TypeNode) -> Comparison:
-    before, after = members(old, node), members(new, node)
+    after = members(new, node)
+    if not old:  # a create: everything is new
+        return Comparison(frozenset(after), EMPTY)
+    before = members(old, node)
     changed = {p for p, m in after.items() if _differs(before.get(p), m)}
     return Comparison(frozenset(changed), frozenset(before.keys() - after.keys()))
 

@@ -162,7 +162,7 @@ class EndpointsController(Controller):
         self.writes = 0
 
     def relevant(self, change: Change) -> bool:
-        if change.resource == "pods" and not self.store.replica.list("services", change.namespace):
+        if change.resource == "pods" and not self._selecting_services(change.namespace):
             return False  # no Service in its namespace can select it
         if change.resource == "pods" and change.type == "MODIFIED" and change.old is not None:
             # Most pod writes (container statuses, probes) change nothing listed here.
@@ -170,12 +170,17 @@ class EndpointsController(Controller):
         return change.resource in ("services", "pods", "nodes", "endpoints",
                                    "endpointslices.discovery.k8s.io")
 
+    def _selecting_services(self, namespace: str) -> bool:
+        """Whether a Service of the namespace has a selector (the others select no pod)."""
+        return any((s.get("spec") or {}).get("selector")
+                   for s in self.store.replica.list("services", namespace))
+
     async def sync(self) -> bool:
         zones = {n["metadata"]["name"]: (n["metadata"].get("labels") or {}).get(ZONE_LABEL)
                  for n in self.store.list(self.node_kind)}
+        # Pods are read only in the namespaces of Services that select: listing every pod
+        # on each pass made each pod create cost a pass over all pods (issue 11).
         pods_by_ns: dict[str, list[dict[str, Any]]] = {}
-        for p in self.store.list(self.pod_kind):
-            pods_by_ns.setdefault(p["metadata"].get("namespace", "default"), []).append(p)
         slices_by_svc: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for s in self.store.list(self.slice_kind):
             labels = s["metadata"].get("labels") or {}
@@ -196,7 +201,9 @@ class EndpointsController(Controller):
             if not should_act(self.view, m["uid"], scopes.scope_of("services", key[0]), scopes):
                 continue
             try:
-                await self._sync_service(svc, pods_by_ns.get(key[0], []), zones,
+                if key[0] not in pods_by_ns:
+                    pods_by_ns[key[0]] = self.store.list(self.pod_kind, key[0])
+                await self._sync_service(svc, pods_by_ns[key[0]], zones,
                                          slices_by_svc.get(key, []))
             except StoreError as e:
                 log.debug("endpoints of %s/%s: %s", key[0], key[1], e)

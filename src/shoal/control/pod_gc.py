@@ -62,7 +62,12 @@ class PodGC(Controller):
     def relevant(self, change: Change) -> bool:
         if change.resource == "nodes":
             return change.type == "DELETED"
-        return change.resource == "pods" and change.type == "ADDED"
+        if change.resource != "pods" or change.type != "ADDED":
+            return False
+        # Only a pod bound to a missing node can be an orphan: a pass lists every pod.
+        bound = (change.obj.get("spec") or {}).get("nodeName")
+        return isinstance(bound, str) and bool(bound) \
+            and self.store.replica.get("nodes", "", bound) is None
 
     async def sync(self) -> bool:
         now = self.store.replica.wall.now()

@@ -22,6 +22,45 @@ def _field_types(name: str) -> dict[str, str] | None:
     return None if fields is None else {f.json_name: f.type for f in fields}
 
 
+@functools.cache
+def _shape(type_name: str) -> tuple[str, str]:
+    """A type name parsed: ("list", element), ("dict", value type) or ("model", name)."""
+    t = type_name.strip()
+    if t.startswith("List[") and t.endswith("]"):
+        return "list", t[5:-1].strip()
+    if t.startswith("Dict[") and t.endswith("]"):
+        return "dict", t[5:-1].split(",", 1)[1].strip()
+    return "model", t
+
+
+def _any_unknown(type_name: str, value: Any) -> bool:
+    """Whether :func:`_walk_model` would find an unknown field: the same walk without the
+    paths, which nearly every write needs no more than this (issue 11)."""
+    shape, inner = _shape(type_name)
+    if shape == "list":
+        if isinstance(value, list):
+            for item in value:
+                if _any_unknown(inner, item):
+                    return True
+        return False
+    if shape == "dict":
+        if isinstance(value, dict):
+            for item in value.values():
+                if _any_unknown(inner, item):
+                    return True
+        return False
+    fields = _field_types(inner)
+    if fields is None or not isinstance(value, dict):
+        return False
+    for key, item in value.items():
+        t = fields.get(key)
+        if t is None:
+            return True
+        if isinstance(item, (dict, list)) and _any_unknown(t, item):
+            return True
+    return False
+
+
 def _walk_model(type_name: str, value: Any, path: str, out: list[str]) -> None:
     type_name = type_name.strip()
     if type_name.startswith("List[") and type_name.endswith("]"):
@@ -60,5 +99,6 @@ def unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
     if name is None:
         return []
     out: list[str] = []
-    _walk_model(name, obj, "", out)
+    if _any_unknown(name, obj):
+        _walk_model(name, obj, "", out)
     return out
