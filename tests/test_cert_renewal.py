@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from shoal.mesh import cert_renewal, join
 from shoal.mesh.join_tokens import create_token
 from shoal.mesh.pki import LIFETIME_ENV, NodePKI
 from shoal.mesh.tls_transport import TlsTransport
+from shoal.store.system_crypto import load_der_certificate, load_pem_certificate
 from tests.conftest import ShoalProcess, free_port
 
 LIFETIME = 24.0
@@ -35,7 +37,7 @@ def test_a_certificate_is_due_once_less_than_a_third_of_its_lifetime_is_left(
     cert = _cert(join.node_cert_path(pki))
     life = cert.not_valid_after_utc - cert.not_valid_before_utc
     assert datetime.timedelta(seconds=300) < life <= datetime.timedelta(seconds=330)
-    point = cert_renewal.renewal_point(cert)
+    point = cert_renewal.renewal_point(load_pem_certificate(join.node_cert_path(pki).read_bytes()))
     assert point == cert.not_valid_after_utc - life / 3
     assert cert_renewal.due(pki, point - datetime.timedelta(seconds=1))[:2] == (False, False)
     assert cert_renewal.due(pki, point + datetime.timedelta(seconds=1))[:2] == (True, True)
@@ -82,7 +84,7 @@ async def test_a_transport_presents_the_renewed_certificate_on_new_connections(
         after = _cert(join.node_cert_path(b_pki))
         assert after.serial_number != before.serial_number
         key = await a.peer_public_key("b", b.address, 5)  # a dials b: b's server side
-        assert key == join.spki_der(after.public_key())
+        assert key == load_der_certificate(after.public_bytes(serialization.Encoding.DER)).spki_der
         host, port = b.address.rsplit(":", 1)
         assert await asyncio.to_thread(_served_serial, host, int(port)) == after.serial_number
     finally:

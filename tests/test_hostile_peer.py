@@ -18,7 +18,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from shoal.mesh import join
-from shoal.mesh.join import JoinService, make_csr
+from shoal.mesh.issuance import make_csr, new_key
+from shoal.mesh.join import JoinService
 from shoal.mesh.join_tokens import check_token, create_token
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.tls_transport import TlsTransport
@@ -72,9 +73,9 @@ async def ask(cluster: Cluster, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def csrs_for(name: str) -> dict[str, str]:
-    key = join._new_key()
+    key = new_key()
     return {"node_csr": make_csr(key, name, node=True, hosts=["127.0.0.1"]).decode(),
-            "serving_csr": make_csr(join._new_key(), name, node=False,
+            "serving_csr": make_csr(new_key(), name, node=False,
                                     hosts=["127.0.0.1"]).decode()}
 
 

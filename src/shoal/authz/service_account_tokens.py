@@ -43,18 +43,19 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
-from cryptography.x509.oid import NameOID
 
 from shoal.authz.reader import ObjectReader
 from shoal.authz.user import UserInfo, service_account_user
+from shoal.store.system_crypto import (
+    Certificate,
+    CryptoError,
+    PrivateKey,
+    PublicKey,
+    issued_by,
+    load_der_certificate,
+    load_pem_certificate,
+    load_private_key,
+)
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 """``iss`` of every token and the API's own audience (kube-apiserver's default)."""
@@ -87,11 +88,9 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def key_id(public_key: ec.EllipticCurvePublicKey) -> str:
+def key_id(spki_der: bytes) -> str:
     """Kubernetes' key id: base64url of the SHA-256 of the DER public key."""
-    der = public_key.public_bytes(serialization.Encoding.DER,
-                                  serialization.PublicFormat.SubjectPublicKeyInfo)
-    return _b64(hashlib.sha256(der).digest())
+    return _b64(hashlib.sha256(spki_der).digest())
 
 
 @dataclass(frozen=True)
@@ -124,13 +123,10 @@ def claims(namespace: str, name: str, sa_uid: str, audiences: list[str], now: fl
             "sub": f"system:serviceaccount:{namespace}:{name}"}
 
 
-def sign(payload: dict[str, Any], key: ec.EllipticCurvePrivateKey,
-         header: dict[str, Any]) -> str:
+def sign(payload: dict[str, Any], key: PrivateKey, header: dict[str, Any]) -> str:
     head = _b64(orjson.dumps({"alg": ALGORITHM, "typ": "JWT", **header}))
     body = _b64(orjson.dumps(payload))
-    der = key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    return f"{head}.{body}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+    return f"{head}.{body}.{_b64(key.sign_es256(f'{head}.{body}'.encode()))}"
 
 
 class NotASigner(Exception):
@@ -145,10 +141,9 @@ class TokenIssuer:
                  ca_key_pem: bytes | None = None) -> None:
         self.node_name = node_name
         self._node_key = _private_key(node_key_pem)
-        self._x5c = [base64.b64encode(
-            x509.load_pem_x509_certificate(node_cert_pem).public_bytes(
-                serialization.Encoding.DER)).decode()]
+        self._x5c = [base64.b64encode(load_pem_certificate(node_cert_pem).der).decode()]
         self._ca_key = _private_key(ca_key_pem) if ca_key_pem else None
+        self._ca_kid = key_id(self._ca_key.spki_der) if self._ca_key is not None else ""
 
     @property
     def is_signer(self) -> bool:
@@ -165,48 +160,47 @@ class TokenIssuer:
         if binding.pod_name and binding.node_name == self.node_name:
             token = sign(payload, self._node_key, {"x5c": self._x5c})
         elif self._ca_key is not None:
-            token = sign(payload, self._ca_key, {"kid": key_id(self._ca_key.public_key())})
+            token = sign(payload, self._ca_key, {"kid": self._ca_kid})
         else:
             raise NotASigner(name)
         return Issued(token, int(payload["exp"]))
 
 
-def _private_key(pem: bytes) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
+def _private_key(pem: bytes) -> PrivateKey:
+    key = load_private_key(pem)
+    if not key.is_p256():
         raise ValueError("token signing keys are P-256 ECDSA keys")
     return key
 
 
+@dataclass(frozen=True)
+class _CA:
+    certificate: Certificate
+    key: PublicKey
+    kid: str
+
+
 @lru_cache(maxsize=4)
-def _ca(ca_cert_pem: bytes) -> tuple[x509.Certificate, str]:
-    cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    pub = cert.public_key()
-    assert isinstance(pub, ec.EllipticCurvePublicKey)
-    return cert, key_id(pub)
+def _ca(ca_cert_pem: bytes) -> _CA:
+    cert = load_pem_certificate(ca_cert_pem)
+    key = cert.public_key()
+    if not key.is_p256():
+        raise ValueError("the cluster CA's key is not a P-256 ECDSA key")
+    return _CA(cert, key, key_id(cert.spki_der))
 
 
 @lru_cache(maxsize=256)
-def _node_cert(der: bytes, ca_cert_pem: bytes) -> x509.Certificate | None:
-    """The node certificate in a token's header, if the cluster CA issued it to a node."""
+def _node_cert(der: bytes, ca_cert_pem: bytes) -> tuple[Certificate, PublicKey] | None:
+    """The node certificate in a token's header (and its key), if the cluster CA issued it
+    to a node."""
     try:
-        cert = x509.load_der_x509_certificate(der)
-        cert.verify_directly_issued_by(_ca(ca_cert_pem)[0])
-    except (ValueError, TypeError, InvalidSignature):
+        cert = load_der_certificate(der)
+        if not issued_by(der, _ca(ca_cert_pem).certificate.der):
+            return None
+        key = cert.public_key()
+    except CryptoError:
         return None
-    orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-    return cert if NODE_ORG in orgs else None
-
-
-def _verify_signature(key: ec.EllipticCurvePublicKey, signed: bytes, sig: bytes) -> bool:
-    if len(sig) != 64:
-        return False
-    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
-    try:
-        key.verify(der, signed, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        return False
-    return True
+    return (cert, key) if NODE_ORG in cert.organizations and key.is_p256() else None
 
 
 _FOREVER = (float("-inf"), float("inf"))
@@ -216,26 +210,20 @@ def _signer_node(header: dict[str, Any], signed: bytes, sig: bytes, ca_cert_pem:
                  ) -> tuple[str, tuple[float, float]] | None:
     """("", always) for the CA; (the node's name, its certificate's validity) for a node
     certificate; None for a bad signature."""
-    ca_cert, ca_kid = _ca(ca_cert_pem)
+    ca = _ca(ca_cert_pem)
     x5c = header.get("x5c")
     if x5c is None:
-        pub = ca_cert.public_key()
-        assert isinstance(pub, ec.EllipticCurvePublicKey)
-        ok = header.get("kid") in (None, ca_kid) and _verify_signature(pub, signed, sig)
+        ok = header.get("kid") in (None, ca.kid) and ca.key.verify_es256(signed, sig)
         return ("", _FOREVER) if ok else None
     if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
         return None
-    cert = _node_cert(base64.b64decode(x5c[0]), ca_cert_pem)
-    if cert is None:
+    node = _node_cert(base64.b64decode(x5c[0]), ca_cert_pem)
+    if node is None:
         return None
-    pub = cert.public_key()
-    if not isinstance(pub, ec.EllipticCurvePublicKey) or not _verify_signature(pub, signed, sig):
+    cert, key = node
+    if not key.verify_es256(signed, sig) or not cert.common_name:
         return None
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not cns or not cns[0].value:
-        return None
-    window = (cert.not_valid_before_utc.timestamp(), cert.not_valid_after_utc.timestamp())
-    return str(cns[0].value), window
+    return cert.common_name, (cert.not_before, cert.not_after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from shoal.bus.site_topology import SiteTopology
+from shoal.store.system_crypto import load_pem_certificate
 
 DEFAULT_CLIENT_PORT = 4222
 DEFAULT_CLUSTER_PORT = 6222
@@ -85,10 +83,7 @@ def memory_store_limit(meminfo: Path = Path("/proc/meminfo")) -> int | None:
 def spki_sha256(cert_pem: bytes) -> str:
     """The hex SHA-256 of a certificate's DER SubjectPublicKeyInfo (nats-server's
     ``pinned_certs``); Shoal keeps a node's key through renewals, so it stays put."""
-    cert = x509.load_pem_x509_certificate(cert_pem)
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    return hashlib.sha256(load_pem_certificate(cert_pem).spki_der).hexdigest()
 
 
 def _tls(settings: BusSettings, verify: bool,

@@ -36,6 +36,7 @@ from typing import Any
 from shoal import __version__
 from shoal.cli.data_dir_lock import DataDirInUse, DataDirLock
 from shoal.mesh import config as mesh_config
+from shoal.store.system_crypto import CryptoError, load_pem_certificate
 
 FORMAT = 1
 MANIFEST = "snapshot.json"
@@ -77,15 +78,11 @@ def _meta_revision(db: sqlite3.Connection) -> int:
 
 
 def _node_name(data_dir: Path) -> str:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     try:
-        cert = x509.load_pem_x509_certificate((data_dir / "pki" / "node.crt").read_bytes())
-    except (OSError, ValueError):
+        cert = load_pem_certificate((data_dir / "pki" / "node.crt").read_bytes())
+    except (OSError, CryptoError):
         return ""
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value).removeprefix("system:node:") if names else ""
+    return cert.common_name.removeprefix("system:node:")
 
 
 def save(data_dir: Path, out: Path) -> dict[str, Any]:

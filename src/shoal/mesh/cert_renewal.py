@@ -18,12 +18,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography import x509
-
 from shoal.mesh import join
-from shoal.mesh.pki import NodePKI
+from shoal.mesh.pki import NodePKI, read_certificate
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.mesh.transport import TransportError
+from shoal.store.system_crypto import Certificate
 
 log = logging.getLogger("shoal.mesh.cert_renewal")
 
@@ -36,17 +35,18 @@ MAX_SLEEP = 3600.0
 MIN_SLEEP = 1.0
 
 
-def renewal_point(cert: x509.Certificate) -> datetime.datetime:
+def _utc(timestamp: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
+
+
+def renewal_point(cert: Certificate) -> datetime.datetime:
     """When a certificate is due: a third of its lifetime before it expires."""
-    life = cert.not_valid_after_utc - cert.not_valid_before_utc
-    return cert.not_valid_after_utc - life * RENEW_WHEN_LEFT
+    life = _utc(cert.not_after) - _utc(cert.not_before)
+    return _utc(cert.not_after) - life * RENEW_WHEN_LEFT
 
 
-def _load(path: Path) -> x509.Certificate | None:
-    try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
-    except (FileNotFoundError, ValueError):
-        return None
+def _load(path: Path) -> Certificate | None:
+    return read_certificate(path)
 
 
 def due(pki: NodePKI, now: datetime.datetime) -> tuple[bool, bool, datetime.datetime]:
@@ -74,7 +74,7 @@ async def renew_due(pki: NodePKI, transport: TlsTransport, name: str, hosts: lis
     until = {f: _load(p) for f, p in (("node.crt", join.node_cert_path(pki)),
                                       ("server.crt", pki.server_cert))}
     log.info("renewed %s (now valid until %s)", " and ".join(renewed), ", ".join(
-        f"{f} {c.not_valid_after_utc.isoformat(timespec='seconds')}"
+        f"{f} {_utc(c.not_after).isoformat(timespec='seconds')}"
         for f, c in until.items() if c is not None and f in renewed))
     return True
 
@@ -92,7 +92,7 @@ async def keep_renewed(pki: NodePKI, transport: TlsTransport, name: str, hosts: 
             expires = _load(join.node_cert_path(pki))
             log.warning("renewing this node's certificates failed (node.crt expires %s); "
                         "trying again in %.0fs: %s",
-                        expires.not_valid_after_utc.isoformat(timespec="seconds")
+                        _utc(expires.not_after).isoformat(timespec="seconds")
                         if expires is not None else "?", RETRY_AFTER, e)
             wait = RETRY_AFTER
         await asyncio.sleep(min(MAX_SLEEP, max(MIN_SLEEP, wait)))

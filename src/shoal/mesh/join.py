@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -36,22 +35,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from shoal.mesh import pki as pkimod
 from shoal.mesh.join_tokens import TokenError, check_token, parse_token, spend_token
-from shoal.mesh.pki import KeyPair, NodePKI, ca_hash, write_private
+from shoal.mesh.pki import (
+    IssuanceError,
+    NodePKI,
+    ca_hash,
+    covers,
+    read_certificate,
+    run_issuance,
+    run_issuance_async,
+    subject_common_name,
+    write_private,
+)
 from shoal.mesh.tls_transport import (
-    NODE_ORG,
     JoinConnection,
     PeerIdentity,
     TlsIdentity,
     TlsTransport,
 )
 from shoal.mesh.transport import TransportError
+from shoal.store.system_crypto import (
+    CryptoError,
+    csr_public_key,
+    issued_by,
+    load_pem_certificate,
+    load_private_key,
+)
 
 log = logging.getLogger("shoal.mesh.join")
 
@@ -66,11 +75,11 @@ class JoinError(Exception):
 
 
 def node_cert_path(pki: NodePKI) -> Path:
-    return pki.dir / "node.crt"
+    return pki.node_cert
 
 
 def node_key_path(pki: NodePKI) -> Path:
-    return pki.dir / "node.key"
+    return pki.node_key
 
 
 def signers_path(pki: NodePKI) -> Path:
@@ -109,77 +118,22 @@ def remember_signers(pki: NodePKI, addresses: list[str]) -> None:
 # -- certificates --------------------------------------------------------------------------
 
 
-def _hosts_sans(hosts: list[str], name: str) -> list[x509.GeneralName]:
-    dns: list[str] = []
-    ips: list[str] = []
-    for h in [*hosts, "localhost", "127.0.0.1", "::1", name]:
-        if not h or h in ("0.0.0.0", "::"):
-            continue
-        try:
-            ip = str(ipaddress.ip_address(h))
-            if ip not in ips:
-                ips.append(ip)
-        except ValueError:
-            if h not in dns:
-                dns.append(h)
-    return [*(x509.DNSName(d) for d in dns),
-            *(x509.IPAddress(ipaddress.ip_address(i)) for i in ips)]
+# Keys and certificates are read here through the system's libcrypto; keys, requests and
+# certificates are made by shoal.mesh.issuance, in a child process on a running node.
 
 
-def make_csr(key: ec.EllipticCurvePrivateKey, name: str, *, node: bool,
-             hosts: list[str]) -> bytes:
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORG)] if node else []
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
-    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
-    if hosts:
-        b = b.add_extension(x509.SubjectAlternativeName(_hosts_sans(hosts, name)),
-                            critical=False)
-    return b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def sign_csr(ca: KeyPair, csr_pem: bytes, name: str, *, node: bool) -> bytes:
-    """Issue a certificate for a CSR's key. The signer decides the subject and the usages;
-    from the CSR it takes only the key and, for a serving certificate, the addresses."""
-    csr = x509.load_pem_x509_csr(csr_pem)
-    if not csr.is_signature_valid:
-        raise JoinError("the certificate request's signature is not valid")
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = ca.cert
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODE_ORG)] if node else []
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, name))
-    not_before, not_after = pkimod.validity(pkimod.node_cert_lifetime())
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(csr.public_key())  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
+async def _issue(request: dict[str, Any]) -> dict[str, Any]:
     try:
-        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        b = b.add_extension(san, critical=False)
-    except x509.ExtensionNotFound:
-        pass
-    return b.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        return await run_issuance_async(request)
+    except IssuanceError as e:
+        raise JoinError(str(e)) from None
 
 
-def _covers(cert_path: Path, hosts: list[str], name: str) -> bool:
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (FileNotFoundError, x509.ExtensionNotFound):
-        return False
-    return set(_hosts_sans(hosts, name)) <= set(san)
+def sign_renewal_request(pki: NodePKI, name: str, csrs: dict[str, Any]) -> dict[str, Any]:
+    """The ``sign`` issuance request: ``{node,serving}_cert`` for whichever of
+    ``{node,serving}_csr`` is given, as ``name``, from this signer's CA."""
+    return {"op": "sign", "dir": str(pki.dir), "name": name,
+            **{k: str(csrs[k]) for k in ("node_csr", "serving_csr") if csrs.get(k)}}
 
 
 def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
@@ -189,7 +143,7 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
     node cannot sign: if its addresses changed it asks a signer (:func:`renew_certificates`).
     """
     if is_joined(pki):
-        cn = _cn(x509.load_pem_x509_certificate(node_cert_path(pki).read_bytes()).subject)
+        cn = subject_common_name(node_cert_path(pki))
         if cn != name:
             raise JoinError(f"this data dir belongs to node {cn!r}, not {name!r}")
         expired = node_cert_expired(pki)
@@ -197,71 +151,46 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
             raise JoinError(f"this node's certificate expired at {expired} (it was not renewed "
                             "in time, so no peer accepts it): rejoin with --join and a new "
                             "token; the data dir keeps its key and its state")
-        return not _covers(pki.server_cert, hosts, name)
+        return not covers(pki.server_cert, hosts, name)
     if pki.ca_cert.exists() and not pki.ca_key.exists():
         raise JoinError(f"{pki.dir} has a CA certificate but neither the CA key nor a node "
                         "certificate: finish the join with --join and --token")
-    pki.ensure(name, hosts)
-    ncert = node_cert_path(pki)
-    if not ncert.exists() or not _covers(ncert, hosts, name) or _cn(
-            x509.load_pem_x509_certificate(ncert.read_bytes()).subject) != name:
-        dns = [str(d.value) for d in _hosts_sans(hosts, name) if isinstance(d, x509.DNSName)]
-        ips = [str(i.value) for i in _hosts_sans(hosts, name) if isinstance(i, x509.IPAddress)]
-        leaf = pkimod.issue(pki.ca(), name, organizations=(NODE_ORG,), dns_names=tuple(dns),
-                            ips=tuple(ips), server=True, client=True,
-                            lifetime=pkimod.node_cert_lifetime())
-        write_private(node_key_path(pki), leaf.key_pem)
-        write_private(ncert, leaf.cert_pem)
+    if not pki.signer_complete(name, hosts):
+        run_issuance({"op": "prepare_signer", "dir": str(pki.dir), "name": name,
+                      "hosts": hosts})
     return False
 
 
 def node_cert_expired(pki: NodePKI, now: datetime.datetime | None = None) -> str | None:
     """When the node certificate expired (ISO 8601), or None while it is valid."""
-    cert = x509.load_pem_x509_certificate(node_cert_path(pki).read_bytes())
-    if (now or datetime.datetime.now(datetime.UTC)) < cert.not_valid_after_utc:
+    not_after = load_pem_certificate(node_cert_path(pki).read_bytes()).not_after
+    expiry = datetime.datetime.fromtimestamp(not_after, datetime.UTC)
+    if (now or datetime.datetime.now(datetime.UTC)) < expiry:
         return None
-    return cert.not_valid_after_utc.isoformat(timespec="seconds")
+    return expiry.isoformat(timespec="seconds")
 
 
-def _cn(subject: x509.Name) -> str:
-    attrs = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
-
-
-def _new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey | None:
+def _key_pem_on_disk(path: Path) -> str | None:
+    """The P-256 key in a PEM file, or None if there is none that fits."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (FileNotFoundError, ValueError):
+        pem = path.read_bytes()
+        return pem.decode() if load_private_key(pem).is_p256() else None
+    except (FileNotFoundError, CryptoError, UnicodeDecodeError):
         return None
-    return key if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
-def spki_der(public_key: Any) -> bytes:
-    """A public key as DER SubjectPublicKeyInfo: what two keys are compared by."""
-    return bytes(public_key.public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo))
+def _public_key_of(key_pem: str) -> bytes:
+    return load_private_key(key_pem.encode()).spki_der
 
 
-def _same_key(cert_pem: bytes, key: ec.EllipticCurvePrivateKey) -> bool:
-    return spki_der(x509.load_pem_x509_certificate(cert_pem).public_key()) == spki_der(
-        key.public_key())
-
-
-def _issued_by(cert: x509.Certificate, ca_pem: bytes) -> bool:
+def _matches(cert_pem: bytes, key_pem: str, ca_pem: bytes) -> bool:
+    """Whether a returned certificate is for our key and issued by the cluster CA."""
     try:
-        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
-    except Exception:  # InvalidSignature, a wrong key type: either way, not issued by it
+        cert = load_pem_certificate(cert_pem)
+        return (cert.spki_der == _public_key_of(key_pem)
+                and issued_by(cert.der, load_pem_certificate(ca_pem).der))
+    except CryptoError:
         return False
-    return True
 
 
 # -- the joining side ----------------------------------------------------------------------
@@ -296,29 +225,27 @@ async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, tok
         if not hmac.compare_digest(got, token.ca_hash):
             raise JoinError(f"{peer} belongs to another cluster: its CA hash {got} differs "
                             f"from the token's {token.ca_hash}")
-        leaf = x509.load_der_x509_certificate(conn.peer_cert_der())
-        if not _issued_by(leaf, ca_pem):
+        if not issued_by(conn.peer_cert_der(), load_pem_certificate(ca_pem).der):
             raise JoinError(f"{peer}'s certificate is not issued by the pinned cluster CA")
-        node_key = _load_key(node_key_path(pki)) or _new_key()
-        serving_key = _new_key()
-        request = {
-            "op": "join", "token": str(token), "name": name,
-            "node_csr": make_csr(node_key, name, node=True, hosts=hosts).decode(),
-            "serving_csr": make_csr(serving_key, name, node=False, hosts=hosts).decode(),
-        }
+        made = await _issue({"op": "requests", "name": name, "requests": [
+            {"kind": "node", "key_pem": _key_pem_on_disk(node_key_path(pki)), "hosts": hosts},
+            {"kind": "serving", "key_pem": None, "hosts": hosts}]})
+        request = {"op": "join", "token": str(token), "name": name,
+                   "node_csr": made["node"]["csr"], "serving_csr": made["serving"]["csr"]}
         answer = _decode(await conn.request(json.dumps(request).encode(), timeout))
     finally:
         await conn.close()
     node_pem = str(answer["node_cert"]).encode()
     serving_pem = str(answer["serving_cert"]).encode()
+    node_key, serving_key = str(made["node"]["key_pem"]), str(made["serving"]["key_pem"])
     for pem, key in ((node_pem, node_key), (serving_pem, serving_key)):
-        if not _same_key(pem, key) or not _issued_by(x509.load_pem_x509_certificate(pem), ca_pem):
+        if not _matches(pem, key, ca_pem):
             raise JoinError("the signer returned a certificate that does not match our request")
     pki.dir.mkdir(parents=True, exist_ok=True)
     os.chmod(pki.dir, 0o700)
-    write_private(pki.server_key, _key_pem(serving_key))
+    write_private(pki.server_key, serving_key.encode())
     write_private(pki.server_cert, serving_pem)
-    write_private(node_key_path(pki), _key_pem(node_key))
+    write_private(node_key_path(pki), node_key.encode())
     write_private(node_cert_path(pki), node_pem)
     remember_signers(pki, [str(a) for a in answer.get("signers", [])])
     # The CA last: its presence with a node certificate is what marks the join as complete.
@@ -328,61 +255,39 @@ async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, tok
 
 def _cert_hosts(cert_path: Path) -> list[str]:
     """The addresses and names a certificate covers (its SANs)."""
-    try:
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (FileNotFoundError, x509.ExtensionNotFound):
-        return []
-    return [*san.get_values_for_type(x509.DNSName),
-            *(str(i) for i in san.get_values_for_type(x509.IPAddress))]
+    cert = read_certificate(cert_path)
+    return [*cert.dns_names, *cert.ip_addresses] if cert is not None else []
 
 
-def _renewal_csrs(pki: NodePKI, name: str, hosts: list[str], *, node: bool, serving: bool
-                  ) -> tuple[dict[str, str], dict[str, ec.EllipticCurvePrivateKey]]:
+async def _renewal_csrs(pki: NodePKI, name: str, hosts: list[str], *, node: bool,
+                        serving: bool) -> tuple[dict[str, str], dict[str, str]]:
     """CSRs for the certificates to renew, with the keys on disk (a renewal keeps the key,
     so the transport and the API only swap certificates, and a connection that proved the
-    old certificate's key still proves the node's)."""
-    csrs: dict[str, str] = {}
-    keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+    old certificate's key still proves the node's), and those keys' PEM."""
     wanted = [("node", node, node_key_path(pki), node_cert_path(pki)),
               ("serving", serving, pki.server_key, pki.server_cert)]
-    for kind, want, key_path, cert_path in wanted:
-        if not want:
-            continue
-        key = _load_key(key_path) or _new_key()
-        keys[kind] = key
-        csrs[f"{kind}_csr"] = make_csr(key, name, node=kind == "node",
-                                       hosts=[*hosts, *_cert_hosts(cert_path)]).decode()
-    return csrs, keys
+    made = await _issue({"op": "requests", "name": name, "requests": [
+        {"kind": kind, "key_pem": _key_pem_on_disk(key_path),
+         "hosts": [*hosts, *_cert_hosts(cert_path)]}
+        for kind, want, key_path, cert_path in wanted if want]})
+    csrs = {f"{kind}_csr": str(m["csr"]) for kind, m in made.items()}
+    return csrs, {kind: str(m["key_pem"]) for kind, m in made.items()}
 
 
-def _store_renewed(pki: NodePKI, answer: dict[str, Any],
-                   keys: dict[str, ec.EllipticCurvePrivateKey], source: str) -> None:
+def _store_renewed(pki: NodePKI, answer: dict[str, Any], keys: dict[str, str],
+                   source: str) -> None:
     paths = {"node": (node_key_path(pki), node_cert_path(pki)),
              "serving": (pki.server_key, pki.server_cert)}
     for kind, key in keys.items():
-        pem = str(answer[f"{kind}_cert"]).encode()
-        if not _same_key(pem, key) or not _issued_by(x509.load_pem_x509_certificate(pem),
-                                                     pki.ca_cert.read_bytes()):
+        if not _matches(str(answer[f"{kind}_cert"]).encode(), key, pki.ca_cert.read_bytes()):
             raise JoinError(f"{source} returned a {kind} certificate that does not match our "
                             "request")
     for kind, key in keys.items():
         key_path, cert_path = paths[kind]
-        on_disk = _load_key(key_path)
-        if on_disk is None or spki_der(on_disk.public_key()) != spki_der(key.public_key()):
-            write_private(key_path, _key_pem(key))
+        on_disk = _key_pem_on_disk(key_path)
+        if on_disk is None or _public_key_of(on_disk) != _public_key_of(key):
+            write_private(key_path, key.encode())
         write_private(cert_path, str(answer[f"{kind}_cert"]).encode())
-
-
-def sign_renewal(ca: KeyPair, name: str, csrs: dict[str, Any]) -> dict[str, Any]:
-    """``{node,serving}_cert`` for whichever of ``{node,serving}_csr`` is given, as ``name``."""
-    answer: dict[str, Any] = {}
-    for kind in ("node", "serving"):
-        csr = csrs.get(f"{kind}_csr")
-        if csr:
-            answer[f"{kind}_cert"] = sign_csr(ca, str(csr).encode(), name,
-                                              node=kind == "node").decode()
-    return answer
 
 
 async def renew_certificates(pki: NodePKI, transport: TlsTransport, name: str,
@@ -390,9 +295,10 @@ async def renew_certificates(pki: NodePKI, transport: TlsTransport, name: str,
                              timeout: float = JOIN_TIMEOUT) -> None:
     """New node and/or serving certificates for this node's own name: signed here on a
     signer, else by a known signer over the authenticated transport."""
-    csrs, keys = _renewal_csrs(pki, name, hosts, node=node, serving=serving)
+    csrs, keys = await _renewal_csrs(pki, name, hosts, node=node, serving=serving)
     if is_signer(pki):
-        _store_renewed(pki, sign_renewal(pki.ca(), name, csrs), keys, "this signer")
+        _store_renewed(pki, await _issue(sign_renewal_request(pki, name, csrs)), keys,
+                       "this signer")
         return
     request = json.dumps({"op": "renew", **csrs}).encode()
     errors = []
@@ -422,10 +328,10 @@ LiveMember = Callable[[str], "str | None"]
 
 
 def _csr_key(csr_pem: str) -> bytes:
-    csr = x509.load_pem_x509_csr(csr_pem.encode())
-    if not csr.is_signature_valid:
-        raise JoinError("the certificate request's signature is not valid")
-    return spki_der(csr.public_key())
+    try:
+        return csr_public_key(csr_pem.encode())
+    except CryptoError as e:
+        raise JoinError(str(e)) from None
 
 
 class JoinService:
@@ -450,7 +356,7 @@ class JoinService:
             elif op == "join":
                 answer = await self._join(peer, msg)
             elif op == "renew" and peer.name is not None:
-                answer = self._renew(peer.name, msg)
+                answer = await self._renew(peer.name, msg)
             else:
                 raise JoinError(f"unknown or unauthorised control request {op!r}")
         except (JoinError, TokenError) as e:
@@ -475,23 +381,22 @@ class JoinService:
         node_csr, serving_csr = str(msg["node_csr"]), str(msg["serving_csr"])
         _csr_key(serving_csr)
         await self._refuse_a_live_name(name, _csr_key(node_csr))
-        ca = self.pki.ca()
-        node_cert = sign_csr(ca, node_csr.encode(), name, node=True)
-        serving_cert = sign_csr(ca, serving_csr.encode(), name, node=False)
+        signed = await _issue(sign_renewal_request(
+            self.pki, name, {"node_csr": node_csr, "serving_csr": serving_csr}))
+        node_cert, serving_cert = str(signed["node_cert"]), str(signed["serving_cert"])
         # Spent only now, and atomically: of two joins racing for its last use one fails.
         left = spend_token(self.pki, str(msg["token"]))
         relayed = msg.get("relayed_for")
         log.info("signed certificates for node %s (request from %s%s; the token has %d "
                  "uses left)", name, relayed or peer.address,
                  f", relayed by {peer.name}" if peer.name else "", left)
-        return {"node_cert": node_cert.decode(), "serving_cert": serving_cert.decode(),
+        return {"node_cert": node_cert, "serving_cert": serving_cert,
                 "signers": self._signers()}
 
     async def _refuse_a_live_name(self, name: str, key: bytes) -> None:
         """A live member's name goes only to the holder of that member's key."""
         if name == self.transport.name:
-            held = spki_der(x509.load_pem_x509_certificate(
-                node_cert_path(self.pki).read_bytes()).public_key())
+            held = load_pem_certificate(node_cert_path(self.pki).read_bytes()).spki_der
         else:
             address = self.live_member(name) if self.live_member is not None else None
             if address is None:
@@ -528,7 +433,7 @@ class JoinService:
         raise JoinError("this peer cannot sign and reached no signer: " + ("; ".join(errors) or
                                                                           "none is known"))
 
-    def _renew(self, caller: str, msg: dict[str, Any]) -> dict[str, Any]:
+    async def _renew(self, caller: str, msg: dict[str, Any]) -> dict[str, Any]:
         """New certificates for the caller's own name: the name is the one its certificate
         proves, whatever the request says, and a request naming another node is refused."""
         asked = msg.get("name")
@@ -537,9 +442,9 @@ class JoinService:
                             f"{asked!r}")
         if not is_signer(self.pki):
             raise JoinError("this peer does not hold the CA key")
-        answer = sign_renewal(self.pki.ca(), caller, msg)
-        if not answer:
+        if not (msg.get("node_csr") or msg.get("serving_csr")):
             raise JoinError("a renewal needs a node_csr or a serving_csr")
+        answer = await _issue(sign_renewal_request(self.pki, caller, msg))
         log.info("renewed the %s certificate(s) of node %s",
                  " and ".join(k.removesuffix("_cert") for k in answer), caller)
         return answer

@@ -9,18 +9,22 @@ so any kubeconfig style works; both exist only on the node that created the CA
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import ipaddress
+import json
 import os
-import secrets
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from shoal.store.system_crypto import Certificate, CryptoError, load_pem_certificate
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CA_DAYS = 3650
 LEAF_DAYS = 365
@@ -50,6 +54,10 @@ def validity(lifetime: datetime.timedelta) -> tuple[datetime.datetime, datetime.
     return now - backdate, now + lifetime
 
 
+class IssuanceError(ValueError):
+    """An issuance request was refused (a bad certificate request, a missing CA key...)."""
+
+
 @dataclass(frozen=True)
 class KeyPair:
     cert_pem: bytes
@@ -57,19 +65,10 @@ class KeyPair:
 
     @property
     def cert(self) -> x509.Certificate:
+        """(Imports ``cryptography``: for tests and the CLI.)"""
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(self.cert_pem)
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -84,88 +83,122 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def create_ca(common_name: str = "shoal-ca") -> KeyPair:
-    key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    """A new cluster CA (imports ``cryptography``: the CLI, tests and issuance only)."""
+    from shoal.mesh import issuance
+
+    return issuance.create_ca(common_name)
 
 
-def issue(
-    ca: KeyPair,
-    common_name: str,
-    *,
-    organizations: tuple[str, ...] = (),
-    dns_names: tuple[str, ...] = (),
-    ips: tuple[str, ...] = (),
-    server: bool = False,
-    client: bool = False,
-    lifetime: datetime.timedelta | None = None,
-    key: ec.EllipticCurvePrivateKey | None = None,
-) -> KeyPair:
-    """Sign a leaf certificate with the CA (for ``key``, or a new one); valid
-    :data:`LEAF_DAYS` unless ``lifetime`` says otherwise."""
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = ca.cert
-    key = key or _key()
-    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    not_before, not_after = validity(lifetime or datetime.timedelta(days=LEAF_DAYS))
-    usages = []
-    if server:
-        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    if client:
-        usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-    b = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
-    sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = b.sign(ca_key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+def issue(ca: KeyPair, common_name: str, **options: Any) -> KeyPair:
+    """A leaf certificate signed by the CA: :func:`shoal.mesh.issuance.issue` (imports
+    ``cryptography``: the CLI, tests and issuance only)."""
+    from shoal.mesh import issuance
+
+    return issuance.issue(ca, common_name, **options)
+
+
+def run_issuance(request: dict[str, Any]) -> dict[str, Any]:
+    """Answer a :mod:`shoal.mesh.issuance` request without loading ``cryptography`` here:
+    in a child process, unless this process has loaded it already (the CLI, tests)."""
+    if "cryptography" in sys.modules:
+        from shoal.mesh import issuance
+
+        return issuance.handle(request)
+    proc = subprocess.run(_ISSUANCE_COMMAND, input=json.dumps(request).encode(),
+                          capture_output=True, env=_issuance_env(), timeout=ISSUANCE_TIMEOUT,
+                          check=False)
+    return _issuance_answer(proc.returncode, proc.stdout, proc.stderr)
+
+
+async def run_issuance_async(request: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_issuance` without blocking the event loop."""
+    if "cryptography" in sys.modules:
+        from shoal.mesh import issuance
+
+        return issuance.handle(request)
+    proc = await asyncio.create_subprocess_exec(
+        *_ISSUANCE_COMMAND, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=_issuance_env())
+    try:
+        async with asyncio.timeout(ISSUANCE_TIMEOUT):
+            out, err = await proc.communicate(json.dumps(request).encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise IssuanceError("the issuance process did not answer in time") from None
+    return _issuance_answer(proc.returncode or 0, out, err)
+
+
+ISSUANCE_TIMEOUT = 60.0
+_ISSUANCE_COMMAND = (sys.executable, "-m", "shoal.mesh.issuance")
+
+
+def _issuance_env() -> dict[str, str]:
+    """This process's environment, with the directory ``shoal`` was imported from first on
+    the path (a source tree run with PYTHONPATH, or an installed package)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _issuance_answer(code: int, out: bytes, err: bytes) -> dict[str, Any]:
+    try:
+        answer = json.loads(out)
+    except ValueError:
+        answer = None
+    if code != 0 or not isinstance(answer, dict):
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise IssuanceError(f"the issuance process failed (exit {code}): {tail[0]}")
+    if "error" in answer:
+        raise IssuanceError(str(answer["error"]))
+    return answer
+
+
+def host_names(hosts: list[str], name: str) -> tuple[list[str], list[str]]:
+    """(DNS names, IP addresses) a node's certificates cover: its hosts, its name and
+    the loopback names, each once, in order (wildcard binds left out)."""
+    dns: list[str] = []
+    ips: list[str] = []
+    for h in [*hosts, "localhost", "127.0.0.1", "::1", name]:
+        if not h or h in ("0.0.0.0", "::"):
+            continue
+        try:
+            ip = str(ipaddress.ip_address(h))
+            if ip not in ips:
+                ips.append(ip)
+        except ValueError:
+            if h not in dns:
+                dns.append(h)
+    return dns, ips
+
+
+def read_certificate(path: Path) -> Certificate | None:
+    """The certificate in a PEM file, or None if there is none (or it does not parse)."""
+    try:
+        return load_pem_certificate(path.read_bytes())
+    except (FileNotFoundError, CryptoError):
+        return None
+
+
+def covers(cert_path: Path, hosts: list[str], name: str) -> bool:
+    """Whether the certificate exists and its SANs cover :func:`host_names`."""
+    cert = read_certificate(cert_path)
+    if cert is None:
+        return False
+    dns, ips = host_names(hosts, name)
+    return set(dns) <= set(cert.dns_names) and set(ips) <= set(cert.ip_addresses)
+
+
+def subject_common_name(cert_path: Path) -> str:
+    """The CN of the certificate in a PEM file ("" if there is none)."""
+    cert = read_certificate(cert_path)
+    return cert.common_name if cert is not None else ""
 
 
 def ca_hash(ca_cert_pem: bytes) -> str:
     """``sha256:<hex>`` of the CA's public key (as kubeadm join tokens pin it)."""
-    cert = x509.load_pem_x509_certificate(ca_cert_pem)
-    spki = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return "sha256:" + hashlib.sha256(spki).hexdigest()
+    return "sha256:" + hashlib.sha256(load_pem_certificate(ca_cert_pem).spki_der).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -202,55 +235,23 @@ class NodePKI:
     def admin_token(self) -> Path:
         return self.dir / "admin.token"
 
+    @property
+    def node_cert(self) -> Path:
+        return self.dir / "node.crt"
+
+    @property
+    def node_key(self) -> Path:
+        return self.dir / "node.key"
+
     def ca(self) -> KeyPair:
         return KeyPair(self.ca_cert.read_bytes(), self.ca_key.read_bytes())
 
-    def ensure(self, node_name: str, hosts: list[str]) -> None:
-        """Create whatever is missing; reissue the serving cert if its hosts changed."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
-        if not self.ca_cert.exists():
-            ca = create_ca()
-            write_private(self.ca_key, ca.key_pem)
-            write_private(self.ca_cert, ca.cert_pem)
-        ca = self.ca()
-        if not self.admin_cert.exists():
-            admin = issue(ca, "shoal-admin", organizations=("system:masters",), client=True)
-            write_private(self.admin_key, admin.key_pem)
-            write_private(self.admin_cert, admin.cert_pem)
-        if not self.admin_token.exists():
-            write_private(self.admin_token, secrets.token_urlsafe(32).encode())
-        self.ensure_server_cert(node_name, hosts)
-
-    def ensure_server_cert(self, node_name: str, hosts: list[str]) -> None:
-        dns, ips = _split_hosts([*hosts, "localhost", "127.0.0.1", "::1", node_name])
-        if self.server_cert.exists():
-            cert = x509.load_pem_x509_certificate(self.server_cert.read_bytes())
-            try:
-                san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-                have_dns = set(san.get_values_for_type(x509.DNSName))
-                have_ips = {str(i) for i in san.get_values_for_type(x509.IPAddress)}
-                if set(dns) <= have_dns and set(ips) <= have_ips:
-                    return
-            except x509.ExtensionNotFound:
-                pass
-        leaf = issue(self.ca(), node_name, dns_names=tuple(dns), ips=tuple(ips), server=True,
-                     client=True, lifetime=node_cert_lifetime())
-        write_private(self.server_key, leaf.key_pem)
-        write_private(self.server_cert, leaf.cert_pem)
-
-
-def _split_hosts(hosts: list[str]) -> tuple[list[str], list[str]]:
-    dns: list[str] = []
-    ips: list[str] = []
-    for h in hosts:
-        if not h or h in ("0.0.0.0", "::"):
-            continue
-        try:
-            ip = str(ipaddress.ip_address(h))
-            if ip not in ips:
-                ips.append(ip)
-        except ValueError:
-            if h not in dns:
-                dns.append(h)
-    return dns, ips
+    def signer_complete(self, node_name: str, hosts: list[str]) -> bool:
+        """Whether a signer has every file :func:`shoal.mesh.issuance.prepare_signer`
+        makes, for this name and these hosts."""
+        return (all(p.exists() for p in (self.ca_cert, self.ca_key, self.admin_cert,
+                                         self.admin_key, self.admin_token, self.server_key,
+                                         self.node_key))
+                and covers(self.server_cert, hosts, node_name)
+                and covers(self.node_cert, hosts, node_name)
+                and subject_common_name(self.node_cert) == node_name)

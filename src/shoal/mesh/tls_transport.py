@@ -31,11 +31,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
-
 from shoal.mesh.transport import Handler, TransportError, serving
+from shoal.store.system_crypto import CryptoError, load_der_certificate, load_pem_certificate
 
 log = logging.getLogger("shoal.mesh.tls")
 
@@ -151,8 +148,7 @@ class TlsIdentity:
 
     @property
     def name(self) -> str:
-        cert = x509.load_pem_x509_certificate(self.cert.read_bytes())
-        return _cn(cert.subject)
+        return load_pem_certificate(self.cert.read_bytes()).common_name
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -174,11 +170,6 @@ class TlsIdentity:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_REQUIRED
         return ctx
-
-
-def _cn(name: x509.Name) -> str:
-    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
 
 
 def node_name_of(peercert: dict[str, object] | None) -> str | None:
@@ -543,8 +534,10 @@ class TlsTransport:
         der = ssl_obj.getpeercert(binary_form=True) if ssl_obj is not None else None
         if not der:
             raise TransportError(f"the connection to node {name} carries no certificate")
-        return x509.load_der_x509_certificate(der).public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        try:
+            return load_der_certificate(der).spki_der
+        except CryptoError as e:
+            raise TransportError(f"node {name}'s certificate does not parse: {e}") from e
     # --- end peer identity ---
 
     # -- outbound ------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shoal.store.system_crypto import CryptoError, load_pem_certificate, load_private_key
+
 CLASS_NAME = "shoal"
 CONTROLLER = "shoal.dev/ingress"
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
@@ -161,12 +163,10 @@ def _pem(secret: dict[str, Any]) -> str | None:
     except (binascii.Error, ValueError):
         return None
     # haproxy refuses the whole file on a bad certificate: check it here, skip just this one.
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
     try:
-        x509.load_pem_x509_certificate(crt)
-        load_pem_private_key(key, password=None)
-    except (ValueError, TypeError):
+        load_pem_certificate(crt)
+        load_private_key(key)
+    except CryptoError:
         return None
     text = crt.decode() if crt.endswith(b"\n") else crt.decode() + "\n"
     return text + key.decode()

@@ -22,8 +22,7 @@ import os
 import secrets
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from shoal.store.system_crypto import CryptoError, aes_gcm_decrypt, aes_gcm_encrypt
 
 KEY_FILE = "secrets-encryption.key"
 PREFIX = b"k8s:enc:aesgcm:v1:"
@@ -46,24 +45,25 @@ class SecretCipher:
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
         if not keys:
             raise ValueError("at least one key is needed")
-        self._keys = {name: AESGCM(key) for name, key in keys}
+        self._keys = dict(keys)
         self.write_key = keys[0][0]
         self._prefix = PREFIX + self.write_key.encode() + b":"
 
     def encrypt(self, plaintext: bytes, context: bytes) -> bytes:
         nonce = os.urandom(NONCE_SIZE)
-        return self._prefix + nonce + self._keys[self.write_key].encrypt(nonce, plaintext, context)
+        return self._prefix + nonce + aes_gcm_encrypt(self._keys[self.write_key], nonce,
+                                                      plaintext, context)
 
     def decrypt(self, stored: bytes, context: bytes) -> bytes:
         if not is_encrypted(stored):
             raise DecryptError("not an aesgcm envelope")
         name, sep, rest = stored[len(PREFIX):].partition(b":")
-        aes = self._keys.get(name.decode(errors="replace"))
-        if not sep or aes is None:
+        key = self._keys.get(name.decode(errors="replace"))
+        if not sep or key is None:
             raise DecryptError(f"no key named {name.decode(errors='replace')!r}")
         try:
-            return aes.decrypt(rest[:NONCE_SIZE], rest[NONCE_SIZE:], context)
-        except InvalidTag as e:
+            return aes_gcm_decrypt(key, rest[:NONCE_SIZE], rest[NONCE_SIZE:], context)
+        except CryptoError as e:
             raise DecryptError("authentication failed (wrong key, or the value was altered "
                                "or moved)") from e
 
