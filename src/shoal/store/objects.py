@@ -14,7 +14,7 @@ import os
 import random
 import uuid
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -139,7 +139,13 @@ def qualified(kind: Kind) -> str:
 
 
 def now_rfc3339(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(int(seconds), tz=datetime.UTC).strftime(
+    return _rfc3339(int(seconds))
+
+
+@lru_cache(maxsize=8)
+def _rfc3339(seconds: int) -> str:
+    """Formatted once a second rather than a few times per write (issue 11)."""
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
 
