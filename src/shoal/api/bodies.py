@@ -7,9 +7,8 @@ from typing import Any
 
 import orjson
 import yaml
-from aiohttp import web
 
-from shoal.api import protobuf
+from shoal.api import protobuf, web
 from shoal.api.errors import ApiError
 from shoal.model.kinds import Kind
 from shoal.store.objects import MAX_OBJECT_DEPTH

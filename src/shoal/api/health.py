@@ -20,7 +20,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from shoal.api import web
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer

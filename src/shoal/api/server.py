@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from shoal.api import bodies, discovery, request_state, reviews, scope_status
+from shoal.api import bodies, discovery, request_state, reviews, scope_status, web
 from shoal.api.admission import Admission, ScopeWriters
 from shoal.api.authentication import Authenticator, Credentials
 from shoal.api.authorization import (

@@ -1,0 +1,550 @@
+"""Shoal's own HTTP/1.1 server: an ``asyncio.Protocol`` on the running loop (uvloop's
+where the node runs on it), with the runner and site names of ``aiohttp.web``.
+
+One request at a time per connection (pipelined requests wait in the buffer); bodies
+by ``Content-Length`` or chunked, streamed to the handler with flow control; keep-alive;
+the idle timer closes a connection that waits for a request (idle, or whose headers
+trickle in) ``idle_timeout`` after it opened or after its last response, and never
+fires while a handler runs. A malformed request gets a 4xx Status and the connection
+is closed. A handler whose streamed response is under way is cancelled when the client
+goes; an upgraded connection (WebSocket) hands its bytes to :mod:`shoal.api.websocket`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from shoal.api.http_messages import (
+    EMPTY_BODY,
+    REASONS,
+    Application,
+    BodyStream,
+    HTTPBadRequest,
+    HTTPException,
+    HTTPMethodNotAllowed,
+    HTTPNotFound,
+    Request,
+    Response,
+    StreamResponse,
+)
+
+log = logging.getLogger("shoal.api.http")
+
+MAX_HEAD = 64 * 1024
+"""Request line and headers together (Go's default is 1 MiB; kubectl sends ~1 KiB)."""
+MAX_REQUEST_LINE = 16 * 1024
+MAX_HEADERS = 256
+MAX_CHUNK_LINE = 1024
+MAX_TRAILERS = 16 * 1024
+PIPELINE_LIMIT = 256 * 1024
+"""Bytes of later requests buffered while one is served before reading pauses."""
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TARGET_BAD = re.compile(r"[\x00-\x20\x7f]")
+_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
+
+HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UPGRADED = range(7)
+
+
+class BadRequest(Exception):
+    """The request cannot be parsed: answered with ``code`` and the connection closed."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def status_bytes(code: int, message: str) -> bytes:
+    """A Kubernetes ``Status`` for an answer the protocol gives itself."""
+    reason = {400: "BadRequest", 408: "Timeout", 413: "RequestEntityTooLarge",
+              414: "RequestURITooLong", 431: "RequestHeaderFieldsTooLarge",
+              501: "NotImplemented", 505: "HTTPVersionNotSupported"}.get(code, "BadRequest")
+    return orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                         "status": "Failure", "message": message, "reason": reason,
+                         "code": code})
+
+
+class HttpServer:
+    """What every connection of one application shares."""
+
+    def __init__(self, app: Application, idle_timeout: float) -> None:
+        self.app = app
+        self.idle_timeout = idle_timeout
+        self.connections: set[HttpProtocol] = set()
+        self._not_found = self._wrap(_not_found)
+        self._not_allowed = self._wrap(_not_allowed)
+        for route in app.router.routes:
+            route.wrapped = self._wrap(route.handler)
+
+    def _wrap(self, handler: Callable[[Request], Awaitable[StreamResponse]]
+              ) -> Callable[[Request], Awaitable[StreamResponse]]:
+        for mw in reversed(self.app.middlewares):
+            handler = functools.partial(mw, handler=handler)
+        return handler
+
+    async def dispatch(self, request: Request) -> StreamResponse:
+        route, info, path_matched = self.app.router.resolve(request.method, request.match_path)
+        if route is None:
+            return await (self._not_allowed if path_matched else self._not_found)(request)
+        request.match_info = info
+        handler: Callable[[Request], Awaitable[StreamResponse]] = route.wrapped
+        return await handler(request)
+
+    def protocol(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+
+async def _not_found(request: Request) -> StreamResponse:
+    raise HTTPNotFound()
+
+
+async def _not_allowed(request: Request) -> StreamResponse:
+    raise HTTPMethodNotAllowed()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.keep_alive = True
+        self._buf = bytearray()
+        self._state = HEAD
+        self._remaining = 0
+        self._trailer_bytes = 0
+        self._body: BodyStream = EMPTY_BODY
+        self._request: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._read_paused: set[str] = set()
+        self._upgrade_feed: Callable[[bytes], None] | None = None
+        self._upgrade_lost: Callable[[], None] | None = None
+        self.closed = False
+
+    # -- the connection ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are no subclass
+        self.server.connections.add(self)
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        self._cancel_timer()
+        if not self._body.is_eof():
+            self._body.set_exception(ConnectionResetError("the client closed the connection"))
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        if self._upgrade_lost is not None:
+            self._upgrade_lost()
+        elif self._task is not None and self._request is not None:
+            resp = self._request.response
+            if resp is not None and resp.prepared:  # a streamed answer: nobody to read it
+                self._task.cancel()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def send(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or self.closed or t.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        t.write(data)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("Cannot write to closing transport")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def _pause(self, why: str) -> None:
+        if not self._read_paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._read_paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self._read_paused:
+            self._read_paused.discard(why)
+            if not self._read_paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def pause_body(self) -> None:
+        self._pause("body")
+
+    def resume_body(self) -> None:
+        self._resume("body")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # -- timers ------------------------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        if self.server.idle_timeout:
+            self._timer = self.loop.call_later(self.server.idle_timeout, self._idle)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self._task is None:
+            self.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._upgrade_feed is not None:
+            self._upgrade_feed(data)
+            return
+        self._buf += data
+        try:
+            self._process()
+        except BadRequest as e:
+            self._fail(e)
+
+    def _process(self) -> None:
+        buf = self._buf
+        while buf:
+            state = self._state
+            if state == HEAD:
+                if self._task is not None:  # a pipelined request waits for the one served
+                    if len(buf) > PIPELINE_LIMIT:
+                        self._pause("pipeline")
+                    return
+                if not self._start_request():
+                    return
+            elif state in (BODY, CHUNK_DATA):
+                n = min(self._remaining, len(buf))
+                self._body.feed(bytes(buf[:n]))
+                del buf[:n]
+                self._remaining -= n
+                if not self._remaining:
+                    if state == BODY:
+                        self._end_body()
+                    else:
+                        self._state = CHUNK_CRLF
+            elif state == CHUNK_CRLF:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    raise BadRequest(400, "a chunk of the body does not end with CRLF")
+                del buf[:2]
+                self._state = CHUNK_SIZE
+            elif state == CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > MAX_CHUNK_LINE:
+                        raise BadRequest(400, "a chunk size line is too long")
+                    return
+                size = bytes(buf[:end]).split(b";", 1)[0].strip().decode("latin-1")
+                del buf[:end + 2]
+                if not _HEX.fullmatch(size):
+                    raise BadRequest(400, f"invalid chunk size {size[:20]!r}")
+                self._remaining = int(size, 16)
+                self._state = CHUNK_DATA if self._remaining else TRAILERS
+            elif state == TRAILERS:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    if len(buf) > MAX_TRAILERS:
+                        raise BadRequest(400, "the trailers are too long")
+                    return
+                self._trailer_bytes += end + 2
+                if self._trailer_bytes > MAX_TRAILERS:
+                    raise BadRequest(400, "the trailers are too long")
+                del buf[:end + 2]
+                if end == 0:
+                    self._end_body()
+            else:
+                return
+
+    def _end_body(self) -> None:
+        self._body.feed_eof()
+        self._state = HEAD
+
+    def _start_request(self) -> bool:
+        """Parse a request's head from the buffer and start its handler; False: the head
+        is not all here yet."""
+        buf = self._buf
+        while buf[:2] == b"\r\n":  # RFC 9112: empty lines before a request line are ignored
+            del buf[:2]
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                raise BadRequest(431, "the request's headers are too large")
+            line_end = buf.find(b"\r\n")
+            if (line_end < 0 and len(buf) > MAX_REQUEST_LINE) or line_end > MAX_REQUEST_LINE:
+                raise BadRequest(414, "the request line is too long")
+            return False
+        if end > MAX_HEAD:
+            raise BadRequest(431, "the request's headers are too large")
+        head = bytes(buf[:end]).decode("utf-8", "replace")
+        del buf[:end + 4]
+        self._cancel_timer()
+        request = self._parse_head(head)
+        self._request = request
+        self._task = self.loop.create_task(self._serve(request))
+        return True
+
+    def _parse_head(self, head: str) -> Request:
+        lines = head.split("\r\n")
+        line = lines[0]
+        if len(line) > MAX_REQUEST_LINE:
+            raise BadRequest(414, "the request line is too long")
+        parts = line.split(" ")
+        if len(parts) != 3:
+            raise BadRequest(400, f"a malformed request line: {line[:80]!r}")
+        method, target, proto = parts
+        if not _TOKEN.fullmatch(method):
+            raise BadRequest(400, f"a malformed method: {method[:40]!r}")
+        if proto == "HTTP/1.1":
+            version = (1, 1)
+        elif proto == "HTTP/1.0":
+            version = (1, 0)
+        elif re.fullmatch(r"HTTP/\d\.\d", proto):
+            raise BadRequest(505, f"{proto} is not supported")
+        else:
+            raise BadRequest(400, f"a malformed request line: {line[:80]!r}")
+        if not target or _TARGET_BAD.search(target):
+            raise BadRequest(400, "a malformed request target")
+        if target[0] != "/":
+            scheme, sep, rest = target.partition("://")
+            if not sep or scheme.lower() not in ("http", "https"):
+                raise BadRequest(400, f"a malformed request target: {target[:80]!r}")
+            slash = rest.find("/")
+            target = rest[slash:] if slash >= 0 else "/"
+        if len(lines) - 1 > MAX_HEADERS:
+            raise BadRequest(431, f"more than {MAX_HEADERS} headers")
+        pairs: list[tuple[str, str]] = []
+        for h in lines[1:]:
+            name, sep, value = h.partition(":")
+            if not sep or not _TOKEN.fullmatch(name):
+                raise BadRequest(400, f"a malformed header line: {h[:80]!r}")
+            value = value.strip(" \t")
+            if _VALUE_BAD.search(value):
+                raise BadRequest(400, f"a control character in header {name}")
+            pairs.append((name, value))
+        headers = CIMultiDictProxy(CIMultiDict(pairs))
+        conn = headers.get("Connection", "").lower()
+        if version == (1, 0):
+            self.keep_alive = "keep-alive" in conn
+        elif "close" in conn:
+            self.keep_alive = False
+        body = self._frame_body(headers, version)
+        if body is not EMPTY_BODY and headers.get("Expect", "").lower() == "100-continue":
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return Request(self.server.app, method, target, version, headers, body, self)
+
+    def _frame_body(self, headers: CIMultiDictProxy[str], version: tuple[int, int]
+                    ) -> BodyStream:
+        te = headers.getall("Transfer-Encoding", [])
+        lengths = headers.getall("Content-Length", [])
+        if te:
+            codings = [c.strip().lower() for v in te for c in v.split(",") if c.strip()]
+            if lengths:
+                raise BadRequest(400, "both Transfer-Encoding and Content-Length")
+            if version < (1, 1):
+                raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if codings != ["chunked"]:
+                raise BadRequest(501, f"transfer coding {','.join(codings)[:40]!r} is not "
+                                      "supported")
+            self._body = BodyStream(self)
+            self._state = CHUNK_SIZE
+            self._trailer_bytes = 0
+            return self._body
+        if lengths:
+            values = {v.strip() for v in lengths}
+            if len(values) != 1:
+                raise BadRequest(400, "conflicting Content-Length headers")
+            value = values.pop()
+            if not value.isdigit() or len(value) > 18:
+                raise BadRequest(400, f"invalid Content-Length {value[:20]!r}")
+            n = int(value)
+            if n:
+                self._body = BodyStream(self)
+                self._state = BODY
+                self._remaining = n
+                return self._body
+        self._body = EMPTY_BODY
+        return EMPTY_BODY
+
+    def _fail(self, e: BadRequest) -> None:
+        """Answer a request that cannot be parsed, then close (what follows cannot be framed)."""
+        self.keep_alive = False
+        self._state = UPGRADED  # read nothing more
+        if self._task is not None:  # mid-body: the handler's read fails with the reason
+            self._body.set_exception(HTTPBadRequest(text=e.message))
+            return
+        body = status_bytes(e.code, e.message)
+        head = (f"HTTP/1.1 {e.code} {REASONS.get(e.code, 'Bad Request')}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            self.send(head.encode() + body)
+        self.close()
+
+    # -- serving -----------------------------------------------------------------------
+
+    async def _serve(self, request: Request) -> None:
+        resp: StreamResponse | None = None
+        try:
+            try:
+                resp = await self.server.dispatch(request)
+            except HTTPException as e:
+                resp = e.response()
+            except (ConnectionError, asyncio.CancelledError):
+                resp = None
+                self.keep_alive = False
+            except Exception:
+                log.exception("internal error serving %s %s", request.method, request.path_qs)
+                resp = Response(status=500, body=status_bytes(500, "an internal error occurred"),
+                                content_type="application/json")
+            if self._upgrade_feed is not None or self.closed or resp is None:
+                return
+            if self._state != HEAD:  # the body was not read whole: the connection cannot go on
+                self.keep_alive = False
+            if not resp.prepared:
+                if isinstance(resp, Response):
+                    self.send(resp.serialize(request, self.keep_alive))
+                else:
+                    await resp.prepare(request)
+            await resp.write_eof()
+        except (ConnectionError, asyncio.CancelledError, RuntimeError):
+            self.keep_alive = False
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        self._task = None
+        self._request = None
+        if self._upgrade_feed is not None or not self.keep_alive or self.closed:
+            self.close()
+            return
+        self._arm_timer()
+        self._resume("pipeline")
+        if self._buf:
+            try:
+                self._process()
+            except BadRequest as e:
+                self._fail(e)
+
+    # -- upgrades ----------------------------------------------------------------------
+
+    def upgrade(self, feed: Callable[[bytes], None], lost: Callable[[], None]) -> None:
+        """Hand every later byte of the connection to ``feed`` (a WebSocket's reader)."""
+        self._state = UPGRADED
+        self._upgrade_feed = feed
+        self._upgrade_lost = lost
+        if self._buf:
+            rest = bytes(self._buf)
+            self._buf.clear()
+            feed(rest)
+
+
+# -- the aiohttp.web names for starting a server ----------------------------------------
+
+class AppRunner:
+    def __init__(self, app: Application, *, keepalive_timeout: float = 75.0,
+                 shutdown_timeout: float = 60.0, **_: Any) -> None:
+        self.app = app
+        self.keepalive_timeout = keepalive_timeout
+        self.shutdown_timeout = shutdown_timeout
+        self.server: HttpServer | None = None
+        self.sites: list[TCPSite] = []
+
+    async def setup(self) -> None:
+        self.server = HttpServer(self.app, self.keepalive_timeout)
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [s.getsockname() for site in self.sites for s in site.sockets]
+
+    async def cleanup(self) -> None:
+        for site in list(self.sites):
+            await site.stop()
+        server = self.server
+        if server is None:
+            return
+        tasks = [c._task for c in server.connections if c._task is not None]
+        for c in list(server.connections):
+            if c._task is None:
+                c.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.shutdown_timeout)
+        for c in list(server.connections):
+            if c._task is not None:
+                c._task.cancel()
+            c.close()
+
+
+class TCPSite:
+    def __init__(self, runner: AppRunner, host: str | None = None, port: int | None = None,
+                 *, ssl_context: ssl.SSLContext | None = None, backlog: int = 128,
+                 reuse_address: bool | None = None, reuse_port: bool | None = None,
+                 sock: Any = None) -> None:
+        self.runner = runner
+        self.host = host
+        self.port = port
+        self.ssl_context = ssl_context
+        self.backlog = backlog
+        self.sock = sock
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        server = self.runner.server
+        assert server is not None, "call runner.setup() first"
+        loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if self.ssl_context is not None and server.idle_timeout:
+            extra["ssl_handshake_timeout"] = min(60.0, server.idle_timeout)
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                server.protocol, sock=self.sock, ssl=self.ssl_context, backlog=self.backlog,
+                **extra)
+        else:
+            self._server = await loop.create_server(
+                server.protocol, self.host, self.port, ssl=self.ssl_context,
+                backlog=self.backlog, reuse_address=True, **extra)
+        self.runner.sites.append(self)
+
+    @property
+    def sockets(self) -> list[Any]:
+        return list(self._server.sockets) if self._server is not None else []
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self in self.runner.sites:
+            self.runner.sites.remove(self)
