@@ -20,8 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from aiohttp import web
-
+from shoal.api import web
 from shoal.api.errors import ApiError
 from shoal.authz import service_account_tokens
 from shoal.authz.reader import ObjectReader

@@ -11,9 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from shoal.api import bodies
+from shoal.api import bodies, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 

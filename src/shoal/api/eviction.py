@@ -19,9 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from shoal.api import bodies
+from shoal.api import bodies, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.control.disruption import matching_budgets

@@ -8,9 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from aiohttp import web
-
-from shoal.api import field_schema, managed_fields
+from shoal.api import field_schema, managed_fields, web
 from shoal.api.errors import ApiError
 from shoal.api.field_sets import field_set
 from shoal.api.managed_fields import APPLY, Managers

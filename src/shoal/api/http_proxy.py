@@ -18,9 +18,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from aiohttp import web
-
-from shoal.api import spdy_portforward
+from shoal.api import spdy_portforward, web
 from shoal.api.errors import ApiError
 from shoal.api.pod_proxy import PodProxy, StreamDuplex
 from shoal.api.routing import Target

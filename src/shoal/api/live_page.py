@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from shoal.api import web
 from shoal.api.authorization import authorize
 from shoal.api.metrics import lag_by_peer
 from shoal.api.resource_metrics import PeerReports

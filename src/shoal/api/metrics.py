@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
-from shoal.api import request_state
+from shoal.api import request_state, web
 from shoal.authz.attributes import Attributes
 from shoal.mesh.events_log import MembershipLog
 from shoal.mesh.messages import State

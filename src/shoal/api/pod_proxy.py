@@ -17,12 +17,12 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
 
-from shoal.api import spdy_portforward
+from shoal.api import spdy_portforward, web
 from shoal.api.errors import ApiError
 from shoal.api.pod_streams import _bool, _container, _int, _ports, client_frame
 from shoal.api.routing import Target
+from shoal.api.web import WSMsgType
 from shoal.mesh.streams import Stream, StreamMux, StreamReset
 from shoal.mesh.transport import TransportError
 from shoal.node.stream_service import ERROR

@@ -24,11 +24,10 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSMessage, WSMsgType, web
-
-from shoal.api import spdy_portforward
+from shoal.api import spdy_portforward, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
+from shoal.api.web import WSMessage, WSMsgType
 from shoal.node.agent import NodeAgent
 from shoal.node.attach import run_attach
 from shoal.node.logs import LogOptions, log_file, read_logs

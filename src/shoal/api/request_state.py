@@ -5,8 +5,7 @@ test suite turns warnings into errors."""
 
 from __future__ import annotations
 
-from aiohttp import web
-
+from shoal.api import web
 from shoal.authz.attributes import Attributes
 from shoal.authz.user import UserInfo
 

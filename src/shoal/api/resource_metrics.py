@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from shoal.api import web
 from shoal.api.errors import ApiError
 from shoal.api.resources import json_response
 from shoal.mesh.streams import Stream, StreamMux, StreamReset

@@ -12,7 +12,6 @@ from dataclasses import replace
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from shoal.api import (
     bodies,
@@ -24,6 +23,7 @@ from shoal.api import (
     request_state,
     served_versions,  # autoscaling/v1 HorizontalPodAutoscaler (issue 12)
     token_request,  # service accounts
+    web,
 )
 from shoal.api.admission import Admission, AdmissionRequest
 from shoal.api.encoded import EncodedObjects

@@ -15,9 +15,8 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
-from aiohttp import web
 
-from shoal.api import bodies
+from shoal.api import bodies, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.model import hpa_versions

@@ -21,7 +21,8 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from aiohttp import WSMsgType, web
+from shoal.api import web
+from shoal.api.web import WSMsgType
 
 PROTOCOL = "SPDY/3.1+portforward.k8s.io"
 

@@ -24,9 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
 
-from shoal.api import bodies
+from shoal.api import bodies, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.authz.service_account_tokens import (

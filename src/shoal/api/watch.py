@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from shoal.api import web
 from shoal.api.errors import status_body
 from shoal.api.served_versions import to_served
 from shoal.api.tables import build_table

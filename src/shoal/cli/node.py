@@ -11,8 +11,7 @@ import signal
 import urllib.parse
 from pathlib import Path
 
-from aiohttp import web
-
+from shoal.api import web
 from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
 from shoal.api.health import HealthServer
 from shoal.api.limit_ranger import LimitRanger  # issue 12
