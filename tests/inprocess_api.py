@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shoal.api.authentication import Credentials
 from shoal.api.server import ApiServer
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 TOKEN = "compat-admin"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shoal.api.admission import default_tolerations
 from shoal.api.authentication import Credentials
@@ -20,6 +20,7 @@ from shoal.control.replication_controller import ReplicationControllerController
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import ObjectStore, now_rfc3339
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 REG = KindRegistry()
 TOKEN = "compat-admin"

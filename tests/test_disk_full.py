@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shoal.api.authentication import Credentials
 from shoal.api.server import ApiServer
@@ -32,6 +32,7 @@ from shoal.node.node_status import NodeStatusReporter
 from shoal.sim.network import SimNetwork
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 # The API keeps state on requests under string keys; aiohttp warns, the warning is noise.
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +34,7 @@ from shoal.api.server import ApiServer
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 REG = KindRegistry()

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from shoal.api import memory, resources
 from shoal.api.authentication import Credentials
@@ -18,6 +18,7 @@ from shoal.api.tables import build_table
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 REG = KindRegistry()
 TOKEN = "memory-admin"

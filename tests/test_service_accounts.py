@@ -7,10 +7,9 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from shoal.api import token_request
+from shoal.api import token_request, web
 from shoal.api.routing import Target
 from shoal.authz.service_account_tokens import TokenIssuer
 from shoal.control.service_accounts import (
@@ -23,6 +22,7 @@ from shoal.mesh import pki
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import Forbidden, ObjectStore
 from shoal.store.replica import Replica
+from tests.http_test_server import TestServer
 
 REG = KindRegistry()
 NS, SA, CM, POD = (REG.by_kind("v1", k) for k in ("Namespace", "ServiceAccount", "ConfigMap",

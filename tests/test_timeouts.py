@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiohttp import web
 
+from shoal.api import web
 from shoal.api.authentication import Credentials
 from shoal.api.server import ApiServer
 from shoal.mesh import pki
