@@ -120,6 +120,12 @@ def report(result_file: Path, trace: bool, before: Any = None) -> None:
         result["traced_by_package_mb"] = _traced_by_package()
         if before is not None:
             after = tracemalloc.take_snapshot()
+            dump = os.environ.get("FOOTPRINT_DUMP")  # a dir: both snapshots, to study offline
+            if dump:
+                before.dump(os.path.join(dump, "before.snapshot"))
+                after.dump(os.path.join(dump, "after.snapshot"))
+            result["pods_added_traced_kb"] = round(
+                sum(d.size_diff for d in after.compare_to(before, "filename")) / 1024, 1)
             result["pods_added_by_caller_kb"] = {
                 " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
                            for f in list(d.traceback)[-9:][::-1]): round(d.size_diff / 1024, 1)

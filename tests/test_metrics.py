@@ -185,6 +185,34 @@ def test_a_process_pod_without_a_cgroup_is_measured_over_its_process_tree(
     assert r.memory == 20 * os.sysconf("SC_PAGE_SIZE")
 
 
+def test_a_sample_reads_the_process_table_once_for_all_its_containers(tmp_path: Path) -> None:
+    for i in range(3):
+        _fake_proc(tmp_path, 100 + i, 1, 10 * (i + 1), 1)
+    passes = []
+
+    class CountingProc(Proc):
+        def processes(self) -> dict[int, tuple[int, int, int]]:
+            passes.append(1)
+            return super().processes()
+
+    worker = SimpleNamespace(uid="u", namespace="ns", name="p",
+                             records=[SimpleNamespace(name=f"c{i}") for i in range(3)],
+                             running_handle=lambda name: SimpleNamespace(pid=100 + int(name[1])))
+    now = [1.0]
+    sampler = PodMetricsSampler(lambda: [worker], proc=CountingProc(tmp_path, tmp_path / "cg"),
+                                clock=lambda: now[0])
+    sampler.sample()
+    for i in range(3):  # one second of CPU more each
+        stat = tmp_path / str(100 + i) / "stat"
+        stat.write_text(stat.read_text().replace(f" {10 * (i + 1)} 0 0 0 ",
+                                                 f" {10 * (i + 1) + os.sysconf('SC_CLK_TCK')} 0 0 0 "))
+    now[0] = 2.0
+    sampler.sample()
+    assert len(passes) == 2, "one pass over /proc per sample, not one per container"
+    cpu = {c: u.cpu_nanocores for c, u in sampler.pods["u"].containers.items()}
+    assert cpu == {"c0": 1_000_000_000, "c1": 1_000_000_000, "c2": 1_000_000_000}
+
+
 def test_a_container_with_its_own_cgroup_is_measured_from_it(tmp_path: Path) -> None:
     _fake_proc(tmp_path, 100, 1, 50, 10)
     (tmp_path / "100" / "cgroup").write_text("0::/shoal/abc\n")

@@ -138,6 +138,23 @@ async def test_status_and_spec_are_written_through_their_own_paths(store: Object
     assert after["spec"]["replicas"] == 1, "the status subresource ignores spec changes"
 
 
+async def test_a_status_write_shares_the_spec_with_the_version_before_and_copies_the_status(
+        store: ObjectStore) -> None:
+    d = await store.create(DEPLOY, deployment("shared"), "default")
+    condition = {"type": "Available", "status": "True"}
+    status: dict[str, Any] = {"replicas": 3, "conditions": [condition]}
+    after = await store.update(DEPLOY, dict(d, status=status), "default", "shared", "status")
+    assert after["spec"] is d["spec"], "one copy of the spec for both versions"
+    condition["status"] = "False"  # the caller's dict, changed after the write
+    assert after["status"]["conditions"][0]["status"] == "True"
+    assert after["metadata"] is not d["metadata"]
+    changed = copy.deepcopy(after)
+    changed["spec"]["replicas"] = 5
+    newest = await store.update(DEPLOY, changed, "default", "shared")
+    assert newest["spec"]["replicas"] == 5 and after["spec"]["replicas"] == 1
+    assert d["spec"]["replicas"] == 1, "the older version is unchanged"
+
+
 async def test_an_invalid_object_is_rejected_and_nothing_is_stored(store: ObjectStore) -> None:
     bad = deployment("bad")
     del bad["spec"]["template"]["spec"]["containers"][0]["image"]

@@ -40,6 +40,10 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+ProcessTable = dict[int, tuple[int, int, int]]
+"""(ppid, CPU ticks, RSS pages) by pid."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """Cumulative CPU (nanoseconds) and current memory (bytes) at a wall time."""
@@ -75,6 +79,7 @@ class Proc:
 
     def __init__(self, proc: Path = Path("/proc"), cgroup: Path = Path("/sys/fs/cgroup")) -> None:
         self.proc = proc
+        self._proc_dir = str(proc)
         self.cgroup = cgroup
         self._own_cgroup = self.cgroup_of(os.getpid())
 
@@ -114,10 +119,12 @@ class Proc:
         except (OSError, ValueError):
             return None
 
-    def _stat(self, pid: int) -> tuple[int, int, int] | None:
+    def _stat(self, pid: str) -> tuple[int, int, int] | None:
         """(ppid, utime+stime+cutime+cstime ticks, rss pages) from ``/proc/<pid>/stat``."""
         try:
-            raw = (self.proc / str(pid) / "stat").read_text()
+            # A string path: pathlib interns every part, and a pass reads every process.
+            with open(f"{self._proc_dir}/{pid}/stat") as f:
+                raw = f.read()
         except OSError:
             return None
         fields = raw[raw.rfind(")") + 2:].split()
@@ -131,17 +138,24 @@ class Proc:
             return None
         return ppid, ticks, rss
 
-    def tree_reading(self, root: int, at: float) -> Reading | None:
-        """The process tree under ``root``: the sum of its processes' CPU and RSS."""
-        stats: dict[int, tuple[int, int, int]] = {}
+    def processes(self) -> ProcessTable:
+        """(ppid, ticks, rss pages) of every process, by pid: one pass over ``/proc``."""
+        stats: ProcessTable = {}
         try:
-            pids = [int(p) for p in os.listdir(self.proc) if p.isdigit()]
+            pids = [p for p in os.listdir(self._proc_dir) if p.isdigit()]
         except OSError:
-            return None
+            return stats
         for pid in pids:
             st = self._stat(pid)
             if st is not None:
-                stats[pid] = st
+                stats[int(pid)] = st
+        return stats
+
+    def tree_reading(self, root: int, at: float,
+                     table: ProcessTable | None = None) -> Reading | None:
+        """The process tree under ``root``: the sum of its processes' CPU and RSS, from
+        ``table`` (a sample reads the process table once for all its containers)."""
+        stats = self.processes() if table is None else table
         if root not in stats:
             return None
         children: dict[int, list[int]] = {}
@@ -161,13 +175,16 @@ class Proc:
             todo.extend(children.get(pid, ()))
         return Reading(ticks * 1_000_000_000 // _TICKS, rss * _PAGE, at)
 
-    def container_reading(self, pid: int, at: float) -> Reading | None:
+    def container_reading(self, pid: int, at: float,
+                          table: Callable[[], ProcessTable] | None = None) -> Reading | None:
+        """From the container's own cgroup, else its process tree (``table`` gives the
+        process table, read once per sample and only if a container needs it)."""
         d = self.own_cgroup(pid)
         if d is not None:
             reading = self.cgroup_reading(d, at)
             if reading is not None:
                 return reading
-        return self.tree_reading(pid, at)
+        return self.tree_reading(pid, at, table() if table is not None else None)
 
     def node_reading(self, at: float) -> Reading | None:
         try:
@@ -234,10 +251,19 @@ class PodMetricsSampler:
             self._node_last = node_now
         seen: dict[tuple[str, str, int], Reading] = {}
         pods: dict[str, PodSample] = {}
+        table: ProcessTable | None = None
+
+        def processes() -> ProcessTable:
+            # Once per sample: a pass per container read all of /proc once per pod.
+            nonlocal table
+            if table is None:
+                table = self.proc.processes()
+            return table
+
         for uid, namespace, pod, container, pid in (self.targets() if targets is None
                                                     else targets):
             key = (uid, container, pid)
-            now = self.proc.container_reading(pid, at)
+            now = self.proc.container_reading(pid, at, processes)
             if now is None:
                 continue
             seen[key] = now

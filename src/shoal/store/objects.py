@@ -371,6 +371,8 @@ class ObjectStore:
 
     def prepare_update(self, kind: Kind, obj: dict[str, Any], old: dict[str, Any],
                        subresource: str | None = None, finalize: bool = False) -> dict[str, Any]:
+        if subresource == "status":
+            return self._prepare_status_update(kind, obj, old)
         obj = _clone(obj)
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
@@ -389,16 +391,6 @@ class ObjectStore:
         if "managedFields" in old_meta:  # a write that does not track ownership keeps it
             meta["managedFields"] = old_meta["managedFields"]
         meta.pop("selfLink", None)
-        if subresource == "status":
-            # Only status changes through the status subresource.
-            new = copy.deepcopy(old)
-            if "status" in obj:
-                new["status"] = obj["status"]
-            else:
-                new.pop("status", None)
-            _prune(kind, new)  # as the main resource's writes: a CR's status too
-            self._validate(kind, new, old, "status")
-            return new
         if kind.kind == "Namespace" and not finalize:
             # Only the finalize subresource changes a namespace's finalizers.
             old_fins = (old.get("spec") or {}).get("finalizers")
@@ -427,6 +419,25 @@ class ObjectStore:
             meta["generation"] = gen
         self._validate(kind, obj, old, subresource)
         return obj
+
+    def _prepare_status_update(self, kind: Kind, obj: dict[str, Any],
+                               old: dict[str, Any]) -> dict[str, Any]:
+        """Only status changes through the status subresource. The new value shares the
+        old one's other fields (a pod's spec), which a stored value never changes in place:
+        a node's status writes would otherwise keep a copy of each pod's spec per version
+        in the change feed. A custom resource is pruned in place, so it is copied whole."""
+        if kind.crd_version is not None:
+            new = copy.deepcopy(old)
+        else:
+            new = dict(old)
+            new["metadata"] = copy.deepcopy(old["metadata"])
+        if "status" in obj:
+            new["status"] = _clone({"status": obj["status"]})["status"]
+        else:
+            new.pop("status", None)
+        _prune(kind, new)  # as the main resource's writes: a CR's status too
+        self._validate(kind, new, old, "status")
+        return new
 
     async def update(self, kind: Kind, obj: dict[str, Any], namespace: str | None, name: str,
                      subresource: str | None = None, dry_run: bool = False,
