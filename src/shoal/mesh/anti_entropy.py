@@ -590,7 +590,7 @@ class AntiEntropy:
             if c.about_me_only and puller is not None:
                 rows, about, base = cov.about(puller, coverage_cursor)
             else:
-                rows = cov.since(coverage_cursor)
+                rows = cov.since(coverage_cursor, puller)
             # Also when nothing learnt since concerns the puller: its cursor moves on.
             told = self.coverage.servable(cov.revision)
             cov_rev = told if rows or about or told > coverage_cursor else 0
