@@ -19,7 +19,7 @@ membership, replication, replica and CRDT code, one process. Per size:
   super-peers) and until the replicas are identical.
 
 ``python -m bench.scale [--sizes=100,1000] [--heal=1000] [--collection=100]
-[--tracemalloc] [--output=FILE]`` runs it alone; ``--tracemalloc`` lists where the
+[--sites-per-region=5] [--tracemalloc] [--output=FILE]`` runs it alone; ``--tracemalloc`` lists where the
 memory of the largest size goes. Sizes run with tombstone collection off (the mesh
 alone); ``--collection`` sizes run again with it on (100, 1,000 and 10,000 by default).
 """
@@ -52,13 +52,18 @@ from shoal.sim.super_peers import Layout, RoleCluster
 
 SEED = 1
 SITE = 100  # peers per site: 2 super-peers and 98 weak peers
+SITES_PER_REGION = 5
+"""Sites per region (``--region``): 10 super-peers each. ``--sites-per-region=0`` runs
+without regions (every super-peer's coverage over the whole backbone, as before)."""
 IDLE_SECONDS = 60.0
 BURST_WRITES = 100
 
 
-def layout_for(n: int) -> Layout:
+def layout_for(n: int, sites_per_region: int | None = None) -> Layout:
     sites = max(1, n // SITE)
-    return Layout(sites=sites, supers_per_site=2, weak_per_site=max(1, n // sites - 2))
+    return Layout(sites=sites, supers_per_site=2, weak_per_site=max(1, n // sites - 2),
+                  sites_per_region=SITES_PER_REGION if sites_per_region is None
+                  else sites_per_region)
 
 
 def config() -> MeshConfig:
@@ -288,6 +293,7 @@ def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None =
         [100] if quick else [100, 1000, 10000])
     out: dict[str, Any] = {
         "seed": SEED, "site": "2 super-peers + 98 weak peers",
+        "sites_per_region": SITES_PER_REGION,
         "config": "mesh_config.default() with gc_interval=0 (mesh alone); weak peers "
                   "mesh_config.for_role (probe and pull every 4 s); measured once quiet "
                   "(settle_seconds: every weak peer pulled once by its super-peers)",
@@ -318,6 +324,9 @@ if __name__ == "__main__":
         text = _arg(name)
         return None if text is None else [int(x) for x in text.split(",") if x]
 
+    regions = _arg("sites-per-region")
+    if regions is not None:
+        SITES_PER_REGION = int(regions)
     result = run("--quick" in sys.argv, ints("sizes"), ints("heal"), "--tracemalloc" in sys.argv,
                  ints("collection"))
     print(json.dumps(result, indent=2))

@@ -216,6 +216,10 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--site", default=None, metavar="NAME",
                    help="this node's site (default: its topology.kubernetes.io/zone label, "
                         "else none); a weak peer syncs through the super-peers of its site")
+    s.add_argument("--region", default=None, metavar="NAME",
+                   help="this node's region, a group of sites (default: what precedes the "
+                        "last / of the site, else none); super-peers of a region track "
+                        "tombstone coverage for other regions as one")
     # --- end super-peers ---
     # --- bus (shoal.bus) ---
     s.add_argument("--bus", action=argparse.BooleanOptionalAction, default=None,

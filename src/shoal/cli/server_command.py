@@ -85,7 +85,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
         mesh=MeshSettings(peer_port=args.peer_port, peer_advertise=args.peer_advertise,
                           join=args.join, join_token=token, join_give_up=args.join_timeout,
                           role=peer_role(args), idle_timeout=args.peer_idle_timeout,
-                          site=args.site, preset=args.mesh_preset),
+                          site=args.site, region=args.region, preset=args.mesh_preset),
         controllers=ControllerSettings(node_monitor_grace=args.node_monitor_grace_period,
                                        pod_eviction_timeout=args.pod_eviction_timeout),
         agent=AgentSettings(runtime=args.runtime, heartbeat_interval=args.heartbeat_interval,

@@ -63,6 +63,8 @@ class MeshSettings:
     """full, super (--super-peer) or weak (--sync-via super)."""
     site: str | None = None
     """--site; None: the Node's topology.kubernetes.io/zone label, else no site."""
+    region: str | None = None
+    """--region; None: derived from the site (``mesh.topology.default_region``)."""
     idle_timeout: float | None = None
     """Seconds an inbound peer connection may stay silent with nothing in flight; 0: no
     limit; None: the transport's default (60 s)."""
@@ -71,7 +73,8 @@ class MeshSettings:
 
     def mesh_config(self, site: str) -> mesh_config.MeshConfig:
         base = MESH_PRESETS[self.preset]()
-        return mesh_config.for_role(dataclasses.replace(base, role=self.role, site=site))
+        return mesh_config.for_role(dataclasses.replace(base, role=self.role, site=site,
+                                                        region=self.region))
 
 
 @dataclass(frozen=True)

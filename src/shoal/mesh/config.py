@@ -11,7 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from shoal.mesh.topology import ROLE_TAG, SITE_TAG, Role
+from shoal.mesh.topology import REGION_TAG, ROLE_TAG, SITE_TAG, Role, default_region
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,11 @@ class MeshConfig:
     site: str = ""
     """This peer's site (``--site``), the ``site`` tag: a weak peer syncs through the
     super-peers of its site."""
+
+    region: str | None = None
+    """This peer's region (``--region``), the ``region`` tag: sites whose super-peers
+    coverage treats as one (``mesh.tombstones``). None: derived from the site
+    (``topology.default_region``)."""
 
     tags: tuple[tuple[str, str], ...] = ()
     """Any other tags this peer announces to the members (sorted key, value pairs)."""
@@ -151,6 +156,9 @@ class MeshConfig:
             out[ROLE_TAG] = str(self.role)
         if self.site:
             out[SITE_TAG] = self.site
+        region = default_region(self.site) if self.region is None else self.region
+        if region:
+            out[REGION_TAG] = region
         return out
 
     def retransmit_limit(self, members: int) -> int:

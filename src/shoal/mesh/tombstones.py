@@ -48,6 +48,7 @@ import orjson
 
 from shoal.authz.scopes import CLUSTER
 from shoal.crdt.hlc import HybridLogicalClock, stamp_to_seconds
+from shoal.mesh import topology
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Membership
 from shoal.mesh.messages import CoverageRow, State
@@ -63,6 +64,9 @@ COVERAGE_RESERVED_META = "mesh.coverage-reserved"
 _RESERVE_BLOCK = 1024  # coverage revisions reserved per durable write
 _NO_MEMBERS = 1 << 62  # alone: nobody else needs to see a deletion
 _OWN_HISTORY = 32  # publications a row delta may start from (older cursors get the row)
+REGION_ROW = "region:"
+"""The owner of a region's aggregated row is this and the region (no peer's name has a
+colon)."""
 
 
 class Revisions:
@@ -140,6 +144,21 @@ class Coverage:
         """Which peers' coverage matters here (None: all). In the cluster scope of a layout
         with super-peers, not the weak peers of other sites (``TombstoneCollector.counts``):
         their rows are neither kept nor relayed, nor entries about them absorbed."""
+        self.region_of: Callable[[str], str | None] | None = None
+        """In the cluster scope of a layout with regions: the region through whose
+        aggregated row a peer's coverage is read and relayed here, or None for a peer whose
+        own row is (one of our region, a weak peer, one not known)."""
+        self.region_members: Callable[[], tuple[str, list[str]] | None] | None = None
+        """Our region and its other members, whose rows make up its aggregated row (None
+        while we aggregate nothing: a weak peer)."""
+        self.regions: dict[str, _Held] = {}
+        """Per other region: its aggregated row, with the entries about our region's peers."""
+        self._aggregate: tuple[int, CoverageRow | None, int] | None = None
+        """(coverage revision computed at, our region's aggregated row, revision at which
+        it last changed)."""
+        self.concerns: Callable[[str, str], bool] | None = None
+        """Whether an entry about a peer (second) concerns a puller that relays no rows
+        (first): what ``about`` sends it of our row (None: every entry)."""
         self.about_me: dict[str, tuple[int, int]] = {}
         """Per owner: (row version, the revision of ours that row covers), from whole rows
         and from the entries sent to a peer that asked only for those."""
@@ -197,25 +216,90 @@ class Coverage:
         self._own_history = [*self._own_history[-(_OWN_HISTORY - 1):],
                              (self.revision, row.version)]
 
-    def since(self, cursor: int) -> tuple[CoverageRow, ...]:
-        """The rows learnt after ``cursor`` (all of them if the cursor is from a past life)."""
+    def since(self, cursor: int, puller: str | None = None) -> tuple[CoverageRow, ...]:
+        """The rows learnt after ``cursor`` (all of them if the cursor is from a past life).
+        With regions, a puller of another region gets our own row and our region's
+        aggregated row alone (``across``), and one of ours no row of another region's peer
+        but the aggregated ones."""
         if cursor > self.revision:
             cursor = 0
         if not self.relays:
             own = self.rows.get(self.me)
             return (own.row,) if own is not None and own.learnt > cursor else ()
+        region_of = self.region_of
+        if region_of is not None and puller is not None:
+            theirs = region_of(puller)
+            if theirs is not None:
+                return self.across(cursor, theirs)
         shared = self.shared
-        if shared is None:
+        if shared is None and region_of is None:
             return tuple(h.row for h in self.rows.values() if h.learnt > cursor)
         out = []
         for owner, h in self.rows.items():
             if owner == self.me:
-                if self._own_shared > cursor:
-                    out.append(CoverageRow(owner, h.row.version, {
-                        p: r for p, r in h.row.vector.items() if shared(p)}))
-            elif h.learnt > cursor and shared(owner):
+                if shared is None:
+                    if h.learnt > cursor:
+                        out.append(h.row)
+                elif self._own_shared > cursor:
+                    out.append(self._own_row(h.row))
+            elif (h.learnt > cursor and (shared is None or shared(owner))
+                  and (region_of is None or region_of(owner) is None)):
                 out.append(h.row)
+        out += [h.row for h in self.regions.values() if h.learnt > cursor]
         return tuple(out)
+
+    def _own_row(self, row: CoverageRow) -> CoverageRow:
+        """Our row as peers elsewhere get it: without the entries nobody there reads."""
+        shared = self.shared
+        if shared is None:
+            return row
+        return CoverageRow(row.owner, row.version,
+                           {p: r for p, r in row.vector.items() if shared(p)})
+
+    def across(self, cursor: int, theirs: str) -> tuple[CoverageRow, ...]:
+        """For a puller of region ``theirs``: our own row (it absorbs it) and our region's
+        aggregated row with the entries about ``theirs``'s peers, each if it changed after
+        ``cursor``. Rows of our region's other peers stay in our region."""
+        out = []
+        own = self.rows.get(self.me)
+        if own is not None and (own.learnt if self.shared is None
+                                else self._own_shared) > cursor:
+            out.append(self._own_row(own.row))
+        row, learnt = self.aggregate()
+        region_of = self.region_of
+        if row is not None and learnt > cursor and region_of is not None:
+            out.append(CoverageRow(row.owner, row.version, {
+                p: r for p, r in row.vector.items() if r == 0 or region_of(p) == theirs}))
+        return tuple(out)
+
+    def aggregate(self) -> tuple[CoverageRow | None, int]:
+        """Our region's aggregated row and the coverage revision at which it last changed.
+        Per peer outside the region, the lowest revision of it that a row of each member of
+        the region covers: what the whole region is known to cover of it. Each member is
+        named too, with 0 (its constituents). None until a row of every member is here."""
+        cached = self._aggregate
+        if cached is not None and cached[0] == self.revision:
+            return cached[1], cached[2]
+        row: CoverageRow | None = None
+        learnt = 0
+        region_of = self.region_of
+        members = None if self.region_members is None else self.region_members()
+        if members is not None and region_of is not None:
+            region, names = members
+            held = [self.rows.get(n) for n in (self.me, *names)]
+            if all(h is not None for h in held):
+                parts = [h for h in held if h is not None]
+                low = {p: r for p, r in self._own_row(parts[0].row).vector.items()
+                       if r > 0 and region_of(p) is not None}
+                for h in parts[1:]:
+                    vec = h.row.vector
+                    low = {p: m for p, r in low.items() if (m := min(r, vec.get(p, 0))) > 0}
+                for n in (self.me, *names):
+                    low[n] = 0
+                row = CoverageRow(REGION_ROW + region, max(h.row.version for h in parts), low)
+                learnt = max(h.learnt for h in parts)
+        self._aggregate = (self.revision, row, learnt)
+        return row, learnt
 
     def about(self, puller: str, cursor: int
               ) -> tuple[tuple[CoverageRow, ...], tuple[tuple[str, int, int], ...], int]:
@@ -230,15 +314,20 @@ class Coverage:
         own = self.rows.get(self.me)
         rows: tuple[CoverageRow, ...] = ()
         base = 0
+        concerns = self.concerns
         if own is not None and own.learnt > cursor:
             known = [v for r, v in self._own_history if r <= cursor]
             if cursor and known:
                 base = known[-1]
                 changed = {p: r for p, r in own.row.vector.items()
-                           if self._own_changed.get(p, 0) > cursor}
+                           if self._own_changed.get(p, 0) > cursor
+                           and (concerns is None or concerns(puller, p))}
                 rows = (CoverageRow(self.me, own.row.version, changed),)
-            else:
+            elif concerns is None:
                 rows = (own.row,)
+            else:
+                rows = (CoverageRow(self.me, own.row.version, {
+                    p: r for p, r in own.row.vector.items() if concerns(puller, p)}),)
         entries = []
         for owner, h in self.rows.items():
             if h.learnt <= cursor or owner == self.me or owner == puller:
@@ -263,6 +352,9 @@ class Coverage:
         for r in rows:
             if r.owner == self.me:
                 continue  # only we publish our row
+            if r.owner.startswith(REGION_ROW):
+                self._receive_region(r)
+                continue
             if self.counts is not None and not self.counts(r.owner):
                 continue  # a peer whose coverage nobody here or downstream reads
             self._note_about_me(r.owner, r.version, r.vector.get(self.me, 0))
@@ -270,6 +362,30 @@ class Coverage:
             if held is None or r.version > held.row.version:
                 self.revision = self._revisions.next()
                 self.rows[r.owner] = _Held(r, self.revision)
+
+    def _receive_region(self, r: CoverageRow) -> None:
+        """Another region's aggregated row: the one of highest version; of two of the same
+        version and constituents, what either covers (each is a lower bound of what the
+        region covers, as rows only grow)."""
+        region = r.owner[len(REGION_ROW):]
+        mine = None if self.region_members is None else self.region_members()
+        if self.region_of is None or mine is None or mine[0] == region:
+            return  # no regions here, or ours: we aggregate it ourselves
+        vector = r.vector
+        held = self.regions.get(region)
+        if held is not None and r.version <= held.row.version:
+            old = held.row.vector
+            if r.version < held.row.version or _constituents(old) != _constituents(vector):
+                return
+            merged = dict(old)
+            for p, rev in vector.items():
+                if rev > merged.get(p, 0):
+                    merged[p] = rev
+            if merged == old:
+                return
+            vector = merged
+        self.revision = self._revisions.next()
+        self.regions[region] = _Held(CoverageRow(r.owner, r.version, vector), self.revision)
 
     def receive_about_me(self, entries: Iterable[tuple[str, int, int]]) -> None:
         """Entries about us from other rows; they change nothing we serve, so the
@@ -284,9 +400,16 @@ class Coverage:
             self.about_me[owner] = (version, covered)
 
     def covered_by(self, owner: str) -> int:
-        """The revision of ours that ``owner``'s newest row we know of covers."""
+        """The revision of ours that ``owner``'s newest row we know of covers, or that its
+        region's aggregated row covers, if it names ``owner`` among its constituents."""
         held = self.about_me.get(owner)
-        return 0 if held is None else held[1]
+        covered = 0 if held is None else held[1]
+        region = None if self.region_of is None else self.region_of(owner)
+        if region is not None:
+            agg = self.regions.get(region)
+            if agg is not None and owner in agg.row.vector:
+                covered = max(covered, agg.row.vector.get(self.me, 0))
+        return covered
 
     def floor(self, members: Iterable[str]) -> int:
         """The revision of ours that every one of ``members`` is known to cover."""
@@ -295,6 +418,10 @@ class Coverage:
             covered = self.covered_by(m)
             low = covered if low is None else min(low, covered)
         return _NO_MEMBERS if low is None else low
+
+
+def _constituents(vector: dict[str, int]) -> set[str]:
+    return {p for p, r in vector.items() if r == 0}
 
 
 class CoverageBook:
@@ -308,6 +435,9 @@ class CoverageBook:
         self._cluster_counts: Callable[[str], bool] | None = None
         self._cluster_relays: Callable[[], bool] = lambda: True
         self._cluster_shared: Callable[[str], bool] | None = None
+        self._cluster_regions: tuple[Callable[[str], str | None],
+                                     Callable[[], tuple[str, list[str]] | None],
+                                     Callable[[str, str], bool]] | None = None
         reserved = replica.persistence.get_meta(COVERAGE_RESERVED_META)
         try:
             self.revisions = Revisions(int(reserved or 0))
@@ -329,6 +459,8 @@ class CoverageBook:
             if scope == CLUSTER:
                 cov.counts, cov.shared = self._cluster_counts, self._cluster_shared
                 cov.relays = self._cluster_relays()
+                if self._cluster_regions is not None:
+                    cov.region_of, cov.region_members, cov.concerns = self._cluster_regions
         return cov
 
     def count_only(self, counts: Callable[[str], bool], relays: Callable[[], bool],
@@ -341,6 +473,17 @@ class CoverageBook:
         if CLUSTER in self.scopes:
             cov = self.scopes[CLUSTER]
             cov.counts, cov.shared, cov.relays = counts, shared, relays()
+
+    def by_region(self, region_of: Callable[[str], str | None],
+                  region_members: Callable[[], tuple[str, list[str]] | None],
+                  concerns: Callable[[str, str], bool]) -> None:
+        """In the cluster scope, read and relay the coverage of other regions' peers through
+        their regions' aggregated rows (``Coverage.region_of``), and send a puller that
+        relays no rows only the entries of our row that concern it."""
+        self._cluster_regions = (region_of, region_members, concerns)
+        if CLUSTER in self.scopes:
+            cov = self.scopes[CLUSTER]
+            cov.region_of, cov.region_members, cov.concerns = self._cluster_regions
 
     def servable(self, revision: int) -> int:
         """The coverage revision a puller may be given for ``revision`` (``Revisions``);
@@ -408,6 +551,8 @@ class TombstoneCollector:
         """Per tombstone: when this peer (in this life, by its monotonic clock) first saw it
         held here."""
         coverage.count_only(self.counts, lambda: membership.role != Role.WEAK, self.shared)
+        coverage.by_region(self.region_of, self.region_members, self.concerns)
+        self._region_members: tuple[int, tuple[str, list[str]] | None] = (-1, None)
 
     def counts(self, peer: str) -> bool:
         """Whether ``peer``'s coverage counts in the cluster scope here: on a weak peer, only
@@ -427,6 +572,43 @@ class TombstoneCollector:
         whose site's super-peers stand for it."""
         m = self.membership.members.get(peer)
         return m is None or not self.membership.stood_for(m)
+
+    def region_of(self, peer: str) -> str | None:
+        """The region through whose aggregated row ``peer``'s coverage is read here: its
+        own, for a full or super-peer of another region than ours; None (its own row) for
+        one of ours, a weak peer, one not known, and on a weak peer."""
+        if self.membership.role == Role.WEAK:
+            return None
+        m = self.membership.members.get(peer)
+        if m is None or role_of(m) == Role.WEAK:
+            return None
+        region = topology.region_of(m)
+        return None if region == topology.region_of(self.membership.me) else region
+
+    def region_members(self) -> tuple[str, list[str]] | None:
+        """Our region and its other full and super-peers not departed (None on a weak
+        peer): the rows our region's aggregated row is made of."""
+        if self.membership.role == Role.WEAK:
+            return None
+        version, cached = self._region_members
+        if version != self.membership.version:
+            ours = topology.region_of(self.membership.me)
+            names = [m.name for m in self.membership.members.values()
+                     if m.name != self.membership.name and m.state != State.LEFT
+                     and role_of(m) != Role.WEAK and topology.region_of(m) == ours]
+            cached = (ours, names)
+            self._region_members = (self.membership.version, cached)
+        return cached
+
+    def concerns(self, puller: str, peer: str) -> bool:
+        """Whether a weak puller reads the entry about ``peer`` in our row: the one about
+        itself and those about its site's super-peers (all it counts and absorbs)."""
+        if peer == puller:
+            return True
+        m = self.membership.members.get(peer)
+        w = self.membership.members.get(puller)
+        return (m is not None and w is not None and role_of(m) == Role.SUPER
+                and topology.site_of(m) == topology.site_of(w))
 
     def required(self, scope: str = "") -> list[str]:
         """The members whose coverage a collection in ``scope`` waits for: every member of

@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 ROLE_TAG = "role"
 SITE_TAG = "site"
+REGION_TAG = "region"
 
 
 class Role(StrEnum):
@@ -50,6 +51,18 @@ def role_of(member: Tagged) -> Role:
 
 def site_of(member: Tagged) -> str:
     return member.tags.get(SITE_TAG, "")
+
+
+def region_of(member: Tagged) -> str:
+    """The member's region (``--region``): a group of sites whose super-peers stand for
+    each other in tombstone collection's coverage (``mesh.tombstones``). Empty: none."""
+    return member.tags.get(REGION_TAG, "")
+
+
+def default_region(site: str) -> str:
+    """The region a site belongs to when none is given: what precedes the site's last
+    ``/`` (site ``eu/paris-1`` is in region ``eu``), else none."""
+    return site.rsplit("/", 1)[0] if "/" in site else ""
 
 
 def may_sync(a: Tagged, b: Tagged) -> bool:

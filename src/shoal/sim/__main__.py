@@ -36,6 +36,8 @@ def parse(argv: list[str]) -> Options:
                    help="chaos with scopes: members added to or removed from a Scope meanwhile")
     p.add_argument("--sites", type=int, default=0,
                    help="chaos: sites of 2 super-peers and weak peers each (about --peers in all)")
+    p.add_argument("--sites-per-region", type=int, default=0,
+                   help="with --sites: consecutive sites grouped in regions of this many")
     p.add_argument("--torn-commits", action="store_true",
                    help="chaos: simulated disks; each kill tears the commit in progress")
     p.add_argument("--stale-restarts", type=int, default=0,
@@ -55,7 +57,8 @@ def parse(argv: list[str]) -> Options:
         safety_seconds=a.safety_seconds, idle_seconds=a.idle_seconds,
         preformed=not a.join, scopes=a.scopes,
         scope_changes=a.scope_changes,
-        sites=a.sites, torn_commits=a.torn_commits, stale_restarts=a.stale_restarts,
+        sites=a.sites, sites_per_region=a.sites_per_region,
+        torn_commits=a.torn_commits, stale_restarts=a.stale_restarts,
         clock_jumps=a.clock_jumps, config=cfg,
     )
 

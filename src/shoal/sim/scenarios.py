@@ -77,6 +77,9 @@ class Options:
     sites: int = 0
     """Chaos: sites of two super-peers and weak peers each (``shoal.sim.super_peers``),
     about ``peers`` in all; 0: every peer is a full peer."""
+    sites_per_region: int = 0
+    """With sites: consecutive sites grouped in regions of this many (``--region``); 0:
+    no regions."""
     """With scopes: membership edits (a peer added to or removed from a Scope) during
     the faults."""
     torn_commits: bool = False
@@ -100,6 +103,7 @@ class Options:
             + (f" --scopes {self.scopes}" if self.scopes else "")
             + (f" --scope-changes {self.scope_changes}" if self.scope_changes else "")
             + (f" --sites {self.sites}" if self.sites else "")
+            + (f" --sites-per-region {self.sites_per_region}" if self.sites_per_region else "")
             + (f" --idle-seconds {self.idle_seconds:g}" if self.idle_seconds != 20.0 else "")
             + (" --torn-commits" if self.torn_commits else "")
             + (f" --stale-restarts {self.stale_restarts}" if self.stale_restarts else "")
@@ -241,7 +245,8 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
     disks = opts.torn_commits or opts.stale_restarts > 0
     if opts.sites:
         layout = Layout(sites=opts.sites, supers_per_site=2,
-                        weak_per_site=max(1, opts.peers // opts.sites - 2))
+                        weak_per_site=max(1, opts.peers // opts.sites - 2),
+                        sites_per_region=opts.sites_per_region)
         cluster = RoleCluster(0, opts.seed, cfg, loop, faults, layout=layout, disks=disks)
         settled = cluster.members_settled
     else:

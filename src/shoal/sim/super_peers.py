@@ -27,6 +27,8 @@ class Layout:
     supers_per_site: int = 2
     weak_per_site: int = 4
     full: int = 0
+    sites_per_region: int = 0
+    """Sites per region (``--region``): consecutive sites form one; 0: no regions."""
 
     @property
     def size(self) -> int:
@@ -41,11 +43,19 @@ class Layout:
             out += [(Role.WEAK, site)] * self.weak_per_site
         return out
 
+    def region(self, site: str) -> str:
+        """The region of a site (``site-NNN``): none without regions or for no site."""
+        if not self.sites_per_region or not site:
+            return ""
+        return f"region-{int(site.rsplit('-', 1)[1]) // self.sites_per_region:03d}"
 
-def tags_of(role: Role, site: str) -> dict[str, str]:
+
+def tags_of(role: Role, site: str, region: str = "") -> dict[str, str]:
     out = {} if role == Role.FULL else {"role": str(role)}
     if site:
         out["site"] = site
+    if region:
+        out["region"] = region
     return out
 
 
@@ -59,12 +69,17 @@ class RoleCluster(SimCluster):
         self.role: dict[str, tuple[Role, str]] = dict(zip(self.nodes, self.layout.roles(),
                                                           strict=True))
 
+    def tags(self, name: str) -> dict[str, str]:
+        role, site = self.role[name]
+        return tags_of(role, site, self.layout.region(site))
+
     def names(self, role: Role, site: str | None = None) -> list[str]:
         return [n for n, (r, s) in self.role.items() if r == role and (site is None or s == site)]
 
     def _peer(self, node: SimNode) -> MeshPeer:
         role, site = self.role[node.name]
-        cfg = mesh_config.for_role(dataclasses.replace(self.config, role=str(role), site=site))
+        cfg = mesh_config.for_role(dataclasses.replace(
+            self.config, role=str(role), site=site, region=self.layout.region(site)))
         transport = self.network.transport(node.address)
         rng = random.Random(f"{self.seed}:peer:{node.name}:{node.restarts}")
         return MeshPeer(node.name, transport, node.replica, cfg, rng)
@@ -77,7 +92,7 @@ class RoleCluster(SimCluster):
         for node in self.nodes.values():
             if node is not first:
                 node.replica.merge("namespaces", "", NAMESPACE, entry.document().copy())
-        everyone = [(n.name, n.address, tags_of(*self.role[n.name])) for n in self.nodes.values()]
+        everyone = [(n.name, n.address, self.tags(n.name)) for n in self.nodes.values()]
         for node in self.nodes.values():
             node.peer = self._peer(node)
             await node.peer.start()
