@@ -15,6 +15,8 @@ from shoal.store.objects import MAX_OBJECT_DEPTH
 
 MAX_BODY = 3 * 1024 * 1024  # the apiserver's limit for a request body
 MAX_DEPTH = MAX_OBJECT_DEPTH  # a body deeper than an object may be is refused on arrival
+YAML_ALIAS_ALLOWANCE = 100_000
+"""Values a YAML body may hold beyond one per byte of it, through aliases."""
 BODY_DEADLINE = web.AppKey("body_deadline", float)
 """Seconds a request body may take to arrive (the API's idle timeout; a slow client's
 body is refused with 408 rather than holding a handler forever)."""
@@ -78,7 +80,11 @@ def parse(raw: bytes, content_type: str) -> Any:
         except RecursionError as e:
             raise ApiError(400, "error converting YAML to JSON: the document is nested too "
                            "deeply") from e
-        check_json_value(value, "error converting YAML to JSON")
+        # Aliases may repeat a node without repeating its bytes (a "billion laughs" body
+        # of 1 KB walks to 10^9 nodes and holds the loop for good): a document may expand
+        # to little more than its own size, as go-yaml's alias budget allows.
+        check_json_value(value, "error converting YAML to JSON",
+                         max_nodes=len(raw) + YAML_ALIAS_ALLOWANCE)
         return value
     try:
         value = orjson.loads(raw)
@@ -99,13 +105,18 @@ def _not_utf8(s: str) -> bool:
     return False
 
 
-def check_json_value(value: Any, prefix: str) -> None:
+def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> None:
     """A 400 for what JSON cannot hold (YAML's binary, sets, non-string keys, infinities,
-    integers past 64 bits, lone surrogates) and for nesting deeper than ``MAX_DEPTH``;
-    walked without recursion."""
+    integers past 64 bits, lone surrogates), for nesting deeper than ``MAX_DEPTH`` and for
+    more than ``max_nodes`` values (YAML aliases expanding); walked without recursion."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    budget = max_nodes
     while stack:
         v, depth = stack.pop()
+        if budget is not None:
+            budget -= 1
+            if budget < 0:
+                raise ApiError(400, f"{prefix}: yaml: document contains excessive aliasing")
         if isinstance(v, dict):
             if depth > MAX_DEPTH:
                 raise ApiError(400, f"{prefix}: the object is nested more than {MAX_DEPTH} "
