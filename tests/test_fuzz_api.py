@@ -360,6 +360,14 @@ def _nested_json(levels: int) -> bytes:
     return b'{"a":' * levels + b"1" + b"}" * levels
 
 
+def _laughs(tail: bytes) -> bytes:
+    """Nine levels of ten aliases each, under ``data``: 10^9 values from 1 KB."""
+    levels = [b"l0: &l0 [" + b",".join([b"x"] * 10) + b"]"]
+    levels += [b"l%d: &l%d [" % (i, i) + b",".join([b"*l%d" % (i - 1)] * 10) + b"]"
+               for i in range(1, 9)]
+    return b"\n".join(levels) + b"\n" + tail + b"data: {k: *l8}\n"
+
+
 def _continue(payload: bytes) -> str:
     return base64.urlsafe_b64encode(payload).decode().rstrip("=")
 
@@ -390,6 +398,14 @@ CORPUS: list[tuple[str, str, dict[str, str], bytes, str]] = [
      "application/yaml"),
     ("POST", "/api/v1/namespaces/default/configmaps", {},
      b"a: &a [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n", "application/yaml"),
+    # A YAML "billion laughs" (1 KB of aliases, 10^9 values when walked) held the
+    # event loop of a real node for good: no request, watch or controller ran again.
+    ("POST", "/api/v1/namespaces/default/configmaps", {},
+     _laughs(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: laughs}\n"),
+     "application/yaml"),
+    ("PATCH", "/api/v1/namespaces/default/configmaps/corpus", {"fieldManager": "fuzz"},
+     _laughs(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: corpus}\n"),
+     "application/apply-patch+yaml"),
     ("GET", "/api/v1/namespaces/default/configmaps",
      {"limit": "1", "continue": _continue(b'{"rv": 1e308, "ns": "", "name": "x"}')}, b"", ""),
     ("GET", "/api/v1/namespaces/default/configmaps",
