@@ -27,13 +27,12 @@ import base64
 import ipaddress
 import logging
 import re
+import sys
 import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
+from typing import TYPE_CHECKING, Protocol
 
 from shoal.node.images import (
     DOCKER_LIST,
@@ -51,6 +50,18 @@ from shoal.node.images import (
     select_platform,
     sha256_digest,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
+
+
+def network_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """What a failed fetch raises. aiohttp is imported by the first pull (a node that never
+    pulls from a registry never loads it), so its errors can only come once it is loaded."""
+    client = sys.modules.get("aiohttp")
+    return (TimeoutError, OSError, *more) if client is None else (
+        client.ClientError, TimeoutError, OSError, *more)
+
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +158,8 @@ class RegistryClient:
             self._session = None
 
     def _sess(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout, sock_connect=10))
@@ -261,7 +274,7 @@ class ImagePuller:
                         ) -> tuple[str, str, bytes]:
         try:
             return await self.registry.get_manifest(ref, reference)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except network_errors() as e:
             for peers in self.manifest_peers:
                 found = await peers.find_manifest(ref, reference)
                 if found is not None:
@@ -289,7 +302,7 @@ class ImagePuller:
                             "with pull policy of Never")
         try:
             return await self.pull(image)
-        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        except network_errors() as e:
             if local is not None and not self.store.missing_blobs(local):
                 # Always, but the registry is unreachable: an edge node keeps running what it has.
                 log.warning("pull %s failed (%s); using the local copy", image, e)
@@ -344,7 +357,7 @@ class ImagePuller:
             try:
                 if await src.fetch_blob(ref, blob, self.store):
                     return
-            except (aiohttp.ClientError, TimeoutError, OSError, ImageError) as e:
+            except network_errors(ImageError) as e:
                 errors.append(f"{src.name}: {e}")
                 if src is self.registry:
                     raise
