@@ -182,6 +182,8 @@ def test_a_region_is_derived_from_the_site_unless_given() -> None:
     assert "region" not in dataclasses.replace(base, role="super", site="paris").member_tags()
     given = dataclasses.replace(base, role="super", site="paris", region="eu").member_tags()
     assert given["region"] == "eu"
+    weak = dataclasses.replace(base, role="weak", site="eu/paris-1").member_tags()
+    assert "region" not in weak  # a weak peer's coverage is read through its super-peers
 
 
 def test_super_peers_read_other_regions_through_aggregates_and_everyone_collects() -> None:

@@ -157,7 +157,7 @@ class MeshConfig:
         if self.site:
             out[SITE_TAG] = self.site
         region = default_region(self.site) if self.region is None else self.region
-        if region:
+        if region and self.role != Role.WEAK:  # only full and super-peers read it
             out[REGION_TAG] = region
         return out
 

@@ -54,7 +54,7 @@ def tags_of(role: Role, site: str, region: str = "") -> dict[str, str]:
     out = {} if role == Role.FULL else {"role": str(role)}
     if site:
         out["site"] = site
-    if region:
+    if region and role != Role.WEAK:  # only full and super-peers read it
         out["region"] = region
     return out
 
