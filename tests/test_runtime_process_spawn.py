@@ -70,3 +70,20 @@ async def test_an_exec_in_a_container_runs_without_the_loop_spawning_it(
     out, err = await asyncio.wait_for(communicate(session.process, b"in\n"), 10)
     assert (out, err, session.process.returncode) == (b"in\n", b"done\n", 4)
     await rt.stop(handle, grace=5)
+
+
+async def test_long_lines_are_split_and_a_last_line_without_newline_is_logged(
+        tmp_path: Path) -> None:
+    from shoal.node.runtime_process import PARTIAL_LINE
+
+    rt = ProcessRuntime(tmp_path)
+    script = (f"head -c {PARTIAL_LINE + 10} /dev/zero | tr '\\0' x; sleep 0.3; echo; "
+              "printf 'a\\nb'; printf tail >&2")
+    handle = await rt.start(config(tmp_path, ["sh", "-c", script]))
+    assert await asyncio.wait_for(rt.wait(handle), 10) == 0
+    records = [line.split(" ", 3)[1:] for line in
+               (tmp_path / "c" / "0.log").read_text().splitlines()]
+    assert ["stdout", "P", "x" * PARTIAL_LINE] in records
+    assert ["stdout", "F", "x" * 10] in records
+    assert ["stdout", "F", "a"] in records and ["stdout", "F", "b"] in records
+    assert ["stderr", "F", "tail"] in records

@@ -311,9 +311,13 @@ class PodWorker:
         return t
 
     async def _sleep_or_terminate(self, seconds: float) -> bool:
-        """Sleep; True if the pod started terminating meanwhile."""
+        """Sleep; True if the pod started terminating meanwhile. In the caller's task
+        (``wait_for`` made a task per sleep, and each pod sleeps in two loops or more)."""
+        if self.terminating.is_set():
+            return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.terminating.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self.terminating.wait()
         return self.terminating.is_set()
 
     async def run(self) -> None:

@@ -161,6 +161,42 @@ async def pump(reader: asyncio.StreamReader | None, stream: str, out: LogFile) -
         out.record(time.time(), stream, b"F", buf)
 
 
+class LogPipe(asyncio.Protocol):
+    """One pipe of a container copied into its log file as data arrives, one CRI record per
+    line (as :func:`pump`, without a task and a stream reader per pipe: a pod is mostly
+    idle, and those were a few KB each)."""
+
+    def __init__(self, stream: str, out: LogFile, closed: asyncio.Future[None]) -> None:
+        self.stream = stream
+        self.out = out
+        self.closed = closed
+        self.buf = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self.buf = (self.buf + data).split(b"\n")
+        now = time.time()
+        try:
+            for line in lines:
+                self.out.record(now, self.stream, b"F", line)
+            while len(self.buf) >= PARTIAL_LINE:
+                self.out.record(now, self.stream, b"P", self.buf[:PARTIAL_LINE])
+                self.buf = self.buf[PARTIAL_LINE:]
+        except (OSError, ValueError) as e:  # a full disk: lines are lost, the pipe still drains
+            log.debug("container log %s: %s", self.out.path, e)
+            self.buf = b""
+
+    def eof_received(self) -> bool:
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.buf:
+            with contextlib.suppress(OSError, ValueError):
+                self.out.record(time.time(), self.stream, b"F", self.buf)
+            self.buf = b""
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
 class LogFile:
     """A container attempt's CRI log file (shared by both runtimes, so logs read the same).
 
@@ -217,6 +253,7 @@ class ProcessRuntime:
         self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
         self._procs: dict[str, SpawnedProcess] = {}
+        self._supervisors: set[asyncio.Task[None]] = set()
 
     def _env(self, cfg: ContainerConfig, container_id: str) -> dict[str, str]:
         return {"PATH": DEFAULT_PATH, **cfg.env, MARKER_ENV: self.marker,
@@ -241,8 +278,12 @@ class ProcessRuntime:
         env = self._env(config, cid)
         argv = as_user(config.argv, config.user, env)
         logf = LogFile(config.log_path)
+        loop = asyncio.get_running_loop()
+        closed: list[asyncio.Future[None]] = [loop.create_future(), loop.create_future()]
         try:
-            child = await spawn(argv, stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
+            child = await spawn(argv, output=(lambda: LogPipe("stdout", logf, closed[0]),
+                                              lambda: LogPipe("stderr", logf, closed[1])),
+                                stdin=subprocess.PIPE if config.stdin else subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                 cwd=str(cwd), start_new_session=True)
         except OSError as e:
@@ -253,21 +294,20 @@ class ProcessRuntime:
         handle = ContainerHandle(config, cid, child.pid, time.time(), stdin=child.stdin)
         self._procs[cid] = child
         cgroup = self._cgroups.attach(config, child.pid)
-        asyncio.get_running_loop().create_task(self._supervise(handle, child, logf, cgroup))
+        task = loop.create_task(self._supervise(handle, child, logf, cgroup, closed))
+        self._supervisors.add(task)
+        task.add_done_callback(self._supervisors.discard)
         return handle
 
     async def _supervise(self, handle: ContainerHandle, child: SpawnedProcess,
-                         logf: LogFile, cgroup: Path | None) -> None:
-        pumps = asyncio.gather(pump(child.stdout, "stdout", logf),
-                               pump(child.stderr, "stderr", logf))
+                         logf: LogFile, cgroup: Path | None,
+                         closed: list[asyncio.Future[None]]) -> None:
         rc = await child.wait()
         # The container is its process group: what the main process left running goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
-        try:
-            await asyncio.wait_for(pumps, timeout=2.0)
-        except (TimeoutError, OSError, ValueError):
-            pumps.cancel()
+        # What is still in the pipes reaches the log (a grandchild may hold them open).
+        await asyncio.wait(closed, timeout=2.0)
         child.close()
         logf.close()
         self._cgroups.remove(cgroup)

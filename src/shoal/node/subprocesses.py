@@ -18,16 +18,21 @@ import asyncio
 import contextlib
 import os
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
+ProtocolFactory = Callable[[], asyncio.Protocol]
 
-async def spawn(argv: list[str], **popen: Any) -> SpawnedProcess:
+
+async def spawn(argv: list[str], output: tuple[ProtocolFactory, ProtocolFactory] | None = None,
+                **popen: Any) -> SpawnedProcess:
     """``subprocess.Popen(argv, **popen)`` in a worker thread, its pipes opened unbuffered
-    (the loop reads their fds), seen from the loop; raises what Popen raises."""
+    (the loop reads their fds), seen from the loop; raises what Popen raises. With
+    ``output``, stdout and stderr go to those protocols instead of stream readers."""
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(argv, bufsize=0, **popen)
 
-    return await SpawnedProcess.attach(await asyncio.to_thread(start))
+    return await SpawnedProcess.attach(await asyncio.to_thread(start), output)
 
 
 class SpawnedProcess:
@@ -43,12 +48,20 @@ class SpawnedProcess:
         self._transports: list[asyncio.BaseTransport] = []
 
     @classmethod
-    async def attach(cls, proc: subprocess.Popen[bytes]) -> SpawnedProcess:
+    async def attach(cls, proc: subprocess.Popen[bytes],
+                     output: tuple[ProtocolFactory, ProtocolFactory] | None = None
+                     ) -> SpawnedProcess:
         child = cls(proc)
         loop = asyncio.get_running_loop()
         try:
-            child.stdout = await child._reader(loop, proc.stdout)
-            child.stderr = await child._reader(loop, proc.stderr)
+            if output is None:
+                child.stdout = await child._reader(loop, proc.stdout)
+                child.stderr = await child._reader(loop, proc.stderr)
+            else:
+                for pipe, factory in zip((proc.stdout, proc.stderr), output, strict=True):
+                    if pipe is not None:
+                        pipe_transport, _ = await loop.connect_read_pipe(factory, pipe)
+                        child._transports.append(pipe_transport)
             if proc.stdin is not None:
                 transport, protocol = await loop.connect_write_pipe(
                     lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
