@@ -1,6 +1,7 @@
 """A writer removed from a Scope: what it wrote while it was one still replicates, relayed
 by members that are not writers; what it writes afterwards, or what anyone forges in its
-name after its removal, does not."""
+name after its removal, does not, and members that merged such a change before they learnt
+of the removal take it out (``shoal.mesh.revocation``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from shoal.authz.scopes import FORMER_WRITER_PREFIX, SCOPES, RecordFormerWriters, ScopeIndex
 from shoal.crdt.document import Document
+from shoal.mesh import revocation
 from shoal.mesh.replication_policy import ReplicationPolicy
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
@@ -126,6 +128,125 @@ def test_a_writer_removed_while_cut_off_hands_off_what_only_it_wrote() -> None:
         await until(lambda: has(m, "n0", "configmaps", "only-n1")
                     and has(m, "n2", "configmaps", "only-n1"), 60)
         assert not any(key[1] == NS for key, _ in m.replicas["n1"].all_entries())
+        await m.stop()
+
+    virtual_run(main())
+
+
+# -- revoked changes: stamped after the writer's recorded removal -----------------------
+
+UNTIL = 1000  # n1 was a writer until this stamp
+
+
+def _revoked(path: tuple[str, ...], writer: str, stamp: int) -> bool:
+    return writer == "n1" and stamp > UNTIL
+
+
+def test_a_removed_writers_late_create_goes_and_its_late_update_gives_way_to_the_old_value(
+) -> None:
+    created = Document.create({"metadata": {"name": "s", "uid": "u0"}, "data": {"a": "1"}},
+                              900, "n0")
+    assert revocation.strip(created, _revoked) is created  # nothing revoked: untouched
+    late = Document.create({"metadata": {"name": "l", "uid": "u1"}}, UNTIL + 1, "n1")
+    assert revocation.strip(late, _revoked) is None  # it should not exist at all
+    on_time = Document.create({"metadata": {"name": "t", "uid": "u2"}}, UNTIL, "n1")
+    assert revocation.strip(on_time, _revoked) is on_time
+
+    updated = created.copy()
+    updated.write({"metadata": {"name": "s", "uid": "u0"}, "data": {"a": "2", "b": "3"}},
+                  UNTIL + 5, "n1")
+    later = updated.copy()
+    later.write({"metadata": {"name": "s", "uid": "u0"}, "data": {"a": "2", "b": "3", "c": "4"}},
+                UNTIL + 9, "n0")  # a writer that had not learnt either, on top of it
+    stripped = revocation.strip(later, _revoked)
+    assert stripped is not None and stripped is not later
+    assert stripped.value() == {"metadata": {"name": "s", "uid": "u0"}, "data": {"c": "4"}}
+    # The value the late update overwrote comes back from a member that never merged it.
+    stripped.merge(created)
+    assert stripped.value() == {"metadata": {"name": "s", "uid": "u0"},
+                                "data": {"a": "1", "c": "4"}}
+
+    deleted = created.copy()
+    deleted.delete(UNTIL + 1, "n1")
+    undone = revocation.strip(deleted, _revoked)
+    assert undone is not None and undone.value() == created.value()
+    assert undone.stamp == created.stamp  # the create's root again, as on the writers
+
+
+def test_a_writer_relaying_a_change_stamped_after_a_removal_is_refused_for_now() -> None:
+    async def main() -> None:
+        r = Replica(None, "n0")
+        obj = scope(["n0", "n1", "n2"], ["n0", "n2"])
+        obj["metadata"]["annotations"] = {FORMER_WRITER_PREFIX + "n1": str(UNTIL)}
+        _, fut = r.put(SCOPES, "", "t", obj, lambda _: None)
+        await fut
+        policy = ReplicationPolicy("n0", ScopeIndex(r), Members(), 8)
+        held = Document.create({"metadata": {"name": "s"}, "data": {"k": "a"}}, 900, "n2")
+
+        def judge(doc: Document, sender: str) -> Any:
+            return policy.accept("secrets", NS, "s", doc, lambda: (held, held.value()), "t",
+                                 sender)
+
+        late = held.copy()
+        late.write({"metadata": {"name": "s"}, "data": {"k": "b"}}, UNTIL + 1, "n1")
+        refusal = judge(late, "n2")  # n2 is a writer, but had merged it before it learnt
+        assert refusal is not None and refusal.transient
+        assert "stamped after its removal" in refusal.reason
+        on_time = held.copy()
+        on_time.write({"metadata": {"name": "s"}, "data": {"k": "c"}}, UNTIL, "n1")
+        assert judge(on_time, "n2") is None
+        # What the merge would not change is not judged: a later write by a writer won.
+        both = late.copy()
+        both.write({"metadata": {"name": "s"}, "data": {"k": "d"}}, UNTIL + 2, "n2")
+        mine = both.copy()
+        assert policy.accept("secrets", NS, "s", late, lambda: (mine, mine.value()), "t",
+                             "n2") is None
+        r.close()
+
+    asyncio.run(main())
+
+
+def test_a_removed_writers_late_writes_never_become_the_scopes_state_anywhere() -> None:
+    """Issue 10's membership-change seed 198, on purpose: n1, cut off with n2 (a member,
+    no writer), is removed as a writer on n0's side; before either learns, n1 creates an
+    object and updates one that n0 wrote, and n2 merges both. After the heal every member
+    (n1 stays one) takes them out: the late create is nowhere, the update gives way to
+    n0's value again, and the three hold the same."""
+    from shoal.sim.loop import run as virtual_run
+    from tests.test_mesh_scopes import Mesh, has, until
+
+    async def main() -> None:
+        m = Mesh(3, 7)
+        await m.start()
+        await m.put("n0", SCOPES, "", "t", scope(["n0", "n1", "n2"], ["n0", "n1"]))
+        await until(lambda: all(has(m, n, SCOPES, "t", "") for n in m.names), 30)
+        await m.put("n0", "configmaps", NS, "old", {"metadata": {"name": "old"},
+                                                     "data": {"v": "n0"}})
+        await until(lambda: all(has(m, n, "configmaps", "old") for n in m.names), 30)
+        m.network.partition([["n0:7443"], ["n1:7443", "n2:7443"]])
+        removed = scope(["n0", "n1", "n2"], ["n0"])
+        old = m.replicas["n0"].get(SCOPES, "", "t")
+        assert old is not None
+        RecordFormerWriters(m.replicas["n0"], m.replicas["n0"].hlc.now)(SCOPES, old, removed)
+        await m.put("n0", SCOPES, "", "t", removed)
+        await asyncio.sleep(1)  # n1's clock is past the removal's stamp
+        await m.put("n1", "configmaps", NS, "late", {"metadata": {"name": "late"},
+                                                      "data": {"v": "n1"}})
+        await m.put("n1", "configmaps", NS, "old", {"metadata": {"name": "old"},
+                                                     "data": {"v": "n1"}})
+        await until(lambda: has(m, "n2", "configmaps", "late"), 30)
+        m.network.heal()
+
+        def settled() -> bool:
+            values = [m.replicas[n].get("configmaps", NS, "old") for n in m.names]
+            return (not any(has(m, n, "configmaps", "late") for n in m.names)
+                    and all(v is not None and v["data"] == {"v": "n0"} for v in values))
+
+        await until(settled, 120)
+        docs = {n: sorted((k, e.document().root) for k, e in m.replicas[n].all_entries()
+                          if k[1] == NS) for n in m.names}
+        assert docs["n0"] == docs["n1"] == docs["n2"]
+        assert m.peers["n2"].anti_entropy.docs_revoked >= 2
         await m.stop()
 
     virtual_run(main())

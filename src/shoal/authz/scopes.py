@@ -194,6 +194,13 @@ class ScopeMap:
     def former_writers(self, scope: str) -> Mapping[str, int]:
         return self._former.get(scope, {})
 
+    def revoked_after(self, scope: str) -> dict[str, int]:
+        """The former writers of ``scope`` that are not writers now, each with the stamp
+        after which its changes are revoked (``shoal.mesh.revocation``)."""
+        writers = self._writers.get(scope, frozenset())
+        return {p: until for p, until in self._former.get(scope, {}).items()
+                if p not in writers}
+
     def writers(self, scope: str) -> frozenset[str] | None:
         if scope == CLUSTER:
             return None

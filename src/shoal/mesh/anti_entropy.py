@@ -58,7 +58,7 @@ from typing import Any
 import orjson
 
 from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
-from shoal.mesh import topology
+from shoal.mesh import revocation, topology
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Member, Membership
 from shoal.mesh.messages import (
@@ -75,7 +75,13 @@ from shoal.mesh.messages import (
     decode,
     encode,
 )
-from shoal.mesh.replication_policy import DenialLog, ReplicationPolicy, changed_registers, tags_of
+from shoal.mesh.replication_policy import (
+    DenialLog,
+    ReplicationPolicy,
+    changed_registers,
+    revoked_rule,
+    tags_of,
+)
 from shoal.mesh.tombstones import COVERAGE_META, CoverageBook, TombstoneCollector
 from shoal.mesh.transport import Transport, TransportError
 from shoal.store.change_feed import Change, Subscription
@@ -243,6 +249,10 @@ class AntiEntropy:
         """Documents refused for now (maps disagree, a relay that may not relay)."""
         self.refusals_received = 0
         self.docs_forgotten = 0
+        self.docs_revoked = 0
+        """Documents that held changes a writer's removal revoked (``_revoke``)."""
+        self._revocations: dict[str, dict[str, int]] = {}
+        """Per scope: the removals (peer -> stamp) its documents were last stripped under."""
         self.garbage = 0
         self.pull_listeners: list[Callable[[str, bool], None]] = []
         """Told (partner, complete) after a pull: complete when every scope was pulled to
@@ -335,6 +345,57 @@ class AntiEntropy:
             self.docs_forgotten += n
             log.info("%s: dropped %d objects of scopes it no longer holds",
                      self.membership.name, n)
+        self._revoke(m)
+
+    def _revoke(self, m: ScopeMap) -> None:
+        """Take out of what each scope held here holds the changes that a writer's removal
+        revoked (``mesh.revocation``), whenever the removals a scope records change (and
+        once at start). A scope where something was taken out is pulled again in full: the
+        values those changes overwrote come back from members that never merged them, and
+        the coverage claims made while holding them are dropped. So is one where a removal
+        was recorded later than before (what was refused may be admitted now)."""
+        me = self.membership.name
+        for scope in sorted(m.scopes_of(me) - {CLUSTER}):
+            after = m.revoked_after(scope)
+            known = self._revocations.get(scope)
+            if known == after:
+                continue
+            later = known is not None and any(after.get(p, u) > u for p, u in known.items())
+            try:
+                changed = self._strip_revoked(m, scope, after) if after else 0
+            except StorageError as e:
+                log.warning("%s: could not take revoked changes out of scope %r (%s): "
+                            "trying again at the next change", me, scope, e)
+                self._map_serial = -1
+                continue
+            self._revocations[scope] = after
+            if changed or later:
+                self.docs_revoked += changed
+                log.info("%s: took revoked changes out of %d documents of scope %r; pulling "
+                         "it again in full", me, changed, scope)
+                self._reset_scope(scope)
+                self._persist_cursors()
+
+    def _strip_revoked(self, m: ScopeMap, scope: str, after: dict[str, int]) -> int:
+        drop: list[tuple[str, str, str]] = []
+        fixed = 0
+        for key, entry in self.replica.all_entries():
+            if m.scope_of(key[0], key[1]) != scope:
+                continue
+            doc = entry.document()
+            out = revocation.strip(doc, revoked_rule(after, *key, entry.value, doc.deleted))
+            if out is doc:
+                continue
+            if out is None:
+                drop.append(key)
+                continue
+            self.replica.replace(*key, out)
+            self._merged_rvs.add(self.replica.revision)  # not a local write: never pushed
+            fixed += 1
+        # A collected deletion that was revoked: its fence must not hide the object.
+        drop += [key for key, f in self.replica.fences.items()
+                 if m.scope_of(key[0], key[1]) == scope and f.stamp > after.get(f.writer, f.stamp)]
+        return fixed + (self.replica.forget(drop) if drop else 0)
 
     def _keep_for_handoff(self, m: ScopeMap, gone: list[tuple[str, str, str]]) -> None:
         """Of the documents this peer drops, those holding a change it made while it was a

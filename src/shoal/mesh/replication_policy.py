@@ -23,6 +23,10 @@ Node, its Lease, the status of its pods, Events). A non-writer therefore cannot 
 a change in another peer's name. A change that a non-writer relays is refused *for
 now* (``Refusal.transient``): the receiver gets it from a writer, and a pull cursor
 stops before it so that it is asked again.
+
+*Revoked changes.* A change a former writer stamped after its recorded removal is refused
+from anyone, writers included (``revoked_rule``; ``shoal.mesh.revocation`` takes such
+changes out of what a member merged before it learnt of the removal).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
 from shoal.crdt.document import Document, Node
 from shoal.mesh import ring, topology
 from shoal.mesh.messages import State
+from shoal.mesh.revocation import Revoked
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +161,22 @@ def _bound_node(value: Mapping[str, Any] | None) -> str | None:
     return node if isinstance(node, str) else None
 
 
+def revoked_rule(after: Mapping[str, int], resource: str, namespace: str, name: str,
+                 value: Mapping[str, Any] | None, deleted: bool) -> Revoked:
+    """Which registers of one object are revoked (``shoal.mesh.revocation``): written by a
+    former writer (``after``: peer -> the stamp of its recorded removal) stamped after its
+    removal, unless the Node rule lets that node write them anyway."""
+    bound = _bound_node(value)
+
+    def revoked(path: tuple[str, ...], writer: str, stamp: int) -> bool:
+        until = after.get(writer)
+        return (until is not None and stamp > until
+                and not node_may_write(writer, resource, namespace, name, path, bound,
+                                       deleted and path == ()))
+
+    return revoked
+
+
 class ReplicationPolicy:
     def __init__(self, me: str, index: ScopeIndex, membership: MemberSource,
                  pull_partners: int) -> None:
@@ -246,8 +267,11 @@ class ReplicationPolicy:
         if sender_writes:
             # Writers are trusted to relay what they accepted, whoever wrote it: judging
             # each register again by the writers of *now* would refuse, on some members
-            # only, what a writer removed since then wrote while it was one.
-            return None
+            # only, what a writer removed since then wrote while it was one. Except a
+            # change stamped after its writer's recorded removal: revoked, held nowhere
+            # once every member knows (the sender takes it out when it learns).
+            return self._revoked_change(scope, resource, namespace, name, remote, held,
+                                        sender)
         local, local_value = held()
         registers = list(changed_registers(local.root if local is not None else None,
                                            remote.root))
@@ -273,6 +297,34 @@ class ReplicationPolicy:
                 return Refusal(f"{writer} is not a writer of scope {scope!r} and may not "
                                f"write {where}", False)
         return None
+
+    def _revoked_change(self, scope: str, resource: str, namespace: str, name: str,
+                        remote: Document,
+                        held: Callable[[], tuple[Document | None, Mapping[str, Any] | None]],
+                        sender: str) -> Refusal | None:
+        after = self.map().revoked_after(scope)
+        if not after:
+            return None
+        local, local_value = held()
+        rule = revoked_rule(after, resource, namespace, name,
+                            local_value or remote.value(), remote.deleted)
+        for path, writer, stamp in changed_registers(local.root if local is not None else None,
+                                                     remote.root):
+            if rule(path, writer, stamp):
+                return Refusal(f"{sender} relayed a change by {writer} stamped after its "
+                               f"removal as a writer of scope {scope!r}", True)
+        return None
+
+    def revoked(self, resource: str, namespace: str, name: str,
+                value: Mapping[str, Any] | None, deleted: bool) -> Revoked | None:
+        """Which registers of this object held here are revoked; None when its scope
+        revokes nothing (no former writer that is not a writer again)."""
+        m = self.map()
+        scope = m.scope_of(resource, namespace)
+        after = m.revoked_after(scope) if scope != CLUSTER else {}
+        if not after:
+            return None
+        return revoked_rule(after, resource, namespace, name, value, deleted)
 
     # -- whom to talk to -------------------------------------------------------------
 

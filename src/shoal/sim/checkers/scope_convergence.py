@@ -1,5 +1,7 @@
 """Scope convergence: the members of each scope hold identical state for it, and every
-peer identical state for the cluster scope.
+peer identical state for the cluster scope; and no member holds a change that a writer's
+removal revoked (``shoal.mesh.revocation``: a change stamped after the removal the Scope
+records, which must never become the scope's state).
 
 The comparison is ``convergence.check`` restricted to one scope's objects and to the
 replicas of its members (a collected tombstone and a held one still read the same).
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shoal.authz.scopes import CLUSTER, ScopeMap
+from shoal.mesh import revocation
+from shoal.mesh.replication_policy import revoked_rule
 from shoal.sim.checkers import convergence
 from shoal.store.replica import Replica
 
@@ -25,6 +29,32 @@ def check(replicas: Mapping[str, Replica], scopes: ScopeMap, limit: int = 5) -> 
 
         label = scope or "the cluster scope"
         problems += [f"{label}: {p}" for p in convergence.check(held, limit, keep)]
+        problems += [f"{label}: {p}" for p in revoked(held, scopes, scope, limit)]
+        if len(problems) >= limit:
+            break
+    return problems[:limit] if len(problems) > limit else problems
+
+
+def revoked(replicas: Mapping[str, Replica], scopes: ScopeMap, scope: str,
+            limit: int = 5) -> list[str]:
+    """Every document of ``scope`` that a member holds with a revoked change in it, and
+    every collected deletion that was one."""
+    after = scopes.revoked_after(scope) if scope != CLUSTER else {}
+    if not after:
+        return []
+    problems: list[str] = []
+    for peer, replica in replicas.items():
+        for (resource, ns, name), entry in replica.all_entries():
+            if scopes.scope_of(resource, ns) != scope:
+                continue
+            doc = entry.document()
+            rule = revoked_rule(after, resource, ns, name, entry.value, doc.deleted)
+            if revocation.strip(doc, rule) is not doc:
+                problems.append(f"{peer} holds a revoked change in {resource}/{ns}/{name}")
+        problems += [f"{peer} keeps a revoked deletion of {'/'.join(key)}"
+                     for key, f in replica.fences.items()
+                     if scopes.scope_of(key[0], key[1]) == scope
+                     and f.stamp > after.get(f.writer, f.stamp)]
         if len(problems) >= limit:
             break
     return problems

@@ -12,9 +12,12 @@ whose fence has expired.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 
 from shoal.authz.scopes import ScopeMap
+from shoal.mesh import revocation
+from shoal.mesh.replication_policy import revoked_rule
 from shoal.sim.checkers import durability, resurrection
 from shoal.sim.cluster import AckedWrite
 from shoal.store.replica import Replica
@@ -24,7 +27,7 @@ def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: 
           limit: int = 5, exempt: Callable[[AckedWrite], bool] | None = None) -> list[str]:
     """``exempt`` names writes no member need keep (made by a peer after it was removed);
     they still count as creates for ``resurrection``, since a member may have kept one."""
-    acked = list(acked)
+    acked = [a for a in (_unrevoked(w, scopes) for w in acked) if a is not None]
     problems: list[str] = []
     for peer, replica in replicas.items():
         mine = [w for w in acked
@@ -36,6 +39,24 @@ def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: 
         if len(problems) >= limit:
             break
     return problems
+
+
+def _unrevoked(w: AckedWrite, scopes: ScopeMap) -> AckedWrite | None:
+    """``w`` as the members must keep it: without the changes a writer's removal revoked
+    (``mesh.revocation``), which its snapshot holds when it was made over one of them;
+    None when nothing of it may be kept (a revoked create, or the revoked change itself:
+    a revoked deletion is no deletion, so it must not count as one)."""
+    after = scopes.revoked_after(scopes.scope_of(w.resource, w.namespace))
+    if not after:
+        return w
+    doc = w.snapshot
+    kept = revocation.strip(doc, revoked_rule(after, w.resource, w.namespace, w.name,
+                                              doc.value(), doc.deleted))
+    if kept is doc:
+        return w
+    if kept is None or (w.op == "delete" and not kept.deleted):
+        return None
+    return dataclasses.replace(w, snapshot=kept)
 
 
 def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
