@@ -51,7 +51,6 @@ from shoal.store.system_crypto import (
     CryptoError,
     PrivateKey,
     PublicKey,
-    issued_by,
     load_der_certificate,
     load_pem_certificate,
     load_private_key,
@@ -195,7 +194,7 @@ def _node_cert(der: bytes, ca_cert_pem: bytes) -> tuple[Certificate, PublicKey] 
     to a node."""
     try:
         cert = load_der_certificate(der)
-        if not issued_by(der, _ca(ca_cert_pem).certificate.der):
+        if not cert.issued_by(_ca(ca_cert_pem).certificate):
             return None
         key = cert.public_key()
     except CryptoError:

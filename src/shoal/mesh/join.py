@@ -57,7 +57,7 @@ from shoal.mesh.transport import TransportError
 from shoal.store.system_crypto import (
     CryptoError,
     csr_public_key,
-    issued_by,
+    load_der_certificate,
     load_pem_certificate,
     load_private_key,
 )
@@ -188,7 +188,7 @@ def _matches(cert_pem: bytes, key_pem: str, ca_pem: bytes) -> bool:
     try:
         cert = load_pem_certificate(cert_pem)
         return (cert.spki_der == _public_key_of(key_pem)
-                and issued_by(cert.der, load_pem_certificate(ca_pem).der))
+                and cert.issued_by(load_pem_certificate(ca_pem)))
     except CryptoError:
         return False
 
@@ -225,7 +225,12 @@ async def join_cluster(pki: NodePKI, name: str, hosts: list[str], peer: str, tok
         if not hmac.compare_digest(got, token.ca_hash):
             raise JoinError(f"{peer} belongs to another cluster: its CA hash {got} differs "
                             f"from the token's {token.ca_hash}")
-        if not issued_by(conn.peer_cert_der(), load_pem_certificate(ca_pem).der):
+        try:
+            pinned = load_der_certificate(conn.peer_cert_der()).issued_by(
+                load_pem_certificate(ca_pem))
+        except CryptoError:
+            pinned = False
+        if not pinned:
             raise JoinError(f"{peer}'s certificate is not issued by the pinned cluster CA")
         made = await _issue({"op": "requests", "name": name, "requests": [
             {"kind": "node", "key_pem": _key_pem_on_disk(node_key_path(pki)), "hosts": hosts},

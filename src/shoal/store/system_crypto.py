@@ -21,7 +21,6 @@ import ctypes.util
 import ipaddress
 import struct
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 GCM_TAG_SIZE = 16
@@ -73,8 +72,8 @@ _CRYPTO_free = _fn("CRYPTO_free", None, _P, _B, _I)
 _BIO_new_mem_buf = _fn("BIO_new_mem_buf", _P, _B, _I)
 _BIO_free = _fn("BIO_free", _I, _P)
 # ciphers
-_EVP_aes_gcm = {16: _fn("EVP_aes_128_gcm", _P), 24: _fn("EVP_aes_192_gcm", _P),
-                32: _fn("EVP_aes_256_gcm", _P)}
+_EVP_CIPHER_fetch = _fn("EVP_CIPHER_fetch", _P, _P, _B, _B)
+_EVP_MD_fetch = _fn("EVP_MD_fetch", _P, _P, _B, _B)
 _EVP_CIPHER_CTX_new = _fn("EVP_CIPHER_CTX_new", _P)
 _EVP_CIPHER_CTX_free = _fn("EVP_CIPHER_CTX_free", None, _P)
 _EVP_CIPHER_CTX_ctrl = _fn("EVP_CIPHER_CTX_ctrl", _I, _P, _I, _I, _P)
@@ -82,7 +81,6 @@ _EVP_CipherInit_ex = _fn("EVP_CipherInit_ex", _I, _P, _P, _P, _B, _B, _I)
 _EVP_CipherUpdate = _fn("EVP_CipherUpdate", _I, _P, _P, ctypes.POINTER(_I), _B, _I)
 _EVP_CipherFinal_ex = _fn("EVP_CipherFinal_ex", _I, _P, _P, ctypes.POINTER(_I))
 # keys and signatures
-_EVP_sha256 = _fn("EVP_sha256", _P)
 _EVP_MD_CTX_new = _fn("EVP_MD_CTX_new", _P)
 _EVP_MD_CTX_free = _fn("EVP_MD_CTX_free", None, _P)
 _EVP_DigestSignInit = _fn("EVP_DigestSignInit", _I, _P, _P, _P, _P, _P)
@@ -100,7 +98,9 @@ _PEM_read_bio_X509 = _fn("PEM_read_bio_X509", _P, _P, _P, _P, _B)
 _d2i_X509 = _fn("d2i_X509", _P, _P, ctypes.POINTER(_P), ctypes.c_long)
 _i2d_X509 = _fn("i2d_X509", _I, _P, ctypes.POINTER(_P))
 _X509_free = _fn("X509_free", None, _P)
-_X509_get0_pubkey = _fn("X509_get0_pubkey", _P, _P)
+_X509_get_pubkey = _fn("X509_get_pubkey", _P, _P)
+_X509_get_X509_PUBKEY = _fn("X509_get_X509_PUBKEY", _P, _P)
+_i2d_X509_PUBKEY = _fn("i2d_X509_PUBKEY", _I, _P, ctypes.POINTER(_P))
 _X509_get_subject_name = _fn("X509_get_subject_name", _P, _P)
 _X509_get_issuer_name = _fn("X509_get_issuer_name", _P, _P)
 _X509_NAME_cmp = _fn("X509_NAME_cmp", _I, _P, _P)
@@ -129,6 +129,22 @@ _NO_PASSPHRASE = b""
 """Given as the passphrase so that an encrypted PEM fails instead of prompting a tty."""
 
 
+def _fetched(fetch: Any, name: bytes) -> int:
+    """An algorithm fetched once: OpenSSL 3 fetches it again on every init otherwise, which
+    cost more than the AES-GCM of a Secret itself."""
+    algorithm = fetch(None, name, None)
+    if not algorithm:
+        _ERR_clear_error()
+        raise ImportError(f"the system libcrypto has no {name.decode()}")
+    return int(algorithm)
+
+
+_AES_GCM = {16: _fetched(_EVP_CIPHER_fetch, b"AES-128-GCM"),
+            24: _fetched(_EVP_CIPHER_fetch, b"AES-192-GCM"),
+            32: _fetched(_EVP_CIPHER_fetch, b"AES-256-GCM")}
+_SHA256 = _fetched(_EVP_MD_fetch, b"SHA256")
+
+
 class _GeneralName(ctypes.Structure):
     _fields_ = [("type", _I), ("d", _P)]
 
@@ -143,7 +159,7 @@ def _fail(what: str) -> CryptoError:
 
 def _gcm(encrypt: bool, key: bytes, nonce: bytes, data: bytes, aad: bytes,
          tag: bytes = b"") -> bytes:
-    cipher = _EVP_aes_gcm.get(len(key))
+    cipher = _AES_GCM.get(len(key))
     if cipher is None:
         raise CryptoError("AES-GCM keys are 16, 24 or 32 bytes")
     if not 8 <= len(nonce) <= 128:
@@ -156,7 +172,7 @@ def _gcm(encrypt: bool, key: bytes, nonce: bytes, data: bytes, aad: bytes,
     try:
         n = _I(0)
         out = ctypes.create_string_buffer(len(data) + 16)
-        ok = (_EVP_CipherInit_ex(ctx, cipher(), None, None, None, int(encrypt)) == 1
+        ok = (_EVP_CipherInit_ex(ctx, cipher, None, None, None, int(encrypt)) == 1
               and _EVP_CIPHER_CTX_ctrl(ctx, _EVP_CTRL_GCM_SET_IVLEN, len(nonce), None) == 1
               and _EVP_CipherInit_ex(ctx, None, None, key, nonce, int(encrypt)) == 1
               and (not aad or _EVP_CipherUpdate(ctx, None, ctypes.byref(n), aad, len(aad)) == 1)
@@ -230,7 +246,7 @@ class PublicKey(_Key):
         if not md:
             raise MemoryError("EVP_MD_CTX_new")
         try:
-            if _EVP_DigestVerifyInit(md, None, _EVP_sha256(), None, self._pkey) != 1:
+            if _EVP_DigestVerifyInit(md, None, _SHA256, None, self._pkey) != 1:
                 raise _fail("this key cannot verify ECDSA signatures")
             ok = bool(_EVP_DigestVerify(md, der, len(der), signed, len(signed)) == 1)
             if not ok:
@@ -248,7 +264,7 @@ class PrivateKey(_Key):
             raise MemoryError("EVP_MD_CTX_new")
         try:
             size = _S(0)
-            if (_EVP_DigestSignInit(md, None, _EVP_sha256(), None, self._pkey) != 1
+            if (_EVP_DigestSignInit(md, None, _SHA256, None, self._pkey) != 1
                     or _EVP_DigestSign(md, None, ctypes.byref(size), data, len(data)) != 1):
                 raise _fail("this key cannot sign")
             sig = ctypes.create_string_buffer(size.value)
@@ -343,21 +359,45 @@ def _raw_signature(der: bytes) -> bytes:
 # -- certificates ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Certificate:
-    """What a node reads from an X.509 certificate (the OpenSSL object is not kept)."""
+    """An X.509 certificate: what a node reads from it, read once, and the OpenSSL object
+    (freed with this one) for checking who issued it."""
 
-    der: bytes
-    common_name: str
-    organizations: tuple[str, ...]
-    not_before: float  # unix seconds
-    not_after: float
-    spki_der: bytes
-    dns_names: tuple[str, ...]
-    ip_addresses: tuple[str, ...]
+    def __init__(self, x509: int) -> None:
+        """Takes ``x509`` over: it is freed with this object, even if this raises."""
+        self._x509 = x509
+        weakref.finalize(self, _X509_free, x509)
+        pkey = _X509_get_pubkey(x509)  # a reference of our own, freed by PublicKey
+        if not pkey:
+            raise _fail("a certificate without a readable public key")
+        self._key = PublicKey(pkey)
+        self.der = _i2d(_i2d_X509, x509, "certificate")
+        self.common_name, self.organizations = _subject(x509)
+        self.not_before = _time(_X509_get0_notBefore(x509))  # unix seconds
+        self.not_after = _time(_X509_get0_notAfter(x509))
+        # The X509_PUBKEY as it stands in the certificate: encoding the EVP_PKEY again
+        # (i2d_PUBKEY) goes through OpenSSL 3's encoders, 100 us.
+        self.spki_der = _i2d(_i2d_X509_PUBKEY, _X509_get_X509_PUBKEY(x509), "public key")
+        self.dns_names, self.ip_addresses = _sans(x509)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Certificate) and other.der == self.der
+
+    def __hash__(self) -> int:
+        return hash(self.der)
 
     def public_key(self) -> PublicKey:
-        return load_public_key(self.spki_der)
+        return self._key
+
+    def issued_by(self, ca: Certificate) -> bool:
+        """Whether ``ca`` signed this certificate: its issuer is the CA's subject and the CA's
+        key verifies its signature (as ``cryptography``'s ``verify_directly_issued_by``)."""
+        ok = bool(_X509_NAME_cmp(_X509_get_issuer_name(self._x509),
+                                 _X509_get_subject_name(ca._x509)) == 0
+                  and _X509_verify(self._x509, ca._key._pkey) == 1)
+        if not ok:
+            _ERR_clear_error()
+        return ok
 
 
 def _text(asn1_string: int) -> str:
@@ -416,58 +456,13 @@ def _sans(x: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(dns), tuple(ips)
 
 
-def _certificate(x: int) -> Certificate:
-    pub = _X509_get0_pubkey(x)
-    if not pub:
-        raise _fail("a certificate without a readable public key")
-    cn, orgs = _subject(x)
-    dns, ips = _sans(x)
-    return Certificate(_i2d(_i2d_X509, x, "certificate"), cn, orgs,
-                       _time(_X509_get0_notBefore(x)), _time(_X509_get0_notAfter(x)),
-                       _public_der(pub), dns, ips)
-
-
 def load_pem_certificate(pem: bytes) -> Certificate:
     """The first certificate of a PEM file."""
-    x = _from_pem(_PEM_read_bio_X509, pem, "certificate")
-    try:
-        return _certificate(x)
-    finally:
-        _X509_free(x)
+    return Certificate(_from_pem(_PEM_read_bio_X509, pem, "certificate"))
 
 
 def load_der_certificate(der: bytes) -> Certificate:
-    x = _from_der(_d2i_X509, der, "certificate")
-    try:
-        return _certificate(x)
-    finally:
-        _X509_free(x)
-
-
-def issued_by(cert_der: bytes, ca_der: bytes) -> bool:
-    """Whether the CA signed the certificate: its issuer is the CA's subject and the CA's key
-    verifies its signature (as ``cryptography``'s ``verify_directly_issued_by``)."""
-    try:
-        x = _from_der(_d2i_X509, cert_der, "certificate")
-    except CryptoError:
-        return False
-    try:
-        try:
-            ca = _from_der(_d2i_X509, ca_der, "certificate")
-        except CryptoError:
-            return False
-        try:
-            key = _X509_get0_pubkey(ca)
-            ok = bool(key
-                      and _X509_NAME_cmp(_X509_get_issuer_name(x), _X509_get_subject_name(ca)) == 0
-                      and _X509_verify(x, key) == 1)
-            if not ok:
-                _ERR_clear_error()
-            return ok
-        finally:
-            _X509_free(ca)
-    finally:
-        _X509_free(x)
+    return Certificate(_from_der(_d2i_X509, der, "certificate"))
 
 
 def csr_public_key(pem: bytes) -> bytes:
