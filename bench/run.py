@@ -31,7 +31,8 @@ SUITES = ["api_single_node",
           "scale",  # super-peers: the simulator at 100, 1,000 and 10,000 peers
           "bus",  # the data plane: Shoal's nats-server wiring against a hand configuration
           "devices",  # device mappers: MQTT readings/s, desired to Modbus register p50/p99
-          "footprint"]  # RSS idle and with 100 pods, installed size, time to serve
+          "footprint",  # RSS idle and with 100 pods, installed size, time to serve
+          "crypto"]  # Secrets and tokens: system libcrypto against cryptography, CPU per op
 
 
 def main() -> int:
