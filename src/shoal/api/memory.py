@@ -6,7 +6,9 @@ from the heap and stay there; each thread may get an arena of its own; and free 
 inside the heap are kept until ``malloc_trim``. Under 200 concurrent clients that kept
 RSS above 1 GB after the load stopped. So: a fixed mmap threshold (blocks above it are
 mmapped and unmapped on free), at most two arenas, and a ``malloc_trim(0)`` shortly
-after a burst of large responses. Elsewhere than glibc this does nothing.
+after a burst of large responses. A burst of small requests (gets, creates) frees its
+memory inside the heap too: :class:`HeapTrimmer` trims whenever the RSS has grown by a
+few MB since the last trim. Elsewhere than glibc this does nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import time
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +89,76 @@ class Trimmer:
         trim()
         self.trims += 1
         log.debug("malloc_trim after a burst took %.1f ms", (time.perf_counter() - start) * 1e3)
+
+
+HEAP_CHECK_INTERVAL = 5.0
+"""Seconds between two looks at the RSS (a read of ``/proc/self/statm``) and the CPU time."""
+HEAP_GROWTH = 4 * 1024 * 1024
+"""RSS growth since the last trim that makes a trim worth it."""
+BUSY = 0.2
+"""Share of a core the process used over an interval that makes it busy."""
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class HeapTrimmer:
+    """Gives back what the heap holds free, whatever freed it (``malloc_trim(0)``).
+
+    Every ``interval`` it reads the RSS and the process's CPU time, and trims when the RSS
+    has grown by ``growth`` since the last trim, or when a busy interval is followed by a
+    quiet one (a burst is over: what it freed is free now). The RSS after a trim is the new
+    mark, so a node whose memory is all in use trims once per ``growth`` it takes, and an
+    idle node never trims.
+    """
+
+    def __init__(self, interval: float = HEAP_CHECK_INTERVAL, growth: int = HEAP_GROWTH,
+                 rss: Callable[[], int] = rss_bytes, cpu: Callable[[], float] = time.process_time,
+                 trim: Callable[[], None] = trim) -> None:
+        self.interval = interval
+        self.growth = growth
+        self._rss = rss
+        self._cpu = cpu
+        self._trim = trim
+        self.mark: int | None = None
+        self._cpu_last: float | None = None
+        self._was_busy = False
+        self.trims = 0
+        self.given_back = 0
+        """Bytes of RSS the trims took off, in total."""
+
+    def check(self) -> bool:
+        """Trim if the RSS grew enough since the last mark or a burst just ended; True if
+        it did."""
+        now, cpu = self._rss(), self._cpu()
+        busy = self._cpu_last is not None and cpu - self._cpu_last >= BUSY * self.interval
+        burst_over, self._was_busy = self._was_busy and not busy, busy
+        self._cpu_last = cpu
+        if self.mark is None:
+            self.mark = now
+            return False
+        if now < self.mark + self.growth and not burst_over:
+            self.mark = min(self.mark, now)
+            return False
+        start = time.perf_counter()
+        self._trim()
+        after = self._rss()
+        self.trims += 1
+        self.given_back += max(0, now - after)
+        self.mark = after
+        log.debug("malloc_trim: RSS %.1f -> %.1f MB in %.1f ms", now / 2**20, after / 2**20,
+                  (time.perf_counter() - start) * 1e3)
+        return True
+
+    async def run(self) -> None:
+        if _libc is None:
+            return
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.check()
+            except OSError as e:  # no /proc: nothing to watch
+                log.debug("heap trimmer stopped: %s", e)
+                return
