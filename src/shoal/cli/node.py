@@ -15,6 +15,7 @@ from shoal.api import web
 from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
 from shoal.api.health import HealthServer
 from shoal.api.limit_ranger import LimitRanger  # issue 12
+from shoal.api.memory import HeapTrimmer  # memory a burst freed goes back (issue 11)
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.priority_admission import PriorityAdmission  # issue 12
 from shoal.api.quota_admission import QuotaAdmission  # issue 12
@@ -230,6 +231,7 @@ class ShoalNode:
             name="horizontal-pod-autoscaler"))
         self._tasks.append(asyncio.create_task(
             self.api.summary_loop(self.cfg.api.summary_interval), name="summary"))
+        self._tasks.append(asyncio.create_task(HeapTrimmer().run(), name="heap-trimmer"))
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
         self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
