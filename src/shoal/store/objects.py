@@ -68,17 +68,17 @@ documents deeper than 64 (``shoal.mesh.messages``), so no node may store one."""
 
 
 def _depth_over(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests more than ``limit`` levels (no recursion, no paths)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            v = v.values()
-        elif not isinstance(v, list):
-            continue
-        if depth > limit:
+    """Whether ``value`` nests more than ``limit`` levels, without paths. It recurses, but
+    never deeper than ``limit`` + 1 calls."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    if limit <= 0:
+        return True
+    for child in value:
+        if isinstance(child, (dict, list)) and _depth_over(child, limit - 1):
             return True
-        stack.extend((c, depth + 1) for c in v if isinstance(c, (dict, list)))
     return False
 
 
