@@ -80,6 +80,8 @@ def parse(raw: bytes, content_type: str) -> Any:
         except RecursionError as e:
             raise ApiError(400, "error converting YAML to JSON: the document is nested too "
                            "deeply") from e
+        except ValueError as e:  # an integer of more than 4,300 digits (Python's limit)
+            raise ApiError(400, f"error converting YAML to JSON: {e}") from e
         # Aliases may repeat a node without repeating its bytes (a "billion laughs" body
         # of 1 KB walks to 10^9 nodes and holds the loop for good): a document may expand
         # to little more than its own size, as go-yaml's alias budget allows.
