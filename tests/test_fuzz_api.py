@@ -426,6 +426,15 @@ CORPUS: list[tuple[str, str, dict[str, str], bytes, str]] = [
     ("PATCH", "/api/v1/namespaces/default/configmaps/corpus", {},
      b'[{"op":"add","path":"/data/x","value":' + _nested_json(200) + b"}]",
      "application/json-patch+json"),
+    # 40 copies of a list into itself: 2^40 elements; a real node grew to 8.8 GB, wedged.
+    ("PATCH", "/api/v1/namespaces/default/configmaps/corpus", {},
+     orjson.dumps([{"op": "add", "path": "/data/x", "value": ["x" * 1000]}]
+                  + [{"op": "copy", "from": "/data/x", "path": "/data/x/-"}] * 40),
+     "application/json-patch+json"),
+    # An integer past Python's 4,300 digits in YAML raised ValueError: a 500.
+    ("POST", "/api/v1/namespaces/default/configmaps", {},
+     b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata: {k: 1" + b"0" * 5000
+     + b"}\n", "application/yaml"),
     ("PATCH", "/api/v1/namespaces/default/configmaps/corpus", {}, b"{", "application/json"),
     ("PATCH", "/api/v1/namespaces/default/configmaps/corpus", {}, b'{"a":1}',
      "application/x-unknown-patch"),

@@ -39,6 +39,8 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
+
 from shoal.model import merge_keys
 
 __all__ = [
@@ -52,6 +54,9 @@ __all__ = [
 
 # The API server refuses longer JSON patches (413), as Kubernetes does.
 MAX_JSON_PATCH_OPERATIONS: Final = 10000
+MAX_JSON_PATCH_COPY_BYTES: Final = 3 * 1024 * 1024
+"""What a JSON patch's copies may add up to, as the apiserver's JSONPatchMaxCopyBytes: 40
+copies of a list into itself would otherwise ask for 2^40 elements."""
 
 
 class PatchError(Exception):
@@ -78,6 +83,14 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+def _json_size(value: Any) -> int:
+    """Bytes of a JSON value's encoding (what a copy adds to the document)."""
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # not JSON (nested too deep, say): as large as allowed
+        return MAX_JSON_PATCH_COPY_BYTES + 1
 
 
 def _json_equal(a: Any, b: Any) -> bool:
@@ -244,6 +257,7 @@ def apply_json_patch(doc: dict[str, Any], patch: Any) -> dict[str, Any]:
     """Apply an RFC 6902 JSON patch; all operations apply or none do."""
     ops = _parse_json_patch(patch)
     result: Any = _copy(doc)
+    copied = 0
     for op, tokens, path, from_tokens, source, value in ops:
         if op == "add":
             result = _add(result, tokens, _copy(value), path)
@@ -256,7 +270,13 @@ def apply_json_patch(doc: dict[str, Any], patch: Any) -> dict[str, Any]:
                 raise _inapplicable(f"json patch: test of {path!r} failed")
         elif op == "copy":
             assert from_tokens is not None
-            result = _add(result, tokens, _copy(_resolve(result, from_tokens, source)), path)
+            original = _resolve(result, from_tokens, source)
+            copied += _json_size(original)
+            if copied > MAX_JSON_PATCH_COPY_BYTES:
+                raise _inapplicable(
+                    "json patch: unable to complete the copy, the accumulated size increase "
+                    f"of copy is {copied}, exceeding the limit {MAX_JSON_PATCH_COPY_BYTES}")
+            result = _add(result, tokens, _copy(original), path)
         else:  # move
             assert from_tokens is not None
             if from_tokens == tokens:
