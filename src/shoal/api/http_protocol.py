@@ -19,7 +19,7 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -49,9 +49,10 @@ MAX_TRAILERS = 16 * 1024
 PIPELINE_LIMIT = 256 * 1024
 """Bytes of later requests buffered while one is served before reading pauses."""
 
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET_BAD = re.compile(r"[\x00-\x20\x7f]")
-_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/1\.([01])")
+_FIELD = rf"{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*"
+_HEADER_FIELDS = re.compile(rf"{_FIELD}(?:\r\n{_FIELD})*")
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
 
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UPGRADED = range(7)
@@ -74,6 +75,24 @@ def status_bytes(code: int, message: str) -> bytes:
     return orjson.dumps({"kind": "Status", "apiVersion": "v1", "metadata": {},
                          "status": "Failure", "message": message, "reason": reason,
                          "code": code})
+
+
+def _request_line_error(line: str) -> NoReturn:
+    """Why a request line does not parse (the slow path: only for bad input)."""
+    if len(line) > MAX_REQUEST_LINE:
+        raise BadRequest(414, "the request line is too long")
+    parts = line.split(" ")
+    if (len(parts) == 3 and re.fullmatch(r"HTTP/\d\.\d", parts[2])
+            and parts[2] not in ("HTTP/1.0", "HTTP/1.1")):
+        raise BadRequest(505, f"{parts[2]} is not supported")
+    raise BadRequest(400, f"a malformed request line: {line[:80]!r}")
+
+
+def _header_error(fields: str) -> NoReturn:
+    for f in fields.split("\r\n"):
+        if not re.fullmatch(_FIELD, f):
+            raise BadRequest(400, f"a malformed header line: {f[:80]!r}")
+    raise BadRequest(400, "malformed header lines")
 
 
 class HttpServer:
@@ -128,6 +147,7 @@ class HttpProtocol(asyncio.Protocol):
         self._request: Request | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._idle_deadline: float | None = None
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused: set[str] = set()
@@ -145,7 +165,7 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
-        self._cancel_timer()
+        self._stop_timer()
         if not self._body.is_eof():
             self._body.set_exception(ConnectionResetError("the client closed the connection"))
         waiter = self._drain_waiter
@@ -208,19 +228,33 @@ class HttpProtocol(asyncio.Protocol):
     # -- timers ------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        self._cancel_timer()
-        if self.server.idle_timeout:
-            self._timer = self.loop.call_later(self.server.idle_timeout, self._idle)
+        """The connection waits for a request from now on. One timer handle lives across
+        requests (re-armed when it fires early), not one per request."""
+        idle = self.server.idle_timeout
+        if not idle:
+            return
+        self._idle_deadline = self.loop.time() + idle
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._idle_deadline, self._idle)
 
     def _cancel_timer(self) -> None:
+        self._idle_deadline = None
+
+    def _stop_timer(self) -> None:
+        self._idle_deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _idle(self) -> None:
         self._timer = None
-        if self._task is None:
-            self.close()
+        deadline = self._idle_deadline
+        if deadline is None or self._task is not None:
+            return  # a request is in progress: re-armed once it is answered
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._idle)
+            return
+        self.close()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -318,43 +352,26 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def _parse_head(self, head: str) -> Request:
-        lines = head.split("\r\n")
-        line = lines[0]
-        if len(line) > MAX_REQUEST_LINE:
-            raise BadRequest(414, "the request line is too long")
-        parts = line.split(" ")
-        if len(parts) != 3:
-            raise BadRequest(400, f"a malformed request line: {line[:80]!r}")
-        method, target, proto = parts
-        if not _TOKEN.fullmatch(method):
-            raise BadRequest(400, f"a malformed method: {method[:40]!r}")
-        if proto == "HTTP/1.1":
-            version = (1, 1)
-        elif proto == "HTTP/1.0":
-            version = (1, 0)
-        elif re.fullmatch(r"HTTP/\d\.\d", proto):
-            raise BadRequest(505, f"{proto} is not supported")
-        else:
-            raise BadRequest(400, f"a malformed request line: {line[:80]!r}")
-        if not target or _TARGET_BAD.search(target):
-            raise BadRequest(400, "a malformed request target")
+        line, _, fields = head.partition("\r\n")
+        m = _REQUEST_LINE.fullmatch(line) if len(line) <= MAX_REQUEST_LINE else None
+        if m is None:
+            _request_line_error(line)
+        method, target = m.group(1), m.group(2)
+        version = (1, int(m.group(3)))
         if target[0] != "/":
             scheme, sep, rest = target.partition("://")
             if not sep or scheme.lower() not in ("http", "https"):
                 raise BadRequest(400, f"a malformed request target: {target[:80]!r}")
             slash = rest.find("/")
             target = rest[slash:] if slash >= 0 else "/"
-        if len(lines) - 1 > MAX_HEADERS:
-            raise BadRequest(431, f"more than {MAX_HEADERS} headers")
         pairs: list[tuple[str, str]] = []
-        for h in lines[1:]:
-            name, sep, value = h.partition(":")
-            if not sep or not _TOKEN.fullmatch(name):
-                raise BadRequest(400, f"a malformed header line: {h[:80]!r}")
-            value = value.strip(" \t")
-            if _VALUE_BAD.search(value):
-                raise BadRequest(400, f"a control character in header {name}")
-            pairs.append((name, value))
+        if fields:
+            if fields.count("\n") >= MAX_HEADERS:
+                raise BadRequest(431, f"more than {MAX_HEADERS} headers")
+            if not _HEADER_FIELDS.fullmatch(fields):
+                _header_error(fields)
+            pairs = [(n, v.strip(" \t")) for n, _, v in
+                     (f.partition(":") for f in fields.split("\r\n"))]
         headers = CIMultiDictProxy(CIMultiDict(pairs))
         conn = headers.get("Connection", "").lower()
         if version == (1, 0):
