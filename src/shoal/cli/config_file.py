@@ -29,7 +29,8 @@ NOT_IN_FILE = frozenset({"config", "help", "version", "cert-lifetime"})
 # not flags, and not worth a warning.
 OTHER_VARIABLES = frozenset({"SHOAL_TOKEN", "SHOAL_CONFIG", "SHOAL_CERT_LIFETIME",
                              "SHOAL_CONTAINER_ID", "SHOAL_NODE_MARKER",
-                             "SHOAL_BUS_STATUS_INTERVAL", "SHOAL_FREEZE_READS"})
+                             "SHOAL_BUS_STATUS_INTERVAL", "SHOAL_FREEZE_READS",
+                             "SHOAL_HTTP_SERVER"})
 OTHER_PREFIXES = ("SHOAL_DEMO_", "SHOAL_VOLUME_")
 TRUE = frozenset({"1", "true", "yes", "on"})
 FALSE = frozenset({"0", "false", "no", "off"})
