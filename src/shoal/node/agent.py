@@ -119,6 +119,7 @@ class NodeAgent:
         self.events_dropped = 0
         self._event_names: OrderedDict[tuple[str, str, str], str] = OrderedDict()
         self._last_event_ns = 0
+        self._last_context: PodContext | None = None
 
     # -- wiring ----------------------------------------------------------------
 
@@ -132,7 +133,12 @@ class NodeAgent:
         return self.store.replica.get(resource, namespace, name)
 
     def _context(self) -> PodContext:
-        return dataclasses.replace(self._node_context(), network=self.pod_network)
+        """What a new worker gets: the same object as the last worker's while nothing in it
+        changed (a context and its copy of the allocatable per pod added up)."""
+        ctx = dataclasses.replace(self._node_context(), network=self.pod_network)
+        if ctx != self._last_context:
+            self._last_context = ctx
+        return self._last_context
 
     def _node_context(self) -> PodContext:
         node = self.store.replica.get("nodes", "", self.node_name) or {}
