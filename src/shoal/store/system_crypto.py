@@ -159,6 +159,8 @@ def _fail(what: str) -> CryptoError:
 
 def _gcm(encrypt: bool, key: bytes, nonce: bytes, data: bytes, aad: bytes,
          tag: bytes = b"") -> bytes:
+    # ctypes passes only bytes as a char pointer (SQLite or a caller may hand a memoryview).
+    key, nonce, data, aad, tag = (bytes(b) for b in (key, nonce, data, aad, tag))
     cipher = _AES_GCM.get(len(key))
     if cipher is None:
         raise CryptoError("AES-GCM keys are 16, 24 or 32 bytes")
