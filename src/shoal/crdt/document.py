@@ -40,6 +40,7 @@ S, W, V, C = 0, 1, 2, 3
 MAP: dict[str, Any] = {"$": "m"}
 DEL: dict[str, Any] = {"$": "d"}
 _ABSENT: Any = object()
+_NESTED = (dict, list)
 
 
 def _no_keys(_: Path) -> str | None:
@@ -71,11 +72,14 @@ def _keyed(value: list[Any], key: str | None) -> list[str] | None:
 
 def _new(value: Any, s: int, w: str, path: Path, kf: KeyFn) -> Node:
     if type(value) is dict:
-        return [s, w, MAP, {k: _new(v, s, w, (*path, k), kf) for k, v in value.items()}]
+        # Scalars inline: every create builds a node per field (issue 11).
+        return [s, w, MAP, {k: _new(v, s, w, (*path, k), kf) if type(v) in _NESTED
+                            else [s, w, v, None] for k, v in value.items()}]
     if type(value) is list:
-        keys = _keyed(value, kf(path))
+        key = kf(path)
+        keys = _keyed(value, key)
         if keys is not None:
-            reg = {"$": "l", "k": kf(path), "o": keys}
+            reg = {"$": "l", "k": key, "o": keys}
             return [s, w, reg, {k: _new(v, s, w, path, kf) for k, v in zip(keys, value, strict=True)}]
         # The document takes ownership of the value (callers hand over fresh objects).
         return [s, w, value, None]

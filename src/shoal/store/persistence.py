@@ -389,6 +389,8 @@ class Persistence:
             self._halted = error
         if error is None and (scrub or self._scrub_owed):
             self._scrub()
+        # One wake-up of each loop for the whole group, not one per write (issue 11).
+        waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for _, fut, loop in batch:
             if fut is None:
                 if error is not None:
@@ -396,7 +398,9 @@ class Persistence:
                 continue
             assert isinstance(loop, asyncio.AbstractEventLoop)
             assert isinstance(fut, asyncio.Future)
-            loop.call_soon_threadsafe(_resolve, fut, error)
+            waiting.setdefault(loop, []).append(fut)
+        for loop, futs in waiting.items():
+            loop.call_soon_threadsafe(_resolve_all, futs, error)
 
     def full(self) -> DiskFull | None:
         """The disk-full error of the last commit, while the disk has gained no space since
@@ -539,6 +543,11 @@ def _make_private(db: Path) -> None:
     for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         with contextlib.suppress(FileNotFoundError):
             os.chmod(path, 0o600)
+
+
+def _resolve_all(futs: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for fut in futs:
+        _resolve(fut, error)
 
 
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
