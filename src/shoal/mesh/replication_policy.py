@@ -382,6 +382,14 @@ class ReplicationPolicy:
         peers = {p.name: p for p in self.sync_peers()}
         relays = {p.name for p in self.relay_peers()}
         names = ring.partners(self.me, relays, self.pull_partner_count)
+        ours = topology.same_region(self._me(), map(_tagged, self.relay_peers()))
+        if ours:
+            # With regions, the ring successor among our region's peers too, in place of
+            # the last finger (the global successor stays first): coverage rows of a
+            # region's peers travel only within it (mesh.tombstones).
+            [successor] = ring.partners(self.me, (t.name for t in ours), 1)
+            if successor not in names:
+                names = [*names[:max(1, self.pull_partner_count - 1)], successor]
         chosen = [peers[n] for n in names]
         live = {p.name: p for p in self.membership.live()}
         for scope in sorted(m.scopes_of(self.me) - {CLUSTER}):
