@@ -12,6 +12,7 @@ import pytest
 
 from shoal.crdt.hlc import HybridLogicalClock
 from shoal.mesh import config as mesh_config
+from shoal.mesh import ring, topology
 from shoal.mesh.messages import CoverageRow
 from shoal.mesh.tombstones import Coverage
 from shoal.mesh.topology import Role
@@ -118,17 +119,21 @@ def regional(me: str) -> Coverage:
     return cov
 
 
-def test_a_puller_of_another_region_gets_our_row_and_our_regions_least_coverage_of_its_own() -> None:
+def test_a_puller_of_another_region_gets_our_row_and_the_regions_aggregates() -> None:
     a1 = regional("a1")
     a1.receive([CoverageRow("a2", 7, {"a1": 5, "b1": 3, "b2": 9, "c1": 4})])
     a1.published({"a2": 6, "b1": 8, "b2": 2, "c1": 1})
+    a1.receive([CoverageRow("region:C", 4, {"a1": 2, "b1": 1, "c1": 0})])
+    a1.receive([CoverageRow("region:B", 4, {"a1": 2, "c1": 1, "b1": 0, "b2": 0})])
     rows = {r.owner: r.vector for r in a1.since(0, "b1")}
-    # Per peer of B, what both a1 and a2 cover of it; a1 and a2 named as the constituents.
+    # Per peer outside A, what both a1 and a2 cover of it; a1 and a2 named as the
+    # constituents; C's aggregate relayed, B's not sent back to B.
     assert rows == {"a1": {"a2": 6, "b1": 8, "b2": 2, "c1": 1},
-                    "region:A": {"b1": 3, "b2": 2, "a1": 0, "a2": 0}}
+                    "region:A": {"b1": 3, "b2": 2, "c1": 1, "a1": 0, "a2": 0},
+                    "region:C": {"a1": 2, "b1": 1, "c1": 0}}
     assert a1.since(a1.revision, "b1") == ()
-    # One of our region gets every row of it, and no aggregate of ours.
-    assert {r.owner for r in a1.since(0, "a2")} == {"a1", "a2"}
+    # One of our region gets every row of it and the other regions' aggregates.
+    assert {r.owner for r in a1.since(0, "a2")} == {"a1", "a2", "region:B", "region:C"}
 
 
 def test_an_aggregate_is_computed_only_once_every_member_of_the_region_has_a_row() -> None:
@@ -187,7 +192,9 @@ def test_a_region_is_derived_from_the_site_unless_given() -> None:
 
 
 def test_super_peers_read_other_regions_through_aggregates_and_everyone_collects() -> None:
-    cfg = dataclasses.replace(mesh_config.sim(), gc_interval=2.0, gc_min_age=10.0)
+    # Two ring partners each: a region's peers are not all among them.
+    cfg = dataclasses.replace(mesh_config.sim(), gc_interval=2.0, gc_min_age=10.0,
+                              pull_partners=2)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -213,7 +220,11 @@ def test_super_peers_read_other_regions_through_aggregates_and_everyone_collects
             cov = node.peer.anti_entropy.coverage.scope("")
             others = {r for r in region.values() if r != region[name]}
             assert set(cov.regions) == others, name
-            mate = next(s for s in supers if s != name and region[s] == region[name])
+            ours = [s for s in supers if s != name and region[s] == region[name]]
+            # Its region's ring successor among its pull partners (rows stay in a region).
+            partners = {p.name for p in node.peer.anti_entropy.partners()}
+            assert ring.partners(name, ours, 1)[0] in partners, name
+            mate = ours[0]
             relayed = {r.owner for r in cov.since(0, mate)}  # to one of its region
             assert not {o for o in relayed if region.get(o, region[name]) != region[name]}
         await c.stop()
@@ -232,3 +243,19 @@ def test_chaos_over_regions_of_sites_converges_collects_and_forgets_nothing_earl
     report = scenarios.run(opts)
     assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
     assert report.tombstones_held and not report.tombstones_left  # deletions, all collected
+
+
+def test_only_a_full_or_super_peer_with_peers_of_other_regions_has_a_region_apart() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class T:
+        name: str
+        tags: dict[str, str]
+
+    def sup(name: str, region: str) -> T:
+        return T(name, {"role": "super", "region": region})
+
+    me = sup("a0", "A")
+    peers = [sup(f"a{i}", "A") for i in range(1, 4)] + [sup(f"b{i}", "B") for i in range(20)]
+    assert {p.name for p in topology.same_region(me, peers)} == {"a1", "a2", "a3"}
+    assert topology.same_region(me, peers[:3]) == []  # one region: nothing to add
+    assert topology.same_region(T("w", {"role": "weak", "region": "A"}), peers) == []

@@ -152,7 +152,7 @@ class Coverage:
         """Our region and its other members, whose rows make up its aggregated row (None
         while we aggregate nothing: a weak peer)."""
         self.regions: dict[str, _Held] = {}
-        """Per other region: its aggregated row, with the entries about our region's peers."""
+        """Per other region: its aggregated row (relayed whole, like a row)."""
         self._aggregate: tuple[int, CoverageRow | None, int] | None = None
         """(coverage revision computed at, our region's aggregated row, revision at which
         it last changed)."""
@@ -257,19 +257,19 @@ class Coverage:
                            {p: r for p, r in row.vector.items() if shared(p)})
 
     def across(self, cursor: int, theirs: str) -> tuple[CoverageRow, ...]:
-        """For a puller of region ``theirs``: our own row (it absorbs it) and our region's
-        aggregated row with the entries about ``theirs``'s peers, each if it changed after
-        ``cursor``. Rows of our region's other peers stay in our region."""
+        """For a puller of region ``theirs``: our own row (it absorbs it), our region's
+        aggregated row and those of the other regions but its own, each if it changed
+        after ``cursor``. Rows of our region's other peers stay in our region."""
         out = []
         own = self.rows.get(self.me)
         if own is not None and (own.learnt if self.shared is None
                                 else self._own_shared) > cursor:
             out.append(self._own_row(own.row))
         row, learnt = self.aggregate()
-        region_of = self.region_of
-        if row is not None and learnt > cursor and region_of is not None:
-            out.append(CoverageRow(row.owner, row.version, {
-                p: r for p, r in row.vector.items() if r == 0 or region_of(p) == theirs}))
+        if row is not None and learnt > cursor:
+            out.append(row)
+        out += [h.row for region, h in self.regions.items()
+                if h.learnt > cursor and region != theirs]
         return tuple(out)
 
     def aggregate(self) -> tuple[CoverageRow | None, int]:

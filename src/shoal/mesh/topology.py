@@ -93,6 +93,19 @@ def sync_peers(me: Tagged, peers: Iterable[T]) -> list[T]:
     return supers or [p for p in others if role_of(p) == Role.FULL]
 
 
+def same_region(me: Tagged, relays: Iterable[T]) -> list[T]:
+    """Of a full or super-peer's relays, those of its own region, when some are of
+    another (empty otherwise, and on a weak peer). Coverage rows of a region's peers are
+    relayed only within it (``mesh.tombstones``), so its peers' pull graph must be
+    strongly connected on its own."""
+    if role_of(me) == Role.WEAK:
+        return []
+    relays = list(relays)
+    mine = region_of(me)
+    ours = [p for p in relays if region_of(p) == mine]
+    return ours if len(ours) < len(relays) else []
+
+
 def relays(me: Tagged, sync: Iterable[T]) -> list[T]:
     """Of ``me``'s sync peers, those it pushes to and pulls from every round: for a full or
     super-peer the other full and super-peers (the backbone, memberlist's WAN pool),
