@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import datetime
 import os
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -240,3 +242,13 @@ def test_a_garbage_token_or_header_certificate_is_refused_never_a_crash(
     body = _b64(orjson.dumps({"iss": tokens.ISSUER, "exp": now + 60}))
     for token in (text, f"{text}.{text}.{text}", f"{forged_head}.{body}.{_b64(blob)}"):
         assert tokens.decode(token, ca_cert_pem=CA.cert_pem, now=now) is None
+
+
+def test_the_server_and_everything_it_imports_leave_cryptography_unloaded() -> None:
+    # A child interpreter: this one has loaded cryptography for the cross-checks.
+    probe = ("import sys, shoal.cli.main, shoal.cli.node, shoal.mesh.join, "
+             "shoal.mesh.cert_renewal\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'cryptography'))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
