@@ -46,15 +46,35 @@ def _cpu_s(node: Node) -> float:
     return float(t.user + t.system)
 
 
+def _thread_cpu_s(node: Node) -> dict[str, float]:
+    """CPU seconds of the event loop's thread (``main``) and of all the others (``threads``:
+    the SQLite writer mostly; Python does not name OS threads)."""
+    assert node.proc is not None
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for t in psutil.Process(node.proc.pid).threads():
+        task = Path(f"/proc/{node.proc.pid}/task/{t.id}")
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = "main" if t.id == node.proc.pid else "threads"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def _measured(node: Node, path: str, seconds: int, script: str | None) -> dict[str, Any]:
-    before = _cpu_s(node)
+    before, threads_before = _cpu_s(node), _thread_cpu_s(node)
     out = _wrk(node, path, seconds, 16, 2, script)
-    cpu = _cpu_s(node) - before
+    cpu, threads_after = _cpu_s(node) - before, _thread_cpu_s(node)
     requests = out["requests_per_s"] * seconds
+    by_thread = {f"{name}_cpu_ms_per_request": round(
+        1000 * (t - threads_before.get(name, 0.0)) / max(requests, 1), 3)
+        for name, t in threads_after.items()}
     return {"requests": int(requests), "requests_per_s": out["requests_per_s"],
             "p50_ms": out.get("p50_ms"), "p99_ms": out.get("p99_ms"),
             "non_2xx": out["non_2xx"], "server_cpu_s": round(cpu, 2),
-            "cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3)}
+            "cpu_ms_per_request": round(1000 * cpu / max(requests, 1), 3), **by_thread}
 
 
 def run(src: Path | None = None, seconds: int = 10) -> dict[str, Any]:
