@@ -251,16 +251,24 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     raise IssuanceError(f"unknown issuance request {op!r}")
 
 
-def main() -> int:
-    """A request on stdin, its answer on stdout (``{"error": ...}`` for a refused one)."""
+def answer(request: object) -> dict[str, Any]:
+    """:func:`handle`'s answer, or ``{"error": ...}`` for a request it refused."""
     try:
-        request = json.loads(sys.stdin.buffer.read())
         if not isinstance(request, dict):
             raise IssuanceError("an issuance request is a JSON object")
-        answer = handle(request)
-    except (IssuanceError, CryptoError, ValueError, KeyError, TypeError, OSError) as e:
-        answer = {"error": str(e) or type(e).__name__}
-    sys.stdout.write(json.dumps(answer))
+        return handle(request)
+    except (CryptoError, ValueError, KeyError, TypeError, OSError) as e:  # IssuanceError too
+        return {"error": str(e) or type(e).__name__}
+
+
+def main() -> int:
+    """A request on stdin, its answer on stdout."""
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+    except ValueError as e:
+        request = None
+        sys.stderr.write(f"not JSON: {e}\n")
+    sys.stdout.write(json.dumps(answer(request)))
     return 0
 
 

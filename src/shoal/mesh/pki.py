@@ -103,7 +103,7 @@ def run_issuance(request: dict[str, Any]) -> dict[str, Any]:
     if "cryptography" in sys.modules:
         from shoal.mesh import issuance
 
-        return issuance.handle(request)
+        return _issuance_answer(0, json.dumps(issuance.answer(request)).encode(), b"")
     proc = subprocess.run(_ISSUANCE_COMMAND, input=json.dumps(request).encode(),
                           capture_output=True, env=_issuance_env(), timeout=ISSUANCE_TIMEOUT,
                           check=False)
@@ -115,7 +115,7 @@ async def run_issuance_async(request: dict[str, Any]) -> dict[str, Any]:
     if "cryptography" in sys.modules:
         from shoal.mesh import issuance
 
-        return issuance.handle(request)
+        return _issuance_answer(0, json.dumps(issuance.answer(request)).encode(), b"")
     proc = await asyncio.create_subprocess_exec(
         *_ISSUANCE_COMMAND, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=_issuance_env())
