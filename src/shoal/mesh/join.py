@@ -156,8 +156,11 @@ def prepare_pki(pki: NodePKI, name: str, hosts: list[str]) -> bool:
         raise JoinError(f"{pki.dir} has a CA certificate but neither the CA key nor a node "
                         "certificate: finish the join with --join and --token")
     if not pki.signer_complete(name, hosts):
-        run_issuance({"op": "prepare_signer", "dir": str(pki.dir), "name": name,
-                      "hosts": hosts})
+        try:
+            run_issuance({"op": "prepare_signer", "dir": str(pki.dir), "name": name,
+                          "hosts": hosts})
+        except IssuanceError as e:
+            raise JoinError(f"making this node's certificates in {pki.dir} failed: {e}") from e
     return False
 
 
