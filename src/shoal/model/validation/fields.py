@@ -40,7 +40,10 @@ def _s(value: Any) -> str:
 def _is_int(value: Any) -> bool:
     if isinstance(value, bool):
         return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    # A JSON integer past 64 bits arrives as a float (orjson): not an integer Kubernetes
+    # can hold, and a stored one broke its controller on every pass.
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer()
+                                      and -(2.0**63) <= value < 2.0**63)
 
 
 def _as_int(value: Any) -> int | None:
