@@ -431,6 +431,11 @@ CORPUS: list[tuple[str, str, dict[str, str], bytes, str]] = [
      orjson.dumps([{"op": "add", "path": "/data/x", "value": ["x" * 1000]}]
                   + [{"op": "copy", "from": "/data/x", "path": "/data/x/-"}] * 40),
      "application/json-patch+json"),
+    # replicas of 2^200 arrive as a float (orjson): stored, the Deployment's controller then
+    # failed on it several times a second, for good.
+    ("POST", "/apis/apps/v1/namespaces/default/deployments", {},
+     orjson.dumps(deployment("huge")).replace(b'"replicas":1', b'"replicas":' + b"1" + b"0" * 60),
+     "application/json"),
     # An integer past Python's 4,300 digits in YAML raised ValueError: a 500.
     ("POST", "/api/v1/namespaces/default/configmaps", {},
      b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: big}\ndata: {k: 1" + b"0" * 5000
