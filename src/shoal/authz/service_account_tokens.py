@@ -29,7 +29,9 @@ device can be stolen. So a key may sign only what its holder could legitimately 
 
 Tokens are stateless: nothing is stored per token, so a peer that never saw it being
 issued accepts it. Revocation is by deleting the ServiceAccount or the pod (their uid
-changes when they are recreated), or by expiry.
+changes when they are recreated), or by expiry. A token Secret's token
+(``shoal.control.token_secrets``) is CA-signed and bound to that Secret: deleting the
+Secret revokes it.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Binding:
     pod_uid: str = ""
     node_name: str = ""
     node_uid: str = ""
+    secret_name: str = ""  # a token Secret's (shoal.control.token_secrets): CA-signed
+    secret_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ def claims(namespace: str, name: str, sa_uid: str, audiences: list[str], now: fl
         k8s["pod"] = {"name": binding.pod_name, "uid": binding.pod_uid}
     if binding.node_name:
         k8s["node"] = {"name": binding.node_name, "uid": binding.node_uid}
+    if binding.secret_name:
+        k8s["secret"] = {"name": binding.secret_name, "uid": binding.secret_uid}
     return {"aud": audiences or [ISSUER], "exp": iat + expiration_seconds, "iat": iat,
             "iss": ISSUER, "jti": str(uuid.uuid4()), "kubernetes.io": k8s, "nbf": iat,
             "sub": f"system:serviceaccount:{namespace}:{name}"}
@@ -331,6 +337,11 @@ def _verify(token: str, ca_cert_pem: bytes, reader: ObjectReader, now: float,
         extra[EXTRA_POD_UID] = (str(pod_claim["uid"]),)
     elif signer:
         return None  # a node key signs only tokens bound to its own pods
+    secret_claim = k8s.get("secret") or {}
+    if secret_claim:  # a token Secret's: deleting the Secret revokes it
+        secret = reader.get("secrets", ns, str(secret_claim.get("name") or ""))
+        if secret is None or (secret.get("metadata") or {}).get("uid") != secret_claim.get("uid"):
+            return None
     node_claim = k8s.get("node") or {}
     if node_claim:
         if signer and node_claim.get("name") != signer:
