@@ -38,6 +38,7 @@ from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.control.storage_protection import add_finalizer  # part W7
+from shoal.control.token_secrets import TokenSecrets  # token Secrets (part T)
 from shoal.devices.service import DeviceMappers  # devices (issue 15)
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
@@ -229,6 +230,10 @@ class ShoalNode:
             HorizontalPodAutoscaler(self.store, self.observability.resource_metrics,
                                     MeshView(self)), self.catch_up),
             name="horizontal-pod-autoscaler"))
+        # token Secrets (part T): a service-account-token Secret's token, on a signer peer
+        self._tasks.append(asyncio.create_task(manager.run_when_caught_up(
+            TokenSecrets(self.store, IssuerFiles(self.pki, self.cfg.name).current,
+                         self.pki.ca_cert.read_bytes()), self.catch_up), name="token-secrets"))
         self._tasks.append(asyncio.create_task(
             self.api.summary_loop(self.cfg.api.summary_interval), name="summary"))
         self._tasks.append(asyncio.create_task(HeapTrimmer().run(), name="heap-trimmer"))
