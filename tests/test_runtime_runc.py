@@ -281,6 +281,23 @@ async def test_a_start_cancelled_while_runc_run_is_being_spawned_leaves_nothing_
     await settle()
 
 
+async def test_a_state_dir_holding_runcs_bind_mounted_binary_is_still_removed(
+        rt: RuncRuntime) -> None:
+    # `runc run` killed while its init bind-mounts runc's binary into the state dir leaves
+    # that mount, and `runc delete --force` then fails with "device or resource busy".
+    state = rt.state_root / "abc123"
+    state.mkdir()
+    (state / "runc.Xy12Ab").touch()
+    subprocess.run(["mount", "--bind", "-o", "ro", rt.runc, str(state / "runc.Xy12Ab")],
+                   check=True)
+    bundle = rt.bundles / "abc123"
+    (bundle / "rootfs").mkdir(parents=True)
+    await rt._delete("abc123", bundle)
+    assert not state.exists()
+    assert not bundle.exists()
+    assert str(state) not in Path("/proc/self/mounts").read_text()
+
+
 async def test_a_pod_runs_in_runc_under_the_node_agent_and_a_failing_liveness_probe_restarts_it(
         tmp_path: Path, runc_works: str) -> None:
     from shoal.model.kinds import KindRegistry

@@ -393,9 +393,14 @@ class RuncRuntime:
         except asyncio.CancelledError:
             # Cancelled (the agent stopping) while runc starts the container: nothing would
             # supervise it, and `runc run`'s transport, collected after the loop had closed,
-            # failed a later test with "Event loop is closed". Take it down and reap it.
-            await self._abandon(proc, wait, pumps, logf)
-            await self._delete(hexid, bundle)
+            # failed a later test with "Event loop is closed". Take it down and reap it,
+            # to the end even if cancelled again.
+            async def take_down() -> None:
+                await self._kill_once_created(hexid, wait, pid_file, t0)
+                await self._abandon(proc, wait, pumps, logf)
+                await self._delete(hexid, bundle)
+
+            await _to_the_end(take_down())
             raise
         if not pid:
             await self._abandon(proc, wait, pumps, logf)
@@ -436,8 +441,27 @@ class RuncRuntime:
         handle.finished_at = time.time()
         handle.exited.set()
 
+    async def _kill_once_created(self, hexid: str, wait: asyncio.Future[int], pid_file: Path,
+                                 t0: float) -> None:
+        """Kill a container that `runc run` is creating, once it has been created.
+
+        Killing `runc run` itself mid-create leaves its init (in a session of its own by
+        then, so out of reach of a kill of runc's) setting the rootfs up in the bundle we
+        are removing, and a bind mount of the runc binary in the state dir, which
+        `runc delete` cannot remove. A created container dies the ordinary way.
+        """
+        while not wait.done() and time.monotonic() - t0 < START_TIMEOUT:
+            if pid_file.exists():
+                await self._runc("kill", hexid, "KILL")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(wait), 10.0)
+                return
+            await asyncio.sleep(0.005)
+
     async def _delete(self, hexid: str, bundle: Path) -> None:
         await self._runc("delete", "--force", hexid)
+        if (self.state_root / hexid).exists():
+            await asyncio.to_thread(_remove_state, self.state_root / hexid)
         await asyncio.to_thread(_remove_bundle, bundle)
 
     async def stop(self, handle: ContainerHandle, grace: float, sig: int | None = None) -> None:
@@ -545,6 +569,16 @@ def _prepare_rootfs(image_rootfs: Path, bundle: Path) -> Path:
     rootfs.rmdir()
     subprocess.run(["cp", "-a", "--reflink=auto", str(image_rootfs), str(rootfs)], check=True)
     return rootfs
+
+
+def _remove_state(state: Path) -> None:
+    """What ``runc delete`` left of a container's state dir: after a `runc run` killed
+    mid-create, the bind mount of runc's binary (``runc.XXXXXX``) that its init was
+    making, which keeps ``runc delete`` from removing the dir."""
+    with contextlib.suppress(FileNotFoundError):
+        for entry in state.iterdir():
+            subprocess.run(["umount", "-l", str(entry)], capture_output=True, check=False)
+    shutil.rmtree(state, ignore_errors=True)
 
 
 def _remove_bundle(bundle: Path) -> None:
