@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 
+from shoal.control import namespace_conditions
 from shoal.control.controller import Controller
 from shoal.store.change_feed import Change
 from shoal.store.objects import NAMESPACE_FINALIZER, StoreError
@@ -38,6 +39,10 @@ class NamespaceLifecycle(Controller):
                 continue
             if await self._empty(name):
                 pending = True
+                try:  # what remains, in its status conditions (part T)
+                    await namespace_conditions.report(self.store, ns)
+                except StoreError as e:
+                    log.debug("namespace %s: conditions: %s", name, e)
                 continue
             new = copy.deepcopy(ns)
             fins = [f for f in (new.get("spec") or {}).get("finalizers") or []
