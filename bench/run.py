@@ -20,6 +20,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUITES = ["api_single_node",
+          "create_stages",  # a pod create's stages in process, best of runs (part P)
           "api_load",  # 200 concurrent clients for 60 s: errors, latency, RSS given back
           "mesh_vs_etcd", "sim_convergence", "pod_startup", "deploy_30",
           "pod_startup_runc", "control_plane",
