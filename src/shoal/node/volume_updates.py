@@ -1,4 +1,5 @@
-"""ConfigMap and Secret volumes follow their objects while the pod runs, as the kubelet's do.
+"""ConfigMap and Secret volumes follow their objects while the pod runs, as the kubelet's do,
+and downwardAPI volumes follow the pod's labels and annotations.
 
 The kubelet rewrites a running pod's configMap and secret volumes (and projected volumes
 made of ConfigMaps, Secrets and the downward API) within about a minute of a change,
@@ -42,6 +43,10 @@ def wanted_files(pod: dict[str, Any], vol: dict[str, Any], lookup: Lookup) -> Fi
         src = dict(vol["secret"] or {})
         src["name"] = src.pop("secretName", "")
         return projected_files(pod, [{"secret": src}],
+                               int(src.get("defaultMode", DEFAULT_MODE)), lookup, None)
+    if "downwardAPI" in vol:  # metadata.labels and annotations change while the pod runs
+        src = vol["downwardAPI"] or {}
+        return projected_files(pod, [{"downwardAPI": src}],
                                int(src.get("defaultMode", DEFAULT_MODE)), lookup, None)
     if "projected" in vol:
         proj = vol["projected"] or {}
