@@ -15,6 +15,12 @@ files as the process runtime (``<pod dir>/<container>/<restartCount>.log``).
 runs commands in it (with a pty when asked), and foreground ``runc run`` deletes
 the container itself when it ends (``runc delete -f`` tidies after a crash).
 
+A start cancelled while runc creates the container (the agent stopping) waits until
+runc has created it and then kills it: ``runc run`` killed mid-create leaves its init,
+in a session of its own by then, setting the rootfs up, and may leave runc's binary
+bind-mounted in the state dir, which ``runc delete`` cannot remove (``_remove_state``
+does).
+
 Networking: a container joins its pod's network namespace (``ContainerConfig.netns``,
 made by the pod network, ``shoal.node.pod_network``) and sees the pod's own
 ``/etc/resolv.conf`` and ``/etc/hosts`` (mounts the pod worker adds). Without one
