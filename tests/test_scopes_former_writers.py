@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from shoal.authz.scopes import FORMER_WRITER_PREFIX, SCOPES, RecordFormerWriters, ScopeIndex
 from shoal.crdt.document import Document
 from shoal.mesh import revocation
@@ -171,6 +174,48 @@ def test_a_removed_writers_late_create_goes_and_its_late_update_gives_way_to_the
     undone = revocation.strip(deleted, _revoked)
     assert undone is not None and undone.value() == created.value()
     assert undone.stamp == created.stamp  # the create's root again, as on the writers
+
+
+_KEYS = ("a", "b", "c")
+_step = st.tuples(st.sampled_from(["writer", "writer", "removed", "merge"]),
+                  st.dictionaries(st.sampled_from(_KEYS), st.sampled_from("xyz"), max_size=3),
+                  st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(_step, max_size=12))
+def test_a_member_that_took_out_a_removed_writers_late_changes_holds_what_the_writer_holds(
+    steps: list[tuple[str, dict[str, str], bool]],
+) -> None:
+    """Whatever late changes n1 (a writer until UNTIL) made on the member's side, and
+    whenever the member merged the writer's copies, once the member takes them out and
+    merges the writer's copy it holds exactly what the writer holds; and taking out
+    twice changes nothing."""
+    def value(data: dict[str, str], uid: str = "u0") -> dict[str, Any]:
+        return {"metadata": {"name": "s", "uid": uid}, "data": data}
+
+    writer = Document.create(value({"a": "0"}), 100, "n0")
+    member = writer.copy()
+    stamp = UNTIL
+    for i, (who, data, delete) in enumerate(steps):
+        stamp += 1
+        if who == "writer":  # n0, which never merges n1's late changes
+            writer.write(value(data), stamp, "n0")
+        elif who == "merge":
+            member.merge(writer)
+        elif member.deleted:
+            member.write(value(data, f"u{i + 1}"), stamp, "n1")  # created again
+        elif delete:
+            member.delete(stamp, "n1")
+        else:
+            member.write(value(data, (member.value() or {})["metadata"]["uid"]), stamp, "n1")
+    kept = revocation.strip(member, _revoked)
+    if kept is not None:
+        assert revocation.strip(kept, _revoked) is kept
+    after = kept.copy() if kept is not None else Document.empty()
+    after.merge(writer)
+    assert after.root == writer.root
+    assert after.value() == writer.value()
 
 
 def test_a_writer_relaying_a_change_stamped_after_a_removal_is_refused_for_now() -> None:
