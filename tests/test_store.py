@@ -245,6 +245,25 @@ async def test_watchers_hear_of_changes_only_once_they_are_durable_and_in_order(
     sub.close()
 
 
+def test_a_change_feed_lets_go_of_changes_older_than_its_history_beyond_the_last_few() -> None:
+    from shoal.store.change_feed import Change
+
+    now = [0.0]
+    feed = ChangeFeed(history_seconds=300, min_kept=2, clock=lambda: now[0])
+    for rv in range(1, 5):
+        feed.publish(Change("ADDED", "configmaps", "default", f"c{rv}", rv, {"v": rv}, None))
+    now[0] = 200.0
+    feed.publish(Change("ADDED", "configmaps", "default", "c5", 5, {}, None))
+    assert [c.rv for c in feed.since(0, lambda c: True)] == [1, 2, 3, 4, 5], "all recent"
+    now[0] = 301.0
+    assert [c.rv for c in feed.since(3, lambda c: True)] == [4, 5]
+    with pytest.raises(Expired):
+        feed.since(2, lambda c: True)  # changes 1 to 3 were let go (4 is one of the last 2)
+    now[0] = 10_000.0
+    feed.publish(Change("MODIFIED", "configmaps", "default", "c5", 6, {}, {}))
+    assert feed.oldest_rv == 4 and [c.rv for c in feed.since(4, lambda c: True)] == [5, 6]
+
+
 def test_a_change_feed_that_dropped_old_changes_refuses_a_watch_from_before_them() -> None:
     from shoal.store.change_feed import Change
 

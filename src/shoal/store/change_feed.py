@@ -1,20 +1,30 @@
 """The change feed: recent changes by local revision, and the watchers that read it.
 
-The feed keeps the last ``capacity`` changes. A watch from a revision older than
-the oldest change still held cannot be served and gets 410 Gone (the client
-relists), exactly as with a compacted etcd.
+The feed keeps the last ``capacity`` changes, and of those only the ones published in the
+last ``history_seconds`` beyond the last ``min_kept``. A watch from a revision older than
+the oldest change still held cannot be served and gets 410 Gone (the client relists),
+exactly as with a compacted etcd.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+HISTORY_SECONDS = 300.0
+"""How long a change stays in the feed for watches to resume from (beyond the last
+``MIN_KEPT``): Kubernetes compacts etcd every 5 minutes, and its watch cache keeps less.
+Held up to the capacity, the feed kept every version of every object written since the
+start (each status write's pod, each Event, each deleted object): most of a node's memory
+per pod."""
+MIN_KEPT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +78,14 @@ class Subscription:
 class ChangeFeed:
     """Recent changes in revision order, and fan-out to subscribers."""
 
-    def __init__(self, capacity: int = 50_000, watcher_queue_limit: int = 100_000) -> None:
+    def __init__(self, capacity: int = 50_000, watcher_queue_limit: int = 100_000,
+                 history_seconds: float = HISTORY_SECONDS, min_kept: int = MIN_KEPT,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._changes: deque[Change] = deque(maxlen=capacity)
+        self._published: deque[float] = deque(maxlen=capacity)  # when each change came
+        self.history_seconds = history_seconds
+        self.min_kept = min_kept
+        self._clock = clock
         # Insertion-ordered, so watchers wake in a deterministic order (the simulator replays).
         self._subs: dict[Subscription, None] = {}
         # Called with each change as it is published, local or merged from a peer, before
@@ -87,7 +103,10 @@ class ChangeFeed:
         return self.start_rv
 
     def publish(self, change: Change) -> None:
+        now = self._clock()
         self._changes.append(change)
+        self._published.append(now)
+        self._let_go(now - self.history_seconds)
         for listener in self.listeners:
             try:
                 listener(change)
@@ -97,8 +116,16 @@ class ChangeFeed:
         for sub in list(self._subs):
             sub.offer(change)
 
+    def _let_go(self, before: float) -> None:
+        """Drop the changes published before ``before``, beyond the last ``min_kept``; a
+        watch from their revisions is then too old."""
+        while len(self._changes) > self.min_kept and self._published[0] < before:
+            self._published.popleft()
+            self.start_rv = max(self.start_rv, self._changes.popleft().rv)
+
     def since(self, rv: int, accept: Callable[[Change], bool]) -> list[Change]:
         """Changes after ``rv`` that ``accept`` takes; raises Expired if they are gone."""
+        self._let_go(self._clock() - self.history_seconds)
         if rv < self.oldest_rv:
             raise Expired(rv, self.oldest_rv)
         return [c for c in self._changes if c.rv > rv and accept(c)]
