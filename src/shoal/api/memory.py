@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import time
@@ -111,17 +112,23 @@ class HeapTrimmer:
     has grown by ``growth`` since the last trim, or when a busy interval is followed by a
     quiet one (a burst is over: what it freed is free now). The RSS after a trim is the new
     mark, so a node whose memory is all in use trims once per ``growth`` it takes, and an
-    idle node never trims.
+    idle node never trims. At the end of a burst it first runs a full garbage collection:
+    the node's thresholds (``cli.node``) make those rare, and the burst's cyclic garbage
+    (requests' futures, exceptions and their frames) would otherwise hold its memory for
+    hours; the node is quiet then, so the pause waits on nothing.
     """
 
     def __init__(self, interval: float = HEAP_CHECK_INTERVAL, growth: int = HEAP_GROWTH,
                  rss: Callable[[], int] = rss_bytes, cpu: Callable[[], float] = time.process_time,
-                 trim: Callable[[], None] = trim) -> None:
+                 trim: Callable[[], None] = trim, collect: Callable[[], int] = gc.collect
+                 ) -> None:
         self.interval = interval
         self.growth = growth
         self._rss = rss
         self._cpu = cpu
         self._trim = trim
+        self._collect = collect
+        self.collections = 0
         self.mark: int | None = None
         self._cpu_last: float | None = None
         self._was_busy = False
@@ -143,6 +150,9 @@ class HeapTrimmer:
             self.mark = min(self.mark, now)
             return False
         start = time.perf_counter()
+        if burst_over:
+            self._collect()
+            self.collections += 1
         self._trim()
         after = self._rss()
         self.trims += 1
