@@ -58,6 +58,7 @@ from typing import Any
 import orjson
 
 from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
+from shoal.crdt.document import Document
 from shoal.mesh import revocation, topology
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.membership import Member, Membership
@@ -355,47 +356,70 @@ class AntiEntropy:
         the coverage claims made while holding them are dropped. So is one where a removal
         was recorded later than before (what was refused may be admitted now)."""
         me = self.membership.name
+        todo: dict[str, dict[str, int]] = {}
+        later: set[str] = set()
         for scope in sorted(m.scopes_of(me) - {CLUSTER}):
             after = m.revoked_after(scope)
             known = self._revocations.get(scope)
-            if known == after:
-                continue
-            later = known is not None and any(after.get(p, u) > u for p, u in known.items())
-            try:
-                changed = self._strip_revoked(m, scope, after) if after else 0
-            except StorageError as e:
-                log.warning("%s: could not take revoked changes out of scope %r (%s): "
-                            "trying again at the next change", me, scope, e)
-                self._map_serial = -1
-                continue
+            if known != after:
+                todo[scope] = after
+                if known is not None and any(after.get(p, u) > u for p, u in known.items()):
+                    later.add(scope)
+        if not todo:
+            return
+        changed: Counter[str] = Counter()
+        try:
+            self._strip_revoked(m, {s: a for s, a in todo.items() if a}, changed)
+        except StorageError as e:
+            log.warning("%s: could not take revoked changes out (%s): trying again at the "
+                        "next change", me, e)
+            self._map_serial = -1
+            todo = {}  # all stripped again next time; what changed is pulled again below
+        for scope, after in todo.items():
             self._revocations[scope] = after
-            if changed or later:
-                self.docs_revoked += changed
-                log.info("%s: took revoked changes out of %d documents of scope %r; pulling "
-                         "it again in full", me, changed, scope)
-                self._reset_scope(scope)
-                self._persist_cursors()
+        for scope in sorted(set(changed) | later):
+            self.docs_revoked += changed[scope]
+            log.info("%s: took revoked changes out of %d documents of scope %r; pulling it "
+                     "again in full", me, changed[scope], scope)
+            self._reset_scope(scope)
+        if changed or later:
+            self._persist_cursors()
 
-    def _strip_revoked(self, m: ScopeMap, scope: str, after: dict[str, int]) -> int:
+    def _strip_revoked(self, m: ScopeMap, revoked: dict[str, dict[str, int]],
+                       changed: Counter[str]) -> None:
+        """Strip every document and fence of the scopes in ``revoked`` (scope -> its
+        removals), counting per scope what changed in ``changed``."""
+        if not revoked:
+            return
         drop: list[tuple[str, str, str]] = []
-        fixed = 0
         for key, entry in self.replica.all_entries():
-            if m.scope_of(key[0], key[1]) != scope:
+            scope = m.scope_of(key[0], key[1])
+            after = revoked.get(scope)
+            if after is None:
                 continue
-            doc = entry.document()
+            # Parsed for this check only: most entries keep only their bytes (replica).
+            doc = entry.doc
+            if doc is None:
+                doc = (Document.from_bytes(entry.doc_bytes) if entry.doc_bytes is not None
+                       else entry.document())
             out = revocation.strip(doc, revoked_rule(after, *key, entry.value, doc.deleted))
             if out is doc:
                 continue
             if out is None:
                 drop.append(key)
-                continue
-            self.replica.replace(*key, out)
-            self._merged_rvs.add(self.replica.revision)  # not a local write: never pushed
-            fixed += 1
-        # A collected deletion that was revoked: its fence must not hide the object.
-        drop += [key for key, f in self.replica.fences.items()
-                 if m.scope_of(key[0], key[1]) == scope and f.stamp > after.get(f.writer, f.stamp)]
-        return fixed + (self.replica.forget(drop) if drop else 0)
+            else:
+                self.replica.replace(*key, out)
+                self._merged_rvs.add(self.replica.revision)  # not a local write: never pushed
+            changed[scope] += 1
+        for key, f in self.replica.fences.items():
+            scope = m.scope_of(key[0], key[1])
+            after = revoked.get(scope)
+            if after is not None and f.stamp > after.get(f.writer, f.stamp):
+                # A collected deletion that was revoked: its fence must not hide the object.
+                drop.append(key)
+                changed[scope] += 1
+        if drop:
+            self.replica.forget(drop)
 
     def _keep_for_handoff(self, m: ScopeMap, gone: list[tuple[str, str, str]]) -> None:
         """Of the documents this peer drops, those holding a change it made while it was a
