@@ -125,7 +125,7 @@ class Replica:
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(data_dir, 0o700)
             cipher = secret_encryption.load_or_create(secret_encryption.key_path(data_dir))
-            self.persistence = Persistence(data_dir / "state.db", cipher)
+            self.persistence = Persistence(data_dir / "state.db", cipher, node_id)
         self._objects: dict[str, dict[Key, Entry]] = {}
         self._documents: OrderedDict[FullKey, None] = OrderedDict()  # DOCUMENTS_KEPT
         # Per resource: the last revision that changed one of its objects (scope maps,
