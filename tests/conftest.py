@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from shoal.store.objects import ObjectStore
+from shoal.store.persistence import Persistence
 
 # Timing is not a test: on a loaded 2-core CI machine a slow example is not a failure.
 settings.register_profile(
@@ -37,6 +38,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # what the store returned, in place, fails here instead of changing memory the disk and the
 # peers never see. Servers the tests start are other processes, unaffected.
 ObjectStore.freeze_reads = True
+# In-process replicas keep no disk reserve (2 MiB in each of thousands of data dirs); the
+# servers the tests start do, and tests/test_disk_full.py turns it on where it tests it.
+Persistence.reserve_bytes = 0
 
 
 def free_port() -> int:
