@@ -30,7 +30,8 @@ from shoal.mesh.peer import MeshPeer
 from shoal.model.kinds import KindRegistry
 from shoal.node.node_status import NodeStatusReporter
 from shoal.sim.network import SimNetwork
-from shoal.store.objects import ObjectStore
+from shoal.store.objects import InsufficientStorage, ObjectStore
+from shoal.store.persistence import Persistence
 from shoal.store.replica import Replica
 from tests.http_test_server import TestServer
 
@@ -165,6 +166,63 @@ async def test_the_node_reports_disk_pressure_while_its_disk_is_nearly_full(
     filler.unlink()
     await reporter.heartbeat()
     assert disk_pressure()["status"] == "False"
+
+
+async def test_a_disk_full_to_the_last_byte_still_takes_the_nodes_lease_and_disk_pressure(
+    tmpfs: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the reserve the node's own status could not be written either: its API said
+    # DiskPressure False and Ready True from before, and its Lease stopped (a real node).
+    monkeypatch.setattr(Persistence, "reserve_bytes", 512 * 1024)
+    replica = Replica(tmpfs / "data", NODE)
+    try:
+        store = ObjectStore(replica, REG)
+        ns, cm, lease_k, node_k = (REG.by_kind(*k) for k in (
+            ("v1", "Namespace"), ("v1", "ConfigMap"), ("coordination.k8s.io/v1", "Lease"),
+            ("v1", "Node")))
+        assert ns and cm and lease_k and node_k
+        await store.create(ns, {"metadata": {"name": "default"}})
+        reporter = NodeStatusReporter(store, NODE, "10.0.0.9")
+        await reporter.register()
+        await reporter.heartbeat()
+        persistence = replica.persistence
+        assert isinstance(persistence, Persistence)
+        reserve = tmpfs / "data" / "disk-reserve"
+        assert reserve.stat().st_size == 512 * 1024
+        filler = fill(tmpfs, 0)  # to the last byte
+        refused: Exception | None = None
+        for i in range(100):
+            try:
+                await store.create(cm, orjson.loads(configmap(f"cm-{i}")), "default")
+            except InsufficientStorage as e:
+                refused = e
+                break
+        assert refused is not None and persistence.on_reserve
+        assert not reserve.exists()
+        # The node's own Lease and status are written, with DiskPressure; nothing else is.
+        await reporter.heartbeat()
+        conds = store.get(node_k, None, NODE)["status"]["conditions"]
+        assert next(c for c in conds if c["type"] == "DiskPressure")["status"] == "True"
+        assert replica.durable_revision == replica.revision
+        with pytest.raises(InsufficientStorage):
+            await store.create(cm, {"metadata": {"name": "small"}}, "default")
+        with pytest.raises(InsufficientStorage):  # another node's Lease (from a peer, say)
+            await store.create(lease_k, {"metadata": {"name": "pi-other"}, "spec": {}},
+                               "kube-node-lease")
+        # Space back: the reserve is made again, and writes work.
+        filler.unlink()
+        await store.create(cm, {"metadata": {"name": "after"}}, "default")
+        assert not persistence.on_reserve and reserve.stat().st_size == 512 * 1024
+    finally:
+        replica.close()
+    again = Replica(tmpfs / "data", NODE)
+    try:
+        conds = again.get("nodes", "", NODE)["status"]["conditions"]  # type: ignore[index]
+        assert next(c for c in conds if c["type"] == "DiskPressure")["status"] == "True"
+        assert again.get("configmaps", "default", "small") is None
+        assert again.get("configmaps", "default", "after") is not None
+    finally:
+        again.close()
 
 
 async def test_a_peer_pushing_to_a_full_node_is_refused_and_logged_not_a_crash(

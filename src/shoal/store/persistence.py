@@ -139,6 +139,7 @@ def _is_disk_full(e: BaseException) -> bool:
 
 
 DISK_PRESSURE_PERCENT = 10.0
+LEASE_RESOURCE, LEASE_NAMESPACE = "leases.coordination.k8s.io", "kube-node-lease"
 FREED_ENOUGH = 256 * 1024
 """Free space gained since a commit failed for want of it before peers' documents are
 tried again."""
@@ -165,8 +166,16 @@ class Persistence:
     settles_at_once = False
     """Writes are durable only when their future resolves (see ``MemoryPersistence``)."""
 
-    def __init__(self, path: Path, cipher: SecretCipher | None = None) -> None:
+    reserve_bytes = 2 * 1024 * 1024
+    """Size of ``disk-reserve``, a file kept beside the database and deleted when the disk
+    fills: a disk full to the last byte leaves the node room to renew its own Lease and
+    report DiskPressure on its own Node (``node``; nothing else) until space is freed.
+    In-process tests set 0 (no file)."""
+
+    def __init__(self, path: Path, cipher: SecretCipher | None = None,
+                 node: str | None = None) -> None:
         self.path = path
+        self._heartbeats = {("nodes", "", node), (LEASE_RESOURCE, LEASE_NAMESPACE, node)}
         self._cipher = cipher
         # Created 0600 before SQLite opens it: the -wal and -shm files inherit its mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -193,6 +202,55 @@ class Persistence:
         self._free_when_full = 0
         """Monotonic seconds of the first commit refused for want of space since the last
         one that succeeded (the node reports DiskPressure meanwhile)."""
+        self._reserve = path.with_name("disk-reserve")
+        self.on_reserve = False
+        """The reserve was released for a full disk: only this node's heartbeats (its
+        Node and Lease) are committed."""
+        if self.reserve_bytes:
+            self._make_reserve()
+
+    # -- the disk reserve ----------------------------------------------------------
+
+    def _make_reserve(self) -> bool:
+        """Keep ``reserve_bytes`` allocated in ``disk-reserve``; False if there is no room."""
+        try:
+            if self._reserve.exists() and self._reserve.stat().st_size >= self.reserve_bytes:
+                return True
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return True
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                self._reserve.unlink()
+            log.warning("%s: no room for the disk reserve (%s)", self._reserve, e)
+            return False
+
+    def _release_reserve(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._reserve.unlink()
+            self.on_reserve = True
+            log.error("%s: released the %d KiB disk reserve: only this node's Lease and "
+                      "status are written until space is freed", self._reserve,
+                      self.reserve_bytes // 1024)
+
+    def _refused_on_reserve(self, batch: list[tuple[Batch, object, object]]) -> bool:
+        """On the reserve, a batch with anything but heartbeats is refused, untried; once
+        space is back (the reserve and some more than when the disk filled, not counting
+        what the release and our own checkpoints gave), the reserve is made again."""
+        if not self.on_reserve:
+            return False
+        if _free_bytes(self.path.parent) > self._free_when_full + self.reserve_bytes \
+                + FREED_ENOUGH and self._make_reserve():
+            self.on_reserve = False
+            log.info("%s: space is back: the disk reserve is in place again", self._reserve)
+            return False
+        return any(fences or any((r.resource, r.namespace, r.name) not in self._heartbeats
+                                 for r in rows)
+                   for (rows, _m, fences, _s), _f, _l in batch)
 
     def load(self) -> Iterator[Row]:
         cur = self._db.execute("SELECT resource, namespace, name, rv, doc, value FROM objects")
@@ -330,6 +388,11 @@ class Persistence:
     def _commit(self, batch: list[tuple[Batch, object, object]]) -> None:
         error: StorageError | None = None
         scrub = False
+        if self._refused_on_reserve(batch):
+            assert self._full_error is not None
+            self.failed_commits += 1
+            self._halt_or_answer(batch, self._full_error)
+            return
         try:
             self._db.execute("BEGIN")
             meta: dict[str, str] = {}
@@ -383,12 +446,21 @@ class Persistence:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
             error = self._storage_error(e)
+        if error is None and (scrub or self._scrub_owed):
+            self._scrub()
+        if error is None and self.on_reserve:
+            # The WAL would grow by each heartbeat until it ate the reserve: keep it empty.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._free_when_full = max(self._free_when_full, _free_bytes(self.path.parent))
+        self._halt_or_answer(batch, error)
+
+    def _halt_or_answer(self, batch: list[tuple[Batch, object, object]],
+                        error: StorageError | None) -> None:
         # Halt only for the replica's writes (they carry rows or fences), which it rolls
         # back and then resumes; the mesh's meta-only writes have nobody to resume them.
         if error is not None and any(fut is not None and (b[0] or b[2]) for b, fut, _ in batch):
             self._halted = error
-        if error is None and (scrub or self._scrub_owed):
-            self._scrub()
         # One wake-up of each loop for the whole group, not one per write (issue 11).
         waiting: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for _, fut, loop in batch:
@@ -453,8 +525,11 @@ class Persistence:
                 self.disk_full_since = time.monotonic()
                 log.error("%s: the disk is full: writes are refused until space is freed",
                           self.path.parent)
-            self._free_when_full = _free_bytes(self.path.parent)
             self._full_error = DiskFull(self.path, e)
+            if self.reserve_bytes:
+                self._release_reserve()
+            # After the release too: peers' documents wait for space freed beyond it.
+            self._free_when_full = _free_bytes(self.path.parent)
             return self._full_error
         log.error("sqlite commit failed", exc_info=e)
         return StorageError(self.path, e)
