@@ -259,16 +259,21 @@ async def test_scale_then_reapply_of_replicas_conflicts_with_the_scale_subresour
 
 @ASYNC
 async def test_status_applied_through_the_subresource_is_owned_apart(api: InProcessApi) -> None:
-    path = f"{DEPLOYMENTS}/web"
+    # Its own Deployment: with xdist the test may run without the others of the module.
+    path = f"{DEPLOYMENTS}/status-apart"
+    body = _deployment([{"name": "other", "image": "nginx"}]).replace(
+        b'"name":"web"}', b'"name":"status-apart"}', 1)
+    code, _ = await _apply(api, path, body, "app")
+    assert code == 201
     status = orjson.dumps({"apiVersion": "apps/v1", "kind": "Deployment",
-                           "metadata": {"name": "web"}, "status": {"observedGeneration": 1}})
+                           "metadata": {"name": "status-apart"},
+                           "status": {"observedGeneration": 1}})
     code, obj = await _apply(api, f"{path}/status", status, "controller")
     assert code == 200
     assert _owners(obj)[("controller", "Apply", "status")] == {
         "f:status": {"f:observedGeneration": {}}}
     # A main-resource apply neither owns status nor removes it.
-    code, obj = await _apply(api, path, _deployment([{"name": "other", "image": "nginx"}]),
-                             "app")
+    code, obj = await _apply(api, path, body, "app")
     assert obj["status"]["observedGeneration"] == 1
     assert "f:status" not in _owners(obj)[("app", "Apply", "")]
 

@@ -108,16 +108,21 @@ def field_set(obj: Any, node: TypeNode) -> FieldSet:
     return frozenset(members(obj, node))
 
 
+_new_tuple = tuple.__new__
+"""Makes a leaf's Member without NamedTuple's own ``__new__``, which is Python code."""
+
+
 def _walk(value: Any, node: TypeNode, path: Path, out: dict[Path, Member]) -> None:
     if isinstance(value, dict) and node.shape in (STRUCT, MAP, UNTYPED) and not node.atomic:
+        field = node.field
         for k, v in value.items():
             p = (*path, "f:" + k)
             if not isinstance(v, (dict, list)):  # a scalar: a leaf whatever its type says
-                out[p] = Member(True, v)
+                out[p] = _new_tuple(Member, (True, v))
                 continue
-            child = node.field(k)
+            child = field(k)
             if child is UNKNOWN_FIELD:
-                out[p] = Member(True, v)
+                out[p] = _new_tuple(Member, (True, v))
                 continue
             _walk(v, child, p, out)
             if v is None or v == {}:
