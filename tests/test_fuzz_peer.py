@@ -236,6 +236,8 @@ FRAMES: list[tuple[bool, bytes]] = [
     (True, b""),
     (True, _frame(FrameType.REQUEST, Channel.MESH, b"x")),  # before the hello
     (True, HELLO + HELLO),
+    # A hello names the peer's stats for the node's life: 16 MiB ones would pile up.
+    (True, _frame(FrameType.HELLO, Channel.MESH, b"1" * 100_000)),
     (True, HELLO + _frame(FrameType.ONEWAY, Channel.MESH, b"", length=64 * 1024 * 1024)),
     (True, HELLO + _frame(FrameType.ONEWAY, Channel.MESH, b"x" * 100, length=5000)),
     (True, HELLO + _frame(7, 0, b"")),
@@ -274,6 +276,7 @@ def test_a_corpus_of_frame_level_garbage_closes_the_connection_not_the_node(
     transport = cluster.victim.transport
     assert isinstance(transport, TlsTransport)
     assert transport.refused + transport.idle_closed >= len(FRAMES) // 2
+    assert max(map(len, transport.stats())) < 1000
 
 
 SENTINELS = itertools.count()

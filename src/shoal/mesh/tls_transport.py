@@ -46,6 +46,9 @@ MAX_UNAUTH_FRAME = 64 * 1024
 """Largest payload accepted from a client with no certificate (a CSR and a token)."""
 
 MAX_UNAUTH_REQUESTS = 8
+MAX_HELLO = 300
+"""Longest hello (the host:port a peer advertises): it names the peer's stats, kept for
+the node's life, so a 16 MiB one per connection would pile up."""
 UNAUTH_DEADLINE = 30.0
 """A certificate-less connection is closed after this many seconds, whatever it does."""
 
@@ -694,6 +697,10 @@ class TlsTransport:
                 return
             if ftype != FrameType.HELLO:
                 self._refuse(writer, remote, f"node {name} sent {ftype.name} before hello")
+                return
+            if len(payload) > MAX_HELLO:
+                self._refuse(writer, remote, f"node {name} sent a hello of {len(payload)} "
+                                             f"bytes (at most {MAX_HELLO})")
                 return
             advertised = payload.decode(errors="replace")
             conn.peer = PeerIdentity(advertised, name)
