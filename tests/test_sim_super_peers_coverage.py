@@ -259,3 +259,15 @@ def test_only_a_full_or_super_peer_with_peers_of_other_regions_has_a_region_apar
     assert {p.name for p in topology.same_region(me, peers)} == {"a1", "a2", "a3"}
     assert topology.same_region(me, peers[:3]) == []  # one region: nothing to add
     assert topology.same_region(T("w", {"role": "weak", "region": "A"}), peers) == []
+
+
+def test_an_aggregate_that_did_not_change_is_no_news_to_other_regions() -> None:
+    a1 = regional("a1")
+    a1.receive([CoverageRow("a2", 7, {"b1": 3})])
+    a1.published({"b1": 8})
+    assert [r.owner for r in a1.since(0, "b1")] == ["a1", "region:A"]
+    cursor = a1.revision
+    a1.published({"b1": 8, "a2": 9})  # only an entry about our own region moved
+    assert [r.owner for r in a1.since(cursor, "b1")] == ["a1"]
+    a1.receive([CoverageRow("a2", 8, {"b1": 5})])
+    assert [r.vector for r in a1.since(cursor, "b1")][-1] == {"b1": 5, "a1": 0, "a2": 0}

@@ -297,7 +297,11 @@ class Coverage:
                 for n in (self.me, *names):
                     low[n] = 0
                 row = CoverageRow(REGION_ROW + region, max(h.row.version for h in parts), low)
-                learnt = max(h.learnt for h in parts)
+                learnt = self.revision
+                if cached is not None and cached[1] is not None and cached[1].vector == low:
+                    # Unchanged (a row moved only in entries about our own region): not
+                    # news to other regions, so neither its version nor revision moves.
+                    row, learnt = cached[1], cached[2]
         self._aggregate = (self.revision, row, learnt)
         return row, learnt
 
