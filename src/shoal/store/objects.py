@@ -76,7 +76,7 @@ def _depth_over(value: Any, limit: int) -> bool:
         return False
     if limit <= 0:
         return True
-    for child in value:
+    for child in value:  # noqa: SIM110 - a loop, not any() over a generator: every write
         if isinstance(child, (dict, list)) and _depth_over(child, limit - 1):
             return True
     return False
