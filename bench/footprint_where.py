@@ -13,7 +13,9 @@ writes:
   to the frame that made them. tracemalloc slows start-up and adds its own memory,
   so its total is read as shares, not as an RSS. With ``--pods``, also what the pods
   added, by the line that allocated it (tracemalloc's snapshot before them against
-  the one after).
+  the one after), and with ``FOOTPRINT_DUMP=DIR`` in the environment both snapshots
+  are written there (``before.snapshot``, ``after.snapshot``: ``tracemalloc.Snapshot.load``)
+  to group as one likes.
 """
 
 from __future__ import annotations
