@@ -2,7 +2,8 @@
 
 Every site has 2 super-peers and 98 weak peers (``--sync-via super``), so N peers are
 N/100 sites; the super-peers run SWIM and replicate among themselves, the weak peers
-only with their site's two. Everything runs on virtual time (``shoal.sim``): the real
+only with their site's two; sites are grouped in regions of 5 (``SITES_PER_REGION``,
+coverage by region). Everything runs on virtual time (``shoal.sim``): the real
 membership, replication, replica and CRDT code, one process. Per size:
 
 - ``idle``: bytes per node per second, in and out (payload bytes: no TLS or TCP
