@@ -445,6 +445,10 @@ class AntiEntropy:
             self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks.append(asyncio.get_running_loop().create_task(self._hand_off()))
 
+    def handing_off(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Per scope no longer held: the objects this peer still pushes to its members."""
+        return {scope: sorted(kept) for scope, kept in self._handoff.items()}
+
     async def _hand_off(self) -> None:
         """Push what this peer keeps for handoff to the members of its scope, until it
         expires."""

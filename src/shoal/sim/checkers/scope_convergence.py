@@ -9,7 +9,7 @@ replicas of its members (a collected tombstone and a held one still read the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from shoal.authz.scopes import CLUSTER, ScopeMap
 from shoal.mesh import revocation
@@ -57,4 +57,19 @@ def revoked(replicas: Mapping[str, Replica], scopes: ScopeMap, scope: str,
                      and f.stamp > after.get(f.writer, f.stamp)]
         if len(problems) >= limit:
             break
+    return problems
+
+
+def handoffs_pending(handoffs: Mapping[str, Mapping[str, Iterable[tuple[str, str, str]]]],
+                     replicas: Mapping[str, Replica], scopes: ScopeMap) -> list[str]:
+    """The objects that a peer which left a scope still hands off (``handoffs``: peer ->
+    scope -> keys) and that no up member of the scope holds yet: the run has not settled
+    while one is on its way (a one-member scope looks converged at once)."""
+    problems: list[str] = []
+    for peer, per_scope in handoffs.items():
+        for scope, keys in per_scope.items():
+            members = [replicas[n] for n in (scopes.members(scope) or ()) if n in replicas]
+            problems += [f"{peer} still hands off {'/'.join(key)} of {scope}" for key in keys
+                         if members and not any(r.entry(*key) is not None or key in r.fences
+                                                for r in members)]
     return problems
