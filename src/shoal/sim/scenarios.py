@@ -177,7 +177,11 @@ def _rounds(seconds: float | None, cfg: MeshConfig) -> int | None:
 def _converged(cluster: SimCluster, tenants: scoped.Tenants | None = None) -> bool:
     replicas = {n.name: n.replica for n in cluster.up_nodes()}
     if tenants is not None:
-        return not scope_convergence.check(replicas, tenants.truth(replicas), limit=1)
+        truth = tenants.truth(replicas)
+        handoffs = {n.name: n.peer.anti_entropy.handing_off()
+                    for n in cluster.up_nodes() if n.peer is not None}
+        return not (scope_convergence.check(replicas, truth, limit=1)
+                    or scope_convergence.handoffs_pending(handoffs, replicas, truth))
     return not convergence.check(replicas, limit=1)
 
 
