@@ -108,15 +108,25 @@ class NodeMetrics:
             "starts, image pulls, back-offs, probes), by reason.", ["reason"],
             registry=self.registry)
         self.registry.register(LiveCollector(sources))
+        self._request_children: dict[tuple[str, str, str, str, int], tuple[Any, Any]] = {}
+        """The labelled counter and histogram of each kind of request: looking them up by
+        labels took a lock and a few tuples per request (issue 11). Bounded as the labels are."""
 
     # -- fed as things happen ------------------------------------------------------
 
     def observe_request(self, request: web.Request, code: int, ms: float) -> None:
         attrs = request.get(request_state.ATTRIBUTES)
         verb, group, resource, sub = request_labels(request.method, attrs)
-        self.requests.labels(verb, group, resource, sub, str(code)).inc()
-        if not long_running(verb, sub):
-            self.latency.labels(verb, group, resource, sub).observe(ms / 1000.0)
+        key = (verb, group, resource, sub, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(verb, group, resource, sub, str(code)),
+                        None if long_running(verb, sub)
+                        else self.latency.labels(verb, group, resource, sub))
+            self._request_children[key] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].observe(ms / 1000.0)
 
     def observe_write(self, kind: Any, old: dict[str, Any] | None,
                       new: dict[str, Any] | None) -> None:
