@@ -4,6 +4,9 @@ keep-alive, limits, slow clients, streaming and bad input (a 4xx Status, never a
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -209,3 +212,13 @@ async def test_a_streamed_response_is_chunked_and_a_gone_client_cancels_its_hand
             break
         await asyncio.sleep(0.02)
     assert app.get(CANCELLED) is True
+
+
+def test_a_node_with_the_native_server_does_not_import_aiohttp() -> None:
+    """aiohttp (~10 MB of RSS) is loaded only by what needs an HTTP client (image pulls)."""
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_HTTP_SERVER"}
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, shoal.cli.node, shoal.cli.main; "
+                               "print(sorted(m for m in sys.modules if m.startswith('aiohttp')))"],
+        env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]"

@@ -64,7 +64,7 @@ __all__ = ["ApiServer", "Credentials", "server_ssl_context"]
 
 
 class ApiServer:
-    """Builds the aiohttp application for one node."""
+    """Builds the HTTP application for one node (served by ``shoal.api.web``'s server)."""
 
     def __init__(self, store: ObjectStore, registry: KindRegistry, credentials: Credentials,
                  *, server_address: str = "", bookmark_interval: float = 60.0,
@@ -136,9 +136,10 @@ class ApiServer:
         return app
 
     def runner(self) -> web.AppRunner:
-        """The app's runner. aiohttp's keep-alive timer closes a connection that waits for
-        a request (idle, or whose headers trickle in: slowloris) ``idle_timeout`` after
-        it opened or after its last response; it never fires while a handler runs."""
+        """The app's runner. Its keep-alive timer (the native server's and aiohttp's alike)
+        closes a connection that waits for a request (idle, or whose headers trickle in:
+        slowloris) ``idle_timeout`` after it opened or after its last response; it never
+        fires while a handler runs."""
         return web.AppRunner(self.app(), access_log=None, handle_signals=False,
                              shutdown_timeout=2.0,
                              keepalive_timeout=self.idle_timeout or 3630.0)

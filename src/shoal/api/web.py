@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-SERVER = os.environ.get("SHOAL_HTTP_SERVER", "aiohttp")
+SERVER = os.environ.get("SHOAL_HTTP_SERVER", "native")
 NATIVE = SERVER != "aiohttp"
 
 if TYPE_CHECKING or NATIVE:
