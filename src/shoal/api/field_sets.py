@@ -11,7 +11,6 @@ frozenset's own operators; this module adds the set of an object under a schema,
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -153,29 +152,8 @@ _PLAIN_ORDER = frozenset(".fkv")
 """Elements whose plain string order is already _ORDER's ("." < "f:" < "k:" < "v:")."""
 
 
-ENCODED_KEPT = 32
-"""FieldsV1 trees kept by their set (as JSON): objects made from one template (a
-ReplicaSet's pods) share their field sets, and building the tree is most of the cost."""
-_encoded: OrderedDict[FieldSet, bytes] = OrderedDict()
-
-
 def to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
     """The FieldsV1 tree of a set: each member a ``{}``, with ``"."`` when it has children."""
-    if not isinstance(fields, frozenset):
-        return _to_fields_v1(fields)
-    kept = _encoded.get(fields)
-    if kept is not None:
-        _encoded.move_to_end(fields)
-        out: dict[str, Any] = orjson.loads(kept)  # a fresh tree: the caller owns it
-        return out
-    tree = _to_fields_v1(fields)
-    _encoded[fields] = orjson.dumps(tree)
-    if len(_encoded) > ENCODED_KEPT:
-        _encoded.popitem(last=False)
-    return tree
-
-
-def _to_fields_v1(fields: Iterable[Path]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     member_nodes: list[dict[str, Any]] = []
     for path in fields:
