@@ -46,6 +46,11 @@ class Controller(ABC):
                 if not again:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), timeout=self.resync)
+                    # On 3.11 wait_for swallows a cancel that lands as the wake fires (the
+                    # task stays marked cancelling): without this the controller never stops.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError
                 await asyncio.sleep(self.debounce)
                 self._wake.clear()
                 try:
