@@ -173,7 +173,8 @@ class WatchStream:
                 if self.bookmarks:
                     wait = min(wait, max(0.0, next_bookmark - now))
                 try:
-                    c = await asyncio.wait_for(sub.queue.get(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        c = await sub.queue.get()
                 except TimeoutError:
                     if self.bookmarks and loop.time() >= next_bookmark:
                         await resp.write(self._bookmark(max(last_rv, self.replica.revision)))

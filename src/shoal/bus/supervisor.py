@@ -151,7 +151,8 @@ class NatsSupervisor:
                             "(its log: %s)", proc.pid, code, backoff, self.log_file)
                 # A new configuration (restart()) cuts the wait short.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._restart_requested.wait(), backoff)
+                    async with asyncio.timeout(backoff):
+                        await self._restart_requested.wait()
                 self._restart_requested.clear()
                 backoff = min(backoff * 2, self.max_backoff)
                 self.restarts += 1

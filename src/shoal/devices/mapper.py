@@ -85,7 +85,8 @@ class DeviceWorker:
                     return
                 await self.step(device, model)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.tick)
+                    async with asyncio.timeout(self.tick):
+                        await self.wake.wait()
                 self.wake.clear()
         finally:
             await self.driver.close()

@@ -142,7 +142,8 @@ class NodePodNetwork:
             except Exception:
                 log.exception("pod network: routes to other nodes failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), RESYNC)
+                async with asyncio.timeout(RESYNC):
+                    await self._wake.wait()
             except TimeoutError:
                 self.overlay.forget()
 

@@ -51,7 +51,8 @@ async def render_loop(replica: Replica, relevant: Callable[[Change], bool],
                 await asyncio.sleep(1.0)
                 wake.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=resync)
+                async with asyncio.timeout(resync):
+                    await wake.wait()
             await asyncio.sleep(debounce)
             wake.clear()
     finally:

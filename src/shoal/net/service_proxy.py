@@ -170,7 +170,8 @@ class ServiceProxy:
                     await asyncio.sleep(1.0)
                     self._wake.set()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.resync)
+                    async with asyncio.timeout(self.settings.resync):
+                        await self._wake.wait()
                 await asyncio.sleep(self.settings.debounce)
                 self._wake.clear()
         finally:

@@ -183,7 +183,8 @@ class LocalVolumes:
                 except Exception:
                     log.exception("local volumes: reclaim failed")
                 with contextlib.suppress(TimeoutError):
-                    change = await asyncio.wait_for(sub.queue.get(), timeout=resync)
+                    async with asyncio.timeout(resync):
+                        change = await sub.queue.get()
                     if change is None:
                         sub.close()
                         sub = self.store.replica.subscribe(self._relevant)
