@@ -28,7 +28,7 @@ from shoal.api import (
 from shoal.api.admission import Admission, AdmissionRequest
 from shoal.api.encoded import EncodedObjects
 from shoal.api.errors import ApiError, success_status
-from shoal.api.memory import Trimmer, tune_malloc
+from shoal.api.memory import tune_malloc
 from shoal.api.patch import (
     PatchError,
     apply_json_patch,
@@ -167,7 +167,6 @@ class ResourceHandlers:
         # --- end service accounts ---
         self.admission: Admission | None = None  # set by the server; checks writes' bodies
         tune_malloc()  # memory under load: large blocks go back to the system when freed
-        self.trimmer = Trimmer()
         self.encoded = EncodedObjects()
         """Stored objects' JSON, reused by lists and gets while they do not change."""
 
@@ -332,16 +331,13 @@ class ResourceHandlers:
         resp = web.StreamResponse(headers={"Content-Type": JSON})
         await resp.prepare(request)
         await resp.write(opening[:-len(suffix)])
-        sent = 0
         for i in range(0, len(items), CHUNK_ITEMS):
             rendered = render(items[i:i + CHUNK_ITEMS])
             chunk = b",".join(self.encoded.dumps(x) for x in rendered)
-            sent += len(chunk)
             await resp.write(b"," + chunk if i else chunk)
             await asyncio.sleep(0)  # let the other requests in between chunks
         await resp.write(suffix)
         await resp.write_eof()
-        self.trimmer.note(sent)
         return resp
 
     async def watch(self, request: web.Request, t: Target) -> web.StreamResponse:
