@@ -288,7 +288,7 @@ def mesh_only() -> MeshConfig:
 
 def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None = None,
         trace: bool = False, collection_at: list[int] | None = None) -> dict[str, Any]:
-    sizes = sizes or ([100, 1000] if quick else [100, 1000, 10000])
+    sizes = sizes if sizes is not None else ([100, 1000] if quick else [100, 1000, 10000])
     heal_at = heal_at if heal_at is not None else ([100] if quick else [1000])
     collection_at = collection_at if collection_at is not None else (
         [100] if quick else [100, 1000, 10000])
