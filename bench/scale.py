@@ -38,8 +38,11 @@ import random
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
@@ -109,6 +112,93 @@ def _traffic(cluster: RoleCluster, seconds: float) -> dict[str, Any]:
     return out
 
 
+MEMBERSHIP_TAGS = frozenset({0, 1, 2, 3, 4, 5, 6, 10})
+"""Ping, Ack, PingReq, Nack, Gossip, Join, State, Digest (``shoal.mesh.messages``)."""
+
+
+class SuperPeerBytes:
+    """Where the super-peers' bytes go: every message sent to or by a super-peer, by kind
+    (push, pull request, pull answer, coverage, membership) and by whom it is exchanged
+    with (its site's weak peers, the other super-peers of its site, of its region, of other
+    regions). A pull answer's documents count as ``pull answer``, its coverage rows and
+    entries as ``coverage``. Counts one side of a message per super-peer at its ends, as
+    ``_traffic`` does (in + out)."""
+
+    def __init__(self, cluster: RoleCluster) -> None:
+        self.where: dict[str, tuple[Role, str, str]] = {
+            node.address: (role, site, cluster.layout.region(site))
+            for node, (role, site) in zip(cluster.nodes.values(), cluster.role.values(),
+                                          strict=True)}
+        self.supers = len(cluster.names(Role.SUPER))
+        self.bytes: Counter[tuple[str, str]] = Counter()
+        self.docs: Counter[tuple[str, str]] = Counter()
+        """Document copies, by kind and partner (pushes and pull answers)."""
+
+    def _partner(self, me: tuple[Role, str, str], other: tuple[Role, str, str]) -> str:
+        if other[0] == Role.WEAK:
+            return "weak peers of its site" if other[1] == me[1] else "weak peers elsewhere"
+        if other[1] == me[1]:
+            return "super-peers of its site"
+        if other[2] == me[2]:
+            return "super-peers of its region"
+        return "super-peers of other regions"
+
+    def __call__(self, src: str, dst: str, payload: bytes) -> None:
+        a, b = self.where.get(src), self.where.get(dst)
+        if a is None or b is None or Role.SUPER not in (a[0], b[0]):
+            return
+        parts: list[tuple[str, int, int]] = []  # (kind, bytes, documents)
+        body = orjson.loads(payload)
+        tag = body[0] if isinstance(body, list) and body else -1
+        if tag == 7:
+            parts.append(("push", len(payload), len(body[2])))
+        elif tag == 8:
+            parts.append(("pull request", len(payload), 0))
+        elif tag == 9:
+            coverage = docs = 0
+            for part in body[1]:
+                docs += len(part[3])
+                if len(part) > 4:
+                    coverage += len(orjson.dumps(part[4:]))
+            parts += [("pull answer", len(payload) - coverage, docs), ("coverage", coverage, 0)]
+        elif tag in MEMBERSHIP_TAGS:
+            parts.append(("membership", len(payload), 0))
+        else:
+            parts.append(("other", len(payload), 0))
+        for me, other in ((a, b), (b, a)):
+            if me[0] != Role.SUPER:
+                continue
+            partner = self._partner(me, other)
+            for kind, n, docs in parts:
+                if n:
+                    self.bytes[kind, partner] += n
+                if docs:
+                    self.docs[kind, partner] += docs
+
+    def report(self, seconds: float, writes: int = 0) -> dict[str, Any]:
+        """kbit/s per super-peer (in + out) by kind and partner; with ``writes``, document
+        copies per write per super-peer too."""
+        per = 8 / 1000 / seconds / max(1, self.supers)
+
+        def table(keys: Callable[[tuple[str, str]], str]) -> dict[str, float]:
+            out: Counter[str] = Counter()
+            for k, n in self.bytes.items():
+                out[keys(k)] += n
+            return {k: round(v * per, 2) for k, v in sorted(out.items(), key=lambda x: -x[1])}
+
+        out: dict[str, Any] = {
+            "kbit_per_second_per_super_peer": round(sum(self.bytes.values()) * per, 2),
+            "by_kind": table(lambda k: k[0]),
+            "by_partner": table(lambda k: k[1]),
+            "by_kind_and_partner": table(lambda k: f"{k[0]} / {k[1]}"),
+        }
+        if writes:
+            out["document_copies_per_write_per_super_peer"] = {
+                f"{kind} / {partner}": round(n / writes / max(1, self.supers), 2)
+                for (kind, partner), n in sorted(self.docs.items(), key=lambda x: -x[1])}
+        return out
+
+
 async def _until(loop: VirtualEventLoop, cond: Any, timeout: float, step: float) -> float | None:
     start = loop.time()
     while not cond():
@@ -176,8 +266,12 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
         del snap, stats, by_line
     t = time.perf_counter()
     cluster.network.reset_counters()
+    where = SuperPeerBytes(cluster)
+    cluster.network.observers.append(where)
     await asyncio.sleep(IDLE_SECONDS)
+    cluster.network.observers.remove(where)
     report["idle"] = _traffic(cluster, IDLE_SECONDS)
+    report["idle"]["super_peer_bytes"] = where.report(IDLE_SECONDS)
     report["idle"]["wall_seconds"] = round(time.perf_counter() - t, 1)
     # One write on a weak peer.
     weak = cluster.names(Role.WEAK)
@@ -193,6 +287,8 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
     # A burst of writes, then the minute after it.
     await asyncio.sleep(10)
     cluster.network.reset_counters()
+    where = SuperPeerBytes(cluster)
+    cluster.network.observers.append(where)
     start = loop.time()
     names = []
     for i in range(BURST_WRITES):
@@ -202,7 +298,9 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
         await cluster.write(node, "create", name, {"k": str(i)})
         await asyncio.sleep(1.0 / BURST_WRITES)
     await asyncio.sleep(max(0.0, start + 60.0 - loop.time()))
+    cluster.network.observers.remove(where)
     report["after_burst"] = _traffic(cluster, loop.time() - start)
+    report["after_burst"]["super_peer_bytes"] = where.report(loop.time() - start, BURST_WRITES)
     last = _everywhere(cluster, names[-1])
     everywhere_at = await _until(
         loop, lambda: last() and all(_everywhere(cluster, x)() for x in names[:1]), 240.0, 0.5)

@@ -241,5 +241,11 @@ def test_the_scale_benchmark_runs_at_20_peers() -> None:
     got = scale.measure(20, scale.mesh_only())
     assert got["peers"] == 20 and got["one_write"]["rounds"] is not None
     assert got["idle"]["weak"]["bytes_per_second_mean"] > 0
+    # The super-peers' bytes sorted by kind and partner add up to what they moved.
+    where = got["after_burst"]["super_peer_bytes"]
+    assert where["kbit_per_second_per_super_peer"] == pytest.approx(
+        got["after_burst"]["super"]["kbit_per_second_mean"], rel=0.01)
+    assert set(where["by_partner"]) <= {"weak peers of its site", "super-peers of its site"}
+    assert where["by_kind"]["pull answer"] > 0 and where["by_kind"]["push"] > 0
     healed = scale.heal(20, split=30.0, cfg=scale.mesh_only())
     assert healed["members_settle_virtual_seconds"] is not None

@@ -17,7 +17,7 @@ import hashlib
 import logging
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from shoal.mesh.transport import Handler, TransportError, serving
@@ -52,6 +52,9 @@ class SimNetwork:
         self.handler_errors = 0
         self._trace = hashlib.sha256()
         self.deliveries = 0
+        self.observers: list[Callable[[str, str, bytes], None]] = []
+        """Called with (source, destination, payload) for every message sent, lost or not
+        (``bench/scale.py`` sorts a super-peer's bytes by message kind and partner)."""
 
     # -- nodes and faults ----------------------------------------------------------
 
@@ -113,6 +116,8 @@ class SimNetwork:
                  reply: asyncio.Future[bytes] | None, is_reply: bool = False) -> None:
         self.bytes_sent[src] += len(payload)
         self.messages_sent[src] += 1
+        for observe in self.observers:
+            observe(src, dst, payload)
         f = self.faults
         if f.drop and self.rng.random() < f.drop:
             self.dropped += 1
