@@ -464,6 +464,16 @@ CORPUS: list[tuple[str, str, dict[str, str], bytes, str]] = [
     ("GET", "/api/v1/namespaces/default/pods/keep/exec", {"command": "sh"}, b"", ""),
     ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", {}, _nested_json(400),
      "application/json"),
+    # A pod of 5,000 containers (or env entries, or volumes) was accepted: a 422 now.
+    ("POST", "/api/v1/namespaces/default/pods", {},
+     orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "many"},
+                   "spec": {"containers": [{"name": f"c{i}", "image": "busybox"}
+                                           for i in range(5000)]}}), "application/json"),
+    ("POST", "/api/v1/namespaces/default/pods", {},
+     orjson.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "many-env"},
+                   "spec": {"containers": [{"name": "c", "image": "busybox", "env": [
+                       {"name": f"E{i}", "value": "x"} for i in range(20000)]}]}}),
+     "application/json"),
 ]
 
 

@@ -54,6 +54,27 @@ _DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 _ENV_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef", "fileKeyRef")
 
+# Kubernetes counts none of these; only its 1.5 MiB object limit bounds them (60,000 bare
+# containers would fit). Shoal bounds each list far above any real pod (the largest carry a
+# few dozen containers and a few hundred env entries) and far below what would make the
+# node agent start thousands of processes or mounts for one pod: over it is a 422
+# ``FieldValueTooMany`` naming the list, and its items are not checked one by one.
+MAX_CONTAINERS = 500
+"""Per list: ``containers``, ``initContainers`` and ``ephemeralContainers`` each."""
+MAX_VOLUMES = 1000
+MAX_VOLUME_MOUNTS = 1000
+"""Per container."""
+MAX_ENV = 5000
+"""``env`` entries per container (``envFrom`` too)."""
+
+
+def _within(e: _Errors, items: Any, path: str, max_items: int) -> bool:
+    """Whether the list ``items`` has at most ``max_items`` entries (else a 422 cause)."""
+    if isinstance(items, list) and len(items) > max_items:
+        e.too_many(path, len(items), max_items)
+        return False
+    return True
+
 
 def _container_ports(e: _Errors, ports: Any, path: str, host_network: bool) -> None:
     names: set[str] = set()
@@ -119,6 +140,8 @@ def _resources(e: _Errors, resources: Any, path: str) -> None:
 
 
 def _env(e: _Errors, env: Any, path: str) -> None:
+    if not _within(e, env, path, MAX_ENV):
+        return
     for i, var in _dicts(env):
         p = _i(path, i)
         name = var.get("name")
@@ -158,6 +181,8 @@ def _env(e: _Errors, env: Any, path: str) -> None:
 
 def _volume_mounts(e: _Errors, mounts: Any, path: str, volumes: set[str] | None) -> None:
     paths: set[str] = set()
+    if not _within(e, mounts, path, MAX_VOLUME_MOUNTS):
+        return
     for i, mount in _dicts(mounts):
         p = _i(path, i)
         name = mount.get("name")
@@ -228,6 +253,7 @@ def _container(
         e.not_supported(_c(path, "restartPolicy"), c.get("restartPolicy"), ["Always"])
     _container_ports(e, c.get("ports"), _c(path, "ports"), host_network)
     _env(e, c.get("env"), _c(path, "env"))
+    _within(e, c.get("envFrom"), _c(path, "envFrom"), MAX_ENV)
     _volume_mounts(e, c.get("volumeMounts"), _c(path, "volumeMounts"), volumes)
     _resources(e, c.get("resources"), _c(path, "resources"))
     sidecar = init and c.get("restartPolicy") == "Always"
@@ -241,8 +267,12 @@ def _container(
                 e.forbidden(_c(path, probe), "may not be set for init containers")
 
 
-def _volumes(e: _Errors, volumes: Any, path: str) -> set[str]:
+def _volumes(e: _Errors, volumes: Any, path: str) -> set[str] | None:
+    """The volumes' names; None when there are too many to check (mounts are not
+    checked against them then)."""
     names: set[str] = set()
+    if not _within(e, volumes, path, MAX_VOLUMES):
+        return None
     for i, v in _dicts(volumes):
         p = _i(path, i)
         name = v.get("name")
@@ -311,6 +341,8 @@ def _pod_spec(e: _Errors, spec: Any, path: str) -> None:
         e.required(_c(path, "containers"))
     names: set[str] = set()
     for key in ("initContainers", "containers", "ephemeralContainers"):
+        if not _within(e, spec.get(key), _c(path, key), MAX_CONTAINERS):
+            continue
         for i, c in _dicts(spec.get(key)):
             p = _i(_c(path, key), i)
             name = c.get("name")
