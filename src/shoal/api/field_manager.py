@@ -11,7 +11,7 @@ from typing import Any
 from shoal.api import field_schema, managed_fields, web
 from shoal.api.errors import ApiError
 from shoal.api.field_sets import field_set
-from shoal.api.managed_fields import APPLY, Managers
+from shoal.api.managed_fields import APPLY, UPDATE, Managers
 from shoal.api.routing import Target
 from shoal.api.server_side_apply import (
     KUBECTL_APPLIER,
@@ -19,6 +19,7 @@ from shoal.api.server_side_apply import (
     Write,
     apply,
     conflicts_allowed_by_last_applied,
+    created_fields_v1,
     keep_last_applied_in_step,
     update,
 )
@@ -94,6 +95,14 @@ def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str,
     def track(old: dict[str, Any] | None, new: dict[str, Any]) -> list[dict[str, Any]]:
         if _resets(sent):
             return []
+        if old is None and not sent and not write.subresource:
+            # A create (or a PUT that creates) owning all it holds: straight from the object.
+            tree = created_fields_v1(new, root, write)
+            if not tree:
+                return []
+            return [{"manager": write.manager, "operation": UPDATE,
+                     "apiVersion": write.api_version, "time": write.now,
+                     "fieldsType": managed_fields.FIELDS_TYPE, "fieldsV1": tree}]
         base = _managers(sent) if sent else {}
         if not base and old is not None:
             base = _managers(old["metadata"].get("managedFields"))

@@ -24,9 +24,10 @@ from typing import Any
 
 import orjson
 
-from shoal.api.field_schema import ASSOCIATIVE, MAP, STRUCT, UNTYPED, TypeNode
+from shoal.api.field_schema import ASSOCIATIVE, MAP, STRUCT, UNKNOWN_FIELD, UNTYPED, TypeNode
 from shoal.api.field_sets import (
     EMPTY,
+    MEMBER_MARK,
     FieldSet,
     Member,
     Path,
@@ -243,6 +244,84 @@ def update(old: dict[str, Any] | None, new: dict[str, Any], managers: Managers,
         when = write.now if changed or previous is None else previous.time
         out[key] = Ownership(mine, write.api_version, when)
     return out
+
+
+_ROOT_DROPPED = frozenset({"apiVersion", "kind", "metadata"})
+_NOTHING: frozenset[str] = frozenset()
+_META_DROPPED = frozenset(_META_FIELDS)
+
+
+def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict[str, Any]:
+    """The FieldsV1 tree of what a create's writer owns, built straight from the object: the
+    same tree as ``update(None, new, {}, root, write)`` encodes (every member of ``new``
+    that the write may record), without the set of paths between (issue 11: a pod's walk
+    into paths, the set and its tree were most of a create's managed-fields time). Only for
+    a write on the main resource (``write.subresource`` empty)."""
+    assert not write.subresource
+    tree: dict[str, Any] = {}
+    for k in sorted(new):
+        if k == "status" and write.status_is_separate:
+            continue  # not the main resource's to own, nor anything below it
+        _field_fields_v1(tree, k, new[k], root, _ROOT_DROPPED,
+                         _META_DROPPED if k == "metadata" else _NOTHING)
+    return tree
+
+
+def _field_fields_v1(tree: dict[str, Any], k: str, v: Any, node: TypeNode,
+                     dropped: frozenset[str], inner: frozenset[str] = _NOTHING) -> None:
+    """Adds the field ``k`` (value ``v``) of a map under ``node`` to ``tree``, as
+    ``field_sets._walk`` makes its members; ``dropped``: fields of this map no manager owns,
+    ``inner``: those of ``v`` (the server's metadata)."""
+    if not isinstance(v, (dict, list)):  # a scalar: a leaf
+        if k not in dropped:
+            tree["f:" + k] = {}
+        return
+    child = node.field(k)
+    if child is UNKNOWN_FIELD:
+        if k not in dropped:
+            tree["f:" + k] = {}
+        return
+    sub, member = _value_fields_v1(v, child, inner)
+    if not member:
+        member = v == {} or node.shape != STRUCT or not child.declared
+    if member and k not in dropped:
+        tree["f:" + k] = {MEMBER_MARK: {}, **sub} if sub else {}
+    elif sub:
+        tree["f:" + k] = sub
+
+
+def _map_fields_v1(value: dict[str, Any], node: TypeNode,
+                   dropped: frozenset[str] = _NOTHING) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for k in sorted(value):
+        _field_fields_v1(tree, k, value[k], node, dropped)
+    return tree
+
+
+def _value_fields_v1(value: Any, node: TypeNode,
+                     dropped: frozenset[str] = _NOTHING) -> tuple[dict[str, Any], bool]:
+    """The FieldsV1 children of ``value`` under ``node``, and whether the value is a member
+    by itself (a leaf: a scalar, or something owned whole)."""
+    if _granular_map(value, node):
+        return _map_fields_v1(value, node, dropped), False
+    if isinstance(value, list):
+        elements = list_elements(value, node)
+        if elements is not None:
+            tree: dict[str, Any] = {}
+            if node.list_type == ASSOCIATIVE:
+                elem = node.element()
+                for e, item in sorted(zip(elements, value, strict=True), key=_first):
+                    sub, _ = _value_fields_v1(item, elem)
+                    tree[e] = {MEMBER_MARK: {}, **sub} if sub else {}
+            else:
+                for e in sorted(elements):
+                    tree[e] = {}
+            return tree, False
+    return {}, True
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _take_over(old: dict[str, Any], new: dict[str, Any], managers: Managers,
