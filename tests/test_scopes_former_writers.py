@@ -11,7 +11,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.authz.scopes import FORMER_WRITER_PREFIX, SCOPES, RecordFormerWriters, ScopeIndex
+from shoal.authz.scopes import (
+    FORMER_WRITER_PREFIX,
+    SCOPES,
+    WRITER_AGAIN_PREFIX,
+    WRITERS_SINCE,
+    RecordFormerWriters,
+    ScopeIndex,
+    ScopeMap,
+    ScopeRule,
+    revoked_at,
+)
 from shoal.crdt.document import Document
 from shoal.mesh import revocation
 from shoal.mesh.replication_policy import ReplicationPolicy
@@ -57,9 +67,10 @@ def test_an_update_that_removes_writers_records_until_when_they_wrote() -> None:
         await store.update(kind, scope(["n0", "n1"], ["n0"]), "", "t")
         stored = store.get(kind, "", "t")
         annotations = stored["metadata"]["annotations"]
-        assert set(annotations) == {FORMER_WRITER_PREFIX + "n1"}
+        assert set(annotations) == {FORMER_WRITER_PREFIX + "n1", WRITERS_SINCE}
         until = int(annotations[FORMER_WRITER_PREFIX + "n1"])
         assert before < until <= replica.hlc.last
+        assert int(annotations[WRITERS_SINCE]) == until  # the writers list's own stamp
         # A body without the annotations (a PUT of the spec alone) keeps the record, and a
         # member removed while writers defaults to every member is recorded too.
         await store.update(kind, scope(["n0", "n3"]), "", "t")
@@ -70,6 +81,65 @@ def test_an_update_that_removes_writers_records_until_when_they_wrote() -> None:
         replica.close()
 
     asyncio.run(main())
+
+
+def test_a_writer_added_back_is_recorded_with_the_span_it_was_none_and_only_that_is_revoked(
+) -> None:
+    """Issue 10's membership-change seed 88 (6 changes): a writer removed and added back
+    as one was not revoked at all, so what it wrote at about the instant of its removal,
+    which it did not hand off (revoked then), was expected again once it was a writer
+    again, and lost. Now the Scope keeps when it became one again: its changes between the
+    two are revoked, those before the removal and after the re-adding are not, alike on
+    every member (they read the same annotations)."""
+    async def main() -> None:
+        replica, store = store_on("n0")
+        kind = store.registry.by_kind("shoal.dev/v1alpha1", "Scope")
+        assert kind is not None
+        await store.create(kind, scope(["n0", "n1"]))
+        await store.update(kind, scope(["n0"]), "", "t")  # n1 leaves: no writer
+        gone = ScopeMap.build(replica)
+        until = gone.former_writers("t")["n1"]
+        assert gone.revoked_after("t") == {"n1": ((until, None),)}
+        await store.update(kind, scope(["n0", "n1"]), "", "t")  # back, a writer again
+        obj = store.get(kind, "", "t")
+        annotations = obj["metadata"]["annotations"]
+        removed, again = (int(x) for x in annotations[WRITER_AGAIN_PREFIX + "n1"].split(":"))
+        assert removed == until < again == int(annotations[WRITERS_SINCE])
+        m = ScopeMap.build(replica)
+        windows = m.revoked_after("t")
+        assert windows == {"n1": ((until, again),)}
+        assert not revoked_at(windows, "n1", until)  # written while it was a writer
+        assert revoked_at(windows, "n1", until + 1)  # after its removal, before it learnt
+        assert not revoked_at(windows, "n1", again + 1)  # a writer again
+        assert m.was_writer("t", "n1", until) and not m.was_writer("t", "n1", until + 1)
+        # Removed once more: both spans it was no writer are revoked, the one between not.
+        await store.update(kind, scope(["n0"]), "", "t")
+        m = ScopeMap.build(replica)
+        until2 = m.former_writers("t")["n1"]
+        assert m.revoked_after("t") == {"n1": ((until, again), (until2, None))}
+        assert m.was_writer("t", "n1", again + 1) and not m.was_writer("t", "n1", until + 1)
+        # A PUT without the annotations keeps every span.
+        await store.update(kind, scope(["n0", "n2"]), "", "t")
+        assert ScopeMap.build(replica).revoked_after("t")["n1"][0] == (until, again)
+        replica.close()
+
+    asyncio.run(main())
+
+
+def test_a_writer_named_again_by_a_concurrent_edit_is_revoked_until_that_edit() -> None:
+    """Two sides edit one Scope apart: one removes n1 (recorded until U), the other, which
+    never saw that, keeps n1 a writer and its later list wins the merge. n1's changes from
+    U to the stamp of the winning edit (``WRITERS_SINCE``) are revoked, none after."""
+    def rule(since: int) -> ScopeMap:
+        obj = scope(["n0", "n1"], ["n0", "n1"])
+        obj["metadata"]["annotations"] = {FORMER_WRITER_PREFIX + "n1": "1000",
+                                          WRITERS_SINCE: str(since)}
+        parsed = ScopeRule.parse(obj)
+        assert parsed is not None
+        return ScopeMap([parsed])
+
+    assert rule(1500).revoked_after("t") == {"n1": ((1000, 1500),)}
+    assert rule(900).revoked_after("t") == {}  # the list is older than the removal
 
 
 def test_a_non_writer_may_relay_what_a_removed_writer_wrote_while_it_was_one() -> None:

@@ -21,6 +21,15 @@ it was a writer, relayed by a member that is not one (``ScopeMap.was_writer``). 
 annotation per peer is one register per peer, so concurrent removals on two sides both
 survive the merge; every update keeps the larger stamp of the old and new objects, so the
 record only grows.
+
+*Writers again.* A recorded former writer that an update makes a writer again (added back
+to ``writers``, or to ``members`` while every member writes) is recorded with the span it
+was not one: ``writer-again.shoal.dev/<peer>: "<until>:<since>,..."``, the stamp of the
+removal and the stamp of the update that made it a writer again, one pair per time. Its
+changes stamped inside a span, or after its last removal while it is no writer, are
+revoked (``ScopeMap.revoked_after``: the *windows* of each peer); those stamped before its
+first removal or inside a span it was a writer again are not. The spans of the old and
+new objects are kept too (their union), so this record only grows as well.
 """
 
 from __future__ import annotations
@@ -40,6 +49,37 @@ NAMESPACES = "namespaces"
 NODES = "nodes"
 FORMER_WRITER_PREFIX = "writer-until.shoal.dev/"
 """Annotation key prefix of a former writer: the value is the stamp until which it was one."""
+WRITERS_SINCE = "shoal.dev/writers-since"
+"""Annotation: the stamp of the last update that changed who writes (written only once a
+former writer is recorded). Two concurrent edits keep the writers list and this stamp of
+the same one (the later), so it says since when the list names whom it names."""
+WRITER_AGAIN_PREFIX = "writer-again.shoal.dev/"
+"""Annotation key prefix of a former writer made a writer again: the value lists
+``<removed>:<again>`` stamp pairs, the spans during which it was no writer."""
+
+Span = tuple[int, int]
+"""(removed, again): a former writer was no writer for the stamps strictly between."""
+Window = tuple[int, int | None]
+"""(after, before): stamps strictly between are revoked; ``before`` None: no end."""
+Windows = Mapping[str, tuple[Window, ...]]
+"""Per former writer, the windows in which its changes are revoked (``revoked_after``)."""
+
+
+def revoked_at(windows: Windows, peer: str, stamp: int) -> bool:
+    """Whether a change ``peer`` stamped ``stamp`` falls in one of its revoked windows."""
+    return any(after < stamp and (before is None or stamp < before)
+               for after, before in windows.get(peer, ()))
+
+
+def admits_more(before: Windows, after: Windows) -> bool:
+    """Whether some stamp revoked under ``before`` is not under ``after`` (a window shrank
+    or went: what was refused may be admitted now)."""
+    for peer, windows in before.items():
+        for lo, hi in windows:
+            if not any(lo2 <= lo and (hi2 is None or (hi is not None and hi <= hi2))
+                       for lo2, hi2 in after.get(peer, ())):
+                return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +94,10 @@ class ScopeRule:
     writers: frozenset[str] | None  # None: every member
     former_writers: tuple[tuple[str, int], ...] = ()
     """(peer, stamp until which it was a writer), from the annotations."""
+    writer_again: tuple[tuple[str, tuple[Span, ...]], ...] = ()
+    """(peer, the spans it was no writer before it became one again), from the annotations."""
+    writers_since: int = 0
+    """The ``WRITERS_SINCE`` annotation (0: none)."""
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> ScopeRule | None:
@@ -71,6 +115,9 @@ class ScopeRule:
                 member_selector=_selector(spec.get("memberSelector")),
                 writers=_names(spec["writers"]) if spec.get("writers") is not None else None,
                 former_writers=tuple(sorted(former_writers(obj).items())),
+                writer_again=tuple(sorted(writer_again(obj).items())),
+                writers_since=_stamp(((obj.get("metadata") or {}).get("annotations") or {})
+                                     .get(WRITERS_SINCE)),
             )
         except SelectorError:
             return None
@@ -89,6 +136,41 @@ def former_writers(obj: Mapping[str, Any]) -> dict[str, int]:
             except (TypeError, ValueError):
                 continue  # an operator's typo: ignored, as a selector that matches nothing
     return out
+
+
+def _stamp(value: Any) -> int:
+    try:
+        return int(value) if isinstance(value, str) else 0
+    except ValueError:
+        return 0
+
+
+def writer_again(obj: Mapping[str, Any]) -> dict[str, tuple[Span, ...]]:
+    """The spans a Scope object records per former writer made a writer again: peer ->
+    (removed, again) stamp pairs, sorted."""
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    out: dict[str, tuple[Span, ...]] = {}
+    if not isinstance(annotations, Mapping):
+        return out
+    for key, value in annotations.items():
+        if isinstance(key, str) and key.startswith(WRITER_AGAIN_PREFIX) and isinstance(value,
+                                                                                     str):
+            spans: set[Span] = set()
+            for part in value.split(","):
+                removed, _, again = part.partition(":")
+                try:
+                    span = (int(removed), int(again))
+                except ValueError:
+                    continue  # an operator's typo: ignored
+                if span[0] < span[1]:
+                    spans.add(span)
+            if spans:
+                out[key[len(WRITER_AGAIN_PREFIX):]] = tuple(sorted(spans))
+    return out
+
+
+def _format_spans(spans: Iterable[Span]) -> str:
+    return ",".join(f"{a}:{b}" for a, b in sorted(spans))
 
 
 def _names(value: Any) -> frozenset[str]:
@@ -119,6 +201,8 @@ class ScopeMap:
         self._members: dict[str, frozenset[str]] = {}
         self._writers: dict[str, frozenset[str]] = {}
         self._former: dict[str, dict[str, int]] = {}
+        self._again: dict[str, dict[str, tuple[Span, ...]]] = {}
+        self._since: dict[str, int] = {}
         for rule in self.rules.values():  # sorted by name: the first claim wins
             for ns in rule.namespaces:
                 self._ns_scope.setdefault(ns, rule.name)
@@ -135,6 +219,10 @@ class ScopeMap:
             self._writers[rule.name] = frozenset(writers)
             if rule.former_writers:
                 self._former[rule.name] = dict(rule.former_writers)
+            if rule.writer_again:
+                self._again[rule.name] = dict(rule.writer_again)
+            if rule.writers_since:
+                self._since[rule.name] = rule.writers_since
         self._by_peer: dict[str, frozenset[str]] = {}
 
     @classmethod
@@ -187,19 +275,39 @@ class ScopeMap:
 
     def was_writer(self, scope: str, peer: str, stamp: int) -> bool:
         """Whether the Scope records ``peer`` as a former writer of ``scope`` until a stamp
-        at or after ``stamp`` (whether it is one now is ``is_writer``'s question)."""
+        at or after ``stamp``, and as a writer at ``stamp`` (not inside a span it was none
+        before it became one again); whether it is one now is ``is_writer``'s question."""
         until = self._former.get(scope, {}).get(peer)
-        return until is not None and stamp <= until
+        if until is None or stamp > until:
+            return False
+        return not any(a < stamp < b for a, b in self._again.get(scope, {}).get(peer, ()))
 
     def former_writers(self, scope: str) -> Mapping[str, int]:
         return self._former.get(scope, {})
 
-    def revoked_after(self, scope: str) -> dict[str, int]:
-        """The former writers of ``scope`` that are not writers now, each with the stamp
-        after which its changes are revoked (``shoal.mesh.revocation``)."""
+    def revoked_after(self, scope: str) -> dict[str, tuple[Window, ...]]:
+        """The former writers of ``scope`` whose changes are revoked in some window
+        (``shoal.mesh.revocation``), each with its windows: every span it was no writer
+        before it became one again, and, if it is no writer now, the stamps after its last
+        removal. A writer now whose last removal no span closes was made one again by an
+        edit that never saw the removal (two concurrent edits of the Scope, the later
+        naming it): its changes are revoked from that removal to ``WRITERS_SINCE``, the
+        stamp of the edit whose writers list the Scope keeps (none if that is earlier, as
+        when a Node's labels made it a writer again)."""
         writers = self._writers.get(scope, frozenset())
-        return {p: until for p, until in self._former.get(scope, {}).items()
-                if p not in writers}
+        again = self._again.get(scope, {})
+        since = self._since.get(scope, 0)
+        out: dict[str, tuple[Window, ...]] = {}
+        for p, until in self._former.get(scope, {}).items():
+            spans = again.get(p, ())
+            windows: list[Window] = [(a, b) for a, b in spans if a <= until]
+            if p not in writers:
+                windows.append((until, None))
+            elif since > until and not any(a == until for a, _ in spans):
+                windows.append((until, since))
+            if windows:
+                out[p] = tuple(windows)
+        return out
 
     def writers(self, scope: str) -> frozenset[str] | None:
         if scope == CLUSTER:
@@ -223,7 +331,9 @@ class ScopeMap:
         return (tuple(sorted(self._ns_scope.items())),
                 tuple(sorted(self._members.items(), key=lambda kv: kv[0])),
                 tuple(sorted(self._writers.items(), key=lambda kv: kv[0])),
-                tuple(sorted((s, tuple(sorted(f.items()))) for s, f in self._former.items())))
+                tuple(sorted((s, tuple(sorted(f.items()))) for s, f in self._former.items())),
+                tuple(sorted((s, tuple(sorted(f.items()))) for s, f in self._again.items())),
+                tuple(sorted(self._since.items())))
 
 
 EMPTY = ScopeMap(())
@@ -269,9 +379,12 @@ class ScopeIndex:
 class RecordFormerWriters:
     """An update hook for Scope objects (``ObjectStore.update_admission``): every peer that
     the update removes from the scope's writers (from ``writers``, or from ``members``
-    with it) is recorded as a writer until ``stamp()``, and every record of the old object
-    is kept, at the larger of the two stamps, whatever the new body says (a PUT that
-    leaves the annotations out must not make a former writer's changes forgeries)."""
+    with it) is recorded as a writer until ``stamp()``, every recorded former writer that
+    it makes a writer again is recorded with the span (its last removal, ``stamp()``), and
+    every record of the old object is kept, at the larger of the two stamps and with the
+    spans of both, whatever the new body says (a PUT that leaves the annotations out must
+    not make a former writer's changes forgeries, nor revoke again what it wrote as a
+    writer again)."""
 
     def __init__(self, reader: ObjectReader, stamp: Callable[[], int]) -> None:
         self.reader = reader
@@ -286,10 +399,19 @@ class RecordFormerWriters:
         record = former_writers(old)
         for peer, until in former_writers(new).items():
             record[peer] = max(until, record.get(peer, 0))
-        removed = self._writers(before) - (self._writers(after) if after is not None
-                                           else frozenset())
-        if removed:
+        spans = {p: set(v) for p, v in writer_again(old).items()}
+        for peer, more in writer_again(new).items():
+            spans.setdefault(peer, set()).update(more)
+        was, now_writers = self._writers(before), (self._writers(after) if after is not None
+                                                   else frozenset())
+        removed = was - now_writers
+        again = [p for p in now_writers - was if p in record]
+        now = 0
+        if was != now_writers:
             now = self.stamp()
+            for peer in again:
+                if record[peer] < now:
+                    spans.setdefault(peer, set()).add((record[peer], now))
             for peer in removed:
                 record[peer] = max(now, record.get(peer, 0))
         if not record:
@@ -298,10 +420,18 @@ class RecordFormerWriters:
         annotations = meta.get("annotations")
         if not isinstance(annotations, dict):
             annotations = meta["annotations"] = {}
+        kept = max(_stamp(((old.get("metadata") or {}).get("annotations") or {})
+                          .get(WRITERS_SINCE)), _stamp(annotations.get(WRITERS_SINCE)))
+        if now or kept:
+            annotations[WRITERS_SINCE] = str(now or kept)
         for peer, until in sorted(record.items()):
             key = FORMER_WRITER_PREFIX + peer
             if not is_qualified_name(key):  # a node name over 63 characters: not recorded
                 annotations[key] = str(until)
+        for peer, pairs in sorted(spans.items()):
+            key = WRITER_AGAIN_PREFIX + peer
+            if pairs and not is_qualified_name(key):
+                annotations[key] = _format_spans(pairs)
 
     def _writers(self, rule: ScopeRule) -> frozenset[str]:
         labels: dict[str, Mapping[str, str]] = {}

@@ -57,7 +57,7 @@ from typing import Any
 
 import orjson
 
-from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
+from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, admits_more, revoked_at
 from shoal.crdt.document import Document
 from shoal.mesh import revocation, topology
 from shoal.mesh.config import MeshConfig
@@ -252,8 +252,9 @@ class AntiEntropy:
         self.docs_forgotten = 0
         self.docs_revoked = 0
         """Documents that held changes a writer's removal revoked (``_revoke``)."""
-        self._revocations: dict[str, dict[str, int]] = {}
-        """Per scope: the removals (peer -> stamp) its documents were last stripped under."""
+        self._revocations: dict[str, Windows] = {}
+        """Per scope: the revoked windows (peer -> windows) its documents were last stripped
+        under."""
         self.garbage = 0
         self.pull_listeners: list[Callable[[str, bool], None]] = []
         """Told (partner, complete) after a pull: complete when every scope was pulled to
@@ -354,16 +355,17 @@ class AntiEntropy:
         once at start). A scope where something was taken out is pulled again in full: the
         values those changes overwrote come back from members that never merged them, and
         the coverage claims made while holding them are dropped. So is one where a removal
-        was recorded later than before (what was refused may be admitted now)."""
+        was recorded later than before, or a writer made one again (what was refused may be
+        admitted now)."""
         me = self.membership.name
-        todo: dict[str, dict[str, int]] = {}
+        todo: dict[str, Windows] = {}
         later: set[str] = set()
         for scope in sorted(m.scopes_of(me) - {CLUSTER}):
             after = m.revoked_after(scope)
             known = self._revocations.get(scope)
             if known != after:
                 todo[scope] = after
-                if known is not None and any(after.get(p, u) > u for p, u in known.items()):
+                if known is not None and admits_more(known, after):
                     later.add(scope)
         if not todo:
             return
@@ -375,8 +377,8 @@ class AntiEntropy:
                         "next change", me, e)
             self._map_serial = -1
             todo = {}  # all stripped again next time; what changed is pulled again below
-        for scope, after in todo.items():
-            self._revocations[scope] = after
+        for scope, windows in todo.items():
+            self._revocations[scope] = windows
         for scope in sorted(set(changed) | later):
             self.docs_revoked += changed[scope]
             log.info("%s: took revoked changes out of %d documents of scope %r; pulling it "
@@ -385,10 +387,10 @@ class AntiEntropy:
         if changed or later:
             self._persist_cursors()
 
-    def _strip_revoked(self, m: ScopeMap, revoked: dict[str, dict[str, int]],
+    def _strip_revoked(self, m: ScopeMap, revoked: dict[str, Windows],
                        changed: Counter[str]) -> None:
         """Strip every document and fence of the scopes in ``revoked`` (scope -> its
-        removals), counting per scope what changed in ``changed``."""
+        revoked windows), counting per scope what changed in ``changed``."""
         if not revoked:
             return
         drop: list[tuple[str, str, str]] = []
@@ -414,7 +416,7 @@ class AntiEntropy:
         for key, f in self.replica.fences.items():
             scope = m.scope_of(key[0], key[1])
             after = revoked.get(scope)
-            if after is not None and f.stamp > after.get(f.writer, f.stamp):
+            if after is not None and revoked_at(after, f.writer, f.stamp):
                 # A collected deletion that was revoked: its fence must not hide the object.
                 drop.append(key)
                 changed[scope] += 1

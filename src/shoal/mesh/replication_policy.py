@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap
+from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, revoked_at
 from shoal.crdt.document import Document, Node
 from shoal.mesh import ring, topology
 from shoal.mesh.messages import State
@@ -161,16 +161,16 @@ def _bound_node(value: Mapping[str, Any] | None) -> str | None:
     return node if isinstance(node, str) else None
 
 
-def revoked_rule(after: Mapping[str, int], resource: str, namespace: str, name: str,
+def revoked_rule(after: Windows, resource: str, namespace: str, name: str,
                  value: Mapping[str, Any] | None, deleted: bool) -> Revoked:
     """Which registers of one object are revoked (``shoal.mesh.revocation``): written by a
-    former writer (``after``: peer -> the stamp of its recorded removal) stamped after its
-    removal, unless the Node rule lets that node write them anyway."""
+    former writer stamped in one of its revoked windows (``after``: peer -> windows, from
+    ``ScopeMap.revoked_after``: after its recorded removal, and before it became a writer
+    again if it did), unless the Node rule lets that node write them anyway."""
     bound = _bound_node(value)
 
     def revoked(path: tuple[str, ...], writer: str, stamp: int) -> bool:
-        until = after.get(writer)
-        return (until is not None and stamp > until
+        return (revoked_at(after, writer, stamp)
                 and not node_may_write(writer, resource, namespace, name, path, bound,
                                        deleted and path == ()))
 

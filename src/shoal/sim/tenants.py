@@ -41,16 +41,19 @@ class Tenants:
     """Per scope, every peer that any version of it named as a member."""
     changes: list[str] = field(default_factory=list)
     """The membership edits made during the run."""
-    removed: dict[tuple[str, str], float] = field(default_factory=dict)
-    """(scope, peer) -> virtual seconds of the first edit that removed the peer from it."""
+    removed: dict[tuple[str, str], list[tuple[float, float | None]]] = field(
+        default_factory=dict)
+    """(scope, peer) -> the spans of virtual seconds from an edit that removed the peer from
+    it (or from its writers) to the edit that made it a writer again (None: none since)."""
 
     def revoked(self, w: AckedWrite) -> bool:
         """Whether ``w`` was made by a peer after an edit had removed it from the write's
-        scope: the peer accepted it before it learned, and the other members refuse it,
-        as they must (so no checker expects it kept)."""
+        scope, and before one made it a writer again: the peer accepted it before it
+        learned, and the other members refuse it, as they must (so no checker expects it
+        kept)."""
         scope = self.scopes.scope_of(w.resource, w.namespace)
-        since = self.removed.get((scope, w.node))
-        return since is not None and w.at >= since
+        return any(start <= w.at and (end is None or w.at < end)
+                   for start, end in self.removed.get((scope, w.node), ()))
 
     def unrecorded(self, w: AckedWrite, truth: ScopeMap) -> bool:
         """Whether ``w``'s peer is neither a writer of its scope by the final Scope nor
@@ -195,6 +198,7 @@ async def change_members(cluster: SimCluster, tenants: Tenants, rng: random.Rand
         writers = [w for w in writers if w in members] or None
         if writers is None:
             del spec["writers"]
+    was = set(members if writers is None else writers)
     outsiders = sorted(set(cluster.nodes) - set(members))
     removable = [m for m in members if writers is None or m not in writers or len(writers) > 1]
     if len(members) < 2 or len(removable) == 0:
@@ -211,9 +215,16 @@ async def change_members(cluster: SimCluster, tenants: Tenants, rng: random.Rand
         if writers is not None:
             spec["writers"] = [w for w in writers if w != peer]
         what = f"{name} -{peer}"
-        tenants.removed.setdefault((name, peer), cluster.loop.time())
+        spans = tenants.removed.setdefault((name, peer), [])
+        if not spans or spans[-1][1] is not None:
+            spans.append((cluster.loop.time(), None))
     else:
         return False
+    now = spec.get("writers")
+    for again in set(spec["members"] if now is None else now) - was:
+        open_spans = tenants.removed.get((name, again))
+        if open_spans and open_spans[-1][1] is None:  # a writer again: its writes count
+            open_spans[-1] = (open_spans[-1][0], cluster.loop.time())  # from now
     await node.store.update(kind, obj, "", name)
     tenants.ever.setdefault(name, set()).update(spec["members"])
     tenants.changes.append(what)

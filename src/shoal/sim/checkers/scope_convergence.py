@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from shoal.authz.scopes import CLUSTER, ScopeMap
+from shoal.authz.scopes import CLUSTER, ScopeMap, revoked_at
 from shoal.mesh import revocation
 from shoal.mesh.replication_policy import revoked_rule
 from shoal.sim.checkers import convergence
@@ -54,7 +54,7 @@ def revoked(replicas: Mapping[str, Replica], scopes: ScopeMap, scope: str,
         problems += [f"{peer} keeps a revoked deletion of {'/'.join(key)}"
                      for key, f in replica.fences.items()
                      if scopes.scope_of(key[0], key[1]) == scope
-                     and f.stamp > after.get(f.writer, f.stamp)]
+                     and revoked_at(after, f.writer, f.stamp)]
         if len(problems) >= limit:
             break
     return problems
