@@ -390,8 +390,15 @@ CORPUS: list[tuple[str, str, dict[str, str], bytes, str]] = [
     ("POST", "/api/v1/namespaces/default/configmaps", {},
      b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: s}\ndata: !!set {a, b}\n",
      "application/yaml"),
+    # An integer key is "1" for Kubernetes (sigs.k8s.io/yaml), a null key an error.
     ("POST", "/api/v1/namespaces/default/configmaps", {},
-     b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k}\ndata:\n  1: one\n",
+     b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k}\ndata:\n  ~: one\n",
+     "application/yaml"),
+    # Base 60: replicas 1:20 was 80 (PyYAML's YAML 1.1), a string for Kubernetes: refused.
+    ("POST", "/apis/apps/v1/namespaces/default/deployments", {},
+     b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: sexagesimal}\nspec:\n"
+     b"  replicas: 1:20\n  selector: {matchLabels: {a: b}}\n  template:\n"
+     b"    metadata: {labels: {a: b}}\n    spec: {containers: [{name: c, image: busybox}]}\n",
      "application/yaml"),
     ("POST", "/api/v1/namespaces/default/configmaps", {},
      b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: k}\ndata:\n  a: .inf\n",
