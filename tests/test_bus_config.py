@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,19 @@ def test_the_bus_is_on_by_default_only_where_nats_server_is_installed(
     monkeypatch.setattr(service, "nats_server_path", lambda: "/usr/sbin/nats-server")
     assert service.bus_wanted(None)
     assert supervisor.BINARY == "nats-server"
+
+
+def test_nats_py_is_loaded_only_by_a_bus_or_a_device_and_never_with_aiohttp() -> None:
+    """A node without the bus imports no nats-py (1.4 MB of RSS); the bus's streams and the
+    device mappers load it, hiding aiohttp (~10 MB) as they do."""
+    code = ("import sys, shoal.cli.node, shoal.cli.main, shoal.devices.service\n"
+            "print('nats' in sys.modules)\n"
+            "import shoal.bus.streams\n"
+            "print('nats' in sys.modules, 'aiohttp' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "SHOAL_HTTP_SERVER"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "True", "False"]
 
 
 def test_routes_accept_only_the_sites_keys_and_a_hub_only_the_other_sites_keys() -> None:

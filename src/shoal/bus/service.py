@@ -24,7 +24,6 @@ from shoal.bus.nats_config import (
     memory_store_limit,
 )
 from shoal.bus.node_bus import NodeBus, free_port
-from shoal.bus.streams import StreamReconciler
 from shoal.bus.supervisor import nats_server_path
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
@@ -107,6 +106,9 @@ class BusService:
                            if given is None],
             on_moved=self._moved)
         self.store = store
+        # nats-py (1.4 MB) only on a node that runs the bus
+        from shoal.bus.streams import StreamReconciler
+
         self.streams = StreamReconciler(
             store, lambda: f"nats://{_loopback(bind)}:{self.node_bus.settings.client_port}",
             name,

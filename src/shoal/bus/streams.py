@@ -26,15 +26,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import nats
-from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, StreamConfig, StreamInfo
-from nats.js.errors import NotFoundError
-from nats.js.manager import JetStreamManager
-
-from shoal.bus import stream_objects
+from shoal.bus import import_nats, stream_objects
 from shoal.bus.site_topology import SiteTopology
 from shoal.store.objects import ObjectStore, StoreError, now_rfc3339
+
+import_nats()  # before nats-py's own imports: without aiohttp
+
+import nats  # noqa: E402
+from nats.aio.client import Client  # noqa: E402
+from nats.js.api import ConsumerConfig, StreamConfig, StreamInfo  # noqa: E402
+from nats.js.errors import NotFoundError  # noqa: E402
+from nats.js.manager import JetStreamManager  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nats.aio.client import Client
-from nats.aio.subscription import Subscription
+if TYPE_CHECKING:  # nats-py is loaded by the bus client that a driver is given
+    from nats.aio.client import Client
+    from nats.aio.subscription import Subscription
 
 from shoal.devices.drivers import DeviceError
 

@@ -12,16 +12,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
-
-import nats
-from nats.aio.client import Client
+from typing import TYPE_CHECKING, Any
 
 from shoal.devices.drivers import Driver
 from shoal.devices.mapper import DEVICES, DeviceWorker
 from shoal.devices.mqtt import MqttDriver
 from shoal.store.change_feed import Change
 from shoal.store.objects import ObjectStore
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ class DeviceMappers:
         return None
 
     async def _connect(self, url: str) -> None:
+        # nats-py (1.4 MB) only once a Device wants the bus
+        from shoal.bus import import_nats
+
+        import_nats()
+        import nats
+
         try:
             self._nc = await nats.connect(
                 url, name=f"shoal-devices-{self.node_name}", max_reconnect_attempts=-1,
