@@ -210,13 +210,19 @@ def for_kind(kind: Kind) -> TypeNode:
     if kind.is_custom:
         schema = ((kind.crd_version or {}).get("schema") or {}).get("openAPIV3Schema")
         return _custom_root(_freeze(schema)) if isinstance(schema, dict) else _untyped_root()
-    own = HAND_WRITTEN_SCHEMAS.get((kind.group, kind.kind))
+    return _built_in_root(kind.group, kind.version, kind.kind)
+
+
+@functools.cache
+def _built_in_root(group: str, version: str, kind: str) -> TypeNode:
+    """A built-in kind's root, made once (every write asks for it; issue 11)."""
+    own = HAND_WRITTEN_SCHEMAS.get((group, kind))
     if own is not None:
         return _resource_root(own)
-    model = schemas.model_for_kind(kind.group, kind.version, kind.kind)
+    model = schemas.model_for_kind(group, version, kind)
     if model is None:
         return _untyped_root()
-    return _model_node(model, kind.group, kind.kind, ())
+    return _model_node(model, group, kind, ())
 
 
 def _untyped_root() -> TypeNode:
