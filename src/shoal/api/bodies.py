@@ -169,7 +169,9 @@ async def read_raw(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise ApiError(413, f"request entity too large: limit is {MAX_BODY}")
     deadline = request.config_dict.get(BODY_DEADLINE)
-    if not deadline:
+    if not deadline or request.content.is_eof():
+        # (a body that has all arrived, as most small ones have by now, waits for nothing:
+        # no timer to arm and cancel; issue 11)
         return await _read_raw(request)
     try:
         async with asyncio.timeout(deadline):
