@@ -258,66 +258,73 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
     into paths, the set and its tree were most of a create's managed-fields time). Only for
     a write on the main resource (``write.subresource`` empty)."""
     assert not write.subresource
+    if not _granular_map(new, root):
+        return {}  # (every kind's root is a struct)
+    if write.status_is_separate and "status" in new:
+        # Not the main resource's to own, nor anything below it.
+        new = {k: v for k, v in new.items() if k != "status"}
+    return _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
+
+
+_GRANULAR = frozenset({STRUCT, MAP, UNTYPED})
+
+
+def _map_fields_v1(value: dict[str, Any], node: TypeNode, dropped: frozenset[str] = _NOTHING,
+                   metadata: frozenset[str] = _NOTHING) -> dict[str, Any]:
+    """The FieldsV1 children of a granular map under ``node``, as ``field_sets._walk`` makes
+    its members: ``dropped`` are its fields no manager owns, ``metadata`` those of its
+    ``metadata`` field (the root's: the server's own)."""
     tree: dict[str, Any] = {}
-    for k in sorted(new):
-        if k == "status" and write.status_is_separate:
-            continue  # not the main resource's to own, nor anything below it
-        _field_fields_v1(tree, k, new[k], root, _ROOT_DROPPED,
-                         _META_DROPPED if k == "metadata" else _NOTHING)
-    return tree
-
-
-def _field_fields_v1(tree: dict[str, Any], k: str, v: Any, node: TypeNode,
-                     dropped: frozenset[str], inner: frozenset[str] = _NOTHING) -> None:
-    """Adds the field ``k`` (value ``v``) of a map under ``node`` to ``tree``, as
-    ``field_sets._walk`` makes its members; ``dropped``: fields of this map no manager owns,
-    ``inner``: those of ``v`` (the server's metadata)."""
-    if not isinstance(v, (dict, list)):  # a scalar: a leaf
-        if k not in dropped:
-            tree["f:" + k] = {}
-        return
-    child = node.field(k)
-    if child is UNKNOWN_FIELD:
-        if k not in dropped:
-            tree["f:" + k] = {}
-        return
-    sub, member = _value_fields_v1(v, child, inner)
-    if not member:
-        member = v == {} or node.shape != STRUCT or not child.declared
-    if member and k not in dropped:
-        tree["f:" + k] = {MEMBER_MARK: {}, **sub} if sub else {}
-    elif sub:
-        tree["f:" + k] = sub
-
-
-def _map_fields_v1(value: dict[str, Any], node: TypeNode,
-                   dropped: frozenset[str] = _NOTHING) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
+    field = node.field
+    struct = node.shape == STRUCT
     for k in sorted(value):
-        _field_fields_v1(tree, k, value[k], node, dropped)
+        v = value[k]
+        if not isinstance(v, (dict, list)):  # a scalar: a leaf
+            if k not in dropped:
+                tree["f:" + k] = {}
+            continue
+        child = field(k)
+        if child is UNKNOWN_FIELD:
+            if k not in dropped:
+                tree["f:" + k] = {}
+            continue
+        if isinstance(v, dict):
+            if child.shape in _GRANULAR and not child.atomic:
+                sub = _map_fields_v1(v, child, metadata if k == "metadata" else _NOTHING)
+                member = not v or not struct or not child.declared
+            else:
+                sub, member = _NO_CHILDREN, True
+        else:
+            sub, member = _list_fields_v1(v, child)
+            if not member:
+                member = not struct or not child.declared
+        if member and k not in dropped:
+            tree["f:" + k] = {MEMBER_MARK: {}, **sub} if sub else {}
+        elif sub:
+            tree["f:" + k] = sub
     return tree
 
 
-def _value_fields_v1(value: Any, node: TypeNode,
-                     dropped: frozenset[str] = _NOTHING) -> tuple[dict[str, Any], bool]:
-    """The FieldsV1 children of ``value`` under ``node``, and whether the value is a member
-    by itself (a leaf: a scalar, or something owned whole)."""
-    if _granular_map(value, node):
-        return _map_fields_v1(value, node, dropped), False
-    if isinstance(value, list):
-        elements = list_elements(value, node)
-        if elements is not None:
-            tree: dict[str, Any] = {}
-            if node.list_type == ASSOCIATIVE:
-                elem = node.element()
-                for e, item in sorted(zip(elements, value, strict=True), key=_first):
-                    sub, _ = _value_fields_v1(item, elem)
-                    tree[e] = {MEMBER_MARK: {}, **sub} if sub else {}
-            else:
-                for e in sorted(elements):
-                    tree[e] = {}
-            return tree, False
-    return {}, True
+_NO_CHILDREN: dict[str, Any] = {}
+
+
+def _list_fields_v1(value: list[Any], node: TypeNode) -> tuple[dict[str, Any], bool]:
+    """The FieldsV1 children of a list, and whether the list is a member by itself (owned
+    whole: atomic, or its elements' keys missing or repeated)."""
+    elements = list_elements(value, node)
+    if elements is None:
+        return _NO_CHILDREN, True
+    tree: dict[str, Any] = {}
+    if node.list_type == ASSOCIATIVE:
+        elem = node.element()
+        granular = elem.shape in _GRANULAR and not elem.atomic
+        for e, item in sorted(zip(elements, value, strict=True), key=_first):
+            sub = _map_fields_v1(item, elem) if granular else _NO_CHILDREN
+            tree[e] = {MEMBER_MARK: {}, **sub} if sub else {}
+    else:
+        for e in sorted(elements):
+            tree[e] = {}
+    return tree, False
 
 
 def _first(pair: tuple[str, Any]) -> str:
