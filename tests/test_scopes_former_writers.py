@@ -215,6 +215,34 @@ def _revoked(path: tuple[str, ...], writer: str, stamp: int) -> bool:
     return writer == "n1" and stamp > UNTIL
 
 
+def test_a_create_that_a_revoked_create_of_the_same_name_overwrote_comes_back() -> None:
+    """Issue 10's membership-change seed 114 (6 changes): n0, a writer, creates s; n1,
+    removed but not knowing, creates s too with a larger stamp, which overwrites every
+    field n0's create wrote, on every member (n0 included). Taking the revoked create out
+    left nothing. The create that lost a merge is kept (``displaced``) and comes back,
+    with the valid changes made over the revoked one since (``over``)."""
+    valid = Document.create({"metadata": {"name": "s", "uid": "u0"}, "data": {"k": "a"}},
+                            UNTIL + 5, "n0")
+    late = Document.create({"metadata": {"name": "s", "uid": "u1"}, "data": {"k": "b"}},
+                           UNTIL + 9, "n1")
+    held = valid.copy()
+    lost = revocation.displaced(held, late)
+    assert lost is not None and lost.root == valid.root
+    assert revocation.displaced(late, valid) is not None  # either order: the smaller
+    held.merge(late)
+    assert held.value() == late.value()  # n0's create is gone from the merged document
+    held.write({"metadata": {"name": "s", "uid": "u1"}, "data": {"k": "b", "j": "c"}},
+               UNTIL + 12, "n0")  # n0 updates it before it learns of n1's removal
+    assert revocation.displaced(held, held.copy()) is None  # the same create: nothing
+    assert revocation.strip(held, _revoked) is None  # the revoked create: nothing left
+    base = revocation.strip(lost, _revoked)
+    assert base is lost
+    back = revocation.over(base, held, _revoked)
+    assert back.value() == {"metadata": {"name": "s", "uid": "u0"},
+                            "data": {"k": "a", "j": "c"}}
+    assert revocation.strip(back, _revoked) is back
+
+
 def test_a_removed_writers_late_create_goes_and_its_late_update_gives_way_to_the_old_value(
 ) -> None:
     created = Document.create({"metadata": {"name": "s", "uid": "u0"}, "data": {"a": "1"}},

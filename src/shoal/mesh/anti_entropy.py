@@ -50,7 +50,7 @@ import contextlib
 import functools
 import logging
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +109,10 @@ MAX_PAGES = 64  # per pull; the next round continues from the cursor
 MAX_REASONS = 8  # per Refused message
 HANDOFF_SECONDS = 120.0
 """How long a peer that left a scope keeps pushing the changes it made there as a writer."""
+DISPLACED_KEPT = 1024
+"""Objects of scopes for which the creates that lost to another create here are kept
+(``AntiEntropy._displaced``); the least recently displaced goes first."""
+DISPLACED_PER_OBJECT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +259,10 @@ class AntiEntropy:
         self._revocations: dict[str, Windows] = {}
         """Per scope: the revoked windows (peer -> windows) its documents were last stripped
         under."""
+        self._displaced: OrderedDict[tuple[str, str, str], list[Document]] = OrderedDict()
+        """Objects of scopes (not the cluster's) whose create lost to another create of the
+        same name in a merge here: the losing creates, newest last (``_note_displaced``),
+        in memory only, for at most DISPLACED_KEPT objects."""
         self.garbage = 0
         self.pull_listeners: list[Callable[[str, bool], None]] = []
         """Told (partner, complete) after a pull: complete when every scope was pulled to
@@ -343,6 +351,8 @@ class AntiEntropy:
                  if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
         if gone:
             self._keep_for_handoff(m, gone)
+            for key in gone:
+                self._displaced.pop(key, None)
             n = self.replica.forget(gone)
             self.docs_forgotten += n
             log.info("%s: dropped %d objects of scopes it no longer holds",
@@ -404,9 +414,12 @@ class AntiEntropy:
             if doc is None:
                 doc = (Document.from_bytes(entry.doc_bytes) if entry.doc_bytes is not None
                        else entry.document())
-            out = revocation.strip(doc, revoked_rule(after, *key, entry.value, doc.deleted))
+            rule = revoked_rule(after, *key, entry.value, doc.deleted)
+            out = revocation.strip(doc, rule)
             if out is doc:
                 continue
+            if out is None and m.is_writer(scope, self.membership.name):
+                out = self._restore(key, doc, rule, after)
             if out is None:
                 drop.append(key)
             else:
@@ -422,6 +435,20 @@ class AntiEntropy:
                 changed[scope] += 1
         if drop:
             self.replica.forget(drop)
+
+    def _restore(self, key: tuple[str, str, str], doc: Document, rule: revocation.Revoked,
+                 after: Windows) -> Document | None:
+        """The object a revoked create displaced here, if this peer kept it: the newest
+        create it displaced that is not revoked itself, with the valid changes made over
+        the revoked one since (``revocation.over``). Only a writer restores one (a
+        non-writer gets it from the writers by the full pull, as it could relay nothing
+        that writers would accept); if no writer kept it, the object is dropped as before
+        (docs/semantics.md, Limits)."""
+        for lost in reversed(self._displaced.get(key, ())):
+            base = revocation.strip(lost, revoked_rule(after, *key, lost.value(), lost.deleted))
+            if base is not None and not base.deleted:
+                return revocation.over(base, doc, rule)
+        return None
 
     def _keep_for_handoff(self, m: ScopeMap, gone: list[tuple[str, str, str]]) -> None:
         """Of the documents this peer drops, those holding a change it made while it was a
@@ -511,6 +538,9 @@ class AntiEntropy:
                         out.transient += refusal.transient
                         continue
                 prior = self.replica.entry(d.resource, d.namespace, d.name)
+                if scope != CLUSTER and prior is not None and prior.value is not None:
+                    self._note_displaced((d.resource, d.namespace, d.name), prior.document(),
+                                         remote)
                 result = self.replica.merge(d.resource, d.namespace, d.name, remote)
             except StorageError as e:
                 # Not stored here (a full disk): as a deferral, the cursor stays put.
@@ -541,6 +571,21 @@ class AntiEntropy:
             else:
                 out.changed.append(d)
         return out
+
+    def _note_displaced(self, key: tuple[str, str, str], local: Document,
+                        remote: Document) -> None:
+        """Keep the create that loses when two creates of one object meet here: should the
+        winner be revoked (its writer had been removed), taking it out would leave nothing
+        of the loser, whose every field it overwrote (``_strip_revoked`` brings it back)."""
+        lost = revocation.displaced(local, remote)
+        if lost is None:
+            return
+        kept = self._displaced.setdefault(key, [])
+        self._displaced.move_to_end(key)
+        kept.append(lost)
+        del kept[:-DISPLACED_PER_OBJECT]
+        while len(self._displaced) > DISPLACED_KEPT:
+            self._displaced.popitem(last=False)
 
     def _held(self, d: DocRecord) -> tuple[Any, Any]:
         entry = self.replica.entry(d.resource, d.namespace, d.name)

@@ -79,6 +79,29 @@ def strip(doc: Document, revoked: Revoked) -> Document | None:
     return Document(out)
 
 
+def displaced(local: Document, remote: Document) -> Document | None:
+    """The create that loses when ``remote`` is merged into ``local`` and the two hold
+    different creates of one object (two peers created its name while apart, or one
+    created it again after a deletion the other never saw), both live: a copy of the one
+    whose root register is smaller. The larger create's registers overwrite every field
+    both wrote, so if it is revoked, taking it out (``strip``) leaves nothing of the
+    smaller one; ``over`` brings that one back. None when they share their create."""
+    a, b = local.root, remote.root
+    if _deleted(a) or _deleted(b) or (a[S], a[W]) == (b[S], b[W]):
+        return None
+    return (local if (b[S], b[W]) > (a[S], a[W]) else remote).copy()
+
+
+def over(base: Document, doc: Document, revoked: Revoked) -> Document:
+    """``base`` (a create that a revoked create displaced, already stripped) with what of
+    ``doc`` (the object as the revoked create left it) is not revoked: the changes that
+    writers which had not learnt made over it since, merged as they would have been had
+    they been made over ``base``."""
+    out = base.copy()
+    out.merge(Document([0, "", MAP, _strip_children(doc.root, revoked)]))
+    return out
+
+
 def _strip_children(node: Node, revoked: Revoked) -> dict[str, Node]:
     out: dict[str, Node] = {}
     for k, child in (node[C] or {}).items():
