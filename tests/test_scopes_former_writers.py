@@ -141,6 +141,23 @@ def test_a_writer_named_again_by_a_concurrent_edit_is_revoked_until_that_edit() 
     assert rule(1500).revoked_after("t") == {"n1": ((1000, 1500),)}
     assert rule(900).revoked_after("t") == {}  # the list is older than the removal
 
+    async def main() -> None:
+        # A later update that changes who writes moves writers-since: n1's window is
+        # written down as a span first, so it stays where it was.
+        replica, store = store_on("n0")
+        kind = store.registry.by_kind("shoal.dev/v1alpha1", "Scope")
+        assert kind is not None
+        obj = scope(["n0", "n1"], ["n0", "n1"])
+        obj["metadata"]["annotations"] = {FORMER_WRITER_PREFIX + "n1": "1000",
+                                          WRITERS_SINCE: "1500"}
+        await store.create(kind, obj)
+        await store.update(kind, scope(["n0", "n1", "n2"], ["n0", "n1", "n2"]), "", "t")
+        m = ScopeMap.build(replica)
+        assert m.revoked_after("t") == {"n1": ((1000, 1500),)}
+        replica.close()
+
+    asyncio.run(main())
+
 
 def test_a_non_writer_may_relay_what_a_removed_writer_wrote_while_it_was_one() -> None:
     async def main() -> None:

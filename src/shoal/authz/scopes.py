@@ -406,6 +406,15 @@ class RecordFormerWriters:
                                                    else frozenset())
         removed = was - now_writers
         again = [p for p in now_writers - was if p in record]
+        # A writer of the old object whose last removal no span closes was named again by
+        # an edit that never saw the removal: its window ends at that edit's stamp, which
+        # this update would move (``WRITERS_SINCE``), so it is written down as a span.
+        old_since = _stamp(((old.get("metadata") or {}).get("annotations") or {})
+                           .get(WRITERS_SINCE))
+        for peer, until in former_writers(old).items():
+            if (peer in was and until < old_since
+                    and not any(a == until for a, _ in spans.get(peer, ()))):
+                spans.setdefault(peer, set()).add((until, old_since))
         now = 0
         if was != now_writers:
             now = self.stamp()
@@ -420,8 +429,7 @@ class RecordFormerWriters:
         annotations = meta.get("annotations")
         if not isinstance(annotations, dict):
             annotations = meta["annotations"] = {}
-        kept = max(_stamp(((old.get("metadata") or {}).get("annotations") or {})
-                          .get(WRITERS_SINCE)), _stamp(annotations.get(WRITERS_SINCE)))
+        kept = max(old_since, _stamp(annotations.get(WRITERS_SINCE)))
         if now or kept:
             annotations[WRITERS_SINCE] = str(now or kept)
         for peer, until in sorted(record.items()):
