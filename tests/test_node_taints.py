@@ -10,11 +10,19 @@ from typing import Any
 
 from shoal.api.admission import default_tolerations
 from shoal.control.daemonset import node_should_run, with_default_tolerations
-from shoal.control.node_lifecycle import NOT_READY, UNREACHABLE, NodeLifecycle
-from shoal.control.scheduler import Snapshot
+from shoal.control.node_lifecycle import (
+    DISK_PRESSURE,
+    MEMORY_PRESSURE,
+    NETWORK_UNAVAILABLE,
+    NOT_READY,
+    UNREACHABLE,
+    NodeLifecycle,
+)
+from shoal.control.scheduler import Snapshot, default_profile, schedule
 from shoal.control.scheduler.plugins import taint_toleration
 from shoal.control.scheduler.testing import make_pod, run_filter
 from shoal.model.kinds import KindRegistry
+from shoal.node.node_status import NodeStatusReporter
 from shoal.store.objects import ObjectStore
 from tests.test_node_lifecycle_grace import GRACE, NODE, _register, _renew, peer  # noqa: F401
 from tests.tools.stores import FixedView, ManualClock
@@ -103,3 +111,101 @@ async def test_a_node_reporting_not_ready_gets_the_not_ready_no_schedule_taint_o
     await report_ready(store, "c", "True")
     await lifecycle.sync()
     assert taints(store, "c") == set()
+
+
+async def test_a_node_under_disk_pressure_takes_no_new_pods_until_it_clears(
+    peer: tuple[ObjectStore, ManualClock],  # noqa: F811 - the fixture
+) -> None:
+    """Node c's agent reports DiskPressure=True (its data dir's disk is full, as
+    ``NodeStatusReporter`` words it); peer a's node lifecycle taints it
+    ``disk-pressure:NoSchedule``, so the scheduler places new pods on node a, and takes
+    the taint off once the condition clears."""
+    store, clock = peer
+    lifecycle = NodeLifecycle(store, FixedView("a", ["a", "c"]), grace=GRACE)
+    for name in ("a", "c"):
+        await NodeStatusReporter(store, name, "10.0.0.1").register()
+    agent = NodeStatusReporter(store, "c", "10.0.0.3")
+    short: list[str] = []
+    agent.disk_pressure = lambda: short[0] if short else None
+    await agent.heartbeat()
+    await lifecycle.sync()
+    assert taints(store, "c") == set()
+    ordinary = pod_with_default_tolerations()
+    tolerant = pod_with_default_tolerations(
+        tolerations=[{"key": DISK_PRESSURE, "operator": "Exists", "effect": "NoSchedule"}])
+
+    def placed(pod: dict[str, Any]) -> set[str]:
+        """The nodes the scheduler (its default profile) may put ``pod`` on."""
+        assert NODE is not None
+        return {n for n in ("a", "c") if schedule(
+            pod, Snapshot([store.get(NODE, None, n)]), default_profile()).node_name == n}
+
+    assert placed(ordinary) == {"a", "c"}
+    short.append("/var/lib/shoal: 0.9 MiB free of 6 MiB")
+    clock.t += 10
+    await agent.heartbeat()
+    await lifecycle.sync()
+    assert taints(store, "c") == {(DISK_PRESSURE, "NoSchedule")}
+    assert placed(ordinary) == {"a"}
+    assert placed(tolerant) == {"a", "c"}
+    assert NODE is not None
+    result = schedule(ordinary, Snapshot([store.get(NODE, None, "c")]), default_profile())
+    assert result.node_name is None and DISK_PRESSURE in (result.message or "")
+    # A DaemonSet's pod tolerates disk-pressure (as Kubernetes' DaemonSet controller adds).
+    daemon: dict[str, Any] = {"containers": [{"name": "d", "image": "x"}]}
+    with_default_tolerations(daemon)
+    assert node_should_run(daemon, store.get(NODE, None, "c")) == (True, True)
+    # Space freed: the condition clears, and so does the taint.
+    short.clear()
+    clock.t += 10
+    await agent.heartbeat()
+    await lifecycle.sync()
+    assert taints(store, "c") == set()
+    assert placed(ordinary) == {"a", "c"}
+
+
+async def test_pressure_taints_follow_their_conditions_and_leave_other_taints_alone(
+    peer: tuple[ObjectStore, ManualClock],  # noqa: F811 - the fixture
+) -> None:
+    store, clock = peer
+    lifecycle = await watching_node_c(store, clock)
+    assert NODE is not None
+    node = copy.deepcopy(store.get(NODE, None, "c"))
+    node["spec"] = {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}
+    await store.update(NODE, node, None, "c")
+    node = copy.deepcopy(store.get(NODE, None, "c"))
+    node["status"]["conditions"] = [
+        {"type": "Ready", "status": "True"}, {"type": "MemoryPressure", "status": "True"},
+        {"type": "DiskPressure", "status": "True"}, {"type": "PIDPressure", "status": "False"},
+        {"type": "NetworkUnavailable", "status": "True"}]
+    await store.update(NODE, node, None, "c", "status")
+    await lifecycle.sync()
+    assert taints(store, "c") == {("dedicated", "NoSchedule"), (DISK_PRESSURE, "NoSchedule"),
+                                  (MEMORY_PRESSURE, "NoSchedule"),
+                                  (NETWORK_UNAVAILABLE, "NoSchedule")}
+    await report_ready(store, "c", "False")  # the pressure conditions gone
+    await lifecycle.sync()
+    assert taints(store, "c") == {("dedicated", "NoSchedule"), (NOT_READY, "NoSchedule")}
+
+
+async def test_a_node_alone_keeps_its_own_disk_pressure_taint(
+    peer: tuple[ObjectStore, ManualClock],  # noqa: F811 - the fixture
+) -> None:
+    """A single-node cluster: nobody else judges node a, so a taints itself while its
+    disk is short; with a live peer it leaves that to the peer."""
+    store, _ = peer
+    agent = NodeStatusReporter(store, "a", "10.0.0.1")
+    short = ["/var/lib/shoal: 0.9 MiB free of 6 MiB"]
+    agent.disk_pressure = lambda: short[0] if short else None
+    await agent.register()
+    await agent.heartbeat()
+    await NodeLifecycle(store, FixedView("a", ["a", "c"]), grace=GRACE).sync()
+    assert taints(store, "a") == set()  # c judges a
+    alone = NodeLifecycle(store, FixedView("a", ["a"]), grace=GRACE)
+    await alone.sync()
+    assert taints(store, "a") == {(DISK_PRESSURE, "NoSchedule")}
+    assert not schedulable(store, "a", pod_with_default_tolerations())
+    short.clear()
+    await agent.heartbeat()
+    await alone.sync()
+    assert taints(store, "a") == set()

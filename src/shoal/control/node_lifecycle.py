@@ -2,9 +2,13 @@
 
 - Its Ready condition turns Unknown and it gets the ``node.kubernetes.io/unreachable``
   NoExecute and NoSchedule taints. As Kubernetes' TaintNodesByCondition, a reachable
-  node's Ready condition keeps a NoSchedule taint too (``not-ready`` for Ready=False,
-  ``unreachable`` for Unknown, until its agent reports Ready=True): pods' default
-  tolerations are for NoExecute only, so without it new pods could bind there.
+  node's conditions keep NoSchedule taints too (``not-ready`` for Ready=False,
+  ``unreachable`` for Unknown, until its agent reports Ready=True; ``disk-pressure``,
+  ``memory-pressure``, ``pid-pressure`` and ``network-unavailable`` while those
+  conditions are True, as a node whose data dir's disk is full reports DiskPressure):
+  pods' default tolerations are for NoExecute only, so without them new pods could bind
+  there. A node alone (no other live peer to judge it, as in a single-node cluster)
+  keeps its own pressure taints.
 - Its pods are not deleted. After the node's eviction timeout (``shoal server
   --pod-eviction-timeout``, or the node annotation ``shoal.dev/pod-eviction-timeout``)
   they stop counting toward their ReplicaSet (``is_lost``), so replacements start
@@ -48,6 +52,19 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
+DISK_PRESSURE = "node.kubernetes.io/disk-pressure"
+MEMORY_PRESSURE = "node.kubernetes.io/memory-pressure"
+PID_PRESSURE = "node.kubernetes.io/pid-pressure"
+NETWORK_UNAVAILABLE = "node.kubernetes.io/network-unavailable"
+CONDITION_TAINTS = {
+    "Ready": {"False": NOT_READY, "Unknown": UNREACHABLE},
+    "DiskPressure": {"True": DISK_PRESSURE},
+    "MemoryPressure": {"True": MEMORY_PRESSURE},
+    "PIDPressure": {"True": PID_PRESSURE},
+    "NetworkUnavailable": {"True": NETWORK_UNAVAILABLE},
+}
+"""The NoSchedule taint each condition's status calls for (Kubernetes' nodeConditionToTaintKeyStatusMap)."""
+CONDITION_TAINT_KEYS = frozenset(k for m in CONDITION_TAINTS.values() for k in m.values())
 EVICTION_ANNOTATION = "shoal.dev/pod-eviction-timeout"
 LEASE_NAMESPACE = "kube-node-lease"
 NODE_NOT_READY = "NodeNotReady"
@@ -100,26 +117,44 @@ def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bo
     return renew is not None and now - renew < grace
 
 
-def no_schedule_key(node: dict[str, Any]) -> str | None:
-    """The NoSchedule taint a reachable node's Ready condition calls for (Kubernetes'
-    TaintNodesByCondition: Ready=False is not-ready, Unknown is unreachable)."""
+def no_schedule_keys(node: dict[str, Any]) -> set[str]:
+    """The NoSchedule taints a reachable node's conditions call for (Kubernetes'
+    TaintNodesByCondition: Ready=False is not-ready, Unknown is unreachable, DiskPressure=True
+    is disk-pressure, and so on)."""
+    keys: set[str] = set()
     for c in (node.get("status") or {}).get("conditions") or []:
-        if isinstance(c, dict) and c.get("type") == "Ready":
-            return {"False": NOT_READY, "Unknown": UNREACHABLE}.get(str(c.get("status")))
-    return None
+        if isinstance(c, dict):
+            key = CONDITION_TAINTS.get(str(c.get("type")), {}).get(str(c.get("status")))
+            if key is not None:
+                keys.add(key)
+    return keys
 
 
-def with_no_schedule_taint(taints: list[Any], key: str | None) -> list[Any]:
-    """``taints`` holding ``key``:NoSchedule (None: neither lifecycle NoSchedule taint), so
-    that the scheduler binds no new pod there (the pods' default tolerations are for
-    NoExecute only); pods already bound stay."""
+def with_no_schedule_taints(taints: list[Any], keys: set[str]) -> list[Any]:
+    """``taints`` holding ``key``:NoSchedule for each of ``keys`` and no other condition
+    taint, so that the scheduler binds no new pod there (the pods' default tolerations
+    are for NoExecute only); pods already bound stay. Taints of other keys are kept."""
     out = [t for t in taints if not (isinstance(t, dict) and t.get("effect") == "NoSchedule"
-                                     and t.get("key") in (UNREACHABLE, NOT_READY)
-                                     and t.get("key") != key)]
-    if key is not None and not any(isinstance(t, dict) and t.get("key") == key
-                                   and t.get("effect") == "NoSchedule" for t in out):
-        out.append({"key": key, "effect": "NoSchedule"})
+                                     and t.get("key") in CONDITION_TAINT_KEYS
+                                     and t.get("key") not in keys)]
+    for key in sorted(keys):
+        if not any(isinstance(t, dict) and t.get("key") == key
+                   and t.get("effect") == "NoSchedule" for t in out):
+            out.append({"key": key, "effect": "NoSchedule"})
     return out
+
+
+def with_taints(node: dict[str, Any], taints: list[Any]) -> dict[str, Any] | None:
+    """A copy of ``node`` with ``taints`` (none: no ``spec.taints``); None if it has them
+    already, in any order."""
+    current = (node.get("spec") or {}).get("taints") or []
+    if sorted(map(repr, taints)) == sorted(map(repr, current)):
+        return None
+    new = copy.deepcopy(node)
+    new.setdefault("spec", {})["taints"] = taints
+    if not taints:
+        del new["spec"]["taints"]
+    return new
 
 
 class NodeLifecycle(Controller):
@@ -165,6 +200,11 @@ class NodeLifecycle(Controller):
         for node in nodes:
             name = node["metadata"]["name"]
             if name == self.view.name:
+                if not actors(self.view, exclude=name):
+                    try:
+                        await self._own_pressure_taints(node)
+                    except StoreError as e:
+                        log.debug("node %s: %s", name, e)
                 continue
             judge = self._acts_for(name)
             if not judge and not any(self._acts_for(name, s, scopes) for s in mine):
@@ -234,26 +274,36 @@ class NodeLifecycle(Controller):
         return preferred_actor(f"node/{node}",
                                actors(self.view, scope, scopes, exclude=node)) == self.view.name
 
+    async def _own_pressure_taints(self, node: dict[str, Any]) -> None:
+        """This node's pressure taints (disk-pressure and the like), kept by itself while no
+        other live peer may judge it (alone, as a single-node cluster is): its own
+        reachability taints are left as they are, for its peers to judge."""
+        current = (node.get("spec") or {}).get("taints") or []
+        judged = {t.get("key") for t in current if isinstance(t, dict)
+                  and t.get("effect") == "NoSchedule" and t.get("key") in (UNREACHABLE, NOT_READY)}
+        keys = (no_schedule_keys(node) - {UNREACHABLE, NOT_READY}) | {str(k) for k in judged}
+        new = with_taints(node, with_no_schedule_taints(current, keys))
+        if new is not None:
+            await self.store.update(self.node_kind, new, None, node["metadata"]["name"])
+
     async def _set(self, node: dict[str, Any], reachable: bool, now: float) -> None:
         name = node["metadata"]["name"]
         stamp = now_rfc3339(now)
         current = (node.get("spec") or {}).get("taints") or []
         had = unreachable_since(node) is not None
-        taints = with_no_schedule_taint(
+        # Unreachable: its conditions are stale (Kubernetes marks them all Unknown).
+        taints = with_no_schedule_taints(
             [t for t in current if not (isinstance(t, dict) and t.get("key") == UNREACHABLE
                                         and t.get("effect") == "NoExecute")],
-            UNREACHABLE if not reachable else no_schedule_key(node))
+            {UNREACHABLE} if not reachable else no_schedule_keys(node))
         if not reachable:
             old = next((t for t in current if isinstance(t, dict) and t.get("key") == UNREACHABLE
                         and t.get("effect") == "NoExecute"), None)
             taints.append(old or {"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": stamp})
-        if sorted(map(repr, taints)) == sorted(map(repr, current)):
+        new = with_taints(node, taints)
+        if new is None:
             return
-        new = copy.deepcopy(node)
-        new.setdefault("spec", {})["taints"] = taints
-        if not taints:
-            del new["spec"]["taints"]
-        if reachable == (not had):  # only the NoSchedule taint follows the Ready condition
+        if reachable == (not had):  # only the NoSchedule taints follow the conditions
             await self.store.update(self.node_kind, new, None, name)
             return
         node = await self.store.update(self.node_kind, new, None, name)
