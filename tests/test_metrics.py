@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,8 +13,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import prometheus_client
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from shoal.api import exposition
 from shoal.api.live_page import Timeline, links
 from shoal.api.metrics import NodeMetrics, Sources, lag_by_peer, request_labels
 from shoal.api.resource_metrics import PeerReportService
@@ -153,6 +158,65 @@ def test_a_trim_on_the_timeline_is_a_replicaset_pod_removed_soon_after_a_heal() 
 
 
 # -- pod samples ----------------------------------------------------------------------------
+
+
+def _fill(lib: Any, counter_family: Any, gauge_family: Any, registry: Any) -> None:
+    requests = lib.Counter("apiserver_request_total", "API requests\nby \\ verb.",
+                           ["verb", "code"], registry=registry)
+    latency = lib.Histogram("apiserver_request_duration_seconds", "Latency.", ["verb"],
+                            buckets=(0.001, 0.5, 1.0, 10.0, 60.0), registry=registry)
+    starts = lib.Counter("shoal_pod_container_starts_total", "Starts.", registry=registry)
+    lib.Counter("shoal_runtime_errors_total", "Errors.", ["reason"], registry=registry)
+    requests.labels("GET", "200").inc()
+    requests.labels("LIST", "404").inc(3)
+    requests.labels('we"ird\\\n', "200").inc()
+    for verb, seconds in (("GET", 0.0004), ("GET", 0.7), ("GET", 100), ("LIST", 0.001)):
+        latency.labels(verb).observe(seconds)
+    starts.inc(2)
+
+    class Live:
+        def collect(self) -> Any:
+            g = gauge_family("shoal_replica_objects", "Objects.", labels=["resource"])
+            g.add_metric(["pods"], 3)
+            g.add_metric(["nodes"], 1234567)
+            yield g
+            g = gauge_family("shoal_replica_revision", "Revision.")
+            g.add_metric([], 12345678901)
+            yield g
+            c = counter_family("shoal_mesh_probes", "Probes.")
+            c.add_metric([], 7)
+            yield c
+            yield counter_family("shoal_peer_sent_bytes", "Bytes.", labels=["peer"])
+            g = gauge_family("shoal_x", "Odd values.")
+            g.add_metric([], -2.5)
+            g.add_metric([], float("nan"))
+            yield g
+
+    registry.register(Live())
+
+
+def test_metrics_text_is_prometheus_clients_less_its_created_series() -> None:
+    theirs = prometheus_client.CollectorRegistry(auto_describe=False)
+    _fill(prometheus_client, CounterMetricFamily, GaugeMetricFamily, theirs)
+    ours = exposition.CollectorRegistry()
+    _fill(exposition, exposition.CounterMetricFamily, exposition.GaugeMetricFamily, ours)
+    kept: list[str] = []
+    created = False
+    for line in prometheus_client.generate_latest(theirs).decode().splitlines(keepends=True):
+        if line.startswith("# HELP"):
+            created = line.split()[2].endswith("_created")
+        if not created:
+            kept.append(line)
+    assert exposition.generate_latest(ours).decode() == "".join(kept)
+    assert 'apiserver_request_duration_seconds_bucket{le="+Inf",verb="GET"} 3.0\n' in kept
+
+
+def test_a_node_does_not_import_prometheus_client() -> None:
+    """Its HTTP servers and WSGI are about 1 MB of an idle node's RSS (issue 11)."""
+    out = subprocess.run([sys.executable, "-c", "import sys, shoal.cli.node, shoal.cli.main; "
+                          "print('prometheus_client' in sys.modules)"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"
 
 
 def test_cpu_is_a_rate_between_two_readings() -> None:

@@ -1,7 +1,7 @@
-"""``GET /metrics``: this node in the Prometheus text format (``prometheus_client``).
+"""``GET /metrics``: this node in the Prometheus text format (:mod:`shoal.api.exposition`).
 
-Each node has its own :class:`~prometheus_client.CollectorRegistry` (several nodes share one
-process in tests), holding:
+Each node has its own :class:`~shoal.api.exposition.CollectorRegistry` (several nodes share
+one process in tests), holding:
 
 - what is counted as it happens, because nothing else remembers it: API requests by
   verb, group, resource, subresource and code, with latency histograms (watches and
@@ -25,12 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
-
 from shoal.api import request_state, web
+from shoal.api.exposition import (
+    CONTENT_TYPE_LATEST,
+    Collector,
+    CollectorRegistry,
+    Counter,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Histogram,
+    Metric,
+    generate_latest,
+)
 from shoal.authz.attributes import Attributes
 from shoal.mesh.events_log import MembershipLog
 from shoal.mesh.messages import State
@@ -86,7 +92,7 @@ class NodeMetrics:
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = CollectorRegistry()
         self.requests = Counter(
             "apiserver_request_total", "API requests by verb, group, resource, subresource "
             "and HTTP code.", ["verb", "group", "resource", "subresource", "code"],
