@@ -20,6 +20,11 @@ import pytest
 from shoal.api import web
 from shoal.api.authentication import Credentials
 from shoal.api.server import ApiServer
+from shoal.cli import config_file
+from shoal.cli.main import _parser, _subparser
+from shoal.cli.node import ShoalNode
+from shoal.cli.server_command import settings_from_args
+from shoal.cli.settings import NodeSettings
 from shoal.mesh import pki
 from shoal.mesh.tls_transport import NODE_ORG, Channel, FrameType, TlsIdentity, TlsTransport
 from shoal.model.kinds import KindRegistry
@@ -226,3 +231,88 @@ async def test_a_peer_link_with_a_request_or_a_stream_in_flight_is_not_cut(
     await asyncio.sleep(2 * IDLE)
     assert b.idle_closed == 0
     assert inbound.is_open
+
+
+# -- the TLS handshake, on both ports ---------------------------------------------------
+
+LONG_IDLE = 30.0
+"""An idle timeout far past the handshake limits below: what closes the connection first
+is the handshake's own limit."""
+
+
+def handshake_settings(argv: list[str], environ: dict[str, str] | None = None,
+                       ) -> NodeSettings:
+    parser = _parser()
+    config_file.apply(_subparser(parser, argv[0]), argv[1:], environ or {})
+    return settings_from_args(parser.parse_args(argv), argv)
+
+
+def test_the_tls_handshake_limits_are_set_by_flag_variable_or_config_file(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "shoal.yaml"
+    conf.write_text("data-dir: /var/lib/a\napi-tls-handshake-timeout: 5s\n"
+                    "peer-tls-handshake-timeout: 2s\n")
+    base = ["server", "--config", str(conf)]
+    from_file = handshake_settings(base)
+    assert (from_file.api.tls_handshake_timeout, from_file.mesh.tls_handshake_timeout) == (
+        5.0, 2.0)
+    from_env = handshake_settings(base, {"SHOAL_PEER_TLS_HANDSHAKE_TIMEOUT": "1m"})
+    assert from_env.mesh.tls_handshake_timeout == 60.0
+    from_flag = handshake_settings([*base, "--api-tls-handshake-timeout", "250ms"])
+    assert from_flag.api.tls_handshake_timeout == 0.25
+    default = handshake_settings(["server", "--data-dir", "/d"])
+    assert (default.api.tls_handshake_timeout, default.mesh.tls_handshake_timeout) == (
+        None, None)
+    with pytest.raises(SystemExit):  # a handshake cannot go unlimited
+        handshake_settings(["server", "--data-dir", "/d", "--peer-tls-handshake-timeout", "0"])
+
+
+async def test_an_api_connection_that_never_finishes_its_tls_handshake_is_closed(
+    tmp_path: Path,
+) -> None:
+    ca = pki.create_ca()
+    identity = write_identity(tmp_path / "api", ca, "pi-1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(identity.cert, identity.key)
+    replica = Replica(tmp_path / "data", "pi-1")
+    server = ApiServer(ObjectStore(replica, REG), REG, Credentials({TOKEN: "admin"}),
+                       idle_timeout=LONG_IDLE)
+    runner = server.runner()
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx, ssl_handshake_timeout=IDLE)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        for sends in (b"", b"\x16\x03\x01\x02\x00\x01"):  # nothing; half a ClientHello
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(sends)
+            took, got = await closed_after(reader, IDLE + SLACK + 1)
+            assert got == b"" and took <= IDLE + SLACK
+            writer.close()
+    finally:
+        await runner.cleanup()
+        replica.close()
+
+
+async def test_a_nodes_peer_port_closes_a_tls_handshake_at_its_configured_limit(
+    tmp_path: Path,
+) -> None:
+    argv = ["server", "--name", "hs", "--data-dir", str(tmp_path / "data"), "--no-bus",
+            "--runtime", "process", "--pods-dir", str(tmp_path / "pods"), "--dns-port", "0",
+            "--proxy-mode", "none", "--ingress-http-port", "0", "--ingress-https-port", "0",
+            "--peer-port", "0", "--peer-idle-timeout", f"{LONG_IDLE:g}s",
+            "--peer-tls-handshake-timeout", f"{IDLE:g}s"]
+    node = ShoalNode(handshake_settings(argv))
+    try:
+        await node._start_peer()
+        assert node.transport is not None
+        host, port = node.transport.address.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        took, got = await closed_after(reader, IDLE + SLACK + 1)  # the default: 10 s
+        assert got == b"" and took <= IDLE + SLACK
+        writer.close()
+    finally:
+        if node.transport is not None:
+            await node.transport.close()
+        node.replica.close()

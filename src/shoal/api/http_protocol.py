@@ -529,11 +529,13 @@ class TCPSite:
     def __init__(self, runner: AppRunner, host: str | None = None, port: int | None = None,
                  *, ssl_context: ssl.SSLContext | None = None, backlog: int = 128,
                  reuse_address: bool | None = None, reuse_port: bool | None = None,
-                 sock: Any = None) -> None:
+                 sock: Any = None, ssl_handshake_timeout: float | None = None) -> None:
         self.runner = runner
         self.host = host
         self.port = port
         self.ssl_context = ssl_context
+        self.ssl_handshake_timeout = ssl_handshake_timeout
+        """Seconds a TLS handshake may take; None: the idle timeout, at most 60 s."""
         self.backlog = backlog
         self.sock = sock
         self._server: asyncio.Server | None = None
@@ -543,7 +545,9 @@ class TCPSite:
         assert server is not None, "call runner.setup() first"
         loop = asyncio.get_running_loop()
         extra: dict[str, Any] = {}
-        if self.ssl_context is not None and server.idle_timeout:
+        if self.ssl_context is not None and self.ssl_handshake_timeout:
+            extra["ssl_handshake_timeout"] = self.ssl_handshake_timeout
+        elif self.ssl_context is not None and server.idle_timeout:
             extra["ssl_handshake_timeout"] = min(60.0, server.idle_timeout)
         if self.sock is not None:
             self._server = await loop.create_server(

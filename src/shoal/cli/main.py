@@ -33,6 +33,14 @@ def parse_duration(text: str) -> float:
     return total
 
 
+def positive_duration(text: str) -> float:
+    """A duration above 0 (a limit that cannot be turned off)."""
+    value = parse_duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not more than 0")
+    return value
+
+
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """uvloop where it is installed (it roughly halves the API's per-request cost), else asyncio."""
     try:
@@ -243,6 +251,15 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--peer-idle-timeout", type=parse_duration, default=None, metavar="DURATION",
                    help="close an inbound peer connection silent this long with nothing in "
                         "flight, or whose frame stalls this long; 0: no limit (default: 60s)")
+    s.add_argument("--api-tls-handshake-timeout", type=positive_duration, default=None,
+                   metavar="DURATION",
+                   help="close an API connection whose TLS handshake is not over this long "
+                        "after it opened (default: the API idle timeout, at most 60s)")
+    s.add_argument("--peer-tls-handshake-timeout", type=positive_duration, default=None,
+                   metavar="DURATION",
+                   help="close a peer connection whose TLS handshake is not over this long "
+                        "after it opened, inbound or dialled; a node's hello must follow "
+                        "within it too (default: 10s)")
     # --- end timeouts ---
     s.add_argument("--health-port", type=port_or_zero, default=None,
                    help="also serve /livez, /readyz and /healthz over plain HTTP on this port "

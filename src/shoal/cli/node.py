@@ -47,6 +47,7 @@ from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
 from shoal.mesh.streams import StreamMux
+from shoal.mesh.tls_transport import HANDSHAKE_TIMEOUT as PEER_HANDSHAKE_TIMEOUT
 from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
 from shoal.model.kinds import KindRegistry
@@ -242,8 +243,16 @@ class ShoalNode:
         self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
         self._runner = self.api.runner()  # its keep-alive timer is the API's idle timeout
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port, ssl_context=ctx,
-                           backlog=1024)
+        handshake = self.cfg.api.tls_handshake_timeout
+        if handshake is not None and web.NATIVE:
+            site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port,
+                               ssl_context=ctx, backlog=1024, ssl_handshake_timeout=handshake)
+        else:
+            if handshake is not None:
+                log.warning("--api-tls-handshake-timeout is not applied with "
+                            "SHOAL_HTTP_SERVER=aiohttp (asyncio's 60 s)")
+            site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port,
+                               ssl_context=ctx, backlog=1024)
         try:
             await site.start()
         except OSError as e:
@@ -271,10 +280,11 @@ class ShoalNode:
         identity = join.node_identity(self.pki)
         idle = PEER_IDLE_TIMEOUT if self.cfg.mesh.idle_timeout is None \
             else self.cfg.mesh.idle_timeout
+        handshake = self.cfg.mesh.tls_handshake_timeout or PEER_HANDSHAKE_TIMEOUT
         self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=port,
                                       advertise=self.advertise,
                                       advertise_address=self.cfg.mesh.peer_advertise,
-                                      idle_timeout=idle)
+                                      idle_timeout=idle, handshake_timeout=handshake)
         try:
             await self.transport.start()
         except OSError as e:
@@ -285,7 +295,7 @@ class ShoalNode:
             self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=0,
                                           advertise=self.advertise,
                                           advertise_address=self.cfg.mesh.peer_advertise,
-                                          idle_timeout=idle)
+                                          idle_timeout=idle, handshake_timeout=handshake)
             await self.transport.start()
         self.transport.set_control_handler(join.JoinService(
             self.pki, self.transport, live_member=self._live_member).handle)  # peer identity

@@ -38,6 +38,8 @@ class ApiSettings:
     idle_timeout: float | None = None
     """Seconds a connection may wait for a request (or its headers and body take); 0: no
     limit; None: the API server's default (60 s)."""
+    tls_handshake_timeout: float | None = None
+    """Seconds a connection's TLS handshake may take; None: the idle timeout, at most 60 s."""
     health_port: int | None = None
     """/livez, /readyz and /healthz over plain HTTP on --bind, answered by a thread
     (``shoal.api.health.HealthServer``); None: off; 0: a free port."""
@@ -68,6 +70,9 @@ class MeshSettings:
     idle_timeout: float | None = None
     """Seconds an inbound peer connection may stay silent with nothing in flight; 0: no
     limit; None: the transport's default (60 s)."""
+    tls_handshake_timeout: float | None = None
+    """Seconds a peer connection's TLS handshake (and a node's hello) may take; None: the
+    transport's default (10 s)."""
     preset: str = "default"
     """The mesh's timers: default (an edge LAN), lan (fast, reliable) or wan (long round trips)."""
 
