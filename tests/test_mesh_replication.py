@@ -89,6 +89,37 @@ def test_an_idle_pull_is_a_tiny_nothing_since_n_exchange() -> None:
     virtual_run(main())
 
 
+def test_a_pull_answer_leaves_out_what_the_puller_sent_unless_it_may_have_lost_it() -> None:
+    async def main() -> None:
+        c = cluster(2, 4)
+        await c.start()
+        a, b = c.nodes.values()
+        assert b.peer is not None
+        await asyncio.sleep(CFG.pull_interval * 3)  # a has pulled b: b knows a's life
+        before = b.replica.revision
+        assert await c.write(a, "create", "web", {"k": "v"})
+        await asyncio.sleep(0.2)  # pushed to b, which holds it as a sent it
+        assert b.replica.get(RESOURCE, NAMESPACE, "web") is not None
+        serve = b.peer.anti_entropy.serve_pull
+
+        def sent(reply: PullReply) -> list[str]:
+            return [d.name for part in reply.scopes for d in part.docs]
+
+        after = serve(Pull(200, (ScopeCursor("", before),)), a.name)
+        assert sent(after) == [] and after.scopes[0].revision == b.replica.revision
+        # Anyone else is sent it; so is a pulling from 0 (it dropped the scope, or rolled
+        # back), and a naming a life (it restarted, maybe from an older copy of its data),
+        # and from then on.
+        assert sent(serve(Pull(200, (ScopeCursor("", before),)))) == ["web"]
+        assert "web" in sent(serve(Pull(200, (ScopeCursor("", 0),)), a.name))
+        life = b.peer.anti_entropy.life
+        assert sent(serve(Pull(200, (ScopeCursor("", before),), life), a.name)) == ["web"]
+        assert sent(serve(Pull(200, (ScopeCursor("", before),)), a.name)) == ["web"]
+        await c.stop()
+
+    virtual_run(main())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_writes_on_both_sides_of_a_partition_survive_the_merge_and_replicas_end_identical(
     seed: int,

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import random
 from collections import Counter, OrderedDict
@@ -107,6 +108,8 @@ MAX_LIVES = 16
 branch that a restore from a backup abandoned) restarts at 0."""
 MAX_PAGES = 64  # per pull; the next round continues from the cursor
 MAX_REASONS = 8  # per Refused message
+CAME_FROM = 4096
+"""Objects new here whose sender is remembered (``AntiEntropy._came_from``)."""
 HANDOFF_SECONDS = 120.0
 """How long a peer that left a scope keeps pushing the changes it made there as a writer."""
 DISPLACED_KEPT = 1024
@@ -180,6 +183,12 @@ class AntiEntropy:
         # Revisions produced by merges here: the change feed reports them like local
         # writes, but pulls are not pushed on and pushes are forwarded by the handler.
         self._merged_rvs: set[int] = set()
+        self._came_from: dict[int, str] = {}
+        """Revision -> the peer whose document made an object of the cluster scope new
+        here at that revision (the latest ``CAME_FROM``, oldest first). What we hold of it
+        is at most what that peer sent, so its pulls skip the object while it is unchanged
+        here: a super-peer that pulls a weak peer is not sent back what it served it
+        (``serve_pull``)."""
         self.coverage = CoverageBook(membership.name, replica, replica.hlc)
         # -- lives: a cursor names a revision of one life of the responder ----------------
         lives: list[tuple[int, int, int]] = []
@@ -557,6 +566,12 @@ class AntiEntropy:
                 continue
             self.docs_merged += 1
             self._merged_rvs.add(self.replica.revision)
+            if prior is None and sender is not None and scope == CLUSTER:
+                # (Not in a Scope, where a revoked create may leave here another one.)
+                self._came_from[self.replica.revision] = sender
+                if len(self._came_from) > 2 * CAME_FROM:
+                    for rv in list(itertools.islice(self._came_from, CAME_FROM)):
+                        del self._came_from[rv]
             # Passed on as merged here when what we held before was durable, so the sender
             # and the others learn the outcome at once (a stale side would otherwise act on
             # its old copy until its next pull: a CronJob's Job recreating its pods). Else as
@@ -691,6 +706,15 @@ class AntiEntropy:
             return PullReply((), tuple(refused), self.life, True)
         since = {c.scope: (c.cursor, c.coverage_cursor) if msg.life is None
                  else self._since(msg.life, c.cursor, c.coverage_cursor) for c in served}
+        # A puller that sent us an object holds it as we do, unless it lost it since: it
+        # then pulls from cursor 0 (a scope dropped, revoked or rolled back there), or
+        # names a life (it restarted, perhaps from an older copy of its data), and is sent
+        # everything again.
+        skip = (self._came_from if puller is not None and msg.life is None
+                and puller in self._trusted else None)
+        if msg.life is not None and puller is not None:
+            for rv in [rv for rv, p in self._came_from.items() if p == puller]:
+                del self._came_from[rv]
         if msg.life is not None:
             life = None if msg.life == self.life else self.life
         else:  # cursors all 0 if untrusted: the puller learns our life from this answer
@@ -710,6 +734,8 @@ class AntiEntropy:
                 scope = self.policy.scope_of(r, ns)
                 cursor = cursors.get(scope)
                 if cursor is None or e.rv <= cursor:
+                    continue
+                if skip and cursor and skip.get(e.rv) == puller:
                     continue
                 if n >= limit:
                     cut = last
