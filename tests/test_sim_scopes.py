@@ -135,7 +135,7 @@ def test_a_write_a_removed_writer_made_before_it_learnt_is_taken_out_by_the_memb
     assert report.scope_leaks == 0
 
 
-@pytest.mark.parametrize("seed", [20, 88, 114])
+@pytest.mark.parametrize("seed", [20, 88, 114, 353])
 def test_six_membership_changes_per_run_lose_no_write_a_member_can_keep(seed: int) -> None:
     """Seeds of the membership-change run with 6 edits per run that failed: 20 stopped on
     the harness's Scope edit (a merged Scope naming a writer that is no member); 88 lost
@@ -143,8 +143,12 @@ def test_six_membership_changes_per_run_lose_no_write_a_member_can_keep(seed: in
     concurrent edit had made it a writer again (now revoked until that edit's stamp,
     ``shoal.dev/writers-since``); 114 lost a writer's create that a revoked create of the
     same name had overwritten on every member (the writer kept the create that lost the
-    merge and brings it back). Of seeds 0-199, 38 and 50 still lose writes whose only
-    holder was killed during its handoff (docs/semantics.md, Limits)."""
+    merge and brings it back); 353 (of 200-399) lost a write whose writer learnt of its
+    removal before its re-adding and dropped it, revoked then, without handing it off
+    (it now holds it back, and merges it back once the Scope no longer revokes it; the
+    harness had counted the write as revoked since the first removal). Of seeds 0-199,
+    38 and 50 still lose writes whose holder was killed during its handoff
+    (docs/semantics.md, Limits)."""
     peers, count = 3 + seed % 4, 1 + seed % 2
     report = scoped(seed, peers=peers, scopes=count, scope_changes=6, liveness_timeout=60.0)
     replay = f"reproduce: {command(seed, peers, count)} --scope-changes 6"

@@ -268,6 +268,11 @@ class AntiEntropy:
         self._revocations: dict[str, Windows] = {}
         """Per scope: the revoked windows (peer -> windows) its documents were last stripped
         under."""
+        self._held_back: dict[str, dict[tuple[str, str, str], tuple[Document, float]]] = {}
+        """Per scope: documents holding this peer's own changes that were revoked when it
+        dropped or stripped them, and until when they are kept (``HANDOFF_SECONDS``), in
+        memory only: made a writer again by a Scope whose windows no longer cover them, it
+        merges them back (``_bring_back``). Never pushed while revoked."""
         self._displaced: OrderedDict[tuple[str, str, str], list[Document]] = OrderedDict()
         """Objects of scopes (not the cluster's) whose create lost to another create of the
         same name in a merge here: the losing creates, newest last (``_note_displaced``),
@@ -367,6 +372,49 @@ class AntiEntropy:
             log.info("%s: dropped %d objects of scopes it no longer holds",
                      self.membership.name, n)
         self._revoke(m)
+        if self._held_back:
+            self._bring_back(m)
+
+    def _hold_back(self, m: ScopeMap, scope: str, key: tuple[str, str, str],
+                   doc: Document, windows: Windows | None = None) -> None:
+        """Keep ``doc`` if it holds a change of this peer's that is revoked now."""
+        me = self.membership.name
+        windows = m.revoked_after(scope) if windows is None else windows
+        if me not in windows:
+            return
+        if any(w == me and revoked_at(windows, me, stamp)
+               for _, w, stamp in changed_registers(None, doc.root)):
+            until = asyncio.get_running_loop().time() + HANDOFF_SECONDS
+            self._held_back.setdefault(scope, {})[key] = (doc.copy(), until)
+
+    def _bring_back(self, m: ScopeMap) -> None:
+        """Merge back what this peer held back of its own revoked changes, for each scope it
+        holds again, once the Scope no longer revokes them (it was made a writer again
+        with a span that ends before them): what is still revoked is stripped first, and
+        a document left with none of its changes stays held back until it expires."""
+        me = self.membership.name
+        now = asyncio.get_running_loop().time()
+        for scope in list(self._held_back):
+            kept = {k: v for k, v in self._held_back[scope].items() if v[1] > now}
+            if kept and m.is_member(scope, me):
+                windows = m.revoked_after(scope)
+                back: list[DocRecord] = []
+                for key, (doc, _) in list(kept.items()):
+                    out = revocation.strip(doc, revoked_rule(windows, *key, doc.value(),
+                                                             doc.deleted))
+                    if out is None or not any(w == me for _, w, _ in
+                                              changed_registers(None, out.root)):
+                        continue
+                    back.append(self._record(*key, out.to_bytes()))
+                    del kept[key]
+                if back:
+                    log.info("%s: %d documents with its changes are no longer revoked in "
+                             "scope %r: merged back", me, len(back), scope)
+                    self.merge(back, scope)
+            if kept:
+                self._held_back[scope] = kept
+            else:
+                del self._held_back[scope]
 
     def _revoke(self, m: ScopeMap) -> None:
         """Take out of what each scope held here holds the changes that a writer's removal
@@ -427,6 +475,7 @@ class AntiEntropy:
             out = revocation.strip(doc, rule)
             if out is doc:
                 continue
+            self._hold_back(m, scope, key, doc, after)
             if out is None and m.is_writer(scope, self.membership.name):
                 out = self._restore(key, doc, rule, after)
             if out is None:
@@ -474,6 +523,7 @@ class AntiEntropy:
             doc = entry.document()
             if not any(w == me and m.was_writer(scope, me, stamp)
                        for _, w, stamp in changed_registers(None, doc.root)):
+                self._hold_back(m, scope, key, doc)
                 continue
             self._handoff.setdefault(scope, {})[key] = (self._record(*key, entry.doc_bytes),
                                                         until)
