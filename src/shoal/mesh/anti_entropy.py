@@ -512,7 +512,11 @@ class AntiEntropy:
         """Of the documents this peer drops, those holding a change it made while it was a
         writer (the Scope records until when): it may be their only holder, so they are
         kept in memory, never on disk, and pushed to the scope's members every pull round
-        for ``HANDOFF_SECONDS``, who accept them from a former writer."""
+        for ``HANDOFF_SECONDS``, who accept them from a former writer. A document that
+        also holds a change of its own that is revoked (made after its removal) is handed
+        off without it, as every member would strip it (a member refuses a document that
+        would bring one in, and the valid changes in it went with it); the whole is held
+        back (``_hold_back``)."""
         me = self.membership.name
         until = asyncio.get_running_loop().time() + HANDOFF_SECONDS
         for key in gone:
@@ -525,8 +529,17 @@ class AntiEntropy:
                        for _, w, stamp in changed_registers(None, doc.root)):
                 self._hold_back(m, scope, key, doc)
                 continue
-            self._handoff.setdefault(scope, {})[key] = (self._record(*key, entry.doc_bytes),
-                                                        until)
+            data = entry.doc_bytes
+            windows = m.revoked_after(scope)
+            if windows:
+                out = revocation.strip(doc, revoked_rule(windows, *key, entry.value,
+                                                         doc.deleted))
+                if out is not doc:
+                    self._hold_back(m, scope, key, doc, windows)
+                    if out is None:
+                        continue
+                    data = out.to_bytes()
+            self._handoff.setdefault(scope, {})[key] = (self._record(*key, data), until)
         if self._handoff and self._tasks:
             # Hand off at once too, not only at the next pull round: a peer killed
             # meanwhile loses what it kept.
@@ -832,9 +845,12 @@ class AntiEntropy:
 
     def _note_puller(self, name: str, address: str, msg: Pull) -> None:
         """A writer pulling a scope from us that we have no partner for: we pull it back
-        from that writer. A weak peer knows only its site's super-peers; when none of them
-        is a member of a scope it holds, it had nobody to pull the scope from (its writes
-        left by the writers' pulls, nothing came back: issue 10, 15 peers in 3 sites)."""
+        from that writer, if we may sync with it at all (a weak peer only with its site's
+        super-peers, which are its partners in every scope they are members of: a weak
+        peer none of whose site's super-peers is a member of a scope is stranded in it,
+        ``ReplicationPolicy.stranded``)."""
+        if not self.policy.may_sync(name):
+            return
         for c in msg.scopes:
             # The latest such writer: it was alive a moment ago.
             if (c.scope != CLUSTER and self.policy.holds(c.scope)
@@ -1100,6 +1116,7 @@ class AntiEntropy:
                 pulled[name] = {"cursor": cursor,
                                 "behind": None if reported is None else max(0, reported - cursor)}
             out[scope] = {
+                "stranded": self.policy.stranded(scope),
                 "members": None if members is None else sorted(members),
                 "writer": m.is_writer(scope, self.membership.name),
                 "partners": pulled,
