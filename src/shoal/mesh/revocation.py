@@ -2,8 +2,10 @@
 was removed before it made them.
 
 A Scope records each writer it removes with the stamp of the removal
-(``authz.scopes``: ``writer-until.shoal.dev/<peer>``). A change that peer made stamped
-after it (it was cut off and had not learnt) is *revoked*: no member may hold it
+(``authz.scopes``: ``writer-until.shoal.dev/<peer>``), and when it became a writer again
+(``writer-again.shoal.dev/<peer>``). A change that peer made stamped in a window between
+the two, or after its last removal while it is no writer (it was cut off and had not
+learnt: ``ScopeMap.revoked_after``), is *revoked*: no member may hold it
 (docs/semantics.md, "Scopes in replication", "Revoked changes"). Members that merged one
 before they learnt take it out when they learn (``strip``), and no member merges one
 after that (``ReplicationPolicy.accept``).
