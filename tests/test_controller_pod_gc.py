@@ -155,3 +155,176 @@ async def test_only_the_preferred_actor_collects_while_it_is_reachable() -> None
         assert names(s) == set()  # the actor is unreachable: anyone acts
     finally:
         s.replica.close()
+
+
+# -- a pod of a scope whose node is no longer a member of the scope ---------------------------
+
+SCOPE = REG.by_kind("shoal.dev/v1alpha1", "Scope")
+EVENT = REG.by_kind("v1", "Event")
+RS = REG.by_kind("apps/v1", "ReplicaSet")
+assert SCOPE is not None and EVENT is not None and RS is not None
+
+
+def _tenant(members: list[str], writers: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"namespaces": ["team-a"], "members": members}
+    if writers is not None:
+        spec["writers"] = writers
+    return {"apiVersion": "shoal.dev/v1alpha1", "kind": "Scope",
+            "metadata": {"name": "tenant-a"}, "spec": spec}
+
+
+async def _scoped_store(me: str, clock: ManualClock, writers: list[str] | None = None,
+                        ) -> ObjectStore:
+    s = ObjectStore(Replica(None, me, clock), REG)
+    for ns in ("default", "team-a"):
+        await s.create(NS, {"metadata": {"name": ns}})
+    for n in ("m1", "m3", "m4"):
+        await s.create(NODE, {"metadata": {"name": n}, "status": {
+            "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})
+    await s.create(SCOPE, _tenant(["m1", "m3", "m4"], writers))
+    return s
+
+
+async def _pod_on(s: ObjectStore, ns: str, name: str, node: str, phase: str = "Running",
+                  **meta: Any) -> None:
+    await s.create(POD, {"metadata": {"name": name, **meta}, "spec": {
+        "containers": [{"name": "c", "image": "x"}]}}, ns)
+    p = copy.deepcopy(s.get(POD, ns, name))
+    p["spec"]["nodeName"] = node
+    await s.update(POD, p, ns, name, "binding", check_rv=False)
+    p = copy.deepcopy(s.get(POD, ns, name))
+    p["status"] = {"phase": phase}
+    await s.update(POD, p, ns, name, "status", check_rv=False)
+
+
+async def _set_members(s: ObjectStore, members: list[str]) -> None:
+    obj = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
+    obj["spec"]["members"] = members
+    await s.update(SCOPE, obj, None, "tenant-a")
+
+
+def _in(s: ObjectStore, ns: str) -> set[str]:
+    return {p["metadata"]["name"] for p in s.list(POD, ns)}
+
+
+async def test_a_scope_pod_on_a_node_removed_from_the_scope_is_failed_and_deleted() -> None:
+    from shoal.control.pod_gc import NOT_IN_SCOPE
+
+    clock = ManualClock()
+    s = await _scoped_store("m1", clock)
+    try:
+        await _pod_on(s, "team-a", "lost", "m4")
+        await _pod_on(s, "team-a", "held", "m4", finalizers=["example.com/keep"])
+        await _pod_on(s, "team-a", "done", "m4", phase="Succeeded")
+        await _pod_on(s, "team-a", "stays", "m3")
+        await _pod_on(s, "default", "open", "m4")  # the cluster scope: m4 still holds it
+        gc = PodGC(s, FixedView("m1", ["m1", "m3", "m4"]), out_of_scope_wait=15.0)
+        await gc.sync()
+        assert gc.out_of_scope_since == {}, "m4 is a member"
+        await _set_members(s, ["m1", "m3"])
+        assert gc.relevant(_change_of(s)), "a Scope change wakes PodGC"
+        await gc.sync()
+        clock.t += 14.0
+        await gc.sync()
+        assert _in(s, "team-a") == {"lost", "held", "done", "stays"}, "still within the wait"
+        clock.t += 2.0
+        await gc.sync()
+        assert _in(s, "team-a") == {"held", "done", "stays"}
+        assert _in(s, "default") == {"open"}
+        held = s.get(POD, "team-a", "held")
+        assert held["metadata"].get("deletionTimestamp")
+        assert (held["status"]["phase"], held["status"]["reason"]) == ("Failed", NOT_IN_SCOPE)
+        cond = next(c for c in held["status"]["conditions"] if c["type"] == "DisruptionTarget")
+        assert (cond["reason"], cond["message"]) == (
+            REASON, "PodGC: node m4 is not a member of scope tenant-a")
+        assert s.get(POD, "team-a", "done")["status"]["phase"] == "Succeeded"
+        reasons = {(e["involvedObject"]["name"], e["reason"], e["type"])
+                   for e in s.list(EVENT, "team-a")}
+        assert {("lost", NOT_IN_SCOPE, "Warning"), ("held", NOT_IN_SCOPE, "Warning")} <= reasons
+    finally:
+        s.replica.close()
+
+
+def _change_of(s: ObjectStore) -> Any:
+    from shoal.store.change_feed import Change
+
+    obj = s.get(SCOPE, None, "tenant-a")
+    return Change("MODIFIED", "scopes.shoal.dev", "", "tenant-a", 0, obj, obj)
+
+
+async def test_a_scope_edit_undone_within_the_wait_keeps_the_pods() -> None:
+    clock = ManualClock()
+    s = await _scoped_store("m1", clock)
+    try:
+        await _pod_on(s, "team-a", "web", "m4")
+        gc = PodGC(s, FixedView("m1", ["m1", "m3", "m4"]), out_of_scope_wait=15.0)
+        await _set_members(s, ["m1", "m3"])
+        await gc.sync()
+        clock.t += 10.0
+        await _set_members(s, ["m1", "m3", "m4"])  # undone: m4 never stopped being a member
+        await gc.sync()
+        clock.t += 10.0
+        await _set_members(s, ["m1", "m3"])  # removed again: the clock starts again
+        await gc.sync()
+        clock.t += 10.0
+        await gc.sync()
+        assert _in(s, "team-a") == {"web"}
+        clock.t += 6.0
+        await gc.sync()
+        assert _in(s, "team-a") == set()
+    finally:
+        s.replica.close()
+
+
+async def test_only_a_writer_of_the_scope_collects_its_lost_pods() -> None:
+    from shoal.control.ownership import preferred_actor
+
+    for me in ("m1", "m3"):
+        clock = ManualClock()
+        s = await _scoped_store(me, clock, writers=["m1", "m3"])
+        try:
+            await _pod_on(s, "team-a", "web", "m4")
+            await _set_members(s, ["m1", "m3"])
+            gc = PodGC(s, FixedView(me, ["m1", "m3", "m4"]), out_of_scope_wait=1.0)
+            await gc.sync()
+            clock.t += 2.0
+            await gc.sync()
+            collected = _in(s, "team-a") == set()
+            assert collected == (me == preferred_actor("pod-gc/m4", ["m1", "m3"]))
+        finally:
+            s.replica.close()
+
+
+async def test_a_replica_set_replaces_its_pods_lost_with_a_node_that_left_the_scope() -> None:
+    from shoal.control.replicaset import ReplicaSetController
+    from shoal.control.scheduling import Scheduler
+
+    clock = ManualClock()
+    s = await _scoped_store("m1", clock)
+    try:
+        await s.create(RS, {"metadata": {"name": "aw"}, "spec": {
+            "replicas": 6, "selector": {"matchLabels": {"app": "aw"}},
+            "template": {"metadata": {"labels": {"app": "aw"}},
+                         "spec": {"containers": [{"name": "c", "image": "x"}]}}}}, "team-a")
+        alone = FixedView("m1", ["m1"])
+        rs, scheduler = ReplicaSetController(s, alone), Scheduler(s, alone)
+        scheduler._started = -1e9  # long started: no catch-up wait for other peers' Nodes
+        await rs.sync()
+        await scheduler.sync()
+
+        def bound() -> list[str]:
+            return sorted(p["spec"].get("nodeName") or "" for p in s.list(POD, "team-a")
+                          if not p["metadata"].get("deletionTimestamp"))
+
+        assert "m4" in bound(), bound()
+        await _set_members(s, ["m1", "m3"])
+        gc = PodGC(s, alone, out_of_scope_wait=15.0)
+        await gc.sync()
+        clock.t += 16.0
+        await gc.sync()
+        assert gc.deleted > 0 and "m4" not in bound()
+        await rs.sync()
+        await scheduler.sync()
+        assert len(bound()) == 6 and set(bound()) <= {"m1", "m3"}, bound()
+    finally:
+        s.replica.close()

@@ -398,3 +398,67 @@ async def test_orphaning_drops_the_owner_from_dependents_each_peer_may_write() -
             assert (s.find(CM, "default", "owner") is None) == finished
         finally:
             s.replica.close()
+
+
+def test_in_the_simulator_pods_on_a_member_removed_from_the_scope_are_replaced() -> None:
+    """Issue 10's trial: a Deployment of 6 in a scope of 4 peers; one member is removed
+    from the scope. Its pods stop there and are replaced on the members (PodGC), instead of
+    staying Running on it in every writer's replica."""
+    import asyncio
+
+    from shoal.mesh import config as mesh_config
+    from shoal.sim.cluster import SimCluster
+    from shoal.sim.control_plane import ControlCluster
+    from shoal.sim.loop import run as virtual_run
+
+    members = ["n0000", "n0001", "n0002", "n0003"]
+    deploy = REG.by_kind("apps/v1", "Deployment")
+    assert deploy is not None and NS is not None and SCOPE is not None and POD is not None
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        cluster = SimCluster(5, 7, mesh_config.sim(), loop)  # type: ignore[arg-type]
+        cp = ControlCluster(cluster)
+        await cp.start()
+        try:
+            first = cluster.nodes["n0000"]
+            await first.store.create(NS, {"metadata": {"name": "team-a"}})
+            await first.store.create(SCOPE, scope("tenant-a", namespaces=["team-a"],
+                                                  members=members))
+            await asyncio.sleep(15.0)
+            await first.store.create(deploy, {"metadata": {"name": "aw"}, "spec": {
+                "replicas": 6, "selector": {"matchLabels": {"app": "aw"}},
+                "template": {"metadata": {"labels": {"app": "aw"}},
+                             "spec": {"containers": [{"name": "c", "image": "aw:1"}]}}}},
+                "team-a")
+            await asyncio.sleep(40.0)
+
+            def running() -> list[str]:
+                return sorted(c.node for c in cp.timeline.copies.values()
+                              if c.namespace == "team-a" and not c.terminating)
+
+            found["before"] = running()
+            # The member with most of the pods leaves the scope.
+            gone = max(members, key=found["before"].count)
+            found["gone"] = gone
+            s = copy.deepcopy(first.store.get(SCOPE, None, "tenant-a"))
+            s["spec"]["members"] = [m for m in members if m != gone]
+            await first.store.update(SCOPE, s, None, "tenant-a")
+            await asyncio.sleep(60.0)
+            found["after"] = running()
+            found["bound"] = {n: sorted((p["spec"].get("nodeName") or "")
+                                        for p in cluster.nodes[n].store.list(POD, "team-a"))
+                              for n in members}
+            found["errors"] = list(cp.errors.messages)
+        finally:
+            await cp.stop()
+
+    virtual_run(main())
+    gone, kept = found["gone"], set(members) - {found["gone"]}
+    assert found["before"].count(gone) >= 1 and len(found["before"]) == 6, found["before"]
+    assert len(found["after"]) == 6 and set(found["after"]) <= kept, found["after"]
+    for n in kept:
+        assert len(found["bound"][n]) == 6 and set(found["bound"][n]) <= kept, found["bound"]
+    assert found["bound"][gone] == [], "it dropped the scope's objects"
+    assert found["errors"] == []
