@@ -393,3 +393,43 @@ def test_the_writer_rule_admits_a_nodes_own_objects_and_nothing_else() -> None:
         r.close()
 
     asyncio.run(main())
+
+
+def test_a_non_member_pushing_a_scopes_document_is_deferred_a_while_then_refused_and_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 10: "A refused document is logged and dropped, and the sender learns why." A
+    peer outside the scope may only look like one (our map may be the stale one), so its
+    documents are deferred at first; NON_MEMBER_GRACE later under the same map they are
+    refused, logged and the sender told, as a member that is not a writer is."""
+    from shoal.crdt.document import Document
+    from shoal.mesh.messages import DocRecord
+    from shoal.mesh.replication_policy import NON_MEMBER_GRACE
+
+    async def main() -> None:
+        m = Mesh(3, 8)
+        await m.start()
+        await m.put("n0", SCOPES, "", "tenant-a", scope("tenant-a", ["n0", "n1"]))
+        await until(lambda: all(has(m, n, SCOPES, "tenant-a", "") for n in m.names), 30)
+        ae = m.peers["n0"].anti_entropy
+        forged = Document.create({"metadata": {"name": "db"}, "data": {"k": "cHduZWQ="}},
+                                 10**18, "n2")
+        push = Push(1, (DocRecord("secrets", NS, "db", forged.to_bytes()),), "tenant-a")
+        with caplog.at_level(logging.WARNING, logger="shoal.mesh"):
+            await ae.handle("n2:7443", push, "n2")
+            await asyncio.sleep(1.0)
+            assert ae.docs_deferred == 1 and ae.docs_refused == 0
+            assert m.peers["n2"].anti_entropy.refusals_received == 0
+            await asyncio.sleep(NON_MEMBER_GRACE)
+            await ae.handle("n2:7443", push, "n2")
+            await asyncio.sleep(1.0)
+        assert ae.docs_refused == 1
+        assert not has(m, "n0", "secrets", "db")
+        assert m.peers["n2"].anti_entropy.refusals_received == 1
+        logged = [r.getMessage() for r in caplog.records]
+        assert any("refused secrets team-a/db from n2: n2 is not a member of scope 'tenant-a'"
+                   in msg for msg in logged), logged
+        assert any("refused a pushed document" in msg for msg in logged)  # n2 was told
+        await m.stop()
+
+    virtual_run(main())

@@ -24,6 +24,13 @@ a change in another peer's name. A change that a non-writer relays is refused *f
 now* (``Refusal.transient``): the receiver gets it from a writer, and a pull cursor
 stops before it so that it is asked again.
 
+*A sender that is not a member.* The sender's map may be newer than ours (it was just
+made a member, and the Scope edit has not reached us yet), so its documents are first
+deferred (a pull asks again, a push is dropped unanswered). That is bounded: once this
+peer has deferred a sender's documents of a scope for ``NON_MEMBER_GRACE`` seconds under
+the same map, they are refused for good, logged (rate-limited) and the sender told why,
+as a member that is not a writer is. A change of the map starts the grace again.
+
 *Revoked changes.* A change a former writer stamped after its recorded removal is refused
 from anyone, writers included (``revoked_rule``; ``shoal.mesh.revocation`` takes such
 changes out of what a member merged before it learnt of the removal).
@@ -31,6 +38,7 @@ changes out of what a member merged before it learnt of the removal).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,6 +55,10 @@ from shoal.mesh.revocation import Revoked
 log = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+NON_MEMBER_GRACE = 60.0
+"""Seconds a non-member's documents of a scope are deferred (our map may be the stale one)
+before they are refused (``ReplicationPolicy.accept``): several pull rounds, in which the
+Scope edit that made it a member reaches this peer if there is one."""
 LEASES = "leases.coordination.k8s.io"
 EVENTS = frozenset({"events", "events.events.k8s.io"})
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
@@ -99,6 +111,14 @@ def _tagged(member: Any) -> _Tagged:
 
 
 M = TypeVar("M")
+
+
+def _now() -> float:
+    """The event loop's clock (virtual in the simulator, so runs replay), else monotonic."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class DenialLog:
@@ -196,6 +216,10 @@ class ReplicationPolicy:
         self._weak: list[Any] = []
         self._targets: dict[str, list[Any]] = {}
         self._targets_key: tuple[int, int] = (-1, -1)
+        self._non_members: dict[tuple[str, str], float] = {}
+        """(scope, sender) -> when a document of the scope from that non-member was first
+        deferred, under the map of ``_non_members_serial``."""
+        self._non_members_serial = -1
 
     # -- scopes --------------------------------------------------------------------
 
@@ -262,7 +286,8 @@ class ReplicationPolicy:
         if not m.is_member(scope, sender) and sender not in m.former_writers(scope):
             # A former writer that left the scope hands off what it wrote as a writer
             # (and only that passes the writer rule below).
-            return Refusal(f"{sender} is not a member of scope {scope!r}", True)
+            return Refusal(f"{sender} is not a member of scope {scope!r}",
+                           self._defer_non_member(scope, sender))
         sender_writes = m.is_writer(scope, sender)
         if sender_writes:
             # Writers are trusted to relay what they accepted, whoever wrote it: judging
@@ -297,6 +322,16 @@ class ReplicationPolicy:
                 return Refusal(f"{writer} is not a writer of scope {scope!r} and may not "
                                f"write {where}", False)
         return None
+
+    def _defer_non_member(self, scope: str, sender: str) -> bool:
+        """Whether a document of ``scope`` from ``sender``, not a member by our map, is
+        still only deferred: for ``NON_MEMBER_GRACE`` seconds from the first one under
+        this map (ours may be the stale one), refused after that."""
+        if self.serial != self._non_members_serial:
+            self._non_members_serial, self._non_members = self.serial, {}
+        now = _now()
+        first = self._non_members.setdefault((scope, sender), now)
+        return now - first < NON_MEMBER_GRACE
 
     def _revoked_change(self, scope: str, resource: str, namespace: str, name: str,
                         remote: Document,
