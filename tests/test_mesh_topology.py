@@ -68,11 +68,14 @@ def test_sync_peers_of_a_weak_peer_are_its_site_super_peers() -> None:
     assert [p.name for p in sync_peers(w, peers)] == ["s1", "s2"]
 
 
-def test_a_weak_peer_without_a_super_peer_at_its_site_falls_back_to_any_super_then_full() -> None:
+def test_a_weak_peer_without_a_live_super_peer_at_its_site_syncs_with_nobody() -> None:
+    """Issue 10: a weak peer exchanges state only with its site's super-peers; it used to
+    fall back to other sites' super-peers, then to full peers."""
     w = weak("w", "x")
-    assert [p.name for p in sync_peers(w, [super_("s3", "y"), full("f")])] == ["s3"]
-    assert [p.name for p in sync_peers(w, [full("f"), weak("v", "x")])] == ["f"]
+    assert sync_peers(w, [super_("s3", "y"), full("f")]) == []
+    assert sync_peers(w, [full("f"), weak("v", "x")]) == []
     assert sync_peers(w, [weak("v", "x")]) == []  # cut off: nobody, and it keeps serving
+    assert [p.name for p in sync_peers(w, [super_("s3", "y"), super_("s1", "x")])] == ["s1"]
 
 
 def test_a_full_peer_syncs_with_every_full_and_super_peer_but_no_weak_one() -> None:

@@ -175,13 +175,15 @@ def test_scopes_over_sites_of_weak_peers_behind_super_peers(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [7, 24])
-def test_a_weak_member_whose_super_peers_are_not_members_still_gets_the_scope(
+def test_a_weak_peer_added_to_a_scope_comes_with_its_sites_super_peers(
         seed: int) -> None:
     """15 peers in 3 sites, 2 scopes, membership changes and a kill: a weak peer whose
-    site's super-peers are not members of a scope it holds had no partner for it (it
-    knows only its super-peers); the scope's writers pulled its writes but it never got
-    theirs, and the run never converged. It now pulls the scope back from the writer
-    that pulls it (seeds 7, 14, 15 and 24 failed before)."""
+    site's super-peers are not members of a scope it holds syncs it with no one (it is
+    stranded, ``ReplicationPolicy.stranded``: a weak peer exchanges state only with its
+    site's super-peers). The edits add a weak peer with its site's super-peers and
+    never remove the last of them, as the plan does, and these runs converge (seeds 7,
+    14, 15 and 24 never did when the weak peer was added alone; it then pulled the scope
+    back from the writers that pulled it, which no longer happens)."""
     opts = scenarios.Options(scenario="chaos", peers=15, seed=seed, scopes=2, scope_changes=2,
                              kills=1, sites=3, idle_seconds=0)
     report = scenarios.run(opts)

@@ -845,9 +845,12 @@ class AntiEntropy:
 
     def _note_puller(self, name: str, address: str, msg: Pull) -> None:
         """A writer pulling a scope from us that we have no partner for: we pull it back
-        from that writer. A weak peer knows only its site's super-peers; when none of them
-        is a member of a scope it holds, it had nobody to pull the scope from (its writes
-        left by the writers' pulls, nothing came back: issue 10, 15 peers in 3 sites)."""
+        from that writer, if we may sync with it at all (a weak peer only with its site's
+        super-peers, which are its partners in every scope they are members of: a weak
+        peer none of whose site's super-peers is a member of a scope is stranded in it,
+        ``ReplicationPolicy.stranded``)."""
+        if not self.policy.may_sync(name):
+            return
         for c in msg.scopes:
             # The latest such writer: it was alive a moment ago.
             if (c.scope != CLUSTER and self.policy.holds(c.scope)
@@ -1113,6 +1116,7 @@ class AntiEntropy:
                 pulled[name] = {"cursor": cursor,
                                 "behind": None if reported is None else max(0, reported - cursor)}
             out[scope] = {
+                "stranded": self.policy.stranded(scope),
                 "members": None if members is None else sorted(members),
                 "writer": m.is_writer(scope, self.membership.name),
                 "partners": pulled,

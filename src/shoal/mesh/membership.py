@@ -241,7 +241,8 @@ class Membership:
 
         A weak member is contacted only by the super-peers of its site; while its site
         has no live super-peer, by every super-peer, and while there is none at all, by
-        the full peers (as ``topology.sync_peers`` falls back)."""
+        the full peers. That is membership only: a weak peer exchanges state with its
+        site's super-peers alone (``topology.sync_peers``)."""
         if not self._roles_seen or self._role == Role.WEAK:
             return True
         return self._probes(self._role, self._site, m)

@@ -12,7 +12,9 @@ the same rules:
   register the merge would change passes the *writer rule* (:meth:`accept`);
 - pushes go to live members of the scope that the topology lets this peer sync with,
   pulls to stable partners among those, with at least one member (a writer, if one is
-  live) of every scope this peer holds.
+  live) of every scope this peer holds. A weak peer pushes to and pulls from its site's
+  live super-peers only, in every scope; no other peer picks a weak peer as a partner
+  or target but those super-peers (``topology.may_sync``).
 
 *How a relayed write proves its writer.* A register's writer id is not signed, so it
 proves nothing by itself. The rule is that only writers of a scope relay: what a writer
@@ -23,6 +25,15 @@ Node, its Lease, the status of its pods, Events). A non-writer therefore cannot 
 a change in another peer's name. A change that a non-writer relays is refused *for
 now* (``Refusal.transient``): the receiver gets it from a writer, and a pull cursor
 stops before it so that it is asked again.
+
+*A site's super-peers vouch for its weak peers.* A weak peer exchanges state only with
+its site's super-peers, so what it wrote reaches the scope's writers through them even
+when they are not writers: a super-peer that is a member of the scope is trusted to
+relay what a weak peer of its site wrote, judged as if that weak peer had sent it
+(accepted if it is a writer, else where the Node authorizer lets it write:
+``vouches``). And a weak peer merges whatever its site's super-peers send it, as from a
+writer (it depends on them for everything anyway). Role and site are the membership
+tags each peer announces; docs/semantics.md says what that trusts.
 
 *A sender that is not a member.* The sender's map may be newer than ours (it was just
 made a member, and the Scope edit has not reached us yet), so its documents are first
@@ -214,6 +225,7 @@ class ReplicationPolicy:
         self._relays: list[Any] = []
         self._relays_of: list[Any] | None = None
         self._weak: list[Any] = []
+        self._stranded: dict[str, str] = {}
         self._targets: dict[str, list[Any]] = {}
         self._targets_key: tuple[int, int] = (-1, -1)
         self._non_members: dict[tuple[str, str], float] = {}
@@ -264,10 +276,58 @@ class ReplicationPolicy:
     def scopes_for(self, partner: str) -> list[str]:
         """The scopes to ask ``partner`` for: those I hold that it is a member of, and,
         unless I am a writer of the scope, is a writer of (a non-writer relays nothing I
-        could accept but its own changes, which writers relay to me)."""
+        could accept but its own changes, which writers relay to me); and every scope
+        both hold when one of us is a weak peer and the other a super-peer of its site
+        (the super-peer collects what the weak peer wrote, the weak peer takes all)."""
         m = self.map()
+        linked = self._site_link(partner)
         return sorted(s for s in m.scopes_of(self.me) if m.is_member(s, partner)
-                      and (m.is_writer(s, partner) or m.is_writer(s, self.me)))
+                      and (linked or m.is_writer(s, partner) or m.is_writer(s, self.me)))
+
+    # -- roles and sites -------------------------------------------------------------
+
+    def _tags(self, name: str) -> Mapping[str, str]:
+        member = self.membership.members.get(name)
+        return tags_of(member) if member is not None else _NO_TAGS
+
+    def is_weak(self, name: str | None = None) -> bool:
+        return topology.role_in(self._tags(name or self.me)) == topology.Role.WEAK
+
+    def may_sync(self, name: str) -> bool:
+        """Whether this peer may exchange state with ``name`` directly (by the role and
+        site tags both announce: a weak peer only with its site's super-peers)."""
+        return topology.may_sync(self._me(), _Tagged(name, self._tags(name)))
+
+    def _site_link(self, name: str) -> bool:
+        """Whether one of this peer and ``name`` is weak and the other a super-peer of
+        its site."""
+        return ((self.is_weak() or self.is_weak(name)) and self.may_sync(name))
+
+    def vouches(self, sender: str, writer: str) -> bool:
+        """Whether ``sender`` relays what ``writer`` wrote as if ``writer`` sent it: it is a
+        super-peer of the site of ``writer``, a weak peer."""
+        w, s = self._tags(writer), self._tags(sender)
+        return (topology.role_in(w) == topology.Role.WEAK
+                and topology.role_in(s) == topology.Role.SUPER
+                and w.get(topology.SITE_TAG, "") == s.get(topology.SITE_TAG, ""))
+
+    def stranded(self, scope: str) -> str | None:
+        """Why this weak peer cannot sync ``scope`` through anyone: no member of it is a
+        super-peer of its site (by the tags of the members it knows, live or not).
+        None when it can, or when this peer is not weak. It then holds the scope, serves
+        it and takes writes to it if it is a writer, but exchanges it with no one until
+        an operator makes one of its site's super-peers a member."""
+        if not self.is_weak():
+            return None
+        m = self.map()
+        site = self._tags(self.me).get(topology.SITE_TAG, "")
+        for name, member in self.membership.members.items():
+            tags = tags_of(member)
+            if (name != self.me and topology.role_in(tags) == topology.Role.SUPER
+                    and tags.get(topology.SITE_TAG, "") == site and m.is_member(scope, name)):
+                return None
+        return (f"no super-peer of site {site!r} is a member of scope {scope!r}: a weak "
+                f"peer syncs only through its site's super-peers")
 
     # -- accepting -------------------------------------------------------------------
 
@@ -289,6 +349,9 @@ class ReplicationPolicy:
             return Refusal(f"{sender} is not a member of scope {scope!r}",
                            self._defer_non_member(scope, sender))
         sender_writes = m.is_writer(scope, sender)
+        if not sender_writes and self.is_weak() and self.may_sync(sender):
+            # A weak peer takes what its site's super-peers send as from a writer.
+            sender_writes = True
         if sender_writes:
             # Writers are trusted to relay what they accepted, whoever wrote it: judging
             # each register again by the writers of *now* would refuse, on some members
@@ -310,9 +373,11 @@ class ReplicationPolicy:
                 # until when): the remaining writers may not have merged it, so it may
                 # come from a member that is not a writer, or from that peer itself.
                 continue
-            if writer != sender:
+            if writer != sender and not self.vouches(sender, writer):
                 return Refusal(f"{sender} relayed a change by {writer} and is not a "
                                f"writer of scope {scope!r}", True)
+            if writer != sender and m.is_writer(scope, writer):
+                continue  # a weak writer's change, relayed by a super-peer of its site
             if bound is False:
                 bound = _bound_node(local_value) or _bound_node(remote.value())
             deleting = path == () and remote.deleted
@@ -387,9 +452,10 @@ class ReplicationPolicy:
         return self._relays
 
     def push_targets(self, scope: str) -> list[Any]:
-        """Live members of ``scope`` to push its documents to: those the topology lets me
-        sync with, or, when none is live, any live member (a scope must not stall because
-        its members sync through a super-peer that is not one of them). Cached."""
+        """Live members of ``scope`` to push its documents to: of those the topology lets me
+        sync with, my relays, else any (a super-peer's own weak peers). Never a weak peer
+        of another site, nor anyone but its site's super-peers from a weak peer: a weak
+        member is reached through them, or not at all (``stranded``). Cached."""
         m = self.map()
         if scope == CLUSTER:
             return self.relay_peers()  # super-peers: weak peers pull (topology.relays)
@@ -401,8 +467,6 @@ class ReplicationPolicy:
             targets = [p for p in self.relay_peers() if m.is_member(scope, p.name)]
             if not targets:
                 targets = [p for p in self.sync_peers() if m.is_member(scope, p.name)]
-            if not targets:
-                targets = [p for p in self.membership.live() if m.is_member(scope, p.name)]
             self._targets[scope] = targets
         return targets
 
@@ -437,8 +501,26 @@ class ReplicationPolicy:
         # reach the backbone and no tombstone of the cluster scope is collected.
         self._weak = [peers[n] for n in sorted((n for n in peers if n not in relays),
                                                key=ring.position)]
+        self._note_stranded(m)
         self._partners, self._partners_key = chosen, key
         return chosen
+
+    def _note_stranded(self, m: ScopeMap) -> None:
+        """Log each scope this weak peer cannot sync through anyone, once when it becomes
+        so, and once when it no longer is."""
+        now = {}
+        for scope in sorted(m.scopes_of(self.me)):
+            reason = self.stranded(scope)
+            if reason is not None:
+                now[scope] = reason
+                if scope not in self._stranded:
+                    log.warning("%s: %s; it holds the scope and serves it, but neither "
+                                "sends nor receives its changes until one is made a member",
+                                self.me, reason)
+        for scope in set(self._stranded) - set(now):
+            log.info("%s: scope %r syncs through a super-peer of its site again",
+                     self.me, scope)
+        self._stranded = now
 
     def weak_pulls(self) -> list[Any]:
         """The weak peers a super-peer pulls, one per round in this order, on top of its
@@ -450,9 +532,17 @@ class ReplicationPolicy:
         and coverage rows reach every member) although non-writers pull only from writers:
         the writers form a ring, each pulling from the next live one; a non-writer pulls
         from the next live writer after it; a writer also pulls from every non-writer
-        whose nearest live writer before it on the ring is this writer."""
+        whose nearest live writer before it on the ring is this writer. Weak members are
+        left out of that graph: a weak peer pulls from its site's super-peers that are
+        members, and they pull it in turn (``weak_pulls``)."""
         m = self.map()
-        members = [n for n in (m.members(scope) or ()) if n in live or n == self.me]
+        if self.is_weak():
+            # Only through my site's live super-peers, writers or not (``vouches``).
+            return [p.name for p in self.sync_peers() if m.is_member(scope, p.name)]
+        # Weak members are in no one's ring: their site's super-peers pull them in turn
+        # (``weak_pulls``, every scope both hold) and relay what they wrote.
+        members = [n for n in (m.members(scope) or ())
+                   if n == self.me or (n in live and not self.is_weak(n))]
         writers = [n for n in members if m.is_writer(scope, n)]
         others = [w for w in writers if w != self.me]
         out = ring.partners(self.me, others, 1)

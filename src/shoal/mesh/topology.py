@@ -82,15 +82,12 @@ T = TypeVar("T", bound=Tagged)
 def sync_peers(me: Tagged, peers: Iterable[T]) -> list[T]:
     """The peers among ``peers`` that ``me`` exchanges state with.
 
-    A weak peer whose site has no live super-peer falls back to every super-peer, and
-    failing that to every full peer, rather than to nobody: a cut-off weak peer still
-    syncs as soon as anyone it may sync with is reachable."""
-    others = [p for p in peers if p.name != me.name]
-    direct = [p for p in others if may_sync(me, p)]
-    if direct or role_of(me) != Role.WEAK:
-        return direct
-    supers = [p for p in others if role_of(p) == Role.SUPER]
-    return supers or [p for p in others if role_of(p) == Role.FULL]
+    A weak peer exchanges state with the super-peers of its site and nobody else: while
+    none of them is live it syncs with no one (it keeps serving what it holds, and
+    resumes through them when one is back). It used to fall back to every super-peer,
+    then to every full peer, which let peers elsewhere pull a weak peer directly
+    (issue 10)."""
+    return [p for p in peers if p.name != me.name and may_sync(me, p)]
 
 
 def same_region(me: Tagged, relays: Iterable[T]) -> list[T]:

@@ -41,6 +41,7 @@ from shoal.sim.checkers import (
     scope_durability,
     tombstones,
     visibility,
+    weak_links,
 )
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimCluster
 from shoal.sim.loop import VirtualEventLoop
@@ -253,9 +254,12 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
                         sites_per_region=opts.sites_per_region)
         cluster = RoleCluster(0, opts.seed, cfg, loop, faults, layout=layout, disks=disks)
         settled = cluster.members_settled
+        links = weak_links.WeakLinkChecker(cluster.role)
+        cluster.network.observers.append(links.observe)
     else:
         cluster = SimCluster(opts.peers, opts.seed, cfg, loop, faults, disks=disks)
         settled = cluster.members_converged
+        links = None
     rng = random.Random(f"{opts.seed}:workload")
     await cluster.start(preformed=opts.preformed)
     names = list(cluster.nodes)
@@ -398,6 +402,8 @@ async def _chaos(opts: Options, loop: VirtualEventLoop, report: Report) -> None:
         truth = tenants.truth(replicas)
         report.failures += [f"at the end: {p}" for p in visibility.check(replicas, truth)]
         report.scope_leaks = visibility.leaks(replicas, truth)
+    if links is not None:
+        report.failures += links.check()
     _finish(cluster, report, run_bytes, run_messages)
     await cluster.stop()
 

@@ -45,6 +45,8 @@ class Tenants:
         default_factory=dict)
     """(scope, peer) -> the spans of virtual seconds from an edit that removed the peer from
     it (or from its writers) to the edit that made it a writer again (None: none since)."""
+    supers: dict[str, list[str]] = field(default_factory=dict)
+    """Weak peer -> the super-peers of its site (with sites)."""
 
     def revoked(self, w: AckedWrite) -> bool:
         """Whether ``w`` was made by a peer after an edit had removed it from the write's
@@ -114,7 +116,8 @@ def plan(peers: list[str], count: int, seed: int,
         objects.append({"apiVersion": SCOPE_API_VERSION, "kind": "Scope",
                         "metadata": {"name": f"tenant-{i}"}, "spec": spec})
     rules = [r for r in (ScopeRule.parse(o) for o in objects) if r is not None]
-    return Tenants(objects, ScopeMap(rules), [*UNSCOPED, *(f"team-{i}" for i in range(count))])
+    return Tenants(objects, ScopeMap(rules), [*UNSCOPED, *(f"team-{i}" for i in range(count))],
+                   supers={k: list(v) for k, v in (supers or {}).items()})
 
 
 def scope_kind(cluster: SimCluster) -> Kind:
@@ -201,14 +204,21 @@ async def change_members(cluster: SimCluster, tenants: Tenants, rng: random.Rand
     was = set(members if writers is None else writers)
     outsiders = sorted(set(cluster.nodes) - set(members))
     removable = [m for m in members if writers is None or m not in writers or len(writers) > 1]
+    # As the plan: a weak member keeps a super-peer of its site among the members (else
+    # it is stranded: ``ReplicationPolicy.stranded``), so such a super-peer stays.
+    removable = [m for m in removable if not any(
+        m in sup and not set(sup) & (set(members) - {m})
+        for w, sup in tenants.supers.items() if w in members)]
     if len(members) < 2 or len(removable) == 0:
         removable = []
     if outsiders and (not removable or rng.random() < 0.5):
         peer = rng.choice(outsiders)
-        spec["members"] = sorted([*members, peer])
+        # A weak peer comes with its site's super-peers, as members and writers (the plan).
+        relays = [s for s in tenants.supers.get(peer, ()) if s not in members]
+        spec["members"] = sorted([*members, peer, *relays])
         if writers is not None:
-            spec["writers"] = writers
-        what = f"{name} +{peer}"
+            spec["writers"] = sorted({*writers, *relays})
+        what = f"{name} +{peer}" + "".join(f" +{s}" for s in relays)
     elif removable:
         peer = rng.choice(removable)
         spec["members"] = [m for m in members if m != peer]
