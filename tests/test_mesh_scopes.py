@@ -433,3 +433,36 @@ def test_a_non_member_pushing_a_scopes_document_is_deferred_a_while_then_refused
         await m.stop()
 
     virtual_run(main())
+
+
+def test_a_member_cut_off_from_the_scopes_writer_reports_it_and_how_long_since_an_answer(
+) -> None:
+    """What ``shoal scopes`` shows on a member cut off from the scope's only writer: the
+    writer unreachable, and the age of its partners' last answer growing."""
+    async def main() -> None:
+        m = Mesh(4, 9)
+        await m.start()
+        await m.put("n0", SCOPES, "", "tenant-a",
+                    scope("tenant-a", ["n0", "n1", "n2"], writers=["n0"]))
+        await until(lambda: all(has(m, n, SCOPES, "tenant-a", "") for n in m.names), 30)
+        await m.put("n0", "configmaps", NS, "x", {"metadata": {"name": "x"}})
+        await until(lambda: has(m, "n1", "configmaps", "x"), 10)
+        ae = m.peers["n1"].anti_entropy
+
+        def status() -> dict[str, Any]:
+            return ae.scope_status()["tenant-a"]
+
+        await asyncio.sleep(3 * CFG.pull_interval)
+        before = status()
+        assert before["unreachable_writers"] == [] and before["holders"] == 2
+        assert before["last_answer"] is not None and before["last_answer"] <= 2 * CFG.pull_interval
+        m.network.partition([["n0:7443"], ["n1:7443", "n2:7443", "n3:7443"]])
+        await until(lambda: status()["unreachable_writers"] == ["n0"], 60)
+        await asyncio.sleep(5 * CFG.pull_interval)
+        assert status()["last_answer"] > 3 * CFG.pull_interval, "n2, no writer, serves none"
+        m.network.heal()
+        await until(lambda: status()["unreachable_writers"] == [], 60)
+        await until(lambda: status()["last_answer"] <= 2 * CFG.pull_interval, 30)
+        await m.stop()
+
+    virtual_run(main())

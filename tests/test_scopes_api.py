@@ -156,9 +156,52 @@ async def test_what_a_node_holds_of_each_scope_is_reported_with_the_mesh_lag() -
         assert rows[""]["behind"] is None, "no partner reported"
         assert rows[""]["objects"] >= 5  # namespaces and the scopes themselves
         table = format_table(report).splitlines()
-        assert table[0].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]
+        assert table[0].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST",
+                                    "SYNC"]
         assert table[1].split()[0] == "<cluster>"
-        assert table[2].split() == ["tenant-a", "yes", "yes", "2", "3"]
+        assert table[2].split() == ["tenant-a", "yes", "yes", "2", "3", "-"]
+    finally:
+        s.replica.close()
+
+
+async def test_behind_is_unknown_on_a_peer_cut_off_from_a_scopes_writers_or_partners() -> None:
+    """Issue 10's trial: during a partition two members read BEHIND 0 while a writer held
+    15 newer objects. A writer this peer finds unreachable, or no answer from any partner
+    for a few pull intervals, makes BEHIND unknown, with the age of the last answer."""
+    s = await _store("n3")
+    try:
+        def rows(**tenant: Any) -> dict[str, dict[str, Any]]:
+            entry = {"members": ["n1", "n2", "n3"], "writer": False, "documents": 3,
+                     "partners": {"n2": {"cursor": 10, "behind": 0}}, "pull_interval": 2.0,
+                     "holders": 2, "last_answer": 1.5, "unreachable_writers": [], **tenant}
+            cluster = {"members": None, "writer": True, "partners": {}, "pull_interval": 2.0,
+                       "holders": 0, "last_answer": None, "unreachable_writers": []}
+            report = scope_report("n3", s.replica, ScopeIndex(s.replica).current(),
+                                  lambda: {"tenant-a": entry, "": cluster})
+            out = {r["scope"]: r for r in report["scopes"]}
+            out["table"] = {"lines": format_table(report).splitlines()}
+            return out
+
+        fresh = rows()
+        assert fresh["tenant-a"]["behind"] == 0 and fresh["tenant-a"]["lastSync"] == 1.5
+        assert "unknownWhy" not in fresh["tenant-a"]
+        assert fresh[""]["behind"] is None and "unknownWhy" not in fresh[""], \
+            "alone in the cluster: nothing to trail, but no partner reported either"
+        assert fresh["table"]["lines"][2].split() == ["tenant-a", "yes", "no", "0", "0", "1s",
+                                                      "ago"]
+        cut = rows(unreachable_writers=["n1"])
+        assert cut["tenant-a"]["behind"] is None
+        assert cut["tenant-a"]["unknownWhy"] == "writers unreachable: n1"
+        assert cut["table"]["lines"][2].split()[4] == "?"
+        silent = rows(last_answer=7.0)  # more than 3 pull intervals of 2 s
+        assert silent["tenant-a"]["behind"] is None
+        assert silent["tenant-a"]["unknownWhy"] == \
+            "no partner has answered a pull of it for 7s"
+        assert rows(last_answer=5.0)["tenant-a"]["behind"] == 0
+        never = rows(last_answer=None)
+        assert never["tenant-a"]["behind"] is None
+        assert never["table"]["lines"][2].split()[4:] == ["?", "never"]
+        assert rows(holders=0, last_answer=None)["tenant-a"]["behind"] == 0, "held here only"
     finally:
         s.replica.close()
 
@@ -298,7 +341,8 @@ def test_writes_in_a_scope_this_node_does_not_write_are_refused_with_a_403(
                               str(node.kubeconfig)], capture_output=True, text=True, check=True)
     lines = printed.stdout.splitlines()
     assert lines[0] == "node node-1"
-    assert lines[1].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND"]
+    assert lines[1].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST",
+                                "SYNC"]
     assert any(line.split()[:3] == ["locked", "yes", "no"] for line in lines)
 
 

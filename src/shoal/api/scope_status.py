@@ -15,7 +15,17 @@ The body::
 scope in this replica (0 on a peer that is not a member). ``behind`` is the largest
 number of revisions this node's cursors trail its partners' for the scope (as the mesh
 reports it: ``AntiEntropy.scope_status()``), or null when the mesh does not say.
-``replication`` is the mesh's own entry for the scope, as it gives it.
+``lastSync`` is how many seconds ago a partner last answered a pull of the scope (null:
+never, or no other peer holds it). ``replication`` is the mesh's own entry for the
+scope, as it gives it.
+
+*What a cut-off peer can say.* A peer cannot know what it has not received: its cursors
+trail only what its partners last reported, so a peer cut off from a scope's writers
+would read ``behind: 0`` while they hold newer objects. So ``behind`` is null, with
+``unknownWhy`` saying why, when a writer of the scope is unreachable from this peer
+(suspect or dead to it: it may hold writes this peer lacks), or when other peers hold
+the scope and none has answered a pull of it for ``STALE_PULLS`` pull intervals (or
+ever). The cluster scope, which every peer writes, is judged by the second rule only.
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ MeshScopeStatus = Callable[[], Mapping[str, Any]]
 """The mesh's report, by scope name (``""`` for the cluster scope)."""
 
 PATH = "/shoal/v1/scopes"
+STALE_PULLS = 3
+"""Pull intervals without an answer for a scope after which ``behind`` is unknown."""
 
 
 def _counts(replica: Replica, scopes: ScopeMap) -> Counter[str]:
@@ -57,6 +69,32 @@ def _behind(entry: Any) -> int | None:
     return max(known) if known else None
 
 
+def _unknown_why(entry: Any) -> str | None:
+    """Why the mesh's ``behind`` cannot be trusted for a scope (None: it can)."""
+    if not isinstance(entry, Mapping):
+        return None
+    unreachable = entry.get("unreachable_writers")
+    if isinstance(unreachable, list) and unreachable:
+        return f"writers unreachable: {', '.join(str(w) for w in unreachable)}"
+    last, interval = entry.get("last_answer"), entry.get("pull_interval")
+    if not entry.get("holders") or not isinstance(interval, int | float):
+        return None  # held here only, or a mesh that does not say
+    if last is None:
+        return "no partner has answered a pull of it yet"
+    if last > STALE_PULLS * interval:
+        return f"no partner has answered a pull of it for {_age(last)}"
+    return None
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m{s % 60}s"
+    return f"{s // 3600}h{s % 3600 // 60}m"
+
+
 def _plain(value: Any) -> Any:
     """JSON-friendly: sets and tuples become sorted lists, keys strings."""
     if isinstance(value, Mapping):
@@ -80,13 +118,18 @@ def scope_report(node: str, replica: Replica, scopes: ScopeMap,
     rows = []
     for scope in [CLUSTER, *scopes.names()]:
         entry = reported.get(scope)
+        why = _unknown_why(entry)
+        last = entry.get("last_answer") if isinstance(entry, Mapping) else None
         row: dict[str, Any] = {
             "scope": scope,
             "member": scopes.is_member(scope, node),
             "writer": scopes.is_writer(scope, node),
             "objects": counts.get(scope, 0),
-            "behind": _behind(entry),
+            "behind": None if why else _behind(entry),
+            "lastSync": last if isinstance(last, int | float) else None,
         }
+        if why:
+            row["unknownWhy"] = why
         if entry is not None:
             row["replication"] = _plain(entry)
         rows.append(row)
@@ -95,17 +138,27 @@ def scope_report(node: str, replica: Replica, scopes: ScopeMap,
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    """``SCOPE MEMBER WRITER OBJECTS BEHIND``, as ``shoal scopes`` prints it."""
-    header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND")
+    """``SCOPE MEMBER WRITER OBJECTS BEHIND LAST SYNC``, as ``shoal scopes`` prints it:
+    ``BEHIND`` ``?`` when unknown, ``LAST SYNC`` the age of the last answer of a partner
+    for the scope (``never``; ``-`` where the node is no member or holds it alone)."""
+    header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST SYNC")
     lines = [header]
     for row in report.get("scopes") or []:
-        behind = row.get("behind")
+        behind, last = row.get("behind"), row.get("lastSync")
+        replication = row.get("replication") or {}
+        if isinstance(last, int | float):
+            sync = f"{_age(last)} ago"
+        elif row.get("member") and replication.get("holders"):
+            sync = "never"
+        else:
+            sync = "-"
         lines.append((
             str(row.get("scope") or "<cluster>"),
             "yes" if row.get("member") else "no",
             "yes" if row.get("writer") else "no",
             str(row.get("objects", 0)),
-            "<unknown>" if behind is None else str(behind),
+            "?" if behind is None else str(behind),
+            sync,
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()

@@ -1,8 +1,9 @@
 """``shoal scopes``: which scopes a node holds, whether it writes them, and how far behind it is.
 
 It asks the node the kubeconfig points at (``GET /shoal/v1/scopes``, served by
-:mod:`shoal.api.scope_status`) and prints ``SCOPE MEMBER WRITER OBJECTS BEHIND``; ``-o
-json`` prints the answer as it came. Each node answers for itself: point ``--server`` at
+:mod:`shoal.api.scope_status`) and prints ``SCOPE MEMBER WRITER OBJECTS BEHIND LAST
+SYNC`` (``BEHIND`` is ``?`` where the node cannot know: a writer of the scope unreachable,
+or no partner answering); ``-o json`` prints the answer as it came. Each node answers for itself: point ``--server`` at
 another peer to ask it.
 """
 
@@ -21,8 +22,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "scopes", help="show the scopes a node holds and how far behind it is in each",
         description="Ask one node which scopes it holds (member), which it accepts writes "
-                    "for (writer), how many of their objects it has and how many revisions "
-                    "it trails its replication partners by (behind).")
+                    "for (writer), how many of their objects it has, how many revisions "
+                    "it trails its replication partners by (behind; ? when it cannot know) "
+                    "and when a partner last answered it for the scope (last sync).")
     p.add_argument("--kubeconfig", default=None,
                    help="the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", default=None, help="the kubeconfig context to use")

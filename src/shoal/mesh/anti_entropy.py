@@ -74,6 +74,7 @@ from shoal.mesh.messages import (
     Refused,
     ScopeCursor,
     ScopeReply,
+    State,
     decode,
     encode,
 )
@@ -226,6 +227,8 @@ class AntiEntropy:
         # one mode says nothing about the rows of the other.
         self._coverage_cursors: dict[tuple[str, str, bool], int] = {}
         self._partner_revision: dict[str, int] = {}
+        self._answered: dict[tuple[str, str], float] = {}
+        """(partner, scope) -> loop time of its last pull answer for the scope."""
         self._durable_vectors: dict[str, dict[str, int]] | None = None
         self._publish_timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
@@ -945,6 +948,7 @@ class AntiEntropy:
                 key = (peer.name, scope)
                 cursor = self.cursors.get(key, 0)
                 self._partner_revision[peer.name] = part.revision
+                self._answered[key] = asyncio.get_running_loop().time()
                 if part.revision < cursor:
                     # The peer's revisions went back (it lost its state): start over.
                     log.info("peer %s went back from revision %d to %d", peer.name, cursor,
@@ -1097,17 +1101,27 @@ class AntiEntropy:
     def scope_status(self) -> dict[str, dict[str, Any]]:
         """Per scope held: its members (None: every peer), the partners pulled from with
         the cursor held for each and how far behind it is (the partner's last reported
-        revision minus the cursor), the documents held, and documents sent."""
+        revision minus the cursor), the documents held, and documents sent; and what it
+        says of how in touch this peer is: seconds since any partner last answered a pull
+        of the scope (``last_answer``, None: never), the pull interval, how many other
+        holders of the scope it knows (``holders``), and the writers of the scope it
+        finds unreachable (``unreachable_writers``: suspect or dead to it)."""
         self.check_scopes()
         m = self.policy.map()
         partners = [p.name for p in self.policy.pull_partners()]
+        now = asyncio.get_running_loop().time()
+        heard: dict[str, float] = {}
+        for (_name, scope), at in self._answered.items():
+            heard[scope] = max(at, heard.get(scope, at))
+        known = {n: mb.state for n, mb in self.membership.members.items()
+                 if n != self.membership.name and mb.state != State.LEFT}
         held: Counter[str] = Counter()
         for key, _ in self.replica.all_entries():
             held[m.scope_of(key[0], key[1])] += 1
         out: dict[str, dict[str, Any]] = {}
         for scope in sorted(m.scopes_of(self.membership.name)):
             members = m.members(scope)
-            pulled = {}
+            pulled: dict[str, dict[str, float | None]] = {}
             for name in partners:
                 if not m.is_member(scope, name):
                     continue
@@ -1115,6 +1129,9 @@ class AntiEntropy:
                 reported = self._partner_revision.get(name)
                 pulled[name] = {"cursor": cursor,
                                 "behind": None if reported is None else max(0, reported - cursor)}
+                if (name, scope) in self._answered:
+                    pulled[name]["answered"] = round(now - self._answered[(name, scope)], 1)
+            writers = m.writers(scope)
             out[scope] = {
                 "stranded": self.policy.stranded(scope),
                 "members": None if members is None else sorted(members),
@@ -1122,6 +1139,12 @@ class AntiEntropy:
                 "partners": pulled,
                 "documents": held[scope],
                 "sent": self.docs_sent[scope],
+                "last_answer": round(now - heard[scope], 1) if scope in heard else None,
+                "pull_interval": self.config.pull_interval,
+                "holders": sum(1 for n in known if members is None or n in members),
+                "unreachable_writers": sorted(
+                    n for n, state in known.items()
+                    if writers is not None and n in writers and state != State.ALIVE),
             }
         return out
 
