@@ -18,6 +18,12 @@ log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
+STATUS_REPORT_SECONDS = 300.0
+"""As the kubelet's ``nodeStatusReportFrequency`` (5 minutes): the Lease is renewed every
+heartbeat, and the Node's status is written only when a condition changed or this long
+after its last write. Every write is a document that every peer receives, and a Node is
+~2 KB where a Lease is ~0.3 KB, so writing it every heartbeat was most of a weak peer's
+idle traffic in a real cluster."""
 
 
 def _memory_kib() -> int:
@@ -120,11 +126,16 @@ class NodeStatusReporter:
     """Registers the node and renews its Lease and Ready heartbeat."""
 
     def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0,
-                 labels: Mapping[str, str | None] | None = None) -> None:
+                 labels: Mapping[str, str | None] | None = None,
+                 report_every: float = STATUS_REPORT_SECONDS) -> None:
         self.store = store
         self.name = name
         self.address = address
         self.interval = interval
+        self.report_every = report_every
+        """Seconds between status writes when nothing changed (``STATUS_REPORT_SECONDS``)."""
+        self._reported_at: float | None = None
+        """When this process last wrote the Node's status (wall seconds), None: not yet."""
         self.labels = dict(labels or {})
         """Labels this node sets on its Node at registration (its role and site, from the
         command line); None removes one (a peer restarted without --super-peer)."""
@@ -152,6 +163,7 @@ class NodeStatusReporter:
         new = copy.deepcopy(current)
         new["status"] = desired["status"]
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
+        self._reported_at = self.store.replica.wall.now()
         log.info("node %s registered (%s)", self.name, self.address)
 
     async def _set_labels(self, node_k: Any, current: dict[str, Any]) -> dict[str, Any]:
@@ -192,12 +204,19 @@ class NodeStatusReporter:
         if isinstance(conditions, list):
             _report_disk_pressure(conditions, self.disk_pressure(), now)
         for c in conditions or []:
-            c["lastHeartbeatTime"] = now  # every condition, as the kubelet (node agent)
             if c.get("type") == "Ready" and c.get("status") != "True":
                 # Peers marked us Unknown while we were unreachable; we are back.
                 c.update(status="True", reason="ShoalReady", lastTransitionTime=now,
                          message="shoal node agent is posting ready status")
+        due = (self._reported_at is None
+               or now_s - self._reported_at >= self.report_every
+               or now_s < self._reported_at)  # the clock went back: report, do not wait
+        if not due and new == node:
+            return  # the Lease alone says we are alive
+        for c in conditions or []:
+            c["lastHeartbeatTime"] = now  # every condition, as the kubelet (node agent)
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
+        self._reported_at = now_s
 
     async def run(self) -> None:
         while True:

@@ -95,7 +95,11 @@ class SimKubelet:
         self.timeline = timeline
         self.rng = rng
         self.timing = timing or KubeletTiming()
-        self.status = _SimNodeStatus(store, node, address, self.timing.heartbeat)
+        # The Node's status is written every heartbeat here, as before the real agent's
+        # 5-minute report (node_status.STATUS_REPORT_SECONDS): the recorded seeds'
+        # schedules depend on it.
+        self.status = _SimNodeStatus(store, node, address, self.timing.heartbeat,
+                                     report_every=0.0)
         pod_kind = store.registry.by_kind("v1", "Pod")
         assert pod_kind is not None
         self.pod_kind = pod_kind
