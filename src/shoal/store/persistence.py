@@ -491,7 +491,9 @@ class Persistence:
         """Why the node is short of disk, or None: a commit refused for want of space, or
         less than ``percent`` of the data dir's filesystem free (the kubelet's default
         eviction threshold for nodefs is 10%)."""
-        if self.disk_full_since is not None:
+        if self.disk_full_since is not None or self.on_reserve:
+            # On the reserve, the Lease's commits succeed (and clear disk_full_since) while
+            # the space they use is the reserve's: the disk is still full.
             return f"the disk holding {self.path.parent} is full: writes are refused"
         try:
             st = os.statvfs(self.path.parent)
