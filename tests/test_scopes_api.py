@@ -198,6 +198,9 @@ async def test_behind_is_unknown_on_a_peer_cut_off_from_a_scopes_writers_or_part
         assert silent["tenant-a"]["unknownWhy"] == \
             "no partner has answered a pull of it for 7s"
         assert rows(last_answer=5.0)["tenant-a"]["behind"] == 0
+        # 8 partners asked one a round: each once every 16 s, stale after two cycles.
+        assert rows(last_answer=30.0, pull_cycle=16.0)["tenant-a"]["behind"] == 0
+        assert rows(last_answer=33.0, pull_cycle=16.0)["tenant-a"]["behind"] is None
         never = rows(last_answer=None)
         assert never["tenant-a"]["behind"] is None
         assert never["table"]["lines"][2].split()[4:] == ["?", "never"]

@@ -24,8 +24,8 @@ trail only what its partners last reported, so a peer cut off from a scope's wri
 would read ``behind: 0`` while they hold newer objects. So ``behind`` is null, with
 ``unknownWhy`` saying why, when a writer of the scope is unreachable from this peer
 (suspect or dead to it: it may hold writes this peer lacks), or when other peers hold
-the scope and none has answered a pull of it for ``STALE_PULLS`` pull intervals (or
-ever). The cluster scope, which every peer writes, is judged by the second rule only.
+the scope and none has answered a pull of it for ``STALE_PULLS`` pull intervals and
+``STALE_CYCLES`` pull cycles (or ever). The cluster scope, which every peer writes, is judged by the second rule only.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ MeshScopeStatus = Callable[[], Mapping[str, Any]]
 
 PATH = "/shoal/v1/scopes"
 STALE_PULLS = 3
-"""Pull intervals without an answer for a scope after which ``behind`` is unknown."""
+STALE_CYCLES = 2
+"""Without an answer for a scope for the longer of ``STALE_PULLS`` pull intervals and
+``STALE_CYCLES`` pull cycles (a peer asks one partner a round, so each partner once a
+cycle), ``behind`` is unknown."""
 
 
 def _counts(replica: Replica, scopes: ScopeMap) -> Counter[str]:
@@ -81,7 +84,9 @@ def _unknown_why(entry: Any) -> str | None:
         return None  # held here only, or a mesh that does not say
     if last is None:
         return "no partner has answered a pull of it yet"
-    if last > STALE_PULLS * interval:
+    cycle = entry.get("pull_cycle")
+    if last > max(STALE_PULLS * interval,
+                  STALE_CYCLES * cycle if isinstance(cycle, int | float) else 0):
         return f"no partner has answered a pull of it for {_age(last)}"
     return None
 

@@ -1103,7 +1103,8 @@ class AntiEntropy:
         the cursor held for each and how far behind it is (the partner's last reported
         revision minus the cursor), the documents held, and documents sent; and what it
         says of how in touch this peer is: seconds since any partner last answered a pull
-        of the scope (``last_answer``, None: never), the pull interval, how many other
+        of the scope (``last_answer``, None: never), the pull interval and the pull cycle
+        (``pull_cycle``: the time in which every partner is asked once), how many other
         holders of the scope it knows (``holders``), and the writers of the scope it
         finds unreachable (``unreachable_writers``: suspect or dead to it)."""
         self.check_scopes()
@@ -1141,6 +1142,8 @@ class AntiEntropy:
                 "sent": self.docs_sent[scope],
                 "last_answer": round(now - heard[scope], 1) if scope in heard else None,
                 "pull_interval": self.config.pull_interval,
+                "pull_cycle": self.config.pull_interval * max(
+                    1, -(-len(partners) // max(1, self.config.pull_fanout))),
                 "holders": sum(1 for n in known if members is None or n in members),
                 "unreachable_writers": sorted(
                     n for n, state in known.items()
