@@ -455,6 +455,8 @@ def test_a_member_cut_off_from_the_scopes_writer_reports_it_and_how_long_since_a
         await asyncio.sleep(3 * CFG.pull_interval)
         before = status()
         assert before["unreachable_writers"] == [] and before["holders"] == 2
+        # n1, no writer, pulls the scope from its writer only: n2's revision is no lag.
+        assert set(before["partners"]) == {"n0"}, before["partners"]
         assert before["last_answer"] is not None and before["last_answer"] <= 2 * CFG.pull_interval
         m.network.partition([["n0:7443"], ["n1:7443", "n2:7443", "n3:7443"]])
         await until(lambda: status()["unreachable_writers"] == ["n0"], 60)

@@ -23,7 +23,7 @@ scope, as it gives it.
 trail only what its partners last reported, so a peer cut off from a scope's writers
 would read ``behind: 0`` while they hold newer objects. So ``behind`` is null, with
 ``unknownWhy`` saying why, when a writer of the scope is unreachable from this peer
-(suspect or dead to it: it may hold writes this peer lacks), or when other peers hold
+(suspect, dead or left to it: it may hold writes this peer lacks), or when other peers hold
 the scope and none has answered a pull of it for ``STALE_PULLS`` pull intervals and
 ``STALE_CYCLES`` pull cycles (or ever). The cluster scope, which every peer writes, is judged by the second rule only.
 """

@@ -1099,23 +1099,24 @@ class AntiEntropy:
     # -- what an operator sees -------------------------------------------------------
 
     def scope_status(self) -> dict[str, dict[str, Any]]:
-        """Per scope held: its members (None: every peer), the partners pulled from with
-        the cursor held for each and how far behind it is (the partner's last reported
+        """Per scope held: its members (None: every peer), the partners it is pulled from
+        with the cursor held for each and how far behind it is (the partner's last reported
         revision minus the cursor), the documents held, and documents sent; and what it
         says of how in touch this peer is: seconds since any partner last answered a pull
         of the scope (``last_answer``, None: never), the pull interval and the pull cycle
         (``pull_cycle``: the time in which every partner is asked once), how many other
         holders of the scope it knows (``holders``), and the writers of the scope it
-        finds unreachable (``unreachable_writers``: suspect or dead to it)."""
+        finds unreachable (``unreachable_writers``: suspect, dead or left)."""
         self.check_scopes()
         m = self.policy.map()
         partners = [p.name for p in self.policy.pull_partners()]
+        asked = {name: self.policy.scopes_for(name) for name in partners}
         now = asyncio.get_running_loop().time()
         heard: dict[str, float] = {}
         for (_name, scope), at in self._answered.items():
             heard[scope] = max(at, heard.get(scope, at))
         known = {n: mb.state for n, mb in self.membership.members.items()
-                 if n != self.membership.name and mb.state != State.LEFT}
+                 if n != self.membership.name}
         held: Counter[str] = Counter()
         for key, _ in self.replica.all_entries():
             held[m.scope_of(key[0], key[1])] += 1
@@ -1124,7 +1125,9 @@ class AntiEntropy:
             members = m.members(scope)
             pulled: dict[str, dict[str, float | None]] = {}
             for name in partners:
-                if not m.is_member(scope, name):
+                if scope not in asked[name]:
+                    # Not pulled from it (a member that is no writer, for a non-writer):
+                    # its revision says nothing of what we lack.
                     continue
                 cursor = self.cursors.get((name, scope), 0)
                 reported = self._partner_revision.get(name)
@@ -1144,7 +1147,8 @@ class AntiEntropy:
                 "pull_interval": self.config.pull_interval,
                 "pull_cycle": self.config.pull_interval * max(
                     1, -(-len(partners) // max(1, self.config.pull_fanout))),
-                "holders": sum(1 for n in known if members is None or n in members),
+                "holders": sum(1 for n, state in known.items()
+                               if state != State.LEFT and (members is None or n in members)),
                 "unreachable_writers": sorted(
                     n for n, state in known.items()
                     if writers is not None and n in writers and state != State.ALIVE),
