@@ -91,11 +91,11 @@ def test_an_idle_pull_is_a_tiny_nothing_since_n_exchange() -> None:
 
 def test_a_pull_answer_leaves_out_what_the_puller_sent_unless_it_may_have_lost_it() -> None:
     async def main() -> None:
-        c = cluster(2, 4)
+        c = cluster(3, 4)
         await c.start()
-        a, b = c.nodes.values()
+        a, b, other = c.nodes.values()
         assert b.peer is not None
-        await asyncio.sleep(CFG.pull_interval * 3)  # a has pulled b: b knows a's life
+        await asyncio.sleep(CFG.pull_interval * 3)  # a and other pulled b: b knows them
         before = b.replica.revision
         assert await c.write(a, "create", "web", {"k": "v"})
         await asyncio.sleep(0.2)  # pushed to b, which holds it as a sent it
@@ -107,6 +107,8 @@ def test_a_pull_answer_leaves_out_what_the_puller_sent_unless_it_may_have_lost_i
 
         after = serve(Pull(200, (ScopeCursor("", before),)), a.name)
         assert sent(after) == [] and after.scopes[0].revision == b.replica.revision
+        # The third peer pushed b the same bytes on: it holds it too.
+        assert sent(serve(Pull(200, (ScopeCursor("", before),)), other.name)) == []
         # Anyone else is sent it; so is a pulling from 0 (it dropped the scope, or rolled
         # back), and a naming a life (it restarted, maybe from an older copy of its data),
         # and from then on.

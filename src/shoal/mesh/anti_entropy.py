@@ -184,12 +184,13 @@ class AntiEntropy:
         # Revisions produced by merges here: the change feed reports them like local
         # writes, but pulls are not pushed on and pushes are forwarded by the handler.
         self._merged_rvs: set[int] = set()
-        self._came_from: dict[int, str] = {}
-        """Revision -> the peer whose document made an object of the cluster scope new
-        here at that revision (the latest ``CAME_FROM``, oldest first). What we hold of it
-        is at most what that peer sent, so its pulls skip the object while it is unchanged
-        here: a super-peer that pulls a weak peer is not sent back what it served it
-        (``serve_pull``)."""
+        self._came_from: dict[int, list[str]] = {}
+        """Revision -> the peers known to hold an object of the cluster scope as it is here
+        since that revision (the latest ``CAME_FROM``, oldest first): the one whose
+        document made it new here (we hold at most what it sent), then any that sent the
+        same bytes again. Their pulls skip the object while it is unchanged here: a
+        super-peer that pulls a weak peer is not sent back what it or its site-mate
+        served it (``serve_pull``)."""
         self.coverage = CoverageBook(membership.name, replica, replica.hlc)
         # -- lives: a cursor names a revision of one life of the responder ----------------
         lives: list[tuple[int, int, int]] = []
@@ -629,12 +630,17 @@ class AntiEntropy:
                 log.warning("dropping a malformed document for %s/%s", d.resource, d.name)
                 continue
             if result is None:
+                held = self._came_from.get(prior.rv) if prior is not None else None
+                if (held is not None and sender is not None and sender not in held
+                        and prior is not None and prior.doc_bytes is not None
+                        and remote.to_bytes() == prior.doc_bytes):
+                    held.append(sender)  # it holds exactly what we hold
                 continue
             self.docs_merged += 1
             self._merged_rvs.add(self.replica.revision)
             if prior is None and sender is not None and scope == CLUSTER:
                 # (Not in a Scope, where a revoked create may leave here another one.)
-                self._came_from[self.replica.revision] = sender
+                self._came_from[self.replica.revision] = [sender]
                 if len(self._came_from) > 2 * CAME_FROM:
                     for rv in list(itertools.islice(self._came_from, CAME_FROM)):
                         del self._came_from[rv]
@@ -779,8 +785,9 @@ class AntiEntropy:
         skip = (self._came_from if puller is not None and msg.life is None
                 and puller in self._trusted else None)
         if msg.life is not None and puller is not None:
-            for rv in [rv for rv, p in self._came_from.items() if p == puller]:
-                del self._came_from[rv]
+            for peers in self._came_from.values():
+                if puller in peers:
+                    peers.remove(puller)
         if msg.life is not None:
             life = None if msg.life == self.life else self.life
         else:  # cursors all 0 if untrusted: the puller learns our life from this answer
@@ -801,7 +808,7 @@ class AntiEntropy:
                 cursor = cursors.get(scope)
                 if cursor is None or e.rv <= cursor:
                     continue
-                if skip and cursor and skip.get(e.rv) == puller:
+                if skip and cursor and puller in skip.get(e.rv, ()):
                     continue
                 if n >= limit:
                     cut = last
