@@ -182,6 +182,7 @@ class ProxyHarness:
         self.unreachable: set[str] = set()
         self.proxy = sp.ServiceProxy(self.store.replica, NODE, sp.ProxySettings(
             nft=cluster.nft(), membership_poll=0.2,
+            forwarding=None,  # the proxy runs here, its rules in the node namespace
             dns_listener=lambda: (GATEWAY, 5353),
             is_reachable=lambda node: node not in self.unreachable))
 

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shoal.net.service_rules import TABLE, NodeFacts, Ruleset, render
 from shoal.node.subprocesses import communicate
@@ -55,6 +56,12 @@ class ProxySettings:
     """This node's DNS server, asked at every render (it moves when the podCIDR arrives)."""
     is_reachable: Callable[[str], bool] = field(default=lambda node: True)
     """Whether this node can reach a node now (the mesh's membership)."""
+    forwarding: Path | None = Path("/proc/sys/net/ipv4/ip_forward")
+    """Where to turn IPv4 forwarding on, as k3s's agent does (None: leave it; the in-process
+    test harness, whose nft runs in another namespace): a node port or cluster IP DNATed to
+    an endpoint on another node is forwarded. A new network namespace inherits the root's
+    value, so without this whether Services reached other nodes depended on what had set
+    it before (test_service_proxy_e2e failed after a reboot)."""
 
 
 def nft_usable(nft: Sequence[str] = ("nft",)) -> str | None:
@@ -157,7 +164,20 @@ class ServiceProxy:
                 log.warning("service rules: could not delete the table: %s", e)
             self.applied, self._applied_text = None, ""
 
+    def enable_forwarding(self) -> None:
+        path = self.settings.forwarding
+        if path is None:
+            return
+        try:
+            if path.read_text().strip() != "1":
+                path.write_text("1\n")
+                log.info("service proxy: IPv4 forwarding turned on (%s)", path)
+        except OSError as e:
+            log.warning("service proxy: could not turn IPv4 forwarding on (%s): Services "
+                        "reach only this node's endpoints through it", e)
+
     async def run(self) -> None:
+        self.enable_forwarding()
         tasks = [asyncio.create_task(self._drain()),
                  asyncio.create_task(self._poll_membership())]
         try:
