@@ -588,6 +588,12 @@ class AntiEntropy:
 
     # -- merging ---------------------------------------------------------------------
 
+    def _holds_as_sent(self, d: DocRecord, remote: Document) -> bool:
+        """Whether what we hold of ``d``'s object now is exactly the sender's document."""
+        after = self.replica.entry(d.resource, d.namespace, d.name)
+        return (after is not None and after.doc_bytes is not None
+                and after.doc_bytes == remote.to_bytes())
+
     def merge(self, docs: Iterable[DocRecord], scope: str = CLUSTER,
               sender: str | None = None) -> MergeResult:
         """Merge a peer's documents of ``scope`` under the replication policy."""
@@ -638,8 +644,12 @@ class AntiEntropy:
                 continue
             self.docs_merged += 1
             self._merged_rvs.add(self.replica.revision)
-            if prior is None and sender is not None and scope == CLUSTER:
-                # (Not in a Scope, where a revoked create may leave here another one.)
+            if sender is not None and scope == CLUSTER and (
+                    prior is None or self._holds_as_sent(d, remote)):
+                # (Not in a Scope, where a revoked create may leave here another one.) An
+                # update counts when the merge left exactly the sender's document: a weak
+                # peer then no longer answers one super-peer's pull with the Lease renewal
+                # that super-peer (or its site-mate, below) sent it.
                 self._came_from[self.replica.revision] = [sender]
                 if len(self._came_from) > 2 * CAME_FROM:
                     for rv in list(itertools.islice(self._came_from, CAME_FROM)):
