@@ -283,6 +283,25 @@ async def test_a_scope_pod_on_an_unreachable_node_is_marked_by_one_live_writer_o
 # -- in the simulator, over the real mesh ----------------------------------------------------
 
 
+async def _scoped_deployment(store: ObjectStore, name: str, replicas: int,
+                             **spec: Any) -> None:
+    """Namespace team-a in Scope tenant-a (``spec``), then a Deployment there, 40 s on."""
+    import asyncio
+
+    deploy = REG.by_kind("apps/v1", "Deployment")
+    assert deploy is not None and NS is not None and SCOPE is not None
+    await store.create(NS, {"metadata": {"name": "team-a"}})
+    await store.create(SCOPE, scope("tenant-a", namespaces=["team-a"], **spec))
+    await asyncio.sleep(15.0)  # the Scope reaches every peer
+    labels = {"app": name}
+    await store.create(deploy, {"metadata": {"name": name}, "spec": {
+        "replicas": replicas, "selector": {"matchLabels": labels},
+        "template": {"metadata": {"labels": labels},
+                     "spec": {"containers": [{"name": "c", "image": f"{name}:1"}]}}}},
+        "team-a")
+    await asyncio.sleep(40.0)
+
+
 def _simulate(seed: int, split: bool) -> dict[str, Any]:
     """A Deployment of 4 in a scope of 3 of 5 simulated peers (2 writers); with ``split``,
     the writers are cut off from the other member and the two outsiders for 60 s while
@@ -306,16 +325,7 @@ def _simulate(seed: int, split: bool) -> dict[str, Any]:
         await cp.start()
         try:
             first = cluster.nodes["n0000"]
-            await first.store.create(NS, {"metadata": {"name": "team-a"}})
-            await first.store.create(SCOPE, scope("tenant-a", namespaces=["team-a"],
-                                                  members=members, writers=writers))
-            await asyncio.sleep(15.0)  # the Scope reaches every peer
-            await first.store.create(deploy, {"metadata": {"name": "web"}, "spec": {
-                "replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}},
-                             "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}},
-                "team-a")
-            await asyncio.sleep(40.0)
+            await _scoped_deployment(first.store, "web", 4, members=members, writers=writers)
             def on_n0002() -> list[str]:
                 return sorted(c.name for c in cp.timeline.copies.values()
                               if c.namespace == "team-a" and c.node == "n0002"
@@ -423,16 +433,7 @@ def test_in_the_simulator_pods_on_a_member_removed_from_the_scope_are_replaced()
         await cp.start()
         try:
             first = cluster.nodes["n0000"]
-            await first.store.create(NS, {"metadata": {"name": "team-a"}})
-            await first.store.create(SCOPE, scope("tenant-a", namespaces=["team-a"],
-                                                  members=members))
-            await asyncio.sleep(15.0)
-            await first.store.create(deploy, {"metadata": {"name": "aw"}, "spec": {
-                "replicas": 6, "selector": {"matchLabels": {"app": "aw"}},
-                "template": {"metadata": {"labels": {"app": "aw"}},
-                             "spec": {"containers": [{"name": "c", "image": "aw:1"}]}}}},
-                "team-a")
-            await asyncio.sleep(40.0)
+            await _scoped_deployment(first.store, "aw", 6, members=members)
 
             def running() -> list[str]:
                 return sorted(c.node for c in cp.timeline.copies.values()
