@@ -410,3 +410,40 @@ def test_a_removed_writers_late_writes_never_become_the_scopes_state_anywhere() 
         await m.stop()
 
     virtual_run(main())
+
+
+def test_a_super_peer_relaying_a_weak_writers_change_from_its_revoked_span_is_refused() -> None:
+    """n1, a weak peer, was removed as a writer at 1000 and made one again at 2000; a
+    change it stamped in between is revoked, also when n2 (a super-peer of its site, no
+    writer) relays it: a super-peer vouches for its weak peers only as far as they wrote
+    as writers. The same relay of a change from after 2000 is taken."""
+    from types import SimpleNamespace
+
+    async def main() -> None:
+        r = Replica(None, "n0")
+        obj = scope(["n0", "n1", "n2"], ["n0", "n1"])
+        obj["metadata"]["annotations"] = {FORMER_WRITER_PREFIX + "n1": "1000",
+                                          WRITER_AGAIN_PREFIX + "n1": "1000:2000",
+                                          WRITERS_SINCE: "2000"}
+        _, fut = r.put(SCOPES, "", "t", obj, lambda _: None)
+        await fut
+
+        class Tagged(Members):
+            members = {"n1": SimpleNamespace(name="n1", tags={"role": "weak", "site": "s"}),
+                       "n2": SimpleNamespace(name="n2", tags={"role": "super", "site": "s"})}
+
+        policy = ReplicationPolicy("n0", ScopeIndex(r), Tagged(), 8)
+        held = Document.create({"metadata": {"name": "s"}, "data": {"k": "a"}}, 900, "n0")
+
+        def relayed(stamp: int) -> Any:
+            doc = held.copy()
+            doc.write({"metadata": {"name": "s"}, "data": {"k": str(stamp)}}, stamp, "n1")
+            return policy.accept("secrets", NS, "s", doc, lambda: (held, held.value()), "t",
+                                 "n2")
+
+        assert relayed(2500) is None
+        refusal = relayed(1500)
+        assert refusal is not None and "n1" in refusal.reason
+        r.close()
+
+    asyncio.run(main())

@@ -367,6 +367,7 @@ class ReplicationPolicy:
             # Raising the cleared stamp hides fields: the root's writer answers for it.
             registers.append(((), remote.root[1], max(remote.root[0], remote.cleared)))
         bound: str | bool | None = False
+        windows = m.revoked_after(scope)
         for path, writer, stamp in registers:
             if m.was_writer(scope, writer, stamp):
                 # Written by a writer removed since, while it was one (the Scope records
@@ -376,8 +377,12 @@ class ReplicationPolicy:
             if writer != sender and not self.vouches(sender, writer):
                 return Refusal(f"{sender} relayed a change by {writer} and is not a "
                                f"writer of scope {scope!r}", True)
-            if writer != sender and m.is_writer(scope, writer):
-                continue  # a weak writer's change, relayed by a super-peer of its site
+            if (writer != sender and m.is_writer(scope, writer)
+                    and not revoked_at(windows, writer, stamp)):
+                # A weak writer's change, relayed by a super-peer of its site; one it made
+                # in a revoked window (made a writer again since) is judged as a
+                # non-writer's, as when a writer relays it.
+                continue
             if bound is False:
                 bound = _bound_node(local_value) or _bound_node(remote.value())
             deleting = path == () and remote.deleted
