@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.api import field_schema, managed_fields
-from shoal.api.server_side_apply import Write, created_fields_v1, update
+from shoal.api.field_manager import created_entries
+from shoal.api.server_side_apply import Write, update
 from shoal.model.kinds import Kind
 from tests.test_server_side_apply_field_sets import CONFIGMAP, DEPLOYMENT, WIDGET
 
@@ -46,11 +47,7 @@ def _general(new: dict[str, Any], kind: Kind, write: Write) -> list[dict[str, An
 
 
 def _direct(new: dict[str, Any], kind: Kind, write: Write) -> list[dict[str, Any]]:
-    tree = created_fields_v1(new, field_schema.for_kind(kind), write)
-    if not tree:
-        return []
-    return [{"manager": write.manager, "operation": "Update", "apiVersion": write.api_version,
-             "time": write.now, "fieldsType": "FieldsV1", "fieldsV1": tree}]
+    return created_entries(new, field_schema.for_kind(kind), write)  # what tracker records
 
 
 @settings(max_examples=400, deadline=None)

@@ -83,6 +83,17 @@ def _resets(sent: Any) -> bool:
     return isinstance(sent, list) and (sent == [] or sent == [{}])
 
 
+def created_entries(new: dict[str, Any], root: Any, write: Write) -> list[dict[str, Any]]:
+    """A create's (or a PUT that creates) managedFields, owning all it holds, straight from
+    the object: what ``update`` then ``managed_fields.encode`` give, without the diff."""
+    tree = created_fields_v1(new, root, write)
+    if not tree:
+        return []
+    return [{"manager": write.manager, "operation": UPDATE,
+             "apiVersion": write.api_version, "time": write.now,
+             "fieldsType": managed_fields.FIELDS_TYPE, "fieldsV1": tree}]
+
+
 def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str, Any],
             subresource: str | None = None) -> ManagedFieldsOf:
     """The ownership an update, create or non-apply patch records: ``body`` is the object as
@@ -96,13 +107,7 @@ def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str,
         if _resets(sent):
             return []
         if old is None and not sent and not write.subresource:
-            # A create (or a PUT that creates) owning all it holds: straight from the object.
-            tree = created_fields_v1(new, root, write)
-            if not tree:
-                return []
-            return [{"manager": write.manager, "operation": UPDATE,
-                     "apiVersion": write.api_version, "time": write.now,
-                     "fieldsType": managed_fields.FIELDS_TYPE, "fieldsV1": tree}]
+            return created_entries(new, root, write)
         base = _managers(sent) if sent else {}
         if not base and old is not None:
             base = _managers(old["metadata"].get("managedFields"))
