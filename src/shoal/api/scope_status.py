@@ -87,11 +87,12 @@ def _unknown_why(entry: Any) -> str | None:
     cycle = entry.get("pull_cycle")
     if last > max(STALE_PULLS * interval,
                   STALE_CYCLES * cycle if isinstance(cycle, int | float) else 0):
-        return f"no partner has answered a pull of it for {_age(last)}"
+        return f"no partner has answered a pull of it for {age(last)}"
     return None
 
 
-def _age(seconds: float) -> str:
+def age(seconds: float) -> str:
+    """A duration for a person: ``45s``, ``2m5s``, ``3h4m`` (``shoal scopes``, ``shoal status``)."""
     s = int(seconds)
     if s < 120:
         return f"{s}s"
@@ -152,7 +153,7 @@ def format_table(report: Mapping[str, Any]) -> str:
         behind, last = row.get("behind"), row.get("lastSync")
         replication = row.get("replication") or {}
         if isinstance(last, int | float):
-            sync = f"{_age(last)} ago"
+            sync = f"{age(last)} ago"
         elif row.get("member") and replication.get("holders"):
             sync = "never"
         else:

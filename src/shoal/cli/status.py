@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.api.live_page import PATH
+from shoal.api.scope_status import age
 from shoal.api.scope_status import format_table as scope_table
 from shoal.cli import node_endpoint
 
@@ -71,17 +72,6 @@ def fetch_with_kubeconfig(kubeconfig: str | None, context: str | None, server: s
     return node_endpoint.get_json(PATH + query, kubeconfig, context, server)
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h"
-
-
 def _size(n: int | None) -> str:
     if n is None:
         return ""
@@ -119,10 +109,10 @@ def format_report(report: dict[str, Any]) -> str:
     for m in report.get("members") or []:
         name = m.get("name", "")
         r = repl.get(name) or {}
-        behind = r.get("behind")
+        behind, held = r.get("behind"), m.get("for_seconds")
         rows.append((
             name + (" *" if m.get("self") else ""), str(m.get("state", "")),
-            _ago(m.get("for_seconds")), str(m.get("address", "")), str(m.get("role") or "full"),
+            "" if held is None else age(held), str(m.get("address", "")), str(m.get("role") or "full"),
             str(m.get("site") or ""), str(sum((pods.get(name) or {}).values())),
             str((nodes.get(name) or {}).get("ready") or ""),
             "" if m.get("self") else ("?" if behind is None else str(behind)),
