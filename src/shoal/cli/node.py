@@ -10,6 +10,7 @@ import random
 import signal
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from shoal.api import web
 from shoal.api.admission import default_tolerations  # DefaultTolerationSeconds (issue 12)
@@ -244,15 +245,13 @@ class ShoalNode:
         self._runner = self.api.runner()  # its keep-alive timer is the API's idle timeout
         await self._runner.setup()
         handshake = self.cfg.api.tls_handshake_timeout
-        if handshake is not None and web.NATIVE:
-            site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port,
-                               ssl_context=ctx, backlog=1024, ssl_handshake_timeout=handshake)
-        else:
-            if handshake is not None:
-                log.warning("--api-tls-handshake-timeout is not applied with "
-                            "SHOAL_HTTP_SERVER=aiohttp (asyncio's 60 s)")
-            site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port,
-                               ssl_context=ctx, backlog=1024)
+        if handshake is not None and not web.NATIVE:
+            log.warning("--api-tls-handshake-timeout is not applied with "
+                        "SHOAL_HTTP_SERVER=aiohttp (asyncio's 60 s)")
+        # aiohttp's TCPSite takes no handshake limit; the native one's default is None.
+        limit: dict[str, Any] = {"ssl_handshake_timeout": handshake} if web.NATIVE else {}
+        site = web.TCPSite(self._runner, self.cfg.api.bind, self.cfg.api.port,
+                           ssl_context=ctx, backlog=1024, **limit)
         try:
             await site.start()
         except OSError as e:
