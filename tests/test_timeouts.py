@@ -30,6 +30,7 @@ from shoal.mesh.tls_transport import NODE_ORG, Channel, FrameType, TlsIdentity, 
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.filterwarnings("ignore::aiohttp.web_exceptions.NotAppKeyWarning")
 REG = KindRegistry()
@@ -268,31 +269,28 @@ def test_the_tls_handshake_limits_are_set_by_flag_variable_or_config_file(
         handshake_settings(["server", "--data-dir", "/d", "--peer-tls-handshake-timeout", "0"])
 
 
-async def test_an_api_connection_that_never_finishes_its_tls_handshake_is_closed(
+async def test_a_nodes_api_port_closes_a_tls_handshake_at_its_configured_limit(
     tmp_path: Path,
 ) -> None:
-    ca = pki.create_ca()
-    identity = write_identity(tmp_path / "api", ca, "pi-1")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(identity.cert, identity.key)
-    replica = Replica(tmp_path / "data", "pi-1")
-    server = ApiServer(ObjectStore(replica, REG), REG, Credentials({TOKEN: "admin"}),
-                       idle_timeout=LONG_IDLE)
-    runner = server.runner()
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx, ssl_handshake_timeout=IDLE)
-    await site.start()
+    """As ``shoal server`` starts it: the flag, through the settings, to the listener."""
+    argv = ["server", "--name", "hs", "--data-dir", str(tmp_path / "data"), "--no-bus",
+            "--runtime", "process", "--pods-dir", str(tmp_path / "pods"), "--dns-port", "0",
+            "--proxy-mode", "none", "--ingress-http-port", "0", "--ingress-https-port", "0",
+            "--api-port", str(free_port()), "--api-idle-timeout", f"{LONG_IDLE:g}s",
+            "--api-tls-handshake-timeout", f"{IDLE:g}s"]
+    node = ShoalNode(handshake_settings(argv))
     try:
-        port = runner.addresses[0][1]
+        await node._serve_api()
         for sends in (b"", b"\x16\x03\x01\x02\x00\x01"):  # nothing; half a ClientHello
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.cfg.api.port)
             writer.write(sends)
-            took, got = await closed_after(reader, IDLE + SLACK + 1)
+            took, got = await closed_after(reader, IDLE + SLACK + 1)  # the default: 30 s
             assert got == b"" and took <= IDLE + SLACK
             writer.close()
     finally:
-        await runner.cleanup()
-        replica.close()
+        if node._runner is not None:
+            await node._runner.cleanup()
+        node.replica.close()
 
 
 async def test_a_nodes_peer_port_closes_a_tls_handshake_at_its_configured_limit(

@@ -23,6 +23,7 @@ from shoal.api.quota_admission import QuotaAdmission  # issue 12
 from shoal.api.server import IDLE_TIMEOUT as API_IDLE_TIMEOUT
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
+from shoal.api.weak_leases import WeakPeerLeases  # issue 10
 from shoal.authz.scopes import RecordFormerWriters
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.bus.crds import check_streams  # bus
@@ -51,6 +52,7 @@ from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import HANDSHAKE_TIMEOUT as PEER_HANDSHAKE_TIMEOUT
 from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
+from shoal.mesh.topology import Role, role_of  # issue 10: weak peers
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.ingress import (  # ingress (part W5)
@@ -105,6 +107,9 @@ class ShoalNode:
         # --- api authentication: ServiceAccount tokens are verified against the cluster CA ---
         self.api.credentials.ca_cert_pem = self.pki.ca_cert.read_bytes()
         # --- end api authentication ---
+        admission = self.api.handlers.admission
+        if cfg.mesh.role == Role.WEAK and admission is not None:  # issue 10: its Lease only
+            admission.hooks.append(WeakPeerLeases(cfg.name))
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.health_server: HealthServer | None = None  # --health-port
@@ -239,6 +244,26 @@ class ShoalNode:
         self._tasks.append(asyncio.create_task(
             self.api.summary_loop(self.cfg.api.summary_interval), name="summary"))
         self._tasks.append(asyncio.create_task(HeapTrimmer().run(), name="heap-trimmer"))
+        await self._serve_api()
+        await warm
+        if self.cfg.api.health_port is not None:  # probes answered off the event loop
+            self.health_server = HealthServer(self.api.health, self.cfg.api.bind,
+                                              self.cfg.api.health_port)
+            try:
+                port = self.health_server.start()
+            except OSError as e:
+                raise in_use("--health-port", self.cfg.api.bind, self.cfg.api.health_port,
+                             e) from None
+            log.info("health checks on http://%s:%d/readyz", self.cfg.api.bind, port)
+        # --- peer identity: renew node.crt and server.crt before they expire ---
+        self._tasks.append(asyncio.create_task(self._renew_certificates(), name="cert-renewal"))
+        # --- end peer identity ---
+        (self.cfg.data_dir / "server-url").write_text(self.url + "\n")
+        log.info("node %s serving the Kubernetes API on %s (data in %s, revision %d)",
+                 self.cfg.name, self.url, self.cfg.data_dir, self.replica.revision)
+
+    async def _serve_api(self) -> None:
+        """Listen on the API port with TLS, with the API's limits (idle, TLS handshake)."""
         ctx = server_ssl_context(str(self.pki.server_cert), str(self.pki.server_key),
                                  str(self.pki.ca_cert))
         self._api_ssl = ctx  # peer identity: reloaded when the serving certificate is renewed
@@ -256,22 +281,6 @@ class ShoalNode:
             await site.start()
         except OSError as e:
             raise in_use("--api-port", self.cfg.api.bind, self.cfg.api.port, e) from None
-        await warm
-        if self.cfg.api.health_port is not None:  # probes answered off the event loop
-            self.health_server = HealthServer(self.api.health, self.cfg.api.bind,
-                                              self.cfg.api.health_port)
-            try:
-                port = self.health_server.start()
-            except OSError as e:
-                raise in_use("--health-port", self.cfg.api.bind, self.cfg.api.health_port,
-                             e) from None
-            log.info("health checks on http://%s:%d/readyz", self.cfg.api.bind, port)
-        # --- peer identity: renew node.crt and server.crt before they expire ---
-        self._tasks.append(asyncio.create_task(self._renew_certificates(), name="cert-renewal"))
-        # --- end peer identity ---
-        (self.cfg.data_dir / "server-url").write_text(self.url + "\n")
-        log.info("node %s serving the Kubernetes API on %s (data in %s, revision %d)",
-                 self.cfg.name, self.url, self.cfg.data_dir, self.replica.revision)
 
     # --- peers and joining: the peer listener, the join service and the mesh hook ---
     async def _start_peer(self) -> None:
@@ -444,6 +453,11 @@ class MeshView:
         mesh = self._node.mesh
         others = [m.name for m in mesh.live_peers()] if mesh is not None else []
         return [self.name, *others]
+
+    def weak(self) -> list[str]:
+        """The members whose role is weak (``ownership.weak_peers``)."""
+        mesh = self._node.mesh
+        return [m.name for m in mesh.members() if role_of(m) == Role.WEAK] if mesh else []
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:
