@@ -32,6 +32,14 @@ from shoal.authz.scopes import CLUSTER
 from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
+from shoal.control.node_lifecycle import (
+    DISK_PRESSURE,
+    MEMORY_PRESSURE,
+    NETWORK_UNAVAILABLE,
+    NOT_READY,
+    PID_PRESSURE,
+    UNREACHABLE,
+)
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import (
@@ -45,6 +53,7 @@ from shoal.control.pod_state import (
 )
 from shoal.control.replicaset import pod_from_template
 from shoal.control.scheduler.plugins.node_affinity import RequiredNodeAffinity
+from shoal.control.scheduler.plugins.node_unschedulable import TAINT_NODE_UNSCHEDULABLE
 from shoal.control.scheduler.plugins.taint_toleration import (
     NO_EXECUTE,
     NO_SCHEDULE,
@@ -64,14 +73,14 @@ MAX_SLOTS = 64
 
 # The tolerations Kubernetes adds to every daemon pod (``AddOrUpdateDaemonPodTolerations``).
 DEFAULT_TOLERATIONS: tuple[dict[str, str], ...] = (
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": NO_EXECUTE},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": NO_EXECUTE},
-    {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": NO_SCHEDULE},
-    {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": NO_SCHEDULE},
-    {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": NO_SCHEDULE},
-    {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": NO_SCHEDULE},
+    {"key": NOT_READY, "operator": "Exists", "effect": NO_EXECUTE},
+    {"key": UNREACHABLE, "operator": "Exists", "effect": NO_EXECUTE},
+    {"key": DISK_PRESSURE, "operator": "Exists", "effect": NO_SCHEDULE},
+    {"key": MEMORY_PRESSURE, "operator": "Exists", "effect": NO_SCHEDULE},
+    {"key": PID_PRESSURE, "operator": "Exists", "effect": NO_SCHEDULE},
+    {"key": TAINT_NODE_UNSCHEDULABLE, "operator": "Exists", "effect": NO_SCHEDULE},
 )
-HOST_NETWORK_TOLERATION = {"key": "node.kubernetes.io/network-unavailable", "operator": "Exists",
+HOST_NETWORK_TOLERATION = {"key": NETWORK_UNAVAILABLE, "operator": "Exists",
                            "effect": NO_SCHEDULE}
 _NODE_NAME_FIELD = "metadata.name"
 
