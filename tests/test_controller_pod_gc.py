@@ -328,3 +328,49 @@ async def test_a_replica_set_replaces_its_pods_lost_with_a_node_that_left_the_sc
         assert len(bound()) == 6 and set(bound()) <= {"m1", "m3"}, bound()
     finally:
         s.replica.close()
+
+
+async def test_a_node_relabelled_out_of_a_member_selector_wakes_pod_gc_and_loses_its_pods(
+) -> None:
+    """Found in review: only a Node's deletion woke PodGC, so a Node whose labels left a
+    Scope's ``memberSelector`` was noticed at the next resync. Its label change (not a
+    heartbeat) and the Scope's selector change each wake it now."""
+    clock = ManualClock()
+    s = await _scoped_store("m1", clock)
+    try:
+        for n in ("m1", "m3", "m4"):
+            node = copy.deepcopy(s.get(NODE, None, n))
+            node["metadata"]["labels"] = {"tenant": "a", **({"zone": "x"} if n == "m1" else {})}
+            await s.update(NODE, node, None, n)
+        scope = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
+        scope["spec"] = {"namespaces": ["team-a"], "memberSelector": {
+            "matchLabels": {"tenant": "a"}}}
+        await s.update(SCOPE, scope, None, "tenant-a")
+        await _pod_on(s, "team-a", "web", "m4")
+        await _pod_on(s, "team-a", "api", "m3")
+        gc = PodGC(s, FixedView("m1", ["m1", "m3", "m4"]), out_of_scope_wait=15.0)
+        await gc.sync()
+        assert gc.out_of_scope_since == {}, "m3 and m4 match the selector"
+        woken = s.replica.subscribe(gc.relevant)
+        try:
+            node = copy.deepcopy(s.get(NODE, None, "m4"))
+            node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+            await s.update(NODE, node, None, "m4", "status")  # a heartbeat
+            assert woken.queue.empty(), "a Node's status alone does not wake PodGC"
+            node = copy.deepcopy(s.get(NODE, None, "m4"))
+            node["metadata"]["labels"] = {"tenant": "b"}
+            await s.update(NODE, node, None, "m4")
+            assert woken.queue.qsize() == 1, "m4's labels left the selector"
+            scope = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
+            scope["spec"]["memberSelector"] = {"matchLabels": {"tenant": "a", "zone": "x"}}
+            await s.update(SCOPE, scope, None, "tenant-a")
+            assert woken.queue.qsize() == 2, "the selector now matches m1 only"
+        finally:
+            woken.close()
+        await gc.sync()
+        assert set(gc.out_of_scope_since) == {("tenant-a", "m3"), ("tenant-a", "m4")}
+        clock.t += 16.0
+        await gc.sync()
+        assert _in(s, "team-a") == set()
+    finally:
+        s.replica.close()

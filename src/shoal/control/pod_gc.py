@@ -32,7 +32,7 @@ import copy
 import logging
 from typing import Any
 
-from shoal.authz.scopes import CLUSTER, SCOPES
+from shoal.authz.scopes import SCOPES
 from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
@@ -87,7 +87,8 @@ class PodGC(Controller):
         if change.resource == SCOPES:
             return True  # a member removed: its pods of the scope may be lost
         if change.resource == "nodes":
-            return change.type == "DELETED"
+            # Its labels may have left a Scope's memberSelector (a heartbeat changes none).
+            return change.type == "DELETED" or _labels(change.obj) != _labels(change.old)
         if change.resource != "pods" or change.type != "ADDED":
             return False
         # Only a pod bound to a missing node can be an orphan: a pass lists every pod.
@@ -109,7 +110,7 @@ class PodGC(Controller):
                 orphans.setdefault(bound, []).append(pod)
             elif scopes.rules:
                 scope = scope_of(scopes, "pods", pod)
-                if (scope != CLUSTER and not scopes.is_member(scope, bound)
+                if (not scopes.is_member(scope, bound)  # the cluster scope: every node
                         and (pod.get("status") or {}).get("phase") not in TERMINAL):
                     strays.setdefault((scope, bound), []).append(pod)
         self.missing_since = {n: self.missing_since.get(n, now) for n in orphans}
@@ -185,3 +186,7 @@ class PodGC(Controller):
                 status["reason"], status["message"] = reason, message
         m = pod["metadata"]
         await self.store.update(self.pod_kind, new, m.get("namespace"), m["name"], "status")
+
+
+def _labels(obj: dict[str, Any] | None) -> Any:
+    return ((obj or {}).get("metadata") or {}).get("labels")
