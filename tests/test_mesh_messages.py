@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import typing
 
 import orjson
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from shoal.crdt.document import Document
 from shoal.mesh.messages import (
+    TAGS,
     Ack,
     Digest,
     DocRecord,
@@ -32,6 +34,7 @@ from shoal.mesh.messages import (
     Update,
     decode,
     encode,
+    tag_of,
 )
 
 names = st.text(min_size=1, max_size=20)
@@ -73,6 +76,22 @@ def test_documents_are_spliced_in_as_sent_and_come_back_as_nodes() -> None:
     part = reply.part("tenant-a")
     assert part is not None and part.more and part.revision == 9
     assert reply.refused == (("tenant-b", "n3 is not a member"),)
+
+
+def test_the_tag_table_names_each_message_by_the_tag_encode_writes() -> None:
+    """``TAGS`` and ``tag_of`` serve observers of the wire (the simulator's weak-links
+    checker): the table must follow ``encode`` for every message."""
+    doc = DocRecord("configmaps", "default", "a", Document.create({"a": 1}, 1, "n1").to_bytes())
+    one_of_each: list[Message] = [
+        Ping("a", (Update(State.ALIVE, "a", "x:1", 1),)), Ack(), PingReq("a", "x:1"), Nack(),
+        Gossip(()), Join(Update(State.ALIVE, "b", "y:1", 2)), StateSync(()),
+        Push(0, (doc,), "tenant-a"), Pull(10, (ScopeCursor("", 3),)),
+        PullReply((ScopeReply("", 9, False, (doc,)),)), Digest("ab"), Refused(("why",))]
+    assert {type(m) for m in one_of_each} == set(typing.get_args(Message)) == set(TAGS.values())
+    for msg in one_of_each:
+        tag = tag_of(encode(msg))
+        assert tag is not None and TAGS[tag] is type(msg), msg
+    assert [tag_of(p) for p in (b"", b"[]", b"{}", b'["7"]', b"null")] == [None] * 5
 
 
 @pytest.mark.parametrize("payload", [

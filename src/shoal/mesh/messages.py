@@ -228,6 +228,19 @@ class Digest:
 Message = (Digest | Ping | Ack | PingReq | Nack | Gossip | Join | StateSync | Push | Pull | PullReply
            | Refused)
 
+TAGS: dict[int, type[Message]] = {
+    0: Ping, 1: Ack, 2: PingReq, 3: Nack, 4: Gossip, 5: Join, 6: StateSync, 7: Push, 8: Pull,
+    9: PullReply, 10: Digest, 11: Refused}
+"""Each message's type by its tag, the first element of its encoding (the table above)."""
+
+
+def tag_of(payload: bytes) -> int | None:
+    """The tag of an encoded message, read without decoding the rest (for observers of
+    the wire, such as the simulator's checkers); None when it does not open with one."""
+    end = payload.find(b",", 1, 5)
+    digits = payload[1:end] if end > 0 else payload[1:-1]
+    return int(digits) if payload[:1] == b"[" and digits.isdigit() else None
+
 
 def _updates(us: tuple[Update, ...]) -> list[Any]:
     return [u.encode() for u in us]

@@ -13,16 +13,19 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+from shoal.mesh import messages
 from shoal.mesh.topology import Role
 
-KINDS = {b"7": "push", b"8": "pull", b"9": "pull answer", b"11": "refusal"}
-"""Messages of the replication, by the tag that opens their encoding (``mesh.messages``)."""
+KINDS: dict[type[messages.Message], str] = {
+    messages.Push: "push", messages.Pull: "pull", messages.PullReply: "pull answer",
+    messages.Refused: "refusal"}
+"""Messages of the replication, by type."""
 
 
 def _kind(payload: bytes) -> str | None:
-    end = payload.find(b",", 1, 5)
-    tag = payload[1:end] if end > 0 else payload[1:-1]
-    return KINDS.get(tag)
+    tag = messages.tag_of(payload)
+    kind = None if tag is None else messages.TAGS.get(tag)
+    return None if kind is None else KINDS.get(kind)
 
 
 class WeakLinkChecker:
