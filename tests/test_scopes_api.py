@@ -157,9 +157,9 @@ async def test_what_a_node_holds_of_each_scope_is_reported_with_the_mesh_lag() -
         assert rows[""]["objects"] >= 5  # namespaces and the scopes themselves
         table = format_table(report).splitlines()
         assert table[0].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST",
-                                    "SYNC"]
+                                    "SYNC", "STRANDED"]
         assert table[1].split()[0] == "<cluster>"
-        assert table[2].split() == ["tenant-a", "yes", "yes", "2", "3", "-"]
+        assert table[2].split() == ["tenant-a", "yes", "yes", "2", "3", "-", "no"]
     finally:
         s.replica.close()
 
@@ -188,7 +188,7 @@ async def test_behind_is_unknown_on_a_peer_cut_off_from_a_scopes_writers_or_part
         assert fresh[""]["behind"] is None and "unknownWhy" not in fresh[""], \
             "alone in the cluster: nothing to trail, but no partner reported either"
         assert fresh["table"]["lines"][2].split() == ["tenant-a", "yes", "no", "0", "0", "1s",
-                                                      "ago"]
+                                                      "ago", "no"]
         cut = rows(unreachable_writers=["n1"])
         assert cut["tenant-a"]["behind"] is None
         assert cut["tenant-a"]["unknownWhy"] == "writers unreachable: n1"
@@ -203,8 +203,20 @@ async def test_behind_is_unknown_on_a_peer_cut_off_from_a_scopes_writers_or_part
         assert rows(last_answer=33.0, pull_cycle=16.0)["tenant-a"]["behind"] is None
         never = rows(last_answer=None)
         assert never["tenant-a"]["behind"] is None
-        assert never["table"]["lines"][2].split()[4:] == ["?", "never"]
+        assert never["table"]["lines"][2].split()[4:] == ["?", "never", "no"]
         assert rows(holders=0, last_answer=None)["tenant-a"]["behind"] == 0, "held here only"
+        # A weak peer with no super-peer of its site in the scope syncs it with no one.
+        why = "no super-peer of site 'farm' is a member of scope 'tenant-a'"
+        stranded = rows(stranded=why, partners={}, last_answer=None)
+        assert stranded["tenant-a"]["stranded"] == why
+        assert stranded["tenant-a"]["behind"] is None
+        assert stranded["tenant-a"]["unknownWhy"] == f"stranded: {why}"
+        assert "stranded" not in stranded[""] and "stranded" not in fresh["tenant-a"]
+        lines = stranded["table"]["lines"]
+        assert lines[2].split()[4:] == ["?", "never", "yes"]
+        assert lines[-1] == f"tenant-a: stranded: {why}"
+        assert lines[3].split()[:2] == ["tenant-b", "no"] and lines[3].split()[-1] == "-", \
+            "n3 holds no tenant-b: nothing to strand"
     finally:
         s.replica.close()
 
@@ -345,7 +357,7 @@ def test_writes_in_a_scope_this_node_does_not_write_are_refused_with_a_403(
     lines = printed.stdout.splitlines()
     assert lines[0] == "node node-1"
     assert lines[1].split() == ["SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST",
-                                "SYNC"]
+                                "SYNC", "STRANDED"]
     assert any(line.split()[:3] == ["locked", "yes", "no"] for line in lines)
 
 

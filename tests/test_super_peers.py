@@ -10,7 +10,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from shoal.authz.scopes import ScopeMap, ScopeRule
+from shoal.api.scope_status import format_table, scope_report
+from shoal.authz.scopes import ScopeIndex, ScopeMap, ScopeRule
 from shoal.mesh import config as mesh_config
 from shoal.mesh.messages import State
 from shoal.mesh.topology import Role
@@ -307,6 +308,14 @@ def test_a_weak_member_syncs_a_scope_only_through_its_sites_super_peer_even_a_no
         ae = c.nodes[far_weak].peer.anti_entropy  # type: ignore[union-attr]
         assert "site-000" in (ae.scope_status()["b"]["stranded"] or "")
         assert ae.scope_status()[""]["stranded"] is None  # the cluster scope
+        # ... and shoal scopes says so (/shoal/v1/scopes from the mesh's own report).
+        held = c.nodes[far_weak].replica
+        report = scope_report(far_weak, held, ScopeIndex(held).current(), ae.scope_status)
+        assert {r["scope"]: "stranded" in r for r in report["scopes"]} == {
+            "": False, "a": False, "b": True}
+        table = format_table(report).splitlines()
+        assert [line.split()[-1] for line in table[1:4]] == ["no", "-", "yes"]
+        assert table[-1].startswith("b: stranded: no super-peer of site 'site-000'")
         await c.nodes[farm].store.create(cm, {"metadata": {"name": "far",
                                                            "namespace": "team-b"}})
         await asyncio.sleep(30)

@@ -16,8 +16,10 @@ scope in this replica (0 on a peer that is not a member). ``behind`` is the larg
 number of revisions this node's cursors trail its partners' for the scope (as the mesh
 reports it: ``AntiEntropy.scope_status()``), or null when the mesh does not say.
 ``lastSync`` is how many seconds ago a partner last answered a pull of the scope (null:
-never, or no other peer holds it). ``replication`` is the mesh's own entry for the
-scope, as it gives it.
+never, or no other peer holds it). ``stranded``, only on a weak peer none of whose
+site's super-peers is a member of the scope, says so (``ReplicationPolicy.stranded``): it
+syncs that scope with no one, and ``behind`` is null. ``replication`` is the mesh's own
+entry for the scope, as it gives it.
 
 *What a cut-off peer can say.* A peer cannot know what it has not received: its cursors
 trail only what its partners last reported, so a peer cut off from a scope's writers
@@ -72,10 +74,19 @@ def _behind(entry: Any) -> int | None:
     return max(known) if known else None
 
 
+def _stranded(entry: Any) -> str | None:
+    """Why this (weak) peer syncs the scope with no one, as the mesh says (None: it does)."""
+    why = entry.get("stranded") if isinstance(entry, Mapping) else None
+    return why if isinstance(why, str) and why else None
+
+
 def _unknown_why(entry: Any) -> str | None:
     """Why the mesh's ``behind`` cannot be trusted for a scope (None: it can)."""
     if not isinstance(entry, Mapping):
         return None
+    stranded = _stranded(entry)
+    if stranded:
+        return f"stranded: {stranded}"
     unreachable = entry.get("unreachable_writers")
     if isinstance(unreachable, list) and unreachable:
         return f"writers unreachable: {', '.join(str(w) for w in unreachable)}"
@@ -136,6 +147,9 @@ def scope_report(node: str, replica: Replica, scopes: ScopeMap,
         }
         if why:
             row["unknownWhy"] = why
+        stranded = _stranded(entry)
+        if stranded:
+            row["stranded"] = stranded
         if entry is not None:
             row["replication"] = _plain(entry)
         rows.append(row)
@@ -144,11 +158,14 @@ def scope_report(node: str, replica: Replica, scopes: ScopeMap,
 
 
 def format_table(report: Mapping[str, Any]) -> str:
-    """``SCOPE MEMBER WRITER OBJECTS BEHIND LAST SYNC``, as ``shoal scopes`` prints it:
-    ``BEHIND`` ``?`` when unknown, ``LAST SYNC`` the age of the last answer of a partner
-    for the scope (``never``; ``-`` where the node is no member or holds it alone)."""
-    header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST SYNC")
+    """``SCOPE MEMBER WRITER OBJECTS BEHIND LAST SYNC STRANDED``, as ``shoal scopes`` prints
+    it: ``BEHIND`` ``?`` when unknown, ``LAST SYNC`` the age of the last answer of a partner
+    for the scope (``never``; ``-`` where the node is no member or holds it alone),
+    ``STRANDED`` ``yes`` where a weak peer syncs the scope with no one (``-``: no member),
+    with the reason under the table."""
+    header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST SYNC", "STRANDED")
     lines = [header]
+    reasons = []
     for row in report.get("scopes") or []:
         behind, last = row.get("behind"), row.get("lastSync")
         replication = row.get("replication") or {}
@@ -165,7 +182,10 @@ def format_table(report: Mapping[str, Any]) -> str:
             str(row.get("objects", 0)),
             "?" if behind is None else str(behind),
             sync,
+            "yes" if row.get("stranded") else "no" if row.get("member") else "-",
         ))
+        if row.get("stranded"):
+            reasons.append(f"{lines[-1][0]}: stranded: {row['stranded']}\n")
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines) + "\n"
+                     for line in lines) + "\n" + "".join(reasons)

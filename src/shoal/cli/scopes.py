@@ -2,9 +2,11 @@
 
 It asks the node the kubeconfig points at (``GET /shoal/v1/scopes``, served by
 :mod:`shoal.api.scope_status`) and prints ``SCOPE MEMBER WRITER OBJECTS BEHIND LAST
-SYNC`` (``BEHIND`` is ``?`` where the node cannot know: a writer of the scope unreachable,
-or no partner answering); ``-o json`` prints the answer as it came. Each node answers for itself: point ``--server`` at
-another peer to ask it.
+SYNC STRANDED`` (``BEHIND`` is ``?`` where the node cannot know: a writer of the scope
+unreachable, or no partner answering; ``STRANDED`` is ``yes`` where a weak peer has no
+super-peer of its site in the scope, and so syncs it with no one, the reason below the
+table); ``-o json`` prints the answer as it came. Each node answers for itself: point
+``--server`` at another peer to ask it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "scopes", help="show the scopes a node holds and how far behind it is in each",
         description="Ask one node which scopes it holds (member), which it accepts writes "
                     "for (writer), how many of their objects it has, how many revisions "
-                    "it trails its replication partners by (behind; ? when it cannot know) "
-                    "and when a partner last answered it for the scope (last sync).")
+                    "it trails its replication partners by (behind; ? when it cannot know), "
+                    "when a partner last answered it for the scope (last sync), and whether "
+                    "it syncs the scope with no one (stranded: a weak peer none of whose "
+                    "site's super-peers is a member of the scope).")
     p.add_argument("--kubeconfig", default=None,
                    help="the kubeconfig to use (default: $KUBECONFIG or ~/.kube/config)")
     p.add_argument("--context", default=None, help="the kubeconfig context to use")
