@@ -330,6 +330,21 @@ async def test_a_replica_set_replaces_its_pods_lost_with_a_node_that_left_the_sc
         s.replica.close()
 
 
+async def _set_spec(s: ObjectStore, **spec: Any) -> None:
+    obj = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
+    obj["spec"] = spec
+    await s.update(SCOPE, obj, None, "tenant-a")
+
+
+async def _watching(s: ObjectStore) -> tuple[PodGC, Any]:
+    """m1's PodGC after a pass that finds no pod out of its scope, and a subscription to
+    the changes that wake it."""
+    gc = PodGC(s, FixedView("m1", ["m1", "m3", "m4"]), out_of_scope_wait=15.0)
+    await gc.sync()
+    assert gc.out_of_scope_since == {}
+    return gc, s.replica.subscribe(gc.relevant)
+
+
 async def test_a_node_relabelled_out_of_a_member_selector_wakes_pod_gc_and_loses_its_pods(
 ) -> None:
     """Found in review: only a Node's deletion woke PodGC, so a Node whose labels left a
@@ -342,16 +357,10 @@ async def test_a_node_relabelled_out_of_a_member_selector_wakes_pod_gc_and_loses
             node = copy.deepcopy(s.get(NODE, None, n))
             node["metadata"]["labels"] = {"tenant": "a", **({"zone": "x"} if n == "m1" else {})}
             await s.update(NODE, node, None, n)
-        scope = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
-        scope["spec"] = {"namespaces": ["team-a"], "memberSelector": {
-            "matchLabels": {"tenant": "a"}}}
-        await s.update(SCOPE, scope, None, "tenant-a")
+        await _set_spec(s, namespaces=["team-a"], memberSelector={"matchLabels": {"tenant": "a"}})
         await _pod_on(s, "team-a", "web", "m4")
         await _pod_on(s, "team-a", "api", "m3")
-        gc = PodGC(s, FixedView("m1", ["m1", "m3", "m4"]), out_of_scope_wait=15.0)
-        await gc.sync()
-        assert gc.out_of_scope_since == {}, "m3 and m4 match the selector"
-        woken = s.replica.subscribe(gc.relevant)
+        gc, woken = await _watching(s)  # m3 and m4 match the selector
         try:
             node = copy.deepcopy(s.get(NODE, None, "m4"))
             node["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
@@ -361,9 +370,8 @@ async def test_a_node_relabelled_out_of_a_member_selector_wakes_pod_gc_and_loses
             node["metadata"]["labels"] = {"tenant": "b"}
             await s.update(NODE, node, None, "m4")
             assert woken.queue.qsize() == 1, "m4's labels left the selector"
-            scope = copy.deepcopy(s.get(SCOPE, None, "tenant-a"))
-            scope["spec"]["memberSelector"] = {"matchLabels": {"tenant": "a", "zone": "x"}}
-            await s.update(SCOPE, scope, None, "tenant-a")
+            await _set_spec(s, namespaces=["team-a"], memberSelector={
+                "matchLabels": {"tenant": "a", "zone": "x"}})
             assert woken.queue.qsize() == 2, "the selector now matches m1 only"
         finally:
             woken.close()
@@ -372,5 +380,30 @@ async def test_a_node_relabelled_out_of_a_member_selector_wakes_pod_gc_and_loses
         clock.t += 16.0
         await gc.sync()
         assert _in(s, "team-a") == set()
+    finally:
+        s.replica.close()
+
+
+async def test_a_namespace_relabelled_into_a_scope_wakes_pod_gc_and_its_pods_move() -> None:
+    """The same for a Namespace whose labels bring it into a Scope's ``namespaceSelector``:
+    its pods on nodes that are not members of that scope are lost there."""
+    clock = ManualClock()
+    s = await _scoped_store("m1", clock)
+    try:
+        await _set_spec(s, namespaceSelector={"matchLabels": {"tenant": "a"}},
+                        members=["m1", "m3"])
+        await _pod_on(s, "default", "web", "m4")
+        gc, woken = await _watching(s)  # default is in the cluster scope
+        try:
+            ns = copy.deepcopy(s.get(NS, None, "default"))
+            ns["metadata"]["labels"] = {"tenant": "a"}
+            await s.update(NS, ns, None, "default")
+            assert woken.queue.qsize() == 1, "default is now in tenant-a"
+        finally:
+            woken.close()
+        await gc.sync()
+        clock.t += 16.0
+        await gc.sync()
+        assert _in(s, "default") == set()
     finally:
         s.replica.close()

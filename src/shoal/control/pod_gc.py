@@ -16,7 +16,8 @@ name deletes its pods; any peer does when that actor is unreachable.
 
 *A node that left a pod's scope.* A pod of a scope bound to a node that exists but is not
 a member of the scope (removed from ``members``, or its labels no longer match
-``memberSelector``) is lost just the same: that node dropped the scope's objects and
+``memberSelector``, or the pod's Namespace came into the scope by its labels) is lost
+just the same: that node dropped the scope's objects and
 stopped the pod, and no update of it will come. Once the node has been out of the scope
 for ``out_of_scope_wait`` seconds as this peer sees it (a Scope edit that is undone, or a
 label that flaps, resets the clock), one live writer of the scope marks the pod Failed
@@ -89,6 +90,9 @@ class PodGC(Controller):
         if change.resource == "nodes":
             # Its labels may have left a Scope's memberSelector (a heartbeat changes none).
             return change.type == "DELETED" or _labels(change.obj) != _labels(change.old)
+        if change.resource == "namespaces":
+            # Its labels may have brought it into a Scope's namespaceSelector.
+            return _labels(change.obj) != _labels(change.old)
         if change.resource != "pods" or change.type != "ADDED":
             return False
         # Only a pod bound to a missing node can be an orphan: a pass lists every pod.
@@ -188,5 +192,5 @@ class PodGC(Controller):
         await self.store.update(self.pod_kind, new, m.get("namespace"), m["name"], "status")
 
 
-def _labels(obj: dict[str, Any] | None) -> Any:
+def _labels(obj: dict[str, Any] | None) -> object:
     return ((obj or {}).get("metadata") or {}).get("labels")
