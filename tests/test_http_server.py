@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from shoal.api import http_messages as web
+from shoal.api import http_protocol
 from shoal.api.http_protocol import AppRunner, TCPSite
 
 IDLE = 0.3
@@ -126,6 +127,41 @@ async def test_keep_alive_serves_pipelined_requests_in_order_with_their_bodies(
     assert s3 == 200 and third["body"] == "abcde" and third["method"] == "PUT"
     assert s4 == 200 and b4 == b"" and int(h4["content-length"]) > 0
     assert h4["connection"] == "close"
+
+
+async def test_connections_reading_at_once_each_get_their_own_bytes() -> None:
+    """Every connection reads into the server's one read buffer: two clients whose bodies,
+    larger than that buffer, arrive interleaved piece by piece each get their own back."""
+    app = web.Application(client_max_size=1 << 20)
+
+    async def size_and_digest(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        return web.json_response({"n": len(body), "set": sorted(set(body.decode()))})
+
+    app.router.add_post("/b", size_and_digest)
+    runner = AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    await TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    size = 3 * http_protocol.READ_BUFFER + 123
+    try:
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        streams = [b"POST /b HTTP/1.1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                   % size + c * size for c in (b"x", b"y")]
+        for at in range(0, len(streams[0]), 10_000):
+            for (_, writer), data in zip(conns, streams, strict=True):
+                writer.write(data[at:at + 10_000])
+                await writer.drain()
+            await asyncio.sleep(0)
+        answers = []
+        for reader, writer in conns:
+            async with asyncio.timeout(5):
+                answers.append(responses(await reader.read())[0])
+            writer.close()
+    finally:
+        await runner.cleanup()
+    assert [(status, orjson.loads(body)) for status, _, body in answers] == [
+        (200, {"n": size, "set": ["x"]}), (200, {"n": size, "set": ["y"]})]
 
 
 @pytest.mark.parametrize(("request_bytes", "code"), [

@@ -1,4 +1,4 @@
-"""Shoal's own HTTP/1.1 server: an ``asyncio.Protocol`` on the running loop (uvloop's
+"""Shoal's own HTTP/1.1 server: an ``asyncio.BufferedProtocol`` on the running loop (uvloop's
 where the node runs on it), with the runner and site names of ``aiohttp.web``.
 
 One request at a time per connection (pipelined requests wait in the buffer); bodies
@@ -95,6 +95,10 @@ def _header_error(fields: str) -> NoReturn:
     raise BadRequest(400, "malformed header lines")
 
 
+READ_BUFFER = 64 * 1024
+"""Bytes one read of a connection may take (a larger body takes several reads)."""
+
+
 class HttpServer:
     """What every connection of one application shares."""
 
@@ -102,6 +106,12 @@ class HttpServer:
         self.app = app
         self.idle_timeout = idle_timeout
         self.connections: set[HttpProtocol] = set()
+        # Every connection reads into this one buffer and copies out what arrived: the loop
+        # calls get_buffer and buffer_updated in one callback, one connection at a time.
+        # A plain Protocol under uvloop's TLS got a new 256 KiB bytes object per read
+        # (SSLObject.read(256 KiB)): above the mmap threshold (api.memory), so an mmap, an
+        # mremap and a munmap per request (issue 11).
+        self.read_buffer = memoryview(bytearray(READ_BUFFER))
         self._not_found = self._wrap(_not_found)
         self._not_allowed = self._wrap(_not_allowed)
         for route in app.router.routes:
@@ -133,9 +143,10 @@ async def _not_allowed(request: Request) -> StreamResponse:
     raise HTTPMethodNotAllowed()
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(asyncio.BufferedProtocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self._read_buffer = server.read_buffer
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.keep_alive = True
@@ -257,6 +268,19 @@ class HttpProtocol(asyncio.Protocol):
         self.close()
 
     # -- reading -----------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._upgrade_feed is not None:
+            self._upgrade_feed(bytes(self._read_buffer[:nbytes]))
+            return
+        self._buf += self._read_buffer[:nbytes]
+        try:
+            self._process()
+        except BadRequest as e:
+            self._fail(e)
 
     def data_received(self, data: bytes) -> None:
         if self._upgrade_feed is not None:
