@@ -103,8 +103,9 @@ async def test_supported_fields_still_filter(api: InProcessApi, path: str, selec
 @ASYNC
 async def test_a_watch_on_one_named_object_is_allowed(api: InProcessApi) -> None:
     # A watch of one object adds metadata.name to the selector: always supported.
+    # (timeoutSeconds is an integer, as in Kubernetes: 0.1 is a 400.)
     r = await api.client.get("/api/v1/namespaces/default/configmaps?watch=true&"
-                             "fieldSelector=metadata.name%3Dc1&timeoutSeconds=0.1",
+                             "fieldSelector=metadata.name%3Dc1&timeoutSeconds=1",
                              headers=AUTH)
     assert r.status == 200
     await r.read()

@@ -162,8 +162,13 @@ def test_a_custom_resources_keyed_list_merges_by_its_schemas_keys(
         raise AssertionError("widgets were never served")
 
     apply_widget("a", [{"name": "http", "port": 80}, {"name": "admin", "port": 9000}])
-    # A field the schema does not know is pruned, and not owned.
-    obj = apply_widget("b", [{"name": "metrics", "port": 9100}], bogus=1)
+    # A field the schema does not know is refused, as the apiserver refuses it (it fails
+    # to build the typed patch object; a 500 there, a 400 here), whatever fieldValidation.
+    with pytest.raises(client.ApiException) as refused:
+        apply_widget("b", [{"name": "metrics", "port": 9100}], bogus=1)
+    assert refused.value.status == 400
+    assert ".spec.bogus: field not declared in schema" in str(refused.value.body)
+    obj = apply_widget("b", [{"name": "metrics", "port": 9100}])
     assert "bogus" not in obj["spec"]
     obj = apply_widget("a", [{"name": "http", "port": 8080}])
     assert obj["spec"]["ports"] == [{"name": "http", "port": 8080},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from collections.abc import Hashable
@@ -107,6 +108,12 @@ class _JsonYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: i
     strings. libyaml's parser when PyYAML has it: a 3 MiB body holds the event loop 4x
     less (13.4 s -> 3.4 s of CPU for 300,000 keys), and it bounds nesting itself."""
 
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.duplicate_keys: list[str] = []
+        """go-yaml's words for each key a mapping repeats (``line 3: key "a" already set in
+        map``); the value kept is the last, as without strict decoding."""
+
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is yaml.ScalarNode and implicit[0]:
             return go_scalar(value)[0]
@@ -117,17 +124,31 @@ class _JsonYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: i
         is "1", ``yes:`` and ``y:`` are "true"); a null or float key is refused later."""
         if not isinstance(node, yaml.MappingNode):
             return super().construct_mapping(node, deep)
+        own = sum(1 for k, _ in node.value if k.tag != _MERGE)
         self.flatten_mapping(node)  # merge keys (<<), as SafeConstructor does
+        first_own = len(node.value) - own  # the merged pairs come first
         mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        own_keys: set[Any] = set()
+        for i, (key_node, value_node) in enumerate(node.value):
             # Converted one by one: 1 and true would be one Python key.
             key = _json_key(self.construct_object(key_node, deep=deep))
             if not isinstance(key, Hashable):
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
                     "found unhashable key", key_node.start_mark)
+            if i >= first_own:  # a key may override a merged one, not one of its own
+                if key in own_keys:
+                    self.duplicate_keys.append(
+                        f"line {value_node.start_mark.line + 1}: key {_go_quote(key)} "
+                        "already set in map")
+                own_keys.add(key)
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
+
+
+def _go_quote(key: Any) -> str:
+    """A key as Go's ``%#v`` prints it (a string quoted, a number bare)."""
+    return orjson.dumps(key).decode() if isinstance(key, str) else str(key)
 
 
 def _json_key(key: Any) -> Any:
@@ -192,8 +213,14 @@ async def _read_raw(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-def parse(raw: bytes, content_type: str) -> Any:
-    """Decode a JSON, YAML or Kubernetes protobuf body; a malformed one is a 400."""
+def parse(raw: bytes, content_type: str, duplicates: list[str] | None = None) -> Any:
+    """Decode a JSON, YAML or Kubernetes protobuf body; a malformed one is a 400.
+
+    A key repeated in an object keeps its last value. Given ``duplicates``, the strict
+    decoding errors the apiserver finds for them are added to it: ``duplicate field
+    "spec.replicas"`` for JSON (sigs.k8s.io/json's words), one ``yaml: unmarshal errors:``
+    with a line per repeat for YAML (go-yaml's).
+    """
     if not raw.strip():
         raise ApiError(400, "the body of the request was empty")
     if content_type == protobuf.PROTOBUF:
@@ -202,8 +229,9 @@ def parse(raw: bytes, content_type: str) -> Any:
         except protobuf.ProtobufError as e:
             raise ApiError(e.code, e.message) from e
     if "yaml" in content_type:
+        loader = _JsonYamlLoader(raw)  # a SafeLoader; yaml.load, keeping the loader
         try:
-            value = yaml.load(raw, Loader=_JsonYamlLoader)  # a SafeLoader
+            value = loader.get_single_data()
         except yaml.YAMLError as e:
             raise ApiError(400, f"error converting YAML to JSON: {e}") from e
         except RecursionError as e:
@@ -211,18 +239,86 @@ def parse(raw: bytes, content_type: str) -> Any:
                            "deeply") from e
         except ValueError as e:  # an integer of more than 4,300 digits (Python's limit)
             raise ApiError(400, f"error converting YAML to JSON: {e}") from e
+        finally:
+            loader.dispose()
         # Aliases may repeat a node without repeating its bytes (a "billion laughs" body
         # of 1 KB walks to 10^9 nodes and holds the loop for good): a document may expand
         # to little more than its own size, as go-yaml's alias budget allows.
         check_json_value(value, "error converting YAML to JSON",
                          max_nodes=len(raw) + YAML_ALIAS_ALLOWANCE)
+        if duplicates is not None and loader.duplicate_keys:
+            duplicates.append("yaml: unmarshal errors:\n  "
+                              + "\n  ".join(loader.duplicate_keys))
         return value
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise ApiError(400, f"couldn't get version/kind; json parse error: {e}") from e
-    check_json_value(value, "couldn't get version/kind; json parse error")
+    keys = check_json_value(value, "couldn't get version/kind; json parse error")
+    if duplicates is not None and may_repeat_keys(raw, keys):
+        duplicates.extend(json_duplicates(raw))
     return value
+
+
+# -- repeated keys in JSON ---------------------------------------------------------------
+#
+# orjson keeps the last of a repeated key and says nothing. Parsing every body a second
+# time to find repeats would double a create's decoding, so the text is first checked
+# against the decoded value: once the escapes \\ and \" are removed, a '"' byte only ever
+# opens or closes a string, and '":' only ever ends a key (a value is never followed by
+# a colon), so the text holds at least as many keys as it has '":'. When that count
+# equals the keys decoded and no key is followed by a space before its colon, no key was
+# repeated. Otherwise (a repeat, or a body written with spaces before colons), the text is
+# parsed again to name the repeats. Client-go, kubectl and the Python client write no
+# such spaces.
+
+_SPACED_KEY_END = re.compile(rb'"[ \t\r\n]+:')
+
+
+def may_repeat_keys(raw: bytes, keys: int) -> bool:
+    """Whether the JSON text ``raw``, decoded to ``keys`` object keys in all, may have
+    held a key twice in one object (False: it certainly did not)."""
+    if b"\\" in raw:
+        # Only the escapes \\ and \" hold a backslash or a quote; taken from the left,
+        # the first backslash of a pair always starts an escape.
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    written = raw.count(b'":')
+    return written != keys or _SPACED_KEY_END.search(raw) is not None
+
+
+class _Keyed(dict[str, Any]):
+    """An object of the JSON text, with the keys it repeated."""
+
+    repeated: list[str]
+
+
+def _keyed(pairs: list[tuple[str, Any]]) -> _Keyed:
+    out = _Keyed()
+    out.repeated = []
+    for key, value in pairs:
+        if key in out:
+            out.repeated.append(key)
+        out[key] = value
+    return out
+
+
+def json_duplicates(raw: bytes) -> list[str]:
+    """``duplicate field "<path>"`` for each key an object of the JSON text repeats, the
+    path as sigs.k8s.io/json writes it (``spec.template.spec.containers[0].image``)."""
+    out: list[str] = []
+    stack: list[tuple[Any, str]] = [(json.loads(raw, object_pairs_hook=_keyed), "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Keyed):
+            out.extend(f"duplicate field {_go_quote(_join(path, k))}" for k in value.repeated)
+            stack.extend((v, _join(path, k)) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
+    return out
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def _not_utf8(s: str) -> bool:
@@ -236,12 +332,14 @@ def _not_utf8(s: str) -> bool:
     return False
 
 
-def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> None:
+def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> int:
     """A 400 for what JSON cannot hold (YAML's binary, sets, non-string keys, infinities,
     integers past 64 bits, lone surrogates), for nesting deeper than ``MAX_DEPTH`` and for
-    more than ``max_nodes`` values (YAML aliases expanding); walked without recursion."""
+    more than ``max_nodes`` values (YAML aliases expanding); walked without recursion.
+    Returns the number of keys of all the objects in ``value``."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     budget = max_nodes
+    keys = 0
     while stack:
         v, depth = stack.pop()
         if budget is not None:
@@ -252,6 +350,7 @@ def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> N
             if depth > MAX_DEPTH:
                 raise ApiError(400, f"{prefix}: the object is nested more than {MAX_DEPTH} "
                                "levels deep")
+            keys += len(v)
             for k, child in v.items():
                 if not isinstance(k, str):
                     raise ApiError(400, f"{prefix}: a map key is not a string: {k!r:.40}")
@@ -274,6 +373,7 @@ def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> N
                 raise ApiError(400, f"{prefix}: the number {str(v)[:24]}... is out of range")
         elif v is not None and not isinstance(v, bool):
             raise ApiError(400, f"{prefix}: a value of type {type(v).__name__} has no JSON form")
+    return keys
 
 
 SUPPORTED = ("application/json", "application/yaml", "application/x-yaml", "text/yaml",
@@ -290,11 +390,14 @@ def check_media_type(content_type: str) -> None:
         )
 
 
-async def read_object(request: web.Request) -> dict[str, Any]:
+async def read_object(request: web.Request,
+                      duplicates: list[str] | None = None) -> dict[str, Any]:
+    """The body, an object; its repeated keys into ``duplicates`` (see :func:`parse`)."""
     if CONVERTED_BODY in request:
         return dict(orjson.loads(request[CONVERTED_BODY]))
     check_media_type(request.content_type)
-    body = parse(await read_raw(request), request.content_type or "application/json")
+    body = parse(await read_raw(request), request.content_type or "application/json",
+                 duplicates)
     if not isinstance(body, dict):
         raise ApiError(400, "the body of the request must be a JSON object")
     return body

@@ -20,6 +20,7 @@ from shoal.api import (
     field_manager,  # server-side apply and managedFields (issue 12)
     http_proxy,  # pods/proxy, services/proxy (issue 12)
     pod_streams,
+    request_options,
     request_state,
     served_versions,  # autoscaling/v1 HorizontalPodAutoscaler (issue 12)
     token_request,  # service accounts
@@ -42,7 +43,7 @@ from shoal.api.watch import WatchStream
 from shoal.model.jsonpath import get_first, set_value
 from shoal.model.kinds import Kind
 from shoal.model.selectors import FieldSelector, LabelSelector, SelectorError
-from shoal.model.validation import unknown_fields
+from shoal.model.validation import drop_unknown_fields, unknown_fields
 from shoal.node.agent import NodeAgent
 from shoal.store.objects import ObjectStore, StoreError
 
@@ -114,20 +115,63 @@ def _dry_run(request: web.Request) -> bool:
     return bool(values)
 
 
-def check_fields(request: web.Request, kind: Kind, obj: dict[str, Any]) -> None:
-    """``fieldValidation``: Strict rejects unknown fields, Warn (the default) warns of them."""
-    mode = request.query.get("fieldValidation", "Warn")
-    if mode not in ("Strict", "Warn", "Ignore"):
-        raise ApiError(400, f"fieldValidation must be one of Strict, Warn, Ignore; got {mode!r}")
+def check_fields(request: web.Request, kind: Kind, obj: dict[str, Any], mode: str,
+                 duplicates: Sequence[str] = (), patched: bool = False) -> None:
+    """``fieldValidation`` (``mode``), as the apiserver's strict decoding: the unknown
+    fields of ``obj`` are dropped from it (what the apiserver stores), and with them the
+    repeated keys of its body (``duplicates``, from :func:`bodies.parse`) are warned of
+    under Warn (the default) and refused with a 400 under Strict; a body that was not
+    ``patched`` in (create, update) is "cannot be handled" there, as the apiserver says."""
+    unknown = drop_unknown_fields(kind, obj)
     if mode == "Ignore":
         return
-    unknown = unknown_fields(kind, obj)
-    if not unknown:
+    errors = [*duplicates, *(f'unknown field "{f}"' for f in unknown)]
+    if not errors:
         return
     if mode == "Strict":
-        raise ApiError(400, "strict decoding error: "
-                       + ", ".join(f'unknown field "{f}"' for f in unknown))
-    request_state.add_warnings(request, [f'unknown field "{f}"' for f in unknown])
+        message = "strict decoding error: " + ", ".join(errors)
+        if not patched:
+            message = (f'{kind.kind} in version "{kind.version}" cannot be handled as a '
+                       f"{kind.kind}: {message}")
+        raise ApiError(400, message)
+    request_state.add_warnings(request, [_one_line(e) for e in errors])
+
+
+def _one_line(warning: str) -> str:
+    """A warning for a header: Go's net/http writes a newline in a header as a space."""
+    return warning.replace("\r", " ").replace("\n", " ")
+
+
+Duplicates = list[str] | None
+"""Where a body's repeated keys go (see :func:`bodies.parse`); None: not looked for."""
+
+
+def _duplicates(mode: str) -> Duplicates:
+    """Where :func:`bodies.parse` puts a body's repeated keys: nowhere under Ignore."""
+    return None if mode == "Ignore" else []
+
+
+def check_applied_fields(request: web.Request, t: Target, config: dict[str, Any],
+                         mode: str, duplicates: Sequence[str]) -> None:
+    """Server-side apply: an unknown field is refused whatever ``fieldValidation`` says
+    (the apiserver fails to build the typed patch object), and a repeated key of the YAML
+    is refused under Strict and warned of under Warn. The apiserver answers the first
+    with a 500 (kubernetes/kubernetes#139253); Shoal with a 400 and the same words."""
+    unknown = unknown_fields(t.kind, config)
+    if unknown:
+        meta = config.get("metadata") or {}
+        where = f"{meta.get('namespace') or t.namespace or ''}/{t.name}"
+        group = f"{t.kind.group}/{t.kind.version}" if t.kind.group else f"/{t.kind.version}"
+        errors = [f".{f}: field not declared in schema" for f in unknown]
+        detail = errors[0] if len(errors) == 1 else "errors:\n  " + "\n  ".join(errors)
+        raise ApiError(400, f"failed to create typed patch object ({where}; {group}, "
+                            f"Kind={t.kind.kind}): {detail}")
+    if mode == "Ignore" or not duplicates:
+        return
+    errors = [f"error converting YAML to JSON: {d}" for d in duplicates]
+    if mode == "Strict":
+        raise ApiError(400, f"error strict decoding YAML: {errors[0]}")
+    request_state.add_warnings(request, [_one_line(e) for e in errors])
 
 
 def _encode_continue(rv: int, after: tuple[str, str]) -> str:
@@ -264,15 +308,11 @@ class ResourceHandlers:
     async def list(self, request: web.Request, t: Target) -> web.StreamResponse:
         labels, fields = _selectors(request, t.kind)
         replica = self.store.replica
-        rv_param = request.query.get("resourceVersion", "")
-        if rv_param and rv_param != "0":
-            try:
-                want = int(rv_param)
-            except ValueError as e:
-                raise ApiError(400, f"invalid resourceVersion {rv_param!r}") from e
-            if want > replica.revision:
-                raise ApiError(504, f"Too large resource version: {want}, current: {replica.revision}",
-                               "Timeout")
+        want = request_options.resource_version_param(request)
+        request_options.int_param(request, "timeoutSeconds")  # checked, as the apiserver
+        if want is not None and want > replica.revision:
+            raise ApiError(504, f"Too large resource version: {want}, current: {replica.revision}",
+                           "Timeout")
         revision = replica.revision
         items = self.store.list(t.kind, t.namespace)
         if not labels.empty or not fields.empty:
@@ -283,19 +323,14 @@ class ResourceHandlers:
         if cont:
             revision, after = _decode_continue(cont)
             items = [o for o in items if _key_of(o) > after]
-        limit_s = request.query.get("limit", "")
+        limit = request_options.int_param(request, "limit")
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
         next_token = ""
-        if limit_s:
-            try:
-                limit = int(limit_s)
-            except ValueError as e:
-                raise ApiError(400, f"invalid limit {limit_s!r}") from e
-            if 0 < limit < len(items):
-                meta["remainingItemCount"] = len(items) - limit
-                items = items[:limit]
-                next_token = _encode_continue(revision, _key_of(items[-1]))
-                meta["continue"] = next_token
+        if limit is not None and 0 < limit < len(items):
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+            next_token = _encode_continue(revision, _key_of(items[-1]))
+            meta["continue"] = next_token
         if wants_table(request):
             now = datetime.datetime.now(datetime.UTC)
             include = _include_object(request)
@@ -347,12 +382,11 @@ class ResourceHandlers:
             fields = FieldSelector.parse(
                 ",".join(x for x in (q.get("fieldSelector", ""), f"metadata.name={t.name}") if x)
             )
-        timeout = MAX_WATCH_SECONDS
-        if "timeoutSeconds" in q:
-            try:
-                timeout = min(float(q["timeoutSeconds"]), MAX_WATCH_SECONDS)
-            except ValueError as e:
-                raise ApiError(400, "invalid timeoutSeconds") from e
+        # As the apiserver: an int64 (a 400 otherwise), 0 or none for the server's own limit.
+        seconds = request_options.int_param(request, "timeoutSeconds")
+        timeout = min(float(seconds), MAX_WATCH_SECONDS) if seconds else MAX_WATCH_SECONDS
+        request_options.resource_version_param(request)  # a 400 now, not an ERROR event
+        request_options.int_param(request, "limit")
         stream = WatchStream(
             request, self.store.replica, t.kind, t.namespace, labels, fields,
             resource_version=q.get("resourceVersion"),
@@ -379,7 +413,9 @@ class ResourceHandlers:
                                 f"({meta['name']}) does not match the name on the URL ({t.name})")
 
     async def create(self, request: web.Request, t: Target) -> web.Response:
-        obj = await bodies.read_object(request)
+        mode = request_options.field_validation(request, "CreateOptions")
+        duplicates = _duplicates(mode)
+        obj = await bodies.read_object(request, duplicates)
         self._check_body_target(t, obj)
         if t.kind.namespaced and t.namespace is None:
             raise ApiError(404, "the server could not find the requested resource")
@@ -390,7 +426,7 @@ class ResourceHandlers:
                            causes=[{"reason": "FieldValueRequired",
                                     "message": "Required value: name or generateName is required",
                                     "field": "metadata.name"}])
-        check_fields(request, t.kind, obj)
+        check_fields(request, t.kind, obj, mode, duplicates or ())
         self._admit(request, "CREATE", t, obj, None)
         stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request),
                                          managed_fields=field_manager.tracker(request, t,
@@ -399,11 +435,13 @@ class ResourceHandlers:
 
     async def update(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
-        obj = await bodies.read_object(request)
+        mode = request_options.field_validation(request, "UpdateOptions")
+        duplicates = _duplicates(mode)
+        obj = await bodies.read_object(request, duplicates)
         self._check_body_target(t, obj)
         if t.subresource not in (None, "status"):
             raise ApiError(405, "the server does not allow this method on the requested resource")
-        check_fields(request, t.kind, obj)
+        check_fields(request, t.kind, obj, mode, duplicates or ())
         track = field_manager.tracker(request, t, self.store, obj, t.subresource)
         old = self.store.find(t.kind, self._ns(t), t.name)
         if old is None and t.subresource is None:
@@ -421,13 +459,15 @@ class ResourceHandlers:
         return json_response(stored)
 
     def _apply_patch(self, request: web.Request, kind: Kind, current: dict[str, Any],
-                     raw: bytes) -> dict[str, Any]:
+                     raw: bytes, duplicates: Duplicates = None) -> dict[str, Any]:
         ctype = request.content_type
         if ctype not in PATCH_TYPES:
             raise ApiError(415, f"the body of the request was in an unknown format - accepted "
                                 f"media types include: {', '.join(PATCH_TYPES)}")
-        patch = bodies.parse(raw, "yaml" if ctype.endswith("yaml") else "json")
+        patch = bodies.parse(raw, "yaml" if ctype.endswith("yaml") else "json", duplicates)
         if ctype == "application/json-patch+json":
+            if duplicates:  # the apiserver decodes the operations strictly, and says so
+                duplicates[:] = [f"json patch {d}" for d in duplicates]
             return apply_json_patch(current, patch)
         if not isinstance(patch, dict):
             raise ApiError(400, "the patch must be a JSON object")
@@ -450,13 +490,15 @@ class ResourceHandlers:
         if request.content_type == field_manager.APPLY_PATCH:
             return await self._server_side_apply(request, t, raw, current, dry)
         field_manager.forced(request, False)
+        mode = request_options.field_validation(request, "PatchOptions")
         if current is None:
             raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
-        patched = self._apply_patch(request, t.kind, current, raw)
+        duplicates = _duplicates(mode)
+        patched = self._apply_patch(request, t.kind, current, raw, duplicates)
         if not isinstance(patched, dict):
             raise ApiError(422, "the patched object must be a JSON object")
         bodies.check_type(t.kind, patched)
-        check_fields(request, t.kind, patched)
+        check_fields(request, t.kind, patched, mode, duplicates or (), patched=True)
         pmeta = patched.get("metadata") or {}
         if pmeta.get("name") not in (None, t.name):
             raise ApiError(400, "the name of the object does not match the name on the URL")
@@ -472,11 +514,13 @@ class ResourceHandlers:
                                  current: dict[str, Any] | None, dry: bool) -> web.Response:
         """PATCH with ``application/apply-patch+yaml``: creates the object when absent."""
         assert t.name is not None
-        config = bodies.parse(raw, "yaml")
+        mode = request_options.field_validation(request, "PatchOptions")
+        duplicates = _duplicates(mode)
+        config = bodies.parse(raw, "yaml", duplicates)
         if not isinstance(config, dict):
             raise ApiError(400, "the applied configuration must be an object")
         self._check_body_target(t, config)
-        check_fields(request, t.kind, config)
+        check_applied_fields(request, t, config, mode, duplicates or ())
         if current is None and t.subresource is not None:
             raise ApiError(404, f'{t.kind.resource} "{t.name}" not found', kind=t.kind, name=t.name)
         obj, owners = field_manager.applied(request, t, self.store, current, config)
@@ -504,11 +548,12 @@ class ResourceHandlers:
         q = request.query
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]
-        if "gracePeriodSeconds" in q:
-            try:
-                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
-            except ValueError as e:
-                raise ApiError(400, "invalid gracePeriodSeconds") from e
+        grace = request_options.int_param(request, "gracePeriodSeconds")
+        if grace is not None:
+            opts["gracePeriodSeconds"] = grace
+        elif not -(2**63) <= (_grace(opts) or 0) < 2**63:  # from the body: an int64 too
+            raise ApiError(400, "json: cannot unmarshal number into Go struct field "
+                                "DeleteOptions.gracePeriodSeconds of type int64")
         if q.get("orphanDependents") in ("true", "false") and "propagationPolicy" not in opts:
             opts["propagationPolicy"] = "Orphan" if q["orphanDependents"] == "true" else "Background"
         if "orphanDependents" in opts and "propagationPolicy" not in opts:

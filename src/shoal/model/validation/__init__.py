@@ -15,8 +15,9 @@ quoted, label maps as ``map[string]string{...}``, selectors as ``v1.LabelSelecto
 
 Custom resources are checked against their CRD version's ``openAPIV3Schema``.
 Unknown fields are not errors: :func:`prune_unknown` drops them and says where they
-were, and :func:`unknown_fields` lists them for built-in kinds too, so that the
-server can reject them under ``fieldValidation=Strict`` or warn under ``Warn``.
+were, :func:`unknown_fields` lists them for built-in kinds too, and
+:func:`drop_unknown_fields` removes them from any kind, so that the server can reject
+them under ``fieldValidation=Strict``, and drop them (warning under ``Warn``) otherwise.
 
 What is checked is what users hit first, not all of Kubernetes' validation: the
 object metadata, pod specs (containers, ports, resources, env, volumes, probes,
@@ -49,7 +50,7 @@ from shoal.model.validation.causes import (
     invalid_message,
     qualified_kind,
 )
-from shoal.model.validation.client_models import unknown_fields
+from shoal.model.validation.client_models import drop_unknown_fields, unknown_fields
 from shoal.model.validation.dispatch import validate
 from shoal.model.validation.names import (
     is_dns1035_label,
@@ -75,6 +76,7 @@ __all__ = [
     "TOO_MANY",
     "TYPE_INVALID",
     "Cause",
+    "drop_unknown_fields",
     "invalid_message",
     "is_dns1035_label",
     "is_dns1123_label",

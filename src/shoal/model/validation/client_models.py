@@ -61,25 +61,28 @@ def _any_unknown(type_name: str, value: Any) -> bool:
     return False
 
 
-def _walk_model(type_name: str, value: Any, path: str, out: list[str]) -> None:
+def _walk_model(type_name: str, value: Any, path: str, out: list[str],
+                drop: bool = False) -> None:
     type_name = type_name.strip()
     if type_name.startswith("List[") and type_name.endswith("]"):
         for i, item in enumerate(_l(value)):
-            _walk_model(type_name[5:-1], item, _i(path, i), out)
+            _walk_model(type_name[5:-1], item, _i(path, i), out, drop)
         return
     if type_name.startswith("Dict[") and type_name.endswith("]"):
         inner = type_name[5:-1].split(",", 1)[1]
         for key, item in _d(value).items():
-            _walk_model(inner, item, _c(path, key), out)
+            _walk_model(inner, item, _c(path, key), out, drop)
         return
     fields = _field_types(type_name)
     if fields is None or not isinstance(value, dict):
         return  # a primitive, a quantity, an IntOrString or free-form JSON
-    for key, item in value.items():
+    for key in list(value) if drop else value:
         if key not in fields:
             out.append(_c(path, key))
+            if drop:
+                del value[key]
         else:
-            _walk_model(fields[key], item, _c(path, key), out)
+            _walk_model(fields[key], value[key], _c(path, key), out, drop)
 
 
 def unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
@@ -101,4 +104,25 @@ def unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
     out: list[str] = []
     if _any_unknown(name, obj):
         _walk_model(name, obj, "", out)
+    return out
+
+
+def drop_unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
+    """Remove from ``obj`` the fields :func:`unknown_fields` finds, and return their paths.
+
+    What the apiserver stores under ``fieldValidation=Ignore`` and ``Warn``: decoding a
+    body into a built-in kind's Go type leaves its unknown fields behind, and a custom
+    resource is pruned to its structural schema (``x-kubernetes-preserve-unknown-fields``
+    keeps them). A write with none (nearly all of them) is walked once, without paths.
+    """
+    if kind.is_custom:
+        schema = _crd_schema(kind)
+        return prune_unknown(schema, obj) if schema is not None else []
+    own = HAND_WRITTEN_SCHEMAS.get((kind.group, kind.kind))
+    if own is not None:
+        return prune_unknown(own, obj)
+    name = schemas.model_for_kind(kind.group, kind.version, kind.kind)
+    out: list[str] = []
+    if name is not None and _any_unknown(name, obj):
+        _walk_model(name, obj, "", out, drop=True)
     return out
