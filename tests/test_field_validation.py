@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiohttp.test_utils import make_mocked_request
 
-from shoal.api import bodies
+from shoal.api import bodies, pod_streams
+from shoal.api.errors import ApiError
 from shoal.control.crd_establishing import serve_crds
 from tests.conftest import ShoalProcess
 from tests.inprocess_api import AUTH, InProcessApi, in_process_api
@@ -334,6 +336,20 @@ async def test_a_delete_with_a_grace_period_out_of_range_is_a_400(api: InProcess
     await _stored(api, f"{NS}/configmaps/graceful")  # still there
     r = await api.client.delete(f"{NS}/configmaps/graceful?gracePeriodSeconds=0", headers=AUTH)
     assert r.status == 200
+
+
+@pytest.mark.parametrize(("query", "want"), [
+    ("tailLines=99999999999999999999999", None), ("limitBytes=1e3", None),
+    ("sinceSeconds=9223372036854775807", 9223372036854775807), ("tailLines=-5", -5)])
+def test_the_log_parameters_are_int64s(query: str, want: int | None) -> None:
+    key = query.split("=")[0]
+    request = make_mocked_request("GET", f"/api/v1/namespaces/d/pods/p/log?{query}")
+    if want is None:
+        with pytest.raises(ApiError) as e:
+            pod_streams._int(request, key)
+        assert e.value.code == 400 and e.value.message.startswith("strconv.ParseInt: ")
+    else:
+        assert pod_streams._int(request, key) == want
 
 
 # -- kubectl -------------------------------------------------------------------------------

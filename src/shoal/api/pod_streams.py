@@ -24,7 +24,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from shoal.api import spdy_portforward, web
+from shoal.api import request_options, spdy_portforward, web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.api.web import WSMessage, WSMsgType
@@ -40,6 +40,8 @@ if TYPE_CHECKING:  # pod_proxy imports this module's request helpers
     from shoal.api.pod_proxy import PodProxy
 
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+SINCE_EPOCH_MAX = 4_000_000_000
+"""sinceSeconds beyond this (more than the seconds since 1970, until 2096) means the whole log."""
 STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 
 
@@ -85,13 +87,8 @@ def _container(request: web.Request, pod: dict[str, Any]) -> str:
 
 
 def _int(request: web.Request, key: str) -> int | None:
-    v = request.query.get(key)
-    if v is None or v == "":
-        return None
-    try:
-        return int(v)
-    except ValueError as e:
-        raise ApiError(400, f"invalid {key} {v!r}", "BadRequest") from e
+    """An int64 query parameter, as the apiserver parses it (a 400 otherwise)."""
+    return request_options.int_param(request, key)
 
 
 def _bool(request: web.Request, key: str) -> bool:
@@ -106,7 +103,8 @@ async def _logs(request: web.Request, pod: dict[str, Any], agent: NodeAgent) -> 
     opts = LogOptions(
         follow=_bool(request, "follow"), previous=_bool(request, "previous"),
         tail_lines=_int(request, "tailLines"),
-        since_seconds=float(since) if since is not None else None,
+        # (any more than the seconds since 1970 is all of the log, not an overflow)
+        since_seconds=float(min(since, SINCE_EPOCH_MAX)) if since is not None else None,
         since_time=request.query.get("sinceTime") or None,
         timestamps=_bool(request, "timestamps"), limit_bytes=_int(request, "limitBytes"),
     )
