@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.api import bodies, pod_streams
 from shoal.api.errors import ApiError
@@ -287,6 +289,41 @@ def test_repeated_json_keys_are_found_however_the_text_is_written(
     assert found == repeats
     if not repeats and b" " not in text:
         assert not bodies.may_repeat_keys(text, bodies.check_json_value(json.loads(text), ""))
+
+
+_KEYS = st.text(alphabet='ab"\\: \n{', max_size=3)
+_TREES = st.recursive(
+    st.one_of(st.integers(-5, 5), st.text(alphabet='x"\\: ,', max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.lists(st.tuples(_KEYS, inner), max_size=4)),
+    max_leaves=12)
+
+
+def _write(tree: Any, colon: str) -> str:
+    """JSON text for a tree whose objects are lists of (key, value) pairs, repeats kept."""
+    if isinstance(tree, list) and all(isinstance(p, tuple) for p in tree) and tree:
+        return "{" + ",".join(json.dumps(k) + colon + _write(v, colon) for k, v in tree) + "}"
+    if isinstance(tree, list):
+        return "[" + ",".join(_write(v, colon) for v in tree) + "]"
+    return json.dumps(tree)
+
+
+def _repeats(tree: Any) -> int:
+    if isinstance(tree, list) and all(isinstance(p, tuple) for p in tree) and tree:
+        keys = [k for k, _ in tree]
+        return len(keys) - len(set(keys)) + sum(_repeats(v) for _, v in tree)
+    return sum(_repeats(v) for v in tree) if isinstance(tree, list) else 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TREES, st.sampled_from([":", " : ", ":\n"]))
+def test_the_cheap_check_never_misses_a_repeated_key(tree: Any, colon: str) -> None:
+    text = _write(tree, colon).encode()
+    keys = bodies.check_json_value(json.loads(text), "")
+    repeats = _repeats(tree)
+    if repeats:
+        assert bodies.may_repeat_keys(text, keys)
+    assert len(bodies.json_duplicates(text)) == repeats
 
 
 def test_yaml_keys_that_override_a_merge_are_not_repeats() -> None:

@@ -306,7 +306,11 @@ def json_duplicates(raw: bytes) -> list[str]:
     """``duplicate field "<path>"`` for each key an object of the JSON text repeats, the
     path as sigs.k8s.io/json writes it (``spec.template.spec.containers[0].image``)."""
     out: list[str] = []
-    stack: list[tuple[Any, str]] = [(json.loads(raw, object_pairs_hook=_keyed), "")]
+    try:
+        value = json.loads(raw, object_pairs_hook=_keyed)
+    except (ValueError, RecursionError):  # orjson took it: no second opinion then
+        return out
+    stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         value, path = stack.pop()
         if isinstance(value, _Keyed):
