@@ -78,13 +78,15 @@ def test_weak_peers_hold_and_talk_to_the_super_peers_of_their_site_only(seed: in
         pairs = record_pairs(c)
         await asyncio.sleep(90)
         everyone = set(c.nodes)
+        # A suspicion that a 1% loss raised is refuted by the suspect within seconds.
+        await wait_for(lambda: all(s == State.ALIVE for name in c.nodes
+                                   for s in names(c, name).values()), 30)
         for name, (role, site) in c.role.items():
             view = names(c, name)
             if role == Role.WEAK:
                 assert set(view) == {name, *c.names(Role.SUPER, site)}
             else:
                 assert set(view) == everyone
-            assert all(s == State.ALIVE for s in view.values()), (name, view)
         for (src, dst), _ in pairs.items():
             for weak, other in ((src, dst), (dst, src)):
                 if c.role[weak][0] == Role.WEAK:

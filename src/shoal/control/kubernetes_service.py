@@ -21,7 +21,7 @@ from typing import Any
 from shoal.control.controller import Controller
 from shoal.control.endpoints import address_type
 from shoal.control.node_lifecycle import LEASE_NAMESPACE, renewed_within
-from shoal.control.ownership import PeerView, SinglePeer, should_act
+from shoal.control.ownership import PeerView, SinglePeer, lease_actors, preferred_actor
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
 from shoal.store.objects import AlreadyExists, ObjectStore
@@ -75,8 +75,9 @@ class KubernetesService(Controller):
         return sorted(out)
 
     async def sync(self) -> bool:
-        if self.store.find(self.ns_kind, None, NAMESPACE) is None or not should_act(
-                self.view, f"{NAMESPACE}/{NAME}"):
+        # Decided from the Leases: a weak peer, which holds only its own, never writes them.
+        if self.store.find(self.ns_kind, None, NAMESPACE) is None or preferred_actor(
+                f"{NAMESPACE}/{NAME}", lease_actors(self.view)) != self.view.name:
             return False
         await self._ensure_service()
         ips = self.addresses()

@@ -31,6 +31,12 @@ peer that has just started holds a replica that may be stale, and a node that ha
 just joined registers its Node before its first Lease, which may reach the others
 later. A pass is scheduled for the moment the next Lease runs out, so a node is
 judged ``grace`` seconds after its last renewal, not up to a resync later.
+
+Only peers that hold every node's Lease judge: a weak peer (``--sync-via super``) holds
+no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and the
+others leave it out of the rendezvous (``ownership.lease_actors``). A weak peer cut off
+from its super-peers therefore marks no node unreachable; its own node is judged by the
+full and super-peers from the Lease it renews and sends them.
 """
 
 from __future__ import annotations
@@ -42,7 +48,15 @@ from typing import Any
 from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
 from shoal.control import events
 from shoal.control.controller import Controller
-from shoal.control.ownership import PeerView, SinglePeer, actors, preferred_actor, scope_of
+from shoal.control.ownership import (
+    PeerView,
+    SinglePeer,
+    actors,
+    lease_actors,
+    preferred_actor,
+    scope_of,
+    weak_peers,
+)
 from shoal.control.pod_state import is_ready, parse_time
 from shoal.control.wake_timer import WakeTimer
 from shoal.store.change_feed import Change
@@ -197,6 +211,8 @@ class NodeLifecycle(Controller):
         nodes = self.store.list(self.node_kind)
         names = {n["metadata"]["name"] for n in nodes}
         self._seen = {n: self._seen.get(n, now) for n in names}
+        # A weak peer holds no other node's Lease: it judges nobody.
+        judging = self.view.name not in weak_peers(self.view)
         for node in nodes:
             name = node["metadata"]["name"]
             if name == self.view.name:
@@ -205,6 +221,8 @@ class NodeLifecycle(Controller):
                         await self._own_pressure_taints(node)
                     except StoreError as e:
                         log.debug("node %s: %s", name, e)
+                continue
+            if not judging:
                 continue
             judge = self._acts_for(name)
             if not judge and not any(self._acts_for(name, s, scopes) for s in mine):
@@ -268,11 +286,12 @@ class NodeLifecycle(Controller):
 
     def _acts_for(self, node: str, scope: str = CLUSTER, scopes: ScopeMap = EMPTY) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
-        than that node (for a scope's pods: its live writers other than that node): a node
+        than that node and the weak peers (for a scope's pods: its live writers other than
+        those): a node
         never judges itself, so if it were its own preferred actor nobody would clear the
         taint it got while cut off."""
-        return preferred_actor(f"node/{node}",
-                               actors(self.view, scope, scopes, exclude=node)) == self.view.name
+        return preferred_actor(f"node/{node}", lease_actors(self.view, scope, scopes,
+                                                           exclude=node)) == self.view.name
 
     async def _own_pressure_taints(self, node: dict[str, Any]) -> None:
         """This node's pressure taints (disk-pressure and the like), kept by itself while no

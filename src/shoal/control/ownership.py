@@ -79,6 +79,25 @@ def actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
     return [p for p in live if p in writers]
 
 
+def weak_peers(view: PeerView) -> frozenset[str]:
+    """The peers ``view`` knows to be weak (``--sync-via super``), from its optional
+    ``weak()``: they hold no Lease but their own (docs/semantics.md, "Node Leases"), so
+    they judge no node by its Lease and are no actor for what is decided from the
+    Leases. A view that knows no roles (``SinglePeer``, a test's) names none."""
+    weak = getattr(view, "weak", None)
+    return frozenset(weak()) if callable(weak) else frozenset()
+
+
+def lease_actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
+                 exclude: str | None = None) -> list[str]:
+    """``actors``, less the weak peers: those that hold every node's Lease (none if this
+    node is weak)."""
+    weak = weak_peers(view)
+    if view.name in weak:
+        return []
+    return [p for p in actors(view, scope, scopes, exclude) if p not in weak]
+
+
 def should_act(view: PeerView, key: str, scope: str = CLUSTER,
                scopes: ScopeMap = EMPTY) -> bool:
     """Whether this node should act on ``key`` (an object of ``scope``) now."""

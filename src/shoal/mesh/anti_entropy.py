@@ -79,6 +79,7 @@ from shoal.mesh.messages import (
     encode,
 )
 from shoal.mesh.replication_policy import (
+    LEASES,
     DenialLog,
     ReplicationPolicy,
     changed_registers,
@@ -117,6 +118,12 @@ DISPLACED_KEPT = 1024
 """Objects of scopes for which the creates that lost to another create here are kept
 (``AntiEntropy._displaced``); the least recently displaced goes first."""
 DISPLACED_PER_OBJECT = 4
+ROWS_ONLY = 1 << 62
+"""The cursor a weak peer names to pull only the coverage rows of the cluster scope from a
+super-peer that is not its source (past every revision: no document is due)."""
+SOURCE_RETRY = 30.0
+"""Seconds a weak peer pulls the cluster scope from its next super-peer after its first
+stopped answering, before it tries the first again (``_source``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +289,9 @@ class AntiEntropy:
         same name in a merge here: the losing creates, newest last (``_note_displaced``),
         in memory only, for at most DISPLACED_KEPT objects."""
         self.garbage = 0
+        self._unanswered: dict[str, float] = {}
+        """Partner -> loop time of its last pull that got no answer (cleared by one that
+        did): a weak peer pulls the cluster scope from another super-peer meanwhile."""
         self.pull_listeners: list[Callable[[str, bool], None]] = []
         """Told (partner, complete) after a pull: complete when every scope was pulled to
         the partner's end, False when the partner could not be reached (``catch_up``)."""
@@ -363,6 +373,13 @@ class AntiEntropy:
                      scope)
         if view != before:
             self._persist_cursors()
+        me = self.membership.name
+        if self.policy.is_weak():
+            # Held from before this peer was weak: a weak peer holds no other node's Lease.
+            leases = [key for key, _ in self.replica.all_entries()
+                      if key[0] == LEASES and self.policy.withheld(me, *key)]
+            if leases:
+                self.docs_forgotten += self.replica.forget(leases)
         gone = [key for key, _ in self.replica.all_entries()
                 if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
         gone += [key for key, f in self.replica.fences.items()
@@ -599,7 +616,12 @@ class AntiEntropy:
         """Merge a peer's documents of ``scope`` under the replication policy."""
         self.check_scopes()
         out = MergeResult()
+        me = self.membership.name
+        weak = sender is not None and self.policy.is_weak()
         for d in docs:
+            if weak and d.resource == LEASES and self.policy.withheld(me, d.resource,
+                                                                      d.namespace, d.name):
+                continue  # another node's Lease, from a peer that sends it anyway: not held
             try:
                 remote = d.document()
                 if sender is not None:
@@ -715,7 +737,16 @@ class AntiEntropy:
         self.docs_pushed += len(docs) * len(targets)
         self.docs_sent[scope] += len(docs) * len(targets)
         for t in targets:
-            for payload in payloads:
+            sent = payloads
+            if any(d.resource == LEASES for d in docs) and self.policy.is_weak(t.name):
+                # A weak peer is sent no other node's Lease.
+                kept = [d for d in docs
+                        if not self.policy.withheld(t.name, d.resource, d.namespace, d.name)]
+                if not kept:
+                    continue
+                sent = [encode(Push(hops, tuple(kept[i:i + step]), scope))
+                        for i in range(0, len(kept), step)]
+            for payload in sent:
                 with contextlib.suppress(TransportError):
                     await self.transport.send(t.address, payload)
 
@@ -794,6 +825,11 @@ class AntiEntropy:
         # everything again.
         skip = (self._came_from if puller is not None and msg.life is None
                 and puller in self._trusted else None)
+        # A weak peer answers its site's super-peers with what it wrote, not with what one
+        # of them sent it (held exactly as sent): they share that over the backbone.
+        from_site = skip is not None and self.policy.is_weak()
+        # A weak puller is sent no other node's Lease.
+        weak_puller = puller if puller is not None and self.policy.is_weak(puller) else None
         if msg.life is not None and puller is not None:
             for peers in self._came_from.values():
                 if puller in peers:
@@ -818,7 +854,11 @@ class AntiEntropy:
                 cursor = cursors.get(scope)
                 if cursor is None or e.rv <= cursor:
                     continue
-                if skip and cursor and puller in skip.get(e.rv, ()):
+                if skip and cursor and (puller in skip.get(e.rv, ())
+                                        or (from_site and e.rv in skip)):
+                    continue
+                if (weak_puller is not None and r == LEASES
+                        and self.policy.withheld(weak_puller, r, ns, name)):
                     continue
                 if n >= limit:
                     cut = last
@@ -888,11 +928,14 @@ class AntiEntropy:
             del self._pull_back[scope]
         return list({t.name: t for t in self._pull_back.values()}.values())
 
-    async def pull_from(self, peer: Member | PullTarget) -> int:
+    async def pull_from(self, peer: Member | PullTarget, cluster: bool = True) -> int:
         """Pull every scope both hold that ``peer`` changed since our cursors; returns
-        documents merged."""
+        documents merged. Not ``cluster``: of the cluster scope only the coverage rows (a
+        weak peer's super-peer that is not its source, ``_source``: its collection reads
+        the entries about it in their rows), with no cursor or coverage claim moved."""
         self.check_scopes()
         scopes = self.policy.scopes_for(peer.name)
+        rows_only = CLUSTER if not cluster and CLUSTER in scopes else None
         merged = 0
         name_life = peer.name not in self._told
         for _ in range(MAX_PAGES):
@@ -904,7 +947,7 @@ class AntiEntropy:
             resets = {s: self._resets[s] for s in scopes}
             leaf = self._relays_no_rows()
             request = Pull(self.config.pull_batch, tuple(
-                ScopeCursor(s, self.cursors.get((peer.name, s), 0),
+                ScopeCursor(s, ROWS_ONLY if s == rows_only else self.cursors.get((peer.name, s), 0),
                             self._coverage_cursors.get((peer.name, s, leaf and s == CLUSTER), 0),
                             leaf and s == CLUSTER) for s in scopes),
                 self._partner_lives.get(peer.name, 0) if name_life else None)
@@ -913,6 +956,7 @@ class AntiEntropy:
                                                    self.config.request_timeout)
                 reply = decode(raw)
             except TransportError:
+                self._unanswered[peer.name] = asyncio.get_running_loop().time()
                 self._pulled(peer.name, False)
                 return merged
             except MessageError:
@@ -925,6 +969,7 @@ class AntiEntropy:
                 name_life = True  # it restarted: ask again, naming the life of our cursors
                 continue
             self._told.add(peer.name)
+            self._unanswered.pop(peer.name, None)
             name_life = False
             for scope, reason in reply.refused:
                 log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
@@ -962,6 +1007,11 @@ class AntiEntropy:
                             if r.owner == peer.name:
                                 row = r
                     cov.receive_about_me(part.about_you)
+                if scope == rows_only:
+                    # Rows only: what it sent anyway (it answered from an older life's
+                    # cursor) is merged, but no cursor or claim moves.
+                    merged += len(self.merge(part.docs, scope, peer.name).changed)
+                    continue
                 key = (peer.name, scope)
                 cursor = self.cursors.get(key, 0)
                 self._partner_revision[peer.name] = part.revision
@@ -990,8 +1040,11 @@ class AntiEntropy:
                     continue
                 # Before any await: the coverage claims match exactly what was just merged.
                 covered = cov.advance(peer.name, part.revision) or covered
-                if not part.more:
-                    # We now hold all the partner held: what it covered, we cover.
+                if not part.more and not (scope == CLUSTER and self.policy.is_weak(peer.name)):
+                    # We now hold all the partner held: what it covered, we cover. Not a
+                    # weak peer's row in the cluster scope: it answers without what its
+                    # site's super-peers sent it (``serve_pull``) and holds no other
+                    # node's Lease, so we may not hold all it covers.
                     covered = cov.absorb(row) or covered
                 if part.revision != cursor:
                     self.cursors[key] = part.revision
@@ -1010,7 +1063,7 @@ class AntiEntropy:
                     # per weak peer of its site (bench/scale: 49 copies a write at 100).
                     await self.push(changed, 1, scope, exclude=peer.address)
             scopes = again
-        if not scopes:
+        if not scopes and cluster:
             self._pulled(peer.name, True)
         return merged
 
@@ -1087,12 +1140,27 @@ class AntiEntropy:
         self.check_scopes()
         return self.policy.pull_partners()
 
+    def _source(self, partners: list[Member]) -> Member | None:
+        """The super-peer a weak peer pulls the cluster scope from this round: the first of
+        its partners (its site's live super-peers, in ring order: the same one every round)
+        whose last pull did not go unanswered in the last ``SOURCE_RETRY`` seconds; if all
+        did, each in turn. So a change reaches it once, not once per super-peer, and it
+        keeps syncing through the next when one dies."""
+        if not partners:
+            return None
+        now = asyncio.get_running_loop().time()
+        for p in partners:
+            if now - self._unanswered.get(p.name, float("-inf")) >= SOURCE_RETRY:
+                return p
+        return partners[self._round % len(partners)]
+
     async def pull_round(self) -> None:
         if self._handoff:
             await self._hand_off()
         partners = self.partners()
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n
+        source = self._source(partners) if self._relays_no_rows() else None
         self._round += 1
         targets = [partners[(start + i) % len(partners)] for i in range(n)]
         weak = self.policy.weak_pulls()
@@ -1100,10 +1168,17 @@ class AntiEntropy:
             turn = weak[(self._round - 1) % len(weak)]
             if turn not in targets:
                 targets.append(turn)
-        chosen: list[Member | PullTarget] = list(targets)
-        chosen += [t for t in self._pulls_back() if t.name not in {p.name for p in targets}]
-        if chosen:
-            await asyncio.gather(*(self.pull_from(t) for t in chosen))
+        if source is None:
+            pulls = [self.pull_from(t) for t in targets]
+        else:
+            # A weak peer: the cluster scope's documents from its source only; the other
+            # scopes, and the cluster scope's rows, from the partners in turn as before.
+            pulls = [self.pull_from(t, cluster=False) for t in targets if t is not source]
+            pulls.append(self.pull_from(source))
+        names = {p.name for p in targets} | ({source.name} if source is not None else set())
+        pulls += [self.pull_from(t) for t in self._pulls_back() if t.name not in names]
+        if pulls:
+            await asyncio.gather(*pulls)
 
     async def _pull_loop(self) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.config.pull_interval))

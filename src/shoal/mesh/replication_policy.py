@@ -303,6 +303,15 @@ class ReplicationPolicy:
         its site."""
         return ((self.is_weak() or self.is_weak(name)) and self.may_sync(name))
 
+    def withheld(self, peer: str, resource: str, namespace: str, name: str) -> bool:
+        """Whether ``peer`` is never sent this object, whatever scope it is in: another
+        node's Lease (``kube-node-lease``) when ``peer`` is weak. A weak peer holds no
+        Lease but its own: only full and super-peers judge nodes by their Leases
+        (``shoal.control.node_lifecycle``), and every renewal of every node would
+        otherwise reach every weak peer (issue 10; docs/semantics.md, "Node Leases")."""
+        return (resource == LEASES and namespace == NODE_LEASE_NAMESPACE and name != peer
+                and self.is_weak(peer))
+
     def vouches(self, sender: str, writer: str) -> bool:
         """Whether ``sender`` relays what ``writer`` wrote as if ``writer`` sent it: it is a
         super-peer of the site of ``writer``, a weak peer."""

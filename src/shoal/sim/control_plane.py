@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.control import manager
+from shoal.mesh.topology import Role, role_of
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
 from shoal.sim.timeline import Timeline
@@ -38,6 +39,11 @@ class MeshPeerView:
         peer = self._node.peer
         others = [m.name for m in peer.live_peers()] if peer is not None else []
         return [self.name, *others]
+
+    def weak(self) -> list[str]:
+        """The members whose role is weak (``ownership.weak_peers``)."""
+        peer = self._node.peer
+        return [m.name for m in peer.members() if role_of(m) == Role.WEAK] if peer else []
 
 
 class _ErrorCounter(logging.Handler):
