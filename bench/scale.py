@@ -7,7 +7,8 @@ coverage by region). Everything runs on virtual time (``shoal.sim``): the real
 membership, replication, replica and CRDT code, one process. Per size:
 
 - ``idle``: bytes per node per second, in and out (payload bytes: no TLS or TCP
-  framing), over a quiet minute, weak and super-peers apart;
+  framing), over a quiet minute (once coverage too has settled:
+  ``until_coverage_quiet``), weak and super-peers apart;
 - ``one_write``: rounds (pull intervals) until one write on a weak peer is on every
   replica;
 - ``after_burst``: 100 writes on random weak peers within a second, then bytes per node
@@ -20,7 +21,9 @@ membership, replication, replica and CRDT code, one process. Per size:
   super-peers) and until the replicas are identical.
 
 ``python -m bench.scale [--sizes=100,1000] [--heal=1000] [--collection=100]
-[--sites-per-region=5] [--tracemalloc] [--output=FILE]`` runs it alone; ``--tracemalloc`` lists where the
+[--sites-per-region=5] [--site=100] [--tracemalloc] [--output=FILE]`` runs it alone
+(``--site=5``: sites of 2 super-peers and 3 weak peers, so 500 peers have as many
+super-peers and regions as 10,000 have); ``--tracemalloc`` lists where the
 memory of the largest size goes. Sizes run with tombstone collection off (the mesh
 alone); ``--collection`` sizes run again with it on (100, 1,000 and 10,000 by default).
 """
@@ -55,7 +58,7 @@ from shoal.sim.network import LinkFaults
 from shoal.sim.super_peers import Layout, RoleCluster
 
 SEED = 1
-SITE = 100  # peers per site: 2 super-peers and 98 weak peers
+SITE = 100  # peers per site: 2 super-peers and 98 weak peers (``--site``)
 SITES_PER_REGION = 5
 """Sites per region (``--region``): 10 super-peers each. ``--sites-per-region=0`` runs
 without regions (every super-peer's coverage over the whole backbone, as before)."""
@@ -82,6 +85,49 @@ def settle_seconds(cfg: MeshConfig, layout: Layout) -> float:
     partners = cfg.pull_interval * (cfg.pull_partners + 1)
     weak_cycle = cfg.pull_interval * (layout.weak_per_site + 1)
     return max(partners, weak_cycle) + cfg.coverage_publish_interval + cfg.pull_interval
+
+
+class CoverageFlow:
+    """Counts the bytes of coverage rows and entries in pull answers (a network observer):
+    what moves until every row and aggregate has reached every peer that reads it."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def __call__(self, src: str, dst: str, payload: bytes) -> None:
+        if not payload.startswith(b"[9,"):
+            return  # not a pull answer
+        for part in orjson.loads(payload)[1]:
+            if len(part) > 5 and (part[5] or (len(part) > 6 and part[6])):
+                self.bytes += len(orjson.dumps(part[4:]))
+
+
+QUIET_MAX_SECONDS = 900.0
+
+
+async def until_coverage_quiet(cluster: RoleCluster, cfg: MeshConfig) -> float:
+    """Virtual seconds waited until a window of ``coverage_publish_interval`` plus two pull
+    intervals carried no coverage row or entry (at most ``QUIET_MAX_SECONDS``). After the
+    start, rows and regions' aggregated rows keep moving for minutes: each first pull moves
+    a cursor, each cursor moved is published at most every 30 s and absorbed transitively,
+    and every aggregate that changed reaches every other region (at 200 super-peers in 20
+    regions, ~4 virtual minutes, most of the idle minute the settle above measured)."""
+    if cfg.gc_interval <= 0:
+        return 0.0  # no collection: nothing publishes coverage
+    window = cfg.coverage_publish_interval + 2 * cfg.pull_interval
+    flow = CoverageFlow()
+    cluster.network.observers.append(flow)
+    waited = 0.0
+    try:
+        while waited < QUIET_MAX_SECONDS:
+            flow.bytes = 0
+            await asyncio.sleep(window)
+            waited += window
+            if not flow.bytes:
+                break
+    finally:
+        cluster.network.observers.remove(flow)
+    return waited
 
 
 def _rss() -> int:
@@ -264,6 +310,11 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
             {"where": f"{s.traceback[0].filename.split('/src/')[-1]}:{s.traceback[0].lineno}",
              "mib": round(s.size / 2**20, 1)} for s in by_line[:15]]
         del snap, stats, by_line
+    # The idle minute is one in which coverage has settled too (``until_coverage_quiet``).
+    t = time.perf_counter()
+    report["coverage_quiet_after_virtual_seconds"] = round(
+        settle + await until_coverage_quiet(cluster, cfg), 1)
+    report["coverage_quiet_wall_seconds"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     cluster.network.reset_counters()
     where = SuperPeerBytes(cluster)
@@ -391,7 +442,7 @@ def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None =
     collection_at = collection_at if collection_at is not None else (
         [100] if quick else [100, 1000, 10000])
     out: dict[str, Any] = {
-        "seed": SEED, "site": "2 super-peers + 98 weak peers",
+        "seed": SEED, "site": f"2 super-peers + {SITE - 2} weak peers",
         "sites_per_region": SITES_PER_REGION,
         "config": "mesh_config.default() with gc_interval=0 (mesh alone); weak peers "
                   "mesh_config.for_role (probe and pull every 4 s); measured once quiet "
@@ -426,6 +477,9 @@ if __name__ == "__main__":
     regions = _arg("sites-per-region")
     if regions is not None:
         SITES_PER_REGION = int(regions)
+    site = _arg("site")
+    if site is not None:
+        SITE = int(site)
     result = run("--quick" in sys.argv, ints("sizes"), ints("heal"), "--tracemalloc" in sys.argv,
                  ints("collection"))
     print(json.dumps(result, indent=2))

@@ -263,6 +263,21 @@ def test_the_scale_benchmark_runs_at_20_peers() -> None:
     assert healed["members_settle_virtual_seconds"] is not None
 
 
+def test_the_scale_benchmarks_idle_minute_starts_once_coverage_has_settled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With collection on, rows and regions' aggregated rows move for minutes after the
+    start (each moved cursor published, absorbed, aggregated); the idle minute is measured
+    once they stop, so it holds no coverage: an idle cluster publishes none."""
+    from bench import scale
+
+    monkeypatch.setattr(scale, "SITE", 5)  # 8 sites of 2 super-peers and 3 weak peers
+    monkeypatch.setattr(scale, "SITES_PER_REGION", 1)  # 8 regions
+    got = scale.measure(40, scale.config())
+    assert got["coverage_quiet_after_virtual_seconds"] > got["settle_virtual_seconds"]
+    assert "coverage" not in got["idle"]["super_peer_bytes"]["by_kind"]
+    assert got["one_write"]["rounds"] is not None
+
+
 def _scope(name: str, members: list[str], writers: list[str]) -> dict[str, object]:
     return {"apiVersion": tenants.SCOPE_API_VERSION, "kind": "Scope",
             "metadata": {"name": name},
