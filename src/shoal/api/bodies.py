@@ -287,9 +287,9 @@ def may_repeat_keys(raw: bytes, keys: int) -> bool:
 
 
 class _Keyed(dict[str, Any]):
-    """An object of the JSON text, with the keys it repeated."""
+    """An object of the JSON text, with the keys it repeated and the values they hid."""
 
-    repeated: list[str]
+    repeated: list[tuple[str, Any]]
 
 
 def _keyed(pairs: list[tuple[str, Any]]) -> _Keyed:
@@ -297,7 +297,7 @@ def _keyed(pairs: list[tuple[str, Any]]) -> _Keyed:
     out.repeated = []
     for key, value in pairs:
         if key in out:
-            out.repeated.append(key)
+            out.repeated.append((key, out[key]))
         out[key] = value
     return out
 
@@ -314,8 +314,10 @@ def json_duplicates(raw: bytes) -> list[str]:
     while stack:
         value, path = stack.pop()
         if isinstance(value, _Keyed):
-            out.extend(f"duplicate field {_go_quote(_join(path, k))}" for k in value.repeated)
+            out.extend(f"duplicate field {_go_quote(_join(path, k))}" for k, _ in value.repeated)
             stack.extend((v, _join(path, k)) for k, v in reversed(value.items()))
+            # (a value a repeat replaced was decoded too, and its own repeats reported)
+            stack.extend((v, _join(path, k)) for k, v in reversed(value.repeated))
         elif isinstance(value, list):
             stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(value))))
     return out
