@@ -289,6 +289,8 @@ class AntiEntropy:
         same name in a merge here: the losing creates, newest last (``_note_displaced``),
         in memory only, for at most DISPLACED_KEPT objects."""
         self.garbage = 0
+        self._rows_turn = 0
+        """Turns of a weak peer's other super-peers in its pull rounds (``pull_round``)."""
         self._unanswered: dict[str, float] = {}
         """Partner -> loop time of its last pull that got no answer (cleared by one that
         did): a weak peer pulls the cluster scope from another super-peer meanwhile."""
@@ -1173,7 +1175,14 @@ class AntiEntropy:
         else:
             # A weak peer: the cluster scope's documents from its source only; the other
             # scopes, and the cluster scope's rows, from the partners in turn as before.
-            pulls = [self.pull_from(t, cluster=False) for t in targets if t is not source]
+            others = [t for t in targets if t is not source]
+            if others:
+                self._rows_turn += 1
+            # Rows only, every other turn (collection waits a few seconds more, and an
+            # idle weak peer sends a third fewer pulls); other scopes at every turn.
+            pulls = [self.pull_from(t, cluster=False) for t in others
+                     if self._rows_turn % 2 or any(s != CLUSTER
+                                                   for s in self.policy.scopes_for(t.name))]
             pulls.append(self.pull_from(source))
         names = {p.name for p in targets} | ({source.name} if source is not None else set())
         pulls += [self.pull_from(t) for t in self._pulls_back() if t.name not in names]
