@@ -163,3 +163,23 @@ def test_a_change_reaches_a_weak_peer_once_and_does_not_go_back_up() -> None:
     virtual_run(main())
     assert down == Counter({n: 1 for n in names})
     assert up == Counter()
+
+
+class _View:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def live(self) -> list[str]:
+        return ["s1", "w1", "s2"]
+
+    def weak(self) -> list[str]:
+        return ["w1", "w2"]
+
+
+def test_weak_peers_are_no_actors_for_what_the_leases_decide() -> None:
+    from shoal.control.ownership import SinglePeer, lease_actors
+
+    assert lease_actors(_View("s1")) == ["s1", "s2"]
+    assert lease_actors(_View("s1"), exclude="s2") == ["s1"]
+    assert lease_actors(_View("w1")) == []  # a weak peer acts for none of it
+    assert lease_actors(SinglePeer("a")) == ["a"]  # a view that knows no roles
