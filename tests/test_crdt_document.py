@@ -9,11 +9,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.crdt.document import Document, Path
+from shoal.crdt.document import SET, Document, Path
 
 
 def containers_by_name(path: Path) -> str | None:
     return "name" if path and path[-1] == "containers" else None
+
+
+def with_finalizer_set(path: Path) -> str | None:
+    return SET if path == ("metadata", "finalizers") else containers_by_name(path)
 
 
 POD = {
@@ -69,6 +73,39 @@ def test_containers_added_concurrently_on_two_peers_merge_by_name() -> None:
     assert [c["name"] for c in v["spec"]["containers"]] in (["a", "b", "d", "c"], ["a", "b", "c", "d"])
 
 
+def _finalized(*finalizers: str) -> dict[str, Any]:
+    return {"metadata": {"name": "c", "finalizers": list(finalizers)}, "data": {}}
+
+
+def test_finalizers_added_concurrently_on_two_peers_are_both_kept() -> None:
+    base = Document.create(_finalized(), 10, "n1", with_finalizer_set)
+    x, y = base.copy(), base.copy()
+    x.write(_finalized("a.example/x"), 20, "n1", with_finalizer_set)
+    y.write(_finalized("b.example/y"), 21, "n2", with_finalizer_set)
+    x.merge(y)
+    y.merge(x)
+    assert x.value() == y.value()
+    assert sorted(x.value()["metadata"]["finalizers"]) == ["a.example/x", "b.example/y"]  # type: ignore[index]
+
+
+def test_a_finalizer_removed_on_one_peer_stays_removed_when_another_adds_one() -> None:
+    base = Document.create(_finalized("a.example/x"), 10, "n1", with_finalizer_set)
+    x, y = base.copy(), base.copy()
+    x.write(_finalized(), 20, "n1", with_finalizer_set)  # controller x is done
+    y.write(_finalized("a.example/x", "b.example/y"), 21, "n2", with_finalizer_set)
+    x.merge(y)
+    assert x.value()["metadata"]["finalizers"] == ["b.example/y"]  # type: ignore[index]
+
+
+def test_a_finalizer_list_dropped_on_one_peer_is_not_revived_by_a_concurrent_add() -> None:
+    base = Document.create(_finalized("a.example/x"), 10, "n1", with_finalizer_set)
+    x, y = base.copy(), base.copy()
+    x.write({"metadata": {"name": "c"}, "data": {}}, 20, "n1", with_finalizer_set)
+    y.write(_finalized("a.example/x", "b.example/y"), 21, "n2", with_finalizer_set)
+    y.merge(x)
+    assert y.value()["metadata"]["finalizers"] == ["b.example/y"]  # type: ignore[index]
+
+
 def test_a_deletion_is_not_undone_by_a_concurrent_update() -> None:
     base = Document.create(POD, 10, "n1", containers_by_name)
     deleter, updater = base.copy(), base.copy()
@@ -110,8 +147,10 @@ small_obj: st.SearchStrategy[Any] = st.recursive(
     ),
     max_leaves=8,
 )
+finalizer_sets = st.lists(st.sampled_from(["f/a", "f/b", "f/c"]), unique=True, max_size=3)
 objects = st.fixed_dictionaries({"spec": st.dictionaries(
-    st.sampled_from(["containers", "a", "b"]), small_obj, max_size=3)})
+    st.sampled_from(["containers", "a", "b"]), small_obj, max_size=3)},
+    optional={"metadata": st.fixed_dictionaries({}, optional={"finalizers": finalizer_sets})})
 
 # An operation is (writer, value or None for delete).
 ops = st.lists(st.tuples(st.sampled_from(["n1", "n2", "n3"]), st.one_of(st.none(), objects)),
@@ -128,7 +167,7 @@ def _replicas(history: list[tuple[str, Any]]) -> list[Document]:
             if d.value() is not None:
                 d.delete(stamp, writer)
         else:
-            d.write(value, stamp, writer, containers_by_name)
+            d.write(value, stamp, writer, with_finalizer_set)
         out.append(d.copy())
     return out
 

@@ -234,8 +234,6 @@ async def test_objects_written_apart_into_a_namespace_deleted_meanwhile_go_with_
         assert store.replica.get("configmaps", "shop", "prices") is None
 
 
-@pytest.mark.xfail(strict=True, reason="metadata.finalizers merges as one value (a list "
-                   "without a merge key): not fixed, reported by part U")
 async def test_finalizers_added_on_two_peers_at_once_are_both_kept() -> None:
     # Two controllers (kopf through one peer, another operator through another) each add
     # their finalizer to the same object before either hears of the other's: after the

@@ -5,7 +5,9 @@ A node is a list ``[stamp, writer, value, children]``:
 - ``stamp, writer`` order the node's register; the larger pair wins a merge.
 - ``value`` is either a JSON scalar or atomic list (a leaf), or a marker dict:
   ``{"$": "m"}`` a map, ``{"$": "l", "k": KEY, "o": [...]}`` a list merged by
-  ``KEY`` whose order is ``o``, ``{"$": "d"}`` a tombstone.
+  ``KEY`` whose order is ``o``, ``{"$": "d"}`` a tombstone. ``KEY`` is ``SET`` for a
+  list of strings merged as a set (``metadata.finalizers``): each string is its own key,
+  so two peers that each add one keep both, and removing the list removes its elements.
 - ``children`` maps a field name (or a merge-key value) to a child node. It is
   kept even when the register says the node is a leaf or deleted, so local
   writes only ever add information and merge stays a join.
@@ -40,6 +42,8 @@ S, W, V, C = 0, 1, 2, 3
 MAP: dict[str, Any] = {"$": "m"}
 DEL: dict[str, Any] = {"$": "d"}
 _ABSENT: Any = object()
+SET = "$"
+"""The merge key of a list of strings that merges as a set (no field name starts with $)."""
 _NESTED = (dict, list)
 
 
@@ -58,7 +62,14 @@ def _elem_key(value: Any) -> str:
 
 def _keyed(value: list[Any], key: str | None) -> list[str] | None:
     """The element keys of a list that can merge by ``key``, or None if it must stay atomic."""
-    if key is None or not value:
+    if key is None:
+        return None
+    if key == SET:
+        # An empty set stays a set, so clearing it tombstones its elements.
+        if any(type(item) is not str for item in value) or len(set(value)) != len(value):
+            return None
+        return list(value)
+    if not value:
         return None
     keys: list[str] = []
     for item in value:
@@ -139,6 +150,13 @@ def _set_cleared(node: Node, x: int) -> bool:
 
 
 def _tombstone(node: Node, s: int, w: str) -> None:
+    v = node[V]
+    if type(v) is dict and v["$"] == "l" and v["k"] == SET and node[C]:
+        # A set's elements die with it: a concurrent add elsewhere revives the list with
+        # only what was added, not with what this write removed.
+        for child in node[C].values():
+            if not _is_deleted(child):
+                _tombstone(child, s, w)
     node[S], node[W], node[V] = s, w, DEL
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from shoal.crdt.document import KeyFn, Path
+from shoal.crdt.document import SET, KeyFn, Path
 from shoal.model.defaults import apply_defaults
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.model.merge_keys import list_merge_key
@@ -150,9 +150,16 @@ def _rfc3339(seconds: int) -> str:
     )
 
 
+FINALIZERS: Path = ("metadata", "finalizers")
+
+
 @cache
 def key_fn(group: str, kind: str) -> KeyFn:
     def kf(path: Path) -> str | None:
+        if path == FINALIZERS:
+            # Two controllers adding their finalizers on two peers at once must both
+            # be kept (Kubernetes' listType=set), for every kind, custom ones too.
+            return SET
         return list_merge_key(group, kind, path)
 
     return kf
