@@ -317,3 +317,36 @@ async def test_a_connection_that_timed_out_in_the_kernel_ends_instead_of_spinnin
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(conn.read_frame(idle=5.0), 2.0)
     conn.pending[1].cancel()
+
+
+async def test_a_dial_that_fails_after_every_caller_gave_up_logs_no_unretrieved_exception(
+        tmp_path: Path, ca: pki.KeyPair) -> None:
+    """A peer behind a cut: the caller's timeout ends before the dial's, which then fails
+    with no one awaiting it. Its exception must be collected, not left to the loop's
+    "Task exception was never retrieved" report (a traceback per cut peer)."""
+    import gc
+    import socket
+
+    loop = asyncio.get_running_loop()
+    reports: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reports.append(context))
+    # Accepts TCP (in the kernel's backlog) but never answers the TLS handshake.
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    address = f"127.0.0.1:{hole.getsockname()[1]}"
+    a = TlsTransport(write_identity(tmp_path / "a", ca, "node-a"), connect_timeout=0.1,
+                     handshake_timeout=0.2)
+    await a.start()
+    try:
+        with pytest.raises(TransportError, match="could not reach"):
+            await a.request(address, b"x", 0.05)
+        await asyncio.sleep(0.6)  # the dial times out on its own, with no caller left
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        await a.close()
+        hole.close()
+        loop.set_exception_handler(previous)
+    assert [r.get("message") for r in reports] == []

@@ -577,9 +577,18 @@ class TlsTransport:
         if task is None:
             task = asyncio.create_task(self._dial(address), name=f"dial {address}")
             self._dialing[address] = task
-            task.add_done_callback(lambda _t: self._dialing.pop(address, None))
+            task.add_done_callback(lambda t: self._dial_done(address, t))
         # Shield: one caller giving up must not cancel the dial the others wait on.
         return await asyncio.shield(task)
+
+    def _dial_done(self, address: str, task: asyncio.Task[_Conn]) -> None:
+        """Forget the dial, and collect its failure: when every caller has timed out (a peer
+        behind a cut), no one awaits it, and asyncio would report "Task exception was never
+        retrieved" with a traceback."""
+        if self._dialing.get(address) is task:
+            del self._dialing[address]
+        if not task.cancelled() and (e := task.exception()) is not None:
+            log.debug("dial %s: %s", address, e)
 
     def _source_address(self, host: str) -> tuple[str, int] | None:
         """Dial from the bind address when it is a specific one (multi-homed hosts, and
