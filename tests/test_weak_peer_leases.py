@@ -183,3 +183,58 @@ def test_weak_peers_are_no_actors_for_what_the_leases_decide() -> None:
     assert lease_actors(_View("s1"), exclude="s2") == ["s1"]
     assert lease_actors(_View("w1")) == []  # a weak peer acts for none of it
     assert lease_actors(SinglePeer("a")) == ["a"]  # a view that knows no roles
+
+
+def _deployment_history(seed: int) -> dict[str, Any]:
+    """Two sites of 2 super-peers and 2 weak peers each, and a full peer, settled; a
+    Deployment of 8 made on the full peer; every ReplicaSet and pod of it that any replica
+    held over the next 120 s, and who created each."""
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        cluster = RoleCluster(0, seed, mesh_config.sim(), loop,  # type: ignore[arg-type]
+                              layout=Layout(sites=2, supers_per_site=2, weak_per_site=2,
+                                            full=1))
+        cp = ControlCluster(cluster)
+        await cp.start()
+        try:
+            full = cluster.nodes[cluster.names(Role.FULL)[0]]
+            await asyncio.sleep(60.0)
+            deploy = full.store.registry.by_kind("apps/v1", "Deployment")
+            assert deploy is not None
+            labels = {"app": "web"}
+            await full.store.create(deploy, {"metadata": {"name": "web"}, "spec": {
+                "replicas": 8, "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels},
+                             "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}},
+                "default")
+            created: dict[tuple[str, str], str | None] = {}
+            for _ in range(120):
+                await asyncio.sleep(1.0)
+                for node in cluster.nodes.values():
+                    for key, e in node.replica.all_entries():
+                        if key[0] in ("pods", "replicasets.apps") and key[1] == "default" \
+                                and e.value is not None and (key[0], key[2]) not in created:
+                            created[(key[0], key[2])] = e.document().writer_at(
+                                "metadata", "uid")
+            found["created"] = created
+            found["weak"] = cluster.names(Role.WEAK)
+            found["errors"] = list(cp.errors.messages)
+        finally:
+            await cp.stop()
+
+    virtual_run(main())
+    return found
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_weak_peers_that_see_their_super_peers_act_for_nothing(seed: int) -> None:
+    # A weak peer's member list is its site's super-peers: a rendezvous over it picked the
+    # weak peer for objects a full peer also picked, so two actors made surplus pods.
+    found = _deployment_history(seed)
+    created = found["created"]
+    pods = [name for kind, name in created if kind == "pods"]
+    assert len(pods) == 8, sorted(pods)
+    assert [k for k, w in created.items() if w in found["weak"]] == []
+    assert found["errors"] == []

@@ -444,6 +444,7 @@ class MeshView:
 
     def __init__(self, node: ShoalNode) -> None:
         self._node = node
+        self._weak: tuple[int, list[str]] = (-1, [])
 
     @property
     def name(self) -> str:
@@ -455,9 +456,15 @@ class MeshView:
         return [self.name, *others]
 
     def weak(self) -> list[str]:
-        """The members whose role is weak (``ownership.weak_peers``)."""
+        """The members whose role is weak (``ownership.weak_peers``); every controller asks
+        for each object, so it is kept until the member list changes."""
         mesh = self._node.mesh
-        return [m.name for m in mesh.members() if role_of(m) == Role.WEAK] if mesh else []
+        if mesh is None:
+            return []
+        version = mesh.membership.version
+        if self._weak[0] != version:
+            self._weak = (version, [m.name for m in mesh.members() if role_of(m) == Role.WEAK])
+        return self._weak[1]
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:

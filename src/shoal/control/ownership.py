@@ -67,16 +67,38 @@ def actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
 
     Cluster scope: every live peer. A scope: its live writers (none if this node is not
     one of them, since then it does not act whoever else is reachable). ``exclude`` leaves
-    one peer out (a node never judges itself)."""
+    one peer out (a node never judges itself). Weak peers are left out while a peer that
+    is not weak may act (``_without_weak``)."""
     live = [p for p in view.live() if p != exclude]
     if view.name not in live and view.name != exclude:
         live.append(view.name)
     if scope == CLUSTER:
-        return live
+        return _without_weak(view, live, None)
     writers = scopes.writers(scope) or frozenset()
     if view.name not in writers:
         return []
-    return [p for p in live if p in writers]
+    return _without_weak(view, [p for p in live if p in writers], writers)
+
+
+def _without_weak(view: PeerView, candidates: list[str],
+                  writers: frozenset[str] | None) -> list[str]:
+    """A weak peer's member list is its site's super-peers, so a rendezvous over what it
+    sees would pick it for objects that a peer seeing the whole cluster also picks: two
+    actors with a healthy mesh. So weak peers act only where no other peer may: everyone
+    leaves them out while a peer that is not weak is a candidate, and a weak peer that
+    sees one (the cluster is reachable through it) defers, unless every writer of the
+    scope is weak as far as it knows. Cut off from its super-peers, it acts for what it
+    holds, as any peer under a partition does."""
+    weak = weak_peers(view)
+    if not weak:
+        return candidates
+    if view.name in weak:
+        if any(p not in weak for p in view.live() if p != view.name) and (
+                writers is None or any(w not in weak for w in writers)):
+            return []
+        return candidates
+    strong = [p for p in candidates if p not in weak]
+    return strong or candidates
 
 
 def weak_peers(view: PeerView) -> frozenset[str]:
@@ -101,11 +123,6 @@ def lease_actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
 def should_act(view: PeerView, key: str, scope: str = CLUSTER,
                scopes: ScopeMap = EMPTY) -> bool:
     """Whether this node should act on ``key`` (an object of ``scope``) now."""
-    if scope == CLUSTER:
-        live = view.live()
-        if view.name not in live:
-            live = [*live, view.name]
-        return preferred_actor(key, live) == view.name
     return preferred_actor(key, actors(view, scope, scopes)) == view.name
 
 

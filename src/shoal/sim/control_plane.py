@@ -30,6 +30,7 @@ class MeshPeerView:
 
     def __init__(self, node: SimNode) -> None:
         self._node = node
+        self._weak: tuple[int, list[str]] = (-1, [])
 
     @property
     def name(self) -> str:
@@ -41,9 +42,15 @@ class MeshPeerView:
         return [self.name, *others]
 
     def weak(self) -> list[str]:
-        """The members whose role is weak (``ownership.weak_peers``)."""
+        """The members whose role is weak (``ownership.weak_peers``); every controller asks
+        for each object, so it is kept until the member list changes."""
         peer = self._node.peer
-        return [m.name for m in peer.members() if role_of(m) == Role.WEAK] if peer else []
+        if peer is None:
+            return []
+        version = peer.membership.version
+        if self._weak[0] != version:
+            self._weak = (version, [m.name for m in peer.members() if role_of(m) == Role.WEAK])
+        return self._weak[1]
 
 
 class _ErrorCounter(logging.Handler):
