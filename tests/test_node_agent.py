@@ -300,13 +300,19 @@ async def test_force_deletion_is_immediate_and_kills_the_processes(env: Env) -> 
     assert handle.exit_code == 128 + signal.SIGTERM
 
 
-async def test_restart_brings_pods_back_and_kills_orphans(tmp_path: Path) -> None:
+async def first_run(tmp_path: Path) -> Env:
+    """A started agent on a fresh store (for tests that restart it)."""
     store = ObjectStore(Replica(None, NODE), KindRegistry())
     await NodeStatusReporter(store, NODE, "127.0.0.1").register()
     cfg = AgentConfig(worker=FAST, status_interval=0.02)
-    first = NodeAgent(store, NODE, "127.0.0.1", tmp_path, ProcessRuntime(tmp_path), cfg)
-    await first.start()
-    e = Env(store, first)
+    agent = NodeAgent(store, NODE, "127.0.0.1", tmp_path, ProcessRuntime(tmp_path), cfg)
+    await agent.start()
+    return Env(store, agent)
+
+
+async def test_restart_brings_pods_back_and_kills_orphans(tmp_path: Path) -> None:
+    e = await first_run(tmp_path)
+    store, first, cfg = e.store, e.agent, e.agent.config
     await e.create("p", [{"name": "c", "command": ["sleep", "30"]}])
     await e.until("p", lambda p: phase(p) == "Running")
     old = first.worker_for("default", "p").running_handle("c")  # type: ignore[union-attr]
@@ -342,6 +348,46 @@ async def test_stopping_the_agent_kills_pods_without_recording_them_as_done(
     await asyncio.sleep(0.1)
     pod = e.pod("p")
     assert pod is not None and phase(pod) == "Running"
+
+
+async def test_a_stop_keeps_the_pods_directories_for_the_next_start_which_drops_deleted_ones(
+        tmp_path: Path) -> None:
+    # A stopped node's pods are not done: the next start runs them again with their emptyDir
+    # and logs, as a rebooted kubelet node does. A pod deleted while the node was down is
+    # gone for good, and so is its directory, at that start.
+    e = await first_run(tmp_path)
+    store, first, cfg = e.store, e.agent, e.agent.config
+    write = ["sh", "-c", 'echo kept >> "$SHOAL_VOLUME_SCRATCH/file"; sleep 30']
+    uids = {}
+    for name in ("kept", "gone"):
+        mount = {"name": "scratch", "mountPath": str(tmp_path / f"mnt-{name}")}
+        pod = await e.create(name, [{"name": "c", "command": write, "volumeMounts": [mount]}],
+                             volumes=[{"name": "scratch", "emptyDir": {}}])
+        uids[name] = pod["metadata"]["uid"]
+    dirs = {name: tmp_path / "pods" / uid for name, uid in uids.items()}
+    await wait_for_text(dirs["kept"] / "volumes" / "scratch" / "file", "kept\n")
+    await first.stop()
+    assert dirs["kept"].is_dir() and dirs["gone"].is_dir()
+    await store.delete(e.kind, "default", "gone", grace_period=0)  # while the node is down
+    second = NodeAgent(store, NODE, "127.0.0.1", tmp_path, ProcessRuntime(tmp_path), cfg)
+    await second.start()
+    try:
+        assert not dirs["gone"].exists()
+        pod = await e.until("kept", lambda p: cs(p).get("restartCount") == 1
+                            and "running" in cs(p)["state"])
+        worker = second.worker_for("default", "kept")
+        assert worker is not None and worker.volumes["scratch"].parent.parent == dirs["kept"]
+        # The second run appends to what the first wrote.
+        await wait_for_text(worker.volumes["scratch"] / "file", "kept\nkept\n")
+    finally:
+        await second.stop()
+
+
+async def wait_for_text(path: Path, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (path.exists() and path.read_text() == text):
+        await asyncio.sleep(0.05)
+    assert path.read_text() == text
 
 
 def test_expansion_follows_the_kubelet() -> None:

@@ -165,6 +165,9 @@ class NodeAgent:
         sub = self.store.replica.subscribe(self._accept)
         self.sync_all()
         log.info("node agent (%s runtime) running %d pod(s)", self.runtime.name, len(self.workers))
+        if removed := await asyncio.to_thread(self._remove_stale_dirs, self._stale_dirs()):
+            log.info("removed the directories of %d pod(s) deleted while this node was down",
+                     removed)
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._watch(sub), name="agent-watch"),
                         loop.create_task(self._status_loop(), name="agent-status"),
@@ -172,9 +175,28 @@ class NodeAgent:
                         loop.create_task(self._event_loop(), name="agent-events"),
                         loop.create_task(self.local_volumes.run(), name="local-volumes")]
 
+    def _stale_dirs(self) -> list[Path]:
+        """The directories a stop kept (logs, working dirs, emptyDir volumes, for the next
+        start to run the pods on) whose pods are no longer bound here: deleted meanwhile.
+        Listed before anything awaits, so a pod bound after it is never among them."""
+        keep = {str(p["metadata"].get("uid")) for p in self.store.list(self.pod_kind)
+                if self._mine(p)} | set(self.workers)
+        roots = {self.pods_dir}
+        if self.pod_isolation.pods_dir is not None and self.pod_isolation.switch_users:
+            roots.add(self.pod_isolation.pods_dir)
+        return [d for root in roots if root.is_dir() for d in root.iterdir()
+                if d.name not in keep and d.is_dir() and not d.is_symlink()]
+
+    @staticmethod
+    def _remove_stale_dirs(dirs: list[Path]) -> int:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        return len(dirs)
+
     async def stop(self) -> None:
         """Kill this node's pods without recording it: they are not done, the node is stopping,
-        and the next start brings them back."""
+        and the next start brings them back, with their directories (logs, working dirs,
+        emptyDir volumes), which stay; a start removes those of pods deleted meanwhile."""
         self._stopping = True
         for t in self._tasks:
             t.cancel()
