@@ -369,10 +369,11 @@ async def test_a_stop_keeps_the_pods_directories_for_the_next_start_which_drops_
     await first.stop()
     assert dirs["kept"].is_dir() and dirs["gone"].is_dir()
     await store.delete(e.kind, "default", "gone", grace_period=0)  # while the node is down
+    (tmp_path / "pods" / "not-a-pod").mkdir()  # not named as a pod: never removed
     second = NodeAgent(store, NODE, "127.0.0.1", tmp_path, ProcessRuntime(tmp_path), cfg)
     await second.start()
     try:
-        assert not dirs["gone"].exists()
+        assert not dirs["gone"].exists() and (tmp_path / "pods" / "not-a-pod").is_dir()
         pod = await e.until("kept", lambda p: cs(p).get("restartCount") == 1
                             and "running" in cs(p)["state"])
         worker = second.worker_for("default", "kept")

@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import shutil
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,14 @@ def make_runtime(name: str, data_dir: Path) -> Runtime:
     from shoal.node.runtime_runc import RuncRuntime
 
     return RuncRuntime(data_dir)
+
+
+def _is_uid(name: str) -> bool:
+    """A pod uid's form: a pods dir named by hand (``--pods-dir``) may hold other things."""
+    try:
+        return str(uuid.UUID(name)) == name
+    except ValueError:
+        return False
 
 
 def _terminal(pod: dict[str, Any]) -> bool:
@@ -185,7 +194,7 @@ class NodeAgent:
         if self.pod_isolation.pods_dir is not None and self.pod_isolation.switch_users:
             roots.add(self.pod_isolation.pods_dir)
         return [d for root in roots if root.is_dir() for d in root.iterdir()
-                if d.name not in keep and d.is_dir() and not d.is_symlink()]
+                if d.name not in keep and _is_uid(d.name) and d.is_dir() and not d.is_symlink()]
 
     @staticmethod
     def _remove_stale_dirs(dirs: list[Path]) -> int:
