@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import signal
 import time
@@ -389,6 +390,34 @@ async def wait_for_text(path: Path, text: str, timeout: float = 5.0) -> None:
     while time.monotonic() < deadline and not (path.exists() and path.read_text() == text):
         await asyncio.sleep(0.05)
     assert path.read_text() == text
+
+
+async def test_a_pod_whose_status_another_node_wrote_starts_here_with_no_restart(
+        tmp_path: Path) -> None:
+    # Two sides of a cut bound the pod to different nodes; the other node ran it and wrote
+    # its status, and the merge kept this node's binding. This node starts the containers
+    # for the first time: RESTARTS 0, not 1 as if this node had run them and restarted.
+    store = ObjectStore(Replica(None, NODE), KindRegistry())
+    await NodeStatusReporter(store, NODE, "127.0.0.1").register()
+    e = Env(store, None)  # type: ignore[arg-type]
+    await e.create("moved", [{"name": "c", "command": ["sleep", "30"]}])
+    pod = copy.deepcopy(e.pod("moved"))
+    assert pod is not None
+    pod["status"] = {"phase": "Running", "hostIP": "10.0.0.2", "startTime": "2026-01-01T00:00:00Z",
+                     "containerStatuses": [{
+                         "name": "c", "ready": True, "restartCount": 0, "image": "busybox",
+                         "imageID": "", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                         "lastState": {}}]}
+    await store.update(e.kind, pod, "default", "moved", "status")
+    e.agent = NodeAgent(store, NODE, "127.0.0.1", tmp_path, ProcessRuntime(tmp_path),
+                        AgentConfig(worker=FAST, status_interval=0.02))
+    await e.agent.start()
+    try:
+        pod = await e.until("moved", lambda p: p["status"].get("hostIP") == "127.0.0.1"
+                            and "running" in cs(p)["state"])
+        assert cs(pod)["restartCount"] == 0 and cs(pod)["lastState"] == {}
+    finally:
+        await e.agent.stop()
 
 
 def test_expansion_follows_the_kubelet() -> None:

@@ -240,6 +240,10 @@ class PodWorker:
         self.files_dir = self.pod_dir  # working dirs and volumes: set up in _lifecycle
         spec = pod.get("spec") or {}
         status = pod.get("status") or {}
+        if status.get("hostIP") not in (None, ctx.node_ip):
+            # Written by another node: two sides bound the pod apart and the merge kept this
+            # node's binding. Its containers never ran here, so no restart is counted.
+            status = {}
         prev = {c.get("name"): c for c in status.get("containerStatuses") or []}
         prev_init = {c.get("name"): c for c in status.get("initContainerStatuses") or []}
         self.init_records = [ContainerRecord(c, True, prev_init.get(c.get("name")))
