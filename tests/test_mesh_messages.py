@@ -14,6 +14,7 @@ from shoal.crdt.document import Document
 from shoal.mesh.messages import (
     TAGS,
     Ack,
+    CoverageRow,
     Digest,
     DocRecord,
     Gossip,
@@ -76,6 +77,26 @@ def test_documents_are_spliced_in_as_sent_and_come_back_as_nodes() -> None:
     part = reply.part("tenant-a")
     assert part is not None and part.more and part.revision == 9
     assert reply.refused == (("tenant-b", "n3 is not a member"),)
+
+
+@settings(max_examples=200)
+@given(st.integers(0, 2**20), st.booleans(),
+       st.lists(st.tuples(names, st.integers(0, 9), st.integers(0, 9)), max_size=2).map(tuple),
+       st.integers(0, 50), st.lists(names, max_size=3).map(tuple))
+def test_a_scope_replys_optional_fields_survive_a_round_trip_in_any_combination(
+        coverage_revision: int, rows: bool, about: tuple[tuple[str, int, int], ...],
+        base: int, unreachable: tuple[str, ...]) -> None:
+    coverage = (CoverageRow("n1", 3, {"n2": 4}),) if rows else ()
+    part = ScopeReply("s", 9, False, (), coverage_revision, coverage, about, base, unreachable)
+    back = decode(encode(PullReply((part,))))
+    assert isinstance(back, PullReply) and back.scopes == (part,)
+
+
+def test_a_reply_that_reaches_every_writer_costs_no_byte_more() -> None:
+    plain = encode(PullReply((ScopeReply("tenant-a", 9, False, ()),)))
+    assert plain == b'[9,[["tenant-a",9,0,[]]]]'
+    cut = encode(PullReply((ScopeReply("tenant-a", 9, False, (), unreachable=("n1",)),)))
+    assert len(cut) - len(plain) < 20  # a few bytes, and only while a writer is cut off
 
 
 def test_the_tag_table_names_each_message_by_the_tag_encode_writes() -> None:

@@ -141,6 +141,16 @@ def test_lag_per_peer_is_the_largest_over_scopes() -> None:
     assert lag_by_peer(mesh) == {"b": (4, 8), "c": (7, None)}
 
 
+def test_lag_per_peer_counts_only_the_scopes_the_mesh_still_pulls_from_it() -> None:
+    # Issue 10's trial: n4, removed from tenant-a, read 1,068 behind and rising from a
+    # cursor of tenant-a that was no longer pulled. The mesh names the pairs that count.
+    ae = SimpleNamespace(cursors={("n4", ""): 1200, ("n4", "tenant-a"): 130},
+                         _partner_revision={"n4": 1200},
+                         lags=lambda: {("n4", ""): (1200, 0)})
+    mesh: Any = SimpleNamespace(anti_entropy=ae)
+    assert lag_by_peer(mesh) == {"n4": (1200, 0)}
+
+
 def test_a_trim_on_the_timeline_is_a_replicaset_pod_removed_soon_after_a_heal() -> None:
     now = [1000.0]
     t = Timeline(clock=lambda: now[0])

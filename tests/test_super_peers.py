@@ -4,6 +4,7 @@ super-peers only, keep syncing when one dies, and merge after being cut off."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import Counter
 from collections.abc import Callable
 
@@ -357,3 +358,77 @@ def test_a_chaos_run_over_sites_and_scopes_replays_exactly_and_keeps_weak_links(
     a, b = run(0), run(0)
     assert a.trace == b.trace and a.failures == b.failures
     assert a.ok, a.failures[:3]
+
+
+def test_a_weak_peer_reads_behind_unknown_while_its_super_peers_are_cut_off_from_a_writer(
+) -> None:
+    """Issue 10's trial: during a partition between sites, writer n1 (hub) held an object
+    weak n5 lacked, yet n5 read BEHIND 0: n1 is not in a weak peer's member list, so its
+    own "writer unreachable" rule never fired. Its super-peers now tell it which writers
+    of the scope they cannot reach, and it reads ``?`` with that reason until the heal.
+    Then the trial's other figure: a super-peer removed from the scope no longer reads as
+    a lag that rises on the weak peer (its cursor there is forgotten)."""
+    from shoal.api.metrics import lag_by_peer
+
+    async def main() -> None:
+        c = cluster(Layout(sites=2, supers_per_site=2, weak_per_site=1), 1)
+        await c.start()
+        hub = c.names(Role.SUPER, "site-000")[0]
+        farm, farm2 = c.names(Role.SUPER, "site-001")
+        weak = c.names(Role.WEAK, "site-001")[0]
+        obj = _scope("a", [hub, farm, farm2, weak], [hub])
+        t = tenants.Tenants([obj], ScopeMap([r for r in map(ScopeRule.parse, [obj]) if r]),
+                            ["team-a"])
+        await tenants.create(c, t)
+        await wait_for(lambda: tenants.everywhere(c, t), 60)
+        cm = c.registry.by_kind("v1", "ConfigMap")
+        assert cm is not None
+        ae = c.nodes[weak].peer.anti_entropy  # type: ignore[union-attr]
+        held = c.nodes[weak].replica
+
+        def row() -> dict[str, object]:
+            report = scope_report(weak, held, ScopeIndex(held).current(), ae.scope_status)
+            return next(r for r in report["scopes"] if r["scope"] == "a")
+
+        await c.nodes[hub].store.create(cm, {"metadata": {"name": "before",
+                                                          "namespace": "team-a"}})
+        await wait_for(lambda: held.get("configmaps", "team-a", "before") is not None
+                       and row()["behind"] == 0, 60)
+        assert hub not in {m.name for m in c.nodes[weak].peer.members()}  # type: ignore[union-attr]
+        sites = [[n.address for n in c.nodes.values() if c.role[n.name][1] == site]
+                 for site in ("site-000", "site-001")]
+        c.network.partition(sites)
+        await c.nodes[hub].store.create(cm, {"metadata": {"name": "alpha-hub-cut",
+                                                          "namespace": "team-a"}})
+        await wait_for(lambda: row()["behind"] is None, 90)
+        cut = row()
+        assert cut["unknownWhy"] == f"writers unreachable: {hub} (as super-peers " \
+                                    f"{farm}, {farm2} report)"
+        assert held.get("configmaps", "team-a", "alpha-hub-cut") is None
+        report = scope_report(weak, held, ScopeIndex(held).current(), ae.scope_status)
+        table = format_table(report).splitlines()
+        assert next(line for line in table if line.startswith("a ")).split()[4] == "?"
+        assert f"a: behind unknown: writers unreachable: {hub}" in "\n".join(table)
+        c.network.heal()
+        await wait_for(lambda: held.get("configmaps", "team-a", "alpha-hub-cut") is not None
+                       and row()["behind"] == 0, 120)
+        # Removed from the scope, farm2 is no longer asked for it: its cursor there goes,
+        # and its lag stays that of the scope it still serves as its revision grows.
+        assert (farm2, "a") in ae.cursors
+        stored = c.nodes[hub].store.find(tenants.scope_kind(c), "", "a")
+        assert stored is not None
+        obj2 = copy.deepcopy(stored)
+        obj2["spec"]["members"] = [hub, farm, weak]
+        await c.nodes[hub].store.update(tenants.scope_kind(c), obj2, "", "a")
+        await wait_for(lambda: (farm2, "a") not in ae.cursors, 60)
+        for i in range(20):
+            await c.nodes[farm2].store.create(cm, {"metadata": {"name": f"c{i}",
+                                                                "namespace": "default"}})
+        await wait_for(lambda: all(held.get("configmaps", "default", f"c{i}") is not None
+                                   for i in range(20)), 60)
+        await asyncio.sleep(10)
+        lag = lag_by_peer(c.nodes[weak].peer)  # type: ignore[arg-type]
+        assert all(behind is None or behind < 20 for _, behind in lag.values()), lag
+        await c.stop()
+
+    virtual_run(main())

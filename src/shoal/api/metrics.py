@@ -168,16 +168,25 @@ class NodeMetrics:
 
 
 def lag_by_peer(mesh: MeshPeer) -> dict[str, tuple[int, int | None]]:
-    """Peer -> (cursor, revisions behind or None) over every scope pulled from it: the
-    largest lag of any scope, the smallest cursor. Read from the anti-entropy's cursors
-    (keyed by peer, or by (peer, scope)) and the revisions partners last reported."""
+    """Peer -> (cursor, revisions behind or None) over every scope pulled from it now: the
+    largest lag of any scope, the smallest cursor. From ``AntiEntropy.lags`` (or, for a
+    mesh without it, every cursor, keyed by peer or by (peer, scope), and the revisions
+    partners last reported)."""
     ae = mesh.anti_entropy
-    reported: Mapping[str, int] = getattr(ae, "_partner_revision", {}) or {}
+    lags = getattr(ae, "lags", None)
+    if callable(lags):
+        # Only the scopes pulled from each peer now (``AntiEntropy.lags``): a cursor left
+        # for a scope it no longer serves here would read as a lag that only grows.
+        pairs: Mapping[Any, tuple[int, int | None]] = lags()
+    else:
+        reported: Mapping[str, int] = getattr(ae, "_partner_revision", {}) or {}
+        pairs = {}
+        for key, cursor in list(ae.cursors.items()):
+            revision = reported.get(key[0] if isinstance(key, tuple) else key)
+            pairs[key] = (cursor, None if revision is None else max(0, revision - cursor))
     out: dict[str, tuple[int, int | None]] = {}
-    for key, cursor in list(ae.cursors.items()):
+    for key, (cursor, behind) in pairs.items():
         peer = key[0] if isinstance(key, tuple) else key
-        revision = reported.get(peer)
-        behind = None if revision is None else max(0, revision - cursor)
         if peer in out:
             prev_cursor, prev_behind = out[peer]
             cursor = min(cursor, prev_cursor)

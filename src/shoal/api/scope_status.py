@@ -25,7 +25,10 @@ entry for the scope, as it gives it.
 trail only what its partners last reported, so a peer cut off from a scope's writers
 would read ``behind: 0`` while they hold newer objects. So ``behind`` is null, with
 ``unknownWhy`` saying why, when a writer of the scope is unreachable from this peer
-(suspect, dead or left to it: it may hold writes this peer lacks), or when other peers hold
+(suspect, dead or left to it: it may hold writes this peer lacks; a weak peer, which
+knows no writer beyond its site's super-peers, takes a writer as unreachable when every
+super-peer that answered it for the scope in the last two pull cycles says it cannot
+reach that writer: ``unreachable_via`` names them), or when other peers hold
 the scope and none has answered a pull of it for ``STALE_PULLS`` pull intervals and
 ``STALE_CYCLES`` pull cycles (or ever). The cluster scope, which every peer writes, is judged by the second rule only.
 """
@@ -89,7 +92,11 @@ def _unknown_why(entry: Any) -> str | None:
         return f"stranded: {stranded}"
     unreachable = entry.get("unreachable_writers")
     if isinstance(unreachable, list) and unreachable:
-        return f"writers unreachable: {', '.join(str(w) for w in unreachable)}"
+        via = entry.get("unreachable_via")
+        relayed = sorted({s for w in unreachable if isinstance(via, Mapping)
+                          and isinstance(via.get(w), list) for s in via[w]})
+        why = f"writers unreachable: {', '.join(str(w) for w in unreachable)}"
+        return f"{why} (as super-peers {', '.join(relayed)} report)" if relayed else why
     last, interval = entry.get("last_answer"), entry.get("pull_interval")
     if not entry.get("holders") or not isinstance(interval, int | float):
         return None  # held here only, or a mesh that does not say
@@ -161,8 +168,8 @@ def format_table(report: Mapping[str, Any]) -> str:
     """``SCOPE MEMBER WRITER OBJECTS BEHIND LAST SYNC STRANDED``, as ``shoal scopes`` prints
     it: ``BEHIND`` ``?`` when unknown, ``LAST SYNC`` the age of the last answer of a partner
     for the scope (``never``; ``-`` where the node is no member or holds it alone),
-    ``STRANDED`` ``yes`` where a weak peer syncs the scope with no one (``-``: no member),
-    with the reason under the table."""
+    ``STRANDED`` ``yes`` where a weak peer syncs the scope with no one (``-``: no member);
+    under the table, why each ``?`` is one (``stranded: ...``, ``behind unknown: ...``)."""
     header = ("SCOPE", "MEMBER", "WRITER", "OBJECTS", "BEHIND", "LAST SYNC", "STRANDED")
     lines = [header]
     reasons = []
@@ -186,6 +193,8 @@ def format_table(report: Mapping[str, Any]) -> str:
         ))
         if row.get("stranded"):
             reasons.append(f"{lines[-1][0]}: stranded: {row['stranded']}\n")
+        elif row.get("unknownWhy"):
+            reasons.append(f"{lines[-1][0]}: behind unknown: {row['unknownWhy']}\n")
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines) + "\n" + "".join(reasons)

@@ -3,8 +3,9 @@
 It asks the node the kubeconfig points at (``GET /shoal/v1/scopes``, served by
 :mod:`shoal.api.scope_status`) and prints ``SCOPE MEMBER WRITER OBJECTS BEHIND LAST
 SYNC STRANDED`` (``BEHIND`` is ``?`` where the node cannot know: a writer of the scope
-unreachable, or no partner answering; ``STRANDED`` is ``yes`` where a weak peer has no
-super-peer of its site in the scope, and so syncs it with no one, the reason below the
+unreachable, from it or, on a weak peer, from every super-peer it pulls the scope from,
+as they report; or no partner answering; ``STRANDED`` is ``yes`` where a weak peer has no
+super-peer of its site in the scope, and so syncs it with no one; the reasons below the
 table); ``-o json`` prints the answer as it came. Each node answers for itself: point
 ``--server`` at another peer to ask it.
 """
@@ -25,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "scopes", help="show the scopes a node holds and how far behind it is in each",
         description="Ask one node which scopes it holds (member), which it accepts writes "
                     "for (writer), how many of their objects it has, how many revisions "
-                    "it trails its replication partners by (behind; ? when it cannot know), "
+                    "it trails its replication partners by (behind; ? when it cannot know, "
+                    "the reason below the table), "
                     "when a partner last answered it for the scope (last sync), and whether "
                     "it syncs the scope with no one (stranded: a weak peer none of whose "
                     "site's super-peers is a member of the scope).")

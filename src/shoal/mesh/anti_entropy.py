@@ -38,7 +38,8 @@ puller is a member of; a receiver merges only what the policy accepts, and tells
 sender of a push what it refused. When this peer stops holding a scope it drops the
 scope's objects from memory and disk; when a scope it holds grows (it became a member,
 a namespace moved in, a writer was added), the scope's cursors restart at 0 so that
-its whole state is pulled again.
+its whole state is pulled again; and the cursors held for a partner in a scope it is
+no longer a member of are forgotten.
 """
 
 
@@ -237,6 +238,9 @@ class AntiEntropy:
         self._partner_revision: dict[str, int] = {}
         self._answered: dict[tuple[str, str], float] = {}
         """(partner, scope) -> loop time of its last pull answer for the scope."""
+        self._relayed_cut: dict[tuple[str, str], tuple[str, ...]] = {}
+        """On a weak peer, (super-peer, scope) -> the writers of the scope that super-peer
+        said in its last answer for the scope it cannot reach (``ScopeReply.unreachable``)."""
         self._durable_vectors: dict[str, dict[str, int]] | None = None
         self._publish_timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
@@ -290,6 +294,9 @@ class AntiEntropy:
         in memory only, for at most DISPLACED_KEPT objects."""
         self.garbage = 0
         self._rows_turn = 0
+        self._cluster_source: str | None = None
+        """On a weak peer, the super-peer it pulled the cluster scope's documents from last
+        (``_source``): from the others it takes only rows, and no cursor of theirs moves."""
         """Turns of a weak peer's other super-peers in its pull rounds (``pull_round``)."""
         self._unanswered: dict[str, float] = {}
         """Partner -> loop time of its last pull that got no answer (cleared by one that
@@ -369,11 +376,12 @@ class AntiEntropy:
         for scope in set(before) - set(view):
             self._reset_scope(scope)
             log.info("%s: no longer a member of scope %r", self.membership.name, scope)
+        stale = self._drop_non_member_cursors(m)
         for scope in grew:
             self._reset_scope(scope)
             log.info("%s: scope %r grew here: pulling its whole state", self.membership.name,
                      scope)
-        if view != before:
+        if view != before or stale:
             self._persist_cursors()
         me = self.membership.name
         if self.policy.is_weak():
@@ -397,6 +405,28 @@ class AntiEntropy:
         self._revoke(m)
         if self._held_back:
             self._bring_back(m)
+
+    def _drop_non_member_cursors(self, m: ScopeMap) -> bool:
+        """Forget the cursors (and coverage cursors, and last answers) held for a partner in
+        a scope it is no longer a member of: that scope is never pulled from it again, and
+        a cursor left behind would read as a lag that only grows with the partner's
+        revision (issue 10: n4 removed from tenant-a read 1,068 behind and rising on its
+        old partners). Made a member again, it is pulled from 0: it dropped the scope's
+        objects when it left and holds them under new revisions. Whether anything went."""
+        gone = [k for k in self.cursors if not m.is_member(k[1], k[0])]
+        for key in gone:
+            del self.cursors[key]
+        for ckey in [k for k in self._coverage_cursors if not m.is_member(k[1], k[0])]:
+            del self._coverage_cursors[ckey]
+        for akey in [k for k in self._answered if not m.is_member(k[1], k[0])]:
+            del self._answered[akey]
+        for rkey in [k for k in self._relayed_cut if not m.is_member(k[1], k[0])]:
+            del self._relayed_cut[rkey]
+        if gone:
+            log.info("%s: dropped the cursors of %s, no longer members of those scopes",
+                     self.membership.name,
+                     ", ".join(f"{p} in {s or '<cluster>'!r}" for p, s in sorted(gone)))
+        return bool(gone)
 
     def _hold_back(self, m: ScopeMap, scope: str, key: tuple[str, str, str],
                    doc: Document, windows: Windows | None = None) -> None:
@@ -883,12 +913,16 @@ class AntiEntropy:
             cov_rev = told if rows or about or told > coverage_cursor else 0
             sent = tuple(docs[c.scope])
             self.docs_sent[c.scope] += len(sent)
+            # A weak puller knows no writer beyond its site's super-peers: tell it which of
+            # the scope's writers we cannot reach (empty, and not sent, while we reach all).
+            cut_off = (self._unreachable_writers(c.scope)
+                       if weak_puller is not None and c.scope != CLUSTER else ())
             if cut is None:
                 parts.append(ScopeReply(c.scope, revision, False, sent, cov_rev, rows, about,
-                                        base))
+                                        base, cut_off))
             else:
                 parts.append(ScopeReply(c.scope, max(cursor, cut), True, sent, cov_rev, rows,
-                                        about, base))
+                                        about, base, cut_off))
         return PullReply(tuple(parts), tuple(refused), life)
 
     def _since(self, life: int, cursor: int, coverage_cursor: int) -> tuple[int, int]:
@@ -1018,6 +1052,10 @@ class AntiEntropy:
                 cursor = self.cursors.get(key, 0)
                 self._partner_revision[peer.name] = part.revision
                 self._answered[key] = asyncio.get_running_loop().time()
+                if part.unreachable:
+                    self._relayed_cut[key] = part.unreachable
+                else:
+                    self._relayed_cut.pop(key, None)
                 if part.revision < cursor:
                     # The peer's revisions went back (it lost its state): start over.
                     log.info("peer %s went back from revision %d to %d", peer.name, cursor,
@@ -1163,6 +1201,7 @@ class AntiEntropy:
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n
         source = self._source(partners) if self._relays_no_rows() else None
+        self._cluster_source = source.name if source is not None else None
         self._round += 1
         targets = [partners[(start + i) % len(partners)] for i in range(n)]
         weak = self.policy.weak_pulls()
@@ -1199,6 +1238,58 @@ class AntiEntropy:
 
     # -- what an operator sees -------------------------------------------------------
 
+    def _unreachable_writers(self, scope: str) -> tuple[str, ...]:
+        """The writers of ``scope`` this peer knows and finds suspect, dead or left: they
+        may hold writes it lacks. One lookup per writer of the scope."""
+        writers = self.policy.map().writers(scope)
+        if not writers:
+            return ()
+        members = self.membership.members
+        return tuple(sorted(w for w in writers if w != self.membership.name
+                            and (mb := members.get(w)) is not None and mb.state != State.ALIVE))
+
+    def _pulls_documents(self, partner: str, scope: str, asked: dict[str, list[str]]) -> bool:
+        """Whether this peer pulls the documents of ``scope`` from ``partner`` now, so that
+        the cursor it holds for them says how far behind it is: the scope is asked of it
+        (``ReplicationPolicy.scopes_for``), and, on a weak peer in the cluster scope, it is
+        the source (the others answer rows only). ``asked`` caches ``scopes_for``."""
+        if partner not in asked:
+            asked[partner] = self.policy.scopes_for(partner)
+        if scope not in asked[partner]:
+            return False
+        return (scope != CLUSTER or self._cluster_source is None
+                or partner == self._cluster_source)
+
+    def lags(self) -> dict[tuple[str, str], tuple[int, int | None]]:
+        """(partner, scope) -> (cursor, revisions behind: the partner's last reported
+        revision minus the cursor, None before it reported one), for each scope whose
+        documents this peer pulls from that partner (``_pulls_documents``). A cursor kept
+        for a scope not pulled from it (it is no writer of it now, or the cluster scope
+        of a weak peer's other super-peer) is left out: it stands still while the
+        partner's revision grows, and would read as a lag that only rises."""
+        self.check_scopes()
+        asked: dict[str, list[str]] = {}
+        out: dict[tuple[str, str], tuple[int, int | None]] = {}
+        for (peer, scope), cursor in list(self.cursors.items()):
+            if self._pulls_documents(peer, scope, asked):
+                reported = self._partner_revision.get(peer)
+                out[(peer, scope)] = (cursor,
+                                      None if reported is None else max(0, reported - cursor))
+        return out
+
+    def _relayed_unreachable(self, scope: str, partners: Iterable[str], now: float,
+                             window: float) -> dict[str, tuple[str, ...]]:
+        """On a weak peer: per super-peer it pulls ``scope`` from that answered it within
+        ``window`` seconds, the writers that super-peer said it cannot reach. A writer is
+        out of this peer's reach when every one of them says so (``scope_status``): what
+        one of them reaches, this peer gets through it."""
+        out: dict[str, tuple[str, ...]] = {}
+        for name in partners:
+            at = self._answered.get((name, scope))
+            if at is not None and now - at <= window:
+                out[name] = self._relayed_cut.get((name, scope), ())
+        return out
+
     def scope_status(self) -> dict[str, dict[str, Any]]:
         """Per scope held: its members (None: every peer), the partners it is pulled from
         with the cursor held for each and how far behind it is (the partner's last reported
@@ -1218,6 +1309,8 @@ class AntiEntropy:
             heard[scope] = max(at, heard.get(scope, at))
         known = {n: mb.state for n, mb in self.membership.members.items()
                  if n != self.membership.name}
+        cycle = self.config.pull_interval * max(
+            1, -(-len(partners) // max(1, self.config.pull_fanout)))
         held: Counter[str] = Counter()
         for key, _ in self.replica.all_entries():
             held[m.scope_of(key[0], key[1])] += 1
@@ -1226,8 +1319,9 @@ class AntiEntropy:
             members = m.members(scope)
             pulled: dict[str, dict[str, float | None]] = {}
             for name in partners:
-                if scope not in asked[name]:
-                    # Not pulled from it (a member that is no writer, for a non-writer):
+                if not self._pulls_documents(name, scope, asked):
+                    # Not pulled from it (a member that is no writer, for a non-writer; a
+                    # weak peer's super-peer that is not its source in the cluster scope):
                     # its revision says nothing of what we lack.
                     continue
                 cursor = self.cursors.get((name, scope), 0)
@@ -1236,7 +1330,14 @@ class AntiEntropy:
                                 "behind": None if reported is None else max(0, reported - cursor)}
                 if (name, scope) in self._answered:
                     pulled[name]["answered"] = round(now - self._answered[(name, scope)], 1)
-            writers = m.writers(scope)
+            unreachable = set(self._unreachable_writers(scope)) if scope != CLUSTER else set()
+            relayed = (self._relayed_unreachable(scope, pulled, now, 2 * cycle)
+                       if self.policy.is_weak() and scope != CLUSTER else {})
+            cut_via = {}
+            if relayed and all(relayed.values()):
+                beyond = set.intersection(*(set(w) for w in relayed.values()))
+                cut_via = {w: sorted(relayed) for w in sorted(beyond)}
+                unreachable |= beyond
             out[scope] = {
                 "stranded": self.policy.stranded(scope),
                 "members": None if members is None else sorted(members),
@@ -1246,13 +1347,11 @@ class AntiEntropy:
                 "sent": self.docs_sent[scope],
                 "last_answer": round(now - heard[scope], 1) if scope in heard else None,
                 "pull_interval": self.config.pull_interval,
-                "pull_cycle": self.config.pull_interval * max(
-                    1, -(-len(partners) // max(1, self.config.pull_fanout))),
+                "pull_cycle": cycle,
                 "holders": sum(1 for n, state in known.items()
                                if state != State.LEFT and (members is None or n in members)),
-                "unreachable_writers": sorted(
-                    n for n, state in known.items()
-                    if writers is not None and n in writers and state != State.ALIVE),
+                "unreachable_writers": sorted(unreachable),
+                "unreachable_via": cut_via,
             }
         return out
 

@@ -21,7 +21,8 @@ tag    message     fields
 9      PullReply   [[scope, revision reached, more follows, documents[, coverage
                    revision, coverage rows[, entries about the puller[, the
                    version of the responder's row that its row in this answer
-                   holds the changes since]]]], ...][, [[scope, reason], ...] refused]
+                   holds the changes since[, writers the responder cannot
+                   reach]]]]], ...][, [[scope, reason], ...] refused]
 10     Digest      a hash of every member's (name, incarnation, state): a push-pull
                    that costs a few bytes when both sides already agree
 11     Refused     [reason, ...]: why documents pushed to the receiver were dropped
@@ -197,6 +198,10 @@ class ScopeReply:
     """When not 0, the responder's own row in ``coverage`` holds only the entries that
     changed since its row of this version (to a puller that asked ``about_me_only``);
     a puller that does not hold that version asks for the whole row again."""
+    unreachable: tuple[str, ...] = ()
+    """To a weak puller, from a super-peer of its site: the writers of this scope the
+    responder cannot reach (suspect, dead or left to it), so may hold writes neither has.
+    Empty (and not sent) while it reaches them all: an idle answer costs nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +305,14 @@ def _scope_reply(p: ScopeReply) -> list[Any]:
         out.append([list(e) for e in p.about_you])
     if p.own_row_base:
         out.append(p.own_row_base)
+    if p.unreachable:  # only while the responder is cut off from a writer of the scope
+        if len(out) == 4:
+            out += [p.coverage_revision, []]
+        if len(out) == 6:
+            out.append([])
+        if len(out) == 7:
+            out.append(p.own_row_base)
+        out.append(list(p.unreachable))
     return out
 
 
@@ -403,11 +416,12 @@ def _doc_list(v: Any) -> tuple[DocRecord, ...]:
 
 def _scope_reply_of(v: Any) -> ScopeReply:
     f = _list(v)
-    if len(f) in (7, 8):
+    if len(f) in (7, 8, 9):
         about = tuple((_str(e[0]), _int(e[1]), _int(e[2])) for e in (_list(x, 3) for x in _list(f[6])))
         return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
                           _int(f[4]), _coverage_rows(f[5]), about,
-                          _int(f[7]) if len(f) == 8 else 0)
+                          _int(f[7]) if len(f) >= 8 else 0,
+                          tuple(_str(w) for w in _list(f[8])) if len(f) == 9 else ())
     if len(f) == 6:
         return ScopeReply(_str(f[0]), _int(f[1]), bool(_int(f[2])), _doc_list(f[3]),
                           _int(f[4]), _coverage_rows(f[5]))
