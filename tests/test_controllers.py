@@ -280,3 +280,54 @@ async def test_a_peer_that_just_started_schedules_only_once_it_holds_every_live_
     late._started -= CATCH_UP
     await late.sync()
     assert store.get(POD, "default", "q")["spec"].get("nodeName") in peers
+
+
+def test_a_running_replicaset_controller_replaces_a_lost_nodes_pods_when_its_timeout_ends(
+) -> None:
+    """An unreachable node writes nothing, so no change announces the moment its eviction
+    timeout runs out: the controller schedules a pass for it (before, it waited for its
+    30 s resync). Virtual time; the controller's own resync is an hour."""
+    import asyncio
+
+    from shoal.control.node_lifecycle import UNREACHABLE
+    from shoal.sim.loop import VirtualWallClock
+    from shoal.sim.loop import run as virtual_run
+
+    node_kind = REG.by_kind("v1", "Node")
+
+    async def main() -> tuple[int, int, float]:
+        loop = asyncio.get_running_loop()
+        r = Replica(None, "n1", clock=VirtualWallClock(loop))
+        s = ObjectStore(r, REG)
+        await s.create(NS, {"metadata": {"name": "default"}})
+        await s.create(node_kind, {"metadata": {"name": "far"}})
+        await s.create(DEPLOY, deployment("edge", 2), "default")
+        await settle(s)
+        for name in [p["metadata"]["name"] for p in pods(s)]:
+            p = copy.deepcopy(s.get(POD, "default", name))
+            p["spec"]["nodeName"] = "far"
+            await s.update(POD, p, "default", name, "binding", check_rv=False)
+        controller = ReplicaSetController(s, eviction_timeout=8.0, resync=3600.0)
+        task = loop.create_task(controller.run())
+        await asyncio.sleep(1.0)
+        # Judged unreachable now: its pods stop counting 8 s from now.
+        tainted = loop.time()
+        n = copy.deepcopy(s.get(node_kind, None, "far"))
+        n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
+                                 "timeAdded": now_rfc3339(r.wall.now())}]}
+        await s.update(node_kind, n, None, "far")
+        await asyncio.sleep(7.5)
+        before = len(pods(s))
+        while len(pods(s)) == before and loop.time() - tainted < 60:
+            await asyncio.sleep(0.05)
+        replaced_after = loop.time() - tainted
+        after = len(pods(s))
+        task.cancel()
+        r.close()
+        return before, after, replaced_after
+
+    before, after, replaced_after = virtual_run(main())
+    assert before == 2, "nothing is replaced before the eviction timeout"
+    assert after == 4, "both pods replaced"
+    # Virtual seconds: the timeout (timeAdded has whole-second precision) plus the pass.
+    assert 7.0 <= replaced_after < 9.5, replaced_after

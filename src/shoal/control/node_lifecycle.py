@@ -117,12 +117,17 @@ def unreachable_since(node: dict[str, Any]) -> float | None:
     return None
 
 
+def lost_at(node: dict[str, Any], default_timeout: float) -> float | None:
+    """When (wall-clock seconds) this node's pods stop counting: its unreachable taint's
+    ``timeAdded`` plus its eviction timeout; None while it has no such taint."""
+    since = unreachable_since(node)
+    return None if since is None else since + eviction_timeout(node, default_timeout)
+
+
 def is_lost(node: dict[str, Any] | None, now: float, default_timeout: float) -> bool:
     """Whether pods on this node should be replaced elsewhere (they are not deleted)."""
-    if node is None:
-        return False
-    since = unreachable_since(node)
-    return since is not None and now - since >= eviction_timeout(node, default_timeout)
+    at = None if node is None else lost_at(node, default_timeout)
+    return at is not None and now >= at
 
 
 def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.control.controller import Controller
-from shoal.control.node_lifecycle import LEASE_NAMESPACE, is_lost, renewed_within
+from shoal.control.node_lifecycle import LEASE_NAMESPACE, lost_at, renewed_within
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import (
     by_controller,
@@ -103,10 +103,16 @@ class ReplicaSetController(Controller):
 
     async def sync(self) -> bool:
         now_s = self.store.replica.wall.now()
-        self._lost_nodes = {
-            n["metadata"]["name"] for n in self.store.list(self.node_kind)
-            if is_lost(n, now_s, self.eviction_timeout)
-        }
+        self._lost_nodes = set()
+        # A node's pods stop counting when its eviction timeout runs out, which no change
+        # announces (an unreachable node writes nothing): a pass is scheduled for then.
+        evictions: list[float] = []
+        for n in self.store.list(self.node_kind):
+            at = lost_at(n, self.eviction_timeout)
+            if at is not None and now_s >= at:
+                self._lost_nodes.add(n["metadata"]["name"])
+            elif at is not None:
+                evictions.append(at - now_s)
         pods = self.store.list(self.pod_kind)
         pods_by_owner = by_controller(pods)
         pending = False
@@ -136,8 +142,10 @@ class ReplicaSetController(Controller):
                 log.debug("replicaset %s/%s: %s", meta.get("namespace"), meta["name"], e)
                 pending = True
         self.gate.keep_only(acting)
-        # A held-back trim is looked at again when its wait ends.
-        self._timer.arm(min(self._holds) + 0.01 if self._holds else None)
+        # A held-back trim is looked at again when its wait ends, and the count when a
+        # node's pods stop counting.
+        waits = self._holds + evictions
+        self._timer.arm(min(waits) + 0.01 if waits else None)
         return pending
 
     async def reconcile(self, rs: dict[str, Any], owned: list[dict[str, Any]], now: float) -> bool:
