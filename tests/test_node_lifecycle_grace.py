@@ -102,3 +102,32 @@ async def test_a_peer_that_restarts_with_stale_leases_waits_the_grace_period(
     clock.t += GRACE - 5
     await lifecycle.sync()
     assert not _tainted(store, "c")
+
+
+async def test_a_judge_whose_own_lease_ran_out_is_passed_over_though_membership_holds_it_alive(
+    peer: tuple[ObjectStore, ManualClock],
+) -> None:
+    """A partition: b (c's preferred judge) and c are across the cut from a. Membership
+    still holds b alive (its suspicion takes tens of seconds more), but b's Lease ran out
+    like c's: a judges c at the grace period, as it judges b, instead of waiting for
+    membership to give b up."""
+    store, clock = peer
+    view = FixedView("a", ["a", "b", "c"])
+    lifecycle = NodeLifecycle(store, view, grace=GRACE)
+    await lifecycle.sync()
+    for name in ("b", "c"):
+        await _register(store, name)
+        await _renew(store, clock, name)
+    await lifecycle.sync()
+    assert not lifecycle._acts_for("c"), "b is c's judge while its Lease is fresh"
+    clock.t += GRACE + 1  # the cut: neither renews
+    await lifecycle.sync()
+    assert _tainted(store, "b") and _tainted(store, "c")
+    # The heal: b renews again and is c's judge again.
+    await _renew(store, clock, "b")
+    await lifecycle.sync()
+    assert not lifecycle._acts_for("c")
+    assert NODE is not None
+    assert not any(t.get("effect") == "NoExecute"
+                   for t in store.get(NODE, None, "b")["spec"].get("taints") or []), \
+        "b is reachable again (its NoSchedule taint waits for its agent's Ready=True)"

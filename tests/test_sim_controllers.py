@@ -49,9 +49,7 @@ def test_the_kubelet_that_lost_a_binding_in_the_merge_stops_its_copy() -> None:
     report = run(1)
     assert report.ok, report.failures
     assert report.lost_bindings >= 1
-    # 3.551 s before the ReplicaSet controller woke at the eviction moment (it waited for a
-    # Node change or its 30 s resync), 5.739 s since: the seed's schedule changed.
-    assert report.longest_double_run < 6.5
+    assert report.longest_double_run < 5.0
 
 
 def test_the_longest_kept_checker_catches_a_trim_that_trusts_a_peers_not_ready_mark(
@@ -69,6 +67,8 @@ def test_the_longest_kept_checker_catches_a_trim_that_trusts_a_peers_not_ready_m
     monkeypatch.setattr(replicaset.ReplicaSetController, "__init__", eager)
     monkeypatch.setattr(replicaset.ReplicaSetController, "_status_unknown", lambda *_: False)
     monkeypatch.setattr(replicaset.ReplicaSetController, "_reachable", lambda *_: True)
-    report = run(3, roll=False)
+    # Seed 3 showed it until node lifecycle passed over a judge whose own Lease ran out
+    # (the schedule changed); over seeds 0-11 now, 0 and 4 do.
+    report = run(0, roll=False)
     assert any("was kept" in f for f in report.failures), report.failures
     assert report.trimmed_after_heal > 0

@@ -196,6 +196,10 @@ class NodeLifecycle(Controller):
         earliest: the grace a starting peer or a joining node gets)."""
         self._not_ready: set[str] = set()
         """The nodes the last pass judged unreachable (their pods are kept not ready)."""
+        self._lapsed: frozenset[str] = frozenset()
+        """The nodes whose Lease the last pass found run out: no judge (a peer across a
+        partition stays alive in membership until its suspicion runs its course, up to
+        tens of seconds more)."""
         self._timer = WakeTimer(self._wake)
 
     def relevant(self, change: Change) -> bool:
@@ -218,6 +222,19 @@ class NodeLifecycle(Controller):
         self._seen = {n: self._seen.get(n, now) for n in names}
         # A weak peer holds no other node's Lease: it judges nobody.
         judging = self.view.name not in weak_peers(self.view)
+        # Each node's Lease, and whether it ran out: known for less than grace, no Lease
+        # yet (a joining node) or a stale one (our replica after a restart) proves nothing.
+        leases: dict[str, tuple[dict[str, Any] | None, float, bool]] = {}
+        for name in names - {self.view.name} if judging else ():
+            lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
+            renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
+            since = self._seen[name] if renew is None else max(renew, self._seen[name])
+            leases[name] = (lease, since, now - since < self.grace)
+            if now - since < self.grace:
+                # A pass when it runs out, judged here or not: the node may be the judge of
+                # others (``_acts_for`` passes over a judge whose own Lease ran out).
+                wake.append(since + self.grace)
+        self._lapsed = frozenset(n for n, (_, _, fresh) in leases.items() if not fresh)
         for node in nodes:
             name = node["metadata"]["name"]
             if name == self.view.name:
@@ -232,16 +249,9 @@ class NodeLifecycle(Controller):
             judge = self._acts_for(name)
             if not judge and not any(self._acts_for(name, s, scopes) for s in mine):
                 continue
-            lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
-            renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
-            # Known for less than grace: no Lease yet (a joining node) or a stale one (our
-            # replica after a restart) proves nothing.
-            since = self._seen[name] if renew is None else max(renew, self._seen[name])
-            fresh = now - since < self.grace
-            if fresh:
-                wake.append(since + self.grace)
-                if not renewed_within(lease, now, self.grace):
-                    continue  # not judged yet, and its pods are left alone
+            lease, _, fresh = leases[name]
+            if fresh and not renewed_within(lease, now, self.grace):
+                continue  # not judged yet, and its pods are left alone
             try:
                 if judge:
                     await self._set(node, reachable=fresh, now=now)
@@ -291,12 +301,13 @@ class NodeLifecycle(Controller):
 
     def _acts_for(self, node: str, scope: str = CLUSTER, scopes: ScopeMap = EMPTY) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
-        than that node and the weak peers (for a scope's pods: its live writers other than
-        those): a node
+        than that node, the weak peers and the peers whose own Lease ran out (for a scope's
+        pods: its live writers other than those): a node
         never judges itself, so if it were its own preferred actor nobody would clear the
         taint it got while cut off."""
-        return preferred_actor(f"node/{node}", lease_actors(self.view, scope, scopes,
-                                                           exclude=node)) == self.view.name
+        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node)
+                  if p not in self._lapsed or p == self.view.name]
+        return preferred_actor(f"node/{node}", judges) == self.view.name
 
     async def _own_pressure_taints(self, node: dict[str, Any]) -> None:
         """This node's pressure taints (disk-pressure and the like), kept by itself while no
