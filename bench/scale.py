@@ -50,6 +50,7 @@ import orjson
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
+from shoal.mesh.messages import MEMBERSHIP_TAGS, TAG, Pull, PullReply, Push
 from shoal.mesh.topology import Role
 from shoal.sim.checkers import convergence
 from shoal.sim.cluster import NAMESPACE, RESOURCE
@@ -159,8 +160,6 @@ def _traffic(cluster: RoleCluster, seconds: float) -> dict[str, Any]:
     return out
 
 
-MEMBERSHIP_TAGS = frozenset({0, 1, 2, 3, 4, 5, 6, 10})
-"""Ping, Ack, PingReq, Nack, Gossip, Join, State, Digest (``shoal.mesh.messages``)."""
 
 
 class SuperPeerBytes:
@@ -197,11 +196,11 @@ class SuperPeerBytes:
         parts: list[tuple[str, int, int]] = []  # (kind, bytes, documents)
         body = orjson.loads(payload)
         tag = body[0] if isinstance(body, list) and body else -1
-        if tag == 7:
+        if tag == TAG[Push]:
             parts.append(("push", len(payload), len(body[2])))
-        elif tag == 8:
+        elif tag == TAG[Pull]:
             parts.append(("pull request", len(payload), 0))
-        elif tag == 9:
+        elif tag == TAG[PullReply]:
             coverage = docs = 0
             for part in body[1]:
                 docs += len(part[3])

@@ -8,13 +8,12 @@ import copy
 from collections import Counter
 from collections.abc import Callable
 
-import orjson
 import pytest
 
 from shoal.api.scope_status import format_table, scope_report
 from shoal.authz.scopes import ScopeIndex, ScopeMap, ScopeRule
 from shoal.mesh import config as mesh_config
-from shoal.mesh.messages import State
+from shoal.mesh.messages import MEMBERSHIP_TAGS, State, tag_of
 from shoal.mesh.topology import Role
 from shoal.sim import scenarios, tenants
 from shoal.sim.checkers import convergence, weak_links
@@ -33,7 +32,6 @@ def cluster(layout: Layout, seed: int, faults: LinkFaults | None = None) -> Role
     return RoleCluster(layout.size, seed, CFG, loop, faults or LinkFaults(), layout=layout)
 
 
-MEMBERSHIP = {0, 1, 2, 3, 4, 5, 6, 10}  # message tags of messages.py (not replication)
 
 
 def record_pairs(c: RoleCluster) -> Counter[tuple[str, str]]:
@@ -42,7 +40,7 @@ def record_pairs(c: RoleCluster) -> Counter[tuple[str, str]]:
     transmit = c.network.transmit
 
     def counting(src: str, dst: str, payload: bytes, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        if orjson.loads(payload)[0] in MEMBERSHIP:
+        if tag_of(payload) in MEMBERSHIP_TAGS:
             pairs[(src.split(":")[0], dst.split(":")[0])] += 1
         transmit(src, dst, payload, *args, **kwargs)
 
@@ -107,7 +105,7 @@ def test_a_weak_peers_membership_traffic_does_not_grow_with_the_cluster() -> Non
         transmit = c.network.transmit
 
         def counting(src: str, dst: str, payload: bytes, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-            if orjson.loads(payload)[0] in MEMBERSHIP:
+            if tag_of(payload) in MEMBERSHIP_TAGS:
                 for a in (src, dst):
                     if a in weak:
                         sent[a] += len(payload)

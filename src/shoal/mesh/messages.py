@@ -237,6 +237,10 @@ TAGS: dict[int, type[Message]] = {
     0: Ping, 1: Ack, 2: PingReq, 3: Nack, 4: Gossip, 5: Join, 6: StateSync, 7: Push, 8: Pull,
     9: PullReply, 10: Digest, 11: Refused}
 """Each message's type by its tag, the first element of its encoding (the table above)."""
+TAG = {t: tag for tag, t in TAGS.items()}
+MEMBERSHIP_TAGS = frozenset(TAG[t] for t in (Ping, Ack, PingReq, Nack, Gossip, Join, StateSync,
+                                                Digest))
+"""The tags of membership's messages (the rest carry replication)."""
 
 
 def tag_of(payload: bytes) -> int | None:
