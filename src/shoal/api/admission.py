@@ -34,6 +34,7 @@ from shoal.authz.authorizer import Authorizer, role_rules
 from shoal.authz.reader import ObjectReader
 from shoal.authz.scopes import CLUSTER, SCOPES, ScopeIndex
 from shoal.authz.user import UserInfo
+from shoal.control.node_lifecycle import NOT_READY, UNREACHABLE
 from shoal.model.kinds import Kind
 
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -245,7 +246,7 @@ def _quote(s: str) -> str:
 # --- DefaultTolerationSeconds (issue 12): every new pod tolerates a node that is not ready
 # or unreachable for 300 s, unless it says otherwise, as kube-apiserver's admission plugin.
 DEFAULT_TOLERATION_SECONDS = 300
-_DEFAULT_TOLERATED = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+_DEFAULT_TOLERATED = (NOT_READY, UNREACHABLE)
 
 
 def default_tolerations(kind: Kind, obj: dict[str, Any]) -> None:
