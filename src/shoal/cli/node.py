@@ -289,10 +289,13 @@ class ShoalNode:
         idle = PEER_IDLE_TIMEOUT if self.cfg.mesh.idle_timeout is None \
             else self.cfg.mesh.idle_timeout
         handshake = self.cfg.mesh.tls_handshake_timeout or PEER_HANDSHAKE_TIMEOUT
-        self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=port,
-                                      advertise=self.advertise,
-                                      advertise_address=self.cfg.mesh.peer_advertise,
-                                      idle_timeout=idle, handshake_timeout=handshake)
+        def transport_on(port: int) -> TlsTransport:
+            return TlsTransport(identity, bind=self.cfg.api.bind, port=port,
+                                advertise=self.advertise,
+                                advertise_address=self.cfg.mesh.peer_advertise,
+                                idle_timeout=idle, handshake_timeout=handshake)
+
+        self.transport = transport_on(port)
         try:
             await self.transport.start()
         except OSError as e:
@@ -300,10 +303,7 @@ class ShoalNode:
                 raise in_use("--peer-port", self.cfg.api.bind, port, e) from None
             log.warning("peer port %d is taken (%s); using a free port instead: pass "
                         "--peer-port to choose one", port, e)
-            self.transport = TlsTransport(identity, bind=self.cfg.api.bind, port=0,
-                                          advertise=self.advertise,
-                                          advertise_address=self.cfg.mesh.peer_advertise,
-                                          idle_timeout=idle, handshake_timeout=handshake)
+            self.transport = transport_on(0)
             await self.transport.start()
         self.transport.set_control_handler(join.JoinService(
             self.pki, self.transport, live_member=self._live_member).handle)  # peer identity
