@@ -225,10 +225,17 @@ async def test_a_peer_link_with_a_request_or_a_stream_in_flight_is_not_cut(
     peers: tuple[TlsTransport, TlsTransport, TlsIdentity],
 ) -> None:
     a, b, _ = peers
-    # The answer takes two idle timeouts: the link stays up meanwhile.
+    # The answer takes two idle timeouts: the link stays up meanwhile (cut, the request
+    # would fail).
     assert await a.request(b.address, str(2 * IDLE).encode(), 10) == b"done"
-    inbound = next(c for c in b._inbound if c.peer.name == "node-a")
+    # A stream riding the link registers while it is busy (registering after the answer
+    # raced the idle timer under load: the link may rightly close once nothing is in flight).
+    answer = asyncio.create_task(a.request(b.address, str(2 * IDLE).encode(), 10))
+    while not any(c.peer.name == "node-a" and c.tasks for c in b._inbound):
+        await asyncio.sleep(0.01)
+    inbound = next(c for c in b._inbound if c.peer.name == "node-a" and c.tasks)
     inbound.on_close(lambda: None)  # what shoal.mesh.streams does for a stream riding it
+    assert await answer == b"done"
     await asyncio.sleep(2 * IDLE)
     assert b.idle_closed == 0
     assert inbound.is_open
