@@ -52,7 +52,7 @@ from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import HANDSHAKE_TIMEOUT as PEER_HANDSHAKE_TIMEOUT
 from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
-from shoal.mesh.topology import Role, role_of  # issue 10: weak peers
+from shoal.mesh.topology import Role, WeakNames  # issue 10: weak peers
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.ingress import (  # ingress (part W5)
@@ -444,7 +444,7 @@ class MeshView:
 
     def __init__(self, node: ShoalNode) -> None:
         self._node = node
-        self._weak: tuple[int, list[str]] = (-1, [])
+        self._weak = WeakNames()
 
     @property
     def name(self) -> str:
@@ -456,15 +456,8 @@ class MeshView:
         return [self.name, *others]
 
     def weak(self) -> list[str]:
-        """The members whose role is weak (``ownership.weak_peers``); every controller asks
-        for each object, so it is kept until the member list changes."""
-        mesh = self._node.mesh
-        if mesh is None:
-            return []
-        version = mesh.membership.version
-        if self._weak[0] != version:
-            self._weak = (version, [m.name for m in mesh.members() if role_of(m) == Role.WEAK])
-        return self._weak[1]
+        """The members whose role is weak (``ownership.weak_peers``)."""
+        return self._weak.of(self._node.mesh)
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:

@@ -114,3 +114,33 @@ def relays(me: Tagged, sync: Iterable[T]) -> list[T]:
         return sync
     backbone = [p for p in sync if role_of(p) != Role.WEAK]
     return backbone or sync
+
+
+class _MeshPeer(Protocol):
+    @property
+    def membership(self) -> _Versioned: ...
+
+    def members(self) -> Iterable[Tagged]: ...
+
+
+class _Versioned(Protocol):
+    @property
+    def version(self) -> int: ...
+
+
+class WeakNames:
+    """The names of a peer's weak members (``control.ownership.weak_peers``): every
+    controller asks for each object, so they are kept until the member list changes."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._names: list[str] = []
+
+    def of(self, peer: _MeshPeer | None) -> list[str]:
+        if peer is None:
+            return []
+        version = peer.membership.version
+        if version != self._version:
+            self._version = version
+            self._names = [m.name for m in peer.members() if role_of(m) == Role.WEAK]
+        return self._names

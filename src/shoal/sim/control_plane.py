@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.control import manager
-from shoal.mesh.topology import Role, role_of
+from shoal.mesh.topology import WeakNames
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
 from shoal.sim.timeline import Timeline
@@ -30,7 +30,7 @@ class MeshPeerView:
 
     def __init__(self, node: SimNode) -> None:
         self._node = node
-        self._weak: tuple[int, list[str]] = (-1, [])
+        self._weak = WeakNames()
 
     @property
     def name(self) -> str:
@@ -42,15 +42,8 @@ class MeshPeerView:
         return [self.name, *others]
 
     def weak(self) -> list[str]:
-        """The members whose role is weak (``ownership.weak_peers``); every controller asks
-        for each object, so it is kept until the member list changes."""
-        peer = self._node.peer
-        if peer is None:
-            return []
-        version = peer.membership.version
-        if self._weak[0] != version:
-            self._weak = (version, [m.name for m in peer.members() if role_of(m) == Role.WEAK])
-        return self._weak[1]
+        """The members whose role is weak (``ownership.weak_peers``)."""
+        return self._weak.of(self._node.peer)
 
 
 class _ErrorCounter(logging.Handler):
