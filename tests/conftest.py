@@ -43,10 +43,32 @@ ObjectStore.freeze_reads = True
 Persistence.reserve_bytes = 0
 
 
+_PORT_BLOCK = 4000  # ports per xdist worker, all below the kernel's ephemeral range
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, for a server a test starts. Picked below the kernel's ephemeral range
+    (32768 and up) and from a block of this xdist worker's own: a port the kernel handed out
+    with bind(0) and released could be handed again to another server's port 0 or an outgoing
+    connection before ours binds it ("address already in use" at set-up, seen in CI)."""
+    if not _next_port:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")[2:]
+        index = int(worker) + 1 if worker.isdigit() else 0
+        start = 16000 + (index % 4) * _PORT_BLOCK
+        _next_port.append(start + os.getpid() % (_PORT_BLOCK // 2))
+        _next_port.append(start)
+    pos, start = _next_port
+    for step in range(_PORT_BLOCK):
+        port = start + (pos - start + step) % _PORT_BLOCK
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _next_port[0] = start + (port - start + 1) % _PORT_BLOCK
+        return port
+    raise RuntimeError(f"no free port in {start}..{start + _PORT_BLOCK}")
 
 
 def kubectl_binary() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from shoal.bus import nats_config, site_topology
 from shoal.bus.nats_config import BusSettings, TlsFiles
 from shoal.bus.supervisor import NatsSupervisor, nats_server_path
 from shoal.mesh import pki
+from tests.conftest import free_port
 
 
 def need_nats_server() -> str:
@@ -27,12 +27,6 @@ def need_nats_server() -> str:
             pytest.fail("nats-server is not installed (scripts/bootstrap-debian.sh installs it)")
         pytest.skip("nats-server is not installed")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_ca() -> pki.KeyPair:

@@ -34,17 +34,12 @@ from shoal.devices.simulator import Thermostat, mqtt_connect, mqtt_publish_packe
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
+from tests.conftest import free_port
 from tests.test_bus_config import NODES, me
 from tests.test_bus_harness import need_nats_server
 
 API = "devices.shoal.dev/v1beta1"
 NODE = "edge-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(check: Any, timeout: float = 5.0, every: float = 0.01) -> Any:

@@ -12,7 +12,6 @@ import gzip
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
@@ -48,6 +47,7 @@ from shoal.node.registry_client import (
     RegistryClient,
     default_pull_policy,
 )
+from tests.conftest import free_port
 
 BUSYBOX = Path("/bin/busybox")
 APPLETS = ["sh", "echo", "cat", "sleep", "ls", "id", "env", "pwd", "hostname", "tty", "touch",
@@ -289,18 +289,12 @@ def test_an_import_by_the_cli_is_seen_by_a_running_store(tmp_path: Path) -> None
 # -- registry pulls -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Debian's docker-registry on a loopback port; yields host:port."""
     exe = require("docker-registry", "docker-registry")
     root = tmp_path_factory.mktemp("registry")
-    port = _free_port()
+    port = free_port()
     (root / "config.yml").write_text(
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
@@ -457,7 +451,7 @@ async def test_a_registry_that_wants_a_bearer_token_gets_one(tmp_path: Path,
     app.router.add_get("/v2/{tail:.*}", proxy)
     runner = web.AppRunner(app)
     await runner.setup()
-    port = _free_port()
+    port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     puller = ImagePuller(ImageStore(tmp_path))
     try:

@@ -8,7 +8,6 @@ import base64
 import datetime
 import os
 import signal
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -36,17 +35,12 @@ from shoal.net.ingress_haproxy import (
 )
 from shoal.store.objects import Invalid, ObjectStore
 from shoal.store.replica import Replica
+from tests.conftest import free_port
 
 if haproxy_path() is None:
     if os.environ.get("CI") == "true":
         raise RuntimeError("haproxy is missing (scripts/bootstrap-debian.sh installs it)")
     pytest.skip("haproxy is not installed", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _self_signed(host: str) -> tuple[bytes, bytes]:
@@ -164,7 +158,7 @@ async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[_Site]
                              "data": {"tls.crt": base64.encodebytes(crt).decode(),
                                       "tls.key": base64.b64encode(key).decode()}}, "default")
     ca = ssl.create_default_context(cadata=crt.decode())
-    http, https = _free_port(), _free_port()
+    http, https = free_port(), free_port()
     ctl = IngressController(store, Path(tmp), IngressSettings(
         listen=Listen("127.0.0.1", http, https), debounce=0.01),
         HaproxySupervisor(tmp / "ingress" / "haproxy.cfg", tmp / "ingress" / "haproxy.log",
