@@ -66,6 +66,23 @@ def test_install_writes_a_unit_systemd_accepts_and_uninstall_removes_it(tmp_path
     assert not (units / "multi-user.target.wants" / "shoal.service").is_symlink()
 
 
+def test_purge_data_also_removes_the_pods_files_kept_outside_the_data_dir(tmp_path: Path) -> None:
+    # Process pods' working dirs and local-path volumes live outside the data dir
+    # (--pods-dir, or /var/lib/shoal-pods/<marker> as root): a purge leaves none behind.
+    units, etc, data, pods = (tmp_path / "systemd", tmp_path / "etc", tmp_path / "data",
+                              tmp_path / "pods")
+    r = shoal("install", "--unit-dir", str(units), "--config-dir", str(etc), "--data-dir",
+              str(data), "--", "--pods-dir", str(pods))
+    assert r.returncode == 0, r.stderr
+    for d in (data, pods / "0c2d", tmp_path / "pods-local-path" / "pvc-1"):
+        d.mkdir(parents=True)
+    (tmp_path / "pods-other").mkdir()  # not this node's
+    r = shoal("uninstall", "--unit-dir", str(units), "--config-dir", str(etc), "--purge-data")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["etc", "pods-other", "systemd"]
+    assert f"removed {pods}\n" in r.stdout
+
+
 def test_a_bad_server_flag_is_refused_at_install_time(tmp_path: Path) -> None:
     r = shoal("install", "--unit-dir", str(tmp_path), "--config-dir", str(tmp_path),
               "--", "--api-port", "70000")

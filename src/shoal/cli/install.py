@@ -173,8 +173,12 @@ def uninstall(args: argparse.Namespace) -> int:
     path = args.config_dir / "config.yaml"
     unit = args.unit_dir / UNIT_NAME
     data_dir: Path | None = None
+    pods_dir: Path | None = None
     with contextlib.suppress(OSError, KeyError, TypeError, yaml.YAMLError):
-        data_dir = Path(str(yaml.safe_load(path.read_text())["data-dir"]))
+        config = yaml.safe_load(path.read_text())
+        if config.get("pods-dir"):
+            pods_dir = Path(str(config["pods-dir"]))
+        data_dir = Path(str(config["data-dir"]))
     if _systemd_running() and unit.exists():
         subprocess.run(["systemctl", "disable", "--now", UNIT_NAME], check=False, timeout=120)
     for gone in (args.unit_dir / f"{WANTED_BY}.wants" / UNIT_NAME, unit, path):
@@ -190,6 +194,7 @@ def uninstall(args: argparse.Namespace) -> int:
             return 1
         from shoal.cli.data_dir_lock import DataDirInUse, DataDirLock
 
+        leftovers = _pods_dirs(data_dir, pods_dir)  # named by the data dir's real path
         if data_dir.exists():
             try:
                 DataDirLock.acquire(data_dir).release()
@@ -198,7 +203,22 @@ def uninstall(args: argparse.Namespace) -> int:
                 return 1
             shutil.rmtree(data_dir)
             print(f"removed {data_dir}")
+        for gone in leftovers:
+            if gone.is_dir() and not gone.is_symlink():
+                shutil.rmtree(gone)
+                print(f"removed {gone}")
     return 0
+
+
+def _pods_dirs(data_dir: Path, pods_dir: Path | None) -> list[Path]:
+    """Where a node on ``data_dir`` kept process pods' files outside it: ``--pods-dir`` or,
+    run as root, its own dir under /var/lib/shoal-pods, and the local-path volumes beside."""
+    from shoal.node.pod_user import PODS_ROOT
+    from shoal.node.runtime_process import node_marker
+
+    if pods_dir is None:
+        pods_dir = PODS_ROOT / node_marker(data_dir)
+    return [pods_dir, pods_dir.with_name(pods_dir.name + "-local-path")]
 
 
 def run(args: argparse.Namespace) -> int:
