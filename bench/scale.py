@@ -13,6 +13,9 @@ membership, replication, replica and CRDT code, one process. Per size:
   replica;
 - ``after_burst``: 100 writes on random weak peers within a second, then bytes per node
   per second over the next minute, and when the burst was everywhere;
+- ``idle_with_leases`` (up to ``--leases-max`` peers): the idle minute again, with every
+  peer renewing its node Lease every 10 s as a kubelet does (the figures above have no
+  heartbeats);
 - ``memory``: resident memory added per simulated peer (RSS after start and a first
   settling minute, less before, over N);
 - ``heal`` (1,000 by default): half the sites cut from the other half for long enough
@@ -21,7 +24,8 @@ membership, replication, replica and CRDT code, one process. Per size:
   super-peers) and until the replicas are identical.
 
 ``python -m bench.scale [--sizes=100,1000] [--heal=1000] [--collection=100]
-[--sites-per-region=5] [--site=100] [--quiet-max=900] [--tracemalloc] [--output=FILE]``
+[--sites-per-region=5] [--site=100] [--quiet-max=900] [--leases-max=1000] [--tracemalloc]
+[--output=FILE]``
 runs it alone (``--site=5``: sites of 2 super-peers and 3 weak peers, so 500 peers have
 as many super-peers and regions as 10,000 have; ``--quiet-max=0``: the idle minute right
 after the settle, without waiting for coverage to be quiet, as before 685ef75); ``--tracemalloc`` lists where the
@@ -51,6 +55,7 @@ import orjson
 from shoal.mesh import config as mesh_config
 from shoal.mesh.config import MeshConfig
 from shoal.mesh.messages import MEMBERSHIP_TAGS, TAG, Pull, PullReply, Push
+from shoal.mesh.replication_policy import NODE_LEASE_NAMESPACE as NODE_LEASES
 from shoal.mesh.topology import Role
 from shoal.sim.checkers import convergence
 from shoal.sim.cluster import NAMESPACE, RESOURCE
@@ -58,6 +63,7 @@ from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
 from shoal.sim.network import LinkFaults
 from shoal.sim.super_peers import Layout, RoleCluster
+from shoal.store.objects import StoreError
 
 SEED = 1
 SITE = 100  # peers per site: 2 super-peers and 98 weak peers (``--site``)
@@ -66,6 +72,11 @@ SITES_PER_REGION = 5
 without regions (every super-peer's coverage over the whole backbone, as before)."""
 IDLE_SECONDS = 60.0
 BURST_WRITES = 100
+LEASES_MAX = 1000
+"""Sizes up to this one (``--leases-max``) also measure ``idle_with_leases``: every peer
+renewing its node Lease as a kubelet does. Larger ones would spend their wall time on
+N/10 renewals a virtual second."""
+LEASE_RENEW_SECONDS = 10.0  # the kubelet's: a quarter of the 40 s leaseDurationSeconds
 
 
 def layout_for(n: int, sites_per_region: int | None = None) -> Layout:
@@ -358,9 +369,67 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
     report["after_burst"]["writes"] = BURST_WRITES
     report["after_burst"]["everywhere_after_virtual_seconds"] = (
         None if everywhere_at is None else round(loop.time() - start, 1))
+    if layout.size <= LEASES_MAX:
+        report["idle_with_leases"] = await _idle_with_leases(cluster, rng)
     report["wall_seconds"] = round(time.perf_counter() - wall, 1)
     report["virtual_seconds"] = round(loop.time(), 1)
     await cluster.stop()
+
+
+def _lease(name: str, renew: str) -> dict[str, Any]:
+    """A node's Lease as the kubelet writes it (owned by its Node)."""
+    return {"metadata": {"name": name, "namespace": NODE_LEASES, "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Node", "name": name,
+                "uid": f"{name}-0000-4000-8000-000000000000"}]},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+                     "renewTime": renew}}
+
+
+async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[str, Any]:
+    """The idle minute again, with every peer renewing its node Lease every 10 s (at a
+    random phase), as a real node does: the simulator's other figures have no heartbeats.
+    Full and super-peers hold every Lease, a weak peer its own only
+    (``ReplicationPolicy.withheld``)."""
+    loop = asyncio.get_running_loop()
+    kind = cluster.registry.by_kind("coordination.k8s.io/v1", "Lease")
+    first = next(iter(cluster.nodes.values()))
+    await first.store.create(cluster.namespace_kind, {"metadata": {"name": NODE_LEASES}})
+    await asyncio.sleep(30.0)  # the namespace everywhere
+
+    def stamp() -> str:
+        return f"2026-01-01T00:{int(loop.time()) // 60 % 60:02d}:{loop.time() % 60:09.6f}Z"
+
+    async def renew(node: Any) -> None:
+        await asyncio.sleep(rng.uniform(0, LEASE_RENEW_SECONDS))
+        while True:
+            obj = node.store.find(kind, NODE_LEASES, node.name)
+            try:
+                if obj is None:
+                    await node.store.create(kind, _lease(node.name, stamp()), NODE_LEASES)
+                else:
+                    new = {**obj, "spec": {**obj["spec"], "renewTime": stamp()}}
+                    await node.store.update(kind, new, NODE_LEASES, node.name)
+            except StoreError:
+                cluster.write_errors += 1
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
+
+    tasks = [loop.create_task(renew(node)) for node in cluster.nodes.values() if node.up]
+    await asyncio.sleep(3 * LEASE_RENEW_SECONDS)  # every Lease created and renewed twice
+    cluster.network.reset_counters()
+    where = SuperPeerBytes(cluster)
+    cluster.network.observers.append(where)
+    await asyncio.sleep(IDLE_SECONDS)
+    cluster.network.observers.remove(where)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    out = _traffic(cluster, IDLE_SECONDS)
+    out["super_peer_bytes"] = where.report(IDLE_SECONDS)
+    weak = cluster.names(Role.WEAK)[0]
+    entry = cluster.nodes[weak].replica.entry(kind.resource, NODE_LEASES, weak)
+    out["lease_document_bytes"] = None if entry is None else len(entry.document().to_bytes())
+    out["renew_seconds"] = LEASE_RENEW_SECONDS
+    return out
 
 
 async def _heal(n: int, cfg: MeshConfig, split: float, report: dict[str, Any]) -> None:
@@ -480,6 +549,9 @@ if __name__ == "__main__":
     site = _arg("site")
     if site is not None:
         SITE = int(site)
+    leases = _arg("leases-max")
+    if leases is not None:
+        LEASES_MAX = int(leases)
     quiet = _arg("quiet-max")
     if quiet is not None:
         QUIET_MAX_SECONDS = float(quiet)
