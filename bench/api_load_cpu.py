@@ -35,7 +35,13 @@ def shoal_of(src: Path | None, work: Path) -> Path:
     if src is None:
         return BIN / "shoal"
     script = work / "shoal"
-    script.write_text(f"#!/bin/sh\nPYTHONPATH={src} exec {sys.executable} -c \"{RUN_SHOAL}\" \"$@\"\n")
+    drop = ""
+    if "proxy-mode" not in (src / "shoal" / "cli" / "main.py").read_text():
+        # An older tree (72314ee, the issue's) has no --proxy-mode: drop the flag.
+        drop = ('for a; do shift; [ "$skip" ] && { skip=; continue; }; '
+                '[ "$a" = --proxy-mode ] && { skip=1; continue; }; set -- "$@" "$a"; done\n')
+    script.write_text(f"#!/bin/sh\n{drop}PYTHONPATH={src} exec {sys.executable} "
+                      f"-c \"{RUN_SHOAL}\" \"$@\"\n")
     script.chmod(0o755)
     return script
 

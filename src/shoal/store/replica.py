@@ -30,7 +30,7 @@ from shoal.crdt.document import DEL, Document, KeyFn
 from shoal.crdt.hlc import HybridLogicalClock, SystemClock, WallClock
 from shoal.store import secret_encryption
 from shoal.store.change_feed import Change, ChangeFeed
-from shoal.store.persistence import FenceRow, MemoryPersistence, Persistence, Row
+from shoal.store.persistence import FenceRow, MemoryPersistence, Persistence, Row, Settle
 
 log = logging.getLogger(__name__)
 
@@ -372,9 +372,8 @@ class Replica:
         elif old_value is not None:
             change = Change("DELETED", resource, namespace, name, rv, _with_rv(old_value, rv), old_value)
         fut = self._queue_write(undo, rv, [row], {"revision": str(rv), "hlc": str(self.hlc.last)},
-                                loop)
-        fut.add_done_callback(lambda f: self._durable(rv, change, f))
-        return new_value, _for_waiters(fut, loop)
+                                loop, durable=functools.partial(self._published, rv, change))
+        return new_value, fut
 
     def _keep_document(self, key: FullKey) -> None:
         """Keep ``key``'s parsed document, dropping that of the object least recently
@@ -389,20 +388,34 @@ class Replica:
     def _queue_write(
         self, undo: _Undo, first_rv: int | None, rows: builtins.list[Row], meta: dict[str, str],
         loop: asyncio.AbstractEventLoop, fences: builtins.list[FenceRow] | None = None,
-        scrub: bool = False,
+        scrub: bool = False, durable: Settle | None = None,
     ) -> asyncio.Future[None]:
         """Queue a write whose memory changes ``undo`` can take back; the future fails if
-        the commit does, after memory has been rolled back."""
+        the commit does, after memory has been rolled back. ``durable`` is told the outcome
+        (None once durable) after that bookkeeping and before the future resolves.
+
+        The future is the writer's to await: cancelling it (a writer's task cancelled, a
+        timeout) changes nothing here, since the commit goes on regardless and the
+        bookkeeping is told its real outcome."""
         if self.persistence.settles_at_once:
             # Stored as it is queued (the simulator's memory): nothing to take back.
-            return self.persistence.write(rows, meta, loop, fences, scrub=scrub)
+            fut = self.persistence.write(rows, meta, loop, fences, scrub=scrub)
+            if durable is not None:
+                fut.add_done_callback(lambda f: durable(_outcome(f)))
+            return _for_waiters(fut, loop)
         self._seq += 1
         seq = self._seq
         self._inflight[seq] = undo
         if first_rv is not None:
             self._inflight_rvs[seq] = first_rv
+        settle = functools.partial(self._settled, seq, durable)
+        persistence = self.persistence
         try:
-            fut = self.persistence.write(rows, meta, loop, fences, scrub=scrub)
+            if isinstance(persistence, Persistence):
+                # Told on the commit's answer, in the same loop callback (issue 11).
+                return persistence.write(rows, meta, loop, fences, scrub=scrub, settle=settle)
+            # Another disk (the simulator's) answers by its future alone.
+            fut = persistence.write(rows, meta, loop, fences, scrub=scrub)
         except BaseException:
             self._roll_back(seq)
             if first_rv is not None:
@@ -410,11 +423,16 @@ class Replica:
                     self._pending.setdefault(rv, None)
                 self._publish_ready()
             raise
-        fut.add_done_callback(functools.partial(self._settled, seq))
-        return fut
+        fut.add_done_callback(lambda f: settle(_outcome(f)))
+        return _for_waiters(fut, loop)
 
-    def _settled(self, seq: int, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
+    def _settled(self, seq: int, durable: Settle | None, error: BaseException | None) -> None:
+        self._settle(seq, error)
+        if durable is not None:
+            durable(error)
+
+    def _settle(self, seq: int, error: BaseException | None) -> None:
+        if error is None:
             self._inflight.pop(seq, None)
             self._inflight_rvs.pop(seq, None)
         elif seq in self._inflight:
@@ -460,11 +478,8 @@ class Replica:
             for listener in list(self.rollback_listeners):
                 listener(lowest)
 
-    def _durable_after(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
-        self._durable(rv, change, fut)
-
-    def _durable(self, rv: int, change: Change | None, fut: asyncio.Future[None]) -> None:
-        if fut.cancelled() or fut.exception() is not None:
+    def _published(self, rv: int, change: Change | None, error: BaseException | None) -> None:
+        if error is not None:
             # The write is not durable: nobody was told it succeeded, so it is not published.
             change = None
         self._pending[rv] = change
@@ -589,12 +604,14 @@ class Replica:
             changes.append((rv, change))
         if not rows and not fences:
             return 0
+        def durable(error: BaseException | None) -> None:
+            for rv, change in changes:
+                self._published(rv, change, error)
+
         fut = self._queue_write(undo, first_rv if changes else None, rows,
-                                {"revision": str(self.revision)}, loop, fences, scrub=True)
-        for rv, change in changes:
-            fut.add_done_callback(functools.partial(self._durable_after, rv, change))
-        if not changes:
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                                {"revision": str(self.revision)}, loop, fences, scrub=True,
+                                durable=durable)
+        fut.add_done_callback(_outcome)  # nobody awaits it: its failure is handled above
         return len(rows)
 
     def all_entries(self) -> Iterable[tuple[FullKey, Entry]]:
@@ -617,7 +634,7 @@ class Replica:
         self._loop = loop
         fut = self._queue_write(undo, None, rows, {}, loop, fences)
         # A lost drop only keeps a tombstone (or fence) one more round: it is collected again.
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        fut.add_done_callback(_outcome)
 
     def iter_entries(self, resource: str) -> Iterable[tuple[Key, Entry]]:
         return list(self._objects.get(resource, {}).items())
@@ -631,12 +648,20 @@ def _settled_copy(entry: Entry | None) -> Entry | None:
     return None if entry is None else Entry(entry.value, entry.rv, entry.doc_bytes, None)
 
 
+def _outcome(fut: asyncio.Future[None]) -> BaseException | None:
+    """A settled write's error (a cancelled one counts as failed), retrieved."""
+    if fut.cancelled():
+        return asyncio.CancelledError()
+    return fut.exception()
+
+
 def _for_waiters(fut: asyncio.Future[None], loop: asyncio.AbstractEventLoop,
                  ) -> asyncio.Future[None]:
-    """What a writer awaits: resolved as ``fut`` is, but cancelling it (a writer's task
-    cancelled, a timeout) leaves ``fut`` alone, since the commit goes on regardless and the
-    replica's own callbacks (roll back on failure, publish once durable) must see its
-    real outcome, not the cancellation."""
+    """What a writer awaits on a disk that answers by its future alone (the simulator's):
+    resolved as ``fut`` is, but cancelling it (a writer's task cancelled, a timeout) leaves
+    ``fut`` alone, since the commit goes on regardless and the replica's own callbacks
+    (roll back on failure, publish once durable) must see its real outcome, not the
+    cancellation."""
     if fut.done():
         return fut  # the simulator's memory settles at once: nothing to detach from
     waiter: asyncio.Future[None] = loop.create_future()
