@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from shoal.api import bodies, web
+from shoal.api import web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 
@@ -66,12 +66,12 @@ async def serve(request: web.Request, t: Target, handlers: ResourceHandlers) -> 
     current = store.get(t.kind, t.namespace, t.name)
     if request.method == "GET":
         return web.Response(body=handlers.encoded.dumps(current), content_type="application/json")
+    # A Pod, its fields checked as a pod's are (fieldValidation), as the apiserver does.
     if request.method == "PUT":
-        wanted = bodies.parse(await bodies.read_raw(request), request.content_type or "application/json")
-        if not isinstance(wanted, dict):
-            raise ApiError(400, "the body must be a Pod")
+        from shoal.api.resources import read_checked  # (resources dispatches here)
+        wanted = await read_checked(request, "", "Pod", "UpdateOptions")
     elif request.method == "PATCH":
-        wanted = handlers._apply_patch(request, t.kind, current, await bodies.read_raw(request))
+        wanted = await handlers.checked_patch(request, t, current)
     else:
         raise ApiError(405, "the server does not allow this method on the requested resource")
     if not (current.get("spec") or {}).get("nodeName"):

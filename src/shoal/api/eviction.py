@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from shoal.api import bodies, web
+from shoal.api import web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.control.disruption import matching_budgets
@@ -47,7 +47,8 @@ async def serve(request: web.Request, t: Target, store: ObjectStore, admit: Admi
     if request.method != "POST":
         raise ApiError(405, "the server does not allow this method on the requested resource")
     assert t.name is not None
-    body = await bodies.read_object(request)
+    from shoal.api.resources import read_checked  # (resources dispatches here)
+    body = await read_checked(request, "policy", "Eviction", "CreateOptions")
     if body.get("kind") not in (None, "Eviction") or str(body.get("apiVersion", "policy/v1")) \
             not in ("policy/v1", "policy/v1beta1"):
         raise ApiError(400, f"expected policy/v1 Eviction, got {body.get('apiVersion')} "

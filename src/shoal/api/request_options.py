@@ -46,9 +46,11 @@ def parse_uint64(text: str) -> int:
 
 
 def int_param(request: web.Request, name: str) -> int | None:
-    """The integer query parameter ``name`` (None when absent or empty), or a 400."""
-    text = request.query.get(name, "")
-    if not text:
+    """The integer query parameter ``name`` (None when absent), or a 400. Present but
+    empty (``limit=``) is a 400 too: the apiserver's conversion of a query to its options
+    parses every value given, and ``strconv.ParseInt`` takes no empty string."""
+    text = request.query.get(name)
+    if text is None:
         return None
     try:
         return parse_int64(text)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import copy
 import datetime
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -39,7 +40,7 @@ from shoal.api.patch import (
 from shoal.api.pod_proxy import PodProxy
 from shoal.api.routing import Target
 from shoal.api.tables import build_table
-from shoal.api.watch import WatchStream
+from shoal.api.watch import WatchStream, caught_up, too_large_response
 from shoal.model.jsonpath import get_first, set_value
 from shoal.model.kinds import Kind
 from shoal.model.selectors import FieldSelector, LabelSelector, SelectorError
@@ -149,6 +150,37 @@ Duplicates = list[str] | None
 def _duplicates(mode: str) -> Duplicates:
     """Where :func:`bodies.parse` puts a body's repeated keys: nowhere under Ignore."""
     return None if mode == "Ignore" else []
+
+
+async def read_checked(request: web.Request, group: str, kind: str, options: str
+                       ) -> dict[str, Any]:
+    """A subresource's body (a Scale, a Binding, an Eviction, a TokenRequest, a Pod),
+    decoded as strictly as a resource's: under ``fieldValidation`` its unknown fields are
+    dropped and, with its repeated keys, warned of or refused in the apiserver's words for
+    ``kind`` (at the version the body names, as its decoder gives it). ``options`` names
+    the write's options for a bad fieldValidation (``CreateOptions``, ``UpdateOptions``)."""
+    mode = request_options.field_validation(request, options)
+    duplicates = _duplicates(mode)
+    obj = await bodies.read_object(request, duplicates)
+    av = obj.get("apiVersion")
+    named, _, version = av.rpartition("/") if isinstance(av, str) else ("", "", "")
+    check_fields(request, body_kind(group, version if named == group and version else "v1",
+                                    kind), obj, mode, duplicates or ())
+    return obj
+
+
+@functools.cache
+def body_kind(group: str, version: str, kind: str) -> Kind:
+    """The kind of a body a subresource takes, for :func:`check_fields`."""
+    return Kind(group, version, kind, f"{kind.lower()}s", kind.lower(), True)
+
+
+def _checked_patched(request: web.Request, kind: Kind, patched: Any, mode: str,
+                     duplicates: Duplicates) -> dict[str, Any]:
+    if not isinstance(patched, dict):
+        raise ApiError(422, "the patched object must be a JSON object")
+    check_fields(request, kind, patched, mode, duplicates or (), patched=True)
+    return patched
 
 
 def check_applied_fields(request: web.Request, t: Target, config: dict[str, Any],
@@ -310,9 +342,10 @@ class ResourceHandlers:
         replica = self.store.replica
         want = request_options.resource_version_param(request)
         request_options.int_param(request, "timeoutSeconds")  # checked, as the apiserver
-        if want is not None and want > replica.revision:
-            raise ApiError(504, f"Too large resource version: {want}, current: {replica.revision}",
-                           "Timeout")
+        limit = request_options.int_param(request, "limit")
+        if want is not None and not await caught_up(replica, want):
+            # As the apiserver's watch cache: wait a while for a revision not reached yet.
+            return too_large_response(want, replica.revision)
         revision = replica.revision
         items = self.store.list(t.kind, t.namespace)
         if not labels.empty or not fields.empty:
@@ -323,7 +356,6 @@ class ResourceHandlers:
         if cont:
             revision, after = _decode_continue(cont)
             items = [o for o in items if _key_of(o) > after]
-        limit = request_options.int_param(request, "limit")
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
         next_token = ""
         if limit is not None and 0 < limit < len(items):
@@ -638,10 +670,9 @@ class ResourceHandlers:
         if request.method == "GET":
             return json_response(current)
         if request.method == "PUT":
-            new_scale = await bodies.read_object(request)
+            new_scale = await read_checked(request, "autoscaling", "Scale", "UpdateOptions")
         elif request.method == "PATCH":
-            raw = await bodies.read_raw(request)
-            new_scale = self._apply_patch(request, t.kind, current, raw) if request.content_type != "application/strategic-merge-patch+json" else apply_merge_patch(current, bodies.parse(raw, JSON))
+            new_scale = await self._patch_scale(request, t, current)
         else:
             raise ApiError(405, "the server does not allow this method on the requested resource")
         # Go clients omit replicas: 0 (omitempty), so a missing value means zero.
@@ -663,9 +694,41 @@ class ResourceHandlers:
                                              request, t, self.store, {}, "scale"))
         return json_response(self._scale_of(t.kind, stored))
 
+    async def _patch_scale(self, request: web.Request, t: Target,
+                           current: dict[str, Any]) -> dict[str, Any]:
+        """The Scale a PATCH makes of ``current``, its fields checked as a Scale's (the
+        apiserver decodes the patched Scale strictly; an applied one must hold only
+        fields a Scale has, whatever fieldValidation says)."""
+        raw = await bodies.read_raw(request)
+        mode = request_options.field_validation(request, "PatchOptions")
+        duplicates = _duplicates(mode)
+        scale_kind = body_kind("autoscaling", "v1", "Scale")  # a custom resource's too
+        if request.content_type == field_manager.APPLY_PATCH:
+            config = bodies.parse(raw, "yaml", duplicates)
+            if not isinstance(config, dict):
+                raise ApiError(400, "the applied configuration must be an object")
+            check_applied_fields(request, replace(t, kind=scale_kind), config, mode,
+                                 duplicates or ())
+            return apply_merge_patch(current, config)
+        if request.content_type == "application/strategic-merge-patch+json":
+            patched = apply_merge_patch(current, bodies.parse(raw, JSON, duplicates))
+        else:
+            patched = self._apply_patch(request, t.kind, current, raw, duplicates)
+        return _checked_patched(request, scale_kind, patched, mode, duplicates)
+
+    async def checked_patch(self, request: web.Request, t: Target,
+                            current: dict[str, Any]) -> dict[str, Any]:
+        """``current`` patched by the request's body (no apply), its fields checked as
+        :meth:`patch` checks a resource's: for a subresource whose body is the object."""
+        raw = await bodies.read_raw(request)
+        mode = request_options.field_validation(request, "PatchOptions")
+        duplicates = _duplicates(mode)
+        patched = self._apply_patch(request, t.kind, current, raw, duplicates)
+        return _checked_patched(request, t.kind, patched, mode, duplicates)
+
     async def bind(self, request: web.Request, t: Target) -> web.Response:
         assert t.name is not None
-        body = await bodies.read_object(request)
+        body = await read_checked(request, "", "Binding", "CreateOptions")
         target = (body.get("target") or {}).get("name")
         if not target:
             raise ApiError(422, "Binding is invalid: target.name: Required value")

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from shoal.api import bodies, web
+from shoal.api import web
 from shoal.api.errors import ApiError
 from shoal.api.routing import Target
 from shoal.authz.service_account_tokens import (
@@ -124,7 +124,8 @@ async def serve(request: web.Request, t: Target, store: ObjectStore,
     assert t.name is not None and t.namespace is not None
     if requests is None:
         raise ApiError(503, "this node issues no ServiceAccount tokens", "ServiceUnavailable")
-    body = await bodies.read_object(request)
+    from shoal.api.resources import read_checked  # (resources dispatches here)
+    body = await read_checked(request, "authentication.k8s.io", "TokenRequest", "CreateOptions")
     if body.get("kind") not in (None, "TokenRequest"):
         raise ApiError(400, f"the body must be a TokenRequest, not {body.get('kind')}")
     sa = store.replica.get("serviceaccounts", t.namespace, t.name)

@@ -32,6 +32,50 @@ log = logging.getLogger(__name__)
 Transform = Callable[[dict[str, Any]], dict[str, Any]]
 INITIAL_BATCH = 100
 """Initial ADDED events written between two yields to the other requests."""
+REVISION_WAIT = 3.0
+"""Seconds a read that needs a revision this node has not reached waits for it, as the
+apiserver's watch cache waits for etcd's (``blockTimeout``) before it answers 504."""
+RETRY_AFTER_SECONDS = 1
+"""What that 504 tells the client to wait before it retries (``Retry-After``)."""
+
+
+async def caught_up(replica: Replica, revision: int) -> bool:
+    """Whether the replica reaches ``revision`` within ``REVISION_WAIT`` seconds (at once
+    when it already has: no wait, no subscription)."""
+    if replica.revision >= revision:
+        return True
+    # Revisions are published in order, so the first change at or past it is enough.
+    sub = replica.subscribe(lambda c: c.rv >= revision)
+    try:
+        async with asyncio.timeout(REVISION_WAIT):
+            await sub.queue.get()
+    except TimeoutError:
+        pass
+    finally:
+        sub.close()
+    # (a revision a rolled-back write took is never published: the check is the replica's)
+    return replica.revision >= revision
+
+
+def too_large_status(revision: int, current: int) -> dict[str, Any]:
+    """The apiserver's Status for a read at a revision it has not reached in time
+    (``storage.NewTooLargeResourceVersionError``): client-go's reflector recognizes it by
+    its cause and relists from the latest state."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f"Timeout: Too large resource version: {revision}, current: {current}",
+            "reason": "Timeout",
+            "details": {"causes": [{"reason": "ResourceVersionTooLarge",
+                                    "message": "Too large resource version"}],
+                        "retryAfterSeconds": RETRY_AFTER_SECONDS},
+            "code": 504}
+
+
+def too_large_response(revision: int, current: int) -> web.Response:
+    """:func:`too_large_status` as a list's or a get's answer, with ``Retry-After`` (on a
+    5xx with it, client-go retries the request itself)."""
+    return web.Response(status=504, body=orjson.dumps(too_large_status(revision, current)),
+                        content_type="application/json",
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def _matches(obj: dict[str, Any] | None, labels: LabelSelector, fields: FieldSelector) -> bool:
@@ -124,6 +168,19 @@ class WatchStream:
         resp.content_type = "application/json"
         resp.headers["Cache-Control"] = "no-cache, private"
         resp.enable_chunked_encoding()
+        rv_param = self.rv_param
+        if self.send_initial_events and rv_param and rv_param.isascii() and rv_param.isdigit():
+            # A watch list "not older than" a revision this node has not reached waits for
+            # it, then ends with the apiserver's ERROR (its watch cache, blockTimeout);
+            # without sendInitialEvents, as there, the watch starts and waits for events.
+            want = int(rv_param)
+            if not await caught_up(self.replica, want):
+                await resp.prepare(self.request)
+                await resp.write(orjson.dumps({"type": "ERROR", "object": too_large_status(
+                    want, self.replica.revision)}) + b"\n")
+                with contextlib.suppress(ConnectionResetError, RuntimeError):
+                    await resp.write_eof()
+                return resp
         # Subscribe before reading the backlog so nothing falls in between.
         sub = self.replica.subscribe(self._accept)
         try:
@@ -133,7 +190,6 @@ class WatchStream:
             # encoded one by one as they are written: a watch that starts over thousands
             # of objects does not hold all their events at once.
             initial: list[dict[str, Any]] = []
-            rv_param = self.rv_param
             if rv_param in (None, "", "0") or self.send_initial_events:
                 start_rv = self.replica.revision
                 objs = self.replica.list(self.kind.resource, self.namespace)
