@@ -1,7 +1,7 @@
 """Reads at a revision this node has not reached, and empty integer parameters, as
 kube-apiserver answers them.
 
-A list whose resourceVersion is newer than the node's (``resourceVersionMatch``
+A list or a get whose resourceVersion is newer than the node's (``resourceVersionMatch``
 NotOlderThan or none) waits a while for it, as the apiserver's watch cache waits for etcd's,
 then answers 504 with the ``ResourceVersionTooLarge`` cause and ``Retry-After``; a watch
 list (``sendInitialEvents``) waits likewise and ends with that Status as its ERROR event.
@@ -133,3 +133,15 @@ def test_an_empty_log_parameter_is_a_400(key: str) -> None:
         pod_streams._int(request, key)
     assert e.value.code == 400
     assert e.value.message == 'strconv.ParseInt: parsing "": invalid syntax'
+
+
+@ASYNC
+async def test_a_get_past_the_nodes_revision_is_a_504_to_retry(api: InProcessApi,
+                                                               short_wait: None) -> None:
+    await _create(api, "got")
+    current = api.store.replica.revision
+    r = await api.client.get(f"{NS}/configmaps/got?resourceVersion={current + 5}", headers=AUTH)
+    assert r.status == 504 and r.headers["Retry-After"] == "1"
+    assert await r.json() == _too_large(current + 5, current)
+    r = await api.client.get(f"{NS}/configmaps/got?resourceVersion={current}", headers=AUTH)
+    assert r.status == 200

@@ -310,6 +310,10 @@ class ResourceHandlers:
         if t.subresource == "eviction":
             return await eviction.serve(request, t, self.store, self._admit)
         if m == "GET":
+            if request.query_string:  # at a revision not reached, it waits as a list does
+                want = request_options.resource_version_param(request)
+                if want is not None and not await caught_up(self.store.replica, want):
+                    return too_large_response(want, self.store.replica.revision)
             return self.get(request, t)
         if m == "PUT":
             return await self.update(request, t)
