@@ -38,6 +38,7 @@ from shoal.control import manager
 from shoal.control.crd_establishing import serve_crds
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
+from shoal.control.ownership import LeaseAges  # the acting peer leaves out lapsed Leases
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.control.storage_protection import add_finalizer  # part W7
 from shoal.control.token_secrets import TokenSecrets  # token Secrets (part T)
@@ -440,11 +441,13 @@ JOINING_DNS_DELAY = 15.0  # cluster dns: seconds a joining node lets its replica
 
 
 class MeshView:
-    """The controllers' view of the live peers: this node plus what membership believes alive."""
+    """The controllers' view of the live peers: this node plus what membership believes alive,
+    and which of them let their node Lease run out (``lapsed``)."""
 
     def __init__(self, node: ShoalNode) -> None:
         self._node = node
         self._weak = WeakNames()
+        self._leases = LeaseAges(node.store, node.cfg.controllers.node_monitor_grace)
 
     @property
     def name(self) -> str:
@@ -458,6 +461,10 @@ class MeshView:
     def weak(self) -> list[str]:
         """The members whose role is weak (``ownership.weak_peers``)."""
         return self._weak.of(self._node.mesh)
+
+    def lapsed(self) -> frozenset[str]:
+        """The live peers whose node Lease ran out (``ownership.lapsed_peers``)."""
+        return self._leases.lapsed(self.live())
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:

@@ -6,6 +6,12 @@ acts on an object when it is the preferred actor, or when the preferred actor
 is not among the peers it can reach: under a partition each side decides for
 itself, and the merge plus a deterministic trim reconcile afterwards.
 
+A peer whose node Lease ran out (``LeaseAges``: ``grace`` seconds since its last renewal by
+this peer's clock, as the node lifecycle judge counts) is left out too, while another
+candidate's Lease is fresh: across a partition membership holds the far peers alive until it
+has probed and suspected them, and meanwhile the objects they would act for had no actor
+on this side.
+
 Objects of a scope (:mod:`shoal.authz.scopes`) are acted for only by the scope's
 *writers*: the rendezvous is over its live writers, and a peer that is not one never
 acts (its writes would be refused by the scope's members). With no Scope objects
@@ -19,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
+from shoal.control.pod_state import parse_time
+from shoal.store.objects import ObjectStore
 
 
 class PeerView(Protocol):
@@ -68,16 +76,26 @@ def actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
     Cluster scope: every live peer. A scope: its live writers (none if this node is not
     one of them, since then it does not act whoever else is reachable). ``exclude`` leaves
     one peer out (a node never judges itself). Weak peers are left out while a peer that
-    is not weak may act (``_without_weak``)."""
+    is not weak may act (``_without_weak``), then the peers whose node Lease ran out
+    while one whose Lease is fresh may (``_without_lapsed``)."""
     live = [p for p in view.live() if p != exclude]
     if view.name not in live and view.name != exclude:
         live.append(view.name)
     if scope == CLUSTER:
-        return _without_weak(view, live, None)
+        return _without_lapsed(view, _without_weak(view, live, None))
     writers = scopes.writers(scope) or frozenset()
     if view.name not in writers:
         return []
-    return _without_weak(view, [p for p in live if p in writers], writers)
+    return _without_lapsed(view, _without_weak(view, [p for p in live if p in writers],
+                                               writers))
+
+
+def _without_lapsed(view: PeerView, candidates: list[str]) -> list[str]:
+    """``candidates`` less the peers whose node Lease ran out (``lapsed_peers``), unless
+    that leaves none: every peer that holds the Leases then decides alike."""
+    lapsed = lapsed_peers(view)
+    fresh = [p for p in candidates if p not in lapsed] if lapsed else candidates
+    return fresh or candidates
 
 
 def _without_weak(view: PeerView, candidates: list[str],
@@ -108,6 +126,60 @@ def weak_peers(view: PeerView) -> frozenset[str]:
     Leases. A view that knows no roles (``SinglePeer``, a test's) names none."""
     weak = getattr(view, "weak", None)
     return frozenset(weak()) if callable(weak) else frozenset()
+
+
+def lapsed_peers(view: PeerView) -> frozenset[str]:
+    """The live peers whose node Lease ran out, from ``view``'s optional ``lapsed()``
+    (``LeaseAges``); none on a weak peer, which holds no Lease but its own, and none for a
+    view that knows no Leases (``SinglePeer``, a test's)."""
+    lapsed = getattr(view, "lapsed", None)
+    if not callable(lapsed) or view.name in weak_peers(view):
+        return frozenset()
+    return frozenset(lapsed())
+
+
+class LeaseAges:
+    """Which peers' node Lease ran out, for a view's ``lapsed()``: ``grace`` seconds (the node
+    lifecycle judge's, ``--node-monitor-grace-period``) since its last renewal by this
+    peer's clock, and since the peer has been live here without a break. A peer whose Lease
+    this replica does not hold (one joining, or none written) is not judged; a peer that has
+    just come back into the live list (a heal, a restart of either) gets ``grace`` to bring
+    its renewals, as a node this peer has just started to know does. Leases are re-read when
+    one changed, so asking for each object costs a few lookups per live peer."""
+
+    def __init__(self, store: ObjectStore, grace: float) -> None:
+        from shoal.control.node_lifecycle import LEASE_NAMESPACE
+
+        self.store, self.grace, self._namespace = store, grace, LEASE_NAMESPACE
+        kind = store.registry.by_kind("coordination.k8s.io/v1", "Lease")
+        assert kind is not None
+        self._kind = kind
+        self._revision = -1
+        self._renewed: dict[str, float] = {}
+        self._live_since: dict[str, float] = {}
+        self._live: list[str] = []
+
+    def lapsed(self, live: list[str]) -> frozenset[str]:
+        """Of ``live`` (the view's live list, this peer included), those whose Lease ran out."""
+        replica = self.store.replica
+        now = replica.wall.now()
+        if live != self._live:
+            self._live_since = {p: self._live_since.get(p, now) for p in live}
+            self._live = list(live)
+        revision = replica.resource_revision(self._kind.resource)
+        if revision != self._revision:
+            self._revision = revision
+            self._renewed = {}
+            for lease in self.store.list(self._kind, self._namespace):
+                renew = parse_time((lease.get("spec") or {}).get("renewTime"))
+                if renew is not None:
+                    self._renewed[lease["metadata"]["name"]] = renew
+        out = set()
+        for p in live:
+            renew = self._renewed.get(p)
+            if renew is not None and now - max(renew, self._live_since[p]) >= self.grace:
+                out.add(p)
+        return frozenset(out)
 
 
 def lease_actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.control import manager
+from shoal.control.ownership import LeaseAges
 from shoal.mesh.topology import WeakNames
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
@@ -26,11 +27,13 @@ from shoal.sim.timeline import Timeline
 
 
 class MeshPeerView:
-    """``shoal.control.ownership.PeerView`` over one simulated peer's membership."""
+    """``shoal.control.ownership.PeerView`` over one simulated peer's membership, and its
+    replica's node Leases (``lapsed``)."""
 
-    def __init__(self, node: SimNode) -> None:
+    def __init__(self, node: SimNode, grace: float = 40.0) -> None:
         self._node = node
         self._weak = WeakNames()
+        self._leases = LeaseAges(node.store, grace)
 
     @property
     def name(self) -> str:
@@ -44,6 +47,10 @@ class MeshPeerView:
     def weak(self) -> list[str]:
         """The members whose role is weak (``ownership.weak_peers``)."""
         return self._weak.of(self._node.peer)
+
+    def lapsed(self) -> frozenset[str]:
+        """The live peers whose node Lease ran out (``ownership.lapsed_peers``)."""
+        return self._leases.lapsed(self.live())
 
 
 class _ErrorCounter(logging.Handler):
@@ -91,7 +98,8 @@ class ControlCluster:
         loop = asyncio.get_running_loop()
         self._tasks[name] = [
             loop.create_task(c.run(), name=f"{name}:{c.name}")
-            for c in manager.controllers(node.store, MeshPeerView(node), self.pod_eviction_timeout,
+            for c in manager.controllers(node.store, MeshPeerView(node, self.node_monitor_grace),
+                                         self.pod_eviction_timeout,
                                          self.node_monitor_grace)
         ]
 
