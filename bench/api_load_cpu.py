@@ -23,27 +23,8 @@ from typing import Any
 
 import psutil
 
-from bench.api_single_node import CREATE_LUA, Node, _any_pod, _wrk
+from bench.api_single_node import CREATE_LUA, Node, _any_pod, _wrk, shoal_of
 from bench.footprint import FreshNode
-
-RUN_SHOAL = "import sys; from shoal.cli.main import main; sys.argv[0] = 'shoal'; sys.exit(main())"
-BIN = Path(sys.executable).parent
-
-
-def shoal_of(src: Path | None, work: Path) -> Path:
-    """The ``shoal`` command of this venv, or one running the package under ``src``."""
-    if src is None:
-        return BIN / "shoal"
-    script = work / "shoal"
-    drop = ""
-    if "proxy-mode" not in (src / "shoal" / "cli" / "main.py").read_text():
-        # An older tree (72314ee, the issue's) has no --proxy-mode: drop the flag.
-        drop = ('for a; do shift; [ "$skip" ] && { skip=; continue; }; '
-                '[ "$a" = --proxy-mode ] && { skip=1; continue; }; set -- "$@" "$a"; done\n')
-    script.write_text(f"#!/bin/sh\n{drop}PYTHONPATH={src} exec {sys.executable} "
-                      f"-c \"{RUN_SHOAL}\" \"$@\"\n")
-    script.chmod(0o755)
-    return script
 
 
 def _cpu_s(node: Node) -> float:

@@ -5,6 +5,9 @@ Pending: this measures the API and the store, not 10,000 host processes.
 
 Load comes from ``wrk`` (Debian's package, C, so the client is not the
 bottleneck) for creates and gets, and from aiohttp for the list and the watchers.
+
+``python -m bench.api_single_node [--quick] [--src=DIR]``: ``--src`` runs the ``shoal``
+of another tree (a ``git archive`` of an older commit, 72314ee's too) with this venv.
 """
 
 from __future__ import annotations
@@ -50,6 +53,25 @@ end
 """
 
 
+RUN_SHOAL = "import sys; from shoal.cli.main import main; sys.argv[0] = 'shoal'; sys.exit(main())"
+
+
+def shoal_of(src: Path | None, work: Path) -> Path:
+    """The ``shoal`` command of this venv, or one running the package under ``src``."""
+    if src is None:
+        return BIN / "shoal"
+    script = work / "shoal"
+    drop = ""
+    if "proxy-mode" not in (src / "shoal" / "cli" / "main.py").read_text():
+        # An older tree (72314ee, the issue's) has no --proxy-mode: drop the flag.
+        drop = ('for a; do shift; [ "$skip" ] && { skip=; continue; }; '
+                '[ "$a" = --proxy-mode ] && { skip=1; continue; }; set -- "$@" "$a"; done\n')
+    script.write_text(f"#!/bin/sh\n{drop}PYTHONPATH={src} exec {sys.executable} "
+                      f"-c \"{RUN_SHOAL}\" \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,8 +81,9 @@ def _free_port() -> int:
 class Node:
     extra_args: tuple[str, ...] = ()  # more ``shoal server`` flags
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, shoal: Path | None = None) -> None:
         self.work = work
+        self.shoal = shoal or BIN / "shoal"
         self.port = _free_port()
         self.data = work / "data"
         self.url = f"https://127.0.0.1:{self.port}"
@@ -69,7 +92,7 @@ class Node:
     def start(self) -> None:
         log = open(self.work / "shoal.log", "wb")  # noqa: SIM115 - kept for the process's life
         self.proc = subprocess.Popen(
-            [str(BIN / "shoal"), "server", "--name", "bench-1", "--data-dir", str(self.data),
+            [str(self.shoal), "server", "--name", "bench-1", "--data-dir", str(self.data),
              "--api-port", str(self.port), "--log-level", "warning", "--runtime", "process",
              "--proxy-mode", "none", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -198,11 +221,11 @@ def _machine() -> dict[str, Any]:
             "python": platform.python_version(), "kernel": platform.release()}
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, src: Path | None = None) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: `make bench` installs it (Debian package wrk)")
     work = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
-    node = Node(work)
+    node = Node(work, shoal_of(src, work))
     node.start()
     seconds = 3 if quick else 10
     try:
@@ -229,4 +252,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
+    src_arg = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--src=")), None)
+    print(json.dumps(run(quick="--quick" in sys.argv, src=Path(src_arg) if src_arg else None),
+                     indent=2))
