@@ -14,10 +14,17 @@ tag    message     fields
 4      Gossip      updates
 5      Join        the joiner's own alive update
 6      State       every member this node knows (a push-pull exchange)
-7      Push        hops, documents[, scope]: the documents of one scope
+7      Push        hops, documents[, scope[, life, from, to[, deltas]]]: the documents
+                   of one scope; with ``life, from, to``, exactly what the receiver's
+                   next pull of the scope from cursor ``from`` would be answered, up to
+                   revision ``to`` of the sender's life ``life`` (``Push.answers``);
+                   ``deltas``: ``[[index, digest], ...]``, the documents that hold only
+                   what changed since a version the receiver holds (``Push.deltas``)
 8      Pull        limit, [[scope, cursor, coverage cursor[, 1]], ...]: per scope, the
                    responder's revision and coverage revision already held; 1: send
-                   only the rows' entries about the puller (it relays no rows)
+                   only the rows' entries about the puller (it relays no rows); a
+                   limit of ``ANSWERS_FLAG`` or more says the puller takes pushes
+                   with ``life, from, to`` (the limit is what is left)
 9      PullReply   [[scope, revision reached, more follows, documents[, coverage
                    revision, coverage rows[, entries about the puller[, the
                    version of the responder's row that its row in this answer
@@ -40,6 +47,7 @@ revision]``: row ``owner`` at ``version`` covers the puller at ``revision``.
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,12 +146,33 @@ class StateSync:
     members: tuple[Update, ...]
 
 
+ANSWERS_FLAG = 1 << 20
+"""Added to a Pull's limit by a puller that takes ``Push.answers``; sent only on a pull that
+names a life (so once per life of either side). An older responder caps the limit at its
+page size, so reads it as a full page; an older puller never sets it, and is never sent
+the longer Push, which its decoder would drop."""
+
+
 @dataclass(frozen=True, slots=True)
 class Push:
     hops: int
     docs: tuple[DocRecord, ...]
     scope: str = ""
     """The scope every one of ``docs`` is in, as the sender's scope map places them."""
+    answers: tuple[int, int, int] | None = None
+    """(life, from, to): ``docs`` are exactly what the sender, in its life ``life``, would
+    answer the receiver's pull of ``scope`` from cursor ``from``, complete up to its
+    revision ``to``. A receiver whose cursor for the sender in ``scope`` is still ``from``
+    (of that life) and that merged every one of them moves it to ``to``, so its next pull
+    is not answered with them again (``AntiEntropy.handle``)."""
+    deltas: tuple[tuple[int, str], ...] = ()
+    """With ``answers``: (index in ``docs``, digest of the whole document) of each document
+    sent as a delta: its nodes that differ from a version of it the sender held at or below
+    revision ``from`` (whole where that version has none), with their ancestors' registers.
+    A receiver whose cursor is ``from`` holds that version or a later one, so merging the
+    delta gives what merging the whole would; any other receiver drops it (its next pull
+    brings the whole). The digest (``doc_digest``) says whether it then holds the sender's
+    document exactly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +272,11 @@ MEMBERSHIP_TAGS = frozenset(TAG[t] for t in (Ping, Ack, PingReq, Nack, Gossip, J
 """The tags of membership's messages (the rest carry replication)."""
 
 
+def doc_digest(data: bytes) -> str:
+    """A short digest of an encoded document (``Push.deltas``)."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
 def tag_of(payload: bytes) -> int | None:
     """The tag of an encoded message, read without decoding the rest (for observers of
     the wire, such as the simulator's checkers); None when it does not open with one."""
@@ -278,8 +312,12 @@ def encode(msg: Message) -> bytes:
             body = [6, _updates(msg.members)]
         case Push():
             body = [7, msg.hops, _docs(msg.docs)]
-            if msg.scope:
+            if msg.scope or msg.answers is not None:
                 body.append(msg.scope)
+            if msg.answers is not None:
+                body += list(msg.answers)
+                if msg.deltas:
+                    body.append([list(d) for d in msg.deltas])
         case Pull():
             body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor, 1]
                                    if c.about_me_only else [c.scope, c.cursor, c.coverage_cursor]
@@ -466,6 +504,14 @@ def decode(data: bytes) -> Message:
                 _list(body, 2)
                 return StateSync(_update_list(body[1]))
             case 7:
+                if len(body) in (7, 8):
+                    docs = _doc_list(body[2])
+                    deltas = tuple((_int(d[0]), _str(d[1])) for d in
+                                   (_list(x, 2) for x in _list(body[7]))) if len(body) == 8 else ()
+                    if any(i >= len(docs) for i, _ in deltas):
+                        raise MessageError("a delta index past the documents")
+                    return Push(_int(body[1]), docs, _str(body[3]),
+                                (_int(body[4]), _int(body[5]), _int(body[6])), deltas)
                 if len(body) == 4:
                     return Push(_int(body[1]), _doc_list(body[2]), _str(body[3]))
                 _list(body, 3)
