@@ -8,6 +8,7 @@ receiver that may not hold that version drops."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 import orjson
@@ -15,7 +16,7 @@ import pytest
 
 from shoal.mesh import config as mesh_config
 from shoal.mesh.anti_entropy import AntiEntropy, PullTarget, _delta
-from shoal.mesh.messages import DocRecord, Push, decode, doc_digest, encode
+from shoal.mesh.messages import ANSWERS_FLAG, DocRecord, Pull, Push, decode, doc_digest, encode
 from shoal.mesh.topology import Role
 from shoal.sim.checkers import convergence
 from shoal.sim.cluster import NAMESPACE, RESOURCE, SimNode
@@ -210,6 +211,40 @@ def test_a_delta_is_merged_only_where_its_base_is_held() -> None:
         held, mine = (n.replica.entry(RESOURCE, NAMESPACE, "fresh") for n in (s, w))
         assert held is not None and mine is not None
         assert held.document().root == mine.document().root
+        await c.stop()
+
+    virtual_run(main())
+
+
+def test_a_puller_that_never_said_it_takes_answers_gets_the_plain_push() -> None:
+    """An older super-peer (its pulls carry no ANSWERS_FLAG) is pushed only what an older
+    decoder accepts, and still gets every write; the other is sent answers."""
+    async def main() -> None:
+        c = _cluster(7)
+        old, new = c.names(Role.SUPER)
+        weak = c.names(Role.WEAK)[0]
+        transmit = c.network.transmit
+        pushes: dict[str, list[list[object]]] = {old: [], new: []}
+        by_address = {c.nodes[n].address: n for n in (old, new)}
+
+        def as_older(src: str, dst: str, payload: bytes, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+            msg = decode(payload) if payload[:3] in (b"[8,", b"[7,") else None
+            if isinstance(msg, Pull) and src == c.nodes[old].address:
+                payload = encode(dataclasses.replace(msg, limit=msg.limit % ANSWERS_FLAG))
+            elif isinstance(msg, Push) and dst in by_address:
+                pushes[by_address[dst]].append(orjson.loads(payload))
+            transmit(src, dst, payload, *args, **kwargs)
+
+        c.network.transmit = as_older  # type: ignore[method-assign]
+        await c.start()
+        await asyncio.sleep(20)
+        for i in range(4):
+            op = "create" if i == 0 else "update"
+            assert await c.write(c.nodes[weak], op, "lease", {"k": f"v{i}", "pad": "x" * 300})
+            await asyncio.sleep(10)
+        assert _value(c, old, "lease") == _value(c, new, "lease") == "v3"
+        assert pushes[old] and all(len(p) <= 4 for p in pushes[old])
+        assert any(len(p) >= 7 for p in pushes[new])
         await c.stop()
 
     virtual_run(main())
