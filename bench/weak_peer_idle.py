@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -225,6 +226,7 @@ def run_once(settle: float, idle: float) -> dict[str, Any]:
         finally:
             for m in members:
                 m.stop()
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _arg(name: str, default: str) -> str:
