@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,36 @@ async def test_pods_on_a_lost_node_are_replaced_and_the_trim_keeps_the_originals
     n = copy.deepcopy(store.get(node_kind, None, "far"))
     n["spec"] = {}
     await store.update(node_kind, n, None, "far")
+    await settle(store)
+    assert sorted(p["metadata"]["name"] for p in pods(store)) == originals
+
+
+async def test_pods_on_a_node_judged_lost_elsewhere_still_count_while_its_lease_is_fresh_here(
+    store: ObjectStore,
+) -> None:
+    # At a heal the far side's verdict on a node of this side merges in before its judge
+    # clears it: the node renews its Lease here all along, so its pods are not replaced.
+    from shoal.control.node_lifecycle import LEASE_NAMESPACE, UNREACHABLE
+
+    node_kind, lease_kind = REG.by_kind("v1", "Node"), REG.by_kind("coordination.k8s.io/v1",
+                                                                    "Lease")
+    await store.create(node_kind, {"metadata": {"name": "near"}})
+    await store.create(REG.by_kind("v1", "Namespace"), {"metadata": {"name": LEASE_NAMESPACE}})
+    renew = datetime.datetime.fromtimestamp(store.replica.wall.now(), datetime.UTC)
+    await store.create(lease_kind, {"metadata": {"name": "near"}, "spec": {
+        "holderIdentity": "near", "leaseDurationSeconds": 40,
+        "renewTime": renew.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}, LEASE_NAMESPACE)
+    await store.create(DEPLOY, deployment("home", 2), "default")
+    await settle(store)
+    originals = sorted(p["metadata"]["name"] for p in pods(store))
+    for name in originals:
+        p = copy.deepcopy(store.get(POD, "default", name))
+        p["spec"]["nodeName"] = "near"
+        await store.update(POD, p, "default", name, "binding", check_rv=False)
+    n = copy.deepcopy(store.get(node_kind, None, "near"))
+    n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
+                             "timeAdded": "2020-01-01T00:00:00Z"}]}
+    await store.update(node_kind, n, None, "near")
     await settle(store)
     assert sorted(p["metadata"]["name"] for p in pods(store)) == originals
 

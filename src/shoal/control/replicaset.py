@@ -102,27 +102,33 @@ class ReplicaSetController(Controller):
         return is_active(pod) and (pod.get("spec") or {}).get("nodeName") not in self._lost_nodes
 
     async def sync(self) -> bool:
-        now_s = self.store.replica.wall.now()
+        now = self.store.replica.wall.now()
+        leases = {lease["metadata"]["name"]: renewed_within(lease, now, self.grace)
+                  for lease in self.store.list(self.lease_kind, LEASE_NAMESPACE)}
         self._lost_nodes = set()
         # A node's pods stop counting when its eviction timeout runs out, which no change
         # announces (an unreachable node writes nothing): a pass is scheduled for then.
+        # Not while its Lease is fresh here: at a heal the far side's verdicts on this
+        # side's nodes merge in before their judges clear them, and every node looks lost
+        # for a moment (a trial saw pods made and killed within 2 s at every heal).
         evictions: list[float] = []
         for n in self.store.list(self.node_kind):
             at = lost_at(n, self.eviction_timeout)
-            if at is not None and now_s >= at:
+            if at is None:
+                continue
+            if now < at:
+                evictions.append(at - now)
+            elif leases.get(n["metadata"]["name"]):
+                evictions.append(self.grace)  # looked at again should its Lease go stale
+            else:
                 self._lost_nodes.add(n["metadata"]["name"])
-            elif at is not None:
-                evictions.append(at - now_s)
         pods = self.store.list(self.pod_kind)
         pods_by_owner = by_controller(pods)
         pending = False
-        now = self.store.replica.wall.now()
         self._holds = []
         # A heal or a restart, whose merge may be half-way through: a peer back in the live
         # set, a node whose Lease is fresh again, or pods new to this peer on a node it
         # cannot reach (the other side's, arriving before their node's Lease).
-        leases = {lease["metadata"]["name"]: renewed_within(lease, now, self.grace)
-                  for lease in self.store.list(self.lease_kind, LEASE_NAMESPACE)}
         far = {f"pod/{p['metadata']['uid']}" for p in pods
                if leases.get((p.get("spec") or {}).get("nodeName") or "") is False}
         self.gate.peers({f"peer/{p}" for p in self.view.live()} | far
