@@ -336,6 +336,10 @@ def test_metrics_endpoint_is_scraped_and_parsed(shoal: ShoalProcess) -> None:
     assert s[("shoal_mesh_members", (("state", "alive"),))] == 1
     assert s[("shoal_watchers", ())] >= 1
     assert s[("shoal_mesh_gossip_rounds_total", ())] == 0  # alone: nobody to gossip to
+    # Refusals of peers' documents are counted where an operator looks (a trial found a
+    # forged relay dropped with nothing but a debug line).
+    assert s[("shoal_replication_docs_refused_total", ())] == 0
+    assert s[("shoal_replication_docs_deferred_total", ())] == 0
 
 
 def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> None:

@@ -307,7 +307,11 @@ class LiveCollector(Collector):
         ae = mesh.anti_entropy
         for attr, help_text in (("docs_merged", "Documents merged from peers that changed "
                                  "this replica."),
-                                ("docs_pushed", "Documents pushed to peers.")):
+                                ("docs_pushed", "Documents pushed to peers."),
+                                ("docs_refused", "Documents from peers refused for good "
+                                 "(a non-member or non-writer of their scope; logged)."),
+                                ("docs_deferred", "Documents from peers put off until the "
+                                 "sender's scope membership or writer is known here.")):
             c = CounterMetricFamily(f"shoal_replication_{attr}", help_text)
             c.add_metric([], int(getattr(ae, attr, 0)))
             yield c
