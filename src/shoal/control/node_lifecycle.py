@@ -325,7 +325,8 @@ class NodeLifecycle(Controller):
         name = node["metadata"]["name"]
         stamp = now_rfc3339(now)
         current = (node.get("spec") or {}).get("taints") or []
-        had = unreachable_since(node) is not None
+        since = unreachable_since(node)
+        had = since is not None
         # Unreachable: its conditions are stale (Kubernetes marks them all Unknown).
         taints = with_no_schedule_taints(
             [t for t in current if not (isinstance(t, dict) and t.get("key") == UNREACHABLE
@@ -353,4 +354,7 @@ class NodeLifecycle(Controller):
             log.warning("node %s is unreachable: its lease was last renewed over %.0fs ago",
                         name, self.grace)
         else:
-            log.info("node %s is reachable again", name)
+            # Its taint may be a verdict from across a cut that the heal merged in: the time
+            # tells an operator which it was.
+            log.info("node %s is reachable again%s", name, "" if since is None else
+                     f" (judged unreachable since {now_rfc3339(since)}, {now - since:.0f}s ago)")
