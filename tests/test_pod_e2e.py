@@ -191,9 +191,9 @@ def test_python_client_exec_with_a_tty_and_port_forward(shoal: ShoalProcess) -> 
                              ports=str(port))
             sock = pf.socket(port)
             sock.settimeout(5)
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
             data = b""
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # not listening yet: the forward closes
+                sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 while chunk := sock.recv(65536):
                     data += chunk
             sock.close()
