@@ -388,9 +388,8 @@ def _lease(name: str, renew: str) -> dict[str, Any]:
 async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[str, Any]:
     """The idle minute again, with every peer renewing its node Lease every 10 s (at a
     random phase), as a real node does: the simulator's other figures have no heartbeats.
-    A Lease is held near its node only: full peers hold every one, a super-peer its
-    site's weak nodes' and its region's super-peers', a weak peer its own
-    (``topology.holds_lease``)."""
+    Full and super-peers hold every Lease, a weak peer its own only
+    (``ReplicationPolicy.withheld``)."""
     loop = asyncio.get_running_loop()
     kind = cluster.registry.by_kind("coordination.k8s.io/v1", "Lease")
     first = next(iter(cluster.nodes.values()))

@@ -32,21 +32,11 @@ just joined registers its Node before its first Lease, which may reach the other
 later. A pass is scheduled for the moment the next Lease runs out, so a node is
 judged ``grace`` seconds after its last renewal, not up to a resync later.
 
-Only peers that hold a node's Lease judge it: a weak peer (``--sync-via super``) holds
-no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and a
-super-peer holds those of its site's weak nodes and of its region's super-peers
-(``mesh.topology.holds_lease``); the rendezvous for a node is over the live peers that
-hold its Lease (``ownership.lease_actors``). A weak peer cut off from its super-peers
-therefore marks no node unreachable; its own node is judged by its site's super-peers
-(and the full peers) from the Lease it renews and sends them.
-
-A node none of whose Lease's holders is live here (nor the node itself) is an orphan here:
-across a cut between two sites with no full peer, no peer on this side holds the far
-side's weak nodes' Leases. It is judged unreachable ``grace`` seconds after it became one
-(or was first seen), by the rendezvous among this side's live non-weak peers (one judge
-per side), so that its pods are replaced after the eviction timeout as before Leases were
-held near their node. When a holder is live again this side no longer judges it: the
-holders clear the taint from its fresh Lease.
+Only peers that hold every node's Lease judge: a weak peer (``--sync-via super``) holds
+no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and the
+others leave it out of the rendezvous (``ownership.lease_actors``). A weak peer cut off
+from its super-peers therefore marks no node unreachable; its own node is judged by the
+full and super-peers from the Lease it renews and sends them.
 """
 
 from __future__ import annotations
@@ -206,9 +196,6 @@ class NodeLifecycle(Controller):
         earliest: the grace a starting peer or a joining node gets)."""
         self._not_ready: set[str] = set()
         """The nodes the last pass judged unreachable (their pods are kept not ready)."""
-        self._orphans: dict[str, float] = {}
-        """The nodes whose Lease this peer does not hold and none of whose Lease's holders
-        (the node included) is live here, and since when (``_orphaned``)."""
         self._lapsed: frozenset[str] = frozenset()
         """The nodes whose Lease the last pass found run out: no judge (a peer across a
         partition stays alive in membership until its suspicion runs its course, up to
@@ -238,17 +225,7 @@ class NodeLifecycle(Controller):
         # Each node's Lease, and whether it ran out: known for less than grace, no Lease
         # yet (a joining node) or a stale one (our replica after a restart) proves nothing.
         leases: dict[str, tuple[dict[str, Any] | None, float, bool]] = {}
-        # Of the others, only the nodes whose Lease this peer holds (a super-peer: its
-        # site's and region's): another's is not judged here, nor counted as run out.
-        held = {n for n in names - {self.view.name} if self._holds(n)} if judging else set()
-        # Of those it does not hold, the orphans: judged from when they became one.
-        self._orphans = self._orphaned(names - held - {self.view.name}, now) if judging else {}
-        for name, at in self._orphans.items():
-            since = max(at, self._seen[name])
-            leases[name] = (None, since, now - since < self.grace)
-            if now - since < self.grace:
-                wake.append(since + self.grace)
-        for name in held:
+        for name in names - {self.view.name} if judging else ():
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             since = self._seen[name] if renew is None else max(renew, self._seen[name])
@@ -324,35 +301,13 @@ class NodeLifecycle(Controller):
 
     def _acts_for(self, node: str, scope: str = CLUSTER, scopes: ScopeMap = EMPTY) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
-        than that node, the weak peers, the peers that do not hold its Lease and the peers
-        whose own Lease ran out (for a scope's pods: its live writers other than those): a node
+        than that node, the weak peers and the peers whose own Lease ran out (for a scope's
+        pods: its live writers other than those): a node
         never judges itself, so if it were its own preferred actor nobody would clear the
         taint it got while cut off."""
-        # An orphan (no holder of its Lease live here) by this side's non-weak peers.
-        lease = None if node in self._orphans else node
-        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node, lease=lease)
+        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node)
                   if p not in self._lapsed or p == self.view.name]
         return preferred_actor(f"node/{node}", judges) == self.view.name
-
-    def _orphaned(self, nodes: set[str], now: float) -> dict[str, float]:
-        """Of ``nodes`` (whose Lease this peer does not hold), those that are not live here
-        and none of whose Lease's holders is (the view's ``holds_lease``), each with when
-        it was first found so (kept from the last pass)."""
-        holds = getattr(self.view, "holds_lease", None)
-        if not callable(holds) or not nodes:
-            return {}
-        live = set(self.view.live())
-        out: dict[str, float] = {}
-        for node in nodes - live:
-            if not any(holds(p, node) for p in live):
-                out[node] = self._orphans.get(node, now)
-        return out
-
-    def _holds(self, node: str) -> bool:
-        """Whether this peer holds ``node``'s Lease (the view's optional ``holds_lease``;
-        every one for a view that knows no roles)."""
-        holds = getattr(self.view, "holds_lease", None)
-        return not callable(holds) or bool(holds(self.view.name, node))
 
     async def _own_pressure_taints(self, node: dict[str, Any]) -> None:
         """This node's pressure taints (disk-pressure and the like), kept by itself while no
@@ -396,12 +351,8 @@ class NodeLifecycle(Controller):
                              message="Node stopped renewing its lease.",
                              lastTransitionTime=stamp)
             await self.store.update(self.node_kind, status, None, name, "status")
-            if name in self._orphans:
-                log.warning("node %s is unreachable: no peer that holds its lease has been "
-                            "reachable from here for %.0fs", name, self.grace)
-            else:
-                log.warning("node %s is unreachable: its lease was last renewed over %.0fs "
-                            "ago", name, self.grace)
+            log.warning("node %s is unreachable: its lease was last renewed over %.0fs ago",
+                        name, self.grace)
         else:
             # Its taint may be a verdict from across a cut that the heal merged in: the time
             # tells an operator which it was.
