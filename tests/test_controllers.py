@@ -176,26 +176,35 @@ def test_rendezvous_hashing_picks_one_peer_and_moves_only_what_it_must() -> None
     assert min(counts.values()) > 50, counts
 
 
+async def _bound_to_a_node_judged_lost(store: ObjectStore, node: str) -> list[str]:
+    """Binds every pod to ``node``, taints it unreachable since long ago, lets the
+    controllers run; returns the pods' names as bound."""
+    from shoal.control.node_lifecycle import UNREACHABLE
+
+    names = sorted(p["metadata"]["name"] for p in pods(store))
+    for name in names:
+        p = copy.deepcopy(store.get(POD, "default", name))
+        p["spec"]["nodeName"] = node
+        await store.update(POD, p, "default", name, "binding", check_rv=False)
+    node_kind = REG.by_kind("v1", "Node")
+    n = copy.deepcopy(store.get(node_kind, None, node))
+    n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
+                             "timeAdded": "2020-01-01T00:00:00Z"}]}
+    await store.update(node_kind, n, None, node)
+    await settle(store)
+    return names
+
+
 async def test_pods_on_a_lost_node_are_replaced_and_the_trim_keeps_the_originals(
     store: ObjectStore,
 ) -> None:
-    from shoal.control.node_lifecycle import UNREACHABLE
 
     node_kind = REG.by_kind("v1", "Node")
     await store.create(node_kind, {"metadata": {"name": "far"}})
     await store.create(DEPLOY, deployment("edge", 2), "default")
     await settle(store)
-    originals = sorted(p["metadata"]["name"] for p in pods(store))
-    for name in originals:  # bind them to the far node
-        p = copy.deepcopy(store.get(POD, "default", name))
-        p["spec"]["nodeName"] = "far"
-        await store.update(POD, p, "default", name, "binding", check_rv=False)
     # The far node has been unreachable for longer than the eviction timeout.
-    n = copy.deepcopy(store.get(node_kind, None, "far"))
-    n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
-                             "timeAdded": "2020-01-01T00:00:00Z"}]}
-    await store.update(node_kind, n, None, "far")
-    await settle(store)
+    originals = await _bound_to_a_node_judged_lost(store, "far")
     names = sorted(p["metadata"]["name"] for p in pods(store))
     assert len(names) == 4 and set(originals) <= set(names), "replacements, originals kept"
     # It comes back: the replacements (younger) are trimmed, the originals stay.
@@ -211,7 +220,7 @@ async def test_pods_on_a_node_judged_lost_elsewhere_still_count_while_its_lease_
 ) -> None:
     # At a heal the far side's verdict on a node of this side merges in before its judge
     # clears it: the node renews its Lease here all along, so its pods are not replaced.
-    from shoal.control.node_lifecycle import LEASE_NAMESPACE, UNREACHABLE
+    from shoal.control.node_lifecycle import LEASE_NAMESPACE
 
     node_kind, lease_kind = REG.by_kind("v1", "Node"), REG.by_kind("coordination.k8s.io/v1",
                                                                     "Lease")
@@ -223,16 +232,7 @@ async def test_pods_on_a_node_judged_lost_elsewhere_still_count_while_its_lease_
         "renewTime": renew.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}}, LEASE_NAMESPACE)
     await store.create(DEPLOY, deployment("home", 2), "default")
     await settle(store)
-    originals = sorted(p["metadata"]["name"] for p in pods(store))
-    for name in originals:
-        p = copy.deepcopy(store.get(POD, "default", name))
-        p["spec"]["nodeName"] = "near"
-        await store.update(POD, p, "default", name, "binding", check_rv=False)
-    n = copy.deepcopy(store.get(node_kind, None, "near"))
-    n["spec"] = {"taints": [{"key": UNREACHABLE, "effect": "NoExecute",
-                             "timeAdded": "2020-01-01T00:00:00Z"}]}
-    await store.update(node_kind, n, None, "near")
-    await settle(store)
+    originals = await _bound_to_a_node_judged_lost(store, "near")
     assert sorted(p["metadata"]["name"] for p in pods(store)) == originals
 
 
