@@ -92,6 +92,33 @@ def test_discovery_and_plain_paths_are_non_resource_requests(path: str) -> None:
     assert (a.verb, a.path) == ("get", path)
 
 
+
+def test_a_repeated_request_reuses_its_attributes_and_only_an_identical_one_does() -> None:
+    path = "/api/v1/namespaces/default/pods"
+    first = request_attributes(ALICE, "GET", path, MultiDict())
+    assert request_attributes(ALICE, "GET", path, MultiDict()) is first
+    assert first.verb == "list"
+    # Another user object (even an equal one), method, path, watch or name selector: its own.
+    bob = authenticated("alice", ("team",))
+    assert request_attributes(bob, "GET", path, MultiDict()).user is bob
+    assert request_attributes(ALICE, "POST", path, MultiDict()).verb == "create"
+    assert request_attributes(ALICE, "GET", path, MultiDict(watch="true")).verb == "watch"
+    assert request_attributes(ALICE, "GET", path, MultiDict(
+        fieldSelector="metadata.name=p")).name == "p"
+    assert request_attributes(ALICE, "GET", path + "/q", MultiDict()).name == "q"
+    assert request_attributes(ALICE, "GET", path, MultiDict()) is first
+
+
+def test_the_admin_token_is_one_user_object_so_its_requests_reuse_their_attributes() -> None:
+    from shoal.api.authentication import Authenticator, Credentials
+
+    auth = Authenticator(Credentials({"s3cret": "shoal-admin"}), reader=None)  # type: ignore[arg-type]
+    user = auth.user_for_token("s3cret")
+    assert user.username == "shoal-admin" and user.is_admin
+    assert auth.user_for_token("s3cret") is user
+    with pytest.raises(ApiError):
+        auth.user_for_token("wrong")
+
 # -- the 403 ---------------------------------------------------------------------------------
 
 

@@ -72,6 +72,9 @@ class Authenticator:
     def __init__(self, credentials: Credentials, reader: ObjectReader) -> None:
         self.credentials = credentials
         self.reader = reader
+        # A static token's user, made once: the same object for every request it sends, so
+        # the request's attributes are reused too (api.authorization; issue 11).
+        self._token_users: dict[str, UserInfo] = {}
 
     def authenticate(self, request: web.Request) -> UserInfo:
         transport = request.transport
@@ -91,7 +94,10 @@ class Authenticator:
     def user_for_token(self, token: str) -> UserInfo:
         for known, name in self.credentials.tokens.items():
             if hmac.compare_digest(known.encode(), token.encode()):
-                return authenticated(name, (MASTERS,))
+                user = self._token_users.get(name)
+                if user is None:
+                    user = self._token_users[name] = authenticated(name, (MASTERS,))
+                return user
         if self.credentials.ca_cert_pem and service_account_tokens.looks_like_jwt(token):
             user = service_account_tokens.verify(
                 token, ca_cert_pem=self.credentials.ca_cert_pem, reader=self.reader,
