@@ -153,6 +153,12 @@ def test_kubectl_create_token_on_the_signer_gives_a_token_the_api_accepts(shoal:
     import urllib.error
     import urllib.request
 
+    ctx = ssl.create_default_context(cafile=str(shoal.data_dir / "pki" / "ca.crt"))
+    ctx.check_hostname = False
+    # Ready (the fixture waited for /readyz) only with the default RBAC policy in place: a
+    # token made before it was refused /api, which system:discovery grants everyone.
+    with urllib.request.urlopen(f"{shoal.url}/readyz?verbose", context=ctx, timeout=5) as ready:
+        assert "[+]rbac-bootstrap ok" in ready.read().decode()
     deadline = time.monotonic() + 20
     while True:
         r = shoal.kubectl("create", "token", "default", "--duration", "20m", check=False)
@@ -161,8 +167,6 @@ def test_kubectl_create_token_on_the_signer_gives_a_token_the_api_accepts(shoal:
         time.sleep(0.3)
     assert r.returncode == 0, r.stderr
     token = r.stdout.strip()
-    ctx = ssl.create_default_context(cafile=str(shoal.data_dir / "pki" / "ca.crt"))
-    ctx.check_hostname = False
 
     def code(tok: str) -> int:
         req = urllib.request.Request(f"{shoal.url}/api", headers={"Authorization": f"Bearer {tok}"})

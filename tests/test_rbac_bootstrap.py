@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from shoal.authz.attributes import Attributes
 from shoal.authz.authorizer import Authorizer
 from shoal.authz.rbac import CLUSTER_ROLE_BINDINGS, CLUSTER_ROLES
 from shoal.authz.user import ANONYMOUS, authenticated
-from shoal.control.rbac_bootstrap import RbacBootstrap, reconciled
+from shoal.control.rbac_bootstrap import PolicyInPlace, RbacBootstrap, reconciled
 from shoal.model.kinds import KindRegistry
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
@@ -163,3 +164,22 @@ async def test_reconcile_puts_back_a_lost_subject_unless_autoupdate_is_off(
     trimmed["metadata"]["annotations"][bootstrap_policy.AUTOUPDATE_ANNOTATION] = "false"
     assert reconciled(trimmed, default) is None
     assert reconciled(current, default) is None
+
+
+async def test_readyz_waits_for_the_default_policy_written_or_replicated_then_passes_for_good(
+        stores: tuple[ObjectStore, ObjectStore]) -> None:
+    # A fresh node once answered ready (caught up) while its policy was still being written: a
+    # ServiceAccount token made then was refused /api (403), which system:discovery grants.
+    a, b = stores
+    checks = {s: PolicyInPlace(s, interval=0.01) for s in (a, b)}
+    runs = {s: asyncio.create_task(c.run()) for s, c in checks.items()}
+    await asyncio.sleep(0.05)
+    assert checks[a]() == "the default RBAC policy is not in place yet"
+    await RbacBootstrap(a).ensure_policy()
+    await asyncio.wait_for(runs[a], 5)
+    assert checks[a]() is None and checks[b]() is not None
+    await heal(a, b)  # a joining peer: the cluster's objects, before it writes any
+    await asyncio.wait_for(runs[b], 5)
+    assert checks[b]() is None
+    await a.delete(CRB, None, "system:discovery")  # by an administrator, later
+    assert checks[a]() is None

@@ -39,6 +39,7 @@ from shoal.control.crd_establishing import serve_crds
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
 from shoal.control.ownership import LeaseAges  # the acting peer leaves out lapsed Leases
+from shoal.control.rbac_bootstrap import PolicyInPlace  # authz: /readyz
 from shoal.control.service_accounts import admit_pod  # service accounts
 from shoal.control.storage_protection import add_finalizer  # part W7
 from shoal.control.token_secrets import TokenSecrets  # token Secrets (part T)
@@ -218,6 +219,11 @@ class ShoalNode:
             self.network_policy.start()
         if self.ingress is not None:  # ingress
             self.ingress.start()
+        # authz: /readyz waits for the default RBAC policy (kube-apiserver's
+        # poststarthook/rbac/bootstrap-roles), so a client told ready is not refused /api
+        policy = PolicyInPlace(self.store)
+        self.api.health.ready["rbac-bootstrap"] = policy
+        self._tasks.append(asyncio.create_task(policy.run(), name="rbac-in-place"))
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
         controllers = self.cfg.controllers

@@ -12,6 +12,10 @@ clusterrole-aggregation controller. The output depends only on the replica, so p
 write it concurrently agree, and a peer writes only when the stored rules differ.
 Authorization does not wait for this (it aggregates live, :mod:`shoal.authz.rbac`): the
 stored rules are for readers, such as ``kubectl describe clusterrole edit``.
+
+:class:`PolicyInPlace` is ``/readyz``'s ``rbac-bootstrap`` check, as kube-apiserver's
+``poststarthook/rbac/bootstrap-roles``: a node is not ready before the default policy is in
+its replica, so a client it calls ready is not refused what the policy grants everyone.
 """
 
 from __future__ import annotations
@@ -56,6 +60,42 @@ def reconciled(current: dict[str, Any], default: dict[str, Any]) -> dict[str, An
     if "subjects" in default:
         new["subjects"] = _union(new.get("subjects"), default["subjects"])
     return None if new == current else new
+
+
+class PolicyInPlace:
+    """``/readyz``'s ``rbac-bootstrap`` check: fails until every default ClusterRole and
+    ClusterRoleBinding is in the replica (written by this peer's :class:`RbacBootstrap`, or
+    replicated from the cluster to a joining peer, which waits before writing), then passes
+    for good: a default object an administrator deletes later does not make the node unready.
+
+    Without it ``/readyz`` passed once caught up while the policy was still being written, and
+    a ServiceAccount token made in that window was refused even ``/api`` (403), which
+    ``system:discovery`` grants every authenticated user. Health checks run off the loop and
+    only read a flag (:mod:`shoal.api.health`): :meth:`run`, on the loop, sets it."""
+
+    def __init__(self, store: ObjectStore, interval: float = 0.05) -> None:
+        self.store = store
+        self.interval = interval
+        self.in_place = False
+        role_kind = store.registry.by_kind("rbac.authorization.k8s.io/v1", "ClusterRole")
+        binding_kind = store.registry.by_kind("rbac.authorization.k8s.io/v1",
+                                              "ClusterRoleBinding")
+        assert role_kind is not None and binding_kind is not None
+        self._defaults = [(kind, obj["metadata"]["name"]) for kind, objs in (
+            (role_kind, bootstrap_policy.cluster_roles()),
+            (binding_kind, bootstrap_policy.cluster_role_bindings())) for obj in objs]
+
+    def __call__(self) -> str | None:
+        return None if self.in_place else "the default RBAC policy is not in place yet"
+
+    def missing(self) -> list[str]:
+        return [f"{kind.kind} {name}" for kind, name in self._defaults
+                if self.store.find(kind, None, name) is None]
+
+    async def run(self) -> None:
+        while self.missing():
+            await asyncio.sleep(self.interval)
+        self.in_place = True
 
 
 class RbacBootstrap(Controller):
