@@ -10,6 +10,10 @@ killed and waited for before the cancellation goes on.
 the event loop (uvloop forks the whole node from the loop's thread, and its parent
 blocks until the child has exec'd), and hands back a :class:`SpawnedProcess` that
 reads like ``asyncio.subprocess.Process``.
+
+Its pipes reach the loop through :func:`_for_the_loop`: uvloop closes a pipe's descriptor
+twice (libuv closes it, then the file object it was given closes the same number), and the
+second close took whatever another thread had opened in between.
 """
 
 from __future__ import annotations
@@ -22,6 +26,26 @@ from collections.abc import Callable
 from typing import Any
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
+def _for_the_loop(loop: asyncio.AbstractEventLoop, pipe: Any) -> Any:
+    """The file object to give ``loop.connect_read_pipe`` or ``connect_write_pipe`` for
+    ``pipe`` (a ``Popen`` pipe), so that its descriptor is closed once.
+
+    uvloop (0.23; MagicStack/uvloop#763) hands the pipe's fd itself to libuv, which closes it
+    with the transport, and then closes the file object too: the same number a second time.
+    If another thread had been given that number meanwhile (a ``Popen`` in a worker thread
+    here, or a container's log file, a pidfd), its descriptor was closed under it: a CI run
+    lost a Job pod's log line, another the pidfd a container's exit was awaited on
+    (EBADF), so the pod never finished. For uvloop libuv gets a duplicate of its own, in a
+    file object that leaves the fd to libuv, and the pipe is closed here, once. asyncio's
+    transports close the file object they are given, once: it gets the pipe as it is."""
+    if not type(loop).__module__.startswith("uvloop"):
+        return pipe
+    fd = os.dup(pipe.fileno())
+    pipe.close()
+    return open(fd, "wb" if "w" in pipe.mode else "rb", buffering=0,
+                closefd=False)
 
 
 async def spawn(argv: list[str], output: tuple[ProtocolFactory, ProtocolFactory] | None = None,
@@ -60,11 +84,13 @@ class SpawnedProcess:
             else:
                 for pipe, factory in zip((proc.stdout, proc.stderr), output, strict=True):
                     if pipe is not None:
-                        pipe_transport, _ = await loop.connect_read_pipe(factory, pipe)
+                        pipe_transport, _ = await loop.connect_read_pipe(
+                            factory, _for_the_loop(loop, pipe))
                         child._transports.append(pipe_transport)
             if proc.stdin is not None:
                 transport, protocol = await loop.connect_write_pipe(
-                    lambda: asyncio.streams.FlowControlMixin(loop=loop), proc.stdin)
+                    lambda: asyncio.streams.FlowControlMixin(loop=loop),
+                    _for_the_loop(loop, proc.stdin))
                 child._transports.append(transport)
                 child.stdin = asyncio.StreamWriter(transport, protocol, None, loop)
         except BaseException:
@@ -81,7 +107,7 @@ class SpawnedProcess:
             return None
         reader = asyncio.StreamReader(loop=loop)
         transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), _for_the_loop(loop, pipe))
         self._transports.append(transport)
         return reader
 
