@@ -23,7 +23,7 @@ from shoal.api.quota_admission import QuotaAdmission  # issue 12
 from shoal.api.server import IDLE_TIMEOUT as API_IDLE_TIMEOUT
 from shoal.api.server import ApiServer, Credentials, server_ssl_context
 from shoal.api.token_request import TokenRequests  # service accounts
-from shoal.api.weak_leases import WeakPeerLeases  # issue 10
+from shoal.api.weak_leases import NodeLeases  # issue 10
 from shoal.authz.scopes import RecordFormerWriters
 from shoal.authz.service_account_tokens import TokenIssuer  # service accounts
 from shoal.bus.crds import check_streams  # bus
@@ -50,11 +50,12 @@ from shoal.mesh.catch_up import CatchUp  # caught-up gating
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
+from shoal.mesh.replication_policy import LEASES, NODE_LEASE_NAMESPACE  # issue 10
 from shoal.mesh.streams import StreamMux
 from shoal.mesh.tls_transport import HANDSHAKE_TIMEOUT as PEER_HANDSHAKE_TIMEOUT
 from shoal.mesh.tls_transport import IDLE_TIMEOUT as PEER_IDLE_TIMEOUT
 from shoal.mesh.tls_transport import TlsTransport
-from shoal.mesh.topology import Role, WeakNames  # issue 10: weak peers
+from shoal.mesh.topology import LeaseHolders, Role, WeakNames  # issue 10: weak peers
 from shoal.model.kinds import KindRegistry
 from shoal.net.cluster_dns import ClusterDns, DnsSettings, pod_gateway  # cluster dns
 from shoal.net.ingress import (  # ingress (part W5)
@@ -110,8 +111,8 @@ class ShoalNode:
         self.api.credentials.ca_cert_pem = self.pki.ca_cert.read_bytes()
         # --- end api authentication ---
         admission = self.api.handlers.admission
-        if cfg.mesh.role == Role.WEAK and admission is not None:  # issue 10: its Lease only
-            admission.hooks.append(WeakPeerLeases(cfg.name))
+        if cfg.mesh.role != Role.FULL and admission is not None:  # issue 10: Leases held
+            admission.hooks.append(NodeLeases(cfg.name, self._holds_lease, str(cfg.mesh.role)))
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.health_server: HealthServer | None = None  # --health-port
@@ -394,6 +395,11 @@ class ShoalNode:
     # --- end cluster dns ---
 
     # --- service proxy: which nodes' endpoints this node may route to now ---
+    def _holds_lease(self, node: str) -> bool:
+        """Whether this peer holds ``node``'s Lease of kube-node-lease (``NodeLeases``)."""
+        return self.mesh is not None and not self.mesh.anti_entropy.policy.withheld(
+            self.cfg.name, LEASES, NODE_LEASE_NAMESPACE, node)
+
     def _node_reachable(self, node: str) -> bool:
         """False once the mesh holds the node dead or gone, or suspect for a few seconds
         (``MeshConfig.routing_unreachable_after``): no side of a partition waits for the
@@ -454,6 +460,7 @@ class MeshView:
         self._node = node
         self._weak = WeakNames()
         self._leases = LeaseAges(node.store, node.cfg.controllers.node_monitor_grace)
+        self._holders = LeaseHolders()
 
     @property
     def name(self) -> str:
@@ -471,6 +478,10 @@ class MeshView:
     def lapsed(self) -> frozenset[str]:
         """The live peers whose node Lease ran out (``ownership.lapsed_peers``)."""
         return self._leases.lapsed(self.live())
+
+    def holds_lease(self, peer: str, node: str) -> bool:
+        """Whether ``peer`` holds ``node``'s Lease (``ownership.lease_actors``)."""
+        return self._holders.holds(self._node.mesh, peer, node)
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:

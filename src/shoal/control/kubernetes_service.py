@@ -3,7 +3,9 @@
 As kube-apiserver's own controller: a ClusterIP Service at the first address of the
 service range (10.96.0.1), port 443 named ``https``, with no selector; its
 Endpoints and EndpointSlice list the API address of every live node (a Node
-whose Lease this peer saw renewed within the grace period), on the API port.
+whose Lease this peer saw renewed within the grace period; one whose Lease it does not
+hold, a super-peer's of another site or region, while its judges have not tainted it
+unreachable), on the API port.
 Every peer serves the API, so every live node is an endpoint. The preferred actor
 for the Service writes them (:mod:`ownership`); the content is a function of the
 replica, so peers that write concurrently write the same thing.
@@ -20,7 +22,7 @@ from typing import Any
 
 from shoal.control.controller import Controller
 from shoal.control.endpoints import address_type
-from shoal.control.node_lifecycle import LEASE_NAMESPACE, renewed_within
+from shoal.control.node_lifecycle import LEASE_NAMESPACE, renewed_within, unreachable_since
 from shoal.control.ownership import PeerView, SinglePeer, lease_actors, preferred_actor
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
@@ -67,10 +69,20 @@ class KubernetesService(Controller):
     def addresses(self) -> list[str]:
         now = self.store.replica.wall.now()
         out = set()
+        holds = getattr(self.view, "holds_lease", None)
         for node in self.store.list(self.node_kind):
-            lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, node["metadata"]["name"])
+            name = node["metadata"]["name"]
             ip = internal_ip(node)
-            if ip and address_type(ip) == "IPv4" and renewed_within(lease, now, self.grace):
+            if not ip or address_type(ip) != "IPv4":
+                continue
+            if callable(holds) and not holds(self.view.name, name):
+                # A super-peer holds its site's and region's Leases only: another node is
+                # live unless the peers that hold its Lease judged it unreachable.
+                if unreachable_since(node) is None:
+                    out.add(ip)
+                continue
+            lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
+            if renewed_within(lease, now, self.grace):
                 out.add(ip)
         return sorted(out)
 

@@ -32,11 +32,13 @@ just joined registers its Node before its first Lease, which may reach the other
 later. A pass is scheduled for the moment the next Lease runs out, so a node is
 judged ``grace`` seconds after its last renewal, not up to a resync later.
 
-Only peers that hold every node's Lease judge: a weak peer (``--sync-via super``) holds
-no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and the
-others leave it out of the rendezvous (``ownership.lease_actors``). A weak peer cut off
-from its super-peers therefore marks no node unreachable; its own node is judged by the
-full and super-peers from the Lease it renews and sends them.
+Only peers that hold a node's Lease judge it: a weak peer (``--sync-via super``) holds
+no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and a
+super-peer holds those of its site's weak nodes and of its region's super-peers
+(``mesh.topology.holds_lease``); the rendezvous for a node is over the live peers that
+hold its Lease (``ownership.lease_actors``). A weak peer cut off from its super-peers
+therefore marks no node unreachable; its own node is judged by its site's super-peers
+(and the full peers) from the Lease it renews and sends them.
 """
 
 from __future__ import annotations
@@ -225,7 +227,9 @@ class NodeLifecycle(Controller):
         # Each node's Lease, and whether it ran out: known for less than grace, no Lease
         # yet (a joining node) or a stale one (our replica after a restart) proves nothing.
         leases: dict[str, tuple[dict[str, Any] | None, float, bool]] = {}
-        for name in names - {self.view.name} if judging else ():
+        # Of the others, only the nodes whose Lease this peer holds (a super-peer: its
+        # site's and region's): another's is not judged here, nor counted as run out.
+        for name in {n for n in names - {self.view.name} if self._holds(n)} if judging else ():
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             since = self._seen[name] if renew is None else max(renew, self._seen[name])
@@ -301,13 +305,19 @@ class NodeLifecycle(Controller):
 
     def _acts_for(self, node: str, scope: str = CLUSTER, scopes: ScopeMap = EMPTY) -> bool:
         """Whether this peer is the preferred actor for ``node`` among the live peers other
-        than that node, the weak peers and the peers whose own Lease ran out (for a scope's
-        pods: its live writers other than those): a node
+        than that node, the weak peers, the peers that do not hold its Lease and the peers
+        whose own Lease ran out (for a scope's pods: its live writers other than those): a node
         never judges itself, so if it were its own preferred actor nobody would clear the
         taint it got while cut off."""
-        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node)
+        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node, lease=node)
                   if p not in self._lapsed or p == self.view.name]
         return preferred_actor(f"node/{node}", judges) == self.view.name
+
+    def _holds(self, node: str) -> bool:
+        """Whether this peer holds ``node``'s Lease (the view's optional ``holds_lease``;
+        every one for a view that knows no roles)."""
+        holds = getattr(self.view, "holds_lease", None)
+        return not callable(holds) or bool(holds(self.view.name, node))
 
     async def _own_pressure_taints(self, node: dict[str, Any]) -> None:
         """This node's pressure taints (disk-pressure and the like), kept by itself while no

@@ -183,13 +183,22 @@ class LeaseAges:
 
 
 def lease_actors(view: PeerView, scope: str = CLUSTER, scopes: ScopeMap = EMPTY,
-                 exclude: str | None = None) -> list[str]:
-    """``actors``, less the weak peers: those that hold every node's Lease (none if this
-    node is weak)."""
+                 exclude: str | None = None, lease: str | None = None) -> list[str]:
+    """``actors``, less the weak peers (none if this node is weak) and, given ``lease`` (a
+    node's name), less the peers that do not hold that node's Lease by ``view``'s optional
+    ``holds_lease(peer, node)`` (``mesh.topology.holds_lease``: a super-peer holds its
+    site's and region's only): none if this node does not hold it, since it would find no
+    Lease and must not judge."""
     weak = weak_peers(view)
     if view.name in weak:
         return []
-    return [p for p in actors(view, scope, scopes, exclude) if p not in weak]
+    out = [p for p in actors(view, scope, scopes, exclude) if p not in weak]
+    holds = getattr(view, "holds_lease", None)
+    if lease is None or not callable(holds):
+        return out
+    if not holds(view.name, lease):
+        return []
+    return [p for p in out if holds(p, lease)]
 
 
 def should_act(view: PeerView, key: str, scope: str = CLUSTER,

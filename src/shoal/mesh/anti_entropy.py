@@ -85,6 +85,7 @@ from shoal.mesh.messages import (
 )
 from shoal.mesh.replication_policy import (
     LEASES,
+    NODE_LEASE_NAMESPACE,
     DenialLog,
     ReplicationPolicy,
     changed_registers,
@@ -290,6 +291,9 @@ class AntiEntropy:
         self._relayed_cut: dict[tuple[str, str], tuple[str, ...]] = {}
         """On a weak peer, (super-peer, scope) -> the writers of the scope that super-peer
         said in its last answer for the scope it cannot reach (``ScopeReply.unreachable``)."""
+        self._leases_checked = -1
+        """The member list version whose tags the node Leases held here were last checked
+        against (``_forget_withheld_leases``)."""
         self._durable_vectors: dict[str, dict[str, int]] | None = None
         self._publish_timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
@@ -432,13 +436,7 @@ class AntiEntropy:
                      scope)
         if view != before or stale:
             self._persist_cursors()
-        me = self.membership.name
-        if self.policy.is_weak():
-            # Held from before this peer was weak: a weak peer holds no other node's Lease.
-            leases = [key for key, _ in self.replica.all_entries()
-                      if key[0] == LEASES and self.policy.withheld(me, *key)]
-            if leases:
-                self.docs_forgotten += self.replica.forget(leases)
+        self._forget_withheld_leases()
         gone = [key for key, _ in self.replica.all_entries()
                 if not m.is_member(m.scope_of(key[0], key[1]), self.membership.name)]
         gone += [key for key, f in self.replica.fences.items()
@@ -454,6 +452,22 @@ class AntiEntropy:
         self._revoke(m)
         if self._held_back:
             self._bring_back(m)
+
+    def _forget_withheld_leases(self) -> None:
+        """Forget the node Leases this peer does not hold (``ReplicationPolicy.withheld``):
+        held from before it was weak or a super-peer, or before membership told it the
+        node's site or region. Checked at start and when the member list changed; a full
+        peer holds them all."""
+        version = self.membership.version
+        if version == self._leases_checked or self.policy.holds_every_lease():
+            self._leases_checked = version
+            return
+        self._leases_checked = version
+        me = self.membership.name
+        keys = [(LEASES, ns, name) for (ns, name), _ in self.replica.iter_entries(LEASES)
+                if self.policy.withheld(me, LEASES, ns, name)]
+        if keys:
+            self.docs_forgotten += self.replica.forget(keys)
 
     def _drop_non_member_cursors(self, m: ScopeMap) -> bool:
         """Forget the cursors (and coverage cursors, and last answers) held for a partner in
@@ -705,11 +719,11 @@ class AntiEntropy:
         self.check_scopes()
         out = MergeResult()
         me = self.membership.name
-        weak = sender is not None and self.policy.is_weak()
+        local = sender is None or self.policy.holds_every_lease()
         for i, d in enumerate(docs):
-            if weak and d.resource == LEASES and self.policy.withheld(me, d.resource,
-                                                                      d.namespace, d.name):
-                continue  # another node's Lease, from a peer that sends it anyway: not held
+            if not local and d.resource == LEASES and self.policy.withheld(
+                    me, d.resource, d.namespace, d.name):
+                continue  # a node's Lease not held here, sent anyway (an older peer): dropped
             digest = deltas.get(i) if deltas else None
             if digest is not None and self.replica.entry(d.resource, d.namespace,
                                                          d.name) is None:
@@ -822,6 +836,14 @@ class AntiEntropy:
                    exclude: str | None = None) -> None:
         """Send documents of ``scope`` to ``push_fanout`` live members of it."""
         peers = self.policy.push_targets(scope)
+        leases = [d for d in docs if d.resource == LEASES
+                  and d.namespace == NODE_LEASE_NAMESPACE]
+        if leases:
+            # Node Leases go to peers that hold at least one of them (``withheld``): a
+            # renewal spreads among its holders, not to a random backbone peer that drops it.
+            peers = [p for p in peers if len(leases) < len(docs) or any(
+                not self.policy.withheld(p.name, d.resource, d.namespace, d.name)
+                for d in leases)]
         fanout = self.config.push_fanout
         # Sample one extra instead of filtering the whole list: O(fanout), not O(N).
         picked = self.rng.sample(peers, min(fanout + 1, len(peers)))
@@ -836,8 +858,8 @@ class AntiEntropy:
         for t in targets:
             sent = payloads
             kept = docs
-            if any(d.resource == LEASES for d in docs) and self.policy.is_weak(t.name):
-                # A weak peer is sent no other node's Lease.
+            if leases and not self.policy.holds_every_lease(t.name):
+                # Nobody is sent a node's Lease it does not hold.
                 kept = [d for d in docs
                         if not self.policy.withheld(t.name, d.resource, d.namespace, d.name)]
                 if not kept:
@@ -997,8 +1019,11 @@ class AntiEntropy:
         # A weak peer answers its site's super-peers with what it wrote, not with what one
         # of them sent it (held exactly as sent): they share that over the backbone.
         from_site = skip is not None and self.policy.is_weak()
-        # A weak puller is sent no other node's Lease.
-        weak_puller = puller if puller is not None and self.policy.is_weak(puller) else None
+        # Nobody is sent a node's Lease it does not hold (``withheld``): only a full
+        # puller holds them all. A push sent as a pull answer (``_answering``) is built
+        # here too, so it leaves out exactly what the pull answer would.
+        lease_puller = (puller if puller is not None
+                        and not self.policy.holds_every_lease(puller) else None)
         docs: dict[str, list[DocRecord]] = {s: [] for s in cursors}
         cut: int | None = None  # the revision a full page stopped at
         low = min(cursors.values(), default=revision)
@@ -1013,8 +1038,8 @@ class AntiEntropy:
                 if skip and cursor and (puller in skip.get(e.rv, ())
                                         or (from_site and e.rv in skip)):
                     continue
-                if (weak_puller is not None and r == LEASES
-                        and self.policy.withheld(weak_puller, r, ns, name)):
+                if (lease_puller is not None and r == LEASES
+                        and self.policy.withheld(lease_puller, r, ns, name)):
                     continue
                 if n >= limit:
                     cut = last
@@ -1366,6 +1391,8 @@ class AntiEntropy:
     async def pull_round(self) -> None:
         if self._handoff:
             await self._hand_off()
+        if self.membership.version != self._leases_checked:
+            self._forget_withheld_leases()
         partners = self.partners()
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n

@@ -304,13 +304,22 @@ class ReplicationPolicy:
         return ((self.is_weak() or self.is_weak(name)) and self.may_sync(name))
 
     def withheld(self, peer: str, resource: str, namespace: str, name: str) -> bool:
-        """Whether ``peer`` is never sent this object, whatever scope it is in: another
-        node's Lease (``kube-node-lease``) when ``peer`` is weak. A weak peer holds no
-        Lease but its own: only full and super-peers judge nodes by their Leases
-        (``shoal.control.node_lifecycle``), and every renewal of every node would
-        otherwise reach every weak peer (issue 10; docs/semantics.md, "Node Leases")."""
-        return (resource == LEASES and namespace == NODE_LEASE_NAMESPACE and name != peer
-                and self.is_weak(peer))
+        """Whether ``peer`` is never sent this object, whatever scope it is in: a node's
+        Lease (``kube-node-lease``) that ``peer`` does not hold (``topology.holds_lease``:
+        a weak peer holds its own only, a super-peer those of its site's weak nodes and
+        its region's super-peers, a full peer every one). Only the peers that hold a
+        node's Lease judge that node (``shoal.control.node_lifecycle``); every renewal of
+        every node would otherwise reach every super-peer (issue 10; docs/semantics.md,
+        "Node Leases"). Also what this peer drops when it is sent one (``peer`` itself)."""
+        if resource != LEASES or namespace != NODE_LEASE_NAMESPACE or name == peer:
+            return False
+        node = self.membership.members.get(name)
+        return not topology.holds_lease(_Tagged(peer, self._tags(peer)), name,
+                                        tags_of(node) if node is not None else None)
+
+    def holds_every_lease(self, peer: str | None = None) -> bool:
+        """Whether ``peer`` (this one by default) holds every node's Lease: a full peer."""
+        return topology.role_in(self._tags(peer or self.me)) == topology.Role.FULL
 
     def vouches(self, sender: str, writer: str) -> bool:
         """Whether ``sender`` relays what ``writer`` wrote as if ``writer`` sent it: it is a

@@ -76,6 +76,30 @@ def may_sync(a: Tagged, b: Tagged) -> bool:
     return True
 
 
+def holds_lease(holder: Tagged, node: str, node_tags: Mapping[str, str] | None) -> bool:
+    """Whether ``holder`` holds the node Lease (``kube-node-lease``) of ``node``, whose tags
+    are ``node_tags`` (None: not a member known here). Every node holds its own, and a full
+    peer every one; a weak peer no other; a super-peer a weak node's of its site, a
+    super-peer's of its region (every super-peer's when that one announces no region),
+    and a full peer's or an unknown node's, as full peers do (docs/semantics.md, "Node
+    Leases"). So a node's renewals stay near it, and a super-peer's traffic does not grow
+    with the number of nodes elsewhere (issue 10)."""
+    if holder.name == node:
+        return True
+    role = role_of(holder)
+    if role != Role.SUPER:
+        return role == Role.FULL
+    if node_tags is None:
+        return True
+    other = role_in(node_tags)
+    if other == Role.WEAK:
+        return node_tags.get(SITE_TAG, "") == site_of(holder)
+    if other == Role.SUPER:
+        region = node_tags.get(REGION_TAG, "")
+        return not region or region == region_of(holder)
+    return True
+
+
 T = TypeVar("T", bound=Tagged)
 
 
@@ -144,3 +168,30 @@ class WeakNames:
             self._version = version
             self._names = [m.name for m in peer.members() if role_of(m) == Role.WEAK]
         return self._names
+
+
+class LeaseHolders:
+    """Whether a peer holds a node's Lease (``holds_lease``), by the tags of a peer's
+    members (``control.ownership.lease_actors``), kept until the member list changes."""
+
+    def __init__(self) -> None:
+        self._version = -1
+        self._tags: dict[str, Mapping[str, str]] = {}
+
+    def holds(self, peer: _MeshPeer | None, holder: str, node: str) -> bool:
+        if peer is None:
+            return True
+        version = peer.membership.version
+        if version != self._version:
+            self._version = version
+            self._tags = {m.name: m.tags for m in peer.members()}
+        tags = self._tags.get(holder)
+        return holds_lease(_Named(holder, tags if tags is not None else {}), node,
+                           self._tags.get(node))
+
+
+class _Named:
+    __slots__ = ("name", "tags")
+
+    def __init__(self, name: str, tags: Mapping[str, str]) -> None:
+        self.name, self.tags = name, tags

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from shoal.control import manager
 from shoal.control.ownership import LeaseAges
-from shoal.mesh.topology import WeakNames
+from shoal.mesh.topology import LeaseHolders, WeakNames
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
 from shoal.sim.timeline import Timeline
@@ -34,6 +34,7 @@ class MeshPeerView:
         self._node = node
         self._weak = WeakNames()
         self._leases = LeaseAges(node.store, grace)
+        self._holders = LeaseHolders()
 
     @property
     def name(self) -> str:
@@ -51,6 +52,10 @@ class MeshPeerView:
     def lapsed(self) -> frozenset[str]:
         """The live peers whose node Lease ran out (``ownership.lapsed_peers``)."""
         return self._leases.lapsed(self.live())
+
+    def holds_lease(self, peer: str, node: str) -> bool:
+        """Whether ``peer`` holds ``node``'s Lease (``ownership.lease_actors``)."""
+        return self._holders.holds(self._node.peer, peer, node)
 
 
 class _ErrorCounter(logging.Handler):
