@@ -394,12 +394,12 @@ class ShoalNode:
         return pod_gateway((node.get("spec") or {}).get("podCIDR"))
     # --- end cluster dns ---
 
-    # --- service proxy: which nodes' endpoints this node may route to now ---
     def _holds_lease(self, node: str) -> bool:
         """Whether this peer holds ``node``'s Lease of kube-node-lease (``NodeLeases``)."""
         return self.mesh is not None and not self.mesh.anti_entropy.policy.withheld(
             self.cfg.name, LEASES, NODE_LEASE_NAMESPACE, node)
 
+    # --- service proxy: which nodes' endpoints this node may route to now ---
     def _node_reachable(self, node: str) -> bool:
         """False once the mesh holds the node dead or gone, or suspect for a few seconds
         (``MeshConfig.routing_unreachable_after``): no side of a partition waits for the
