@@ -65,6 +65,50 @@ def test_a_super_peer_refuses_a_write_to_a_lease_it_does_not_hold() -> None:
         hook(_request(name), ctx)  # type: ignore[arg-type]
 
 
+class _SuperView:
+    """s1, a super-peer that holds the Leases of w1 and w2 only besides its own."""
+
+    name = "s1"
+
+    def live(self) -> list[str]:
+        return ["s1"]
+
+    def holds_lease(self, peer: str, node: str) -> bool:
+        return node in (peer, "w1", "w2")
+
+
+async def test_the_kubernetes_service_counts_a_node_whose_lease_it_does_not_hold() -> None:
+    from shoal.control.kubernetes_service import KubernetesService
+    from shoal.store.objects import ObjectStore, now_rfc3339
+    from shoal.store.replica import Replica
+
+    registry = KindRegistry()
+    store = ObjectStore(Replica(None, "s1"), registry)
+    node_kind = registry.by_kind("v1", "Node")
+    lease_kind = registry.by_kind("coordination.k8s.io/v1", "Lease")
+    ns_kind = registry.by_kind("v1", "Namespace")
+    assert node_kind is not None and lease_kind is not None and ns_kind is not None
+    for ns in ("default", NODE_LEASES):
+        await store.create(ns_kind, {"metadata": {"name": ns}})
+    now = store.replica.wall.now()
+    tainted = [{"key": UNREACHABLE, "effect": "NoExecute", "timeAdded": now_rfc3339(now)}]
+    # w1: held and fresh; w2: held and run out; far1: not held, not judged unreachable by
+    # its holders; far2: not held, judged unreachable.
+    for name, ip, taints in (("w1", "10.0.0.1", []), ("w2", "10.0.0.2", []),
+                             ("far1", "10.0.0.3", []), ("far2", "10.0.0.4", tainted)):
+        await store.create(node_kind, {"metadata": {"name": name}, "spec": {"taints": taints},
+                                       "status": {"addresses": [
+                                           {"type": "InternalIP", "address": ip}]}})
+    for name, renewed in (("w1", now), ("w2", now - 100)):
+        await store.create(lease_kind, {"metadata": {"name": name},
+                                        "spec": {"renewTime": now_rfc3339(renewed)}},
+                           NODE_LEASES)
+    service = KubernetesService(store, 6443, _SuperView())  # type: ignore[arg-type]
+    assert service.addresses() == ["10.0.0.1", "10.0.0.3"]
+    await asyncio.sleep(0)
+    store.replica.close()
+
+
 def _holders(cluster: RoleCluster, node: str) -> set[str]:
     """The peers that should hold ``node``'s Lease by the layout."""
     role, site = cluster.role[node]
