@@ -162,7 +162,8 @@ def _simulate(seed: int, judged: list[tuple[str, str, bool]]) -> dict[str, Any]:
     return found
 
 
-def test_a_nodes_lease_is_held_and_judged_near_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def _record_judgements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    """Every (judge, node, reachable) the node lifecycle controllers set from now on."""
     judged: list[tuple[str, str, bool]] = []
     set_taints = NodeLifecycle._set
 
@@ -172,6 +173,11 @@ def test_a_nodes_lease_is_held_and_judged_near_it(monkeypatch: pytest.MonkeyPatc
         await set_taints(self, node, reachable, now)
 
     monkeypatch.setattr(NodeLifecycle, "_set", recording)
+    return judged
+
+
+def test_a_nodes_lease_is_held_and_judged_near_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    judged = _record_judgements(monkeypatch)
     found = _simulate(1, judged)
     holders = found["holders"]
     for name, held in found["held"].items():
@@ -188,4 +194,89 @@ def test_a_nodes_lease_is_held_and_judged_near_it(monkeypatch: pytest.MonkeyPatc
         assert marked == sorted([weak, dead_super]), name
     # No peer judges a node whose Lease it does not hold, in either direction.
     assert all(judge in holders[node] for judge, node, _ in judged), judged
+    assert found["errors"] == []
+
+
+def _cut_between_sites(seed: int, judged: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """Two sites of 2 super-peers and 2 weak peers each, no full peer, no region: settled,
+    a Deployment of 8 made on the first site's super-peer, then the two sites cut apart
+    for 150 s (grace 40 s, eviction 20 s)."""
+    found: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        cluster = RoleCluster(0, seed, mesh_config.sim(), loop,  # type: ignore[arg-type]
+                              layout=Layout(sites=2, supers_per_site=2, weak_per_site=2))
+        cp = ControlCluster(cluster)
+        await cp.start()
+        try:
+            near_super = cluster.names(Role.SUPER, "site-000")[0]
+            store = cluster.nodes[near_super].store
+            await asyncio.sleep(30.0)
+            deploy = store.registry.by_kind("apps/v1", "Deployment")
+            assert deploy is not None
+            labels = {"app": "web"}
+            await store.create(deploy, {"metadata": {"name": "web"}, "spec": {
+                "replicas": 8, "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels},
+                             "spec": {"containers": [{"name": "c", "image": "web:1"}]}}}},
+                "default")
+            await asyncio.sleep(30.0)
+            found["healthy"] = list(judged)
+            judged.clear()
+            sites = {s: [n for n, (_, site) in cluster.role.items() if site == s]
+                     for s in ("site-000", "site-001")}
+            far_weak = cluster.names(Role.WEAK, "site-001")
+            pods = store.registry.by_kind("v1", "Pod")
+            assert pods is not None
+            found["on_far_weak"] = [p["metadata"]["name"] for p in store.list(pods, "default")
+                                    if p["spec"].get("nodeName") in far_weak]
+            cluster.network.partition([[cluster.nodes[n].address for n in side]
+                                       for side in sites.values()])
+            # Membership drops the far peers (~35 s here), the far weak nodes are judged
+            # grace after that, and their pods lost eviction timeout later.
+            await asyncio.sleep(150.0)
+            found["sites"], found["far_weak"] = sites, far_weak
+            found["near_weak"] = cluster.names(Role.WEAK, "site-000")
+            found["holders"] = {n: _holders(cluster, n) for n in cluster.nodes}
+            found["tainted"] = {
+                n: sorted(node["metadata"]["name"] for node in cluster.nodes[n].store.list(
+                    store.registry.by_kind("v1", "Node"))  # type: ignore[arg-type]
+                    if any(t.get("key") == UNREACHABLE
+                           for t in (node.get("spec") or {}).get("taints") or []))
+                for n in sites["site-000"]}
+            near = set(sites["site-000"])
+            found["counting_near"] = sorted(
+                p["metadata"]["name"] for p in store.list(pods, "default")
+                if p["spec"].get("nodeName") in near and not (
+                    p.get("metadata") or {}).get("deletionTimestamp")
+                and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+            found["errors"] = list(cp.errors.messages)
+        finally:
+            await cp.stop()
+
+    virtual_run(main())
+    return found
+
+
+def test_across_a_cut_between_sites_the_far_weak_nodes_are_judged_by_one_peer_per_side(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # With no full peer, no peer on this side holds the far site's weak nodes' Leases: they
+    # are judged unreachable by one of this side's super-peers all the same, and their pods
+    # replaced after the eviction timeout (before: left untainted until the heal).
+    judged = _record_judgements(monkeypatch)
+    found = _cut_between_sites(2, judged)
+    sites, far_weak = found["sites"], found["far_weak"]
+    # A healthy mesh: nobody judges a node whose Lease it does not hold.
+    holders = found["holders"]
+    assert all(judge in holders[node] for judge, node, _ in found["healthy"]), found["healthy"]
+    assert found["on_far_weak"], "no pod on the far site's weak nodes"
+    for name, tainted in found["tainted"].items():
+        assert set(far_weak) <= set(tainted), (name, tainted)
+    near = set(sites["site-000"])
+    for node in far_weak:
+        # One judge for the far weak node on this side, and none of them weak.
+        judges = {j for j, n, reachable in judged if n == node and not reachable and j in near}
+        assert len(judges) == 1 and not judges & set(found["near_weak"]), judges
+    assert len(found["counting_near"]) == 8, found["counting_near"]
     assert found["errors"] == []

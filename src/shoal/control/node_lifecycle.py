@@ -39,6 +39,14 @@ super-peer holds those of its site's weak nodes and of its region's super-peers
 hold its Lease (``ownership.lease_actors``). A weak peer cut off from its super-peers
 therefore marks no node unreachable; its own node is judged by its site's super-peers
 (and the full peers) from the Lease it renews and sends them.
+
+A node none of whose Lease's holders is live here (nor the node itself) is an orphan here:
+across a cut between two sites with no full peer, no peer on this side holds the far
+side's weak nodes' Leases. It is judged unreachable ``grace`` seconds after it became one
+(or was first seen), by the rendezvous among this side's live non-weak peers (one judge
+per side), so that its pods are replaced after the eviction timeout as before Leases were
+held near their node. When a holder is live again this side no longer judges it: the
+holders clear the taint from its fresh Lease.
 """
 
 from __future__ import annotations
@@ -198,6 +206,9 @@ class NodeLifecycle(Controller):
         earliest: the grace a starting peer or a joining node gets)."""
         self._not_ready: set[str] = set()
         """The nodes the last pass judged unreachable (their pods are kept not ready)."""
+        self._orphans: dict[str, float] = {}
+        """The nodes whose Lease this peer does not hold and none of whose Lease's holders
+        (the node included) is live here, and since when (``_orphaned``)."""
         self._lapsed: frozenset[str] = frozenset()
         """The nodes whose Lease the last pass found run out: no judge (a peer across a
         partition stays alive in membership until its suspicion runs its course, up to
@@ -229,7 +240,15 @@ class NodeLifecycle(Controller):
         leases: dict[str, tuple[dict[str, Any] | None, float, bool]] = {}
         # Of the others, only the nodes whose Lease this peer holds (a super-peer: its
         # site's and region's): another's is not judged here, nor counted as run out.
-        for name in {n for n in names - {self.view.name} if self._holds(n)} if judging else ():
+        held = {n for n in names - {self.view.name} if self._holds(n)} if judging else set()
+        # Of those it does not hold, the orphans: judged from when they became one.
+        self._orphans = self._orphaned(names - held - {self.view.name}, now) if judging else {}
+        for name, at in self._orphans.items():
+            since = max(at, self._seen[name])
+            leases[name] = (None, since, now - since < self.grace)
+            if now - since < self.grace:
+                wake.append(since + self.grace)
+        for name in held:
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             since = self._seen[name] if renew is None else max(renew, self._seen[name])
@@ -309,9 +328,25 @@ class NodeLifecycle(Controller):
         whose own Lease ran out (for a scope's pods: its live writers other than those): a node
         never judges itself, so if it were its own preferred actor nobody would clear the
         taint it got while cut off."""
-        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node, lease=node)
+        # An orphan (no holder of its Lease live here) by this side's non-weak peers.
+        lease = None if node in self._orphans else node
+        judges = [p for p in lease_actors(self.view, scope, scopes, exclude=node, lease=lease)
                   if p not in self._lapsed or p == self.view.name]
         return preferred_actor(f"node/{node}", judges) == self.view.name
+
+    def _orphaned(self, nodes: set[str], now: float) -> dict[str, float]:
+        """Of ``nodes`` (whose Lease this peer does not hold), those that are not live here
+        and none of whose Lease's holders is (the view's ``holds_lease``), each with when
+        it was first found so (kept from the last pass)."""
+        holds = getattr(self.view, "holds_lease", None)
+        if not callable(holds) or not nodes:
+            return {}
+        live = set(self.view.live())
+        out: dict[str, float] = {}
+        for node in nodes - live:
+            if not any(holds(p, node) for p in live):
+                out[node] = self._orphans.get(node, now)
+        return out
 
     def _holds(self, node: str) -> bool:
         """Whether this peer holds ``node``'s Lease (the view's optional ``holds_lease``;
@@ -361,8 +396,12 @@ class NodeLifecycle(Controller):
                              message="Node stopped renewing its lease.",
                              lastTransitionTime=stamp)
             await self.store.update(self.node_kind, status, None, name, "status")
-            log.warning("node %s is unreachable: its lease was last renewed over %.0fs ago",
-                        name, self.grace)
+            if name in self._orphans:
+                log.warning("node %s is unreachable: no peer that holds its lease has been "
+                            "reachable from here for %.0fs", name, self.grace)
+            else:
+                log.warning("node %s is unreachable: its lease was last renewed over %.0fs "
+                            "ago", name, self.grace)
         else:
             # Its taint may be a verdict from across a cut that the heal merged in: the time
             # tells an operator which it was.
