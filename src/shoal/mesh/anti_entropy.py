@@ -291,6 +291,10 @@ class AntiEntropy:
         self._relayed_cut: dict[tuple[str, str], tuple[str, ...]] = {}
         """On a weak peer, (super-peer, scope) -> the writers of the scope that super-peer
         said in its last answer for the scope it cannot reach (``ScopeReply.unreachable``)."""
+        self._missed: set[str] = set()
+        """Weak peers of this super-peer's site, and super-peers that push their Lease to
+        its holders themselves, whose answering push showed that one of theirs was missed
+        here: pulled at the next round (``pull_round``), not in their turn."""
         self._leases_checked = -1
         """The member list version whose tags the node Leases held here were last checked
         against (``_forget_withheld_leases``)."""
@@ -833,21 +837,53 @@ class AntiEntropy:
     # -- push ------------------------------------------------------------------------
 
     async def push(self, docs: list[DocRecord], hops: int, scope: str = CLUSTER,
-                   exclude: str | None = None) -> None:
-        """Send documents of ``scope`` to ``push_fanout`` live members of it."""
+                   exclude: str | None = None, origin: str | None = None) -> None:
+        """Send documents of ``scope`` to ``push_fanout`` live members of it (a weak peer:
+        to each of its site's live super-peers). ``origin``: the peer they came from."""
         peers = self.policy.push_targets(scope)
         leases = [d for d in docs if d.resource == LEASES
                   and d.namespace == NODE_LEASE_NAMESPACE]
+
+        def lease_for(peer: str, d: DocRecord) -> bool:
+            # Nobody is sent a node's Lease it does not hold (``withheld``), nor, passed on
+            # from the node or another peer it pushes it to, one that the node pushes to it
+            # itself (``from_its_node``).
+            return not (self.policy.withheld(peer, d.resource, d.namespace, d.name)
+                        or (origin is not None and (origin == d.name or self.policy.from_its_node(
+                            origin, d.resource, d.namespace, d.name))
+                            and self.policy.from_its_node(peer, d.resource, d.namespace,
+                                                          d.name)))
+
         if leases:
-            # Node Leases go to peers that hold at least one of them (``withheld``): a
-            # renewal spreads among its holders, not to a random backbone peer that drops it.
-            peers = [p for p in peers if len(leases) < len(docs) or any(
-                not self.policy.withheld(p.name, d.resource, d.namespace, d.name)
-                for d in leases)]
+            # Node Leases go to peers that hold at least one of them: a renewal spreads
+            # among its holders, not to a random backbone peer that drops it.
+            peers = [p for p in peers if len(leases) < len(docs)
+                     or any(lease_for(p.name, d) for d in leases)]
+        me = self.membership.name
+        own = [d for d in leases if d.name == me]
+        if own and origin is None and self.policy.pushes_lease_itself():
+            # A super-peer's own Lease: to each of its holders (``from_its_node``), the rest
+            # as any push.
+            await self._send(own, hops, scope, [p for p in peers if p.address != exclude
+                                                and lease_for(p.name, own[0])], None)
+            docs = [d for d in docs if d.resource != LEASES or d.name != me]
+            if not docs:
+                return
+            leases = [d for d in leases if d.name != me]
         fanout = self.config.push_fanout
+        if self.policy.is_weak():
+            fanout = max(fanout, len(peers))  # its site's super-peers: each gets it from it
         # Sample one extra instead of filtering the whole list: O(fanout), not O(N).
         picked = self.rng.sample(peers, min(fanout + 1, len(peers)))
         targets = [p for p in picked if p.address != exclude][:fanout]
+        await self._send(docs, hops, scope, targets, lease_for if leases else None,
+                         origin is not None)
+
+    async def _send(self, docs: list[DocRecord], hops: int, scope: str, targets: list[Any],
+                    lease_for: Callable[[str, DocRecord], bool] | None,
+                    forwarded: bool = False) -> None:
+        """Push ``docs`` to each of ``targets``, each sent only the node Leases
+        ``lease_for`` lets it have, as its next pull answer when it can be."""
         if not targets or not docs:
             return
         step = max(1, self.config.pull_batch)
@@ -858,10 +894,9 @@ class AntiEntropy:
         for t in targets:
             sent = payloads
             kept = docs
-            if leases and not self.policy.holds_every_lease(t.name):
-                # Nobody is sent a node's Lease it does not hold.
-                kept = [d for d in docs
-                        if not self.policy.withheld(t.name, d.resource, d.namespace, d.name)]
+            if lease_for is not None and (forwarded
+                                          or not self.policy.holds_every_lease(t.name)):
+                kept = [d for d in docs if d.resource != LEASES or lease_for(t.name, d)]
                 if not kept:
                     continue
                 sent = [encode(Push(hops, tuple(kept[i:i + step]), scope))
@@ -1038,8 +1073,10 @@ class AntiEntropy:
                 if skip and cursor and (puller in skip.get(e.rv, ())
                                         or (from_site and e.rv in skip)):
                     continue
-                if (lease_puller is not None and r == LEASES
-                        and self.policy.withheld(lease_puller, r, ns, name)):
+                if r == LEASES and puller is not None and (
+                        (lease_puller is not None
+                         and self.policy.withheld(lease_puller, r, ns, name))
+                        or self._from_its_node(puller, r, ns, name, e.rv)):
                     continue
                 if n >= limit:
                     cut = last
@@ -1050,6 +1087,14 @@ class AntiEntropy:
                 n += 1
                 last = e.rv
         return docs, cut
+
+    def _from_its_node(self, puller: str, resource: str, ns: str, name: str, rv: int) -> bool:
+        """Whether ``puller`` gets this node's Lease, held here as the node holds it (at
+        revision ``rv``: the node sent it), from the node itself
+        (``ReplicationPolicy.from_its_node``): then it is left out of our answers to it."""
+        came = self._came_from.get(rv)
+        return (came is not None and name in came
+                and self.policy.from_its_node(puller, resource, ns, name))
 
     def _answering(self, target: str, scope: str, sent: list[DocRecord]
                    ) -> Push | None:
@@ -1295,7 +1340,7 @@ class AntiEntropy:
                     # backbone, where its other super-peers get it (and they pull this
                     # peer in turn). Relayed, each document reached each super-peer once
                     # per weak peer of its site (bench/scale: 49 copies a write at 100).
-                    await self.push(changed, 1, scope, exclude=peer.address)
+                    await self.push(changed, 1, scope, exclude=peer.address, origin=peer.name)
             scopes = again
         if not scopes and cluster:
             self._pulled(peer.name, True)
@@ -1411,6 +1456,10 @@ class AntiEntropy:
             turn = weak[(self._round - 1) // every % len(weak)]
             if turn not in targets:
                 targets.append(turn)
+        if self._missed:
+            missed = {p.name: p for p in (*partners, *weak) if p.name in self._missed}
+            self._missed.clear()
+            targets += [p for p in missed.values() if p not in targets]
         if source is None:
             pulls = [self.pull_from(t) for t in targets]
         else:
@@ -1568,6 +1617,16 @@ class AntiEntropy:
         if isinstance(msg, Push):
             resets = self._resets[msg.scope]
             docs, deltas = msg.docs, dict(msg.deltas)
+            if (msg.answers is not None and name is not None and not self._completes(name, msg)
+                    and (self.policy.is_weak(name) or (
+                        self.policy.pushes_lease_itself(name)
+                        and any(d.name == name and d.resource == LEASES for d in msg.docs)))
+                    and not self.policy.is_weak()):
+                # A push from a weak peer of our site, or of its own Lease by a super-peer
+                # that pushes it to its holders itself, that does not start at our cursor:
+                # one of its pushes was missed here (nobody forwards its Lease to us,
+                # ``from_its_node``). Pulled at the next round.
+                self._missed.add(name)
             if deltas and (name is None or not self._completes(name, msg)):
                 # Deltas over versions we may not hold: dropped, the next pull brings them
                 # whole (and this push moves no cursor).
@@ -1583,7 +1642,8 @@ class AntiEntropy:
                         sender, encode(Refused(tuple(result.refused[:MAX_REASONS]))))
             if (result.changed and msg.hops + 1 <= self.config.push_max_hops
                     and self.policy.relays(msg.scope)):
-                await self.push(result.changed, msg.hops + 1, msg.scope, exclude=sender)
+                await self.push(result.changed, msg.hops + 1, msg.scope, exclude=sender,
+                                origin=name)
         elif isinstance(msg, Refused):
             self.refusals_received += 1
             for reason in msg.reasons:

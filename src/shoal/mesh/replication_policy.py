@@ -70,6 +70,9 @@ NON_MEMBER_GRACE = 60.0
 """Seconds a non-member's documents of a scope are deferred (our map may be the stale one)
 before they are refused (``ReplicationPolicy.accept``): several pull rounds, in which the
 Scope edit that made it a member reaches this peer if there is one."""
+LEASE_DIRECT_MAX = 32
+"""A super-peer with at most this many holders of its Lease pushes each renewal to each
+of them itself (``ReplicationPolicy.from_its_node``); with more, by the push epidemic."""
 LEASES = "leases.coordination.k8s.io"
 EVENTS = frozenset({"events", "events.events.k8s.io"})
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
@@ -232,6 +235,9 @@ class ReplicationPolicy:
         """(scope, sender) -> when a document of the scope from that non-member was first
         deferred, under the map of ``_non_members_serial``."""
         self._non_members_serial = -1
+        self._direct_counts: tuple[int, dict[str, int]] = (0, {})
+        """Full peers, and super-peers per region, among the members (``pushes_lease_itself``)."""
+        self._direct_version = -1
 
     # -- scopes --------------------------------------------------------------------
 
@@ -316,6 +322,62 @@ class ReplicationPolicy:
         node = self.membership.members.get(name)
         return not topology.holds_lease(_Tagged(peer, self._tags(peer)), name,
                                         tags_of(node) if node is not None else None)
+
+    def from_its_node(self, peer: str, resource: str, namespace: str, name: str) -> bool:
+        """Whether ``peer`` gets this object from its node only, not from this peer: the
+        Lease (``kube-node-lease``) of node ``name`` (not this peer), which that node
+        pushes to ``peer`` itself. A weak node pushes each renewal to each of its site's
+        live super-peers; a super-peer its own to each of its holders it exchanges state
+        with (its region's super-peers and the full peers), when they are at most
+        ``LEASE_DIRECT_MAX`` (``pushes_lease_itself``). Each of them pulls the node (a weak
+        one in turn, at once when a push shows one was missed: ``AntiEntropy.handle``), so
+        they neither forward it to each other nor answer each other's pulls with it (their
+        cursors pass over it, as over a Lease ``withheld``): each renewal reaches each
+        holder once. Before, a weak node's site-mates forwarded each renewal to each other,
+        and a super-peer's spread by the push epidemic, about 4 copies to each holder
+        (issue 10, 114 and 44 of a super-peer's 191 kbit/s at 1,000 peers;
+        docs/scale-model.md)."""
+        if (resource != LEASES or namespace != NODE_LEASE_NAMESPACE or name == peer
+                or name == self.me):
+            return False
+        node = self._tags(name)
+        other = self._tags(peer)
+        role = topology.role_in(node)
+        if role == topology.Role.WEAK:
+            return (topology.role_in(other) == topology.Role.SUPER
+                    and node.get(topology.SITE_TAG, "") == other.get(topology.SITE_TAG, ""))
+        return (role == topology.Role.SUPER and topology.role_in(other) != topology.Role.WEAK
+                and self.pushes_lease_itself(name)
+                and topology.holds_lease(_Tagged(peer, other), name, node))
+
+    def pushes_lease_itself(self, node: str | None = None) -> bool:
+        """Whether super-peer ``node`` (this peer by default) pushes its Lease to each of
+        its holders itself (``from_its_node``): at most ``LEASE_DIRECT_MAX`` of them are
+        members here (its region's super-peers and the full peers; without regions every
+        super-peer, which the push epidemic reaches instead). Counted per member list."""
+        node = node or self.me
+        if self._direct_version != self.membership.version:
+            full = 0
+            regions: dict[str, int] = {}
+            for m in self.membership.members.values():
+                tags = tags_of(m)
+                role = topology.role_in(tags)
+                if role == topology.Role.FULL:
+                    full += 1
+                elif role == topology.Role.SUPER:
+                    region = tags.get(topology.REGION_TAG, "")
+                    regions[region] = regions.get(region, 0) + 1
+            self._direct_counts = (full, regions)
+            self._direct_version = self.membership.version
+        tags = self._tags(node)
+        if topology.role_in(tags) != topology.Role.SUPER:
+            return False
+        full, regions = self._direct_counts
+        region = tags.get(topology.REGION_TAG, "")
+        # Its holders (``topology.holds_lease``): the full peers and its region's super-peers,
+        # every super-peer when it announces no region; itself left out.
+        supers = regions.get(region, 0) if region else sum(regions.values())
+        return full + supers - 1 <= LEASE_DIRECT_MAX
 
     def holds_every_lease(self, peer: str | None = None) -> bool:
         """Whether ``peer`` (this one by default) holds every node's Lease: a full peer."""
