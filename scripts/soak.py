@@ -3,6 +3,9 @@
     python scripts/soak.py --seeds 10000                  # issue 16's wide mix
     python scripts/soak.py --seeds 500 --first 7000 --set drop=0.1 --set kills=0-5
     make soak SEEDS=10000 SOAK_ARGS="--set peers=5-9"
+    # scopes over sites of weak peers, with membership edits (issue 10's mix):
+    python scripts/soak.py --seeds 2000 --only --set peers=15 --set sites=3 \
+        --set scopes=2 --set scope_changes=2 --set kills=1 --results scoped.jsonl
 
 Each finished seed is appended to the results file (JSON lines) as soon as it is
 known, so an interrupted soak resumes where it stopped (seeds already in the file

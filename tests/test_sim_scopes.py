@@ -190,6 +190,19 @@ def test_a_weak_peer_added_to_a_scope_comes_with_its_sites_super_peers(
     assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
 
 
+@pytest.mark.parametrize("seed", [78, 162])
+def test_a_weak_peer_collects_once_its_super_peers_hold_the_deletion(seed: int) -> None:
+    """15 peers in 3 sites, 2 scopes, membership changes and a kill: a weak peer collects a
+    deletion once its site's super-peers cover it, while a member cut off elsewhere still
+    holds an old copy; its super-peers keep the tombstone until that member covers it. The
+    checker once called this early (seeds 78, 108, 122, 162, ... of 0-399, every time a
+    weak collector); it now judges a weak peer through its super-peers."""
+    opts = scenarios.Options(scenario="chaos", peers=15, seed=seed, scopes=2, scope_changes=2,
+                             kills=1, sites=3, idle_seconds=0)
+    report = scenarios.run(opts)
+    assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
+
+
 def test_the_command_line_takes_scopes_and_replays_them(capsys: pytest.CaptureFixture[str]) -> None:
     code = sim_main(["--peers", "4", "--seed", "5", "--scopes", "2", "--safety-seconds", "5",
                      "--idle-seconds", "2"])
@@ -294,6 +307,38 @@ def test_forgetting_a_deletion_while_a_member_holds_the_old_copy_is_caught() -> 
 
         await rs.put("n2", "team-a", "s", None)  # n3 is no member: it never counts
         assert scope_durability.forgotten_early(rs.r, SCOPES) == []
+
+    asyncio.run(main())
+
+
+def test_a_weak_peer_forgets_a_deletion_once_its_super_peers_hold_it() -> None:
+    """Its super-peers stand for it: a far member's old copy reaches it only through them,
+    and they read it as deleted (docs/semantics.md, "Coverage by site")."""
+    site = ScopeMap([r for r in (ScopeRule.parse(o) for o in [
+        {"metadata": {"name": "tenant-a"},
+         "spec": {"namespaces": ["team-a"], "members": ["w", "s1", "s2", "far"]}},
+    ]) if r is not None])
+    via = {"w": ["s1", "s2"]}
+
+    async def main() -> None:
+        rs = Replicas("w", "s1", "s2", "far")
+        await rs.put("far", "team-a", "s", {"k": "djE="})
+        for n in ("w", "s1", "s2"):
+            await rs.copy("far", n, "team-a", "s")
+        await rs.put("w", "team-a", "s", None)
+        await rs.copy("w", "s1", "team-a", "s")
+        rs.collect("w", "team-a", "s")
+        [early] = scope_durability.forgotten_early(rs.r, site, via=via)
+        assert early.startswith("w collected the deletion of secrets/team-a/s while")
+
+        await rs.copy("s1", "s2", "team-a", "s")  # the far copy is still live
+        assert scope_durability.forgotten_early(rs.r, site, via=via) == []
+        # Without the layout, the same replicas count as an early collection.
+        assert scope_durability.forgotten_early(rs.r, site) != []
+
+        rs.collect("s1", "team-a", "s")  # a super-peer is judged on its own
+        [by_super] = scope_durability.forgotten_early(rs.r, site, via=via)
+        assert by_super.startswith("s1 collected the deletion of secrets/team-a/s while far")
 
     asyncio.run(main())
 

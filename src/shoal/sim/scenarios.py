@@ -194,6 +194,11 @@ class _ScopeWatch:
     def __init__(self, cluster: SimCluster, tenants: scoped.Tenants, report: Report) -> None:
         self.cluster, self.tenants, self.report = cluster, tenants, report
         self.failed = False
+        self.via: dict[str, list[str]] | None = None
+        """Per weak peer, its site's super-peers (None: no super-peers in this run)."""
+        if isinstance(cluster, RoleCluster):
+            self.via = {n: cluster.names(Role.SUPER, site)
+                        for n, (role, site) in cluster.role.items() if role == Role.WEAK}
 
     def step(self, after: str) -> None:
         if self.failed:
@@ -205,7 +210,7 @@ class _ScopeWatch:
         # drops it once it learns it left); one never named must never hold anything.
         problems = (visibility.check(replicas, t.ever_map(), limit=3)
                     + scope_durability.forgotten_early(
-                        replicas, None if t.changes else t.scopes, limit=3))
+                        replicas, None if t.changes else t.scopes, limit=3, via=self.via))
         if problems:
             self.failed = True
             at = self.cluster.loop.time()

@@ -7,7 +7,10 @@ another keeps it under a deletion, counts as kept: both read it as deleted). ``f
 behind them, for every step of a run: a member that collected a deletion (it holds the
 fence) while another member of the scope still holds a live copy from before that
 deletion forgot it too early, since that member could send the old copy back to a peer
-whose fence has expired.
+whose fence has expired. A weak peer is judged through the super-peers it exchanges
+documents with (``via``): an old copy reaches it only through them, so its collection is
+early only while one of them that is a member of the scope does not hold the deletion
+(docs/semantics.md, "Coverage by site"); a super-peer that collected it is judged itself.
 """
 
 from __future__ import annotations
@@ -79,17 +82,24 @@ def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
 
 
 def forgotten_early(replicas: Mapping[str, Replica], scopes: ScopeMap | None,
-                    limit: int = 5) -> list[str]:
+                    limit: int = 5, via: Mapping[str, Iterable[str]] | None = None
+                    ) -> list[str]:
     """With ``scopes`` None, each collecting peer is judged by its own Scope objects (the
-    map it collected under, while membership changes)."""
+    map it collected under, while membership changes). ``via``: per weak peer, its site's
+    super-peers."""
     problems: list[str] = []
     for peer, replica in replicas.items():
         if not replica.fences:
             continue
         own = scopes if scopes is not None else ScopeMap.build(replica)
+        through = None if via is None else via.get(peer)
         for (resource, ns, name), fence in list(replica.fences.items()):
             scope = own.scope_of(resource, ns)
             deletion = (fence.stamp, fence.writer)
+            if through is not None and all(
+                    _holds_deletion(replicas[s], (resource, ns, name), deletion)
+                    for s in through if s in replicas and own.is_member(scope, s)):
+                continue  # its super-peers stand for it: they read an old copy as deleted
             for other, theirs in replicas.items():
                 if other == peer or not own.is_member(scope, other):
                     continue
@@ -103,3 +113,13 @@ def forgotten_early(replicas: Mapping[str, Replica], scopes: ScopeMap | None,
             if len(problems) >= limit:
                 return problems
     return problems
+
+
+def _holds_deletion(replica: Replica, key: tuple[str, str, str],
+                    deletion: tuple[int, str]) -> bool:
+    """The replica reads a copy from before ``deletion`` as deleted: it holds that deletion
+    or a later change, or a fence for it (its own collection, judged on its own)."""
+    entry = replica.entry(*key)
+    if entry is not None:
+        return entry.document().stamp >= deletion
+    return key in replica.fences
