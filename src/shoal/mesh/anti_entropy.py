@@ -274,6 +274,10 @@ class AntiEntropy:
         puller whose cursor is at or past such a revision holds that version or a later
         one (merges only join), so the next can be sent to it as a delta."""
         self.deltas_sent = 0
+        self.deltas_rebuilt = 0
+        """Deltas outside an answer merged here as the whole they checked out to."""
+        self._own_lease_pushed: bytes | None = None
+        """Our own Lease as we last pushed it (``_own_lease_delta``)."""
         self.pushes_answering = 0
         """Pushes sent as a receiver's next pull answer (``Push.answers``)."""
         self.cursors_pushed = 0
@@ -865,7 +869,8 @@ class AntiEntropy:
             # A super-peer's own Lease: to each of its holders (``from_its_node``), the rest
             # as any push.
             await self._send(own, hops, scope, [p for p in peers if p.address != exclude
-                                                and lease_for(p.name, own[0])], None)
+                                                and lease_for(p.name, own[0])], None,
+                             checked=self._own_lease_delta(own, scope))
             docs = [d for d in docs if d.resource != LEASES or d.name != me]
             if not docs:
                 return
@@ -879,11 +884,32 @@ class AntiEntropy:
         await self._send(docs, hops, scope, targets, lease_for if leases else None,
                          origin is not None)
 
+    def _own_lease_delta(self, own: list[DocRecord], scope: str) -> bytes | None:
+        """Our own Lease's push as a delta over the version of it we pushed last (a renewal
+        changes one field), checked by the receiver against the whole's digest
+        (``_rebuilt``); None to push it whole (the first, or too small to gain)."""
+        whole = own[0].data if len(own) == 1 else None
+        if not isinstance(whole, bytes):
+            return None
+        d = own[0]
+        last, self._own_lease_pushed = self._own_lease_pushed, whole
+        if last is None or last == whole or len(whole) < DELTA_MIN:
+            return None
+        delta = _delta(orjson.loads(last), orjson.loads(whole))
+        if delta is None:
+            return None
+        data = orjson.dumps(delta)
+        if len(data) * 4 >= len(whole) * 3:
+            return None
+        return encode(Push(0, (DocRecord(d.resource, d.namespace, d.name, data),), scope,
+                           None, ((0, doc_digest(whole)),)))
+
     async def _send(self, docs: list[DocRecord], hops: int, scope: str, targets: list[Any],
                     lease_for: Callable[[str, DocRecord], bool] | None,
-                    forwarded: bool = False) -> None:
+                    forwarded: bool = False, checked: bytes | None = None) -> None:
         """Push ``docs`` to each of ``targets``, each sent only the node Leases
-        ``lease_for`` lets it have, as its next pull answer when it can be."""
+        ``lease_for`` lets it have, as its next pull answer when it can be, else as
+        ``checked`` (a delta the receiver checks) when given."""
         if not targets or not docs:
             return
         step = max(1, self.config.pull_batch)
@@ -907,6 +933,9 @@ class AntiEntropy:
                 # again (a weak peer's Lease renewal crossed to each super-peer twice).
                 self.pushes_answering += 1
                 sent = [encode(dataclasses.replace(answering, hops=hops))]
+            elif checked is not None:
+                self.deltas_sent += 1
+                sent = [checked]
             for payload in sent:
                 with contextlib.suppress(TransportError):
                     await self.transport.send(t.address, payload)
@@ -1628,11 +1657,15 @@ class AntiEntropy:
                 # ``from_its_node``). Pulled at the next round.
                 self._missed.add(name)
             if deltas and (name is None or not self._completes(name, msg)):
-                # Deltas over versions we may not hold: dropped, the next pull brings them
-                # whole (and this push moves no cursor).
-                docs = tuple(d for i, d in enumerate(docs) if i not in deltas)
+                # Deltas over versions we may not hold: each is kept only where merging it
+                # into what we hold gives the sender's document exactly (its digest), as
+                # that whole; the others are dropped, and the next pull brings them whole
+                # (this push moves no cursor).
+                docs, lost = self._rebuilt(docs, deltas)
                 deltas = {}
                 msg = dataclasses.replace(msg, answers=None)
+                if lost and name is not None and self.policy.pushes_lease_itself(name):
+                    self._missed.add(name)  # nobody else sends us its Lease: pull it soon
             result = self.merge(docs, msg.scope, name if name is not None else sender, deltas)
             if msg.answers is not None and name is not None:
                 self._answered_by_push(name, msg, result, resets)
@@ -1651,6 +1684,35 @@ class AntiEntropy:
                                name or sender, reason)
         return None
 
+
+    def _rebuilt(self, docs: tuple[DocRecord, ...], deltas: dict[int, str]
+                 ) -> tuple[tuple[DocRecord, ...], int]:
+        """``docs`` with each delta replaced by the whole it gives merged into what we hold,
+        where that whole's digest is the one sent, and left out elsewhere; and how many
+        were left out."""
+        out = []
+        lost = 0
+        for i, d in enumerate(docs):
+            digest = deltas.get(i)
+            if digest is None:
+                out.append(d)
+                continue
+            entry = self.replica.entry(d.resource, d.namespace, d.name)
+            whole = None
+            if entry is not None and entry.doc_bytes is not None:
+                try:
+                    doc = Document.from_bytes(entry.doc_bytes)
+                    doc.merge(d.document())
+                    whole = doc.to_bytes()
+                except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+                    self.garbage += 1
+                    whole = None
+            if whole is not None and doc_digest(whole) == digest:
+                self.deltas_rebuilt += 1
+                out.append(DocRecord(d.resource, d.namespace, d.name, whole))
+            else:
+                lost += 1
+        return tuple(out), lost
 
     def _completes(self, sender: str, msg: Push) -> bool:
         """Whether ``msg`` completes our next pull answer from ``sender``: it starts at our
