@@ -46,6 +46,12 @@ CLUSTER = ""
 """The cluster scope: every object not in a Scope. Every full peer is a member."""
 
 SCOPES = "scopes.shoal.dev"
+
+
+def shown(scope: str) -> str:
+    """A scope's name for logs and tables: the cluster scope as ``shoal scopes`` shows it."""
+    return scope or "<cluster>"
+
 NAMESPACES = "namespaces"
 NODES = "nodes"
 FORMER_WRITER_PREFIX = "writer-until.shoal.dev/"

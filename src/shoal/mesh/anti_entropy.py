@@ -61,7 +61,15 @@ from typing import Any
 
 import orjson
 
-from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, admits_more, revoked_at
+from shoal.authz.scopes import (
+    CLUSTER,
+    ScopeIndex,
+    ScopeMap,
+    Windows,
+    admits_more,
+    revoked_at,
+    shown,
+)
 from shoal.crdt.document import Document, Node
 from shoal.mesh import revocation, topology
 from shoal.mesh.config import MeshConfig
@@ -436,12 +444,12 @@ class AntiEntropy:
                 grew.append(scope)
         for scope in set(before) - set(view):
             self._reset_scope(scope)
-            log.info("%s: no longer a member of scope %r", self.membership.name, scope)
+            log.info("%s: no longer a member of scope %r", self.membership.name, shown(scope))
         stale = self._drop_non_member_cursors(m)
         for scope in grew:
             self._reset_scope(scope)
             log.info("%s: scope %r grew here: pulling its whole state", self.membership.name,
-                     scope)
+                     shown(scope))
         if view != before or stale:
             self._persist_cursors()
         self._forget_withheld_leases()
@@ -496,7 +504,7 @@ class AntiEntropy:
         if gone:
             log.info("%s: dropped the cursors of %s, no longer members of those scopes",
                      self.membership.name,
-                     ", ".join(f"{p} in {s or '<cluster>'!r}" for p, s in sorted(gone)))
+                     ", ".join(f"{p} in {shown(s)!r}" for p, s in sorted(gone)))
         return bool(gone)
 
     def _hold_back(self, m: ScopeMap, scope: str, key: tuple[str, str, str],
@@ -533,7 +541,7 @@ class AntiEntropy:
                     del kept[key]
                 if back:
                     log.info("%s: %d documents with its changes are no longer revoked in "
-                             "scope %r: merged back", me, len(back), scope)
+                             "scope %r: merged back", me, len(back), shown(scope))
                     self.merge(back, scope)
             if kept:
                 self._held_back[scope] = kept
@@ -573,7 +581,7 @@ class AntiEntropy:
         for scope in sorted(set(changed) | later):
             self.docs_revoked += changed[scope]
             log.info("%s: took revoked changes out of %d documents of scope %r; pulling it "
-                     "again in full", me, changed[scope], scope)
+                     "again in full", me, changed[scope], shown(scope))
             self._reset_scope(scope)
         if changed or later:
             self._persist_cursors()
@@ -983,7 +991,7 @@ class AntiEntropy:
                     # Written here in a scope this peer does not hold (the API refuses
                     # that; a component that bypassed it): never kept, never sent.
                     log.warning("%s: dropping %d local writes in scope %r, which it does "
-                                "not hold", self.membership.name, len(docs), scope)
+                                "not hold", self.membership.name, len(docs), shown(scope))
                     self.docs_forgotten += self.replica.forget(
                         (d.resource, d.namespace, d.name) for d in docs)
 
@@ -1265,7 +1273,7 @@ class AntiEntropy:
             name_life = False
             for scope, reason in reply.refused:
                 log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
-                          peer.name, scope, reason)
+                          peer.name, shown(scope), reason)
             self.check_scopes()  # merging may have changed the map (a Scope arrived)
             covered = False
             if reply.life is not None and reply.life != self._partner_lives.get(peer.name):
