@@ -53,6 +53,7 @@ _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _REQUEST_LINE = re.compile(rf"({_TOKEN}) ([^\x00-\x20\x7f]+) HTTP/1\.([01])")
 _FIELD = rf"{_TOKEN}:[^\x00-\x08\x0a-\x1f\x7f]*"
 _HEADER_FIELDS = re.compile(rf"{_FIELD}(?:\r\n{_FIELD})*")
+_VERSIONS = {"0": (1, 0), "1": (1, 1)}
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
 
 HEAD, BODY, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UPGRADED = range(7)
@@ -355,7 +356,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
         """Parse a request's head from the buffer and start its handler; False: the head
         is not all here yet."""
         buf = self._buf
-        while buf[:2] == b"\r\n":  # RFC 9112: empty lines before a request line are ignored
+        while buf.startswith(b"\r\n"):  # RFC 9112: empty lines before a request line are ignored
             del buf[:2]
         end = buf.find(b"\r\n\r\n")
         if end < 0:
@@ -367,7 +368,7 @@ class HttpProtocol(asyncio.BufferedProtocol):
             return False
         if end > MAX_HEAD:
             raise BadRequest(431, "the request's headers are too large")
-        head = bytes(buf[:end]).decode("utf-8", "replace")
+        head = buf[:end].decode("utf-8", "replace")  # one copy, not two
         del buf[:end + 4]
         self._cancel_timer()
         request = self._parse_head(head)
@@ -380,8 +381,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         m = _REQUEST_LINE.fullmatch(line) if len(line) <= MAX_REQUEST_LINE else None
         if m is None:
             _request_line_error(line)
-        method, target = m.group(1), m.group(2)
-        version = (1, int(m.group(3)))
+        method, target, minor = m.groups()
+        version = _VERSIONS[minor]
         if target[0] != "/":
             scheme, sep, rest = target.partition("://")
             if not sep or scheme.lower() not in ("http", "https"):
@@ -409,6 +410,9 @@ class HttpProtocol(asyncio.BufferedProtocol):
 
     def _frame_body(self, headers: CIMultiDictProxy[str], version: tuple[int, int]
                     ) -> BodyStream:
+        if "Content-Length" not in headers and "Transfer-Encoding" not in headers:
+            self._body = EMPTY_BODY  # a GET's: no body
+            return EMPTY_BODY
         te = headers.getall("Transfer-Encoding", [])
         lengths = headers.getall("Content-Length", [])
         if te:
