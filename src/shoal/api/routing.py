@@ -8,6 +8,10 @@ from shoal.api.errors import ApiError, not_found_path
 from shoal.model.kinds import Kind, KindRegistry
 
 NAMESPACE_SUBRESOURCES = ("status", "finalize")
+TARGETS_KEPT = 4096
+"""How many paths' targets :class:`Targets` keeps (first in, first out)."""
+TARGET_PATH_MAX = 512
+"""Longer paths are resolved every time (4,096 of 16 KiB would hold 64 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,31 @@ def _proxied_rest(segs: list[str]) -> list[str]:
         if segs[i] in ("pods", "services") and segs[i + 2] == "proxy" and segs[i + 1]:
             return segs[i + 3:]
     return []
+
+
+class Targets:
+    """:func:`resolve` kept per path (group, version and the rest): resolving was about
+    2 µs of every request (issue 11), and clients repeat paths. Forgotten whenever the
+    registry changes (its ``generation``: a CRD served, changed or removed); a path that
+    does not resolve raises every time."""
+
+    def __init__(self, registry: KindRegistry) -> None:
+        self.registry = registry
+        self._kept: dict[tuple[str, str, str], Target] = {}
+        self._generation = registry.generation
+
+    def resolve(self, group: str, version: str, tail: str) -> Target:
+        """The target of ``tail``, the path after ``/api/v1/`` or ``/apis/GROUP/VERSION/``."""
+        generation = self.registry.generation
+        if generation != self._generation:
+            self._kept.clear()
+            self._generation = generation
+        key = (group, version, tail)
+        target = self._kept.get(key)
+        if target is None:
+            target = resolve(self.registry, group, version, tail.rstrip("/").split("/"))
+            if len(tail) <= TARGET_PATH_MAX:
+                if len(self._kept) >= TARGETS_KEPT:
+                    del self._kept[next(iter(self._kept))]
+                self._kept[key] = target
+        return target

@@ -28,7 +28,7 @@ from shoal.api.errors import ApiError, error_response, not_found_path
 from shoal.api.health import HealthChecks
 from shoal.api.openapi import V2_PROTOBUF_CONTENT_TYPE, OpenAPIDocuments, wants_v2_protobuf
 from shoal.api.resources import ResourceHandlers, json_response
-from shoal.api.routing import resolve
+from shoal.api.routing import Targets
 from shoal.authz.authorizer import Authorizer
 from shoal.authz.scopes import ScopeIndex
 from shoal.model.kinds import KindRegistry
@@ -79,6 +79,7 @@ class ApiServer:
         self.server_address = server_address
         self.openapi = OpenAPIDocuments(registry)
         self.handlers = ResourceHandlers(store, bookmark_interval=bookmark_interval)
+        self.targets = Targets(registry)
         self.authenticator = Authenticator(credentials, store.replica)
         self.authorizer = Authorizer(store.replica)
         self.handlers.admission = Admission(self.authorizer, store.replica)
@@ -321,15 +322,13 @@ class ApiServer:
     # -- resources -------------------------------------------------------------
 
     async def _core(self, request: web.Request) -> web.StreamResponse:
-        segs = request.match_info["tail"].rstrip("/").split("/")
-        return await self.handlers.handle(request, resolve(self.registry, "", "v1", segs))
+        target = self.targets.resolve("", "v1", request.match_info["tail"])
+        return await self.handlers.handle(request, target)
 
     async def _grouped(self, request: web.Request) -> web.StreamResponse:
         mi = request.match_info
-        segs = mi["tail"].rstrip("/").split("/")
-        return await self.handlers.handle(
-            request, resolve(self.registry, mi["group"], mi["version"], segs)
-        )
+        target = self.targets.resolve(mi["group"], mi["version"], mi["tail"])
+        return await self.handlers.handle(request, target)
 
 
 def warning_header(text: str) -> str:
