@@ -229,8 +229,8 @@ class Request(TypedState):
     def query(self) -> MultiDictProxy[str]:
         if self._query is None:
             qs = self.query_string
-            pairs = urllib.parse.parse_qsl(qs, keep_blank_values=True) if qs else []
-            self._query = MultiDictProxy(MultiDict(pairs))
+            self._query = MultiDictProxy(MultiDict(
+                urllib.parse.parse_qsl(qs, keep_blank_values=True))) if qs else _NO_QUERY
         return self._query
 
     @property
@@ -303,6 +303,8 @@ def _unquote(s: str) -> str:
 
 
 _SAFE = re.compile(r"(%2[Ff]|%25)")
+_NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
+"""Every request without a query string shares it (read-only: a proxy of a dict no one holds)."""
 
 
 # -- responses -----------------------------------------------------------------------
