@@ -258,3 +258,24 @@ def test_a_node_with_the_native_server_does_not_import_aiohttp() -> None:
                                "print(sorted(m for m in sys.modules if m.startswith('aiohttp')))"],
         env=env, capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_response_head_lists_status_headers_in_order_and_the_date(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web.time, "time", lambda: 1_796_000_000.5)
+
+    class Get:
+        method = "GET"
+
+    resp = web.Response(body=b'{"a":1}', content_type="application/json",
+                        headers={"Warning": '299 - "é ☃"'})
+    resp.headers.add("Warning", "second")
+    closing = web.Response(status=418, reason="Teapot")
+    date = b"Mon, 30 Nov 2026 00:53:20 GMT"
+    assert web.http_date() == date
+    assert resp.serialize(Get(), True) == (  # type: ignore[arg-type]
+        b'HTTP/1.1 200 OK\r\nWarning: 299 - "\xe9 ?"\r\nContent-Type: application/json\r\n'
+        b"Warning: second\r\nContent-Length: 7\r\nDate: " + date + b'\r\n\r\n{"a":1}')
+    assert closing.serialize(Get(), False) == (  # type: ignore[arg-type]
+        b"HTTP/1.1 418 Teapot\r\nContent-Length: 0\r\nConnection: close\r\nDate: " + date
+        + b"\r\n\r\n")

@@ -309,16 +309,22 @@ _NO_QUERY: MultiDictProxy[str] = MultiDictProxy(MultiDict())
 
 # -- responses -----------------------------------------------------------------------
 
-_date_cache: tuple[int, bytes] = (0, b"")
+_date_cache: tuple[int, bytes, bytes] = (0, b"", b"")
+
+
+def _dated() -> tuple[int, bytes, bytes]:
+    """(second, the ``Date`` header's value, a head's end with it), made once a second."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        value = email.utils.formatdate(now, usegmt=True).encode()
+        _date_cache = (now, value, b"\r\nDate: " + value + b"\r\n\r\n")
+    return _date_cache
 
 
 def http_date() -> bytes:
     """The ``Date`` header's value, formatted once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, email.utils.formatdate(now, usegmt=True).encode())
-    return _date_cache[1]
+    return _dated()[1]
 
 
 class StreamResponse:
@@ -370,12 +376,12 @@ class StreamResponse:
 
     def _head_bytes(self, keep_alive: bool) -> bytes:
         reason = self.reason or REASONS.get(self.status, "Unknown")
-        lines = [f"HTTP/1.1 {self.status} {reason}"]
-        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        head = f"HTTP/1.1 {self.status} {reason}"
+        for k, v in self.headers.items():  # a few: no list to build and join
+            head += f"\r\n{k}: {v}"
         if not keep_alive:
-            lines.append("Connection: close")
-        head = "\r\n".join(lines).encode("latin-1", "replace")
-        return head + b"\r\nDate: " + http_date() + b"\r\n\r\n"
+            head += "\r\nConnection: close"
+        return head.encode("latin-1", "replace") + _dated()[2]
 
     # -- the body
     async def prepare(self, request: Request) -> None:
