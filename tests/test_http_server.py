@@ -279,3 +279,25 @@ def test_a_response_head_lists_status_headers_in_order_and_the_date(
     assert closing.serialize(Get(), False) == (  # type: ignore[arg-type]
         b"HTTP/1.1 418 Teapot\r\nContent-Length: 0\r\nConnection: close\r\nDate: " + date
         + b"\r\n\r\n")
+
+
+async def test_a_repeated_header_block_frames_each_body_and_a_new_one_is_parsed(
+    server: tuple[web.Application, int],
+) -> None:
+    """A connection reuses its last request's parsed headers when the next sends the same
+    block: each request still gets its own body and a changed block its own headers."""
+    _, port = server
+    plain = b"Content-Type: text/plain\r\nContent-Length: 2\r\n\r\n"
+    as_json = b"Content-Type: application/json\r\nContent-Length: 3\r\n\r\n"
+    got = await exchange(port, (
+        b"POST /echo/a HTTP/1.1\r\n" + plain + b"hi"
+        + b"POST /echo/b HTTP/1.1\r\n" + plain + b"yo"
+        + b"POST /echo/c HTTP/1.1\r\n" + as_json + b"abc"
+        + b"POST /echo/d HTTP/1.1\r\n" + plain + b"ok"
+        + b"GET /echo/e HTTP/1.1\r\nContent-Type text/plain\r\n\r\n"))
+    answers = responses(got)
+    bodies = [orjson.loads(b) for _, _, b in answers[:4]]
+    assert [(b["body"], b["ctype"]) for b in bodies] == [
+        ("hi", "text/plain"), ("yo", "text/plain"), ("abc", "application/json"),
+        ("ok", "text/plain")]
+    assert answers[4][0] == 400 and b"malformed header" in answers[4][2]

@@ -96,8 +96,13 @@ def _header_error(fields: str) -> NoReturn:
     raise BadRequest(400, "malformed header lines")
 
 
+HEADERS_KEPT_MAX = 4096
+"""A connection keeps its last header block for the next request if it is at most this long."""
 READ_BUFFER = 64 * 1024
 """Bytes one read of a connection may take (a larger body takes several reads)."""
+
+
+_NO_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
 
 
 class HttpServer:
@@ -152,6 +157,8 @@ class HttpProtocol(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.keep_alive = True
         self._buf = bytearray()
+        self._last_fields: str | None = None
+        self._last_headers: CIMultiDictProxy[str] = _NO_HEADERS
         self._state = HEAD
         self._remaining = 0
         self._trailer_bytes = 0
@@ -389,15 +396,22 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 raise BadRequest(400, f"a malformed request target: {target[:80]!r}")
             slash = rest.find("/")
             target = rest[slash:] if slash >= 0 else "/"
-        pairs: list[tuple[str, str]] = []
-        if fields:
-            if fields.count("\n") >= MAX_HEADERS:
-                raise BadRequest(431, f"more than {MAX_HEADERS} headers")
-            if not _HEADER_FIELDS.fullmatch(fields):
-                _header_error(fields)
-            pairs = [(n, v.strip(" \t")) for n, _, v in
-                     (f.partition(":") for f in fields.split("\r\n"))]
-        headers = CIMultiDictProxy(CIMultiDict(pairs))
+        if fields == self._last_fields:
+            # A client sends the same header block on each request of a connection, and a
+            # proxy is read-only: the last request's is this one's (issue 11, gets).
+            headers = self._last_headers
+        else:
+            pairs: list[tuple[str, str]] = []
+            if fields:
+                if fields.count("\n") >= MAX_HEADERS:
+                    raise BadRequest(431, f"more than {MAX_HEADERS} headers")
+                if not _HEADER_FIELDS.fullmatch(fields):
+                    _header_error(fields)
+                pairs = [(n, v.strip(" \t")) for n, _, v in
+                         (f.partition(":") for f in fields.split("\r\n"))]
+            headers = CIMultiDictProxy(CIMultiDict(pairs))
+            if len(fields) <= HEADERS_KEPT_MAX:
+                self._last_fields, self._last_headers = fields, headers
         conn = headers.get("Connection", "").lower()
         if version == (1, 0):
             self.keep_alive = "keep-alive" in conn
