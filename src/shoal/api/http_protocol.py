@@ -493,12 +493,12 @@ class HttpProtocol(asyncio.BufferedProtocol):
                 return
             if self._state != HEAD:  # the body was not read whole: the connection cannot go on
                 self.keep_alive = False
-            if not resp.prepared:
-                if isinstance(resp, Response):
-                    self.send(resp.serialize(request, self.keep_alive))
-                else:
+            if not resp.prepared and isinstance(resp, Response):
+                self.send(resp.serialize(request, self.keep_alive))  # and its eof: all sent
+            else:
+                if not resp.prepared:
                     await resp.prepare(request)
-            await resp.write_eof()
+                await resp.write_eof()
         except (ConnectionError, asyncio.CancelledError, RuntimeError):
             self.keep_alive = False
         finally:
