@@ -1693,10 +1693,16 @@ class AntiEntropy:
                 # ``from_its_node``). Pulled at the next round.
                 self._missed.add(name)
             if deltas and (name is None or not self._completes(name, msg)):
-                # Deltas over versions we may not hold: dropped, the next pull brings them
-                # whole (and this push moves no cursor).
-                docs = tuple(d for i, d in enumerate(docs) if i not in deltas)
-                deltas = {}
+                # Deltas over versions we may not hold (this push moves no cursor): each
+                # kept only if merged into what we hold it gives exactly the sender's whole,
+                # else dropped, the next pull brings it whole. Two answering pushes from one
+                # peer can cross on the way (its own Lease's, then a renewal it forwards):
+                # dropped, the second's renewal came only through another holder, which then
+                # answered this sender's pull with it (a second copy, ``from_its_node``).
+                kept = {i: dg for i, dg in deltas.items() if self._delta_fits(docs[i], dg)}
+                order = [i for i in range(len(docs)) if i not in deltas or i in kept]
+                docs = tuple(docs[i] for i in order)
+                deltas = {j: kept[i] for j, i in enumerate(order) if i in kept}
                 msg = dataclasses.replace(msg, answers=None)
             result = self.merge(docs, msg.scope, name if name is not None else sender, deltas)
             if msg.answers is not None and name is not None:
@@ -1716,6 +1722,19 @@ class AntiEntropy:
                                name or sender, reason)
         return None
 
+
+    def _delta_fits(self, d: DocRecord, digest: str) -> bool:
+        """Whether delta ``d`` merged into the version of its object held here gives the
+        document whose digest is ``digest`` (the sender's whole): then it loses nothing."""
+        entry = self.replica.entry(d.resource, d.namespace, d.name)
+        if entry is None or entry.doc_bytes is None:
+            return False
+        try:
+            held = Document.from_bytes(entry.doc_bytes)
+            held.merge(d.document())
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+            return False
+        return doc_digest(held.to_bytes()) == digest
 
     def _completes(self, sender: str, msg: Push) -> bool:
         """Whether ``msg`` completes our next pull answer from ``sender``: it starts at our
