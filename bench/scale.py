@@ -388,8 +388,10 @@ def _lease(name: str, renew: str) -> dict[str, Any]:
 async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[str, Any]:
     """The idle minute again, with every peer renewing its node Lease every 10 s (at a
     random phase), as a real node does: the simulator's other figures have no heartbeats.
-    Full and super-peers hold every Lease, a weak peer its own only
-    (``ReplicationPolicy.withheld``)."""
+    Leases are held near their node (``ReplicationPolicy.withheld``): a weak peer holds its
+    own only, a super-peer its own, its site's weak nodes' and its region's super-peers',
+    a full peer every one; a node pushes each renewal to each of its holders itself
+    (``from_its_node``), to those that do not pull it as a checked delta."""
     loop = asyncio.get_running_loop()
     kind = cluster.registry.by_kind("coordination.k8s.io/v1", "Lease")
     first = next(iter(cluster.nodes.values()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import ssl
 import subprocess
@@ -40,7 +41,7 @@ def kubectl(kubeconfig: Path, url: str, *args: str, show: bool = True, check: bo
             stdin: str | None = None, prefix: tuple[str, ...] = ()) -> str:
     """Run kubectl against ``url`` (after ``prefix``, e.g. nsenter); echo it when ``show``."""
     if show:
-        print(f"$ kubectl --server {url} {' '.join(args)}", flush=True)
+        print(f"$ kubectl --server {url} {shlex.join(args)}", flush=True)  # as typed
     r = subprocess.run([*prefix, str(BIN / "kubectl"), "--kubeconfig", str(kubeconfig),
                         "--server", url, *args], capture_output=True, text=True, timeout=120,
                        input=stdin)

@@ -140,3 +140,9 @@ def test_shoal_status_says_whether_the_node_has_caught_up() -> None:
     text = format_report({"node": "b", "revision": 3, "catchUp": {
         "caughtUp": False, "reason": "catching up", "seconds": 1.2, "unreachable": []}})
     assert "caught up: NO (its controllers and /readyz wait): catching up (1.2s" in text
+    # Once caught up, how it did so then, not as a state now: a first node caught up
+    # "alone" is not alone once others joined.
+    text = format_report({"node": "a", "revision": 3, "catchUp": {
+        "caughtUp": True, "reason": "alone at start: no other member known", "seconds": 0.0,
+        "unreachable": []}})
+    assert "caught up: yes, 0.0s after start (alone at start: no other member known)" in text

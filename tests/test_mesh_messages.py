@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import typing
 
 import orjson
@@ -77,6 +78,18 @@ def test_documents_are_spliced_in_as_sent_and_come_back_as_nodes() -> None:
     part = reply.part("tenant-a")
     assert part is not None and part.more and part.revision == 9
     assert reply.refused == (("tenant-b", "n3 is not a member"),)
+
+
+@pytest.mark.parametrize("answers", [None, (5, 1, 9)])
+def test_a_push_carries_deltas_with_or_without_an_answer(
+        answers: tuple[int, int, int] | None) -> None:
+    doc = DocRecord("leases", "kube-node-lease", "n1", b'[1,"n1",{"$":"m"},null]')
+    msg = Push(0, (doc, doc), "", answers, ((1, "00ff00ff00ff00ff"),))
+    back = decode(encode(msg))
+    assert isinstance(back, Push) and back.answers == answers
+    assert back.deltas == ((1, "00ff00ff00ff00ff"),)
+    with pytest.raises(MessageError):  # a delta index past the documents
+        decode(encode(dataclasses.replace(msg, deltas=((2, "00"),))))
 
 
 @settings(max_examples=200)

@@ -163,17 +163,17 @@ def test_a_push_moves_the_cursor_only_from_where_it_started() -> None:
 
 def test_a_delta_is_merged_only_where_its_base_is_held() -> None:
     """A delta pushed to a super-peer whose cursor is not where it starts is merged only
-    when, merged into what it holds, it gives exactly the weak peer's whole (two pushes
-    that crossed on the way); else, or where the object is not held, it is dropped, never
-    merged as a partial object. Neither moves the cursor; where the cursor is, it gives
-    what the whole document gives."""
+    where merging it into what the super-peer holds gives the whole's digest (as that
+    whole), and moves no cursor; one of an object not held, or over a version not held, is
+    dropped, never merged as a partial object; where the cursor is, it gives what the whole
+    document gives."""
     async def main() -> None:
         c, w, s, ae, life = await _driven(6)
         weak, key = w.name, (w.name, "")
         start = ae.cursors.get(key, 0)
 
-        async def changed(name: str, value: str, op: str,
-                          pad: str = "x") -> tuple[DocRecord, str, int]:
+        async def changed(name: str, value: str, op: str, pad: str = "x"
+                          ) -> tuple[DocRecord, str, int]:
             """The weak peer's write, as a delta over its version before, with the digest of
             the whole and its revision."""
             before = w.replica.entry(RESOURCE, NAMESPACE, name)
@@ -205,28 +205,30 @@ def test_a_delta_is_merged_only_where_its_base_is_held() -> None:
         assert whole is not None and whole.doc_bytes is not None
         ae.merge([DocRecord(RESOURCE, NAMESPACE, "fresh", whole.doc_bytes)], "", weak)
         ae.cursors[key] = rv
-        def k() -> str:
-            return str((s.replica.get(RESOURCE, NAMESPACE, "fresh") or {})["data"]["k"])
-
-        def same() -> bool:
-            held, mine = (n.replica.entry(RESOURCE, NAMESPACE, "fresh") for n in (s, w))
-            assert held is not None and mine is not None
-            return bool(held.document().root == mine.document().root)
-
-        # A delta from another cursor over the version held here (it overtook the push
-        # before it): merged, the weak peer's whole, the cursor left.
-        doc, digest, rv2 = await changed("fresh", "2", "update")
+        # A delta from another cursor (a push before it was lost) over a version we do not
+        # hold (its pad changed there, unseen here): dropped, never merged as a partial
+        # object, and the cursor stays.
+        await changed("fresh", "1", "update", pad="y")
+        v2 = w.replica.entry(RESOURCE, NAMESPACE, "fresh")
+        assert v2 is not None and v2.doc_bytes is not None
+        doc, digest, rv2 = await changed("fresh", "2", "update", pad="y")
         assert await deliver(doc, digest, rv - 1, rv2) == rv
-        assert k() == "2" and same()
-        # One over a version not held here (the change before it missed): not merged.
-        missed, missed_digest, rv3 = await changed("fresh", "2", "update", pad="y")
-        doc, digest, rv4 = await changed("fresh", "4", "update", pad="y")
-        assert await deliver(doc, digest, rv3, rv4) == rv
-        assert k() == "2" and not same()
+        assert (s.replica.get(RESOURCE, NAMESPACE, "fresh") or {})["data"] == {
+            "k": "1", "pad": "x" * 200}
+        # Over the version we hold: merged as the whole it checks out to (its digest), the
+        # cursor still where it was; a wrong digest is dropped all the same.
+        ae.merge([DocRecord(RESOURCE, NAMESPACE, "fresh", v2.doc_bytes)], "", weak)
+        assert await deliver(doc, "0" * 16, rv - 1, rv2) == rv
+        assert (s.replica.get(RESOURCE, NAMESPACE, "fresh") or {})["data"]["k"] == "1"
+        rebuilt = ae.deltas_rebuilt
+        assert await deliver(doc, digest, rv - 1, rv2) == rv
+        assert ae.deltas_rebuilt == rebuilt + 1
+        assert (s.replica.get(RESOURCE, NAMESPACE, "fresh") or {})["data"]["k"] == "2"
         # From the cursor: merged, the same document as the weak peer's, the cursor moved.
-        assert await deliver(missed, missed_digest, rv, rv3) == rv3
-        assert await deliver(doc, digest, rv3, rv4) == rv4
-        assert k() == "4" and same()
+        assert await deliver(doc, digest, rv, rv2) == rv2
+        held, mine = (n.replica.entry(RESOURCE, NAMESPACE, "fresh") for n in (s, w))
+        assert held is not None and mine is not None
+        assert held.document().root == mine.document().root
         await c.stop()
 
     virtual_run(main())

@@ -69,6 +69,11 @@ def test_the_scope_kind_is_cluster_scoped_in_shoal_dev() -> None:
      [("spec.memberSelector.matchExpressions[0].operator",
        'Invalid value: "Near": not a valid selector operator')]),
     ({"namespaces": "team-a"}, [("spec.namespaces", None)]),
+    # Every peer needs the cluster's own objects (cluster DNS, the bus): once accepted,
+    # kube-dns vanished from every non-member.
+    ({"namespaces": ["team-a", "kube-system"], "members": ["n1"]},
+     [("spec.namespaces[1]", 'Invalid value: "kube-system": the cluster\'s own namespace '
+                             "cannot be in a scope: every peer needs its objects")]),
 ])
 def test_scope_validation(spec: dict[str, Any], errors: list[tuple[str, str | None]]) -> None:
     assert SCOPE is not None
@@ -221,7 +226,7 @@ async def test_behind_is_unknown_on_a_peer_cut_off_from_a_scopes_writers_or_part
         s.replica.close()
 
 
-async def test_writing_a_scope_warns_of_a_namespace_held_by_an_earlier_scope_and_of_non_nodes(
+async def test_writing_a_scope_warns_of_a_namespace_another_scope_holds_of_non_nodes_and_no_members(
 ) -> None:
     s = await _store("n1")
     try:
@@ -237,8 +242,15 @@ async def test_writing_a_scope_warns_of_a_namespace_held_by_an_earlier_scope_and
             'namespace "team-a" is already in scope "tenant-a", whose name sorts first: this '
             "Scope does not hold it",
             'member "n9" is not a Node (yet): it holds the scope once it joins']
-        assert warnings("alpha", namespaces=["team-a"]) == [], "alpha would win the namespace"
+        # A Scope whose name sorts first takes the namespace: said too (it once was not).
+        assert warnings("alpha", namespaces=["team-a"]) == [
+            'namespace "team-a" is in scope "tenant-a" too: this Scope\'s name sorts first, so '
+            'it takes the namespace from "tenant-a", whose members that are not members here '
+            "drop its objects"]
         assert warnings("tenant-a", namespaces=["team-a"]) == [], "itself is no rival"
+        assert warnings("empty", namespaces=["new"], members=[]) == [
+            "no members: no peer holds the scope's objects, and writes to its namespaces are "
+            "refused everywhere"]
     finally:
         s.replica.close()
 

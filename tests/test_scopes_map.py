@@ -88,6 +88,20 @@ def test_an_empty_selector_selects_nothing() -> None:
     assert m.members("s") == frozenset()
 
 
+def test_the_clusters_own_namespaces_stay_in_the_cluster_scope() -> None:
+    """Named (a Scope stored before validation refused it) or selected by labels, as
+    ``kubernetes.io/metadata.name`` selects any namespace."""
+    m = ScopeMap(rules(scope("sys", namespaces=["kube-system", "apps"], members=["n1"]),
+                       scope("all", namespaceSelector={"matchExpressions": [
+                           {"key": "kubernetes.io/metadata.name", "operator": "Exists"}]},
+                           members=["n2"])),
+                 namespace_labels={n: {"kubernetes.io/metadata.name": n}
+                                   for n in ("kube-system", "kube-node-lease", "web")})
+    assert m.scope_of("services", "kube-system") == CLUSTER
+    assert m.scope_of("leases", "kube-node-lease") == CLUSTER
+    assert m.scope_of("pods", "apps") == "sys" and m.scope_of("pods", "web") == "all"
+
+
 def test_a_namespace_claimed_twice_belongs_to_the_scope_whose_name_sorts_first() -> None:
     m = ScopeMap(rules(scope("zeta", namespaces=["shared"], members=["n1"]),
                        scope("alpha", namespaces=["shared"], members=["n2"])))

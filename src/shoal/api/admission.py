@@ -133,10 +133,19 @@ def scope_warnings(req: AdmissionRequest, ctx: AdmissionContext) -> list[str]:
                for o in ctx.reader.list(SCOPES)}
     for ns in spec.get("namespaces") or []:
         holders = sorted(name for name, s in earlier.items()
-                         if name < req.name and ns in (s.get("namespaces") or []))
-        if holders:
-            out.append(f'namespace "{ns}" is already in scope "{holders[0]}", whose name sorts '
+                         if name != req.name and ns in (s.get("namespaces") or []))
+        first = [h for h in holders if h < req.name]
+        if first:
+            out.append(f'namespace "{ns}" is already in scope "{first[0]}", whose name sorts '
                        "first: this Scope does not hold it")
+        elif holders:
+            out.append(f'namespace "{ns}" is in scope "{holders[0]}" too: this Scope\'s name '
+                       f'sorts first, so it takes the namespace from "{holders[0]}", whose '
+                       "members that are not members here drop its objects")
+    if isinstance(spec.get("members"), list) and not spec["members"] and \
+            spec.get("memberSelector") is None:
+        out.append("no members: no peer holds the scope's objects, and writes to its "
+                   "namespaces are refused everywhere")
     for member in spec.get("members") or []:
         if isinstance(member, str) and ctx.reader.get("nodes", "", member) is None:
             out.append(f'member "{member}" is not a Node (yet): it holds the scope once it joins')

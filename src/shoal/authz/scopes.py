@@ -40,11 +40,18 @@ from typing import Any, Protocol
 
 from shoal.authz.reader import ObjectReader
 from shoal.model.selectors import LabelSelector, SelectorError, is_qualified_name
+from shoal.model.validation.scope import UNSCOPED_NAMESPACES
 
 CLUSTER = ""
 """The cluster scope: every object not in a Scope. Every full peer is a member."""
 
 SCOPES = "scopes.shoal.dev"
+
+
+def shown(scope: str) -> str:
+    """A scope's name for logs and tables: the cluster scope as ``shoal scopes`` shows it."""
+    return scope or "<cluster>"
+
 NAMESPACES = "namespaces"
 NODES = "nodes"
 FORMER_WRITER_PREFIX = "writer-until.shoal.dev/"
@@ -205,10 +212,11 @@ class ScopeMap:
         self._since: dict[str, int] = {}
         for rule in self.rules.values():  # sorted by name: the first claim wins
             for ns in rule.namespaces:
-                self._ns_scope.setdefault(ns, rule.name)
+                if ns not in UNSCOPED_NAMESPACES:  # (stored before validation refused it)
+                    self._ns_scope.setdefault(ns, rule.name)
             if rule.namespace_selector is not None and not rule.namespace_selector.empty:
                 for ns, labels in ns_labels.items():
-                    if rule.namespace_selector.matches(labels):
+                    if rule.namespace_selector.matches(labels) and ns not in UNSCOPED_NAMESPACES:
                         self._ns_scope.setdefault(ns, rule.name)
             members = set(rule.members)
             if rule.member_selector is not None and not rule.member_selector.empty:

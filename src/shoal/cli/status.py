@@ -98,9 +98,13 @@ def format_report(report: dict[str, Any]) -> str:
     out = [f"node {me} (revision {report.get('revision', '?')}): the mesh as {me} sees it\n"]
     catch_up = report.get("catchUp")  # caught-up gating: controllers wait for it
     if catch_up:
-        state = "yes" if catch_up.get("caughtUp") else "NO (its controllers and /readyz wait)"
-        out.append(f"caught up: {state}: {catch_up.get('reason')} "
-                   f"({catch_up.get('seconds')}s after start)\n")
+        if catch_up.get("caughtUp"):
+            # How it caught up, then: "alone" at start says nothing of the members now.
+            out.append(f"caught up: yes, {catch_up.get('seconds')}s after start "
+                       f"({catch_up.get('reason')})\n")
+        else:
+            out.append(f"caught up: NO (its controllers and /readyz wait): "
+                       f"{catch_up.get('reason')} ({catch_up.get('seconds')}s after start)\n")
     pods = report.get("pods") or {}
     nodes = report.get("nodes") or {}
     repl = report.get("replication") or {}

@@ -61,7 +61,15 @@ from typing import Any
 
 import orjson
 
-from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, admits_more, revoked_at
+from shoal.authz.scopes import (
+    CLUSTER,
+    ScopeIndex,
+    ScopeMap,
+    Windows,
+    admits_more,
+    revoked_at,
+    shown,
+)
 from shoal.crdt.document import Document, Node
 from shoal.mesh import revocation, topology
 from shoal.mesh.config import MeshConfig
@@ -299,6 +307,10 @@ class AntiEntropy:
         puller whose cursor is at or past such a revision holds that version or a later
         one (merges only join), so the next can be sent to it as a delta."""
         self.deltas_sent = 0
+        self.deltas_rebuilt = 0
+        """Deltas outside an answer merged here as the whole they checked out to."""
+        self._own_lease_pushed: bytes | None = None
+        """Our own Lease as we last pushed it (``_own_lease_delta``)."""
         self.pushes_answering = 0
         """Pushes sent as a receiver's next pull answer (``Push.answers``)."""
         self.cursors_pushed = 0
@@ -464,12 +476,12 @@ class AntiEntropy:
                 grew.append(scope)
         for scope in set(before) - set(view):
             self._reset_scope(scope)
-            log.info("%s: no longer a member of scope %r", self.membership.name, scope)
+            log.info("%s: no longer a member of scope %r", self.membership.name, shown(scope))
         stale = self._drop_non_member_cursors(m)
         for scope in grew:
             self._reset_scope(scope)
             log.info("%s: scope %r grew here: pulling its whole state", self.membership.name,
-                     scope)
+                     shown(scope))
         if view != before or stale:
             self._persist_cursors()
         self._forget_withheld_leases()
@@ -524,7 +536,7 @@ class AntiEntropy:
         if gone:
             log.info("%s: dropped the cursors of %s, no longer members of those scopes",
                      self.membership.name,
-                     ", ".join(f"{p} in {s or '<cluster>'!r}" for p, s in sorted(gone)))
+                     ", ".join(f"{p} in {shown(s)!r}" for p, s in sorted(gone)))
         return bool(gone)
 
     def _hold_back(self, m: ScopeMap, scope: str, key: tuple[str, str, str],
@@ -561,7 +573,7 @@ class AntiEntropy:
                     del kept[key]
                 if back:
                     log.info("%s: %d documents with its changes are no longer revoked in "
-                             "scope %r: merged back", me, len(back), scope)
+                             "scope %r: merged back", me, len(back), shown(scope))
                     self.merge(back, scope)
             if kept:
                 self._held_back[scope] = kept
@@ -601,7 +613,7 @@ class AntiEntropy:
         for scope in sorted(set(changed) | later):
             self.docs_revoked += changed[scope]
             log.info("%s: took revoked changes out of %d documents of scope %r; pulling it "
-                     "again in full", me, changed[scope], scope)
+                     "again in full", me, changed[scope], shown(scope))
             self._reset_scope(scope)
         if changed or later:
             self._persist_cursors()
@@ -897,7 +909,8 @@ class AntiEntropy:
             # A super-peer's own Lease: to each of its holders (``from_its_node``), the rest
             # as any push.
             await self._send(own, hops, scope, [p for p in peers if p.address != exclude
-                                                and lease_for(p.name, own[0])], None)
+                                                and lease_for(p.name, own[0])], None,
+                             checked=self._own_lease_delta(own, scope))
             docs = [d for d in docs if d.resource != LEASES or d.name != me]
             if not docs:
                 return
@@ -911,11 +924,32 @@ class AntiEntropy:
         await self._send(docs, hops, scope, targets, lease_for if leases else None,
                          origin is not None)
 
+    def _own_lease_delta(self, own: list[DocRecord], scope: str) -> bytes | None:
+        """Our own Lease's push as a delta over the version of it we pushed last (a renewal
+        changes one field), checked by the receiver against the whole's digest
+        (``_rebuilt``); None to push it whole (the first, or too small to gain)."""
+        whole = own[0].data if len(own) == 1 else None
+        if not isinstance(whole, bytes):
+            return None
+        d = own[0]
+        last, self._own_lease_pushed = self._own_lease_pushed, whole
+        if last is None or last == whole or len(whole) < DELTA_MIN:
+            return None
+        delta = _delta(orjson.loads(last), orjson.loads(whole))
+        if delta is None:
+            return None
+        data = orjson.dumps(delta)
+        if len(data) * 4 >= len(whole) * 3:
+            return None
+        return encode(Push(0, (DocRecord(d.resource, d.namespace, d.name, data),), scope,
+                           None, ((0, doc_digest(whole)),)))
+
     async def _send(self, docs: list[DocRecord], hops: int, scope: str, targets: list[Any],
                     lease_for: Callable[[str, DocRecord], bool] | None,
-                    forwarded: bool = False) -> None:
+                    forwarded: bool = False, checked: bytes | None = None) -> None:
         """Push ``docs`` to each of ``targets``, each sent only the node Leases
-        ``lease_for`` lets it have, as its next pull answer when it can be."""
+        ``lease_for`` lets it have, as its next pull answer when it can be, else as
+        ``checked`` (a delta the receiver checks) when given."""
         if not targets or not docs:
             return
         step = max(1, self.config.pull_batch)
@@ -939,6 +973,9 @@ class AntiEntropy:
                 # again (a weak peer's Lease renewal crossed to each super-peer twice).
                 self.pushes_answering += 1
                 sent = [encode(dataclasses.replace(answering, hops=hops))]
+            elif checked is not None:
+                self.deltas_sent += 1
+                sent = [checked]
             for payload in sent:
                 try:
                     await self.transport.send(t.address, payload)
@@ -988,7 +1025,7 @@ class AntiEntropy:
                     # Written here in a scope this peer does not hold (the API refuses
                     # that; a component that bypassed it): never kept, never sent.
                     log.warning("%s: dropping %d local writes in scope %r, which it does "
-                                "not hold", self.membership.name, len(docs), scope)
+                                "not hold", self.membership.name, len(docs), shown(scope))
                     self.docs_forgotten += self.replica.forget(
                         (d.resource, d.namespace, d.name) for d in docs)
 
@@ -1280,7 +1317,7 @@ class AntiEntropy:
             name_life = False
             for scope, reason in reply.refused:
                 log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
-                          peer.name, scope, reason)
+                          peer.name, shown(scope), reason)
             self.check_scopes()  # merging may have changed the map (a Scope arrived)
             covered = False
             if reply.life is not None and reply.life != self._partner_lives.get(peer.name):
@@ -1693,17 +1730,17 @@ class AntiEntropy:
                 # ``from_its_node``). Pulled at the next round.
                 self._missed.add(name)
             if deltas and (name is None or not self._completes(name, msg)):
-                # Deltas over versions we may not hold (this push moves no cursor): each
-                # kept only if merged into what we hold it gives exactly the sender's whole,
-                # else dropped, the next pull brings it whole. Two answering pushes from one
-                # peer can cross on the way (its own Lease's, then a renewal it forwards):
-                # dropped, the second's renewal came only through another holder, which then
-                # answered this sender's pull with it (a second copy, ``from_its_node``).
-                kept = {i: dg for i, dg in deltas.items() if self._delta_fits(docs[i], dg)}
-                order = [i for i in range(len(docs)) if i not in deltas or i in kept]
-                docs = tuple(docs[i] for i in order)
-                deltas = {j: kept[i] for j, i in enumerate(order) if i in kept}
+                # Deltas over versions we may not hold: each is kept only where merging it
+                # into what we hold gives the sender's document exactly (its digest), as
+                # that whole; the others are dropped, and the next pull brings them whole
+                # (this push moves no cursor). Two answering pushes from one peer can arrive
+                # crossed: the second, dropped, then reached us only through another holder,
+                # which answered that peer's pulls with it (a second copy, part W).
+                docs, lost = self._rebuilt(docs, deltas)
+                deltas = {}
                 msg = dataclasses.replace(msg, answers=None)
+                if lost and name is not None and self.policy.pushes_lease_itself(name):
+                    self._missed.add(name)  # nobody else sends us its Lease: pull it soon
             result = self.merge(docs, msg.scope, name if name is not None else sender, deltas)
             if msg.answers is not None and name is not None:
                 self._answered_by_push(name, msg, result, resets)
@@ -1723,18 +1760,34 @@ class AntiEntropy:
         return None
 
 
-    def _delta_fits(self, d: DocRecord, digest: str) -> bool:
-        """Whether delta ``d`` merged into the version of its object held here gives the
-        document whose digest is ``digest`` (the sender's whole): then it loses nothing."""
-        entry = self.replica.entry(d.resource, d.namespace, d.name)
-        if entry is None or entry.doc_bytes is None:
-            return False
-        try:
-            held = Document.from_bytes(entry.doc_bytes)
-            held.merge(d.document())
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError):
-            return False
-        return doc_digest(held.to_bytes()) == digest
+    def _rebuilt(self, docs: tuple[DocRecord, ...], deltas: dict[int, str]
+                 ) -> tuple[tuple[DocRecord, ...], int]:
+        """``docs`` with each delta replaced by the whole it gives merged into what we hold,
+        where that whole's digest is the one sent, and left out elsewhere; and how many
+        were left out."""
+        out = []
+        lost = 0
+        for i, d in enumerate(docs):
+            digest = deltas.get(i)
+            if digest is None:
+                out.append(d)
+                continue
+            entry = self.replica.entry(d.resource, d.namespace, d.name)
+            whole = None
+            if entry is not None and entry.doc_bytes is not None:
+                try:
+                    doc = Document.from_bytes(entry.doc_bytes)
+                    doc.merge(d.document())
+                    whole = doc.to_bytes()
+                except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+                    self.garbage += 1
+                    whole = None
+            if whole is not None and doc_digest(whole) == digest:
+                self.deltas_rebuilt += 1
+                out.append(DocRecord(d.resource, d.namespace, d.name, whole))
+            else:
+                lost += 1
+        return tuple(out), lost
 
     def _completes(self, sender: str, msg: Push) -> bool:
         """Whether ``msg`` completes our next pull answer from ``sender``: it starts at our

@@ -52,7 +52,7 @@ class CatchUp:
         self.unreachable: set[str] = set()
         self._timers: list[asyncio.TimerHandle] = []
         if not expect_peers and not membership.live():
-            self._finish("alone: no other member known")
+            self._finish("alone at start: no other member known")
             return
         anti_entropy.pull_listeners.append(self._pulled)
         self._timers = [self._loop.call_later(max_wait, self._give_up, max_wait),

@@ -14,12 +14,15 @@ tag    message     fields
 4      Gossip      updates
 5      Join        the joiner's own alive update
 6      State       every member this node knows (a push-pull exchange)
-7      Push        hops, documents[, scope[, life, from, to[, deltas]]]: the documents
+7      Push        hops, documents[, scope[, life, from, to][, deltas]]: the documents
                    of one scope; with ``life, from, to``, exactly what the receiver's
                    next pull of the scope from cursor ``from`` would be answered, up to
                    revision ``to`` of the sender's life ``life`` (``Push.answers``);
                    ``deltas``: ``[[index, digest], ...]``, the documents that hold only
-                   what changed since a version the receiver holds (``Push.deltas``)
+                   what changed since a version the receiver holds (``Push.deltas``);
+                   ``hops, documents, scope, deltas`` (no answer): deltas the receiver
+                   keeps only where they check out to the digest (peers before
+                   December 4 drop the whole push as malformed)
 8      Pull        limit, [[scope, cursor, coverage cursor[, 1]], ...]: per scope, the
                    responder's revision and coverage revision already held; 1: send
                    only the rows' entries about the puller (it relays no rows); a
@@ -172,7 +175,9 @@ class Push:
     A receiver whose cursor is ``from`` holds that version or a later one, so merging the
     delta gives what merging the whole would; any other receiver drops it (its next pull
     brings the whole). The digest (``doc_digest``) says whether it then holds the sender's
-    document exactly."""
+    document exactly. Without ``answers`` (a node's own Lease renewal, over the version it
+    pushed last), a receiver keeps a delta only where merging it into what it holds gives
+    a document of that digest, and merges that whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,12 +317,12 @@ def encode(msg: Message) -> bytes:
             body = [6, _updates(msg.members)]
         case Push():
             body = [7, msg.hops, _docs(msg.docs)]
-            if msg.scope or msg.answers is not None:
+            if msg.scope or msg.answers is not None or msg.deltas:
                 body.append(msg.scope)
             if msg.answers is not None:
                 body += list(msg.answers)
-                if msg.deltas:
-                    body.append([list(d) for d in msg.deltas])
+            if msg.deltas:
+                body.append([list(d) for d in msg.deltas])
         case Pull():
             body = [8, msg.limit, [[c.scope, c.cursor, c.coverage_cursor, 1]
                                    if c.about_me_only else [c.scope, c.cursor, c.coverage_cursor]
@@ -514,6 +519,13 @@ def decode(data: bytes) -> Message:
                                 (_int(body[4]), _int(body[5]), _int(body[6])), deltas)
                 if len(body) == 4:
                     return Push(_int(body[1]), _doc_list(body[2]), _str(body[3]))
+                if len(body) == 5:  # checked deltas, no answer (older peers drop it)
+                    docs = _doc_list(body[2])
+                    deltas = tuple((_int(d[0]), _str(d[1])) for d in
+                                   (_list(x, 2) for x in _list(body[4])))
+                    if not deltas or any(i >= len(docs) for i, _ in deltas):
+                        raise MessageError("a delta index past the documents")
+                    return Push(_int(body[1]), docs, _str(body[3]), None, deltas)
                 _list(body, 3)
                 return Push(_int(body[1]), _doc_list(body[2]))
             case 8:

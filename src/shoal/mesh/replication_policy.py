@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
-from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, revoked_at
+from shoal.authz.scopes import CLUSTER, ScopeIndex, ScopeMap, Windows, revoked_at, shown
 from shoal.crdt.document import Document, Node
 from shoal.mesh import ring, topology
 from shoal.mesh.messages import State
@@ -604,7 +604,7 @@ class ReplicationPolicy:
                                 self.me, reason)
         for scope in set(self._stranded) - set(now):
             log.info("%s: scope %r syncs through a super-peer of its site again",
-                     self.me, scope)
+                     self.me, shown(scope))
         self._stranded = now
 
     def weak_pulls(self) -> list[Any]:

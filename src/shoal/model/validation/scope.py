@@ -11,6 +11,10 @@ from shoal.model.validation.object_meta import _label_selector, _NameCheck
 
 # --- Scope (shoal.dev) ------------------------------------------------------------------
 
+UNSCOPED_NAMESPACES = frozenset({"kube-system", "kube-node-lease"})
+"""Namespaces no Scope takes: every peer needs the cluster's own objects there (cluster DNS,
+the bus's Service), and node Leases are placed near their node by a rule of their own."""
+
 
 def _scope_names(e: _Errors, value: Any, path: str,
                  check: _NameCheck = is_dns1123_subdomain) -> list[str]:
@@ -41,6 +45,10 @@ def _validate_scope(e: _Errors, obj: dict[str, Any]) -> None:
     if not isinstance(spec, dict):
         return  # the schema check says spec is required or of the wrong type
     namespaces = _scope_names(e, spec.get("namespaces"), "spec.namespaces", is_dns1123_label)
+    for i, ns in enumerate(namespaces):
+        if ns in UNSCOPED_NAMESPACES:
+            e.invalid(_i("spec.namespaces", i), ns, "the cluster's own namespace cannot be in "
+                      "a scope: every peer needs its objects")
     ns_selector = spec.get("namespaceSelector")
     for key in ("namespaceSelector", "memberSelector"):
         if spec.get(key) is not None:
