@@ -144,6 +144,17 @@ WEAK_PULL_EVERY = 10.0
 """Seconds: a super-peer pulls each weak peer of its site at most this often (``pull_round``).
 With few weak peers a site, a pull per round (every ``pull_interval``) cost a weak peer
 twice what its idle pushes do (0.56 kbit/s with one weak peer and two super-peers)."""
+WEAK_PUSHED_FRESH = 25.0
+"""Seconds: a super-peer skips its pull of a weak peer whose push completed its pull answer
+from that peer (``Push.answers``) this recently: a node renews its Lease every 10 s, so
+idle a lost push is pulled within WEAK_PUSHED_FRESH + WEAK_PULL_EVERY."""
+WEAK_IDLE_DOUBLINGS = 1
+"""A weak peer's pull rounds that bring nothing double its wait this many times at most: an
+idle weak peer pulls every other round (8 s with its 4 s rounds; every 4th made one write
+reach every peer of bench.scale at 100 in 7 rounds instead of 3), ``pull_round``."""
+WEAK_PULL_AT_LEAST = 300.0
+"""Seconds: a super-peer pulls each weak peer at least this often even while its pushes keep
+coming, for its coverage row (tombstone collection, which waits an hour anyway)."""
 SOURCE_RETRY = 30.0
 """Seconds a weak peer pulls the cluster scope from its next super-peer after its first
 stopped answering, before it tries the first again (``_source``)."""
@@ -192,9 +203,23 @@ def _delta(old: Node | None, new: Node) -> Node | None:
         d = _delta(old_children.get(k), child)
         if d is not None:
             children[k] = d
-    if not children and old[0] == new[0] and old[1] == new[1] and old[2] == new[2]:
+    same = old[0] == new[0] and old[1] == new[1] and old[2] == new[2]
+    if not children and same:
         return None
+    if same:
+        # An ancestor of a change with its register unchanged: sent as an empty register
+        # (stamp 0, no writer, no value), so the receiver, which holds that register or a
+        # later one, keeps its own and merges only the children (a Lease renewal's delta
+        # was 152 B, 90 of them its two ancestors' registers; now 80).
+        return [0, "", None, children]
     return [new[0], new[1], new[2], children or None]
+
+
+def _written_only_by(node: Node, writer: str) -> bool:
+    """Whether every register of document node ``node`` was written by ``writer``."""
+    if node[1] != writer:
+        return False
+    return all(_written_only_by(c, writer) for c in (node[3] or {}).values())
 
 
 def _cursors(stored: object) -> dict[tuple[str, str], int]:
@@ -363,6 +388,13 @@ class AntiEntropy:
         in memory only, for at most DISPLACED_KEPT objects."""
         self.garbage = 0
         self._rows_turn = 0
+        self._pushed_at: dict[str, float] = {}
+        """A super-peer: when each weak peer's push last completed our pull answer from it
+        (``_answered_by_push``): its pulls of that peer wait while they keep coming."""
+        self._weak_pulled_at: dict[str, float] = {}
+        self._idle_pulls = 0
+        self._weak_rounds = 0
+        """A weak peer: its pulls in a row that brought nothing (``pull_round`` backs off)."""
         self._cluster_source: str | None = None
         """On a weak peer, the super-peer it pulled the cluster scope's documents from last
         (``_source``): from the others it takes only rows, and no cursor of theirs moves."""
@@ -945,8 +977,10 @@ class AntiEntropy:
                 self.deltas_sent += 1
                 sent = [checked]
             for payload in sent:
-                with contextlib.suppress(TransportError):
+                try:
                     await self.transport.send(t.address, payload)
+                except TransportError:
+                    self.membership.unheard(t.name)
 
     def _local_changes(self, batch: list[Change]) -> dict[str, list[DocRecord]]:
         """This peer's own changes in ``batch``, by scope."""
@@ -1110,6 +1144,14 @@ class AntiEntropy:
                 if skip and cursor and (puller in skip.get(e.rv, ())
                                         or (from_site and e.rv in skip)):
                     continue
+                if (skip_known and cursor and name == puller and r == LEASES
+                        and ns == NODE_LEASE_NAMESPACE and e.doc_bytes is not None
+                        and _written_only_by(orjson.loads(e.doc_bytes), puller)):
+                    # The puller's own node Lease, every register of it written by the
+                    # puller (in this life of its, which it has not lost): it holds all
+                    # of it, also when it came to us through another peer (``_came_from``
+                    # knows only the sender), so it is not sent back.
+                    continue
                 if r == LEASES and puller is not None and (
                         (lease_puller is not None
                          and self.policy.withheld(lease_puller, r, ns, name))
@@ -1257,6 +1299,7 @@ class AntiEntropy:
                 reply = decode(raw)
             except TransportError:
                 self._unanswered[peer.name] = asyncio.get_running_loop().time()
+                self.membership.unheard(peer.name)
                 self._pulled(peer.name, False)
                 return merged
             except MessageError:
@@ -1270,6 +1313,7 @@ class AntiEntropy:
                 continue
             self._told.add(peer.name)
             self._unanswered.pop(peer.name, None)
+            self.membership.heard(peer.name)
             name_life = False
             for scope, reason in reply.refused:
                 log.debug("%s: %s will not serve scope %r: %s", self.membership.name,
@@ -1479,6 +1523,17 @@ class AntiEntropy:
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n
         source = self._source(partners) if self._relays_no_rows() else None
+        backs_off = source is not None and self.policy.map().scopes_of(
+            self.membership.name) <= {CLUSTER}
+        if backs_off:
+            # A weak peer in the cluster scope only (a Scope's status reads its partners'
+            # answers against the pull cycle): after pulls in a row that brought nothing,
+            # every other round (4 s to 8 s idle). Its super-peers push nothing
+            # to it, so this is how long a change then takes to reach it; the first pull
+            # that brings one resets it.
+            self._weak_rounds += 1
+            if self._weak_rounds % (1 << min(self._idle_pulls, WEAK_IDLE_DOUBLINGS)):
+                return
         self._cluster_source = source.name if source is not None else None
         self._round += 1
         targets = [partners[(start + i) % len(partners)] for i in range(n)]
@@ -1491,7 +1546,15 @@ class AntiEntropy:
         every = max(1, math.ceil(WEAK_PULL_EVERY / cycle)) if cycle > 0 else 1
         if weak and (self._round - 1) % every == 0:
             turn = weak[(self._round - 1) // every % len(weak)]
-            if turn not in targets:
+            now = asyncio.get_running_loop().time()
+            if turn not in targets and not (
+                    now - self._pushed_at.get(turn.name, float("-inf")) < WEAK_PUSHED_FRESH
+                    and now - self._weak_pulled_at.get(turn.name, float("-inf"))
+                    < WEAK_PULL_AT_LEAST):
+                # Not while its pushes keep completing our answer from it (they moved the
+                # cursor: a pull would bring nothing, 84 B a pull idle), but at least every
+                # WEAK_PULL_AT_LEAST for its coverage row (collection reads it).
+                self._weak_pulled_at[turn.name] = now
                 targets.append(turn)
         if self._missed:
             missed = {p.name: p for p in (*partners, *weak) if p.name in self._missed}
@@ -1514,7 +1577,9 @@ class AntiEntropy:
         names = {p.name for p in targets} | ({source.name} if source is not None else set())
         pulls += [self.pull_from(t) for t in self._pulls_back() if t.name not in names]
         if pulls:
-            await asyncio.gather(*pulls)
+            merged = await asyncio.gather(*pulls)
+            if backs_off:
+                self._idle_pulls = 0 if any(merged) else self._idle_pulls + 1
 
     async def _pull_loop(self) -> None:
         await asyncio.sleep(self.rng.uniform(0, self.config.pull_interval))
@@ -1668,7 +1733,9 @@ class AntiEntropy:
                 # Deltas over versions we may not hold: each is kept only where merging it
                 # into what we hold gives the sender's document exactly (its digest), as
                 # that whole; the others are dropped, and the next pull brings them whole
-                # (this push moves no cursor).
+                # (this push moves no cursor). Two answering pushes from one peer can arrive
+                # crossed: the second, dropped, then reached us only through another holder,
+                # which answered that peer's pulls with it (a second copy, part W).
                 docs, lost = self._rebuilt(docs, deltas)
                 deltas = {}
                 msg = dataclasses.replace(msg, answers=None)
@@ -1750,6 +1817,7 @@ class AntiEntropy:
         self._partner_revision[sender] = max(end, self._partner_revision.get(sender, 0))
         self.coverage.scope(msg.scope).advance(sender, end)
         self.cursors_pushed += 1
+        self._pushed_at[sender] = asyncio.get_running_loop().time()
         self._persist_cursors()
 
 

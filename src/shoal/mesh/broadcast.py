@@ -23,6 +23,10 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self._sent)
 
+    def names(self) -> list[str]:
+        """The members that queued updates are about."""
+        return list(self._sent)
+
     def queue(self, update: Update) -> None:
         old = self._sent.pop(update.name, None)
         if old is not None:

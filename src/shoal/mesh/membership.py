@@ -60,6 +60,11 @@ log = logging.getLogger(__name__)
 
 NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
+HEARD_FRESH = 25.0
+"""Seconds: a super-peer does not probe a weak peer of its site while its pushes, pulls or
+pings arrive this often (``Membership._heard_lately``); a weak peer leaves out its probe of
+a super-peer whose pull answers or pings came within two of its probe intervals."""
+
 _interned: dict[tuple[tuple[str, str], ...], Mapping[str, str]] = {}
 
 
@@ -162,6 +167,8 @@ class Membership:
         self._super_sites: dict[str, list[Member]] = {}
         """The live (alive or suspect) super-peers by site, this one included."""
         self._contact_cache: dict[tuple[State, ...], list[Member]] = {}
+        self._heard: dict[str, float] = {}
+        """Loop time of the last message from each member (``heard``)."""
 
     @property
     def _loop(self) -> asyncio.AbstractEventLoop:
@@ -445,6 +452,8 @@ class Membership:
                 if msg.target != self.name:
                     return Nack()  # the address now belongs to someone else
                 peer = self._sender(sender)
+                if peer is not None:
+                    self._heard[peer.name] = self._loop.time()
                 ack = (*self._piggyback_for(peer), *self._dead_at(sender))
                 if peer is not None and peer.state == State.SUSPECT:
                     # It pings us while we suspect it (we were cut off, and the suspicion's
@@ -683,10 +692,40 @@ class Membership:
         while True:
             start = self._loop.time()
             target = self._next_probe_target()
-            if target is not None:
+            if target is not None and not self._heard_lately(target):
                 await self.probe(target)
             period = self.awareness.scale(self.config.probe_interval)
             await asyncio.sleep(max(0.0, start + period - self._loop.time()))
+
+    def heard(self, name: str) -> None:
+        """A message from member ``name`` arrived (a push, a pull, a pull's answer)."""
+        if name in self.members:
+            self._heard[name] = self._loop.time()
+
+    def unheard(self, name: str) -> None:
+        """A request to ``name`` failed: probe it at its next turn."""
+        self._heard.pop(name, None)
+
+    def _heard_lately(self, m: Member) -> bool:
+        """Whether this turn's probe of ``m`` can be left out: between a weak peer and a
+        super-peer of its site, while the other side's own traffic (a weak peer's pushes
+        and pulls, a super-peer's pull answers) came within ``HEARD_FRESH`` seconds and no
+        membership update waits to reach it (a suspicion it must refute rides on the
+        probe). Idle, that traffic is a weak peer's Lease renewals, so a dead weak peer is
+        still probed, suspected and declared dead, at most ``HEARD_FRESH`` seconds later."""
+        if m.state != State.ALIVE or not self._roles_seen:
+            return False
+        fresh = HEARD_FRESH
+        if self._role == Role.WEAK:
+            if role_of(m) != Role.SUPER or len(self.broadcasts):
+                return False
+            # It learns of its super-peers' deaths mostly by its own probes (their gossip
+            # of it seldom reaches it): a probe left out at most every other turn.
+            fresh = 2 * self.config.probe_interval
+        elif not self._is_weak_peer(m) or any(self._concerns(m, n)
+                                               for n in self.broadcasts.names()):
+            return False
+        return self._loop.time() - self._heard.get(m.name, float("-inf")) < fresh
 
     async def probe(self, m: Member) -> bool:
         """Ping ``m``, directly and then through others; suspect it if nobody reaches it."""

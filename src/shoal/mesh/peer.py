@@ -123,7 +123,9 @@ class MeshPeer:
             case Ping() | PingReq() | Gossip() | Join() | StateSync() | Digest():
                 reply = await self.membership.handle(msg, sender)
             case Push() | Pull() | Refused():
-                reply = await self.anti_entropy.handle(sender, msg, self._sender_name(sender))
+                name = self._sender_name(sender)
+                self.membership.heard(name)
+                reply = await self.anti_entropy.handle(sender, msg, name)
             case _:
                 reply = None  # an answer that arrived as a one-way message
         return None if reply is None else encode(reply)
