@@ -331,7 +331,10 @@ class AntiEntropy:
         self._missed: set[str] = set()
         """Weak peers of this super-peer's site, and super-peers that push their Lease to
         its holders themselves, whose answering push showed that one of theirs was missed
-        here: pulled at the next round (``pull_round``), not in their turn."""
+        here, or weak peers back in the live list: pulled at the next round
+        (``pull_round``), not in their turn."""
+        self._weak_seen: set[str] | None = None
+        """The weak peers ``weak_pulls`` listed at our last round (None before the first)."""
         self._leases_checked = -1
         """The member list version whose tags the node Leases held here were last checked
         against (``_forget_withheld_leases``)."""
@@ -1556,6 +1559,12 @@ class AntiEntropy:
                 # WEAK_PULL_AT_LEAST for its coverage row (collection reads it).
                 self._weak_pulled_at[turn.name] = now
                 targets.append(turn)
+        seen = {p.name for p in weak}
+        if self._weak_seen is not None:
+            # A weak peer of our site back in the live list (or new): pulled at once, for
+            # what it wrote while we held it dead (its pushes were lost on the way).
+            self._missed.update(seen - self._weak_seen)
+        self._weak_seen = seen
         if self._missed:
             missed = {p.name: p for p in (*partners, *weak) if p.name in self._missed}
             self._missed.clear()
