@@ -409,6 +409,16 @@ async def read_object(request: web.Request,
     return body
 
 
+def parsed_unshared(request: web.Request) -> bool:
+    """Whether :func:`read_object` gave a tree that shares no dict or list within itself:
+    orjson's (JSON, or a converted body), not YAML's (an alias repeats one node) or
+    protobuf's. The caller may then change it in place without copying it first."""
+    if CONVERTED_BODY in request:
+        return True
+    ctype = request.content_type or "application/json"
+    return ctype != protobuf.PROTOBUF and "yaml" not in ctype
+
+
 def check_type(kind: Kind, obj: dict[str, Any]) -> None:
     """The body's apiVersion and kind must be the ones the URL names (when given)."""
     av = obj.get("apiVersion")

@@ -464,9 +464,11 @@ class ResourceHandlers:
                                     "field": "metadata.name"}])
         check_fields(request, t.kind, obj, mode, duplicates or ())
         self._admit(request, "CREATE", t, obj, None)
+        # The body is this request's alone: the store need not copy it (issue 11).
         stored = await self.store.create(t.kind, obj, t.namespace, dry_run=_dry_run(request),
                                          managed_fields=field_manager.tracker(request, t,
-                                                                              self.store, obj))
+                                                                              self.store, obj),
+                                         owned=bodies.parsed_unshared(request))
         return json_response(stored, 201)
 
     async def update(self, request: web.Request, t: Target) -> web.Response:

@@ -313,9 +313,15 @@ class ObjectStore:
 
     # -- create ----------------------------------------------------------------
 
-    def prepare_create(self, kind: Kind, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
-        """The object as it would be stored: named, defaulted, stamped and validated."""
-        obj = _clone(obj)
+    def prepare_create(self, kind: Kind, obj: dict[str, Any], namespace: str | None,
+                       owned: bool = False) -> dict[str, Any]:
+        """The object as it would be stored: named, defaulted, stamped and validated.
+
+        ``owned``: the caller hands ``obj`` over (a body just parsed from JSON, which
+        nothing else holds and which shares no dict or list within itself), so it is
+        changed in place instead of copied first."""
+        if not owned:
+            obj = _clone(obj)
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
         meta = obj.setdefault("metadata", {})
@@ -358,8 +364,9 @@ class ObjectStore:
 
     async def create(self, kind: Kind, obj: dict[str, Any], namespace: str | None = None,
                      dry_run: bool = False,
-                     managed_fields: ManagedFieldsOf | None = None) -> dict[str, Any]:
-        obj = self.prepare_create(kind, obj, namespace)
+                     managed_fields: ManagedFieldsOf | None = None,
+                     owned: bool = False) -> dict[str, Any]:
+        obj = self.prepare_create(kind, obj, namespace, owned)
         if managed_fields is not None:
             _set_managed_fields(obj, managed_fields(None, obj))
         meta = obj["metadata"]
