@@ -885,3 +885,11 @@ def test_generating_a_job_selector_keeps_what_the_user_wrote() -> None:
     once = copy.deepcopy(j)
     apply_job_selector(j, "u-1")
     assert j == once
+
+
+def test_a_volume_is_an_empty_dir_only_when_every_source_it_names_is_null() -> None:
+    obj = pod(volumes=[{"name": "none"}, {"name": "null", "hostPath": None},
+                       {"name": "nfs", "nfs": {"server": "s", "path": "/"}, "hostPath": None},
+                       {"name": "other", "notASource": {}}])
+    apply_defaults(POD, obj)
+    assert ["emptyDir" in v for v in obj["spec"]["volumes"]] == [True, True, False, True]

@@ -199,8 +199,12 @@ def _default_storage_class(obj: dict[str, Any]) -> None:
 # --- end stateful workloads ---
 
 
+_VOLUME_SOURCE_SET = frozenset(VOLUME_SOURCES)
+
+
 def _default_volume(v: dict[str, Any]) -> None:
-    if all(v.get(source) is None for source in VOLUME_SOURCES):
+    # The volume's few keys looked up among the sources, not every source in the volume.
+    if all(v[k] is None for k in v if k in _VOLUME_SOURCE_SET):
         v["emptyDir"] = {}
     for source in ("secret", "configMap", "downwardAPI", "projected"):
         s = v.get(source)
