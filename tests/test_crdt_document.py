@@ -6,6 +6,7 @@ import copy
 import itertools
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,3 +225,48 @@ def test_any_delivery_order_with_duplicates_converges(history: list[tuple[str, A
     b = _merged(list(reversed(states)))
     assert a.root == b.root
     assert a.value() == b.value()
+
+
+def _reference_node(value: Any, s: int, w: str, path: Path, kf: Any) -> list[Any]:
+    """A created document's node as the module's docstring defines it, written plainly."""
+    if isinstance(value, dict):
+        return [s, w, {"$": "m"}, {k: _reference_node(v, s, w, (*path, k), kf)
+                                   for k, v in value.items()}]
+    if isinstance(value, list):
+        key = kf(path)
+        if key == SET:
+            keys = value if all(isinstance(v, str) for v in value) \
+                and len(set(value)) == len(value) else None
+        elif key is None or not value or not all(isinstance(v, dict) and key in v
+                                                 for v in value):
+            keys = None
+        else:
+            keys = [v[key] if isinstance(v[key], str) else orjson.dumps(v[key]).decode()
+                    for v in value]
+            keys = keys if len(set(keys)) == len(keys) else None
+        if keys is not None:
+            return [s, w, {"$": "l", "k": key, "o": list(keys)},
+                    {k: _reference_node(v, s, w, path, kf) for k, v in zip(keys, value, strict=True)}]
+    return [s, w, value, None]
+
+
+def _keyed_paths(path: Path) -> str | None:
+    if path and path[-1] == "tags":
+        return SET
+    return "name" if path and path[-1] in ("containers", "items") else None
+
+
+_scalars = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from(["a", "b", "c"])
+_names = st.sampled_from(["containers", "items", "tags", "name", "x"])
+_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(_names, inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_names, _json, max_size=5))
+def test_a_created_document_is_one_node_per_field_and_keyed_element(
+        value: dict[str, Any]) -> None:
+    want = _reference_node(copy.deepcopy(value), 7, "n1", (), _keyed_paths)
+    got = Document.create(copy.deepcopy(value), 7, "n1", _keyed_paths)
+    assert got.root == want
+    assert got.to_bytes() == orjson.dumps(want)

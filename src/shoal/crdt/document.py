@@ -44,7 +44,6 @@ DEL: dict[str, Any] = {"$": "d"}
 _ABSENT: Any = object()
 SET = "$"
 """The merge key of a list of strings that merges as a set (no field name starts with $)."""
-_NESTED = (dict, list)
 
 
 def _no_keys(_: Path) -> str | None:
@@ -83,18 +82,37 @@ def _keyed(value: list[Any], key: str | None) -> list[str] | None:
 
 def _new(value: Any, s: int, w: str, path: Path, kf: KeyFn) -> Node:
     if type(value) is dict:
-        # Scalars inline: every create builds a node per field (issue 11).
-        return [s, w, MAP, {k: _new(v, s, w, (*path, k), kf) if type(v) in _NESTED
-                            else [s, w, v, None] for k, v in value.items()}]
+        return _new_map(value, s, w, path, kf)
     if type(value) is list:
-        key = kf(path)
-        keys = _keyed(value, key)
-        if keys is not None:
-            reg = {"$": "l", "k": key, "o": keys}
-            return [s, w, reg, {k: _new(v, s, w, path, kf) for k, v in zip(keys, value, strict=True)}]
+        return _new_list(value, s, w, path, kf)
+    return [s, w, value, None]
+
+
+def _new_map(value: dict[str, Any], s: int, w: str, path: Path, kf: KeyFn) -> Node:
+    # One loop dispatching on each child's type, scalars inline: every create builds a
+    # node per field (issue 11).
+    children: dict[str, Node] = {}
+    for k, v in value.items():
+        t = type(v)
+        if t is dict:
+            children[k] = _new_map(v, s, w, (*path, k), kf)
+        elif t is list:
+            children[k] = _new_list(v, s, w, (*path, k), kf)
+        else:
+            children[k] = [s, w, v, None]
+    return [s, w, MAP, children]
+
+
+def _new_list(value: list[Any], s: int, w: str, path: Path, kf: KeyFn) -> Node:
+    key = kf(path)
+    keys = _keyed(value, key)
+    if keys is None:
         # The document takes ownership of the value (callers hand over fresh objects).
         return [s, w, value, None]
-    return [s, w, value, None]
+    # A keyed list's elements are maps (a merge key) or strings (a set): never lists.
+    return [s, w, {"$": "l", "k": key, "o": keys},
+            {k: _new_map(v, s, w, path, kf) if type(v) is dict else [s, w, v, None]
+             for k, v in zip(keys, value, strict=True)}]
 
 
 def _hidden(node: Node, floor: int) -> bool:
