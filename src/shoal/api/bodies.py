@@ -254,7 +254,7 @@ def parse(raw: bytes, content_type: str, duplicates: list[str] | None = None) ->
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise ApiError(400, f"couldn't get version/kind; json parse error: {e}") from e
-    keys = check_json_value(value, "couldn't get version/kind; json parse error")
+    keys = _check_orjson_value(value, "couldn't get version/kind; json parse error")
     if duplicates is not None and may_repeat_keys(raw, keys):
         duplicates.extend(json_duplicates(raw))
     return value
@@ -336,6 +336,30 @@ def _not_utf8(s: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _check_orjson_value(value: Any, prefix: str) -> int:
+    """:func:`check_json_value` for what ``orjson.loads`` returned, which refuses what JSON
+    cannot hold itself (lone surrogates, infinities; an integer past 64 bits becomes a
+    float): only the depth is checked, and only containers are walked (issue 11: every
+    create's body). Returns the number of keys of all the objects in ``value``."""
+    if type(value) is not dict and type(value) is not list:
+        return 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    keys = 0
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"{prefix}: the object is nested more than {MAX_DEPTH} "
+                           "levels deep")
+        depth += 1
+        if type(v) is dict:
+            keys += len(v)
+            v = v.values()
+        for child in v:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth))
+    return keys
 
 
 def check_json_value(value: Any, prefix: str, max_nodes: int | None = None) -> int:
