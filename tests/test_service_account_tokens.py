@@ -194,3 +194,23 @@ def test_a_remembered_token_still_follows_the_replica(objects: Objects) -> None:
     objects.add("pods", "team", "web", "pod-uid", spec={"nodeName": "pi-2",
                                                         "serviceAccountName": "default"})
     assert _check(token, objects) is None  # the pod is bound elsewhere now
+
+
+def test_each_identity_a_token_names_is_one_user_object(objects: Objects) -> None:
+    """So a pod's requests reuse the authorization attributes kept per user object
+    (``api.authorization.request_attributes``), as the admin's do."""
+    issuer = _issuer(PI1, "pi-1")
+    first = issuer.issue("team", "default", "sa-uid", now=NOW, binding=POD).token
+    again = issuer.issue("team", "default", "sa-uid", now=NOW + 1, binding=POD).token
+    users = [verify(t, ca_cert_pem=CA.cert_pem, reader=objects, now=NOW + 10)
+             for t in (first, first, again)]
+    assert users[0] is not None and users[0] is users[1]  # a pod resends one token for an hour
+    # Another token of the same pod has its own credential id (audit tells them apart).
+    assert users[2] is not None and users[2] is not users[0] and users[2] == users[0]
+    objects.add("pods", "team", "db", "db-uid", spec={"nodeName": "pi-1",
+                                                      "serviceAccountName": "default"})
+    other = issuer.issue("team", "default", "sa-uid", now=NOW,
+                         binding=Binding("db", "db-uid", "pi-1", "node-uid")).token
+    theirs = verify(other, ca_cert_pem=CA.cert_pem, reader=objects, now=NOW + 10)
+    assert theirs is not None and theirs is not users[0]
+    assert theirs.extra[EXTRA_POD_NAME] == ("db",)

@@ -247,6 +247,13 @@ costs more than the rest of a GET, and a pod sends the same token for up to an h
 Only the signature is remembered; every use checks the time and the replica again."""
 
 
+_USERS_KEPT = 4096
+_users: dict[tuple[str, str, str, tuple[tuple[str, tuple[str, ...]], ...]], UserInfo] = {}
+"""One user object per identity a token names (first in, first out): the authorization
+attributes of a request are kept per user object (``api.authorization``), so a pod's
+requests reuse them as the admin's do, instead of missing with a new user each time."""
+
+
 def _signed(token: str, ca_cert_pem: bytes) -> _Signed | None:
     key = (token, ca_cert_pem)
     hit = _verified.get(key)
@@ -349,4 +356,11 @@ def _verify(token: str, ca_cert_pem: bytes, reader: ObjectReader, now: float,
         extra[EXTRA_NODE_NAME] = (str(node_claim.get("name") or ""),)
         if node_claim.get("uid"):
             extra[EXTRA_NODE_UID] = (str(node_claim["uid"]),)
-    return service_account_user(ns, name, sa_uid, extra)
+    key = (ns, name, sa_uid, tuple(sorted(extra.items())))
+    user = _users.get(key)
+    if user is None:
+        user = service_account_user(ns, name, sa_uid, extra)
+        if len(_users) >= _USERS_KEPT:
+            del _users[next(iter(_users))]
+        _users[key] = user
+    return user
