@@ -121,7 +121,9 @@ def test_joined_members_learn_each_others_tags() -> None:
         await asyncio.sleep(10)
         for p in peers:
             tags = {m.name: dict(m.tags) for m in p.members()}
-            assert tags == {"p0": {}, "p1": {"role": "super", "site": "x"}, "p2": {"site": "y"}}
+            # A super-peer also says what it decodes (``caps``: checked deltas).
+            assert tags == {"p0": {}, "p1": {"role": "super", "site": "x", "caps": "d"},
+                            "p2": {"site": "y"}}
 
     virtual_run(main())
 

@@ -976,7 +976,7 @@ class AntiEntropy:
                 # again (a weak peer's Lease renewal crossed to each super-peer twice).
                 self.pushes_answering += 1
                 sent = [encode(dataclasses.replace(answering, hops=hops))]
-            elif checked is not None:
+            elif checked is not None and self.policy.takes_checked_deltas(t.name):
                 self.deltas_sent += 1
                 sent = [checked]
             for payload in sent:

@@ -11,7 +11,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from shoal.mesh.topology import REGION_TAG, ROLE_TAG, SITE_TAG, Role, default_region
+from shoal.mesh.topology import (
+    CAPS_TAG,
+    CHECKED_DELTAS,
+    REGION_TAG,
+    ROLE_TAG,
+    SITE_TAG,
+    Role,
+    default_region,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,8 @@ class MeshConfig:
         region = default_region(self.site) if self.region is None else self.region
         if region and self.role != Role.WEAK:  # only full and super-peers read it
             out[REGION_TAG] = region
+        if self.role == Role.SUPER:
+            out[CAPS_TAG] = CHECKED_DELTAS
         return out
 
     def retransmit_limit(self, members: int) -> int:

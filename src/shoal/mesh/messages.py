@@ -21,8 +21,8 @@ tag    message     fields
                    ``deltas``: ``[[index, digest], ...]``, the documents that hold only
                    what changed since a version the receiver holds (``Push.deltas``);
                    ``hops, documents, scope, deltas`` (no answer): deltas the receiver
-                   keeps only where they check out to the digest (peers before
-                   December 4 drop the whole push as malformed)
+                   keeps only where they check out to the digest (sent only to
+                   peers whose ``caps`` tag says they decode it)
 8      Pull        limit, [[scope, cursor, coverage cursor[, 1]], ...]: per scope, the
                    responder's revision and coverage revision already held; 1: send
                    only the rows' entries about the puller (it relays no rows); a
@@ -519,7 +519,7 @@ def decode(data: bytes) -> Message:
                                 (_int(body[4]), _int(body[5]), _int(body[6])), deltas)
                 if len(body) == 4:
                     return Push(_int(body[1]), _doc_list(body[2]), _str(body[3]))
-                if len(body) == 5:  # checked deltas, no answer (older peers drop it)
+                if len(body) == 5:  # checked deltas, no answer (to peers with caps "d")
                     docs = _doc_list(body[2])
                     deltas = tuple((_int(d[0]), _str(d[1])) for d in
                                    (_list(x, 2) for x in _list(body[4])))

@@ -296,6 +296,11 @@ class ReplicationPolicy:
         member = self.membership.members.get(name)
         return tags_of(member) if member is not None else _NO_TAGS
 
+    def takes_checked_deltas(self, name: str) -> bool:
+        """Whether ``name`` decodes a push of deltas without an answer (its ``caps`` tag):
+        a peer from before them drops such a push whole as malformed."""
+        return topology.takes(self._tags(name), topology.CHECKED_DELTAS)
+
     def is_weak(self, name: str | None = None) -> bool:
         return topology.role_in(self._tags(name or self.me)) == topology.Role.WEAK
 

@@ -18,6 +18,17 @@ from typing import Protocol, TypeVar
 ROLE_TAG = "role"
 SITE_TAG = "site"
 REGION_TAG = "region"
+CAPS_TAG = "caps"
+"""What a peer's mesh understands beyond the first protocol (one letter each), so a newer
+peer sends an older one only what it decodes. Announced by super-peers only: they are who
+receives what needs it."""
+CHECKED_DELTAS = "d"
+"""A push of deltas without an answer, each kept where it checks out to its digest
+(``messages.Push.deltas``): a node's own Lease renewals to its region's super-peers."""
+
+
+def takes(tags: Mapping[str, str], cap: str) -> bool:
+    return cap in tags.get(CAPS_TAG, "")
 
 
 class Role(StrEnum):

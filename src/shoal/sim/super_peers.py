@@ -56,6 +56,8 @@ def tags_of(role: Role, site: str, region: str = "") -> dict[str, str]:
         out["site"] = site
     if region and role != Role.WEAK:  # only full and super-peers read it
         out["region"] = region
+    if role == Role.SUPER:
+        out["caps"] = "d"  # as mesh_config.member_tags announces
     return out
 
 
