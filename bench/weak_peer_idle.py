@@ -16,7 +16,7 @@ every member known) the weak peer's traffic is counted over ``--idle`` seconds o
   included), from the root namespace's end of the pair.
 
 ``python -m bench.weak_peer_idle [--runs=1] [--settle=60] [--idle=120] [--src=DIR]
-[--label=NAME] [--output=FILE]`` writes ``bench/results/weak-peer-idle-<time>.json``
+[--label=NAME] [--weak-args="--heartbeat-interval 30"] [--output=FILE]`` writes ``bench/results/weak-peer-idle-<time>.json``
 (``--src``: the ``src`` directory of another tree to run, e.g. an older commit's, put
 first on PYTHONPATH). Figures are kbit/s, in and out together.
 """
@@ -205,7 +205,8 @@ def run_once(settle: float, idle: float) -> dict[str, Any]:
                 join = (["--join", members[0].peer_address, "--token", members[0].join_token()]
                         if members else [])
                 members.append(m)
-                m.start(*NODE_ARGS, *flags, *join)
+                extra = _arg("weak-args", "").split() if name == WEAK else []
+                m.start(*NODE_ARGS, *flags, *extra, *join)
             names = {n for n, _ in LAYOUT}
             first = members[0]
             wait_until(lambda: first.node_names() == names, 60, "every Node")
