@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shoal.authz.scopes import CLUSTER, ScopeMap
+from shoal.authz.scopes import CLUSTER, ScopeMap, shown
 from shoal.store.replica import Replica
 
 MeshScopeStatus = Callable[[], Mapping[str, Any]]
@@ -183,7 +183,7 @@ def format_table(report: Mapping[str, Any]) -> str:
         else:
             sync = "-"
         lines.append((
-            str(row.get("scope") or "<cluster>"),
+            shown(str(row.get("scope") or "")),
             "yes" if row.get("member") else "no",
             "yes" if row.get("writer") else "no",
             str(row.get("objects", 0)),

@@ -222,6 +222,16 @@ def _written_only_by(node: Node, writer: str) -> bool:
     return all(_written_only_by(c, writer) for c in (node[3] or {}).values())
 
 
+def _delta_worth_it(older: bytes, whole: bytes) -> bytes | None:
+    """The encoded delta of document ``whole`` over ``older``, a version it grew from, when
+    it is under three quarters of the whole; None when nothing differs or it would not pay."""
+    delta = _delta(orjson.loads(older), orjson.loads(whole))
+    if delta is None:
+        return None
+    data = orjson.dumps(delta)
+    return data if len(data) * 4 < len(whole) * 3 else None
+
+
 def _cursors(stored: object) -> dict[tuple[str, str], int]:
     if not isinstance(stored, dict):
         raise ValueError("not a cursor map")
@@ -936,13 +946,8 @@ class AntiEntropy:
             return None
         d = own[0]
         last, self._own_lease_pushed = self._own_lease_pushed, whole
-        if last is None or last == whole or len(whole) < DELTA_MIN:
-            return None
-        delta = _delta(orjson.loads(last), orjson.loads(whole))
-        if delta is None:
-            return None
-        data = orjson.dumps(delta)
-        if len(data) * 4 >= len(whole) * 3:
+        data = None if last is None or len(whole) < DELTA_MIN else _delta_worth_it(last, whole)
+        if data is None:
             return None
         return encode(Push(0, (DocRecord(d.resource, d.namespace, d.name, data),), scope,
                            None, ((0, doc_digest(whole)),)))
@@ -1224,14 +1229,8 @@ class AntiEntropy:
         self._versions.move_to_end(key)
         while len(self._versions) > VERSIONS_KEPT:
             self._versions.popitem(last=False)
-        if older is None:
-            return None
-        delta = _delta(orjson.loads(older), orjson.loads(d.data))
-        if delta is None:
-            return None
-        data = orjson.dumps(delta)
-        return DocRecord(d.resource, d.namespace, d.name, data) if len(data) * 4 < len(
-            d.data) * 3 else None
+        data = None if older is None else _delta_worth_it(older, d.data)
+        return None if data is None else DocRecord(d.resource, d.namespace, d.name, data)
 
     def _since(self, life: int, cursor: int, coverage_cursor: int) -> tuple[int, int]:
         """What a puller's cursors from ``life`` of ours are worth now. This disk's history
