@@ -14,8 +14,8 @@ membership, replication, replica and CRDT code, one process. Per size:
 - ``after_burst``: 100 writes on random weak peers within a second, then bytes per node
   per second over the next minute, and when the burst was everywhere;
 - ``idle_with_leases`` (up to ``--leases-max`` peers): the idle minute again, with every
-  peer renewing its node Lease every 10 s as a kubelet does (the figures above have no
-  heartbeats);
+  peer renewing its node Lease as ``shoal server`` does, every 10 s, a weak peer every 30 s
+  (the figures above have no heartbeats);
 - ``memory``: resident memory added per simulated peer (RSS after start and a first
   settling minute, less before, over N);
 - ``heal`` (1,000 by default): half the sites cut from the other half for long enough
@@ -57,6 +57,7 @@ from shoal.mesh.config import MeshConfig
 from shoal.mesh.messages import MEMBERSHIP_TAGS, TAG, Pull, PullReply, Push
 from shoal.mesh.replication_policy import NODE_LEASE_NAMESPACE as NODE_LEASES
 from shoal.mesh.topology import Role
+from shoal.node.node_status import WEAK_HEARTBEAT_SECONDS, lease_seconds
 from shoal.sim.checkers import convergence
 from shoal.sim.cluster import NAMESPACE, RESOURCE
 from shoal.sim.loop import VirtualEventLoop
@@ -77,6 +78,7 @@ LEASES_MAX = 1000
 renewing its node Lease as a kubelet does. Larger ones would spend their wall time on
 N/10 renewals a virtual second."""
 LEASE_RENEW_SECONDS = 10.0  # the kubelet's: a quarter of the 40 s leaseDurationSeconds
+WEAK_RENEW_SECONDS = WEAK_HEARTBEAT_SECONDS  # a weak peer's default (``shoal server``)
 
 
 def layout_for(n: int, sites_per_region: int | None = None) -> Layout:
@@ -376,18 +378,20 @@ async def _size(n: int, cfg: MeshConfig, report: dict[str, Any], trace: bool) ->
     await cluster.stop()
 
 
-def _lease(name: str, renew: str) -> dict[str, Any]:
-    """A node's Lease as the kubelet writes it (owned by its Node)."""
+def _lease(name: str, renew: str, every: float) -> dict[str, Any]:
+    """A node's Lease as the kubelet writes it (owned by its Node), renewed ``every``
+    seconds."""
     return {"metadata": {"name": name, "namespace": NODE_LEASES, "ownerReferences": [{
                 "apiVersion": "v1", "kind": "Node", "name": name,
                 "uid": f"{name}-0000-4000-8000-000000000000"}]},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": lease_seconds(every),
                      "renewTime": renew}}
 
 
 async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[str, Any]:
-    """The idle minute again, with every peer renewing its node Lease every 10 s (at a
-    random phase), as a real node does: the simulator's other figures have no heartbeats.
+    """The idle minute again, with every peer renewing its node Lease as a real node does
+    (at a random phase: a weak peer every 30 s, the others every 10 s): the simulator's other
+    figures have no heartbeats.
     Leases are held near their node (``ReplicationPolicy.withheld``): a weak peer holds its
     own only, a super-peer its own, its site's weak nodes' and its region's super-peers',
     a full peer every one; a node pushes each renewal to each of its holders itself
@@ -402,21 +406,24 @@ async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[st
         return f"2026-01-01T00:{int(loop.time()) // 60 % 60:02d}:{loop.time() % 60:09.6f}Z"
 
     async def renew(node: Any) -> None:
-        await asyncio.sleep(rng.uniform(0, LEASE_RENEW_SECONDS))
+        every = (WEAK_RENEW_SECONDS if cluster.role[node.name][0] == Role.WEAK
+                 else LEASE_RENEW_SECONDS)
+        await asyncio.sleep(rng.uniform(0, every))
         while True:
             obj = node.store.find(kind, NODE_LEASES, node.name)
             try:
                 if obj is None:
-                    await node.store.create(kind, _lease(node.name, stamp()), NODE_LEASES)
+                    await node.store.create(kind, _lease(node.name, stamp(), every),
+                                            NODE_LEASES)
                 else:
                     new = {**obj, "spec": {**obj["spec"], "renewTime": stamp()}}
                     await node.store.update(kind, new, NODE_LEASES, node.name)
             except StoreError:
                 cluster.write_errors += 1
-            await asyncio.sleep(LEASE_RENEW_SECONDS)
+            await asyncio.sleep(every)
 
     tasks = [loop.create_task(renew(node)) for node in cluster.nodes.values() if node.up]
-    await asyncio.sleep(3 * LEASE_RENEW_SECONDS)  # every Lease created and renewed twice
+    await asyncio.sleep(3 * WEAK_RENEW_SECONDS)  # every Lease created and renewed twice
     cluster.network.reset_counters()
     where = SuperPeerBytes(cluster)
     cluster.network.observers.append(where)
@@ -431,6 +438,7 @@ async def _idle_with_leases(cluster: RoleCluster, rng: random.Random) -> dict[st
     entry = cluster.nodes[weak].replica.entry(kind.resource, NODE_LEASES, weak)
     out["lease_document_bytes"] = None if entry is None else len(entry.document().to_bytes())
     out["renew_seconds"] = LEASE_RENEW_SECONDS
+    out["weak_renew_seconds"] = WEAK_RENEW_SECONDS
     return out
 
 

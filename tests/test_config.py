@@ -45,6 +45,15 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_file(tmp_path: Pat
     assert (timeouts.api.idle_timeout, timeouts.mesh.idle_timeout) == (5.0, 0.0)
 
 
+def test_a_weak_peer_renews_its_lease_every_30_s_unless_told_otherwise() -> None:
+    assert settings(["server", "--data-dir", "/d"]).agent.heartbeat_interval == 10.0
+    assert settings(["server", "--data-dir", "/d", "--super-peer"]).agent.heartbeat_interval == 10.0
+    assert settings(["server", "--data-dir", "/d", "--sync-via", "super"]).agent.heartbeat_interval == 30.0
+    assert settings(["server", "--data-dir", "/d", "--sync-via", "super",
+                     "--heartbeat-interval", "10s"]
+                    ).agent.heartbeat_interval == 10.0
+
+
 def test_the_config_file_comes_from_shoal_config_too(tmp_path: Path) -> None:
     conf = tmp_path / "shoal.yaml"
     conf.write_text("data_dir: /d\njoin: 10.0.0.1:7443\ntoken: SHOAL1::x\n")

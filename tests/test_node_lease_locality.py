@@ -168,9 +168,9 @@ def _record_judgements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, 
     set_taints = NodeLifecycle._set
 
     async def recording(self: NodeLifecycle, node: dict[str, Any], reachable: bool,
-                        now: float) -> None:
+                        now: float, grace: float) -> None:
         judged.append((self.view.name, node["metadata"]["name"], reachable))
-        await set_taints(self, node, reachable, now)
+        await set_taints(self, node, reachable, now, grace)
 
     monkeypatch.setattr(NodeLifecycle, "_set", recording)
     return judged

@@ -40,9 +40,13 @@ async def _register(store: ObjectStore, name: str) -> None:
     await store.update(NODE, node, None, name, "status")
 
 
-async def _renew(store: ObjectStore, clock: ManualClock, name: str) -> None:
+async def _renew(store: ObjectStore, clock: ManualClock, name: str,
+                 duration: int | None = None) -> None:
     assert LEASE is not None
-    spec = {"holderIdentity": name, "renewTime": now_rfc3339(clock.t).replace("Z", ".000000Z")}
+    spec: dict[str, object] = {"holderIdentity": name,
+                               "renewTime": now_rfc3339(clock.t).replace("Z", ".000000Z")}
+    if duration is not None:
+        spec["leaseDurationSeconds"] = duration
     lease = store.find(LEASE, LEASE_NAMESPACE, name)
     if lease is None:
         await store.create(LEASE, {"metadata": {"name": name}, "spec": spec}, LEASE_NAMESPACE)
@@ -131,3 +135,25 @@ async def test_a_judge_whose_own_lease_ran_out_is_passed_over_though_membership_
     assert not any(t.get("effect") == "NoExecute"
                    for t in store.get(NODE, None, "b")["spec"].get("taints") or []), \
         "b is reachable again (its NoSchedule taint waits for its agent's Ready=True)"
+
+
+async def test_a_node_whose_lease_declares_longer_than_the_grace_is_judged_by_its_lease(
+    peer: tuple[ObjectStore, ManualClock],
+) -> None:
+    """A weak peer renews every 30 s and declares a 120 s Lease: it is not unreachable 40 s
+    after its last renewal, only 120 s after; a node with the usual 40 s Lease is judged at
+    the grace period as before."""
+    store, clock = peer
+    lifecycle = NodeLifecycle(store, FixedView("a", ["a"]), grace=GRACE)
+    await _register(store, "pi")
+    await _register(store, "c")
+    await lifecycle.sync()  # known from here on
+    await _renew(store, clock, "pi", duration=120)
+    await _renew(store, clock, "c", duration=40)
+    clock.t += GRACE + 20
+    await lifecycle.sync()
+    assert _tainted(store, "c")
+    assert not _tainted(store, "pi")
+    clock.t += 120 - (GRACE + 20) + 1
+    await lifecycle.sync()
+    assert _tainted(store, "pi")

@@ -98,3 +98,17 @@ async def test_a_node_marked_unknown_by_its_peers_says_ready_at_the_next_heartbe
     await reporter.heartbeat()
     conds = store.get(NODE, None, "pi-1")["status"]["conditions"]
     assert next(c for c in conds if c["type"] == "Ready")["status"] == "True"
+
+
+async def test_a_node_that_renews_less_often_declares_a_longer_lease(
+    node: tuple[ObjectStore, ManualClock, NodeStatusReporter],
+) -> None:
+    """Four renewals, at least 40 s: the kubelet's 10 s gives 40, a weak peer's 30 s 120."""
+    store, clock, reporter = node
+    assert LEASE is not None
+    await reporter.heartbeat()
+    assert store.get(LEASE, LEASE_NAMESPACE, "pi-1")["spec"]["leaseDurationSeconds"] == 40
+    reporter.interval = 30.0
+    clock.t += 30.0
+    await reporter.heartbeat()
+    assert store.get(LEASE, LEASE_NAMESPACE, "pi-1")["spec"]["leaseDurationSeconds"] == 120

@@ -150,3 +150,24 @@ async def test_a_weak_peer_does_not_judge_by_leases_it_does_not_hold(
     clock.t += GRACE + 1
     await _renew(store, clock, "w")
     assert set(actors(view)) == {"w", "x"}
+
+
+async def test_a_peer_whose_lease_declares_longer_than_the_grace_lapses_by_its_lease(
+    peer: tuple[ObjectStore, ManualClock],
+) -> None:
+    """A weak peer renewing every 30 s declares a Lease four times that (120 s, three times
+    the kubelet's 40 s): it is given three times the grace period."""
+    store, clock = peer
+    view = LeaseView("a", PEERS, store)
+    await _renew(store, clock, "a", "c")
+    await lifecycle_tests._renew(store, clock, "b", duration=120)
+    assert view.lapsed() == set()  # all live from here on
+    clock.t += GRACE + 1
+    await _renew(store, clock, "a")
+    assert view.lapsed() == {"c"}
+    clock.t += 3 * GRACE - (GRACE + 1) - 0.5
+    await _renew(store, clock, "a")
+    assert view.lapsed() == {"c"}
+    clock.t += 1
+    await _renew(store, clock, "a")
+    assert view.lapsed() == {"b", "c"}

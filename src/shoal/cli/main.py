@@ -129,8 +129,10 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
                    help="how often a watch that allows bookmarks gets one (default: 60s)")
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
-    s.add_argument("--heartbeat-interval", type=parse_duration, default=10.0,
-                   help="how often the node renews its Lease and Ready condition (default: 10s)")
+    s.add_argument("--heartbeat-interval", type=parse_duration, default=None,
+                   help="how often the node renews its Lease and Ready condition; the Lease "
+                        "declares four times this, at least 40s, and the others judge the node "
+                        "by it (default: 10s, 30s with --sync-via super)")
     s.add_argument("--node-monitor-grace-period", type=parse_duration, default=40.0,
                    help="how long a node may go without renewing its Lease before the others "
                         "mark it unreachable, NotReady (default: 40s)")

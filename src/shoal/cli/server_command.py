@@ -19,6 +19,7 @@ from shoal.cli.settings import (
     advertise_for,
 )
 from shoal.mesh.pki import LIFETIME_ENV
+from shoal.node.node_status import WEAK_HEARTBEAT_SECONDS
 
 
 class UsageError(Exception):
@@ -28,6 +29,14 @@ class UsageError(Exception):
 def peer_role(args: argparse.Namespace) -> str:
     """The mesh role from --super-peer and --sync-via (shoal.mesh.topology.Role)."""
     return "super" if args.super_peer else ("weak" if args.sync_via == "super" else "full")
+
+
+def heartbeat_interval(args: argparse.Namespace) -> float:
+    """--heartbeat-interval, or its default: 10 s as the kubelet's, 30 s on a weak peer (its
+    renewals are most of its idle traffic; its Lease then declares 120 s)."""
+    if args.heartbeat_interval is not None:
+        return float(args.heartbeat_interval)
+    return WEAK_HEARTBEAT_SECONDS if peer_role(args) == "weak" else 10.0
 
 
 def join_token(args: argparse.Namespace, argv: list[str]) -> str | None:
@@ -90,7 +99,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
                           site=args.site, region=args.region, preset=args.mesh_preset),
         controllers=ControllerSettings(node_monitor_grace=args.node_monitor_grace_period,
                                        pod_eviction_timeout=args.pod_eviction_timeout),
-        agent=AgentSettings(runtime=args.runtime, heartbeat_interval=args.heartbeat_interval,
+        agent=AgentSettings(runtime=args.runtime, heartbeat_interval=heartbeat_interval(args),
                             allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,
                             container_log_max_size=args.container_log_max_size,
                             container_log_max_files=args.container_log_max_files),

@@ -63,6 +63,7 @@ from shoal.control.ownership import (
     SinglePeer,
     actors,
     lease_actors,
+    lease_grace,
     preferred_actor,
     scope_of,
     weak_peers,
@@ -141,9 +142,10 @@ def is_lost(node: dict[str, Any] | None, now: float, default_timeout: float) -> 
 
 
 def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bool:
-    """Whether a node's Lease was renewed less than ``grace`` seconds ago by this clock."""
+    """Whether a node's Lease was renewed less than ``lease_grace`` seconds ago by this
+    clock."""
     renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
-    return renew is not None and now - renew < grace
+    return renew is not None and now - renew < lease_grace(lease, grace)
 
 
 def no_schedule_keys(node: dict[str, Any]) -> set[str]:
@@ -252,11 +254,12 @@ class NodeLifecycle(Controller):
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
             renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
             since = self._seen[name] if renew is None else max(renew, self._seen[name])
-            leases[name] = (lease, since, now - since < self.grace)
-            if now - since < self.grace:
+            grace = lease_grace(lease, self.grace)
+            leases[name] = (lease, since, now - since < grace)
+            if now - since < grace:
                 # A pass when it runs out, judged here or not: the node may be the judge of
                 # others (``_acts_for`` passes over a judge whose own Lease ran out).
-                wake.append(since + self.grace)
+                wake.append(since + grace)
         self._lapsed = frozenset(n for n, (_, _, fresh) in leases.items() if not fresh)
         for node in nodes:
             name = node["metadata"]["name"]
@@ -277,7 +280,8 @@ class NodeLifecycle(Controller):
                 continue  # not judged yet, and its pods are left alone
             try:
                 if judge:
-                    await self._set(node, reachable=fresh, now=now)
+                    await self._set(node, reachable=fresh, now=now,
+                                    grace=lease_grace(lease, self.grace))
             except StoreError as e:
                 log.debug("node %s: %s", name, e)
             if not fresh:
@@ -366,7 +370,8 @@ class NodeLifecycle(Controller):
         if new is not None:
             await self.store.update(self.node_kind, new, None, node["metadata"]["name"])
 
-    async def _set(self, node: dict[str, Any], reachable: bool, now: float) -> None:
+    async def _set(self, node: dict[str, Any], reachable: bool, now: float,
+                   grace: float) -> None:
         name = node["metadata"]["name"]
         stamp = now_rfc3339(now)
         current = (node.get("spec") or {}).get("taints") or []
@@ -398,10 +403,10 @@ class NodeLifecycle(Controller):
             await self.store.update(self.node_kind, status, None, name, "status")
             if name in self._orphans:
                 log.warning("node %s is unreachable: no peer that holds its lease has been "
-                            "reachable from here for %.0fs", name, self.grace)
+                            "reachable from here for %.0fs", name, grace)
             else:
                 log.warning("node %s is unreachable: its lease was last renewed over %.0fs "
-                            "ago", name, self.grace)
+                            "ago", name, grace)
         else:
             # Its taint may be a verdict from across a cut that the heal merged in: the time
             # tells an operator which it was.

@@ -138,6 +138,23 @@ def lapsed_peers(view: PeerView) -> frozenset[str]:
     return frozenset(lapsed())
 
 
+KUBELET_LEASE_SECONDS = 40
+"""The kubelet's ``nodeLeaseDurationSeconds``, four renewals of 10 s: the pace a grace
+period (``--node-monitor-grace-period``) is set for."""
+
+
+def lease_grace(lease: dict[str, Any] | None, grace: float) -> float:
+    """How long a node's renewal holds: ``grace``, times how much longer than the kubelet's
+    40 s the node's Lease declares (``leaseDurationSeconds``). A node that renews less
+    often (a weak peer: every 30 s, a 120 s Lease) is judged over as many of its renewals
+    as the others are, and a shorter grace stays shorter for it too."""
+    duration = ((lease or {}).get("spec") or {}).get("leaseDurationSeconds")
+    if isinstance(duration, int) and not isinstance(duration, bool) \
+            and duration > KUBELET_LEASE_SECONDS:
+        return grace * duration / KUBELET_LEASE_SECONDS
+    return grace
+
+
 class LeaseAges:
     """Which peers' node Lease ran out, for a view's ``lapsed()``: ``grace`` seconds (the node
     lifecycle judge's, ``--node-monitor-grace-period``) since its last renewal by this
@@ -155,7 +172,8 @@ class LeaseAges:
         assert kind is not None
         self._kind = kind
         self._revision = -1
-        self._renewed: dict[str, float] = {}
+        self._renewed: dict[str, tuple[float, float]] = {}
+        """Each node's last renewal and how long it holds (``lease_grace``)."""
         self._live_since: dict[str, float] = {}
         self._live: list[str] = []
 
@@ -173,11 +191,12 @@ class LeaseAges:
             for lease in self.store.list(self._kind, self._namespace):
                 renew = parse_time((lease.get("spec") or {}).get("renewTime"))
                 if renew is not None:
-                    self._renewed[lease["metadata"]["name"]] = renew
+                    self._renewed[lease["metadata"]["name"]] = (
+                        renew, lease_grace(lease, self.grace))
         out = set()
         for p in live:
-            renew = self._renewed.get(p)
-            if renew is not None and now - max(renew, self._live_since[p]) >= self.grace:
+            renewed = self._renewed.get(p)
+            if renewed is not None and now - max(renewed[0], self._live_since[p]) >= renewed[1]:
                 out.add(p)
         return frozenset(out)
 

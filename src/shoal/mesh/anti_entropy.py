@@ -147,7 +147,9 @@ twice what its idle pushes do (0.56 kbit/s with one weak peer and two super-peer
 WEAK_PUSHED_FRESH = 25.0
 """Seconds: a super-peer skips its pull of a weak peer whose push completed its pull answer
 from that peer (``Push.answers``) this recently: a node renews its Lease every 10 s, so
-idle a lost push is pulled within WEAK_PUSHED_FRESH + WEAK_PULL_EVERY."""
+idle a lost push is pulled within WEAK_PUSHED_FRESH + WEAK_PULL_EVERY, inside its 40 s
+Lease. A weak peer whose Lease declares longer (one renewing every 30 s declares 120 s)
+gets the same share of it (``_pushed_fresh``)."""
 WEAK_IDLE_DOUBLINGS = 1
 """A weak peer's pull rounds that bring nothing double its wait this many times at most: an
 idle weak peer pulls every other round (8 s with its 4 s rounds; every 4th made one write
@@ -1516,6 +1518,18 @@ class AntiEntropy:
                 return p
         return partners[self._round % len(partners)]
 
+    def _pushed_fresh(self, peer: str) -> float:
+        """How recent ``peer``'s last answering push must be for its pull to be skipped:
+        WEAK_PUSHED_FRESH, or its share of a longer Lease the peer declares (its renewals
+        come further apart, so they would not keep a 25 s window fresh)."""
+        entry = self.replica.entry(LEASES, NODE_LEASE_NAMESPACE, peer)
+        value = None if entry is None else entry.value
+        spec = value.get("spec") if isinstance(value, dict) else None
+        seconds = spec.get("leaseDurationSeconds") if isinstance(spec, dict) else None
+        if not isinstance(seconds, int) or isinstance(seconds, bool) or seconds <= 40:
+            return WEAK_PUSHED_FRESH
+        return WEAK_PUSHED_FRESH * seconds / 40
+
     async def pull_round(self) -> None:
         if self._handoff:
             await self._hand_off()
@@ -1550,7 +1564,8 @@ class AntiEntropy:
             turn = weak[(self._round - 1) // every % len(weak)]
             now = asyncio.get_running_loop().time()
             if turn not in targets and not (
-                    now - self._pushed_at.get(turn.name, float("-inf")) < WEAK_PUSHED_FRESH
+                    now - self._pushed_at.get(turn.name, float("-inf"))
+                    < self._pushed_fresh(turn.name)
                     and now - self._weak_pulled_at.get(turn.name, float("-inf"))
                     < WEAK_PULL_AT_LEAST):
                 # Not while its pushes keep completing our answer from it (they moved the

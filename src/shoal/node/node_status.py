@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import math
 import os
 import platform
 import socket
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
+"""A node's Lease holds at least this long (the kubelet's ``nodeLeaseDurationSeconds``)."""
+WEAK_HEARTBEAT_SECONDS = 30.0
+"""A weak peer's default renewal interval (``--sync-via super``): each renewal is a push to
+each of its super-peers, most of an idle weak device's traffic at the kubelet's 10 s."""
+
+
+def lease_seconds(interval: float) -> int:
+    """The ``leaseDurationSeconds`` a node renewing every ``interval`` seconds declares: four
+    renewals, as the kubelet renews at a quarter of its Lease, and at least LEASE_SECONDS.
+    Node lifecycle judges a node by it when it is longer than its grace period."""
+    return max(LEASE_SECONDS, math.ceil(4 * interval))
 STATUS_REPORT_SECONDS = 300.0
 """As the kubelet's ``nodeStatusReportFrequency`` (5 minutes): the Lease is renewed every
 heartbeat, and the Node's status is written only when a condition changed or this long
@@ -184,7 +196,7 @@ class NodeStatusReporter:
         now = now_rfc3339(now_s)
         micro = now.replace("Z", ".000000Z")
         lease = self.store.find(lease_k, LEASE_NAMESPACE, self.name)
-        spec = {"holderIdentity": self.name, "leaseDurationSeconds": LEASE_SECONDS,
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": lease_seconds(self.interval),
                 "renewTime": micro}
         if lease is None:
             await self.store.create(lease_k, {"metadata": {"name": self.name}, "spec": spec},
