@@ -45,10 +45,13 @@ def test_a_flag_wins_over_the_environment_which_wins_over_the_file(tmp_path: Pat
     assert (timeouts.api.idle_timeout, timeouts.mesh.idle_timeout) == (5.0, 0.0)
 
 
-def test_a_weak_peer_renews_its_lease_every_30_s_unless_told_otherwise() -> None:
+def test_a_weak_peer_renews_its_lease_every_30_s_and_status_is_written_on_change() -> None:
     assert settings(["server", "--data-dir", "/d"]).agent.heartbeat_interval == 10.0
     assert settings(["server", "--data-dir", "/d", "--super-peer"]).agent.heartbeat_interval == 10.0
     assert settings(["server", "--data-dir", "/d", "--sync-via", "super"]).agent.heartbeat_interval == 30.0
+    assert settings(["server", "--data-dir", "/d"]).agent.status_report_every is None
+    assert settings(["server", "--data-dir", "/d", "--node-status-report-frequency", "5m"]
+                    ).agent.status_report_every == 300.0
     assert settings(["server", "--data-dir", "/d", "--sync-via", "super",
                      "--heartbeat-interval", "10s"]
                     ).agent.heartbeat_interval == 10.0

@@ -56,10 +56,24 @@ async def test_a_quiet_heartbeat_renews_the_lease_and_leaves_the_node_alone(
         lease_rv = again_lease
 
 
+async def test_by_default_a_quiet_node_never_rewrites_its_status(
+    node: tuple[ObjectStore, ManualClock, NodeStatusReporter],
+) -> None:
+    """Each refresh of every node would reach every peer: the Lease is the heartbeat."""
+    store, clock, reporter = node
+    await reporter.heartbeat()
+    node_rv, _ = versions(store)
+    for _ in range(3):
+        clock.t += STATUS_REPORT_SECONDS + 1.0
+        await reporter.heartbeat()
+    assert versions(store)[0] == node_rv
+
+
 async def test_the_node_status_is_written_again_after_the_report_interval(
     node: tuple[ObjectStore, ManualClock, NodeStatusReporter],
 ) -> None:
     store, clock, reporter = node
+    reporter.report_every = STATUS_REPORT_SECONDS  # --node-status-report-frequency 5m
     node_rv, _ = versions(store)
     clock.t += STATUS_REPORT_SECONDS + 1.0
     await reporter.heartbeat()

@@ -133,6 +133,10 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
                    help="how often the node renews its Lease and Ready condition; the Lease "
                         "declares four times this, at least 40s, and the others judge the node "
                         "by it (default: 10s, 30s with --sync-via super)")
+    s.add_argument("--node-status-report-frequency", type=parse_duration, default=0.0,
+                   help="also write the Node's status this often when nothing changed, as the "
+                        "kubelet's nodeStatusReportFrequency (5m); every refresh reaches every "
+                        "peer (default: 0, only when it changed: the Lease is the heartbeat)")
     s.add_argument("--node-monitor-grace-period", type=parse_duration, default=40.0,
                    help="how long a node may go without renewing its Lease before the others "
                         "mark it unreachable, NotReady (default: 40s)")

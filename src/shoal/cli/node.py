@@ -206,7 +206,8 @@ class ShoalNode:
         self._start_peer_images()  # peer-to-peer images
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.agent.heartbeat_interval,
-                                      labels=topology_labels(self.cfg))  # super-peers
+                                      labels=topology_labels(self.cfg),  # super-peers
+                                      report_every=self.cfg.agent.status_report_every)
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
             await self.bus.start()

@@ -100,6 +100,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> NodeSetting
         controllers=ControllerSettings(node_monitor_grace=args.node_monitor_grace_period,
                                        pod_eviction_timeout=args.pod_eviction_timeout),
         agent=AgentSettings(runtime=args.runtime, heartbeat_interval=heartbeat_interval(args),
+                            status_report_every=args.node_status_report_frequency or None,
                             allow_root_pods=args.allow_root_pods, pods_dir=args.pods_dir,
                             container_log_max_size=args.container_log_max_size,
                             container_log_max_files=args.container_log_max_files),

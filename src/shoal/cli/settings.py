@@ -95,6 +95,8 @@ class AgentSettings:
     runtime: str = "auto"
     """auto, process or runc (shoal.node.agent.make_runtime)."""
     heartbeat_interval: float = 10.0
+    status_report_every: float | None = None
+    """Seconds between Node status writes when nothing changed; None: only on a change."""
     allow_root_pods: bool = False
     pods_dir: Path | None = None
     """Process pods' working dirs and volumes; None: /var/lib/shoal-pods/<node marker>."""
