@@ -524,7 +524,8 @@ def run(quick: bool, sizes: list[int] | None = None, heal_at: list[int] | None =
         "seed": SEED, "site": f"2 super-peers + {SITE - 2} weak peers",
         "sites_per_region": SITES_PER_REGION,
         "config": "mesh_config.default() with gc_interval=0 (mesh alone); weak peers "
-                  "mesh_config.for_role (probe and pull every 4 s); measured once quiet "
+                  "mesh_config.for_role (pull every 4 s, every 16 s idle; probe every 8 s); "
+                  "measured once quiet "
                   "(settle_seconds: every weak peer pulled once by its super-peers)",
         "sizes": {}, "with_tombstone_collection": {}, "heal": {}}
     for n in sizes:
