@@ -340,6 +340,9 @@ def test_metrics_endpoint_is_scraped_and_parsed(shoal: ShoalProcess) -> None:
     # forged relay dropped with nothing but a debug line).
     assert s[("shoal_replication_docs_refused_total", ())] == 0
     assert s[("shoal_replication_docs_deferred_total", ())] == 0
+    assert s[("shoal_replication_deltas_sent_total", ())] == 0  # alone: no peer to send to
+    assert s[("shoal_replication_deltas_rebuilt_total", ())] == 0
+    assert s[("shoal_replication_pushes_answering_total", ())] == 0
 
 
 def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> None:

@@ -311,7 +311,14 @@ class LiveCollector(Collector):
                                 ("docs_refused", "Documents from peers refused for good "
                                  "(a non-member or non-writer of their scope; logged)."),
                                 ("docs_deferred", "Documents from peers put off until the "
-                                 "sender's scope membership or writer is known here.")):
+                                 "sender's scope membership or writer is known here."),
+                                ("deltas_sent", "Documents sent to peers as deltas over a "
+                                 "version they hold (in answers, and a node's own Lease "
+                                 "renewals)."),
+                                ("deltas_rebuilt", "Deltas from peers outside an answer "
+                                 "merged here as the whole they checked out to."),
+                                ("pushes_answering", "Pushes sent as the receiver's next "
+                                 "pull answer.")):
             c = CounterMetricFamily(f"shoal_replication_{attr}", help_text)
             c.add_metric([], int(getattr(ae, attr, 0)))
             yield c
