@@ -130,9 +130,9 @@ def add_server_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--summary-interval", type=parse_duration, default=60.0,
                    help="how often the request summary line is logged (default: 60s)")
     s.add_argument("--heartbeat-interval", type=parse_duration, default=None,
-                   help="how often the node renews its Lease and Ready condition; the Lease "
-                        "declares four times this, at least 40s, and the others judge the node "
-                        "by it (default: 10s, 30s with --sync-via super)")
+                   help="how often the node renews its Lease, which declares four times this, "
+                        "at least 40s; the others judge the node by it (default: 10s, 30s "
+                        "with --sync-via super)")
     s.add_argument("--node-status-report-frequency", type=parse_duration, default=0.0,
                    help="also write the Node's status this often when nothing changed, as the "
                         "kubelet's nodeStatusReportFrequency (5m); every refresh reaches every "
