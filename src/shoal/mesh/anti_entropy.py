@@ -154,11 +154,28 @@ WEAK_IDLE_DOUBLINGS = 2
 """A weak peer's pull rounds that bring nothing double its wait this many times at most: an
 idle weak peer pulls every 4th round (16 s with its 4 s rounds), ``pull_round``. Its idle
 pulls and their answers were 0.13 kbit/s at every other round, half of a real weak peer's
-traffic once it renewed its Lease every 30 s; the cost is latency: one write reaches every
-peer of bench.scale in 7-8 rounds (about 14 s) instead of 3-4 (6 s)."""
+traffic once it renewed its Lease every 30 s. Backed off, a change would reach it up to 16 s
+later, so its source super-peer pokes it when its next pull would bring one (``POKE``) and
+it pulls at its next round: one write reaches every peer of bench.scale in 2-3 rounds (7-8
+without pokes, 3-4 before the back-off). Every 8th round (3) saved a real weak peer another
+0.03 kbit/s, but pokes carry no coverage rows (they come with its pulls, the other
+super-peer's at every other one) and tombstones were then still held past the bounds of
+two tests of test_sim_super_peers_coverage: not taken."""
 WEAK_PULL_AT_LEAST = 300.0
 """Seconds: a super-peer pulls each weak peer at least this often even while its pushes keep
 coming, for its coverage row (tombstone collection, which waits an hour anyway)."""
+POKE_AGAIN = 20.0
+"""Seconds: a super-peer pokes a weak peer again only after it pulled since the last poke,
+or after this long (the poke or the pull was lost): one poke per pull, however many
+changes come meanwhile (``_to_poke``)."""
+POKE = encode(Push(0, ()))
+"""A poke: a super-peer tells a weak peer of its site, whose source it is, that its next
+pull would bring something (``_to_poke``); the weak peer then pulls at its next round
+instead of waiting out its idle back-off (``_poked_by``). Wire compatibility: it is a push
+of no documents (``[7,0,[]]``, 8 bytes), a shape every peer since the first decodes and
+merges as nothing, so an older weak peer ignores it safely and no capability tag is needed
+(a ``caps`` tag on weak peers would add to every membership message about them, which is
+most of an idle weak peer's traffic). No peer sends an empty push otherwise (``_send``)."""
 SOURCE_RETRY = 30.0
 """Seconds a weak peer pulls the cluster scope from its next super-peer after its first
 stopped answering, before it tries the first again (``_source``)."""
@@ -416,6 +433,15 @@ class AntiEntropy:
         """On a weak peer, the super-peer it pulled the cluster scope's documents from last
         (``_source``): from the others it takes only rows, and no cursor of theirs moves."""
         """Turns of a weak peer's other super-peers in its pull rounds (``pull_round``)."""
+        self._sourced: dict[str, int] = {}
+        """A super-peer: the weak peers of its site whose last pull of the cluster scope
+        from it took documents (it is their source, ``_source``), and our revision the
+        answer reached: they are the ones it pokes (``_to_poke``)."""
+        self._poked: dict[str, float] = {}
+        """A super-peer: weak peer -> loop time of our poke to it that no pull followed yet."""
+        self.pokes_sent = 0
+        self.pokes_received = 0
+        """A weak peer: pokes from a super-peer of its site (``_poked_by``)."""
         self._unanswered: dict[str, float] = {}
         """Partner -> loop time of its last pull that got no answer (cleared by one that
         did): a weak peer pulls the cluster scope from another super-peer meanwhile."""
@@ -1015,6 +1041,88 @@ class AntiEntropy:
             self._merged_rvs = {rv for rv in self._merged_rvs if rv > last}
         return out
 
+    def _to_poke(self, batch: list[Change]) -> list[Member]:
+        """The weak peers to poke for ``batch``: each weak peer we are the source of
+        (``_sourced``) whose next pull from us would bring one of the changes in ``batch``
+        (the feed's, merges and local writes),
+        unless we poked it already and it has not pulled since (``POKE_AGAIN``). As
+        ``_answer`` would leave out: changes outside the cluster scope (a weak peer in a
+        Scope pulls every round anyway), node Leases ``withheld`` from it (every one but
+        its own), its own writes echoed back (``_came_from``: it sent us the version we
+        hold) and its own Lease as it wrote it. Idle nothing is sent, so its idle pulls
+        can stay backed off (``_poke``)."""
+        now = asyncio.get_running_loop().time()
+        waiting = [w for w in self._sourced
+                   if now - self._poked.get(w, float("-inf")) >= POKE_AGAIN]
+        if not waiting:
+            return []
+        due: set[str] = set()
+        for c in batch:
+            if self.policy.scope_of(c.resource, c.namespace) != CLUSTER:
+                continue
+            came = self._came_from.get(c.rv, ())
+            lease = c.resource == LEASES and c.namespace == NODE_LEASE_NAMESPACE
+            # Whether the weak peers other than the Lease's node hold it: the same for
+            # each (their tags differ only in their names), so asked once, not per peer.
+            others_hold = lease and not self.policy.withheld(
+                next((w for w in waiting if w != c.name), c.name), c.resource, c.namespace,
+                c.name)
+            for w in waiting:
+                if w in due or w in came:
+                    continue
+                if lease:
+                    if c.name != w and not others_hold:
+                        continue
+                    if c.name == w:
+                        entry = self.replica.entry(c.resource, c.namespace, c.name)
+                        if (entry is None or entry.doc_bytes is None
+                                or _written_only_by(orjson.loads(entry.doc_bytes), w)):
+                            continue
+                due.add(w)
+            if len(due) == len(waiting):
+                break
+        members = self.membership.members
+        out: list[Member] = []
+        for w in waiting:
+            m = members.get(w)
+            if m is None:
+                self._sourced.pop(w, None)
+                continue
+            if w not in due or m.state != State.ALIVE:
+                continue
+            if (not self.policy.is_weak(w) or not self.policy.may_sync(w)
+                    or not self.policy.map().scopes_of(w) <= {CLUSTER}):
+                self._sourced.pop(w, None)  # no longer a weak peer of our site's cluster only
+                continue
+            self._poked[w] = now
+            out.append(m)
+        return out
+
+    async def _poke(self, weak: list[Member]) -> None:
+        """Send ``POKE`` to each of ``weak`` at once (one slow link holds up no other)."""
+        self.pokes_sent += len(weak)
+
+        async def one(m: Member) -> None:
+            try:
+                await self.transport.send(m.address, POKE)
+            except TransportError:
+                self.membership.unheard(m.name)
+
+        await asyncio.gather(*(one(m) for m in weak))
+
+    def _poked_by(self, name: str | None) -> None:
+        """A poke (``POKE``) from ``name``: on a weak peer, from a super-peer of its site, its
+        idle back-off ends and it pulls at its next round (``pull_round``; so a storm of
+        pokes adds no pull, and the simulator keeps its schedule); anything else is
+        dropped."""
+        if (name is None or not self.policy.is_weak() or self.policy.is_weak(name)
+                or not self.policy.may_sync(name)):
+            log.debug("%s: dropping a poke from %s, not a super-peer of its site",
+                      self.membership.name, name)
+            return
+        self.pokes_received += 1
+        self._idle_pulls = 0
+
     async def _push_loop(self) -> None:
         while True:
             sub = self._sub
@@ -1030,6 +1138,8 @@ class AntiEntropy:
                 if c is not None:
                     batch.append(c)
             self.check_scopes()
+            # Chosen before the pushes (which may wait on a slow link), sent after them.
+            poke = self._to_poke(batch) if self._sourced else []
             for scope, docs in self._local_changes(batch).items():
                 if self.policy.holds(scope):
                     await self.push(docs, 0, scope)
@@ -1040,6 +1150,8 @@ class AntiEntropy:
                                 "not hold", self.membership.name, len(docs), shown(scope))
                     self.docs_forgotten += self.replica.forget(
                         (d.resource, d.namespace, d.name) for d in docs)
+            if poke:
+                await self._poke(poke)
 
     # -- pull ------------------------------------------------------------------------
 
@@ -1116,6 +1228,13 @@ class AntiEntropy:
             else:
                 parts.append(ScopeReply(c.scope, max(cursor, cut), True, sent, cov_rev, rows,
                                         about, base, cut_off))
+            if weak_puller is not None and c.scope == CLUSTER:
+                if c.cursor >= ROWS_ONLY:  # rows only: we are not its source (now)
+                    self._sourced.pop(weak_puller, None)
+                    self._poked.pop(weak_puller, None)
+                else:
+                    self._sourced[weak_puller] = revision if cut is None else cut
+                    self._poked.pop(weak_puller, None)
             if puller is not None:
                 if cut is None and cursor <= revision and puller in self._answers_ok:
                     # Where its cursor stands once it merged this answer: a push of ours
@@ -1546,9 +1665,9 @@ class AntiEntropy:
         if backs_off:
             # A weak peer in the cluster scope only (a Scope's status reads its partners'
             # answers against the pull cycle): after pulls in a row that brought nothing,
-            # every other round (4 s to 8 s idle). Its super-peers push nothing
-            # to it, so this is how long a change then takes to reach it; the first pull
-            # that brings one resets it.
+            # every 2nd, 4th, then 8th round. Its super-peers push nothing to it but a
+            # poke when there is something to pull (``_poked_by``), which resets it, as
+            # does the first pull that brings something.
             self._weak_rounds += 1
             if self._weak_rounds % (1 << min(self._idle_pulls, WEAK_IDLE_DOUBLINGS)):
                 return
@@ -1742,6 +1861,9 @@ class AntiEntropy:
                 self._note_puller(name, sender, msg)
             return self.serve_pull(msg, name if name is not None else sender)
         if isinstance(msg, Push):
+            if not msg.docs and msg.answers is None and not msg.deltas:
+                self._poked_by(name)
+                return None
             resets = self._resets[msg.scope]
             docs, deltas = msg.docs, dict(msg.deltas)
             if (msg.answers is not None and name is not None and not self._completes(name, msg)
