@@ -343,6 +343,7 @@ def test_metrics_endpoint_is_scraped_and_parsed(shoal: ShoalProcess) -> None:
     assert s[("shoal_replication_deltas_sent_total", ())] == 0  # alone: no peer to send to
     assert s[("shoal_replication_deltas_rebuilt_total", ())] == 0
     assert s[("shoal_replication_pushes_answering_total", ())] == 0
+    assert s[("shoal_replication_pokes_sent_total", ())] == 0
 
 
 def test_a_user_without_the_metrics_url_is_forbidden(shoal: ShoalProcess) -> None:

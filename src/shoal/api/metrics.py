@@ -318,7 +318,11 @@ class LiveCollector(Collector):
                                 ("deltas_rebuilt", "Deltas from peers outside an answer "
                                  "merged here as the whole they checked out to."),
                                 ("pushes_answering", "Pushes sent as the receiver's next "
-                                 "pull answer.")):
+                                 "pull answer."),
+                                ("pokes_sent", "Pokes sent to weak peers this super-peer is "
+                                 "the source of: their next pull would bring a change."),
+                                ("pokes_received", "Pokes received from a super-peer of this "
+                                 "weak peer's site.")):
             c = CounterMetricFamily(f"shoal_replication_{attr}", help_text)
             c.add_metric([], int(getattr(ae, attr, 0)))
             yield c
