@@ -96,6 +96,19 @@ class Namespace:
         return proc
 
 
+def _free_subnet(first: int) -> int:
+    """``first``, or the next of 10.112-211 that no interface of the host is on: two labs
+    whose pids are equal modulo 100 (a test worker and a bench run side by side) would
+    otherwise put two bridges on one subnet, and each would route the other's traffic."""
+    taken = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                           text=True, check=False).stdout
+    for i in range(100):
+        subnet = 112 + (first - 112 + i) % 100
+        if f" 10.{subnet}.0." not in taken:
+            return subnet
+    return first
+
+
 class NetnsLab:
     """A bridge and any number of namespaces on it, all removed by :meth:`close`."""
 
@@ -104,7 +117,7 @@ class NetnsLab:
         # Interface names have at most 15 characters; the pid keeps parallel runs apart.
         self.prefix = f"sh{tag}"
         # 10.112-211.x: clear of the pod CIDR 10.42.0.0/16 and the service CIDR 10.96.0.0/12.
-        self.subnet = subnet if subnet is not None else 112 + os.getpid() % 100
+        self.subnet = subnet if subnet is not None else _free_subnet(112 + os.getpid() % 100)
         self.bridge = f"{self.prefix}br"
         self.namespaces: list[Namespace] = []
         self._cut: dict[str, CutMode] = {}
