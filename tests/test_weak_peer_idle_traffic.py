@@ -18,6 +18,7 @@ from shoal.mesh import config as mesh_config
 from shoal.mesh.anti_entropy import _delta
 from shoal.mesh.messages import State, tag_of
 from shoal.mesh.topology import Role
+from shoal.node.node_status import lease_seconds
 from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
 from shoal.sim.network import LinkFaults
@@ -29,9 +30,33 @@ WINDOW = 120.0
 PING, PUSH, PULL, PULL_REPLY = 0, 7, 8, 9
 
 
-def _lease(name: str, renew: str) -> dict[str, Any]:
+def _lease(name: str, renew: str, duration: int = 40) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": LEASES},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": renew}}
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": duration,
+                     "renewTime": renew}}
+
+
+def renew_forever(node: Any, every: float) -> asyncio.Task[None]:
+    """Create the Lease of ``node`` (a simulated peer) and renew it every ``every`` seconds
+    of virtual time, as its kubelet would (declaring four renewals, at least 40 s)."""
+    loop = asyncio.get_running_loop()
+    kind = node.store.registry.by_kind("coordination.k8s.io/v1", "Lease")
+    assert kind is not None
+    name = node.name
+
+    async def renew() -> None:
+        while True:
+            now = f"2026-01-01T00:{int(loop.time()) // 60 % 60:02d}:{loop.time() % 60:09.6f}Z"
+            obj = node.store.find(kind, LEASES, name)
+            if obj is None:
+                await node.store.create(kind, _lease(name, now, lease_seconds(every)),
+                                        LEASES)
+            else:
+                await node.store.update(
+                    kind, {**obj, "spec": {**obj["spec"], "renewTime": now}}, LEASES, name)
+            await asyncio.sleep(every)
+
+    return loop.create_task(renew())
 
 
 @functools.cache
@@ -48,23 +73,8 @@ def idle_run() -> dict[str, Any]:
         await c.start()
         weak = c.names(Role.WEAK, "site-000")[0]
         supers = c.names(Role.SUPER, "site-000")
-        kind = c.registry.by_kind("coordination.k8s.io/v1", "Lease")
-        assert kind is not None
         await c.nodes[weak].store.create(c.namespace_kind, {"metadata": {"name": LEASES}})
-        node = c.nodes[weak]
-
-        async def renew() -> None:
-            while True:
-                now = f"2026-01-01T00:{int(loop.time()) // 60 % 60:02d}:{loop.time() % 60:09.6f}Z"
-                obj = node.store.find(kind, LEASES, weak)
-                if obj is None:
-                    await node.store.create(kind, _lease(weak, now), LEASES)
-                else:
-                    await node.store.update(
-                        kind, {**obj, "spec": {**obj["spec"], "renewTime": now}}, LEASES, weak)
-                await asyncio.sleep(RENEW)
-
-        task = loop.create_task(renew())
+        task = renew_forever(c.nodes[weak], RENEW)
         await asyncio.sleep(60)
         name_of = {n.address: n.name for n in c.nodes.values()}
         seen: dict[tuple[str, str, int], list[int]] = {}

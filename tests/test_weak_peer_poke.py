@@ -18,14 +18,10 @@ from shoal.sim.loop import VirtualEventLoop
 from shoal.sim.loop import run as virtual_run
 from shoal.sim.network import LinkFaults
 from shoal.sim.super_peers import Layout, RoleCluster
+from tests.test_weak_peer_idle_traffic import renew_forever
 
 LEASES = "kube-node-lease"
 RENEW = 30.0
-
-
-def _lease(name: str, renew: str) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": LEASES},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": 120, "renewTime": renew}}
 
 
 def _mesh(c: RoleCluster, name: str) -> AntiEntropy:
@@ -45,23 +41,8 @@ def poke_run() -> dict[str, Any]:
         c = RoleCluster(layout.size, 5, mesh_config.sim(), loop, LinkFaults(), layout=layout)
         await c.start()
         weak, other = c.names(Role.WEAK, "site-000")
-        kind = c.registry.by_kind("coordination.k8s.io/v1", "Lease")
-        assert kind is not None
         await c.nodes[weak].store.create(c.namespace_kind, {"metadata": {"name": LEASES}})
-        node = c.nodes[weak]
-
-        async def renew() -> None:
-            while True:
-                now = f"2026-01-01T00:{int(loop.time()) // 60 % 60:02d}:{loop.time() % 60:09.6f}Z"
-                obj = node.store.find(kind, LEASES, weak)
-                if obj is None:
-                    await node.store.create(kind, _lease(weak, now), LEASES)
-                else:
-                    await node.store.update(
-                        kind, {**obj, "spec": {**obj["spec"], "renewTime": now}}, LEASES, weak)
-                await asyncio.sleep(RENEW)
-
-        task = loop.create_task(renew())
+        task = renew_forever(c.nodes[weak], RENEW)
         await asyncio.sleep(90)  # settled: the namespace and the first renewals everywhere
         name_of = {n.address: n.name for n in c.nodes.values()}
         pokes: list[tuple[str, str, float]] = []
