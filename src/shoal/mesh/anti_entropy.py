@@ -433,10 +433,11 @@ class AntiEntropy:
         """On a weak peer, the super-peer it pulled the cluster scope's documents from last
         (``_source``): from the others it takes only rows, and no cursor of theirs moves."""
         """Turns of a weak peer's other super-peers in its pull rounds (``pull_round``)."""
-        self._sourced: dict[str, int] = {}
+        self._sourced: dict[str, None] = {}
         """A super-peer: the weak peers of its site whose last pull of the cluster scope
-        from it took documents (it is their source, ``_source``), and our revision the
-        answer reached: they are the ones it pokes (``_to_poke``)."""
+        from it took documents (it is their source, ``_source``): the ones it pokes
+        (``_to_poke``). A dict for its order: the simulator's trace must not depend on
+        string hashing."""
         self._poked: dict[str, float] = {}
         """A super-peer: weak peer -> loop time of our poke to it that no pull followed yet."""
         self.pokes_sent = 0
@@ -1231,10 +1232,9 @@ class AntiEntropy:
             if weak_puller is not None and c.scope == CLUSTER:
                 if c.cursor >= ROWS_ONLY:  # rows only: we are not its source (now)
                     self._sourced.pop(weak_puller, None)
-                    self._poked.pop(weak_puller, None)
                 else:
-                    self._sourced[weak_puller] = revision if cut is None else cut
-                    self._poked.pop(weak_puller, None)
+                    self._sourced[weak_puller] = None
+                self._poked.pop(weak_puller, None)
             if puller is not None:
                 if cut is None and cursor <= revision and puller in self._answers_ok:
                     # Where its cursor stands once it merged this answer: a push of ours
