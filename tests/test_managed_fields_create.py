@@ -94,3 +94,29 @@ def test_a_custom_resources_sets_keyed_lists_and_kept_unknown_fields() -> None:
     spec = direct[0]["fieldsV1"]["f:spec"]
     assert list(spec["f:tags"]) == ['v:"a"', 'v:"b"']
     assert spec["f:open"]["f:extra"] == {".": {}, "f:y": {}}  # kept, undeclared: owned itself
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(KINDS), objects, st.dictionaries(keys, values, max_size=3))
+def test_a_remembered_specs_entry_is_the_general_paths_and_its_own(
+        kind: Kind, obj: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """The second object with a spec takes the spec's part from the memo: still the general
+    path's entry byte for byte, whatever else the object holds."""
+    write = Write("m", kind.api_version, NOW, "", kind.has_status)
+    first = _direct(obj, kind, write)
+    other = {**obj, "metadata": metadata}
+    second = _direct(other, kind, write)
+    assert orjson.dumps(second) == orjson.dumps(_general(other, kind, write))
+    assert orjson.dumps(_direct(obj, kind, write)) == orjson.dumps(first)
+
+
+def test_the_pods_of_one_template_share_one_remembered_spec_tree() -> None:
+    write = Write("kube-controller-manager", "v1", NOW, "", True)
+    spec = {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}
+    entries = [_direct({"metadata": {"name": f"web-{i}"}, "spec": spec}, POD, write)
+               for i in range(3)]
+    memo = field_schema.for_kind(POD).memo_of("spec-fields-v1")
+    assert memo is not None and memo.get(orjson.dumps(spec)) is not None
+    assert entries[0] == entries[1] == entries[2]
+    # One tree for all (stored objects are read-only): no copy per pod.
+    assert entries[1][0]["fieldsV1"]["f:spec"] is entries[2][0]["fieldsV1"]["f:spec"]

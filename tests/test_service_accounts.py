@@ -76,7 +76,7 @@ async def test_a_new_pod_gets_the_default_account_and_the_token_volume_in_every_
     pod = await s.create(POD, _pod(), "default")
     spec = pod["spec"]
     assert spec["serviceAccountName"] == "default"
-    vol = volume_name("default", "web")
+    vol = volume_name("default", "default")
     assert [v["name"] for v in spec["volumes"]] == [vol]
     sources = spec["volumes"][0]["projected"]["sources"]
     assert sources[0]["serviceAccountToken"] == {"expirationSeconds": 3607, "path": "token"}
@@ -84,10 +84,18 @@ async def test_a_new_pod_gets_the_default_account_and_the_token_volume_in_every_
         assert c["volumeMounts"] == [{"name": vol, "readOnly": True, "mountPath": MOUNT_PATH}]
 
 
-async def test_the_volume_name_is_the_same_on_every_peer_for_the_same_pod() -> None:
+async def test_the_volume_name_is_the_same_on_every_peer_and_for_every_pod_of_an_account(
+        ) -> None:
     assert volume_name("default", "web") == volume_name("default", "web")
-    assert volume_name("default", "web") != volume_name("default", "web2")
+    assert volume_name("default", "web") != volume_name("default", "builder")
+    assert volume_name("default", "web") != volume_name("other", "web")
     assert len(volume_name("default", "web")) == len("kube-api-access-") + 5
+    s = await _store()
+    assert POD
+    one = await s.create(POD, _pod("web-1"), "default")
+    two = await s.create(POD, _pod("web-2"), "default")
+    # Two pods of one template get one spec (a create's checks of it are remembered).
+    assert one["spec"] == two["spec"]
 
 
 async def test_automount_false_on_the_pod_or_its_service_account_mounts_nothing() -> None:

@@ -2293,3 +2293,21 @@ def test_a_map_list_may_not_repeat_a_key() -> None:
     assert validate(k, obj) == [
         Cause(DUPLICATE, 'Duplicate value: map[string]interface {}{"port":80}', "spec.ports[1]")
     ]
+
+
+def test_a_remembered_valid_pod_spec_lets_no_invalid_pod_through() -> None:
+    """Pod specs that passed are remembered by their bytes (issue 11): the same spec under an
+    invalid name, or a spec one character away from a valid one, is still rejected."""
+    pod = kind("v1", "Pod")
+    spec = {"containers": [{"name": "web", "image": "nginx"}], "restartPolicy": "Always"}
+    for name in ("a", "b"):
+        assert validate(pod, {"metadata": {"name": name, "namespace": "default"},
+                              "spec": copy.deepcopy(spec)}, None) == []
+    bad_meta = validate(pod, {"metadata": {"name": "Not_A_Name", "namespace": "default"},
+                              "spec": copy.deepcopy(spec)}, None)
+    assert [c.field for c in bad_meta] == ["metadata.name"]
+    bad_spec = {**spec, "containers": [{"name": "Web", "image": "nginx"}]}
+    for _ in range(2):
+        causes = validate(pod, {"metadata": {"name": "c", "namespace": "default"},
+                                "spec": copy.deepcopy(bad_spec)}, None)
+        assert [c.field for c in causes] == ["spec.containers[0].name"]

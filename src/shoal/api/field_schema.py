@@ -60,6 +60,18 @@ class TypeNode:
     _memo: dict[str, TypeNode] = field(default_factory=dict, init=False, compare=False,
                                        hash=False, repr=False)
     """Children already resolved: every write walks its object's fields (issue 11)."""
+    _memos: dict[str, Any] | None = field(default=None, init=False, compare=False, hash=False,
+                                          repr=False)
+    """What walks under this node remember (``keep_memo``): made on first use, and few."""
+
+    def memo_of(self, name: str) -> Any:
+        return None if self._memos is None else self._memos.get(name)
+
+    def keep_memo(self, name: str, memo: Any) -> None:
+        if self._memos is None:
+            object.__setattr__(self, "_memos", {})  # (frozen: the memo is not its value)
+        assert self._memos is not None
+        self._memos[name] = memo
 
     def field(self, name: str) -> TypeNode:
         """The type of a field of a struct, or of any entry of a map."""

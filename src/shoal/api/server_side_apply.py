@@ -39,6 +39,7 @@ from shoal.api.field_sets import (
     with_named_fields,
 )
 from shoal.api.managed_fields import APPLY, UPDATE, ManagerKey, Managers, Ownership
+from shoal.model.value_memo import ValueMemo
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 KUBECTL_APPLIER = "kubectl"
@@ -263,7 +264,35 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
     if write.status_is_separate and "status" in new:
         # Not the main resource's to own, nor anything below it.
         new = {k: v for k, v in new.items() if k != "status"}
-    return _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
+    spec = new.get("spec")
+    key = ValueMemo.key(spec) if type(spec) is dict and spec else None
+    if key is None:
+        return _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
+    # The spec's part depends on the spec and its schema alone: remembered on the schema's
+    # node by the spec's bytes (the pods of one template share it; issue 11).
+    memo = _spec_trees(root)
+    known = memo.get(key)
+    if known is None:
+        tree = _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
+        if "f:spec" in tree:
+            memo.put(key, tree["f:spec"])
+        return tree
+    tree = _map_fields_v1({k: v for k, v in new.items() if k != "spec"}, root,
+                          _ROOT_DROPPED, _META_DROPPED)
+    # One tree for every object of the spec, not a copy (a copy of a tree of empty maps
+    # cost as much as the walk): stored objects are read-only (docs/performance.md).
+    tree["f:spec"] = known
+    return dict(sorted(tree.items()))
+
+
+def _spec_trees(root: TypeNode) -> ValueMemo[dict[str, Any]]:
+    """The FieldsV1 trees of specs written under ``root``, kept on the schema's node so
+    that they go with it (a CustomResourceDefinition's new schema starts afresh)."""
+    memo: ValueMemo[dict[str, Any]] | None = root.memo_of("spec-fields-v1")
+    if memo is None:
+        memo = ValueMemo()
+        root.keep_memo("spec-fields-v1", memo)
+    return memo
 
 
 _GRANULAR = frozenset({STRUCT, MAP, UNTYPED})

@@ -103,8 +103,12 @@ class ServiceAccountsController(Controller):
             await self.store.update(self.cm_kind, new, ns, ROOT_CA_CONFIGMAP)
 
 
-def volume_name(namespace: str, pod_name: str) -> str:
-    digest = hashlib.sha256(f"{namespace}/{pod_name}".encode()).digest()
+def volume_name(namespace: str, service_account: str) -> str:
+    """The token volume's name: Kubernetes draws it at random per pod. Here it is the same
+    on every peer for the same pod (two peers admitting it add one volume, not two), and
+    the same for every pod of one ServiceAccount, so that the pods of one template have
+    one spec and a create's checks of it are remembered (``shoal.model.value_memo``)."""
+    digest = hashlib.sha256(f"{namespace}/{service_account}".encode()).digest()
     return VOLUME_PREFIX + "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:5])
 
 
@@ -151,7 +155,7 @@ def admit_pod(kind: Kind, obj: dict[str, Any], replica: Replica) -> None:
                   for c in spec.get(key) or [] if isinstance(c, dict)]
     if any(_mounts_token(c) for c in containers):
         return  # the pod mounts something there itself, as Kubernetes leaves it alone
-    vol = volume_name(ns, str(meta.get("name", "")))
+    vol = volume_name(ns, sa_name)
     volumes = spec.setdefault("volumes", [])
     if not any(v.get("name") == vol for v in volumes):
         volumes.append(projected_volume(vol))

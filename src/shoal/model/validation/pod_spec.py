@@ -35,6 +35,7 @@ from shoal.model.validation.names import (
     is_dns1123_subdomain,
 )
 from shoal.model.validation.object_meta import _labels
+from shoal.model.value_memo import ValueMemo
 
 POD_UPDATE_FORBIDDEN = (
     "pod updates may not change fields other than `spec.containers[*].image`,"
@@ -383,8 +384,19 @@ def _pod_spec(e: _Errors, spec: Any, path: str) -> None:
 # --- core/v1 kinds --------------------------------------------------------------------
 
 
+_VALID_SPECS: ValueMemo[bool] = ValueMemo()
+"""Pod specs that passed ``_pod_spec``: a pure check of the spec alone (issue 11)."""
+
+
 def _validate_pod(e: _Errors, obj: dict[str, Any]) -> None:
-    _pod_spec(e, obj.get("spec"), "spec")
+    spec = obj.get("spec")
+    key = ValueMemo.key(spec) if type(spec) is dict else None
+    if key is not None and _VALID_SPECS.get(key):
+        return
+    found = len(e.causes)
+    _pod_spec(e, spec, "spec")
+    if key is not None and len(e.causes) == found:
+        _VALID_SPECS.put(key, True)
 
 
 def _semantic(value: Any, key: str = "") -> Any:
