@@ -2311,3 +2311,20 @@ def test_a_remembered_valid_pod_spec_lets_no_invalid_pod_through() -> None:
         causes = validate(pod, {"metadata": {"name": "c", "namespace": "default"},
                                 "spec": copy.deepcopy(bad_spec)}, None)
         assert [c.field for c in causes] == ["spec.containers[0].name"]
+
+
+def test_a_spec_remembered_free_of_unknown_fields_hides_none_elsewhere() -> None:
+    """Specs with no unknown field are remembered by their bytes (issue 11): the same spec
+    beside an unknown field of the object, or with one of its own, is still reported."""
+    pod = kind("v1", "Pod")
+    spec = {"containers": [{"name": "web", "image": "nginx"}]}
+    assert unknown_fields(pod, {"metadata": {"name": "a"}, "spec": copy.deepcopy(spec)}) == []
+    assert unknown_fields(pod, {"metadata": {"name": "b"}, "spec": copy.deepcopy(spec)}) == []
+    assert unknown_fields(pod, {"metadata": {"name": "c", "colour": "red"},
+                                "spec": copy.deepcopy(spec)}) == ["metadata.colour"]
+    assert unknown_fields(pod, {"metadata": {"name": "d"}, "spec": copy.deepcopy(spec),
+                                "extra": 1}) == ["extra"]
+    odd = {"containers": [{"name": "web", "image": "nginx", "colour": "red"}]}
+    for _ in range(2):
+        assert unknown_fields(pod, {"metadata": {"name": "e"}, "spec": copy.deepcopy(odd)}) \
+            == ["spec.containers[0].colour"]

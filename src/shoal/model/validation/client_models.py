@@ -13,6 +13,7 @@ from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
 from shoal.model.validation.fields import _c, _d, _i, _l
 from shoal.model.validation.pruning import prune_unknown
 from shoal.model.validation.schema import _crd_schema
+from shoal.model.value_memo import ValueMemo
 
 
 @functools.cache
@@ -61,6 +62,27 @@ def _any_unknown(type_name: str, value: Any) -> bool:
     return False
 
 
+_KNOWN_SPECS: dict[str, ValueMemo[bool]] = {}
+"""Per model, specs with no unknown field, by their bytes: the pods of one template (issue 11)."""
+
+
+def _has_unknown(name: str, obj: dict[str, Any]) -> bool:
+    """``_any_unknown`` of a kind's object, its spec looked up first among those seen."""
+    spec = obj.get("spec")
+    key = ValueMemo.key(spec) if type(spec) is dict and spec else None
+    if key is None:
+        return _any_unknown(name, obj)
+    memo = _KNOWN_SPECS.get(name)
+    if memo is None:
+        memo = _KNOWN_SPECS[name] = ValueMemo()
+    if memo.get(key):
+        return _any_unknown(name, {k: v for k, v in obj.items() if k != "spec"})
+    if _any_unknown(name, obj):
+        return True
+    memo.put(key, True)  # (the spec's fields are checked against its own type alone)
+    return False
+
+
 def _walk_model(type_name: str, value: Any, path: str, out: list[str],
                 drop: bool = False) -> None:
     type_name = type_name.strip()
@@ -102,7 +124,7 @@ def unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
     if name is None:
         return []
     out: list[str] = []
-    if _any_unknown(name, obj):
+    if _has_unknown(name, obj):
         _walk_model(name, obj, "", out)
     return out
 
@@ -123,6 +145,6 @@ def drop_unknown_fields(kind: Kind, obj: dict[str, Any]) -> list[str]:
         return prune_unknown(own, obj)
     name = schemas.model_for_kind(kind.group, kind.version, kind.kind)
     out: list[str] = []
-    if name is not None and _any_unknown(name, obj):
+    if name is not None and _has_unknown(name, obj):
         _walk_model(name, obj, "", out, drop=True)
     return out
