@@ -126,3 +126,15 @@ async def test_a_node_that_renews_less_often_declares_a_longer_lease(
     clock.t += 30.0
     await reporter.heartbeat()
     assert store.get(LEASE, LEASE_NAMESPACE, "pi-1")["spec"]["leaseDurationSeconds"] == 120
+
+
+async def test_the_node_names_the_runtime_its_pods_run_under() -> None:
+    """``kubectl get nodes -o wide``'s CONTAINER-RUNTIME: runc when the agent runs runc."""
+    replica = Replica(None, "pi-2", clock=ManualClock())
+    store = ObjectStore(replica, REG)
+    assert NAMESPACE is not None and NODE is not None
+    await store.create(NAMESPACE, {"metadata": {"name": LEASE_NAMESPACE}})
+    await NodeStatusReporter(store, "pi-2", "10.0.0.2", runtime="runc").register()
+    info = store.get(NODE, None, "pi-2")["status"]["nodeInfo"]
+    assert info["containerRuntimeVersion"].startswith("shoal-runc://")
+    replica.close()

@@ -207,7 +207,8 @@ class ShoalNode:
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.agent.heartbeat_interval,
                                       labels=topology_labels(self.cfg),  # super-peers
-                                      report_every=self.cfg.agent.status_report_every)
+                                      report_every=self.cfg.agent.status_report_every,
+                                      runtime=self.agent.runtime.name)
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
             await self.bus.start()

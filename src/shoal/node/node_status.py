@@ -52,7 +52,9 @@ def _memory_kib() -> int:
     return 0
 
 
-def node_object(name: str, address: str, now: str) -> dict[str, Any]:
+def node_object(name: str, address: str, now: str, runtime: str = "process") -> dict[str, Any]:
+    """The Node this peer registers; ``runtime`` is the node agent's (``runc``, ``process``),
+    shown by ``kubectl get nodes -o wide`` as CONTAINER-RUNTIME."""
     cpus = os.cpu_count() or 1
     mem = f"{_memory_kib()}Ki"
     resources = {"cpu": str(cpus), "memory": mem, "pods": "110", "ephemeral-storage": "0"}
@@ -89,7 +91,7 @@ def node_object(name: str, address: str, now: str) -> dict[str, Any]:
                 "kernelVersion": platform.release(),
                 "kubeletVersion": f"v1.37.0-shoal-{__version__}",
                 "kubeProxyVersion": "",
-                "containerRuntimeVersion": "shoal-process://" + __version__,
+                "containerRuntimeVersion": f"shoal-{runtime}://{__version__}",
                 "machineID": "", "systemUUID": "", "bootID": "",
             },
         },
@@ -142,8 +144,9 @@ class NodeStatusReporter:
 
     def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0,
                  labels: Mapping[str, str | None] | None = None,
-                 report_every: float | None = None) -> None:
+                 report_every: float | None = None, runtime: str = "process") -> None:
         self.store = store
+        self.runtime = runtime
         self.name = name
         self.address = address
         self.interval = interval
@@ -169,7 +172,7 @@ class NodeStatusReporter:
         for ns in ("default", "kube-system", "kube-public", LEASE_NAMESPACE):
             if self.store.find(ns_k, None, ns) is None:
                 await self.store.create(ns_k, {"metadata": {"name": ns}})
-        desired = node_object(self.name, self.address, now)
+        desired = node_object(self.name, self.address, now, self.runtime)
         current = self.store.find(node_k, None, self.name)
         if current is None:
             created = await self.store.create(node_k, {k: v for k, v in desired.items()
