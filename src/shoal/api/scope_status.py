@@ -166,7 +166,7 @@ def scope_report(node: str, replica: Replica, scopes: ScopeMap,
 
 def format_table(report: Mapping[str, Any]) -> str:
     """``SCOPE MEMBER WRITER OBJECTS BEHIND LAST SYNC STRANDED``, as ``shoal scopes`` prints
-    it: ``BEHIND`` ``?`` when unknown, ``LAST SYNC`` the age of the last answer of a partner
+    it: ``BEHIND`` ``?`` when unknown (``-``: no member, nothing to be behind in), ``LAST SYNC`` the age of the last answer of a partner
     for the scope (``never``; ``-`` where the node is no member or holds it alone),
     ``STRANDED`` ``yes`` where a weak peer syncs the scope with no one (``-``: no member);
     under the table, why each ``?`` is one (``stranded: ...``, ``behind unknown: ...``)."""
@@ -187,7 +187,7 @@ def format_table(report: Mapping[str, Any]) -> str:
             "yes" if row.get("member") else "no",
             "yes" if row.get("writer") else "no",
             str(row.get("objects", 0)),
-            "?" if behind is None else str(behind),
+            "-" if not row.get("member") else "?" if behind is None else str(behind),
             sync,
             "yes" if row.get("stranded") else "no" if row.get("member") else "-",
         ))
@@ -195,6 +195,8 @@ def format_table(report: Mapping[str, Any]) -> str:
             reasons.append(f"{lines[-1][0]}: stranded: {row['stranded']}\n")
         elif row.get("unknownWhy"):
             reasons.append(f"{lines[-1][0]}: behind unknown: {row['unknownWhy']}\n")
+        elif row.get("member") and behind is None:  # every "?" says why
+            reasons.append(f"{lines[-1][0]}: behind unknown: no partner has said yet\n")
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
                      for line in lines) + "\n" + "".join(reasons)
