@@ -1,5 +1,6 @@
 """The bus in a real `shoal server`: kubectl declares streams, the node's nats-server holds
-them, pods learn where it is, and nothing is left behind when the node dies."""
+them, pods learn where it is, nothing is left behind when the node dies, and a second
+peer on the host starts its nats-server once."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import nats
 import pytest
 
-from shoal.bus.site_topology import CLIENT_ANNOTATION
-from tests.conftest import ShoalProcess
+from shoal.bus.site_topology import CLIENT_ANNOTATION, CLUSTER_ANNOTATION
+from shoal.mesh.join_tokens import create_token
+from shoal.mesh.pki import NodePKI
+from tests.conftest import ShoalProcess, free_port
 from tests.test_bus_harness import need_nats_server
 
 pytestmark = pytest.mark.slow
@@ -116,3 +119,37 @@ def test_pods_get_the_bus_url_and_the_bus_dies_with_the_node(shoal: ShoalProcess
         stat = Path(f"/proc/{pid}/stat").read_text().split()
         return stat[2] == "Z"  # killed, waiting for init to reap it
     wait_until(gone, timeout=10)
+
+
+def bus_routes(node: ShoalProcess) -> list[str]:
+    try:
+        conf = json.loads((node.data_dir / "bus" / "nats-server.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return list((conf.get("cluster") or {}).get("routes") or [])
+
+
+def test_a_second_peer_on_the_host_starts_its_nats_server_once(tmp_path: Path) -> None:
+    """It waits for its replica to hold its site's Nodes (no standalone start, then a
+    restart into the cluster) and leaves the ports the first peer announced to it (the
+    first one's cluster port is free until it has a peer: the second took it and lost it
+    to the first, two failed starts and a move)."""
+    need_nats_server()
+    a = ShoalProcess("node-a", tmp_path / "a", free_port(), tmp_path / "a.log")
+    a.start()
+    b = ShoalProcess("node-b", tmp_path / "b", free_port(), tmp_path / "b.log",
+                     env={"SHOAL_TOKEN": str(create_token(NodePKI(a.data_dir / "pki")))})
+    try:
+        b.start(["--join", (a.data_dir / "peer-address").read_text().strip()])
+        wait_until(lambda: bool(bus_routes(a)) and bool(bus_routes(b)))
+        time.sleep(3)  # three polls of its bus: a late restart would show by now
+        node_a = json.loads(b.kubectl("get", "node", "node-a", "-o", "json").stdout)
+        a_cluster = node_a["metadata"]["annotations"][CLUSTER_ANNOTATION]
+        assert bus_routes(b) == [f"nats-route://{a_cluster}"]
+        starts = (b.data_dir / "bus" / "nats-server.log").read_text().count(
+            "Starting nats-server")
+        assert starts == 1, b.log_path.read_text()
+        assert "restarting nats-server" not in b.log_path.read_text()
+    finally:
+        b.stop()
+        a.stop()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -193,8 +194,6 @@ async def test_a_renewed_certificate_is_reloaded_without_a_restart(
 
 async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
         store: ObjectStore, tmp_path: Path) -> None:
-    from dataclasses import replace
-
     await store.create(node_kind(store), node_object("p1", "farm-a"))
     first = make_bus(store, tmp_path)
     await first.start()
@@ -202,8 +201,10 @@ async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
         # The first holds the port before the second starts: else either may lose the race
         # and move (CI, under load on two workers, saw the first move and the second stay).
         await wait_port(first.settings.client_port)
-        # A second node on this host chose the same default port.
-        second = make_bus(store, tmp_path, name="p2")
+        # A second node on this host chose the same default port, and its replica does not
+        # hold the first's Node yet (with it, the port is moved before the start: below).
+        own_replica = Replica(tmp_path / "replica-p2", "p2")
+        second = make_bus(ObjectStore(own_replica, KindRegistry()), tmp_path, name="p2")
         second.settings = replace(second.settings, client_port=first.settings.client_port)
         second.movable_ports = frozenset({"client_port"})
         moved: list[str] = []
@@ -220,5 +221,39 @@ async def test_a_default_port_taken_by_another_node_moves_to_a_free_one(
             await nc.close()
         finally:
             await second.stop()
+            own_replica.close()
     finally:
         await first.stop()
+
+
+async def test_a_default_port_another_node_on_this_host_announces_is_left_to_it(
+        store: ObjectStore, tmp_path: Path) -> None:
+    """Even while that node does not listen on it (a peer alone in its site has no route
+    listener): taking it would fail once that node is clustered."""
+    theirs = {"client": free_port(), "cluster": free_port(), "leafnodes": free_port()}
+    await store.create(node_kind(store), node_object("p1", "farm-a", {
+        site_topology.CLIENT_ANNOTATION: f"127.0.0.1:{theirs['client']}",
+        site_topology.CLUSTER_ANNOTATION: f"127.0.0.1:{theirs['cluster']}",
+        site_topology.LEAF_ANNOTATION: f"127.0.0.1:{theirs['leafnodes']}"}))
+    await store.create(node_kind(store), node_object("p2", "farm-a"))
+    second = make_bus(store, tmp_path, name="p2")
+    # It chose the defaults the other node had chosen, which nothing listens on now.
+    second.settings = replace(second.settings, client_port=theirs["client"],
+                              cluster_port=theirs["cluster"],
+                              leafnode_port=theirs["leafnodes"])
+    second.movable_ports = frozenset({"client_port", "cluster_port", "leafnode_port"})
+    moved: list[str] = []
+    second.on_moved = moved.append
+    await second.start()
+    try:
+        ports = {second.settings.client_port, second.settings.cluster_port,
+                 second.settings.leafnode_port}
+        assert not ports & set(theirs.values())
+        assert moved == [second.url]
+        await wait_port(second.settings.cluster_port)
+        await asyncio.sleep(0.5)  # five polls: a restart would show
+        log_text = (tmp_path / "p2" / "bus" / "nats-server.log").read_text()
+        assert log_text.count("Starting nats-server") == 1
+        assert second.supervisor.restarts == 0 and second.restarts == 0
+    finally:
+        await second.stop()

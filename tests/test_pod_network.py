@@ -418,6 +418,41 @@ def test_the_overlay_programs_one_route_neighbour_and_fdb_entry_per_node_and_rem
     assert mac not in without_b["fdb"]
 
 
+@pytest.mark.slow
+def test_a_start_with_the_host_network_releases_the_namespaces_a_cni_run_left(
+        node_ns: str, tmp_path: Path) -> None:
+    """Switching a node to the process runtime: its pods share the host's network, so the
+    namespaces and addresses its runc pods had are released (CNI DEL, unmount)."""
+    try:
+        out = in_ns(node_ns, """
+            from shoal.model.kinds import KindRegistry
+            from shoal.net.cni_network import CniPodNetwork
+            from shoal.net.node_pod_network import NodePodNetwork
+            from shoal.store.objects import ObjectStore
+            from shoal.store.replica import Replica
+            data = Path(sys.argv[1])
+            earlier = CniPodNetwork(data, "192.0.2.1", lambda: "10.42.7.0/24")
+            sandbox = await earlier.setup({"metadata": {"uid": "uid-0", "name": "p0",
+                                                        "namespace": "default"},
+                                           "spec": {"containers": [{"name": "c"}]}})
+            replica = Replica(data / "replica", "node-1")
+            now = NodePodNetwork("auto", "process", ObjectStore(replica, KindRegistry()),
+                                 "node-1", "192.0.2.1", data)
+            await now.start()
+            await now.stop()
+            replica.close()
+            result = {"ip": sandbox.ips[0], "mode": now.mode, "left": earlier.sandboxes()}
+        """, tmp_path)
+        mounted = [line.split()[4] for line in
+                   Path("/proc/self/mountinfo").read_text().splitlines()
+                   if line.split()[4].startswith(str(tmp_path) + "/")]
+    finally:
+        unmount_under(tmp_path)
+    assert out["mode"] == "host" and out["left"] == []
+    assert mounted == []
+    assert not (tmp_path / "data" / "net" / "ipam" / "shoal" / out["ip"]).exists()
+
+
 def test_setup_fails_clearly_until_the_node_has_a_pod_cidr(tmp_path: Path) -> None:
     from shoal.net.cni_network import CniPodNetwork
 

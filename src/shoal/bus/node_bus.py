@@ -2,7 +2,11 @@
 
 At start the node writes its bus endpoints into annotations on its own Node object
 (:mod:`shoal.bus.site_topology`), so every peer learns them through the replica, and
-starts nats-server on the configuration its replica implies. Then, every ``poll``
+starts nats-server on the configuration its replica implies. A port that was only a
+default and that another node on this host announces is moved first: a peer alone in
+its site has no route listener yet, so its cluster port looks free to a second peer,
+which took it and then lost it when the first became clustered (a restart that failed
+twice, then a move). Then, every ``poll``
 seconds, it renders the configuration again when the Nodes, the members that left or the
 certificate files changed; a new configuration that differs only in what nats-server 2.9
 reloads (the cluster's routes, the certificates) is a reload, anything else a restart.
@@ -142,8 +146,35 @@ class NodeBus:
         return (self.store.replica.resource_revision(NODES), tuple(sorted(self.gone())),
                 self._cert_stamps())
 
+    def announced_here(self) -> set[int]:
+        """The ports other nodes on this host (our advertised address) announce for their
+        buses, listening on them yet or not."""
+        host = self.settings.endpoint(0).rpartition(":")[0]
+        ports = set()
+        for node in self.store.replica.list(NODES):
+            peer = site_topology.peer_of_node(node)
+            if peer is None or peer.name == self.settings.name:
+                continue
+            for endpoint in (peer.client, peer.cluster, peer.leafnodes):
+                their_host, _, port = endpoint.rpartition(":")
+                if their_host == host and port.isdigit():
+                    ports.add(int(port))
+        return ports
+
+    def _avoid_announced_ports(self) -> None:
+        taken = self.announced_here()
+        clash = [f for f in sorted(self.movable_ports) if getattr(self.settings, f) in taken]
+        if clash:
+            self.settings = self._with_free(clash)
+            log.info("bus: %s announced by another node on this host; using %s instead "
+                     "(cluster %d, leafnodes %d)", ", ".join(clash), self.url,
+                     self.settings.cluster_port, self.settings.leafnode_port)
+            if self.on_moved is not None:
+                self.on_moved(self.url)
+
     async def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._avoid_announced_ports()
         await self.announce()
         self._seen = self._fingerprint()
         self._applied_stamps = self._cert_stamps()
@@ -227,12 +258,16 @@ class NodeBus:
             self._checked_restarts = restarts
         return taken
 
+    def _with_free(self, ports: Collection[str]) -> BusSettings:
+        """The settings with these ports (``client_port``...) moved to free ones."""
+        s = self.settings
+        return resolve_ports(replace(
+            s, client_port=0 if "client_port" in ports else s.client_port,
+            cluster_port=0 if "cluster_port" in ports else s.cluster_port,
+            leafnode_port=0 if "leafnode_port" in ports else s.leafnode_port))
+
     def _move_ports(self) -> None:
-        s, movable = self.settings, self.movable_ports
-        self.settings = resolve_ports(replace(
-            s, client_port=0 if "client_port" in movable else s.client_port,
-            cluster_port=0 if "cluster_port" in movable else s.cluster_port,
-            leafnode_port=0 if "leafnode_port" in movable else s.leafnode_port))
+        self.settings = self._with_free(self.movable_ports)
         log.warning("bus: a port of nats-server was taken; moving to %s (cluster %d, "
                     "leafnodes %d)", self.url, self.settings.cluster_port,
                     self.settings.leafnode_port)

@@ -25,12 +25,22 @@ from shoal.bus.nats_config import (
 )
 from shoal.bus.node_bus import NodeBus, free_port
 from shoal.bus.supervisor import nats_server_path
+from shoal.mesh.catch_up import CatchUp
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
 from shoal.node.env import bus_env
 from shoal.store.objects import ObjectStore
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_WAIT = 10.0
+"""Seconds the bus of a node whose replica holds no other Node waits at start for it to
+catch up with the mesh. A peer that has just joined knows no other Node yet: it would
+start nats-server alone (JetStream standalone, no routes) and restart it clustered a
+second later, once replication told it of its site's peers. A restarted node holds the
+Nodes already and does not wait (cut off, catching up takes until its peers are held
+dead, and its pods start after its bus). Bounded, so that a node whose mesh answers
+slowly still gets its bus (restarted when the Nodes say so)."""
 
 
 def status_interval() -> float:
@@ -129,7 +139,18 @@ class BusService:
     def _moved(self, url: str) -> None:
         self.env.update(bus_env(url))
 
-    async def start(self) -> None:
+    async def start(self, caught_up: CatchUp | None = None) -> None:
+        """nats-server on the configuration the replica implies; on a node that knows no
+        other Node yet, once the replica has caught up (:data:`CATCH_UP_WAIT`)."""
+        knows_others = any(n["metadata"].get("name") != self.node_bus.settings.name
+                           for n in self.store.replica.list("nodes"))
+        if caught_up is not None and not caught_up.done() and not knows_others:
+            try:
+                async with asyncio.timeout(CATCH_UP_WAIT):
+                    await caught_up.wait()
+            except TimeoutError:
+                log.warning("bus: the replica has not caught up with the mesh after %.0f s; "
+                            "starting nats-server on the Nodes it holds", CATCH_UP_WAIT)
         await self.node_bus.start()
         self._tasks = [asyncio.create_task(self._install_crds(), name="bus-crds"),
                        asyncio.create_task(self.streams.run(), name="bus-streams"),

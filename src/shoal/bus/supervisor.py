@@ -19,6 +19,8 @@ import signal
 import time
 from pathlib import Path
 
+from shoal.node.host_processes import cmdline
+
 log = logging.getLogger(__name__)
 
 BINARY = "nats-server"
@@ -32,14 +34,6 @@ def nats_server_path() -> str | None:
     return found
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def kill_stale(pid_file: Path, config_file: Path) -> bool:
     """Kill the nats-server that ``pid_file`` names if it still runs with ``config_file``
     (a pid reused by another program is left alone). True if one was killed."""
@@ -47,7 +41,7 @@ def kill_stale(pid_file: Path, config_file: Path) -> bool:
         pid = int(pid_file.read_text().strip())
     except (OSError, ValueError):
         return False
-    args = _cmdline(pid)
+    args = cmdline(pid)
     if not any(a.endswith(BINARY) for a in args) or str(config_file) not in args:
         return False
     log.warning("bus: killing nats-server %d left behind by an earlier run", pid)
@@ -56,7 +50,7 @@ def kill_stale(pid_file: Path, config_file: Path) -> bool:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGKILL)
     for _ in range(100):
-        if not Path(f"/proc/{pid}").exists() or not _cmdline(pid):
+        if not Path(f"/proc/{pid}").exists() or not cmdline(pid):
             break
         time.sleep(0.02)
     return True

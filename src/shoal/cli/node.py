@@ -211,7 +211,7 @@ class ShoalNode:
                                       runtime=self.agent.runtime.name)
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
-            await self.bus.start()
+            await self.bus.start(self.catch_up)
         await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         self.devices.start()  # devices: their mappers, offline too

@@ -157,7 +157,7 @@ class CniPodNetwork:
                 await self.runner.delete(saved["conflist"], d.name,
                                          ns_path if netns.alive(ns_path) else None,
                                          saved["result"], ports)
-            except CniError as e:
+            except (CniError, OSError) as e:  # OSError: a plugin is missing (uninstalled)
                 log.warning("pod %s: CNI DEL: %s", d.name, e)
         with contextlib.suppress(FileNotFoundError):
             (d / "sandbox.json").unlink()

@@ -9,6 +9,13 @@ one changes, and re-asserted every 30 s. ``host`` leaves every pod on the
 node's network, as the process runtime must (it cannot put a process in a
 namespace of its own). ``auto`` is ``cni`` when the runtime is runc and the CNI
 plugins are installed, else ``host``; the choice and its reason are logged.
+
+A stop leaves the pods' namespaces (and their addresses) and ``wireguard-go`` for the
+next start. A start releases what an earlier run on the same data dir left and this
+run will not use, whatever the runtime was then: with ``host``, the pods' namespaces
+under ``DATA_DIR/net/pods`` (CNI DEL, unmount); without WireGuard, or under another
+device name, that run's ``wireguard-go`` (``wireguard.stop_left_behind``). Everything
+it touches is found through the data dir, so another node's is never touched.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from shoal.net import masquerade
+from shoal.net import masquerade, wireguard
 from shoal.net.cni import CniRunner
 from shoal.net.cni_network import CniPodNetwork
 from shoal.net.overlay import Overlay, node_pod_cidr
@@ -65,6 +72,8 @@ class NodePodNetwork:
         log.info("pod network: %s (%s)", self.mode, why)
         self.replica = replica = store.replica
         self.node_name = node_name
+        self.node_ip = node_ip
+        self.data_dir = data_dir
         self.cluster_cidr = cluster_cidr
         self.overlay: Overlay | None = None
         self.wireguard: WireGuard | None = None
@@ -92,6 +101,7 @@ class NodePodNetwork:
                 if (p.get("spec") or {}).get("nodeName") == self.node_name}
 
     async def start(self) -> None:
+        await self.release_left_behind()
         if self.cni is None or self.overlay is None:
             return
         await masquerade.apply(self.cluster_cidr, str(SERVICE_CIDR))
@@ -103,6 +113,18 @@ class NodePodNetwork:
             loop.create_task(self.cni.run_garbage_collector(self.bound_here),
                              name="pod-network-gc"),
         ]
+
+    async def release_left_behind(self) -> None:
+        """What an earlier run on this data dir left that this run will not use."""
+        if self.cni is None:
+            earlier = CniPodNetwork(self.data_dir, self.node_ip, lambda: None)
+            if earlier.sandboxes():
+                released = await earlier.collect_garbage(set)
+                log.info("pod network: released %d pod namespace(s) an earlier run with "
+                         "--pod-network cni left", released)
+        await wireguard.stop_left_behind(
+            self.node_name, self.data_dir,
+            keep=self.wireguard.device if self.wireguard is not None else None)
 
     async def _start_wireguard(self) -> bool:
         """Whether WireGuard runs. A failed start is tried again at most every RESYNC seconds

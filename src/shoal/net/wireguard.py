@@ -17,6 +17,11 @@ no wireguard module) and configured with ``wg``.
   ("UAPI listen error: unix socket in use"), or worse, ``wg set`` reconfigures
   the other node's device. The name of a node's data dir is stable across its
   restarts, so a restarted node finds its device again. UDP port 51820.
+- ``wireguard-go`` runs as a daemon, which outlives the node (it is meant to: the next
+  start finds its device and peers). Its device name is recorded in
+  ``DATA_DIR/wireguard/interface``; a start that will not run WireGuard (the process
+  runtime, the host pod network, no ``wg``) or runs it under another name stops the
+  ``wireguard-go`` of the recorded device (:func:`stop_left_behind`), and no other.
 - Every node dials every other site's node at its InternalIP with a persistent
   keepalive of 25 s. A node behind NAT cannot be dialled, but it dials out; its
   peer learns the NAT's address from the authenticated handshake (WireGuard's
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.net.overlay import internal_ip, node_pod_cidr, run_ip, zone
+from shoal.node import host_processes
 from shoal.node.subprocesses import communicate
 from shoal.store.objects import ObjectStore, StoreError
 
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 PORT = 51820
 KEEPALIVE = 25  # seconds: holds a NAT mapping open from the side that dials
 KEY_ANNOTATION = "shoal.dev/wireguard-public-key"
+DIR = "wireguard"  # under the data dir
+INTERFACE_FILE = "interface"  # the device the last run's wireguard-go serves
 
 
 def interface_name(node_name: str, data_dir: Path) -> str:
@@ -54,6 +62,36 @@ def interface_name(node_name: str, data_dir: Path) -> str:
     characters (IFNAMSIZ)."""
     ident = f"{node_name}\0{data_dir.resolve()}"
     return "wg-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
+
+
+def _daemon_of(device: str) -> list[int]:
+    """The wireguard-go processes serving ``device`` (its daemon: ``wireguard-go DEV``)."""
+    return host_processes.matching(
+        lambda args: len(args) == 2 and os.path.basename(args[0]) == "wireguard-go"
+        and args[1] == device)
+
+
+async def stop_left_behind(node_name: str, data_dir: Path, keep: str | None) -> str | None:
+    """Stop the wireguard-go an earlier run on ``data_dir`` left, unless it serves ``keep``
+    (the device this run uses); the device it stopped, if any. The device is the one
+    recorded in the data dir, or, from a run older than the record, the name this node
+    would have had (when it has a WireGuard key, so it ran WireGuard)."""
+    wg_dir = data_dir.resolve() / DIR
+    record = wg_dir / INTERFACE_FILE
+    try:
+        device = record.read_text().strip()
+    except OSError:
+        device = interface_name(node_name, data_dir) if (wg_dir / "private.key").exists() \
+            else ""
+    if not device or device == keep:
+        return None
+    pids = _daemon_of(device)
+    if pids:
+        log.info("wireguard: stopping wireguard-go %s (%s) left by an earlier run",
+                 ", ".join(map(str, pids)), device)
+        await host_processes.terminate(pids)
+    record.unlink(missing_ok=True)
+    return device if pids else None
 
 
 @dataclass(frozen=True)
@@ -95,7 +133,7 @@ class WireGuard:
     def __init__(self, node_name: str, data_dir: Path, store: ObjectStore,
                  port: int = PORT) -> None:
         self.node_name = node_name
-        self.dir = data_dir.resolve() / "wireguard"
+        self.dir = data_dir.resolve() / DIR
         self.store = store
         self.port = port
         self.device = interface_name(node_name, data_dir)
@@ -114,6 +152,7 @@ class WireGuard:
                 f.write(key + "\n")
         self.public_key = await _wg("pubkey", stdin=private.read_bytes())
         await self.publish()
+        (self.dir / INTERFACE_FILE).write_text(self.device + "\n")  # before it can outlive us
         if await run_ip("link", "show", self.device) is not None:
             # It forks a daemon that keeps its output: a file, never a pipe we would wait on.
             with open(self.dir / "wireguard-go.log", "ab") as out:

@@ -28,7 +28,7 @@ from shoal.node.pod_network import PodNetwork
 from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
 from shoal.node.runtime import Runtime
-from shoal.node.runtime_process import ProcessRuntime
+from shoal.node.runtime_process import ProcessRuntime, kill_pods_left_behind
 from shoal.node.volumes import TokenSource  # service accounts
 from shoal.store.change_feed import Change
 from shoal.store.objects import NotFound, ObjectStore, StoreError
@@ -77,6 +77,18 @@ def make_runtime(name: str, data_dir: Path) -> Runtime:
     from shoal.node.runtime_runc import RuncRuntime
 
     return RuncRuntime(data_dir)
+
+
+def other_runtime_left_behind(runtime: str, data_dir: Path) -> int:
+    """Kill the pods an earlier run on ``data_dir`` left with the runtime other than
+    ``runtime`` (and runc's bundles); how many."""
+    if runtime == "runc":
+        return kill_pods_left_behind(data_dir)
+    from shoal.node.runtime_runc import remove_containers_left_behind
+
+    if not (data_dir / "runc").is_dir():  # never ran runc: do not look for it
+        return 0
+    return remove_containers_left_behind(data_dir)
 
 
 def _is_uid(name: str) -> bool:
@@ -169,6 +181,9 @@ class NodeAgent:
     async def start(self) -> None:
         """Clean up after an earlier run and bring back this node's pods."""
         killed = await asyncio.to_thread(self.runtime.cleanup_orphans, set())
+        # A run with the other runtime on this data dir may have left pods running too.
+        killed += await asyncio.to_thread(other_runtime_left_behind, self.runtime.name,
+                                          self.data_dir)
         if killed:
             log.info("killed %d process(es) left by an earlier run of this node", killed)
         sub = self.store.replica.subscribe(self._accept)

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from shoal.node.env import DEFAULT_PATH
@@ -63,6 +63,32 @@ MARKER_ENV = "SHOAL_NODE_MARKER"
 def node_marker(data_dir: Path) -> str:
     """What marks this node's pod processes: opaque, so a pod learns nothing of the data dir."""
     return hashlib.sha256(b"shoal-node:" + str(data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def kill_pods_left_behind(data_dir: Path, keep: Collection[str] = ()) -> int:
+    """Kill the pod processes an earlier run on ``data_dir`` left (by their marker), but
+    those of the containers in ``keep``; how many."""
+    marker = f"{MARKER_ENV}={node_marker(data_dir)}".encode()
+    killed = 0
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if marker not in env:
+            continue
+        cid = next((v[len(b"SHOAL_CONTAINER_ID="):].decode() for v in env
+                    if v.startswith(b"SHOAL_CONTAINER_ID=")), "")
+        if cid in keep:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+    return killed
 
 
 def as_user(argv: list[str], user: ContainerUser | None, env: dict[str, str]) -> list[str]:
@@ -250,6 +276,7 @@ class ProcessRuntime:
     images = False
 
     def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
         self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
         self._procs: dict[str, SpawnedProcess] = {}
@@ -364,24 +391,4 @@ class ProcessRuntime:
         return ExecSession(proc)
 
     def cleanup_orphans(self, keep: set[str]) -> int:
-        marker = f"{MARKER_ENV}={self.marker}".encode()
-        killed = 0
-        me = os.getpid()
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit() or int(entry.name) == me:
-                continue
-            try:
-                with open(f"/proc/{entry.name}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                continue
-            if marker not in env:
-                continue
-            cid = next((v[len(b"SHOAL_CONTAINER_ID="):].decode() for v in env
-                        if v.startswith(b"SHOAL_CONTAINER_ID=")), "")
-            if cid in keep:
-                continue
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        return killed
+        return kill_pods_left_behind(self._data_dir, keep)

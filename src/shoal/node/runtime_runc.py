@@ -43,7 +43,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -514,22 +514,38 @@ class RuncRuntime:
 
     def cleanup_orphans(self, keep: set[str]) -> int:
         """Kill and delete the containers an earlier run left (their log pipes are gone)."""
-        keep_hex = {k.removeprefix(ID_PREFIX) for k in keep}
-        out = subprocess.run(self._cmd("list", "--quiet"), capture_output=True, text=True,
+        return remove_containers_left_behind(self.data_dir, keep, self.runc)
+
+
+def remove_containers_left_behind(data_dir: Path, keep: Collection[str] = (),
+                                  runc: str | None = None) -> int:
+    """Kill and delete the containers an earlier run on ``data_dir`` left, but those in
+    ``keep``, and unmount and remove their bundles; how many containers. A node started
+    with the process runtime calls it too: runc's containers outlive a node killed with
+    -9 (each in a session of its own). Without runc only the bundles go."""
+    data_dir = data_dir.resolve()
+    keep_hex = {k.removeprefix(ID_PREFIX) for k in keep}
+    state_root, bundles = data_dir / "runc" / "state", data_dir / "runc" / "bundles"
+    runc = runc or find_runc()
+    killed = 0
+    if runc is not None and state_root.is_dir():
+        def cmd(*args: str) -> list[str]:
+            return [runc, "--root", str(state_root), *args]
+
+        out = subprocess.run(cmd("list", "--quiet"), capture_output=True, text=True,
                              check=False).stdout
-        killed = 0
         for hexid in out.split():
             if hexid in keep_hex:
                 continue
-            subprocess.run(self._cmd("kill", "--all", hexid, "KILL"), capture_output=True,
+            subprocess.run(cmd("kill", "--all", hexid, "KILL"), capture_output=True,
                            check=False)
-            subprocess.run(self._cmd("delete", "--force", hexid), capture_output=True,
-                           check=False)
+            subprocess.run(cmd("delete", "--force", hexid), capture_output=True, check=False)
             killed += 1
-        for bundle in self.bundles.iterdir():
+    if bundles.is_dir():
+        for bundle in bundles.iterdir():
             if bundle.name not in keep_hex:
                 _remove_bundle(bundle)
-        return killed
+    return killed
 
 
 async def _to_the_end(step: Awaitable[T]) -> tuple[T, bool]:
