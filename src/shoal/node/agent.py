@@ -189,9 +189,13 @@ class NodeAgent:
         sub = self.store.replica.subscribe(self._accept)
         self.sync_all()
         log.info("node agent (%s runtime) running %d pod(s)", self.runtime.name, len(self.workers))
-        if removed := await asyncio.to_thread(self._remove_stale_dirs, self._stale_dirs()):
-            log.info("removed the directories of %d pod(s) deleted while this node was down",
-                     removed)
+        stale = self._stale_dirs()
+        if removed := await asyncio.to_thread(self._remove_stale_dirs, stale):
+            # A new data dir at an old one's path shares its pods dir (named by the path):
+            # the pods may be another node's, not deleted ones (a trial, December 4).
+            log.info("removed the directories of %d pod(s) this node does not run (deleted "
+                     "while it was down, or left by an earlier node on this data dir path) "
+                     "under %s", removed, ", ".join(sorted({str(d.parent) for d in stale})))
         loop = asyncio.get_running_loop()
         self._tasks += [loop.create_task(self._watch(sub), name="agent-watch"),
                         loop.create_task(self._status_loop(), name="agent-status"),
