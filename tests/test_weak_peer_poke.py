@@ -24,10 +24,20 @@ LEASES = "kube-node-lease"
 RENEW = 30.0
 
 
-def _mesh(c: RoleCluster, name: str) -> AntiEntropy:
+def mesh_of(c: RoleCluster, name: str) -> AntiEntropy:
     peer = c.nodes[name].peer
     assert peer is not None
     return peer.anti_entropy
+
+
+async def started_cluster() -> RoleCluster:
+    """Two sites of two super-peers and two weak peers each, and a full peer (seed 5)."""
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, VirtualEventLoop)
+    layout = Layout(sites=2, supers_per_site=2, weak_per_site=2, full=1)
+    c = RoleCluster(layout.size, 5, mesh_config.sim(), loop, LinkFaults(), layout=layout)
+    await c.start()
+    return c
 
 
 @functools.cache
@@ -36,10 +46,7 @@ def poke_run() -> dict[str, Any]:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        assert isinstance(loop, VirtualEventLoop)
-        layout = Layout(sites=2, supers_per_site=2, weak_per_site=2, full=1)
-        c = RoleCluster(layout.size, 5, mesh_config.sim(), loop, LinkFaults(), layout=layout)
-        await c.start()
+        c = await started_cluster()
         weak, other = c.names(Role.WEAK, "site-000")
         await c.nodes[weak].store.create(c.namespace_kind, {"metadata": {"name": LEASES}})
         task = renew_forever(c.nodes[weak], RENEW)
@@ -54,7 +61,7 @@ def poke_run() -> dict[str, Any]:
         c.network.observers.append(observe)
         await asyncio.sleep(4 * RENEW)  # idle but for its renewals (and the namespace's)
         out["idle_pokes"] = list(pokes)
-        out["idle_back_off"] = _mesh(c, weak)._idle_pulls
+        out["idle_back_off"] = mesh_of(c, weak)._idle_pulls
         # A write elsewhere (the full peer, another site) while the weak peer is backed off.
         full = c.names(Role.FULL)[0]
         start = loop.time()
@@ -69,9 +76,9 @@ def poke_run() -> dict[str, Any]:
         out["pokes_after_write"] = [p for p in pokes if p[2] >= start]
         out["weak"], out["other"] = weak, other
         out["supers"] = c.names(Role.SUPER, "site-000")
-        out["received"] = _mesh(c, weak).pokes_received
+        out["received"] = mesh_of(c, weak).pokes_received
         # Pokes from anyone but a super-peer of its site are dropped.
-        mesh = _mesh(c, weak)
+        mesh = mesh_of(c, weak)
         mesh._idle_pulls = 3
         foreign = c.names(Role.SUPER, "site-001")[0]
         for sender in (foreign, other, full, None):

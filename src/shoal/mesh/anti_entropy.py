@@ -155,9 +155,13 @@ WEAK_IDLE_DOUBLINGS = 2
 idle weak peer pulls every 4th round (16 s with its 4 s rounds), ``pull_round``. Its idle
 pulls and their answers were 0.13 kbit/s at every other round, half of a real weak peer's
 traffic once it renewed its Lease every 30 s. Backed off, a change would reach it up to 16 s
-later, so its source super-peer pokes it when its next pull would bring one (``POKE``) and
-it pulls at its next round: one write reaches every peer of bench.scale in 2-3 rounds (7-8
-without pokes, 3-4 before the back-off). Every 8th round (3) saved a real weak peer another
+later, so the super-peer it would pull the change from pokes it when its next pull would
+bring one (``POKE``) and it pulls at its next round: one write reaches every peer of
+bench.scale in 2-3 rounds (7-8 without pokes, 3-4 before the back-off). A weak peer in a
+Scope backs off too (it pulled every round: 22.5 pulls a minute, 0.52 kbit/s idle with a
+renewal every 30 s in the simulator, now 5.6 and 0.35; in the cluster scope only 4.75 and
+0.21, as it pulls its other super-peer's rows at every other turn but a Scope's documents
+at every turn). Every 8th round (3) saved a real weak peer another
 0.03 kbit/s, but pokes carry no coverage rows (they come with its pulls, the other
 super-peer's at every other one) and tombstones were then still held past the bounds of
 two tests of test_sim_super_peers_coverage: not taken."""
@@ -169,8 +173,10 @@ POKE_AGAIN = 20.0
 or after this long (the poke or the pull was lost): one poke per pull, however many
 changes come meanwhile (``_to_poke``)."""
 POKE = encode(Push(0, ()))
-"""A poke: a super-peer tells a weak peer of its site, whose source it is, that its next
-pull would bring something (``_to_poke``); the weak peer then pulls at its next round
+"""A poke: a super-peer tells a weak peer of its site that its next pull from it would
+bring something, in a scope whose documents the weak peer pulls from it (the cluster
+scope from its source, a Scope from each super-peer of its site that is a member:
+``_to_poke``); the weak peer then pulls at its next round
 instead of waiting out its idle back-off (``_poked_by``). Wire compatibility: it is a push
 of no documents (``[7,0,[]]``, 8 bytes), a shape every peer since the first decodes and
 merges as nothing, so an older weak peer ignores it safely and no capability tag is needed
@@ -433,16 +439,20 @@ class AntiEntropy:
         """On a weak peer, the super-peer it pulled the cluster scope's documents from last
         (``_source``): from the others it takes only rows, and no cursor of theirs moves."""
         """Turns of a weak peer's other super-peers in its pull rounds (``pull_round``)."""
-        self._sourced: dict[str, None] = {}
-        """A super-peer: the weak peers of its site whose last pull of the cluster scope
-        from it took documents (it is their source, ``_source``): the ones it pokes
-        (``_to_poke``). A dict for its order: the simulator's trace must not depend on
-        string hashing."""
+        self._sourced: dict[str, dict[str, None]] = {}
+        """A super-peer: per weak peer of its site, the scopes whose documents its last pull
+        from us took: the cluster scope where we are its source (``_source``; from the
+        others it takes rows only), and each Scope it is a member of (it pulls those from
+        every super-peer of its site that is one too); what we poke it for (``_to_poke``).
+        Dicts for their order: the simulator's trace must not depend on string hashing."""
         self._poked: dict[str, float] = {}
         """A super-peer: weak peer -> loop time of our poke to it that no pull followed yet."""
         self.pokes_sent = 0
         self.pokes_received = 0
         """A weak peer: pokes from a super-peer of its site (``_poked_by``)."""
+        self._pokers: dict[str, None] = {}
+        """A weak peer: the super-peers that poked it since its last pull round, pulled at
+        the next one (``pull_round``) even when not in their turn."""
         self._unanswered: dict[str, float] = {}
         """Partner -> loop time of its last pull that got no answer (cleared by one that
         did): a weak peer pulls the cluster scope from another super-peer meanwhile."""
@@ -1043,24 +1053,27 @@ class AntiEntropy:
         return out
 
     def _to_poke(self, batch: list[Change]) -> list[Member]:
-        """The weak peers to poke for ``batch``: each weak peer we are the source of
-        (``_sourced``) whose next pull from us would bring one of the changes in ``batch``
-        (the feed's, merges and local writes),
-        unless we poked it already and it has not pulled since (``POKE_AGAIN``). As
-        ``_answer`` would leave out: changes outside the cluster scope (a weak peer in a
-        Scope pulls every round anyway), node Leases ``withheld`` from it (every one but
-        its own), its own writes echoed back (``_came_from``: it sent us the version we
-        hold) and its own Lease as it wrote it. Idle nothing is sent, so its idle pulls
-        can stay backed off (``_poke``)."""
+        """The weak peers to poke for ``batch``: each weak peer whose next pull from us would
+        bring one of the changes in ``batch`` (the feed's, merges and local writes), in a
+        scope whose documents it pulls from us (``_sourced``) and that it is a member of
+        by our map (the one we answer its pulls by: a poke, however empty, tells it of
+        nothing it would not be sent), unless we poked it already and it has not pulled
+        since (``POKE_AGAIN``), or, for a Scope's change, we are not its source and its
+        source pokes it instead (``_source_pokes``). As ``_answer`` would leave out: node
+        Leases ``withheld`` from it (every one but its own), its own writes echoed back in
+        the cluster scope (``_came_from``: it sent us the version we hold) and its own
+        Lease as it wrote it. Idle nothing is sent, so its idle pulls can stay backed off
+        (``_poke``). A weak peer's own write in a Scope is echoed back by its next pull
+        (``_came_from`` is kept for the cluster scope only), so it pokes it too."""
         now = asyncio.get_running_loop().time()
-        waiting = [w for w in self._sourced
-                   if now - self._poked.get(w, float("-inf")) >= POKE_AGAIN]
+        waiting = {w: scopes for w, scopes in self._sourced.items()
+                   if now - self._poked.get(w, float("-inf")) >= POKE_AGAIN}
         if not waiting:
             return []
         due: set[str] = set()
+        by_source: dict[tuple[str, str], bool] = {}
         for c in batch:
-            if self.policy.scope_of(c.resource, c.namespace) != CLUSTER:
-                continue
+            scope = self.policy.scope_of(c.resource, c.namespace)
             came = self._came_from.get(c.rv, ())
             lease = c.resource == LEASES and c.namespace == NODE_LEASE_NAMESPACE
             # Whether the weak peers other than the Lease's node hold it: the same for
@@ -1068,9 +1081,15 @@ class AntiEntropy:
             others_hold = lease and not self.policy.withheld(
                 next((w for w in waiting if w != c.name), c.name), c.resource, c.namespace,
                 c.name)
-            for w in waiting:
-                if w in due or w in came:
+            for w, scopes in waiting.items():
+                if (w in due or w in came or scope not in scopes
+                        or not self.policy.may_send(scope, w)):
                     continue
+                if scope != CLUSTER and CLUSTER not in scopes:
+                    if (w, scope) not in by_source:
+                        by_source[(w, scope)] = self._source_pokes(w, scope)
+                    if by_source[(w, scope)]:
+                        continue
                 if lease:
                     if c.name != w and not others_hold:
                         continue
@@ -1091,13 +1110,21 @@ class AntiEntropy:
                 continue
             if w not in due or m.state != State.ALIVE:
                 continue
-            if (not self.policy.is_weak(w) or not self.policy.may_sync(w)
-                    or not self.policy.map().scopes_of(w) <= {CLUSTER}):
-                self._sourced.pop(w, None)  # no longer a weak peer of our site's cluster only
+            if not self.policy.is_weak(w) or not self.policy.may_sync(w):
+                self._sourced.pop(w, None)  # no longer a weak peer of our site
                 continue
             self._poked[w] = now
             out.append(m)
         return out
+
+    def _source_pokes(self, weak: str, scope: str) -> bool:
+        """On a super-peer that is not ``weak``'s source: whether its source pokes it for a
+        change of ``scope`` instead of us, as every other live super-peer of its site is a
+        member of the scope (its source is one of them, and it pulls the scope from its
+        source at every round). Else we poke it too, and it pulls from us at its next
+        round (``_poked_by``): one poke and one pull a change, not one per super-peer."""
+        mates = [p.name for p in self.policy.sync_peers() if self.policy.vouches(p.name, weak)]
+        return bool(mates) and all(self.policy.may_send(scope, n) for n in mates)
 
     async def _poke(self, weak: list[Member]) -> None:
         """Send ``POKE`` to each of ``weak`` at once (one slow link holds up no other)."""
@@ -1114,8 +1141,9 @@ class AntiEntropy:
     def _poked_by(self, name: str | None) -> None:
         """A poke (``POKE``) from ``name``: on a weak peer, from a super-peer of its site, its
         idle back-off ends and it pulls at its next round (``pull_round``; so a storm of
-        pokes adds no pull, and the simulator keeps its schedule); anything else is
-        dropped."""
+        pokes adds no pull, and the simulator keeps its schedule), from ``name`` too if
+        it is not in its turn (a Scope's change poked by a super-peer that is not the
+        source); anything else is dropped."""
         if (name is None or not self.policy.is_weak() or self.policy.is_weak(name)
                 or not self.policy.may_sync(name)):
             log.debug("%s: dropping a poke from %s, not a super-peer of its site",
@@ -1123,6 +1151,7 @@ class AntiEntropy:
             return
         self.pokes_received += 1
         self._idle_pulls = 0
+        self._pokers[name] = None
 
     async def _push_loop(self) -> None:
         while True:
@@ -1229,12 +1258,12 @@ class AntiEntropy:
             else:
                 parts.append(ScopeReply(c.scope, max(cursor, cut), True, sent, cov_rev, rows,
                                         about, base, cut_off))
-            if weak_puller is not None and c.scope == CLUSTER:
+            if weak_puller is not None:
+                pulled = self._sourced.setdefault(weak_puller, {})
                 if c.cursor >= ROWS_ONLY:  # rows only: we are not its source (now)
-                    self._sourced.pop(weak_puller, None)
+                    pulled.pop(c.scope, None)
                 else:
-                    self._sourced[weak_puller] = None
-                self._poked.pop(weak_puller, None)
+                    pulled[c.scope] = None
             if puller is not None:
                 if cut is None and cursor <= revision and puller in self._answers_ok:
                     # Where its cursor stands once it merged this answer: a push of ours
@@ -1242,6 +1271,13 @@ class AntiEntropy:
                     self._answer_base[(puller, c.scope)] = revision
                 else:
                     self._answer_base.pop((puller, c.scope), None)
+        if weak_puller is not None:
+            self._poked.pop(weak_puller, None)
+            took = self._sourced.setdefault(weak_puller, {})
+            for scope, _ in refused:
+                took.pop(scope, None)
+            if not took:
+                del self._sourced[weak_puller]
         return PullReply(tuple(parts), tuple(refused), life)
 
     def _answer(self, puller: str | None, cursors: dict[str, int], limit: int, revision: int,
@@ -1660,14 +1696,13 @@ class AntiEntropy:
         n = min(self.config.pull_fanout, len(partners))
         start = self._round * n
         source = self._source(partners) if self._relays_no_rows() else None
-        backs_off = source is not None and self.policy.map().scopes_of(
-            self.membership.name) <= {CLUSTER}
+        backs_off = source is not None
         if backs_off:
-            # A weak peer in the cluster scope only (a Scope's status reads its partners'
-            # answers against the pull cycle): after pulls in a row that brought nothing,
-            # every 2nd, 4th, then 8th round. Its super-peers push nothing to it but a
-            # poke when there is something to pull (``_poked_by``), which resets it, as
-            # does the first pull that brings something.
+            # A weak peer, in Scopes or not: after pulls in a row that brought nothing,
+            # every 2nd, then 4th round (a Scope's status reads its partners' answers
+            # against the wait it backs off to, ``_pull_spacing``). Its super-peers push
+            # nothing to it but a poke when there is something to pull (``_poked_by``),
+            # which resets it, as does the first pull that brings something.
             self._weak_rounds += 1
             if self._weak_rounds % (1 << min(self._idle_pulls, WEAK_IDLE_DOUBLINGS)):
                 return
@@ -1704,6 +1739,13 @@ class AntiEntropy:
             missed = {p.name: p for p in (*partners, *weak) if p.name in self._missed}
             self._missed.clear()
             targets += [p for p in missed.values() if p not in targets]
+        if source is not None and self._pokers:
+            # Whoever poked it is pulled now, in turn or not: a super-peer that is not its
+            # source pokes it for a Scope's change (``_to_poke``).
+            poked = {p.name: p for p in partners if p.name in self._pokers}
+            targets += [p for name, p in poked.items()
+                        if p not in targets and name != source.name]
+        self._pokers.clear()
         if source is None:
             pulls = [self.pull_from(t) for t in targets]
         else:
@@ -1787,15 +1829,27 @@ class AntiEntropy:
                 out[name] = self._relayed_cut.get((name, scope), ())
         return out
 
+    def _pull_spacing(self) -> float:
+        """Seconds between this peer's pulls at most while nothing comes: its pull interval,
+        on a weak peer the every ``2 ** WEAK_IDLE_DOUBLINGS``-th round it backs off to
+        (``pull_round``: 16 s in 4 s rounds; a poke or a pull that brings something
+        shortens it, never lengthens it). The status of a scope reads the age of its
+        partners' answers against it, so a backed-off peer's quiet is not a lost link."""
+        if self._relays_no_rows():
+            return self.config.pull_interval * (1 << WEAK_IDLE_DOUBLINGS)
+        return self.config.pull_interval
+
     def scope_status(self) -> dict[str, dict[str, Any]]:
         """Per scope held: its members (None: every peer), the partners it is pulled from
         with the cursor held for each and how far behind it is (the partner's last reported
         revision minus the cursor), the documents held, and documents sent; and what it
         says of how in touch this peer is: seconds since any partner last answered a pull
-        of the scope (``last_answer``, None: never), the pull interval and the pull cycle
-        (``pull_cycle``: the time in which every partner is asked once), how many other
-        holders of the scope it knows (``holders``), and the writers of the scope it
-        finds unreachable (``unreachable_writers``: suspect, dead or left)."""
+        of the scope (``last_answer``, None: never), the pull interval (``pull_interval``:
+        the longest wait between its pulls, a weak peer's idle back-off included,
+        ``_pull_spacing``) and the pull cycle (``pull_cycle``: the time in which every
+        partner is asked once at that pace), how many other holders of the scope it knows
+        (``holders``), and the writers of the scope it finds unreachable
+        (``unreachable_writers``: suspect, dead or left)."""
         self.check_scopes()
         m = self.policy.map()
         partners = [p.name for p in self.policy.pull_partners()]
@@ -1806,8 +1860,8 @@ class AntiEntropy:
             heard[scope] = max(at, heard.get(scope, at))
         known = {n: mb.state for n, mb in self.membership.members.items()
                  if n != self.membership.name}
-        cycle = self.config.pull_interval * max(
-            1, -(-len(partners) // max(1, self.config.pull_fanout)))
+        spacing = self._pull_spacing()
+        cycle = spacing * max(1, -(-len(partners) // max(1, self.config.pull_fanout)))
         held: Counter[str] = Counter()
         for key, _ in self.replica.all_entries():
             held[m.scope_of(key[0], key[1])] += 1
@@ -1843,7 +1897,7 @@ class AntiEntropy:
                 "documents": held[scope],
                 "sent": self.docs_sent[scope],
                 "last_answer": round(now - heard[scope], 1) if scope in heard else None,
-                "pull_interval": self.config.pull_interval,
+                "pull_interval": spacing,
                 "pull_cycle": cycle,
                 "holders": sum(1 for n, state in known.items()
                                if state != State.LEFT and (members is None or n in members)),
