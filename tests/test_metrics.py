@@ -67,11 +67,12 @@ def test_membership_log_calls_a_member_going_suspect_a_cut_and_coming_back_a_hea
     log.on_leave(member("b", State.DEAD, 1))
     log.on_join(member("b", State.ALIVE, 2))
     log.on_leave(member("c", State.LEFT))
+    log.on_join(member("c", State.ALIVE, 1))  # restarted after a graceful stop
     assert [(e.member, e.kind) for e in log.recent()] == [
-        ("b", "join"), ("b", "cut"), ("b", "cut"), ("b", "heal"), ("c", "leave")]
+        ("b", "join"), ("b", "cut"), ("b", "cut"), ("b", "heal"), ("c", "leave"), ("c", "join")]
     assert [e.previous for e in log.recent()][:4] == [None, "alive", "suspect", "dead"]
     assert seen[:3] == ["join b", "update b", "update b"], "the wrapped hooks still hear all"
-    assert log.transitions == 5
+    assert log.transitions == 6
 
 
 def test_membership_log_is_bounded() -> None:

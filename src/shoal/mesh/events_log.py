@@ -44,7 +44,8 @@ class MembershipEvent:
         if self.previous is None:
             return "join" if self.state == "alive" else "change"
         if self.state == "alive":
-            return "heal"
+            # Back after a graceful stop is a restart, not the end of a cut.
+            return "join" if self.previous == "left" else "heal"
         if self.previous == "alive" or (self.previous == "suspect" and self.state == "dead"):
             return "cut"
         return "change"
