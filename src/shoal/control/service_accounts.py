@@ -25,6 +25,7 @@ creations on their next pass, so the pod appears once the ServiceAccount arrives
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import logging
 from typing import Any
@@ -103,6 +104,7 @@ class ServiceAccountsController(Controller):
             await self.store.update(self.cm_kind, new, ns, ROOT_CA_CONFIGMAP)
 
 
+@functools.lru_cache(maxsize=1024)  # every pod create asks; few accounts
 def volume_name(namespace: str, service_account: str) -> str:
     """The token volume's name: Kubernetes draws it at random per pod. Here it is the same
     on every peer for the same pod (two peers admitting it add one volume, not two), and
