@@ -3,8 +3,10 @@ of it and revives no deletion, tombstones collected or not.
 
 ``check`` runs ``durability`` and ``resurrection`` on each member's replica against the
 acknowledged writes of the scopes it holds (a write that a member never heard of, while
-another keeps it under a deletion, counts as kept: both read it as deleted). ``forgotten_early`` is the cheap invariant
-behind them, for every step of a run: a member that collected a deletion (it holds the
+another keeps it under a deletion, counts as kept: both read it as deleted), each judged
+without what a writer's removal revoked and without a value that a revoked change
+overwrote on every member (``_lost_to_revoked``, a documented limit). ``forgotten_early``
+is the cheap invariant behind them, for every step of a run: a member that collected a deletion (it holds the
 fence) while another member of the scope still holds a live copy from before that
 deletion forgot it too early, since that member could send the old copy back to a peer
 whose fence has expired. A weak peer is judged through the super-peers it exchanges
@@ -16,9 +18,10 @@ early only while one of them that is a member of the scope does not hold the del
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from shoal.authz.scopes import ScopeMap
+from shoal.crdt.document import C, Node, S, W
 from shoal.mesh import revocation
 from shoal.mesh.replication_policy import revoked_rule
 from shoal.sim.checkers import durability, resurrection
@@ -30,7 +33,9 @@ def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: 
           limit: int = 5, exempt: Callable[[AckedWrite], bool] | None = None) -> list[str]:
     """``exempt`` names writes no member need keep (made by a peer after it was removed);
     they still count as creates for ``resurrection``, since a member may have kept one."""
-    acked = [a for a in (_unrevoked(w, scopes) for w in acked) if a is not None]
+    acked = list(acked)
+    lost = _lost_to_revoked(acked, replicas, scopes)
+    acked = [a for a in (_unrevoked(w, scopes, lost) for w in acked) if a is not None]
     problems: list[str] = []
     for peer, replica in replicas.items():
         mine = [w for w in acked
@@ -44,22 +49,90 @@ def check(acked: Iterable[AckedWrite], replicas: Mapping[str, Replica], scopes: 
     return problems
 
 
-def _unrevoked(w: AckedWrite, scopes: ScopeMap) -> AckedWrite | None:
+Key = tuple[str, str, str]
+Stamp = tuple[int, str]
+
+
+def _unrevoked(w: AckedWrite, scopes: ScopeMap,
+               lost: Mapping[Key, Callable[[tuple[str, ...], Stamp], bool]] | None = None
+               ) -> AckedWrite | None:
     """``w`` as the members must keep it: without the changes a writer's removal revoked
-    (``mesh.revocation``), which its snapshot holds when it was made over one of them;
-    None when nothing of it may be kept (a revoked create, or the revoked change itself:
-    a revoked deletion is no deletion, so it must not count as one)."""
+    (``mesh.revocation``), which its snapshot holds when it was made over one of them,
+    and without the values a revoked change overwrote on every member (``lost``); None
+    when nothing of it may be kept (a revoked create, or the revoked change itself: a
+    revoked deletion is no deletion, so it must not count as one)."""
     after = scopes.revoked_after(scopes.scope_of(w.resource, w.namespace))
     if not after:
         return w
     doc = w.snapshot
-    kept = revocation.strip(doc, revoked_rule(after, w.resource, w.namespace, w.name,
-                                              doc.value(), doc.deleted))
+    rule = revoked_rule(after, w.resource, w.namespace, w.name, doc.value(), doc.deleted)
+    gone = (lost or {}).get((w.resource, w.namespace, w.name))
+    kept = revocation.strip(doc, rule if gone is None else (
+        lambda path, writer, stamp: rule(path, writer, stamp) or gone(path, (stamp, writer))))
     if kept is doc:
         return w
     if kept is None or (w.op == "delete" and not kept.deleted):
         return None
     return dataclasses.replace(w, snapshot=kept)
+
+
+def _lost_to_revoked(acked: list[AckedWrite], replicas: Mapping[str, Replica],
+                     scopes: ScopeMap) -> dict[Key, Callable[[tuple[str, ...], Stamp], bool]]:
+    """Per object, which of its fields' values a revoked change overwrote on every member
+    that held them: the documented limit (docs/semantics.md, "Scopes in replication",
+    Limits: "A value that a revoked change overwrote on every member that held it is
+    lost"). A register below the root is one when an acknowledged snapshot holds, at its
+    path, a revoked register that wins over it, and no member holds it (or a later
+    register) at the end: a member that never merged the revoked change would have kept
+    it, and the pull in full after the revocation brings it back to the others, so a
+    value some member still holds is judged as before. A whole create is not exempt (a
+    writer restores one that a revoked create displaced)."""
+    over: dict[Key, dict[tuple[str, ...], Stamp]] = {}
+    for w in acked:
+        scope = scopes.scope_of(w.resource, w.namespace)
+        after = scopes.revoked_after(scope)
+        if not after:
+            continue
+        doc = w.snapshot
+        rule = revoked_rule(after, w.resource, w.namespace, w.name, doc.value(), doc.deleted)
+        found = over.setdefault((w.resource, w.namespace, w.name), {})
+        for path, node in _registers(doc.root[C] or {}, ()):
+            if rule(path, node[W], node[S]):
+                found[path] = max(found.get(path, (0, "")), (node[S], node[W]))
+    lost: dict[Key, Callable[[tuple[str, ...], Stamp], bool]] = {}
+    for key, paths in over.items():
+        if not paths:
+            continue
+        scope = scopes.scope_of(key[0], key[1])
+        held = [e.document().root for peer, r in replicas.items()
+                if scopes.is_member(scope, peer) and (e := r.entry(*key)) is not None]
+
+        def gone(path: tuple[str, ...], stamp: Stamp, paths: dict[tuple[str, ...], Stamp]
+                 = paths, held: list[Node] = held) -> bool:
+            winner = paths.get(path)
+            return (winner is not None and stamp < winner
+                    and all(_at(root, path) < stamp for root in held))
+
+        lost[key] = gone
+    return lost
+
+
+def _registers(children: Mapping[str, Node], path: tuple[str, ...]
+               ) -> Iterator[tuple[tuple[str, ...], Node]]:
+    for k, node in children.items():
+        yield (*path, k), node
+        yield from _registers(node[C] or {}, (*path, k))
+
+
+def _at(root: Node, path: tuple[str, ...]) -> Stamp:
+    """The (stamp, writer) of the register at ``path``; (0, "") where there is none."""
+    node = root
+    for k in path:
+        child = (node[C] or {}).get(k)
+        if child is None:
+            return (0, "")
+        node = child
+    return (node[S], node[W])
 
 
 def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
