@@ -16,10 +16,11 @@ import orjson
 
 T = TypeVar("T")
 
-MEMO_ENTRIES = 128
-"""Values remembered per memo; the oldest goes first (a cluster has few distinct templates)."""
+MEMO_ENTRIES = 64
+"""Values remembered per memo; the oldest goes first (a cluster creates pods from few
+templates at a time, and a node must fit a small device: issue 11's 60 MB)."""
 MEMO_VALUE_BYTES = 16 * 1024
-"""A value's JSON form larger than this is not remembered (at most 2 MiB a memo)."""
+"""A value's JSON form larger than this is not remembered (at most 1 MiB of keys a memo)."""
 
 
 class ValueMemo(Generic[T]):
