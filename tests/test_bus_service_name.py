@@ -57,3 +57,21 @@ async def test_each_bus_peer_is_the_local_endpoint_of_one_nats_service(
     assert await cluster_service.publish(store, "edge-2", "10.0.0.6", 14222, ready=False)
     now = store.replica.get("endpointslices.discovery.k8s.io", "kube-system", "nats-edge-2")
     assert now is not None and now["endpoints"][0]["conditions"]["ready"] is False
+
+
+async def test_a_peer_not_caught_up_writes_its_endpoint_but_not_the_service(
+        store: ObjectStore) -> None:
+    # A joiner's replica lacks the Service at first; its create would be the later one and
+    # replace the cluster's (its uid) in the merge.
+    reg = store.registry
+    ns_kind, node_kind = reg.by_kind("v1", "Namespace"), reg.by_kind("v1", "Node")
+    assert ns_kind and node_kind
+    await store.create(ns_kind, {"metadata": {"name": "kube-system"}})
+    await store.create(node_kind, {"metadata": {"name": "edge-3"}})
+    assert not await cluster_service.publish(store, "edge-3", "10.0.0.7", 4222,
+                                             create_service=False)
+    assert store.replica.get("services", "kube-system", "nats") is None
+    assert store.replica.get("endpointslices.discovery.k8s.io", "kube-system",
+                             "nats-edge-3") is not None
+    assert await cluster_service.publish(store, "edge-3", "10.0.0.7", 4222)
+    assert store.replica.get("services", "kube-system", "nats") is not None

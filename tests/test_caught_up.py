@@ -146,3 +146,18 @@ def test_shoal_status_says_whether_the_node_has_caught_up() -> None:
         "caughtUp": True, "reason": "alone at start: no other member known", "seconds": 0.0,
         "unreachable": []}})
     assert "caught up: yes, 0.0s after start (alone at start: no other member known)" in text
+
+
+async def test_a_peer_caught_up_as_cut_off_is_synced_only_once_a_pull_completes() -> None:
+    # A joiner that holds its seed dead (a slow link) acts on its replica, but that replica
+    # is empty: the cluster-wide defaults it lacks wait for a pull (CatchUp.synced).
+    c, ae = _catch_up(["a"])
+    ae.pulled("a", False)
+    assert c.done() and not c.synced
+    ae.pulled("a", True)
+    assert c.synced
+
+
+async def test_a_first_node_alone_is_synced_at_once() -> None:
+    c, _ = _catch_up([], expect_peers=False)
+    assert c.synced

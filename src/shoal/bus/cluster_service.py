@@ -6,8 +6,10 @@ connection to its ClusterIP goes to the bus of the node the pod runs on, the sam
 ``NATS_URL`` names; that server's site, JetStream domain and leaf links are what the pod
 gets, also while its site is cut off. Each bus peer writes the Service when its replica
 lacks it (the cluster IP is a hash of the name, so peers that create it concurrently pick
-the same one) and its own EndpointSlice, ``nats-<node>``, with its client address and
-port; the slice is owned by the Node, so deleting the Node deletes it.
+the same one), once it has caught up with the mesh: a joiner's replica lacks it at first,
+and its create, the later one, would replace the cluster's Service (its uid) in the merge.
+Each writes its own EndpointSlice, ``nats-<node>``, with its client address and port, at
+once; the slice is owned by the Node, so deleting the Node deletes it.
 """
 
 from __future__ import annotations
@@ -57,10 +59,11 @@ def endpoint_slice(node: dict[str, Any], ip: str, port: int, ready: bool) -> dic
 
 
 async def publish(store: ObjectStore, node_name: str, ip: str, port: int,
-                  ready: bool = True) -> bool:
-    """Create the Service if missing and write this node's slice when it changed; True once
-    both are as wanted (False: the namespace or the Node is not there yet, or a write lost
-    a race and the next call tries again)."""
+                  ready: bool = True, create_service: bool = True) -> bool:
+    """Create the Service if missing (and ``create_service``: this peer has caught up) and
+    write this node's slice when it changed; True once both are as wanted (False: the
+    namespace or the Node is not there yet, the Service may not be created yet, or a write
+    lost a race and the next call tries again)."""
     reg = store.registry
     svc_kind, slice_kind = reg.by_kind("v1", "Service"), reg.by_kind("discovery.k8s.io/v1",
                                                                       "EndpointSlice")
@@ -70,16 +73,18 @@ async def publish(store: ObjectStore, node_name: str, ip: str, port: int,
     if node is None or store.find(ns_kind, None, NAMESPACE) is None:
         return False
     try:
-        if store.find(svc_kind, NAMESPACE, NAME) is None:
+        missing = store.find(svc_kind, NAMESPACE, NAME) is None
+        if missing and create_service:
             with contextlib.suppress(AlreadyExists):
                 await store.create(svc_kind, service(), NAMESPACE)
                 log.info("bus: created Service %s/%s", NAMESPACE, NAME)
+            missing = False
         want = endpoint_slice(node, ip, port, ready)
         name = want["metadata"]["name"]
         current = store.find(slice_kind, NAMESPACE, name)
         if current is None:
             await store.create(slice_kind, want, NAMESPACE)
-            return True
+            return not missing
         new = copy.deepcopy(current)
         new["metadata"].update({k: want["metadata"][k] for k in ("labels", "ownerReferences")})
         for key in ("addressType", "endpoints", "ports"):
@@ -89,4 +94,4 @@ async def publish(store: ObjectStore, node_name: str, ip: str, port: int,
     except StoreError as e:
         log.debug("bus: the %s Service's endpoint for %s: %s", NAME, node_name, e)
         return False
-    return True
+    return not missing

@@ -125,6 +125,7 @@ class BusService:
             lambda: self.node_bus.topology, data_dir / "bus" / "managed-streams.json",
             status_interval=status_interval())
         self._tasks: list[asyncio.Task[None]] = []
+        self._caught_up: CatchUp | None = None
 
     @property
     def url(self) -> str:
@@ -141,7 +142,11 @@ class BusService:
 
     async def start(self, caught_up: CatchUp | None = None) -> None:
         """nats-server on the configuration the replica implies; on a node that knows no
-        other Node yet, once the replica has caught up (:data:`CATCH_UP_WAIT`)."""
+        other Node yet, once the replica has caught up (:data:`CATCH_UP_WAIT`). The
+        cluster-wide objects its replica lacks (the CRDs, the ``nats`` Service) are created
+        only once a pull completed (``CatchUp.synced``): a joiner's creates would replace the
+        cluster's in the merge."""
+        self._caught_up = caught_up
         knows_others = any(n["metadata"].get("name") != self.node_bus.settings.name
                            for n in self.store.replica.list("nodes"))
         if caught_up is not None and not caught_up.done() and not knows_others:
@@ -156,7 +161,13 @@ class BusService:
                        asyncio.create_task(self.streams.run(), name="bus-streams"),
                        asyncio.create_task(self._keep_service(), name="bus-service")]
 
+    def _synced(self) -> bool:
+        """Whether cluster-wide objects this replica lacks may be created (``CatchUp.synced``)."""
+        return self._caught_up is None or self._caught_up.synced
+
     async def _install_crds(self) -> None:
+        while not self._synced():
+            await asyncio.sleep(1.0)
         while not await ensure_crds(self.store):
             await asyncio.sleep(5.0)
 
@@ -166,7 +177,8 @@ class BusService:
             s = self.node_bus.settings
             try:
                 await cluster_service.publish(self.store, s.name, s.advertise, s.client_port,
-                                              ready=self.node_bus.supervisor.pid is not None)
+                                              ready=self.node_bus.supervisor.pid is not None,
+                                              create_service=self._synced())
             except Exception:  # the next pass tries again
                 log.exception("bus: writing the nats Service's endpoint failed")
             await asyncio.sleep(every)

@@ -38,6 +38,7 @@ from shoal.control import manager
 from shoal.control.crd_establishing import serve_crds
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler  # issue 12
 from shoal.control.kubernetes_service import KubernetesService  # issue 12
+from shoal.control.loop_stalls import LoopStalls
 from shoal.control.ownership import LeaseAges  # the acting peer leaves out lapsed Leases
 from shoal.control.rbac_bootstrap import PolicyInPlace  # authz: /readyz
 from shoal.control.service_accounts import admit_pod  # service accounts
@@ -98,6 +99,7 @@ class ShoalNode:
         self.streams: StreamMux | None = None  # pod streams
         self.mesh: MeshPeer | None = None
         self.catch_up: CatchUp | None = None  # caught-up gating: controllers wait for it
+        self.stalls = LoopStalls(self.replica.wall)  # a resume re-arms the Lease judges' grace
         self.url = f"https://{_host_for_url(advertise)}:{cfg.api.port}"
         self.api = ApiServer(
             self.store, self.registry,
@@ -208,7 +210,8 @@ class ShoalNode:
                                       self.cfg.agent.heartbeat_interval,
                                       labels=topology_labels(self.cfg),  # super-peers
                                       report_every=self.cfg.agent.status_report_every,
-                                      runtime=self.agent.runtime.name)
+                                      runtime=self.agent.runtime.name,
+                                      api_port=self._api_port())
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
             await self.bus.start(self.catch_up)
@@ -229,6 +232,7 @@ class ShoalNode:
         self._tasks.append(asyncio.create_task(policy.run(), name="rbac-in-place"))
         # Build the OpenAPI documents off the loop so kubectl's first request does not wait.
         warm = asyncio.get_running_loop().run_in_executor(None, self.api.openapi.warm)
+        self._tasks.append(asyncio.create_task(self.stalls.run(), name="loop-stalls"))
         controllers = self.cfg.controllers
         self._tasks += manager.start(self.store, MeshView(self), controllers.pod_eviction_timeout,
                                      controllers.node_monitor_grace, self.cfg.network.cluster_cidr,
@@ -238,9 +242,12 @@ class ShoalNode:
                                      else 0.0,
                                      caught_up=self.catch_up)  # caught-up gating
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
-        # issue 12: the `kubernetes` Service and its endpoints, on this node's API port
-        self._tasks.append(asyncio.create_task(KubernetesService(
-            self.store, urllib.parse.urlsplit(self.url).port or 6443, MeshView(self)).run(),
+        # issue 12: the `kubernetes` Service and its endpoints, on each node's API port; once
+        # caught up, or a joiner's create of the Service would replace the cluster's
+        catch_up = self.catch_up
+        self._tasks.append(asyncio.create_task(manager.run_when_caught_up(KubernetesService(
+            self.store, self._api_port(), MeshView(self),
+            may_create=lambda: catch_up is None or catch_up.synced), catch_up),
             name="kubernetes-service"))
         # issue 12: the HPA, on the samples kubectl top reads (each node's own, over the peer link)
         self._tasks.append(asyncio.create_task(manager.run_when_caught_up(
@@ -396,6 +403,9 @@ class ShoalNode:
         return pod_gateway((node.get("spec") or {}).get("podCIDR"))
     # --- end cluster dns ---
 
+    def _api_port(self) -> int:
+        return urllib.parse.urlsplit(self.url).port or 6443
+
     def _holds_lease(self, node: str) -> bool:
         """Whether this peer holds ``node``'s Lease of kube-node-lease (``NodeLeases``)."""
         return self.mesh is not None and not self.mesh.anti_entropy.policy.withheld(
@@ -456,12 +466,14 @@ JOINING_DNS_DELAY = 15.0  # cluster dns: seconds a joining node lets its replica
 
 class MeshView:
     """The controllers' view of the live peers: this node plus what membership believes alive,
-    and which of them let their node Lease run out (``lapsed``)."""
+    which of them let their node Lease run out (``lapsed``), and when this node last resumed
+    from standing still (``resumed``)."""
 
     def __init__(self, node: ShoalNode) -> None:
         self._node = node
         self._weak = WeakNames()
-        self._leases = LeaseAges(node.store, node.cfg.controllers.node_monitor_grace)
+        self._leases = LeaseAges(node.store, node.cfg.controllers.node_monitor_grace,
+                                 self.resumed)
         self._holders = LeaseHolders()
 
     @property
@@ -484,6 +496,11 @@ class MeshView:
     def holds_lease(self, peer: str, node: str) -> bool:
         """Whether ``peer`` holds ``node``'s Lease (``ownership.lease_actors``)."""
         return self._holders.holds(self._node.mesh, peer, node)
+
+    def resumed(self) -> float:
+        """When this node last resumed from a freeze, a suspend or starvation
+        (``ownership.resumed_at``)."""
+        return self._node.stalls.check()
 
 
 async def _join_if_needed(cfg: NodeSettings) -> None:

@@ -29,8 +29,11 @@ node is never judged before this peer has known it for ``grace`` seconds (as
 Kubernetes' node controller starts a node's clock when it first observes it): a
 peer that has just started holds a replica that may be stale, and a node that has
 just joined registers its Node before its first Lease, which may reach the others
-later. A pass is scheduled for the moment the next Lease runs out, so a node is
-judged ``grace`` seconds after its last renewal, not up to a resync later.
+later. A peer that resumes from standing still (frozen, suspended, starved:
+``loop_stalls``) missed the renewals of that time and counts again from its resume, as from
+a start: every node is known from then. A pass is scheduled for the moment the next Lease
+runs out, so a node is judged ``grace`` seconds after its last renewal, not up to a resync
+later.
 
 Only peers that hold a node's Lease judge it: a weak peer (``--sync-via super``) holds
 no Lease but its own (docs/semantics.md, "Node Leases"), so it judges no node, and a
@@ -65,6 +68,7 @@ from shoal.control.ownership import (
     lease_actors,
     lease_grace,
     preferred_actor,
+    resumed_at,
     scope_of,
     weak_peers,
 )
@@ -234,7 +238,9 @@ class NodeLifecycle(Controller):
         mine = [s for s in scopes.names() if scopes.is_writer(s, self.view.name)]
         nodes = self.store.list(self.node_kind)
         names = {n["metadata"]["name"] for n in nodes}
-        self._seen = {n: self._seen.get(n, now) for n in names}
+        # Known from its first sight here, and again from this peer's resume after a stall.
+        resumed = resumed_at(self.view)
+        self._seen = {n: max(self._seen.get(n, now), resumed) for n in names}
         # A weak peer holds no other node's Lease: it judges nobody.
         judging = self.view.name not in weak_peers(self.view)
         # Each node's Lease, and whether it ran out: known for less than grace, no Lease

@@ -21,7 +21,8 @@ everything is in the cluster scope and every live peer takes part, as before.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
@@ -138,6 +139,14 @@ def lapsed_peers(view: PeerView) -> frozenset[str]:
     return frozenset(lapsed())
 
 
+def resumed_at(view: PeerView) -> float:
+    """When (wall seconds) this peer last resumed from standing still, from ``view``'s optional
+    ``resumed()`` (``loop_stalls.LoopStalls``): the Lease judges count from then as from a
+    start. -inf for a view that does not know (``SinglePeer``, a test's)."""
+    resumed = getattr(view, "resumed", None)
+    return float(resumed()) if callable(resumed) else -math.inf
+
+
 KUBELET_LEASE_SECONDS = 40
 """The kubelet's ``nodeLeaseDurationSeconds``, four renewals of 10 s: the pace a grace
 period (``--node-monitor-grace-period``) is set for."""
@@ -161,10 +170,13 @@ class LeaseAges:
     peer's clock, and since the peer has been live here without a break. A peer whose Lease
     this replica does not hold (one joining, or none written) is not judged; a peer that has
     just come back into the live list (a heal, a restart of either) gets ``grace`` to bring
-    its renewals, as a node this peer has just started to know does. Leases are re-read when
-    one changed, so asking for each object costs a few lookups per live peer."""
+    its renewals, as a node this peer has just started to know does, and so does every peer
+    once this one resumes from standing still (``resumed``: ``LoopStalls.check``). Leases
+    are re-read when one changed, so asking for each object costs a few lookups per live
+    peer."""
 
-    def __init__(self, store: ObjectStore, grace: float) -> None:
+    def __init__(self, store: ObjectStore, grace: float,
+                 resumed: Callable[[], float] | None = None) -> None:
         from shoal.control.node_lifecycle import LEASE_NAMESPACE
 
         self.store, self.grace, self._namespace = store, grace, LEASE_NAMESPACE
@@ -176,6 +188,7 @@ class LeaseAges:
         """Each node's last renewal and how long it holds (``lease_grace``)."""
         self._live_since: dict[str, float] = {}
         self._live: list[str] = []
+        self._resumed = resumed
 
     def lapsed(self, live: list[str]) -> frozenset[str]:
         """Of ``live`` (the view's live list, this peer included), those whose Lease ran out."""
@@ -193,10 +206,12 @@ class LeaseAges:
                 if renew is not None:
                     self._renewed[lease["metadata"]["name"]] = (
                         renew, lease_grace(lease, self.grace))
+        resumed = self._resumed() if self._resumed is not None else -math.inf
         out = set()
         for p in live:
             renewed = self._renewed.get(p)
-            if renewed is not None and now - max(renewed[0], self._live_since[p]) >= renewed[1]:
+            if renewed is not None and \
+                    now - max(renewed[0], self._live_since[p], resumed) >= renewed[1]:
                 out.add(p)
         return frozenset(out)
 

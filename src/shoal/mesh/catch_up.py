@@ -17,6 +17,12 @@ started:
 
 Once caught up, it stays so (as ``HasSynced``): a later partition is the mesh's business.
 Times come from the running loop, so ``shoal.sim`` runs it on virtual time.
+
+``synced`` is narrower: a pull completed since start (or it is a first node, alone). What a
+replica lacks only then may be created: a cluster-wide default (the ``kubernetes`` Service,
+the bus's ``nats`` Service and CRDs) that a joiner creates while it holds its seed dead (a
+slow link: it is caught up as cut off, with an empty replica) is the later create, and
+replaces the cluster's own in the merge (its uid, its creationTimestamp).
 """
 
 from __future__ import annotations
@@ -50,8 +56,11 @@ class CatchUp:
         self.seconds: float | None = None
         """How long catching up took."""
         self.unreachable: set[str] = set()
+        self.synced = False
+        """A pull from a partner completed since start, or it started alone (a first node)."""
         self._timers: list[asyncio.TimerHandle] = []
         if not expect_peers and not membership.live():
+            self.synced = True
             self._finish("alone at start: no other member known")
             return
         anti_entropy.pull_listeners.append(self._pulled)
@@ -71,6 +80,7 @@ class CatchUp:
                 "seconds": round(waited, 3), "unreachable": sorted(self.unreachable)}
 
     def _pulled(self, partner: str, complete: bool) -> None:
+        self.synced |= complete
         if self.done():
             return
         if complete:

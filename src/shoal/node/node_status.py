@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shoal import __version__
+from shoal.control.kubernetes_service import API_PORT_ANNOTATION
 from shoal.store.objects import NotFound, ObjectStore, StoreError, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,15 @@ class NodeStatusReporter:
 
     def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0,
                  labels: Mapping[str, str | None] | None = None,
-                 report_every: float | None = None, runtime: str = "process") -> None:
+                 report_every: float | None = None, runtime: str = "process",
+                 api_port: int | None = None) -> None:
         self.store = store
         self.runtime = runtime
         self.name = name
         self.address = address
+        self.api_port = api_port
+        """The port this node serves the API on, said on its Node (``API_PORT_ANNOTATION``)
+        so that the ``kubernetes`` Service lists it there; None: not said."""
         self.interval = interval
         self.report_every = report_every
         """Seconds between status writes when nothing changed; None: never by time
@@ -186,15 +191,21 @@ class NodeStatusReporter:
         log.info("node %s registered (%s)", self.name, self.address)
 
     async def _set_labels(self, node_k: Any, current: dict[str, Any]) -> dict[str, Any]:
+        """This node's labels, and its API port annotation."""
         labels = dict((current.get("metadata") or {}).get("labels") or {})
+        annotations = dict((current.get("metadata") or {}).get("annotations") or {})
         wanted = {k: v for k, v in self.labels.items() if v is not None}
         gone = [k for k, v in self.labels.items() if v is None and k in labels]
-        if all(labels.get(k) == v for k, v in wanted.items()) and not gone:
+        port = {} if self.api_port is None else {API_PORT_ANNOTATION: str(self.api_port)}
+        if all(labels.get(k) == v for k, v in wanted.items()) and not gone and all(
+                annotations.get(k) == v for k, v in port.items()):
             return current
         for k in gone:
             del labels[k]
         new = copy.deepcopy(current)
         new["metadata"]["labels"] = {**labels, **wanted}
+        if port:
+            new["metadata"]["annotations"] = {**annotations, **port}
         return await self.store.update(node_k, new, None, self.name, check_rv=False)
 
     async def heartbeat(self) -> None:

@@ -27,7 +27,7 @@ from shoal.mesh.peer import MeshPeer
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.sim.checkers import cursors
 from shoal.sim.disk import SimDisk
-from shoal.sim.loop import VirtualEventLoop, VirtualWallClock
+from shoal.sim.loop import PROCESS, FreezableEventLoop, VirtualEventLoop, VirtualWallClock
 from shoal.sim.network import LinkFaults, SimNetwork
 from shoal.store.objects import ObjectStore, StoreError
 from shoal.store.replica import Replica
@@ -144,7 +144,11 @@ class SimCluster:
         everyone = [(n.name, n.address) for n in self.nodes.values()]
         for node in self.nodes.values():
             node.peer = self._peer(node)
-            await node.peer.start()
+            token = PROCESS.set(node.name)  # its tasks are its process's (``freeze``)
+            try:
+                await node.peer.start()
+            finally:
+                PROCESS.reset(token)
             if preformed:
                 node.peer.membership.add_known(everyone)
         if not preformed:
@@ -257,10 +261,46 @@ class SimCluster:
             # life starts where the last one ended.
             node.replica.loaded_revision = node.replica.revision
         node.peer = self._peer(node)
-        await node.peer.start()
+        token = PROCESS.set(name)
+        try:
+            await node.peer.start()
+        finally:
+            PROCESS.reset(token)
         node.peer.membership.add_known(node.known)
         seeds = self._restart_seeds(name)
         await node.peer.join(self.rng.sample(seeds, min(3, len(seeds))))
+
+    def freeze(self, name: str) -> None:
+        """``name`` stands still, as under ``kill -STOP``: none of its code runs (its loop must
+        be a ``FreezableEventLoop``), and what is sent to it is lost, as once its socket
+        buffers fill and its peers' requests time out. Its clocks go on."""
+        assert isinstance(self.loop, FreezableEventLoop), "freezing needs a FreezableEventLoop"
+        self.network.note(f"freeze {name}")
+        self.loop.freeze(name)
+        me = self.nodes[name].address
+        for other in self.nodes.values():
+            if other.name != name:
+                self.network.clog(me, other.address)
+
+    def thaw(self, name: str, links_after: float = 0.0) -> None:
+        """``name`` runs again (``kill -CONT``), with its memory as the freeze left it. Its
+        links come back ``links_after`` seconds later: a resumed VM's or a woken device's
+        network comes back after its processes, and its peers closed their connections to
+        it meanwhile."""
+        assert isinstance(self.loop, FreezableEventLoop)
+        self.network.note(f"thaw {name}")
+        self.loop.thaw(name)
+        if links_after > 0:
+            self.loop.call_later(links_after, self._reconnect, name)
+        else:
+            self._reconnect(name)
+
+    def _reconnect(self, name: str) -> None:
+        self.network.note(f"reconnect {name}")
+        me = self.nodes[name].address
+        for other in self.nodes.values():
+            if other.name != name:
+                self.network.unclog(me, other.address)
 
     def _restart_seeds(self, name: str) -> list[str]:
         """Addresses a restarting node may join through (three are picked at random)."""

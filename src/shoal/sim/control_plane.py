@@ -5,7 +5,9 @@ node_monitor_grace)``
 as tasks on the virtual loop, with a ``PeerView`` backed by its own ``MeshPeer``
 (this peer plus the members its membership believes alive), and a ``SimKubelet``.
 Killing a peer stops its controllers, its kubelet (and so its pods) and its mesh
-peer; restarting brings all three back over the same replica.
+peer; restarting brings all three back over the same replica. On a ``FreezableEventLoop``
+a peer can also stand still and resume (``SimCluster.freeze``, ``thaw``), and each peer runs
+its stall detector (``shoal.control.loop_stalls``).
 """
 
 from __future__ import annotations
@@ -13,27 +15,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import random
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from shoal.control import manager
+from shoal.control.loop_stalls import LoopStalls
 from shoal.control.ownership import LeaseAges
 from shoal.mesh.topology import LeaseHolders, WeakNames
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
+from shoal.sim.loop import PROCESS, FreezableEventLoop
 from shoal.sim.timeline import Timeline
 
 
 class MeshPeerView:
-    """``shoal.control.ownership.PeerView`` over one simulated peer's membership, and its
-    replica's node Leases (``lapsed``)."""
+    """``shoal.control.ownership.PeerView`` over one simulated peer's membership, its
+    replica's node Leases (``lapsed``) and its stalls (``resumed``)."""
 
-    def __init__(self, node: SimNode, grace: float = 40.0) -> None:
+    def __init__(self, node: SimNode, grace: float = 40.0,
+                 stalls: LoopStalls | None = None) -> None:
         self._node = node
         self._weak = WeakNames()
-        self._leases = LeaseAges(node.store, grace)
+        self._stalls = stalls
+        self._leases = LeaseAges(node.store, grace, self.resumed)
         self._holders = LeaseHolders()
 
     @property
@@ -56,6 +63,10 @@ class MeshPeerView:
     def holds_lease(self, peer: str, node: str) -> bool:
         """Whether ``peer`` holds ``node``'s Lease (``ownership.lease_actors``)."""
         return self._holders.holds(self._node.peer, peer, node)
+
+    def resumed(self) -> float:
+        """When this peer last resumed from standing still (``ownership.resumed_at``)."""
+        return self._stalls.check() if self._stalls is not None else -math.inf
 
 
 class _ErrorCounter(logging.Handler):
@@ -82,6 +93,9 @@ class ControlCluster:
     def __post_init__(self) -> None:
         self.timeline = Timeline()
         self.kubelets: dict[str, SimKubelet] = {}
+        self.stalls: dict[str, LoopStalls] = {}
+        """Each peer's stall detector (``shoal.control.loop_stalls``), on a
+        ``FreezableEventLoop`` only."""
         self._tasks: dict[str, list[asyncio.Task[None]]] = {}
         self.errors = _ErrorCounter()
         # Every kubelet event goes into the run's trace, so determinism covers it.
@@ -95,18 +109,32 @@ class ControlCluster:
             await self._start_node(name)
 
     async def _start_node(self, name: str) -> None:
+        token = PROCESS.set(name)  # its tasks are its process's (``SimCluster.freeze``)
+        try:
+            await self._start_node_tasks(name)
+        finally:
+            PROCESS.reset(token)
+
+    async def _start_node_tasks(self, name: str) -> None:
         node = self.cluster.nodes[name]
         rng = random.Random(f"{self.cluster.seed}:kubelet:{name}:{node.restarts}")
         kubelet = SimKubelet(node.store, name, node.address, self.timeline, rng, self.timing)
         self.kubelets[name] = kubelet
         await kubelet.start()
         loop = asyncio.get_running_loop()
-        self._tasks[name] = [
+        # A peer stands still only on a loop that can freeze it (virtual time does not pass
+        # while code runs): elsewhere its stall detector's ticks would only move the order
+        # of simultaneous timers, and with it the runs that seeds were chosen for.
+        stalls = LoopStalls(node.replica.wall)
+        ticker = []
+        if isinstance(loop, FreezableEventLoop):
+            self.stalls[name] = stalls
+            ticker = [loop.create_task(stalls.run(), name=f"{name}:loop-stalls")]
+        view = MeshPeerView(node, self.node_monitor_grace, stalls)
+        self._tasks[name] = [*ticker, *(
             loop.create_task(c.run(), name=f"{name}:{c.name}")
-            for c in manager.controllers(node.store, MeshPeerView(node, self.node_monitor_grace),
-                                         self.pod_eviction_timeout,
-                                         self.node_monitor_grace)
-        ]
+            for c in manager.controllers(node.store, view, self.pod_eviction_timeout,
+                                         self.node_monitor_grace))]
 
     async def _stop_node(self, name: str) -> None:
         tasks = self._tasks.pop(name, [])

@@ -6,17 +6,29 @@ advances the virtual clock by that timeout and returns, and ``time()`` reads the
 virtual clock. Timers then fire in order, exactly as they would in real time,
 as fast as the CPU runs them. The loop refuses real I/O (sockets, readers,
 executors, DNS), so nothing in a simulation can depend on the outside world.
+
+``FreezableEventLoop`` also lets one simulated process stand still, as ``kill -STOP`` or a
+paused VM does: every callback scheduled in a context whose ``PROCESS`` names it (its
+tasks, their timers and wake-ups) is held from ``freeze`` to ``thaw`` and then runs, while
+time goes on for everyone. Only scenarios that freeze use it: its gate costs a call per
+callback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import contextvars
 import selectors
 from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
+
+PROCESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("shoal_sim_process",
+                                                                     default=None)
+"""The simulated process (a peer's name) that the code running in a context belongs to: set
+where a peer's tasks are started, and copied into every task and callback they make."""
 
 EPOCH = 1_700_000_000.0
 """Wall-clock seconds at virtual time zero (a fixed date, so runs are reproducible)."""
@@ -78,6 +90,60 @@ class VirtualEventLoop(asyncio.base_events.BaseEventLoop):
         self._refuse()
 
 
+class _Gate:
+    """A callback that runs unless its process is frozen; then it waits for the thaw."""
+
+    __slots__ = ("callback", "context", "handle", "loop")
+
+    def __init__(self, loop: FreezableEventLoop, callback: Callable[..., Any],
+                 context: contextvars.Context) -> None:
+        self.loop, self.callback, self.context = loop, callback, context
+        self.handle: asyncio.Handle | None = None
+
+    def __call__(self, *args: Any) -> None:
+        if self.handle is not None and self.handle.cancelled():
+            return  # cancelled while it waited for a thaw
+        process = PROCESS.get()
+        held = self.loop.held.get(process) if process is not None else None
+        if held is not None:
+            held.append((self, args))
+            return
+        self.callback(*args)
+
+
+class FreezableEventLoop(VirtualEventLoop):
+    """A virtual loop on which a simulated process can be frozen and thawed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: dict[str, list[tuple[_Gate, tuple[Any, ...]]]] = {}
+        """Per frozen process, the callbacks that came due meanwhile, in order."""
+
+    def call_soon(self, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
+                  context: contextvars.Context | None = None) -> asyncio.Handle:
+        ctx = context if context is not None else contextvars.copy_context()
+        gate = _Gate(self, callback, ctx)
+        gate.handle = super().call_soon(gate, *args, context=ctx)
+        return gate.handle
+
+    def call_at(self, when: float, callback: Callable[..., Any], *args: Any,  # type: ignore[override]
+                context: contextvars.Context | None = None) -> asyncio.TimerHandle:
+        ctx = context if context is not None else contextvars.copy_context()
+        gate = _Gate(self, callback, ctx)
+        handle = super().call_at(when, gate, *args, context=ctx)
+        gate.handle = handle
+        return handle
+
+    def freeze(self, process: str) -> None:
+        """From now on nothing of ``process`` runs."""
+        self.held.setdefault(process, [])
+
+    def thaw(self, process: str) -> None:
+        """What came due while ``process`` was frozen runs now, in the order it came due."""
+        for gate, args in self.held.pop(process, []):
+            super().call_soon(gate, *args, context=gate.context)
+
+
 class VirtualWallClock:
     """A ``WallClock`` for one simulated node: the virtual time plus a fixed skew."""
 
@@ -89,9 +155,10 @@ class VirtualWallClock:
         return EPOCH + self.skew + self._loop.time()
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on a fresh virtual loop, then cancel what it left."""
-    loop = VirtualEventLoop()
+def run(main: Coroutine[Any, Any, T], freezable: bool = False) -> T:
+    """Run a coroutine to completion on a fresh virtual loop (a ``FreezableEventLoop`` if
+    ``freezable``), then cancel what it left."""
+    loop = FreezableEventLoop() if freezable else VirtualEventLoop()
     try:
         return loop.run_until_complete(main)
     finally:

@@ -13,6 +13,7 @@ into a trace hash that two runs of one seed must agree on.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import random
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from shoal.mesh.transport import Handler, TransportError, serving
+from shoal.sim.loop import PROCESS, FreezableEventLoop
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,13 @@ class SimNetwork:
             return
         sender = self._nodes.get(src)
         name = sender.name if sender is not None else src.rsplit(":", 1)[0]
-        asyncio.get_running_loop().create_task(node.serve(src, payload, reply, name))
+        # Served by the receiver's process, not the sender's (``loop.FreezableEventLoop``).
+        context = None
+        if isinstance(asyncio.get_running_loop(), FreezableEventLoop):
+            context = contextvars.copy_context()
+            context.run(PROCESS.set, node.name)
+        asyncio.get_running_loop().create_task(node.serve(src, payload, reply, name),
+                                               context=context)
 
 
 class SimTransport:

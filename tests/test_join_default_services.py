@@ -1,0 +1,91 @@
+"""A peer that joins does not replace the cluster's default Services (real processes).
+
+Its replica is empty when it starts: the ``kubernetes`` Service and the bus's
+``kube-system/nats`` are not in it yet. Created then, its copies are the later creates and
+win the merge everywhere, with a new uid and creationTimestamp (and, for ``kubernetes``,
+the joiner's API port as ``targetPort``). The names are chosen so that the joiner, pi-2, is
+the preferred actor for the ``kubernetes`` Service, and the joiner reaches pi-1 over a link
+that delays each way by 0.4 s (``tests.tools.linkproxy``), so that it starts its
+controllers and its bus well before its first pull completes, as a loaded host does (on
+loopback, unhindered, the pull won the race here; a new user's trial of three peers lost
+it). The joiner runs without a bus, as the README's second peer on one machine does: a
+bus waits (up to 10 s) for the catch-up before the node starts the rest, which hid it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal.control.ownership import preferred_actor
+from tests.conftest import ShoalProcess, free_port
+from tests.test_join import shoal_cli, start_node
+from tests.tools.linkproxy import ThreadedLinkProxy
+
+SERVICES = ["default/kubernetes", "kube-system/nats"]
+
+
+def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
+    """namespace/name -> (uid, creationTimestamp, first port's targetPort) of the defaults."""
+    out = {}
+    for key in SERVICES:
+        ns, name = key.split("/")
+        r = node.kubectl("get", "service", "-n", ns, name, "-o", "json", check=False)
+        if r.returncode == 0:
+            svc = json.loads(r.stdout)
+            out[key] = (svc["metadata"]["uid"], svc["metadata"]["creationTimestamp"],
+                        svc["spec"]["ports"][0].get("targetPort"))
+    return out
+
+
+def _wait_for(node: ShoalProcess, keys: list[str], timeout: float = 60.0) -> dict[
+        str, tuple[str, str, object]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _services(node)
+        if all(k in found for k in keys) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _slice_ports(node: ShoalProcess) -> set[int]:
+    r = node.kubectl("get", "endpointslices", "-n", "default", "-l",
+                     "kubernetes.io/service-name=kubernetes", "-o", "json")
+    return {p["port"] for s in json.loads(r.stdout)["items"] if s.get("endpoints")
+            for p in s.get("ports") or []}
+
+
+@pytest.mark.slow
+def test_a_joining_peer_keeps_the_clusters_kubernetes_and_nats_services(tmp_path: Path) -> None:
+    assert preferred_actor("default/kubernetes", ["pi-1", "pi-2"]) == "pi-2"
+    peer_port = free_port()
+    slow = ThreadedLinkProxy(("127.0.0.1", peer_port), delay=0.4)
+    # pi-1 advertises the slow link as its peer address: the joiner talks to it through it.
+    a = start_node(tmp_path, "pi-1", ["--peer-port", str(peer_port),
+                                      "--peer-advertise", slow.address_str])
+    b: ShoalProcess | None = None
+    try:
+        before = _wait_for(a, SERVICES)
+        assert "default/kubernetes" in before, before
+        keys = sorted(before)  # the nats Service only where nats-server is installed
+        token = shoal_cli("token", "create", "--data-dir", str(a.data_dir), "--ttl", "10m")
+        b = start_node(tmp_path, "pi-2",
+                       ["--join", slow.address_str, "--token", token.stdout.strip(),
+                        "--no-bus"])  # as the README's second peer on one machine
+        time.sleep(8.0)  # the joiner's controllers and bus have run for a while
+        for node in (a, b):
+            assert {k: v for k, v in _wait_for(node, keys).items() if k in keys} == before, (
+                node.name)
+        assert before["default/kubernetes"][2] == a.port
+        # Both peers are endpoints, each on its own API port (one slice per port).
+        deadline = time.monotonic() + 30
+        while _slice_ports(a) != {a.port, b.port} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _slice_ports(a) == {a.port, b.port}
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
+        slow.close()
