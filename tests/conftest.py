@@ -336,3 +336,26 @@ class GroupSuffix:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(GroupSuffix(), "shoal-xdist-group-suffix")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """As root, a node's process-runtime pods keep their working dirs and volumes in
+    /var/lib/shoal-pods/<marker of the data dir>, outside the data dir: gone with the test's
+    temporary data dir, they stayed (631 of them, 33 MB, on the machine of December 4). The
+    markers of this session's directories name the ones to remove."""
+    from shoal.node.pod_user import PODS_ROOT
+    from shoal.node.runtime_process import node_marker
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if os.geteuid() != 0 or factory is None or not PODS_ROOT.is_dir():
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    for parent, dirs, _ in os.walk(base):
+        for name in dirs:
+            marker = node_marker(Path(parent) / name)
+            for left in (PODS_ROOT / marker, PODS_ROOT / f"{marker}-local-path"):
+                if left.is_dir():
+                    shutil.rmtree(left, ignore_errors=True)
