@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ENV_PREFIX = "SHOAL_"
 CONFIG_ENV = "SHOAL_CONFIG"
 # Not read from the environment here: SHOAL_TOKEN has its own handling (it is taken out of
@@ -56,6 +54,8 @@ def config_path(argv: list[str], environ: Mapping[str, str]) -> Path | None:
 
 
 def read_file(path: Path) -> dict[str, Any]:
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     try:
         text = path.read_text()
     except OSError as e:

@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shoal.cli.private_output import write_private
 
 UNIT_NAME = "shoal.service"
@@ -101,6 +99,8 @@ WantedBy={WANTED_BY}
 
 def server_config(args: argparse.Namespace) -> dict[str, Any]:
     """The config file's contents: what was given, plus any flags after ``--``."""
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     config: dict[str, Any] = {"data-dir": str(args.data_dir.absolute())}
     for key in ("name", "join", "bind", "advertise"):
         if getattr(args, key) is not None:
@@ -130,6 +130,8 @@ def _systemctl(*args: str) -> None:
 
 
 def install(args: argparse.Namespace) -> int:
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     from shoal.cli import config_file
     from shoal.cli.main import _parser, _subparser
 
@@ -170,6 +172,8 @@ def install(args: argparse.Namespace) -> int:
 
 
 def uninstall(args: argparse.Namespace) -> int:
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     path = args.config_dir / "config.yaml"
     unit = args.unit_dir / UNIT_NAME
     data_dir: Path | None = None

@@ -16,8 +16,6 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from shoal.mesh.pki import NodePKI, issue
 
 DEFAULT_USER_TTL = 8760 * 3600.0
@@ -49,6 +47,8 @@ def _pki(data_dir: Path) -> NodePKI:
 
 def _config(pki: NodePKI, server: str, cluster: str, user_name: str,
             user: dict[str, Any]) -> str:
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     config = {
         "apiVersion": "v1",
         "kind": "Config",

@@ -19,8 +19,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 def _kubeconfig_path(kubeconfig: str | None) -> Path:
     if kubeconfig:
@@ -72,6 +70,8 @@ def _ssl_context(cluster: dict[str, Any], user: dict[str, Any], base: Path,
 def get_json(path: str, kubeconfig: str | None, context: str | None,
              server: str | None) -> dict[str, Any]:
     """The endpoint's JSON body; raises RuntimeError with the status for anything but 200."""
+    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+
     config_path = _kubeconfig_path(kubeconfig)
     config = yaml.safe_load(config_path.read_text()) or {}
     context_name = context or config.get("current-context")
