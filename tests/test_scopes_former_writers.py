@@ -260,6 +260,37 @@ def test_a_create_that_a_revoked_create_of_the_same_name_overwrote_comes_back() 
     assert revocation.strip(back, _revoked) is back
 
 
+def test_a_revoked_create_over_a_valid_deletion_leaves_the_deletion() -> None:
+    """The scoped soak's seed 1956: n1 deleted s while it was a writer, then (removed, not
+    knowing) created it again over its own deletion. Taking the late create out dropped
+    the whole document, so the deletion was lost wherever it had been overwritten, and
+    the older create (held by a writer that never saw the deletion) came back. What
+    stays is the deletion, as a tombstone at its stamp; a later valid create still wins
+    over it, and a deletion that was itself revoked goes with the create."""
+    created = Document.create({"metadata": {"name": "s", "uid": "u0"}, "data": {"k": "a"}},
+                              900, "n0")
+    member = created.copy()
+    member.delete(UNTIL - 10, "n1")  # before its removal: valid
+    member.write({"metadata": {"name": "s", "uid": "u1"}, "data": {"k": "b"}},
+                 UNTIL + 5, "n1")  # after it: revoked
+    kept = revocation.strip(member, _revoked)
+    assert kept is not None and kept.deleted and kept.stamp == (UNTIL - 10, "n1")
+    assert revocation.strip(kept, _revoked) is kept
+    for other in (created, member):  # a member that never saw the deletion, or both
+        merged = kept.copy()
+        merged.merge(revocation.strip(other, _revoked) or Document.empty())
+        assert merged.value() is None
+    later = Document.create({"metadata": {"name": "s", "uid": "u2"}, "data": {"k": "c"}},
+                            UNTIL + 20, "n0")
+    later.merge(kept)
+    assert later.value() == {"metadata": {"name": "s", "uid": "u2"}, "data": {"k": "c"}}
+
+    late_deletion = created.copy()
+    late_deletion.delete(UNTIL + 1, "n1")
+    late_deletion.write({"metadata": {"name": "s", "uid": "u1"}}, UNTIL + 5, "n1")
+    assert revocation.strip(late_deletion, _revoked) is None
+
+
 def test_a_removed_writers_late_create_goes_and_its_late_update_gives_way_to_the_old_value(
 ) -> None:
     created = Document.create({"metadata": {"name": "s", "uid": "u0"}, "data": {"a": "1"}},
@@ -410,6 +441,78 @@ def test_a_removed_writers_late_writes_never_become_the_scopes_state_anywhere() 
         await m.stop()
 
     virtual_run(main())
+
+
+def _late_create_over_n1s_deletion(seed: int, created_again_on_n0: bool
+                                   ) -> dict[str, tuple[bool, Any]]:
+    """n2 creates s in a scope of n0, n1, n2 (all writers); n1, cut off with n0, deletes
+    it while a writer; n3, a peer of neither side, removes n1; n1, not knowing, creates s
+    again (after n0 did on its own, cut off from n1 too, if ``created_again_on_n0``), and
+    every member merges that (n1's create displaces n2's create, which n2 never saw
+    deleted, and n0's). Then the three learn of the removal. Per member n0 and n2, 30 s
+    after both took the late create out: (whether it holds s at all, s's data)."""
+    from shoal.sim.loop import run as virtual_run
+    from tests.test_mesh_scopes import Mesh, until
+
+    def secret(k: str) -> dict[str, Any]:
+        return {"metadata": {"name": "s"}, "data": {"k": k}}
+
+    out: dict[str, tuple[bool, Any]] = {}
+
+    async def main() -> None:
+        m = Mesh(4, seed)
+
+        def data(n: str) -> Any:
+            value = m.replicas[n].get("secrets", NS, "s")
+            return None if value is None else value["data"]
+
+        await m.start()
+        await m.put("n0", SCOPES, "", "t", scope(["n0", "n1", "n2"]))
+        await until(lambda: all(m.replicas[n].get(SCOPES, "", "t") for n in m.names), 30)
+        await m.put("n2", "secrets", NS, "s", secret("YQ=="))
+        await until(lambda: all(data(n) for n in ("n0", "n1", "n2")), 30)
+        m.network.partition([["n0:7443", "n1:7443"], ["n2:7443"], ["n3:7443"]])
+        await m.put("n1", "secrets", NS, "s", None)
+        await until(lambda: data("n0") is None, 30)
+        m.network.partition([["n0:7443"], ["n1:7443"], ["n2:7443"], ["n3:7443"]])
+        removed = scope(["n0", "n2"])
+        old = m.replicas["n3"].get(SCOPES, "", "t")
+        assert old is not None
+        RecordFormerWriters(m.replicas["n3"], m.replicas["n3"].hlc.now)(SCOPES, old, removed)
+        await m.put("n3", SCOPES, "", "t", removed)
+        await asyncio.sleep(1)  # the clocks are past the removal's stamp
+        if created_again_on_n0:
+            await m.put("n0", "secrets", NS, "s", secret("Yw=="))
+            await asyncio.sleep(1)  # n1's create is the later one
+        await m.put("n1", "secrets", NS, "s", secret("Yg=="))
+        m.network.partition([["n0:7443", "n1:7443", "n2:7443"], ["n3:7443"]])
+        await until(lambda: all(data(n) == {"k": "Yg=="} for n in ("n0", "n1", "n2")), 30)
+        m.network.heal()
+        await until(lambda: all(m.peers[n].anti_entropy.docs_revoked for n in ("n0", "n2")),
+                    60)
+        await asyncio.sleep(30)  # the full pulls that follow bring nothing else back
+        for n in ("n0", "n2"):
+            out[n] = (m.replicas[n].entry("secrets", NS, "s") is not None, data(n))
+        await m.stop()
+
+    virtual_run(main())
+    return out
+
+
+def test_a_deletion_a_removed_writers_late_create_overwrote_stays_deleted_everywhere() -> None:
+    """The scoped soak's seed 1956, on purpose: once the members learn, s must stay
+    deleted (a tombstone) on all of them. Taking the late create out dropped s on n0,
+    n2 brought back its own create (the displaced one), and the deletion was lost."""
+    assert _late_create_over_n1s_deletion(11, False) == {"n0": (True, None),
+                                                         "n2": (True, None)}
+
+
+def test_a_valid_create_after_the_deletion_that_a_late_create_displaced_comes_back() -> None:
+    """As above, but n0 created s again after n1's deletion, on its own, before n1's late
+    create displaced it on every member: the writers that restore n0's create merge the
+    deletion into it, and the later create wins (the deletion alone would lose it)."""
+    assert _late_create_over_n1s_deletion(12, True) == {"n0": (True, {"k": "Yw=="}),
+                                                        "n2": (True, {"k": "Yw=="})}
 
 
 def test_a_super_peer_relaying_a_weak_writers_change_from_its_revoked_span_is_refused() -> None:

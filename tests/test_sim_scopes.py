@@ -454,6 +454,19 @@ def test_the_scoped_soak_seeds_that_met_the_revoked_overwrite_limit_pass(seed: i
     assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
 
 
+def test_the_scoped_soak_seed_that_lost_a_deletion_to_a_revoked_re_create_passes() -> None:
+    """Seed 1956 of the scoped mix: n0001 deleted secrets/team-1/secret-6 while a writer,
+    was removed from tenant-1 by an edit on a peer cut off from it, and created the
+    secret again before it learnt; taking that create out dropped the object, and n0006,
+    which had never seen the deletion, brought n0000's older create back to every member.
+    The deletion now stays (``revocation.strip``; the scenario on purpose is in
+    tests/test_scopes_former_writers.py)."""
+    opts = scenarios.Options(scenario="chaos", peers=15, seed=1956, scopes=2, scope_changes=2,
+                             kills=1, sites=3, idle_seconds=0)
+    report = scenarios.run(opts)
+    assert report.ok, f"{report.failures[:3]}; reproduce: {opts.command()}"
+
+
 def test_a_deletion_is_not_collected_while_a_member_that_was_cut_off_still_holds_it() -> None:
     """Regression seed: with sites, membership changes and a kill, n0004 once collected
     the deletion of secrets/shared/secret-2 while n0012, a member, still held a live copy

@@ -694,8 +694,15 @@ class AntiEntropy:
             if out is doc:
                 continue
             self._hold_back(m, scope, key, doc, after)
-            if out is None and m.is_writer(scope, self.membership.name):
-                out = self._restore(key, doc, rule, after)
+            if ((out is None or (out.deleted and not doc.deleted))
+                    and m.is_writer(scope, self.membership.name)):
+                restored = self._restore(key, doc, rule, after)
+                if restored is not None:
+                    if out is not None:
+                        # The deletion a revoked re-create replaced: it wins over an
+                        # older create, and a later one wins over it.
+                        restored.merge(out)
+                    out = restored
             if out is None:
                 drop.append(key)
             else:

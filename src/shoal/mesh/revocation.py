@@ -21,15 +21,23 @@ same document:
   to every real register) keeping those children;
 - a revoked root: a deletion is undone by giving the root back the register of the
   create it deleted (that of ``metadata.uid``, which every create writes and nothing
-  else changes); a create (or a re-create over a deletion) means the object should not
-  exist here, so the whole document goes, without a tombstone (nothing was deleted).
+  else changes); a create means the object should not exist here, so the whole document
+  goes, without a tombstone (nothing was deleted);
+- a revoked re-create over a deletion (a live root whose cleared stamp is a deletion it
+  replaced) leaves that deletion: a tombstone at the cleared stamp. Dropping the
+  document lost a valid deletion that the re-create had overwritten on every member
+  that held it, and a writer's displaced older create came back in its place (scoped
+  soak seed 1956). A create keeps only the stamp of the deletion it replaces, not its
+  writer, so the tombstone is charged to the re-create's writer, the likeliest deleter
+  (a peer re-creating what it deleted), and the deletion goes too when that writer's
+  revoked window holds its stamp.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from shoal.crdt.document import MAP, Document, Node
+from shoal.crdt.document import DEL, MAP, Document, Node, cleared
 
 Revoked = Callable[[tuple[str, ...], str, int], bool]
 """Whether the register at this path, written by this peer at this stamp, is revoked."""
@@ -68,6 +76,10 @@ def strip(doc: Document, revoked: Revoked) -> Document | None:
         return doc
     if revoked((), root[W], root[S]):
         if not _deleted(root):
+            deletion = cleared(root)
+            if deletion and not revoked((), root[W], deletion):
+                # Created again by a revoked change over a valid deletion: that stays.
+                return Document([deletion, root[W], DEL, _strip_children(root, revoked)])
             return None  # created by a revoked change
         children = _strip_children(root, revoked)
         metadata = children.get("metadata")
