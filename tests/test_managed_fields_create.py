@@ -115,8 +115,7 @@ def test_the_pods_of_one_template_share_one_remembered_spec_tree() -> None:
     spec = {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80}]}]}
     entries = [_direct({"metadata": {"name": f"web-{i}"}, "spec": spec}, POD, write)
                for i in range(3)]
-    memo = field_schema.for_kind(POD).memo_of("spec-fields-v1")
-    assert memo is not None and memo.get(orjson.dumps(spec)) is not None
+    assert field_schema.for_kind(POD).spec_trees().get(orjson.dumps(spec)) is not None
     assert entries[0] == entries[1] == entries[2]
     # One tree for all (stored objects are read-only): no copy per pod.
     assert entries[1][0]["fieldsV1"]["f:spec"] is entries[2][0]["fieldsV1"]["f:spec"]

@@ -21,6 +21,7 @@ import orjson
 from shoal.model import merge_keys, schemas
 from shoal.model.kinds import Kind
 from shoal.model.scope_schema import HAND_WRITTEN_SCHEMAS
+from shoal.model.value_memo import ValueMemo
 
 SCALAR = "scalar"
 STRUCT = "struct"  # declared fields, each a named field
@@ -60,18 +61,17 @@ class TypeNode:
     _memo: dict[str, TypeNode] = field(default_factory=dict, init=False, compare=False,
                                        hash=False, repr=False)
     """Children already resolved: every write walks its object's fields (issue 11)."""
-    _memos: dict[str, Any] | None = field(default=None, init=False, compare=False, hash=False,
-                                          repr=False)
-    """What walks under this node remember (``keep_memo``): made on first use, and few."""
+    _spec_trees: ValueMemo[dict[str, Any]] | None = field(default=None, init=False,
+                                                          compare=False, hash=False, repr=False)
 
-    def memo_of(self, name: str) -> Any:
-        return None if self._memos is None else self._memos.get(name)
-
-    def keep_memo(self, name: str, memo: Any) -> None:
-        if self._memos is None:
-            object.__setattr__(self, "_memos", {})  # (frozen: the memo is not its value)
-        assert self._memos is not None
-        self._memos[name] = memo
+    def spec_trees(self) -> ValueMemo[dict[str, Any]]:
+        """On a kind's root: the FieldsV1 trees of the specs created under it, by the spec's
+        bytes (``server_side_apply.created_fields_v1``). Kept on the schema, so a CRD's new
+        schema starts afresh; made on first use (a schema has thousands of nodes)."""
+        if self._spec_trees is None:
+            object.__setattr__(self, "_spec_trees", ValueMemo())  # (frozen: not its value)
+        assert self._spec_trees is not None
+        return self._spec_trees
 
     def field(self, name: str) -> TypeNode:
         """The type of a field of a struct, or of any entry of a map."""

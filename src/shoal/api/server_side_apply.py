@@ -270,7 +270,7 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
         return _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
     # The spec's part depends on the spec and its schema alone: remembered on the schema's
     # node by the spec's bytes (the pods of one template share it; issue 11).
-    memo = _spec_trees(root)
+    memo = root.spec_trees()
     known = memo.get(key)
     if known is None:
         tree = _map_fields_v1(new, root, _ROOT_DROPPED, _META_DROPPED)
@@ -284,15 +284,6 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
     tree["f:spec"] = known
     return dict(sorted(tree.items()))
 
-
-def _spec_trees(root: TypeNode) -> ValueMemo[dict[str, Any]]:
-    """The FieldsV1 trees of specs written under ``root``, kept on the schema's node so
-    that they go with it (a CustomResourceDefinition's new schema starts afresh)."""
-    memo: ValueMemo[dict[str, Any]] | None = root.memo_of("spec-fields-v1")
-    if memo is None:
-        memo = ValueMemo()
-        root.keep_memo("spec-fields-v1", memo)
-    return memo
 
 
 _GRANULAR = frozenset({STRUCT, MAP, UNTYPED})

@@ -51,6 +51,3 @@ class ValueMemo(Generic[T]):
         if key not in results and len(results) >= self._entries:
             del results[next(iter(results))]
         results[key] = result
-
-    def __len__(self) -> int:
-        return len(self._results)
