@@ -171,3 +171,22 @@ async def test_a_peer_whose_lease_declares_longer_than_the_grace_lapses_by_its_l
     clock.t += 1
     await _renew(store, clock, "a")
     assert view.lapsed() == {"b", "c"}
+
+
+async def test_a_peer_that_resumed_from_standing_still_counts_every_lease_from_its_resume(
+    peer: tuple[ObjectStore, ManualClock],
+) -> None:
+    """Frozen for a minute, this peer missed every renewal meanwhile: on its resume b's
+    Lease looks a minute old, but b is not passed over until the grace has run from the
+    resume (``LoopStalls``) without a renewal arriving."""
+    store, clock = peer
+    await _renew(store, clock, *PEERS)
+    resumed = -float("inf")
+    leases = LeaseAges(store, GRACE, resumed=lambda: resumed)
+    assert leases.lapsed(PEERS) == frozenset()
+    clock.t += 60  # frozen: no renewal merged here meanwhile
+    resumed = clock.t
+    assert leases.lapsed(PEERS) == frozenset(), "judged on the renewals it missed"
+    clock.t += GRACE + 0.5
+    await _renew(store, clock, "a", "c")
+    assert leases.lapsed(PEERS) == frozenset({"b"}), "b renewed nothing since the resume"

@@ -101,6 +101,9 @@ def run(seed: int, links_after: float = 0.0) -> Found:
     return found
 
 
+# links-2s-later is the case the stall rule is for (it fails without it); links-at-once is
+# a control: the resumed peer's first pull wins the race, so no flap either way, and only
+# the stall's detection (``stalls == 1``) depends on the change there.
 @pytest.mark.parametrize("links_after", [0.0, 2.0], ids=["links-at-once", "links-2s-later"])
 def test_a_peer_that_resumes_from_a_freeze_does_not_judge_the_healthy_nodes(
     links_after: float,

@@ -73,18 +73,16 @@ async def publish(store: ObjectStore, node_name: str, ip: str, port: int,
     if node is None or store.find(ns_kind, None, NAMESPACE) is None:
         return False
     try:
-        missing = store.find(svc_kind, NAMESPACE, NAME) is None
-        if missing and create_service:
+        if create_service and store.find(svc_kind, NAMESPACE, NAME) is None:
             with contextlib.suppress(AlreadyExists):
                 await store.create(svc_kind, service(), NAMESPACE)
                 log.info("bus: created Service %s/%s", NAMESPACE, NAME)
-            missing = False
         want = endpoint_slice(node, ip, port, ready)
         name = want["metadata"]["name"]
         current = store.find(slice_kind, NAMESPACE, name)
         if current is None:
             await store.create(slice_kind, want, NAMESPACE)
-            return not missing
+            return store.find(svc_kind, NAMESPACE, NAME) is not None
         new = copy.deepcopy(current)
         new["metadata"].update({k: want["metadata"][k] for k in ("labels", "ownerReferences")})
         for key in ("addressType", "endpoints", "ports"):
@@ -94,4 +92,4 @@ async def publish(store: ObjectStore, node_name: str, ip: str, port: int,
     except StoreError as e:
         log.debug("bus: the %s Service's endpoint for %s: %s", NAME, node_name, e)
         return False
-    return not missing
+    return store.find(svc_kind, NAMESPACE, NAME) is not None

@@ -25,7 +25,7 @@ from shoal.bus.nats_config import (
 )
 from shoal.bus.node_bus import NodeBus, free_port
 from shoal.bus.supervisor import nats_server_path
-from shoal.mesh.catch_up import CatchUp
+from shoal.mesh.catch_up import CatchUp, may_create
 from shoal.mesh.membership import Member
 from shoal.mesh.messages import State
 from shoal.node.env import bus_env
@@ -163,13 +163,11 @@ class BusService:
 
     def _synced(self) -> bool:
         """Whether cluster-wide objects this replica lacks may be created (``CatchUp.synced``)."""
-        return self._caught_up is None or self._caught_up.synced
+        return may_create(self._caught_up)
 
     async def _install_crds(self) -> None:
-        while not self._synced():
+        while not (self._synced() and await ensure_crds(self.store)):
             await asyncio.sleep(1.0)
-        while not await ensure_crds(self.store):
-            await asyncio.sleep(5.0)
 
     async def _keep_service(self, every: float = 5.0) -> None:
         """The ``nats`` Service and this node's endpoint of it (its port may move)."""

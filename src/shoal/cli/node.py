@@ -47,7 +47,7 @@ from shoal.control.token_secrets import TokenSecrets  # token Secrets (part T)
 from shoal.devices.service import DeviceMappers  # devices (issue 15)
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
-from shoal.mesh.catch_up import CatchUp  # caught-up gating
+from shoal.mesh.catch_up import CatchUp, may_create  # caught-up gating
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
@@ -247,7 +247,8 @@ class ShoalNode:
         catch_up = self.catch_up
         self._tasks.append(asyncio.create_task(manager.run_when_caught_up(KubernetesService(
             self.store, self._api_port(), MeshView(self),
-            may_create=lambda: catch_up is None or catch_up.synced), catch_up),
+            grace=self.cfg.controllers.node_monitor_grace,
+            may_create=lambda: may_create(catch_up)), catch_up),
             name="kubernetes-service"))
         # issue 12: the HPA, on the samples kubectl top reads (each node's own, over the peer link)
         self._tasks.append(asyncio.create_task(manager.run_when_caught_up(

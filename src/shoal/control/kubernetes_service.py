@@ -40,7 +40,6 @@ from shoal.control.ownership import (
     PeerView,
     SinglePeer,
     lease_actors,
-    lease_grace,
     preferred_actor,
     resumed_at,
 )
@@ -101,8 +100,10 @@ class KubernetesService(Controller):
             return True
         meta = change.obj.get("metadata") or {}
         name = str(meta.get("name", ""))
-        return meta.get("namespace") == NAMESPACE and (name == NAME or name.startswith(
-            f"{NAME}-"))
+        # The Service and its Endpoints, and its slices (one per API port: kubernetes-PORT;
+        # not a user's kubernetes-dashboard pods)
+        return meta.get("namespace") == NAMESPACE and (name == NAME or (
+            change.resource == "endpointslices.discovery.k8s.io" and name.startswith(f"{NAME}-")))
 
     def addresses(self) -> list[str]:
         """The addresses of the live nodes."""
@@ -127,10 +128,7 @@ class KubernetesService(Controller):
                     out.add(endpoint)
                 continue
             lease = self.store.find(self.lease_kind, LEASE_NAMESPACE, name)
-            # Fresh, or this peer resumed from standing still too recently to tell (its
-            # replica missed the renewals meanwhile: ``loop_stalls``).
-            if renewed_within(lease, now, self.grace) or (
-                    lease is not None and now - resumed < lease_grace(lease, self.grace)):
+            if renewed_within(lease, now, self.grace, since=resumed):
                 out.add(endpoint)
         return sorted(out)
 

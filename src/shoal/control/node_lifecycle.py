@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 from shoal.authz.scopes import CLUSTER, EMPTY, ScopeMap
@@ -145,11 +146,13 @@ def is_lost(node: dict[str, Any] | None, now: float, default_timeout: float) -> 
     return at is not None and now >= at
 
 
-def renewed_within(lease: dict[str, Any] | None, now: float, grace: float) -> bool:
+def renewed_within(lease: dict[str, Any] | None, now: float, grace: float,
+                   since: float = -math.inf) -> bool:
     """Whether a node's Lease was renewed less than ``lease_grace`` seconds ago by this
-    clock."""
+    clock, counting from ``since`` if later (when this peer resumed from standing still:
+    its replica missed the renewals meanwhile, ``loop_stalls``)."""
     renew = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
-    return renew is not None and now - renew < lease_grace(lease, grace)
+    return renew is not None and now - max(renew, since) < lease_grace(lease, grace)
 
 
 def no_schedule_keys(node: dict[str, Any]) -> set[str]:

@@ -37,9 +37,16 @@ from shoal.mesh.membership import Membership
 log = logging.getLogger(__name__)
 
 MAX_WAIT = 30.0
+"""Seconds after which a peer acts whatever its pulls did."""
 CHECK_INTERVAL = 1.0
 """Seconds between two looks at the membership (are all the members it knows dead?)."""
-"""Seconds after which a peer acts whatever its pulls did."""
+
+
+def may_create(catch_up: CatchUp | None) -> bool:
+    """Whether a peer may create a cluster-wide object its replica lacks: a pull completed
+    since it started (``CatchUp.synced``), or it runs without a mesh. A joiner's create
+    would replace the cluster's object in the merge (a later stamp, a new uid)."""
+    return catch_up is None or catch_up.synced
 
 
 class CatchUp:

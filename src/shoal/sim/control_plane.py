@@ -125,10 +125,10 @@ class ControlCluster:
         # A peer stands still only on a loop that can freeze it (virtual time does not pass
         # while code runs): elsewhere its stall detector's ticks would only move the order
         # of simultaneous timers, and with it the runs that seeds were chosen for.
-        stalls = LoopStalls(node.replica.wall)
+        stalls = None
         ticker = []
         if isinstance(loop, FreezableEventLoop):
-            self.stalls[name] = stalls
+            stalls = self.stalls[name] = LoopStalls(node.replica.wall)
             ticker = [loop.create_task(stalls.run(), name=f"{name}:loop-stalls")]
         view = MeshPeerView(node, self.node_monitor_grace, stalls)
         self._tasks[name] = [*ticker, *(
