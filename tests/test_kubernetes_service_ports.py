@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shoal.control.kubernetes_service import API_PORT_ANNOTATION, KubernetesService
+from shoal.control.kubernetes_service import API_PORT_ANNOTATION, KubernetesService, _https
 from shoal.model.kinds import KindRegistry
 from shoal.node.node_status import NodeStatusReporter
 from shoal.store.objects import ObjectStore, now_rfc3339
@@ -42,10 +42,6 @@ async def _node(store: ObjectStore, name: str, ip: str, port: int | None) -> Non
     await store.create(kind("coordination.k8s.io/v1", "Lease"), {
         "metadata": {"name": name},
         "spec": {"renewTime": now_rfc3339(store.replica.wall.now())}}, "kube-node-lease")
-
-
-def _https(port: int) -> list[dict[str, object]]:
-    return [{"name": "https", "port": port, "protocol": "TCP"}]
 
 
 async def test_peers_on_one_host_are_each_an_endpoint_on_their_own_api_port(

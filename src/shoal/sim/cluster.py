@@ -27,7 +27,7 @@ from shoal.mesh.peer import MeshPeer
 from shoal.model.kinds import Kind, KindRegistry
 from shoal.sim.checkers import cursors
 from shoal.sim.disk import SimDisk
-from shoal.sim.loop import PROCESS, FreezableEventLoop, VirtualEventLoop, VirtualWallClock
+from shoal.sim.loop import FreezableEventLoop, VirtualEventLoop, VirtualWallClock, as_process
 from shoal.sim.network import LinkFaults, SimNetwork
 from shoal.store.objects import ObjectStore, StoreError
 from shoal.store.replica import Replica
@@ -144,11 +144,8 @@ class SimCluster:
         everyone = [(n.name, n.address) for n in self.nodes.values()]
         for node in self.nodes.values():
             node.peer = self._peer(node)
-            token = PROCESS.set(node.name)  # its tasks are its process's (``freeze``)
-            try:
+            with as_process(node.name):  # its tasks are its process's (``freeze``)
                 await node.peer.start()
-            finally:
-                PROCESS.reset(token)
             if preformed:
                 node.peer.membership.add_known(everyone)
         if not preformed:
@@ -261,11 +258,8 @@ class SimCluster:
             # life starts where the last one ended.
             node.replica.loaded_revision = node.replica.revision
         node.peer = self._peer(node)
-        token = PROCESS.set(name)
-        try:
+        with as_process(name):
             await node.peer.start()
-        finally:
-            PROCESS.reset(token)
         node.peer.membership.add_known(node.known)
         seeds = self._restart_seeds(name)
         await node.peer.join(self.rng.sample(seeds, min(3, len(seeds))))

@@ -27,7 +27,7 @@ from shoal.control.ownership import LeaseAges
 from shoal.mesh.topology import LeaseHolders, WeakNames
 from shoal.sim.cluster import SimCluster, SimNode
 from shoal.sim.kubelet import KubeletTiming, SimKubelet
-from shoal.sim.loop import PROCESS, FreezableEventLoop
+from shoal.sim.loop import FreezableEventLoop, as_process
 from shoal.sim.timeline import Timeline
 
 
@@ -109,11 +109,8 @@ class ControlCluster:
             await self._start_node(name)
 
     async def _start_node(self, name: str) -> None:
-        token = PROCESS.set(name)  # its tasks are its process's (``SimCluster.freeze``)
-        try:
+        with as_process(name):  # its tasks are its process's (``SimCluster.freeze``)
             await self._start_node_tasks(name)
-        finally:
-            PROCESS.reset(token)
 
     async def _start_node_tasks(self, name: str) -> None:
         node = self.cluster.nodes[name]

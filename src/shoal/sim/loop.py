@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.base_events
+import contextlib
 import contextvars
 import selectors
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
@@ -29,6 +30,17 @@ PROCESS: contextvars.ContextVar[str | None] = contextvars.ContextVar("shoal_sim_
                                                                      default=None)
 """The simulated process (a peer's name) that the code running in a context belongs to: set
 where a peer's tasks are started, and copied into every task and callback they make."""
+
+
+@contextlib.contextmanager
+def as_process(name: str) -> Iterator[None]:
+    """Tasks made inside are peer ``name``'s process's (``FreezableEventLoop.freeze``)."""
+    token = PROCESS.set(name)
+    try:
+        yield
+    finally:
+        PROCESS.reset(token)
+
 
 EPOCH = 1_700_000_000.0
 """Wall-clock seconds at virtual time zero (a fixed date, so runs are reproducible)."""
