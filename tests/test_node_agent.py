@@ -497,3 +497,20 @@ async def test_a_container_that_starts_while_the_agent_stops_is_killed_too(
     await agent.stop()
     assert runtime.late is not None
     await asyncio.wait_for(runtime.late.exited.wait(), 5)
+
+
+async def test_a_node_switched_to_runc_kills_the_process_pods_it_left_and_no_others(
+        tmp_path: Path) -> None:
+    from shoal.node.agent import other_runtime_left_behind
+    from tests.test_runtime_process_spawn import config
+
+    mine, other = tmp_path / "a", tmp_path / "b"
+    runtimes = {d: ProcessRuntime(d) for d in (mine, other)}
+    handles = {d: await rt.start(config(d, ["sleep", "30"])) for d, rt in runtimes.items()}
+    try:
+        assert await asyncio.to_thread(other_runtime_left_behind, "runc", mine) == 1
+        await asyncio.wait_for(handles[mine].exited.wait(), 5)
+        await asyncio.sleep(0.2)  # a kill of the other would show by now
+        assert not handles[other].exited.is_set(), "another node's pod was killed"
+    finally:
+        await runtimes[other].stop(handles[other], grace=1)

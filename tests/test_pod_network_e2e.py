@@ -44,6 +44,14 @@ def require_cni() -> None:
         pytest.skip("the CNI plugins are missing (Debian package containernetworking-plugins)")
 
 
+def require_wireguard() -> None:
+    if not (shutil.which("wireguard-go") and shutil.which("wg")):
+        if netns._in_ci():
+            pytest.fail("wireguard-go or wg is missing (CI=true)")
+        pytest.skip("wireguard-go or wg is missing (Debian packages wireguard-go, "
+                    "wireguard-tools)")
+
+
 def unmount_under(root: Path) -> None:
     """The pods' namespace mounts a node left in the host's mount table."""
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -244,11 +252,7 @@ def wg_transfer(node: ShoalProcess) -> int:
 
 
 def test_pods_of_another_site_are_reached_over_wireguard(cluster: list[ShoalProcess]) -> None:
-    if not (shutil.which("wireguard-go") and shutil.which("wg")):
-        if netns._in_ci():
-            pytest.fail("wireguard-go or wg is missing (CI=true)")
-        pytest.skip("wireguard-go or wg is missing (Debian packages wireguard-go, "
-                    "wireguard-tools)")
+    require_wireguard()
     a, b = cluster
     keys = {}
     for name in ("node-a", "node-b"):

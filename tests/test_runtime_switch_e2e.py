@@ -17,7 +17,6 @@ wireguard-go, and leaves another node's wireguard-go alone.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -25,11 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from shoal.net.wireguard import interface_name
+from shoal.net.wireguard import _daemon_of, interface_name
 from tests.conftest import VENV_BIN, ShoalProcess, free_port
 from tests.test_cluster import wait_for
 from tests.test_images import busybox_layer, write_docker_save
-from tests.test_pod_network_e2e import IMAGE, pod, require_cni, running_pod, unmount_under
+from tests.test_pod_network_e2e import (
+    IMAGE,
+    pod,
+    require_cni,
+    require_wireguard,
+    running_pod,
+    unmount_under,
+)
 from tests.test_runtime_runc import runc_works
 from tests.tools import netns
 
@@ -38,31 +44,9 @@ pytestmark = pytest.mark.slow
 __all__ = ["runc_works"]  # a fixture, used by name
 
 
-def require_wireguard() -> None:
-    if not (shutil.which("wireguard-go") and shutil.which("wg")):
-        if netns._in_ci():
-            pytest.fail("wireguard-go or wg is missing (CI=true)")
-        pytest.skip("wireguard-go or wg is missing (Debian packages wireguard-go, "
-                    "wireguard-tools)")
-
-
 def mounts_under(root: Path) -> list[str]:
     return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
             if line.split()[4].startswith(str(root) + "/")]
-
-
-def wireguard_go(device: str) -> list[int]:
-    """The pids of the wireguard-go daemons serving ``device``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if args[:2] == [b"wireguard-go", device.encode()]:
-                found.append(int(entry.name))
-    return found
 
 
 def runc_containers(data_dir: Path) -> list[str]:
@@ -95,39 +79,39 @@ def test_a_runc_node_restarted_with_the_process_runtime_releases_what_it_left(
     other_device = interface_name("node-a", tmp_path / "another")
     subprocess.run(ns.exec_args(["wireguard-go", other_device]), check=True,
                    capture_output=True)
-    other = wireguard_go(other_device)
+    other = _daemon_of(other_device)
     assert other
     try:
         node.start(["--runtime", "runc", "--pod-network", "cni"])
         node.kubectl("apply", "-f", "-", input=pod("web", "node-a"))
         running_pod(node, "web", timeout=60)
-        wait_for(lambda: bool(wireguard_go(device)), 20, "the node's wireguard-go")
+        wait_for(lambda: bool(_daemon_of(device)), 20, "the node's wireguard-go")
         assert any(m.endswith("/netns") for m in mounts_under(node.data_dir))
 
         assert node.proc is not None
         if stop == "SIGTERM to its pid":
             os.kill(node.proc.pid, signal.SIGTERM)
             node.proc.wait(timeout=30)
-            assert wireguard_go(device)
+            assert _daemon_of(device)
             assert runc_containers(node.data_dir) == []
         else:
             node.kill9()
-            wait_for(lambda: not wireguard_go(device), 10, "wireguard-go to die with it")
+            wait_for(lambda: not _daemon_of(device), 10, "wireguard-go to die with it")
             assert runc_containers(node.data_dir) != []
         assert any(m.endswith("/netns") for m in mounts_under(node.data_dir))
 
         node.start(["--runtime", "process", "--pod-network", "host"])
-        wait_for(lambda: not wireguard_go(device), 10, "the node's wireguard-go to stop")
+        wait_for(lambda: not _daemon_of(device), 10, "the node's wireguard-go to stop")
         assert mounts_under(node.data_dir) == []
         assert not (node.data_dir / "net" / "pods").exists() or \
             list((node.data_dir / "net" / "pods").iterdir()) == []
         assert runc_containers(node.data_dir) == []
-        assert wireguard_go(other_device) == other, "another node's wireguard-go went too"
+        assert _daemon_of(other_device) == other, "another node's wireguard-go went too"
         log = node.log_path.read_text()
         assert "released 1 pod namespace(s)" in log, log[-3000:]
     finally:
         node.stop()
-        for pid in wireguard_go(device) + wireguard_go(other_device):
+        for pid in _daemon_of(device) + _daemon_of(other_device):
             os.kill(pid, signal.SIGTERM)
         for cid in runc_containers(node.data_dir):  # a failure before the second start
             subprocess.run(["runc", "--root", str(node.data_dir / "runc" / "state"), "delete",

@@ -118,8 +118,7 @@ class NodePodNetwork:
         """What an earlier run on this data dir left that this run will not use."""
         if self.cni is None:
             earlier = CniPodNetwork(self.data_dir, self.node_ip, lambda: None)
-            if earlier.sandboxes():
-                released = await earlier.collect_garbage(set)
+            if released := await earlier.collect_garbage(set):  # this run keeps none
                 log.info("pod network: released %d pod namespace(s) an earlier run with "
                          "--pod-network cni left", released)
         await wireguard.stop_left_behind(

@@ -28,7 +28,7 @@ from shoal.node.pod_network import PodNetwork
 from shoal.node.pod_user import PodIsolation  # at rest
 from shoal.node.pod_worker import PodContext, PodWorker, WorkerConfig
 from shoal.node.runtime import Runtime
-from shoal.node.runtime_process import ProcessRuntime, kill_pods_left_behind
+from shoal.node.runtime_process import ProcessRuntime, kill_pods_left_behind, node_marker
 from shoal.node.volumes import TokenSource  # service accounts
 from shoal.store.change_feed import Change
 from shoal.store.objects import NotFound, ObjectStore, StoreError
@@ -83,11 +83,9 @@ def other_runtime_left_behind(runtime: str, data_dir: Path) -> int:
     """Kill the pods an earlier run on ``data_dir`` left with the runtime other than
     ``runtime`` (and runc's bundles); how many."""
     if runtime == "runc":
-        return kill_pods_left_behind(data_dir)
+        return kill_pods_left_behind(node_marker(data_dir))
     from shoal.node.runtime_runc import remove_containers_left_behind
 
-    if not (data_dir / "runc").is_dir():  # never ran runc: do not look for it
-        return 0
     return remove_containers_left_behind(data_dir)
 
 

@@ -1,10 +1,12 @@
-"""Processes of this host found by their command line, for what an earlier run left.
+"""Processes of this host found by what /proc says of them, for what an earlier run left.
 
-A helper a node starts as a daemon (``wireguard-go`` forks one) or in a session of its
-own (``nats-server``) outlives the node when only the node's pid is killed. The next
-start finds it by its exact command line, which names something only that node owns (a
-device named after its data dir, a file in its data dir), so another node's process on
-the same host is never matched.
+A helper a node starts as a daemon (``wireguard-go`` forks one) outlives the node when
+only the node's pid is killed. The next start finds it by its exact command line, which
+names something only that node owns (a device named after its data dir), so another
+node's process on the same host is never matched. The process runtime finds its pods the
+same way, by the node's marker in their environment. ``nats-server`` is found by its pid
+file instead (bus.supervisor.kill_stale), which uses only ``cmdline`` from here, to tell a
+reused pid.
 """
 
 from __future__ import annotations
@@ -17,23 +19,35 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def cmdline(pid: int) -> list[str]:
-    """The arguments of process ``pid`` (empty when it is gone, or a zombie)."""
+def _nul_separated(pid: int, name: str) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = Path(f"/proc/{pid}/{name}").read_bytes()
     except OSError:
         return []
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def matching(wanted: Callable[[list[str]], bool]) -> list[int]:
-    """The pids whose arguments ``wanted`` accepts (this process excluded)."""
+def cmdline(pid: int) -> list[str]:
+    """The arguments of process ``pid`` (empty when it is gone, or a zombie)."""
+    return _nul_separated(pid, "cmdline")
+
+
+def environ(pid: int) -> list[str]:
+    """The ``NAME=value`` environment process ``pid`` started with (empty when it is
+    gone, or not ours to read)."""
+    return _nul_separated(pid, "environ")
+
+
+def matching(wanted: Callable[[list[str]], bool],
+             read: Callable[[int], list[str]] = cmdline) -> list[int]:
+    """The pids whose ``read`` (arguments by default) ``wanted`` accepts (this process
+    excluded)."""
     me = os.getpid()
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit() and int(entry.name) != me:
-            args = cmdline(int(entry.name))
-            if args and wanted(args):
+            values = read(int(entry.name))
+            if values and wanted(values):
                 found.append(int(entry.name))
     return found
 

@@ -41,6 +41,7 @@ import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from shoal.node import host_processes
 from shoal.node.env import DEFAULT_PATH
 from shoal.node.runtime import (
     ContainerConfig,
@@ -65,28 +66,20 @@ def node_marker(data_dir: Path) -> str:
     return hashlib.sha256(b"shoal-node:" + str(data_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def kill_pods_left_behind(data_dir: Path, keep: Collection[str] = ()) -> int:
-    """Kill the pod processes an earlier run on ``data_dir`` left (by their marker), but
-    those of the containers in ``keep``; how many."""
-    marker = f"{MARKER_ENV}={node_marker(data_dir)}".encode()
+def kill_pods_left_behind(marker: str, keep: Collection[str] = ()) -> int:
+    """Kill the pod processes an earlier run of the node ``marker`` (its node_marker)
+    left, but those of the containers in ``keep``; how many."""
+    marked = f"{MARKER_ENV}={marker}"
+
+    def left_behind(env: list[str]) -> bool:
+        cid = next((v.removeprefix("SHOAL_CONTAINER_ID=") for v in env
+                    if v.startswith("SHOAL_CONTAINER_ID=")), "")
+        return marked in env and cid not in keep
+
     killed = 0
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-        except OSError:
-            continue
-        if marker not in env:
-            continue
-        cid = next((v[len(b"SHOAL_CONTAINER_ID="):].decode() for v in env
-                    if v.startswith(b"SHOAL_CONTAINER_ID=")), "")
-        if cid in keep:
-            continue
+    for pid in host_processes.matching(left_behind, read=host_processes.environ):
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(int(entry.name), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             killed += 1
     return killed
 
@@ -276,7 +269,6 @@ class ProcessRuntime:
     images = False
 
     def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
         self.marker = node_marker(data_dir)
         self._cgroups = _Cgroups()
         self._procs: dict[str, SpawnedProcess] = {}
@@ -391,4 +383,4 @@ class ProcessRuntime:
         return ExecSession(proc)
 
     def cleanup_orphans(self, keep: set[str]) -> int:
-        return kill_pods_left_behind(self._data_dir, keep)
+        return kill_pods_left_behind(self.marker, keep)

@@ -89,6 +89,11 @@ READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trig
 HOST_FILES = ["/etc/resolv.conf", "/etc/hosts"]
 
 
+def _layout(data_dir: Path) -> tuple[Path, Path]:
+    """Where a node on ``data_dir`` keeps runc's container state, and the bundles."""
+    return data_dir / "runc" / "state", data_dir / "runc" / "bundles"
+
+
 def find_runc() -> str | None:
     return shutil.which("runc") or next(
         (p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.access(p, os.X_OK)), None)
@@ -287,8 +292,7 @@ class RuncRuntime:
         if runc is None:
             raise RuntimeError("runc is not installed (Debian package runc)")
         self.runc = runc
-        self.state_root = self.data_dir / "runc" / "state"
-        self.bundles = self.data_dir / "runc" / "bundles"
+        self.state_root, self.bundles = _layout(self.data_dir)
         self.bundles.mkdir(parents=True, exist_ok=True)
         self.state_root.mkdir(parents=True, exist_ok=True)
         self.last_start_seconds: float | None = None  # runc run until the pid file: a figure
@@ -525,10 +529,10 @@ def remove_containers_left_behind(data_dir: Path, keep: Collection[str] = (),
     -9 (each in a session of its own). Without runc only the bundles go."""
     data_dir = data_dir.resolve()
     keep_hex = {k.removeprefix(ID_PREFIX) for k in keep}
-    state_root, bundles = data_dir / "runc" / "state", data_dir / "runc" / "bundles"
-    runc = runc or find_runc()
+    state_root, bundles = _layout(data_dir)
+    runc = (runc or find_runc()) if state_root.is_dir() else None  # never ran runc: no look-up
     killed = 0
-    if runc is not None and state_root.is_dir():
+    if runc is not None:
         def cmd(*args: str) -> list[str]:
             return [runc, "--root", str(state_root), *args]
 
