@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -301,7 +302,7 @@ async def test_a_peer_that_just_started_schedules_only_once_it_holds_every_live_
     # A nodeless peer that is not q's preferred actor (its uid is random), and the scheduler
     # of the peer that is: else every scheduler here would rightly leave q to another.
     uid = q["metadata"]["uid"]
-    nodeless = next(n for n in (f"nodeless-{i}" for i in range(100))
+    nodeless = next(n for n in (f"nodeless-{i}" for i in itertools.count())
                     if preferred_actor(uid, [*peers, n]) != n)
     actor = preferred_actor(uid, [*peers, nodeless])
     assert actor is not None
