@@ -12,7 +12,11 @@ it). The joiner runs without a bus, as the README's second peer on one machine d
 bus waits (up to 10 s) for the catch-up before the node starts the rest, which hid it. So
 this test guards the ``kubernetes`` Service; ``kube-system/nats`` is only checked to stay
 pi-1's (where nats-server is installed, as it must be under CI), the bus's own gate
-(``BusService._synced``) is covered in process (tests/test_bus_service_name.py)."""
+(``BusService._synced``) is covered in process (tests/test_bus_service_name.py).
+
+The system namespaces (``default``, ``kube-system``...) are the same case: created at start
+by a joiner, they took new uids at every join until the joiner left them to its first pull
+(``NodeStatusReporter.may_create``)."""
 
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from tests.test_join import shoal_cli, start_node
 from tests.tools.linkproxy import ThreadedLinkProxy
 
 SERVICES = ["default/kubernetes", "kube-system/nats"]
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
 def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
@@ -41,6 +46,13 @@ def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
             out[key] = (svc["metadata"]["uid"], svc["metadata"]["creationTimestamp"],
                         svc["spec"]["ports"][0].get("targetPort"))
     return out
+
+
+def _namespaces(node: ShoalProcess) -> dict[str, str]:
+    """name -> uid of the namespaces every node creates if its replica lacks them."""
+    r = node.kubectl("get", "namespaces", "-o", "json")
+    return {n["metadata"]["name"]: n["metadata"]["uid"] for n in json.loads(r.stdout)["items"]
+            if n["metadata"]["name"] in SYSTEM_NAMESPACES}
 
 
 def _wait_for(node: ShoalProcess, keys: list[str], timeout: float = 60.0) -> dict[
@@ -72,18 +84,26 @@ def test_a_joining_peer_keeps_the_clusters_kubernetes_and_nats_services(tmp_path
     try:
         before = _wait_for(a, SERVICES)
         assert "default/kubernetes" in before, before
+        namespaces = _namespaces(a)
+        assert sorted(namespaces) == sorted(SYSTEM_NAMESPACES), namespaces
         keys = sorted(before)  # the nats Service only where nats-server is installed
         if IN_CI:  # ... which CI's bootstrap does: a missing install must not pass silently
             assert "kube-system/nats" in before, before
         token = shoal_cli("token", "create", "--data-dir", str(a.data_dir), "--ttl", "10m")
+        started = time.monotonic()
         b = start_node(tmp_path, "pi-2",
                        ["--join", slow.address_str, "--token", token.stdout.strip(),
                         "--no-bus"])  # as the README's second peer on one machine
+        print(f"joiner ready after {time.monotonic() - started:.1f}s")
         time.sleep(8.0)  # the joiner's controllers and bus have run for a while
         for node in (a, b):
             assert {k: v for k, v in _wait_for(node, keys).items() if k in keys} == before, (
                 node.name)
         assert before["default/kubernetes"][2] == a.port
+        # The joiner took the cluster's namespaces from its first pull and made none.
+        assert _namespaces(a) == _namespaces(b) == namespaces
+        # ... and its Lease, which needs kube-node-lease, was written all the same.
+        b.kubectl("get", "lease", "-n", "kube-node-lease", "pi-2")
         # Both peers are endpoints, each on its own API port (one slice per port).
         deadline = time.monotonic() + 30
         while _slice_ports(a) != {a.port, b.port} and time.monotonic() < deadline:

@@ -47,7 +47,7 @@ from shoal.control.token_secrets import TokenSecrets  # token Secrets (part T)
 from shoal.devices.service import DeviceMappers  # devices (issue 15)
 from shoal.mesh import cert_renewal, join, member_list  # cert_renewal: peer identity
 from shoal.mesh import config as mesh_config
-from shoal.mesh.catch_up import CatchUp, may_create  # caught-up gating
+from shoal.mesh.catch_up import CatchUp, may_create, may_create_defaults  # caught-up gating
 from shoal.mesh.member_list import MemberListKeeper
 from shoal.mesh.peer import MeshPeer
 from shoal.mesh.pki import NodePKI
@@ -206,12 +206,15 @@ class ShoalNode:
     async def start(self) -> None:
         await self._start_peer()
         self._start_peer_images()  # peer-to-peer images
+        catch_up = self.catch_up
         reporter = NodeStatusReporter(self.store, self.cfg.name, self.advertise,
                                       self.cfg.agent.heartbeat_interval,
                                       labels=topology_labels(self.cfg),  # super-peers
                                       report_every=self.cfg.agent.status_report_every,
                                       runtime=self.agent.runtime.name,
-                                      api_port=self._api_port())
+                                      api_port=self._api_port(),
+                                      # a joiner: the cluster's namespaces, not new ones
+                                      may_create=lambda: may_create_defaults(catch_up))
         await reporter.register()
         if self.bus is not None:  # bus: once this node's Node exists, before its pods
             await self.bus.start(self.catch_up)
@@ -244,7 +247,6 @@ class ShoalNode:
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         # issue 12: the `kubernetes` Service and its endpoints, on each node's API port; once
         # caught up, or a joiner's create of the Service would replace the cluster's
-        catch_up = self.catch_up
         self._tasks.append(asyncio.create_task(manager.run_when_caught_up(KubernetesService(
             self.store, self._api_port(), MeshView(self),
             grace=self.cfg.controllers.node_monitor_grace,

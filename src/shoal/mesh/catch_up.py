@@ -22,12 +22,16 @@ Times come from the running loop, so ``shoal.sim`` runs it on virtual time.
 replica lacks only then may be created: a cluster-wide default (the ``kubernetes`` Service,
 the bus's ``nats`` Service and CRDs) that a joiner creates while it holds its seed dead (a
 slow link: it is caught up as cut off, with an empty replica) is the later create, and
-replaces the cluster's own in the merge (its uid, its creationTimestamp).
+replaces the cluster's own in the merge (its uid, its creationTimestamp). The defaults a
+node cannot work without (the system namespaces, the RBAC policy, ``kube-dns``) wait for it
+only up to ``CREATE_BOUND`` (``may_create_defaults``): a joiner cut off at its join still
+gets working ones, at the price of new uids once the link returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT = 30.0
 """Seconds after which a peer acts whatever its pulls did."""
+CREATE_BOUND = 30.0
+"""Seconds after start after which a peer that has not synced creates the defaults it cannot
+work without anyway (``may_create_defaults``)."""
 CHECK_INTERVAL = 1.0
 """Seconds between two looks at the membership (are all the members it knows dead?)."""
 
@@ -47,6 +54,25 @@ def may_create(catch_up: CatchUp | None) -> bool:
     since it started (``CatchUp.synced``), or it runs without a mesh. A joiner's create
     would replace the cluster's object in the merge (a later stamp, a new uid)."""
     return catch_up is None or catch_up.synced
+
+
+def may_create_defaults(catch_up: CatchUp | None, bound: float = CREATE_BOUND) -> bool:
+    """``may_create``, or ``bound`` seconds passed since start: for the defaults a node cannot
+    work without (the system namespaces, the RBAC policy), which a joiner cut off at its join
+    must not lack for good."""
+    return may_create(catch_up) or (catch_up is not None and catch_up.age() >= bound)
+
+
+async def until_may_create_defaults(catch_up: CatchUp | None,
+                                    bound: float = CREATE_BOUND) -> None:
+    """Returns once ``may_create_defaults`` holds: at once on a first node (synced alone) or
+    without a mesh, at a joiner's first completed pull, at ``bound`` seconds after start
+    at the latest."""
+    if catch_up is None or catch_up.synced:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, bound - catch_up.age())):
+            await catch_up.wait_synced()
 
 
 class CatchUp:
@@ -63,16 +89,20 @@ class CatchUp:
         self.seconds: float | None = None
         """How long catching up took."""
         self.unreachable: set[str] = set()
-        self.synced = False
-        """A pull from a partner completed since start, or it started alone (a first node)."""
+        self._synced = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
         if not expect_peers and not membership.live():
-            self.synced = True
+            self._synced.set()
             self._finish("alone at start: no other member known")
             return
         anti_entropy.pull_listeners.append(self._pulled)
         self._timers = [self._loop.call_later(max_wait, self._give_up, max_wait),
                         self._loop.call_later(CHECK_INTERVAL, self._check_members)]
+
+    @property
+    def synced(self) -> bool:
+        """A pull from a partner completed since start, or it started alone (a first node)."""
+        return self._synced.is_set()
 
     def done(self) -> bool:
         return self._event.is_set()
@@ -80,14 +110,23 @@ class CatchUp:
     async def wait(self) -> None:
         await self._event.wait()
 
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    def age(self) -> float:
+        """Seconds since this peer started (the loop's clock)."""
+        return self._loop.time() - self.started
+
     def status(self) -> dict[str, Any]:
         """For ``/readyz?verbose``, ``shoal status`` and the live page."""
-        waited = self.seconds if self.seconds is not None else self._loop.time() - self.started
+        waited = self.seconds if self.seconds is not None else self.age()
         return {"caughtUp": self.done(), "reason": self.reason or "catching up",
                 "seconds": round(waited, 3), "unreachable": sorted(self.unreachable)}
 
     def _pulled(self, partner: str, complete: bool) -> None:
-        self.synced |= complete
+        if complete and not self.synced:
+            self._synced.set()
+            log.info("synced %.1fs after start: a pull from %s completed", self.age(), partner)
         if self.done():
             return
         if complete:
@@ -116,7 +155,7 @@ class CatchUp:
 
     def _finish(self, reason: str) -> None:
         self.reason = reason
-        self.seconds = self._loop.time() - self.started
+        self.seconds = self.age()
         self._event.set()
         for t in self._timers:
             t.cancel()

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import math
 import os
 import platform
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shoal import __version__
 from shoal.control.kubernetes_service import API_PORT_ANNOTATION
-from shoal.store.objects import NotFound, ObjectStore, StoreError, now_rfc3339
+from shoal.store.objects import AlreadyExists, NotFound, ObjectStore, StoreError, now_rfc3339
 
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", LEASE_NAMESPACE)
+"""The namespaces every node creates if its replica lacks them (kube-apiserver's)."""
+NAMESPACE_POLL = 0.5
+"""Seconds between two heartbeats while a system namespace is missing (a joiner waiting for
+its first pull): its Lease is written as soon as ``kube-node-lease`` arrives."""
 LEASE_SECONDS = 40
 """A node's Lease holds at least this long (the kubelet's ``nodeLeaseDurationSeconds``)."""
 WEAK_HEARTBEAT_SECONDS = 30.0
@@ -146,8 +152,14 @@ class NodeStatusReporter:
     def __init__(self, store: ObjectStore, name: str, address: str, interval: float = 10.0,
                  labels: Mapping[str, str | None] | None = None,
                  report_every: float | None = None, runtime: str = "process",
-                 api_port: int | None = None) -> None:
+                 api_port: int | None = None,
+                 may_create: Callable[[], bool] = lambda: True) -> None:
         self.store = store
+        self.may_create = may_create
+        """Whether the system namespaces this replica lacks may be created
+        (``catch_up.may_create_defaults``): a joiner's, created before its first pull
+        completed, would be the later creates and replace the cluster's in the merge (new
+        uids and ages). Until then ``register`` skips them and the heartbeat tries again."""
         self.runtime = runtime
         self.name = name
         self.address = address
@@ -171,12 +183,27 @@ class NodeStatusReporter:
         return (r.by_kind("v1", "Node"), r.by_kind("coordination.k8s.io/v1", "Lease"),
                 r.by_kind("v1", "Namespace"))
 
-    async def register(self) -> None:
-        node_k, _, ns_k = self._kinds()
-        now = now_rfc3339(self.store.replica.wall.now())
-        for ns in ("default", "kube-system", "kube-public", LEASE_NAMESPACE):
-            if self.store.find(ns_k, None, ns) is None:
+    async def ensure_namespaces(self) -> bool:
+        """Creates the system namespaces this replica lacks, if it may (``may_create``);
+        whether all of them are in place."""
+        _, _, ns_k = self._kinds()
+        missing = [ns for ns in SYSTEM_NAMESPACES if self.store.find(ns_k, None, ns) is None]
+        if not missing:
+            return True
+        if not self.may_create():
+            return False
+        for ns in missing:
+            with contextlib.suppress(AlreadyExists):  # a pull brought it meanwhile
                 await self.store.create(ns_k, {"metadata": {"name": ns}})
+        return True
+
+    async def register(self) -> None:
+        """The Node, its labels and status; the system namespaces if it may create them
+        (not on a joiner before its first pull: the heartbeat does then). The Node is
+        cluster-scoped and needs none of them."""
+        node_k, _, _ = self._kinds()
+        now = now_rfc3339(self.store.replica.wall.now())
+        await self.ensure_namespaces()
         desired = node_object(self.name, self.address, now, self.runtime)
         current = self.store.find(node_k, None, self.name)
         if current is None:
@@ -209,20 +236,13 @@ class NodeStatusReporter:
         return await self.store.update(node_k, new, None, self.name, check_rv=False)
 
     async def heartbeat(self) -> None:
-        node_k, lease_k, _ = self._kinds()
+        """The Lease (once ``kube-node-lease`` exists), then the Node's status if due."""
+        node_k, _, ns_k = self._kinds()
         now_s = self.store.replica.wall.now()
         now = now_rfc3339(now_s)
-        micro = now.replace("Z", ".000000Z")
-        lease = self.store.find(lease_k, LEASE_NAMESPACE, self.name)
-        spec = {"holderIdentity": self.name, "leaseDurationSeconds": lease_seconds(self.interval),
-                "renewTime": micro}
-        if lease is None:
-            await self.store.create(lease_k, {"metadata": {"name": self.name}, "spec": spec},
-                                    LEASE_NAMESPACE)
-        else:
-            new = copy.deepcopy(lease)
-            new["spec"] = {**(new.get("spec") or {}), **spec}
-            await self.store.update(lease_k, new, LEASE_NAMESPACE, self.name, check_rv=False)
+        await self.ensure_namespaces()
+        if self.store.find(ns_k, None, LEASE_NAMESPACE) is not None:
+            await self._renew_lease(now)
         try:
             node = self.store.get(node_k, None, self.name)
         except NotFound:
@@ -249,10 +269,29 @@ class NodeStatusReporter:
         await self.store.update(node_k, new, None, self.name, "status", check_rv=False)
         self._reported_at = now_s
 
+    async def _renew_lease(self, now: str) -> None:
+        _, lease_k, _ = self._kinds()
+        lease = self.store.find(lease_k, LEASE_NAMESPACE, self.name)
+        spec = {"holderIdentity": self.name, "leaseDurationSeconds": lease_seconds(self.interval),
+                "renewTime": now.replace("Z", ".000000Z")}
+        if lease is None:
+            await self.store.create(lease_k, {"metadata": {"name": self.name}, "spec": spec},
+                                    LEASE_NAMESPACE)
+        else:
+            new = copy.deepcopy(lease)
+            new["spec"] = {**(new.get("spec") or {}), **spec}
+            await self.store.update(lease_k, new, LEASE_NAMESPACE, self.name, check_rv=False)
+
+    def _lease_written(self) -> bool:
+        _, lease_k, _ = self._kinds()
+        return self.store.find(lease_k, LEASE_NAMESPACE, self.name) is not None
+
     async def run(self) -> None:
         while True:
             try:
                 await self.heartbeat()
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
-            await asyncio.sleep(self.interval)
+            # A joiner without kube-node-lease yet: look again soon, not a whole interval on.
+            await asyncio.sleep(self.interval if self._lease_written()
+                                else min(self.interval, NAMESPACE_POLL))
