@@ -240,9 +240,6 @@ class ShoalNode:
         self._tasks += manager.start(self.store, MeshView(self), controllers.pod_eviction_timeout,
                                      controllers.node_monitor_grace, self.cfg.network.cluster_cidr,
                                      ca_cert_pem=self.pki.ca_cert.read_bytes(),  # service accounts
-                                     # --- authz: a joining node lets its replica fill first ---
-                                     rbac_ensure_delay=JOINING_DNS_DELAY if self.cfg.mesh.join
-                                     else 0.0,
                                      caught_up=self.catch_up)  # caught-up gating
         self._tasks.append(asyncio.create_task(reporter.run(), name="node-status"))
         # issue 12: the `kubernetes` Service and its endpoints, on each node's API port; once

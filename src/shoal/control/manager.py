@@ -34,6 +34,7 @@ from shoal.control.service_accounts import ServiceAccountsController  # service 
 from shoal.control.service_ip_repair import ServiceIpRepair
 from shoal.control.statefulset import StatefulSetController  # stateful workloads (issue 12)
 from shoal.control.storage_protection import StorageProtection  # pvc/pv-protection (W7)
+from shoal.mesh.catch_up import CatchUp, until_may_create_defaults
 from shoal.store.objects import ObjectStore
 
 
@@ -77,22 +78,22 @@ def start(store: ObjectStore, view: PeerView | None = None,
           node_monitor_grace: float = 40.0,
           cluster_cidr: str = DEFAULT_CLUSTER_CIDR,
           ca_cert_pem: bytes | None = None,
-          rbac_ensure_delay: float = 0.0,
-          caught_up: CaughtUp | None = None) -> list[asyncio.Task[None]]:
-    # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
-    # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
-    # calibrated on the objects they replicate. A joining node waits rbac_ensure_delay. ---
-    policy: list[Controller] = [RbacBootstrap(store, ensure_delay=rbac_ensure_delay)]
+          caught_up: CatchUp | None = None) -> list[asyncio.Task[None]]:
     # pvc-protection and pv-protection (part W7): with the node, as its admission hook; the
-    # simulator's seeds are calibrated on the writes of the controllers above.
-    policy.append(StorageProtection(store, view))
-    # --- end authz ---
+    # simulator's seeds are calibrated on the writes of the controllers.
+    protection: list[Controller] = [StorageProtection(store, view)]
     tasks = [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
              for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
-                                    cluster_cidr, ca_cert_pem), *policy]]
-    # --- stateful workloads: the default StorageClass local-path, once caught up (a class
-    # an administrator deleted is not brought back); not in the simulator, as the policy ---
-    tasks.append(asyncio.create_task(_default_class(store, rbac_ensure_delay, caught_up),
+                                    cluster_cidr, ca_cert_pem), *protection]]
+    # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
+    # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
+    # calibrated on the objects they replicate. A joiner waits for its first pull. ---
+    policy = RbacBootstrap(store)
+    tasks.append(asyncio.create_task(run_when_may_create(policy, caught_up), name=policy.name))
+    # --- end authz ---
+    # --- stateful workloads: the default StorageClass local-path, once a pull completed (a
+    # class an administrator deleted is not brought back); not in the simulator, as the policy
+    tasks.append(asyncio.create_task(_default_class(store, caught_up),
                                      name="default-storage-class"))
     # --- end stateful workloads ---
     # --- priorities (issue 12): the built-in system- PriorityClasses, once caught up ---
@@ -107,10 +108,9 @@ async def _system_priority_classes(store: ObjectStore, caught_up: CaughtUp | Non
     await ensure_system_priority_classes(store)
 
 
-async def _default_class(store: ObjectStore, delay: float, caught_up: CaughtUp | None) -> None:
-    if caught_up is not None:
-        await caught_up.wait()
-    await ensure_default_class(store, delay)
+async def _default_class(store: ObjectStore, caught_up: CatchUp | None) -> None:
+    await until_may_create_defaults(caught_up)  # a joiner's create would replace the cluster's
+    await ensure_default_class(store)
 
 
 # --- caught-up gating (issue 11): no controller acts on a replica that has not caught up
@@ -123,5 +123,13 @@ class CaughtUp(Protocol):
 async def run_when_caught_up(controller: Controller, caught_up: CaughtUp | None) -> None:
     if caught_up is not None:
         await caught_up.wait()
+    await controller.run()
+
+
+async def run_when_may_create(controller: Controller, caught_up: CatchUp | None) -> None:
+    """For a controller that creates cluster-wide defaults its replica lacks: once a pull
+    completed (``may_create_defaults``; a first node at once, a joiner cut off at its join
+    after ``CREATE_BOUND``), since a joiner's creates would replace the cluster's objects."""
+    await until_may_create_defaults(caught_up)
     await controller.run()
 # --- end caught-up gating ---

@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import logging
@@ -45,11 +44,10 @@ def default_class() -> dict[str, Any]:
             "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": False}
 
 
-async def ensure_default_class(store: ObjectStore, delay: float = 0.0) -> None:
+async def ensure_default_class(store: ObjectStore) -> None:
     """Create ``local-path`` unless this replica holds it or its tombstone (a joining peer
-    waits ``delay`` first, so that its replica has the cluster's)."""
-    if delay:
-        await asyncio.sleep(delay)
+    calls it once its first pull completed, ``manager``, so that its replica has the
+    cluster's)."""
     kind = store.registry.by_kind("storage.k8s.io/v1", "StorageClass")
     assert kind is not None
     if store.replica.entry(kind.resource, "", DEFAULT_CLASS) is not None:

@@ -1,7 +1,7 @@
 """The default RBAC policy on every peer, and the ClusterRole aggregation controller.
 
-At start (a joining peer after ``ensure_delay``) each peer creates the default ClusterRoles and ClusterRoleBindings it does not
-hold (:mod:`shoal.authz.bootstrap_policy`); one that exists with the autoupdate annotation
+At start (a joining peer once a pull completed: ``manager.run_when_may_create``) each peer
+creates the default ClusterRoles and ClusterRoleBindings it does not hold (:mod:`shoal.authz.bootstrap_policy`); one that exists with the autoupdate annotation
 ``"true"`` gets back any rule, subject, label or aggregation selector it lost, as
 Kubernetes' reconciliation at apiserver start. Peers that do this concurrently write the
 same content, so the merge keeps one object.
@@ -101,19 +101,13 @@ class PolicyInPlace:
 class RbacBootstrap(Controller):
     name = "rbac-bootstrap"
 
-    def __init__(self, store: ObjectStore, resync: float = 30.0,
-                 ensure_delay: float = 0.0) -> None:
-        """``ensure_delay``: seconds a joining peer lets its replica fill first. Its creations
-        would be newer than the cluster's objects and win the merge, undoing what an
-        administrator changed in the defaults (a subject removed, autoupdate turned off)."""
+    def __init__(self, store: ObjectStore, resync: float = 30.0) -> None:
+        """Started on a joiner only once its first pull completed (``run_when_may_create``):
+        its creations would be newer than the cluster's objects and win the merge, undoing
+        what an administrator changed in the defaults (a subject removed, autoupdate turned
+        off)."""
         super().__init__(store, resync)
-        self.ensure_delay = ensure_delay
         self._ensured = False
-
-    async def run(self) -> None:
-        if self.ensure_delay > 0:
-            await asyncio.sleep(self.ensure_delay)
-        await super().run()
 
     def relevant(self, change: Change) -> bool:
         return change.resource == CLUSTER_ROLES

@@ -1,0 +1,73 @@
+"""A joiner writes the cluster-wide defaults it lacks only once its first pull completed
+(``catch_up.may_create_defaults``), not once merely caught up: caught up as cut off (its seed
+held dead over a slow link), its replica is empty, and its creates would be the later ones
+and replace the cluster's objects in the merge. A first node, alone, writes them at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from shoal.control import manager
+from shoal.model.kinds import KindRegistry
+from shoal.store.objects import ObjectStore
+from shoal.store.replica import Replica
+from tests.test_caught_up import _catch_up
+
+REG = KindRegistry()
+CLUSTER_ROLE = REG.by_kind("rbac.authorization.k8s.io/v1", "ClusterRole")
+STORAGE_CLASS = REG.by_kind("storage.k8s.io/v1", "StorageClass")
+
+
+def _defaults(store: ObjectStore) -> dict[str, bool]:
+    """Which of the defaults this replica holds."""
+    assert CLUSTER_ROLE is not None and STORAGE_CLASS is not None
+    return {"rbac policy": store.find(CLUSTER_ROLE, None, "cluster-admin") is not None,
+            "local-path": store.find(STORAGE_CLASS, None, "local-path") is not None}
+
+
+async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.05)
+    return check()
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[ObjectStore]:
+    s = ObjectStore(Replica(None, "pi-2"), REG)
+    yield s
+    s.replica.close()
+
+
+async def test_a_joiner_caught_up_as_cut_off_writes_no_default_until_a_pull_completes(
+        store: ObjectStore) -> None:
+    c, ae = _catch_up(["pi-1"])
+    tasks = manager.start(store, caught_up=c)
+    try:
+        ae.pulled("pi-1", False)  # its seed held dead: caught up, the controllers run
+        assert c.done() and not c.synced
+        await asyncio.sleep(0.5)
+        assert _defaults(store) == dict.fromkeys(_defaults(store), False)
+        ae.pulled("pi-1", True)
+        assert await _until(lambda: all(_defaults(store).values())), _defaults(store)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_first_node_alone_writes_the_defaults_at_once(store: ObjectStore) -> None:
+    c, _ = _catch_up([], expect_peers=False)
+    tasks = manager.start(store, caught_up=c)
+    try:
+        assert await _until(lambda: all(_defaults(store).values()), timeout=2.0), (
+            _defaults(store))
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
