@@ -20,13 +20,17 @@ from tests.test_caught_up import _catch_up
 REG = KindRegistry()
 CLUSTER_ROLE = REG.by_kind("rbac.authorization.k8s.io/v1", "ClusterRole")
 STORAGE_CLASS = REG.by_kind("storage.k8s.io/v1", "StorageClass")
+PRIORITY_CLASS = REG.by_kind("scheduling.k8s.io/v1", "PriorityClass")
 
 
 def _defaults(store: ObjectStore) -> dict[str, bool]:
     """Which of the defaults this replica holds."""
-    assert CLUSTER_ROLE is not None and STORAGE_CLASS is not None
+    assert CLUSTER_ROLE is not None and STORAGE_CLASS is not None and PRIORITY_CLASS is not None
     return {"rbac policy": store.find(CLUSTER_ROLE, None, "cluster-admin") is not None,
-            "local-path": store.find(STORAGE_CLASS, None, "local-path") is not None}
+            "local-path": store.find(STORAGE_CLASS, None, "local-path") is not None,
+            "priority classes": all(store.find(PRIORITY_CLASS, None, name) is not None
+                                    for name in ("system-node-critical",
+                                                 "system-cluster-critical"))}
 
 
 async def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:

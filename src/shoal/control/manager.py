@@ -96,15 +96,14 @@ def start(store: ObjectStore, view: PeerView | None = None,
     tasks.append(asyncio.create_task(_default_class(store, caught_up),
                                      name="default-storage-class"))
     # --- end stateful workloads ---
-    # --- priorities (issue 12): the built-in system- PriorityClasses, once caught up ---
+    # --- priorities (issue 12): the built-in system- PriorityClasses, once a pull completed ---
     tasks.append(asyncio.create_task(_system_priority_classes(store, caught_up),
                                      name="system-priority-classes"))
     return tasks
 
 
-async def _system_priority_classes(store: ObjectStore, caught_up: CaughtUp | None) -> None:
-    if caught_up is not None:
-        await caught_up.wait()
+async def _system_priority_classes(store: ObjectStore, caught_up: CatchUp | None) -> None:
+    await until_may_create_defaults(caught_up)  # a joiner's create would replace the cluster's
     await ensure_system_priority_classes(store)
 
 

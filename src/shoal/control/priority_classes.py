@@ -1,7 +1,9 @@
 """The built-in PriorityClasses (``system-node-critical``, ``system-cluster-critical``).
 
 Every peer creates the ones it does not hold at start, with the same content,
-so the merge keeps one object each, as kube-apiserver's bootstrap does.
+so the merge keeps one object each, as kube-apiserver's bootstrap does; a joiner only once its
+first pull completed (``manager``), or its creates, the later ones, would give the cluster's
+objects new uids.
 """
 
 from __future__ import annotations
