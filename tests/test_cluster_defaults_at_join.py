@@ -13,6 +13,7 @@ import pytest
 
 from shoal.control import manager
 from shoal.model.kinds import KindRegistry
+from shoal.net.cluster_dns import ClusterDns, DnsSettings
 from shoal.store.objects import ObjectStore
 from shoal.store.replica import Replica
 from tests.test_caught_up import _catch_up
@@ -21,6 +22,7 @@ REG = KindRegistry()
 CLUSTER_ROLE = REG.by_kind("rbac.authorization.k8s.io/v1", "ClusterRole")
 STORAGE_CLASS = REG.by_kind("storage.k8s.io/v1", "StorageClass")
 PRIORITY_CLASS = REG.by_kind("scheduling.k8s.io/v1", "PriorityClass")
+NAMESPACE, SERVICE = REG.by_kind("v1", "Namespace"), REG.by_kind("v1", "Service")
 
 
 def _defaults(store: ObjectStore) -> dict[str, bool]:
@@ -75,3 +77,38 @@ async def test_a_first_node_alone_writes_the_defaults_at_once(store: ObjectStore
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_joiners_kube_dns_waits_for_the_pull_and_then_for_kube_system(
+        store: ObjectStore) -> None:
+    """Once synced, it is created within a second of ``kube-system`` arriving, not at the
+    next 30 s check (a joiner cut off at its join creates both at the same bound)."""
+    assert NAMESPACE is not None and SERVICE is not None
+    c, ae = _catch_up(["pi-1"])
+    dns = ClusterDns(store, DnsSettings(port=0))  # no listener: the Service alone
+    await dns.start(c)
+    try:
+        ae.pulled("pi-1", False)
+        await asyncio.sleep(0.3)
+        assert store.find(SERVICE, "kube-system", "kube-dns") is None
+        ae.pulled("pi-1", True)  # synced, but this cluster's kube-system is still to come
+        await asyncio.sleep(0.3)
+        assert store.find(SERVICE, "kube-system", "kube-dns") is None
+        await store.create(NAMESPACE, {"metadata": {"name": "kube-system"}})
+        assert await _until(lambda: store.find(SERVICE, "kube-system", "kube-dns") is not None,
+                            timeout=3.0)
+    finally:
+        await dns.stop()
+
+
+async def test_a_first_nodes_kube_dns_is_there_when_its_dns_has_started(
+        store: ObjectStore) -> None:
+    assert NAMESPACE is not None and SERVICE is not None
+    await store.create(NAMESPACE, {"metadata": {"name": "kube-system"}})
+    c, _ = _catch_up([], expect_peers=False)
+    dns = ClusterDns(store, DnsSettings(port=0))
+    await dns.start(c)
+    try:
+        assert store.find(SERVICE, "kube-system", "kube-dns") is not None
+    finally:
+        await dns.stop()

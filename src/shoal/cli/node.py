@@ -157,8 +157,8 @@ class ShoalNode:
         # --- end pod network ---
         # --- cluster dns: answered from this replica (shoal.net.cluster_dns) ---
         self.dns = ClusterDns(self.store, DnsSettings(
-            port=network.dns_port, bind=cfg.api.bind, cluster_domain=network.cluster_domain,
-            ensure_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0), gateway=self._dns_gateway)
+            port=network.dns_port, bind=cfg.api.bind, cluster_domain=network.cluster_domain),
+            gateway=self._dns_gateway)
         # --- end cluster dns ---
         # --- service proxy: Service rules in nftables from this replica (shoal.net) ---
         self.service_proxy: ServiceProxy | None = None
@@ -180,7 +180,7 @@ class ShoalNode:
         if ingress_wanted(http_port, https_port):
             self.ingress = IngressController(self.store, cfg.data_dir, IngressSettings(
                 listen=Listen(cfg.api.bind, http_port, https_port),
-                ensure_class_delay=JOINING_DNS_DELAY if cfg.mesh.join else 0.0,
+                ensure_class_delay=JOINING_CLASS_DELAY if cfg.mesh.join else 0.0,
                 is_reachable=self._node_reachable))
         # --- end ingress ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
@@ -221,7 +221,7 @@ class ShoalNode:
         await self.pod_network.start()  # pod network: before the pods come back
         await self.agent.start()  # node agent: brings back this node's pods, offline too
         self.devices.start()  # devices: their mappers, offline too
-        await self.dns.start()  # cluster dns
+        await self.dns.start(self.catch_up)  # cluster dns: a joiner's kube-dns after a pull
         if self.service_proxy is not None:  # service proxy
             self.service_proxy.start()
         if self.network_policy is not None:  # network policy
@@ -461,7 +461,7 @@ class ShoalNode:
 
 
 DEFAULT_PEER_PORT = 7443
-JOINING_DNS_DELAY = 15.0  # cluster dns: seconds a joining node lets its replica fill first
+JOINING_CLASS_DELAY = 15.0  # ingress: seconds a joining node lets its replica fill first
 
 
 class MeshView:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.mesh.catch_up import CatchUp, may_create_defaults, until_may_create_defaults
 from shoal.net.dns_records import DnsIndex, follow
 from shoal.net.dns_server import DnsServer, read_upstreams
 from shoal.net.dns_service import ensure_kube_dns
@@ -27,6 +28,8 @@ from shoal.store.objects import ObjectStore
 log = logging.getLogger(__name__)
 
 Listener = tuple[str, int]
+NAMESPACE_RETRY = 1.0
+"""Seconds before the next try at kube-dns while ``kube-system`` is missing."""
 
 
 @dataclass
@@ -39,10 +42,6 @@ class DnsSettings:
     """The host's resolvers, to which names outside the cluster domain are forwarded."""
     placement_interval: float = 2.0
     """Seconds between checks of where the listener belongs (the podCIDR may change)."""
-    ensure_delay: float = 0.0
-    """Seconds before this node first creates the kube-dns Service if it lacks it. A node
-    that is joining waits for its replica to fill: otherwise its own create, being the
-    later one, would replace the cluster's Service (its uid) in the merge."""
     ensure_interval: float = 30.0
     """Seconds between checks that kube-dns still exists (a deleted one comes back)."""
 
@@ -96,8 +95,13 @@ class ClusterDns:
             return (gateway, DNS_PORT)
         return (self.settings.bind, self.settings.port)
 
-    async def start(self) -> None:
-        if self.settings.ensure_delay <= 0:
+    async def start(self, catch_up: CatchUp | None = None) -> None:
+        """Serve, and create the kube-dns Service if this replica lacks it: at once on a
+        first node (synced alone) or without a mesh; on a joiner once its first pull
+        completed (``may_create_defaults``), as its own create, the later one, would replace
+        the cluster's Service (its uid) in the merge."""
+        created = may_create_defaults(catch_up)
+        if created:
             await ensure_kube_dns(self.store)
         self.index.load(self.store.replica)
         loop = asyncio.get_running_loop()
@@ -105,7 +109,8 @@ class ClusterDns:
                                             name="dns-index"))
         await self.place()
         self._tasks.append(loop.create_task(self._placement_loop(), name="dns-placement"))
-        self._tasks.append(loop.create_task(self._ensure_loop(), name="dns-service"))
+        self._tasks.append(loop.create_task(self._ensure_loop(catch_up, created),
+                                            name="dns-service"))
 
     async def place(self) -> None:
         """Listen where :meth:`wanted` says, moving the listener if needed."""
@@ -140,14 +145,21 @@ class ClusterDns:
             except Exception:  # the next round tries again; DNS must not take the node down
                 log.exception("cluster DNS placement failed")
 
-    async def _ensure_loop(self) -> None:
-        await asyncio.sleep(self.settings.ensure_delay or self.settings.ensure_interval)
+    async def _ensure_loop(self, catch_up: CatchUp | None, created: bool) -> None:
+        if created:
+            await asyncio.sleep(self.settings.ensure_interval)
+        else:
+            await until_may_create_defaults(catch_up)
         while True:
+            namespace_missing = False
             try:
-                await ensure_kube_dns(self.store)
+                namespace_missing = not await ensure_kube_dns(self.store)
             except Exception:
                 log.exception("cannot check the kube-dns Service")
-            await asyncio.sleep(self.settings.ensure_interval)
+            # kube-system not there yet (a joiner cut off at its join creates it at the same
+            # bound, with its heartbeat): look again soon
+            await asyncio.sleep(NAMESPACE_RETRY if namespace_missing
+                                else self.settings.ensure_interval)
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -45,19 +45,24 @@ def kube_dns_service() -> dict[str, Any]:
     }
 
 
-async def ensure_kube_dns(store: ObjectStore) -> None:
-    """Create the Service if this replica lacks it; leave an existing one (a user's edit) alone."""
-    kind = store.registry.by_kind("v1", "Service")
-    assert kind is not None
+async def ensure_kube_dns(store: ObjectStore) -> bool:
+    """Create the Service if this replica lacks it; leave an existing one (a user's edit) alone.
+    False when ``kube-system`` is not there yet (the node creates it, ``node_status``), so
+    that the caller tries again soon; True otherwise."""
+    kind, ns_kind = store.registry.by_kind("v1", "Service"), store.registry.by_kind(
+        "v1", "Namespace")
+    assert kind is not None and ns_kind is not None
     if store.find(kind, DNS_SERVICE_NAMESPACE, DNS_SERVICE_NAME) is not None:
-        return
+        return True
+    if store.find(ns_kind, None, DNS_SERVICE_NAMESPACE) is None:
+        return False
     holder = next((s["metadata"] for s in store.list(kind)
                    if (s.get("spec") or {}).get("clusterIP") == CLUSTER_DNS_IP), None)
     if holder is not None:
         log.error("the cluster DNS address %s is taken by Service %s/%s: pods cannot reach DNS "
                   "until it is deleted", CLUSTER_DNS_IP, holder.get("namespace"),
                   holder.get("name"))
-        return
+        return True
     try:
         await store.create(kind, kube_dns_service(), DNS_SERVICE_NAMESPACE)
         log.info("created the %s/%s Service (%s)", DNS_SERVICE_NAMESPACE, DNS_SERVICE_NAME,
@@ -66,3 +71,4 @@ async def ensure_kube_dns(store: ObjectStore) -> None:
         pass  # created meanwhile, by a merge or a user
     except StoreError as e:
         log.error("cannot create the %s/%s Service: %s", DNS_SERVICE_NAMESPACE, DNS_SERVICE_NAME, e)
+    return True
