@@ -16,7 +16,8 @@ pi-1's (where nats-server is installed, as it must be under CI), the bus's own g
 
 The system namespaces (``default``, ``kube-system``...) are the same case: created at start
 by a joiner, they took new uids at every join until the joiner left them to its first pull
-(``NodeStatusReporter.may_create``)."""
+(``NodeStatusReporter.may_create``). So are the RBAC policy, the default StorageClass, the
+``system-`` PriorityClasses and ``kube-dns`` (``catch_up.may_create_defaults``)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,13 @@ from tests.test_join import shoal_cli, start_node
 from tests.tools.linkproxy import ThreadedLinkProxy
 
 SERVICES = ["default/kubernetes", "kube-system/nats"]
-SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+DEFAULTS = {  # (resource, namespace): the names every node creates if its replica lacks them
+    ("namespaces", None): ("default", "kube-system", "kube-public", "kube-node-lease"),
+    ("services", "kube-system"): ("kube-dns",),
+    ("clusterroles", None): ("cluster-admin",),
+    ("storageclasses", None): ("local-path",),
+    ("priorityclasses", None): ("system-node-critical", "system-cluster-critical"),
+}
 
 
 def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
@@ -48,11 +55,14 @@ def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
     return out
 
 
-def _namespaces(node: ShoalProcess) -> dict[str, str]:
-    """name -> uid of the namespaces every node creates if its replica lacks them."""
-    r = node.kubectl("get", "namespaces", "-o", "json")
-    return {n["metadata"]["name"]: n["metadata"]["uid"] for n in json.loads(r.stdout)["items"]
-            if n["metadata"]["name"] in SYSTEM_NAMESPACES}
+def _defaults(node: ShoalProcess) -> dict[str, str]:
+    """resource/name -> uid of the defaults every node creates if its replica lacks them."""
+    out = {}
+    for (resource, ns), names in DEFAULTS.items():
+        r = node.kubectl("get", resource, *(["-n", ns] if ns else []), "-o", "json")
+        out |= {f"{resource}/{o['metadata']['name']}": o["metadata"]["uid"]
+                for o in json.loads(r.stdout)["items"] if o["metadata"]["name"] in names}
+    return out
 
 
 def _wait_for(node: ShoalProcess, keys: list[str], timeout: float = 60.0) -> dict[
@@ -84,8 +94,8 @@ def test_a_joining_peer_keeps_the_clusters_kubernetes_and_nats_services(tmp_path
     try:
         before = _wait_for(a, SERVICES)
         assert "default/kubernetes" in before, before
-        namespaces = _namespaces(a)
-        assert sorted(namespaces) == sorted(SYSTEM_NAMESPACES), namespaces
+        defaults = _defaults(a)
+        assert len(defaults) == sum(len(names) for names in DEFAULTS.values()), defaults
         keys = sorted(before)  # the nats Service only where nats-server is installed
         if IN_CI:  # ... which CI's bootstrap does: a missing install must not pass silently
             assert "kube-system/nats" in before, before
@@ -100,8 +110,9 @@ def test_a_joining_peer_keeps_the_clusters_kubernetes_and_nats_services(tmp_path
             assert {k: v for k, v in _wait_for(node, keys).items() if k in keys} == before, (
                 node.name)
         assert before["default/kubernetes"][2] == a.port
-        # The joiner took the cluster's namespaces from its first pull and made none.
-        assert _namespaces(a) == _namespaces(b) == namespaces
+        # The joiner took the cluster's namespaces (and policy, classes, kube-dns) from its
+        # first pull and made none of its own.
+        assert _defaults(a) == _defaults(b) == defaults
         # ... and its Lease, which needs kube-node-lease, was written all the same.
         b.kubectl("get", "lease", "-n", "kube-node-lease", "pi-2")
         # Both peers are endpoints, each on its own API port (one slice per port).
