@@ -11,6 +11,7 @@ import pytest
 from shoal.control import manager
 from shoal.mesh import catch_up
 from shoal.mesh.catch_up import CatchUp
+from shoal.mesh.messages import State
 
 
 @dataclass
@@ -23,13 +24,20 @@ class _Membership:
     names: list[str] = field(default_factory=list)
     dead: list[str] = field(default_factory=list)
     name: str = "me"
+    suspect: list[str] = field(default_factory=list)
 
     @property
     def members(self) -> dict[str, _Member]:
-        return {n: _Member(n) for n in [self.name, *self.names, *self.dead]}
+        return {n: _Member(n) for n in [self.name, *self.names, *self.suspect, *self.dead]}
 
     def live(self) -> list[_Member]:
         return [_Member(n) for n in self.names]
+
+    def others(self, states: tuple[State, ...]) -> list[_Member]:
+        return [_Member(n) for n, state in [*((n, State.ALIVE) for n in self.names),
+                                             *((n, State.SUSPECT) for n in self.suspect),
+                                             *((n, State.DEAD) for n in self.dead)]
+                if state in states]
 
 
 @dataclass
@@ -75,6 +83,27 @@ async def test_a_peer_whose_known_members_are_all_dead_acts_alone(
     c, _ = _catch_up([], dead=["a"])
     await asyncio.wait_for(c.wait(), 1.0)
     assert "dead or gone" in c.reason
+
+
+async def test_a_peer_whose_only_member_is_suspect_waits_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A joiner over a slow link: its first probes of the seed time out, so the seed is
+    # suspect, not dead. Acting as cut off then ran the controllers on an empty replica.
+    monkeypatch.setattr(catch_up, "CHECK_INTERVAL", 0.01)
+    ms = _Membership([], suspect=["seed"])
+    ae = _AntiEntropy()
+    c = CatchUp(ae, ms)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert not c.done()
+    ms.names, ms.suspect = ["seed"], []  # it refuted, and a pull completes
+    ae.pulled("seed", True)
+    assert c.done() and "seed" in c.reason
+    ms2 = _Membership([], suspect=["seed"])
+    c2 = CatchUp(_AntiEntropy(), ms2)  # type: ignore[arg-type]
+    ms2.suspect, ms2.dead = [], ["seed"]  # or it is declared dead: now it is cut off
+    await asyncio.wait_for(c2.wait(), 1.0)
+    assert "dead or gone" in c2.reason
 
 
 async def test_a_joining_peer_that_knows_no_member_yet_waits_for_its_join() -> None:

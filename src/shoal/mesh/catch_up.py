@@ -10,7 +10,8 @@ started:
   partner's revision (it now holds everything that partner held); or
 - every live member it knows failed to answer a pull, or every member it knows is
   held dead or gone (it is cut off: a cut-off peer acts on what it holds, as the
-  design wants); or
+  design wants). A suspect is neither: over a slow link a joiner's first probes of its
+  seed time out, and the seed refutes within seconds (then it is pulled); or
 - it knows no other member and expects none (a first node, started without seeds); or
 - ``max_wait`` seconds passed (logged: a mesh that answers but never completes a pull
   must not stop the controllers for good).
@@ -37,6 +38,7 @@ from typing import Any
 
 from shoal.mesh.anti_entropy import AntiEntropy
 from shoal.mesh.membership import Membership
+from shoal.mesh.messages import State
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +143,9 @@ class CatchUp:
         if self.done():
             return
         m = self._membership
-        if not m.live() and any(name != m.name for name in m.members):
+        # Suspects are not dead: pulls resume once one refutes, or it is declared dead.
+        if (not m.others((State.ALIVE, State.SUSPECT))
+                and any(name != m.name for name in m.members)):
             self._finish("every member it knows is held dead or gone: acting on the "
                          "replica as it is")
         else:
