@@ -1,5 +1,5 @@
 """A create's managed-fields entry, built straight from the object
-(``server_side_apply.created_fields_v1``), is the one the general path gives: the object's
+(``field_ownership.created_fields_v1``), is the one the general path gives: the object's
 members through ``update`` against nothing, then FieldsV1, byte for byte, on random objects
 of typed, custom and untyped kinds (issue 11: the general path was most of a create's
 managed-fields time)."""
@@ -12,9 +12,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.api import field_schema, managed_fields
 from shoal.api.field_manager import created_entries
-from shoal.api.server_side_apply import Write, update
+from shoal.model import field_schema, managed_fields
+from shoal.model.field_ownership import Write, update
 from shoal.model.kinds import Kind
 from tests.test_server_side_apply_field_sets import CONFIGMAP, DEPLOYMENT, WIDGET
 

@@ -1,6 +1,7 @@
 """A write request's field manager: who it is (the ``fieldManager`` parameter, else the
 User-Agent), and the ``metadata.managedFields`` its write leaves, computed by
-:mod:`shoal.api.server_side_apply`. The handlers of :mod:`shoal.api.resources` call this.
+:mod:`shoal.api.server_side_apply` and :mod:`shoal.model.field_ownership`. The handlers of
+:mod:`shoal.api.resources` call this.
 """
 
 from __future__ import annotations
@@ -8,21 +9,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shoal.api import field_schema, managed_fields, web
+from shoal.api import web
 from shoal.api.errors import ApiError
-from shoal.api.field_sets import field_set
-from shoal.api.managed_fields import APPLY, UPDATE, Managers
 from shoal.api.routing import Target
 from shoal.api.server_side_apply import (
     KUBECTL_APPLIER,
     ApplyConflict,
-    Write,
     apply,
     conflicts_allowed_by_last_applied,
-    created_fields_v1,
     keep_last_applied_in_step,
-    update,
 )
+from shoal.model import field_schema, managed_fields
+from shoal.model.field_ownership import Write, created_entries, update
+from shoal.model.field_sets import field_set
+from shoal.model.managed_fields import APPLY, Managers
 from shoal.store.objects import ManagedFieldsOf, ObjectStore, now_rfc3339
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -81,17 +81,6 @@ def _managers(entries: Any) -> Managers:
 def _resets(sent: Any) -> bool:
     """``managedFields: []`` or ``[{}]`` in a write clears them (Kubernetes' way to strip them)."""
     return isinstance(sent, list) and (sent == [] or sent == [{}])
-
-
-def created_entries(new: dict[str, Any], root: Any, write: Write) -> list[dict[str, Any]]:
-    """A create's (or a PUT that creates) managedFields, owning all it holds, straight from
-    the object: what ``update`` then ``managed_fields.encode`` give, without the diff."""
-    tree = created_fields_v1(new, root, write)
-    if not tree:
-        return []
-    return [{"manager": write.manager, "operation": UPDATE,
-             "apiVersion": write.api_version, "time": write.now,
-             "fieldsType": managed_fields.FIELDS_TYPE, "fieldsV1": tree}]
 
 
 def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str, Any],

@@ -66,7 +66,7 @@ class TypeNode:
 
     def spec_trees(self) -> ValueMemo[dict[str, Any]]:
         """On a kind's root: the FieldsV1 trees of the specs created under it, by the spec's
-        bytes (``server_side_apply.created_fields_v1``). Kept on the schema, so a CRD's new
+        bytes (``field_ownership.created_fields_v1``). Kept on the schema, so a CRD's new
         schema starts afresh; made on first use (a schema has thousands of nodes)."""
         if self._spec_trees is None:
             object.__setattr__(self, "_spec_trees", ValueMemo())  # (frozen: not its value)

@@ -2,7 +2,7 @@
 
 Each entry names a manager, its operation (``Apply`` for server-side apply, ``Update`` for
 every other write), the apiVersion it wrote, when, the subresource it wrote through, and
-its fields as FieldsV1 (:mod:`shoal.api.field_sets`). Two entries are the same manager when
+its fields as FieldsV1 (:mod:`shoal.model.field_sets`). Two entries are the same manager when
 manager, operation and subresource match, and for ``Update`` also the apiVersion (an
 applier stays one manager whatever version it applies), as Kubernetes' manager identifier.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.api.field_sets import FieldSet, from_fields_v1, to_fields_v1
+from shoal.model.field_sets import FieldSet, from_fields_v1, to_fields_v1
 
 APPLY = "Apply"
 UPDATE = "Update"
