@@ -131,6 +131,23 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
     if write.status_is_separate and "status" in new:
         # Not the main resource's to own, nor anything below it.
         new = {k: v for k, v in new.items() if k != "status"}
+    # The whole tree depends only on what a writer may own: the objects of one template
+    # (a ReplicaSet's pods) share it, as the specs' trees below are shared.
+    meta = new.get("metadata")
+    key = ValueMemo.key(({k: v for k, v in meta.items() if k not in _META_DROPPED},
+                         {k: v for k, v in new.items() if k not in _ROOT_DROPPED})) \
+        if type(meta) is dict else None
+    if key is None:
+        return _spec_shared_fields_v1(new, root)
+    memo = root.object_trees()
+    known = memo.get(key)
+    if known is None:
+        known = _spec_shared_fields_v1(new, root)
+        memo.put(key, known)
+    return known
+
+
+def _spec_shared_fields_v1(new: dict[str, Any], root: TypeNode) -> dict[str, Any]:
     spec = new.get("spec")
     key = ValueMemo.key(spec) if type(spec) is dict and spec else None
     if key is None:
