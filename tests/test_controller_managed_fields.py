@@ -17,6 +17,7 @@ from shoal.control.cronjob import CronJobController
 from shoal.control.daemonset import DaemonSetController
 from shoal.control.deployment import DeploymentController
 from shoal.control.field_owner import CONTROLLER_MANAGER
+from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler
 from shoal.control.job import JobController
 from shoal.control.replicaset import ReplicaSetController
 from shoal.control.statefulset import StatefulSetController
@@ -25,6 +26,8 @@ from shoal.store.replica import Replica
 from tests.inprocess_api import AUTH, InProcessApi, in_process_api
 from tests.test_controller_daemonset import add_node
 from tests.test_cronjob import REG, T0, Clock, kind
+from tests.test_hpa import FakeReports, autoscaler
+from tests.test_hpa import pods as hpa_pods
 
 NS, POD = kind("v1", "Namespace"), kind("v1", "Pod")
 RS, DEPLOY = kind("apps/v1", "ReplicaSet"), kind("apps/v1", "Deployment")
@@ -206,3 +209,39 @@ async def test_an_apply_of_the_controllers_field_conflicts_until_forced(
     container = 'k:{"name":"c"}'
     assert "f:image" in by["ops"]["f:spec"]["f:containers"][container]
     assert "f:image" not in by[CONTROLLER_MANAGER]["f:spec"]["f:containers"][container]
+
+
+async def test_an_autoscalers_replicas_are_its_own_and_a_reapply_of_them_conflicts(
+        api: InProcessApi) -> None:
+    path = "/apis/apps/v1/namespaces/default/deployments/web"
+    headers = {**AUTH, "Content-Type": "application/apply-patch+yaml"}
+
+    def manifest(replicas: int) -> bytes:
+        return orjson.dumps({"apiVersion": "apps/v1", "kind": "Deployment",
+                             "metadata": {"name": "web"}, "spec": {
+                                 "replicas": replicas,
+                                 "selector": {"matchLabels": {"app": "web"}},
+                                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                                     "containers": [{"name": "c", "image": "x"}]}}}})
+
+    r = await api.client.patch(path, params={"fieldManager": "ops"}, data=manifest(2),
+                               headers=headers)
+    assert r.status == 201, await r.text()
+    await hpa_pods(api.store, 2)
+    await autoscaler(api.store)
+    metrics = FakeReports(api.store)
+    metrics.cpu = {"web-0": 200, "web-1": 200}  # twice the target: four replicas
+    await HorizontalPodAutoscaler(api.store, metrics).sync()
+    deploy = await (await api.client.get(path, headers=AUTH)).json()
+    assert deploy["spec"]["replicas"] == 4
+    scaler = [e for e in deploy["metadata"]["managedFields"]
+              if e["manager"] == CONTROLLER_MANAGER]
+    assert [(e["operation"], e.get("subresource"), e["fieldsV1"]) for e in scaler] == [
+        ("Update", "scale", {"f:spec": {"f:replicas": {}}})]
+    assert "f:replicas" not in owned(deploy)["ops"]["f:spec"]
+    # As in Kubernetes: a manifest that still sets replicas conflicts with the autoscaler.
+    r = await api.client.patch(path, params={"fieldManager": "ops"}, data=manifest(2),
+                               headers=headers)
+    assert r.status == 409
+    assert (f'conflict with "{CONTROLLER_MANAGER}" with subresource "scale" using apps/v1: '
+            ".spec.replicas") in (await r.json())["message"]

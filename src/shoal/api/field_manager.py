@@ -20,9 +20,9 @@ from shoal.api.server_side_apply import (
     keep_last_applied_in_step,
 )
 from shoal.model import field_schema, managed_fields
-from shoal.model.field_ownership import Write, created_entries, update
+from shoal.model.field_ownership import Write, created_entries, updated_entries
 from shoal.model.field_sets import field_set
-from shoal.model.managed_fields import APPLY, Managers
+from shoal.model.managed_fields import APPLY
 from shoal.store.objects import ManagedFieldsOf, ObjectStore, now_rfc3339
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -71,13 +71,6 @@ def _write(request: web.Request, t: Target, store: ObjectStore, is_apply: bool,
                  t.kind.has_status)
 
 
-def _managers(entries: Any) -> Managers:
-    try:
-        return managed_fields.decode(entries)
-    except ValueError:
-        return {}
-
-
 def _resets(sent: Any) -> bool:
     """``managedFields: []`` or ``[{}]`` in a write clears them (Kubernetes' way to strip them)."""
     return isinstance(sent, list) and (sent == [] or sent == [{}])
@@ -97,11 +90,10 @@ def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str,
             return []
         if old is None and not sent and not write.subresource:
             return created_entries(new, root, write)
-        base = _managers(sent) if sent else {}
+        base = managed_fields.decoded_or_none(sent) if sent else {}
         if not base and old is not None:
-            base = _managers(old["metadata"].get("managedFields"))
-        owners = update(old, new, base, root, write)
-        return managed_fields.encode(managed_fields.cap_updates(owners, write.now))
+            base = managed_fields.decoded_or_none(old["metadata"].get("managedFields"))
+        return updated_entries(old, new, base, root, write)
 
     return track
 
@@ -117,7 +109,7 @@ def applied(request: web.Request, t: Target, store: ObjectStore, live: dict[str,
     write = _write(request, t, store, True, t.subresource)
     force = forced(request, True)
     root = field_schema.for_kind(t.kind)
-    managers = _managers((live or {}).get("metadata", {}).get("managedFields"))
+    managers = managed_fields.decoded_or_none((live or {}).get("metadata", {}).get("managedFields"))
     try:
         obj, owners = apply(live, config, managers, root, write, force)
     except ApplyConflict as e:

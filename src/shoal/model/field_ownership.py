@@ -25,7 +25,15 @@ from shoal.model.field_sets import (
     list_elements,
     members,
 )
-from shoal.model.managed_fields import FIELDS_TYPE, UPDATE, ManagerKey, Managers, Ownership
+from shoal.model.managed_fields import (
+    FIELDS_TYPE,
+    UPDATE,
+    ManagerKey,
+    Managers,
+    Ownership,
+    cap_updates,
+    encode,
+)
 from shoal.model.value_memo import ValueMemo
 
 _META_FIELDS = ("name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName",
@@ -244,3 +252,10 @@ def created_entries(new: dict[str, Any], root: TypeNode, write: Write) -> list[d
     return [{"manager": write.manager, "operation": UPDATE,
              "apiVersion": write.api_version, "time": write.now,
              "fieldsType": FIELDS_TYPE, "fieldsV1": tree}]
+
+
+def updated_entries(old: dict[str, Any] | None, new: dict[str, Any], managers: Managers,
+                    root: TypeNode, write: Write) -> list[dict[str, Any]]:
+    """The managedFields after a write that is not an apply, from the managers before it:
+    ``update``, then at most MAX_UPDATE_MANAGERS Update entries, encoded."""
+    return encode(cap_updates(update(old, new, managers, root, write), write.now))

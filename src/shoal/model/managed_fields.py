@@ -83,6 +83,15 @@ def decode(entries: Any) -> Managers:
     return out
 
 
+def decoded_or_none(entries: Any) -> Managers:
+    """The managers of a stored or sent ``managedFields`` list; none when it is not a valid
+    one (a write then starts ownership afresh rather than failing)."""
+    try:
+        return decode(entries)
+    except ValueError:
+        return {}
+
+
 def encode(managers: Managers) -> list[dict[str, Any]]:
     """The ``managedFields`` list, in Kubernetes' order: Apply before Update, oldest first,
     then by manager, apiVersion and subresource. Managers that own nothing are left out."""
