@@ -25,14 +25,14 @@ from typing import Any
 
 import orjson
 
-from shoal.api import field_schema, managed_fields
 from shoal.api.admission import default_tolerations
 from shoal.api.limit_ranger import LimitRanger
 from shoal.api.priority_admission import PriorityAdmission
 from shoal.api.quota_admission import QuotaAdmission
-from shoal.api.server_side_apply import Write, created_fields_v1, update
 from shoal.control.service_accounts import admit_pod
+from shoal.model import field_schema, managed_fields
 from shoal.model.defaults import apply_defaults
+from shoal.model.field_ownership import Write, created_fields_v1, update
 from shoal.model.kinds import KindRegistry
 from shoal.model.validation import unknown_fields, validate
 from shoal.store.objects import MAX_OBJECT_DEPTH, ObjectStore, _deeper_than, key_fn

@@ -1,8 +1,8 @@
 """A create's managed-fields entry, built straight from the object
-(``server_side_apply.created_fields_v1``), is the one the general path gives: the object's
-members through ``update`` against nothing, then FieldsV1, byte for byte, on random objects
-of typed, custom and untyped kinds (issue 11: the general path was most of a create's
-managed-fields time)."""
+(``field_ownership.created_fields_v1``, remembered per template), is the one the general
+path gives: the object's members through ``update`` against nothing, then FieldsV1, byte
+for byte, on random objects of typed, custom and untyped kinds (issue 11: the general path
+was most of a create's managed-fields time)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.api import field_schema, managed_fields
-from shoal.api.field_manager import created_entries
-from shoal.api.server_side_apply import Write, update
+from shoal.model import field_schema, managed_fields
+from shoal.model.field_ownership import Write, created_entries, update
 from shoal.model.kinds import Kind
 from tests.test_server_side_apply_field_sets import CONFIGMAP, DEPLOYMENT, WIDGET
 
@@ -56,6 +55,19 @@ def test_a_creates_entry_is_the_general_paths_byte_for_byte(kind: Kind,
                                                             obj: dict[str, Any]) -> None:
     write = Write("m", kind.api_version, NOW, "", kind.has_status)
     assert orjson.dumps(_direct(obj, kind, write)) == orjson.dumps(_general(obj, kind, write))
+    # Another object that differs only in the server's metadata (a ReplicaSet's next pod)
+    # gets the tree remembered for the first: it must be its own tree too.
+    other = _renamed(obj)
+    assert orjson.dumps(_direct(other, kind, write)) == \
+        orjson.dumps(_general(other, kind, write))
+
+
+def _renamed(obj: dict[str, Any]) -> dict[str, Any]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return obj
+    return {**obj, "metadata": {**meta, "name": "next", "uid": "u-2", "generation": 7,
+                                "resourceVersion": "9", "creationTimestamp": NOW}}
 
 
 def test_a_pod_as_a_node_stores_it() -> None:

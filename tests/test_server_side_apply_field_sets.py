@@ -10,17 +10,18 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.api import field_schema, managed_fields
-from shoal.api.field_sets import (
+from shoal.api.server_side_apply import apply, merge
+from shoal.model import field_schema, managed_fields
+from shoal.model.field_ownership import Write, update
+from shoal.model.field_sets import (
     field_set,
     from_fields_v1,
     path_string,
     to_fields_v1,
     with_named_fields,
 )
-from shoal.api.managed_fields import ManagerKey, Ownership
-from shoal.api.server_side_apply import Write, apply, merge, update
 from shoal.model.kinds import Kind
+from shoal.model.managed_fields import ManagerKey, Ownership
 
 CONFIGMAP = Kind("", "v1", "ConfigMap", "configmaps", "configmap", True)
 DEPLOYMENT = Kind("apps", "v1", "Deployment", "deployments", "deployment", True, has_status=True)

@@ -1,6 +1,7 @@
 """A write request's field manager: who it is (the ``fieldManager`` parameter, else the
 User-Agent), and the ``metadata.managedFields`` its write leaves, computed by
-:mod:`shoal.api.server_side_apply`. The handlers of :mod:`shoal.api.resources` call this.
+:mod:`shoal.api.server_side_apply` and :mod:`shoal.model.field_ownership`. The handlers of
+:mod:`shoal.api.resources` call this.
 """
 
 from __future__ import annotations
@@ -8,21 +9,20 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from shoal.api import field_schema, managed_fields, web
+from shoal.api import web
 from shoal.api.errors import ApiError
-from shoal.api.field_sets import field_set
-from shoal.api.managed_fields import APPLY, UPDATE, Managers
 from shoal.api.routing import Target
 from shoal.api.server_side_apply import (
     KUBECTL_APPLIER,
     ApplyConflict,
-    Write,
     apply,
     conflicts_allowed_by_last_applied,
-    created_fields_v1,
     keep_last_applied_in_step,
-    update,
 )
+from shoal.model import field_schema, managed_fields
+from shoal.model.field_ownership import Write, created_entries, updated_entries
+from shoal.model.field_sets import field_set
+from shoal.model.managed_fields import APPLY
 from shoal.store.objects import ManagedFieldsOf, ObjectStore, now_rfc3339
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -71,27 +71,9 @@ def _write(request: web.Request, t: Target, store: ObjectStore, is_apply: bool,
                  t.kind.has_status)
 
 
-def _managers(entries: Any) -> Managers:
-    try:
-        return managed_fields.decode(entries)
-    except ValueError:
-        return {}
-
-
 def _resets(sent: Any) -> bool:
     """``managedFields: []`` or ``[{}]`` in a write clears them (Kubernetes' way to strip them)."""
     return isinstance(sent, list) and (sent == [] or sent == [{}])
-
-
-def created_entries(new: dict[str, Any], root: Any, write: Write) -> list[dict[str, Any]]:
-    """A create's (or a PUT that creates) managedFields, owning all it holds, straight from
-    the object: what ``update`` then ``managed_fields.encode`` give, without the diff."""
-    tree = created_fields_v1(new, root, write)
-    if not tree:
-        return []
-    return [{"manager": write.manager, "operation": UPDATE,
-             "apiVersion": write.api_version, "time": write.now,
-             "fieldsType": managed_fields.FIELDS_TYPE, "fieldsV1": tree}]
 
 
 def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str, Any],
@@ -108,11 +90,10 @@ def tracker(request: web.Request, t: Target, store: ObjectStore, body: dict[str,
             return []
         if old is None and not sent and not write.subresource:
             return created_entries(new, root, write)
-        base = _managers(sent) if sent else {}
+        base = managed_fields.decoded_or_none(sent) if sent else {}
         if not base and old is not None:
-            base = _managers(old["metadata"].get("managedFields"))
-        owners = update(old, new, base, root, write)
-        return managed_fields.encode(managed_fields.cap_updates(owners, write.now))
+            base = managed_fields.decoded_or_none(old["metadata"].get("managedFields"))
+        return updated_entries(old, new, base, root, write)
 
     return track
 
@@ -128,7 +109,7 @@ def applied(request: web.Request, t: Target, store: ObjectStore, live: dict[str,
     write = _write(request, t, store, True, t.subresource)
     force = forced(request, True)
     root = field_schema.for_kind(t.kind)
-    managers = _managers((live or {}).get("metadata", {}).get("managedFields"))
+    managers = managed_fields.decoded_or_none((live or {}).get("metadata", {}).get("managedFields"))
     try:
         obj, owners = apply(live, config, managers, root, write, force)
     except ApplyConflict as e:

@@ -29,6 +29,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by
 from shoal.control.job import COMPLETE, FAILED, condition, is_finished
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import by_controller, owner_kind, parse_time
@@ -218,7 +219,8 @@ class CronJobController(Controller):
             active = []
         job = self._job(cj, name, scheduled, tz)
         try:
-            created = await self.store.create(self.job_kind, job, ns)
+            created = await self.store.create(self.job_kind, job, ns,
+                                              managed_fields=created_by(self.store, self.job_kind))
         except AlreadyExists:
             created = None
         if created is not None:

@@ -32,6 +32,7 @@ from shoal.authz.scopes import CLUSTER
 from shoal.control import events
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
+from shoal.control.field_owner import created_by
 from shoal.control.node_lifecycle import (
     DISK_PRESSURE,
     MEMORY_PRESSURE,
@@ -310,7 +311,8 @@ class DaemonSetController(Controller):
             pod["metadata"]["labels"][HASH_LABEL] = revision
             pin_to_node(pod["spec"], node)
             try:
-                await self.store.create(self.pod_kind, pod, ns)
+                await self.store.create(self.pod_kind, pod, ns,
+                                        managed_fields=created_by(self.store, self.pod_kind))
                 return True
             except AlreadyExists:
                 return False

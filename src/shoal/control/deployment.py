@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by, updated_by
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import by_controller, parse_time
 from shoal.store.change_feed import Change
@@ -183,7 +184,8 @@ class DeploymentController(Controller):
             },
         }
         try:
-            return await self.store.create(self.rs_kind, rs, meta.get("namespace"))
+            return await self.store.create(self.rs_kind, rs, meta.get("namespace"),
+                                           managed_fields=created_by(self.store, self.rs_kind))
         except AlreadyExists:
             found = self.store.find(self.rs_kind, meta.get("namespace"), rs["metadata"]["name"])
             assert found is not None
@@ -197,7 +199,8 @@ class DeploymentController(Controller):
         if annotations:
             new["metadata"].setdefault("annotations", {}).update(annotations)
         m = rs["metadata"]
-        return await self.store.update(self.rs_kind, new, m.get("namespace"), m["name"])
+        return await self.store.update(self.rs_kind, new, m.get("namespace"), m["name"],
+                                       managed_fields=updated_by(self.store, self.rs_kind))
 
     async def _recreate(self, new_rs: dict[str, Any], olds: list[dict[str, Any]],
                         replicas: int) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready
 from shoal.model.selectors import LabelSelector, SelectorError
@@ -312,7 +313,8 @@ class EndpointsController(Controller):
         have = self.store.find(self.ep_kind, m["namespace"], m["name"])
         if have is None:
             try:
-                await self.store.create(self.ep_kind, want, m["namespace"])
+                await self.store.create(self.ep_kind, want, m["namespace"],
+                                            managed_fields=created_by(self.store, self.ep_kind))
                 self.writes += 1
             except AlreadyExists:
                 pass
@@ -402,7 +404,8 @@ class EndpointsController(Controller):
             have = self.store.find(self.slice_kind, ns, name)
             if have is None:
                 try:
-                    await self.store.create(self.slice_kind, want, ns)
+                    await self.store.create(self.slice_kind, want, ns, managed_fields=created_by(
+                        self.store, self.slice_kind))
                     self.writes += 1
                 except AlreadyExists:
                     pass

@@ -42,6 +42,7 @@ import orjson
 
 from shoal.control import events
 from shoal.control.controller import Controller
+from shoal.control.field_owner import updated_by
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import is_ready, parse_time
 from shoal.control.quota_usage import format_amount
@@ -271,7 +272,10 @@ class HorizontalPodAutoscaler(Controller):
         if desired != current:
             new_target = copy.deepcopy(target)
             new_target["spec"]["replicas"] = desired
-            await self.store.update(target_kind, new_target, ns, target["metadata"]["name"])
+            # Kubernetes' autoscaler writes through the scale subresource: its entry says so,
+            # and a later apply of replicas conflicts with it.
+            await self.store.update(target_kind, new_target, ns, target["metadata"]["name"],
+                                    managed_fields=updated_by(self.store, target_kind, "scale"))
             status["lastScaleTime"] = now_rfc3339(now)
             self._events.setdefault(meta["uid"], []).append((now, desired - current))
             conditions["AbleToScale"] = ("True", "SucceededRescale",

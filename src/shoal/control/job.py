@@ -27,6 +27,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import (
@@ -443,7 +444,8 @@ class JobController(Controller):
                     env.insert(0, {"name": INDEX_ENV, "valueFrom": {"fieldRef": {
                         "fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}})
         try:
-            return await self.store.create(self.pod_kind, pod, meta.get("namespace"))
+            return await self.store.create(self.pod_kind, pod, meta.get("namespace"),
+                                           managed_fields=created_by(self.store, self.pod_kind))
         except AlreadyExists:
             return None
         except Forbidden as e:  # admission (a quota, a LimitRange): no retry loop

@@ -16,6 +16,7 @@ from typing import Any
 
 from shoal.control import events
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by
 from shoal.control.node_lifecycle import LEASE_NAMESPACE, lost_at, renewed_within
 from shoal.control.ownership import PeerView, SinglePeer, scope_of, should_act
 from shoal.control.pod_state import (
@@ -178,7 +179,7 @@ class ReplicaSetController(Controller):
                     continue
                 try:
                     await self.store.create(self.pod_kind, pod_from_template(rs, self.rs_kind, name),
-                                            ns)
+                                            ns, managed_fields=created_by(self.store, self.pod_kind))
                     changed = True
                 except AlreadyExists:
                     pass

@@ -31,6 +31,7 @@ import logging
 from typing import Any
 
 from shoal.control.controller import Controller
+from shoal.control.field_owner import created_by
 from shoal.control.ownership import PeerView, SinglePeer, should_act
 from shoal.model.kinds import Kind
 from shoal.store.change_feed import Change
@@ -91,12 +92,14 @@ class ServiceAccountsController(Controller):
 
     async def _ensure(self, ns: str) -> None:
         if self.store.find(self.sa_kind, ns, DEFAULT) is None:
-            await self.store.create(self.sa_kind, {"metadata": {"name": DEFAULT}}, ns)
+            await self.store.create(self.sa_kind, {"metadata": {"name": DEFAULT}}, ns,
+                                    managed_fields=created_by(self.store, self.sa_kind))
         cm = self.store.find(self.cm_kind, ns, ROOT_CA_CONFIGMAP)
         data = {ROOT_CA_KEY: self.ca_cert}
         if cm is None:
             await self.store.create(self.cm_kind, {"metadata": {"name": ROOT_CA_CONFIGMAP},
-                                                   "data": data}, ns)
+                                                   "data": data}, ns,
+                                    managed_fields=created_by(self.store, self.cm_kind))
         elif cm.get("data") != data:  # as Kubernetes' publisher: an edited copy is reset
             new = copy.deepcopy(cm)
             new["data"] = data

@@ -32,6 +32,7 @@ from typing import Any
 from shoal.authz.scopes import CLUSTER, ScopeMap
 from shoal.control.controller import Controller
 from shoal.control.deployment import template_hash
+from shoal.control.field_owner import created_by
 from shoal.control.ownership import PeerView, SinglePeer, preferred_actor, scope_of, should_act
 from shoal.control.pod_control import delete_pod
 from shoal.control.pod_state import by_controller, is_available, is_ready, owner_kind
@@ -320,7 +321,8 @@ class StatefulSetController(Controller):
         ns = sts["metadata"].get("namespace", "default")
         await self._ensure_claims(sts, n)
         try:
-            await self.store.create(self.pod_kind, self._pod(sts, n, revision), ns)
+            await self.store.create(self.pod_kind, self._pod(sts, n, revision), ns,
+                                    managed_fields=created_by(self.store, self.pod_kind))
         except AlreadyExists:
             return False
         self.created += 1
@@ -355,7 +357,8 @@ class StatefulSetController(Controller):
                 await self._drop_pod_owner(existing)
                 continue
             with contextlib.suppress(AlreadyExists):
-                await self.store.create(self.pvc_kind, claim, ns)
+                await self.store.create(self.pvc_kind, claim, ns,
+                                        managed_fields=created_by(self.store, self.pvc_kind))
 
     async def _drop_pod_owner(self, claim: dict[str, Any]) -> None:
         """A claim handed to a scaled-down pod is kept again when its ordinal comes back."""
@@ -431,7 +434,8 @@ class StatefulSetController(Controller):
                "data": {"spec": {"template": template}},
                "revision": top + 1}
         with contextlib.suppress(AlreadyExists):
-            await self.store.create(self.rev_kind, obj, ns)
+            await self.store.create(self.rev_kind, obj, ns,
+                                    managed_fields=created_by(self.store, self.rev_kind))
 
     async def _write_status(self, sts: dict[str, Any], by_ordinal: dict[int, dict[str, Any]],
                             replicas: int, update_revision: str, now: float) -> None:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from shoal.api.field_schema import (
+from shoal.model.field_schema import (
     ASSOCIATIVE,
     ATOMIC,
     KEY_DEFAULTS,

@@ -2,7 +2,7 @@
 
 Each entry names a manager, its operation (``Apply`` for server-side apply, ``Update`` for
 every other write), the apiVersion it wrote, when, the subresource it wrote through, and
-its fields as FieldsV1 (:mod:`shoal.api.field_sets`). Two entries are the same manager when
+its fields as FieldsV1 (:mod:`shoal.model.field_sets`). Two entries are the same manager when
 manager, operation and subresource match, and for ``Update`` also the apiVersion (an
 applier stays one manager whatever version it applies), as Kubernetes' manager identifier.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shoal.api.field_sets import FieldSet, from_fields_v1, to_fields_v1
+from shoal.model.field_sets import FieldSet, from_fields_v1, to_fields_v1
 
 APPLY = "Apply"
 UPDATE = "Update"
@@ -81,6 +81,15 @@ def decode(entries: Any) -> Managers:
             raise ValueError(f"managedFields[{i}]: duplicate entry for {key.label()}")
         out[key] = Ownership(fields, version, t if isinstance(t, str) else None)
     return out
+
+
+def decoded_or_none(entries: Any) -> Managers:
+    """The managers of a stored or sent ``managedFields`` list; none when it is not a valid
+    one (a write then starts ownership afresh rather than failing)."""
+    try:
+        return decode(entries)
+    except ValueError:
+        return {}
 
 
 def encode(managers: Managers) -> list[dict[str, Any]]:

@@ -63,15 +63,27 @@ class TypeNode:
     """Children already resolved: every write walks its object's fields (issue 11)."""
     _spec_trees: ValueMemo[dict[str, Any]] | None = field(default=None, init=False,
                                                           compare=False, hash=False, repr=False)
+    _object_trees: ValueMemo[dict[str, Any]] | None = field(default=None, init=False,
+                                                            compare=False, hash=False,
+                                                            repr=False)
 
     def spec_trees(self) -> ValueMemo[dict[str, Any]]:
         """On a kind's root: the FieldsV1 trees of the specs created under it, by the spec's
-        bytes (``server_side_apply.created_fields_v1``). Kept on the schema, so a CRD's new
+        bytes (``field_ownership.created_fields_v1``). Kept on the schema, so a CRD's new
         schema starts afresh; made on first use (a schema has thousands of nodes)."""
         if self._spec_trees is None:
             object.__setattr__(self, "_spec_trees", ValueMemo())  # (frozen: not its value)
         assert self._spec_trees is not None
         return self._spec_trees
+
+    def object_trees(self) -> ValueMemo[dict[str, Any]]:
+        """On a kind's root: the whole FieldsV1 trees of objects created under it, by the
+        bytes of what a writer may own of them (all but the server's metadata): the pods a
+        controller makes from one template differ only in that metadata."""
+        if self._object_trees is None:
+            object.__setattr__(self, "_object_trees", ValueMemo())
+        assert self._object_trees is not None
+        return self._object_trees
 
     def field(self, name: str) -> TypeNode:
         """The type of a field of a struct, or of any entry of a map."""
