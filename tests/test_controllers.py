@@ -99,6 +99,25 @@ async def test_pod_names_come_from_the_replicaset_uid_and_a_slot(store: ObjectSt
     assert {p["metadata"]["name"] for p in pods(store)} == expected
 
 
+async def test_two_slots_whose_names_collide_still_give_every_replica_in_one_pass(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Five-letter suffixes collide about once per hundred 500-pod ReplicaSets; the second
+    # slot of a pair was counted as created (AlreadyExists), leaving one pod short a pass.
+    from shoal.control import replicaset
+
+    def colliding(owner: str, uid: str, slot: int) -> str:
+        return slot_name(owner, uid, 0 if slot == 1 else slot)
+
+    monkeypatch.setattr(replicaset, "slot_name", colliding)
+    await store.create(RS, {"metadata": {"name": "web"}, "spec": {
+        "replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+                     "spec": {"containers": [{"name": "c", "image": "x"}]}}}}, "default")
+    await ReplicaSetController(store).sync()
+    assert len(pods(store)) == 3
+
+
 async def test_scaling_down_keeps_the_pods_that_have_run_longest(store: ObjectStore) -> None:
     await store.create(DEPLOY, deployment("trim", 4), "default")
     await settle(store)

@@ -358,6 +358,7 @@ class JobController(Controller):
             if name in taken:
                 continue
             pod = await self._create(job, name, None)
+            taken.add(name)  # a later attempt whose name collides with it is skipped
             if pod is not None:
                 active.append(pod)
                 changed = True
