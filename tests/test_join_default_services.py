@@ -17,7 +17,10 @@ pi-1's (where nats-server is installed, as it must be under CI), the bus's own g
 The system namespaces (``default``, ``kube-system``...) are the same case: created at start
 by a joiner, they took new uids at every join until the joiner left them to its first pull
 (``NodeStatusReporter.may_create``). So are the RBAC policy, the default StorageClass, the
-``system-`` PriorityClasses and ``kube-dns`` (``catch_up.may_create_defaults``)."""
+``system-`` PriorityClasses, ``kube-dns``, the ``default`` ServiceAccount and
+``kube-root-ca.crt`` of each namespace, and the default IngressClass
+(``catch_up.may_create_defaults``): both peers run the ingress proxy, where haproxy is
+installed."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from shoal.control.ownership import preferred_actor
+from shoal.net.ingress_haproxy import haproxy_path
 from tests.conftest import IN_CI, ShoalProcess, free_port
 from tests.test_join import shoal_cli, start_node
 from tests.tools.linkproxy import ThreadedLinkProxy
@@ -39,7 +43,15 @@ DEFAULTS = {  # (resource, namespace): the names every node creates if its repli
     ("clusterroles", None): ("cluster-admin",),
     ("storageclasses", None): ("local-path",),
     ("priorityclasses", None): ("system-node-critical", "system-cluster-critical"),
+    ("serviceaccounts", "default"): ("default",),  # a token names its uid
+    ("configmaps", "default"): ("kube-root-ca.crt",),
 }
+INGRESS_CLASS = {("ingressclasses", None): ("shoal",)}  # where haproxy is installed
+
+
+def _expected() -> dict[tuple[str, str | None], tuple[str, ...]]:
+    """DEFAULTS, and the IngressClass where haproxy is installed (the proxy makes it)."""
+    return DEFAULTS | (INGRESS_CLASS if haproxy_path() else {})
 
 
 def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
@@ -58,11 +70,26 @@ def _services(node: ShoalProcess) -> dict[str, tuple[str, str, object]]:
 def _defaults(node: ShoalProcess) -> dict[str, str]:
     """resource/name -> uid of the defaults every node creates if its replica lacks them."""
     out = {}
-    for (resource, ns), names in DEFAULTS.items():
+    for (resource, ns), names in _expected().items():
         r = node.kubectl("get", resource, *(["-n", ns] if ns else []), "-o", "json")
         out |= {f"{resource}/{o['metadata']['name']}": o["metadata"]["uid"]
                 for o in json.loads(r.stdout)["items"] if o["metadata"]["name"] in names}
     return out
+
+
+def _ingress() -> list[str]:
+    """The proxy on a port of its own (off by default under the tests): it makes the class."""
+    return ["--ingress-http-port", str(free_port()), "--ingress-https-port", "0"]
+
+
+def _wait_for_defaults(node: ShoalProcess, timeout: float = 30.0) -> dict[str, str]:
+    """The first node's defaults once it holds them all: the ServiceAccounts and the class
+    come from loops that start with the node, a little after it is ready."""
+    want = sum(len(names) for names in _expected().values())
+    deadline = time.monotonic() + timeout
+    while len(found := _defaults(node)) < want and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
 
 
 def _wait_for(node: ShoalProcess, keys: list[str], timeout: float = 60.0) -> dict[
@@ -89,29 +116,31 @@ def test_a_joining_peer_keeps_the_clusters_kubernetes_and_nats_services(tmp_path
     slow = ThreadedLinkProxy(("127.0.0.1", peer_port), delay=0.4)
     # pi-1 advertises the slow link as its peer address: the joiner talks to it through it.
     a = start_node(tmp_path, "pi-1", ["--peer-port", str(peer_port),
-                                      "--peer-advertise", slow.address_str])
+                                      "--peer-advertise", slow.address_str, *_ingress()])
     b: ShoalProcess | None = None
     try:
         before = _wait_for(a, SERVICES)
         assert "default/kubernetes" in before, before
-        defaults = _defaults(a)
-        assert len(defaults) == sum(len(names) for names in DEFAULTS.values()), defaults
+        defaults = _wait_for_defaults(a)
+        assert len(defaults) == sum(len(names) for names in _expected().values()), defaults
         keys = sorted(before)  # the nats Service only where nats-server is installed
         if IN_CI:  # ... which CI's bootstrap does: a missing install must not pass silently
             assert "kube-system/nats" in before, before
+            assert haproxy_path() is not None  # ... and haproxy, for the IngressClass
         token = shoal_cli("token", "create", "--data-dir", str(a.data_dir), "--ttl", "10m")
         started = time.monotonic()
         b = start_node(tmp_path, "pi-2",
                        ["--join", slow.address_str, "--token", token.stdout.strip(),
-                        "--no-bus"])  # as the README's second peer on one machine
+                        "--no-bus", *_ingress()])  # as the README's second peer on one machine
         print(f"joiner ready after {time.monotonic() - started:.1f}s")
         time.sleep(8.0)  # the joiner's controllers and bus have run for a while
         for node in (a, b):
             assert {k: v for k, v in _wait_for(node, keys).items() if k in keys} == before, (
                 node.name)
         assert before["default/kubernetes"][2] == a.port
-        # The joiner took the cluster's namespaces (and policy, classes, kube-dns) from its
-        # first pull and made none of its own.
+        # The joiner took the cluster's namespaces (and policy, classes, kube-dns, default
+        # ServiceAccount and CA ConfigMap, IngressClass) from its first pull and made none of
+        # its own.
         assert _defaults(a) == _defaults(b) == defaults
         # ... and its Lease, which needs kube-node-lease, was written all the same.
         b.kubectl("get", "lease", "-n", "kube-node-lease", "pi-2")

@@ -180,7 +180,6 @@ class ShoalNode:
         if ingress_wanted(http_port, https_port):
             self.ingress = IngressController(self.store, cfg.data_dir, IngressSettings(
                 listen=Listen(cfg.api.bind, http_port, https_port),
-                ensure_class_delay=JOINING_CLASS_DELAY if cfg.mesh.join else 0.0,
                 is_reachable=self._node_reachable))
         # --- end ingress ---
         # --- bus: nats-server configured from the replica; pods get NATS_URL ---
@@ -227,7 +226,7 @@ class ShoalNode:
         if self.network_policy is not None:  # network policy
             self.network_policy.start()
         if self.ingress is not None:  # ingress
-            self.ingress.start()
+            self.ingress.start(self.catch_up)  # its default class: a joiner's after a pull
         # authz: /readyz waits for the default RBAC policy (kube-apiserver's
         # poststarthook/rbac/bootstrap-roles), so a client told ready is not refused /api
         policy = PolicyInPlace(self.store)
@@ -461,7 +460,6 @@ class ShoalNode:
 
 
 DEFAULT_PEER_PORT = 7443
-JOINING_CLASS_DELAY = 15.0  # ingress: seconds a joining node lets its replica fill first
 
 
 class MeshView:

@@ -18,6 +18,10 @@ class Controller(ABC):
     """Runs :meth:`sync` after relevant changes (debounced) and every ``resync`` seconds."""
 
     name = "controller"
+    creates_defaults = False
+    """Whether it creates objects every replica should hold (a namespace's ``default``
+    ServiceAccount, the RBAC policy): ``manager.start`` then starts it once a joiner may
+    create them (``run_when_may_create``), not merely once caught up."""
 
     def __init__(self, store: ObjectStore, resync: float = 30.0, debounce: float = 0.02) -> None:
         self.store = store

@@ -82,15 +82,17 @@ def start(store: ObjectStore, view: PeerView | None = None,
     # pvc-protection and pv-protection (part W7): with the node, as its admission hook; the
     # simulator's seeds are calibrated on the writes of the controllers.
     protection: list[Controller] = [StorageProtection(store, view)]
-    tasks = [asyncio.create_task(run_when_caught_up(c, caught_up), name=c.name)
-             for c in [*controllers(store, view, pod_eviction_timeout, node_monitor_grace,
-                                    cluster_cidr, ca_cert_pem), *protection]]
     # --- authz: the default RBAC policy and ClusterRole aggregation. Started with the
     # node, not in controllers(): the simulator's peers authorize nothing, and its seeds are
     # calibrated on the objects they replicate. A joiner waits for its first pull. ---
-    policy = RbacBootstrap(store)
-    tasks.append(asyncio.create_task(run_when_may_create(policy, caught_up), name=policy.name))
+    policy: list[Controller] = [RbacBootstrap(store)]
     # --- end authz ---
+    # The policy and the ServiceAccounts (creates_defaults) wait for a joiner's first pull.
+    tasks = [asyncio.create_task(
+        (run_when_may_create if c.creates_defaults else run_when_caught_up)(c, caught_up),
+        name=c.name) for c in [*controllers(store, view, pod_eviction_timeout,
+                                            node_monitor_grace, cluster_cidr, ca_cert_pem),
+                               *protection, *policy]]
     # --- stateful workloads: the default StorageClass local-path, once a pull completed (a
     # class an administrator deleted is not brought back); not in the simulator, as the policy
     tasks.append(asyncio.create_task(_default_class(store, caught_up),
@@ -126,9 +128,10 @@ async def run_when_caught_up(controller: Controller, caught_up: CaughtUp | None)
 
 
 async def run_when_may_create(controller: Controller, caught_up: CatchUp | None) -> None:
-    """For a controller that creates cluster-wide defaults its replica lacks: once a pull
-    completed (``may_create_defaults``; a first node at once, a joiner cut off at its join
-    after ``CREATE_BOUND``), since a joiner's creates would replace the cluster's objects."""
+    """For a controller that creates defaults its replica lacks (``creates_defaults``): once
+    a pull completed (``may_create_defaults``; a first node at once, a joiner cut off at its
+    join after ``CREATE_BOUND``), since a joiner's creates would replace the cluster's
+    objects."""
     await until_may_create_defaults(caught_up)
     await controller.run()
 # --- end caught-up gating ---

@@ -100,6 +100,7 @@ class PolicyInPlace:
 
 class RbacBootstrap(Controller):
     name = "rbac-bootstrap"
+    creates_defaults = True
 
     def __init__(self, store: ObjectStore, resync: float = 30.0) -> None:
         """Started on a joiner only once its first pull completed (``run_when_may_create``):

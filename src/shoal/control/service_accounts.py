@@ -4,7 +4,11 @@ controllers), and what every new pod gets (the ServiceAccount admission plugin).
 
 Both objects have deterministic content (the CA certificate is the same file on every
 peer), so when two peers create them while apart the merge makes one object. The
-preferred actor of the namespace writes them; any peer does when it is unreachable.
+preferred actor of the namespace writes them; any peer does when it is unreachable. A joiner
+starts this controller only once its first pull completed (``creates_defaults``,
+``manager.run_when_may_create``): caught up as cut off, its replica is empty and its
+creates, the later ones, would give the cluster's objects new uids, and a token names its
+ServiceAccount's uid, so every token of ``default`` would stop verifying.
 
 Admission (:func:`admit_pod`, an ``ObjectStore.admission`` hook, so that it applies to
 pods created through the API and by controllers alike) gives a pod ``serviceAccountName``
@@ -53,6 +57,7 @@ class ServiceAccountsController(Controller):
     """Keeps ``default`` and ``kube-root-ca.crt`` in every namespace that is not going."""
 
     name = "service-accounts"
+    creates_defaults = True
 
     def __init__(self, store: ObjectStore, ca_cert_pem: bytes, view: PeerView | None = None,
                  **kw: Any) -> None:

@@ -6,7 +6,8 @@ Nodes, and after a short debounce renders haproxy's configuration
 certificates (0600, in a 0700 directory of the data dir) and has haproxy reload
 (``shoal.net.ingress_haproxy``). Every node answers every Ingress from its own replica,
 also while cut off. It also creates the default IngressClass ``shoal`` (unless this
-replica holds it or its tombstone) and writes each served Ingress's
+replica holds it or its tombstone; on a joiner only once its first pull completed,
+``may_create_defaults``, while it renders meanwhile) and writes each served Ingress's
 ``status.loadBalancer.ingress``: the InternalIPs of the Nodes, the same list on every
 peer, so concurrent writes agree.
 """
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shoal.mesh.catch_up import CatchUp, until_may_create_defaults
 from shoal.net.ingress_config import (
     CLASS_NAME,
     Listen,
@@ -58,8 +60,6 @@ class IngressSettings:
     listen: Listen = field(default_factory=Listen)
     debounce: float = 0.05
     resync: float = 1.0
-    ensure_class_delay: float = 0.0
-    """A joining peer waits this long for its replica before creating the default class."""
     write_status: bool = True
     is_reachable: Callable[[str], bool] = field(default=lambda node: True)
     """Whether this node can reach a node now (the mesh's membership); asked at every
@@ -181,8 +181,6 @@ class IngressController:
         return True
 
     async def ensure_default_class(self) -> None:
-        if self.settings.ensure_class_delay:
-            await asyncio.sleep(self.settings.ensure_class_delay)
         kind = self.store.registry.by_kind("networking.k8s.io/v1", "IngressClass")
         assert kind is not None
         if self.replica.entry(kind.resource, "", CLASS_NAME) is not None:
@@ -215,8 +213,8 @@ class IngressController:
                           meta["name"], e)
         return written
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="ingress")
+    def start(self, catch_up: CatchUp | None = None) -> None:
+        self._task = asyncio.create_task(self.run(catch_up), name="ingress")
 
     async def stop(self) -> None:
         await cancel(self._task)
@@ -231,8 +229,19 @@ class IngressController:
         if self.settings.write_status:
             await self.write_status()
 
-    async def run(self) -> None:
+    async def run(self, catch_up: CatchUp | None = None) -> None:
+        """Render from now on; create the default class once this peer may (at once on a
+        first node, synced alone, or without a mesh)."""
+        default_class = asyncio.create_task(self._default_class(catch_up),
+                                            name="ingress-default-class")
+        try:
+            await render_loop(self.replica, self.relevant, self._step, "ingress",
+                              resync=self.settings.resync, debounce=self.settings.debounce)
+        finally:
+            await cancel(default_class)
+
+    async def _default_class(self, catch_up: CatchUp | None) -> None:
+        # A joiner's create, the later one, would give the cluster's class a new uid.
+        await until_may_create_defaults(catch_up)
         with contextlib.suppress(StoreError):
             await self.ensure_default_class()
-        await render_loop(self.replica, self.relevant, self._step, "ingress",
-                          resync=self.settings.resync, debounce=self.settings.debounce)
