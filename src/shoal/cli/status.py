@@ -23,7 +23,6 @@ import json
 import ssl
 import sys
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def fetch_with_data_dir(data_dir: Path, server: str | None, query: str) -> dict[str, Any]:
+    # Here, not at the top: a running node loads no urllib.request (with http.client and
+    # email); ``shoal server`` imports this module to build its parser.
+    import urllib.request
+
     pki = data_dir / "pki"
     url = server or (data_dir / "server-url").read_text().strip()
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
