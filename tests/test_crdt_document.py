@@ -43,6 +43,18 @@ def test_a_write_only_stamps_the_leaves_it_changes() -> None:
     assert d.value() == new
 
 
+def test_a_register_reads_as_the_stamp_and_writer_of_its_last_change() -> None:
+    d = Document.create(POD, 10, "n1", containers_by_name)
+    new = copy.deepcopy(POD)
+    new["spec"]["containers"][1]["image"] = "busybox:2"
+    d.write(new, 20, "n2", containers_by_name)
+    assert d.register_at("spec", "containers", "b", "image") == (20, "n2")
+    assert d.register_at("spec", "containers", "a", "image") == (10, "n1")
+    assert d.writer_at("spec", "containers", "b", "image") == "n2"
+    assert d.register_at("spec", "containers", "c") is None
+    assert d.writer_at("status") is None
+
+
 def test_spec_and_status_written_concurrently_both_survive() -> None:
     base = Document.create(POD, 10, "n1", containers_by_name)
     user, agent = base.copy(), base.copy()

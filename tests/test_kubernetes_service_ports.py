@@ -139,9 +139,10 @@ async def test_a_peer_that_has_just_resumed_keeps_the_nodes_whose_renewals_it_mi
     await _node(store, "pi-2", "127.0.0.2", 6443)
     store.replica.wall = _Later(store.replica.wall, 60.0)  # it stood still for 60 s
     now = store.replica.wall.now()
-    assert KubernetesService(store, 6443).addresses() == []
+    assert KubernetesService(store, 6443).endpoints() == []
     view = _ResumedView("pi-1", now)
-    assert KubernetesService(store, 6443, view).addresses() == ["127.0.0.1", "127.0.0.2"]
+    assert KubernetesService(store, 6443, view).endpoints() == [
+        ("127.0.0.1", 6443), ("127.0.0.2", 6443)]
 
 
 class _Later:

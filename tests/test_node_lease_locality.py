@@ -104,7 +104,7 @@ async def test_the_kubernetes_service_counts_a_node_whose_lease_it_does_not_hold
                                         "spec": {"renewTime": now_rfc3339(renewed)}},
                            NODE_LEASES)
     service = KubernetesService(store, 6443, _SuperView())  # type: ignore[arg-type]
-    assert service.addresses() == ["10.0.0.1", "10.0.0.3"]
+    assert service.endpoints() == [("10.0.0.1", 6443), ("10.0.0.3", 6443)]
     await asyncio.sleep(0)
     store.replica.close()
 

@@ -121,4 +121,29 @@ def test_a_freeze_is_deterministic() -> None:
     assert run(SEED, 2.0).trace == run(SEED, 2.0).trace
 
 
+def test_a_thaw_brings_back_only_the_links_the_freeze_took_down() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, FreezableEventLoop)
+        cluster = SimCluster(3, SEED, mesh_config.sim(), loop)
+        net = cluster.network
+        a, b, c = (n.address for n in cluster.nodes.values())
+        name_a, name_b, _ = cluster.nodes
+        net.clog(a, b)  # the scenario's own cut, from before the freeze
+        cluster.freeze(name_a)
+        cluster.freeze(name_b)
+        assert not net.reachable(a, c) and not net.reachable(c, b)
+        cluster.thaw(name_a, links_after=1.0)
+        assert not net.reachable(a, c), "the links come back links_after later"
+        await asyncio.sleep(1.5)
+        assert net.reachable(a, c) and net.reachable(c, a)
+        assert not net.reachable(a, b), "the scenario's cut stays"
+        assert not net.reachable(c, b), "a peer still frozen stays cut off"
+        cluster.thaw(name_b)
+        assert net.reachable(b, c) and not net.reachable(b, a)
+        await cluster.stop()
+
+    virtual_run(main(), freezable=True)
+
+
 SEED = 0

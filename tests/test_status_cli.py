@@ -72,7 +72,8 @@ def lab() -> Iterator[netns.NetnsLab]:
 def test_format_lists_members_cut_links_and_partitions() -> None:
     body = {
         "node": "a", "revision": 7,
-        "members": [{"name": "a", "state": "alive", "self": True, "address": "x:1"},
+        "members": [{"name": "a", "state": "alive", "self": True, "address": "x:1",
+                     "for_seconds": 3.0},
                     {"name": "c", "state": "dead", "for_seconds": 12.0, "address": "y:1",
                      "site": "shed"}],
         "pods": {"a": {"Running": 2}, "c": {"Running": 1, "Pending": 1}},
@@ -87,6 +88,8 @@ def test_format_lists_members_cut_links_and_partitions() -> None:
     row = next(line for line in text.splitlines() if line.startswith("c "))
     assert row.split() == ["c", "dead", "12s", "y:1", "full", "shed", "2", "Unknown", "3",
                            "2.0KiB", "10B"]
+    mine = next(line for line in text.splitlines() if line.startswith("a *"))
+    assert mine.split() == ["a", "*", "alive", "3s", "x:1", "full", "-", "2", "True"]
     assert "cut: a - c (a holds it dead)" in text
     assert "alive -> suspect  (cut)" in text
 

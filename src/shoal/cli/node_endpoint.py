@@ -14,8 +14,6 @@ import json
 import os
 import ssl
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +68,11 @@ def _ssl_context(cluster: dict[str, Any], user: dict[str, Any], base: Path,
 def get_json(path: str, kubeconfig: str | None, context: str | None,
              server: str | None) -> dict[str, Any]:
     """The endpoint's JSON body; raises RuntimeError with the status for anything but 200."""
-    import yaml  # here, not at the top: a running node loads no PyYAML (2.6 MB)
+    # Here, not at the top: a running node loads no PyYAML (2.6 MB), and no
+    # urllib.request (with http.client and email); ``shoal server`` imports this module.
+    import urllib.request
+
+    import yaml
 
     config_path = _kubeconfig_path(kubeconfig)
     config = yaml.safe_load(config_path.read_text()) or {}

@@ -4,7 +4,10 @@ It asks a node for ``GET /shoal/v1/status`` (:mod:`shoal.api.live_page`) and pri
 members and their state (with how long they have been in it, address, role and site),
 pods per node, replication lag and traffic per peer, this node's scopes, the links that
 are cut (from this node's membership and what each peer last reported), and the
-recent membership transitions: the partitions and heals this node saw.
+recent membership transitions: the partitions and heals this node saw. A member with no
+site shows ``-``, as ``shoal scopes`` shows what does not apply: it is in the mesh's
+default site, which is not one named ``default`` (``--site default``; the bus alone
+calls the unnamed site ``default``, ``bus.site_topology``).
 
 ``--data-dir`` asks the node whose data dir it is, with that node's own credential (the
 admin token on a signer, else the node's certificate): it works on any node, even one cut
@@ -20,7 +23,6 @@ import json
 import ssl
 import sys
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def fetch_with_data_dir(data_dir: Path, server: str | None, query: str) -> dict[str, Any]:
+    # Here, not at the top: a running node loads no urllib.request (with http.client and
+    # email); ``shoal server`` imports this module to build its parser.
+    import urllib.request
+
     pki = data_dir / "pki"
     url = server or (data_dir / "server-url").read_text().strip()
     ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
@@ -117,7 +123,7 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append((
             name + (" *" if m.get("self") else ""), str(m.get("state", "")),
             "" if held is None else age(held), str(m.get("address", "")), str(m.get("role") or "full"),
-            str(m.get("site") or ""), str(sum((pods.get(name) or {}).values())),
+            str(m.get("site") or "-"), str(sum((pods.get(name) or {}).values())),
             str((nodes.get(name) or {}).get("ready") or ""),
             "" if m.get("self") else ("?" if behind is None else str(behind)),
             _size(r.get("bytes_sent")) if r else "", _size(r.get("bytes_received")) if r else "",

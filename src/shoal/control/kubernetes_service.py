@@ -105,10 +105,6 @@ class KubernetesService(Controller):
         return meta.get("namespace") == NAMESPACE and (name == NAME or (
             change.resource == "endpointslices.discovery.k8s.io" and name.startswith(f"{NAME}-")))
 
-    def addresses(self) -> list[str]:
-        """The addresses of the live nodes."""
-        return sorted({ip for ip, _ in self.endpoints()})
-
     def endpoints(self) -> list[tuple[str, int]]:
         """(address, API port) of each live node, sorted."""
         now = self.store.replica.wall.now()

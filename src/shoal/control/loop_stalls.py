@@ -52,13 +52,10 @@ class LoopStalls:
         look then proves nothing: nobody promised to look every ``tick``)."""
 
     def check(self) -> float:
-        """Look at the clocks; returns ``resumed``."""
+        """Look at the clocks, from the loop the ticker runs on; returns ``resumed``."""
         if self._last is None:
             return self.resumed
-        try:
-            loop_now = asyncio.get_running_loop().time()
-        except RuntimeError:  # asked off the loop: only the loop's own looks count
-            return self.resumed
+        loop_now = asyncio.get_running_loop().time()  # callers, the Lease judges, run on the loop
         wall_now = self.wall.now()
         gap = max(loop_now - self._last[0], wall_now - self._last[1])
         self._last = (loop_now, wall_now)

@@ -325,17 +325,22 @@ class Document:
         _tombstone(self.root, stamp, writer)
 
     # -- who wrote a field (the trim tells a node's own status from a peer's mark) --
-    def writer_at(self, *path: str) -> str | None:
-        """The writer of the register at ``path``: field names, and a keyed list's elements
-        by their key's value (``"status", "conditions", "Ready", "status"``). None where
-        the document has no such register."""
+    def register_at(self, *path: str) -> tuple[int, str] | None:
+        """The (stamp, writer) of the register at ``path``: field names, and a keyed list's
+        elements by their key's value (``"status", "conditions", "Ready", "status"``).
+        None where the document has no such register."""
         node: Node = self.root
         for name in path:
             child = (node[C] or {}).get(name)
             if child is None:
                 return None
             node = child
-        return node[W]  # type: ignore[no-any-return]
+        return (node[S], node[W])
+
+    def writer_at(self, *path: str) -> str | None:
+        """The writer of the register at ``path`` (as ``register_at``)."""
+        found = self.register_at(*path)
+        return None if found is None else found[1]
     # -- end --
 
     def merge(self, other: Document) -> bool:

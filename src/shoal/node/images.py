@@ -30,15 +30,19 @@ import os
 import platform
 import shutil
 import stat
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import orjson
+
+if TYPE_CHECKING:
+    # tarfile is imported where an image is unpacked, imported or built: a running node
+    # imports this module (pod_worker) and seldom does any of those (0.6 MB of RSS).
+    import tarfile
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +377,8 @@ class ImageStore:
         target = self.rootfs_dir / check_digest(m.config.digest)
         if target.exists():
             return target
+        import tarfile  # here, not at the top: see the TYPE_CHECKING import
+
         started = time.monotonic()
         tmp = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="rootfs-"))
         try:
@@ -417,6 +423,8 @@ class ImageStore:
         """Import an OCI layout or ``docker save`` archive (directory or tar); returns the refs."""
         if path.is_dir():
             return self._import_from(_DirSource(path))
+        import tarfile  # here, not at the top: see the TYPE_CHECKING import
+
         with tarfile.open(path) as tar:
             return self._import_from(_TarSource(tar))
 
@@ -660,6 +668,8 @@ def _set_meta(path: Path, m: tarfile.TarInfo) -> None:
 
 def layer_tar(files: Iterable[tuple[str, bytes | str, int]]) -> bytes:
     """An uncompressed layer: (path, content or ``->target`` symlink, mode) per entry."""
+    import tarfile  # here, not at the top: see the TYPE_CHECKING import
+
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         dirs: set[str] = set()

@@ -271,16 +271,13 @@ class SimCluster:
         assert isinstance(self.loop, FreezableEventLoop), "freezing needs a FreezableEventLoop"
         self.network.note(f"freeze {name}")
         self.loop.freeze(name)
-        me = self.nodes[name].address
-        for other in self.nodes.values():
-            if other.name != name:
-                self.network.clog(me, other.address)
+        self.network.cut_off(self.nodes[name].address)
 
     def thaw(self, name: str, links_after: float = 0.0) -> None:
         """``name`` runs again (``kill -CONT``), with its memory as the freeze left it. Its
         links come back ``links_after`` seconds later: a resumed VM's or a woken device's
         network comes back after its processes, and its peers closed their connections to
-        it meanwhile."""
+        it meanwhile. The links a scenario cut itself stay cut."""
         assert isinstance(self.loop, FreezableEventLoop)
         self.network.note(f"thaw {name}")
         self.loop.thaw(name)
@@ -291,10 +288,7 @@ class SimCluster:
 
     def _reconnect(self, name: str) -> None:
         self.network.note(f"reconnect {name}")
-        me = self.nodes[name].address
-        for other in self.nodes.values():
-            if other.name != name:
-                self.network.unclog(me, other.address)
+        self.network.reconnect(self.nodes[name].address)
 
     def _restart_seeds(self, name: str) -> list[str]:
         """Addresses a restarting node may join through (three are picked at random)."""

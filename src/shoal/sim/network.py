@@ -4,9 +4,10 @@ Every message takes ``delay_min`` plus an exponential tail of mean ``delay_mean`
 (so messages overtake each other: reordering), is lost with probability
 ``drop`` and delivered twice with probability ``duplicate``. ``partition``
 splits the nodes into groups that cannot reach each other and ``clog`` cuts one
-pair, as FoundationDB's ``clogPair`` and TigerBeetle's packet simulator do; a
-message is checked against them when it arrives, so a cut also loses what is in
-flight. Bytes and messages are counted per node, and every delivery is folded
+pair, as FoundationDB's ``clogPair`` and TigerBeetle's packet simulator do; ``cut_off``
+takes down every link of one node (a frozen process's), apart from those, so that
+bringing it back leaves the scenario's cuts in place. A message is checked against them
+when it arrives, so a cut also loses what is in flight. Bytes and messages are counted per node, and every delivery is folded
 into a trace hash that two runs of one seed must agree on.
 """
 
@@ -46,6 +47,7 @@ class SimNetwork:
         self._nodes: dict[str, SimTransport] = {}
         self._group: dict[str, int] = {}
         self._clogged: set[tuple[str, str]] = set()
+        self._cut_off: set[str] = set()
         self.bytes_sent: Counter[str] = Counter()
         self.bytes_received: Counter[str] = Counter()
         self.messages_sent: Counter[str] = Counter()
@@ -80,7 +82,7 @@ class SimNetwork:
                 self._group[a] = i
 
     def heal(self) -> None:
-        """Remove every partition and clog."""
+        """Remove every partition and clog (a node ``cut_off`` stays cut off)."""
         self._group = {}
         self._clogged.clear()
 
@@ -92,8 +94,19 @@ class SimNetwork:
         self._clogged.discard((a, b))
         self._clogged.discard((b, a))
 
+    def cut_off(self, address: str) -> None:
+        """Take down every link of ``address`` until ``reconnect``; ``heal`` leaves it down
+        (a frozen process stays unreachable whatever the network does)."""
+        self._cut_off.add(address)
+
+    def reconnect(self, address: str) -> None:
+        """Bring back the links ``cut_off`` took down; partitions and clogs stay."""
+        self._cut_off.discard(address)
+
     def reachable(self, src: str, dst: str) -> bool:
         if (src, dst) in self._clogged:
+            return False
+        if src != dst and (src in self._cut_off or dst in self._cut_off):
             return False
         if self._group:
             return self._group.get(src, -1) == self._group.get(dst, -2) or src == dst

@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from shoal.authz.scopes import ScopeMap
-from shoal.crdt.document import C, Node, S, W
+from shoal.crdt.document import C, Document, Node, S, W
 from shoal.mesh import revocation
 from shoal.mesh.replication_policy import revoked_rule
 from shoal.sim.checkers import durability, resurrection
@@ -54,7 +54,7 @@ Stamp = tuple[int, str]
 
 
 def _unrevoked(w: AckedWrite, scopes: ScopeMap,
-               lost: Mapping[Key, Callable[[tuple[str, ...], Stamp], bool]] | None = None
+               lost: Mapping[Key, revocation.Revoked] | None = None
                ) -> AckedWrite | None:
     """``w`` as the members must keep it: without the changes a writer's removal revoked
     (``mesh.revocation``), which its snapshot holds when it was made over one of them,
@@ -68,7 +68,7 @@ def _unrevoked(w: AckedWrite, scopes: ScopeMap,
     rule = revoked_rule(after, w.resource, w.namespace, w.name, doc.value(), doc.deleted)
     gone = (lost or {}).get((w.resource, w.namespace, w.name))
     kept = revocation.strip(doc, rule if gone is None else (
-        lambda path, writer, stamp: rule(path, writer, stamp) or gone(path, (stamp, writer))))
+        lambda path, writer, stamp: rule(path, writer, stamp) or gone(path, writer, stamp)))
     if kept is doc:
         return w
     if kept is None or (w.op == "delete" and not kept.deleted):
@@ -77,7 +77,7 @@ def _unrevoked(w: AckedWrite, scopes: ScopeMap,
 
 
 def _lost_to_revoked(acked: list[AckedWrite], replicas: Mapping[str, Replica],
-                     scopes: ScopeMap) -> dict[Key, Callable[[tuple[str, ...], Stamp], bool]]:
+                     scopes: ScopeMap) -> dict[Key, revocation.Revoked]:
     """Per object, which of its fields' values a revoked change overwrote on every member
     that held them: the documented limit (docs/semantics.md, "Scopes in replication",
     Limits: "A value that a revoked change overwrote on every member that held it is
@@ -99,19 +99,21 @@ def _lost_to_revoked(acked: list[AckedWrite], replicas: Mapping[str, Replica],
         for path, node in _registers(doc.root[C] or {}, ()):
             if rule(path, node[W], node[S]):
                 found[path] = max(found.get(path, (0, "")), (node[S], node[W]))
-    lost: dict[Key, Callable[[tuple[str, ...], Stamp], bool]] = {}
+    lost: dict[Key, revocation.Revoked] = {}
     for key, paths in over.items():
         if not paths:
             continue
         scope = scopes.scope_of(key[0], key[1])
-        held = [e.document().root for peer, r in replicas.items()
+        held = [e.document() for peer, r in replicas.items()
                 if scopes.is_member(scope, peer) and (e := r.entry(*key)) is not None]
 
-        def gone(path: tuple[str, ...], stamp: Stamp, paths: dict[tuple[str, ...], Stamp]
-                 = paths, held: list[Node] = held) -> bool:
+        def gone(path: tuple[str, ...], writer: str, stamp: int,
+                 paths: dict[tuple[str, ...], Stamp] = paths,
+                 held: list[Document] = held) -> bool:
             winner = paths.get(path)
-            return (winner is not None and stamp < winner
-                    and all(_at(root, path) < stamp for root in held))
+            return (winner is not None and (stamp, writer) < winner
+                    and all((doc.register_at(*path) or (0, "")) < (stamp, writer)
+                            for doc in held))
 
         lost[key] = gone
     return lost
@@ -122,17 +124,6 @@ def _registers(children: Mapping[str, Node], path: tuple[str, ...]
     for k, node in children.items():
         yield (*path, k), node
         yield from _registers(node[C] or {}, (*path, k))
-
-
-def _at(root: Node, path: tuple[str, ...]) -> Stamp:
-    """The (stamp, writer) of the register at ``path``; (0, "") where there is none."""
-    node = root
-    for k in path:
-        child = (node[C] or {}).get(k)
-        if child is None:
-            return (0, "")
-        node = child
-    return (node[S], node[W])
 
 
 def _deleted_unseen(w: AckedWrite, peer: str, replicas: Mapping[str, Replica],
