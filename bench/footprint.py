@@ -57,6 +57,9 @@ class FreshNode(Node):
              "--api-port", str(self.port), "--peer-port", str(_free_port()),
              "--log-level", "warning", "--runtime", "process", "--proxy-mode", "none"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # Not the caller's PYTHONPATH: with src on it, the node ran the working tree's
+            # code instead of the --ref commit installed in the fresh venv.
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, cwd=self.work,
         )
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
