@@ -5,6 +5,7 @@ a template, and a user's later writes share the object with it as with any other
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest_asyncio
 from shoal.control.cronjob import CronJobController
 from shoal.control.daemonset import DaemonSetController
 from shoal.control.deployment import DeploymentController
-from shoal.control.field_owner import CONTROLLER_MANAGER
+from shoal.control.field_owner import CONTROLLER_MANAGER, updated_by
 from shoal.control.horizontal_autoscaler import HorizontalPodAutoscaler
 from shoal.control.job import JobController
 from shoal.control.replicaset import ReplicaSetController
@@ -155,6 +156,22 @@ async def test_what_each_workload_controller_creates_is_owned_by_kube_controller
         assert "f:ownerReferences" in entry["fieldsV1"]["f:metadata"]
         assert "f:template" in entry["fieldsV1"]["f:spec"] or \
             "f:containers" in entry["fieldsV1"]["f:spec"]
+
+
+async def test_the_deployment_controller_takes_back_a_replicasets_replicas_another_set(
+        store: ObjectStore) -> None:
+    # Its writes to its ReplicaSets record an Update (updated_by): the field moves back to it.
+    [rs] = await _deployment(store)
+    other = copy.deepcopy(rs)
+    other["spec"]["replicas"] = 5
+    await store.update(RS, other, "default", rs["metadata"]["name"],
+                       managed_fields=updated_by(store, RS, manager="someone"))
+    await DeploymentController(store).sync()
+    rs = store.get(RS, "default", rs["metadata"]["name"])
+    assert rs["spec"]["replicas"] == 1
+    owners = {e["manager"]: e["fieldsV1"] for e in rs["metadata"]["managedFields"]}
+    assert "f:replicas" in owners[CONTROLLER_MANAGER]["f:spec"]
+    assert "f:replicas" not in owners.get("someone", {}).get("f:spec", {})
 
 
 # -- a user's writes on a controller's pod, through the API ---------------------------------

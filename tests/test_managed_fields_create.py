@@ -131,3 +131,15 @@ def test_the_pods_of_one_template_share_one_remembered_spec_tree() -> None:
     assert entries[0] == entries[1] == entries[2]
     # One tree for all (stored objects are read-only): no copy per pod.
     assert entries[1][0]["fieldsV1"]["f:spec"] is entries[2][0]["fieldsV1"]["f:spec"]
+
+
+def test_objects_without_a_spec_are_not_remembered_whole() -> None:
+    # A ConfigMap's (or Secret's) data never repeats across objects: remembered, it would
+    # only hold values in memory and push out the templates' trees.
+    write = Write("m", "v1", NOW, "", False)
+    memo = field_schema.for_kind(CONFIGMAP).object_trees()
+    for i in range(3):
+        entry = _direct({"metadata": {"name": f"cm-{i}"}, "data": {"k": f"secret-{i}"}},
+                        CONFIGMAP, write)
+        assert "f:data" in entry[0]["fieldsV1"]
+    assert not memo._results

@@ -177,11 +177,11 @@ class ReplicaSetController(Controller):
                 slot += 1
                 if name in taken:
                     continue
+                taken.add(name)  # a later slot whose name collides with it is skipped
                 try:
                     await self.store.create(self.pod_kind, pod_from_template(rs, self.rs_kind, name),
                                             ns, managed_fields=created_by(self.store, self.pod_kind))
                     changed = True
-                    taken.add(name)  # a later slot whose name collides with it is skipped
                 except AlreadyExists:
                     pass
                 except Forbidden as e:  # admission (a quota, a LimitRange): no retry loop

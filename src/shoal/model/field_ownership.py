@@ -140,11 +140,13 @@ def created_fields_v1(new: dict[str, Any], root: TypeNode, write: Write) -> dict
         # Not the main resource's to own, nor anything below it.
         new = {k: v for k, v in new.items() if k != "status"}
     # The whole tree depends only on what a writer may own: the objects of one template
-    # (a ReplicaSet's pods) share it, as the specs' trees below are shared.
-    meta = new.get("metadata")
+    # (a ReplicaSet's pods) share it, as the specs' trees below are shared. Only for objects
+    # with a spec: a ConfigMap's or Secret's data would fill the memo (and memory) with
+    # values that never repeat.
+    meta, spec = new.get("metadata"), new.get("spec")
     key = ValueMemo.key(({k: v for k, v in meta.items() if k not in _META_DROPPED},
                          {k: v for k, v in new.items() if k not in _ROOT_DROPPED})) \
-        if type(meta) is dict else None
+        if type(meta) is dict and type(spec) is dict and spec else None
     if key is None:
         return _spec_shared_fields_v1(new, root)
     memo = root.object_trees()
