@@ -104,6 +104,12 @@ async def test_a_peer_whose_only_member_is_suspect_waits_for_it(
     ms2.suspect, ms2.dead = [], ["seed"]  # or it is declared dead: now it is cut off
     await asyncio.wait_for(c2.wait(), 1.0)
     assert "dead or gone" in c2.reason
+    # Nor does a failed pull of the one live member make it cut off while a seed is suspect.
+    ms3 = _Membership(["a"], suspect=["seed"])
+    ae3 = _AntiEntropy()
+    c3 = CatchUp(ae3, ms3)  # type: ignore[arg-type]
+    ae3.pulled("a", False)
+    assert not c3.done()
 
 
 async def test_a_joining_peer_that_knows_no_member_yet_waits_for_its_join() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
 
 from shoal.authz.scopes import ScopeIndex
 from shoal.control.controller import Controller
@@ -115,13 +114,7 @@ async def _default_class(store: ObjectStore, caught_up: CatchUp | None) -> None:
 
 
 # --- caught-up gating (issue 11): no controller acts on a replica that has not caught up
-class CaughtUp(Protocol):
-    """``shoal.mesh.catch_up.CatchUp``, as the controllers wait for it (``HasSynced``)."""
-
-    async def wait(self) -> None: ...
-
-
-async def run_when_caught_up(controller: Controller, caught_up: CaughtUp | None) -> None:
+async def run_when_caught_up(controller: Controller, caught_up: CatchUp | None) -> None:
     if caught_up is not None:
         await caught_up.wait()
     await controller.run()

@@ -37,7 +37,7 @@ import logging
 from typing import Any
 
 from shoal.mesh.anti_entropy import AntiEntropy
-from shoal.mesh.membership import Membership
+from shoal.mesh.membership import Member, Membership
 from shoal.mesh.messages import State
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,21 @@ class CatchUp:
             self._finish(f"pulled everything {partner} held")
             return
         self.unreachable.add(partner)
-        live = {m.name for m in self._membership.live()}
+        live = {m.name for m in self._not_dead()}
         if live and live <= self.unreachable:
             self._finish("no live member answered a pull: acting on the replica as it is")
+
+    def _not_dead(self) -> list[Member]:
+        """The other members alive or suspect. A suspect is not dead: it is not pulled, but
+        once it refutes it is, so a peer that cannot reach it yet waits for that (or for
+        its death) rather than act as cut off."""
+        return self._membership.others((State.ALIVE, State.SUSPECT))
 
     def _check_members(self) -> None:
         if self.done():
             return
         m = self._membership
-        # Suspects are not dead: pulls resume once one refutes, or it is declared dead.
-        if (not m.others((State.ALIVE, State.SUSPECT))
-                and any(name != m.name for name in m.members)):
+        if not self._not_dead() and any(name != m.name for name in m.members):
             self._finish("every member it knows is held dead or gone: acting on the "
                          "replica as it is")
         else:

@@ -18,7 +18,7 @@ from shoal.node.dns_config import (
     DNS_SERVICE_NAME,
     DNS_SERVICE_NAMESPACE,
 )
-from shoal.store.objects import AlreadyExists, ObjectStore, StoreError
+from shoal.store.objects import AlreadyExists, NotFound, ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +49,10 @@ async def ensure_kube_dns(store: ObjectStore) -> bool:
     """Create the Service if this replica lacks it; leave an existing one (a user's edit) alone.
     False when ``kube-system`` is not there yet (the node creates it, ``node_status``), so
     that the caller tries again soon; True otherwise."""
-    kind, ns_kind = store.registry.by_kind("v1", "Service"), store.registry.by_kind(
-        "v1", "Namespace")
-    assert kind is not None and ns_kind is not None
+    kind = store.registry.by_kind("v1", "Service")
+    assert kind is not None
     if store.find(kind, DNS_SERVICE_NAMESPACE, DNS_SERVICE_NAME) is not None:
         return True
-    if store.find(ns_kind, None, DNS_SERVICE_NAMESPACE) is None:
-        return False
     holder = next((s["metadata"] for s in store.list(kind)
                    if (s.get("spec") or {}).get("clusterIP") == CLUSTER_DNS_IP), None)
     if holder is not None:
@@ -69,6 +66,8 @@ async def ensure_kube_dns(store: ObjectStore) -> bool:
                  CLUSTER_DNS_IP)
     except AlreadyExists:
         pass  # created meanwhile, by a merge or a user
+    except NotFound:
+        return False  # kube-system is not there yet
     except StoreError as e:
         log.error("cannot create the %s/%s Service: %s", DNS_SERVICE_NAMESPACE, DNS_SERVICE_NAME, e)
     return True
