@@ -25,6 +25,7 @@ class _Membership:
     dead: list[str] = field(default_factory=list)
     name: str = "me"
     suspect: list[str] = field(default_factory=list)
+    unroutable: list[str] = field(default_factory=list)  # suspect past the routing window
 
     @property
     def members(self) -> dict[str, _Member]:
@@ -32,6 +33,9 @@ class _Membership:
 
     def live(self) -> list[_Member]:
         return [_Member(n) for n in self.names]
+
+    def routable(self, name: str) -> bool:
+        return name not in self.dead and name not in self.unroutable
 
     def others(self, states: tuple[State, ...]) -> list[_Member]:
         return [_Member(n) for n, state in [*((n, State.ALIVE) for n in self.names),
@@ -110,6 +114,11 @@ async def test_a_peer_whose_only_member_is_suspect_waits_for_it(
     c3 = CatchUp(ae3, ms3)  # type: ignore[arg-type]
     ae3.pulled("a", False)
     assert not c3.done()
+    # A suspect that stays so (a peer restarted behind a cut link) stops counting once it is
+    # no longer routable: the peer acts as cut off then, not after the suspicion timeout.
+    ms3.unroutable = ["seed"]
+    ae3.pulled("a", False)
+    assert c3.done() and "no live member answered" in c3.reason
 
 
 async def test_a_joining_peer_that_knows_no_member_yet_waits_for_its_join() -> None:

@@ -140,10 +140,13 @@ class CatchUp:
             self._finish("no live member answered a pull: acting on the replica as it is")
 
     def _not_dead(self) -> list[Member]:
-        """The other members alive or suspect. A suspect is not dead: it is not pulled, but
-        once it refutes it is, so a peer that cannot reach it yet waits for that (or for
-        its death) rather than act as cut off."""
-        return self._membership.others((State.ALIVE, State.SUSPECT))
+        """The other members alive, or suspect for a short while (``Membership.routable``).
+        A seed that flaps suspect over a slow link refutes within seconds, and a joiner waits
+        for it rather than act as cut off; a suspect that stays so (a peer restarted behind
+        a cut link) stops counting after ``routing_unreachable_after``, not after the
+        suspicion timeout an isolated node's Lifeguard stretches."""
+        m = self._membership
+        return [p for p in m.others((State.ALIVE, State.SUSPECT)) if m.routable(p.name)]
 
     def _check_members(self) -> None:
         if self.done():
